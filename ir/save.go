@@ -1,0 +1,518 @@
+package ir
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/qcc-dev/qcc/ir/onnxpb"
+)
+
+// ExternalMode says when Save stores tensor data outside the .onnx file.
+type ExternalMode int
+
+const (
+	// ExternalAuto stores data externally when the input model did, or when the model
+	// would pass protobuf's 2 GB limit.
+	ExternalAuto ExternalMode = iota
+	ExternalAlways
+	ExternalNever
+)
+
+// protoLimit is the largest serialized message protobuf accepts, less headroom for the graph.
+const protoLimit = 2<<30 - 64<<20
+
+// SaveOptions controls Save.
+type SaveOptions struct {
+	External ExternalMode
+	// DataFile is the external data file's name, beside the model; default "<model file>.data".
+	DataFile string
+	// Threshold is the smallest tensor (in bytes) stored externally; default 1024.
+	Threshold int64
+}
+
+// Save writes m to path atomically: everything goes to temporary files in the same folder
+// that are renamed into place only when complete, so a failure never leaves a truncated
+// model, and a model whose external data is read from the file being replaced still reads
+// the old bytes.
+func Save(m *Model, path string, opts SaveOptions) (err error) {
+	if opts.Threshold <= 0 {
+		opts.Threshold = 1024
+	}
+	if opts.DataFile == "" {
+		opts.DataFile = filepath.Base(path) + ".data"
+	}
+	external := opts.External == ExternalAlways
+	if opts.External == ExternalAuto {
+		external = m.hasExternal() || m.tensorBytes() > protoLimit
+	}
+	dir := filepath.Dir(path)
+	var ext *extWriter
+	if external {
+		f, err := os.CreateTemp(dir, "."+opts.DataFile+".tmp*")
+		if err != nil {
+			return err
+		}
+		ext = &extWriter{f: f, name: opts.DataFile, threshold: opts.Threshold}
+		defer func() {
+			if ext.f != nil {
+				ext.f.Close()
+				os.Remove(ext.f.Name())
+			}
+		}()
+	}
+	mp, err := toProto(m, ext)
+	if err != nil {
+		return err
+	}
+	if ext != nil {
+		if err := ext.flush(); err != nil {
+			return fmt.Errorf("writing external data: %w", err)
+		}
+	}
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(mp)
+	if err != nil {
+		return err
+	}
+	if len(b) > 2<<30-1 {
+		return fmt.Errorf("model is %d bytes, over protobuf's 2 GB limit: save with external data", len(b))
+	}
+	if err := writeAtomic(path, b); err != nil {
+		return err
+	}
+	if ext != nil {
+		tmp := ext.f.Name()
+		if err := ext.f.Close(); err != nil {
+			return err
+		}
+		ext.f = nil
+		if err := os.Rename(tmp, filepath.Join(dir, opts.DataFile)); err != nil {
+			os.Remove(tmp)
+			return err
+		}
+	}
+	return nil
+}
+
+// Marshal serializes m with all tensor data inline.
+func Marshal(m *Model) ([]byte, error) {
+	mp, err := toProto(m, nil)
+	if err != nil {
+		return nil, err
+	}
+	return proto.MarshalOptions{Deterministic: true}.Marshal(mp)
+}
+
+func writeAtomic(path string, b []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp, 0o644)
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+	}
+	return err
+}
+
+func (m *Model) forEachTensor(f func(*Tensor)) {
+	m.Graph.Walk(func(g *Graph) error {
+		for _, v := range g.Initializers {
+			f(v.Const)
+		}
+		for _, n := range g.Nodes() {
+			for _, a := range n.Attrs {
+				if a.Tensor != nil {
+					f(a.Tensor)
+				}
+				for _, t := range a.Tensors {
+					f(t)
+				}
+			}
+		}
+		return nil
+	})
+}
+
+func (m *Model) hasExternal() bool {
+	found := false
+	m.forEachTensor(func(t *Tensor) { found = found || t.External() != nil })
+	return found
+}
+
+func (m *Model) tensorBytes() int64 {
+	var n int64
+	m.forEachTensor(func(t *Tensor) { n += t.DType.ByteSize(t.NumElements()) })
+	return n
+}
+
+// extWriter appends tensor data to the external data file at 64-byte aligned offsets.
+type extWriter struct {
+	f         *os.File
+	name      string
+	threshold int64
+	off       int64
+}
+
+func (w *extWriter) flush() error { return w.f.Sync() }
+
+// put writes t's bytes, streaming from its source file when it has not been read, and
+// returns the external_data entries that point at them.
+func (w *extWriter) put(t *Tensor) ([]*onnxpb.StringStringEntryProto, error) {
+	if pad := (64 - w.off%64) % 64; pad > 0 {
+		if _, err := w.f.Write(make([]byte, pad)); err != nil {
+			return nil, err
+		}
+		w.off += pad
+	}
+	start := w.off
+	var n int64
+	if e := t.External(); e != nil && !t.Materialised() {
+		src, err := os.Open(e.Path)
+		if err != nil {
+			return nil, fmt.Errorf("tensor %q: external data: %w", t.Name, err)
+		}
+		length := e.Length
+		if length < 0 {
+			st, _ := src.Stat()
+			length = st.Size() - e.Offset
+		}
+		n, err = io.Copy(w.f, io.NewSectionReader(src, e.Offset, length))
+		src.Close()
+		if err == nil && n != length {
+			err = fmt.Errorf("external data %s is short: %d of %d bytes", e.Location, n, length)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("tensor %q: %w", t.Name, err)
+		}
+	} else {
+		b, err := t.Bytes()
+		if err != nil {
+			return nil, err
+		}
+		k, err := w.f.Write(b)
+		if err != nil {
+			return nil, err
+		}
+		n = int64(k)
+	}
+	w.off += n
+	return []*onnxpb.StringStringEntryProto{
+		kvp("location", w.name), kvp("offset", strconv.FormatInt(start, 10)), kvp("length", strconv.FormatInt(n, 10)),
+	}, nil
+}
+
+func kvp(k, v string) *onnxpb.StringStringEntryProto {
+	return &onnxpb.StringStringEntryProto{Key: &k, Value: &v}
+}
+
+func kvsToProto(kvs []KV) []*onnxpb.StringStringEntryProto {
+	var out []*onnxpb.StringStringEntryProto
+	for _, kv := range kvs {
+		out = append(out, kvp(kv.Key, kv.Value))
+	}
+	return out
+}
+
+// optStr returns a pointer for an optional string field: set when non-empty, or when the
+// loaded proto had it set (so an explicit empty value survives a round trip).
+func optStr(s string, wasSet bool) *string {
+	if s == "" && !wasSet {
+		return nil
+	}
+	return &s
+}
+
+func toProto(m *Model, ext *extWriter) (*onnxpb.ModelProto, error) {
+	if m.Graph == nil {
+		return nil, errors.New("model has no graph")
+	}
+	mp := &onnxpb.ModelProto{}
+	ex, _ := m.rest.(*modelExtra)
+	if ex == nil {
+		ex = &modelExtra{proto: &onnxpb.ModelProto{}, irSet: true}
+	}
+	mp.TrainingInfo, mp.Functions, mp.Configuration = ex.proto.TrainingInfo, ex.proto.Functions, ex.proto.Configuration
+	mp.ProtoReflect().SetUnknown(ex.proto.ProtoReflect().GetUnknown())
+	mp.IrVersion = proto.Int64(m.IRVersion)
+	mp.ProducerName = optStr(m.ProducerName, ex.producerSet)
+	mp.ProducerVersion = optStr(m.ProducerVersion, ex.producerVersionSet)
+	mp.Domain = optStr(m.Domain, ex.domainSet)
+	if m.ModelVersion != 0 || ex.modelVersionSet {
+		mp.ModelVersion = proto.Int64(m.ModelVersion)
+	}
+	mp.DocString = optStr(m.DocString, ex.docSet)
+	mp.MetadataProps = kvsToProto(m.Metadata)
+	for _, o := range m.Opsets {
+		d, v := o.Domain, o.Version
+		mp.OpsetImport = append(mp.OpsetImport, &onnxpb.OperatorSetIdProto{Domain: optStr(d, ex.opsetDomainSet[d]), Version: &v})
+	}
+	var err error
+	mp.Graph, err = graphToProto(m.Graph, ext)
+	return mp, err
+}
+
+func graphToProto(g *Graph, ext *extWriter) (*onnxpb.GraphProto, error) {
+	ex, _ := g.rest.(*graphExtra)
+	if ex == nil {
+		ex = &graphExtra{proto: &onnxpb.GraphProto{}}
+	}
+	gp := &onnxpb.GraphProto{
+		Name:                   optStr(g.Name, ex.proto.Name != nil),
+		DocString:              ex.proto.DocString,
+		SparseInitializer:      ex.proto.SparseInitializer,
+		QuantizationAnnotation: ex.proto.QuantizationAnnotation,
+		MetadataProps:          ex.proto.MetadataProps,
+	}
+	gp.ProtoReflect().SetUnknown(ex.proto.ProtoReflect().GetUnknown())
+	for _, v := range g.Initializers {
+		tp, err := tensorToProto(v.Const, v.Name, ext)
+		if err != nil {
+			return nil, err
+		}
+		gp.Initializer = append(gp.Initializer, tp)
+	}
+	for _, v := range g.Inputs {
+		gp.Input = append(gp.Input, valueInfo(v, ex.inputs, ex))
+	}
+	for _, n := range g.Nodes() {
+		np, err := nodeToProto(n, ext)
+		if err != nil {
+			return nil, err
+		}
+		gp.Node = append(gp.Node, np)
+	}
+	for _, v := range g.Outputs {
+		gp.Output = append(gp.Output, valueInfo(v, ex.outputs, ex))
+	}
+	for _, v := range g.ValueInfo {
+		if v.graph == g {
+			gp.ValueInfo = append(gp.ValueInfo, valueInfo(v, ex.infos, ex))
+		}
+	}
+	gp.ValueInfo = append(gp.ValueInfo, ex.orphans...)
+	return gp, nil
+}
+
+// valueInfo reuses the loaded entry when the value's type is unchanged, so fields the IR
+// does not model (dimension denotations, doc strings, metadata) survive.
+func valueInfo(v *Value, orig map[string]*onnxpb.ValueInfoProto, ex *graphExtra) *onnxpb.ValueInfoProto {
+	name := v.Name
+	if o := orig[name]; o != nil {
+		if t, ok := ex.types[v]; ok && t.Equal(v.Type) {
+			return o
+		}
+	}
+	vi := &onnxpb.ValueInfoProto{Name: &name, Type: typeToProto(v.Type)}
+	if o := orig[name]; o != nil {
+		vi.DocString, vi.MetadataProps = o.DocString, o.MetadataProps
+	}
+	return vi
+}
+
+func typeToProto(t *Type) *onnxpb.TypeProto {
+	if t == nil {
+		return nil
+	}
+	tp := &onnxpb.TypeProto{}
+	if t.Denotation != "" {
+		tp.Denotation = proto.String(t.Denotation)
+	}
+	switch t.Kind {
+	case TensorType:
+		tt := &onnxpb.TypeProto_Tensor{ElemType: proto.Int32(int32(t.DType)), Shape: shapeToProto(t)}
+		tp.Value = &onnxpb.TypeProto_TensorType{TensorType: tt}
+	case SparseTensorType:
+		tt := &onnxpb.TypeProto_SparseTensor{ElemType: proto.Int32(int32(t.DType)), Shape: shapeToProto(t)}
+		tp.Value = &onnxpb.TypeProto_SparseTensorType{SparseTensorType: tt}
+	case SequenceType:
+		tp.Value = &onnxpb.TypeProto_SequenceType{SequenceType: &onnxpb.TypeProto_Sequence{ElemType: typeToProto(t.Elem)}}
+	case OptionalType:
+		tp.Value = &onnxpb.TypeProto_OptionalType{OptionalType: &onnxpb.TypeProto_Optional{ElemType: typeToProto(t.Elem)}}
+	case MapType:
+		tp.Value = &onnxpb.TypeProto_MapType{MapType: &onnxpb.TypeProto_Map{KeyType: proto.Int32(int32(t.DType)), ValueType: typeToProto(t.Elem)}}
+	case OpaqueType:
+		tp.Value = &onnxpb.TypeProto_OpaqueType{OpaqueType: &onnxpb.TypeProto_Opaque{Domain: proto.String(t.Domain), Name: proto.String(t.Name)}}
+	}
+	return tp
+}
+
+func shapeToProto(t *Type) *onnxpb.TensorShapeProto {
+	if !t.HasShape {
+		return nil
+	}
+	sp := &onnxpb.TensorShapeProto{Dim: make([]*onnxpb.TensorShapeProto_Dimension, len(t.Shape))}
+	for i, d := range t.Shape {
+		dp := &onnxpb.TensorShapeProto_Dimension{}
+		switch {
+		case d.Known:
+			dp.Value = &onnxpb.TensorShapeProto_Dimension_DimValue{DimValue: d.Value}
+		case d.Param != "":
+			dp.Value = &onnxpb.TensorShapeProto_Dimension_DimParam{DimParam: d.Param}
+		}
+		sp.Dim[i] = dp
+	}
+	return sp
+}
+
+func nodeToProto(n *Node, ext *extWriter) (*onnxpb.NodeProto, error) {
+	rest, _ := n.rest.(*onnxpb.NodeProto)
+	if rest == nil {
+		rest = &onnxpb.NodeProto{}
+	}
+	np := &onnxpb.NodeProto{
+		OpType:               proto.String(n.OpType),
+		Name:                 optStr(n.Name, rest.Name != nil),
+		Domain:               optStr(n.Domain, rest.Domain != nil),
+		Overload:             optStr(n.Overload, rest.Overload != nil),
+		DocString:            optStr(n.DocString, rest.DocString != nil),
+		MetadataProps:        kvsToProto(n.Metadata),
+		DeviceConfigurations: rest.DeviceConfigurations,
+	}
+	np.ProtoReflect().SetUnknown(rest.ProtoReflect().GetUnknown())
+	np.Input = make([]string, len(n.inputs))
+	for i, v := range n.inputs {
+		if v != nil {
+			np.Input[i] = v.Name
+		}
+	}
+	np.Output = make([]string, len(n.outputs))
+	for i, v := range n.outputs {
+		if v != nil {
+			np.Output[i] = v.Name
+		}
+	}
+	for _, a := range n.Attrs {
+		ap, err := attrToProto(a, ext)
+		if err != nil {
+			return nil, fmt.Errorf("node %s attribute %s: %w", n, a.Name, err)
+		}
+		np.Attribute = append(np.Attribute, ap)
+	}
+	return np, nil
+}
+
+func attrToProto(a *Attr, ext *extWriter) (*onnxpb.AttributeProto, error) {
+	rest, _ := a.rest.(*onnxpb.AttributeProto)
+	if rest == nil {
+		rest = &onnxpb.AttributeProto{}
+	}
+	ap := &onnxpb.AttributeProto{
+		Name:          proto.String(a.Name),
+		RefAttrName:   optStr(a.RefAttrName, rest.RefAttrName != nil),
+		DocString:     optStr(a.DocString, rest.DocString != nil),
+		SparseTensor:  rest.SparseTensor,
+		SparseTensors: rest.SparseTensors,
+		Tp:            rest.Tp,
+		TypeProtos:    rest.TypeProtos,
+		Floats:        a.Floats,
+		Ints:          a.Ints,
+		Strings:       a.Strings,
+		S:             a.String,
+		F:             rest.F,
+		I:             rest.I,
+	}
+	ap.ProtoReflect().SetUnknown(rest.ProtoReflect().GetUnknown())
+	if a.Type != AttrUndefined && (rest.Type != nil || a.rest == nil) {
+		t := onnxpb.AttributeProto_AttributeType(a.Type)
+		ap.Type = &t
+	}
+	if a.Type == AttrFloat || rest.F != nil {
+		ap.F = proto.Float32(a.Float)
+	}
+	if a.Type == AttrInt || rest.I != nil {
+		ap.I = proto.Int64(a.Int)
+	}
+	if a.Type == AttrString && ap.S == nil {
+		ap.S = []byte{}
+	}
+	var err error
+	if a.Tensor != nil {
+		if ap.T, err = tensorToProto(a.Tensor, a.Tensor.Name, ext); err != nil {
+			return nil, err
+		}
+	}
+	for _, t := range a.Tensors {
+		tp, err := tensorToProto(t, t.Name, ext)
+		if err != nil {
+			return nil, err
+		}
+		ap.Tensors = append(ap.Tensors, tp)
+	}
+	if a.Graph != nil {
+		if ap.G, err = graphToProto(a.Graph, ext); err != nil {
+			return nil, err
+		}
+	}
+	for _, g := range a.Graphs {
+		gp, err := graphToProto(g, ext)
+		if err != nil {
+			return nil, err
+		}
+		ap.Graphs = append(ap.Graphs, gp)
+	}
+	return ap, nil
+}
+
+// tensorToProto writes an untouched loaded tensor back as it was read (sharing its data,
+// not copying it), inlines or externalises as the save asks, and encodes new tensors as
+// raw_data.
+func tensorToProto(t *Tensor, name string, ext *extWriter) (*onnxpb.TensorProto, error) {
+	orig, _ := t.orig.(*onnxpb.TensorProto)
+	size := t.DType.ByteSize(t.NumElements())
+	toExternal := ext != nil && t.DType != String && size >= ext.threshold
+	if orig != nil && !toExternal && t.ext == nil && orig.GetName() == name {
+		return orig, nil
+	}
+	tp := &onnxpb.TensorProto{Dims: t.Dims, DataType: proto.Int32(int32(t.DType))}
+	if name != "" || (orig != nil && orig.Name != nil) {
+		tp.Name = proto.String(name)
+	}
+	if orig != nil {
+		tp.DocString, tp.MetadataProps = orig.DocString, orig.MetadataProps
+		tp.ProtoReflect().SetUnknown(orig.ProtoReflect().GetUnknown())
+	}
+	switch {
+	case toExternal:
+		kvs, err := ext.put(t)
+		if err != nil {
+			return nil, err
+		}
+		tp.ExternalData = kvs
+		tp.DataLocation = onnxpb.TensorProto_EXTERNAL.Enum()
+	case orig != nil && t.ext == nil:
+		// Same data in its original encoding, only the name changed.
+		tp.FloatData, tp.Int32Data, tp.StringData, tp.Int64Data = orig.FloatData, orig.Int32Data, orig.StringData, orig.Int64Data
+		tp.RawData, tp.DoubleData, tp.Uint64Data = orig.RawData, orig.DoubleData, orig.Uint64Data
+	case t.DType == String:
+		tp.StringData = t.strs
+	default:
+		b, err := t.Bytes()
+		if err != nil {
+			return nil, err
+		}
+		if b == nil {
+			b = []byte{}
+		}
+		tp.RawData = b
+	}
+	return tp, nil
+}

@@ -1,0 +1,238 @@
+package ir
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"sync"
+)
+
+// Tensor is a constant: an initializer, a Constant node's value or a tensor attribute.
+//
+// Data is materialised lazily: a tensor loaded from a file keeps its original encoding
+// (typed fields, raw bytes or an external-data reference) until someone asks for the
+// bytes, so large weights that no pass reads are never copied, and an untouched tensor
+// is written back exactly as it was read.
+type Tensor struct {
+	Name  string
+	DType DataType
+	Dims  []int64
+
+	mu      sync.Mutex
+	raw     []byte                 // little-endian bytes, once materialised
+	decode  func() ([]byte, error) // produces raw on first use
+	strs    [][]byte               // STRING tensors
+	orig    any                    // *onnxpb.TensorProto when loaded and unmodified
+	ext     *External              // where the bytes live when stored externally
+	modTick bool                   // data was replaced after load
+}
+
+// External says where an externally stored tensor's bytes live.
+type External struct {
+	Location string // relative to the model's folder, as written in the file
+	Path     string // resolved path
+	Offset   int64
+	Length   int64 // -1: to the end of the file
+}
+
+// NewTensor returns a tensor holding raw little-endian bytes.
+func NewTensor(dt DataType, dims []int64, raw []byte) *Tensor {
+	return &Tensor{DType: dt, Dims: append([]int64{}, dims...), raw: raw}
+}
+
+// NewStringTensor returns a STRING tensor.
+func NewStringTensor(dims []int64, s [][]byte) *Tensor {
+	return &Tensor{DType: String, Dims: append([]int64{}, dims...), strs: s}
+}
+
+// FloatTensor returns a float32 tensor.
+func FloatTensor(dims []int64, v []float32) *Tensor {
+	b := make([]byte, 4*len(v))
+	for i, x := range v {
+		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(x))
+	}
+	return NewTensor(Float, dims, b)
+}
+
+// Int64Tensor returns an int64 tensor.
+func Int64Tensor(dims []int64, v []int64) *Tensor {
+	b := make([]byte, 8*len(v))
+	for i, x := range v {
+		binary.LittleEndian.PutUint64(b[8*i:], uint64(x))
+	}
+	return NewTensor(Int64, dims, b)
+}
+
+// NumElements is the product of the dimensions.
+func (t *Tensor) NumElements() int64 {
+	n := int64(1)
+	for _, d := range t.Dims {
+		n *= d
+	}
+	return n
+}
+
+// External returns the external-data reference of a tensor loaded from one, or nil.
+func (t *Tensor) External() *External {
+	if t.modTick {
+		return nil
+	}
+	return t.ext
+}
+
+// Materialised reports whether the bytes are in memory (tests use it to check laziness).
+func (t *Tensor) Materialised() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.raw != nil || t.decode == nil
+}
+
+// Bytes returns the little-endian data, decoding or reading it on first use.
+// The caller must not modify the slice; use SetBytes to replace the data.
+func (t *Tensor) Bytes() ([]byte, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.raw == nil && t.decode != nil {
+		b, err := t.decode()
+		if err != nil {
+			return nil, fmt.Errorf("tensor %q: %w", t.Name, err)
+		}
+		if want := t.DType.ByteSize(t.NumElements()); t.DType != String && int64(len(b)) != want {
+			return nil, fmt.Errorf("tensor %q: %d bytes of data for %s%v, want %d", t.Name, len(b), t.DType, t.Dims, want)
+		}
+		t.raw = b
+		t.decode = nil
+	}
+	if t.raw == nil && t.DType != String {
+		if n := t.DType.ByteSize(t.NumElements()); n > 0 {
+			return nil, fmt.Errorf("tensor %q: no data", t.Name)
+		}
+		t.raw = []byte{}
+	}
+	return t.raw, nil
+}
+
+// Strings returns the elements of a STRING tensor.
+func (t *Tensor) Strings() [][]byte { return t.strs }
+
+// SetBytes replaces the data; the tensor is then saved from these bytes.
+func (t *Tensor) SetBytes(b []byte) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.raw, t.decode, t.orig, t.modTick = b, nil, nil, true
+}
+
+// Float32s decodes a FLOAT tensor.
+func (t *Tensor) Float32s() ([]float32, error) {
+	if t.DType != Float {
+		return nil, fmt.Errorf("tensor %q is %s, not float", t.Name, t.DType)
+	}
+	b, err := t.Bytes()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]float32, len(b)/4)
+	for i := range out {
+		out[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+	}
+	return out, nil
+}
+
+// Int64s decodes an integer or bool tensor, widening to int64.
+func (t *Tensor) Int64s() ([]int64, error) {
+	b, err := t.Bytes()
+	if err != nil {
+		return nil, err
+	}
+	n := int(t.NumElements())
+	out := make([]int64, n)
+	for i := range out {
+		switch t.DType {
+		case Int64:
+			out[i] = int64(binary.LittleEndian.Uint64(b[8*i:]))
+		case Uint64:
+			out[i] = int64(binary.LittleEndian.Uint64(b[8*i:]))
+		case Int32:
+			out[i] = int64(int32(binary.LittleEndian.Uint32(b[4*i:])))
+		case Uint32:
+			out[i] = int64(binary.LittleEndian.Uint32(b[4*i:]))
+		case Int16:
+			out[i] = int64(int16(binary.LittleEndian.Uint16(b[2*i:])))
+		case Uint16:
+			out[i] = int64(binary.LittleEndian.Uint16(b[2*i:]))
+		case Int8:
+			out[i] = int64(int8(b[i]))
+		case Uint8, Bool:
+			out[i] = int64(b[i])
+		default:
+			return nil, fmt.Errorf("tensor %q is %s, not an integer type", t.Name, t.DType)
+		}
+	}
+	return out, nil
+}
+
+// Float64s decodes any real numeric tensor (float, double, float16, bfloat16, ints) as float64.
+func (t *Tensor) Float64s() ([]float64, error) {
+	if t.DType.IsInt() || t.DType == Bool {
+		iv, err := t.Int64s()
+		if err != nil {
+			return nil, err
+		}
+		out := make([]float64, len(iv))
+		for i, v := range iv {
+			out[i] = float64(v)
+		}
+		return out, nil
+	}
+	b, err := t.Bytes()
+	if err != nil {
+		return nil, err
+	}
+	n := int(t.NumElements())
+	out := make([]float64, n)
+	for i := range out {
+		switch t.DType {
+		case Float:
+			out[i] = float64(math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:])))
+		case Double:
+			out[i] = math.Float64frombits(binary.LittleEndian.Uint64(b[8*i:]))
+		case Float16:
+			out[i] = float64(HalfToFloat32(binary.LittleEndian.Uint16(b[2*i:])))
+		case BFloat16:
+			out[i] = float64(math.Float32frombits(uint32(binary.LittleEndian.Uint16(b[2*i:])) << 16))
+		default:
+			return nil, fmt.Errorf("tensor %q: cannot read %s as numbers", t.Name, t.DType)
+		}
+	}
+	return out, nil
+}
+
+// Clone returns a copy that shares the (immutable) data.
+func (t *Tensor) Clone() *Tensor {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return &Tensor{Name: t.Name, DType: t.DType, Dims: append([]int64{}, t.Dims...), raw: t.raw,
+		decode: t.decode, strs: t.strs, orig: t.orig, ext: t.ext, modTick: t.modTick}
+}
+
+// HalfToFloat32 converts an IEEE 754 binary16 value.
+func HalfToFloat32(h uint16) float32 {
+	sign := uint32(h>>15) << 31
+	exp := uint32(h>>10) & 0x1f
+	frac := uint32(h & 0x3ff)
+	switch {
+	case exp == 0 && frac == 0:
+		return math.Float32frombits(sign)
+	case exp == 0: // subnormal
+		e := uint32(127 - 15 + 1)
+		for frac&0x400 == 0 {
+			frac <<= 1
+			e--
+		}
+		frac &= 0x3ff
+		return math.Float32frombits(sign | e<<23 | frac<<13)
+	case exp == 0x1f:
+		return math.Float32frombits(sign | 0xff<<23 | frac<<13)
+	}
+	return math.Float32frombits(sign | (exp+127-15)<<23 | frac<<13)
+}
