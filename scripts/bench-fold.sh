@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Benchmark: `qcc -passes=fold` (load + run + save) on a full-size BERT graph from
+# ../shared/models/large, whose weights synth_weights.py recreates.
+#
+# Prints wall time as a ratio to copying the same bytes (cp of .onnx + .data) and peak RSS
+# as a ratio to the model size. Usage: scripts/bench-fold.sh [bert-large|bert-base] [runs]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+model=${1:-bert-large}
+runs=${2:-3}
+large=../shared/models/large
+[ -f "$large/$model.opset13.onnx" ] || { echo "bench-fold: $large/$model.opset13.onnx not found" >&2; exit 1; }
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+echo "synthesising $model weights ..."
+/usr/bin/python3 "$large/synth_weights.py" "$large/$model.opset13.onnx" --out-dir "$work/in" --seed 0 >/dev/null
+go build -o "$work/qcc" ./cmd/qcc
+src="$work/in/$model.opset13.onnx"
+size=$(( $(stat -c %s "$src") + $(stat -c %s "$src.data") ))
+cat "$src" "$src.data" >/dev/null # warm the page cache for both contenders
+
+measure() { # prints "seconds maxrss_kib" of the best (fastest) of $runs runs
+	local best="" line
+	for _ in $(seq "$runs"); do
+		rm -rf "$work/out" && mkdir "$work/out"
+		sync
+		line=$(/usr/bin/time -f "%e %M" "$@" 2>&1 >/dev/null | tail -1)
+		if [ -z "$best" ] || awk -v a="${line%% *}" -v b="${best%% *}" 'BEGIN{exit !(a<b)}'; then best=$line; fi
+	done
+	echo "$best"
+}
+cp_res=$(measure cp "$src" "$src.data" "$work/out/")
+qcc_res=$(measure "$work/qcc" -passes=fold "$src" -o "$work/out/$model.folded.onnx")
+"$work/qcc" -passes=fold -stats "$src" -o "$work/out/$model.folded.onnx" 2>&1 | head -1
+
+read -r cp_s cp_kb <<<"$cp_res"
+read -r q_s q_kb <<<"$qcc_res"
+awk -v cs="$cp_s" -v qs="$q_s" -v kb="$q_kb" -v size="$size" -v m="$model" 'BEGIN {
+	printf "%s: model %.1f MB (graph + external data)\n", m, size/1e6
+	printf "cp:            %.2f s\n", cs
+	printf "qcc fold:      %.2f s, peak RSS %.1f MB\n", qs, kb*1024/1e6
+	printf "time ratio:    %.2fx the copy (target <= 3)\n", qs/(cs>0?cs:0.01)
+	printf "memory ratio:  %.3fx the model size (target <= 1.5)\n", kb*1024/size
+}'

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The project's test command: set up (idempotent, fast when done), then run
+# every Go test. ORT tests fail rather than skip when the library is missing,
+# unless QCC_REQUIRE_ORT=0. Extra arguments go to go test (e.g. -run X -v).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+scripts/setup.sh
+export QCC_ORT_LIB="${QCC_ORT_LIB:-$ROOT/.cache/onnxruntime/libonnxruntime.so.1}"
+QCC_REQUIRE_ORT="${QCC_REQUIRE_ORT:-1}" go test ./... "$@"
