@@ -273,12 +273,9 @@ func (l *loader) connect(root *Graph) error {
 		}
 	}
 	l.pending = nil
-	return root.Walk(func(g *Graph) error {
-		if _, err := g.topoOrder(); err != nil {
-			return err
-		}
-		return nil
-	})
+	// Files are required to be sorted but not all are; a stable sort leaves sorted ones as
+	// they are and reports cycles.
+	return root.TopoSort()
 }
 
 func kvsFromProto(ps []*onnxpb.StringStringEntryProto) []KV {
