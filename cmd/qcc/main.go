@@ -1,0 +1,245 @@
+// Command qcc compiles ONNX transformer models: it folds the exporter's noise, recognises
+// transformer blocks, places Q/DQ nodes for TensorRT and writes an optimized model.
+//
+//	qcc -passes=fold model.onnx -o model.folded.onnx
+//	qcc -passes=fold -emit=text model.onnx
+//	qcc -list-passes
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/qcc-dev/qcc/ir"
+	"github.com/qcc-dev/qcc/ir/text"
+	"github.com/qcc-dev/qcc/pass"
+	"github.com/qcc-dev/qcc/passes"
+)
+
+var version = "0.1.0-dev"
+
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+// exit codes
+const (
+	exitOK    = 0
+	exitFail  = 1 // the model or a pass failed
+	exitUsage = 2 // bad flags or arguments
+)
+
+type options struct {
+	passes, out, emit, external string
+	printAfter, debugOnly       string
+	printChanged, verifyEach    bool
+	stats, timePasses           bool
+	listPasses, showVersion     bool
+	overwrite                   bool
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("qcc", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o options
+	fs.StringVar(&o.passes, "passes", "", "comma-separated pass pipeline, e.g. fold or fold,fuse<target=ort>")
+	fs.StringVar(&o.out, "o", "", "output file (required with -emit=onnx)")
+	fs.StringVar(&o.emit, "emit", "onnx", "output format: onnx or text")
+	fs.StringVar(&o.external, "external-data", "auto", "store tensor data in OUT.data: auto (when the input did, or past 2 GB), always, never")
+	fs.StringVar(&o.printAfter, "print-after", "", "print the model after these passes (comma-separated, or all)")
+	fs.BoolVar(&o.printChanged, "print-changed", false, "print the model after every pass that changed it")
+	fs.BoolVar(&o.verifyEach, "verify-each", false, "verify the model after every pass")
+	fs.BoolVar(&o.stats, "stats", false, "print what each pass did")
+	fs.BoolVar(&o.timePasses, "time-passes", false, "print the time each pass took")
+	fs.StringVar(&o.debugOnly, "debug-only", "", "print debug output of these passes (comma-separated)")
+	fs.BoolVar(&o.listPasses, "list-passes", false, "list the available passes and their options, then exit")
+	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
+	fs.BoolVar(&o.overwrite, "overwrite-input", false, "allow -o to name the input file")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: qcc [flags] MODEL.onnx\n\nflags:\n")
+		fs.PrintDefaults()
+	}
+	// Flags may come after the model too (qcc -passes=fold model.onnx -o out.onnx), so
+	// parse again after each positional argument.
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return exitOK
+			}
+			return exitUsage
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		positional = append(positional, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	switch {
+	case o.showVersion:
+		fmt.Fprintf(stdout, "qcc %s\n", version)
+		return exitOK
+	case o.listPasses:
+		listPasses(stdout)
+		return exitOK
+	}
+	if err := compile(positional, o, stdout, stderr); err != nil {
+		fmt.Fprintf(stderr, "qcc: %v\n", err)
+		var ue usageError
+		if errors.As(err, &ue) {
+			return exitUsage
+		}
+		return exitFail
+	}
+	return exitOK
+}
+
+type usageError struct{ error }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
+func compile(args []string, o options, stdout, stderr io.Writer) error {
+	if len(args) != 1 {
+		return usagef("expected one model file, got %d arguments (see qcc -h)", len(args))
+	}
+	in := args[0]
+	var mode ir.ExternalMode
+	switch o.external {
+	case "auto":
+		mode = ir.ExternalAuto
+	case "always":
+		mode = ir.ExternalAlways
+	case "never":
+		mode = ir.ExternalNever
+	default:
+		return usagef("-external-data=%s: want auto, always or never", o.external)
+	}
+	switch o.emit {
+	case "onnx":
+		if o.out == "" {
+			return usagef("-emit=onnx needs an output file: -o OUT.onnx")
+		}
+	case "text":
+	default:
+		return usagef("-emit=%s: want onnx or text", o.emit)
+	}
+	var pipe *pass.Pipeline
+	if o.passes != "" {
+		var err error
+		if pipe, err = pass.Parse(o.passes, passes.All); err != nil {
+			return usageError{err}
+		}
+	}
+	for _, list := range []string{o.printAfter, o.debugOnly} {
+		for _, name := range splitList(list) {
+			if name != "all" && pass.Lookup(passes.All, name) == nil {
+				return usagef("no pass named %q (see qcc -list-passes)", name)
+			}
+		}
+	}
+	if o.out != "" {
+		if err := checkOutput(in, o.out, o.overwrite); err != nil {
+			return err
+		}
+	}
+
+	m, err := ir.Load(in)
+	if err != nil {
+		return err
+	}
+	if err := m.Verify(); err != nil {
+		return fmt.Errorf("%s is not a valid model: %w", in, err)
+	}
+	if pipe != nil {
+		inst := &pass.Instrumentation{
+			PrintAfter:   splitList(o.printAfter),
+			PrintChanged: o.printChanged,
+			VerifyEach:   o.verifyEach,
+			TimePasses:   o.timePasses,
+			DebugOnly:    splitList(o.debugOnly),
+			Out:          stderr,
+			Print: func(w io.Writer, m *ir.Model) error {
+				return text.Print(w, m, text.Options{})
+			},
+		}
+		report, err := pipe.Run(context.Background(), m, inst)
+		if o.stats || o.timePasses {
+			report.WriteStats(stderr, o.timePasses)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if err := m.Verify(); err != nil {
+		return fmt.Errorf("internal error: the compiled model is invalid, not written: %w", err)
+	}
+	if o.emit == "text" {
+		w := stdout
+		if o.out != "" {
+			var buf strings.Builder
+			if err := text.Print(&buf, m, text.Options{}); err != nil {
+				return err
+			}
+			return ir.WriteFileAtomic(o.out, []byte(buf.String()))
+		}
+		return text.Print(w, m, text.Options{})
+	}
+	return ir.Save(m, o.out, ir.SaveOptions{External: mode})
+}
+
+// checkOutput refuses to write over the input model or its external data.
+func checkOutput(in, out string, overwrite bool) error {
+	if overwrite {
+		return nil
+	}
+	same := func(a, b string) bool {
+		sa, errA := os.Stat(a)
+		sb, errB := os.Stat(b)
+		if errA == nil && errB == nil {
+			return os.SameFile(sa, sb)
+		}
+		aa, _ := filepath.Abs(a)
+		ab, _ := filepath.Abs(b)
+		return aa == ab
+	}
+	if same(in, out) {
+		return usagef("-o %s is the input file; qcc does not modify its input (use -overwrite-input to allow it)", out)
+	}
+	if _, err := os.Stat(out + ".data"); err == nil {
+		m, err := ir.Load(in)
+		if err == nil && m.ExternalFiles()[filepath.Clean(out+".data")] {
+			return usagef("-o %s would replace %s.data, which holds the input's weights", out, out)
+		}
+	}
+	return nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func listPasses(w io.Writer) {
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	for _, p := range passes.All {
+		kind := ""
+		if p.Analysis {
+			kind = " (analysis)"
+		}
+		fmt.Fprintf(tw, "%s\t%s%s\n", p.Name, p.Summary(), kind)
+		for _, o := range p.Options {
+			fmt.Fprintf(tw, "  <%s=%s>\t%s\n", o.Name, o.Default, o.Doc)
+		}
+	}
+	tw.Flush()
+}

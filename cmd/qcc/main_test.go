@@ -1,0 +1,238 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/qcc-dev/qcc/internal/corpus"
+	_ "github.com/qcc-dev/qcc/internal/update"
+	"github.com/qcc-dev/qcc/ir"
+	"github.com/qcc-dev/qcc/ir/text"
+)
+
+// qcc runs the command in-process and returns exit code, stdout and stderr.
+func qcc(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := run(args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+// writeText writes a model given in ONNX text syntax as a binary .onnx file.
+func writeText(t *testing.T, dir, name, src string) string {
+	t.Helper()
+	m, err := text.Parse(src)
+	if err != nil {
+		t.Fatalf("test model does not parse: %v", err)
+	}
+	b, err := ir.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+const small = `<ir_version: 8, opset_import: ["" : 13]>
+g (float[2,3] x) => (float[2,3] y) <int64[2] shape = {2, 3}> {
+  z = Reshape (x, shape)
+  y = Identity (z)
+}
+`
+
+func TestFoldSmallModel(t *testing.T) {
+	dir := t.TempDir()
+	in := writeText(t, dir, "m.onnx", small)
+	orig, _ := os.ReadFile(in)
+	out := filepath.Join(dir, "out.onnx")
+	code, _, stderr := qcc(t, "-passes=fold", "-stats", in, "-o", out)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	m, err := ir.Load(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := m.Graph.NumNodes(); n != 1 {
+		t.Errorf("folded model has %d nodes, want 1 (the Identity to the output)", n)
+	}
+	if !strings.Contains(stderr, "fold") {
+		t.Errorf("-stats printed no fold line: %q", stderr)
+	}
+	now, _ := os.ReadFile(in)
+	if !bytes.Equal(orig, now) {
+		t.Error("the input file was modified")
+	}
+}
+
+func TestEmitText(t *testing.T) {
+	in := writeText(t, t.TempDir(), "m.onnx", small)
+	code, stdout, stderr := qcc(t, "-emit=text", in)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	if _, err := text.Parse(stdout); err != nil {
+		t.Fatalf("-emit=text output does not parse: %v\n%s", err, stdout)
+	}
+}
+
+func TestInstrumentationFlags(t *testing.T) {
+	dir := t.TempDir()
+	in := writeText(t, dir, "m.onnx", small)
+	out := filepath.Join(dir, "o.onnx")
+	code, _, stderr := qcc(t, "-passes=fold,dce", "-print-after=fold", "-verify-each", "-time-passes", in, "-o", out)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	for _, want := range []string{"model after fold", "dce", "s\n"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr)
+		}
+	}
+	code, stdout, _ := qcc(t, "-list-passes")
+	if code != 0 || !strings.Contains(stdout, "fold") || !strings.Contains(stdout, "shapes") {
+		t.Errorf("-list-passes: exit %d\n%s", code, stdout)
+	}
+	code, stdout, _ = qcc(t, "-version")
+	if code != 0 || !strings.HasPrefix(stdout, "qcc ") {
+		t.Errorf("-version: exit %d %q", code, stdout)
+	}
+}
+
+// TestBadInput: every kind of bad input gets a non-zero exit and a message that names
+// the problem, never a panic, and the input file is left as it was.
+func TestBadInput(t *testing.T) {
+	dir := t.TempDir()
+	good := writeText(t, dir, "good.onnx", small)
+	goodBytes, _ := os.ReadFile(good)
+	trunc := filepath.Join(dir, "trunc.onnx")
+	os.WriteFile(trunc, goodBytes[:len(goodBytes)/2], 0o644)
+	garbage := filepath.Join(dir, "garbage.onnx")
+	os.WriteFile(garbage, []byte("this is not a protobuf \xff\xfe\x00\x01 at all"), 0o644)
+	empty := filepath.Join(dir, "empty.onnx")
+	os.WriteFile(empty, nil, 0o644)
+	unknownOp := writeText(t, dir, "unknown.onnx", `<ir_version: 8, opset_import: ["" : 13]>
+g (float[2] x) => (float[2] y) {
+  y = FrobnicateTheTensor (x)
+}
+`)
+	missing := writeRaw(t, dir, "missing.onnx", func(m *ir.Model) {})
+	out := filepath.Join(dir, "out.onnx")
+
+	cases := []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"no model", []string{"-passes=fold"}, exitUsage, "expected one model file"},
+		{"no such file", []string{"-o", out, filepath.Join(dir, "nope.onnx")}, exitFail, "no such file"},
+		{"truncated", []string{"-o", out, trunc}, exitFail, "not a valid ONNX model"},
+		{"garbage", []string{"-o", out, garbage}, exitFail, "not a valid ONNX model"},
+		{"empty", []string{"-o", out, empty}, exitFail, "empty"},
+		{"unknown flag", []string{"-frobnicate", good}, exitUsage, "flag provided but not defined"},
+		{"unknown pass", []string{"-passes=fold,nosuch", "-o", out, good}, exitUsage, `unknown pass "nosuch"`},
+		{"bad option", []string{"-passes=fold<nosuch=1>", "-o", out, good}, exitUsage, `no option "nosuch"`},
+		{"unclosed option", []string{"-passes=fold<max-size=1", "-o", out, good}, exitUsage, "not closed"},
+		{"bad emit", []string{"-emit=pdf", "-o", out, good}, exitUsage, "-emit=pdf"},
+		{"no output", []string{"-passes=fold", good}, exitUsage, "needs an output file"},
+		{"output is input", []string{"-passes=fold", "-o", good, good}, exitUsage, "is the input file"},
+		{"bad print-after", []string{"-print-after=nosuch", "-o", out, good}, exitUsage, `no pass named "nosuch"`},
+		{"missing initializer", []string{"-o", out, missing}, exitFail, `"w" is not defined`},
+		{"unknown op", []string{"-passes=fold", "-o", out, unknownOp}, exitOK, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			code, _, stderr := qcc(t, c.args...)
+			if code != c.code {
+				t.Fatalf("exit %d, want %d; stderr: %s", code, c.code, stderr)
+			}
+			if !strings.Contains(stderr, c.want) {
+				t.Errorf("stderr %q does not mention %q", stderr, c.want)
+			}
+			if strings.Contains(stderr, "goroutine ") {
+				t.Errorf("a panic escaped: %s", stderr)
+			}
+		})
+	}
+	if now, _ := os.ReadFile(good); !bytes.Equal(now, goodBytes) {
+		t.Error("an input file was modified")
+	}
+}
+
+// writeRaw writes a model whose node reads an initializer that is not there.
+func writeRaw(t *testing.T, dir, name string, _ func(*ir.Model)) string {
+	t.Helper()
+	m, err := text.Parse(`<ir_version: 8, opset_import: ["" : 13]>
+g (float[2] x) => (float[2] y) <float[2] w = {1, 2}> {
+  y = Add (x, w)
+}
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Drop the initializer behind the IR's back by saving a model without it.
+	w := m.Graph.Value("w")
+	m.Graph.Initializers = nil
+	b, err := ir.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = w
+	p := filepath.Join(dir, name)
+	os.WriteFile(p, b, 0o644)
+	return p
+}
+
+func TestCyclicGraph(t *testing.T) {
+	dir := t.TempDir()
+	// a = Add(x, b); b = Relu(a): each node needs the other's output.
+	m := ir.NewGraph("g")
+	x, _ := m.AddInput("x", ir.TensorOf(ir.Float, ir.D(2)))
+	a := &ir.Value{Name: "a"}
+	b := &ir.Value{Name: "b"}
+	n1, _ := m.AddNode(&ir.Node{OpType: "Add"}, []*ir.Value{x, nil}, []*ir.Value{a})
+	m.AddNode(&ir.Node{OpType: "Relu"}, []*ir.Value{a}, []*ir.Value{b})
+	n1.SetInput(1, b)
+	m.Outputs = append(m.Outputs, b)
+	model := &ir.Model{IRVersion: 8, Opsets: []ir.OpsetID{{Domain: "", Version: 13}}, Graph: m}
+	data, err := ir.Marshal(model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, "cycle.onnx")
+	os.WriteFile(p, data, 0o644)
+	code, _, stderr := qcc(t, "-passes=fold", "-o", filepath.Join(dir, "o.onnx"), p)
+	if code != exitFail || !strings.Contains(stderr, "cycle") {
+		t.Fatalf("exit %d, stderr %q; want a cycle error", code, stderr)
+	}
+}
+
+// TestCorpusCLI runs the command on a corpus model with external data output.
+func TestCorpusCLI(t *testing.T) {
+	ms := corpus.Models(t)
+	dir := t.TempDir()
+	out := filepath.Join(dir, "bert.onnx")
+	in := ms[0].Path
+	for _, m := range ms {
+		if m.Name == "bert.opset13" {
+			in = m.Path
+		}
+	}
+	code, _, stderr := qcc(t, "-passes=fold", "-external-data=always", in, "-o", out)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	if _, err := os.Stat(out + ".data"); err != nil {
+		t.Fatalf("no external data written: %v", err)
+	}
+	if _, err := ir.Load(out); err != nil {
+		t.Fatal(err)
+	}
+}
