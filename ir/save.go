@@ -82,7 +82,7 @@ func Save(m *Model, path string, opts SaveOptions) (err error) {
 	if len(b) > 2<<30-1 {
 		return fmt.Errorf("model is %d bytes, over protobuf's 2 GB limit: save with external data", len(b))
 	}
-	if err := writeAtomic(path, b); err != nil {
+	if err := WriteFileAtomic(path, b); err != nil {
 		return err
 	}
 	if ext != nil {
@@ -108,7 +108,8 @@ func Marshal(m *Model) ([]byte, error) {
 	return proto.MarshalOptions{Deterministic: true}.Marshal(mp)
 }
 
-func writeAtomic(path string, b []byte) error {
+// WriteFileAtomic writes b to path through a temporary file renamed into place.
+func WriteFileAtomic(path string, b []byte) error {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
 	if err != nil {
 		return err
@@ -150,6 +151,17 @@ func (m *Model) forEachTensor(f func(*Tensor)) {
 		}
 		return nil
 	})
+}
+
+// ExternalFiles returns the cleaned paths of the external data files m reads.
+func (m *Model) ExternalFiles() map[string]bool {
+	files := map[string]bool{}
+	m.forEachTensor(func(t *Tensor) {
+		if e := t.External(); e != nil {
+			files[filepath.Clean(e.Path)] = true
+		}
+	})
+	return files
 }
 
 func (m *Model) hasExternal() bool {

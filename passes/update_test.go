@@ -1,0 +1,5 @@
+package passes_test
+
+// The -update flag is shared by every test binary so that go test ./... -update works.
+
+import _ "github.com/qcc-dev/qcc/internal/update"
