@@ -34,6 +34,10 @@ type SaveOptions struct {
 	DataFile string
 	// Threshold is the smallest tensor (in bytes) stored externally; default 1024.
 	Threshold int64
+	// Sync flushes the files to disk before they are renamed into place. Renaming alone
+	// already guarantees that a failed or killed save leaves no partial output; Sync adds
+	// durability across a power loss, at the cost of waiting for the disk.
+	Sync bool
 }
 
 // Save writes m to path atomically: everything goes to temporary files in the same folder
@@ -71,7 +75,7 @@ func Save(m *Model, path string, opts SaveOptions) (err error) {
 		return err
 	}
 	if ext != nil {
-		if err := ext.flush(); err != nil {
+		if err := ext.flush(opts.Sync); err != nil {
 			return fmt.Errorf("writing external data: %w", err)
 		}
 	}
@@ -82,7 +86,7 @@ func Save(m *Model, path string, opts SaveOptions) (err error) {
 	if len(b) > 2<<30-1 {
 		return fmt.Errorf("model is %d bytes, over protobuf's 2 GB limit: save with external data", len(b))
 	}
-	if err := WriteFileAtomic(path, b); err != nil {
+	if err := writeAtomic(path, b, opts.Sync); err != nil {
 		return err
 	}
 	if ext != nil {
@@ -109,14 +113,16 @@ func Marshal(m *Model) ([]byte, error) {
 }
 
 // WriteFileAtomic writes b to path through a temporary file renamed into place.
-func WriteFileAtomic(path string, b []byte) error {
+func WriteFileAtomic(path string, b []byte) error { return writeAtomic(path, b, false) }
+
+func writeAtomic(path string, b []byte, sync bool) error {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
 	if err != nil {
 		return err
 	}
 	tmp := f.Name()
 	_, err = f.Write(b)
-	if err == nil {
+	if err == nil && sync {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
@@ -184,7 +190,12 @@ type extWriter struct {
 	off       int64
 }
 
-func (w *extWriter) flush() error { return w.f.Sync() }
+func (w *extWriter) flush(sync bool) error {
+	if sync {
+		return w.f.Sync()
+	}
+	return nil
+}
 
 // put writes t's bytes, streaming from its source file when it has not been read, and
 // returns the external_data entries that point at them.
@@ -207,7 +218,11 @@ func (w *extWriter) put(t *Tensor) ([]*onnxpb.StringStringEntryProto, error) {
 			st, _ := src.Stat()
 			length = st.Size() - e.Offset
 		}
-		n, err = io.Copy(w.f, io.NewSectionReader(src, e.Offset, length))
+		// A LimitedReader over the file lets io.Copy use copy_file_range: the bytes move
+		// inside the kernel and never pass through this process.
+		if _, err = src.Seek(e.Offset, io.SeekStart); err == nil {
+			n, err = io.Copy(w.f, io.LimitReader(src, length))
+		}
 		src.Close()
 		if err == nil && n != length {
 			err = fmt.Errorf("external data %s is short: %d of %d bytes", e.Location, n, length)

@@ -40,7 +40,7 @@ type options struct {
 	printChanged, verifyEach    bool
 	stats, timePasses           bool
 	listPasses, showVersion     bool
-	overwrite                   bool
+	overwrite, fsync            bool
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -60,6 +60,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.listPasses, "list-passes", false, "list the available passes and their options, then exit")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
 	fs.BoolVar(&o.overwrite, "overwrite-input", false, "allow -o to name the input file")
+	fs.BoolVar(&o.fsync, "fsync", false, "flush the output to disk before renaming it into place (durable across power loss)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: qcc [flags] MODEL.onnx\n\nflags:\n")
 		fs.PrintDefaults()
@@ -189,7 +190,7 @@ func compile(args []string, o options, stdout, stderr io.Writer) error {
 		}
 		return text.Print(w, m, text.Options{})
 	}
-	return ir.Save(m, o.out, ir.SaveOptions{External: mode})
+	return ir.Save(m, o.out, ir.SaveOptions{External: mode, Sync: o.fsync})
 }
 
 // checkOutput refuses to write over the input model or its external data.
