@@ -139,7 +139,7 @@ func intClip(g *ir.Graph, n *ir.Node, opset int64) (string, bool) {
 	// The Clip now yields float; a new value carries it to the Cast back.
 	y := g.NewValue(out.Name+"_float", nil)
 	back := &ir.Node{OpType: "Cast", Attrs: []*ir.Attr{ir.IntAttr("to", int64(dt))}}
-	back.Name = g.FreshName(name + "_cast_back")
+	back.Name = out.Name + "_cast_back"
 	// Move the Clip's output to the Cast: rebuild the Clip with output y.
 	clip := &ir.Node{Name: n.Name, OpType: "Clip", Domain: n.Domain, Attrs: n.Attrs, Metadata: n.Metadata, DocString: n.DocString}
 	ins := append([]*ir.Value(nil), n.Inputs()...)
@@ -172,7 +172,7 @@ func nodeName(n *ir.Node) string {
 // castNode adds Cast(v, to) and returns its output.
 func castNode(g *ir.Graph, v *ir.Value, to ir.DataType, base string) *ir.Value {
 	c := g.Add("Cast", []*ir.Value{v}, 1, base, ir.IntAttr("to", int64(to)))
-	c.Name = g.FreshName(c.Output(0).Name)
+	c.Name = c.Output(0).Name // node names are a separate namespace from values
 	if v.Type != nil && v.Type.Kind == ir.TensorType {
 		t := v.Type.Clone()
 		t.DType = to
