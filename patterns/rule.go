@@ -1,0 +1,330 @@
+package patterns
+
+import (
+	"fmt"
+	"sort"
+
+	"github.com/qcc-dev/qcc/ir"
+)
+
+// Match is a successful match: the bound values and nodes, and every node the pattern
+// covered.
+type Match struct {
+	Root   *ir.Value
+	Values map[string]*ir.Value
+	Nodes  map[string]*ir.Node
+	// All lists the covered nodes once each, in graph order.
+	All []*ir.Node
+}
+
+// V returns a bound value (nil if the name is unbound, e.g. an Or branch not taken).
+func (m *Match) V(name string) *ir.Value { return m.Values[name] }
+
+// N returns a bound node.
+func (m *Match) N(name string) *ir.Node { return m.Nodes[name] }
+
+// Const returns the tensor of a bound constant value, or nil.
+func (m *Match) Const(name string) *ir.Tensor { return ConstOf(m.Values[name]) }
+
+// Has reports whether name is bound.
+func (m *Match) Has(name string) bool { _, ok := m.Values[name]; return ok }
+
+// MatchValue matches p against v and returns the first complete match, or nil.
+func MatchValue(p Pattern, v *ir.Value) *Match {
+	s := newState()
+	var res *Match
+	p.match(s, v, func(s *state) bool {
+		res = s.result(v)
+		return true
+	})
+	return res
+}
+
+func (s *state) result(root *ir.Value) *Match {
+	m := &Match{Root: root, Values: map[string]*ir.Value{}, Nodes: map[string]*ir.Node{}}
+	for k, v := range s.values {
+		m.Values[k] = v
+	}
+	for k, n := range s.nodes {
+		m.Nodes[k] = n
+	}
+	seen := map[*ir.Node]bool{}
+	for _, n := range s.seen {
+		if !seen[n] {
+			seen[n] = true
+			m.All = append(m.All, n)
+		}
+	}
+	order := map[*ir.Node]int{}
+	for i, n := range root.Graph().Nodes() {
+		order[n] = i
+	}
+	sort.SliceStable(m.All, func(i, j int) bool { return order[m.All[i]] < order[m.All[j]] })
+	return m
+}
+
+// Rule is a pattern with the check that may refuse a match and the rewrite that
+// replaces it.
+type Rule struct {
+	// Name is family/variant, e.g. "layernorm/pow-div".
+	Name    string
+	Pattern Pattern
+	// Benefit orders rules: higher first, then list order.
+	Benefit int
+	// Check returns why the match must not be rewritten, or "".
+	Check func(m *Match) string
+	// Rewrite builds the replacement; it runs only after the whole match and the checks
+	// succeeded, and mutates only through rw.
+	Rewrite func(rw *Rewriter, m *Match) error
+	// Internal lists bound names whose values may be used outside the match (besides the
+	// root): values the rewrite keeps, such as a shared projection.
+	Internal []string
+}
+
+// Escapes returns a reason when a value computed inside the match (other than the root
+// and the values the rule keeps) is used by a node outside it or is a graph output.
+func Escapes(m *Match, keep ...string) string {
+	in := map[*ir.Node]bool{}
+	for _, n := range m.All {
+		in[n] = true
+	}
+	kept := map[*ir.Value]bool{m.Root: true}
+	for _, k := range keep {
+		if v := m.Values[k]; v != nil {
+			kept[v] = true
+		}
+	}
+	for _, n := range m.All {
+		for _, o := range n.Outputs() {
+			if o == nil || kept[o] {
+				continue
+			}
+			if o.IsGraphOutput() {
+				return fmt.Sprintf("intermediate value %q is a graph output", o.Name)
+			}
+			for _, u := range o.Uses() {
+				if !in[u.Node] {
+					return fmt.Sprintf("intermediate value %q is also used outside the block by %s", o.Name, u.Node)
+				}
+			}
+		}
+	}
+	return ""
+}
+
+// Refusal records a structural match that a rule declined, and why.
+type Refusal struct {
+	Rule   string
+	At     string // the root value
+	Reason string
+}
+
+func (r Refusal) String() string { return fmt.Sprintf("%s at %s: %s", r.Rule, r.At, r.Reason) }
+
+// Result is what Apply did.
+type Result struct {
+	Applied    map[string]int // by rule name
+	Refusals   []Refusal      // sorted, each once
+	Iterations int
+}
+
+// Options bound the driver.
+type Options struct {
+	MaxIterations int // whole-graph sweeps; default 10
+}
+
+// Apply rewrites g with the rules to a fixed point: it sweeps the nodes in order, and at
+// each value tries the rules by benefit, then list order; the first that matches and is
+// not refused rewrites. Sweeps repeat until one changes nothing or MaxIterations is hit.
+func Apply(g *ir.Graph, rules []*Rule, opt Options) (*Result, error) {
+	if opt.MaxIterations <= 0 {
+		opt.MaxIterations = 10
+	}
+	ordered := append([]*Rule(nil), rules...)
+	sort.SliceStable(ordered, func(i, j int) bool { return ordered[i].Benefit > ordered[j].Benefit })
+	res := &Result{Applied: map[string]int{}}
+	refused := map[Refusal]bool{}
+	for res.Iterations < opt.MaxIterations {
+		res.Iterations++
+		changed := false
+		for _, n := range g.NodesCopy() {
+			if n.Graph() != g {
+				continue // removed by an earlier rewrite in this sweep
+			}
+		outputs:
+			for _, v := range n.Outputs() {
+				if v == nil {
+					continue
+				}
+				for _, r := range ordered {
+					m := MatchValue(r.Pattern, v)
+					if m == nil {
+						continue
+					}
+					reason := Escapes(m, r.Internal...)
+					if reason == "" && r.Check != nil {
+						reason = r.Check(m)
+					}
+					if reason != "" {
+						refused[Refusal{r.Name, v.Name, reason}] = true
+						continue
+					}
+					rw := &Rewriter{g: g, m: m}
+					if err := r.Rewrite(rw, m); err != nil {
+						return res, fmt.Errorf("rule %s at %s: %w", r.Name, v.Name, err)
+					}
+					rw.commit()
+					res.Applied[r.Name]++
+					changed = true
+					break outputs
+				}
+			}
+		}
+		if !changed {
+			break
+		}
+	}
+	for r := range refused {
+		res.Refusals = append(res.Refusals, r)
+	}
+	sort.Slice(res.Refusals, func(i, j int) bool { return res.Refusals[i].String() < res.Refusals[j].String() })
+	return res, nil
+}
+
+// Rewriter is the only way a rule mutates the graph: it adds nodes and constants, and
+// records which values replace which; commit redirects the uses and removes the matched
+// nodes that are then dead.
+type Rewriter struct {
+	g       *ir.Graph
+	m       *Match
+	replace [][2]*ir.Value
+	added   []*ir.Node
+}
+
+// Graph returns the graph being rewritten (for lookups; mutate through the Rewriter).
+func (rw *Rewriter) Graph() *ir.Graph { return rw.g }
+
+// Node adds a node with nOut fresh outputs named after base.
+func (rw *Rewriter) Node(op, domain string, inputs []*ir.Value, nOut int, base string, attrs ...*ir.Attr) *ir.Node {
+	outs := make([]*ir.Value, nOut)
+	for i := range outs {
+		outs[i] = rw.g.NewValue(base, nil)
+	}
+	n, _ := rw.g.AddNode(&ir.Node{OpType: op, Domain: domain, Attrs: attrs}, inputs, outs)
+	n.Name = outs[0].Name
+	rw.added = append(rw.added, n)
+	return n
+}
+
+// Const adds an initializer.
+func (rw *Rewriter) Const(base string, t *ir.Tensor) *ir.Value { return rw.g.NewConst(base, t) }
+
+// Replace makes every use of old use new instead (applied at commit). new takes old's
+// type when it has none.
+func (rw *Rewriter) Replace(old, new *ir.Value) {
+	if new.Type == nil {
+		new.Type = old.Type.Clone()
+	}
+	rw.replace = append(rw.replace, [2]*ir.Value{old, new})
+}
+
+// Added returns the nodes the rewrite created.
+func (rw *Rewriter) Added() []*ir.Node { return rw.added }
+
+func (rw *Rewriter) commit() {
+	for _, r := range rw.replace {
+		r[0].ReplaceAllUsesWith(r[1])
+	}
+	// Remove matched nodes that nothing uses any more, consumers before producers.
+	for i := len(rw.m.All) - 1; i >= 0; i-- {
+		n := rw.m.All[i]
+		if n.Graph() != rw.g {
+			continue
+		}
+		dead := true
+		for _, o := range n.Outputs() {
+			if o != nil && (len(o.Uses()) > 0 || o.IsGraphOutput()) {
+				dead = false
+			}
+		}
+		if dead {
+			rw.g.RemoveNode(n)
+		}
+	}
+}
+
+// Found is a match that a rule accepted.
+type Found struct {
+	Rule  *Rule
+	Match *Match
+}
+
+// Find runs the rules over g without changing it: at each value (in node order) the
+// first rule (by benefit, then list order) that matches and is not refused wins, and
+// nodes covered by an accepted match are not matched again. Refusals are returned sorted.
+func Find(g *ir.Graph, rules []*Rule) ([]Found, []Refusal) {
+	ordered := append([]*Rule(nil), rules...)
+	sort.SliceStable(ordered, func(i, j int) bool { return ordered[i].Benefit > ordered[j].Benefit })
+	covered := map[*ir.Node]bool{}
+	refused := map[Refusal]bool{}
+	var found []Found
+	// Roots are tried from the end of the graph backwards so that the largest block a
+	// value belongs to (its last node) claims it first.
+	nodes := g.Nodes()
+	for i := len(nodes) - 1; i >= 0; i-- {
+		n := nodes[i]
+		if covered[n] {
+			continue
+		}
+	outputs:
+		for _, v := range n.Outputs() {
+			if v == nil {
+				continue
+			}
+			for _, r := range ordered {
+				m := MatchValue(r.Pattern, v)
+				if m == nil || overlaps(m, covered) {
+					continue
+				}
+				reason := Escapes(m, r.Internal...)
+				if reason == "" && r.Check != nil {
+					reason = r.Check(m)
+				}
+				if reason != "" {
+					refused[Refusal{r.Name, v.Name, reason}] = true
+					continue
+				}
+				for _, c := range m.All {
+					covered[c] = true
+				}
+				found = append(found, Found{r, m})
+				break outputs
+			}
+		}
+	}
+	// Report in graph order.
+	for i, j := 0, len(found)-1; i < j; i, j = i+1, j-1 {
+		found[i], found[j] = found[j], found[i]
+	}
+	var refs []Refusal
+	for r := range refused {
+		refs = append(refs, r)
+	}
+	sort.Slice(refs, func(i, j int) bool { return refs[i].String() < refs[j].String() })
+	return found, refs
+}
+
+func overlaps(m *Match, covered map[*ir.Node]bool) bool {
+	for _, n := range m.All {
+		if covered[n] {
+			return true
+		}
+	}
+	return false
+}
+
+// NewRewriter returns a rewriter for an accepted match; Commit applies it.
+func NewRewriter(g *ir.Graph, m *Match) *Rewriter { return &Rewriter{g: g, m: m} }
+
+// Commit redirects the recorded replacements and removes the matched nodes left dead.
+func (rw *Rewriter) Commit() { rw.commit() }
