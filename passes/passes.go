@@ -5,8 +5,10 @@ package passes
 
 import (
 	"github.com/qcc-dev/qcc/pass"
+	"github.com/qcc-dev/qcc/passes/blocks"
 	"github.com/qcc-dev/qcc/passes/cleanup"
 	"github.com/qcc-dev/qcc/passes/fold"
+	"github.com/qcc-dev/qcc/passes/fuse"
 	"github.com/qcc-dev/qcc/passes/repair"
 	"github.com/qcc-dev/qcc/passes/shapes"
 )
@@ -19,4 +21,6 @@ var All = []*pass.Pass{
 	fold.Pass,
 	cleanup.DCE,
 	cleanup.CSE,
+	blocks.Pass,
+	fuse.Pass,
 }

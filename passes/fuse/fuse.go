@@ -1,0 +1,104 @@
+// Package fuse is the pass that rewrites recognised transformer blocks into fused
+// operators: ONNX Runtime's com.microsoft operators (target=ort) or standard ONNX
+// operators only (target=onnx, for TensorRT).
+package fuse
+
+import (
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/qcc-dev/qcc/pass"
+	"github.com/qcc-dev/qcc/passes/cleanup"
+	"github.com/qcc-dev/qcc/passes/shapes"
+	"github.com/qcc-dev/qcc/patterns/transformer"
+)
+
+// Pass is the fuse pass.
+var Pass = &pass.Pass{
+	Name: "fuse",
+	Doc: `fuse rewrites attention, GELU, LayerNorm, skip+LayerNorm and embedding blocks into fused operators.
+target=ort emits com.microsoft Attention, SkipLayerNormalization, EmbedLayerNormalization,
+BiasGelu/FastGelu/Gelu and LayerNormalization; target=onnx emits standard operators only and
+leaves a block decomposed (but annotated) when its operator needs a newer opset than the
+model imports, unless opset=N allows raising the import to N. Every block is annotated in
+node metadata (qcc.block, qcc.kind, qcc.layer, qcc.variant).`,
+	Requires: []*pass.Pass{shapes.Pass},
+	Options: []pass.Option{
+		{Name: "target", Default: "ort", Doc: "ort (com.microsoft operators) or onnx (standard operators only)", Check: func(s string) error {
+			if s != "ort" && s != "onnx" {
+				return fmt.Errorf("want ort or onnx")
+			}
+			return nil
+		}},
+		{Name: "opset", Default: "0", Doc: "target=onnx: highest default-domain opset fuse may raise the model to (0: never raise)", Check: func(s string) error {
+			if v, err := strconv.Atoi(s); err != nil || v < 0 {
+				return fmt.Errorf("want a non-negative opset version")
+			}
+			return nil
+		}},
+	},
+	Run: run,
+}
+
+func run(ctx *pass.Context) error {
+	m := ctx.Model
+	opset, _ := strconv.ParseInt(ctx.Opt("opset"), 10, 64)
+	env := &transformer.Env{Model: m, Target: transformer.Target(ctx.Opt("target")), RaiseOpset: opset}
+	before := m.Graph.NumNodes()
+	rep, err := transformer.Fuse(m, transformer.Families, env)
+	if err != nil {
+		return err
+	}
+	cleanup.RemoveDead(m.Graph)
+	if m.Graph.NumNodes() != before || len(rep.Left) > 0 {
+		ctx.Changed() // annotations at least
+	}
+	ops := make([]string, 0, len(rep.Ops))
+	for op := range rep.Ops {
+		ops = append(ops, op)
+	}
+	sort.Strings(ops)
+	for _, op := range ops {
+		ctx.Count("fuse: "+op, rep.Ops[op])
+	}
+	ctx.Note("%s", FullyFused(rep.Blocks))
+	for _, l := range rep.Left {
+		ctx.Note("not rewritten: %s", l)
+	}
+	for _, r := range rep.Refusals {
+		ctx.Note("refused: %s", r)
+	}
+	return nil
+}
+
+// FullyFused applies ONNX Runtime's "fully optimized" test to the blocks: at least one
+// embedding block, as many GELUs as attention blocks, and at least two LayerNorms (plain
+// or skip) per attention block.
+func FullyFused(blocks []*transformer.Block) string {
+	c := map[transformer.Kind]int{}
+	for _, b := range blocks {
+		c[b.Kind]++
+	}
+	norms := c[transformer.LayerNorm] + c[transformer.SkipLayerNorm]
+	var why []string
+	if c[transformer.Embedding] == 0 {
+		why = append(why, "no embedding block")
+	}
+	if c[transformer.Attention] == 0 {
+		why = append(why, "no attention block")
+	}
+	if c[transformer.Gelu] != c[transformer.Attention] {
+		why = append(why, fmt.Sprintf("%d GELU vs %d attention", c[transformer.Gelu], c[transformer.Attention]))
+	}
+	if norms < 2*c[transformer.Attention] {
+		why = append(why, fmt.Sprintf("%d LayerNorm < 2 × %d attention", norms, c[transformer.Attention]))
+	}
+	summary := fmt.Sprintf("embedding %d, attention %d, gelu %d, layernorm %d (skip %d)",
+		c[transformer.Embedding], c[transformer.Attention], c[transformer.Gelu], norms, c[transformer.SkipLayerNorm])
+	if len(why) == 0 {
+		return "fully fused: yes (" + summary + ")"
+	}
+	return "fully fused: no: " + strings.Join(why, "; ") + " (" + summary + ")"
+}

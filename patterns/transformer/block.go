@@ -1,0 +1,170 @@
+// Package transformer holds the transformer block families: the patterns that recognise
+// LayerNorm, GELU, residual+LayerNorm, attention and embeddings in whatever shape an
+// exporter left them, and the rewrites that turn a recognised block into a fused
+// operator for a target. One file per family; each family's variants are named rules.
+//
+// Recognition and rewriting are separate: Recognize describes blocks without touching
+// the graph (the blocks analysis that fuse, qdq and codegen share), and a family's Fuse
+// rewrites one block for a target.
+package transformer
+
+import (
+	"fmt"
+	"sort"
+	"strconv"
+
+	"github.com/qcc-dev/qcc/ir"
+	"github.com/qcc-dev/qcc/patterns"
+)
+
+// Kind is a block kind.
+type Kind string
+
+const (
+	LayerNorm     Kind = "LayerNorm"
+	RMSNorm       Kind = "RMSNorm"
+	SkipLayerNorm Kind = "SkipLayerNorm"
+	Gelu          Kind = "Gelu"
+	Attention     Kind = "Attention"
+	Embedding     Kind = "Embedding"
+)
+
+// Target is what fuse rewrites into.
+type Target string
+
+const (
+	// ORT is ONNX Runtime's com.microsoft contrib operators (plus LayerNormalization).
+	ORT Target = "ort"
+	// ONNX is standard operators only, for TensorRT.
+	ONNX Target = "onnx"
+)
+
+// Block is one recognised transformer block.
+type Block struct {
+	Kind    Kind
+	Variant string // the rule that recognised it, e.g. "layernorm/pow-div"
+	// ID is stable for a given model: kind and ordinal in graph order ("attention.1").
+	ID string
+	// Layer is the encoder layer the block belongs to, -1 for blocks before the first
+	// attention (embeddings) or when unknown.
+	Layer int
+	// Root is the block's output value.
+	Root *ir.Value
+	// Roles names the values the block reads and writes: "input", "output", "gamma",
+	// "beta", "bias", "skip", "mask", "q_weight", "q_bias", ... (see each family's doc).
+	Roles map[string]*ir.Value
+	// Params holds the block's numbers: "epsilon", "num_heads", "head_size", "hidden", ...
+	Params map[string]float64
+	// Nodes are the nodes the block covers, in graph order.
+	Nodes []*ir.Node
+	// Fused reports that the block already is a fused operator.
+	Fused bool
+	// Match is the pattern match, for the family's rewrite.
+	Match *patterns.Match
+}
+
+// Role returns a role's value, or nil.
+func (b *Block) Role(r string) *ir.Value { return b.Roles[r] }
+
+// Param returns a parameter, or def.
+func (b *Block) Param(p string, def float64) float64 {
+	if v, ok := b.Params[p]; ok {
+		return v
+	}
+	return def
+}
+
+// Env is what a family's rewrite may consult: the model (opsets) and the fuse options.
+type Env struct {
+	Model  *ir.Model
+	Target Target
+	// RaiseOpset allows raising the default-domain opset import to this version when a
+	// standard fused op needs it (0: never raise).
+	RaiseOpset int64
+}
+
+// Family recognises and fuses one kind of block.
+type Family struct {
+	Kind Kind
+	Doc  string
+	// Rules recognise the block; their Check refusals are reported. Rules for the fused
+	// forms (so recognition works on fused models and fuse is idempotent) set Fused in
+	// Describe.
+	Rules []*patterns.Rule
+	// Describe turns an accepted match into a block (Kind, Variant, Nodes and Match are
+	// filled in by the caller).
+	Describe func(m *patterns.Match, b *Block)
+	// Fuse rewrites a block for env.Target. It returns a reason when it leaves the block
+	// as it is (no op for this target, opset too low, ...), and the new node otherwise.
+	Fuse func(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, error)
+}
+
+// Recognize finds the blocks of the given families in g without changing it. Blocks are
+// returned in graph order with IDs and layers assigned.
+func Recognize(g *ir.Graph, fams []*Family) ([]*Block, []patterns.Refusal) {
+	var blocks []*Block
+	var refusals []patterns.Refusal
+	for _, f := range fams {
+		found, refs := patterns.Find(g, f.Rules)
+		refusals = append(refusals, refs...)
+		for _, fd := range found {
+			b := &Block{Kind: f.Kind, Variant: fd.Rule.Name, Match: fd.Match, Nodes: fd.Match.All,
+				Root: fd.Match.Root, Roles: map[string]*ir.Value{}, Params: map[string]float64{}, Layer: -1}
+			if f.Describe != nil {
+				f.Describe(fd.Match, b)
+			}
+			blocks = append(blocks, b)
+		}
+	}
+	AssignIDs(g, blocks)
+	return blocks, refusals
+}
+
+// AssignIDs numbers blocks per kind in graph order and gives each the layer of the last
+// attention block at or before it (attention blocks count the layers).
+func AssignIDs(g *ir.Graph, blocks []*Block) {
+	pos := map[*ir.Node]int{}
+	for i, n := range g.Nodes() {
+		pos[n] = i
+	}
+	at := func(b *Block) int {
+		if p, _ := b.Root.Producer(); p != nil {
+			return pos[p]
+		}
+		return -1
+	}
+	sort.SliceStable(blocks, func(i, j int) bool { return at(blocks[i]) < at(blocks[j]) })
+	count := map[Kind]int{}
+	layer := -1
+	for _, b := range blocks {
+		if b.Kind == Attention {
+			layer++
+		}
+		b.Layer = layer
+		b.ID = fmt.Sprintf("%s.%d", lower(b.Kind), count[b.Kind])
+		count[b.Kind]++
+	}
+}
+
+func lower(k Kind) string {
+	s := []byte(k)
+	for i, c := range s {
+		if c >= 'A' && c <= 'Z' {
+			s[i] = c + 'a' - 'A'
+		}
+	}
+	return string(s)
+}
+
+// Annotate records a block on a node's metadata_props, for debugging and for passes
+// that run after the model was saved and loaded again.
+func Annotate(n *ir.Node, b *Block) {
+	n.SetMeta("qcc.block", b.ID)
+	n.SetMeta("qcc.kind", string(b.Kind))
+	n.SetMeta("qcc.variant", b.Variant)
+	n.SetMeta("qcc.layer", strconv.Itoa(b.Layer))
+}
+
+// Families lists the families in the order fuse applies them: norms and activations
+// first, so that skip, attention and embedding patterns see fused LayerNorms.
+var Families = []*Family{}

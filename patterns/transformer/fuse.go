@@ -1,0 +1,95 @@
+package transformer
+
+import (
+	"fmt"
+	"sort"
+
+	"github.com/qcc-dev/qcc/ir"
+	"github.com/qcc-dev/qcc/passes/shapes"
+	"github.com/qcc-dev/qcc/patterns"
+)
+
+// Report says what Fuse did.
+type Report struct {
+	// Ops counts the fused operators in the result, by op type ("com.microsoft.Attention").
+	Ops map[string]int
+	// Left lists blocks recognised but not rewritten, with the reason ("attention.0: ...").
+	Left []string
+	// Refusals are candidates a rule declined, with the rule's reason.
+	Refusals []patterns.Refusal
+	// Blocks are the blocks of the result, in graph order.
+	Blocks []*Block
+}
+
+// Fuse rewrites every recognised block of the main graph, family by family in the
+// given order (types are re-inferred before each family, so patterns can check ranks
+// and sizes of what earlier families produced), then recognises the result once more to
+// number the blocks, assign layers and annotate the nodes.
+func Fuse(m *ir.Model, fams []*Family, env *Env) (*Report, error) {
+	g := m.Graph
+	rep := &Report{Ops: map[string]int{}}
+	left := map[string]string{}
+	for _, f := range fams {
+		if _, err := shapes.Infer(m); err != nil {
+			return nil, fmt.Errorf("before %s fusion: %w", f.Kind, err)
+		}
+		found, refs := patterns.Find(g, f.Rules)
+		rep.Refusals = append(rep.Refusals, refs...)
+		for _, fd := range found {
+			b := &Block{Kind: f.Kind, Variant: fd.Rule.Name, Match: fd.Match, Nodes: fd.Match.All,
+				Root: fd.Match.Root, Roles: map[string]*ir.Value{}, Params: map[string]float64{}, Layer: -1}
+			if f.Describe != nil {
+				f.Describe(fd.Match, b)
+			}
+			if b.Fused || f.Fuse == nil {
+				continue
+			}
+			rw := patterns.NewRewriter(g, fd.Match)
+			n, reason, err := f.Fuse(rw, b, env)
+			if err != nil {
+				return nil, fmt.Errorf("fusing %s (%s) at %s: %w", f.Kind, b.Variant, b.Root.Name, err)
+			}
+			if reason != "" {
+				left[b.Root.Name] = reason
+				continue
+			}
+			rw.Commit()
+			_ = n
+		}
+	}
+	if err := g.TopoSort(); err != nil {
+		return nil, err
+	}
+	if _, err := shapes.Infer(m); err != nil {
+		return nil, fmt.Errorf("after fusion: %w", err)
+	}
+	blocks, _ := Recognize(g, fams)
+	for _, b := range blocks {
+		if p, _ := b.Root.Producer(); p != nil {
+			Annotate(p, b)
+		}
+		if why, ok := left[b.Root.Name]; ok {
+			rep.Left = append(rep.Left, fmt.Sprintf("%s (%s, layer %d): %s", b.ID, b.Variant, b.Layer, why))
+		}
+	}
+	sort.Strings(rep.Left)
+	rep.Blocks = blocks
+	for _, n := range g.Nodes() {
+		if n.Domain == "com.microsoft" || n.OpType == "LayerNormalization" || n.OpType == "Gelu" ||
+			n.OpType == "RMSNormalization" || n.OpType == "Attention" {
+			key := n.OpType
+			if n.Domain != "" {
+				key = n.Domain + "." + n.OpType
+			}
+			rep.Ops[key]++
+		}
+	}
+	return rep, nil
+}
+
+// EnsureOpset adds a domain's opset import (version v) when absent.
+func EnsureOpset(m *ir.Model, domain string, v int64) {
+	if m.Opset(domain) == 0 {
+		m.SetOpset(domain, v)
+	}
+}
