@@ -7,6 +7,7 @@ package ort
 import (
 	"errors"
 	"fmt"
+	"github.com/qcc-dev/qcc/internal/modroot"
 	"os"
 	"path/filepath"
 	"sync"
@@ -36,7 +37,7 @@ func LibraryPath(flagValue string) (string, error) {
 	if p := os.Getenv(EnvLib); p != "" {
 		return p, nil
 	}
-	root, err := moduleRoot()
+	root, err := modroot.Find()
 	if err == nil {
 		p := filepath.Join(root, cacheRel)
 		if _, err := os.Stat(p); err == nil {
@@ -45,25 +46,6 @@ func LibraryPath(flagValue string) (string, error) {
 	}
 	return "", errors.New("ort: ONNX Runtime library not found: run scripts/setup.sh (it fetches " +
 		cacheRel + "), or set " + EnvLib + " or pass the library path")
-}
-
-// moduleRoot walks up from the working directory to the directory holding
-// go.mod.
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("ort: no go.mod above the working directory")
-		}
-		dir = parent
-	}
 }
 
 var (

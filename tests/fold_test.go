@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/qcc-dev/qcc/internal/corpus"
+	"github.com/qcc-dev/qcc/internal/synth"
 	_ "github.com/qcc-dev/qcc/internal/update"
 	"github.com/qcc-dev/qcc/ir"
 	"github.com/qcc-dev/qcc/ndarray"
@@ -176,32 +177,11 @@ print("checked", len(sys.argv) - 1, "bad", bad)
 	}
 }
 
-// otherShapeInputs makes deterministic int64 inputs of shape [batch, seq] with the same
-// names as the reference inputs: token ids below 500, a mask with the last two positions
-// of the last row off, and token types 1 in the second half.
+// otherShapeInputs makes inputs of another shape with the reference inputs' names.
 func otherShapeInputs(ref map[string]*ndarray.Array, batch, seq int) map[string]*ndarray.Array {
-	out := map[string]*ndarray.Array{}
+	var names []string
 	for name := range ref {
-		v := make([]int64, batch*seq)
-		for i := 0; i < batch; i++ {
-			for j := 0; j < seq; j++ {
-				k := i*seq + j
-				switch {
-				case strings.Contains(name, "mask"):
-					v[k] = 1
-					if i == batch-1 && j >= seq-2 {
-						v[k] = 0
-					}
-				case strings.Contains(name, "type"):
-					if j >= seq/2 {
-						v[k] = 1
-					}
-				default:
-					v[k] = int64((i*7919 + j*31 + 5) % 500)
-				}
-			}
-		}
-		out[name] = ndarray.FromInt64([]int64{int64(batch), int64(seq)}, v)
+		names = append(names, name)
 	}
-	return out
+	return synth.Inputs(names, batch, seq, 2, 500)
 }

@@ -3,6 +3,7 @@
 package corpus
 
 import (
+	"github.com/qcc-dev/qcc/internal/modroot"
 	"os"
 	"path/filepath"
 	"sort"
@@ -10,24 +11,8 @@ import (
 	"testing"
 )
 
-// Root returns the module root (the folder holding go.mod), searching up from the
-// working directory.
-func Root() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", os.ErrNotExist
-		}
-		dir = parent
-	}
-}
+// Root returns the module root (the folder holding go.mod).
+func Root() (string, error) { return modroot.Find() }
 
 // Dir returns the corpus folder, or skips t when it is absent.
 func Dir(t testing.TB) string {

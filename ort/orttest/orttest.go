@@ -3,8 +3,8 @@
 package orttest
 
 import (
+	"github.com/qcc-dev/qcc/internal/corpus"
 	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/qcc-dev/qcc/ort"
@@ -27,25 +27,4 @@ func RequireLib(t testing.TB) string {
 
 // ModelsDir returns the shared model corpus, ../shared/models beside the
 // module root, or skips the test when it is absent.
-func ModelsDir(t testing.TB) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Skip("no go.mod above the working directory; cannot locate ../shared/models")
-		}
-		dir = parent
-	}
-	models := filepath.Join(filepath.Dir(dir), "shared", "models")
-	if _, err := os.Stat(models); err != nil {
-		t.Skipf("model corpus ../shared/models (beside the repo root) not found: %v", err)
-	}
-	return models
-}
+func ModelsDir(t testing.TB) string { return corpus.Dir(t) }

@@ -10,9 +10,9 @@ import (
 	"fmt"
 	"os"
 	"sort"
-	"strings"
 	"time"
 
+	"github.com/qcc-dev/qcc/internal/synth"
 	"github.com/qcc-dev/qcc/ndarray"
 	"github.com/qcc-dev/qcc/ort"
 )
@@ -52,9 +52,15 @@ func bench(model string, level ort.OptLevel, threads, batch, seq, runs int) (tim
 		return 0, err
 	}
 	defer s.Close()
-	inputs := map[string]*ndarray.Array{}
+	var names []string
 	for _, in := range s.Inputs() {
-		inputs[in.Name] = input(in.Name, in.DType, batch, seq)
+		names = append(names, in.Name)
+	}
+	inputs := synth.Inputs(names, batch, seq, 8, 1000)
+	for _, in := range s.Inputs() {
+		if in.DType == ndarray.Int32 {
+			inputs[in.Name] = toInt32(inputs[in.Name])
+		}
 	}
 	if _, err := s.Run(inputs); err != nil { // warm-up
 		return 0, err
@@ -71,36 +77,13 @@ func bench(model string, level ort.OptLevel, threads, batch, seq, runs int) (tim
 	return times[len(times)/2], nil
 }
 
-// input makes token ids below 1000, an all-ones mask but for the last 8 positions of
-// the last row, and token types 0 then 1.
-func input(name string, dt ndarray.DType, batch, seq int) *ndarray.Array {
-	v := make([]int64, batch*seq)
-	for i := 0; i < batch; i++ {
-		for j := 0; j < seq; j++ {
-			k := i*seq + j
-			switch {
-			case strings.Contains(name, "mask"):
-				if !(i == batch-1 && j >= seq-8) {
-					v[k] = 1
-				}
-			case strings.Contains(name, "type"):
-				if j >= seq/2 {
-					v[k] = 1
-				}
-			default:
-				v[k] = int64((i*7919 + j*31 + 101) % 1000)
-			}
-		}
+func toInt32(a *ndarray.Array) *ndarray.Array {
+	v := a.Int64s()
+	w := make([]int32, len(v))
+	for i, x := range v {
+		w[i] = int32(x)
 	}
-	a := ndarray.FromInt64([]int64{int64(batch), int64(seq)}, v)
-	if dt == ndarray.Int32 {
-		w := make([]int32, len(v))
-		for i, x := range v {
-			w[i] = int32(x)
-		}
-		a = ndarray.FromInt32([]int64{int64(batch), int64(seq)}, w)
-	}
-	return a
+	return ndarray.FromInt32(a.Shape, w)
 }
 
 func fail(format string, args ...any) {
