@@ -1,0 +1,334 @@
+package calib
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+
+	"github.com/qcc-dev/qcc/ir"
+	"github.com/qcc-dev/qcc/ndarray"
+)
+
+// Defaults of the random source.
+const (
+	DefaultRandomBatches = 16
+	// DefaultSeq replaces every symbolic or unknown dimension after the first. 32 stays
+	// within the position tables of the corpus models (128) and matches trained/calib.npz.
+	DefaultSeq = 32
+	// DefaultIntHigh bounds (exclusive) integer inputs with no embedding table found.
+	DefaultIntHigh = 2
+)
+
+type genKind int
+
+const (
+	genFloat     genKind = iota // N(0, 1)
+	genInt                      // uniform in [0, high)
+	genMask                     // ones, then a few zeros at the end of each row
+	genTokenType                // zeros, then ones from a random split point
+	genPosition                 // 0, 1, 2, ... along the last axis (mod high)
+	genBool                     // fair coin
+)
+
+type inputGen struct {
+	name  string
+	dt    ndarray.DType
+	shape []int64
+	kind  genKind
+	high  int64
+}
+
+// randomSource draws batches deterministically: batch i depends only on the seed and i.
+type randomSource struct {
+	gens []inputGen
+	n    int
+	seed uint64
+}
+
+// NewRandomSource returns n batches of random inputs for m, drawn from each input's type
+// and shape with the given seed:
+//
+//   - dim 0, when symbolic or unknown, is batch (DefaultBatch when batch <= 0); every
+//     later symbolic or unknown dimension is DefaultSeq;
+//   - inputs whose name contains "mask" are all ones except a random number (up to a
+//     quarter of the row, none in the first row) of trailing zeros along the last axis;
+//   - integer inputs whose name contains "token_type" or "segment" are 0 up to a random
+//     split point and 1 after it; "position" inputs count 0, 1, 2, ... along the last axis;
+//   - other integer inputs are uniform in [0, rows), where rows is the first dimension of
+//     the constant 2-D table of a Gather that consumes the input as indices (directly or
+//     through Cast, Identity, Reshape, Unsqueeze, Squeeze, Flatten or Expand; the least
+//     such when several), or in [0, DefaultIntHigh) when there is none. Token types and
+//     positions are bounded by such a table too;
+//   - floats are N(0, 1); other bools are fair coins.
+func NewRandomSource(m *ir.Model, batch, n int, seed uint64) (Source, error) {
+	if n <= 0 {
+		return nil, fmt.Errorf("calib: random data needs at least one batch, got %d", n)
+	}
+	if batch <= 0 {
+		batch = DefaultBatch
+	}
+	src := &randomSource{n: n, seed: seed}
+	for _, in := range modelInputs(m) {
+		t := in.Type
+		if t == nil || t.Kind != ir.TensorType || !t.HasShape {
+			return nil, fmt.Errorf("calib: random data: input %q has no tensor type with a known rank", in.Name)
+		}
+		g := inputGen{name: in.Name, dt: ndarray.DType(t.DType)}
+		if !g.dt.Supported() {
+			return nil, fmt.Errorf("calib: random data: input %q has unsupported type %v", in.Name, t.DType)
+		}
+		for i, d := range t.Shape {
+			switch {
+			case d.Known:
+				g.shape = append(g.shape, d.Value)
+			case i == 0:
+				g.shape = append(g.shape, int64(batch))
+			default:
+				g.shape = append(g.shape, DefaultSeq)
+			}
+		}
+		lower := strings.ToLower(in.Name)
+		rows, hasTable := embeddingRows(in)
+		g.high = DefaultIntHigh
+		if hasTable {
+			g.high = rows
+		}
+		switch {
+		case strings.Contains(lower, "mask"):
+			g.kind = genMask
+		case g.dt.IsFloat():
+			g.kind = genFloat
+		case g.dt == ndarray.Bool:
+			g.kind = genBool
+		case strings.Contains(lower, "token_type") || strings.Contains(lower, "segment"):
+			g.kind = genTokenType
+		case strings.Contains(lower, "position"):
+			g.kind = genPosition
+		default:
+			g.kind = genInt
+		}
+		if g.kind != genFloat && g.kind != genBool && g.kind != genMask && g.high <= 0 {
+			return nil, fmt.Errorf("calib: random data: input %q indexes an empty table", in.Name)
+		}
+		src.gens = append(src.gens, g)
+	}
+	return src, nil
+}
+
+func parseRandom(spec string, m *ir.Model, batch int) (Source, error) {
+	n, seed := DefaultRandomBatches, uint64(0)
+	parts := strings.Split(spec, ":")
+	bad := func() error {
+		return fmt.Errorf("calib: calibration data %q: want random, random:N or random:N:SEED", spec)
+	}
+	if len(parts) > 3 {
+		return nil, bad()
+	}
+	if len(parts) >= 2 {
+		v, err := strconv.Atoi(parts[1])
+		if err != nil || v <= 0 {
+			return nil, bad()
+		}
+		n = v
+	}
+	if len(parts) == 3 {
+		v, err := strconv.ParseUint(parts[2], 10, 64)
+		if err != nil {
+			return nil, bad()
+		}
+		seed = v
+	}
+	return NewRandomSource(m, batch, n, seed)
+}
+
+func (s *randomSource) Len() int { return s.n }
+
+func (s *randomSource) Batch(i int) (map[string]*ndarray.Array, error) {
+	if i < 0 || i >= s.n {
+		return nil, fmt.Errorf("calib: batch %d out of range [0, %d)", i, s.n)
+	}
+	rng := rand.New(rand.NewPCG(s.seed, uint64(i)))
+	out := make(map[string]*ndarray.Array, len(s.gens))
+	for _, g := range s.gens {
+		a, err := g.draw(rng)
+		if err != nil {
+			return nil, err
+		}
+		out[g.name] = a
+	}
+	return out, nil
+}
+
+func (g *inputGen) draw(rng *rand.Rand) (*ndarray.Array, error) {
+	total, err := ndarray.NumElements(g.shape)
+	if err != nil {
+		return nil, fmt.Errorf("calib: random data: input %q: %w", g.name, err)
+	}
+	last := 1
+	if len(g.shape) > 0 {
+		last = int(g.shape[len(g.shape)-1])
+	}
+	vals := make([]float64, total)
+	switch g.kind {
+	case genFloat:
+		for i := range vals {
+			vals[i] = rng.NormFloat64()
+		}
+	case genBool:
+		for i := range vals {
+			vals[i] = float64(rng.IntN(2))
+		}
+	case genInt:
+		for i := range vals {
+			vals[i] = float64(rng.Int64N(g.high))
+		}
+	case genMask, genTokenType, genPosition:
+		for r := 0; last > 0 && r*last < total; r++ {
+			row := vals[r*last : (r+1)*last]
+			switch g.kind {
+			case genMask:
+				pad := 0
+				if r > 0 {
+					pad = rng.IntN(last/4 + 1)
+				}
+				for j := range row {
+					if j < last-pad {
+						row[j] = 1
+					}
+				}
+			case genTokenType:
+				split := last
+				if last > 1 {
+					split = 1 + rng.IntN(last-1)
+				}
+				one := float64(min(1, g.high-1))
+				for j := split; j < last; j++ {
+					row[j] = one
+				}
+			case genPosition:
+				for j := range row {
+					row[j] = float64(int64(j) % g.high)
+				}
+			}
+		}
+	}
+	return fromFloat64s(g.dt, g.shape, vals)
+}
+
+// fromFloat64s builds an array of any numeric type from values that it can hold.
+func fromFloat64s(dt ndarray.DType, shape []int64, vals []float64) (*ndarray.Array, error) {
+	switch dt {
+	case ndarray.Float32:
+		f := make([]float32, len(vals))
+		for i, v := range vals {
+			f[i] = float32(v)
+		}
+		return ndarray.FromFloat32(shape, f), nil
+	case ndarray.Float64:
+		return ndarray.FromFloat64(shape, vals), nil
+	case ndarray.Float16:
+		f := make([]float32, len(vals))
+		for i, v := range vals {
+			f[i] = float32(v)
+		}
+		return ndarray.FromFloat16(shape, f), nil
+	case ndarray.BFloat16:
+		a := ndarray.New(dt, shape)
+		for i, v := range vals {
+			// round to nearest even on the dropped half
+			b := math.Float32bits(float32(v))
+			b += 0x7fff + (b>>16)&1
+			binary.LittleEndian.PutUint16(a.Data[2*i:], uint16(b>>16))
+		}
+		return a, nil
+	}
+	if !dt.IsInteger() && dt != ndarray.Bool {
+		return nil, fmt.Errorf("calib: random data for %v inputs is not supported", dt)
+	}
+	a := ndarray.New(dt, shape)
+	size := dt.Size()
+	for i, v := range vals {
+		u := uint64(int64(v))
+		switch size {
+		case 1:
+			a.Data[i] = byte(u)
+		case 2:
+			binary.LittleEndian.PutUint16(a.Data[2*i:], uint16(u))
+		case 4:
+			binary.LittleEndian.PutUint32(a.Data[4*i:], uint32(u))
+		case 8:
+			binary.LittleEndian.PutUint64(a.Data[8*i:], u)
+		}
+	}
+	return a, nil
+}
+
+// embeddingRows finds the Gathers that use v (or a reshaped or cast copy of it) as
+// indices into a constant 2-D table, and returns the least table height.
+func embeddingRows(v *ir.Value) (int64, bool) {
+	var best int64
+	found := false
+	seen := map[*ir.Value]bool{}
+	var walk func(x *ir.Value, depth int)
+	walk = func(x *ir.Value, depth int) {
+		if x == nil || seen[x] || depth > 8 {
+			return
+		}
+		seen[x] = true
+		for _, u := range x.Uses() {
+			n := u.Node
+			if n.Domain != "" && n.Domain != "ai.onnx" {
+				continue
+			}
+			switch n.OpType {
+			case "Gather":
+				if u.Index != 1 || n.AttrInt("axis", 0) != 0 {
+					continue
+				}
+				if t := constTensor(n.Input(0)); t != nil && len(t.Dims) == 2 {
+					if !found || t.Dims[0] < best {
+						best, found = t.Dims[0], true
+					}
+				}
+			case "Cast", "Identity", "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Expand":
+				if u.Index == 0 {
+					walk(n.Output(0), depth+1)
+				}
+			}
+		}
+	}
+	walk(v, 0)
+	return best, found
+}
+
+// constTensor returns the constant behind v: an initializer or a Constant node's value,
+// possibly through Identity nodes.
+func constTensor(v *ir.Value) *ir.Tensor {
+	for range 8 {
+		if v == nil {
+			return nil
+		}
+		if v.Const != nil {
+			return v.Const
+		}
+		p, _ := v.Producer()
+		if p == nil {
+			return nil
+		}
+		switch p.OpType {
+		case "Constant":
+			if a := p.Attr("value"); a != nil && a.Tensor != nil {
+				return a.Tensor
+			}
+			return nil
+		case "Identity":
+			v = p.Input(0)
+		default:
+			return nil
+		}
+	}
+	return nil
+}
