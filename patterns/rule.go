@@ -88,7 +88,13 @@ func Escapes(m *Match, keep ...string) string {
 	for _, n := range m.All {
 		in[n] = true
 	}
+	// The root node's other outputs (a fused op's optional outputs) leave the block too.
 	kept := map[*ir.Value]bool{m.Root: true}
+	if p, _ := m.Root.Producer(); p != nil {
+		for _, o := range p.Outputs() {
+			kept[o] = true
+		}
+	}
 	for _, k := range keep {
 		if v := m.Values[k]; v != nil {
 			kept[v] = true

@@ -167,4 +167,8 @@ func Annotate(n *ir.Node, b *Block) {
 
 // Families lists the families in the order fuse applies them: norms and activations
 // first, so that skip, attention and embedding patterns see fused LayerNorms.
-var Families = []*Family{}
+var Families = []*Family{
+	LayerNormFamily,
+	RMSNormFamily,
+	SkipFamily,
+}

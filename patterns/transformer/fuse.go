@@ -36,6 +36,26 @@ func Fuse(m *ir.Model, fams []*Family, env *Env) (*Report, error) {
 		found, refs := patterns.Find(g, f.Rules)
 		rep.Refusals = append(rep.Refusals, refs...)
 		for _, fd := range found {
+			// An earlier rewrite in this family may have replaced a value this match
+			// bound (a skip block's residual is the previous block's output): match
+			// again at the root, which no other block covers, and check again.
+			if p, _ := fd.Match.Root.Producer(); p == nil || p.Graph() != g {
+				continue
+			}
+			fd.Match = patterns.MatchValue(fd.Rule.Pattern, fd.Match.Root)
+			if fd.Match == nil {
+				continue
+			}
+			if why := patterns.Escapes(fd.Match, fd.Rule.Internal...); why != "" {
+				rep.Refusals = append(rep.Refusals, patterns.Refusal{Rule: fd.Rule.Name, At: fd.Match.Root.Name, Reason: why})
+				continue
+			}
+			if fd.Rule.Check != nil {
+				if why := fd.Rule.Check(fd.Match); why != "" {
+					rep.Refusals = append(rep.Refusals, patterns.Refusal{Rule: fd.Rule.Name, At: fd.Match.Root.Name, Reason: why})
+					continue
+				}
+			}
 			b := &Block{Kind: f.Kind, Variant: fd.Rule.Name, Match: fd.Match, Nodes: fd.Match.All,
 				Root: fd.Match.Root, Roles: map[string]*ir.Value{}, Params: map[string]float64{}, Layer: -1}
 			if f.Describe != nil {
@@ -50,7 +70,7 @@ func Fuse(m *ir.Model, fams []*Family, env *Env) (*Report, error) {
 				return nil, fmt.Errorf("fusing %s (%s) at %s: %w", f.Kind, b.Variant, b.Root.Name, err)
 			}
 			if reason != "" {
-				left[b.Root.Name] = reason
+				left[leftKey(b)] = reason
 				continue
 			}
 			rw.Commit()
@@ -68,15 +88,14 @@ func Fuse(m *ir.Model, fams []*Family, env *Env) (*Report, error) {
 		if p, _ := b.Root.Producer(); p != nil {
 			Annotate(p, b)
 		}
-		if why, ok := left[b.Root.Name]; ok {
+		if why, ok := left[leftKey(b)]; ok {
 			rep.Left = append(rep.Left, fmt.Sprintf("%s (%s, layer %d): %s", b.ID, b.Variant, b.Layer, why))
 		}
 	}
 	sort.Strings(rep.Left)
 	rep.Blocks = blocks
 	for _, n := range g.Nodes() {
-		if n.Domain == "com.microsoft" || n.OpType == "LayerNormalization" || n.OpType == "Gelu" ||
-			n.OpType == "RMSNormalization" || n.OpType == "Attention" {
+		if n.Domain == "com.microsoft" || fusedStandardOps[n.OpType] {
 			key := n.OpType
 			if n.Domain != "" {
 				key = n.Domain + "." + n.OpType
@@ -86,6 +105,14 @@ func Fuse(m *ir.Model, fams []*Family, env *Env) (*Report, error) {
 	}
 	return rep, nil
 }
+
+// fusedStandardOps are the default-domain operators fuse emits.
+var fusedStandardOps = map[string]bool{
+	"LayerNormalization": true, "SimplifiedLayerNormalization": true, "RMSNormalization": true,
+	"Gelu": true, "Attention": true,
+}
+
+func leftKey(b *Block) string { return string(b.Kind) + "@" + b.Root.Name }
 
 // EnsureOpset adds a domain's opset import (version v) when absent.
 func EnsureOpset(m *ir.Model, domain string, v int64) {

@@ -1,0 +1,619 @@
+package transformer
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/qcc-dev/qcc/ir"
+	"github.com/qcc-dev/qcc/patterns"
+)
+
+// LayerNormFamily recognises y = (x - mean(x)) / sqrt(var(x) + eps) * gamma + beta over
+// the last axis, var(x) = mean((x - mean(x))^2), in the shapes exporters write it, and
+// the standard LayerNormalization op (torch's export at opset 17 and the fused form).
+var LayerNormFamily = &Family{
+	Kind: LayerNorm,
+	Doc: `LayerNorm: y = (x - mean(x)) / sqrt(mean((x - mean(x))^2) + eps) * gamma + beta over the last axis.
+
+Rules (variant "layernorm/<square>-<inverse>"): the square of x - mean(x) is Pow(d, 2)
+("pow") or Mul(d, d) ("mul"); the division by the standard deviation is Div(d, Sqrt(v+eps))
+("div"; Pow(v+eps, 0.5) for the Sqrt also counts), Mul(d, Reciprocal(Sqrt(v+eps))) or
+Mul(d, Div(1, Sqrt(v+eps))) ("reciprocal"), or Mul(d, Pow(v+eps, -0.5)) ("rsqrt").
+"layernorm/fused" is the LayerNormalization op. Modifiers appended to the variant:
+"+dupsub" when x - mean(x) is computed twice (once for the variance, once for the
+numerator), "+cast" when the statistics run on Cast(x) (and the result is cast back),
+"+nobeta", "+nogamma", "+noaffine" when the Add(beta) / Mul(gamma) are absent (ones and
+zeros). ReduceMean axes are an attribute (opset < 18) or a constant input (18+) and must
+be the last axis with keepdims=1.
+
+Checks: eps a scalar constant in (0, 1e-3]; gamma and beta constant 1-D of the last
+dimension's size (when known); x a float tensor; a Cast back only after a Cast in, to x's
+type.
+
+Roles: input, output, gamma, beta. Params: epsilon, axis (-1).
+
+Fuse: ORT and ONNX both get LayerNormalization(x, gamma, beta) (default domain,
+axis=-1, epsilon). ORT registers LayerNormalization at every opset, so for ORT it is
+emitted regardless of the model's opset; the ONNX target needs opset 17 and raises the
+import only when Env.RaiseOpset allows it and no operator of the model changed meaning
+between the model's opset and 17.`,
+	Rules:    layerNormRules,
+	Describe: describeNorm,
+	Fuse:     fuseLayerNorm,
+}
+
+// RMSNormFamily recognises y = x / sqrt(mean(x^2) + eps) * gamma over the last axis (no
+// mean subtraction), and its fused forms.
+var RMSNormFamily = &Family{
+	Kind: RMSNorm,
+	Doc: `RMSNorm: y = x / sqrt(mean(x^2) + eps) * gamma over the last axis.
+
+Rules: "rmsnorm/<square>-<inverse>" as for LayerNorm with d = x (x itself must not be
+x' - mean(x'): that is a LayerNorm), modifiers "+cast", "+nogamma"; "rmsnorm/fused" is
+SimplifiedLayerNormalization (ONNX Runtime's op, default domain; com.microsoft is
+accepted too) or RMSNormalization (ONNX opset 23).
+
+Roles: input, output, gamma. Params: epsilon, axis (-1).
+
+Fuse: ORT gets SimplifiedLayerNormalization(x, gamma) in the default domain (where ONNX
+Runtime registers it; it has no com.microsoft one). ONNX gets RMSNormalization, which
+needs opset 23: normally the block is left decomposed with the reason.`,
+	Rules:    rmsNormRules,
+	Describe: describeNorm,
+	Fuse:     fuseRMSNorm,
+}
+
+var (
+	layerNormRules = normRules("layernorm", true)
+	rmsNormRules   = normRules("rmsnorm", false)
+)
+
+// maxEpsilon bounds the epsilons accepted as a normalisation's. Exporters write 1e-12
+// (BERT), 1e-7 (DeBERTa), 1e-6 (T5, LLaMA), 1e-5 (torch's default) and 1e-3 (Keras'
+// default, through tf2onnx); ORT's own fusion stops at 1e-4 and so misses Keras models.
+// The rewrite is exact for any eps > 0, so the bound only guards against reading an
+// unrelated Add as the epsilon; 1e-3 is the largest default any framework uses.
+const maxEpsilon = 1e-3
+
+// normForms are the ways the statistics are written: how the square is taken and how
+// the division by the standard deviation is done, listed in rule order.
+var normForms = []struct{ square, inverse string }{
+	{"pow", "div"}, {"mul", "div"},
+	{"pow", "reciprocal"}, {"mul", "reciprocal"},
+	{"pow", "rsqrt"}, {"mul", "rsqrt"},
+}
+
+func normRules(family string, centred bool) []*patterns.Rule {
+	Op, Var, Or := patterns.Op, patterns.Var, patterns.Or
+	var rules []*patterns.Rule
+	for _, f := range normForms {
+		rules = append(rules, &patterns.Rule{
+			Name:    family + "/" + f.square + "-" + f.inverse,
+			Pattern: normPattern(centred, f.square, f.inverse),
+			Check:   checkNorm(centred),
+		})
+	}
+	fused := &patterns.Rule{Name: family + "/fused", Check: checkFusedNorm}
+	if centred {
+		fused.Pattern = Or(
+			Op("LayerNormalization", Var("x"), Var("gamma"), Var("beta")).As("fused"),
+			Op("LayerNormalization", Var("x"), Var("gamma")).As("fused"))
+	} else {
+		fused.Pattern = Or(
+			Op("SimplifiedLayerNormalization", Var("x"), Var("gamma")).As("fused"),
+			Op("SimplifiedLayerNormalization", Var("x"), Var("gamma")).In("com.microsoft").As("fused"),
+			Op("RMSNormalization", Var("x"), Var("gamma")).As("fused"))
+	}
+	return append(rules, fused)
+}
+
+// normPattern is the decomposed normalisation, written as the math:
+//
+//	xs   = [Cast](x)
+//	d    = xs - mean(xs)             (LayerNorm; d = xs for RMSNorm)
+//	std  = Sqrt(mean(d²) + eps)
+//	norm = d / std                   (or d * 1/std, or d * (mean(d²)+eps)^-0.5)
+//	y    = [Add]([Mul]([Cast](norm), gamma), beta)
+//
+// The numerator's d may be a second Sub node computing the same x - mean(x).
+func normPattern(centred bool, square, inverse string) patterns.Pattern {
+	type Pattern = patterns.Pattern
+	Op, Var, Bind, Or, Optional := patterns.Op, patterns.Var, patterns.Bind, patterns.Or, patterns.Optional
+	Const, ConstNear, Where := patterns.Const, patterns.ConstNear, patterns.Where
+	x := Var("x")
+	if !centred {
+		x = Where("NotCentred", x, func(v *ir.Value) bool { return !isCentred(v) })
+	}
+	xs := Bind("xs", Optional(Op("Cast", x).As("cast_in")))
+	d, dn := xs, xs
+	if centred {
+		mean := lnReduceMean("mean", xs)
+		d = Op("Sub", xs, mean).As("sub")
+		dn = Op("Sub", xs, mean).As("sub_num") // the same node, or the exporter's copy
+	}
+	var sq Pattern
+	if square == "pow" {
+		sq = Op("Pow", d, ConstNear(2, 0)).As("square")
+	} else {
+		sq = Op("Mul", d, d).As("square")
+	}
+	ve := Op("Add", lnReduceMean("var", sq), Bind("eps", Const())).As("var_eps")
+	std := Or(Op("Sqrt", ve).As("std"), Op("Pow", ve, ConstNear(0.5, 0)).As("std"))
+	var norm Pattern
+	switch inverse {
+	case "div":
+		norm = Op("Div", dn, std).As("norm")
+	case "reciprocal":
+		inv := Or(Op("Reciprocal", std).As("inv_std"), Op("Div", ConstNear(1, 0), std).As("inv_std"))
+		norm = Op("Mul", dn, inv).As("norm")
+	case "rsqrt":
+		norm = Op("Mul", dn, Op("Pow", ve, ConstNear(-0.5, 0)).As("inv_std")).As("norm")
+	}
+	norm = Optional(Op("Cast", norm).As("cast_out"))
+	scaled := Optional(Op("Mul", norm, Var("gamma")).As("scale"))
+	if !centred {
+		return scaled
+	}
+	return Optional(Op("Add", scaled, Var("beta")).As("shift"))
+}
+
+// lnReduceMean matches ReduceMean(in) with its axes as an attribute or as an input.
+func lnReduceMean(name string, in patterns.Pattern) patterns.Pattern {
+	return patterns.Or(
+		patterns.Op("ReduceMean", in).As(name),
+		patterns.Op("ReduceMean", in, patterns.Var(name+"_axes")).As(name))
+}
+
+// isCentred reports whether v is computed as a - mean(a).
+func isCentred(v *ir.Value) bool {
+	n, _ := v.Producer()
+	if n == nil || n.OpType != "Sub" || n.Domain != "" {
+		return false
+	}
+	m, _ := n.Input(1).Producer()
+	return m != nil && m.OpType == "ReduceMean" && m.Input(0) == n.Input(0)
+}
+
+func checkNorm(centred bool) func(m *patterns.Match) string {
+	return func(m *patterns.Match) string {
+		x := m.V("x")
+		if why := lnFloatInput("x", x); why != "" {
+			return why
+		}
+		rank := x.Type.Rank()
+		if m.Has("cast_in") {
+			to := ir.DataType(m.N("cast_in").AttrInt("to", 0))
+			if !to.IsFloat() {
+				return fmt.Sprintf("the statistics run on a Cast to %s, not a float type", to)
+			}
+		}
+		if m.Has("cast_out") {
+			if !m.Has("cast_in") {
+				return "the result is cast without the statistics being cast first"
+			}
+			if to := ir.DataType(m.N("cast_out").AttrInt("to", 0)); to != x.Type.DType {
+				return fmt.Sprintf("the result is cast to %s, not back to x's %s", to, x.Type.DType)
+			}
+		}
+		reduces := []string{"var"}
+		if centred {
+			reduces = []string{"mean", "var"}
+		}
+		for _, r := range reduces {
+			if why := lnLastAxis(m, r, rank); why != "" {
+				return why
+			}
+		}
+		if _, why := lnEpsilon(m.Const("eps")); why != "" {
+			return why
+		}
+		hidden, _ := lnLastDim(x)
+		for _, p := range []string{"gamma", "beta"} {
+			if m.Has(p) {
+				if why := lnParam(p, m.V(p), hidden); why != "" {
+					return why
+				}
+			}
+		}
+		return ""
+	}
+}
+
+// checkFusedNorm accepts a fused normalisation over the last axis.
+func checkFusedNorm(m *patterns.Match) string {
+	n := m.N("fused")
+	axis := n.AttrInt("axis", -1)
+	if axis == -1 {
+		return ""
+	}
+	rank := m.V("x").Type.Rank()
+	if rank < 0 {
+		return fmt.Sprintf("normalised from axis %d, and x's rank is unknown", axis)
+	}
+	if axis != int64(rank-1) {
+		return fmt.Sprintf("normalised from axis %d, not the last (rank %d)", axis, rank)
+	}
+	return ""
+}
+
+func lnFloatInput(role string, v *ir.Value) string {
+	if v.Type == nil || v.Type.Kind != ir.TensorType || v.Type.DType == ir.Undefined {
+		return role + "'s type is unknown"
+	}
+	if !v.Type.DType.IsFloat() {
+		return fmt.Sprintf("%s is %s, not a float tensor", role, v.Type.DType)
+	}
+	return ""
+}
+
+// lnLastAxis checks that the bound ReduceMean reduces the last axis only, keeping it.
+func lnLastAxis(m *patterns.Match, name string, rank int) string {
+	n := m.N(name)
+	if k := n.AttrInt("keepdims", 1); k != 1 {
+		return fmt.Sprintf("%s ReduceMean has keepdims=%d", name, k)
+	}
+	var axes []int64
+	if a := n.Input(1); a != nil {
+		t := patterns.ConstOf(a)
+		if t == nil {
+			return fmt.Sprintf("%s ReduceMean's axes are not a constant", name)
+		}
+		axes, _ = t.Int64s()
+	} else {
+		axes, _ = n.AttrInts("axes")
+	}
+	if len(axes) == 0 {
+		return fmt.Sprintf("%s ReduceMean reduces every axis", name)
+	}
+	if len(axes) != 1 {
+		return fmt.Sprintf("normalised over axes %v, not the last axis alone", axes)
+	}
+	switch {
+	case axes[0] == -1:
+	case rank < 0:
+		return fmt.Sprintf("normalised over axis %d, and the rank is unknown", axes[0])
+	case axes[0] != int64(rank-1):
+		return fmt.Sprintf("normalised over axis %d, not the last (rank %d)", axes[0], rank)
+	}
+	return ""
+}
+
+// lnEpsilon reads a scalar epsilon and checks its range.
+func lnEpsilon(t *ir.Tensor) (float64, string) {
+	if t == nil {
+		return 0, "eps is not a constant"
+	}
+	if t.NumElements() != 1 {
+		return 0, fmt.Sprintf("eps has %d elements, not one", t.NumElements())
+	}
+	v, err := t.Float64s()
+	if err != nil || len(v) != 1 {
+		return 0, "eps is not a number"
+	}
+	eps := v[0]
+	if t.DType == ir.Float {
+		eps = lnF32(float32(eps))
+	}
+	if !(eps > 0 && eps <= maxEpsilon) {
+		return eps, fmt.Sprintf("eps %g out of range (0, %g]", eps, maxEpsilon)
+	}
+	return eps, ""
+}
+
+// lnF32 widens a float32 to the float64 with the same shortest decimal (1e-12, not
+// 9.99999996e-13), so that parameters read as they were written.
+func lnF32(f float32) float64 {
+	v, _ := strconv.ParseFloat(strconv.FormatFloat(float64(f), 'g', -1, 32), 64)
+	return v
+}
+
+// lnParam checks a scale or shift: a 1-D float constant of the normalised size.
+func lnParam(role string, v *ir.Value, hidden int64) string {
+	t := patterns.ConstOf(v)
+	if t == nil {
+		return role + " is not a constant"
+	}
+	if !t.DType.IsFloat() {
+		return fmt.Sprintf("%s is %s, not float", role, t.DType)
+	}
+	if len(t.Dims) != 1 {
+		return fmt.Sprintf("%s has shape %v, not 1-D", role, t.Dims)
+	}
+	if hidden > 0 && t.Dims[0] != hidden {
+		return fmt.Sprintf("%s has %d elements, the normalised axis %d", role, t.Dims[0], hidden)
+	}
+	return ""
+}
+
+// lnLastDim is the size of v's last axis, when known.
+func lnLastDim(v *ir.Value) (int64, bool) {
+	if v == nil || v.Type == nil || len(v.Type.Shape) == 0 {
+		return 0, false
+	}
+	d := v.Type.Shape[len(v.Type.Shape)-1]
+	return d.Value, d.Known && d.Param == ""
+}
+
+func describeNorm(m *patterns.Match, b *Block) {
+	b.Roles["input"] = m.V("x")
+	b.Roles["output"] = m.Root
+	b.Params["axis"] = -1
+	if m.Has("fused") {
+		n := m.N("fused")
+		b.Fused = true
+		b.Params["epsilon"] = lnF32(n.AttrFloat("epsilon", 1e-5))
+	} else {
+		b.Params["epsilon"], _ = lnEpsilon(m.Const("eps"))
+	}
+	var mods []string
+	if m.Has("sub") && m.N("sub") != m.N("sub_num") {
+		mods = append(mods, "dupsub")
+	}
+	if m.Has("cast_in") {
+		mods = append(mods, "cast")
+	}
+	for _, p := range []string{"gamma", "beta"} {
+		if m.Has(p) {
+			b.Roles[p] = m.V(p)
+		}
+	}
+	centred := b.Kind == LayerNorm
+	switch {
+	case centred && !m.Has("gamma") && !m.Has("beta"):
+		mods = append(mods, "noaffine")
+	case !m.Has("gamma"):
+		mods = append(mods, "nogamma")
+	case centred && !m.Has("beta"):
+		mods = append(mods, "nobeta")
+	}
+	if len(mods) > 0 {
+		b.Variant += "+" + strings.Join(mods, "+")
+	}
+}
+
+func fuseLayerNorm(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, error) {
+	b, why := lnRematch(b, layerNormRules, describeNorm)
+	if why != "" {
+		return nil, why, nil
+	}
+	ops, why := normOperands(b)
+	if why != "" {
+		return nil, why, nil
+	}
+	switch env.Target {
+	case ORT:
+		// ORT registers LayerNormalization in the default domain below opset 17 too.
+	case ONNX:
+		if why := lnRequireOpset(env, 17, "LayerNormalization", b.Nodes); why != "" {
+			return nil, why, nil
+		}
+	default:
+		return nil, fmt.Sprintf("unknown target %q", env.Target), nil
+	}
+	inputs := []*ir.Value{ops.input(), ops.scale(rw, b)}
+	if beta := b.Role("beta"); beta != nil {
+		inputs = append(inputs, beta)
+	}
+	n := lnNode(rw, b, "LayerNormalization", "", inputs,
+		ir.IntAttr("axis", -1), ir.FloatAttr("epsilon", float32(b.Param("epsilon", 1e-5))))
+	rw.Replace(b.Root, n.Output(0))
+	return n, "", nil
+}
+
+func fuseRMSNorm(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, error) {
+	b, why := lnRematch(b, rmsNormRules, describeNorm)
+	if why != "" {
+		return nil, why, nil
+	}
+	ops, why := normOperands(b)
+	if why != "" {
+		return nil, why, nil
+	}
+	op := ""
+	switch env.Target {
+	case ORT:
+		op = "SimplifiedLayerNormalization" // ONNX Runtime's, registered in the default domain
+	case ONNX:
+		if why := lnRequireOpset(env, 23, "RMSNormalization", b.Nodes); why != "" {
+			return nil, why, nil
+		}
+		op = "RMSNormalization"
+	default:
+		return nil, fmt.Sprintf("unknown target %q", env.Target), nil
+	}
+	n := lnNode(rw, b, op, "", []*ir.Value{ops.input(), ops.scale(rw, b)},
+		ir.IntAttr("axis", -1), ir.FloatAttr("epsilon", float32(b.Param("epsilon", 1e-5))))
+	rw.Replace(b.Root, n.Output(0))
+	return n, "", nil
+}
+
+// lnRematch matches a block's rule again at its root and describes the fresh match.
+// Fuse finds a family's blocks first and rewrites them after, so a match may hold values
+// an earlier rewrite of the sweep replaced: a block's input is often the previous block's
+// output (the residual of a SkipLayerNorm is the one before). The nodes are the same;
+// the fresh match binds the values that feed them now.
+func lnRematch(b *Block, rules []*patterns.Rule, describe func(*patterns.Match, *Block)) (*Block, string) {
+	name, _, _ := strings.Cut(b.Variant, "+")
+	for _, r := range rules {
+		if r.Name != name {
+			continue
+		}
+		m := patterns.MatchValue(r.Pattern, b.Root)
+		if m == nil {
+			return nil, "the block changed under an earlier rewrite and no longer matches"
+		}
+		nb := &Block{Kind: b.Kind, Variant: r.Name, ID: b.ID, Layer: b.Layer, Root: b.Root,
+			Roles: map[string]*ir.Value{}, Params: map[string]float64{}, Nodes: b.Nodes, Match: m}
+		describe(m, nb)
+		return nb, ""
+	}
+	return nil, fmt.Sprintf("no rule %q", name)
+}
+
+// normOps are a fused normalisation's operands: the input is x, or Cast(x) when the
+// statistics are cast and the result is not cast back (the output then has the cast
+// type); a missing gamma becomes a ones constant of the normalised size.
+type normOps struct {
+	in, gamma *ir.Value
+	ones      *ir.Tensor // the scale to make when there is no gamma
+}
+
+// normOperands decides the operands without changing the graph, or says why it cannot.
+func normOperands(b *Block) (normOps, string) {
+	m := b.Match
+	ops := normOps{in: m.V("x"), gamma: b.Role("gamma")}
+	if m.Has("cast_in") && !m.Has("cast_out") {
+		ops.in = m.V("xs")
+	}
+	if ops.gamma != nil {
+		return ops, ""
+	}
+	hidden, ok := lnLastDim(ops.in)
+	if !ok {
+		return ops, "no gamma, and the normalised axis' size is unknown: cannot build a ones scale"
+	}
+	t, err := lnOnes(ops.in.Type.DType, hidden)
+	if err != nil {
+		return ops, err.Error()
+	}
+	ops.ones = t
+	return ops, ""
+}
+
+func (o normOps) input() *ir.Value { return o.in }
+
+// scale returns gamma, or adds the ones constant.
+func (o normOps) scale(rw *patterns.Rewriter, b *Block) *ir.Value {
+	if o.gamma != nil {
+		return o.gamma
+	}
+	name, _ := lnNames(b, "ones")
+	return rw.Const(name, o.ones)
+}
+
+// lnOnes is a 1-D tensor of n ones of a float type.
+func lnOnes(dt ir.DataType, n int64) (*ir.Tensor, error) {
+	var one []byte
+	switch dt {
+	case ir.Float:
+		one = []byte{0x00, 0x00, 0x80, 0x3f}
+	case ir.Double:
+		one = []byte{0, 0, 0, 0, 0, 0, 0xf0, 0x3f}
+	case ir.Float16:
+		one = []byte{0x00, 0x3c}
+	case ir.BFloat16:
+		one = []byte{0x80, 0x3f}
+	default:
+		return nil, fmt.Errorf("no gamma, and no ones constant of type %s", dt)
+	}
+	raw := make([]byte, 0, int(n)*len(one))
+	for i := int64(0); i < n; i++ {
+		raw = append(raw, one...)
+	}
+	return ir.NewTensor(dt, []int64{n}, raw), nil
+}
+
+// lnNode adds a block's fused node, named after the block's root node the way torch
+// names nodes: root "/enc/LayerNorm/Add_1" gives node "/enc/LayerNorm/<op>" and output
+// "/enc/LayerNorm/<op>_output_0".
+func lnNode(rw *patterns.Rewriter, b *Block, op, domain string, inputs []*ir.Value, attrs ...*ir.Attr) *ir.Node {
+	node, out := lnNames(b, op)
+	n := rw.Node(op, domain, inputs, 1, out, attrs...)
+	n.Name = node
+	return n
+}
+
+// lnNames returns the node name and the output base name for a block's new op.
+func lnNames(b *Block, op string) (node, out string) {
+	name := b.Root.Name
+	if p, _ := b.Root.Producer(); p != nil && p.Name != "" {
+		name = p.Name
+	}
+	if i := strings.LastIndex(name, "/"); i >= 0 {
+		return name[:i+1] + op, name[:i+1] + op + "_output_0"
+	}
+	return name + "_" + op, name + "_" + op
+}
+
+// lnOpsetChanges lists, per default-domain opset version, the operators whose meaning or
+// signature changed at that version so that a node written for an earlier version does
+// not mean the same (an attribute that became an input, a changed default, changed
+// semantics). Changes that only add types, or add an attribute or optional input whose
+// default keeps the old behaviour, are left out: such nodes read the same afterwards.
+var lnOpsetChanges = map[int64][]string{
+	12: {"Dropout"}, // ratio moved from an attribute to an input
+	13: {"Unsqueeze", "Squeeze", "ReduceSum", "Split", // axes/split attribute -> input
+		"Softmax", "LogSoftmax", "Hardmax"}, // no more coercion to 2-D
+	14: {"BatchNormalization"}, // training_mode; outputs restricted
+	15: {"BatchNormalization"}, // training outputs' types
+	16: {"RoiAlign"},           // coordinate_transformation_mode default
+	17: {},                     // only new operators
+	18: {"ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceSumSquare", // axes -> input
+		"ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp"},
+	19: {},
+	20: {"DFT", "GridSample"},  // DFT axis -> input; GridSample mode names
+	21: {"GroupNormalization"}, // scale and bias per channel instead of per group
+	22: {},
+	23: {},
+}
+
+// lnMinRaiseFrom is the lowest opset whose models are raised: below 13, the axes of
+// Unsqueeze/Squeeze/ReduceSum and Split's sizes are attributes that moved to inputs, and
+// rewriting them is not this family's business.
+const lnMinRaiseFrom = 13
+
+// lnMinIRVersion is the IR version each opset came with (ONNX releases).
+var lnMinIRVersion = map[int64]int64{17: 8, 18: 8, 19: 9, 20: 9, 21: 10, 22: 10, 23: 11}
+
+// lnRequireOpset makes the default-domain opset at least need for op, raising the import
+// when env.RaiseOpset allows it and it is safe; it returns why not otherwise. The nodes
+// of the block being replaced (skip) do not count against the raise.
+func lnRequireOpset(env *Env, need int64, op string, skip []*ir.Node) string {
+	m := env.Model
+	have := m.Opset("")
+	if have >= need {
+		return ""
+	}
+	switch {
+	case env.RaiseOpset == 0:
+		return fmt.Sprintf("%s needs opset %d; the model imports %d and raising the opset is off", op, need, have)
+	case env.RaiseOpset < need:
+		return fmt.Sprintf("%s needs opset %d; the model imports %d and raising is allowed only to %d", op, need, have, env.RaiseOpset)
+	}
+	if have < lnMinRaiseFrom {
+		return fmt.Sprintf("%s needs opset %d; the model is at %d, and raising from below %d (Unsqueeze/Squeeze/ReduceSum/Split changed at 13) is not attempted", op, need, have, lnMinRaiseFrom)
+	}
+	changed := map[string]int64{}
+	for v := have + 1; v <= need; v++ {
+		for _, o := range lnOpsetChanges[v] {
+			if _, seen := changed[o]; !seen {
+				changed[o] = v
+			}
+		}
+	}
+	ignore := map[*ir.Node]bool{}
+	for _, n := range skip {
+		ignore[n] = true
+	}
+	var blocker string
+	_ = m.Graph.Walk(func(g *ir.Graph) error {
+		for _, n := range g.Nodes() {
+			if blocker != "" || ignore[n] || (n.Domain != "" && n.Domain != "ai.onnx") {
+				continue
+			}
+			if v, ok := changed[n.OpType]; ok {
+				blocker = fmt.Sprintf("%s needs opset %d; raising from %d is unsafe: %s changed at opset %d (%s)", op, need, have, n.OpType, v, n.Name)
+			}
+		}
+		return nil
+	})
+	if blocker != "" {
+		return blocker
+	}
+	m.SetOpset("", need)
+	if irv := lnMinIRVersion[need]; m.IRVersion < irv {
+		m.IRVersion = irv
+	}
+	return ""
+}

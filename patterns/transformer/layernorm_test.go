@@ -1,0 +1,274 @@
+package transformer_test
+
+import (
+	"fmt"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/qcc-dev/qcc/internal/txtar"
+	"github.com/qcc-dev/qcc/internal/update"
+	"github.com/qcc-dev/qcc/ir"
+	"github.com/qcc-dev/qcc/ir/text"
+	"github.com/qcc-dev/qcc/ndarray"
+	"github.com/qcc-dev/qcc/ort"
+	"github.com/qcc-dev/qcc/passes/shapes"
+	"github.com/qcc-dev/qcc/patterns"
+	"github.com/qcc-dev/qcc/patterns/transformer"
+)
+
+// Cases under testdata/layernorm-*.txtar and testdata/skip-*.txtar hold
+//
+//	-- options --  optional: "raise=N" (Env.RaiseOpset for the onnx target)
+//	-- input --    a model in ONNX text syntax
+//	-- blocks --   golden: what Recognize finds (blocks with roles and params, refusals)
+//	-- ort --      golden: Fuse's report and the model after Fuse for target ort
+//	-- onnx --     golden: the same for target onnx
+//
+// layernorm-* cases run LayerNormFamily and RMSNormFamily, skip-* cases LayerNormFamily
+// and SkipFamily. Every fused model must verify, fusing it again must change nothing,
+// and, where ONNX Runtime is available, it must compute what the input computes.
+
+func TestLayerNormCases(t *testing.T) {
+	normRunCases(t, "layernorm-*.txtar", []*transformer.Family{transformer.LayerNormFamily, transformer.RMSNormFamily})
+}
+
+func normRunCases(t *testing.T, glob string, fams []*transformer.Family) {
+	files, err := filepath.Glob(filepath.Join("testdata", glob))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no cases %s", glob)
+	}
+	for _, f := range files {
+		name := strings.TrimSuffix(filepath.Base(f), ".txtar")
+		t.Run(name, func(t *testing.T) { normRunCase(t, f, fams) })
+	}
+}
+
+func normRunCase(t *testing.T, file string, fams []*transformer.Family) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := txtar.Parse(data)
+	src, ok := a.Get("input")
+	if !ok {
+		t.Fatal("case has no input section")
+	}
+	raise := int64(0)
+	if opt, ok := a.Get("options"); ok {
+		if _, err := fmt.Sscanf(strings.TrimSpace(string(opt)), "raise=%d", &raise); err != nil {
+			t.Fatalf("options: %v", err)
+		}
+	}
+	parse := func() *ir.Model {
+		m, err := text.Parse(string(src))
+		if err != nil {
+			t.Fatalf("input: %v", err)
+		}
+		return m
+	}
+
+	got := map[string]string{}
+	m := parse()
+	if _, err := shapes.Infer(m); err != nil {
+		t.Fatal(err)
+	}
+	blocks, refusals := transformer.Recognize(m.Graph, fams)
+	got["blocks"] = normFormatBlocks(blocks, refusals)
+
+	for _, target := range []transformer.Target{transformer.ORT, transformer.ONNX} {
+		m := parse()
+		env := &transformer.Env{Model: m, Target: target, RaiseOpset: raise}
+		rep, err := transformer.Fuse(m, fams, env)
+		if err != nil {
+			t.Fatalf("%s: %v", target, err)
+		}
+		if err := m.Verify(); err != nil {
+			t.Fatalf("%s: fused model does not verify: %v", target, err)
+		}
+		out := normPrint(t, m)
+		got[string(target)] = normFormatReport(rep) + out
+
+		// Idempotence: fusing the result again changes nothing.
+		m2, err := text.Parse(out)
+		if err != nil {
+			t.Fatalf("%s: output does not parse back: %v", target, err)
+		}
+		env2 := &transformer.Env{Model: m2, Target: target, RaiseOpset: raise}
+		if _, err := transformer.Fuse(m2, fams, env2); err != nil {
+			t.Fatalf("%s: second fuse: %v", target, err)
+		}
+		if again := normPrint(t, m2); again != out {
+			t.Errorf("%s: fuse is not idempotent:\n%s", target, cmp.Diff(out, again))
+		}
+		normCompareORT(t, string(target), parse(), m)
+	}
+
+	if *update.Golden {
+		for _, k := range []string{"blocks", "ort", "onnx"} {
+			a.Set(k, []byte(got[k]))
+		}
+		if err := os.WriteFile(file, txtar.Format(a), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	for _, k := range []string{"blocks", "ort", "onnx"} {
+		want, ok := a.Get(k)
+		if !ok {
+			t.Errorf("case has no %s section; run go test -update", k)
+			continue
+		}
+		if d := cmp.Diff(string(want), got[k]); d != "" {
+			t.Errorf("%s differs from golden (-want +got):\n%s", k, d)
+		}
+	}
+}
+
+func normPrint(t *testing.T, m *ir.Model) string {
+	t.Helper()
+	var b strings.Builder
+	if err := text.Print(&b, m, text.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
+func normFormatBlocks(blocks []*transformer.Block, refusals []patterns.Refusal) string {
+	var b strings.Builder
+	for _, bl := range blocks {
+		fmt.Fprintf(&b, "%s %s %s", bl.ID, bl.Kind, bl.Variant)
+		if bl.Fused {
+			b.WriteString(" fused")
+		}
+		fmt.Fprintf(&b, " root=%s nodes=%d\n", bl.Root.Name, len(bl.Nodes))
+		var roles []string
+		for r, v := range bl.Roles {
+			roles = append(roles, r+"="+v.Name)
+		}
+		sort.Strings(roles)
+		fmt.Fprintf(&b, "  roles: %s\n", strings.Join(roles, " "))
+		var params []string
+		for p, v := range bl.Params {
+			params = append(params, fmt.Sprintf("%s=%g", p, v))
+		}
+		sort.Strings(params)
+		fmt.Fprintf(&b, "  params: %s\n", strings.Join(params, " "))
+	}
+	for _, r := range refusals {
+		fmt.Fprintf(&b, "refused: %s\n", r)
+	}
+	return b.String()
+}
+
+func normFormatReport(rep *transformer.Report) string {
+	var b strings.Builder
+	var ops []string
+	for op, n := range rep.Ops {
+		ops = append(ops, fmt.Sprintf("%s=%d", op, n))
+	}
+	sort.Strings(ops)
+	fmt.Fprintf(&b, "# ops: %s\n", strings.Join(ops, " "))
+	for _, l := range rep.Left {
+		fmt.Fprintf(&b, "# left: %s\n", l)
+	}
+	return b.String()
+}
+
+// normCompareORT runs the input and the fused model on the same random inputs and
+// requires the outputs to agree within 1e-4 (with ORT's optimisations off and on).
+func normCompareORT(t *testing.T, what string, orig, fused *ir.Model) {
+	t.Helper()
+	if _, err := ort.Available(); err != nil {
+		return
+	}
+	inputs := normRandomInputs(t, orig)
+	if inputs == nil {
+		return
+	}
+	want := normRunBytes(t, what+" (input)", orig, inputs, ort.OptDisabled)
+	for _, level := range []ort.OptLevel{ort.OptDisabled, ort.OptExtended} {
+		got := normRunBytes(t, what, fused, inputs, level)
+		for name, w := range want {
+			d, err := ndarray.MaxAbsDiff(w, got[name])
+			t.Logf("%s (opt level %d): output %s: max abs diff %g", what, level, name, d)
+			if err != nil || d > 1e-4 {
+				t.Errorf("%s (opt level %d): output %s differs by %g (%v)", what, level, name, d, err)
+			}
+		}
+	}
+}
+
+func normRunBytes(t *testing.T, what string, m *ir.Model, in map[string]*ndarray.Array, level ort.OptLevel) map[string]*ndarray.Array {
+	t.Helper()
+	b, err := ir.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := ort.NewSessionFromBytes(b, ort.Options{OptLevel: level, IntraOpThreads: 1})
+	if err != nil {
+		t.Fatalf("%s: ONNX Runtime refuses the model: %v", what, err)
+	}
+	defer s.Close()
+	out, err := s.Run(in)
+	if err != nil {
+		t.Fatalf("%s: run: %v", what, err)
+	}
+	return out
+}
+
+// normRandomInputs makes seeded random inputs for a model's float inputs: symbolic dims
+// are 2 ("batch") or 3 (others). It returns nil when an input is not float.
+func normRandomInputs(t *testing.T, m *ir.Model) map[string]*ndarray.Array {
+	rng := rand.New(rand.NewSource(1))
+	in := map[string]*ndarray.Array{}
+	for _, v := range m.Graph.Inputs {
+		if v.IsConst() {
+			continue
+		}
+		if v.Type == nil || v.Type.Shape == nil {
+			return nil
+		}
+		var shape []int64
+		n := 1
+		for _, d := range v.Type.Shape {
+			s := int64(3)
+			switch {
+			case d.Known && d.Param == "":
+				s = d.Value
+			case d.Param == "batch":
+				s = 2
+			}
+			shape = append(shape, s)
+			n *= int(s)
+		}
+		vals := make([]float64, n)
+		for i := range vals {
+			vals[i] = rng.NormFloat64()*2 + 0.5
+		}
+		switch v.Type.DType {
+		case ir.Float:
+			f := make([]float32, n)
+			for i, x := range vals {
+				f[i] = float32(x)
+			}
+			in[v.Name] = ndarray.FromFloat32(shape, f)
+		case ir.Float16:
+			f := make([]float32, n)
+			for i, x := range vals {
+				f[i] = float32(x)
+			}
+			in[v.Name] = ndarray.FromFloat16(shape, f)
+		case ir.Double:
+			in[v.Name] = ndarray.FromFloat64(shape, vals)
+		default:
+			return nil
+		}
+	}
+	return in
+}
