@@ -170,5 +170,7 @@ func Annotate(n *ir.Node, b *Block) {
 var Families = []*Family{
 	LayerNormFamily,
 	RMSNormFamily,
+	GeluFamily,
 	SkipFamily,
+	EmbeddingFamily,
 }

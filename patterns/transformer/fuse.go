@@ -33,6 +33,11 @@ func Fuse(m *ir.Model, fams []*Family, env *Env) (*Report, error) {
 		if _, err := shapes.Infer(m); err != nil {
 			return nil, fmt.Errorf("before %s fusion: %w", f.Kind, err)
 		}
+		// Nodes an earlier family added sit at the end of the list; Find sweeps from
+		// the end, so restore the order first.
+		if err := g.TopoSort(); err != nil {
+			return nil, err
+		}
 		found, refs := patterns.Find(g, f.Rules)
 		rep.Refusals = append(rep.Refusals, refs...)
 		for _, fd := range found {
