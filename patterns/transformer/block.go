@@ -172,5 +172,6 @@ var Families = []*Family{
 	RMSNormFamily,
 	GeluFamily,
 	SkipFamily,
+	AttentionFamily,
 	EmbeddingFamily,
 }

@@ -5,6 +5,7 @@ import (
 	"sort"
 
 	"github.com/qcc-dev/qcc/ir"
+	"github.com/qcc-dev/qcc/passes/cleanup"
 	"github.com/qcc-dev/qcc/passes/shapes"
 	"github.com/qcc-dev/qcc/patterns"
 )
@@ -82,6 +83,8 @@ func Fuse(m *ir.Model, fams []*Family, env *Env) (*Report, error) {
 			_ = n
 		}
 	}
+	// Rewrites leave the exporter's shape arithmetic for the replaced blocks dead.
+	cleanup.RemoveDead(g)
 	if err := g.TopoSort(); err != nil {
 		return nil, err
 	}

@@ -370,7 +370,7 @@ func fuseGelu(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, erro
 			return nil, "no standard operator computes x·sigmoid(1.702·x) (QuickGelu is com.microsoft)", nil
 		}
 		// Gelu is standard from opset 20; lnRequireOpset raises the import when allowed and safe.
-		if why := lnRequireOpset(env, 20, "Gelu", b.Nodes); why != "" {
+		if why := RequireOpset(env, 20, "Gelu", b.Nodes); why != "" {
 			return nil, why, nil
 		}
 		mode := "none"
