@@ -173,5 +173,6 @@ var Families = []*Family{
 	GeluFamily,
 	SkipFamily,
 	AttentionFamily,
+	DebertaAttentionFamily,
 	EmbeddingFamily,
 }

@@ -1,0 +1,166 @@
+package tests
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/qcc-dev/qcc/internal/corpus"
+	"github.com/qcc-dev/qcc/ir"
+	"github.com/qcc-dev/qcc/npz"
+	"github.com/qcc-dev/qcc/ort"
+	"github.com/qcc-dev/qcc/ort/orttest"
+)
+
+// layers reads the encoder depth from a corpus model's JSON sidecar.
+func layers(t *testing.T, cm corpus.Model) int {
+	t.Helper()
+	data, err := os.ReadFile(strings.TrimSuffix(cm.Path, ".onnx") + ".json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var side struct {
+		Config map[string]any `json:"config"`
+	}
+	if err := json.Unmarshal(data, &side); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"num_hidden_layers", "n_layers"} {
+		if v, ok := side.Config[k].(float64); ok {
+			return int(v)
+		}
+	}
+	t.Fatalf("no layer count in %s.json", cm.Name)
+	return 0
+}
+
+// opCounts counts nodes by domain-qualified op type, and blocks by annotated kind.
+func opCounts(m *ir.Model) (ops, kinds map[string]int) {
+	ops, kinds = map[string]int{}, map[string]int{}
+	for _, n := range m.Graph.Nodes() {
+		key := n.OpType
+		if n.Domain != "" {
+			key = n.Domain + "." + n.OpType
+		}
+		ops[key]++
+		if k, ok := n.Meta("qcc.kind"); ok {
+			kinds[k]++
+		}
+	}
+	return ops, kinds
+}
+
+func sum(m map[string]int, keys ...string) int {
+	n := 0
+	for _, k := range keys {
+		n += m[k]
+	}
+	return n
+}
+
+// referenceFor returns the model ORT can run as the reference: the invalid opset-11
+// DeBERTa exports are checked against their opset-13 siblings (same weights).
+func referenceFor(cm corpus.Model) string {
+	if cm.Sub == "invalid" {
+		return filepath.Join(filepath.Dir(cm.Path), "..", strings.Replace(cm.Name, "opset11", "opset13", 1)+".onnx")
+	}
+	return cm.Path
+}
+
+// TestFuseORTCorpus: with fold,fuse<target=ort>, every corpus model has one Attention and
+// one GELU per layer, at least two LayerNorms per layer, its embedding fused or
+// annotated, and ONNX Runtime's outputs within 1e-4 of the original's, with ORT's own
+// optimizer off and on.
+func TestFuseORTCorpus(t *testing.T) {
+	orttest.RequireLib(t)
+	dir := t.TempDir()
+	var rows []string
+	for _, cm := range corpus.Models(t, "", "trained", "invalid") {
+		cm := cm
+		t.Run(cm.Name, func(t *testing.T) {
+			_, out, outPath := compile(t, cm.Path, "fold,fuse<target=ort>", dir)
+			ops, kinds := opCounts(out)
+			L := layers(t, cm)
+			att := sum(ops, "com.microsoft.Attention", "com.microsoft.MultiHeadAttention")
+			gelu := sum(ops, "com.microsoft.Gelu", "com.microsoft.BiasGelu", "com.microsoft.FastGelu", "com.microsoft.QuickGelu")
+			norms := sum(ops, "LayerNormalization", "com.microsoft.SkipLayerNormalization", "com.microsoft.SimplifiedLayerNormalization")
+			emb := ops["com.microsoft.EmbedLayerNormalization"]
+			if att != L {
+				t.Errorf("%d attention operators, want %d (one per layer)", att, L)
+			}
+			if gelu != L {
+				t.Errorf("%d GELU operators, want %d", gelu, L)
+			}
+			if norms < 2*L {
+				t.Errorf("%d LayerNorm operators, want >= %d", norms, 2*L)
+			}
+			if emb == 0 && kinds["Embedding"] == 0 {
+				t.Errorf("embedding neither fused nor annotated")
+			}
+			inputs, err := npz.Read(cm.Inputs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ref := referenceFor(cm)
+			want := runORT(t, ref, inputs, ort.OptDisabled)
+			worst := 0.0
+			for _, level := range []ort.OptLevel{ort.OptDisabled, ort.OptExtended} {
+				if d := maxDiff(t, want, runORT(t, outPath, inputs, level)); d > 1e-4 {
+					t.Errorf("ORT level %v: outputs differ by %g (> 1e-4)", level, d)
+				} else if d > worst {
+					worst = d
+				}
+			}
+			if !strings.Contains(cm.Name, "static") {
+				other := otherShapeInputs(inputs, 3, 11)
+				if d := maxDiff(t, runORT(t, ref, other, ort.OptDisabled), runORT(t, outPath, other, ort.OptDisabled)); d > 1e-4 {
+					t.Errorf("on a [3,11] input, outputs differ by %g (> 1e-4)", d)
+				}
+			}
+			rows = append(rows, fmt.Sprintf("%-26s L=%d attention %d gelu %d norms %d (skip %d) embed %d/%d  %4d nodes  max|diff| %.1e",
+				cm.Name, L, att, gelu, norms, ops["com.microsoft.SkipLayerNormalization"], emb, kinds["Embedding"], out.Graph.NumNodes(), worst))
+		})
+	}
+	sort.Strings(rows)
+	t.Logf("fold,fuse<target=ort>:\n%s", strings.Join(rows, "\n"))
+}
+
+// TestFuseONNXCorpus: with target=onnx the models stay standard ONNX (checker) with
+// equal outputs, and blocks left decomposed are annotated.
+func TestFuseONNXCorpus(t *testing.T) {
+	orttest.RequireLib(t)
+	dir := t.TempDir()
+	var outputs, rows []string
+	for _, cm := range corpus.Models(t, "", "trained", "invalid") {
+		cm := cm
+		t.Run(cm.Name, func(t *testing.T) {
+			_, out, outPath := compile(t, cm.Path, "fold,fuse<target=onnx>", dir)
+			ops, kinds := opCounts(out)
+			for op := range ops {
+				if strings.Contains(op, ".") {
+					t.Errorf("target=onnx emitted non-standard operator %s", op)
+				}
+			}
+			if kinds["Attention"] != layers(t, cm) {
+				t.Errorf("%d attention blocks annotated, want %d", kinds["Attention"], layers(t, cm))
+			}
+			outputs = append(outputs, outPath)
+			inputs, err := npz.Read(cm.Inputs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			d := maxDiff(t, runORT(t, referenceFor(cm), inputs, ort.OptDisabled), runORT(t, outPath, inputs, ort.OptDisabled))
+			if d > 1e-4 {
+				t.Errorf("outputs differ by %g (> 1e-4)", d)
+			}
+			rows = append(rows, fmt.Sprintf("%-26s LayerNormalization %d, annotated %v, max|diff| %.1e", cm.Name, ops["LayerNormalization"], kinds, d))
+		})
+	}
+	sort.Strings(rows)
+	t.Logf("fold,fuse<target=onnx>:\n%s", strings.Join(rows, "\n"))
+	checkONNX(t, outputs)
+}
