@@ -1,6 +1,6 @@
-// Command ortbench times ONNX Runtime (CPU) on a model with deterministic transformer
-// inputs, for the benchmark scripts: it prints the median latency of -runs runs after a
-// warm-up, one model per line.
+// Command ortbench times ONNX Runtime (CPU) on models with deterministic transformer
+// inputs, for the benchmark scripts: after a warm-up it times -runs runs of each model in
+// turn and prints, one model per line, the minimum and the median latency in seconds.
 //
 //	ortbench -batch 8 -seq 128 -threads 1 -opt extended a.onnx b.onnx
 package main
@@ -37,21 +37,42 @@ func main() {
 	if err := ort.Init(path); err != nil {
 		fail("%v", err)
 	}
+	// All sessions are created first and timed in turn, run by run, so that whatever
+	// else the machine does affects every model alike; the minimum is the least disturbed.
+	var ss []*session
 	for _, model := range flag.Args() {
-		med, err := bench(model, level, *threads, *batch, *seq, *runs)
+		s, err := open(model, level, *threads, *batch, *seq)
 		if err != nil {
 			fail("%s: %v", model, err)
 		}
-		fmt.Printf("%s\t%.4f\n", model, med.Seconds())
+		defer s.Close()
+		ss = append(ss, s)
+	}
+	for r := 0; r < *runs; r++ {
+		for _, s := range ss {
+			if err := s.time(); err != nil {
+				fail("%s: %v", s.model, err)
+			}
+		}
+	}
+	for _, s := range ss {
+		sort.Slice(s.times, func(i, j int) bool { return s.times[i] < s.times[j] })
+		fmt.Printf("%s\t%.4f\t%.4f\n", s.model, s.times[0].Seconds(), s.times[len(s.times)/2].Seconds())
 	}
 }
 
-func bench(model string, level ort.OptLevel, threads, batch, seq, runs int) (time.Duration, error) {
+type session struct {
+	*ort.Session
+	model  string
+	inputs map[string]*ndarray.Array
+	times  []time.Duration
+}
+
+func open(model string, level ort.OptLevel, threads, batch, seq int) (*session, error) {
 	s, err := ort.NewSession(model, ort.Options{OptLevel: level, IntraOpThreads: threads})
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	defer s.Close()
 	var names []string
 	for _, in := range s.Inputs() {
 		names = append(names, in.Name)
@@ -63,18 +84,19 @@ func bench(model string, level ort.OptLevel, threads, batch, seq, runs int) (tim
 		}
 	}
 	if _, err := s.Run(inputs); err != nil { // warm-up
-		return 0, err
+		s.Close()
+		return nil, err
 	}
-	var times []time.Duration
-	for i := 0; i < runs; i++ {
-		start := time.Now()
-		if _, err := s.Run(inputs); err != nil {
-			return 0, err
-		}
-		times = append(times, time.Since(start))
+	return &session{Session: s, model: model, inputs: inputs}, nil
+}
+
+func (s *session) time() error {
+	start := time.Now()
+	if _, err := s.Run(s.inputs); err != nil {
+		return err
 	}
-	sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
-	return times[len(times)/2], nil
+	s.times = append(s.times, time.Since(start))
+	return nil
 }
 
 func toInt32(a *ndarray.Array) *ndarray.Array {
