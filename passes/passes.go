@@ -9,6 +9,8 @@ import (
 	"github.com/qcc-dev/qcc/passes/cleanup"
 	"github.com/qcc-dev/qcc/passes/fold"
 	"github.com/qcc-dev/qcc/passes/fuse"
+	"github.com/qcc-dev/qcc/passes/qdq"
+	"github.com/qcc-dev/qcc/passes/qdqcheck"
 	"github.com/qcc-dev/qcc/passes/repair"
 	"github.com/qcc-dev/qcc/passes/shapes"
 )
@@ -23,4 +25,6 @@ var All = []*pass.Pass{
 	cleanup.CSE,
 	blocks.Pass,
 	fuse.Pass,
+	qdq.Pass,
+	qdqcheck.Pass,
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/qcc-dev/qcc/ir/text"
 	"github.com/qcc-dev/qcc/pass"
 	"github.com/qcc-dev/qcc/passes"
+	"github.com/qcc-dev/qcc/passes/qdqcheck"
 )
 
 var version = "0.1.0-dev"
@@ -167,6 +168,14 @@ func compile(args []string, o options, stdout, stderr io.Writer) error {
 			Print: func(w io.Writer, m *ir.Model) error {
 				return text.Print(w, m, text.Options{})
 			},
+		}
+		for _, s := range pipe.Steps {
+			if s.Pass.Name == "qdq" {
+				// TensorRT's placement rules hold from the quantization on; an input
+				// that arrives quantized (QAT) may break them before qdq normalises it.
+				inst.Verifiers = append(inst.Verifiers, qdqcheck.Check)
+				break
+			}
 		}
 		report, err := pipe.Run(context.Background(), m, inst)
 		if o.stats || o.timePasses {

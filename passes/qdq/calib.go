@@ -1,0 +1,160 @@
+package qdq
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/qcc-dev/qcc/ir"
+	"github.com/qcc-dev/qcc/ort"
+	"github.com/qcc-dev/qcc/pass"
+	"github.com/qcc-dev/qcc/quant/calib"
+)
+
+// ranges returns the amax of every tensor in need that can be quantized (a tensor whose
+// range came out zero is absent): ranges=const:V, else the JSON cache when it covers
+// them all, else calibration through ONNX Runtime on the current model (then written to
+// the cache). trt-cache=FILE also gets them in TensorRT's format.
+func (o *options) ranges(ctx *pass.Context, m *ir.Model, need []string) (map[string]float32, error) {
+	out := map[string]float32{}
+	if len(need) == 0 {
+		return out, nil
+	}
+	source := ""
+	var zero []string
+	switch {
+	case o.constRange > 0:
+		for _, n := range need {
+			out[n] = o.constRange
+		}
+		source = fmt.Sprintf("ranges=const:%g", o.constRange)
+	default:
+		var cached map[string]float32
+		var meta calib.Meta
+		if o.cache != "" {
+			if _, err := os.Stat(o.cache); err == nil {
+				c, mt, err := calib.ReadJSON(o.cache)
+				if err != nil {
+					return nil, fmt.Errorf("calibration cache: %w", err)
+				}
+				cached, meta = c, mt
+			}
+		}
+		missing := 0
+		for _, n := range need {
+			if _, ok := cached[n]; !ok {
+				missing++
+			}
+		}
+		if cached != nil && missing == 0 {
+			for _, n := range need {
+				out[n] = cached[n]
+			}
+			source = fmt.Sprintf("cache %s (%s, %d batches of %s)", o.cache, meta.Method, meta.Batches, meta.Data)
+			break
+		}
+		stats, err := o.calibrate(m, need)
+		if err != nil {
+			return nil, err
+		}
+		got, err := stats.Ranges(o.method)
+		var zr *calib.ZeroRangeError
+		if errors.As(err, &zr) {
+			zero = zr.Tensors
+		} else if err != nil {
+			return nil, err
+		}
+		for n, a := range got {
+			out[n] = a
+		}
+		source = fmt.Sprintf("calibrated %s on %s (%d batches)", o.method, o.data, stats.Batches)
+		if o.cache != "" {
+			merged := map[string]float32{}
+			for n, a := range cached {
+				merged[n] = a
+			}
+			for n, a := range got {
+				merged[n] = a
+			}
+			meta := calib.Meta{Model: m.Graph.Name, Method: o.method.String(), Batches: stats.Batches, Data: o.data}
+			if err := calib.WriteJSON(o.cache, merged, meta); err != nil {
+				return nil, err
+			}
+			if cached != nil {
+				source += fmt.Sprintf("; cache %s lacked %d of %d tensors, rewritten", o.cache, missing, len(need))
+			} else {
+				source += "; written to cache " + o.cache
+			}
+		}
+	}
+	if o.trt != "" && len(out) > 0 {
+		if err := calib.WriteTRT(o.trt, out, ""); err != nil {
+			return nil, err
+		}
+	}
+	ctx.Note("%s", rangeSummary(source, out, zero))
+	ctx.Count("qdq: activation ranges", len(out))
+	ctx.Count("qdq: zero-range tensors", len(zero))
+	return out, nil
+}
+
+// calibrate saves the current model to a temporary file and collects statistics of the
+// tensors through ONNX Runtime.
+func (o *options) calibrate(m *ir.Model, tensors []string) (*calib.Stats, error) {
+	lib, err := ort.LibraryPath("")
+	if err == nil {
+		err = ort.Init(lib)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("calibration needs ONNX Runtime (%v); or give ranges=const:V, or a cache=FILE.json that covers the %d tensors", err, len(tensors))
+	}
+	src, err := calib.LoadData(o.data, m, o.batch)
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "qcc-qdq-calib-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "model.onnx")
+	if err := ir.Save(m, path, ir.SaveOptions{}); err != nil {
+		return nil, fmt.Errorf("saving the model for calibration: %w", err)
+	}
+	return calib.Collect(path, tensors, src, calib.Options{})
+}
+
+// rangeSummary describes the ranges: how many, min/median/max amax, zero ranges.
+func rangeSummary(source string, r map[string]float32, zero []string) string {
+	type kv struct {
+		name string
+		amax float32
+	}
+	var all []kv
+	for n, a := range r {
+		all = append(all, kv{n, a})
+	}
+	sort.Slice(all, func(i, j int) bool {
+		if all[i].amax != all[j].amax {
+			return all[i].amax < all[j].amax
+		}
+		return all[i].name < all[j].name
+	})
+	s := fmt.Sprintf("ranges: %s: %d tensors", source, len(all))
+	if len(all) > 0 {
+		lo, hi := all[0], all[len(all)-1]
+		med := all[len(all)/2].amax
+		if len(all)%2 == 0 {
+			med = (all[len(all)/2-1].amax + all[len(all)/2].amax) / 2
+		}
+		s += fmt.Sprintf(", amax min %.4g (%s) median %.4g max %.4g (%s)", lo.amax, lo.name, med, hi.amax, hi.name)
+	}
+	s += fmt.Sprintf("; zero range: %d", len(zero))
+	if len(zero) > 0 {
+		s += " (" + strings.Join(zero, ", ") + ": left float)"
+	}
+	return s
+}

@@ -1,0 +1,374 @@
+package qdq
+
+import (
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+
+	"github.com/qcc-dev/qcc/ir"
+	"github.com/qcc-dev/qcc/passes/qdqcheck"
+	"github.com/qcc-dev/qcc/quant/calib"
+)
+
+type weightKey struct {
+	v    *ir.Value
+	axis int64
+}
+
+// inserter adds the Q/DQ nodes, sharing one pair per activation tensor and one
+// dequantized weight per (weight, axis).
+type inserter struct {
+	m        *ir.Model
+	g        *ir.Graph
+	o        *options
+	ranges   map[string]float32
+	weightDQ map[weightKey]*ir.Value
+	actDQ    map[*ir.Value]*ir.Value
+	groups   map[*ir.Node]map[string]bool // new Q/DQ nodes → the groups they serve
+	replaced []*ir.Value                  // float weights now read through a DQ
+
+	pairs, int8W, qdqW, already int
+}
+
+// insert quantizes the inputs of every target that is not skipped.
+func (in *inserter) insert(ts []*target) (bool, error) {
+	in.groups = map[*ir.Node]map[string]bool{}
+	changed := false
+	for _, t := range ts {
+		if t.skip != "" {
+			continue
+		}
+		group := t.Group()
+		for _, i := range t.acts {
+			x := t.node.Input(i)
+			if qdqcheck.Dequantized(x) {
+				in.already++
+				continue
+			}
+			t.node.SetInput(i, in.activation(x, group))
+			changed = true
+		}
+		if t.weight < 0 {
+			continue
+		}
+		w := t.node.Input(t.weight)
+		if qdqcheck.Dequantized(w) {
+			in.already++
+			continue
+		}
+		tensor, _, _ := qdqcheck.WeightTensor(w)
+		axis := qdqcheck.WeightAxis(t.node, len(tensor.Dims))
+		dq, err := in.weight(w, tensor, axis, group)
+		if err != nil {
+			return changed, err
+		}
+		t.node.SetInput(t.weight, dq)
+		changed = true
+	}
+	for n, gs := range in.groups {
+		var names []string
+		for g := range gs {
+			names = append(names, g)
+		}
+		sort.Strings(names)
+		n.SetMeta(qdqcheck.GroupKey, strings.Join(names, ","))
+	}
+	// Float weights nothing reads any more go.
+	for _, w := range in.replaced {
+		if len(w.Uses()) > 0 || w.IsGraphOutput() || w.IsGraphInput() || w.Graph() == nil {
+			continue
+		}
+		if p, _ := w.Producer(); p != nil {
+			in.g.RemoveNode(p)
+		} else {
+			in.g.RemoveValue(w)
+		}
+	}
+	return changed, nil
+}
+
+func (in *inserter) serve(group string, nodes ...*ir.Node) {
+	for _, n := range nodes {
+		if in.groups[n] == nil {
+			in.groups[n] = map[string]bool{}
+		}
+		in.groups[n][group] = true
+	}
+}
+
+// activation returns x's dequantized value: the pair this run made for x, a pair x
+// already has, or a new per-tensor pair.
+func (in *inserter) activation(x *ir.Value, group string) *ir.Value {
+	if dq := in.actDQ[x]; dq != nil {
+		p, _ := dq.Producer()
+		q, _ := p.Input(0).Producer()
+		in.serve(group, q, p)
+		return dq
+	}
+	if dq := reusablePair(x); dq != nil {
+		in.actDQ[x] = dq
+		in.already++
+		return dq
+	}
+	g := in.g
+	scale := g.NewConst(x.Name+"_scale", ir.FloatTensor(nil, []float32{calib.Int8Scale(in.ranges[x.Name])}))
+	zp := g.NewConst(x.Name+"_zero_point", ir.NewTensor(ir.Int8, nil, []byte{0}))
+	q, dq := in.pair(x, scale, zp, nil)
+	in.pairs++
+	in.actDQ[x] = dq.Output(0)
+	in.serve(group, q, dq)
+	return dq.Output(0)
+}
+
+// pair adds QuantizeLinear and DequantizeLinear on x.
+func (in *inserter) pair(x, scale, zp *ir.Value, axis *ir.Attr) (q, dq *ir.Node) {
+	g := in.g
+	qt, dt := (*ir.Type)(nil), (*ir.Type)(nil)
+	if x.Type != nil {
+		qt, dt = x.Type.Clone(), x.Type.Clone()
+		qt.DType = ir.Int8
+	}
+	qo := g.NewValue(x.Name+"_quantized", qt)
+	q, _ = g.AddNode(&ir.Node{Name: x.Name + "_QuantizeLinear", OpType: "QuantizeLinear"}, []*ir.Value{x, scale, zp}, []*ir.Value{qo})
+	dq = in.dequantize(x.Name, qo, scale, zp, axis, dt)
+	if axis != nil {
+		q.SetAttr(axis)
+	}
+	return q, dq
+}
+
+func (in *inserter) dequantize(base string, x, scale, zp *ir.Value, axis *ir.Attr, t *ir.Type) *ir.Node {
+	out := in.g.NewValue(base+"_dequantized", t)
+	dq, _ := in.g.AddNode(&ir.Node{Name: base + "_DequantizeLinear", OpType: "DequantizeLinear"}, []*ir.Value{x, scale, zp}, []*ir.Value{out})
+	if axis != nil {
+		dq.SetAttr(axis)
+	}
+	return dq
+}
+
+// weight returns w dequantized per output channel (axis): an int8 initializer read by a
+// DequantizeLinear (weights=int8), or the float weight through a QuantizeLinear/
+// DequantizeLinear pair (weights=qdq). Scales are max|w| per channel / 127.
+func (in *inserter) weight(w *ir.Value, t *ir.Tensor, axis int64, group string) (*ir.Value, error) {
+	key := weightKey{w, axis}
+	if dq := in.weightDQ[key]; dq != nil {
+		p, _ := dq.Producer()
+		in.serve(group, p)
+		if q, _ := p.Input(0).Producer(); q != nil {
+			in.serve(group, q)
+		}
+		return dq, nil
+	}
+	vals, err := t.Float32s()
+	if err != nil {
+		return nil, fmt.Errorf("quantizing weight %s: %w", w.Name, err)
+	}
+	scales, q := quantizeWeight(vals, t.Dims, int(axis))
+	g := in.g
+	channels := t.Dims[axis]
+	scale := g.NewConst(w.Name+"_scale", ir.FloatTensor([]int64{channels}, scales))
+	zp := g.NewConst(w.Name+"_zero_point", ir.NewTensor(ir.Int8, []int64{channels}, make([]byte, channels)))
+	ax := ir.IntAttr("axis", axis)
+	var dq *ir.Node
+	if in.o.int8Weights {
+		b := make([]byte, len(q))
+		for i, v := range q {
+			b[i] = byte(v)
+		}
+		wq := g.NewConst(w.Name+"_int8", ir.NewTensor(ir.Int8, t.Dims, b))
+		dq = in.dequantize(w.Name, wq, scale, zp, ax, w.Type.Clone())
+		in.int8W++
+		in.serve(group, dq)
+	} else {
+		var qn *ir.Node
+		qn, dq = in.pair(w, scale, zp, ax)
+		in.qdqW++
+		in.serve(group, qn, dq)
+	}
+	in.weightDQ[key] = dq.Output(0)
+	in.replaced = append(in.replaced, w)
+	return dq.Output(0), nil
+}
+
+// quantizeWeight computes per-channel symmetric int8: scale_c = max|w_c|/127 (1 for an
+// all-zero channel) and q = round-half-even(w/scale_c) in [-127, 127], the division in
+// float32 as QuantizeLinear does it.
+func quantizeWeight(w []float32, dims []int64, axis int) ([]float32, []int8) {
+	channels := int(dims[axis])
+	inner := 1
+	for _, d := range dims[axis+1:] {
+		inner *= int(d)
+	}
+	ch := func(i int) int { return (i / inner) % channels }
+	amax := make([]float64, channels)
+	for i, v := range w {
+		if a := math.Abs(float64(v)); a > amax[ch(i)] {
+			amax[ch(i)] = a
+		}
+	}
+	scales := make([]float32, channels)
+	for c, a := range amax {
+		scales[c] = calib.Int8Scale(float32(a))
+		if !(scales[c] > 0) || math.IsInf(float64(scales[c]), 0) {
+			scales[c] = 1
+		}
+	}
+	q := make([]int8, len(w))
+	for i, v := range w {
+		r := math.RoundToEven(float64(v / scales[ch(i)]))
+		q[i] = int8(max(-127, min(127, r)))
+	}
+	return scales, q
+}
+
+// reusablePair returns the DequantizeLinear output of a symmetric int8 per-tensor Q/DQ
+// pair already on x, nil when there is none.
+func reusablePair(x *ir.Value) *ir.Value {
+	if x == nil {
+		return nil
+	}
+	for _, u := range x.Uses() {
+		q := u.Node
+		if !qdqcheck.IsOp(q, "QuantizeLinear") || u.Index != 0 || !symmetricInt8(q.Input(2)) {
+			continue
+		}
+		if s := constOf(q.Input(1)); s == nil || s.NumElements() != 1 {
+			continue
+		}
+		for _, w := range q.Output(0).Uses() {
+			if qdqcheck.IsOp(w.Node, "DequantizeLinear") && w.Index == 0 {
+				return w.Node.Output(0)
+			}
+		}
+	}
+	return nil
+}
+
+func symmetricInt8(zp *ir.Value) bool {
+	t := constOf(zp)
+	if t == nil || t.DType != ir.Int8 {
+		return false
+	}
+	vals, err := t.Int64s()
+	if err != nil {
+		return false
+	}
+	for _, v := range vals {
+		if v != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func constOf(v *ir.Value) *ir.Tensor {
+	if v == nil {
+		return nil
+	}
+	if v.Const != nil {
+		return v.Const
+	}
+	if n, _ := v.Producer(); qdqcheck.IsOp(n, "Constant") {
+		if a := n.Attr("value"); a != nil && a.Tensor != nil {
+			return a.Tensor
+		}
+	}
+	return nil
+}
+
+// foldWeights replaces QuantizeLinear→DequantizeLinear on constant float weights by the
+// quantized constant read by the DequantizeLinear nodes (fold-weights=true). It returns
+// how many QuantizeLinear nodes it folded.
+func foldWeights(g *ir.Graph) int {
+	folded := 0
+	for _, q := range g.NodesCopy() {
+		if !qdqcheck.IsOp(q, "QuantizeLinear") || q.Output(0) == nil {
+			continue
+		}
+		x, s, zp := constOf(q.Input(0)), constOf(q.Input(1)), q.Input(2)
+		if x == nil || s == nil || x.DType != ir.Float || !s.DType.IsFloat() || (zp != nil && constOf(zp) == nil) || q.Output(0).IsGraphOutput() {
+			continue
+		}
+		uses := q.Output(0).Uses()
+		ok := len(uses) > 0
+		for _, u := range uses {
+			ok = ok && qdqcheck.IsOp(u.Node, "DequantizeLinear") && u.Index == 0
+		}
+		if !ok {
+			continue
+		}
+		t, err := quantizeLike(q, x, s, constOf(zp))
+		if err != nil {
+			continue
+		}
+		c := g.NewConst(q.Input(0).Name+"_quantized", t)
+		for _, u := range uses {
+			u.Node.SetInput(0, c)
+		}
+		w := q.Input(0)
+		g.RemoveNode(q)
+		if len(w.Uses()) == 0 && !w.IsGraphInput() && !w.IsGraphOutput() {
+			if p, _ := w.Producer(); p != nil {
+				g.RemoveNode(p)
+			} else {
+				g.RemoveValue(w)
+			}
+		}
+		folded++
+	}
+	return folded
+}
+
+// quantizeLike computes QuantizeLinear(x, scale, zp) on constants: saturate(round(x/scale)
+// + zp), per tensor or along the node's axis, into the zero point's type (uint8 when there
+// is none).
+func quantizeLike(q *ir.Node, x, s, zp *ir.Tensor) (*ir.Tensor, error) {
+	xv, err := x.Float32s()
+	if err != nil {
+		return nil, err
+	}
+	sv, err := s.Float64s()
+	if err != nil {
+		return nil, err
+	}
+	dt := ir.Uint8
+	zv := make([]int64, len(sv))
+	if zp != nil {
+		dt = zp.DType
+		if zv, err = zp.Int64s(); err != nil {
+			return nil, err
+		}
+	}
+	lo, hi := int64(0), int64(255)
+	if dt == ir.Int8 {
+		lo, hi = -128, 127
+	} else if dt != ir.Uint8 {
+		return nil, fmt.Errorf("zero point type %s", dt)
+	}
+	if len(zv) != len(sv) {
+		return nil, fmt.Errorf("scale and zero point differ in size")
+	}
+	ch := func(int) int { return 0 }
+	if len(sv) > 1 {
+		axis := q.AttrInt("axis", 1)
+		if axis < 0 {
+			axis += int64(len(x.Dims))
+		}
+		if axis < 0 || int(axis) >= len(x.Dims) || x.Dims[axis] != int64(len(sv)) {
+			return nil, fmt.Errorf("axis does not fit")
+		}
+		inner := 1
+		for _, d := range x.Dims[axis+1:] {
+			inner *= int(d)
+		}
+		ch = func(i int) int { return (i / inner) % len(sv) }
+	}
+	b := make([]byte, len(xv))
+	for i, v := range xv {
+		c := ch(i)
+		r := int64(math.RoundToEven(float64(v/float32(sv[c])))) + zv[c]
+		b[i] = byte(max(lo, min(hi, r)))
+	}
+	return ir.NewTensor(dt, x.Dims, b), nil
+}

@@ -1,0 +1,410 @@
+package qdq
+
+import (
+	"fmt"
+	"sort"
+
+	"github.com/qcc-dev/qcc/ir"
+	"github.com/qcc-dev/qcc/passes/blocks"
+	"github.com/qcc-dev/qcc/passes/qdqcheck"
+	"github.com/qcc-dev/qcc/patterns/transformer"
+)
+
+// Quantizer kinds: the second half of a group name "layer<L>/<kind>".
+const (
+	KindQKV        = "qkv"         // the Q, K and V projections
+	KindAttnMatMul = "attn_matmul" // Q·Kᵀ and probs·V
+	KindAttnOut    = "attn_out"    // the attention output projection
+	KindFFN        = "ffn"         // the feed-forward projections around the activation
+	KindResidual   = "residual"    // the residual Add that feeds a LayerNorm
+	KindOther      = "other"       // every other weighted op (embedding projections, pooler, classifier)
+)
+
+// Kinds in report order.
+var Kinds = []string{KindQKV, KindAttnMatMul, KindAttnOut, KindFFN, KindResidual, KindOther}
+
+// target is one node whose inputs the policy quantizes.
+type target struct {
+	node   *ir.Node
+	kind   string
+	layer  int
+	acts   []int // inputs quantized per tensor
+	weight int   // the weight input (per channel), -1 for none
+	pos    int
+	skip   string // why the node stays float ("" to quantize)
+}
+
+// Group is the target's quantizer group, "layer<L>/<kind>" (L = -1 before the first
+// encoder layer).
+func (t *target) Group() string { return fmt.Sprintf("layer%d/%s", t.layer, t.kind) }
+
+// core is one attention block as placement sees it.
+type core struct {
+	qkv   []*ir.Node // projection MatMuls
+	mms   []*ir.Node // Q·Kᵀ and probs·V
+	out   *ir.Value  // what the output projection reads (through reshapes)
+	start int        // graph position of its first node
+	layer int
+}
+
+// placement is what the policy selects in a model, before anything changes.
+type placement struct {
+	targets []*target
+	notes   []string
+}
+
+// place finds the targets of a policy from the blocks analysis, with the structural
+// definitions of qdqcheck as the backstop (so that what the checker demands is always
+// placed): weighted ops (every policy), attention matmuls (attention, full), residual
+// adds (full).
+func place(m *ir.Model, br *blocks.Result, policy string) *placement {
+	g := m.Graph
+	pl := &placement{}
+	pos := map[*ir.Node]int{}
+	for i, n := range g.Nodes() {
+		pos[n] = i
+	}
+	noQuant := map[*ir.Node]string{} // nodes inside LayerNorm and GELU blocks
+	var cores []*core
+	covered := map[*ir.Node]bool{} // Softmax nodes inside attention blocks
+	ffnIn, ffnOut := map[*ir.Node]bool{}, map[*ir.Node]bool{}
+	var norms []*transformer.Block
+	for _, b := range br.Blocks {
+		switch b.Kind {
+		case transformer.LayerNorm, transformer.RMSNorm, transformer.SkipLayerNorm, transformer.Gelu:
+			for _, n := range b.Nodes {
+				noQuant[n] = string(b.Kind)
+			}
+		}
+		switch b.Kind {
+		case transformer.Attention:
+			c := blockCore(b, pos, pl)
+			for _, n := range b.Nodes {
+				if qdqcheck.IsOp(n, "Softmax") {
+					covered[n] = true
+				}
+			}
+			cores = append(cores, c)
+		case transformer.Gelu:
+			markFFN(b.Role("input"), b.Role("output"), ffnIn, ffnOut)
+		case transformer.LayerNorm, transformer.RMSNorm, transformer.SkipLayerNorm:
+			norms = append(norms, b)
+		}
+	}
+	// Attention the blocks analysis did not recognise (DeBERTa's disentangled attention,
+	// say): found from its Softmax.
+	for _, n := range g.Nodes() {
+		if qdqcheck.IsOp(n, "Softmax") && !covered[n] {
+			if c := softmaxCore(n, pos); c != nil {
+				cores = append(cores, c)
+			}
+		}
+		// Activations fuse recognises no block for (ReLU FFNs, fused GELU ops).
+		switch {
+		case qdqcheck.IsOp(n, "Relu"), n.OpType == "Gelu", n.OpType == "FastGelu", n.OpType == "BiasGelu", n.OpType == "QuickGelu":
+			if noQuant[n] == "" {
+				markFFN(n.Input(0), n.Output(0), ffnIn, ffnOut)
+			}
+		}
+	}
+	sort.SliceStable(cores, func(i, j int) bool { return cores[i].start < cores[j].start })
+	qkv, attnMM, attnOut := map[*ir.Node]int{}, map[*ir.Node]int{}, map[*ir.Node]int{}
+	for i, c := range cores {
+		c.layer = i
+		for _, n := range c.qkv {
+			qkv[n] = i
+		}
+		for _, n := range c.mms {
+			attnMM[n] = i
+		}
+		for _, n := range weightedReaders(c.out) {
+			attnOut[n] = i
+		}
+	}
+	layerAt := func(p int) int {
+		l := -1
+		for _, c := range cores {
+			if c.start <= p {
+				l = c.layer
+			}
+		}
+		return l
+	}
+	residual := map[*ir.Node]bool{}
+	if policy == "full" {
+		for _, b := range norms {
+			if b.Fused {
+				continue
+			}
+			if ln, _ := b.Root.Producer(); ln != nil {
+				in := b.Role("input")
+				if b.Kind == transformer.SkipLayerNorm {
+					in = ln.Input(0)
+				}
+				if add, _ := producerOf(in); add != nil && qdqcheck.ResidualAdd(add) {
+					residual[add] = true
+				}
+			}
+		}
+	}
+	for _, n := range g.Nodes() {
+		t := &target{node: n, weight: -1, pos: pos[n], layer: layerAt(pos[n])}
+		if w, ok := qdqcheck.WeightInput(n); ok {
+			t.weight = w
+			t.acts = qdqcheck.ActivationInputs(n)
+			switch {
+			case has(qkv, n):
+				t.kind, t.layer = KindQKV, qkv[n]
+			case has(attnOut, n):
+				t.kind, t.layer = KindAttnOut, attnOut[n]
+			case ffnIn[n] || ffnOut[n]:
+				t.kind = KindFFN
+			default:
+				t.kind = KindOther
+			}
+		} else if policy != "linear" && (has(attnMM, n) || qdqcheck.AttentionMatMul(n)) {
+			t.kind, t.acts = KindAttnMatMul, []int{0, 1}
+			if l, ok := attnMM[n]; ok {
+				t.layer = l
+			}
+		} else if policy == "full" && (residual[n] || qdqcheck.ResidualAdd(n)) {
+			t.kind, t.acts = KindResidual, []int{0, 1}
+		} else {
+			continue
+		}
+		if why, ok := noQuant[n]; ok && t.kind != KindResidual {
+			t.skip = "inside a " + why + " block"
+		}
+		pl.targets = append(pl.targets, t)
+	}
+	return pl
+}
+
+func has(m map[*ir.Node]int, n *ir.Node) bool { _, ok := m[n]; return ok }
+
+func producerOf(v *ir.Value) (*ir.Node, int) {
+	if v == nil {
+		return nil, 0
+	}
+	return v.Producer()
+}
+
+// blockCore reads a recognised attention block.
+func blockCore(b *transformer.Block, pos map[*ir.Node]int, pl *placement) *core {
+	c := &core{start: -1}
+	seen := map[*ir.Node]bool{}
+	addQKV := func(v *ir.Value) {
+		if n, _ := producerOf(v); n != nil && !seen[n] {
+			if _, ok := qdqcheck.WeightInput(n); ok {
+				seen[n] = true
+				c.qkv = append(c.qkv, n)
+			}
+		}
+	}
+	for _, r := range []string{"q_matmul", "k_matmul", "v_matmul", "qkv_matmul"} {
+		addQKV(b.Role(r))
+	}
+	if s := scoresMatMul(b.Role("scores"), 4); s != nil {
+		c.mms = append(c.mms, s)
+	}
+	if n, _ := producerOf(b.Role("context")); qdqcheck.IsOp(n, "MatMul") {
+		c.mms = append(c.mms, n)
+	}
+	if b.Fused {
+		if root, _ := b.Root.Producer(); root != nil {
+			if root.Domain == "com.microsoft" {
+				pl.notes = append(pl.notes, fmt.Sprintf("%s: fused %s.%s carries its own projections and matmuls; TensorRT reads only standard operators, nothing placed inside", b.ID, root.Domain, root.OpType))
+			} else if len(c.mms) == 0 {
+				pl.notes = append(pl.notes, fmt.Sprintf("%s: Q·Kᵀ and probs·V are inside the fused %s operator; not quantized", b.ID, root.OpType))
+			}
+		}
+	}
+	c.out = b.Role("output")
+	for _, n := range b.Nodes {
+		if p, ok := pos[n]; ok && (c.start < 0 || p < c.start) {
+			c.start = p
+		}
+	}
+	for _, n := range c.qkv {
+		if p := pos[n]; c.start < 0 || p < c.start {
+			c.start = p
+		}
+	}
+	return c
+}
+
+// scoresMatMul finds the Q·Kᵀ MatMul behind a scores value (through its scaling).
+func scoresMatMul(v *ir.Value, depth int) *ir.Node {
+	n, _ := producerOf(v)
+	if n == nil || depth == 0 {
+		return nil
+	}
+	if qdqcheck.IsOp(n, "MatMul") {
+		return n
+	}
+	if qdqcheck.IsOp(n, "Div") || qdqcheck.IsOp(n, "Mul") {
+		for i := 0; i < 2; i++ {
+			if s := scoresMatMul(n.Input(i), depth-1); s != nil {
+				return s
+			}
+		}
+	}
+	return nil
+}
+
+// softmaxCore finds an attention core around a Softmax no block covers: the Q·Kᵀ MatMul
+// before it, the probs·V MatMul after it, the projections that feed them.
+func softmaxCore(sm *ir.Node, pos map[*ir.Node]int) *core {
+	c := &core{start: pos[sm]}
+	var scores, ctx *ir.Node
+	// Back from the Softmax input through masking and scaling, nearest first.
+	frontier := []*ir.Value{sm.Input(0)}
+	for d := 0; d < 6 && scores == nil && len(frontier) > 0; d++ {
+		var next []*ir.Value
+		for _, v := range frontier {
+			n, _ := producerOf(v)
+			if n == nil || n.Domain != "" {
+				continue
+			}
+			if n.OpType == "MatMul" && qdqcheck.AttentionMatMul(n) {
+				scores = n
+				break
+			}
+			switch n.OpType {
+			case "Add", "Sub", "Mul", "Div", "Cast", "Reshape":
+				next = append(next, n.Input(0))
+				if n.OpType != "Reshape" && n.OpType != "Cast" {
+					next = append(next, n.Input(1))
+				}
+			case "Where":
+				next = append(next, n.Input(1), n.Input(2))
+			}
+		}
+		frontier = next
+	}
+	// Forward from the Softmax output to the MatMul that reads the probabilities.
+	frontier = []*ir.Value{sm.Output(0)}
+	for d := 0; d < 5 && ctx == nil && len(frontier) > 0; d++ {
+		var next []*ir.Value
+		for _, v := range frontier {
+			for _, u := range v.Uses() {
+				n := u.Node
+				if qdqcheck.IsOp(n, "MatMul") && u.Index == 0 && qdqcheck.AttentionMatMul(n) {
+					ctx = n
+					break
+				}
+				switch n.OpType {
+				case "Dropout", "Cast", "Where", "Reshape", "Identity":
+					next = append(next, n.Output(0))
+				}
+			}
+		}
+		frontier = next
+	}
+	if scores == nil && ctx == nil {
+		return nil
+	}
+	seen := map[*ir.Node]bool{}
+	add := func(v *ir.Value) {
+		for _, n := range projections(v, 8) {
+			if !seen[n] {
+				seen[n] = true
+				c.qkv = append(c.qkv, n)
+			}
+		}
+	}
+	if scores != nil {
+		c.mms = append(c.mms, scores)
+		add(scores.Input(0))
+		add(scores.Input(1))
+	}
+	if ctx != nil {
+		c.mms = append(c.mms, ctx)
+		add(ctx.Input(1))
+		c.out = ctx.Output(0)
+	}
+	for _, n := range append(append([]*ir.Node(nil), c.qkv...), c.mms...) {
+		if p := pos[n]; p < c.start {
+			c.start = p
+		}
+	}
+	return c
+}
+
+// projections follows an attention operand back through head reshapes, transposes,
+// slices, scaling and bias adds to the weighted MatMuls that computed it.
+func projections(v *ir.Value, depth int) []*ir.Node {
+	n, _ := producerOf(v)
+	if n == nil || depth == 0 || n.Domain != "" {
+		return nil
+	}
+	if _, ok := qdqcheck.WeightInput(n); ok && n.OpType == "MatMul" {
+		return []*ir.Node{n}
+	}
+	switch n.OpType {
+	case "Reshape", "Transpose", "Slice", "Split", "Squeeze", "Unsqueeze", "Cast", "Identity",
+		"Gather", "QuantizeLinear", "DequantizeLinear":
+		return projections(n.Input(0), depth-1)
+	case "Add", "Mul", "Div", "Sub":
+		var out []*ir.Node
+		for i := 0; i < 2; i++ {
+			if in := n.Input(i); in != nil && in.Const == nil {
+				out = append(out, projections(in, depth-1)...)
+			}
+		}
+		return out
+	case "Concat":
+		var out []*ir.Node
+		for _, in := range n.Inputs() {
+			out = append(out, projections(in, depth-1)...)
+		}
+		return out
+	}
+	return nil
+}
+
+// weightedReaders are the weighted ops that read v through reshapes and transposes.
+func weightedReaders(v *ir.Value) []*ir.Node {
+	var out []*ir.Node
+	var walk func(v *ir.Value, depth int)
+	walk = func(v *ir.Value, depth int) {
+		if v == nil || depth == 0 {
+			return
+		}
+		for _, u := range v.Uses() {
+			n := u.Node
+			if _, ok := qdqcheck.WeightInput(n); ok && u.Index == 0 {
+				out = append(out, n)
+				continue
+			}
+			switch n.OpType {
+			case "Reshape", "Transpose", "Flatten", "Identity", "Squeeze", "Unsqueeze", "QuantizeLinear", "DequantizeLinear":
+				if u.Index == 0 {
+					walk(n.Output(0), depth-1)
+				}
+			}
+		}
+	}
+	walk(v, 4)
+	return out
+}
+
+// markFFN records the weighted op before an activation (through its bias Add) and the
+// ones reading its output.
+func markFFN(in, out *ir.Value, ffnIn, ffnOut map[*ir.Node]bool) {
+	n, _ := producerOf(in)
+	if qdqcheck.IsOp(n, "Add") {
+		for i := 0; i < 2; i++ {
+			if in := n.Input(i); in != nil && in.Const != nil {
+				n, _ = producerOf(n.Input(1 - i))
+				break
+			}
+		}
+	}
+	if _, ok := qdqcheck.WeightInput(n); ok {
+		ffnIn[n] = true
+	}
+	for _, r := range weightedReaders(out) {
+		ffnOut[r] = true
+	}
+}

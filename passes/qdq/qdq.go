@@ -1,0 +1,395 @@
+// Package qdq is the pass that places QuantizeLinear/DequantizeLinear pairs for
+// TensorRT's explicit INT8 quantization.
+//
+// Placement follows TensorRT's rules (see passes/qdqcheck, which checks them): symmetric
+// int8 (zero point 0), per-channel weight scales on the output-channel axis of the weight
+// as stored, per-tensor activation scales, only the inputs of the ops the policy covers,
+// one Q/DQ pair per activation tensor shared by all its quantized readers, nothing inside
+// LayerNorm, Softmax or GELU, GEMV-shaped matmuls left float. Which node is what comes
+// from the blocks analysis (so placement works on folded and on fused graphs), with
+// qdqcheck's structural definitions as the backstop.
+//
+// Every quantized input belongs to a group "layer<L>/<kind>", kind one of qkv,
+// attn_matmul, attn_out, ffn, residual, other (L = -1 before the first encoder layer);
+// disable=REGEX leaves whole groups float, which is how an accuracy budget turns
+// quantizers off.
+package qdq
+
+import (
+	"fmt"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/qcc-dev/qcc/ir"
+	"github.com/qcc-dev/qcc/pass"
+	"github.com/qcc-dev/qcc/passes/blocks"
+	"github.com/qcc-dev/qcc/passes/qdqcheck"
+	"github.com/qcc-dev/qcc/quant/calib"
+)
+
+// Pass is the qdq pass.
+var Pass = &pass.Pass{
+	Name: "qdq",
+	Doc: `qdq places QuantizeLinear/DequantizeLinear pairs for TensorRT INT8 (explicit quantization).
+Symmetric int8, per-channel weights on the output-channel axis, per-tensor activations.
+policy=linear quantizes every input of every weighted MatMul/Gemm (Q/K/V, attention output,
+FFN, pooler, classifier); attention adds both inputs of Q·Kᵀ and probs·V; full adds both
+inputs of the residual Add that feeds a LayerNorm. Activation ranges come from calibration
+through ONNX Runtime on the current model (calib, data, batch; cache/trt-cache files), or
+from ranges=const:V. Quantizers belong to groups "layer<L>/<kind>" (kind qkv, attn_matmul,
+attn_out, ffn, residual, other) that disable=REGEX turns off; exclude=REGEX leaves nodes
+(by name or op type) float. Models already carrying Q/DQ are not quantized twice. An
+opset-11/12 model is raised to 13 (per-channel axis), converting the operators whose
+meaning changed. The policy is recorded in the model metadata qcc.qdq.policy.`,
+	Requires: []*pass.Pass{blocks.Pass},
+	Options: []pass.Option{
+		{Name: "policy", Default: "linear", Doc: "linear | attention | full", Check: checkPolicy},
+		{Name: "calib", Default: "percentile:99.99", Doc: "max | percentile:P | entropy | mse", Check: func(s string) error {
+			_, err := calib.ParseMethod(s)
+			return err
+		}},
+		{Name: "data", Default: "random", Doc: "calibration inputs: FILE.npz | DIR (ONNX test-data .pb files) | random[:N[:SEED]]"},
+		{Name: "batch", Default: "0", Doc: "calibration batch size (0: the model's fixed batch, else the data's default)", Check: checkNonNeg},
+		{Name: "cache", Default: "", Doc: "JSON range cache: read when it exists and covers the tensors, else written after calibrating"},
+		{Name: "trt-cache", Default: "", Doc: "also write the ranges as a TensorRT calibration cache (text)"},
+		{Name: "ranges", Default: "", Doc: "const:V gives every activation amax V (no calibration; for tests)", Check: func(s string) error {
+			_, err := parseRanges(s)
+			return err
+		}},
+		{Name: "weights", Default: "int8", Doc: "int8 (int8 initializers + DequantizeLinear, 4x smaller) | qdq (float weights + QuantizeLinear/DequantizeLinear)", Check: oneOf("int8", "qdq")},
+		{Name: "exclude", Default: "", Doc: "regexp on node names or op types left float", Check: checkRegexp},
+		{Name: "disable", Default: "", Doc: "regexp on quantizer group names (layer<L>/<kind>) left float", Check: checkRegexp},
+		{Name: "fold-weights", Default: "false", Doc: "true: fold QuantizeLinear→DequantizeLinear on constant float weights into int8 initializers + DequantizeLinear", Check: oneOf("true", "false")},
+	},
+	Run: run,
+}
+
+func checkPolicy(s string) error {
+	for _, p := range qdqcheck.Policies {
+		if s == p {
+			return nil
+		}
+	}
+	return fmt.Errorf("want %s", strings.Join(qdqcheck.Policies, ", "))
+}
+
+func checkNonNeg(s string) error {
+	if v, err := strconv.Atoi(s); err != nil || v < 0 {
+		return fmt.Errorf("want a non-negative integer")
+	}
+	return nil
+}
+
+func checkRegexp(s string) error {
+	_, err := regexp.Compile(s)
+	return err
+}
+
+func oneOf(vals ...string) func(string) error {
+	return func(s string) error {
+		for _, v := range vals {
+			if s == v {
+				return nil
+			}
+		}
+		return fmt.Errorf("want %s", strings.Join(vals, " or "))
+	}
+}
+
+// parseRanges reads ranges=const:V; "" means calibrate.
+func parseRanges(s string) (float32, error) {
+	if s == "" {
+		return 0, nil
+	}
+	v, ok := strings.CutPrefix(s, "const:")
+	if !ok {
+		return 0, fmt.Errorf("want const:V")
+	}
+	f, err := strconv.ParseFloat(v, 32)
+	if err != nil || !(f > 0) || f > 3e38 {
+		return 0, fmt.Errorf("want const:V with V a positive finite number")
+	}
+	return float32(f), nil
+}
+
+// options are the parsed options of one run.
+type options struct {
+	policy      string
+	method      calib.Method
+	data        string
+	batch       int
+	cache, trt  string
+	constRange  float32
+	int8Weights bool
+	exclude     *regexp.Regexp
+	disable     *regexp.Regexp
+	foldWeights bool
+}
+
+func parseOptions(ctx *pass.Context) (*options, error) {
+	o := &options{policy: ctx.Opt("policy"), data: ctx.Opt("data"), cache: ctx.Opt("cache"), trt: ctx.Opt("trt-cache"),
+		int8Weights: ctx.Opt("weights") == "int8", foldWeights: ctx.Opt("fold-weights") == "true"}
+	var err error
+	if o.method, err = calib.ParseMethod(ctx.Opt("calib")); err != nil {
+		return nil, err
+	}
+	o.batch, _ = strconv.Atoi(ctx.Opt("batch"))
+	if o.constRange, err = parseRanges(ctx.Opt("ranges")); err != nil {
+		return nil, err
+	}
+	if s := ctx.Opt("exclude"); s != "" {
+		o.exclude = regexp.MustCompile(s)
+	}
+	if s := ctx.Opt("disable"); s != "" {
+		o.disable = regexp.MustCompile(s)
+	}
+	return o, nil
+}
+
+func run(ctx *pass.Context) error {
+	o, err := parseOptions(ctx)
+	if err != nil {
+		return err
+	}
+	m := ctx.Model
+	br := ctx.ResultOf(blocks.Pass).(*blocks.Result)
+	changed := false
+
+	pl := place(m, br, o.policy)
+	for _, n := range pl.notes {
+		ctx.Note("%s", n)
+	}
+	// Decide what stays float before calibrating, so that only what is quantized is
+	// calibrated.
+	for _, t := range pl.targets {
+		if t.skip == "" {
+			t.skip = o.screen(t)
+		}
+	}
+	need := neededTensors(pl.targets)
+	if v := m.Opset(""); len(need) > 0 && v < 10 {
+		return fmt.Errorf("QuantizeLinear/DequantizeLinear need opset 10 (per-channel weights 13); the model imports opset %d: export the model at opset 13", v)
+	}
+	ranges, err := o.ranges(ctx, m, need)
+	if err != nil {
+		return err
+	}
+	for _, t := range pl.targets {
+		if t.skip != "" {
+			continue
+		}
+		for _, i := range t.acts {
+			if x := t.node.Input(i); !qdqcheck.Dequantized(x) && reusablePair(x) == nil && ranges[x.Name] == 0 {
+				t.skip = fmt.Sprintf("zero calibration range for %s", x.Name)
+				break
+			}
+		}
+	}
+
+	// Per-channel weight scales need opset 13.
+	if anyWeight(pl.targets) && m.Opset("") < 13 {
+		conv, err := raiseOpset13(m)
+		if err != nil {
+			return err
+		}
+		ctx.Note("%s", conv)
+		changed = true
+	}
+	ins := &inserter{m: m, g: m.Graph, o: o, ranges: ranges, weightDQ: map[weightKey]*ir.Value{}, actDQ: map[*ir.Value]*ir.Value{}}
+	added, err := ins.insert(pl.targets)
+	if added {
+		changed = true
+	}
+	if err != nil {
+		return err
+	}
+	if o.foldWeights {
+		if n := foldWeights(m.Graph); n > 0 {
+			ctx.Count("qdq: weight Q→DQ folded to int8", n)
+			changed = true
+		}
+	}
+	if markSkips(pl.targets) {
+		changed = true
+	}
+	if qdqcheck.Summarize(m).DQ > 0 && setModelMeta(m, qdqcheck.PolicyKey, o.policy) {
+		changed = true
+	}
+	report(ctx, pl.targets, ins)
+	if changed {
+		ctx.Changed()
+	}
+	return nil
+}
+
+// screen says why a target stays float before calibration ("" when it is quantized).
+func (o *options) screen(t *target) string {
+	n := t.node
+	if o.exclude != nil {
+		switch {
+		case n.Name != "" && o.exclude.MatchString(n.Name):
+			return fmt.Sprintf("excluded: name matches exclude=%s", o.exclude)
+		case o.exclude.MatchString(n.OpType):
+			return fmt.Sprintf("excluded: op type %s matches exclude=%s", n.OpType, o.exclude)
+		}
+	}
+	if o.disable != nil && o.disable.MatchString(t.Group()) {
+		return fmt.Sprintf("group %s disabled (disable=%s)", t.Group(), o.disable)
+	}
+	if why := qdqcheck.GEMV(n); why != "" {
+		return why
+	}
+	for _, i := range t.acts {
+		x := n.Input(i)
+		if x == nil {
+			return fmt.Sprintf("input %d is absent", i)
+		}
+		if qdqcheck.Dequantized(x) {
+			continue
+		}
+		if x.Type != nil && x.Type.Kind == ir.TensorType && x.Type.DType != ir.Undefined && x.Type.DType != ir.Float {
+			return fmt.Sprintf("input %s is %s; QuantizeLinear-13 quantizes float32", x.Name, x.Type.DType)
+		}
+	}
+	if t.weight >= 0 {
+		w, quantized, _ := qdqcheck.WeightTensor(n.Input(t.weight))
+		if !quantized && w.DType != ir.Float {
+			return fmt.Sprintf("weight %s is %s, not float32", n.Input(t.weight).Name, w.DType)
+		}
+	}
+	return ""
+}
+
+// neededTensors are the activations that get a new Q/DQ pair (and so need a range).
+func neededTensors(ts []*target) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, t := range ts {
+		if t.skip != "" {
+			continue
+		}
+		for _, i := range t.acts {
+			x := t.node.Input(i)
+			if qdqcheck.Dequantized(x) || reusablePair(x) != nil || seen[x.Name] {
+				continue
+			}
+			seen[x.Name] = true
+			out = append(out, x.Name)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func anyWeight(ts []*target) bool {
+	for _, t := range ts {
+		if t.skip == "" && t.weight >= 0 && !qdqcheck.Dequantized(t.node.Input(t.weight)) {
+			return true
+		}
+	}
+	return false
+}
+
+// markSkips records on each node left float why (and clears stale marks).
+func markSkips(ts []*target) bool {
+	changed := false
+	for _, t := range ts {
+		old, had := t.node.Meta(qdqcheck.SkipKey)
+		switch {
+		case t.skip != "" && (!had || old != t.skip):
+			t.node.SetMeta(qdqcheck.SkipKey, t.skip)
+			changed = true
+		case t.skip == "" && had:
+			kept := t.node.Metadata[:0]
+			for _, kv := range t.node.Metadata {
+				if kv.Key != qdqcheck.SkipKey {
+					kept = append(kept, kv)
+				}
+			}
+			t.node.Metadata = kept
+			changed = true
+		}
+	}
+	return changed
+}
+
+func setModelMeta(m *ir.Model, key, value string) bool {
+	for i, kv := range m.Metadata {
+		if kv.Key == key {
+			if kv.Value == value {
+				return false
+			}
+			m.Metadata[i].Value = value
+			return true
+		}
+	}
+	m.Metadata = append(m.Metadata, ir.KV{Key: key, Value: value})
+	return true
+}
+
+// report writes the statistics -stats shows: quantized tensors by kind, what stayed
+// float and why.
+func report(ctx *pass.Context, ts []*target, ins *inserter) {
+	acts, weights := map[string]map[*ir.Value]bool{}, map[string]map[*ir.Value]bool{}
+	for _, k := range Kinds {
+		acts[k], weights[k] = map[*ir.Value]bool{}, map[*ir.Value]bool{}
+	}
+	skipped := map[string]int{}
+	quantized := 0
+	for _, t := range ts {
+		if t.skip != "" {
+			skipped[reasonClass(t.skip)]++
+			ctx.Note("left float: %s (%s, %s): %s", qdqcheck.NodeName(t.node), t.node.OpType, t.Group(), t.skip)
+			continue
+		}
+		quantized++
+		for _, i := range t.acts {
+			acts[t.kind][throughDQ(t.node.Input(i))] = true
+		}
+		if t.weight >= 0 {
+			weights[t.kind][throughDQ(t.node.Input(t.weight))] = true
+		}
+	}
+	for _, k := range Kinds {
+		ctx.Count("qdq: activations "+k, len(acts[k]))
+		ctx.Count("qdq: weights "+k, len(weights[k]))
+	}
+	ctx.Count("qdq: nodes quantized", quantized)
+	for r, n := range skipped {
+		ctx.Count("qdq: left float, "+r, n)
+	}
+	ctx.Count("qdq: Q/DQ pairs added", ins.pairs)
+	ctx.Count("qdq: weights int8 + DQ", ins.int8W)
+	ctx.Count("qdq: weights float + Q/DQ", ins.qdqW)
+	ctx.Count("qdq: uses already quantized", ins.already)
+}
+
+func reasonClass(s string) string {
+	switch {
+	case strings.HasPrefix(s, "excluded"):
+		return "excluded"
+	case strings.HasPrefix(s, "group"):
+		return "group disabled"
+	case strings.HasPrefix(s, "GEMV"):
+		return "GEMV"
+	case strings.HasPrefix(s, "zero calibration range"):
+		return "zero range"
+	case strings.HasPrefix(s, "inside"):
+		return "inside LayerNorm/GELU"
+	}
+	return "type"
+}
+
+// throughDQ maps a dequantized value back to what was quantized.
+func throughDQ(v *ir.Value) *ir.Value {
+	if p, _ := producerOf(v); qdqcheck.IsOp(p, "DequantizeLinear") {
+		x := p.Input(0)
+		if q, _ := producerOf(x); qdqcheck.IsOp(q, "QuantizeLinear") {
+			return q.Input(0)
+		}
+		return x
+	}
+	return v
+}

@@ -1,0 +1,326 @@
+package qdq
+
+import (
+	"context"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/qcc-dev/qcc/ir"
+	"github.com/qcc-dev/qcc/ir/text"
+	"github.com/qcc-dev/qcc/ndarray"
+	"github.com/qcc-dev/qcc/ort"
+	"github.com/qcc-dev/qcc/ort/orttest"
+	"github.com/qcc-dev/qcc/pass"
+	"github.com/qcc-dev/qcc/passes/qdqcheck"
+	"github.com/qcc-dev/qcc/passes/shapes"
+	"github.com/qcc-dev/qcc/quant/calib"
+)
+
+// ffn is a small FFN with an erf GELU.
+const ffn = `<ir_version: 8, opset_import: ["" : 13]>
+ffn (float[batch,seq,4] x) => (float[batch,seq,4] y) <
+  float[4,4] w1 = {-0.594, 0.352, 0.65, -0.303, -0.528, 0.336, -0.724, 0.618, -0.892, -0.629, 0.367, -0.269, -0.753, 0.545, -0.469, -0.0699},
+  float[4] b1 = {0.1, -0.2, 0.3, -0.4},
+  float[4,4] w2 = {-0.425, 0.0427, -0.115, 0.85, -0.538, -0.772, -0.355, -0.656, 0.291, -0.45, -0.719, -0.506, -0.548, -0.201, 0.0275, -0.498},
+  float[4] b2 = {0.5, 0.25, -0.125, 0},
+  float sqrt2 = {1.4142135},
+  float one = {1},
+  float half = {0.5}
+> {
+  ["/F/in/MatMul"] h = MatMul (x, w1)
+  ["/F/in/Add"] hb = Add (b1, h)
+  ["/F/gelu/Div"] d = Div (hb, sqrt2)
+  ["/F/gelu/Erf"] e = Erf (d)
+  ["/F/gelu/Add"] e1 = Add (e, one)
+  ["/F/gelu/Mul"] m = Mul (hb, e1)
+  ["/F/gelu/Mul_1"] gl = Mul (m, half)
+  ["/F/out/MatMul"] o = MatMul (gl, w2)
+  ["/F/out/Add"] y = Add (b2, o)
+}
+`
+
+// opset11 has every operator whose meaning changes between opsets 11 and 13.
+const opset11 = `<ir_version: 6, opset_import: ["" : 11]>
+op11 (float[batch,seq,4] x, float[batch,4,seq] t) => (float[batch,seq,4] y, float[batch,1,4] r, float[batch,4,seq] s, float[batch,seq,4] lsm) <
+  float[4,4] w = {0.575, -0.49, -0.095, -0.573, -0.345, -0.791, -0.305, 0.0429, -0.538, 0.463, -0.79, -0.388, -0.434, -0.158, 0.472, -0.261}
+> {
+  u = Unsqueeze <axes = [1]> (x)
+  sq = Squeeze <axes = [1]> (u)
+  h = MatMul (sq, w)
+  p = Softmax <axis = 2> (h)
+  a, b = Split <axis = 2, split = [1, 3]> (x)
+  c = Concat <axis = 2> (b, a)
+  dr = Dropout <ratio = 0.25> (c)
+  y = Add (p, dr)
+  r = ReduceSum <axes = [1], keepdims = 1> (x)
+  s = Softmax <axis = 1> (t)
+  lsm = LogSoftmax (x)
+}
+`
+
+func parse(t *testing.T, src string) *ir.Model {
+	t.Helper()
+	m, err := text.Parse(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func runPipeline(t *testing.T, m *ir.Model, spec string) (*pass.Report, error) {
+	t.Helper()
+	p, err := pass.Parse(spec, []*pass.Pass{Pass, qdqcheck.Pass})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p.Run(context.Background(), m, &pass.Instrumentation{VerifyEach: true, Verifiers: []func(*ir.Model) error{qdqcheck.Check}})
+}
+
+func save(t *testing.T, m *ir.Model, name string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	if err := ir.Save(m, path, ir.SaveOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func runORT(t *testing.T, path string, in map[string]*ndarray.Array) map[string]*ndarray.Array {
+	t.Helper()
+	s, err := ort.NewSession(path, ort.Options{IntraOpThreads: 1})
+	if err != nil {
+		t.Fatalf("ONNX Runtime refuses %s: %v", filepath.Base(path), err)
+	}
+	defer s.Close()
+	out, err := s.Run(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func randn(r *rand.Rand, shape ...int64) *ndarray.Array {
+	n := int64(1)
+	for _, d := range shape {
+		n *= d
+	}
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = float32(r.NormFloat64())
+	}
+	return ndarray.FromFloat32(shape, v)
+}
+
+func maxDiff(t *testing.T, a, b map[string]*ndarray.Array) float64 {
+	t.Helper()
+	worst := 0.0
+	for name, x := range a {
+		d, err := ndarray.MaxAbsDiff(x, b[name])
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		worst = math.Max(worst, d)
+	}
+	return worst
+}
+
+// TestRaiseOpset13: the opset-13 rewrite computes what the opset-11 model computed.
+func TestRaiseOpset13(t *testing.T) {
+	orttest.RequireLib(t)
+	orig := parse(t, opset11)
+	m := parse(t, opset11)
+	if _, err := shapes.Infer(m); err != nil {
+		t.Fatal(err)
+	}
+	note, err := raiseOpset13(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Graph.TopoSort(); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"Unsqueeze axes→input 1", "Squeeze axes→input 1", "Split split→input 1", "ReduceSum axes→input 1",
+		"Dropout ratio→input 1", "Softmax coerced to 2-D rewritten 1", "LogSoftmax coerced to 2-D rewritten 1", "unchanged: Softmax (last axis) 1"} {
+		if !strings.Contains(note, want) {
+			t.Errorf("note %q lacks %q", note, want)
+		}
+	}
+	if m.Opset("") != 13 || m.IRVersion != 7 {
+		t.Errorf("opset %d IR %d, want 13 and 7", m.Opset(""), m.IRVersion)
+	}
+	if err := m.Verify(); err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	in := map[string]*ndarray.Array{"x": randn(r, 2, 5, 4), "t": randn(r, 2, 4, 5)}
+	want := runORT(t, save(t, orig, "op11.onnx"), in)
+	got := runORT(t, save(t, m, "op13.onnx"), in)
+	if d := maxDiff(t, want, got); d > 1e-6 {
+		t.Errorf("opset-13 rewrite differs from the opset-11 model by %g", d)
+	}
+}
+
+func TestOpsetBelow11Refused(t *testing.T) {
+	src := strings.Replace(strings.Replace(ffn, `"" : 13`, `"" : 10`, 1), "ir_version: 8", "ir_version: 5", 1)
+	_, err := runPipeline(t, parse(t, src), "qdq<ranges=const:1>")
+	want := "pass qdq: per-channel weight scales need QuantizeLinear/DequantizeLinear's axis (opset 13); the model imports opset 10, and raising from below 11 is not supported: export the model at opset 13"
+	if err == nil || err.Error() != want {
+		t.Errorf("error %v\nwant %s", err, want)
+	}
+}
+
+func TestOptionErrors(t *testing.T) {
+	for spec, want := range map[string]string{
+		"qdq<policy=all>":       "want linear, attention, full",
+		"qdq<calib=median>":     `unknown calibration method "median"`,
+		"qdq<ranges=12>":        "want const:V",
+		"qdq<ranges=const:-1>":  "positive finite",
+		"qdq<weights=fp8>":      "want int8 or qdq",
+		"qdq<exclude=(>":        "missing closing )",
+		"qdq<batch=-2>":         "non-negative",
+		"qdq<fold-weights=yes>": "want true or false",
+	} {
+		_, err := pass.Parse(spec, []*pass.Pass{Pass})
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: error %v, want %q", spec, err, want)
+		}
+	}
+}
+
+func TestQuantizeWeight(t *testing.T) {
+	// (K=2, N=3), axis 1: channels are columns.
+	w := []float32{1, -0.5, 0, -2, 0.25, 0}
+	scales, q := quantizeWeight(w, []int64{2, 3}, 1)
+	wantS := []float32{2.0 / 127, 0.5 / 127, 1}
+	wantQ := []int8{64, -127, 0, -127, 64, 0} // 63.5 rounds to even 64
+	for i := range wantS {
+		if scales[i] != wantS[i] {
+			t.Errorf("scale[%d] = %g, want %g", i, scales[i], wantS[i])
+		}
+	}
+	for i := range wantQ {
+		if q[i] != wantQ[i] {
+			t.Errorf("q[%d] = %d, want %d", i, q[i], wantQ[i])
+		}
+	}
+	// axis 0 of (N=2, K=3): channels are rows.
+	scales, q = quantizeWeight([]float32{3, -1, 1, 0.5, 0.25, -0.5}, []int64{2, 3}, 0)
+	if scales[0] != float32(3.0/127) || scales[1] != float32(0.5/127) || q[0] != 127 || q[1] != -42 || q[3] != 127 || q[5] != -127 {
+		t.Errorf("axis 0: scales %v q %v", scales, q)
+	}
+}
+
+// TestInt8AndQDQWeightsAgree: weights=int8 and weights=qdq compute the same in ONNX
+// Runtime, close to the float model, and the checker accepts both.
+func TestInt8AndQDQWeightsAgree(t *testing.T) {
+	orttest.RequireLib(t)
+	r := rand.New(rand.NewPCG(3, 4))
+	in := map[string]*ndarray.Array{"x": randn(r, 2, 6, 4)}
+	ref := runORT(t, save(t, parse(t, ffn), "f.onnx"), in)
+	var outs []map[string]*ndarray.Array
+	for _, w := range []string{"int8", "qdq"} {
+		m := parse(t, ffn)
+		if _, err := runPipeline(t, m, "qdq<data=random:2;weights="+w+">,qdqcheck"); err != nil {
+			t.Fatal(err)
+		}
+		outs = append(outs, runORT(t, save(t, m, w+".onnx"), in))
+	}
+	if d := maxDiff(t, outs[0], outs[1]); d > 1e-6 {
+		t.Errorf("weights=int8 and weights=qdq differ by %g", d)
+	}
+	cos, err := ndarray.CosineSimilarity(ref["y"], outs[0]["y"])
+	if err != nil || cos < 0.99 {
+		t.Errorf("cosine similarity to float %v (%v)", cos, err)
+	}
+}
+
+// TestCaches: cache= is written after calibrating and read back when it covers the
+// tensors (no calibration then); trt-cache= gets TensorRT's format.
+func TestCaches(t *testing.T) {
+	orttest.RequireLib(t)
+	dir := t.TempDir()
+	cache, trt := filepath.Join(dir, "ranges.json"), filepath.Join(dir, "trt.cache")
+	m := parse(t, ffn)
+	rep, err := runPipeline(t, m, "qdq<data=random:2;cache="+cache+";trt-cache="+trt+">")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if notes := strings.Join(rep.Stats[len(rep.Stats)-1].Notes, "\n"); !strings.Contains(notes, "calibrated percentile:99.99 on random:2 (2 batches)") ||
+		!strings.Contains(notes, "written to cache") {
+		t.Errorf("notes:\n%s", notes)
+	}
+	ranges, meta, err := calib.ReadJSON(cache)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ranges) != 2 || ranges["x"] == 0 || ranges["gl"] == 0 || meta.Method != "percentile:99.99" || meta.Batches != 2 {
+		t.Errorf("cache %v %+v", ranges, meta)
+	}
+	b, err := os.ReadFile(trt)
+	if err != nil || !strings.HasPrefix(string(b), calib.DefaultTRTHeader+"\ngl: ") {
+		t.Errorf("TensorRT cache %q (%v)", b, err)
+	}
+
+	// A cache that covers the tensors is used as it is.
+	if err := calib.WriteJSON(cache, map[string]float32{"x": 2.54, "gl": 1.27}, calib.Meta{Method: "max", Batches: 9, Data: "mine"}); err != nil {
+		t.Fatal(err)
+	}
+	m = parse(t, ffn)
+	rep, err = runPipeline(t, m, "qdq<data=random:2;cache="+cache+">")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := m.Graph.Initializer("x_scale"); s == nil {
+		t.Fatal("no x_scale")
+	} else if v, _ := s.Float32s(); v[0] != float32(0.02) {
+		t.Errorf("x_scale %v, want 0.02 from the cache", v)
+	}
+	if notes := strings.Join(rep.Stats[len(rep.Stats)-1].Notes, "\n"); !strings.Contains(notes, "ranges: cache "+cache+" (max, 9 batches of mine)") {
+		t.Errorf("notes:\n%s", notes)
+	}
+
+	// One that lacks a tensor is recalibrated and rewritten.
+	if err := calib.WriteJSON(cache, map[string]float32{"x": 2.54, "other": 3}, calib.Meta{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := runPipeline(t, parse(t, ffn), "qdq<data=random:2;cache="+cache+">"); err != nil {
+		t.Fatal(err)
+	}
+	if ranges, _, _ = calib.ReadJSON(cache); len(ranges) != 3 || ranges["x"] == 2.54 {
+		t.Errorf("rewritten cache %v: want x recalibrated, gl added, other kept", ranges)
+	}
+}
+
+// TestZeroRange: a tensor that is zero on every calibration batch cannot be given a
+// scale: its reader stays float, marked, and the model still passes the checker.
+func TestZeroRange(t *testing.T) {
+	orttest.RequireLib(t)
+	src := strings.Replace(ffn, `["/F/in/MatMul"] h = MatMul (x, w1)`, `["/F/zero"] xz = Mul (x, zero)
+  ["/F/in/MatMul"] h = MatMul (xz, w1)`, 1)
+	src = strings.Replace(src, "float half = {0.5}", "float half = {0.5},\n  float zero = {0}", 1)
+	m := parse(t, src)
+	rep, err := runPipeline(t, m, "qdq<data=random:2>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := rep.Stats[len(rep.Stats)-1]
+	if st.Counts["qdq: left float, zero range"] != 1 || st.Counts["qdq: zero-range tensors"] != 1 {
+		t.Errorf("counts %v", st.Counts)
+	}
+	var mm *ir.Node
+	for _, n := range m.Graph.Nodes() {
+		if n.Name == "/F/in/MatMul" {
+			mm = n
+		}
+	}
+	if why, _ := mm.Meta(qdqcheck.SkipKey); why != "zero calibration range for xz" {
+		t.Errorf("skip mark %q", why)
+	}
+	if !strings.Contains(strings.Join(st.Notes, "\n"), "zero range: 1 (xz: left float)") {
+		t.Errorf("notes %v", st.Notes)
+	}
+}
