@@ -32,7 +32,7 @@ func (r *Result) ByKind() map[transformer.Kind]int {
 // Pass is the blocks analysis.
 var Pass = &pass.Pass{
 	Name:     "blocks",
-	Doc:      "blocks recognises transformer blocks (analysis; result *blocks.Result).\nEvery block gets a stable id (kind.N in graph order), its encoder layer, and the roles of its values.",
+	Doc:      "recognise transformer blocks, decomposed or fused (result *blocks.Result)\nEvery block gets a stable id (kind.N in graph order), its encoder layer, and the roles of its values.",
 	Requires: []*pass.Pass{shapes.Pass},
 	Analysis: true,
 	Run: func(ctx *pass.Context) error {

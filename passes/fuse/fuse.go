@@ -18,7 +18,7 @@ import (
 // Pass is the fuse pass.
 var Pass = &pass.Pass{
 	Name: "fuse",
-	Doc: `fuse rewrites attention, GELU, LayerNorm, skip+LayerNorm and embedding blocks into fused operators.
+	Doc: `rewrite attention, GELU, LayerNorm, skip+LayerNorm and embedding blocks into fused operators
 target=ort emits com.microsoft Attention, SkipLayerNormalization, EmbedLayerNormalization,
 BiasGelu/FastGelu/Gelu and LayerNormalization; target=onnx emits standard operators only and
 leaves a block decomposed (but annotated) when its operator needs a newer opset than the

@@ -32,7 +32,7 @@ import (
 // Pass is the qdq pass.
 var Pass = &pass.Pass{
 	Name: "qdq",
-	Doc: `qdq places QuantizeLinear/DequantizeLinear pairs for TensorRT INT8 (explicit quantization).
+	Doc: `place QuantizeLinear/DequantizeLinear pairs for TensorRT INT8 (explicit quantization)
 Symmetric int8, per-channel weights on the output-channel axis, per-tensor activations.
 policy=linear quantizes every input of every weighted MatMul/Gemm (Q/K/V, attention output,
 FFN, pooler, classifier); attention adds both inputs of Q·Kᵀ and probs·V; full adds both

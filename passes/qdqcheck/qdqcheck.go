@@ -48,7 +48,7 @@ var Policies = []string{"linear", "attention", "full"}
 // Pass is the checker as a pass: it fails the pipeline with the violations.
 var Pass = &pass.Pass{
 	Name: "qdqcheck",
-	Doc: `qdqcheck checks QuantizeLinear/DequantizeLinear placement against TensorRT's explicit-quantization rules.
+	Doc: `check QuantizeLinear/DequantizeLinear placement against TensorRT's explicit-quantization rules
 Symmetric int8 (zero points 0), positive finite constant scales, per-channel scales only on
 weights along their output-channel axis, Q/DQ in pairs without requantization chains, nothing
 dequantized inside LayerNorm/Softmax/GELU, no QLinearMatMul/MatMulInteger/ConvInteger/QLinearConv,
