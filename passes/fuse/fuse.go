@@ -73,32 +73,39 @@ func run(ctx *pass.Context) error {
 	return nil
 }
 
-// FullyFused applies ONNX Runtime's "fully optimized" test to the blocks: at least one
-// embedding block, as many GELUs as attention blocks, and at least two LayerNorms (plain
-// or skip) per attention block.
+// FullyFused applies ONNX Runtime's "fully optimized" test to the fused blocks: at least
+// one embedding, as many GELUs as attention blocks, and at least two LayerNorms (plain or
+// skip) per attention block. It also says how many blocks were recognised in all, since
+// a target may leave recognised blocks decomposed.
 func FullyFused(blocks []*transformer.Block) string {
-	c := map[transformer.Kind]int{}
+	fused, seen := map[transformer.Kind]int{}, map[transformer.Kind]int{}
 	for _, b := range blocks {
-		c[b.Kind]++
+		seen[b.Kind]++
+		if b.Fused {
+			fused[b.Kind]++
+		}
 	}
-	norms := c[transformer.LayerNorm] + c[transformer.SkipLayerNorm]
 	var why []string
-	if c[transformer.Embedding] == 0 {
-		why = append(why, "no embedding block")
+	if fused[transformer.Embedding] == 0 {
+		why = append(why, "no fused embedding")
 	}
-	if c[transformer.Attention] == 0 {
-		why = append(why, "no attention block")
+	if fused[transformer.Attention] == 0 {
+		why = append(why, "no fused attention")
 	}
-	if c[transformer.Gelu] != c[transformer.Attention] {
-		why = append(why, fmt.Sprintf("%d GELU vs %d attention", c[transformer.Gelu], c[transformer.Attention]))
+	if fused[transformer.Gelu] != fused[transformer.Attention] {
+		why = append(why, fmt.Sprintf("%d GELU vs %d attention", fused[transformer.Gelu], fused[transformer.Attention]))
 	}
-	if norms < 2*c[transformer.Attention] {
-		why = append(why, fmt.Sprintf("%d LayerNorm < 2 × %d attention", norms, c[transformer.Attention]))
+	if n := fused[transformer.LayerNorm] + fused[transformer.SkipLayerNorm]; n < 2*fused[transformer.Attention] {
+		why = append(why, fmt.Sprintf("%d LayerNorm < 2 × %d attention", n, fused[transformer.Attention]))
 	}
-	summary := fmt.Sprintf("embedding %d, attention %d, gelu %d, layernorm %d (skip %d)",
-		c[transformer.Embedding], c[transformer.Attention], c[transformer.Gelu], norms, c[transformer.SkipLayerNorm])
-	if len(why) == 0 {
-		return "fully fused: yes (" + summary + ")"
+	counts := func(c map[transformer.Kind]int) string {
+		return fmt.Sprintf("embedding %d, attention %d, gelu %d, layernorm %d (skip %d)",
+			c[transformer.Embedding], c[transformer.Attention], c[transformer.Gelu],
+			c[transformer.LayerNorm]+c[transformer.SkipLayerNorm], c[transformer.SkipLayerNorm])
 	}
-	return "fully fused: no: " + strings.Join(why, "; ") + " (" + summary + ")"
+	verdict := "yes"
+	if len(why) > 0 {
+		verdict = "no: " + strings.Join(why, "; ")
+	}
+	return fmt.Sprintf("fully fused: %s; fused %s; recognised %s", verdict, counts(fused), counts(seen))
 }
