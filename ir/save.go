@@ -94,6 +94,9 @@ func Save(m *Model, path string, opts SaveOptions) (err error) {
 		if err := ext.f.Close(); err != nil {
 			return err
 		}
+		if err := os.Chmod(tmp, 0o644); err != nil { // CreateTemp makes it private
+			return err
+		}
 		ext.f = nil
 		if err := os.Rename(tmp, filepath.Join(dir, opts.DataFile)); err != nil {
 			os.Remove(tmp)
