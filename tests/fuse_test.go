@@ -4,14 +4,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
 
 	"github.com/qcc-dev/qcc/internal/corpus"
+	"github.com/qcc-dev/qcc/internal/ortcheck"
 	"github.com/qcc-dev/qcc/ir"
-	"github.com/qcc-dev/qcc/npz"
 	"github.com/qcc-dev/qcc/ort"
 	"github.com/qcc-dev/qcc/ort/orttest"
 )
@@ -64,12 +63,7 @@ func sum(m map[string]int, keys ...string) int {
 
 // referenceFor returns the model ORT can run as the reference: the invalid opset-11
 // DeBERTa exports are checked against their opset-13 siblings (same weights).
-func referenceFor(cm corpus.Model) string {
-	if cm.Sub == "invalid" {
-		return filepath.Join(filepath.Dir(cm.Path), "..", strings.Replace(cm.Name, "opset11", "opset13", 1)+".onnx")
-	}
-	return cm.Path
-}
+func referenceFor(cm corpus.Model) string { return ortcheck.Reference(cm) }
 
 // TestFuseORTCorpus: with fold,fuse<target=ort>, every corpus model has one Attention and
 // one GELU per layer, at least two LayerNorms per layer, its embedding fused or
@@ -101,23 +95,20 @@ func TestFuseORTCorpus(t *testing.T) {
 			if emb == 0 && kinds["Embedding"] == 0 {
 				t.Errorf("embedding neither fused nor annotated")
 			}
-			inputs, err := npz.Read(cm.Inputs)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ref := referenceFor(cm)
-			want := runORT(t, ref, inputs, ort.OptDisabled)
+			inputs := ortcheck.Inputs(t, cm)
+			ref := ortcheck.Reference(cm)
+			want := ortcheck.Run(t, ref, inputs, ort.OptDisabled)
 			worst := 0.0
 			for _, level := range []ort.OptLevel{ort.OptDisabled, ort.OptExtended} {
-				if d := maxDiff(t, want, runORT(t, outPath, inputs, level)); d > 1e-4 {
+				if d := ortcheck.MaxDiff(t, want, ortcheck.Run(t, outPath, inputs, level)); d > 1e-4 {
 					t.Errorf("ORT level %v: outputs differ by %g (> 1e-4)", level, d)
 				} else if d > worst {
 					worst = d
 				}
 			}
 			if !strings.Contains(cm.Name, "static") {
-				other := otherShapeInputs(inputs, 3, 11)
-				if d := maxDiff(t, runORT(t, ref, other, ort.OptDisabled), runORT(t, outPath, other, ort.OptDisabled)); d > 1e-4 {
+				other := ortcheck.OtherShape(inputs, 3, 11)
+				if d := ortcheck.Compare(t, ref, outPath, other, ort.OptDisabled); d > 1e-4 {
 					t.Errorf("on a [3,11] input, outputs differ by %g (> 1e-4)", d)
 				}
 			}
@@ -149,11 +140,7 @@ func TestFuseONNXCorpus(t *testing.T) {
 				t.Errorf("%d attention blocks annotated, want %d", kinds["Attention"], layers(t, cm))
 			}
 			outputs = append(outputs, outPath)
-			inputs, err := npz.Read(cm.Inputs)
-			if err != nil {
-				t.Fatal(err)
-			}
-			d := maxDiff(t, runORT(t, referenceFor(cm), inputs, ort.OptDisabled), runORT(t, outPath, inputs, ort.OptDisabled))
+			d := ortcheck.Compare(t, ortcheck.Reference(cm), outPath, ortcheck.Inputs(t, cm), ort.OptDisabled)
 			if d > 1e-4 {
 				t.Errorf("outputs differ by %g (> 1e-4)", d)
 			}

@@ -1,26 +1,23 @@
 package transformer_test
 
 import (
-	"context"
 	"fmt"
 	"math"
 	"math/rand"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
 
 	"github.com/qcc-dev/qcc/internal/corpus"
+	"github.com/qcc-dev/qcc/internal/ortcheck"
 	"github.com/qcc-dev/qcc/internal/txtar"
 	"github.com/qcc-dev/qcc/internal/update"
 	"github.com/qcc-dev/qcc/ir"
 	"github.com/qcc-dev/qcc/ir/text"
 	"github.com/qcc-dev/qcc/ndarray"
-	"github.com/qcc-dev/qcc/npz"
 	"github.com/qcc-dev/qcc/ort"
 	"github.com/qcc-dev/qcc/ort/orttest"
-	"github.com/qcc-dev/qcc/pass"
 	"github.com/qcc-dev/qcc/passes"
 	"github.com/qcc-dev/qcc/passes/cleanup"
 	"github.com/qcc-dev/qcc/passes/shapes"
@@ -324,44 +321,23 @@ func dbInputs(m *ir.Model) map[string]*ndarray.Array {
 
 func dbParse(t *testing.T, src string) *ir.Model {
 	t.Helper()
-	m, err := text.Parse(src)
-	if err != nil {
-		t.Fatalf("%v\n%s", err, src)
-	}
+	m := ortcheck.Parse(t, src)
 	if _, err := shapes.Infer(m); err != nil {
 		t.Fatal(err)
 	}
 	return m
 }
 
-func dbText(m *ir.Model) string {
-	var b strings.Builder
-	if err := text.Print(&b, m, text.Options{}); err != nil {
-		return err.Error()
-	}
-	return b.String()
-}
-
-func dbOps(g *ir.Graph) map[string]int {
-	ops := map[string]int{}
-	for _, n := range g.Nodes() {
-		k := n.OpType
-		if n.Domain != "" {
-			k = n.Domain + "." + n.OpType
-		}
-		ops[k]++
-	}
-	return ops
-}
-
-// dbDescribe prints blocks for golden files.
+// dbDescribe prints blocks (ID, variant, layer, roles, params) for golden files.
 func dbDescribe(blocks []*transformer.Block) string {
 	var b strings.Builder
 	for _, bl := range blocks {
 		fmt.Fprintf(&b, "%s %s layer=%d fused=%v\n", bl.ID, bl.Variant, bl.Layer, bl.Fused)
 		var roles, params []string
 		for k, v := range bl.Roles {
-			roles = append(roles, k+"="+v.Name)
+			if v != nil {
+				roles = append(roles, k+"="+v.Name)
+			}
 		}
 		for k, v := range bl.Params {
 			params = append(params, fmt.Sprintf("%s=%.6g", k, v))
@@ -371,24 +347,6 @@ func dbDescribe(blocks []*transformer.Block) string {
 		fmt.Fprintf(&b, "  roles: %s\n  params: %s\n", strings.Join(roles, " "), strings.Join(params, " "))
 	}
 	return b.String()
-}
-
-func dbRunModel(t *testing.T, m *ir.Model, in map[string]*ndarray.Array, lvl ort.OptLevel) map[string]*ndarray.Array {
-	t.Helper()
-	b, err := ir.Marshal(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := ort.NewSessionFromBytes(b, ort.Options{OptLevel: lvl, IntraOpThreads: 1})
-	if err != nil {
-		t.Fatalf("ORT rejects the model: %v", err)
-	}
-	defer s.Close()
-	out, err := s.Run(in)
-	if err != nil {
-		t.Fatalf("ORT run: %v", err)
-	}
-	return out
 }
 
 // TestDebertaVariants: each named variant is recognised with its roles and params, fuses
@@ -459,11 +417,11 @@ func TestDebertaVariants(t *testing.T) {
 			}
 			cleanup.RemoveDead(m.Graph)
 			if err := m.Verify(); err != nil {
-				t.Fatalf("fused graph does not verify: %v\n%s", err, dbText(m))
+				t.Fatalf("fused graph does not verify: %v\n%s", err, ortcheck.Text(t, m))
 			}
-			ops := dbOps(m.Graph)
+			ops := ortcheck.Ops(m.Graph)
 			if ops["com.microsoft.MultiHeadAttention"] != 1 || ops["Softmax"] != 0 || len(rep.Left) != 0 {
-				t.Fatalf("after fuse: ops %v, left %v\n%s", ops, rep.Left, dbText(m))
+				t.Fatalf("after fuse: ops %v, left %v\n%s", ops, rep.Left, ortcheck.Text(t, m))
 			}
 			if len(rep.Blocks) != 1 || rep.Blocks[0].Variant != "attention/deberta-mha" || !rep.Blocks[0].Fused {
 				t.Fatalf("fused blocks: %s", dbDescribe(rep.Blocks))
@@ -472,19 +430,19 @@ func TestDebertaVariants(t *testing.T) {
 			if fb.Params["num_heads"] != 2 || math.Abs(fb.Params["scale"]-1/math.Sqrt(12)) > 1e-6 || fb.Roles["input"] != m.Graph.Value("x") {
 				t.Errorf("fused block: %s", dbDescribe(rep.Blocks))
 			}
-			fused := dbText(m)
+			fused := ortcheck.Text(t, m)
 			if _, err := transformer.Fuse(m, debertaOnly, &transformer.Env{Model: m, Target: transformer.ORT}); err != nil {
 				t.Fatal(err)
 			}
 			cleanup.RemoveDead(m.Graph)
-			if again := dbText(m); again != fused {
+			if again := ortcheck.Text(t, m); again != fused {
 				t.Errorf("second fuse changed the graph:\n%s", again)
 			}
 
 			in := dbInputs(orig)
-			want := dbRunModel(t, orig, in, ort.OptDisabled)
+			want := ortcheck.RunModel(t, orig, in, ort.OptDisabled)
 			for _, lvl := range []ort.OptLevel{ort.OptDisabled, ort.OptExtended} {
-				if d := dbMaxDiff(t, want, dbRunModel(t, m, in, lvl)); d > 1e-5 {
+				if d := ortcheck.MaxDiff(t, want, ortcheck.RunModel(t, m, in, lvl)); d > 1e-5 {
 					t.Errorf("opt level %d: outputs differ by %g", lvl, d)
 				}
 			}
@@ -600,12 +558,12 @@ func TestDebertaLeft(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			m := dbParse(t, c.src)
-			before := dbOps(m.Graph)
+			before := ortcheck.Ops(m.Graph)
 			rep, err := transformer.Fuse(m, debertaOnly, &transformer.Env{Model: m, Target: c.target, RaiseOpset: 23})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if after := dbOps(m.Graph); fmt.Sprint(before) != fmt.Sprint(after) {
+			if after := ortcheck.Ops(m.Graph); fmt.Sprint(before) != fmt.Sprint(after) {
 				t.Errorf("ops changed: %v -> %v", before, after)
 			}
 			if len(rep.Left) != 1 || !strings.Contains(rep.Left[0], c.want) {
@@ -624,18 +582,8 @@ var debertaOnly = []*transformer.Family{transformer.DebertaAttentionFamily}
 // dbFoldFuse loads a corpus model, folds it and fuses DeBERTa attention for target.
 func dbFoldFuse(t *testing.T, path string, target transformer.Target) (*ir.Model, *transformer.Report, map[string]int) {
 	t.Helper()
-	m, err := ir.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := pass.Parse("fold", passes.All)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := p.Run(context.Background(), m, &pass.Instrumentation{}); err != nil {
-		t.Fatal(err)
-	}
-	before := dbOps(m.Graph)
+	m := ortcheck.Fold(t, path, passes.All)
+	before := ortcheck.Ops(m.Graph)
 	rep, err := transformer.Fuse(m, debertaOnly, &transformer.Env{Model: m, Target: target})
 	if err != nil {
 		t.Fatal(err)
@@ -645,69 +593,6 @@ func dbFoldFuse(t *testing.T, path string, target transformer.Target) (*ir.Model
 		t.Fatalf("fused model does not verify: %v", err)
 	}
 	return m, rep, before
-}
-
-func dbRun(t *testing.T, path string, in map[string]*ndarray.Array, level ort.OptLevel) map[string]*ndarray.Array {
-	t.Helper()
-	s, err := ort.NewSession(path, ort.Options{OptLevel: level, IntraOpThreads: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	out, err := s.Run(in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-func dbMaxDiff(t *testing.T, want, got map[string]*ndarray.Array) float64 {
-	t.Helper()
-	worst := 0.0
-	for name, w := range want {
-		g := got[name]
-		if g == nil {
-			t.Fatalf("output %q missing", name)
-		}
-		d, err := ndarray.MaxAbsDiff(w, g)
-		if err != nil {
-			t.Fatalf("output %q: %v", name, err)
-		}
-		if math.IsNaN(d) {
-			d = math.Inf(1)
-		}
-		worst = math.Max(worst, d)
-	}
-	return worst
-}
-
-// dbOtherShape makes int64 inputs [batch, seq] named like ref: ids below 500, a mask with
-// the last two positions of the last row off (as tests/fold_test.go does).
-func dbOtherShape(ref map[string]*ndarray.Array, batch, seq int) map[string]*ndarray.Array {
-	out := map[string]*ndarray.Array{}
-	for name := range ref {
-		v := make([]int64, batch*seq)
-		for i := 0; i < batch; i++ {
-			for j := 0; j < seq; j++ {
-				k := i*seq + j
-				switch {
-				case strings.Contains(name, "mask"):
-					v[k] = 1
-					if i == batch-1 && j >= seq-2 {
-						v[k] = 0
-					}
-				case strings.Contains(name, "type"):
-					if j >= seq/2 {
-						v[k] = 1
-					}
-				default:
-					v[k] = int64((i*7919 + j*31 + 5) % 500)
-				}
-			}
-		}
-		out[name] = ndarray.FromInt64([]int64{int64(batch), int64(seq)}, v)
-	}
-	return out
 }
 
 // TestDebertaCorpusORT folds and fuses every corpus model with the DeBERTa family only,
@@ -737,7 +622,7 @@ func TestDebertaCorpusORT(t *testing.T) {
 			if isDeberta && (nb != 2 || mha != 2) {
 				t.Errorf("%d blocks, %d MultiHeadAttention; want 2 and 2 (left: %v, refusals: %v)", nb, mha, rep.Left, rep.Refusals)
 			}
-			if ops := dbOps(m.Graph); isDeberta && (ops["Not"] != before["Not"]+1 || ops["ReduceMax"] != before["ReduceMax"]+1 || ops["Softmax"] != 0) {
+			if ops := ortcheck.Ops(m.Graph); isDeberta && (ops["Not"] != before["Not"]+1 || ops["ReduceMax"] != before["ReduceMax"]+1 || ops["Softmax"] != 0) {
 				t.Errorf("the layers should share one mask bias and one row-keep factor, and no Softmax remain: %v", ops)
 			}
 			if !isDeberta && (nb != 0 || mha != 0) {
@@ -757,23 +642,14 @@ func TestDebertaCorpusORT(t *testing.T) {
 				rows = append(rows, fmt.Sprintf("%-20s blocks 0", cm.Name))
 				return
 			}
-			out := filepath.Join(dir, cm.Name+".onnx")
-			if err := ir.Save(m, out, ir.SaveOptions{}); err != nil {
-				t.Fatal(err)
-			}
-			inputs, err := npz.Read(cm.Inputs)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ref := cm.Path
-			if cm.Sub == "invalid" {
-				ref = filepath.Join(filepath.Dir(cm.Path), "..", strings.Replace(cm.Name, "opset11", "opset13", 1)+".onnx")
-			}
-			other := dbOtherShape(inputs, 3, 11)
+			out := ortcheck.Save(t, m, dir, cm.Name+".onnx")
+			inputs := ortcheck.Inputs(t, cm)
+			ref := ortcheck.Reference(cm)
+			other := ortcheck.OtherShape(inputs, 3, 11)
 			var ds []string
 			for _, lv := range []ort.OptLevel{ort.OptDisabled, ort.OptExtended} {
 				for i, in := range []map[string]*ndarray.Array{inputs, other} {
-					d := dbMaxDiff(t, dbRun(t, ref, in, ort.OptDisabled), dbRun(t, out, in, lv))
+					d := ortcheck.Compare(t, ref, out, in, lv)
 					if d > 1e-4 {
 						t.Errorf("opt level %d, input %d: outputs differ by %g (> 1e-4)", lv, i, d)
 					}

@@ -1,7 +1,6 @@
 package transformer_test
 
 import (
-	"context"
 	"fmt"
 	"math"
 	"math/rand"
@@ -15,15 +14,13 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/qcc-dev/qcc/internal/corpus"
+	"github.com/qcc-dev/qcc/internal/ortcheck"
 	"github.com/qcc-dev/qcc/internal/txtar"
 	"github.com/qcc-dev/qcc/internal/update"
 	"github.com/qcc-dev/qcc/ir"
-	"github.com/qcc-dev/qcc/ir/text"
 	"github.com/qcc-dev/qcc/ndarray"
-	"github.com/qcc-dev/qcc/npz"
 	"github.com/qcc-dev/qcc/ort"
 	"github.com/qcc-dev/qcc/ort/orttest"
-	"github.com/qcc-dev/qcc/pass"
 	"github.com/qcc-dev/qcc/passes"
 	"github.com/qcc-dev/qcc/passes/cleanup"
 	"github.com/qcc-dev/qcc/passes/shapes"
@@ -45,34 +42,9 @@ func attnDump(t *testing.T, m *ir.Model) string {
 	}
 	blocks, refs := transformer.Recognize(m.Graph, attnFams)
 	var b strings.Builder
-	for _, bl := range blocks {
-		fmt.Fprintf(&b, "%s %s layer=%d fused=%v\n", bl.ID, bl.Variant, bl.Layer, bl.Fused)
-		var roles []string
-		for r, v := range bl.Roles {
-			if v != nil {
-				roles = append(roles, r+"="+v.Name)
-			}
-		}
-		sort.Strings(roles)
-		fmt.Fprintf(&b, "  roles: %s\n", strings.Join(roles, " "))
-		var params []string
-		for p, v := range bl.Params {
-			params = append(params, fmt.Sprintf("%s=%.6g", p, v))
-		}
-		sort.Strings(params)
-		fmt.Fprintf(&b, "  params: %s\n", strings.Join(params, " "))
-	}
+	b.WriteString(dbDescribe(blocks))
 	for _, r := range refs {
 		fmt.Fprintf(&b, "refused: %s\n", r)
-	}
-	return b.String()
-}
-
-func attnPrint(t *testing.T, m *ir.Model) string {
-	t.Helper()
-	var b strings.Builder
-	if err := text.Print(&b, m, text.Options{}); err != nil {
-		t.Fatal(err)
 	}
 	return b.String()
 }
@@ -95,15 +67,7 @@ func attnFuse(t *testing.T, m *ir.Model, env *transformer.Env) *transformer.Repo
 
 func attnReport(rep *transformer.Report) string {
 	var b strings.Builder
-	var ops []string
-	for op, n := range rep.Ops {
-		ops = append(ops, fmt.Sprintf("%s=%d", op, n))
-	}
-	sort.Strings(ops)
-	fmt.Fprintf(&b, "ops: %s\n", strings.Join(ops, " "))
-	for _, l := range rep.Left {
-		fmt.Fprintf(&b, "left: %s\n", l)
-	}
+	b.WriteString(formatOpsLeft(rep, ""))
 	for _, r := range rep.Refusals {
 		fmt.Fprintf(&b, "refused: %s\n", r)
 	}
@@ -161,27 +125,15 @@ func attnRunCase(t *testing.T, file string) {
 			}
 		}
 	}
-	parse := func(s string) *ir.Model {
-		m, err := text.Parse(s)
-		if err != nil {
-			t.Fatalf("parse: %v", err)
-		}
-		return m
-	}
+	parse := func(s string) *ir.Model { return ortcheck.Parse(t, s) }
 	orig := parse(string(src))
 	m := parse(string(src))
 	if fold {
-		p, err := pass.Parse("fold", passes.All)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := p.Run(context.Background(), m, nil); err != nil {
-			t.Fatal(err)
-		}
+		ortcheck.Pipeline(t, m, "fold", passes.All, nil)
 	}
 	blocks := attnDump(t, m)
 	rep := attnFuse(t, m, env)
-	got := attnPrint(t, m)
+	got := ortcheck.Text(t, m)
 	report := attnReport(rep)
 
 	if *update.Golden {
@@ -207,7 +159,7 @@ func attnRunCase(t *testing.T, file string) {
 	// fused unless it was left.
 	m2 := parse(got)
 	attnFuse(t, m2, &transformer.Env{Target: env.Target, RaiseOpset: env.RaiseOpset})
-	if again := attnPrint(t, m2); again != got {
+	if again := ortcheck.Text(t, m2); again != got {
 		t.Errorf("fuse is not idempotent:\n%s", cmp.Diff(got, again))
 	}
 	after := attnDump(t, parse(got))
@@ -226,8 +178,8 @@ func attnRunCase(t *testing.T, file string) {
 		for _, lvl := range []ort.OptLevel{ort.OptDisabled, ort.OptExtended} {
 			// Against the input at the same level: ORT's own QDQ fusions change the numbers
 			// of the quantized cases, which fuse leaves alone.
-			want := attnRunORT(t, orig, in, lvl)
-			if d := attnMaxDiff(t, want, attnRunORT(t, m, in, lvl)); d > 1e-4 {
+			want := ortcheck.RunModel(t, orig, in, lvl)
+			if d := ortcheck.MaxDiff(t, want, ortcheck.RunModel(t, m, in, lvl)); d > 1e-4 {
 				t.Errorf("sizes %v, ORT level %d: fused outputs differ by %g", sizes, lvl, d)
 			}
 		}
@@ -303,73 +255,6 @@ func attnRandomInputs(t *testing.T, m *ir.Model, sizes map[string]int64) map[str
 	return in
 }
 
-func attnRunORT(t *testing.T, m *ir.Model, in map[string]*ndarray.Array, lvl ort.OptLevel) map[string]*ndarray.Array {
-	t.Helper()
-	b, err := ir.Marshal(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := ort.NewSessionFromBytes(b, ort.Options{OptLevel: lvl, IntraOpThreads: 1})
-	if err != nil {
-		t.Fatalf("ORT rejects the model: %v", err)
-	}
-	defer s.Close()
-	out, err := s.Run(in)
-	if err != nil {
-		t.Fatalf("ORT run: %v", err)
-	}
-	return out
-}
-
-func attnMaxDiff(t *testing.T, want, got map[string]*ndarray.Array) float64 {
-	t.Helper()
-	worst := 0.0
-	for name, w := range want {
-		g := got[name]
-		if g == nil {
-			t.Fatalf("output %q missing", name)
-		}
-		d, err := ndarray.MaxAbsDiff(w, g)
-		if err != nil {
-			t.Fatalf("output %q: %v", name, err)
-		}
-		if math.IsNaN(d) {
-			return math.Inf(1)
-		}
-		worst = math.Max(worst, d)
-	}
-	return worst
-}
-
-// attnOtherShape is tests/fold_test.go's second input shape: [batch, seq] ids below 500, a
-// mask with the last two positions of the last row off, token types 1 in the second half.
-func attnOtherShape(ref map[string]*ndarray.Array, batch, seq int) map[string]*ndarray.Array {
-	out := map[string]*ndarray.Array{}
-	for name := range ref {
-		v := make([]int64, batch*seq)
-		for i := 0; i < batch; i++ {
-			for j := 0; j < seq; j++ {
-				k := i*seq + j
-				switch {
-				case strings.Contains(name, "mask"):
-					v[k] = 1
-					if i == batch-1 && j >= seq-2 {
-						v[k] = 0
-					}
-				case strings.Contains(name, "type"):
-					if j >= seq/2 {
-						v[k] = 1
-					}
-				default:
-					v[k] = int64((i*7919 + j*31 + 5) % 500)
-				}
-			}
-		}
-		out[name] = ndarray.FromInt64([]int64{int64(batch), int64(seq)}, v)
-	}
-	return out
-}
-
 // TestAttentionCorpus folds every corpus model, fuses attention (alone), and checks the
 // count of fused Attention ops against the layer count, and ONNX Runtime's outputs against
 // the original's (optimizations off and extended; the reference input and a [3,11] one).
@@ -389,26 +274,10 @@ func TestAttentionCorpus(t *testing.T) {
 		cm := cm
 		t.Run(cm.Name, func(t *testing.T) {
 			t.Parallel()
-			m, err := ir.Load(cm.Path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			p, err := pass.Parse("fold", passes.All)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := p.Run(context.Background(), m, nil); err != nil {
-				t.Fatal(err)
-			}
+			m := ortcheck.Fold(t, cm.Path, passes.All)
 			// The attention family alone, and after the families that fuse first (their
 			// fused LayerNorms and skips sit around the attention block).
-			all, err := ir.Load(cm.Path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := p.Run(context.Background(), all, nil); err != nil {
-				t.Fatal(err)
-			}
+			all := ortcheck.Fold(t, cm.Path, passes.All)
 			rep := attnFuse(t, m, &transformer.Env{Target: transformer.ORT})
 			allRep, err := transformer.Fuse(all, attnWithOthers, &transformer.Env{Model: all, Target: transformer.ORT})
 			if err != nil {
@@ -422,14 +291,8 @@ func TestAttentionCorpus(t *testing.T) {
 			if a := allRep.Ops["com.microsoft.Attention"]; a != fused {
 				t.Errorf("%d Attention ops with the other families, %d alone", a, fused)
 			}
-			out := filepath.Join(dir, cm.Name+".onnx")
-			if err := ir.Save(m, out, ir.SaveOptions{}); err != nil {
-				t.Fatal(err)
-			}
-			outAll := filepath.Join(dir, cm.Name+".all.onnx")
-			if err := ir.Save(all, outAll, ir.SaveOptions{}); err != nil {
-				t.Fatal(err)
-			}
+			out := ortcheck.Save(t, m, dir, cm.Name+".onnx")
+			outAll := ortcheck.Save(t, all, dir, cm.Name+".all.onnx")
 			deberta := strings.HasPrefix(cm.Name, "deberta")
 			if !deberta && fused != 2 {
 				t.Errorf("%d Attention ops, want 2 (one per layer); left: %v; refusals: %v", fused, rep.Left, rep.Refusals)
@@ -449,48 +312,32 @@ func TestAttentionCorpus(t *testing.T) {
 					t.Errorf("ALBERT's shared layer got %d packed Q/K/V weights, want 1", len(weights))
 				}
 			}
-			inputs, err := npz.Read(cm.Inputs)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ref := cm.Path
-			if cm.Sub == "invalid" { // ORT rejects the original; its opset-13 sibling has the same weights
-				ref = filepath.Join(filepath.Dir(cm.Path), "..", strings.Replace(cm.Name, "opset11", "opset13", 1)+".onnx")
-			}
+			inputs := ortcheck.Inputs(t, cm)
+			ref := ortcheck.Reference(cm)
 			files := []string{out, outAll}
 			if strings.HasSuffix(cm.Name, "opset17") && !deberta {
 				// target=onnx with opset=23: the standard Attention (nothing at opset 17
 				// changed meaning by 23, so the import may be raised).
-				onnx, err := ir.Load(cm.Path)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if _, err := p.Run(context.Background(), onnx, nil); err != nil {
-					t.Fatal(err)
-				}
+				onnx := ortcheck.Fold(t, cm.Path, passes.All)
 				orep := attnFuse(t, onnx, &transformer.Env{Target: transformer.ONNX, RaiseOpset: 23})
 				if orep.Ops["Attention"] != 2 {
 					t.Errorf("target=onnx opset=23: %d Attention-23 ops, want 2; left %v", orep.Ops["Attention"], orep.Left)
 				}
-				outONNX := filepath.Join(dir, cm.Name+".onnx23.onnx")
-				if err := ir.Save(onnx, outONNX, ir.SaveOptions{}); err != nil {
-					t.Fatal(err)
-				}
-				files = append(files, outONNX)
+				files = append(files, ortcheck.Save(t, onnx, dir, cm.Name+".onnx23.onnx"))
 			}
 			sets := []map[string]*ndarray.Array{inputs}
 			if !strings.Contains(cm.Name, "static") {
-				sets = append(sets, attnOtherShape(inputs, 3, 11))
+				sets = append(sets, ortcheck.OtherShape(inputs, 3, 11))
 			}
 			worst := 0.0
 			for _, in := range sets {
-				want := attnRunFile(t, ref, in, ort.OptDisabled)
+				want := ortcheck.Run(t, ref, in, ort.OptDisabled)
 				for _, lvl := range []ort.OptLevel{ort.OptDisabled, ort.OptExtended} {
 					for _, f := range files {
-						d := attnMaxDiff(t, want, attnRunFile(t, f, in, lvl))
+						d := ortcheck.MaxDiff(t, want, ortcheck.Run(t, f, in, lvl))
 						worst = math.Max(worst, d)
 						if d > 1e-4 {
-							t.Errorf("%s, input %v, ORT level %d: outputs differ by %g (> 1e-4)", filepath.Base(f), in[attnFirstKey(in)].Shape, lvl, d)
+							t.Errorf("%s, input %v, ORT level %d: outputs differ by %g (> 1e-4)", filepath.Base(f), ortcheck.FirstShape(in), lvl, d)
 						}
 					}
 				}
@@ -512,29 +359,6 @@ func TestAttentionCorpus(t *testing.T) {
 			rows = append(rows, fmt.Sprintf("%-26s Attention %d  max|diff| %.1e  (with the others: %s)%s", cm.Name, fused, worst, strings.Join(ops, ", "), why))
 		})
 	}
-}
-
-func attnFirstKey(m map[string]*ndarray.Array) string {
-	var keys []string
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys[0]
-}
-
-func attnRunFile(t *testing.T, path string, in map[string]*ndarray.Array, lvl ort.OptLevel) map[string]*ndarray.Array {
-	t.Helper()
-	s, err := ort.NewSession(path, ort.Options{OptLevel: lvl, IntraOpThreads: 1})
-	if err != nil {
-		t.Fatalf("ORT rejects %s: %v", filepath.Base(path), err)
-	}
-	defer s.Close()
-	out, err := s.Run(in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
 }
 
 // TestAttentionReasons edits the BERT case to hit every reason the family gives: the
@@ -591,10 +415,7 @@ func TestAttentionReasons(t *testing.T) {
 				}
 				src = strings.Replace(src, e.old, e.new, 1)
 			}
-			m, err := text.Parse(src)
-			if err != nil {
-				t.Fatal(err)
-			}
+			m := ortcheck.Parse(t, src)
 			target := transformer.ORT
 			if c.target != "" {
 				target = c.target

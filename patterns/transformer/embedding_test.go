@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/qcc-dev/qcc/internal/ortcheck"
 	"github.com/qcc-dev/qcc/ir"
 	"github.com/qcc-dev/qcc/ndarray"
 	"github.com/qcc-dev/qcc/ort"
@@ -28,7 +29,7 @@ func TestEmbeddingCorpus(t *testing.T) {
 				emb = append(emb, b)
 			}
 		}
-		ops := geOps(m.Graph)
+		ops := ortcheck.Ops(m.Graph)
 		fused := ops["com.microsoft.EmbedLayerNormalization"]
 		wantFused := 1
 		if strings.HasPrefix(name, "deberta") || env.Target == transformer.ONNX {
@@ -279,7 +280,7 @@ func TestEmbeddingVariants(t *testing.T) {
 			m := geParse(t, c.opsets, c.src)
 			geFillRandom(m)
 			inputs := embInputs(m)
-			want := geRun(t, m, inputs, ort.OptDisabled)
+			want := ortcheck.RunModel(t, m, inputs, ort.OptDisabled)
 			if c.fams[0] == transformer.EmbeddingFamily { // recognition on the decomposed graph
 				b, refs := embOnly(t, m, c.fams)
 				if b == nil {
@@ -288,7 +289,7 @@ func TestEmbeddingVariants(t *testing.T) {
 				embCheckBlock(t, b, c.variant, c.positions, c.roles, c.noRoles)
 			}
 			rep := geFuse(t, m, c.fams, &transformer.Env{Model: m, Target: transformer.ORT})
-			ops := geOps(m.Graph)
+			ops := ortcheck.Ops(m.Graph)
 			if ops["com.microsoft.EmbedLayerNormalization"] != 1 || ops["Gather"] != 0 {
 				t.Fatalf("after fuse: %v (left %v, refusals %v)", ops, rep.Left, rep.Refusals)
 			}
@@ -324,7 +325,7 @@ func TestEmbeddingVariants(t *testing.T) {
 				embCheckBlock(t, block, c.variant, c.positions, c.roles, c.noRoles)
 			}
 			for _, level := range []ort.OptLevel{ort.OptDisabled, ort.OptExtended} {
-				if d := geMaxDiff(t, want, geRun(t, m, inputs, level)); d > 1e-5 {
+				if d := ortcheck.MaxDiff(t, want, ortcheck.RunModel(t, m, inputs, level)); d > 1e-5 {
 					t.Errorf("fused output differs by %g (level %d)", d, level)
 				}
 			}
@@ -388,7 +389,7 @@ func TestEmbeddingLeft(t *testing.T) {
 			if !found {
 				t.Errorf("left %v, want embedding.0: %s", rep.Left, c.reason)
 			}
-			ops := geOps(m.Graph)
+			ops := ortcheck.Ops(m.Graph)
 			if ops["com.microsoft.EmbedLayerNormalization"] != 0 || ops["LayerNormalization"] != c.layerNorms {
 				t.Errorf("ops %v", ops)
 			}
@@ -462,9 +463,9 @@ func TestEmbeddingFusedForm(t *testing.T) {
 	if b.Params["positions"] != 1 || b.Params["hidden"] != 4 || math.Abs(b.Params["epsilon"]-1e-12) > 1e-18 {
 		t.Errorf("params %v", b.Params)
 	}
-	before := fmt.Sprint(geOps(m.Graph))
+	before := fmt.Sprint(ortcheck.Ops(m.Graph))
 	geFuse(t, m, []*transformer.Family{transformer.EmbeddingFamily}, &transformer.Env{Model: m, Target: transformer.ORT})
-	if after := fmt.Sprint(geOps(m.Graph)); after != before {
+	if after := fmt.Sprint(ortcheck.Ops(m.Graph)); after != before {
 		t.Errorf("fuse changed a fused model: %s -> %s", before, after)
 	}
 }

@@ -1,23 +1,19 @@
 package transformer_test
 
 import (
-	"context"
 	"fmt"
 	"math"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/qcc-dev/qcc/internal/corpus"
+	"github.com/qcc-dev/qcc/internal/ortcheck"
 	"github.com/qcc-dev/qcc/ir"
-	"github.com/qcc-dev/qcc/ir/text"
 	"github.com/qcc-dev/qcc/ndarray"
-	"github.com/qcc-dev/qcc/npz"
 	"github.com/qcc-dev/qcc/ort"
 	"github.com/qcc-dev/qcc/ort/orttest"
-	"github.com/qcc-dev/qcc/pass"
 	"github.com/qcc-dev/qcc/passes"
 	"github.com/qcc-dev/qcc/passes/cleanup"
 	"github.com/qcc-dev/qcc/passes/shapes"
@@ -29,33 +25,7 @@ import (
 // geParse parses a test graph under the given opset imports.
 func geParse(t *testing.T, opsets, src string) *ir.Model {
 	t.Helper()
-	m, err := text.Parse("<ir_version: 8, opset_import: [" + opsets + "]>\n" + src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
-}
-
-// geText prints a model in full (no tensor abbreviation is needed to compare runs).
-func geText(m *ir.Model) string {
-	var b strings.Builder
-	if err := text.Print(&b, m, text.Options{}); err != nil {
-		return err.Error()
-	}
-	return b.String()
-}
-
-// geOps counts the nodes of g by "domain.op".
-func geOps(g *ir.Graph) map[string]int {
-	ops := map[string]int{}
-	for _, n := range g.Nodes() {
-		k := n.OpType
-		if n.Domain != "" {
-			k = n.Domain + "." + n.OpType
-		}
-		ops[k]++
-	}
-	return ops
+	return ortcheck.Parse(t, "<ir_version: 8, opset_import: ["+opsets+"]>\n"+src)
 }
 
 // geFuse runs transformer.Fuse with fams, removes dead nodes (as the fuse pass does),
@@ -68,56 +38,19 @@ func geFuse(t *testing.T, m *ir.Model, fams []*transformer.Family, env *transfor
 	}
 	cleanup.RemoveDead(m.Graph)
 	if err := m.Verify(); err != nil {
-		t.Fatalf("fused model does not verify: %v\n%s", err, geText(m))
+		t.Fatalf("fused model does not verify: %v\n%s", err, ortcheck.Text(t, m))
 	}
-	before := geText(m)
+	before := ortcheck.Text(t, m)
 	env2 := *env
 	env2.Model = m
 	if _, err := transformer.Fuse(m, fams, &env2); err != nil {
 		t.Fatal(err)
 	}
 	cleanup.RemoveDead(m.Graph)
-	if after := geText(m); after != before {
+	if after := ortcheck.Text(t, m); after != before {
 		t.Errorf("fusing twice changed the model:\n--- once\n%s\n--- twice\n%s", before, after)
 	}
 	return rep
-}
-
-// geRun runs a model (bytes) in ONNX Runtime.
-func geRun(t *testing.T, m *ir.Model, in map[string]*ndarray.Array, level ort.OptLevel) map[string]*ndarray.Array {
-	t.Helper()
-	b, err := ir.Marshal(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := ort.NewSessionFromBytes(b, ort.Options{OptLevel: level, IntraOpThreads: 1})
-	if err != nil {
-		t.Fatalf("ORT: %v\n%s", err, geText(m))
-	}
-	defer s.Close()
-	out, err := s.Run(in)
-	if err != nil {
-		t.Fatalf("ORT run: %v", err)
-	}
-	return out
-}
-
-// geMaxDiff is the largest difference over the outputs of want.
-func geMaxDiff(t *testing.T, want, got map[string]*ndarray.Array) float64 {
-	t.Helper()
-	worst := 0.0
-	for name, w := range want {
-		g, ok := got[name]
-		if !ok {
-			t.Fatalf("output %q missing", name)
-		}
-		d, err := ndarray.MaxAbsDiff(w, g)
-		if err != nil {
-			t.Fatalf("output %q: %v", name, err)
-		}
-		worst = math.Max(worst, d)
-	}
-	return worst
 }
 
 // geCorpus folds every corpus model, fuses it with fams under each env (Model is filled
@@ -126,52 +59,32 @@ func geMaxDiff(t *testing.T, want, got map[string]*ndarray.Array) float64 {
 func geCorpus(t *testing.T, fams []*transformer.Family, envs []transformer.Env, row func(name string, env *transformer.Env, rep *transformer.Report, m *ir.Model) string) {
 	orttest.RequireLib(t)
 	models := corpus.Models(t, "", "trained", "invalid")
-	fold, err := pass.Parse("fold", passes.All)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var rows []string
 	for _, cm := range models {
 		cm := cm
 		t.Run(cm.Name, func(t *testing.T) {
-			inputs, err := npz.Read(cm.Inputs)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ref := cm.Path
-			if cm.Sub == "invalid" { // ORT rejects the original; its opset-13 sibling has the same weights
-				ref = filepath.Join(filepath.Dir(cm.Path), "..", strings.Replace(cm.Name, "opset11", "opset13", 1)+".onnx")
-			}
-			want := geReference(t, ref, cm.Inputs, inputs)
+			inputs := ortcheck.Inputs(t, cm)
+			want := geReference(t, ortcheck.Reference(cm), cm.Inputs, inputs)
 			for i := range envs {
 				env := envs[i]
-				m, err := ir.Load(cm.Path)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if _, err := fold.Run(context.Background(), m, &pass.Instrumentation{}); err != nil {
-					t.Fatal(err)
-				}
+				m := ortcheck.Fold(t, cm.Path, passes.All)
 				env.Model = m
-				before := fmt.Sprint(geOps(m.Graph))
+				before := fmt.Sprint(ortcheck.Ops(m.Graph))
 				rep := geFuse(t, m, fams, &env)
 				summary := row(cm.Name, &env, rep, m)
-				if fmt.Sprint(geOps(m.Graph)) == before {
+				if fmt.Sprint(ortcheck.Ops(m.Graph)) == before {
 					// Nothing rewritten (blocks left with their reasons): annotations only.
 					rows = append(rows, fmt.Sprintf("%-24s %-4s %s  (unchanged)", cm.Name, env.Target, summary))
 					continue
 				}
-				path := filepath.Join(t.TempDir(), cm.Name+".onnx")
-				if err := ir.Save(m, path, ir.SaveOptions{}); err != nil {
-					t.Fatal(err)
-				}
+				path := ortcheck.Save(t, m, t.TempDir(), cm.Name+".onnx")
 				levels := []ort.OptLevel{ort.OptDisabled, ort.OptExtended}
 				if env.Target == transformer.ONNX {
 					levels = levels[:1] // the ORT target is the one checked at both levels
 				}
 				worst := 0.0
 				for _, level := range levels {
-					d := geMaxDiff(t, want, geRunFile(t, path, inputs, level))
+					d := ortcheck.MaxDiff(t, want, ortcheck.Run(t, path, inputs, level))
 					if d > 1e-4 {
 						t.Errorf("%s: ORT (level %d) outputs differ from the original by %g (> 1e-4)", env.Target, level, d)
 					}
@@ -200,22 +113,8 @@ func geReference(t *testing.T, path, inputsPath string, inputs map[string]*ndarr
 	if out, ok := geRefs.out[key]; ok {
 		return out
 	}
-	out := geRunFile(t, path, inputs, ort.OptDisabled)
+	out := ortcheck.Run(t, path, inputs, ort.OptDisabled)
 	geRefs.out[key] = out
-	return out
-}
-
-func geRunFile(t *testing.T, path string, in map[string]*ndarray.Array, level ort.OptLevel) map[string]*ndarray.Array {
-	t.Helper()
-	s, err := ort.NewSession(path, ort.Options{OptLevel: level, IntraOpThreads: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	out, err := s.Run(in)
-	if err != nil {
-		t.Fatal(err)
-	}
 	return out
 }
 
@@ -256,7 +155,7 @@ func TestGeluCorpus(t *testing.T) {
 				variants[b.Variant] = true
 			}
 		}
-		ops := geOps(m.Graph)
+		ops := ortcheck.Ops(m.Graph)
 		fused := ops["com.microsoft.BiasGelu"] + ops["com.microsoft.FastGelu"] + ops["com.microsoft.Gelu"] + ops["Gelu"]
 		if n != 2 {
 			t.Errorf("%s %s: %d GELU blocks, want 2 (refusals %v)", name, env.Target, n, rep.Refusals)
@@ -416,7 +315,7 @@ func TestGeluVariants(t *testing.T) {
 				in = "x0"
 			}
 			inputs := geluInput(in)
-			want := geRun(t, m, inputs, ort.OptDisabled)
+			want := ortcheck.RunModel(t, m, inputs, ort.OptDisabled)
 			b := geluOnly(t, m)
 			if b.Variant != c.variant || b.Params["approximation"] != c.approx || b.Fused {
 				t.Fatalf("recognised %s approx %g fused %v; want %s approx %g", b.Variant, b.Params["approximation"], b.Fused, c.variant, c.approx)
@@ -428,7 +327,7 @@ func TestGeluVariants(t *testing.T) {
 				t.Errorf("bias role %v, want biased=%v", b.Roles["bias"], c.biased)
 			}
 			geFuse(t, m, []*transformer.Family{transformer.GeluFamily}, &transformer.Env{Model: m, Target: transformer.ORT})
-			ops := geOps(m.Graph)
+			ops := ortcheck.Ops(m.Graph)
 			if ops[c.op] != 1 || ops["Erf"]+ops["Tanh"]+ops["Sigmoid"] != 0 {
 				t.Fatalf("after fuse: %v, want one %s", ops, c.op)
 			}
@@ -440,7 +339,7 @@ func TestGeluVariants(t *testing.T) {
 				t.Errorf("fused block %s fused=%v approx %g bias %v", fb.Variant, fb.Fused, fb.Params["approximation"], fb.Roles["bias"])
 			}
 			for _, level := range []ort.OptLevel{ort.OptDisabled, ort.OptExtended} {
-				if d := geMaxDiff(t, want, geRun(t, m, inputs, level)); d > 1e-5 {
+				if d := ortcheck.MaxDiff(t, want, ortcheck.RunModel(t, m, inputs, level)); d > 1e-5 {
 					t.Errorf("fused output differs by %g (level %d)", d, level)
 				}
 			}
@@ -576,9 +475,9 @@ func TestGeluFusedForms(t *testing.T) {
 			t.Errorf("block %d: %s fused=%v approx %g bias %v; want %+v", i, b.Variant, b.Fused, b.Params["approximation"], b.Roles["bias"], w)
 		}
 	}
-	before := fmt.Sprint(geOps(m.Graph))
+	before := fmt.Sprint(ortcheck.Ops(m.Graph))
 	geFuse(t, m, []*transformer.Family{transformer.GeluFamily}, &transformer.Env{Model: m, Target: transformer.ORT})
-	if after := fmt.Sprint(geOps(m.Graph)); after != before {
+	if after := fmt.Sprint(ortcheck.Ops(m.Graph)); after != before {
 		t.Errorf("fuse changed a fused model: %s -> %s", before, after)
 	}
 }
@@ -616,9 +515,9 @@ func TestGeluONNXTarget(t *testing.T) {
 				in = "x0"
 			}
 			inputs := geluInput(in)
-			want := geRun(t, m, inputs, ort.OptDisabled)
+			want := ortcheck.RunModel(t, m, inputs, ort.OptDisabled)
 			rep := geFuse(t, m, fams, &transformer.Env{Model: m, Target: transformer.ONNX, RaiseOpset: c.raise})
-			ops := geOps(m.Graph)
+			ops := ortcheck.Ops(m.Graph)
 			if c.reason != "" {
 				if len(rep.Left) != 1 || !strings.Contains(rep.Left[0], c.reason) {
 					t.Fatalf("left %v, want the reason %q", rep.Left, c.reason)
@@ -636,7 +535,7 @@ func TestGeluONNXTarget(t *testing.T) {
 					t.Errorf("approximate=%q, want %q", n.AttrString("approximate", "none"), c.mode)
 				}
 			}
-			if d := geMaxDiff(t, want, geRun(t, m, inputs, ort.OptDisabled)); d > 1e-5 {
+			if d := ortcheck.MaxDiff(t, want, ortcheck.RunModel(t, m, inputs, ort.OptDisabled)); d > 1e-5 {
 				t.Errorf("fused output differs by %g", d)
 			}
 		})

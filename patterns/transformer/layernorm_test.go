@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/qcc-dev/qcc/internal/ortcheck"
 	"github.com/qcc-dev/qcc/internal/txtar"
 	"github.com/qcc-dev/qcc/internal/update"
 	"github.com/qcc-dev/qcc/ir"
@@ -91,7 +92,7 @@ func normRunCase(t *testing.T, file string, fams []*transformer.Family) {
 		if err := m.Verify(); err != nil {
 			t.Fatalf("%s: fused model does not verify: %v", target, err)
 		}
-		out := normPrint(t, m)
+		out := ortcheck.Text(t, m)
 		got[string(target)] = normFormatReport(rep) + out
 
 		// Idempotence: fusing the result again changes nothing.
@@ -103,7 +104,7 @@ func normRunCase(t *testing.T, file string, fams []*transformer.Family) {
 		if _, err := transformer.Fuse(m2, fams, env2); err != nil {
 			t.Fatalf("%s: second fuse: %v", target, err)
 		}
-		if again := normPrint(t, m2); again != out {
+		if again := ortcheck.Text(t, m2); again != out {
 			t.Errorf("%s: fuse is not idempotent:\n%s", target, cmp.Diff(out, again))
 		}
 		normCompareORT(t, string(target), parse(), m)
@@ -128,15 +129,6 @@ func normRunCase(t *testing.T, file string, fams []*transformer.Family) {
 			t.Errorf("%s differs from golden (-want +got):\n%s", k, d)
 		}
 	}
-}
-
-func normPrint(t *testing.T, m *ir.Model) string {
-	t.Helper()
-	var b strings.Builder
-	if err := text.Print(&b, m, text.Options{}); err != nil {
-		t.Fatal(err)
-	}
-	return b.String()
 }
 
 func normFormatBlocks(blocks []*transformer.Block, refusals []patterns.Refusal) string {
@@ -166,16 +158,20 @@ func normFormatBlocks(blocks []*transformer.Block, refusals []patterns.Refusal) 
 	return b.String()
 }
 
-func normFormatReport(rep *transformer.Report) string {
+func normFormatReport(rep *transformer.Report) string { return formatOpsLeft(rep, "# ") }
+
+// formatOpsLeft writes a fuse report's op counts (sorted) and the blocks left, a line
+// each, every line starting with prefix.
+func formatOpsLeft(rep *transformer.Report, prefix string) string {
 	var b strings.Builder
 	var ops []string
 	for op, n := range rep.Ops {
 		ops = append(ops, fmt.Sprintf("%s=%d", op, n))
 	}
 	sort.Strings(ops)
-	fmt.Fprintf(&b, "# ops: %s\n", strings.Join(ops, " "))
+	fmt.Fprintf(&b, "%sops: %s\n", prefix, strings.Join(ops, " "))
 	for _, l := range rep.Left {
-		fmt.Fprintf(&b, "# left: %s\n", l)
+		fmt.Fprintf(&b, "%sleft: %s\n", prefix, l)
 	}
 	return b.String()
 }
@@ -191,35 +187,11 @@ func normCompareORT(t *testing.T, what string, orig, fused *ir.Model) {
 	if inputs == nil {
 		return
 	}
-	want := normRunBytes(t, what+" (input)", orig, inputs, ort.OptDisabled)
+	want := ortcheck.RunModel(t, orig, inputs, ort.OptDisabled)
 	for _, level := range []ort.OptLevel{ort.OptDisabled, ort.OptExtended} {
-		got := normRunBytes(t, what, fused, inputs, level)
-		for name, w := range want {
-			d, err := ndarray.MaxAbsDiff(w, got[name])
-			t.Logf("%s (opt level %d): output %s: max abs diff %g", what, level, name, d)
-			if err != nil || d > 1e-4 {
-				t.Errorf("%s (opt level %d): output %s differs by %g (%v)", what, level, name, d, err)
-			}
-		}
+		got := ortcheck.RunModel(t, fused, inputs, level)
+		ortcheck.CheckOutputs(t, fmt.Sprintf("%s (opt level %d)", what, level), want, got, 1e-4)
 	}
-}
-
-func normRunBytes(t *testing.T, what string, m *ir.Model, in map[string]*ndarray.Array, level ort.OptLevel) map[string]*ndarray.Array {
-	t.Helper()
-	b, err := ir.Marshal(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := ort.NewSessionFromBytes(b, ort.Options{OptLevel: level, IntraOpThreads: 1})
-	if err != nil {
-		t.Fatalf("%s: ONNX Runtime refuses the model: %v", what, err)
-	}
-	defer s.Close()
-	out, err := s.Run(in)
-	if err != nil {
-		t.Fatalf("%s: run: %v", what, err)
-	}
-	return out
 }
 
 // normRandomInputs makes seeded random inputs for a model's float inputs: symbolic dims

@@ -1,20 +1,15 @@
 package transformer_test
 
 import (
-	"context"
 	"fmt"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/qcc-dev/qcc/internal/corpus"
+	"github.com/qcc-dev/qcc/internal/ortcheck"
 	"github.com/qcc-dev/qcc/ir"
-	"github.com/qcc-dev/qcc/ndarray"
-	"github.com/qcc-dev/qcc/npz"
 	"github.com/qcc-dev/qcc/ort"
 	"github.com/qcc-dev/qcc/ort/orttest"
-	"github.com/qcc-dev/qcc/pass"
 	"github.com/qcc-dev/qcc/passes"
 	"github.com/qcc-dev/qcc/passes/shapes"
 	"github.com/qcc-dev/qcc/patterns/transformer"
@@ -64,10 +59,6 @@ func TestNormCorpusORT(t *testing.T) {
 			}},
 	}
 
-	fold, err := pass.Parse("fold", passes.All)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var rows, checked []string
 	tmp := t.TempDir()
 	for _, cm := range corpus.Models(t, "", "trained", "invalid") {
@@ -75,26 +66,13 @@ func TestNormCorpusORT(t *testing.T) {
 			continue
 		}
 		t.Run(cm.Name, func(t *testing.T) {
-			m, err := ir.Load(cm.Path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := fold.Run(context.Background(), m, &pass.Instrumentation{}); err != nil {
-				t.Fatal(err)
-			}
+			m := ortcheck.Fold(t, cm.Path, passes.All)
 			folded, err := ir.Marshal(m)
 			if err != nil {
 				t.Fatal(err)
 			}
-			inputs, err := npz.Read(cm.Inputs)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ref := cm.Path
-			if cm.Sub == "invalid" { // ORT refuses the original; its opset-13 sibling has the same weights
-				ref = filepath.Join(filepath.Dir(cm.Path), "..", strings.Replace(cm.Name, "opset11", "opset13", 1)+".onnx")
-			}
-			want := normRunFile(t, ref, inputs)
+			inputs := ortcheck.Inputs(t, cm)
+			want := ortcheck.Run(t, ortcheck.Reference(cm), inputs, ort.OptDisabled)
 
 			if _, err := shapes.Infer(m); err != nil {
 				t.Fatal(err)
@@ -128,22 +106,12 @@ func TestNormCorpusORT(t *testing.T) {
 				}
 				c.check(t, blocks, rep, opset)
 				if c.env.Target == transformer.ONNX { // standard ops only: onnx.checker must accept it
-					p := filepath.Join(tmp, cm.Name+".onnx")
-					if err := ir.Save(fm, p, ir.SaveOptions{}); err != nil {
-						t.Fatal(err)
-					}
-					checked = append(checked, p)
+					checked = append(checked, ortcheck.Save(t, fm, tmp, cm.Name+".onnx"))
 				}
 				worst := 0.0
 				for _, level := range []ort.OptLevel{ort.OptDisabled, ort.OptExtended} {
-					got := normRunBytes(t, c.name, fm, inputs, level)
-					for name, w := range want {
-						d, err := ndarray.MaxAbsDiff(w, got[name])
-						if err != nil || d > 1e-4 {
-							t.Errorf("%s (opt level %d): output %s differs by %g (%v)", c.name, level, name, d, err)
-						}
-						worst = max(worst, d)
-					}
+					got := ortcheck.RunModel(t, fm, inputs, level)
+					worst = max(worst, ortcheck.CheckOutputs(t, fmt.Sprintf("%s (opt level %d)", c.name, level), want, got, 1e-4))
 				}
 				row += fmt.Sprintf(" | %s: LN %d skip %d left %d diff %.0e", c.name, rep.Ops["LayerNormalization"],
 					rep.Ops["com.microsoft.SkipLayerNormalization"], len(rep.Left), worst)
@@ -165,37 +133,7 @@ func TestNormCorpusORT(t *testing.T) {
 // when it is installed.
 func normCheckONNX(t *testing.T, files []string) {
 	t.Helper()
-	const py = "/usr/bin/python3"
-	if err := exec.Command(py, "-c", "import onnx").Run(); err != nil {
-		t.Logf("python3-onnx not installed, onnx.checker not run: %v", err)
-		return
+	if err := ortcheck.CheckONNX(t, files); err != nil {
+		t.Logf("onnx.checker not run: %v", err)
 	}
-	script := `
-import sys, onnx
-for f in sys.argv[1:]:
-    try:
-        m = onnx.load(f)
-        onnx.checker.check_model(m)
-        onnx.checker.check_model(m, full_check=True)
-    except Exception as e:
-        print("FAIL", f, str(e).splitlines()[0] if str(e) else type(e).__name__)
-`
-	out, err := exec.Command(py, append([]string{"-c", script}, files...)...).CombinedOutput()
-	if err != nil || strings.Contains(string(out), "FAIL") {
-		t.Errorf("onnx.checker rejects onnx-target outputs (%v):\n%s", err, out)
-	}
-}
-
-func normRunFile(t *testing.T, path string, in map[string]*ndarray.Array) map[string]*ndarray.Array {
-	t.Helper()
-	s, err := ort.NewSession(path, ort.Options{IntraOpThreads: 1})
-	if err != nil {
-		t.Fatalf("ONNX Runtime refuses %s: %v", filepath.Base(path), err)
-	}
-	defer s.Close()
-	out, err := s.Run(in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
 }
