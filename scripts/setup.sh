@@ -73,7 +73,32 @@ if [ "$size" -le 1000000 ]; then
 	exit 1
 fi
 
-# 3. Go modules, so tests can run without further downloads.
+# 3. nvcc (Debian's nvidia-cuda-toolkit, CUDA 11.8), for compiling the CUDA
+# code that qcc -emit=cuda writes and the sources in cuda_kernels/. It lives in
+# the contrib and non-free components, which the stock sources leave out: add
+# them for the mirror the main component comes from. No GPU is needed to
+# compile; tests that need nvcc fail without it when QCC_REQUIRE_ORT=1.
+if command -v nvcc >/dev/null; then
+	step "nvcc present ($(nvcc --version | sed -n 's/.*release \([0-9.]*\).*/\1/p'))"
+else
+	nonfree=/etc/apt/sources.list.d/qcc-contrib-non-free.sources
+	# (non-free-firmware, which bookworm's default sources carry, is another component.)
+	if ! grep -rqsE '^[^#]*[[:space:]]non-free([[:space:]]|$)' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+		mirror=$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -n 1)
+		mirror=${mirror:-http://deb.debian.org/debian}
+		step "adding contrib non-free components ($nonfree, $mirror)"
+		sudo=()
+		[ "$(id -u)" -eq 0 ] || sudo=(sudo)
+		printf 'Types: deb\nURIs: %s\nSuites: bookworm bookworm-updates\nComponents: contrib non-free\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' "$mirror" |
+			"${sudo[@]}" tee "$nonfree" >/dev/null
+		APT_UPDATED=0
+	fi
+	step "installing nvidia-cuda-toolkit (nvcc; large, takes a few minutes)"
+	apt_install nvidia-cuda-toolkit
+	command -v nvcc >/dev/null || { echo "setup: nvidia-cuda-toolkit installed but nvcc is not on PATH" >&2; exit 1; }
+fi
+
+# 4. Go modules, so tests can run without further downloads.
 step "go mod download"
 go mod download
 

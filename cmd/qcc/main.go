@@ -17,6 +17,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/qcc-dev/qcc/codegen/cuda"
 	"github.com/qcc-dev/qcc/ir"
 	"github.com/qcc-dev/qcc/ir/text"
 	"github.com/qcc-dev/qcc/pass"
@@ -50,7 +51,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	var o options
 	fs.StringVar(&o.passes, "passes", "", "comma-separated pass pipeline, e.g. fold or fold,fuse<target=ort>")
 	fs.StringVar(&o.out, "o", "", "output file (required with -emit=onnx)")
-	fs.StringVar(&o.emit, "emit", "onnx", "output format: onnx or text")
+	fs.StringVar(&o.emit, "emit", "onnx", "output format: onnx, text, or cuda (kernels.h, kernels.cu, check.cu and check data in the -o folder)")
 	fs.StringVar(&o.external, "external-data", "auto", "store tensor data in OUT.data: auto (when the input did, or past 2 GB), always, never")
 	fs.StringVar(&o.printAfter, "print-after", "", "print the model after these passes (comma-separated, or all)")
 	fs.BoolVar(&o.printChanged, "print-changed", false, "print the model after every pass that changed it")
@@ -127,8 +128,12 @@ func compile(args []string, o options, stdout, stderr io.Writer) error {
 			return usagef("-emit=onnx needs an output file: -o OUT.onnx")
 		}
 	case "text":
+	case "cuda":
+		if o.out == "" {
+			return usagef("-emit=cuda needs an output folder: -o OUTDIR")
+		}
 	default:
-		return usagef("-emit=%s: want onnx or text", o.emit)
+		return usagef("-emit=%s: want onnx, text or cuda", o.emit)
 	}
 	var pipe *pass.Pipeline
 	if o.passes != "" {
@@ -187,6 +192,10 @@ func compile(args []string, o options, stdout, stderr io.Writer) error {
 	}
 	if err := m.Verify(); err != nil {
 		return fmt.Errorf("internal error: the compiled model is invalid, not written: %w", err)
+	}
+	if o.emit == "cuda" {
+		_, err := cuda.Emit(m, o.out, cuda.Options{Source: filepath.Base(in), CheckData: true, Log: stderr})
+		return err
 	}
 	if o.emit == "text" {
 		w := stdout

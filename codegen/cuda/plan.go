@@ -1,0 +1,917 @@
+package cuda
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+
+	"github.com/qcc-dev/qcc/ir"
+	"github.com/qcc-dev/qcc/patterns"
+	"github.com/qcc-dev/qcc/patterns/transformer"
+)
+
+// A plan is what the templates render: the kernels (one per distinct
+// specialisation) and the block instances that use them.
+type plan struct {
+	Source    string
+	Kernels   []*kernel
+	Instances []*instance
+	Skipped   []string // blocks and nodes without a kernel, with the reason
+}
+
+// kernel is one specialisation: a C++ Spec struct of compile-time constants
+// and a pair of launch functions (_f32 and _f16).
+type kernel struct {
+	Name     string // C function name without the type suffix: qcc_skip_layernorm_h768
+	Struct   string // the Spec struct in kernels.cu
+	Doc      string // one line: what it computes
+	Launcher string // the C++ template it instantiates (qcc::SkipLayerNorm)
+	Header   string // the qcc/ header that defines it
+	Consts   []constant
+	Params   []param // in the launcher's order; absent ones are passed as nullptr
+	Scalars  []scalar
+	// Ref says how the instances are checked: the reference operator.
+	Ref       string
+	Instances []*instance
+	key       string
+}
+
+type constant struct{ Name, CType, Value string }
+
+// param is a pointer argument. Elem is "T" for the kernel's element type
+// (float or qcc_half), or a fixed C type.
+type param struct {
+	Name    string
+	Elem    string
+	Out     bool
+	Present bool
+	Doc     string
+}
+
+type scalar struct{ CType, Name string }
+
+// instance is one block (or Q/DQ node) of the model, bound to its kernel.
+type instance struct {
+	ID      string
+	Layer   int
+	Where   string // "layer 3", "before the encoder", "node NAME"
+	Variant string
+	Kernel  *kernel
+	// Bind names the model value behind each present parameter, for the header.
+	Bind []binding
+	// Check data: tensors in parameter order (inputs first, then outputs) and
+	// the runtime dims.
+	Tensors []*tensor
+	Dims    []dim
+	// Packed: q, k and v are uploaded as one [rows, 3 * hidden] buffer.
+	Packed bool
+	Hidden int64
+	// Bytes moved by one launch per element size (read + written).
+	bytes func(elem int) float64
+	ref   refBuilder
+	// Tolerances per type: f32 then f16.
+	Tol [2][2]float64
+}
+
+type binding struct{ Param, Value, Type string }
+
+type dim struct {
+	CType, Name string
+	Value       int64
+}
+
+// tensor is one array of the check data.
+type tensor struct {
+	Param  string // the kernel parameter
+	File   string
+	DType  ir.DataType
+	Shape  []int64
+	Out    bool
+	Source string // "model", "random" or "onnxruntime"
+	// from is the model constant a "model" tensor copies.
+	from *ir.Tensor
+	// gen makes a "random" tensor's values.
+	gen generator
+}
+
+func (t *tensor) Count() int64 {
+	n := int64(1)
+	for _, d := range t.Shape {
+		n *= d
+	}
+	return n
+}
+
+// CType is the host element type check.cu loads the file as.
+func (t *tensor) CType() string {
+	switch t.DType {
+	case ir.Int32:
+		return "int32_t"
+	case ir.Int8:
+		return "int8_t"
+	}
+	return "float"
+}
+
+// Defaults for symbolic dimensions in the check data.
+const (
+	defaultBatch = 2
+	defaultSeq   = 128
+	maxSeq       = 512
+)
+
+// sizer resolves a value's shape for the check data: known dims as they are,
+// a symbolic dim named like a batch to batch, any other to seq.
+type sizer struct{ batch, seq int64 }
+
+func (s sizer) shape(v *ir.Value) ([]int64, bool) {
+	if v == nil || v.Type == nil || !v.Type.HasShape {
+		return nil, false
+	}
+	out := make([]int64, len(v.Type.Shape))
+	for i, d := range v.Type.Shape {
+		switch {
+		case d.Known:
+			out[i] = d.Value
+		case strings.Contains(strings.ToLower(d.Param), "batch") || (d.Param == "" && i == 0):
+			out[i] = s.batch
+		default:
+			out[i] = s.seq
+		}
+	}
+	return out, true
+}
+
+func lastDim(v *ir.Value) (int64, bool) {
+	if v == nil || v.Type == nil || len(v.Type.Shape) == 0 {
+		return 0, false
+	}
+	d := v.Type.Shape[len(v.Type.Shape)-1]
+	return d.Value, d.Known
+}
+
+func constDims(v *ir.Value) []int64 {
+	if t := patterns.ConstOf(v); t != nil {
+		return t.Dims
+	}
+	return nil
+}
+
+// width finds a block's row length: the length of a 1-D parameter (gamma,
+// bias) or the last dim of a value.
+func width(vs ...*ir.Value) (int64, bool) {
+	for _, v := range vs {
+		if ds := constDims(v); len(ds) == 1 && ds[0] > 0 {
+			return ds[0], true
+		}
+		if v != nil && v.Type != nil && v.Type.Rank() == 1 && v.Type.Shape[0].Known {
+			return v.Type.Shape[0].Value, true
+		}
+	}
+	for _, v := range vs {
+		if n, ok := lastDim(v); ok && n > 0 {
+			return n, true
+		}
+	}
+	return 0, false
+}
+
+func prod(ds []int64) int64 {
+	n := int64(1)
+	for _, d := range ds {
+		n *= d
+	}
+	return n
+}
+
+// ---- literals ----
+
+func cFloat(f float64) string {
+	f32 := float32(f)
+	switch {
+	case math.IsInf(float64(f32), -1):
+		return "-INFINITY"
+	case math.IsInf(float64(f32), 1):
+		return "INFINITY"
+	case math.IsNaN(float64(f32)):
+		return "NAN"
+	}
+	s := strconv.FormatFloat(float64(f32), 'g', -1, 32)
+	if !strings.ContainsAny(s, ".e") {
+		s += ".0"
+	}
+	return s + "f"
+}
+
+func cBool(b bool) string {
+	if b {
+		return "true"
+	}
+	return "false"
+}
+
+func cInt(n int64) string { return strconv.FormatInt(n, 10) }
+
+// sanitize makes a model name safe inside a // comment: printable ASCII, no
+// backslash (which could splice lines).
+func sanitize(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c < 0x20 || c > 0x7e || c == '\\' {
+			b[i] = '?'
+		}
+	}
+	return string(b)
+}
+
+func typeString(v *ir.Value) string {
+	if v == nil || v.Type == nil {
+		return "?"
+	}
+	return v.Type.String()
+}
+
+// ---- building ----
+
+type builder struct {
+	p       *plan
+	sz      sizer
+	byKey   map[string]*kernel
+	names   map[string]int
+	counter map[string]int
+}
+
+func newBuilder(source string, sz sizer) *builder {
+	return &builder{p: &plan{Source: source}, sz: sz, byKey: map[string]*kernel{}, names: map[string]int{}, counter: map[string]int{}}
+}
+
+func (b *builder) skip(id, variant, why string) {
+	b.p.Skipped = append(b.p.Skipped, fmt.Sprintf("%s (%s): %s", id, variant, why))
+}
+
+// kernelFor returns the kernel with k's specialisation, adding k when it is
+// new. A name taken by another specialisation gets a _1, _2, ... suffix.
+func (b *builder) kernelFor(k *kernel) *kernel {
+	var key strings.Builder
+	key.WriteString(k.Launcher)
+	for _, c := range k.Consts {
+		fmt.Fprintf(&key, ";%s=%s", c.Name, c.Value)
+	}
+	for _, p := range k.Params {
+		fmt.Fprintf(&key, ";%s:%v", p.Name, p.Present)
+	}
+	k.key = key.String()
+	if old, ok := b.byKey[k.key]; ok {
+		return old
+	}
+	base := k.Name
+	if n := b.names[base]; n > 0 {
+		k.Name = fmt.Sprintf("%s_%d", base, n)
+	}
+	b.names[base]++
+	k.Struct = structName(k.Name)
+	b.byKey[k.key] = k
+	b.p.Kernels = append(b.p.Kernels, k)
+	return k
+}
+
+// structName turns qcc_skip_layernorm_h768 into SkipLayernormH768Spec.
+func structName(name string) string {
+	var s strings.Builder
+	for _, part := range strings.Split(strings.TrimPrefix(name, "qcc_"), "_") {
+		if part == "" {
+			continue
+		}
+		s.WriteString(strings.ToUpper(part[:1]) + part[1:])
+	}
+	return s.String() + "Spec"
+}
+
+func (b *builder) add(in *instance, k *kernel) {
+	in.Kernel = b.kernelFor(k)
+	in.Kernel.Instances = append(in.Kernel.Instances, in)
+	b.p.Instances = append(b.p.Instances, in)
+}
+
+func (b *builder) bind(in *instance, k *kernel, values map[string]*ir.Value) {
+	for _, p := range k.Params {
+		if !p.Present {
+			continue
+		}
+		if v := values[p.Name]; v != nil {
+			in.Bind = append(in.Bind, binding{p.Name, sanitize(v.Name), sanitize(typeString(v))})
+		}
+	}
+}
+
+func nameOf(v *ir.Value) string {
+	if v == nil {
+		return "0"
+	}
+	return v.Name
+}
+
+func fileName(id, param string) string { return id + "." + param + ".bin" }
+
+// constOrRandom is a check-data input: the model's constant when there is
+// one, else deterministic random values of the given shape.
+func constOrRandom(id, param string, v *ir.Value, shape []int64, gen generator) *tensor {
+	t := &tensor{Param: param, File: fileName(id, param), DType: ir.Float, Shape: shape, Source: "random", gen: gen}
+	if c := patterns.ConstOf(v); c != nil && c.DType == ir.Float && prod(c.Dims) == prod(shape) {
+		t.Source, t.from, t.Shape = "model", c, append([]int64{}, c.Dims...)
+	}
+	return t
+}
+
+func random(id, param string, dt ir.DataType, shape []int64, gen generator) *tensor {
+	return &tensor{Param: param, File: fileName(id, param), DType: dt, Shape: shape, Source: "random", gen: gen}
+}
+
+func expected(id, param string, dt ir.DataType, shape []int64) *tensor {
+	return &tensor{Param: param, File: fileName(id, param), DType: dt, Shape: shape, Out: true, Source: "onnxruntime"}
+}
+
+// The tolerances: |got - want| <= atol + rtol * |want|, in float and in half.
+var (
+	tolNorm      = [2][2]float64{{1e-4, 1e-4}, {3e-2, 1e-2}}
+	tolGelu      = [2][2]float64{{1e-5, 1e-4}, {1e-2, 1e-2}}
+	tolAttention = [2][2]float64{{1e-4, 1e-3}, {2e-2, 2e-2}}
+	tolQuantize  = [2][2]float64{{1, 0}, {1, 0}}
+	tolDequant   = [2][2]float64{{1e-6, 1e-6}, {1e-3, 1e-3}}
+)
+
+func (b *builder) block(bl *transformer.Block) {
+	switch bl.Kind {
+	case transformer.LayerNorm:
+		b.layerNorm(bl)
+	case transformer.SkipLayerNorm:
+		b.skipLayerNorm(bl)
+	case transformer.Gelu:
+		b.gelu(bl)
+	case transformer.Attention:
+		b.attention(bl)
+	case transformer.Embedding:
+		b.embedding(bl)
+	default:
+		b.skip(bl.ID, bl.Variant, fmt.Sprintf("no kernel for %s blocks", bl.Kind))
+	}
+}
+
+func newInstance(bl *transformer.Block) *instance {
+	where := "before the encoder"
+	if bl.Layer >= 0 {
+		where = fmt.Sprintf("layer %d", bl.Layer)
+	}
+	return &instance{ID: bl.ID, Layer: bl.Layer, Where: where, Variant: bl.Variant}
+}
+
+func (b *builder) rowsShape(bl *transformer.Block, v *ir.Value, h int64) ([]int64, int64, bool) {
+	shape, ok := b.sz.shape(v)
+	if !ok || len(shape) == 0 || shape[len(shape)-1] != h {
+		b.skip(bl.ID, bl.Variant, fmt.Sprintf("input shape %s does not end in the row length %d", typeString(v), h))
+		return nil, 0, false
+	}
+	return shape, prod(shape[:len(shape)-1]), true
+}
+
+func (b *builder) layerNorm(bl *transformer.Block) {
+	in, gamma, beta := bl.Role("input"), bl.Role("gamma"), bl.Role("beta")
+	if gamma == nil {
+		b.skip(bl.ID, bl.Variant, "no gamma (a LayerNorm without scale has no kernel)")
+		return
+	}
+	h, ok := width(gamma, beta, in)
+	if !ok {
+		b.skip(bl.ID, bl.Variant, "row length unknown")
+		return
+	}
+	shape, rows, ok := b.rowsShape(bl, in, h)
+	if !ok {
+		return
+	}
+	eps := bl.Param("epsilon", 1e-5)
+	k := &kernel{
+		Name: fmt.Sprintf("qcc_layernorm_h%d", h), Launcher: "qcc::LayerNorm", Header: "qcc/layernorm.cuh",
+		Doc: fmt.Sprintf("LayerNorm over rows of %d: output = (input - mean) / sqrt(var + %s) * gamma%s.", h, trimF(cFloat(eps)), plusIf(beta != nil, " + beta")),
+		Consts: []constant{
+			{"kHidden", "int", cInt(h)},
+			{"kEpsilon", "float", cFloat(eps)},
+			{"kHasBeta", "bool", cBool(beta != nil)},
+		},
+		Params: []param{
+			{Name: "input", Elem: "T", Present: true, Doc: "[rows, hidden]"},
+			{Name: "gamma", Elem: "T", Present: true, Doc: "[hidden]"},
+			{Name: "beta", Elem: "T", Present: beta != nil, Doc: "[hidden]"},
+			{Name: "output", Elem: "T", Out: true, Present: true, Doc: "[rows, hidden]"},
+		},
+		Scalars: []scalar{{"int", "rows"}},
+		Ref:     "LayerNormalization (opset 17)",
+	}
+	inst := newInstance(bl)
+	inst.Dims = []dim{{"int", "rows", rows}}
+	inst.Tensors = []*tensor{
+		random(bl.ID, "input", ir.Float, shape, uniform(bl.ID+".input", -2, 2)),
+		constOrRandom(bl.ID, "gamma", gamma, []int64{h}, uniform(bl.ID+".gamma", 0.5, 1.5)),
+	}
+	if beta != nil {
+		inst.Tensors = append(inst.Tensors, constOrRandom(bl.ID, "beta", beta, []int64{h}, uniform(bl.ID+".beta", -0.5, 0.5)))
+	}
+	inst.Tensors = append(inst.Tensors, expected(bl.ID, "output", ir.Float, shape))
+	inst.bytes = func(e int) float64 { return float64(e) * float64(2*rows*h+2*h) }
+	inst.ref = refLayerNorm(eps)
+	inst.Tol = tolNorm
+	b.bind(inst, k, map[string]*ir.Value{"input": in, "gamma": gamma, "beta": beta, "output": bl.Role("output")})
+	b.add(inst, k)
+}
+
+func (b *builder) skipLayerNorm(bl *transformer.Block) {
+	in, skip, gamma, beta, bias, sum := bl.Role("input"), bl.Role("skip"), bl.Role("gamma"), bl.Role("beta"), bl.Role("bias"), bl.Role("sum")
+	if gamma == nil || skip == nil {
+		b.skip(bl.ID, bl.Variant, "no gamma or no skip input")
+		return
+	}
+	h, ok := width(gamma, beta, bias, in)
+	if !ok {
+		b.skip(bl.ID, bl.Variant, "row length unknown")
+		return
+	}
+	shape, rows, ok := b.rowsShape(bl, in, h)
+	if !ok {
+		return
+	}
+	if ss, ok := b.sz.shape(skip); !ok || prod(ss) != prod(shape) {
+		b.skip(bl.ID, bl.Variant, fmt.Sprintf("skip %s is broadcast against input %s; the kernel wants equal shapes", typeString(skip), typeString(in)))
+		return
+	}
+	eps := bl.Param("epsilon", 1e-5)
+	k := &kernel{
+		Name: fmt.Sprintf("qcc_skip_layernorm_h%d", h), Launcher: "qcc::SkipLayerNorm", Header: "qcc/layernorm.cuh",
+		Doc: fmt.Sprintf("LayerNorm(input + skip%s) over rows of %d, epsilon %s%s.", plusIf(bias != nil, " + bias"), h, trimF(cFloat(eps)), plusIf(sum != nil, "; the sum is written too")),
+		Consts: []constant{
+			{"kHidden", "int", cInt(h)},
+			{"kEpsilon", "float", cFloat(eps)},
+			{"kHasBeta", "bool", cBool(beta != nil)},
+			{"kHasBias", "bool", cBool(bias != nil)},
+			{"kHasSum", "bool", cBool(sum != nil)},
+		},
+		Params: []param{
+			{Name: "input", Elem: "T", Present: true, Doc: "[rows, hidden]"},
+			{Name: "skip", Elem: "T", Present: true, Doc: "[rows, hidden]"},
+			{Name: "bias", Elem: "T", Present: bias != nil, Doc: "[hidden]"},
+			{Name: "gamma", Elem: "T", Present: true, Doc: "[hidden]"},
+			{Name: "beta", Elem: "T", Present: beta != nil, Doc: "[hidden]"},
+			{Name: "output", Elem: "T", Out: true, Present: true, Doc: "[rows, hidden]"},
+			{Name: "sum", Elem: "T", Out: true, Present: sum != nil, Doc: "[rows, hidden]"},
+		},
+		Scalars: []scalar{{"int", "rows"}},
+		Ref:     "com.microsoft.SkipLayerNormalization",
+	}
+	inst := newInstance(bl)
+	inst.Dims = []dim{{"int", "rows", rows}}
+	inst.Tensors = []*tensor{
+		random(bl.ID, "input", ir.Float, shape, uniform(bl.ID+".input", -2, 2)),
+		random(bl.ID, "skip", ir.Float, shape, uniform(bl.ID+".skip", -2, 2)),
+	}
+	if bias != nil {
+		inst.Tensors = append(inst.Tensors, constOrRandom(bl.ID, "bias", bias, []int64{h}, uniform(bl.ID+".bias", -0.5, 0.5)))
+	}
+	inst.Tensors = append(inst.Tensors, constOrRandom(bl.ID, "gamma", gamma, []int64{h}, uniform(bl.ID+".gamma", 0.5, 1.5)))
+	if beta != nil {
+		inst.Tensors = append(inst.Tensors, constOrRandom(bl.ID, "beta", beta, []int64{h}, uniform(bl.ID+".beta", -0.5, 0.5)))
+	}
+	inst.Tensors = append(inst.Tensors, expected(bl.ID, "output", ir.Float, shape))
+	if sum != nil {
+		inst.Tensors = append(inst.Tensors, expected(bl.ID, "sum", ir.Float, shape))
+	}
+	outs := int64(1)
+	if sum != nil {
+		outs = 2
+	}
+	inst.bytes = func(e int) float64 { return float64(e) * float64((2+outs)*rows*h+3*h) }
+	inst.ref = refSkipLayerNorm(eps, bias != nil, beta != nil, sum != nil)
+	inst.Tol = tolNorm
+	b.bind(inst, k, map[string]*ir.Value{"input": in, "skip": skip, "bias": bias, "gamma": gamma, "beta": beta, "output": bl.Role("output"), "sum": sum})
+	b.add(inst, k)
+}
+
+func (b *builder) gelu(bl *transformer.Block) {
+	in, bias := bl.Role("input"), bl.Role("bias")
+	n, ok := width(bias, in)
+	if !ok {
+		b.skip(bl.ID, bl.Variant, "row length unknown")
+		return
+	}
+	shape, rows, ok := b.rowsShape(bl, in, n)
+	if !ok {
+		return
+	}
+	approx := int(bl.Param("approximation", 0))
+	alpha := bl.Param("alpha", 1.702)
+	var name, doc, ref string
+	switch approx {
+	case 0:
+		name, doc, ref = "gelu", "GELU (erf)", "com.microsoft.Gelu"
+		if bias != nil {
+			ref = "com.microsoft.BiasGelu"
+		}
+	case 1:
+		name, doc, ref = "fast_gelu", "GELU (tanh approximation)", "com.microsoft.FastGelu"
+	case 2:
+		name, doc, ref = "quick_gelu", fmt.Sprintf("QuickGelu x * sigmoid(%s * x)", trimF(cFloat(alpha))), "com.microsoft.QuickGelu"
+		if bias != nil {
+			ref = "Add + com.microsoft.QuickGelu"
+		}
+	default:
+		b.skip(bl.ID, bl.Variant, fmt.Sprintf("unknown GELU approximation %d", approx))
+		return
+	}
+	doc = fmt.Sprintf("%s of input%s", doc, plusIf(bias != nil, " + bias"))
+	if bias != nil {
+		name = "bias_" + name
+	}
+	if approx != 2 {
+		alpha = 1.702 // unused; one value keeps equal kernels equal
+	}
+	k := &kernel{
+		Name: fmt.Sprintf("qcc_%s_n%d", name, n), Launcher: "qcc::BiasGelu", Header: "qcc/gelu.cuh",
+		Doc: fmt.Sprintf("%s, over rows of %d.", doc, n),
+		Consts: []constant{
+			{"kColumns", "int", cInt(n)},
+			{"kApprox", "int", []string{"qcc::kGeluErf", "qcc::kGeluTanh", "qcc::kGeluSigmoid"}[approx]},
+			{"kAlpha", "float", cFloat(alpha)},
+			{"kHasBias", "bool", cBool(bias != nil)},
+		},
+		Params: []param{
+			{Name: "input", Elem: "T", Present: true, Doc: "[rows, columns]"},
+			{Name: "bias", Elem: "T", Present: bias != nil, Doc: "[columns]"},
+			{Name: "output", Elem: "T", Out: true, Present: true, Doc: "[rows, columns]"},
+		},
+		Scalars: []scalar{{"int", "rows"}},
+		Ref:     ref,
+	}
+	inst := newInstance(bl)
+	inst.Dims = []dim{{"int", "rows", rows}}
+	inst.Tensors = []*tensor{random(bl.ID, "input", ir.Float, shape, uniform(bl.ID+".input", -4, 4))}
+	if bias != nil {
+		inst.Tensors = append(inst.Tensors, constOrRandom(bl.ID, "bias", bias, []int64{n}, uniform(bl.ID+".bias", -0.5, 0.5)))
+	}
+	inst.Tensors = append(inst.Tensors, expected(bl.ID, "output", ir.Float, shape))
+	inst.bytes = func(e int) float64 { return float64(e) * float64(2*rows*n+n) }
+	inst.ref = refGelu(approx, alpha, bias != nil)
+	inst.Tol = tolGelu
+	b.bind(inst, k, map[string]*ir.Value{"input": in, "bias": bias, "output": bl.Role("output")})
+	b.add(inst, k)
+}
+
+func (b *builder) attention(bl *transformer.Block) {
+	heads := int64(bl.Param("num_heads", 0))
+	d := int64(bl.Param("head_size", 0))
+	hidden := int64(bl.Param("hidden", 0))
+	if heads <= 0 || d <= 0 || hidden != heads*d {
+		b.skip(bl.ID, bl.Variant, "heads or head size unknown")
+		return
+	}
+	scale := bl.Param("scale", 1/math.Sqrt(float64(d)))
+	in := bl.Role("input")
+	var packed bool
+	var mask, bias *ir.Value
+	filter := bl.Param("mask_filter_value", -10000)
+	switch bl.Variant {
+	case "attention/fused":
+		packed = true // com.microsoft.Attention: the QKV GEMM writes [rows, 3 * hidden]
+		mask = bl.Role("mask")
+	case "attention/fused-onnx":
+		mask = bl.Role("mask")
+	case "attention/deberta-mha":
+		bias = bl.Role("attention_bias") // the relative-position terms, with the padding mask folded in
+	default:
+		b.skip(bl.ID, bl.Variant, "only fused attention (Attention, Attention-23, DeBERTa's MultiHeadAttention) has a kernel")
+		return
+	}
+	if mask != nil && (mask.Type == nil || mask.Type.Rank() != 2) {
+		b.skip(bl.ID, bl.Variant, fmt.Sprintf("mask %s is not a [batch, seq] key padding mask", typeString(mask)))
+		return
+	}
+	shape, ok := b.sz.shape(in)
+	if !ok || len(shape) != 3 {
+		b.skip(bl.ID, bl.Variant, fmt.Sprintf("input %s is not [batch, seq, hidden]", typeString(in)))
+		return
+	}
+	batch, seq := shape[0], min(shape[1], maxSeq)
+	if bias != nil {
+		if bs, ok := b.sz.shape(bias); !ok || len(bs) != 4 || bs[0] != shape[0] || bs[1] != heads {
+			b.skip(bl.ID, bl.Variant, fmt.Sprintf("attention bias %s is not [batch, heads, seq, seq]", typeString(bias)))
+			return
+		}
+	}
+	name := fmt.Sprintf("qcc_attention_n%d_d%d", heads, d)
+	ld := hidden
+	if packed {
+		name += "_qkv"
+		ld = 3 * hidden
+	}
+	maskKind := "qcc::kMaskNone"
+	if mask != nil {
+		name += "_mask"
+		maskKind = "qcc::kMaskKeyPadding"
+	} else {
+		filter = -10000 // unused
+	}
+	if bias != nil {
+		name += "_bias"
+	}
+	layout := "separate [batch, seq, hidden] tensors"
+	if packed {
+		layout = "the [batch, seq, 3 * hidden] QKV GEMM output: q = qkv, k = qkv + hidden, v = qkv + 2 * hidden"
+	}
+	k := &kernel{
+		Name: name, Launcher: "qcc::Attention", Header: "qcc/attention.cuh",
+		Doc: fmt.Sprintf("softmax(%s * Q K^T%s%s) V for %d heads of %d, up to %d tokens; q, k, v: %s.", trimF(cFloat(scale)),
+			plusIf(bias != nil, " + bias"), plusIf(mask != nil, " + mask"), heads, d, maxSeq, layout),
+		Consts: []constant{
+			{"kHeads", "int", cInt(heads)},
+			{"kHeadSize", "int", cInt(d)},
+			{"kScale", "float", cFloat(scale)},
+			{"kLd", "int", cInt(ld)},
+			{"kMaskKind", "int", maskKind},
+			{"kMaskFilter", "float", cFloat(filter)},
+			{"kHasBias", "bool", cBool(bias != nil)},
+			{"kMaxSeq", "int", cInt(maxSeq)},
+		},
+		Params: []param{
+			{Name: "q", Elem: "T", Present: true, Doc: "[batch, seq, ld]"},
+			{Name: "k", Elem: "T", Present: true, Doc: "[batch, seq, ld]"},
+			{Name: "v", Elem: "T", Present: true, Doc: "[batch, seq, ld]"},
+			{Name: "mask", Elem: "int32_t", Present: mask != nil, Doc: "[batch, seq], 0 = padding key"},
+			{Name: "bias", Elem: "T", Present: bias != nil, Doc: "[batch, heads, seq, seq]"},
+			{Name: "output", Elem: "T", Out: true, Present: true, Doc: "[batch, seq, hidden]"},
+		},
+		Scalars: []scalar{{"int", "batch"}, {"int", "seq"}},
+		Ref:     "com.microsoft.MultiHeadAttention",
+	}
+	inst := newInstance(bl)
+	inst.Packed, inst.Hidden = packed, hidden
+	inst.Dims = []dim{{"int", "batch", batch}, {"int", "seq", seq}}
+	act := []int64{batch, seq, hidden}
+	inst.Tensors = []*tensor{
+		random(bl.ID, "q", ir.Float, act, uniform(bl.ID+".q", -2, 2)),
+		random(bl.ID, "k", ir.Float, act, uniform(bl.ID+".k", -2, 2)),
+		random(bl.ID, "v", ir.Float, act, uniform(bl.ID+".v", -2, 2)),
+	}
+	if mask != nil {
+		inst.Tensors = append(inst.Tensors, random(bl.ID, "mask", ir.Int32, []int64{batch, seq}, paddingMask(batch, seq)))
+	}
+	if bias != nil {
+		inst.Tensors = append(inst.Tensors, random(bl.ID, "bias", ir.Float, []int64{batch, heads, seq, seq}, uniform(bl.ID+".bias", -2, 2)))
+	}
+	inst.Tensors = append(inst.Tensors, expected(bl.ID, "output", ir.Float, act))
+	inst.bytes = func(e int) float64 {
+		n := float64(e) * float64(4*batch*seq*hidden)
+		if mask != nil {
+			n += float64(4 * batch * seq)
+		}
+		if bias != nil {
+			n += float64(e) * float64(batch*heads*seq*seq)
+		}
+		return n
+	}
+	inst.ref = refAttention(heads, scale, filter, mask != nil, bias != nil)
+	inst.Tol = tolAttention
+	values := map[string]*ir.Value{"mask": mask, "bias": bias, "output": bl.Role("output")}
+	if bl.Variant == "attention/deberta-mha" {
+		values["q"], values["k"], values["v"] = bl.Role("query"), bl.Role("key"), bl.Role("value")
+	}
+	if packed {
+		// The QKV GEMM is part of com.microsoft.Attention: its output is not a graph value.
+		inst.Bind = append(inst.Bind, binding{"q, k, v", fmt.Sprintf("%s x %s + %s", sanitize(nameOf(in)),
+			sanitize(nameOf(bl.Role("qkv_weight"))), sanitize(nameOf(bl.Role("qkv_bias")))), fmt.Sprintf("[batch, seq, %d] (not a graph value)", 3*hidden)})
+	}
+	b.bind(inst, k, values)
+	b.add(inst, k)
+}
+
+func (b *builder) embedding(bl *transformer.Block) {
+	if !bl.Fused {
+		b.skip(bl.ID, bl.Variant, "only the fused EmbedLayerNormalization has a kernel (its LayerNorm, if recognised, is a layernorm block)")
+		return
+	}
+	ids, segIDs, posIDs := bl.Role("input_ids"), bl.Role("segment_ids"), bl.Role("position_ids")
+	word, pos, seg := bl.Role("word_embedding"), bl.Role("position_embedding"), bl.Role("segment_embedding")
+	gamma, beta := bl.Role("gamma"), bl.Role("beta")
+	wd, pd, sd := constDims(word), constDims(pos), constDims(seg)
+	if len(wd) != 2 || len(pd) != 2 || (seg != nil && len(sd) != 2) || gamma == nil {
+		b.skip(bl.ID, bl.Variant, "embedding tables are not constant [rows, hidden] tensors")
+		return
+	}
+	h := wd[1]
+	if pd[1] != h || (seg != nil && sd[1] != h) {
+		b.skip(bl.ID, bl.Variant, "embedding tables differ in width")
+		return
+	}
+	shape, ok := b.sz.shape(ids)
+	if !ok || len(shape) != 2 {
+		b.skip(bl.ID, bl.Variant, fmt.Sprintf("input_ids %s is not [batch, seq]", typeString(ids)))
+		return
+	}
+	batch, seq := shape[0], shape[1]
+	if posIDs == nil {
+		seq = min(seq, pd[0]) // positions are the token indices
+	}
+	typeVocab := int64(0)
+	if seg != nil && segIDs != nil {
+		typeVocab = sd[0]
+	}
+	eps := bl.Param("epsilon", 1e-12)
+	k := &kernel{
+		Name: fmt.Sprintf("qcc_embed_layernorm_h%d", h), Launcher: "qcc::EmbedLayerNorm", Header: "qcc/embedding.cuh",
+		Doc: fmt.Sprintf("LayerNorm(word[input_ids] + position[%s]%s) over rows of %d, epsilon %s.",
+			map[bool]string{true: "position_ids", false: "token index"}[posIDs != nil], plusIf(typeVocab > 0, " + segment[segment_ids]"), h, trimF(cFloat(eps))),
+		Consts: []constant{
+			{"kHidden", "int", cInt(h)},
+			{"kEpsilon", "float", cFloat(eps)},
+			{"kHasBeta", "bool", cBool(beta != nil)},
+			{"kVocab", "int", cInt(wd[0])},
+			{"kMaxPositions", "int", cInt(pd[0])},
+			{"kTypeVocab", "int", cInt(typeVocab)},
+			{"kPositionIds", "bool", cBool(posIDs != nil)},
+		},
+		Params: []param{
+			{Name: "input_ids", Elem: "int32_t", Present: true, Doc: "[batch, seq]"},
+			{Name: "segment_ids", Elem: "int32_t", Present: typeVocab > 0, Doc: "[batch, seq]"},
+			{Name: "position_ids", Elem: "int32_t", Present: posIDs != nil, Doc: "[batch, seq]"},
+			{Name: "word_embedding", Elem: "T", Present: true, Doc: fmt.Sprintf("[%d, hidden]", wd[0])},
+			{Name: "position_embedding", Elem: "T", Present: true, Doc: fmt.Sprintf("[%d, hidden]", pd[0])},
+			{Name: "segment_embedding", Elem: "T", Present: typeVocab > 0, Doc: fmt.Sprintf("[%d, hidden]", typeVocab)},
+			{Name: "gamma", Elem: "T", Present: true, Doc: "[hidden]"},
+			{Name: "beta", Elem: "T", Present: beta != nil, Doc: "[hidden]"},
+			{Name: "output", Elem: "T", Out: true, Present: true, Doc: "[batch, seq, hidden]"},
+		},
+		Scalars: []scalar{{"int", "batch"}, {"int", "seq"}},
+		Ref:     "com.microsoft.EmbedLayerNormalization",
+	}
+	inst := newInstance(bl)
+	inst.Dims = []dim{{"int", "batch", batch}, {"int", "seq", seq}}
+	bs := []int64{batch, seq}
+	inst.Tensors = []*tensor{random(bl.ID, "input_ids", ir.Int32, bs, ints(bl.ID+".input_ids", wd[0]))}
+	if typeVocab > 0 {
+		inst.Tensors = append(inst.Tensors, random(bl.ID, "segment_ids", ir.Int32, bs, ints(bl.ID+".segment_ids", typeVocab)))
+	}
+	if posIDs != nil {
+		inst.Tensors = append(inst.Tensors, random(bl.ID, "position_ids", ir.Int32, bs, ints(bl.ID+".position_ids", pd[0])))
+	}
+	inst.Tensors = append(inst.Tensors,
+		constOrRandom(bl.ID, "word_embedding", word, wd, uniform(bl.ID+".word", -1, 1)),
+		constOrRandom(bl.ID, "position_embedding", pos, pd, uniform(bl.ID+".position", -1, 1)))
+	if typeVocab > 0 {
+		inst.Tensors = append(inst.Tensors, constOrRandom(bl.ID, "segment_embedding", seg, sd, uniform(bl.ID+".segment", -1, 1)))
+	}
+	inst.Tensors = append(inst.Tensors, constOrRandom(bl.ID, "gamma", gamma, []int64{h}, uniform(bl.ID+".gamma", 0.5, 1.5)))
+	if beta != nil {
+		inst.Tensors = append(inst.Tensors, constOrRandom(bl.ID, "beta", beta, []int64{h}, uniform(bl.ID+".beta", -0.5, 0.5)))
+	}
+	inst.Tensors = append(inst.Tensors, expected(bl.ID, "output", ir.Float, []int64{batch, seq, h}))
+	tables := int64(2)
+	if typeVocab > 0 {
+		tables = 3
+	}
+	idInputs := int64(1 + map[bool]int64{true: 1}[typeVocab > 0] + map[bool]int64{true: 1}[posIDs != nil])
+	inst.bytes = func(e int) float64 {
+		return float64(4*idInputs*batch*seq) + float64(e)*float64((tables+1)*batch*seq*h+2*h)
+	}
+	inst.ref = refEmbedding(eps, typeVocab > 0, posIDs != nil, beta != nil)
+	inst.Tol = tolNorm
+	b.bind(inst, k, map[string]*ir.Value{"input_ids": ids, "segment_ids": segIDs, "position_ids": posIDs,
+		"word_embedding": word, "position_embedding": pos, "segment_embedding": seg, "gamma": gamma, "beta": beta, "output": bl.Role("output")})
+	b.add(inst, k)
+}
+
+// qdq makes an instance for an INT8 QuantizeLinear or DequantizeLinear node.
+func (b *builder) qdq(n *ir.Node) {
+	quant := n.OpType == "QuantizeLinear"
+	kind := map[bool]string{true: "quantize", false: "dequantize"}[quant]
+	id := fmt.Sprintf("%s.%d", kind, b.counter[kind])
+	b.counter[kind]++
+	variant := n.OpType
+	if n.Domain != "" {
+		variant = n.Domain + "." + n.OpType
+	}
+	x, scaleV, zpV := n.Input(0), n.Input(1), n.Input(2)
+	scale, zp := patterns.ConstOf(scaleV), patterns.ConstOf(zpV)
+	switch {
+	case scale == nil || scale.DType != ir.Float:
+		b.skip(id, variant, "scale is not a float constant")
+		return
+	case zpV != nil && (zp == nil || zp.DType != ir.Int8):
+		b.skip(id, variant, "zero point is not an int8 constant (only INT8 has kernels)")
+		return
+	case zpV == nil && quant:
+		b.skip(id, variant, "no zero point: the output would be uint8 (only INT8 has kernels)")
+		return
+	case !quant && (x.Type == nil || x.Type.DType != ir.Int8):
+		b.skip(id, variant, "input is not int8")
+		return
+	case quant && (x.Type == nil || x.Type.DType != ir.Float):
+		b.skip(id, variant, "input is not float")
+		return
+	case n.Attr("block_size") != nil && n.AttrInt("block_size", 0) != 0:
+		b.skip(id, variant, "blocked quantization has no kernel")
+		return
+	}
+	shape, ok := b.sz.shape(x)
+	if !ok {
+		b.skip(id, variant, "input rank unknown")
+		return
+	}
+	perChannel := len(scale.Dims) == 1 && scale.Dims[0] > 1
+	channels, inner := int64(1), int64(1)
+	axis := n.AttrInt("axis", 1)
+	name := fmt.Sprintf("qcc_%s_pt", kind)
+	if perChannel {
+		if axis < 0 {
+			axis += int64(len(shape))
+		}
+		if axis < 0 || axis >= int64(len(shape)) || x.Type.Shape[axis].Value != scale.Dims[0] || !x.Type.Shape[axis].Known {
+			b.skip(id, variant, "per-channel axis does not match the scale")
+			return
+		}
+		for _, d := range x.Type.Shape[axis+1:] {
+			if !d.Known {
+				b.skip(id, variant, "dims after the channel axis are not static")
+				return
+			}
+			inner *= d.Value
+		}
+		channels = scale.Dims[0]
+		name = fmt.Sprintf("qcc_%s_pc_c%d_i%d", kind, channels, inner)
+	}
+	if zpV == nil {
+		name += "_nozp"
+	}
+	count := prod(shape)
+	gran := "per tensor"
+	if perChannel {
+		gran = fmt.Sprintf("per channel (%d channels of %d elements)", channels, inner)
+	}
+	formula := "y = saturate(round(x / scale) + zero_point) to int8"
+	inElem, outElem := "T", "int8_t"
+	if !quant {
+		formula = "y = (x - zero_point) * scale from int8"
+		inElem, outElem = "int8_t", "T"
+	}
+	k := &kernel{
+		Name: name, Launcher: map[bool]string{true: "qcc::QuantizeLinear", false: "qcc::DequantizeLinear"}[quant], Header: "qcc/quantize.cuh",
+		Doc: fmt.Sprintf("INT8 %s %s: %s.", map[bool]string{true: "QuantizeLinear", false: "DequantizeLinear"}[quant], gran, formula),
+		Consts: []constant{
+			{"kPerChannel", "bool", cBool(perChannel)},
+			{"kChannels", "int", cInt(channels)},
+			{"kInner", "int", cInt(inner)},
+			{"kHasZeroPoint", "bool", cBool(zpV != nil)},
+		},
+		Params: []param{
+			{Name: "x", Elem: inElem, Present: true, Doc: "[n]"},
+			{Name: "scale", Elem: "float", Present: true, Doc: fmt.Sprintf("[%d]", channels)},
+			{Name: "zero_point", Elem: "int8_t", Present: zpV != nil, Doc: fmt.Sprintf("[%d]", channels)},
+			{Name: "y", Elem: outElem, Out: true, Present: true, Doc: "[n]"},
+		},
+		Scalars: []scalar{{"long long", "n"}},
+		Ref:     variant,
+	}
+	inst := &instance{ID: id, Layer: -1, Where: "node " + sanitize(n.Name), Variant: variant}
+	inst.Dims = []dim{{"long long", "n", count}}
+	xt := random(id, "x", ir.Float, shape, uniform(id+".x", -1, 1))
+	if !quant {
+		xt = &tensor{Param: "x", File: fileName(id, "x"), DType: ir.Int8, Shape: shape, Source: "random", gen: ints(id+".x", 256)}
+		if c := patterns.ConstOf(x); c != nil {
+			xt.Source, xt.from = "model", c
+		}
+	}
+	inst.Tensors = []*tensor{xt, {Param: "scale", File: fileName(id, "scale"), DType: ir.Float, Shape: append([]int64{}, scale.Dims...), Source: "model", from: scale}}
+	if zpV != nil {
+		inst.Tensors = append(inst.Tensors, &tensor{Param: "zero_point", File: fileName(id, "zero_point"), DType: ir.Int8, Shape: append([]int64{}, zp.Dims...), Source: "model", from: zp})
+	}
+	outDT := ir.Int8
+	if !quant {
+		outDT = ir.Float
+	}
+	inst.Tensors = append(inst.Tensors, expected(id, "y", outDT, shape))
+	inst.bytes = func(e int) float64 {
+		return float64(count) + float64(e)*float64(count) + float64(5*channels)
+	}
+	inst.ref = refQDQ(n.OpType, axis, perChannel)
+	inst.Tol = tolQuantize
+	if !quant {
+		inst.Tol = tolDequant
+	}
+	b.bind(inst, k, map[string]*ir.Value{"x": x, "scale": scaleV, "zero_point": zpV, "y": n.Output(0)})
+	b.add(inst, k)
+}
+
+func plusIf(c bool, s string) string {
+	if c {
+		return s
+	}
+	return ""
+}
+
+func trimF(s string) string { return strings.TrimSuffix(s, "f") }

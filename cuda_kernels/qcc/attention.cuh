@@ -1,0 +1,240 @@
+// qcc/attention.cuh: the attention core, softmax(scale * Q K^T + bias + mask) V,
+// for one layer's already-projected Q, K and V (the projections are GEMMs,
+// not this kernel's) and sequences of up to Spec::kMaxSeq (512) tokens.
+//
+// Layout: q, k and v are [batch, seq, heads * head_size] rows kLd elements
+// apart (kLd = hidden for separate tensors, 3 * hidden for the packed output
+// of a QKV GEMM, where k = q + hidden and v = q + 2 * hidden); out is
+// [batch, seq, hidden]; mask is [batch, seq] int32 (0: padding key); bias is
+// [batch, heads, seq, seq].
+//
+// A block of 4 warps takes kRows query rows of one (batch, head). Keys and
+// values stream through shared memory 32 at a time; lane l scores key l of a
+// tile against a query row, the scores of a row are kept in shared memory
+// (kMaxSeq floats per row), a warp turns each of its rows into probabilities
+// with shuffles, and lane l then accumulates output dims l, l + 32, ... All
+// arithmetic is float.
+//
+// Shared memory is free of bank conflicts: key tiles are stored skewed (the
+// row of key j rotated by j, or by j * head_size / 32 for heads narrower than
+// 32) so that 32 lanes reading dim d of 32 different keys hit 32 banks; a
+// head size that neither divides nor is a multiple of 32 gets rows padded to
+// an odd stride instead. Query and probability reads are broadcasts.
+//
+// A Spec is a struct of compile-time constants that qcc generates per block:
+//   kHeads, kHeadSize  int    heads and their width
+//   kScale             float  the factor on Q K^T
+//   kLd                int    elements between consecutive rows of q, k, v
+//   kMaskKind          int    kMaskNone or kMaskKeyPadding
+//   kMaskFilter        float  added to the score of a padding key
+//   kHasBias           bool   bias is added to the scores
+//   kMaxSeq            int    the longest sequence (a multiple of 32)
+#pragma once
+
+#include "common.cuh"
+#include "softmax.cuh"
+
+namespace qcc {
+
+enum AttentionMaskKind : int {
+  kMaskNone = 0,
+  kMaskKeyPadding = 1,  // [batch, seq] int32, 0 marks a padding key
+};
+
+constexpr int kAttentionWarps = 4;
+constexpr int kAttentionKeyTile = 32;
+constexpr int kAttentionSharedBytes = 48 * 1024;
+
+// AttentionSharedBytes is the static shared memory of a block of rows query
+// rows for a head of d dims, a key tile of tile floats and max_seq keys.
+constexpr int AttentionSharedBytes(int rows, int d, int tile, int max_seq) {
+  return static_cast<int>(sizeof(float)) * (rows * d + tile + rows * max_seq);
+}
+
+template <typename Spec>
+struct AttentionShape {
+  static constexpr int kD = Spec::kHeadSize;
+  static constexpr bool kSkewed = kD % kWarpSize == 0 || kWarpSize % kD == 0;
+  static constexpr int kTileFloats = kSkewed ? kAttentionKeyTile * kD : kAttentionKeyTile * (kD + 1);
+  // Query rows per block: 16, or fewer when the head is too wide for 48 KiB.
+  static constexpr int kRows =
+      AttentionSharedBytes(16, kD, kTileFloats, Spec::kMaxSeq) <= kAttentionSharedBytes  ? 16
+      : AttentionSharedBytes(8, kD, kTileFloats, Spec::kMaxSeq) <= kAttentionSharedBytes ? 8
+                                                                                          : 4;
+  static_assert(AttentionSharedBytes(kRows, kD, kTileFloats, Spec::kMaxSeq) <= kAttentionSharedBytes,
+                "attention head too wide for the kernel's shared memory");
+  static_assert(Spec::kMaxSeq % kWarpSize == 0, "kMaxSeq must be a multiple of 32");
+  static_assert(kRows % kAttentionWarps == 0, "rows per block must be a multiple of the warps");
+
+  // KeyIndex is where dim d of key j of a tile lives in shared memory.
+  __device__ __forceinline__ static int KeyIndex(int j, int d) {
+    if (kD % kWarpSize == 0) {
+      return j * kD + (d + j) % kD;
+    }
+    if (kWarpSize % kD == 0) {
+      return j * kD + (d + j * kD / kWarpSize) % kD;
+    }
+    return j * (kD + 1) + d;
+  }
+};
+
+template <typename T, typename Spec>
+__global__ void __launch_bounds__(kAttentionWarps* kWarpSize)
+    AttentionKernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+                    const int32_t* __restrict__ mask, const T* __restrict__ bias, T* __restrict__ out, int seq) {
+  using A = AttentionShape<Spec>;
+  constexpr int D = Spec::kHeadSize;
+  constexpr int R = A::kRows;
+  constexpr int kRowsPerWarp = R / kAttentionWarps;
+  constexpr int kDimsPerLane = (D + kWarpSize - 1) / kWarpSize;
+  constexpr int kKeysPerLane = Spec::kMaxSeq / kWarpSize;
+  constexpr int kThreads = kAttentionWarps * kWarpSize;
+  constexpr int kHidden = Spec::kHeads * D;
+  __shared__ float qs[R][D];
+  __shared__ float kv[A::kTileFloats];
+  __shared__ float ps[R][Spec::kMaxSeq];
+
+  const int b = blockIdx.z;
+  const int h = blockIdx.y;
+  const int q0 = blockIdx.x * R;
+  const int tid = threadIdx.x;
+  const int lane = tid % kWarpSize;
+  const int warp = tid / kWarpSize;
+  const size_t rows0 = static_cast<size_t>(b) * seq;  // first row of this batch entry
+  const int head = h * D;
+
+  // Query rows, scaled.
+  for (int e = tid; e < R * D; e += kThreads) {
+    const int r = e / D;
+    const int d = e % D;
+    const int i = q0 + r;
+    qs[r][d] = i < seq ? Convert<T>::in(q[(rows0 + i) * Spec::kLd + head + d]) * Spec::kScale : 0.0f;
+  }
+
+  // Scores, one tile of 32 keys at a time.
+  for (int t0 = 0; t0 < seq; t0 += kAttentionKeyTile) {
+    __syncthreads();  // the previous tile is consumed
+    for (int e = tid; e < kAttentionKeyTile * D; e += kThreads) {
+      const int j = e / D;
+      const int d = e % D;
+      const int key = t0 + j;
+      kv[A::KeyIndex(j, d)] = key < seq ? Convert<T>::in(k[(rows0 + key) * Spec::kLd + head + d]) : 0.0f;
+    }
+    __syncthreads();
+    const int key = t0 + lane;
+    for (int r = warp; r < R; r += kAttentionWarps) {
+      const int i = q0 + r;
+      if (i >= seq) {
+        break;
+      }
+      float s = 0.0f;
+#pragma unroll
+      for (int d = 0; d < D; ++d) {
+        s += qs[r][d] * kv[A::KeyIndex(lane, d)];
+      }
+      if (key < seq) {
+        if (Spec::kHasBias) {
+          s += Convert<T>::in(bias[((static_cast<size_t>(b) * Spec::kHeads + h) * seq + i) * seq + key]);
+        }
+        if (Spec::kMaskKind == kMaskKeyPadding && mask[rows0 + key] == 0) {
+          s += Spec::kMaskFilter;
+        }
+        ps[r][key] = s;
+      }
+    }
+  }
+  __syncwarp();
+
+  // Probabilities: each warp its own rows.
+  for (int r = warp; r < R; r += kAttentionWarps) {
+    if (q0 + r >= seq) {
+      break;
+    }
+    float s[kKeysPerLane];
+#pragma unroll
+    for (int c = 0; c < kKeysPerLane; ++c) {
+      const int j = lane + c * kWarpSize;
+      s[c] = j < seq ? ps[r][j] : 0.0f;
+    }
+    WarpSoftmax<kKeysPerLane>(s, seq);
+#pragma unroll
+    for (int c = 0; c < kKeysPerLane; ++c) {
+      const int j = lane + c * kWarpSize;
+      if (j < seq) {
+        ps[r][j] = s[c];
+      }
+    }
+  }
+
+  // Probabilities times values, one tile of 32 values at a time.
+  float acc[kRowsPerWarp][kDimsPerLane];
+#pragma unroll
+  for (int rr = 0; rr < kRowsPerWarp; ++rr) {
+#pragma unroll
+    for (int c = 0; c < kDimsPerLane; ++c) {
+      acc[rr][c] = 0.0f;
+    }
+  }
+  for (int t0 = 0; t0 < seq; t0 += kAttentionKeyTile) {
+    __syncthreads();  // the previous tile is consumed, the probabilities written
+    for (int e = tid; e < kAttentionKeyTile * D; e += kThreads) {
+      const int j = e / D;
+      const int d = e % D;
+      const int key = t0 + j;
+      kv[j * D + d] = key < seq ? Convert<T>::in(v[(rows0 + key) * Spec::kLd + head + d]) : 0.0f;
+    }
+    __syncthreads();
+    const int n = min(kAttentionKeyTile, seq - t0);
+#pragma unroll
+    for (int rr = 0; rr < kRowsPerWarp; ++rr) {
+      const int r = warp + rr * kAttentionWarps;
+      if (q0 + r < seq) {
+        for (int j = 0; j < n; ++j) {
+          const float p = ps[r][t0 + j];
+#pragma unroll
+          for (int c = 0; c < kDimsPerLane; ++c) {
+            const int d = lane + c * kWarpSize;
+            if (d < D) {
+              acc[rr][c] += p * kv[j * D + d];
+            }
+          }
+        }
+      }
+    }
+  }
+
+#pragma unroll
+  for (int rr = 0; rr < kRowsPerWarp; ++rr) {
+    const int i = q0 + warp + rr * kAttentionWarps;
+    if (i < seq) {
+#pragma unroll
+      for (int c = 0; c < kDimsPerLane; ++c) {
+        const int d = lane + c * kWarpSize;
+        if (d < D) {
+          out[(rows0 + i) * kHidden + head + d] = Convert<T>::out(acc[rr][c]);
+        }
+      }
+    }
+  }
+}
+
+// Attention launches AttentionKernel for batch sequences of seq tokens.
+template <typename T, typename Spec>
+cudaError_t Attention(const T* q, const T* k, const T* v, const int32_t* mask, const T* bias, T* out, int batch,
+                      int seq, cudaStream_t stream) {
+  if (batch < 0 || seq < 0 || seq > Spec::kMaxSeq || batch > 65535 || q == nullptr || k == nullptr || v == nullptr ||
+      out == nullptr || (Spec::kMaskKind == kMaskKeyPadding && mask == nullptr) ||
+      (Spec::kHasBias && bias == nullptr)) {
+    return cudaErrorInvalidValue;
+  }
+  if (batch == 0 || seq == 0) {
+    return cudaSuccess;
+  }
+  constexpr int R = AttentionShape<Spec>::kRows;
+  const dim3 grid(static_cast<unsigned>((seq + R - 1) / R), static_cast<unsigned>(Spec::kHeads),
+                  static_cast<unsigned>(batch));
+  AttentionKernel<T, Spec><<<grid, kAttentionWarps * kWarpSize, 0, stream>>>(q, k, v, mask, bias, out, seq);
+  return LaunchError();
+}
+
+}  // namespace qcc

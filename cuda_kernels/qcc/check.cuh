@@ -1,0 +1,398 @@
+// qcc/check.cuh: the host side of the check.cu harness that qcc -emit=cuda
+// writes. It loads the raw little-endian input and expected-output files qcc
+// wrote (expected outputs computed by ONNX Runtime on CPU), uploads them,
+// runs one kernel per case, compares, and times the kernel with CUDA events
+// to report the bandwidth it achieved: bytes read and written per launch
+// divided by the time per launch, also as a fraction of the device-to-device
+// cudaMemcpy bandwidth measured at start-up.
+#pragma once
+
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace qcc {
+namespace check {
+
+// Host-side element conversions (float <-> half go through the bits, so
+// this file needs no device code).
+inline float HalfBitsToFloat(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  uint32_t exp = (h >> 10) & 0x1fu;
+  uint32_t man = h & 0x3ffu;
+  uint32_t bits;
+  if (exp == 0x1fu) {
+    bits = sign | 0x7f800000u | (man << 13);
+  } else if (exp != 0) {
+    bits = sign | ((exp + 112u) << 23) | (man << 13);
+  } else if (man == 0) {
+    bits = sign;
+  } else {
+    exp = 113u;
+    while ((man & 0x400u) == 0) {
+      man <<= 1;
+      --exp;
+    }
+    bits = sign | (exp << 23) | ((man & 0x3ffu) << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+inline uint16_t FloatToHalfBits(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, sizeof x);
+  const uint16_t sign = static_cast<uint16_t>((x >> 16) & 0x8000u);
+  const uint32_t abs = x & 0x7fffffffu;
+  if (abs >= 0x7f800000u) {  // inf or nan
+    return static_cast<uint16_t>(sign | 0x7c00u | (abs > 0x7f800000u ? 0x200u : 0u));
+  }
+  if (abs >= 0x477ff000u) {  // rounds past the largest half
+    return static_cast<uint16_t>(sign | 0x7c00u);
+  }
+  if (abs < 0x38800000u) {  // subnormal half (or zero)
+    if (abs < 0x33000000u) {
+      return sign;
+    }
+    const uint32_t e = abs >> 23;
+    const uint32_t m = (abs & 0x7fffffu) | 0x800000u;
+    const uint32_t shift = 126u - e;  // 14..24
+    uint32_t h = m >> shift;
+    const uint32_t rem = m & ((1u << shift) - 1u);
+    const uint32_t half = 1u << (shift - 1u);
+    if (rem > half || (rem == half && (h & 1u))) {
+      ++h;
+    }
+    return static_cast<uint16_t>(sign | h);
+  }
+  uint32_t h = ((abs - 0x38000000u) >> 13);
+  const uint32_t rem = abs & 0x1fffu;
+  if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) {
+    ++h;
+  }
+  return static_cast<uint16_t>(sign | h);
+}
+
+template <typename T>
+struct Host {
+  static T From(double v) { return static_cast<T>(v); }
+  static double To(T v) { return static_cast<double>(v); }
+};
+
+template <>
+struct Host<__half> {
+  static __half From(double v) {
+    __half_raw r;
+    r.x = FloatToHalfBits(static_cast<float>(v));
+    return __half(r);
+  }
+  static double To(__half v) { return HalfBitsToFloat(static_cast<__half_raw>(v).x); }
+};
+
+// Pack3 interleaves q, k and v ([rows, hidden] each) into the [rows, 3 *
+// hidden] layout a QKV GEMM writes.
+inline std::vector<float> Pack3(const std::vector<float>& q, const std::vector<float>& k,
+                                const std::vector<float>& v, size_t hidden) {
+  const size_t rows = q.size() / hidden;
+  std::vector<float> out(3 * rows * hidden);
+  for (size_t r = 0; r < rows; ++r) {
+    for (size_t j = 0; j < hidden; ++j) {
+      out[(3 * r) * hidden + j] = q[r * hidden + j];
+      out[(3 * r + 1) * hidden + j] = k[r * hidden + j];
+      out[(3 * r + 2) * hidden + j] = v[r * hidden + j];
+    }
+  }
+  return out;
+}
+
+// Harness holds the run: the data folder, the device, the measured copy
+// bandwidth and the tally.
+class Harness {
+ public:
+  explicit Harness(std::string dir) : dir_(std::move(dir)) {}
+
+  // Init picks device 0, prints it and measures the device-to-device copy
+  // bandwidth. It returns false when there is no usable device.
+  bool Init() {
+    int count = 0;
+    cudaError_t err = cudaGetDeviceCount(&count);
+    if (err != cudaSuccess || count == 0) {
+      std::printf("qcc check: no CUDA device (%s)\n", err != cudaSuccess ? cudaGetErrorString(err) : "none found");
+      return false;
+    }
+    cudaDeviceProp prop;
+    if (!Ok(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties")) {
+      return false;
+    }
+    int clock_khz = 0;
+    int bus_bits = 0;
+    cudaDeviceGetAttribute(&clock_khz, cudaDevAttrMemoryClockRate, 0);
+    cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, 0);
+    const double spec = 2.0 * clock_khz * 1e3 * (bus_bits / 8.0) / 1e9;
+    copy_gbs_ = MeasureCopy();
+    std::printf("qcc check: device %s (sm_%d%d), %d SMs\n", prop.name, prop.major, prop.minor,
+                prop.multiProcessorCount);
+    std::printf("qcc check: peak bandwidth %.1f GB/s measured (device-to-device cudaMemcpy, bytes read + written); "
+                "%.1f GB/s from the memory clock and bus width\n",
+                copy_gbs_, spec);
+    std::printf("%-18s %-44s %-4s %-10s %-10s %-6s %9s %9s %7s\n", "block", "kernel", "type", "max_abs", "max_rel",
+                "result", "time_us", "GB/s", "of_peak");
+    return copy_gbs_ > 0;
+  }
+
+  // Load reads name (count elements of T) from the data folder; a missing or
+  // mis-sized file marks the current case failed and returns zeros.
+  template <typename T>
+  std::vector<T> Load(const char* name, size_t count) {
+    std::vector<T> v(count);
+    const std::string path = dir_ + "/" + name;
+    FILE* f = std::fopen(path.c_str(), "rb");
+    if (f == nullptr) {
+      std::printf("qcc check: cannot open %s (did qcc write the check data? it needs ONNX Runtime)\n", path.c_str());
+      load_failed_ = true;
+      return v;
+    }
+    const size_t got = std::fread(v.data(), sizeof(T), count, f);
+    const bool extra = std::fgetc(f) != EOF;
+    std::fclose(f);
+    if (got != count || extra) {
+      std::printf("qcc check: %s: expected %zu bytes\n", path.c_str(), count * sizeof(T));
+      load_failed_ = true;
+    }
+    return v;
+  }
+
+  // Loaded reports whether every Load since the last call succeeded, and
+  // counts the case as failed when not.
+  bool Loaded(const char* block) {
+    const bool ok = !load_failed_;
+    if (!ok) {
+      std::printf("%-18s %s\n", block, "FAILED: check data missing");
+      ++failed_;
+    }
+    load_failed_ = false;
+    return ok;
+  }
+
+  bool Ok(cudaError_t err, const char* what) {
+    if (err != cudaSuccess) {
+      std::printf("qcc check: %s: %s\n", what, cudaGetErrorString(err));
+      return false;
+    }
+    return true;
+  }
+
+  void Tally(bool pass) { pass ? ++passed_ : ++failed_; }
+  double CopyGBs() const { return copy_gbs_; }
+
+  // Summary prints the tally and returns the exit status.
+  int Summary() const {
+    std::printf("qcc check: %d passed, %d failed\n", passed_, failed_);
+    return failed_ == 0 ? 0 : 1;
+  }
+
+ private:
+  double MeasureCopy() {
+    const size_t bytes = size_t(256) << 20;
+    void* a = nullptr;
+    void* b = nullptr;
+    if (!Ok(cudaMalloc(&a, bytes), "cudaMalloc") || !Ok(cudaMalloc(&b, bytes), "cudaMalloc")) {
+      cudaFree(a);
+      return 0;
+    }
+    cudaMemset(a, 1, bytes);
+    cudaEvent_t start;
+    cudaEvent_t stop;
+    cudaEventCreate(&start);
+    cudaEventCreate(&stop);
+    cudaMemcpy(b, a, bytes, cudaMemcpyDeviceToDevice);  // warm-up
+    const int iters = 10;
+    cudaEventRecord(start);
+    for (int i = 0; i < iters; ++i) {
+      cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice);
+    }
+    cudaEventRecord(stop);
+    cudaEventSynchronize(stop);
+    float ms = 0;
+    cudaEventElapsedTime(&ms, start, stop);
+    cudaEventDestroy(start);
+    cudaEventDestroy(stop);
+    cudaFree(a);
+    cudaFree(b);
+    return ms > 0 ? 2.0 * bytes * iters / (ms * 1e-3) / 1e9 : 0;
+  }
+
+  std::string dir_;
+  double copy_gbs_ = 0;
+  bool load_failed_ = false;
+  int passed_ = 0;
+  int failed_ = 0;
+};
+
+// Case is one kernel run against one block's expected outputs. Uploads count
+// as bytes read and outputs as bytes written; Finish runs the kernel, checks
+// the outputs, times it and prints a line.
+class Case {
+ public:
+  Case(Harness& h, const char* block, const char* kernel, const char* type)
+      : h_(h), block_(block), kernel_(kernel), type_(type) {}
+  Case(const Case&) = delete;
+  Case& operator=(const Case&) = delete;
+  ~Case() {
+    for (void* p : buffers_) {
+      cudaFree(p);
+    }
+  }
+
+  // Upload copies host (converted to T) to the device.
+  template <typename T, typename S>
+  T* Upload(const std::vector<S>& host) {
+    std::vector<T> conv(host.size());
+    for (size_t i = 0; i < host.size(); ++i) {
+      conv[i] = Host<T>::From(Host<S>::To(host[i]));
+    }
+    T* d = Alloc<T>(host.size());
+    if (d != nullptr && !h_.Ok(cudaMemcpy(d, conv.data(), conv.size() * sizeof(T), cudaMemcpyHostToDevice), "upload")) {
+      ok_ = false;
+    }
+    bytes_ += host.size() * sizeof(T);
+    return d;
+  }
+
+  // Output allocates count elements of T, filled with a NaN-like pattern
+  // so that an element the kernel does not write fails the comparison.
+  template <typename T>
+  T* Output(size_t count) {
+    T* d = Alloc<T>(count);
+    if (d != nullptr) {
+      cudaMemset(d, 0xff, count * sizeof(T));
+    }
+    bytes_ += count * sizeof(T);
+    return d;
+  }
+
+  void Launch(std::function<cudaError_t(cudaStream_t)> f) { launch_ = std::move(f); }
+
+  // SetBytes sets the bytes one launch reads and writes (else: every upload
+  // and output, once).
+  void SetBytes(double bytes) { bytes_ = bytes; }
+
+  // Expect compares a device output with the expected values:
+  // |got - want| <= atol + rtol * |want| for every element.
+  template <typename T, typename W>
+  void Expect(const char* name, const T* dev, const std::vector<W>& want, double atol, double rtol) {
+    expects_.push_back([this, name, dev, &want, atol, rtol]() {
+      std::vector<T> got(want.size());
+      if (!h_.Ok(cudaMemcpy(got.data(), dev, got.size() * sizeof(T), cudaMemcpyDeviceToHost), "download")) {
+        return false;
+      }
+      bool pass = true;
+      for (size_t i = 0; i < want.size(); ++i) {
+        const double w = Host<W>::To(want[i]);
+        const double g = Host<T>::To(got[i]);
+        const double d = std::fabs(g - w);
+        if (!(d <= atol + rtol * std::fabs(w))) {
+          if (pass) {
+            std::printf("%-18s %s: %s[%zu] = %g, want %g\n", block_, kernel_, name, i, g, w);
+          }
+          pass = false;
+        }
+        if (d > max_abs_ || std::isnan(d)) {
+          max_abs_ = d;
+        }
+        const double r = d / std::fmax(std::fabs(w), 1e-3);
+        if (r > max_rel_ || std::isnan(r)) {
+          max_rel_ = r;
+        }
+      }
+      return pass;
+    });
+  }
+
+  // Finish runs, checks, times and reports the case.
+  void Finish() {
+    bool pass = ok_ && launch_ != nullptr;
+    if (pass) {
+      pass = h_.Ok(launch_(0), kernel_) && h_.Ok(cudaDeviceSynchronize(), kernel_);
+    }
+    if (pass) {
+      for (auto& e : expects_) {
+        pass = e() && pass;
+      }
+    }
+    float us = 0;
+    if (ok_ && launch_ != nullptr) {
+      us = TimeUs();
+    }
+    const double gbs = us > 0 ? bytes_ / (us * 1e-6) / 1e9 : 0;
+    std::printf("%-18s %-44s %-4s %-10.3g %-10.3g %-6s %9.2f %9.1f %6.1f%%\n", block_, kernel_, type_, max_abs_,
+                max_rel_, pass ? "ok" : "FAILED", us, gbs, h_.CopyGBs() > 0 ? 100.0 * gbs / h_.CopyGBs() : 0.0);
+    h_.Tally(pass);
+  }
+
+ private:
+  template <typename T>
+  T* Alloc(size_t count) {
+    void* d = nullptr;
+    if (!h_.Ok(cudaMalloc(&d, count * sizeof(T) + 16), "cudaMalloc")) {
+      ok_ = false;
+      return nullptr;
+    }
+    buffers_.push_back(d);
+    return static_cast<T*>(d);
+  }
+
+  // TimeUs is the mean time of a launch over enough launches to take about
+  // 20 ms (at least 10), after warm-up.
+  float TimeUs() {
+    cudaEvent_t start;
+    cudaEvent_t stop;
+    cudaEventCreate(&start);
+    cudaEventCreate(&stop);
+    for (int i = 0; i < 3; ++i) {
+      launch_(0);
+    }
+    cudaEventRecord(start);
+    launch_(0);
+    cudaEventRecord(stop);
+    cudaEventSynchronize(stop);
+    float ms = 0;
+    cudaEventElapsedTime(&ms, start, stop);
+    int iters = ms > 0 ? static_cast<int>(20.0f / ms) : 100;
+    iters = iters < 10 ? 10 : (iters > 1000 ? 1000 : iters);
+    cudaEventRecord(start);
+    for (int i = 0; i < iters; ++i) {
+      launch_(0);
+    }
+    cudaEventRecord(stop);
+    cudaEventSynchronize(stop);
+    cudaEventElapsedTime(&ms, start, stop);
+    cudaEventDestroy(start);
+    cudaEventDestroy(stop);
+    return ms * 1e3f / iters;
+  }
+
+  Harness& h_;
+  const char* block_;
+  const char* kernel_;
+  const char* type_;
+  std::vector<void*> buffers_;
+  std::vector<std::function<bool()>> expects_;
+  std::function<cudaError_t(cudaStream_t)> launch_;
+  double bytes_ = 0;
+  double max_abs_ = 0;
+  double max_rel_ = 0;
+  bool ok_ = true;
+};
+
+}  // namespace check
+}  // namespace qcc

@@ -1,0 +1,92 @@
+// qcc/embedding.cuh: embedding gather + LayerNorm (EmbedLayerNormalization).
+//
+// For each token: word[input_id] + position[position] (+ segment[segment_id]),
+// normalised like layernorm.cuh's rows. The position is the token's index in
+// its sequence, or position_ids[batch, seq] when Spec::kPositionIds. Ids are
+// clamped to their table, so a bad id reads a wrong row but never out of
+// bounds.
+//
+// A Spec is a struct of compile-time constants that qcc generates per block:
+//   kHidden, kEpsilon, kHasBeta   as for LayerNorm
+//   kVocab, kMaxPositions          rows of the word and position tables
+//   kTypeVocab                     rows of the segment table, 0 when absent
+//   kPositionIds                   bool: position ids are an input
+#pragma once
+
+#include "layernorm.cuh"
+
+namespace qcc {
+
+__device__ __forceinline__ int ClampId(int id, int rows) { return id < 0 ? 0 : (id >= rows ? rows - 1 : id); }
+
+template <typename T, typename Spec>
+__global__ void __launch_bounds__(Rows<ThreadsPerRow<T>(Spec::kHidden)>::kBlock)
+    EmbedLayerNormKernel(const int32_t* __restrict__ input_ids, const int32_t* __restrict__ segment_ids,
+                         const int32_t* __restrict__ position_ids, const T* __restrict__ word,
+                         const T* __restrict__ position, const T* __restrict__ segment, const T* __restrict__ gamma,
+                         const T* __restrict__ beta, T* __restrict__ output, int rows, int seq) {
+  constexpr int N = Spec::kHidden;
+  constexpr int Threads = ThreadsPerRow<T>(N);
+  using R = Row<T, N, Threads>;
+  using L = Rows<Threads>;
+  __shared__ float scratch[Threads / kWarpSize];
+  const int row = L::Index();
+  if (row >= rows) {
+    return;
+  }
+  const int t = L::Thread();
+  const int w = ClampId(input_ids[row], Spec::kVocab);
+  const int p = ClampId(Spec::kPositionIds ? position_ids[row] : row % seq, Spec::kMaxPositions);
+  const int s = Spec::kTypeVocab > 0 ? ClampId(segment_ids[row], Spec::kTypeVocab) : 0;
+  float x[R::kIters][R::kVec];
+#pragma unroll
+  for (int i = 0; i < R::kIters; ++i) {
+    if (R::Valid(i, t)) {
+      const int off = R::Offset(i, t);
+      float e[R::kVec];
+      LoadVec<T, R::kVec>(word + static_cast<size_t>(w) * N + off, x[i]);
+      LoadVec<T, R::kVec>(position + static_cast<size_t>(p) * N + off, e);
+#pragma unroll
+      for (int j = 0; j < R::kVec; ++j) {
+        x[i][j] += e[j];
+      }
+      if (Spec::kTypeVocab > 0) {
+        LoadVec<T, R::kVec>(segment + static_cast<size_t>(s) * N + off, e);
+#pragma unroll
+        for (int j = 0; j < R::kVec; ++j) {
+          x[i][j] += e[j];
+        }
+      }
+    }
+  }
+  LayerNormRow<T, N, Threads>(x, t, Spec::kEpsilon, gamma, beta, Spec::kHasBeta, scratch,
+                              output + static_cast<size_t>(row) * N);
+}
+
+// EmbedLayerNorm launches EmbedLayerNormKernel for batch sequences of seq
+// tokens.
+template <typename T, typename Spec>
+cudaError_t EmbedLayerNorm(const int32_t* input_ids, const int32_t* segment_ids, const int32_t* position_ids,
+                           const T* word, const T* position, const T* segment, const T* gamma, const T* beta,
+                           T* output, int batch, int seq, cudaStream_t stream) {
+  using L = Rows<ThreadsPerRow<T>(Spec::kHidden)>;
+  if (batch < 0 || seq < 0 || input_ids == nullptr || word == nullptr || position == nullptr || gamma == nullptr ||
+      output == nullptr || (Spec::kHasBeta && beta == nullptr) ||
+      (Spec::kTypeVocab > 0 && (segment_ids == nullptr || segment == nullptr)) ||
+      (Spec::kPositionIds && position_ids == nullptr)) {
+    return cudaErrorInvalidValue;
+  }
+  const long long rows = static_cast<long long>(batch) * seq;
+  if (rows == 0) {
+    return cudaSuccess;
+  }
+  if (rows > 0x7fffffffLL) {
+    return cudaErrorInvalidValue;
+  }
+  EmbedLayerNormKernel<T, Spec><<<L::Grid(static_cast<int>(rows)), L::kBlock, 0, stream>>>(
+      input_ids, segment_ids, position_ids, word, position, segment, gamma, beta, output, static_cast<int>(rows),
+      seq);
+  return LaunchError();
+}
+
+}  // namespace qcc

@@ -1,0 +1,194 @@
+// qcc/layernorm.cuh: LayerNorm and skip+LayerNorm over the last axis.
+//
+// A row is read once into registers with vector loads, its mean and variance
+// are taken in two passes over the registers (no cancellation), and it is
+// written once. A warp owns a row (4 rows per block) up to 1024 floats; wider
+// rows get a block each (see ThreadsPerRow).
+//
+// A Spec is a struct of compile-time constants that qcc generates per block:
+//   kHidden   int    row length
+//   kEpsilon  float  added to the variance
+//   kHasBeta  bool   beta is added (else beta may be null)
+// and for skip+LayerNorm also
+//   kHasBias  bool   bias (kHidden) is added to input + skip
+//   kHasSum   bool   input + skip + bias is also written to sum
+#pragma once
+
+#include "common.cuh"
+
+namespace qcc {
+
+// RowMoments returns the mean and 1 / sqrt(variance + eps) of the row held in
+// x (chunks past the end of the row are ignored).
+template <typename R, int Threads>
+__device__ __forceinline__ void RowMoments(const float (&x)[R::kIters][R::kVec], int t, int n, float eps,
+                                           float* scratch, float& mean, float& rstd) {
+  float sum = 0.0f;
+#pragma unroll
+  for (int i = 0; i < R::kIters; ++i) {
+    if (R::Valid(i, t)) {
+#pragma unroll
+      for (int j = 0; j < R::kVec; ++j) {
+        sum += x[i][j];
+      }
+    }
+  }
+  mean = RowSum<Threads>(sum, scratch) / static_cast<float>(n);
+  float squares = 0.0f;
+#pragma unroll
+  for (int i = 0; i < R::kIters; ++i) {
+    if (R::Valid(i, t)) {
+#pragma unroll
+      for (int j = 0; j < R::kVec; ++j) {
+        const float d = x[i][j] - mean;
+        squares += d * d;
+      }
+    }
+  }
+  rstd = rsqrtf(RowSum<Threads>(squares, scratch) / static_cast<float>(n) + eps);
+}
+
+// WriteNormalized writes (x - mean) * rstd * gamma + beta for the thread's
+// chunks of the row at out.
+template <typename T, typename R>
+__device__ __forceinline__ void WriteNormalized(const float (&x)[R::kIters][R::kVec], int t, float mean, float rstd,
+                                                const T* __restrict__ gamma, const T* __restrict__ beta,
+                                                bool has_beta, T* __restrict__ out) {
+#pragma unroll
+  for (int i = 0; i < R::kIters; ++i) {
+    if (R::Valid(i, t)) {
+      const int off = R::Offset(i, t);
+      float g[R::kVec];
+      float b[R::kVec];
+      float y[R::kVec];
+      LoadVec<T, R::kVec>(gamma + off, g);
+      if (has_beta) {
+        LoadVec<T, R::kVec>(beta + off, b);
+      } else {
+#pragma unroll
+        for (int j = 0; j < R::kVec; ++j) {
+          b[j] = 0.0f;
+        }
+      }
+#pragma unroll
+      for (int j = 0; j < R::kVec; ++j) {
+        y[j] = (x[i][j] - mean) * rstd * g[j] + b[j];
+      }
+      StoreVec<T, R::kVec>(out + off, y);
+    }
+  }
+}
+
+// LayerNormRow normalises the row held in x and writes it to out.
+template <typename T, int N, int Threads>
+__device__ __forceinline__ void LayerNormRow(float (&x)[Row<T, N, Threads>::kIters][Row<T, N, Threads>::kVec], int t,
+                                             float eps, const T* __restrict__ gamma, const T* __restrict__ beta,
+                                             bool has_beta, float* scratch, T* __restrict__ out) {
+  using R = Row<T, N, Threads>;
+  float mean;
+  float rstd;
+  RowMoments<R, Threads>(x, t, N, eps, scratch, mean, rstd);
+  WriteNormalized<T, R>(x, t, mean, rstd, gamma, beta, has_beta, out);
+}
+
+template <typename T, typename Spec>
+__global__ void __launch_bounds__(Rows<ThreadsPerRow<T>(Spec::kHidden)>::kBlock)
+    LayerNormKernel(const T* __restrict__ input, const T* __restrict__ gamma, const T* __restrict__ beta,
+                    T* __restrict__ output, int rows) {
+  constexpr int N = Spec::kHidden;
+  constexpr int Threads = ThreadsPerRow<T>(N);
+  using R = Row<T, N, Threads>;
+  using L = Rows<Threads>;
+  __shared__ float scratch[Threads / kWarpSize];
+  const int row = L::Index();
+  if (row >= rows) {
+    return;
+  }
+  const int t = L::Thread();
+  const size_t base = static_cast<size_t>(row) * N;
+  float x[R::kIters][R::kVec];
+#pragma unroll
+  for (int i = 0; i < R::kIters; ++i) {
+    if (R::Valid(i, t)) {
+      LoadVec<T, R::kVec>(input + base + R::Offset(i, t), x[i]);
+    }
+  }
+  LayerNormRow<T, N, Threads>(x, t, Spec::kEpsilon, gamma, beta, Spec::kHasBeta, scratch, output + base);
+}
+
+template <typename T, typename Spec>
+__global__ void __launch_bounds__(Rows<ThreadsPerRow<T>(Spec::kHidden)>::kBlock)
+    SkipLayerNormKernel(const T* __restrict__ input, const T* __restrict__ skip, const T* __restrict__ bias,
+                        const T* __restrict__ gamma, const T* __restrict__ beta, T* __restrict__ output,
+                        T* __restrict__ sum, int rows) {
+  constexpr int N = Spec::kHidden;
+  constexpr int Threads = ThreadsPerRow<T>(N);
+  using R = Row<T, N, Threads>;
+  using L = Rows<Threads>;
+  __shared__ float scratch[Threads / kWarpSize];
+  const int row = L::Index();
+  if (row >= rows) {
+    return;
+  }
+  const int t = L::Thread();
+  const size_t base = static_cast<size_t>(row) * N;
+  float x[R::kIters][R::kVec];
+#pragma unroll
+  for (int i = 0; i < R::kIters; ++i) {
+    if (R::Valid(i, t)) {
+      const int off = R::Offset(i, t);
+      float s[R::kVec];
+      LoadVec<T, R::kVec>(input + base + off, x[i]);
+      LoadVec<T, R::kVec>(skip + base + off, s);
+#pragma unroll
+      for (int j = 0; j < R::kVec; ++j) {
+        x[i][j] += s[j];
+      }
+      if (Spec::kHasBias) {
+        LoadVec<T, R::kVec>(bias + off, s);
+#pragma unroll
+        for (int j = 0; j < R::kVec; ++j) {
+          x[i][j] += s[j];
+        }
+      }
+      if (Spec::kHasSum) {
+        StoreVec<T, R::kVec>(sum + base + off, x[i]);
+      }
+    }
+  }
+  LayerNormRow<T, N, Threads>(x, t, Spec::kEpsilon, gamma, beta, Spec::kHasBeta, scratch, output + base);
+}
+
+// LayerNorm launches LayerNormKernel over rows rows of Spec::kHidden elements.
+template <typename T, typename Spec>
+cudaError_t LayerNorm(const T* input, const T* gamma, const T* beta, T* output, int rows, cudaStream_t stream) {
+  using L = Rows<ThreadsPerRow<T>(Spec::kHidden)>;
+  if (rows < 0 || input == nullptr || gamma == nullptr || output == nullptr || (Spec::kHasBeta && beta == nullptr)) {
+    return cudaErrorInvalidValue;
+  }
+  if (rows == 0) {
+    return cudaSuccess;
+  }
+  LayerNormKernel<T, Spec><<<L::Grid(rows), L::kBlock, 0, stream>>>(input, gamma, beta, output, rows);
+  return LaunchError();
+}
+
+// SkipLayerNorm launches SkipLayerNormKernel: output = LayerNorm(input + skip
+// + bias), and sum = input + skip + bias when Spec::kHasSum.
+template <typename T, typename Spec>
+cudaError_t SkipLayerNorm(const T* input, const T* skip, const T* bias, const T* gamma, const T* beta, T* output,
+                          T* sum, int rows, cudaStream_t stream) {
+  using L = Rows<ThreadsPerRow<T>(Spec::kHidden)>;
+  if (rows < 0 || input == nullptr || skip == nullptr || gamma == nullptr || output == nullptr ||
+      (Spec::kHasBias && bias == nullptr) || (Spec::kHasBeta && beta == nullptr) || (Spec::kHasSum && sum == nullptr)) {
+    return cudaErrorInvalidValue;
+  }
+  if (rows == 0) {
+    return cudaSuccess;
+  }
+  SkipLayerNormKernel<T, Spec><<<L::Grid(rows), L::kBlock, 0, stream>>>(input, skip, bias, gamma, beta, output, sum,
+                                                                        rows);
+  return LaunchError();
+}
+
+}  // namespace qcc

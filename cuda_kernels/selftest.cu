@@ -1,0 +1,474 @@
+// selftest.cu: checks qcc's CUDA building blocks against host references,
+// without ONNX Runtime: warp reductions, vector loads, LayerNorm (warp and
+// block rows, ragged widths), skip+LayerNorm, the GELU variants, the attention
+// core (masked, biased, every shared-memory layout), embeddings and INT8
+// quantization, in float and half.
+//
+//   nvcc -std=c++17 -arch=sm_80 -I cuda_kernels -o selftest cuda_kernels/selftest.cu && ./selftest
+//
+// Prints one line per case and "selftest: N passed, N failed"; exits 1 on a
+// failure. Go tests compile it (cuda_kernels/kernels_test.go); it runs on a
+// GPU only (scripts/cuda-gpu-check.sh).
+#include <cmath>
+#include <cstdio>
+#include <vector>
+
+#include "qcc/attention.cuh"
+#include "qcc/check.cuh"
+#include "qcc/embedding.cuh"
+#include "qcc/gelu.cuh"
+#include "qcc/layernorm.cuh"
+#include "qcc/quantize.cuh"
+
+namespace {
+
+int g_passed = 0;
+int g_failed = 0;
+
+#define CUDA_OK(call)                                                                          \
+  do {                                                                                         \
+    const cudaError_t err_ = (call);                                                           \
+    if (err_ != cudaSuccess) {                                                                 \
+      std::printf("selftest: %s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(err_)); \
+      return false;                                                                            \
+    }                                                                                          \
+  } while (0)
+
+// Deterministic values in [-2, 2).
+std::vector<float> Random(size_t n, unsigned seed) {
+  std::vector<float> v(n);
+  unsigned s = seed * 2654435761u + 1u;
+  for (size_t i = 0; i < n; ++i) {
+    s = s * 1664525u + 1013904223u;
+    v[i] = static_cast<float>(s >> 8) / static_cast<float>(1u << 24) * 4.0f - 2.0f;
+  }
+  return v;
+}
+
+template <typename T>
+struct Dev {
+  T* p = nullptr;
+  size_t n = 0;
+  explicit Dev(size_t count) : n(count) { cudaMalloc(&p, count * sizeof(T) + 16); }
+  Dev(const Dev&) = delete;
+  Dev& operator=(const Dev&) = delete;
+  ~Dev() { cudaFree(p); }
+  void Put(const std::vector<float>& v) {
+    std::vector<T> h(v.size());
+    for (size_t i = 0; i < v.size(); ++i) {
+      h[i] = qcc::check::Host<T>::From(v[i]);
+    }
+    cudaMemcpy(p, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice);
+  }
+  template <typename S>
+  void PutRaw(const std::vector<S>& v) {
+    cudaMemcpy(p, v.data(), v.size() * sizeof(S), cudaMemcpyHostToDevice);
+  }
+  std::vector<float> Get() const {
+    std::vector<T> h(n);
+    cudaMemcpy(h.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost);
+    std::vector<float> v(n);
+    for (size_t i = 0; i < n; ++i) {
+      v[i] = static_cast<float>(qcc::check::Host<T>::To(h[i]));
+    }
+    return v;
+  }
+};
+
+// Rounds through T, as the device sees a host value.
+template <typename T>
+std::vector<float> Through(std::vector<float> v) {
+  for (float& x : v) {
+    x = static_cast<float>(qcc::check::Host<T>::To(qcc::check::Host<T>::From(x)));
+  }
+  return v;
+}
+
+bool Report(const char* name, const std::vector<float>& got, const std::vector<float>& want, double atol, double rtol) {
+  double worst = 0;
+  size_t bad = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    const double d = std::fabs(static_cast<double>(got[i]) - want[i]);
+    if (!(d <= atol + rtol * std::fabs(want[i]))) {
+      if (bad == 0) {
+        std::printf("selftest: %s: [%zu] = %g, want %g\n", name, i, got[i], want[i]);
+      }
+      ++bad;
+    }
+    if (d > worst || std::isnan(d)) {
+      worst = d;
+    }
+  }
+  std::printf("%-40s max_abs %-10.3g %s\n", name, worst, bad == 0 ? "ok" : "FAILED");
+  bad == 0 ? ++g_passed : ++g_failed;
+  return bad == 0;
+}
+
+template <typename T>
+double Atol() {
+  return sizeof(T) == 4 ? 1e-4 : 2e-2;
+}
+
+// ---- reductions ----
+
+__global__ void WarpReduceKernel(const float* in, float* sums, float* maxes) {
+  const float v = in[blockIdx.x * 32 + threadIdx.x];
+  const float s = qcc::WarpSum(v);
+  const float m = qcc::WarpMax(v);
+  if (threadIdx.x == 5) {  // every lane holds the result
+    sums[blockIdx.x] = s;
+    maxes[blockIdx.x] = m;
+  }
+}
+
+bool TestWarpReduce() {
+  const int warps = 8;
+  const std::vector<float> in = Random(warps * 32, 1);
+  Dev<float> d_in(in.size()), d_sum(warps), d_max(warps);
+  d_in.Put(in);
+  WarpReduceKernel<<<warps, 32>>>(d_in.p, d_sum.p, d_max.p);
+  CUDA_OK(cudaDeviceSynchronize());
+  std::vector<float> want_sum(warps), want_max(warps);
+  for (int w = 0; w < warps; ++w) {
+    double s = 0;
+    float m = -INFINITY;
+    for (int l = 0; l < 32; ++l) {
+      s += in[w * 32 + l];
+      m = std::fmax(m, in[w * 32 + l]);
+    }
+    want_sum[w] = static_cast<float>(s);
+    want_max[w] = m;
+  }
+  return Report("warp sum", d_sum.Get(), want_sum, 1e-5, 1e-5) & Report("warp max", d_max.Get(), want_max, 0, 0);
+}
+
+// ---- vectors ----
+
+template <typename T, int N>
+__global__ void CopyVecKernel(const T* in, T* out) {
+  float x[N];
+  qcc::LoadVec<T, N>(in + threadIdx.x * N, x);
+  for (int i = 0; i < N; ++i) {
+    x[i] *= 2.0f;
+  }
+  qcc::StoreVec<T, N>(out + threadIdx.x * N, x);
+}
+
+template <typename T, int N>
+bool TestVec(const char* name) {
+  const std::vector<float> in = Through<T>(Random(64 * N, 2));
+  Dev<T> d_in(in.size()), d_out(in.size());
+  d_in.Put(in);
+  CopyVecKernel<T, N><<<1, 64>>>(d_in.p, d_out.p);
+  CUDA_OK(cudaDeviceSynchronize());
+  std::vector<float> want(in);
+  for (float& x : want) {
+    x *= 2.0f;
+  }
+  return Report(name, d_out.Get(), want, 0, 0);
+}
+
+// ---- LayerNorm ----
+
+void HostLayerNorm(const float* x, const float* g, const float* b, int n, float eps, float* y) {
+  double mean = 0;
+  for (int i = 0; i < n; ++i) {
+    mean += x[i];
+  }
+  mean /= n;
+  double var = 0;
+  for (int i = 0; i < n; ++i) {
+    var += (x[i] - mean) * (x[i] - mean);
+  }
+  var /= n;
+  const double rstd = 1.0 / std::sqrt(var + eps);
+  for (int i = 0; i < n; ++i) {
+    y[i] = static_cast<float>((x[i] - mean) * rstd * g[i] + (b ? b[i] : 0.0f));
+  }
+}
+
+template <int H, bool Beta>
+struct LNSpec {
+  static constexpr int kHidden = H;
+  static constexpr float kEpsilon = 1e-5f;
+  static constexpr bool kHasBeta = Beta;
+  static constexpr bool kHasBias = true;
+  static constexpr bool kHasSum = true;
+};
+
+template <typename T, int H, bool Beta>
+bool TestLayerNorm(const char* name, int rows) {
+  using S = LNSpec<H, Beta>;
+  const std::vector<float> x = Through<T>(Random(size_t(rows) * H, 3)), skip = Through<T>(Random(size_t(rows) * H, 4));
+  const std::vector<float> g = Through<T>(Random(H, 5)), b = Through<T>(Random(H, 6)), bias = Through<T>(Random(H, 7));
+  Dev<T> dx(x.size()), dskip(x.size()), dg(H), db(H), dbias(H), dy(x.size()), dsum(x.size());
+  dx.Put(x);
+  dskip.Put(skip);
+  dg.Put(g);
+  db.Put(b);
+  dbias.Put(bias);
+  std::vector<float> want(x.size()), sum(x.size()), want_skip(x.size());
+  for (int r = 0; r < rows; ++r) {
+    HostLayerNorm(&x[size_t(r) * H], g.data(), Beta ? b.data() : nullptr, H, S::kEpsilon, &want[size_t(r) * H]);
+    for (int i = 0; i < H; ++i) {
+      const size_t k = size_t(r) * H + i;
+      sum[k] = static_cast<float>(qcc::check::Host<T>::To(qcc::check::Host<T>::From(x[k] + skip[k] + bias[i])));
+    }
+    HostLayerNorm(&sum[size_t(r) * H], g.data(), Beta ? b.data() : nullptr, H, S::kEpsilon, &want_skip[size_t(r) * H]);
+  }
+  CUDA_OK((qcc::LayerNorm<T, S>(dx.p, dg.p, db.p, dy.p, rows, 0)));
+  CUDA_OK(cudaDeviceSynchronize());
+  bool ok = Report(name, dy.Get(), want, Atol<T>(), Atol<T>());
+  CUDA_OK((qcc::SkipLayerNorm<T, S>(dx.p, dskip.p, dbias.p, dg.p, db.p, dy.p, dsum.p, rows, 0)));
+  CUDA_OK(cudaDeviceSynchronize());
+  const std::string skip_name = std::string(name) + " skip";
+  ok = Report(skip_name.c_str(), dy.Get(), want_skip, Atol<T>(), Atol<T>()) & ok;
+  const std::string sum_name = std::string(name) + " skip sum";
+  return Report(sum_name.c_str(), dsum.Get(), sum, 1e-6, 1e-3) & ok;
+}
+
+// ---- GELU ----
+
+template <int N, int Approx, bool Bias>
+struct GeluSpec {
+  static constexpr int kColumns = N;
+  static constexpr int kApprox = Approx;
+  static constexpr float kAlpha = 1.702f;
+  static constexpr bool kHasBias = Bias;
+};
+
+double HostGelu(double x, int approx) {
+  if (approx == qcc::kGeluErf) {
+    return 0.5 * x * (1 + std::erf(x / std::sqrt(2.0)));
+  }
+  if (approx == qcc::kGeluTanh) {
+    return 0.5 * x * (1 + std::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
+  }
+  return x / (1 + std::exp(-1.702 * x));
+}
+
+template <typename T, int N, int Approx, bool Bias>
+bool TestGelu(const char* name, int rows) {
+  const std::vector<float> x = Through<T>(Random(size_t(rows) * N, 8)), bias = Through<T>(Random(N, 9));
+  Dev<T> dx(x.size()), dbias(N), dy(x.size());
+  dx.Put(x);
+  dbias.Put(bias);
+  std::vector<float> want(x.size());
+  for (size_t i = 0; i < x.size(); ++i) {
+    want[i] = static_cast<float>(HostGelu(x[i] + (Bias ? bias[i % N] : 0.0f), Approx));
+  }
+  CUDA_OK((qcc::BiasGelu<T, GeluSpec<N, Approx, Bias>>(dx.p, dbias.p, dy.p, rows, 0)));
+  CUDA_OK(cudaDeviceSynchronize());
+  return Report(name, dy.Get(), want, Atol<T>(), Atol<T>());
+}
+
+// ---- attention ----
+
+template <int Heads, int D, int Ld, int Mask, bool Bias>
+struct AttnSpec {
+  static constexpr int kHeads = Heads;
+  static constexpr int kHeadSize = D;
+  static constexpr float kScale = 0.125f;
+  static constexpr int kLd = Ld;
+  static constexpr int kMaskKind = Mask;
+  static constexpr float kMaskFilter = -10000.0f;
+  static constexpr bool kHasBias = Bias;
+  static constexpr int kMaxSeq = 512;
+};
+
+template <typename T, int Heads, int D, bool Packed, int Mask, bool Bias>
+bool TestAttention(const char* name, int batch, int seq) {
+  constexpr int H = Heads * D;
+  constexpr int Ld = Packed ? 3 * H : H;
+  using S = AttnSpec<Heads, D, Ld, Mask, Bias>;
+  const std::vector<float> qkv = Through<T>(Random(size_t(batch) * seq * Ld * (Packed ? 1 : 3), 10));
+  const std::vector<float> bias = Through<T>(Random(size_t(batch) * Heads * seq * seq, 11));
+  std::vector<int32_t> mask(size_t(batch) * seq, 1);
+  for (int b = 0; b < batch; ++b) {
+    for (int s = seq - b * seq / 4; s < seq; ++s) {
+      if (s > 0) {
+        mask[size_t(b) * seq + s] = 0;
+      }
+    }
+  }
+  const size_t plane = Packed ? 0 : size_t(batch) * seq * Ld;
+  const size_t koff = Packed ? H : plane, voff = Packed ? 2 * H : 2 * plane;
+  Dev<T> dqkv(qkv.size()), dbias(bias.size()), dout(size_t(batch) * seq * H);
+  Dev<int32_t> dmask(mask.size());
+  dqkv.Put(qkv);
+  dbias.Put(bias);
+  dmask.PutRaw(mask);
+  std::vector<float> want(size_t(batch) * seq * H);
+  std::vector<double> p(seq);
+  for (int b = 0; b < batch; ++b) {
+    for (int h = 0; h < Heads; ++h) {
+      for (int i = 0; i < seq; ++i) {
+        double m = -INFINITY;
+        for (int j = 0; j < seq; ++j) {
+          double s = 0;
+          for (int d = 0; d < D; ++d) {
+            s += qkv[(size_t(b) * seq + i) * Ld + h * D + d] * qkv[koff + (size_t(b) * seq + j) * Ld + h * D + d];
+          }
+          s *= S::kScale;
+          if (Bias) {
+            s += bias[((size_t(b) * Heads + h) * seq + i) * seq + j];
+          }
+          if (Mask == qcc::kMaskKeyPadding && mask[size_t(b) * seq + j] == 0) {
+            s += S::kMaskFilter;
+          }
+          p[j] = s;
+          m = std::fmax(m, s);
+        }
+        double sum = 0;
+        for (int j = 0; j < seq; ++j) {
+          p[j] = std::exp(p[j] - m);
+          sum += p[j];
+        }
+        for (int d = 0; d < D; ++d) {
+          double o = 0;
+          for (int j = 0; j < seq; ++j) {
+            o += p[j] / sum * qkv[voff + (size_t(b) * seq + j) * Ld + h * D + d];
+          }
+          want[(size_t(b) * seq + i) * H + h * D + d] = static_cast<float>(o);
+        }
+      }
+    }
+  }
+  CUDA_OK((qcc::Attention<T, S>(dqkv.p, dqkv.p + koff, dqkv.p + voff, dmask.p, dbias.p, dout.p, batch, seq, 0)));
+  CUDA_OK(cudaDeviceSynchronize());
+  return Report(name, dout.Get(), want, Atol<T>(), Atol<T>());
+}
+
+// ---- embeddings ----
+
+struct EmbSpec {
+  static constexpr int kHidden = 96;
+  static constexpr float kEpsilon = 1e-12f;
+  static constexpr bool kHasBeta = true;
+  static constexpr int kVocab = 50;
+  static constexpr int kMaxPositions = 40;
+  static constexpr int kTypeVocab = 2;
+  static constexpr bool kPositionIds = false;
+};
+
+template <typename T>
+bool TestEmbedding(const char* name) {
+  constexpr int H = EmbSpec::kHidden;
+  const int batch = 3, seq = 33;
+  const std::vector<float> word = Through<T>(Random(EmbSpec::kVocab * H, 12)),
+                           pos = Through<T>(Random(EmbSpec::kMaxPositions * H, 13)),
+                           seg = Through<T>(Random(EmbSpec::kTypeVocab * H, 14)), g = Through<T>(Random(H, 15)),
+                           b = Through<T>(Random(H, 16));
+  std::vector<int32_t> ids(size_t(batch) * seq), types(ids.size());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    ids[i] = static_cast<int32_t>((i * 7 + 3) % EmbSpec::kVocab);
+    types[i] = static_cast<int32_t>(i % seq >= seq / 2);
+  }
+  Dev<T> dword(word.size()), dpos(pos.size()), dseg(seg.size()), dg(H), db(H), dout(ids.size() * H);
+  Dev<int32_t> dids(ids.size()), dtypes(types.size());
+  dword.Put(word);
+  dpos.Put(pos);
+  dseg.Put(seg);
+  dg.Put(g);
+  db.Put(b);
+  dids.PutRaw(ids);
+  dtypes.PutRaw(types);
+  std::vector<float> want(ids.size() * H), row(H);
+  for (size_t t = 0; t < ids.size(); ++t) {
+    for (int i = 0; i < H; ++i) {
+      row[i] = word[ids[t] * H + i] + pos[(t % seq) * H + i] + seg[types[t] * H + i];
+    }
+    HostLayerNorm(row.data(), g.data(), b.data(), H, EmbSpec::kEpsilon, &want[t * H]);
+  }
+  CUDA_OK((qcc::EmbedLayerNorm<T, EmbSpec>(dids.p, dtypes.p, nullptr, dword.p, dpos.p, dseg.p, dg.p, db.p, dout.p,
+                                            batch, seq, 0)));
+  CUDA_OK(cudaDeviceSynchronize());
+  return Report(name, dout.Get(), want, Atol<T>(), Atol<T>());
+}
+
+// ---- quantization ----
+
+template <bool PerChannel, int C, int Inner>
+struct QSpec {
+  static constexpr bool kPerChannel = PerChannel;
+  static constexpr int kChannels = C;
+  static constexpr int kInner = Inner;
+  static constexpr bool kHasZeroPoint = true;
+};
+
+template <typename T, bool PerChannel, int C, int Inner>
+bool TestQuantize(const char* name, long long n) {
+  using S = QSpec<PerChannel, C, Inner>;
+  const std::vector<float> x = Through<T>(Random(n, 17));
+  std::vector<float> scale(C);
+  std::vector<int8_t> zp(C);
+  for (int c = 0; c < C; ++c) {
+    scale[c] = 0.01f + 0.001f * c;
+    zp[c] = static_cast<int8_t>(c % 7 - 3);
+  }
+  Dev<T> dx(n), dy(n);
+  Dev<int8_t> dq(n), dzp(C);
+  Dev<float> dscale(C);
+  dx.Put(x);
+  dscale.PutRaw(scale);
+  dzp.PutRaw(zp);
+  std::vector<float> want_q(n), want_dq(n);
+  for (long long i = 0; i < n; ++i) {
+    const int c = PerChannel ? static_cast<int>((i / Inner) % C) : 0;
+    float q = std::nearbyint(x[i] / scale[c]) + zp[c];
+    q = std::fmin(std::fmax(q, -128.0f), 127.0f);
+    want_q[i] = q;
+    want_dq[i] = (q - zp[c]) * scale[c];
+  }
+  CUDA_OK((qcc::QuantizeLinear<T, S>(dx.p, dscale.p, dzp.p, dq.p, n, 0)));
+  CUDA_OK((qcc::DequantizeLinear<T, S>(dq.p, dscale.p, dzp.p, dy.p, n, 0)));
+  CUDA_OK(cudaDeviceSynchronize());
+  std::vector<int8_t> q8(n);
+  cudaMemcpy(q8.data(), dq.p, n, cudaMemcpyDeviceToHost);
+  std::vector<float> q(n);
+  for (long long i = 0; i < n; ++i) {
+    q[i] = q8[i];
+  }
+  const std::string dq_name = std::string(name) + " dequantize";
+  return Report(name, q, want_q, 0, 0) & Report(dq_name.c_str(), dy.Get(), want_dq, 1e-6, sizeof(T) == 4 ? 1e-6 : 1e-3);
+}
+
+}  // namespace
+
+int main() {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
+    std::printf("selftest: no CUDA device\n");
+    return 1;
+  }
+  TestWarpReduce();
+  TestVec<float, 4>("vector float4");
+  TestVec<__half, 8>("vector half x8");
+  TestVec<__half, 2>("vector half2");
+  TestLayerNorm<float, 64, true>("layernorm f32 h64", 37);
+  TestLayerNorm<float, 768, true>("layernorm f32 h768", 100);
+  TestLayerNorm<float, 1000, false>("layernorm f32 h1000 (ragged)", 9);
+  TestLayerNorm<float, 4096, true>("layernorm f32 h4096 (block rows)", 5);
+  TestLayerNorm<float, 67, true>("layernorm f32 h67 (scalar)", 11);
+  TestLayerNorm<__half, 64, true>("layernorm f16 h64", 37);
+  TestLayerNorm<__half, 1024, true>("layernorm f16 h1024", 64);
+  TestLayerNorm<__half, 8192, true>("layernorm f16 h8192 (block rows)", 3);
+  TestGelu<float, 256, qcc::kGeluErf, true>("bias gelu f32 erf", 33);
+  TestGelu<float, 3072, qcc::kGeluTanh, true>("fast gelu f32 tanh", 17);
+  TestGelu<float, 30, qcc::kGeluSigmoid, false>("quick gelu f32 (no bias, odd)", 7);
+  TestGelu<__half, 4096, qcc::kGeluErf, true>("bias gelu f16 erf", 9);
+  TestAttention<float, 4, 16, false, qcc::kMaskKeyPadding, false>("attention f32 d16 masked", 2, 37);
+  TestAttention<float, 2, 64, true, qcc::kMaskKeyPadding, false>("attention f32 d64 packed", 3, 130);
+  TestAttention<float, 2, 80, false, qcc::kMaskNone, true>("attention f32 d80 biased", 2, 65);
+  TestAttention<float, 1, 128, false, qcc::kMaskKeyPadding, true>("attention f32 d128 s512", 1, 512);
+  TestAttention<__half, 4, 32, true, qcc::kMaskKeyPadding, true>("attention f16 d32", 2, 100);
+  TestAttention<__half, 2, 64, false, qcc::kMaskKeyPadding, false>("attention f16 d64", 2, 256);
+  TestEmbedding<float>("embed layernorm f32");
+  TestEmbedding<__half>("embed layernorm f16");
+  TestQuantize<float, false, 1, 1>("quantize f32 per tensor", 1001);
+  TestQuantize<float, true, 48, 1>("quantize f32 per channel (last axis)", 48 * 20);
+  TestQuantize<float, true, 6, 10>("quantize f32 per channel (axis 1)", 3 * 6 * 10);
+  TestQuantize<__half, true, 64, 1>("quantize f16 per channel", 64 * 9);
+  std::printf("selftest: %d passed, %d failed\n", g_passed, g_failed);
+  return g_failed == 0 ? 0 : 1;
+}

@@ -1,0 +1,175 @@
+#!/usr/bin/env bash
+# Checks qcc's CUDA kernels on a machine with an NVIDIA GPU, numerically against
+# ONNX Runtime (CPU) and for bandwidth:
+#
+#   1. cuda_kernels/selftest.cu: the building blocks against host references.
+#   2. qcc -passes=fold,fuse -emit=cuda for the corpus BERT (bert.opset13) and
+#      for full-size BERT-base (its weights made by synth_weights.py); each
+#      folder's check.cu is compiled for this GPU and run: per block instance and
+#      type (f32, f16), the largest absolute and relative error against the
+#      outputs ORT computed, and the bandwidth achieved, in GB/s and as a
+#      fraction of the device-to-device cudaMemcpy bandwidth measured in the
+#      same run.
+#   3. Standalone LayerNorm, skip+LayerNorm and BiasGelu at hidden 768 and 1024
+#      over 4096 rows (one-node models written with the onnx package).
+#
+# Without a GPU (nvidia-smi missing or failing) it says so and exits 0.
+# Needs: go, nvcc, python3 with numpy and onnx, and the ONNX Runtime library
+# (QCC_ORT_LIB, or .cache/onnxruntime from scripts/setup.sh).
+#
+# Environment:
+#   QCC_GPU_WORK=DIR        where to build and write (default: a temporary folder,
+#                           removed at the end unless QCC_GPU_KEEP=1)
+#   QCC_GPU_ARCH=sm_90      the architecture to compile for (default: the GPU's)
+#   QCC_GPU_CHECK_DRY=1     do everything but run on the GPU (no GPU needed): for
+#                           testing this script on a machine without one
+#   QCC_GPU_SKIP_LARGE=1    leave out BERT-base (its weights take ~440 MB)
+#   QCC_PYTHON=python3      the Python with numpy and onnx
+#
+# The exit status is 1 when a check failed or a step could not run.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+MODELS="$ROOT/../shared/models"
+
+say() { printf 'cuda-gpu-check: %s\n' "$*"; }
+die() {
+	printf 'cuda-gpu-check: %s\n' "$*" >&2
+	exit 1
+}
+
+DRY="${QCC_GPU_CHECK_DRY:-0}"
+if [ "$DRY" != 1 ]; then
+	if ! command -v nvidia-smi >/dev/null 2>&1; then
+		say "no NVIDIA GPU here (nvidia-smi not found); nothing to check"
+		exit 0
+	fi
+	if ! nvidia-smi -L >/dev/null 2>&1; then
+		say "no NVIDIA GPU here (nvidia-smi fails: $(nvidia-smi -L 2>&1 | head -n 1)); nothing to check"
+		exit 0
+	fi
+	say "GPU: $(nvidia-smi --query-gpu=name,compute_cap,memory.total,driver_version --format=csv,noheader | head -n 1)"
+else
+	say "dry run: building and compiling only, nothing runs on a GPU"
+fi
+
+for tool in go nvcc; do
+	command -v "$tool" >/dev/null || die "$tool not found (scripts/setup.sh installs what qcc needs)"
+done
+# The first python3 with numpy and onnx (a pyenv shim may shadow Debian's).
+PY=""
+for p in ${QCC_PYTHON:-} python3 /usr/bin/python3; do
+	if command -v "$p" >/dev/null && "$p" -c 'import numpy, onnx' 2>/dev/null; then
+		PY="$p"
+		break
+	fi
+done
+[ -n "$PY" ] || die "no python3 with numpy and onnx (Debian: python3-numpy python3-onnx; or set QCC_PYTHON)"
+export QCC_ORT_LIB="${QCC_ORT_LIB:-$ROOT/.cache/onnxruntime/libonnxruntime.so.1}"
+[ -f "$QCC_ORT_LIB" ] || die "ONNX Runtime library $QCC_ORT_LIB not found (run scripts/setup.sh or set QCC_ORT_LIB); the expected outputs come from it"
+[ -f "$MODELS/bert.opset13.onnx" ] || die "corpus model $MODELS/bert.opset13.onnx not found"
+
+ARCH="${QCC_GPU_ARCH:-}"
+if [ -z "$ARCH" ]; then
+	if [ "$DRY" = 1 ]; then
+		ARCH=sm_90
+	else
+		cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -n 1 | tr -d ' .')
+		ARCH="sm_$cap"
+	fi
+fi
+NVCC=(nvcc -std=c++17 -O3 -arch="$ARCH")
+say "nvcc $(nvcc --version | sed -n 's/.*release \([0-9.]*\).*/\1/p'), compiling for $ARCH"
+
+if [ -n "${QCC_GPU_WORK:-}" ]; then
+	WORK="$QCC_GPU_WORK"
+	mkdir -p "$WORK"
+else
+	WORK="$(mktemp -d)"
+	[ "${QCC_GPU_KEEP:-0}" = 1 ] || trap 'rm -rf "$WORK"' EXIT
+fi
+say "working in $WORK"
+
+failed=()
+# run NAME DIR CMD...: runs a check binary in DIR (unless dry), keeping its output.
+run() {
+	local name="$1" dir="$2"
+	shift 2
+	if [ "$DRY" = 1 ]; then
+		say "$name: built (dry run: not run)"
+		return 0
+	fi
+	say "$name: running"
+	if ! (cd "$dir" && "$@") 2>&1 | tee "$WORK/$name.log"; then
+		failed+=("$name")
+	fi
+	if grep -q 'FAILED' "$WORK/$name.log"; then
+		failed+=("$name")
+	fi
+}
+
+# emit NAME MODEL: qcc -emit=cuda into $WORK/NAME and compile its check binary.
+emit() {
+	local name="$1" model="$2" out="$WORK/$1"
+	rm -rf "$out"
+	say "$name: qcc -passes=fold,fuse -emit=cuda $(basename "$model")"
+	"$WORK/qcc" -passes=fold,fuse -emit=cuda -o "$out" "$model"
+	[ -f "$out/check/manifest.json" ] || die "$name: qcc wrote no check data (is ONNX Runtime loadable?)"
+	say "$name: nvcc check.cu kernels.cu"
+	(cd "$out" && "${NVCC[@]}" -o qcc_check check.cu kernels.cu)
+	run "$name" "$out" ./qcc_check check
+}
+
+say "building qcc"
+go build -o "$WORK/qcc" ./cmd/qcc
+
+say "selftest: nvcc cuda_kernels/selftest.cu"
+"${NVCC[@]}" -I cuda_kernels -o "$WORK/selftest" cuda_kernels/selftest.cu
+run selftest "$WORK" ./selftest
+
+emit bert "$MODELS/bert.opset13.onnx"
+
+if [ "${QCC_GPU_SKIP_LARGE:-0}" != 1 ]; then
+	say "bert-base: synthesising weights (synth_weights.py)"
+	"$PY" "$MODELS/large/synth_weights.py" "$MODELS/large/bert-base.opset13.onnx" --out-dir "$WORK/bert-base-graph" >/dev/null
+	emit bert-base "$WORK/bert-base-graph/bert-base.opset13.onnx"
+fi
+
+# Standalone blocks: one model per hidden size holding a LayerNorm, a skip+
+# LayerNorm and a BiasGelu over static [4096, hidden] inputs, so the check data
+# has 4096 rows.
+"$PY" - "$WORK" <<'PY'
+import sys
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+work = sys.argv[1]
+rows = 4096
+for hidden in (768, 1024):
+    rng = np.random.RandomState(hidden)
+    def const(name, lo, hi):
+        return numpy_helper.from_array(rng.uniform(lo, hi, hidden).astype(np.float32), name)
+    inits = [const("gamma", 0.5, 1.5), const("beta", -0.5, 0.5), const("bias", -0.5, 0.5), const("gelu_bias", -0.5, 0.5)]
+    io = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, [rows, hidden])
+    nodes = [
+        helper.make_node("LayerNormalization", ["x", "gamma", "beta"], ["ln"], name="layernorm", axis=-1, epsilon=1e-12),
+        helper.make_node("SkipLayerNormalization", ["x", "skip", "gamma", "beta", "bias"], ["skip_ln"], name="skip_layernorm",
+                         domain="com.microsoft", epsilon=1e-12),
+        helper.make_node("BiasGelu", ["u", "gelu_bias"], ["gelu"], name="bias_gelu", domain="com.microsoft"),
+    ]
+    graph = helper.make_graph(nodes, f"standalone_h{hidden}", [io("x"), io("skip"), io("u")], [io("ln"), io("skip_ln"), io("gelu")], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    model.ir_version = 8
+    onnx.save(model, f"{work}/standalone_h{hidden}.onnx")
+PY
+for hidden in 768 1024; do
+	emit "standalone-h$hidden" "$WORK/standalone_h$hidden.onnx"
+done
+
+if [ ${#failed[@]} -gt 0 ]; then
+	say "FAILED: ${failed[*]}"
+	exit 1
+fi
+say "done: every check passed$([ "$DRY" = 1 ] && echo ' (dry run: built only)')"
