@@ -23,6 +23,14 @@ func (o *options) ranges(ctx *pass.Context, m *ir.Model, need []string) (map[str
 	if len(need) == 0 {
 		return out, nil
 	}
+	if o.given != nil {
+		for _, n := range need {
+			if a, ok := o.given[n]; ok {
+				out[n] = a
+			}
+		}
+		return out, nil
+	}
 	source := ""
 	var zero []string
 	switch {
@@ -121,8 +129,13 @@ func (o *options) calibrate(m *ir.Model, tensors []string) (*calib.Stats, error)
 	}
 	defer os.RemoveAll(dir)
 	path := filepath.Join(dir, "model.onnx")
-	if err := ir.Save(m, path, ir.SaveOptions{}); err != nil {
-		return nil, fmt.Errorf("saving the model for calibration: %w", err)
+	// Inline tensors when they fit in one protobuf: calibration loads the model from
+	// bytes (it adds outputs), and ORT then looks for external data relative to the
+	// working directory, not the model's folder.
+	if err := ir.Save(m, path, ir.SaveOptions{External: ir.ExternalNever}); err != nil {
+		if err := ir.Save(m, path, ir.SaveOptions{}); err != nil {
+			return nil, fmt.Errorf("saving the model for calibration: %w", err)
+		}
 	}
 	return calib.Collect(path, tensors, src, calib.Options{})
 }

@@ -27,6 +27,7 @@ type inserter struct {
 	actDQ    map[*ir.Value]*ir.Value
 	groups   map[*ir.Node]map[string]bool // new Q/DQ nodes → the groups they serve
 	replaced []*ir.Value                  // float weights now read through a DQ
+	made     map[*ir.Value]int            // pairs this run made per activation (pairs=per-reader)
 
 	pairs, int8W, qdqW, already int
 }
@@ -98,40 +99,51 @@ func (in *inserter) serve(group string, nodes ...*ir.Node) {
 }
 
 // activation returns x's dequantized value: the pair this run made for x, a pair x
-// already has, or a new per-tensor pair.
+// already has, or a new per-tensor pair. With pairs=per-reader every reader gets a pair
+// of its own (same scale), except where x came with a pair.
 func (in *inserter) activation(x *ir.Value, group string) *ir.Value {
-	if dq := in.actDQ[x]; dq != nil {
+	if dq := in.actDQ[x]; dq != nil && !in.o.perReader {
 		p, _ := dq.Producer()
 		q, _ := p.Input(0).Producer()
 		in.serve(group, q, p)
 		return dq
 	}
-	if dq := reusablePair(x); dq != nil {
-		in.actDQ[x] = dq
-		in.already++
-		return dq
+	if in.made[x] == 0 {
+		if dq := reusablePair(x); dq != nil {
+			in.actDQ[x] = dq
+			in.already++
+			return dq
+		}
 	}
+	if in.made == nil {
+		in.made = map[*ir.Value]int{}
+	}
+	base := x.Name
+	if k := in.made[x]; k > 0 {
+		base = fmt.Sprintf("%s_%d", x.Name, k)
+	}
+	in.made[x]++
 	g := in.g
-	scale := g.NewConst(x.Name+"_scale", ir.FloatTensor(nil, []float32{calib.Int8Scale(in.ranges[x.Name])}))
-	zp := g.NewConst(x.Name+"_zero_point", ir.NewTensor(ir.Int8, nil, []byte{0}))
-	q, dq := in.pair(x, scale, zp, nil)
+	scale := g.NewConst(base+"_scale", ir.FloatTensor(nil, []float32{calib.Int8Scale(in.ranges[x.Name])}))
+	zp := g.NewConst(base+"_zero_point", ir.NewTensor(ir.Int8, nil, []byte{0}))
+	q, dq := in.pair(x, base, scale, zp, nil)
 	in.pairs++
 	in.actDQ[x] = dq.Output(0)
 	in.serve(group, q, dq)
 	return dq.Output(0)
 }
 
-// pair adds QuantizeLinear and DequantizeLinear on x.
-func (in *inserter) pair(x, scale, zp *ir.Value, axis *ir.Attr) (q, dq *ir.Node) {
+// pair adds QuantizeLinear and DequantizeLinear on x, named after base.
+func (in *inserter) pair(x *ir.Value, base string, scale, zp *ir.Value, axis *ir.Attr) (q, dq *ir.Node) {
 	g := in.g
 	qt, dt := (*ir.Type)(nil), (*ir.Type)(nil)
 	if x.Type != nil {
 		qt, dt = x.Type.Clone(), x.Type.Clone()
 		qt.DType = ir.Int8
 	}
-	qo := g.NewValue(x.Name+"_quantized", qt)
-	q, _ = g.AddNode(&ir.Node{Name: x.Name + "_QuantizeLinear", OpType: "QuantizeLinear"}, []*ir.Value{x, scale, zp}, []*ir.Value{qo})
-	dq = in.dequantize(x.Name, qo, scale, zp, axis, dt)
+	qo := g.NewValue(base+"_quantized", qt)
+	q, _ = g.AddNode(&ir.Node{Name: base + "_QuantizeLinear", OpType: "QuantizeLinear"}, []*ir.Value{x, scale, zp}, []*ir.Value{qo})
+	dq = in.dequantize(base, qo, scale, zp, axis, dt)
 	if axis != nil {
 		q.SetAttr(axis)
 	}
@@ -182,7 +194,7 @@ func (in *inserter) weight(w *ir.Value, t *ir.Tensor, axis int64, group string) 
 		in.serve(group, dq)
 	} else {
 		var qn *ir.Node
-		qn, dq = in.pair(w, scale, zp, ax)
+		qn, dq = in.pair(w, w.Name, scale, zp, ax)
 		in.qdqW++
 		in.serve(group, qn, dq)
 	}

@@ -11,8 +11,8 @@
 //
 // Every quantized input belongs to a group "layer<L>/<kind>", kind one of qkv,
 // attn_matmul, attn_out, ffn, residual, other (L = -1 before the first encoder layer);
-// disable=REGEX leaves whole groups float, which is how an accuracy budget turns
-// quantizers off.
+// disable=REGEX leaves whole groups float, and budget=D turns off the groups that cost
+// the most accuracy until the loss is at most D (see budget.go).
 package qdq
 
 import (
@@ -40,8 +40,12 @@ inputs of the residual Add that feeds a LayerNorm. Activation ranges come from c
 through ONNX Runtime on the current model (calib, data, batch; cache/trt-cache files), or
 from ranges=const:V. Quantizers belong to groups "layer<L>/<kind>" (kind qkv, attn_matmul,
 attn_out, ffn, residual, other) that disable=REGEX turns off; exclude=REGEX leaves nodes
-(by name or op type) float. Models already carrying Q/DQ are not quantized twice. An
-opset-11/12 model is raised to 13 (per-channel axis), converting the operators whose
+(by name or op type) float. budget=D measures each group against the float model in ONNX
+Runtime and turns off the most harmful groups until the loss is at most D: the drop in
+accuracy (argmax of the first output against the labels of eval=FILE.npz), or without
+eval the drop in the outputs' cosine similarity on the calibration data. pairs=per-reader
+gives each reader of an activation its own Q/DQ pair (what ONNX Runtime's x86 int8
+kernels need). Models already carrying Q/DQ are not quantized twice. An opset-11/12 model is raised to 13 (per-channel axis), converting the operators whose
 meaning changed. The policy is recorded in the model metadata qcc.qdq.policy.`,
 	Requires: []*pass.Pass{blocks.Pass},
 	Options: []pass.Option{
@@ -62,6 +66,10 @@ meaning changed. The policy is recorded in the model metadata qcc.qdq.policy.`,
 		{Name: "exclude", Default: "", Doc: "regexp on node names or op types left float", Check: checkRegexp},
 		{Name: "disable", Default: "", Doc: "regexp on quantizer group names (layer<L>/<kind>) left float", Check: checkRegexp},
 		{Name: "fold-weights", Default: "false", Doc: "true: fold QuantizeLinear→DequantizeLinear on constant float weights into int8 initializers + DequantizeLinear", Check: oneOf("true", "false")},
+		{Name: "pairs", Default: "shared", Doc: "shared: one activation Q/DQ pair per tensor, shared by its quantized readers (TensorRT's form) | per-reader: a pair per reader (ONNX Runtime on x86 fuses an int8 activation into MatMulIntegerToFloat only when its QuantizeLinear feeds one DequantizeLinear)", Check: oneOf("shared", "per-reader")},
+		{Name: "budget", Default: "", Doc: "accuracy budget D: turn off the most harmful quantizer groups until the loss against float is at most D (a fraction: 0.003 = 0.3 point of accuracy with eval, else a drop in cosine similarity)", Check: checkBudget},
+		{Name: "eval", Default: "", Doc: "evaluation data for budget: FILE.npz with the model inputs and a labels array (accuracy = argmax of the first output)"},
+		{Name: "eval-batch", Default: "0", Doc: "evaluation batch size for budget (0: about 1024 input elements per batch)", Check: checkNonNeg},
 	},
 	Run: run,
 }
@@ -126,6 +134,18 @@ type options struct {
 	exclude     *regexp.Regexp
 	disable     *regexp.Regexp
 	foldWeights bool
+	perReader   bool
+
+	budget    float64 // the accuracy budget; < 0 for none
+	eval      string
+	evalBatch int
+	// off are the groups the budget search turned off, with why; keep the nodes a budget
+	// left float in an earlier run.
+	off  map[string]string
+	keep map[*ir.Node]string
+	// given are ranges computed already (by the budget search): authoritative, a tensor
+	// absent from them has a zero range.
+	given map[string]float32
 }
 
 func parseOptions(ctx *pass.Context) (*options, error) {
@@ -145,6 +165,16 @@ func parseOptions(ctx *pass.Context) (*options, error) {
 	if s := ctx.Opt("disable"); s != "" {
 		o.disable = regexp.MustCompile(s)
 	}
+	o.perReader = ctx.Opt("pairs") == "per-reader"
+	o.budget = -1
+	if s := ctx.Opt("budget"); s != "" {
+		o.budget, _ = strconv.ParseFloat(s, 64)
+	}
+	o.eval = ctx.Opt("eval")
+	o.evalBatch, _ = strconv.Atoi(ctx.Opt("eval-batch"))
+	if o.eval != "" && o.budget < 0 {
+		return nil, fmt.Errorf("eval=%s is the evaluation data of budget=D; give budget too", o.eval)
+	}
 	return o, nil
 }
 
@@ -153,8 +183,18 @@ func run(ctx *pass.Context) error {
 	if err != nil {
 		return err
 	}
-	m := ctx.Model
 	br := ctx.ResultOf(blocks.Pass).(*blocks.Result)
+	if o.budget >= 0 {
+		if err := o.searchBudget(ctx, br); err != nil {
+			return err
+		}
+	}
+	return o.apply(ctx, br)
+}
+
+// apply places and inserts the quantizers the options select.
+func (o *options) apply(ctx *pass.Context, br *blocks.Result) error {
+	m := ctx.Model
 	changed := false
 
 	pl := place(m, br, o.policy)
@@ -237,6 +277,12 @@ func (o *options) screen(t *target) string {
 	}
 	if o.disable != nil && o.disable.MatchString(t.Group()) {
 		return fmt.Sprintf("group %s disabled (disable=%s)", t.Group(), o.disable)
+	}
+	if why, ok := o.off[t.Group()]; ok {
+		return why
+	}
+	if why, ok := o.keep[n]; ok {
+		return why
 	}
 	if why := qdqcheck.GEMV(n); why != "" {
 		return why
