@@ -20,6 +20,7 @@ import (
 	"github.com/qcc-dev/qcc/codegen/cuda"
 	"github.com/qcc-dev/qcc/ir"
 	"github.com/qcc-dev/qcc/ir/text"
+	"github.com/qcc-dev/qcc/ort"
 	"github.com/qcc-dev/qcc/pass"
 	"github.com/qcc-dev/qcc/passes"
 	"github.com/qcc-dev/qcc/passes/qdqcheck"
@@ -43,6 +44,7 @@ type options struct {
 	stats, timePasses           bool
 	listPasses, showVersion     bool
 	overwrite, fsync            bool
+	ortLib                      string
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -62,6 +64,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.listPasses, "list-passes", false, "list the available passes and their options, then exit")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
 	fs.BoolVar(&o.overwrite, "overwrite-input", false, "allow -o to name the input file")
+	fs.StringVar(&o.ortLib, "ort-lib", "", "ONNX Runtime library for passes that run the model (qdq calibration); default $QCC_ORT_LIB, then the project cache that scripts/setup.sh fills")
 	fs.BoolVar(&o.fsync, "fsync", false, "flush the output to disk before renaming it into place (durable across power loss)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: qcc [flags] MODEL.onnx\n\nflags:\n")
@@ -90,6 +93,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case o.listPasses:
 		listPasses(stdout)
 		return exitOK
+	}
+	if o.ortLib != "" {
+		// Passes find the library through ort.LibraryPath, which reads the variable.
+		os.Setenv(ort.EnvLib, o.ortLib)
 	}
 	if err := compile(positional, o, stdout, stderr); err != nil {
 		fmt.Fprintf(stderr, "qcc: %v\n", err)
