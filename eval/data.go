@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/qcc-dev/qcc/ir"
 )
@@ -65,6 +66,18 @@ func decode(t *ir.Tensor) (*num, error) {
 	return x, nil
 }
 
+// decodeArith is decode for an op that refuses bool with "<what> on bool".
+func decodeArith(t *ir.Tensor, what string) (*num, error) {
+	x, err := decode(t)
+	if err != nil {
+		return nil, err
+	}
+	if x.dt == ir.Bool {
+		return nil, fmt.Errorf("%s on bool", what)
+	}
+	return x, nil
+}
+
 func newF32(dims []int64, v []float32) *num {
 	return &num{dt: ir.Float, dims: dims, f32: v}
 }
@@ -75,6 +88,54 @@ func newF64(dims []int64, v []float64) *num {
 
 func newInt(dt ir.DataType, dims []int64, v []int64) *num {
 	return &num{dt: dt, dims: dims, i64: v}
+}
+
+// elem is the element types a num computes in. Generic code over elem is written once and
+// instantiated per type, so float32 arithmetic stays float32.
+type elem interface{ float32 | float64 | int64 }
+
+// values returns the elements of x as []T; T must be x's element type.
+func values[T elem](x *num) []T {
+	var v any
+	switch {
+	case x.isF32():
+		v = x.f32
+	case x.isF64():
+		v = x.f64
+	default:
+		v = x.i64
+	}
+	return v.([]T)
+}
+
+// encode encodes values computed for a num of type dt (see tensor).
+func encode[T elem](dt ir.DataType, dims []int64, v []T) *ir.Tensor {
+	switch v := any(v).(type) {
+	case []float32:
+		return newF32(dims, v).tensor()
+	case []float64:
+		return newF64(dims, v).tensor()
+	}
+	return intTensor(dt, dims, any(v).([]int64))
+}
+
+// convert converts every element of x to D as a Go conversion does.
+func convert[D elem](x *num) []D {
+	switch {
+	case x.isF32():
+		return convertSlice[D](x.f32)
+	case x.isF64():
+		return convertSlice[D](x.f64)
+	}
+	return convertSlice[D](x.i64)
+}
+
+func convertSlice[D, S elem](v []S) []D {
+	out := make([]D, len(v))
+	for i, x := range v {
+		out[i] = D(x)
+	}
+	return out
 }
 
 // tensor encodes x; integers are wrapped to the width of their type (as a C cast does).
@@ -220,7 +281,7 @@ func strides(dims []int64) []int {
 func bcastIndex(out, in []int64) []int {
 	n := numel(out)
 	idx := make([]int, n)
-	if len(in) == len(out) && equalDims(in, out) {
+	if slices.Equal(in, out) {
 		for i := range idx {
 			idx[i] = i
 		}
@@ -250,61 +311,4 @@ func bcastIndex(out, in []int64) []int {
 		}
 	}
 	return idx
-}
-
-func equalDims(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
-// ---- float16 ----
-
-// float32ToHalf converts to IEEE binary16 with round-to-nearest-even (as ONNX Runtime's
-// MLFloat16 does), keeping NaN a NaN and overflowing to infinity.
-func float32ToHalf(f float32) uint16 {
-	b := math.Float32bits(f)
-	sign := uint16(b>>16) & 0x8000
-	exp := int32(b>>23) & 0xff
-	man := b & 0x7fffff
-	switch {
-	case exp == 0xff: // inf or NaN
-		if man != 0 {
-			return sign | 0x7e00
-		}
-		return sign | 0x7c00
-	case exp == 0 && man == 0:
-		return sign
-	}
-	e := exp - 127 + 15
-	if e >= 0x1f {
-		return sign | 0x7c00
-	}
-	if e <= 0 {
-		// Subnormal half (or zero): shift the mantissa with the implicit bit in.
-		if e < -10 {
-			return sign
-		}
-		m := man | 0x800000
-		shift := uint32(14 - e)
-		h := m >> shift
-		rem := m & (1<<shift - 1)
-		half := uint32(1) << (shift - 1)
-		if rem > half || (rem == half && h&1 == 1) {
-			h++
-		}
-		return sign | uint16(h)
-	}
-	h := uint32(e)<<10 | man>>13
-	rem := man & 0x1fff
-	if rem > 0x1000 || (rem == 0x1000 && h&1 == 1) {
-		h++ // may carry into the exponent, up to infinity: still correct
-	}
-	return sign | uint16(h)
 }

@@ -18,6 +18,7 @@ package eval
 import (
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 
 	"github.com/qcc-dev/qcc/ir"
@@ -84,14 +85,14 @@ func init() {
 		"Neg":     evalNeg,
 		"Abs":     evalAbs,
 		"Sign":    evalSign,
-		"Sqrt":    floatUnary(sqrt32, sqrt64),
-		"Ceil":    floatUnary(ceil32, ceil64),
-		"Floor":   floatUnary(floor32, floor64),
-		"Log":     floatUnary(viaF64(log64), log64),
-		"Exp":     floatUnary(viaF64(exp64), exp64),
-		"Erf":     floatUnary(viaF64(erf64), erf64),
-		"Tanh":    floatUnary(viaF64(tanh64), tanh64),
-		"Sigmoid": floatUnary(viaF64(sigmoid64), sigmoid64),
+		"Sqrt":    floatUnary(math.Sqrt),
+		"Ceil":    floatUnary(math.Ceil),
+		"Floor":   floatUnary(math.Floor),
+		"Log":     floatUnary(math.Log),
+		"Exp":     floatUnary(math.Exp),
+		"Erf":     floatUnary(math.Erf),
+		"Tanh":    floatUnary(math.Tanh),
+		"Sigmoid": floatUnary(sigmoid64),
 		"CumSum":  evalCumSum,
 		"MatMul":  evalMatMul,
 		// reductions
@@ -175,12 +176,60 @@ func (c *call) in(inputs []*ir.Tensor, i int) (*ir.Tensor, error) {
 	return inputs[i], nil
 }
 
+// in2 returns inputs 0 and 1, or an error for the first one missing.
+func (c *call) in2(inputs []*ir.Tensor) (*ir.Tensor, *ir.Tensor, error) {
+	a, err := c.in(inputs, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	b, err := c.in(inputs, 1)
+	if err != nil {
+		return nil, nil, err
+	}
+	return a, b, nil
+}
+
+// ints returns input i, an int64 or int32 tensor, as int64s.
+func (c *call) ints(inputs []*ir.Tensor, i int) ([]int64, error) {
+	t, err := c.in(inputs, i)
+	if err != nil {
+		return nil, err
+	}
+	return int64s(t)
+}
+
+// present returns the inputs that are not omitted, or an error when all are.
+func present(inputs []*ir.Tensor) ([]*ir.Tensor, error) {
+	var ts []*ir.Tensor
+	for _, t := range inputs {
+		if t != nil {
+			ts = append(ts, t)
+		}
+	}
+	if len(ts) == 0 {
+		return nil, fmt.Errorf("no inputs")
+	}
+	return ts, nil
+}
+
 // opt returns input i or nil.
 func opt(inputs []*ir.Tensor, i int) *ir.Tensor {
 	if i < len(inputs) {
 		return inputs[i]
 	}
 	return nil
+}
+
+// broadcast returns the broadcast of shapes, refused as check refuses it.
+func (c *call) broadcast(shapes ...[]int64) ([]int64, error) {
+	dims, err := broadcast(shapes...)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := c.check(dims); err != nil {
+		return nil, err
+	}
+	return dims, nil
 }
 
 // check refuses outputs larger than the cap, and shapes with negative dimensions.

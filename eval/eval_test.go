@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"errors"
 	"math"
+	"slices"
 	"testing"
 
 	"github.com/qcc-dev/qcc/ir"
+	"github.com/qcc-dev/qcc/ndarray"
 )
 
 func f32(dims []int64, v ...float32) *ir.Tensor { return ir.FloatTensor(dims, v) }
@@ -42,7 +44,7 @@ func sameTensor(t *testing.T, name string, got, want *ir.Tensor) {
 	if got == nil {
 		t.Fatalf("%s: nil output", name)
 	}
-	if got.DType != want.DType || !equalDims(got.Dims, want.Dims) {
+	if got.DType != want.DType || !slices.Equal(got.Dims, want.Dims) {
 		t.Fatalf("%s: got %s%v, want %s%v", name, got.DType, got.Dims, want.DType, want.Dims)
 	}
 	gb, err := got.Bytes()
@@ -336,7 +338,7 @@ func TestSupportedAndLimits(t *testing.T) {
 
 func TestFloat32ToHalf(t *testing.T) {
 	for _, f := range []float32{0, 1, -1, 0.1, 65504, 6.1035156e-05, 6.0975552e-05, 1e-7, 2049, 2051, 0.33325195} {
-		h := float32ToHalf(f)
+		h := ndarray.Float32ToHalf(f)
 		back := ir.HalfToFloat32(h)
 		// The nearest half: no other half is closer.
 		for _, n := range []uint16{h - 1, h + 1} {
@@ -346,10 +348,22 @@ func TestFloat32ToHalf(t *testing.T) {
 			}
 		}
 	}
-	if h := float32ToHalf(2049); h != 0x6800 { // tie to even: 2048
+	if h := ndarray.Float32ToHalf(2049); h != 0x6800 { // tie to even: 2048
 		t.Errorf("2049 -> 0x%04x", h)
 	}
-	if h := float32ToHalf(2051); h != 0x6802 { // tie to even: 2052
+	if h := ndarray.Float32ToHalf(2051); h != 0x6802 { // tie to even: 2052
 		t.Errorf("2051 -> 0x%04x", h)
+	}
+}
+
+// TestTileHugeAxisBehindZero: a zero-sized axis must not let a huge repeat allocate its
+// index list.
+func TestTileHugeAxisBehindZero(t *testing.T) {
+	g := ir.NewGraph("g")
+	n := g.Add("Tile", nil, 1, "y")
+	x := ir.NewTensor(ir.Float, []int64{0, 2}, []byte{})
+	reps := ir.Int64Tensor([]int64{2}, []int64{1, 1 << 40})
+	if _, err := EvalLimit(n, []*ir.Tensor{x, reps}, 13, 1<<20); err == nil {
+		t.Fatal("Tile of [0,2] by [1, 2^40] was evaluated; want a size error")
 	}
 }

@@ -13,11 +13,7 @@ var errNaN = errors.New("NaN input (result depends on the runtime's convention)"
 
 // binary decodes two inputs of the same numeric type and their broadcast shape.
 func (c *call) binary(in []*ir.Tensor) (a, b *num, dims []int64, ia, ib []int, err error) {
-	at, err := c.in(in, 0)
-	if err != nil {
-		return
-	}
-	bt, err := c.in(in, 1)
+	at, bt, err := c.in2(in)
 	if err != nil {
 		return
 	}
@@ -25,10 +21,7 @@ func (c *call) binary(in []*ir.Tensor) (a, b *num, dims []int64, ia, ib []int, e
 		err = fmt.Errorf("mixed types %s and %s", at.DType, bt.DType)
 		return
 	}
-	if dims, err = broadcast(at.Dims, bt.Dims); err != nil {
-		return
-	}
-	if _, err = c.check(dims); err != nil {
+	if dims, err = c.broadcast(at.Dims, bt.Dims); err != nil {
 		return
 	}
 	if a, err = decode(at); err != nil {
@@ -54,42 +47,41 @@ func arith(f32 func(x, y float32) float32, f64 func(x, y float64) float64, fi fu
 }
 
 func arithApply(a, b *num, dims []int64, ia, ib []int, f32 func(x, y float32) float32, f64 func(x, y float64) float64, fi func(x, y int64) (int64, error)) ([]*ir.Tensor, error) {
-	n := len(ia)
 	switch {
 	case a.dt == ir.Bool:
 		return nil, fmt.Errorf("arithmetic on bool")
 	case a.isF32():
-		if f32 == nil {
-			return nil, fmt.Errorf("unsupported type %s", a.dt)
-		}
-		out := make([]float32, n)
-		for i := range out {
-			out[i] = f32(a.f32[ia[i]], b.f32[ib[i]])
-		}
-		return []*ir.Tensor{newF32(dims, out).tensor()}, nil
+		return zipNum(a, b, dims, ia, ib, noErr(f32))
 	case a.isF64():
-		if f64 == nil {
-			return nil, fmt.Errorf("unsupported type %s", a.dt)
-		}
-		out := make([]float64, n)
-		for i := range out {
-			out[i] = f64(a.f64[ia[i]], b.f64[ib[i]])
-		}
-		return []*ir.Tensor{newF64(dims, out).tensor()}, nil
-	default:
-		if fi == nil {
-			return nil, fmt.Errorf("unsupported type %s", a.dt)
-		}
-		out := make([]int64, n)
-		var err error
-		for i := range out {
-			if out[i], err = fi(a.i64[ia[i]], b.i64[ib[i]]); err != nil {
-				return nil, err
-			}
-			out[i] = wrap(a.dt, out[i])
-		}
-		return []*ir.Tensor{intTensor(a.dt, dims, out)}, nil
+		return zipNum(a, b, dims, ia, ib, noErr(f64))
 	}
+	return zipNum(a, b, dims, ia, ib, fi)
+}
+
+// zipNum computes f(a[ia[i]], b[ib[i]]) for every output element i in the element type T
+// of a and b; a nil f refuses the type.
+func zipNum[T elem](a, b *num, dims []int64, ia, ib []int, f func(x, y T) (T, error)) ([]*ir.Tensor, error) {
+	if f == nil {
+		return nil, fmt.Errorf("unsupported type %s", a.dt)
+	}
+	av, bv := values[T](a), values[T](b)
+	out := make([]T, len(ia))
+	var err error
+	for i := range out {
+		if out[i], err = f(av[ia[i]], bv[ib[i]]); err != nil {
+			return nil, err
+		}
+		out[i] = wrapAs(a.dt, out[i])
+	}
+	return []*ir.Tensor{encode(a.dt, dims, out)}, nil
+}
+
+// noErr lifts a binary function that cannot fail; nil stays nil.
+func noErr[T elem](f func(x, y T) T) func(x, y T) (T, error) {
+	if f == nil {
+		return nil
+	}
+	return func(x, y T) (T, error) { return f(x, y), nil }
 }
 
 // wrap reduces v to the range of dt as two's complement storage does, so that chained
@@ -112,16 +104,27 @@ func wrap(dt ir.DataType, v int64) int64 {
 	return v
 }
 
+// wrapAs is wrap for a value computed in the element type T of dt: floats are kept as
+// they are.
+func wrapAs[T elem](dt ir.DataType, v T) T {
+	if dt == ir.Float || dt == ir.Double {
+		return v
+	}
+	return T(wrap(dt, int64(v)))
+}
+
 var errDivZero = errors.New("integer division by zero")
 
+func add[T elem](x, y T) T              { return x + y }
+func sub[T elem](x, y T) T              { return x - y }
+func mul[T elem](x, y T) T              { return x * y }
+func quo[T float32 | float64](x, y T) T { return x / y }
+
 var (
-	evalAdd = arith(func(x, y float32) float32 { return x + y }, func(x, y float64) float64 { return x + y },
-		func(x, y int64) (int64, error) { return x + y, nil })
-	evalSub = arith(func(x, y float32) float32 { return x - y }, func(x, y float64) float64 { return x - y },
-		func(x, y int64) (int64, error) { return x - y, nil })
-	evalMul = arith(func(x, y float32) float32 { return x * y }, func(x, y float64) float64 { return x * y },
-		func(x, y int64) (int64, error) { return x * y, nil })
-	evalDiv = arith(func(x, y float32) float32 { return x / y }, func(x, y float64) float64 { return x / y },
+	evalAdd = arith(add[float32], add[float64], noErr(add[int64]))
+	evalSub = arith(sub[float32], sub[float64], noErr(sub[int64]))
+	evalMul = arith(mul[float32], mul[float64], noErr(mul[int64]))
+	evalDiv = arith(quo[float32], quo[float64],
 		func(x, y int64) (int64, error) {
 			if y == 0 {
 				return 0, errDivZero
@@ -155,19 +158,12 @@ func evalMod(c *call, in []*ir.Tensor) ([]*ir.Tensor, error) {
 }
 
 func evalPow(c *call, in []*ir.Tensor) ([]*ir.Tensor, error) {
-	xt, err := c.in(in, 0)
+	xt, yt, err := c.in2(in)
 	if err != nil {
 		return nil, err
 	}
-	yt, err := c.in(in, 1)
+	dims, err := c.broadcast(xt.Dims, yt.Dims)
 	if err != nil {
-		return nil, err
-	}
-	dims, err := broadcast(xt.Dims, yt.Dims)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := c.check(dims); err != nil {
 		return nil, err
 	}
 	if xt.DType == ir.Bool || yt.DType == ir.Bool {
@@ -181,74 +177,52 @@ func evalPow(c *call, in []*ir.Tensor) ([]*ir.Tensor, error) {
 	if err != nil {
 		return nil, err
 	}
-	ys := make([]float64, yv.len()) // every exponent type converts exactly to float64 except huge ints
-	for i := range ys {
-		switch {
-		case yv.isF32():
-			ys[i] = float64(yv.f32[i])
-		case yv.isF64():
-			ys[i] = yv.f64[i]
-		default:
-			ys[i] = float64(yv.i64[i])
-		}
-	}
+	ys := convert[float64](yv) // every exponent type converts exactly to float64 except huge ints
 	ix, iy := bcastIndex(dims, xt.Dims), bcastIndex(dims, yt.Dims)
 	switch {
 	case x.isF32():
-		// ONNX Runtime computes x*x and x*x*x for the exponents 2 and 3.
-		out := make([]float32, len(ix))
-		for i := range out {
-			v, e := x.f32[ix[i]], ys[iy[i]]
-			switch e {
-			case 1:
-				out[i] = v
-			case 2:
-				out[i] = v * v
-			case 3:
-				out[i] = v * v * v
-			default:
-				out[i] = float32(math.Pow(float64(v), e))
-			}
-		}
-		return []*ir.Tensor{newF32(dims, out).tensor()}, nil
+		return powFloat[float32](x, ys, dims, ix, iy), nil
 	case x.isF64():
-		out := make([]float64, len(ix))
-		for i := range out {
-			v, e := x.f64[ix[i]], ys[iy[i]]
-			switch e {
-			case 2:
-				out[i] = v * v
-			case 3:
-				out[i] = v * v * v
-			default:
-				out[i] = math.Pow(v, e)
-			}
-		}
-		return []*ir.Tensor{newF64(dims, out).tensor()}, nil
-	default:
-		out := make([]int64, len(ix))
-		for i := range out {
-			p := math.Trunc(math.Pow(float64(x.i64[ix[i]]), ys[iy[i]]))
-			if math.IsNaN(p) || math.Abs(p) >= 1<<53 {
-				return nil, fmt.Errorf("integer Pow result %v is not exact", p)
-			}
-			out[i] = wrap(x.dt, int64(p))
-		}
-		return []*ir.Tensor{intTensor(x.dt, dims, out)}, nil
+		return powFloat[float64](x, ys, dims, ix, iy), nil
 	}
+	out := make([]int64, len(ix))
+	for i := range out {
+		p := math.Trunc(math.Pow(float64(x.i64[ix[i]]), ys[iy[i]]))
+		if math.IsNaN(p) || math.Abs(p) >= 1<<53 {
+			return nil, fmt.Errorf("integer Pow result %v is not exact", p)
+		}
+		out[i] = wrap(x.dt, int64(p))
+	}
+	return []*ir.Tensor{intTensor(x.dt, dims, out)}, nil
+}
+
+// powFloat computes x[ix[i]] ** ys[iy[i]] in the float type T. As ONNX Runtime, it
+// computes x*x and x*x*x for the exponents 2 and 3 (math.Pow(x, 1) is x exactly).
+func powFloat[T float32 | float64](x *num, ys []float64, dims []int64, ix, iy []int) []*ir.Tensor {
+	xs := values[T](x)
+	out := make([]T, len(ix))
+	for i := range out {
+		v, e := xs[ix[i]], ys[iy[i]]
+		switch e {
+		case 1:
+			out[i] = v
+		case 2:
+			out[i] = v * v
+		case 3:
+			out[i] = v * v * v
+		default:
+			out[i] = T(math.Pow(float64(v), e))
+		}
+	}
+	return []*ir.Tensor{encode(x.dt, dims, out)}
 }
 
 // variadic folds Min/Max over all inputs with broadcasting.
 func variadic(pick32 func(a, b float32) float32, pick64 func(a, b float64) float64, picki func(a, b int64) int64) evalFunc {
 	return func(c *call, in []*ir.Tensor) ([]*ir.Tensor, error) {
-		var ts []*ir.Tensor
-		for _, t := range in {
-			if t != nil {
-				ts = append(ts, t)
-			}
-		}
-		if len(ts) == 0 {
-			return nil, fmt.Errorf("no inputs")
+		ts, err := present(in)
+		if err != nil {
+			return nil, err
 		}
 		acc := ts[0]
 		if len(ts) == 1 {
@@ -256,21 +230,7 @@ func variadic(pick32 func(a, b float32) float32, pick64 func(a, b float64) float
 			acc.Name = ""
 		}
 		for _, t := range ts[1:] {
-			r, err := arith(
-				func(x, y float32) float32 {
-					if x != x || y != y {
-						return float32(math.NaN())
-					}
-					return pick32(x, y)
-				},
-				func(x, y float64) float64 {
-					if x != x || y != y {
-						return math.NaN()
-					}
-					return pick64(x, y)
-				},
-				func(x, y int64) (int64, error) { return picki(x, y), nil },
-			)(c, []*ir.Tensor{acc, t})
+			r, err := arith(nanOr(pick32), nanOr(pick64), noErr(picki))(c, []*ir.Tensor{acc, t})
 			if err != nil {
 				return nil, err
 			}
@@ -280,6 +240,16 @@ func variadic(pick32 func(a, b float32) float32, pick64 func(a, b float64) float
 			return nil, errNaN
 		}
 		return []*ir.Tensor{acc}, nil
+	}
+}
+
+// nanOr returns pick, except that a NaN operand gives NaN.
+func nanOr[T float32 | float64](pick func(a, b T) T) func(x, y T) T {
+	return func(x, y T) T {
+		if x != x || y != y {
+			return T(math.NaN())
+		}
+		return pick(x, y)
 	}
 }
 
@@ -299,11 +269,12 @@ func hasNaN(t *ir.Tensor) bool {
 	return false
 }
 
+func minOf[T elem](a, b T) T { return min(a, b) }
+func maxOf[T elem](a, b T) T { return max(a, b) }
+
 var (
-	evalMin = variadic(func(a, b float32) float32 { return min(a, b) }, func(a, b float64) float64 { return min(a, b) },
-		func(a, b int64) int64 { return min(a, b) })
-	evalMax = variadic(func(a, b float32) float32 { return max(a, b) }, func(a, b float64) float64 { return max(a, b) },
-		func(a, b int64) int64 { return max(a, b) })
+	evalMin = variadic(minOf[float32], minOf[float64], minOf[int64])
+	evalMax = variadic(maxOf[float32], maxOf[float64], maxOf[int64])
 )
 
 func evalClip(c *call, in []*ir.Tensor) ([]*ir.Tensor, error) {
@@ -311,12 +282,9 @@ func evalClip(c *call, in []*ir.Tensor) ([]*ir.Tensor, error) {
 	if err != nil {
 		return nil, err
 	}
-	x, err := decode(xt)
+	x, err := decodeArith(xt, "Clip")
 	if err != nil {
 		return nil, err
-	}
-	if x.dt == ir.Bool {
-		return nil, fmt.Errorf("Clip on bool")
 	}
 	bound := func(i int, attr string) (*num, error) {
 		if c.opset < 11 {
@@ -349,44 +317,37 @@ func evalClip(c *call, in []*ir.Tensor) ([]*ir.Tensor, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := x.len()
 	dims := cloneDims(xt.Dims)
 	switch {
 	case x.isF32():
-		out := append([]float32{}, x.f32...)
-		for i := range out {
-			if lo != nil && out[i] < lo.f32[0] {
-				out[i] = lo.f32[0]
-			}
-			if hi != nil && out[i] > hi.f32[0] {
-				out[i] = hi.f32[0]
-			}
-		}
-		return []*ir.Tensor{newF32(dims, out).tensor()}, nil
+		return clip[float32](x, lo, hi, dims), nil
 	case x.isF64():
-		out := append([]float64{}, x.f64...)
-		for i := range out {
-			if lo != nil && out[i] < lo.f64[0] {
-				out[i] = lo.f64[0]
-			}
-			if hi != nil && out[i] > hi.f64[0] {
-				out[i] = hi.f64[0]
-			}
-		}
-		return []*ir.Tensor{newF64(dims, out).tensor()}, nil
-	default:
-		out := make([]int64, n)
-		for i, v := range x.i64 {
-			if lo != nil && v < lo.i64[0] {
-				v = lo.i64[0]
-			}
-			if hi != nil && v > hi.i64[0] {
-				v = hi.i64[0]
-			}
-			out[i] = v
-		}
-		return []*ir.Tensor{intTensor(x.dt, dims, out)}, nil
+		return clip[float64](x, lo, hi, dims), nil
 	}
+	return clip[int64](x, lo, hi, dims), nil
+}
+
+// clip limits the elements of x to the one-element bounds lo and hi (nil: none).
+func clip[T elem](x, lo, hi *num, dims []int64) []*ir.Tensor {
+	var l, h []T
+	if lo != nil {
+		l = values[T](lo)
+	}
+	if hi != nil {
+		h = values[T](hi)
+	}
+	xs := values[T](x)
+	out := make([]T, len(xs))
+	for i, v := range xs {
+		if lo != nil && v < l[0] {
+			v = l[0]
+		}
+		if hi != nil && v > h[0] {
+			v = h[0]
+		}
+		out[i] = v
+	}
+	return []*ir.Tensor{encode(x.dt, dims, out)}
 }
 
 // unary applies an elementwise function in the input's own type; nil refuses that class.
@@ -405,87 +366,66 @@ func unary(f32 func(float32) float32, f64 func(float64) float64, fi func(int64) 
 		case x.dt == ir.Bool:
 			return nil, fmt.Errorf("unsupported type bool")
 		case x.isF32() && f32 != nil:
-			out := make([]float32, len(x.f32))
-			for i, v := range x.f32 {
-				out[i] = f32(v)
-			}
-			return []*ir.Tensor{newF32(dims, out).tensor()}, nil
+			return mapNum(x, dims, f32), nil
 		case x.isF64() && f64 != nil:
-			out := make([]float64, len(x.f64))
-			for i, v := range x.f64 {
-				out[i] = f64(v)
-			}
-			return []*ir.Tensor{newF64(dims, out).tensor()}, nil
+			return mapNum(x, dims, f64), nil
 		case x.isInt() && fi != nil:
-			out := make([]int64, len(x.i64))
-			for i, v := range x.i64 {
-				out[i] = wrap(x.dt, fi(v))
-			}
-			return []*ir.Tensor{intTensor(x.dt, dims, out)}, nil
+			return mapNum(x, dims, fi), nil
 		}
 		return nil, fmt.Errorf("unsupported type %s", x.dt)
 	}
 }
 
-func floatUnary(f32 func(float32) float32, f64 func(float64) float64) evalFunc {
-	return unary(f32, f64, nil)
+// mapNum applies f to every element of x in its element type T.
+func mapNum[T elem](x *num, dims []int64, f func(T) T) []*ir.Tensor {
+	xs := values[T](x)
+	out := make([]T, len(xs))
+	for i, v := range xs {
+		out[i] = wrapAs(x.dt, f(v))
+	}
+	return []*ir.Tensor{encode(x.dt, dims, out)}
 }
 
-// viaF64 computes a float32 function as the float64 result rounded to float32.
+// floatUnary applies f to float64 inputs, and to float32 ones as the float64 result
+// rounded to float32 (see viaF64); integers are refused.
+func floatUnary(f func(float64) float64) evalFunc {
+	return unary(viaF64(f), f, nil)
+}
+
+// viaF64 computes a float32 function as the float64 result rounded to float32. For sqrt,
+// ceil, floor and abs that is the correctly rounded float32 result (rounding the float64
+// square root once more is exact).
 func viaF64(f func(float64) float64) func(float32) float32 {
 	return func(x float32) float32 { return float32(f(float64(x))) }
 }
 
-// sqrt32 is the correctly rounded float32 square root (rounding the float64 root once
-// more is exact for sqrt).
-func sqrt32(x float32) float32 { return float32(math.Sqrt(float64(x))) }
-func sqrt64(x float64) float64 { return math.Sqrt(x) }
-func ceil32(x float32) float32 { return float32(math.Ceil(float64(x))) }
-func ceil64(x float64) float64 { return math.Ceil(x) }
-func floor32(x float32) float32 {
-	return float32(math.Floor(float64(x)))
-}
-func floor64(x float64) float64   { return math.Floor(x) }
-func log64(x float64) float64     { return math.Log(x) }
-func exp64(x float64) float64     { return math.Exp(x) }
-func erf64(x float64) float64     { return math.Erf(x) }
-func tanh64(x float64) float64    { return math.Tanh(x) }
 func sigmoid64(x float64) float64 { return 1 / (1 + math.Exp(-x)) }
 
+func neg[T elem](x T) T { return -x }
+
+// sign is -1, 0 or 1 as x is negative, zero or positive; NaN stays NaN.
+func sign[T elem](x T) T {
+	switch {
+	case x > 0:
+		return 1
+	case x < 0:
+		return -1
+	case x == 0:
+		return 0
+	}
+	return x // NaN
+}
+
 var (
-	evalNeg = unary(func(x float32) float32 { return -x }, func(x float64) float64 { return -x },
-		func(x int64) int64 { return -x })
-	evalAbs = unary(func(x float32) float32 { return float32(math.Abs(float64(x))) }, math.Abs,
+	evalNeg = unary(neg[float32], neg[float64], neg[int64])
+	evalAbs = unary(viaF64(math.Abs), math.Abs,
 		func(x int64) int64 {
 			if x < 0 {
 				return -x
 			}
 			return x
 		})
-	evalSign = unary(
-		func(x float32) float32 {
-			switch {
-			case x > 0:
-				return 1
-			case x < 0:
-				return -1
-			case x == 0:
-				return 0
-			}
-			return x // NaN
-		},
-		func(x float64) float64 {
-			switch {
-			case x > 0:
-				return 1
-			case x < 0:
-				return -1
-			case x == 0:
-				return 0
-			}
-			return x
-		},
-		sign64)
+	evalSign = unary(sign[float32], sign[float64], sign[int64])
 )
 
 // cmpOp builds a comparison. pred receives -1, 0 or 1; NaN compares false throughout.
@@ -498,45 +438,35 @@ func cmpOp(pred func(c int) bool) evalFunc {
 		if a.dt == ir.Bool && c.n.OpType != "Equal" {
 			return nil, fmt.Errorf("%s on bool", c.n.OpType)
 		}
-		out := make([]bool, len(ia))
-		for i := range out {
-			var x, y float64
-			switch {
-			case a.isF32():
-				x, y = float64(a.f32[ia[i]]), float64(b.f32[ib[i]])
-			case a.isF64():
-				x, y = a.f64[ia[i]], b.f64[ib[i]]
-			default:
-				out[i] = pred(cmpInt(a.i64[ia[i]], b.i64[ib[i]]))
-				continue
-			}
-			if x != x || y != y {
-				out[i] = false
-				continue
-			}
-			switch {
-			case x < y:
-				out[i] = pred(-1)
-			case x > y:
-				out[i] = pred(1)
-			default:
-				out[i] = pred(0)
-			}
+		var out []bool
+		switch {
+		case a.isF32():
+			out = compare[float32](a, b, ia, ib, pred)
+		case a.isF64():
+			out = compare[float64](a, b, ia, ib, pred)
+		default:
+			out = compare[int64](a, b, ia, ib, pred)
 		}
 		return []*ir.Tensor{boolTensor(dims, out)}, nil
 	}
 }
 
-func cmpInt(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
+// compare computes pred(sign of a[ia[i]] - b[ib[i]]) in the element type T; NaN gives false.
+func compare[T elem](a, b *num, ia, ib []int, pred func(c int) bool) []bool {
+	av, bv := values[T](a), values[T](b)
+	out := make([]bool, len(ia))
+	for i := range out {
+		switch x, y := av[ia[i]], bv[ib[i]]; {
+		case x < y:
+			out[i] = pred(-1)
+		case x > y:
+			out[i] = pred(1)
+		case x == y:
+			out[i] = pred(0)
+		}
 	}
-	return 0
+	return out
 }
-
 func evalNot(c *call, in []*ir.Tensor) ([]*ir.Tensor, error) {
 	xt, err := c.in(in, 0)
 	if err != nil {
@@ -574,11 +504,7 @@ func logicOp(f func(a, b bool) bool) evalFunc {
 }
 
 func evalCumSum(c *call, in []*ir.Tensor) ([]*ir.Tensor, error) {
-	xt, err := c.in(in, 0)
-	if err != nil {
-		return nil, err
-	}
-	at, err := c.in(in, 1)
+	xt, at, err := c.in2(in)
 	if err != nil {
 		return nil, err
 	}
@@ -593,19 +519,16 @@ func evalCumSum(c *call, in []*ir.Tensor) ([]*ir.Tensor, error) {
 	if err != nil {
 		return nil, err
 	}
-	x, err := decode(xt)
+	x, err := decodeArith(xt, "CumSum")
 	if err != nil {
 		return nil, err
-	}
-	if x.dt == ir.Bool {
-		return nil, fmt.Errorf("CumSum on bool")
 	}
 	exclusive := c.n.AttrInt("exclusive", 0) != 0
 	reverse := c.n.AttrInt("reverse", 0) != 0
 	outer := numel(xt.Dims[:axis])
 	dim := int(xt.Dims[axis])
 	inner := numel(xt.Dims[axis+1:])
-	// order lists the flat offsets along the axis in accumulation order.
+	// run visits the flat offsets along the axis in accumulation order.
 	run := func(add func(dst, src int, first bool)) {
 		for o := 0; o < outer; o++ {
 			for j := 0; j < inner; j++ {
@@ -626,62 +549,37 @@ func evalCumSum(c *call, in []*ir.Tensor) ([]*ir.Tensor, error) {
 	dims := cloneDims(xt.Dims)
 	switch {
 	case x.isF32():
-		out := make([]float32, len(x.f32))
-		run(func(dst, src int, first bool) {
-			switch {
-			case first && exclusive:
-				out[dst] = 0
-			case first:
-				out[dst] = x.f32[dst]
-			case exclusive:
-				out[dst] = out[src] + x.f32[src]
-			default:
-				out[dst] = out[src] + x.f32[dst]
-			}
-		})
-		return []*ir.Tensor{newF32(dims, out).tensor()}, nil
+		return cumSum[float32](x, dims, exclusive, run), nil
 	case x.isF64():
-		out := make([]float64, len(x.f64))
-		run(func(dst, src int, first bool) {
-			switch {
-			case first && exclusive:
-				out[dst] = 0
-			case first:
-				out[dst] = x.f64[dst]
-			case exclusive:
-				out[dst] = out[src] + x.f64[src]
-			default:
-				out[dst] = out[src] + x.f64[dst]
-			}
-		})
-		return []*ir.Tensor{newF64(dims, out).tensor()}, nil
-	default:
-		out := make([]int64, len(x.i64))
-		run(func(dst, src int, first bool) {
-			switch {
-			case first && exclusive:
-				out[dst] = 0
-			case first:
-				out[dst] = x.i64[dst]
-			case exclusive:
-				out[dst] = wrap(x.dt, out[src]+x.i64[src])
-			default:
-				out[dst] = wrap(x.dt, out[src]+x.i64[dst])
-			}
-		})
-		return []*ir.Tensor{intTensor(x.dt, dims, out)}, nil
+		return cumSum[float64](x, dims, exclusive, run), nil
 	}
+	return cumSum[int64](x, dims, exclusive, run), nil
+}
+
+// cumSum accumulates x in its element type T along the order run visits.
+func cumSum[T elem](x *num, dims []int64, exclusive bool, run func(add func(dst, src int, first bool))) []*ir.Tensor {
+	xs := values[T](x)
+	out := make([]T, len(xs))
+	run(func(dst, src int, first bool) {
+		switch {
+		case first && exclusive:
+			out[dst] = 0
+		case first:
+			out[dst] = xs[dst]
+		case exclusive:
+			out[dst] = wrapAs(x.dt, out[src]+xs[src])
+		default:
+			out[dst] = wrapAs(x.dt, out[src]+xs[dst])
+		}
+	})
+	return []*ir.Tensor{encode(x.dt, dims, out)}
 }
 
 // maxMatMulMACs bounds the work of one MatMul: the evaluator folds small constants only.
 const maxMatMulMACs = 1 << 24
 
 func evalMatMul(c *call, in []*ir.Tensor) ([]*ir.Tensor, error) {
-	at, err := c.in(in, 0)
-	if err != nil {
-		return nil, err
-	}
-	bt, err := c.in(in, 1)
+	at, bt, err := c.in2(in)
 	if err != nil {
 		return nil, err
 	}
@@ -715,7 +613,7 @@ func evalMatMul(c *call, in []*ir.Tensor) ([]*ir.Tensor, error) {
 	if int64(total)*k > maxMatMulMACs {
 		return nil, fmt.Errorf("MatMul of %v x %v: %w", at.Dims, bt.Dims, ErrTooLarge)
 	}
-	a, err := decode(at)
+	a, err := decodeArith(at, "MatMul") // bt has the same type
 	if err != nil {
 		return nil, err
 	}
@@ -723,63 +621,19 @@ func evalMatMul(c *call, in []*ir.Tensor) ([]*ir.Tensor, error) {
 	if err != nil {
 		return nil, err
 	}
-	if a.dt == ir.Bool {
-		return nil, fmt.Errorf("MatMul on bool")
+	mm := matMul{
+		outDims: outFull, total: total, nb: numel(batch),
+		ia: bcastIndex(batch, ad[:len(ad)-2]), ib: bcastIndex(batch, bd[:len(bd)-2]),
+		M: int(m), K: int(k), N: int(n),
 	}
-	nb := numel(batch)
-	ia := bcastIndex(batch, ad[:len(ad)-2])
-	ib := bcastIndex(batch, bd[:len(bd)-2])
-	sa, sb := int(m*k), int(k*n)
-	M, K, N := int(m), int(k), int(n)
 	var t *ir.Tensor
 	switch {
 	case a.isF32():
-		out := make([]float32, total)
-		for bi := 0; bi < nb; bi++ {
-			A, B, O := a.f32[ia[bi]*sa:], b.f32[ib[bi]*sb:], out[bi*M*N:]
-			for i := 0; i < M; i++ {
-				for j := 0; j < N; j++ {
-					var s float32
-					for l := 0; l < K; l++ {
-						p := A[i*K+l] * B[l*N+j]
-						s += p
-					}
-					O[i*N+j] = s
-				}
-			}
-		}
-		t = newF32(outFull, out).tensor()
+		t = matMulIn[float32](mm, a, b)
 	case a.isF64():
-		out := make([]float64, total)
-		for bi := 0; bi < nb; bi++ {
-			A, B, O := a.f64[ia[bi]*sa:], b.f64[ib[bi]*sb:], out[bi*M*N:]
-			for i := 0; i < M; i++ {
-				for j := 0; j < N; j++ {
-					var s float64
-					for l := 0; l < K; l++ {
-						p := A[i*K+l] * B[l*N+j]
-						s += p
-					}
-					O[i*N+j] = s
-				}
-			}
-		}
-		t = newF64(outFull, out).tensor()
+		t = matMulIn[float64](mm, a, b)
 	default:
-		out := make([]int64, total)
-		for bi := 0; bi < nb; bi++ {
-			A, B, O := a.i64[ia[bi]*sa:], b.i64[ib[bi]*sb:], out[bi*M*N:]
-			for i := 0; i < M; i++ {
-				for j := 0; j < N; j++ {
-					var s int64
-					for l := 0; l < K; l++ {
-						s += A[i*K+l] * B[l*N+j]
-					}
-					O[i*N+j] = wrap(a.dt, s)
-				}
-			}
-		}
-		t = intTensor(a.dt, outFull, out)
+		t = matMulIn[int64](mm, a, b)
 	}
 	// Drop the dimensions added for 1-D operands.
 	dims := cloneDims(batch)
@@ -791,6 +645,37 @@ func evalMatMul(c *call, in []*ir.Tensor) ([]*ir.Tensor, error) {
 	}
 	t.Dims = dims
 	return []*ir.Tensor{t}, nil
+}
+
+// matMul is the geometry of a batched MatMul: nb products of M x K by K x N matrices,
+// product bi taking the matrices ia[bi] of a and ib[bi] of b.
+type matMul struct {
+	outDims []int64
+	total   int
+	nb      int
+	ia, ib  []int
+	M, K, N int
+}
+
+// matMulIn multiplies in the element type T, accumulating each dot product sequentially.
+func matMulIn[T elem](mm matMul, a, b *num) *ir.Tensor {
+	M, K, N := mm.M, mm.K, mm.N
+	av, bv := values[T](a), values[T](b)
+	out := make([]T, mm.total)
+	for bi := 0; bi < mm.nb; bi++ {
+		A, B, O := av[mm.ia[bi]*M*K:], bv[mm.ib[bi]*K*N:], out[bi*M*N:]
+		for i := 0; i < M; i++ {
+			for j := 0; j < N; j++ {
+				var s T
+				for l := 0; l < K; l++ {
+					p := A[i*K+l] * B[l*N+j]
+					s += p
+				}
+				O[i*N+j] = wrapAs(a.dt, s)
+			}
+		}
+	}
+	return encode(a.dt, mm.outDims, out)
 }
 
 // reduceOp builds ReduceSum/Mean/Prod/Max/Min. Axes are an attribute before opset 13
@@ -849,12 +734,9 @@ func reduceOp(kind string) evalFunc {
 		if err != nil {
 			return nil, err
 		}
-		x, err := decode(xt)
+		x, err := decodeArith(xt, "reduction")
 		if err != nil {
 			return nil, err
-		}
-		if x.dt == ir.Bool {
-			return nil, fmt.Errorf("reduction on bool")
 		}
 		count := 1
 		for _, a := range ax {
@@ -875,115 +757,60 @@ func reduceOp(kind string) evalFunc {
 			}
 			dst[flat] = o
 		})
+		r := reduction{kind: kind, dst: dst, nOut: nOut, count: count, outDims: outDims}
 		switch {
 		case x.isF32():
-			out := make([]float32, nOut)
-			seen := make([]bool, nOut)
-			for i, v := range x.f32 {
-				o := dst[i]
-				if !seen[o] {
-					out[o], seen[o] = v, true
-					continue
-				}
-				out[o] = reduce32(kind, out[o], v)
-			}
-			for o := range out {
-				switch {
-				case !seen[o] && kind == "prod":
-					out[o] = 1
-				case kind == "mean":
-					out[o] /= float32(count)
-				}
-				if (kind == "max" || kind == "min") && out[o] != out[o] {
-					return nil, errNaN
-				}
-			}
-			return []*ir.Tensor{newF32(outDims, out).tensor()}, nil
+			return reduceIn[float32](r, x)
 		case x.isF64():
-			out := make([]float64, nOut)
-			seen := make([]bool, nOut)
-			for i, v := range x.f64 {
-				o := dst[i]
-				if !seen[o] {
-					out[o], seen[o] = v, true
-					continue
-				}
-				out[o] = reduce64(kind, out[o], v)
-			}
-			for o := range out {
-				switch {
-				case !seen[o] && kind == "prod":
-					out[o] = 1
-				case kind == "mean":
-					out[o] /= float64(count)
-				}
-				if (kind == "max" || kind == "min") && out[o] != out[o] {
-					return nil, errNaN
-				}
-			}
-			return []*ir.Tensor{newF64(outDims, out).tensor()}, nil
-		default:
-			out := make([]int64, nOut)
-			seen := make([]bool, nOut)
-			for i, v := range x.i64 {
-				o := dst[i]
-				if !seen[o] {
-					out[o], seen[o] = v, true
-					continue
-				}
-				switch kind {
-				case "sum", "mean":
-					out[o] += v
-				case "prod":
-					out[o] *= v
-				case "max":
-					out[o] = max(out[o], v)
-				case "min":
-					out[o] = min(out[o], v)
-				}
-			}
-			for o := range out {
-				switch {
-				case !seen[o] && kind == "prod":
-					out[o] = 1
-				case kind == "mean":
-					out[o] /= int64(count)
-				}
-				out[o] = wrap(x.dt, out[o])
-			}
-			return []*ir.Tensor{intTensor(x.dt, outDims, out)}, nil
+			return reduceIn[float64](r, x)
 		}
+		return reduceIn[int64](r, x)
 	}
 }
 
-func reduce32(kind string, acc, v float32) float32 {
-	switch kind {
-	case "sum", "mean":
-		return acc + v
-	case "prod":
-		return acc * v
-	case "max":
-		if v != v || acc != acc {
-			return float32(math.NaN())
-		}
-		return max(acc, v)
-	default:
-		if v != v || acc != acc {
-			return float32(math.NaN())
-		}
-		return min(acc, v)
-	}
+// reduction describes a reduction: element i of the input goes to output element dst[i],
+// count input elements to each.
+type reduction struct {
+	kind    string
+	dst     []int
+	nOut    int
+	count   int
+	outDims []int64
 }
 
-func reduce64(kind string, acc, v float64) float64 {
-	switch kind {
-	case "sum", "mean":
-		return acc + v
-	case "prod":
-		return acc * v
-	case "max":
-		return max(acc, v)
-	default:
-		return min(acc, v)
+// reduceIn reduces x in its element type T, sequentially in row-major order.
+func reduceIn[T elem](r reduction, x *num) ([]*ir.Tensor, error) {
+	kind := r.kind
+	out := make([]T, r.nOut)
+	seen := make([]bool, r.nOut)
+	for i, v := range values[T](x) {
+		o := r.dst[i]
+		if !seen[o] {
+			out[o], seen[o] = v, true
+			continue
+		}
+		switch kind {
+		case "sum", "mean":
+			out[o] += v
+		case "prod":
+			out[o] *= v
+		case "max":
+			out[o] = max(out[o], v) // NaN if either is NaN
+		case "min":
+			out[o] = min(out[o], v)
+		}
 	}
+	for o := range out {
+		switch {
+		case !seen[o] && kind == "prod":
+			out[o] = 1
+		case kind == "mean":
+			out[o] /= T(r.count)
+		}
+		out[o] = wrapAs(x.dt, out[o])
+		if (kind == "max" || kind == "min") && out[o] != out[o] {
+			return nil, errNaN
+		}
+	}
+	return []*ir.Tensor{encode(x.dt, r.outDims, out)}, nil
 }

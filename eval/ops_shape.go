@@ -6,6 +6,7 @@ import (
 	"sort"
 
 	"github.com/qcc-dev/qcc/ir"
+	"github.com/qcc-dev/qcc/ndarray"
 )
 
 // pick builds an output whose element i is element idx[i] of b.
@@ -91,11 +92,7 @@ func evalIdentity(c *call, in []*ir.Tensor) ([]*ir.Tensor, error) {
 }
 
 func evalGather(c *call, in []*ir.Tensor) ([]*ir.Tensor, error) {
-	x, err := c.in(in, 0)
-	if err != nil {
-		return nil, err
-	}
-	it, err := c.in(in, 1)
+	x, it, err := c.in2(in)
 	if err != nil {
 		return nil, err
 	}
@@ -186,15 +183,12 @@ func evalUnsqueeze(c *call, in []*ir.Tensor) ([]*ir.Tensor, error) {
 // UnsqueezeDims returns the shape after inserting 1s at axes (relative to the output rank).
 func UnsqueezeDims(dims []int64, axes []int64) ([]int64, error) {
 	rank := len(dims) + len(axes)
+	ks, err := normAxes(axes, rank)
+	if err != nil {
+		return nil, err
+	}
 	ins := make([]bool, rank)
-	for _, a := range axes {
-		k, err := normAxis(a, rank)
-		if err != nil {
-			return nil, err
-		}
-		if ins[k] {
-			return nil, fmt.Errorf("axis %d repeated", a)
-		}
+	for _, k := range ks {
 		ins[k] = true
 	}
 	out := make([]int64, 0, rank)
@@ -245,14 +239,9 @@ func evalSqueeze(c *call, in []*ir.Tensor) ([]*ir.Tensor, error) {
 }
 
 func evalConcat(c *call, in []*ir.Tensor) ([]*ir.Tensor, error) {
-	var ts []*ir.Tensor
-	for _, t := range in {
-		if t != nil {
-			ts = append(ts, t)
-		}
-	}
-	if len(ts) == 0 {
-		return nil, fmt.Errorf("no inputs")
+	ts, err := present(in)
+	if err != nil {
+		return nil, err
 	}
 	a := c.n.Attr("axis")
 	if a == nil {
@@ -439,19 +428,24 @@ func selectIndices(c *call, x *ir.Tensor, sel [][]int64, outDims []int64) ([]*ir
 	if _, err := c.check(outDims); err != nil {
 		return nil, err
 	}
+	st := strides(x.Dims)
+	return pickAt(x, outDims, func(ix []int64) (off int) {
+		for k, v := range ix {
+			off += int(sel[k][v]) * st[k]
+		}
+		return off
+	})
+}
+
+// pickAt builds the tensor of shape outDims whose element at multi-index ix is the
+// element of x at flat index at(ix).
+func pickAt(x *ir.Tensor, outDims []int64, at func(ix []int64) int) ([]*ir.Tensor, error) {
 	b, esz, err := raw(x)
 	if err != nil {
 		return nil, err
 	}
-	st := strides(x.Dims)
 	idx := make([]int, numel(outDims))
-	iterIndex(outDims, func(flat int, ix []int64) {
-		off := 0
-		for k, v := range ix {
-			off += int(sel[k][v]) * st[k]
-		}
-		idx[flat] = off
-	})
+	iterIndex(outDims, func(flat int, ix []int64) { idx[flat] = at(ix) })
 	return []*ir.Tensor{ir.NewTensor(x.DType, outDims, pick(b, esz, idx))}, nil
 }
 
@@ -499,11 +493,7 @@ func evalReshape(c *call, in []*ir.Tensor) ([]*ir.Tensor, error) {
 	if c.opset < 5 {
 		return nil, fmt.Errorf("opset %d Reshape (shape attribute) is not supported", c.opset)
 	}
-	st, err := c.in(in, 1)
-	if err != nil {
-		return nil, err
-	}
-	shape, err := int64s(st)
+	shape, err := c.ints(in, 1)
 	if err != nil {
 		return nil, err
 	}
@@ -520,19 +510,12 @@ func evalExpand(c *call, in []*ir.Tensor) ([]*ir.Tensor, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := c.in(in, 1)
+	shape, err := c.ints(in, 1)
 	if err != nil {
 		return nil, err
 	}
-	shape, err := int64s(st)
+	outDims, err := c.broadcast(x.Dims, shape)
 	if err != nil {
-		return nil, err
-	}
-	outDims, err := broadcast(x.Dims, shape)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := c.check(outDims); err != nil {
 		return nil, err
 	}
 	b, esz, err := raw(x)
@@ -547,11 +530,7 @@ func evalTile(c *call, in []*ir.Tensor) ([]*ir.Tensor, error) {
 	if err != nil {
 		return nil, err
 	}
-	rt, err := c.in(in, 1)
-	if err != nil {
-		return nil, err
-	}
-	reps, err := int64s(rt)
+	reps, err := c.ints(in, 1)
 	if err != nil {
 		return nil, err
 	}
@@ -564,8 +543,16 @@ func evalTile(c *call, in []*ir.Tensor) ([]*ir.Tensor, error) {
 		if reps[i] < 0 {
 			return nil, fmt.Errorf("negative repeat %d", reps[i])
 		}
+		if d != 0 && reps[i] > math.MaxInt64/d {
+			return nil, fmt.Errorf("repeat %d of dimension %d overflows", reps[i], d)
+		}
 		outDims[i] = d * reps[i]
+		// Each axis's index list is allocated on its own, so it is checked on its own
+		// too: a zero-sized axis elsewhere would let a huge one pass the product check.
 		if _, err := c.check(outDims[:i+1]); err != nil {
+			return nil, err
+		}
+		if _, err := c.check(outDims[i : i+1]); err != nil {
 			return nil, err
 		}
 		sel[i] = make([]int64, outDims[i])
@@ -601,20 +588,13 @@ func evalTranspose(c *call, in []*ir.Tensor) ([]*ir.Tensor, error) {
 		seen[p] = true
 		outDims[i] = x.Dims[p]
 	}
-	b, esz, err := raw(x)
-	if err != nil {
-		return nil, err
-	}
 	st := strides(x.Dims)
-	idx := make([]int, numel(outDims))
-	iterIndex(outDims, func(flat int, ix []int64) {
-		off := 0
+	return pickAt(x, outDims, func(ix []int64) (off int) {
 		for k, v := range ix {
 			off += int(v) * st[perm[k]]
 		}
-		idx[flat] = off
+		return off
 	})
-	return []*ir.Tensor{ir.NewTensor(x.DType, outDims, pick(b, esz, idx))}, nil
 }
 
 func evalConstant(c *call, in []*ir.Tensor) ([]*ir.Tensor, error) {
@@ -645,11 +625,7 @@ func evalConstant(c *call, in []*ir.Tensor) ([]*ir.Tensor, error) {
 }
 
 func evalConstantOfShape(c *call, in []*ir.Tensor) ([]*ir.Tensor, error) {
-	st, err := c.in(in, 0)
-	if err != nil {
-		return nil, err
-	}
-	shape, err := int64s(st)
+	shape, err := c.ints(in, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -691,11 +667,8 @@ func evalWhere(c *call, in []*ir.Tensor) ([]*ir.Tensor, error) {
 	if x.DType != y.DType {
 		return nil, fmt.Errorf("mixed types %s and %s", x.DType, y.DType)
 	}
-	outDims, err := broadcast(cond.Dims, x.Dims, y.Dims)
+	outDims, err := c.broadcast(cond.Dims, x.Dims, y.Dims)
 	if err != nil {
-		return nil, err
-	}
-	if _, err := c.check(outDims); err != nil {
 		return nil, err
 	}
 	cb, _, err := raw(cond)
@@ -741,38 +714,9 @@ func evalRange(c *call, in []*ir.Tensor) ([]*ir.Tensor, error) {
 	}
 	switch dt := v[0].dt; {
 	case dt == ir.Float:
-		// As ONNX Runtime: the count from double arithmetic, values accumulated in T.
-		start, limit, delta := v[0].f32[0], v[1].f32[0], v[2].f32[0]
-		if delta == 0 {
-			return nil, fmt.Errorf("delta is 0")
-		}
-		n, err := c.rangeCount(math.Ceil(float64(limit-start) / float64(delta)))
-		if err != nil {
-			return nil, err
-		}
-		out := make([]float32, n)
-		val := start
-		for i := range out {
-			out[i] = val
-			val += delta
-		}
-		return []*ir.Tensor{newF32([]int64{int64(n)}, out).tensor()}, nil
+		return rangeFloat[float32](c, v)
 	case dt == ir.Double:
-		start, limit, delta := v[0].f64[0], v[1].f64[0], v[2].f64[0]
-		if delta == 0 {
-			return nil, fmt.Errorf("delta is 0")
-		}
-		n, err := c.rangeCount(math.Ceil((limit - start) / delta))
-		if err != nil {
-			return nil, err
-		}
-		out := make([]float64, n)
-		val := start
-		for i := range out {
-			out[i] = val
-			val += delta
-		}
-		return []*ir.Tensor{newF64([]int64{int64(n)}, out).tensor()}, nil
+		return rangeFloat[float64](c, v)
 	case dt == ir.Int16 || dt == ir.Int32 || dt == ir.Int64:
 		start, limit, delta := v[0].i64[0], v[1].i64[0], v[2].i64[0]
 		if delta == 0 {
@@ -780,7 +724,7 @@ func evalRange(c *call, in []*ir.Tensor) ([]*ir.Tensor, error) {
 		}
 		cnt := int64(0)
 		if d := limit - start; (d > 0) == (delta > 0) && d != 0 {
-			cnt = (d + delta - sign64(delta)) / delta
+			cnt = (d + delta - sign(delta)) / delta
 		}
 		n, err := c.rangeCount(float64(cnt))
 		if err != nil {
@@ -796,14 +740,24 @@ func evalRange(c *call, in []*ir.Tensor) ([]*ir.Tensor, error) {
 	}
 }
 
-func sign64(v int64) int64 {
-	switch {
-	case v > 0:
-		return 1
-	case v < 0:
-		return -1
+// rangeFloat is Range in the float type T. As ONNX Runtime: the count from double
+// arithmetic, values accumulated in T.
+func rangeFloat[T float32 | float64](c *call, v [3]*num) ([]*ir.Tensor, error) {
+	start, limit, delta := values[T](v[0])[0], values[T](v[1])[0], values[T](v[2])[0]
+	if delta == 0 {
+		return nil, fmt.Errorf("delta is 0")
 	}
-	return 0
+	n, err := c.rangeCount(math.Ceil(float64(limit-start) / float64(delta)))
+	if err != nil {
+		return nil, err
+	}
+	out := make([]T, n)
+	val := start
+	for i := range out {
+		out[i] = val
+		val += delta
+	}
+	return []*ir.Tensor{encode(v[0].dt, []int64{int64(n)}, out)}, nil
 }
 
 func (c *call) rangeCount(f float64) (int, error) {
@@ -875,88 +829,41 @@ func Cast(x *ir.Tensor, to ir.DataType) (*ir.Tensor, error) {
 		if err != nil {
 			return nil, err
 		}
-		f32 := make([]float32, len(f))
-		for i, v := range f {
-			f32[i] = float32(v)
-		}
-		return Cast(newF32(x.Dims, f32).tensor(), to)
+		return Cast(newF32(x.Dims, convertSlice[float32](f)).tensor(), to)
 	}
 	v, err := decode(x)
 	if err != nil {
 		return nil, err
 	}
 	dims := cloneDims(x.Dims)
-	n := v.len()
 	switch {
 	case to == ir.Float16:
-		var f32 []float32
-		switch {
-		case v.isF32():
-			f32 = v.f32
-		default:
-			f32 = make([]float32, n)
-			for i := 0; i < n; i++ {
-				if v.isF64() {
-					// ONNX Runtime converts through float (two roundings); so do we.
-					f32[i] = float32(v.f64[i])
-				} else {
-					f32[i] = float32(v.i64[i])
-				}
-			}
-		}
-		b := make([]byte, 2*n)
+		// ONNX Runtime converts double through float (two roundings); so do we.
+		f32 := convert[float32](v)
+		b := make([]byte, 2*len(f32))
 		for i, f := range f32 {
-			h := float32ToHalf(f)
+			h := ndarray.Float32ToHalf(f)
 			b[2*i], b[2*i+1] = byte(h), byte(h>>8)
 		}
 		return ir.NewTensor(ir.Float16, dims, b), nil
 	case to == ir.Float:
-		out := make([]float32, n)
-		for i := range out {
-			if v.isF64() {
-				out[i] = float32(v.f64[i])
-			} else {
-				out[i] = float32(v.i64[i])
-			}
-		}
-		return newF32(dims, out).tensor(), nil
+		return newF32(dims, convert[float32](v)).tensor(), nil
 	case to == ir.Double:
-		out := make([]float64, n)
-		for i := range out {
-			if v.isF32() {
-				out[i] = float64(v.f32[i])
-			} else {
-				out[i] = float64(v.i64[i])
-			}
-		}
-		return newF64(dims, out).tensor(), nil
+		return newF64(dims, convert[float64](v)).tensor(), nil
 	case to == ir.Bool:
-		out := make([]int64, n)
+		// Through float64, which is zero exactly when the value is.
+		f := convert[float64](v)
+		out := make([]int64, len(f))
 		for i := range out {
-			switch {
-			case v.isF32():
-				out[i] = b2i(v.f32[i] != 0)
-			case v.isF64():
-				out[i] = b2i(v.f64[i] != 0)
-			default:
-				out[i] = b2i(v.i64[i] != 0)
-			}
+			out[i] = b2i(f[i] != 0)
 		}
 		return intTensor(ir.Bool, dims, out), nil
-	default: // to an integer type
-		out := make([]int64, n)
+	case v.isInt():
+		return intTensor(to, dims, v.i64), nil // wraps when encoded
+	default: // a float to an integer type
+		out := make([]int64, v.len())
 		lo, hi := intRange(to)
-		for i := range out {
-			var f float64
-			switch {
-			case v.isF32():
-				f = float64(v.f32[i])
-			case v.isF64():
-				f = v.f64[i]
-			default:
-				out[i] = v.i64[i] // wraps when encoded
-				continue
-			}
+		for i, f := range convert[float64](v) {
 			f = math.Trunc(f)
 			// hi of int64 is 2^63 as a float64, itself out of range: compare with >=.
 			if math.IsNaN(f) || f < lo || f > hi || (to == ir.Int64 && f >= hi) {
@@ -977,8 +884,18 @@ func b2i(b bool) int64 {
 
 // sortedAxes normalises and sorts axes.
 func sortedAxes(axes []int64, rank int) ([]int, error) {
+	out, err := normAxes(axes, rank)
+	if err != nil {
+		return nil, err
+	}
+	sort.Ints(out)
+	return out, nil
+}
+
+// normAxes normalises axes (see normAxis), refusing one that is repeated.
+func normAxes(axes []int64, rank int) ([]int, error) {
 	out := make([]int, 0, len(axes))
-	seen := map[int]bool{}
+	seen := make([]bool, rank)
 	for _, a := range axes {
 		k, err := normAxis(a, rank)
 		if err != nil {
@@ -990,6 +907,5 @@ func sortedAxes(axes []int64, rank int) ([]int, error) {
 		seen[k] = true
 		out = append(out, k)
 	}
-	sort.Ints(out)
 	return out, nil
 }
