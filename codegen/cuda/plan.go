@@ -375,18 +375,36 @@ func (b *builder) rowsShape(bl *transformer.Block, v *ir.Value, h int64) ([]int6
 	return shape, prod(shape[:len(shape)-1]), true
 }
 
+// rowsOf takes the row length from the first of vs that gives one (see width)
+// and then the shape and row count of in (see rowsShape); it records the skip
+// and returns false when either is missing.
+func (b *builder) rowsOf(bl *transformer.Block, in *ir.Value, vs ...*ir.Value) (shape []int64, rows, h int64, ok bool) {
+	h, ok = width(vs...)
+	if !ok {
+		b.skip(bl.ID, bl.Variant, "row length unknown")
+		return nil, 0, 0, false
+	}
+	shape, rows, ok = b.rowsShape(bl, in, h)
+	return shape, rows, h, ok
+}
+
+// normTensors makes the gamma tensor and, when the block has one, the beta
+// tensor of a LayerNorm-like block with rows of h.
+func normTensors(bl *transformer.Block, gamma, beta *ir.Value, h int64) []*tensor {
+	ts := []*tensor{constOrRandom(bl.ID, "gamma", gamma, []int64{h}, uniform(bl.ID+".gamma", 0.5, 1.5))}
+	if beta != nil {
+		ts = append(ts, constOrRandom(bl.ID, "beta", beta, []int64{h}, uniform(bl.ID+".beta", -0.5, 0.5)))
+	}
+	return ts
+}
+
 func (b *builder) layerNorm(bl *transformer.Block) {
 	in, gamma, beta := bl.Role("input"), bl.Role("gamma"), bl.Role("beta")
 	if gamma == nil {
 		b.skip(bl.ID, bl.Variant, "no gamma (a LayerNorm without scale has no kernel)")
 		return
 	}
-	h, ok := width(gamma, beta, in)
-	if !ok {
-		b.skip(bl.ID, bl.Variant, "row length unknown")
-		return
-	}
-	shape, rows, ok := b.rowsShape(bl, in, h)
+	shape, rows, h, ok := b.rowsOf(bl, in, gamma, beta, in)
 	if !ok {
 		return
 	}
@@ -410,13 +428,7 @@ func (b *builder) layerNorm(bl *transformer.Block) {
 	}
 	inst := newInstance(bl)
 	inst.Dims = []dim{{"int", "rows", rows}}
-	inst.Tensors = []*tensor{
-		random(bl.ID, "input", ir.Float, shape, uniform(bl.ID+".input", -2, 2)),
-		constOrRandom(bl.ID, "gamma", gamma, []int64{h}, uniform(bl.ID+".gamma", 0.5, 1.5)),
-	}
-	if beta != nil {
-		inst.Tensors = append(inst.Tensors, constOrRandom(bl.ID, "beta", beta, []int64{h}, uniform(bl.ID+".beta", -0.5, 0.5)))
-	}
+	inst.Tensors = append([]*tensor{random(bl.ID, "input", ir.Float, shape, uniform(bl.ID+".input", -2, 2))}, normTensors(bl, gamma, beta, h)...)
 	inst.Tensors = append(inst.Tensors, expected(bl.ID, "output", ir.Float, shape))
 	inst.bytes = func(e int) float64 { return float64(e) * float64(2*rows*h+2*h) }
 	inst.ref = refLayerNorm(eps)
@@ -431,12 +443,7 @@ func (b *builder) skipLayerNorm(bl *transformer.Block) {
 		b.skip(bl.ID, bl.Variant, "no gamma or no skip input")
 		return
 	}
-	h, ok := width(gamma, beta, bias, in)
-	if !ok {
-		b.skip(bl.ID, bl.Variant, "row length unknown")
-		return
-	}
-	shape, rows, ok := b.rowsShape(bl, in, h)
+	shape, rows, h, ok := b.rowsOf(bl, in, gamma, beta, bias, in)
 	if !ok {
 		return
 	}
@@ -476,10 +483,7 @@ func (b *builder) skipLayerNorm(bl *transformer.Block) {
 	if bias != nil {
 		inst.Tensors = append(inst.Tensors, constOrRandom(bl.ID, "bias", bias, []int64{h}, uniform(bl.ID+".bias", -0.5, 0.5)))
 	}
-	inst.Tensors = append(inst.Tensors, constOrRandom(bl.ID, "gamma", gamma, []int64{h}, uniform(bl.ID+".gamma", 0.5, 1.5)))
-	if beta != nil {
-		inst.Tensors = append(inst.Tensors, constOrRandom(bl.ID, "beta", beta, []int64{h}, uniform(bl.ID+".beta", -0.5, 0.5)))
-	}
+	inst.Tensors = append(inst.Tensors, normTensors(bl, gamma, beta, h)...)
 	inst.Tensors = append(inst.Tensors, expected(bl.ID, "output", ir.Float, shape))
 	if sum != nil {
 		inst.Tensors = append(inst.Tensors, expected(bl.ID, "sum", ir.Float, shape))
@@ -497,12 +501,7 @@ func (b *builder) skipLayerNorm(bl *transformer.Block) {
 
 func (b *builder) gelu(bl *transformer.Block) {
 	in, bias := bl.Role("input"), bl.Role("bias")
-	n, ok := width(bias, in)
-	if !ok {
-		b.skip(bl.ID, bl.Variant, "row length unknown")
-		return
-	}
-	shape, rows, ok := b.rowsShape(bl, in, n)
+	shape, rows, n, ok := b.rowsOf(bl, in, bias, in)
 	if !ok {
 		return
 	}
@@ -766,10 +765,7 @@ func (b *builder) embedding(bl *transformer.Block) {
 	if typeVocab > 0 {
 		inst.Tensors = append(inst.Tensors, constOrRandom(bl.ID, "segment_embedding", seg, sd, uniform(bl.ID+".segment", -1, 1)))
 	}
-	inst.Tensors = append(inst.Tensors, constOrRandom(bl.ID, "gamma", gamma, []int64{h}, uniform(bl.ID+".gamma", 0.5, 1.5)))
-	if beta != nil {
-		inst.Tensors = append(inst.Tensors, constOrRandom(bl.ID, "beta", beta, []int64{h}, uniform(bl.ID+".beta", -0.5, 0.5)))
-	}
+	inst.Tensors = append(inst.Tensors, normTensors(bl, gamma, beta, h)...)
 	inst.Tensors = append(inst.Tensors, expected(bl.ID, "output", ir.Float, []int64{batch, seq, h}))
 	tables := int64(2)
 	if typeVocab > 0 {

@@ -25,42 +25,19 @@ __global__ void __launch_bounds__(Rows<ThreadsPerRow<T>(Spec::kHidden)>::kBlock)
                          const int32_t* __restrict__ position_ids, const T* __restrict__ word,
                          const T* __restrict__ position, const T* __restrict__ segment, const T* __restrict__ gamma,
                          const T* __restrict__ beta, T* __restrict__ output, int rows, int seq) {
-  constexpr int N = Spec::kHidden;
-  constexpr int Threads = ThreadsPerRow<T>(N);
-  using R = Row<T, N, Threads>;
-  using L = Rows<Threads>;
-  __shared__ float scratch[Threads / kWarpSize];
-  const int row = L::Index();
-  if (row >= rows) {
-    return;
-  }
-  const int t = L::Thread();
-  const int w = ClampId(input_ids[row], Spec::kVocab);
-  const int p = ClampId(Spec::kPositionIds ? position_ids[row] : row % seq, Spec::kMaxPositions);
-  const int s = Spec::kTypeVocab > 0 ? ClampId(segment_ids[row], Spec::kTypeVocab) : 0;
-  float x[R::kIters][R::kVec];
-#pragma unroll
-  for (int i = 0; i < R::kIters; ++i) {
-    if (R::Valid(i, t)) {
-      const int off = R::Offset(i, t);
-      float e[R::kVec];
-      LoadVec<T, R::kVec>(word + static_cast<size_t>(w) * N + off, x[i]);
-      LoadVec<T, R::kVec>(position + static_cast<size_t>(p) * N + off, e);
-#pragma unroll
-      for (int j = 0; j < R::kVec; ++j) {
-        x[i][j] += e[j];
-      }
+  NormalizeRows<T, Spec>(rows, gamma, beta, output, [=](int row) {
+    constexpr int N = Spec::kHidden;
+    const int w = ClampId(input_ids[row], Spec::kVocab);
+    const int p = ClampId(Spec::kPositionIds ? position_ids[row] : row % seq, Spec::kMaxPositions);
+    const int s = Spec::kTypeVocab > 0 ? ClampId(segment_ids[row], Spec::kTypeVocab) : 0;
+    return [=](int off, auto& x) {
+      LoadVec<T>(word + static_cast<size_t>(w) * N + off, x);
+      AddVec<T>(position + static_cast<size_t>(p) * N + off, x);
       if (Spec::kTypeVocab > 0) {
-        LoadVec<T, R::kVec>(segment + static_cast<size_t>(s) * N + off, e);
-#pragma unroll
-        for (int j = 0; j < R::kVec; ++j) {
-          x[i][j] += e[j];
-        }
+        AddVec<T>(segment + static_cast<size_t>(s) * N + off, x);
       }
-    }
-  }
-  LayerNormRow<T, N, Threads>(x, t, Spec::kEpsilon, gamma, beta, Spec::kHasBeta, scratch,
-                              output + static_cast<size_t>(row) * N);
+    };
+  });
 }
 
 // EmbedLayerNorm launches EmbedLayerNormKernel for batch sequences of seq

@@ -18,33 +18,35 @@
 
 namespace qcc {
 
+// SumChunks returns the sum of f(v) over the elements v of the row held in x
+// (chunks past the end of the row are skipped), in the thread's own order.
+template <typename R, typename F>
+__device__ __forceinline__ float SumChunks(const float (&x)[R::kIters][R::kVec], int t, F f) {
+  float acc = 0.0f;
+#pragma unroll
+  for (int i = 0; i < R::kIters; ++i) {
+    if (R::Valid(i, t)) {
+#pragma unroll
+      for (int j = 0; j < R::kVec; ++j) {
+        acc += f(x[i][j]);
+      }
+    }
+  }
+  return acc;
+}
+
 // RowMoments returns the mean and 1 / sqrt(variance + eps) of the row held in
 // x (chunks past the end of the row are ignored).
 template <typename R, int Threads>
 __device__ __forceinline__ void RowMoments(const float (&x)[R::kIters][R::kVec], int t, int n, float eps,
                                            float* scratch, float& mean, float& rstd) {
-  float sum = 0.0f;
-#pragma unroll
-  for (int i = 0; i < R::kIters; ++i) {
-    if (R::Valid(i, t)) {
-#pragma unroll
-      for (int j = 0; j < R::kVec; ++j) {
-        sum += x[i][j];
-      }
-    }
-  }
+  const float sum = SumChunks<R>(x, t, [](float v) { return v; });
   mean = RowSum<Threads>(sum, scratch) / static_cast<float>(n);
-  float squares = 0.0f;
-#pragma unroll
-  for (int i = 0; i < R::kIters; ++i) {
-    if (R::Valid(i, t)) {
-#pragma unroll
-      for (int j = 0; j < R::kVec; ++j) {
-        const float d = x[i][j] - mean;
-        squares += d * d;
-      }
-    }
-  }
+  const float m = mean;
+  const float squares = SumChunks<R>(x, t, [m](float v) {
+    const float d = v - m;
+    return d * d;
+  });
   rstd = rsqrtf(RowSum<Threads>(squares, scratch) / static_cast<float>(n) + eps);
 }
 
@@ -91,10 +93,25 @@ __device__ __forceinline__ void LayerNormRow(float (&x)[Row<T, N, Threads>::kIte
   WriteNormalized<T, R>(x, t, mean, rstd, gamma, beta, has_beta, out);
 }
 
-template <typename T, typename Spec>
-__global__ void __launch_bounds__(Rows<ThreadsPerRow<T>(Spec::kHidden)>::kBlock)
-    LayerNormKernel(const T* __restrict__ input, const T* __restrict__ gamma, const T* __restrict__ beta,
-                    T* __restrict__ output, int rows) {
+// AddVec adds the N elements at p (aligned to N elements) to x.
+template <typename T, int N>
+__device__ __forceinline__ void AddVec(const T* __restrict__ p, float (&x)[N]) {
+  float v[N];
+  LoadVec<T, N>(p, v);
+#pragma unroll
+  for (int j = 0; j < N; ++j) {
+    x[j] += v[j];
+  }
+}
+
+// NormalizeRows is the body of the row kernels (LayerNorm, skip+LayerNorm,
+// embedding+LayerNorm): it finds the calling thread's row of Spec::kHidden
+// elements, gathers the thread's chunks of it with load(off, x), where
+// load = source(row) and x is a float[kVec] to fill from offset off of the
+// row, and writes the normalised row to output.
+template <typename T, typename Spec, typename Source>
+__device__ __forceinline__ void NormalizeRows(int rows, const T* __restrict__ gamma, const T* __restrict__ beta,
+                                              T* __restrict__ output, Source source) {
   constexpr int N = Spec::kHidden;
   constexpr int Threads = ThreadsPerRow<T>(N);
   using R = Row<T, N, Threads>;
@@ -105,15 +122,26 @@ __global__ void __launch_bounds__(Rows<ThreadsPerRow<T>(Spec::kHidden)>::kBlock)
     return;
   }
   const int t = L::Thread();
-  const size_t base = static_cast<size_t>(row) * N;
+  const auto load = source(row);
   float x[R::kIters][R::kVec];
 #pragma unroll
   for (int i = 0; i < R::kIters; ++i) {
     if (R::Valid(i, t)) {
-      LoadVec<T, R::kVec>(input + base + R::Offset(i, t), x[i]);
+      load(R::Offset(i, t), x[i]);
     }
   }
-  LayerNormRow<T, N, Threads>(x, t, Spec::kEpsilon, gamma, beta, Spec::kHasBeta, scratch, output + base);
+  LayerNormRow<T, N, Threads>(x, t, Spec::kEpsilon, gamma, beta, Spec::kHasBeta, scratch,
+                              output + static_cast<size_t>(row) * N);
+}
+
+template <typename T, typename Spec>
+__global__ void __launch_bounds__(Rows<ThreadsPerRow<T>(Spec::kHidden)>::kBlock)
+    LayerNormKernel(const T* __restrict__ input, const T* __restrict__ gamma, const T* __restrict__ beta,
+                    T* __restrict__ output, int rows) {
+  NormalizeRows<T, Spec>(rows, gamma, beta, output, [=](int row) {
+    const T* __restrict__ in = input + static_cast<size_t>(row) * Spec::kHidden;
+    return [=](int off, auto& x) { LoadVec<T>(in + off, x); };
+  });
 }
 
 template <typename T, typename Spec>
@@ -121,42 +149,19 @@ __global__ void __launch_bounds__(Rows<ThreadsPerRow<T>(Spec::kHidden)>::kBlock)
     SkipLayerNormKernel(const T* __restrict__ input, const T* __restrict__ skip, const T* __restrict__ bias,
                         const T* __restrict__ gamma, const T* __restrict__ beta, T* __restrict__ output,
                         T* __restrict__ sum, int rows) {
-  constexpr int N = Spec::kHidden;
-  constexpr int Threads = ThreadsPerRow<T>(N);
-  using R = Row<T, N, Threads>;
-  using L = Rows<Threads>;
-  __shared__ float scratch[Threads / kWarpSize];
-  const int row = L::Index();
-  if (row >= rows) {
-    return;
-  }
-  const int t = L::Thread();
-  const size_t base = static_cast<size_t>(row) * N;
-  float x[R::kIters][R::kVec];
-#pragma unroll
-  for (int i = 0; i < R::kIters; ++i) {
-    if (R::Valid(i, t)) {
-      const int off = R::Offset(i, t);
-      float s[R::kVec];
-      LoadVec<T, R::kVec>(input + base + off, x[i]);
-      LoadVec<T, R::kVec>(skip + base + off, s);
-#pragma unroll
-      for (int j = 0; j < R::kVec; ++j) {
-        x[i][j] += s[j];
-      }
+  NormalizeRows<T, Spec>(rows, gamma, beta, output, [=](int row) {
+    const size_t base = static_cast<size_t>(row) * Spec::kHidden;
+    return [=](int off, auto& x) {
+      LoadVec<T>(input + base + off, x);
+      AddVec<T>(skip + base + off, x);
       if (Spec::kHasBias) {
-        LoadVec<T, R::kVec>(bias + off, s);
-#pragma unroll
-        for (int j = 0; j < R::kVec; ++j) {
-          x[i][j] += s[j];
-        }
+        AddVec<T>(bias + off, x);
       }
       if (Spec::kHasSum) {
-        StoreVec<T, R::kVec>(sum + base + off, x[i]);
+        StoreVec<T>(sum + base + off, x);
       }
-    }
-  }
-  LayerNormRow<T, N, Threads>(x, t, Spec::kEpsilon, gamma, beta, Spec::kHasBeta, scratch, output + base);
+    };
+  });
 }
 
 // LayerNorm launches LayerNormKernel over rows rows of Spec::kHidden elements.
