@@ -3,6 +3,7 @@ package transformer
 import (
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 
 	"github.com/qcc-dev/qcc/ir"
@@ -131,18 +132,11 @@ func attnScaled(name string, p patterns.Pattern) patterns.Pattern {
 	)
 }
 
-func attnPerm(want ...int64) func(n *ir.Node) bool {
+// permIs matches a Transpose whose perm attribute is exactly want.
+func permIs(want ...int64) func(n *ir.Node) bool {
 	return func(n *ir.Node) bool {
 		p, ok := n.AttrInts("perm")
-		if !ok || len(p) != len(want) {
-			return false
-		}
-		for i := range p {
-			if p[i] != want[i] {
-				return false
-			}
-		}
-		return true
+		return ok && slices.Equal(p, want)
 	}
 }
 
@@ -162,15 +156,15 @@ func attnPattern(form attnMaskForm) patterns.Pattern {
 	}
 	split := func(p string, in patterns.Pattern) *patterns.OpPat { // [B,S,H] -> [B,N,S,D]
 		return op("Transpose", op("Reshape", in, anything()).As(p+"_reshape")).As(p+"_heads").
-			If("perm=[0,2,1,3]", attnPerm(0, 2, 1, 3))
+			If("perm=[0,2,1,3]", permIs(0, 2, 1, 3))
 	}
 	q := attnScaled("q_heads", split("q", attnScaled("q_proj", proj("q"))))
 	k := attnScaled("k_proj", proj("k"))
 	kt := attnScaled("k_t", or( // [B,N,D,S]
 		op("Transpose", op("Reshape", k, anything()).As("k_reshape")).As("k_t").
-			If("perm=[0,2,3,1]", attnPerm(0, 2, 3, 1)),
+			If("perm=[0,2,3,1]", permIs(0, 2, 3, 1)),
 		op("Transpose", attnScaled("k_heads", split("k", k))).As("k_t").
-			If("perm=[0,1,3,2]", attnPerm(0, 1, 3, 2)),
+			If("perm=[0,1,3,2]", permIs(0, 1, 3, 2)),
 	))
 	val := split("v", proj("v"))
 	// A QDQ-quantized model has Q/DQ pairs on the inputs of both matmuls too.
@@ -192,7 +186,7 @@ func attnPattern(form attnMaskForm) patterns.Pattern {
 	dropped := or(op("Dropout", probs).As("dropout"), op("Dropout", probs, anything()).As("dropout"),
 		op("Dropout", probs, anything(), anything()).As("dropout"), probs)
 	ctx := op("MatMul", attnQDQ("context_a", dropped), attnQDQ("context_b", val)).As("context")
-	ctxT := op("Transpose", ctx).As("context_t").If("perm=[0,2,1,3]", attnPerm(0, 2, 1, 3))
+	ctxT := op("Transpose", ctx).As("context_t").If("perm=[0,2,1,3]", permIs(0, 2, 1, 3))
 	// The heads are merged by a Reshape to [B,S,N·D], or not at all when the output
 	// projection reads [B,S,N,D] itself (older ALBERT's einsum "bfnd,ndh->bfh").
 	return or(op("Reshape", ctxT, anything()).As("output"), ctxT)

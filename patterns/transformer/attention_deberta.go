@@ -122,21 +122,6 @@ func (d *dbp) scaled(p string, core bool, x patterns.Pattern) patterns.Pattern {
 	return patterns.Or(d.op(p+"_scale_div", core, "Div", x, s), d.op(p+"_scale_mul", core, "Mul", x, s), x)
 }
 
-func dbPermIs(want ...int64) func(n *ir.Node) bool {
-	return func(n *ir.Node) bool {
-		p, ok := n.AttrInts("perm")
-		if !ok || len(p) != len(want) {
-			return false
-		}
-		for i := range p {
-			if p[i] != want[i] {
-				return false
-			}
-		}
-		return true
-	}
-}
-
 // dbSwapsLastTwo: a Transpose whose perm is the identity but for the last two axes.
 func dbSwapsLastTwo(n *ir.Node) bool {
 	p, ok := n.AttrInts("perm")
@@ -180,7 +165,7 @@ func dbBroadcastsOverHeads(v *ir.Value) bool {
 // split4 is x → Reshape(·, [batch, seq, heads, -1]) → Transpose(0,2,1,3).
 func (d *dbp) split4(p string, x patterns.Pattern) patterns.Pattern {
 	return d.op(p+"_split", false, "Transpose", d.op(p+"_split_reshape", false, "Reshape", x, patterns.Any())).
-		If("perm=[0,2,1,3]", dbPermIs(0, 2, 1, 3))
+		If("perm=[0,2,1,3]", permIs(0, 2, 1, 3))
 }
 
 // heads4 matches the 4-D heads of projection p: its own projection split into heads, or
@@ -264,7 +249,7 @@ func debertaRule(name string, rank int) *patterns.Rule {
 		pv := d.op("pv", true, "MatMul", d.op("probs3", true, "Reshape", probs, patterns.Any()), d.heads("v", rank))
 		ctx = d.op("context", true, "Reshape", pv, patterns.Any())
 	}
-	merge := d.op("merge", true, "Transpose", ctx).If("perm=[0,2,1,3]", dbPermIs(0, 2, 1, 3))
+	merge := d.op("merge", true, "Transpose", ctx).If("perm=[0,2,1,3]", permIs(0, 2, 1, 3))
 	root := d.op("output", false, "Reshape", merge, patterns.Any())
 	core := d.core
 	return &patterns.Rule{
