@@ -55,6 +55,12 @@ type Options struct {
 	// for external data relative to the working directory, so a model with
 	// external data needs that directory to be the model's.
 	ExtraOutputs []string
+	// ProfilePrefix, when set, turns on ORT's per-node profiler; the JSON
+	// trace is written when the session closes, named PREFIX_DATE.json.
+	ProfilePrefix string
+	// OptimizedModelPath, when set, makes ORT save the model as its
+	// optimizer left it (to see which fusions it made).
+	OptimizedModelPath string
 }
 
 // IOInfo describes a session input or output.
@@ -137,7 +143,7 @@ func newSession(path string, model []byte, opts Options) (*Session, error) {
 			return nil, err
 		}
 	}
-	ins, outs, err := ioInfo(path, model, so)
+	ins, outs, err := ioInfo(path, model, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -208,6 +214,12 @@ func sessionOptions(path string, opts Options) (*onnxruntime.SessionOptions, err
 	if err == nil && opts.IntraOpThreads > 0 {
 		err = so.SetIntraOpNumThreads(opts.IntraOpThreads)
 	}
+	if err == nil && opts.ProfilePrefix != "" {
+		err = so.EnableProfiling(opts.ProfilePrefix)
+	}
+	if err == nil && opts.OptimizedModelPath != "" {
+		err = so.SetOptimizedModelFilePath(opts.OptimizedModelPath)
+	}
 	if err == nil && path != "" {
 		// When a rewritten model is loaded from memory, its external data
 		// must still be found next to the original file.
@@ -222,10 +234,17 @@ func sessionOptions(path string, opts Options) (*onnxruntime.SessionOptions, err
 
 // ioInfo asks ORT for the model's inputs and outputs (through a temporary
 // session: the binding needs the names before it creates the real one).
-func ioInfo(path string, model []byte, so *onnxruntime.SessionOptions) ([]onnxruntime.InputOutputInfo, []onnxruntime.InputOutputInfo, error) {
+func ioInfo(path string, model []byte, opts Options) ([]onnxruntime.InputOutputInfo, []onnxruntime.InputOutputInfo, error) {
 	if model != nil {
 		return onnxruntime.GetInputOutputInfoWithONNXData(model)
 	}
+	// The temporary session must not profile or save the model itself.
+	opts.ProfilePrefix, opts.OptimizedModelPath = "", ""
+	so, err := sessionOptions(path, opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer so.Destroy()
 	return onnxruntime.GetInputOutputInfoWithOptions(path, so)
 }
 

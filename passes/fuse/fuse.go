@@ -20,7 +20,10 @@ var Pass = &pass.Pass{
 	Name: "fuse",
 	Doc: `rewrite attention, GELU, LayerNorm, skip+LayerNorm and embedding blocks into fused operators
 target=ort emits com.microsoft Attention, SkipLayerNormalization, EmbedLayerNormalization,
-BiasGelu/FastGelu/Gelu and LayerNormalization; target=onnx emits standard operators only and
+BiasGelu/FastGelu/Gelu and LayerNormalization; with provider=cpu the residual stays Add
+(as Sum) + LayerNormalization, and a QDQ-quantized model's attention and linear layers become
+QAttention and MatMulIntegerToFloat (same numbers, biases in the integer GEMM's epilogue, x86's
+uint8 x int8 kernels); target=onnx emits standard operators only and
 leaves a block decomposed (but annotated) when its operator needs a newer opset than the
 model imports, unless opset=N allows raising the import to N. Every block is annotated in
 node metadata (qcc.block, qcc.kind, qcc.layer, qcc.variant).`,
@@ -29,6 +32,12 @@ node metadata (qcc.block, qcc.kind, qcc.layer, qcc.variant).`,
 		{Name: "target", Default: "ort", Doc: "ort (com.microsoft operators) or onnx (standard operators only)", Check: func(s string) error {
 			if s != "ort" && s != "onnx" {
 				return fmt.Errorf("want ort or onnx")
+			}
+			return nil
+		}},
+		{Name: "provider", Default: "any", Doc: "target=ort: the ONNX Runtime execution provider, any, cpu or cuda; cpu keeps Add + LayerNormalization (ORT's CPU SkipLayerNormalization is slower) and turns Q/DQ matmuls into integer kernels", Check: func(s string) error {
+			if s != "any" && s != "cpu" && s != "cuda" {
+				return fmt.Errorf("want any, cpu or cuda")
 			}
 			return nil
 		}},
@@ -46,6 +55,9 @@ func run(ctx *pass.Context) error {
 	m := ctx.Model
 	opset, _ := strconv.ParseInt(ctx.Opt("opset"), 10, 64)
 	env := &transformer.Env{Model: m, Target: transformer.Target(ctx.Opt("target")), RaiseOpset: opset}
+	if p := ctx.Opt("provider"); p != "any" {
+		env.Provider = p
+	}
 	before := m.Graph.NumNodes()
 	rep, err := transformer.Fuse(m, transformer.Families, env)
 	if err != nil {

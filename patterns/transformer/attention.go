@@ -37,8 +37,12 @@ Matched from the math, one input X feeding three projections:
   itself when the output projection reads [B,S,N,D] (older ALBERT's einsum; the fused
   output is reshaped back).
 Q/DQ pairs on X (per projection or shared) or on the inputs of Q·Kᵀ and probs·V, and
-DequantizeLinear weights, are recognised too; such a block is annotated but not rewritten
-(a float Attention would drop those numerics). The output projection (·Wo + bo) is not
+DequantizeLinear weights, are recognised too. A float Attention would drop those numerics:
+for target ort with provider=cpu, a block quantized on X and the weights only becomes
+attention/fused-quantized
+(com.microsoft.QAttention: X as uint8 per tensor, packed int8/uint8 weights with per-column
+scales, float biases, the same numbers); any other quantized block is annotated but not
+rewritten. The output projection (·Wo + bo) is not
 part of the block. Shape arithmetic that reads the block's values (Shape nodes) may stay
 outside the match; it is dead after fusion.
 
@@ -59,7 +63,8 @@ v_matmul (the projection MatMul outputs), scores (Q·Kᵀ), probs (softmax outpu
 (probs·V). Fused forms add qkv_weight, qkv_bias. Params: num_heads, head_size, hidden
 (N·D), scale, mask_filter_value (when masked).
 
-Fused forms: attention/fused (com.microsoft.Attention: X, [Wq|Wk|Wv], [bq|bk|bv],
+Fused forms: attention/fused-quantized (com.microsoft.QAttention, above),
+attention/fused (com.microsoft.Attention: X, [Wq|Wk|Wv], [bq|bk|bv],
 mask_index = Cast(mask, int32), attributes num_heads, scale, mask_filter_value set to the
 graph's own fill constant; an additive mask input goes to attention_bias, expanded to
 [B,1,S,S] as ORT requires) and attention/fused-onnx (Attention-23 on the projected Q, K, V
@@ -71,6 +76,7 @@ the Q/K/V weight roles map onto it directly.`,
 	Rules: []*patterns.Rule{
 		{Name: "attention/fused", Pattern: patterns.Op("Attention").In("com.microsoft").As("attention"), Check: attnCheckFusedORT},
 		{Name: "attention/fused-onnx", Pattern: patterns.Op("Attention").As("attention"), Check: attnCheckFusedONNX},
+		{Name: "attention/fused-quantized", Pattern: patterns.Op("QAttention").In("com.microsoft").As("attention"), Check: attnCheckFusedQuant},
 		attnRule("attention/add-mask", attnAddForm),
 		attnRule("attention/where-mask", attnWhereForm),
 		attnRule("attention/no-mask", attnNoMaskForm),
@@ -152,7 +158,7 @@ func attnPattern(form attnMaskForm) patterns.Pattern {
 	x := v("input")
 	proj := func(p string) patterns.Pattern { // X·W + b: [B,S,H]
 		mm := op("MatMul", attnQDQ(p, x), v(p+"_weight")).As(p + "_matmul")
-		return patterns.Optional(op("Add", mm, v(p+"_bias")).As(p + "_add"))
+		return or(patterns.Optional(op("Add", mm, v(p+"_bias")).As(p+"_add")), qlinFused(p, x))
 	}
 	split := func(p string, in patterns.Pattern) *patterns.OpPat { // [B,S,H] -> [B,N,S,D]
 		return op("Transpose", op("Reshape", in, anything()).As(p+"_reshape")).As(p+"_heads").
@@ -700,6 +706,9 @@ func attnDescribe(m *patterns.Match, b *Block) {
 	case "attention/fused-onnx":
 		attnDescribeFusedONNX(m, b)
 		return
+	case "attention/fused-quantized":
+		attnDescribeFusedQuant(m, b)
+		return
 	}
 	for _, r := range []string{"input", "q_weight", "q_bias", "k_weight", "k_bias", "v_weight", "v_bias",
 		"q_matmul", "k_matmul", "v_matmul", "scores", "probs", "context"} {
@@ -882,8 +891,9 @@ func attnDescribeFusedONNX(m *patterns.Match, b *Block) {
 
 func attnFuse(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, error) {
 	m := b.Match
-	if why := attnQuantized(m); why != "" {
-		return nil, why, nil
+	quantized := attnQuantized(m)
+	if quantized != "" && (env.Target != ORT || env.Provider != "cpu") {
+		return nil, quantized, nil // QAttention is for x86 CPUs; TensorRT and CUDA want Q/DQ
 	}
 	if sm := m.N("probs"); sm.Attr("axis") == nil && env.Model.Opset("") < 13 {
 		return nil, "softmax over axis 1 (the default before opset 13), not the last", nil
@@ -891,6 +901,9 @@ func attnFuse(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, erro
 	mi := attnAnalyseMask(m, attnFormOf(b.Variant))
 	if mi.kind == attnUnknownMask {
 		return nil, "mask of an unknown form: " + mi.why, nil
+	}
+	if quantized != "" {
+		return attnFuseQuantORT(rw, b, env, mi, quantized)
 	}
 	switch env.Target {
 	case ORT:
@@ -904,6 +917,11 @@ func attnFuse(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, erro
 // attnQuantized says why a block with quantized inputs or non-constant weights must keep
 // its decomposed form (a fused float Attention would drop the Q/DQ numerics).
 func attnQuantized(m *patterns.Match) string {
+	for _, p := range []string{"q", "k", "v"} {
+		if n := m.N(p + "_matmul"); n != nil && n.OpType == "MatMulIntegerToFloat" {
+			return "Q/K/V projections are MatMulIntegerToFloat (quantized)"
+		}
+	}
 	for _, p := range []string{"q", "k", "v"} {
 		if patterns.ConstOf(m.V(p+"_weight")) == nil {
 			return "Q/K/V weights are not constant (quantized?)"
@@ -972,11 +990,24 @@ func attnUnmerge(rw *patterns.Rewriter, m *patterns.Match, b *Block, out *ir.Val
 // attnConcatQKV packs Q, K and V's weights ([H_in,H] each, into [H_in,3H]: each row is
 // q|k|v) or biases ([H] each, into [3H]; a missing bias is zeros).
 func attnConcatQKV(m *patterns.Match, what string) (*ir.Tensor, error) {
+	var ts [3]*ir.Tensor
+	for i, p := range []string{"q", "k", "v"} {
+		ts[i] = patterns.ConstOf(m.V(p + "_" + what))
+	}
+	if ts == [3]*ir.Tensor{} { // no bias at all: zeros of the weights' type
+		wt := patterns.ConstOf(m.V("q_weight"))
+		return ir.NewTensor(wt.DType, []int64{3 * wt.Dims[1]}, make([]byte, 3*wt.DType.ByteSize(wt.Dims[1]))), nil
+	}
+	return attnPackQKV(ts, what)
+}
+
+// attnPackQKV packs three [H_in,H] weights (what "weight") or [H] vectors side by side;
+// a missing part is zeros.
+func attnPackQKV(ts [3]*ir.Tensor, what string) (*ir.Tensor, error) {
 	var parts [3][]byte
 	var dt ir.DataType
 	var rows, cols int64
-	for i, p := range []string{"q", "k", "v"} {
-		t := patterns.ConstOf(m.V(p + "_" + what))
+	for i, t := range ts {
 		if t == nil {
 			continue
 		}
@@ -994,10 +1025,6 @@ func attnConcatQKV(m *patterns.Match, what string) (*ir.Tensor, error) {
 			return nil, err
 		}
 		parts[i] = raw
-	}
-	if dt == 0 { // no bias at all: zeros of the weights' type
-		wt := patterns.ConstOf(m.V("q_weight"))
-		dt, rows, cols = wt.DType, 1, wt.Dims[1]
 	}
 	es := dt.ByteSize(1)
 	row := cols * es

@@ -76,7 +76,8 @@ func attnReport(rep *transformer.Report) string {
 
 // TestAttentionCases runs testdata/attention-*.txtar. A case holds
 //
-//	-- env --      optional: "target=onnx opset=23" (default target=ort), "fold" (run fold first)
+//	-- env --      optional: "target=onnx opset=23" (default target=ort), "fold" (run fold first),
+//	               "provider=cpu"
 //	-- input --    a model in ONNX text syntax
 //	-- blocks --   golden: what Recognize finds (blocks with roles and params, refusals)
 //	-- want --     golden: the model after transformer.Fuse with the attention family
@@ -118,6 +119,8 @@ func attnRunCase(t *testing.T, file string) {
 				env.Target = transformer.ONNX
 			case f == "fold":
 				fold = true
+			case strings.HasPrefix(f, "provider="):
+				env.Provider = strings.TrimPrefix(f, "provider=")
 			case strings.HasPrefix(f, "opset="):
 				fmt.Sscan(strings.TrimPrefix(f, "opset="), &env.RaiseOpset)
 			default:
@@ -158,7 +161,7 @@ func attnRunCase(t *testing.T, file string) {
 	// Fusing again changes nothing, and every block recognised before is recognised after,
 	// fused unless it was left.
 	m2 := parse(got)
-	attnFuse(t, m2, &transformer.Env{Target: env.Target, RaiseOpset: env.RaiseOpset})
+	attnFuse(t, m2, &transformer.Env{Target: env.Target, RaiseOpset: env.RaiseOpset, Provider: env.Provider})
 	if again := ortcheck.Text(t, m2); again != got {
 		t.Errorf("fuse is not idempotent:\n%s", cmp.Diff(got, again))
 	}

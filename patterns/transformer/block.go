@@ -81,6 +81,10 @@ type Env struct {
 	// RaiseOpset allows raising the default-domain opset import to this version when a
 	// standard fused op needs it (0: never raise).
 	RaiseOpset int64
+	// Provider is the ONNX Runtime execution provider the model is for (target ort): ""
+	// for any, "cpu" or "cuda". It only steers choices where a fused kernel of one
+	// provider is slower than what it replaces.
+	Provider string
 }
 
 // Family recognises and fuses one kind of block.

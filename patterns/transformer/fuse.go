@@ -83,6 +83,12 @@ func Fuse(m *ir.Model, fams []*Family, env *Env) (*Report, error) {
 			_ = n
 		}
 	}
+	// What stays of quantized linear layers (the Q/DQ MatMuls outside fused attention).
+	ql, err := FuseQLinear(g, env)
+	if err != nil {
+		return nil, err
+	}
+	rep.Refusals = append(rep.Refusals, ql.Refusals...)
 	// Rewrites leave the exporter's shape arithmetic for the replaced blocks dead.
 	cleanup.RemoveDead(g)
 	if err := g.TopoSort(); err != nil {

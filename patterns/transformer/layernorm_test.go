@@ -60,10 +60,20 @@ func normRunCase(t *testing.T, file string, fams []*transformer.Family) {
 	if !ok {
 		t.Fatal("case has no input section")
 	}
-	raise := int64(0)
+	raise, provider := int64(0), ""
 	if opt, ok := a.Get("options"); ok {
-		if _, err := fmt.Sscanf(strings.TrimSpace(string(opt)), "raise=%d", &raise); err != nil {
-			t.Fatalf("options: %v", err)
+		for _, f := range strings.Fields(string(opt)) {
+			k, v, _ := strings.Cut(f, "=")
+			switch k {
+			case "raise":
+				if _, err := fmt.Sscan(v, &raise); err != nil {
+					t.Fatalf("options: %s: %v", f, err)
+				}
+			case "provider":
+				provider = v
+			default:
+				t.Fatalf("options: unknown setting %q", f)
+			}
 		}
 	}
 	parse := func() *ir.Model {
@@ -84,7 +94,7 @@ func normRunCase(t *testing.T, file string, fams []*transformer.Family) {
 
 	for _, target := range []transformer.Target{transformer.ORT, transformer.ONNX} {
 		m := parse()
-		env := &transformer.Env{Model: m, Target: target, RaiseOpset: raise}
+		env := &transformer.Env{Model: m, Target: target, RaiseOpset: raise, Provider: provider}
 		rep, err := transformer.Fuse(m, fams, env)
 		if err != nil {
 			t.Fatalf("%s: %v", target, err)
@@ -100,7 +110,7 @@ func normRunCase(t *testing.T, file string, fams []*transformer.Family) {
 		if err != nil {
 			t.Fatalf("%s: output does not parse back: %v", target, err)
 		}
-		env2 := &transformer.Env{Model: m2, Target: target, RaiseOpset: raise}
+		env2 := &transformer.Env{Model: m2, Target: target, RaiseOpset: raise, Provider: provider}
 		if _, err := transformer.Fuse(m2, fams, env2); err != nil {
 			t.Fatalf("%s: second fuse: %v", target, err)
 		}

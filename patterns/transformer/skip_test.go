@@ -19,6 +19,12 @@ func TestSkipCases(t *testing.T) {
 	normRunCases(t, "skip-*.txtar", []*transformer.Family{transformer.LayerNormFamily, transformer.SkipFamily})
 }
 
+// TestQLinearCases runs testdata/qlinear-*.txtar through the families a quantized
+// sublayer meets (GELU, LayerNorm, skip) and the quantized-linear rules that follow them.
+func TestQLinearCases(t *testing.T) {
+	normRunCases(t, "qlinear-*.txtar", []*transformer.Family{transformer.LayerNormFamily, transformer.GeluFamily, transformer.SkipFamily})
+}
+
 // TestNormCorpusORT folds every corpus model, fuses its LayerNorms (and RMSNorms) alone
 // and then with the residual Adds, for both targets, and checks with ONNX Runtime
 // (optimisations off and extended) that the outputs stay within 1e-4 of the original's

@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 	"time"
 
@@ -24,6 +25,8 @@ func main() {
 	runs := flag.Int("runs", 5, "timed runs")
 	opt := flag.String("opt", "extended", "ORT optimization level: disabled, basic, extended, all")
 	lib := flag.String("ort-lib", "", "path of libonnxruntime.so (default: QCC_ORT_LIB or the project cache)")
+	profile := flag.String("profile", "", "write ORT's per-node trace of each model into this folder and print time per op type")
+	optimized := flag.String("optimized", "", "save each model as ORT's optimizer left it into this folder")
 	flag.Parse()
 	levels := map[string]ort.OptLevel{"disabled": ort.OptDisabled, "basic": ort.OptBasic, "extended": ort.OptExtended, "all": ort.OptAll}
 	level, ok := levels[*opt]
@@ -41,11 +44,17 @@ func main() {
 	// else the machine does affects every model alike; the minimum is the least disturbed.
 	var ss []*session
 	for _, model := range flag.Args() {
-		s, err := open(model, level, *threads, *batch, *seq)
+		opts := ort.Options{OptLevel: level, IntraOpThreads: *threads}
+		if *profile != "" {
+			opts.ProfilePrefix = filepath.Join(*profile, filepath.Base(model))
+		}
+		if *optimized != "" {
+			opts.OptimizedModelPath = filepath.Join(*optimized, filepath.Base(model))
+		}
+		s, err := open(model, opts, *batch, *seq)
 		if err != nil {
 			fail("%s: %v", model, err)
 		}
-		defer s.Close()
 		ss = append(ss, s)
 	}
 	for r := 0; r < *runs; r++ {
@@ -56,8 +65,16 @@ func main() {
 		}
 	}
 	for _, s := range ss {
+		s.Close() // writes the profile
 		sort.Slice(s.times, func(i, j int) bool { return s.times[i] < s.times[j] })
 		fmt.Printf("%s\t%.4f\t%.4f\n", s.model, s.times[0].Seconds(), s.times[len(s.times)/2].Seconds())
+	}
+	if *profile != "" {
+		for _, s := range ss {
+			if err := printProfile(os.Stderr, filepath.Join(*profile, filepath.Base(s.model)), *runs+1); err != nil {
+				fail("%s: %v", s.model, err)
+			}
+		}
 	}
 }
 
@@ -68,8 +85,8 @@ type session struct {
 	times  []time.Duration
 }
 
-func open(model string, level ort.OptLevel, threads, batch, seq int) (*session, error) {
-	s, err := ort.NewSession(model, ort.Options{OptLevel: level, IntraOpThreads: threads})
+func open(model string, opts ort.Options, batch, seq int) (*session, error) {
+	s, err := ort.NewSession(model, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -79,8 +96,11 @@ func open(model string, level ort.OptLevel, threads, batch, seq int) (*session, 
 	}
 	inputs := synth.Inputs(names, batch, seq, 8, 1000)
 	for _, in := range s.Inputs() {
-		if in.DType == ndarray.Int32 {
+		switch in.DType {
+		case ndarray.Int32:
 			inputs[in.Name] = toInt32(inputs[in.Name])
+		case ndarray.Float32: // micro-benchmarks of single operators
+			inputs[in.Name] = floats(in.Dims, batch, seq)
 		}
 	}
 	if _, err := s.Run(inputs); err != nil { // warm-up
@@ -97,6 +117,27 @@ func (s *session) time() error {
 	}
 	s.times = append(s.times, time.Since(start))
 	return nil
+}
+
+// floats is a deterministic float input of the given dims, the first two
+// symbolic ones taken as batch and sequence.
+func floats(dims []int64, batch, seq int) *ndarray.Array {
+	shape := append([]int64{}, dims...)
+	n, sym := 1, []int{batch, seq}
+	for i, d := range shape {
+		if d < 0 {
+			if len(sym) == 0 {
+				fail("float input with more than two symbolic dims")
+			}
+			shape[i], sym = int64(sym[0]), sym[1:]
+		}
+		n *= int(shape[i])
+	}
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = float32((i*7919)%2001-1000) / 1000
+	}
+	return ndarray.FromFloat32(shape, v)
 }
 
 func toInt32(a *ndarray.Array) *ndarray.Array {
