@@ -224,3 +224,89 @@ func TestQDQTrainedAccuracy(t *testing.T) {
 	}
 	t.Logf("bert-cls-trained on %d eval.npz examples, calibrated on calib.npz (percentile:99.99):\n%s", rows, strings.Join(report, "\n"))
 }
+
+// TestQDQCorpusORTCPU: every corpus model quantized with fold,qdq<pairs=per-reader> and then
+// fused for ONNX Runtime's CPU provider (fuse<target=ort;provider=cpu>) runs in ORT with
+// the same numbers as the Q/DQ model it came from (cosine >= 0.9999 at every ORT level; the
+// integer kernels are the ones ORT itself picks for the Q/DQ form) and cosine >= 0.99 to the
+// float model; every non-DeBERTa model's attention becomes one QAttention per layer and its
+// other quantized matmuls MatMulIntegerToFloat, with no Q/DQ matmul left.
+func TestQDQCorpusORTCPU(t *testing.T) {
+	orttest.RequireLib(t)
+	dir := t.TempDir()
+	var rows []string
+	for _, cm := range corpus.Models(t, "", "trained", "invalid") {
+		cm := cm
+		t.Run(cm.Name, func(t *testing.T) {
+			m, err := ir.Load(cm.Path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			runPipeline(t, m, "fold,qdq<data=random:4;pairs=per-reader>")
+			qdqPath := filepath.Join(dir, cm.Name+".qdq.onnx")
+			if err := ir.Save(m, qdqPath, ir.SaveOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			p, err := pass.Parse("fuse<target=ort;provider=cpu>", passes.All)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := p.Run(context.Background(), m, &pass.Instrumentation{VerifyEach: true}); err != nil {
+				t.Fatal(err)
+			}
+			ops := map[string]int{}
+			for _, n := range m.Graph.Nodes() {
+				ops[n.OpType]++
+				if n.OpType == "MatMul" {
+					if a, _ := n.Input(0).Producer(); a != nil && a.OpType == "DequantizeLinear" {
+						if b, _ := n.Input(1).Producer(); b != nil && b.OpType == "DequantizeLinear" && b.Input(0).Const != nil {
+							t.Errorf("Q/DQ MatMul %s left", n.Name)
+						}
+					}
+				}
+			}
+			if !strings.Contains(cm.Name, "deberta") && ops["QAttention"] != 2 {
+				t.Errorf("%d QAttention, want one per layer (2)", ops["QAttention"])
+			}
+			if ops["MatMulIntegerToFloat"] == 0 {
+				t.Errorf("no MatMulIntegerToFloat")
+			}
+			outPath := filepath.Join(dir, cm.Name+".cpu.onnx")
+			if err := ir.Save(m, outPath, ir.SaveOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			inputs, err := npz.Read(cm.Inputs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			float := runORT(t, referenceFor(cm), inputs, ort.OptDisabled)
+			worstQ, worstF, diff := math.Inf(1), math.Inf(1), 0.0
+			for _, level := range []ort.OptLevel{ort.OptDisabled, ort.OptAll} {
+				qdq := runORT(t, qdqPath, inputs, level)
+				got := runORT(t, outPath, inputs, level)
+				diff = math.Max(diff, maxDiff(t, qdq, got))
+				for name, w := range float {
+					cq, err := ndarray.CosineSimilarity(qdq[name], got[name])
+					if err != nil {
+						t.Fatal(err)
+					}
+					cf, err := ndarray.CosineSimilarity(w, got[name])
+					if err != nil {
+						t.Fatal(err)
+					}
+					if !(cq >= 0.9999) {
+						t.Errorf("ORT level %v: output %s cosine %.6f to the Q/DQ model's, want >= 0.9999", level, name, cq)
+					}
+					if !(cf >= 0.99) {
+						t.Errorf("ORT level %v: output %s cosine %.5f to float, want >= 0.99", level, name, cf)
+					}
+					worstQ, worstF = math.Min(worstQ, cq), math.Min(worstF, cf)
+				}
+			}
+			rows = append(rows, fmt.Sprintf("%-26s QAttention %d MatMulIntegerToFloat %2d  vs QDQ: cos >= %.7f max |diff| %.2g; cos to float >= %.5f",
+				cm.Name, ops["QAttention"], ops["MatMulIntegerToFloat"], worstQ, diff, worstF))
+		})
+	}
+	sort.Strings(rows)
+	t.Logf("fold,qdq then fuse<target=ort;provider=cpu>:\n%s", strings.Join(rows, "\n"))
+}
