@@ -707,7 +707,7 @@ func attnDescribe(m *patterns.Match, b *Block) {
 		attnDescribeFusedONNX(m, b)
 		return
 	case "attention/fused-quantized":
-		attnDescribeFusedQuant(m, b)
+		attnDescribeFusedORT(m, b)
 		return
 	}
 	for _, r := range []string{"input", "q_weight", "q_bias", "k_weight", "k_bias", "v_weight", "v_bias",
@@ -828,10 +828,15 @@ func attnDescribeFusedORT(m *patterns.Match, b *Block) {
 		hidden = w[1].Value / 3
 	}
 	attnFusedParams(b, n, heads, hidden)
-	if v := n.Input(3); v != nil {
+	maskIndex, attnBias := 3, 5
+	if n.OpType == "QAttention" {
+		maskIndex, attnBias = 5, -1
+		attnDescribeQuantParams(n, b)
+	}
+	if v := n.Input(maskIndex); v != nil {
 		b.Roles["mask"] = attnRawMask(v)
 		b.Params["mask_filter_value"] = float64(n.AttrFloat("mask_filter_value", -10000))
-	} else if v := n.Input(5); v != nil {
+	} else if v := n.Input(attnBias); attnBias > 0 && v != nil {
 		b.Roles["mask"] = attnStripExpand(v)
 	}
 }

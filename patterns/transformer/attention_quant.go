@@ -138,23 +138,8 @@ func attnAllZero(t *ir.Tensor) bool {
 	return true
 }
 
-// attnDescribeFusedQuant names the roles of a com.microsoft.QAttention.
-func attnDescribeFusedQuant(m *patterns.Match, b *Block) {
-	n := m.N("attention")
-	b.Fused = true
-	b.Roles["input"] = n.Input(0)
-	b.Roles["qkv_weight"] = n.Input(1)
-	b.Roles["qkv_bias"] = n.Input(2)
-	b.Roles["output"] = m.Root
-	hidden := int64(0)
-	if w := attnShape(n.Input(1)); len(w) == 2 && w[1].Known {
-		hidden = w[1].Value / 3
-	}
-	attnFusedParams(b, n, n.AttrInt("num_heads", 0), hidden)
-	if v := n.Input(5); v != nil {
-		b.Roles["mask"] = attnRawMask(v)
-		b.Params["mask_filter_value"] = float64(n.AttrFloat("mask_filter_value", -10000))
-	}
+// attnDescribeQuantParams records a QAttention's input scale.
+func attnDescribeQuantParams(n *ir.Node, b *Block) {
 	if s := patterns.ConstOf(n.Input(3)); s != nil {
 		if v, err := s.Float32s(); err == nil && len(v) == 1 && !math.IsNaN(float64(v[0])) {
 			b.Params["input_scale"] = float64(v[0])
