@@ -264,6 +264,32 @@ func (n *Node) Meta(key string) (string, bool) {
 	return "", false
 }
 
+// Meta returns a model metadata_props value.
+func (m *Model) Meta(key string) string {
+	for _, kv := range m.Metadata {
+		if kv.Key == key {
+			return kv.Value
+		}
+	}
+	return ""
+}
+
+// SetMeta sets a model metadata_props value (appended when new, so existing metadata keeps
+// its order) and reports whether anything changed.
+func (m *Model) SetMeta(key, value string) bool {
+	for i, kv := range m.Metadata {
+		if kv.Key == key {
+			if kv.Value == value {
+				return false
+			}
+			m.Metadata[i].Value = value
+			return true
+		}
+	}
+	m.Metadata = append(m.Metadata, KV{Key: key, Value: value})
+	return true
+}
+
 // SetMeta sets a metadata_props value, keeping keys sorted for stable output.
 func (n *Node) SetMeta(key, value string) {
 	for i, kv := range n.Metadata {

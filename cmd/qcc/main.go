@@ -185,7 +185,7 @@ func compile(args []string, o options, stdout, stderr io.Writer) error {
 			if s.Pass.Name == "qdq" {
 				// TensorRT's placement rules hold from the quantization on; an input
 				// that arrives quantized (QAT) may break them before qdq normalises it.
-				inst.Verifiers = append(inst.Verifiers, qdqcheck.Check)
+				inst.Verifiers = append(inst.Verifiers, qdqcheck.Verifier)
 				break
 			}
 		}

@@ -236,3 +236,34 @@ func TestCorpusCLI(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestVerifyEachAcrossLowering: -verify-each applies TensorRT's Q/DQ rules from qdq on,
+// and stops applying them once fuse<target=ort;provider=cpu> lowers the Q/DQ form to ONNX
+// Runtime's integer operators (the model records qcc.lowered); the explicit qdqcheck pass
+// still refuses such a model, naming the operators.
+func TestVerifyEachAcrossLowering(t *testing.T) {
+	in, err := filepath.Abs("../../testdata/models/bert.opset13.onnx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	out := filepath.Join(dir, "cpu.onnx")
+	code, _, stderr := qcc(t, "-verify-each", "-stats", "-passes=fold,qdq<ranges=const:4>,fuse<target=ort;provider=cpu>", in, "-o", out)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	if !strings.Contains(stderr, "com.microsoft.QAttention") || !strings.Contains(stderr, "com.microsoft.MatMulIntegerToFloat") {
+		t.Errorf("no QAttention or MatMulIntegerToFloat in the report:\n%s", stderr)
+	}
+	m, err := ir.Load(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := m.Meta("qcc.lowered"); got != "ort-cpu" {
+		t.Errorf("qcc.lowered = %q, want ort-cpu", got)
+	}
+	code, _, stderr = qcc(t, "-passes=qdqcheck", out, "-o", filepath.Join(dir, "again.onnx"))
+	if code == 0 || !strings.Contains(stderr, "com.microsoft.MatMulIntegerToFloat is an ONNX Runtime quantized operator") {
+		t.Errorf("qdqcheck on the lowered model: exit %d, stderr:\n%s", code, stderr)
+	}
+}

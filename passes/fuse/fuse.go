@@ -11,6 +11,7 @@ import (
 
 	"github.com/qcc-dev/qcc/pass"
 	"github.com/qcc-dev/qcc/passes/cleanup"
+	"github.com/qcc-dev/qcc/passes/qdqcheck"
 	"github.com/qcc-dev/qcc/passes/shapes"
 	"github.com/qcc-dev/qcc/patterns/transformer"
 )
@@ -64,6 +65,9 @@ func run(ctx *pass.Context) error {
 		return err
 	}
 	cleanup.RemoveDead(m.Graph)
+	if rep.Ops["com.microsoft.QAttention"]+rep.Ops["com.microsoft.MatMulIntegerToFloat"] > 0 {
+		m.SetMeta(qdqcheck.LoweredKey, "ort-cpu") // TensorRT's Q/DQ rules stop here
+	}
 	if m.Graph.NumNodes() != before || len(rep.Left) > 0 {
 		ctx.Changed() // annotations at least
 	}

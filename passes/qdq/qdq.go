@@ -254,7 +254,7 @@ func (o *options) apply(ctx *pass.Context, br *blocks.Result) error {
 	if markSkips(pl.targets) {
 		changed = true
 	}
-	if qdqcheck.Summarize(m).DQ > 0 && setModelMeta(m, qdqcheck.PolicyKey, o.policy) {
+	if qdqcheck.Summarize(m).DQ > 0 && m.SetMeta(qdqcheck.PolicyKey, o.policy) {
 		changed = true
 	}
 	report(ctx, pl.targets, ins)
@@ -359,20 +359,6 @@ func markSkips(ts []*target) bool {
 		}
 	}
 	return changed
-}
-
-func setModelMeta(m *ir.Model, key, value string) bool {
-	for i, kv := range m.Metadata {
-		if kv.Key == key {
-			if kv.Value == value {
-				return false
-			}
-			m.Metadata[i].Value = value
-			return true
-		}
-	}
-	m.Metadata = append(m.Metadata, ir.KV{Key: key, Value: value})
-	return true
 }
 
 // report writes the statistics -stats shows: quantized tensors by kind, what stayed

@@ -40,6 +40,9 @@ const (
 	SkipKey = "qcc.qdq.skip"
 	// GroupKey (node metadata) names the quantizer groups a Q/DQ node serves.
 	GroupKey = "qcc.qdq.group"
+	// LoweredKey (model metadata) names the runtime a pass lowered the Q/DQ form for
+	// ("ort-cpu": fuse<target=ort;provider=cpu> made QAttention and MatMulIntegerToFloat).
+	LoweredKey = "qcc.lowered"
 )
 
 // Policies are the placement presets, from conservative to aggressive.
@@ -132,13 +135,16 @@ func validPolicy(p string) bool {
 }
 
 // ModelMeta returns a model metadata value, "" when absent.
-func ModelMeta(m *ir.Model, key string) string {
-	for _, kv := range m.Metadata {
-		if kv.Key == key {
-			return kv.Value
-		}
+func ModelMeta(m *ir.Model, key string) string { return m.Meta(key) }
+
+// Verifier is Check for -verify-each: it holds from the quantization on, until a pass
+// lowers the Q/DQ form to a runtime's own quantized operators (LoweredKey), after which
+// TensorRT's rules no longer describe the model.
+func Verifier(m *ir.Model) error {
+	if m.Meta(LoweredKey) != "" {
+		return nil
 	}
-	return ""
+	return Check(m)
 }
 
 type checker struct {
