@@ -65,18 +65,25 @@ func sum(m map[string]int, keys ...string) int {
 // DeBERTa exports are checked against their opset-13 siblings (same weights).
 func referenceFor(cm corpus.Model) string { return ortcheck.Reference(cm) }
 
-// TestFuseORTCorpus: with fold,fuse<target=ort>, every corpus model has one Attention and
-// one GELU per layer, at least two LayerNorms per layer, its embedding fused or
-// annotated, and ONNX Runtime's outputs within 1e-4 of the original's, with ORT's own
-// optimizer off and on.
+// TestFuseORTCorpus: with fold,fuse<target=ort> (and with provider=cpu), every corpus model
+// has one Attention and one GELU per layer, at least two LayerNorms per layer, its embedding
+// fused or annotated, and ONNX Runtime's outputs within 1e-4 of the original's, with ORT's
+// own optimizer off and on; with provider=cpu no SkipLayerNormalization, every residual a Sum.
 func TestFuseORTCorpus(t *testing.T) {
+	for _, pl := range []string{"fold,fuse<target=ort>", "fold,fuse<target=ort;provider=cpu>"} {
+		t.Run(pl, func(t *testing.T) { fuseORTCorpus(t, pl) })
+	}
+}
+
+func fuseORTCorpus(t *testing.T, pipeline string) {
 	orttest.RequireLib(t)
 	dir := t.TempDir()
+	cpu := strings.Contains(pipeline, "provider=cpu")
 	var rows []string
 	for _, cm := range corpus.Models(t, "", "trained", "invalid") {
 		cm := cm
 		t.Run(cm.Name, func(t *testing.T) {
-			_, out, outPath := compile(t, cm.Path, "fold,fuse<target=ort>", dir)
+			_, out, outPath := compile(t, cm.Path, pipeline, dir)
 			ops, kinds := opCounts(out)
 			L := layers(t, cm)
 			att := sum(ops, "com.microsoft.Attention", "com.microsoft.MultiHeadAttention")
@@ -94,6 +101,10 @@ func TestFuseORTCorpus(t *testing.T) {
 			}
 			if emb == 0 && kinds["Embedding"] == 0 {
 				t.Errorf("embedding neither fused nor annotated")
+			}
+			if cpu && (ops["com.microsoft.SkipLayerNormalization"] != 0 || ops["Sum"] < 2*L) {
+				t.Errorf("provider=cpu: %d SkipLayerNormalization, %d Sum residuals (want 0 and >= %d)",
+					ops["com.microsoft.SkipLayerNormalization"], ops["Sum"], 2*L)
 			}
 			inputs := ortcheck.Inputs(t, cm)
 			ref := ortcheck.Reference(cm)
@@ -117,7 +128,7 @@ func TestFuseORTCorpus(t *testing.T) {
 		})
 	}
 	sort.Strings(rows)
-	t.Logf("fold,fuse<target=ort>:\n%s", strings.Join(rows, "\n"))
+	t.Logf("%s:\n%s", pipeline, strings.Join(rows, "\n"))
 }
 
 // TestFuseONNXCorpus: with target=onnx the models stay standard ONNX (checker) with

@@ -80,9 +80,12 @@ func embLeaf(i int, constOK bool) patterns.Pattern {
 }
 
 // embSums are the Add trees over n terms numbered from base. The terms are all alike and
-// Add is commutative, so one tree per shape covers every order and association.
+// Add is commutative, so one tree per shape covers every order and association. A
+// two-input Sum counts as an Add (fuse<provider=cpu> writes residual-shaped sums so).
 func embSums(n, base int) []patterns.Pattern {
-	Add := func(a, b patterns.Pattern) patterns.Pattern { return patterns.Op("Add", a, b) }
+	Add := func(a, b patterns.Pattern) patterns.Pattern {
+		return patterns.Or(patterns.Op("Add", a, b), patterns.Op("Sum", a, b))
+	}
 	l := func(i int) patterns.Pattern { return embLeaf(base+i, true) }
 	switch n {
 	case 1:
