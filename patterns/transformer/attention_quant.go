@@ -67,18 +67,18 @@ func attnFuseQuantORT(rw *patterns.Rewriter, b *Block, env *Env, mi attnMaskInfo
 		}
 		scales[i], zeros[i] = attnPerColumn(wp, ws[i].Dims[1])
 	}
-	w, err := attnPackQKV(ws, "weight")
-	if err != nil {
-		return nil, "", err
+	var packed [3]*ir.Tensor // weight, per-column scales, per-column zero points
+	for i, parts := range [][3]*ir.Tensor{ws, scales, zeros} {
+		what := "bias" // a vector per projection
+		if i == 0 {
+			what = "weight"
+		}
+		var err error
+		if packed[i], err = attnPackQKV(parts, what); err != nil {
+			return nil, "", err
+		}
 	}
-	wscale, err := attnPackQKV(scales, "bias")
-	if err != nil {
-		return nil, "", err
-	}
-	wzero, err := attnPackQKV(zeros, "bias")
-	if err != nil {
-		return nil, "", err
-	}
+	w, wscale, wzero := packed[0], packed[1], packed[2]
 	bias, err := attnConcatQKV(m, "bias")
 	if err != nil {
 		return nil, "", err
