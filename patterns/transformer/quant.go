@@ -51,17 +51,19 @@ func makeQLinearRules() []*patterns.Rule {
 	}
 }
 
-// qlinNoBiasReader reports whether no reader of a MatMul's output could take its bias.
+// qlinNoBiasReader reports whether no reader of a MatMul's output will take its bias:
+// the biased rules apply only to a sole reader adding a constant [N] vector.
 func qlinNoBiasReader(v *ir.Value) bool {
-	for _, u := range v.Uses() {
-		n := u.Node
-		switch {
-		case n.Domain == "" && n.OpType == "Add",
-			n.Domain == "com.microsoft" && (n.OpType == "BiasGelu" || n.OpType == "FastGelu") && u.Index == 0:
-			if patterns.ConstOf(n.Input(1-u.Index%2)) != nil {
-				return false
-			}
-		}
+	uses := v.Uses()
+	if len(uses) != 1 || v.IsGraphOutput() {
+		return true
+	}
+	n, i := uses[0].Node, uses[0].Index
+	switch {
+	case n.Domain == "" && n.OpType == "Add",
+		n.Domain == "com.microsoft" && (n.OpType == "BiasGelu" || n.OpType == "FastGelu") && i == 0:
+		b := patterns.ConstOf(n.Input(1 - i))
+		return b == nil || b.DType != ir.Float || len(b.Dims) != 1
 	}
 	return true
 }

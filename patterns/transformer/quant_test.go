@@ -86,6 +86,34 @@ func TestQLinearRefusals(t *testing.T) {
 			}
 		})
 	}
+	// A MatMul whose output is also read elsewhere keeps its bias Add: qlinear/plain.
+	m, err := text.Parse(qlinGraph("", `
+  xq = QuantizeLinear (x, xs, xz)
+  xd = DequantizeLinear (xq, xs, xz)
+  wd = DequantizeLinear <axis = 1> (w, ws, wz)
+  mm = MatMul (xd, wd)
+  a = Add (mm, b)
+  y = Mul (a, mm)`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := transformer.Fuse(m, nil, &transformer.Env{Model: m, Target: transformer.ORT, Provider: "cpu"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Ops["com.microsoft.MatMulIntegerToFloat"] != 1 {
+		t.Errorf("shared MatMul output: %v, want one MatMulIntegerToFloat (qlinear/plain)", rep.Ops)
+	}
+	adds := 0
+	for _, n := range m.Graph.Nodes() {
+		if n.OpType == "Add" {
+			adds++
+		}
+	}
+	if adds != 1 {
+		t.Errorf("%d Adds left, want the bias Add kept", adds)
+	}
+
 	// The accepted form, for contrast: provider=cpu rewrites it, the others do not.
 	src := qlinGraph("", `
   xq = QuantizeLinear (x, xs, xz)
