@@ -147,11 +147,7 @@ func permIs(want ...int64) func(n *ir.Node) bool {
 }
 
 // attnQDQ is x, or x through a QuantizeLinear/DequantizeLinear pair (zero points optional).
-func attnQDQ(p string, x patterns.Pattern) patterns.Pattern {
-	op, anything, or := patterns.Op, patterns.Any, patterns.Or
-	q := or(op("QuantizeLinear", x, anything(), anything()).As(p+"_q"), op("QuantizeLinear", x, anything()).As(p+"_q"))
-	return or(x, op("DequantizeLinear", q, anything(), anything()).As(p+"_dq"), op("DequantizeLinear", q, anything()).As(p+"_dq"))
-}
+func attnQDQ(p string, x patterns.Pattern) patterns.Pattern { return patterns.Or(x, quantPair(p, x)) }
 
 func attnPattern(form attnMaskForm) patterns.Pattern {
 	op, v, anything, or := patterns.Op, patterns.Var, patterns.Any, patterns.Or
