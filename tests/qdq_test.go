@@ -18,6 +18,7 @@ import (
 	"github.com/qcc-dev/qcc/pass"
 	"github.com/qcc-dev/qcc/passes"
 	"github.com/qcc-dev/qcc/passes/qdqcheck"
+	qeval "github.com/qcc-dev/qcc/quant/eval"
 )
 
 // runPipeline runs a pipeline on m with -verify-each and the TensorRT placement checker
@@ -188,21 +189,11 @@ func TestQDQTrainedAccuracy(t *testing.T) {
 		if logits == nil {
 			t.Fatalf("no logits output")
 		}
-		v, n := logits.Float32s(), len(labels)
-		k := len(v) / n
-		right := 0
-		for i := 0; i < n; i++ {
-			best := 0
-			for j := 1; j < k; j++ {
-				if v[i*k+j] > v[i*k+best] {
-					best = j
-				}
-			}
-			if int64(best) == labels[i] {
-				right++
-			}
+		right, err := qeval.CountRight(logits, labels)
+		if err != nil {
+			t.Fatal(err)
 		}
-		return float64(right) / float64(n)
+		return float64(right) / float64(len(labels))
 	}
 	fp32 := accuracy(model)
 	var report []string
