@@ -138,6 +138,7 @@ g (float[2] x) => (float[2] y) {
 		{"empty", []string{"-o", out, empty}, exitFail, "empty"},
 		{"unknown flag", []string{"-frobnicate", good}, exitUsage, "flag provided but not defined"},
 		{"unknown pass", []string{"-passes=fold,nosuch", "-o", out, good}, exitUsage, `unknown pass "nosuch"`},
+		{"bad provider", []string{"-passes=fold,fuse<provider=gpu>", "-o", out, good}, exitUsage, "fuse option provider=gpu: want any, cpu or cuda"},
 		{"bad option", []string{"-passes=fold<nosuch=1>", "-o", out, good}, exitUsage, `no option "nosuch"`},
 		{"unclosed option", []string{"-passes=fold<max-size=1", "-o", out, good}, exitUsage, "not closed"},
 		{"bad emit", []string{"-emit=pdf", "-o", out, good}, exitUsage, "-emit=pdf"},
