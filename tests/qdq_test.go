@@ -117,7 +117,7 @@ func TestQDQCorpus(t *testing.T) {
 				if err := qdqcheck.Check(m); err != nil {
 					t.Fatal(err)
 				}
-				if got := qdqcheck.ModelMeta(m, qdqcheck.PolicyKey); got == "" {
+				if got := m.Meta(qdqcheck.PolicyKey); got == "" {
 					t.Errorf("no %s metadata", qdqcheck.PolicyKey)
 				}
 				outPath := filepath.Join(dir, cm.Name+"."+pl.name+".onnx")

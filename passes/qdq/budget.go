@@ -87,7 +87,7 @@ func (o *options) searchBudget(ctx *pass.Context, br *blocks.Result) error {
 	m := ctx.Model
 	pl := place(m, br, o.policy)
 	o.off = map[string]string{}
-	if p := qdqcheck.ModelMeta(m, qdqcheck.PolicyKey); p != "" {
+	if p := m.Meta(qdqcheck.PolicyKey); p != "" {
 		// A model qcc quantized already: the nodes a budget left float stay float (by
 		// node, whatever group placement now gives them).
 		o.keep = map[*ir.Node]string{}

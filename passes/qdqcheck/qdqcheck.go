@@ -109,7 +109,7 @@ func Summarize(m *ir.Model) Stats {
 // Check returns nil when m follows the rules, and an *Error listing every violation
 // otherwise. A model without Q/DQ nodes and without a policy passes.
 func Check(m *ir.Model) error {
-	c := &checker{m: m, policy: ModelMeta(m, PolicyKey)}
+	c := &checker{m: m, policy: m.Meta(PolicyKey)}
 	if c.policy != "" && !validPolicy(c.policy) {
 		c.add(nil, "coverage", fmt.Sprintf("unknown policy %q in %s (want %s)", c.policy, PolicyKey, strings.Join(Policies, ", ")))
 	}
@@ -133,9 +133,6 @@ func validPolicy(p string) bool {
 	}
 	return false
 }
-
-// ModelMeta returns a model metadata value, "" when absent.
-func ModelMeta(m *ir.Model, key string) string { return m.Meta(key) }
 
 // Verifier is Check for -verify-each: it holds from the quantization on, until a pass
 // lowers the Q/DQ form to a runtime's own quantized operators (LoweredKey), after which

@@ -39,10 +39,9 @@ Matched from the math, one input X feeding three projections:
 Q/DQ pairs on X (per projection or shared) or on the inputs of Q·Kᵀ and probs·V, and
 DequantizeLinear weights, are recognised too. A float Attention would drop those numerics:
 for target ort with provider=cpu, a block quantized on X and the weights only becomes
-attention/fused-quantized
-(com.microsoft.QAttention: X as uint8 per tensor, packed int8/uint8 weights with per-column
-scales, float biases, the same numbers); any other quantized block is annotated but not
-rewritten. The output projection (·Wo + bo) is not
+attention/fused-quantized (com.microsoft.QAttention: X as uint8 per tensor, packed
+int8/uint8 weights with per-column scales, float biases, the same numbers); any other
+quantized block is annotated but not rewritten. The output projection (·Wo + bo) is not
 part of the block. Shape arithmetic that reads the block's values (Shape nodes) may stay
 outside the match; it is dead after fusion.
 

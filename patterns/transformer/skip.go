@@ -32,8 +32,8 @@ epsilon; a used sum becomes its 4th output, input_skip_bias_sum. With provider=c
 "skip/fused-cpu", LayerNormalization(Sum(input, skip)) with any bias Add kept: ONNX Runtime
 1.30's CPU SkipLayerNormalization kernel takes 8× the time of Add + LayerNormalization (24
 nodes on [1,128,768]: 11.5 ms against 1.3 ms), and its optimizer fuses an Add + LayerNorm
-pair into it but not Sum. ONNX has no standard
-operator: the block stays as Add + LayerNormalization, with the reason.`,
+pair into it but not Sum. ONNX has no standard operator: the block stays as Add +
+LayerNormalization, with the reason.`,
 	Rules:    skipRules,
 	Describe: describeSkip,
 	Fuse:     fuseSkip,
