@@ -42,6 +42,13 @@ func main() {
 	}
 	// All sessions are created first and timed in turn, run by run, so that whatever
 	// else the machine does affects every model alike; the minimum is the least disturbed.
+	for _, dir := range []string{*profile, *optimized} {
+		if dir != "" {
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				fail("%v", err)
+			}
+		}
+	}
 	var ss []*session
 	for _, model := range flag.Args() {
 		opts := ort.Options{OptLevel: level, IntraOpThreads: *threads}
