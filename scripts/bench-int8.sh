@@ -41,17 +41,17 @@ cpu='fuse<target=ort;provider=cpu>'
 "$work/qcc" -passes="fold,qdq<$qopts;data=$trained/calib.npz>" "$trained/bert-cls-trained.opset13.onnx" -o "$work/trained-int8.onnx"
 "$work/qcc" -passes="$cpu" "$work/trained-int8.onnx" -o "$work/trained-int8.cpu.onnx"
 "$work/evalacc" -data "$trained/eval.npz" "$trained/bert-cls-trained.opset13.onnx" "$work/trained-int8.onnx" "$work/trained-int8.cpu.onnx" >"$work/acc"
-read -r _ fmin fmed < <(sed -n 1p "$work/times")
-read -r _ imin imed < <(sed -n 2p "$work/times")
-read -r _ cmin cmed < <(sed -n 3p "$work/times")
+read -r _ fmin fmed _ < <(sed -n 1p "$work/times")
+read -r _ imin imed ipair < <(sed -n 2p "$work/times")
+read -r _ cmin cmed cpair < <(sed -n 3p "$work/times")
 read -r _ facc _ < <(sed -n 1p "$work/acc")
 read -r _ iacc _ < <(sed -n 2p "$work/acc")
 read -r _ cacc _ < <(sed -n 3p "$work/acc")
-awk -v a="$fmin" -v am="$fmed" -v b="$imin" -v bm="$imed" -v c="$cmin" -v cm="$cmed" -v q="$qopts" -v r="$runs" \
+awk -v a="$fmin" -v am="$fmed" -v b="$imin" -v bm="$imed" -v c="$cmin" -v cm="$cmed" -v ip="$ipair" -v cp="$cpair" -v q="$qopts" -v r="$runs" \
 	-v fa="$facc" -v ia="$iacc" -v ca="$cacc" 'BEGIN {
-	printf "BERT-base, batch 1 x seq 128, ORT CPU, optimization level all, 1 thread, %d runs each, alternating (min / median)\n", r
+	printf "BERT-base, batch 1 x seq 128, ORT CPU, optimization level all, 1 thread, %d runs each, alternating (min / median; speed-up by min / by median / paired = median of per-round ratios)\n", r
 	printf "  FP32:                                       %.4f / %.4f s\n", a, am
-	printf "  INT8 fold,qdq<%s>: %.4f / %.4f s  (%.2fx / %.2fx)\n", q, b, bm, a/b, am/bm
-	printf "  INT8 ... then fuse<target=ort;provider=cpu>: %.4f / %.4f s  (%.2fx / %.2fx; target >= 3)\n", c, cm, a/c, am/cm
+	printf "  INT8 fold,qdq<%s>: %.4f / %.4f s  (%.2fx / %.2fx / %.2fx)\n", q, b, bm, a/b, am/bm, ip
+	printf "  INT8 ... then fuse<target=ort;provider=cpu>: %.4f / %.4f s  (%.2fx / %.2fx / %.2fx; target >= 3)\n", c, cm, a/c, am/cm, cp
 	printf "  accuracy on trained/bert-cls-trained (eval.npz, same placement): FP32 %.4f, Q/DQ %.4f, fused for CPU %.4f\n", fa, ia, ca
 }'

@@ -1,6 +1,9 @@
 // Command ortbench times ONNX Runtime (CPU) on models with deterministic transformer
 // inputs, for the benchmark scripts: after a warm-up it times -runs runs of each model in
-// turn and prints, one model per line, the minimum and the median latency in seconds.
+// turn and prints, one model per line, the minimum and the median latency in seconds and
+// the paired ratio: the median over rounds of the first model's time over this model's in
+// the same round. Neighbouring runs see the same machine, so the paired ratio is steadier
+// than a ratio of minima or medians when the machine's speed drifts.
 //
 //	ortbench -batch 8 -seq 128 -threads 1 -opt extended a.onnx b.onnx
 package main
@@ -73,8 +76,10 @@ func main() {
 	}
 	for _, s := range ss {
 		s.Close() // writes the profile
-		sort.Slice(s.times, func(i, j int) bool { return s.times[i] < s.times[j] })
-		fmt.Printf("%s\t%.4f\t%.4f\n", s.model, s.times[0].Seconds(), s.times[len(s.times)/2].Seconds())
+		paired := pairedRatio(ss[0].times, s.times)
+		sorted := append([]time.Duration{}, s.times...)
+		sort.Slice(sorted, func(i, j int) bool { return sorted[i] < sorted[j] })
+		fmt.Printf("%s\t%.6f\t%.6f\t%.4f\n", s.model, sorted[0].Seconds(), sorted[len(sorted)/2].Seconds(), paired)
 	}
 	if *profile != "" {
 		for _, s := range ss {
@@ -154,6 +159,16 @@ func toInt32(a *ndarray.Array) *ndarray.Array {
 		w[i] = int32(x)
 	}
 	return ndarray.FromInt32(a.Shape, w)
+}
+
+// pairedRatio is the median over rounds of base[i]/t[i].
+func pairedRatio(base, t []time.Duration) float64 {
+	r := make([]float64, len(t))
+	for i := range t {
+		r[i] = base[i].Seconds() / t[i].Seconds()
+	}
+	sort.Float64s(r)
+	return r[len(r)/2]
 }
 
 func fail(format string, args ...any) {
