@@ -3,6 +3,7 @@ package ir
 import (
 	"errors"
 	"fmt"
+	"slices"
 )
 
 // Verify checks the model's structural invariants: unique names (no shadowing across
@@ -58,7 +59,7 @@ func (g *Graph) Verify() error {
 			}
 			if t := v.Type; t != nil && t.HasShape && t.Shape.Static() {
 				dims, _ := t.Shape.Ints()
-				if !equalInts(dims, v.Const.Dims) {
+				if !slices.Equal(dims, v.Const.Dims) {
 					bad("initializer %q has shape %v but declared %v", name, v.Const.Dims, dims)
 				}
 			}
@@ -156,16 +157,4 @@ func hasUse(v *Value, n *Node, k int) bool {
 		}
 	}
 	return false
-}
-
-func equalInts(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

@@ -146,10 +146,8 @@ func Apply(g *ir.Graph, rules []*Rule, opt Options) (*Result, error) {
 	if opt.MaxIterations <= 0 {
 		opt.MaxIterations = 10
 	}
-	ordered := append([]*Rule(nil), rules...)
-	sort.SliceStable(ordered, func(i, j int) bool { return ordered[i].Benefit > ordered[j].Benefit })
+	rs := newRuleSet(rules)
 	res := &Result{Applied: map[string]int{}}
-	refused := map[Refusal]bool{}
 	for res.Iterations < opt.MaxIterations {
 		res.Iterations++
 		changed := false
@@ -157,44 +155,72 @@ func Apply(g *ir.Graph, rules []*Rule, opt Options) (*Result, error) {
 			if n.Graph() != g {
 				continue // removed by an earlier rewrite in this sweep
 			}
-		outputs:
-			for _, v := range n.Outputs() {
-				if v == nil {
-					continue
-				}
-				for _, r := range ordered {
-					m := MatchValue(r.Pattern, v)
-					if m == nil {
-						continue
-					}
-					reason := Escapes(m, r.Internal...)
-					if reason == "" && r.Check != nil {
-						reason = r.Check(m)
-					}
-					if reason != "" {
-						refused[Refusal{r.Name, v.Name, reason}] = true
-						continue
-					}
-					rw := &Rewriter{g: g, m: m}
-					if err := r.Rewrite(rw, m); err != nil {
-						return res, fmt.Errorf("rule %s at %s: %w", r.Name, v.Name, err)
-					}
-					rw.commit()
-					res.Applied[r.Name]++
-					changed = true
-					break outputs
-				}
+			r, m, v := rs.first(n, nil)
+			if r == nil {
+				continue
 			}
+			rw := &Rewriter{g: g, m: m}
+			if err := r.Rewrite(rw, m); err != nil {
+				return res, fmt.Errorf("rule %s at %s: %w", r.Name, v.Name, err)
+			}
+			rw.commit()
+			res.Applied[r.Name]++
+			changed = true
 		}
 		if !changed {
 			break
 		}
 	}
-	for r := range refused {
-		res.Refusals = append(res.Refusals, r)
-	}
-	sort.Slice(res.Refusals, func(i, j int) bool { return res.Refusals[i].String() < res.Refusals[j].String() })
+	res.Refusals = rs.refusals()
 	return res, nil
+}
+
+// ruleSet tries rules by benefit, then list order, and remembers what they refused.
+type ruleSet struct {
+	ordered []*Rule
+	refused map[Refusal]bool
+}
+
+func newRuleSet(rules []*Rule) *ruleSet {
+	ordered := append([]*Rule(nil), rules...)
+	sort.SliceStable(ordered, func(i, j int) bool { return ordered[i].Benefit > ordered[j].Benefit })
+	return &ruleSet{ordered: ordered, refused: map[Refusal]bool{}}
+}
+
+// first returns the first rule that matches at an output of n (in output order), is not
+// skipped, and whose Escapes and Check accept the match; refusals are recorded.
+func (rs *ruleSet) first(n *ir.Node, skip func(*Match) bool) (*Rule, *Match, *ir.Value) {
+	for _, v := range n.Outputs() {
+		if v == nil {
+			continue
+		}
+		for _, r := range rs.ordered {
+			m := MatchValue(r.Pattern, v)
+			if m == nil || skip != nil && skip(m) {
+				continue
+			}
+			reason := Escapes(m, r.Internal...)
+			if reason == "" && r.Check != nil {
+				reason = r.Check(m)
+			}
+			if reason != "" {
+				rs.refused[Refusal{r.Name, v.Name, reason}] = true
+				continue
+			}
+			return r, m, v
+		}
+	}
+	return nil, nil, nil
+}
+
+// refusals returns the recorded refusals, sorted, each once.
+func (rs *ruleSet) refusals() []Refusal {
+	var refs []Refusal
+	for r := range rs.refused {
+		refs = append(refs, r)
+	}
+	sort.Slice(refs, func(i, j int) bool { return refs[i].String() < refs[j].String() })
+	return refs
 }
 
 // Rewriter is the only way a rule mutates the graph: it adds nodes and constants, and
@@ -269,10 +295,16 @@ type Found struct {
 // first rule (by benefit, then list order) that matches and is not refused wins, and
 // nodes covered by an accepted match are not matched again. Refusals are returned sorted.
 func Find(g *ir.Graph, rules []*Rule) ([]Found, []Refusal) {
-	ordered := append([]*Rule(nil), rules...)
-	sort.SliceStable(ordered, func(i, j int) bool { return ordered[i].Benefit > ordered[j].Benefit })
+	rs := newRuleSet(rules)
 	covered := map[*ir.Node]bool{}
-	refused := map[Refusal]bool{}
+	overlaps := func(m *Match) bool {
+		for _, n := range m.All {
+			if covered[n] {
+				return true
+			}
+		}
+		return false
+	}
 	var found []Found
 	// Roots are tried from the end of the graph backwards so that the largest block a
 	// value belongs to (its last node) claims it first.
@@ -282,51 +314,20 @@ func Find(g *ir.Graph, rules []*Rule) ([]Found, []Refusal) {
 		if covered[n] {
 			continue
 		}
-	outputs:
-		for _, v := range n.Outputs() {
-			if v == nil {
-				continue
-			}
-			for _, r := range ordered {
-				m := MatchValue(r.Pattern, v)
-				if m == nil || overlaps(m, covered) {
-					continue
-				}
-				reason := Escapes(m, r.Internal...)
-				if reason == "" && r.Check != nil {
-					reason = r.Check(m)
-				}
-				if reason != "" {
-					refused[Refusal{r.Name, v.Name, reason}] = true
-					continue
-				}
-				for _, c := range m.All {
-					covered[c] = true
-				}
-				found = append(found, Found{r, m})
-				break outputs
-			}
+		r, m, _ := rs.first(n, overlaps)
+		if r == nil {
+			continue
 		}
+		for _, c := range m.All {
+			covered[c] = true
+		}
+		found = append(found, Found{r, m})
 	}
 	// Report in graph order.
 	for i, j := 0, len(found)-1; i < j; i, j = i+1, j-1 {
 		found[i], found[j] = found[j], found[i]
 	}
-	var refs []Refusal
-	for r := range refused {
-		refs = append(refs, r)
-	}
-	sort.Slice(refs, func(i, j int) bool { return refs[i].String() < refs[j].String() })
-	return found, refs
-}
-
-func overlaps(m *Match, covered map[*ir.Node]bool) bool {
-	for _, n := range m.All {
-		if covered[n] {
-			return true
-		}
-	}
-	return false
+	return found, rs.refusals()
 }
 
 // NewRewriter returns a rewriter for an accepted match; Commit applies it.

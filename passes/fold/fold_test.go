@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"math"
+	"slices"
 	"testing"
 
 	"github.com/qcc-dev/qcc/eval/evaltest"
@@ -53,18 +54,6 @@ func constInts(t *testing.T, v *ir.Value) []int64 {
 		t.Fatal(err)
 	}
 	return x
-}
-
-func equalInts(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func TestConstantNodes(t *testing.T) {
@@ -122,7 +111,7 @@ func TestPartialShape(t *testing.T) {
 	if count(g, "Div") != 0 {
 		t.Errorf("Div of the known hidden size not folded: %v", st.Counts)
 	}
-	if got := constInts(t, sl.Output(0)); !equalInts(got, []int64{64}) {
+	if got := constInts(t, sl.Output(0)); !slices.Equal(got, []int64{64}) {
 		t.Errorf("Slice folded to %v", got)
 	}
 	c := r.Input(1)
@@ -130,7 +119,7 @@ func TestPartialShape(t *testing.T) {
 	if p == nil || p.OpType != "Concat" {
 		t.Fatalf("Reshape target %v", p)
 	}
-	if got := constInts(t, p.Input(3)); !equalInts(got, []int64{16}) {
+	if got := constInts(t, p.Input(3)); !slices.Equal(got, []int64{16}) {
 		t.Errorf("Concat input 3 = %v", got)
 	}
 	if count(g, "Shape") != 1 || count(g, "Gather") != 1 {
