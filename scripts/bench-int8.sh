@@ -19,7 +19,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 qopts=${1:-'policy=linear;pairs=per-reader;disable=other$'}
-runs=${2:-30}
+runs=${2:-100}
 large=../shared/models/large
 trained=../shared/models/trained
 work=$(mktemp -d)
