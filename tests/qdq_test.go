@@ -238,66 +238,78 @@ func TestQDQCorpusORTCPU(t *testing.T) {
 			if err := ir.Save(m, qdqPath, ir.SaveOptions{}); err != nil {
 				t.Fatal(err)
 			}
-			p, err := pass.Parse("fuse<target=ort;provider=cpu>", passes.All)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := p.Run(context.Background(), m, &pass.Instrumentation{VerifyEach: true}); err != nil {
-				t.Fatal(err)
-			}
-			ops := map[string]int{}
-			for _, n := range m.Graph.Nodes() {
-				ops[n.OpType]++
-				if n.OpType == "MatMul" {
-					if a, _ := n.Input(0).Producer(); a != nil && a.OpType == "DequantizeLinear" {
-						if b, _ := n.Input(1).Producer(); b != nil && b.OpType == "DequantizeLinear" && b.Input(0).Const != nil {
-							t.Errorf("Q/DQ MatMul %s left", n.Name)
-						}
-					}
-				}
-			}
-			if !strings.Contains(cm.Name, "deberta") && ops["QAttention"] != 2 {
-				t.Errorf("%d QAttention, want one per layer (2)", ops["QAttention"])
-			}
-			if ops["MatMulIntegerToFloat"] == 0 {
-				t.Errorf("no MatMulIntegerToFloat")
-			}
-			outPath := filepath.Join(dir, cm.Name+".cpu.onnx")
-			if err := ir.Save(m, outPath, ir.SaveOptions{}); err != nil {
-				t.Fatal(err)
-			}
 			inputs, err := npz.Read(cm.Inputs)
 			if err != nil {
 				t.Fatal(err)
 			}
 			float := runORT(t, referenceFor(cm), inputs, ort.OptDisabled)
-			worstQ, worstF, diff := math.Inf(1), math.Inf(1), 0.0
-			for _, level := range []ort.OptLevel{ort.OptDisabled, ort.OptAll} {
-				qdq := runORT(t, qdqPath, inputs, level)
-				got := runORT(t, outPath, inputs, level)
-				diff = math.Max(diff, maxDiff(t, qdq, got))
-				for name, w := range float {
-					cq, err := ndarray.CosineSimilarity(qdq[name], got[name])
-					if err != nil {
-						t.Fatal(err)
-					}
-					cf, err := ndarray.CosineSimilarity(w, got[name])
-					if err != nil {
-						t.Fatal(err)
-					}
-					if !(cq >= 0.9999) {
-						t.Errorf("ORT level %v: output %s cosine %.6f to the Q/DQ model's, want >= 0.9999", level, name, cq)
-					}
-					if !(cf >= 0.99) {
-						t.Errorf("ORT level %v: output %s cosine %.5f to float, want >= 0.99", level, name, cf)
-					}
-					worstQ, worstF = math.Min(worstQ, cq), math.Min(worstF, cf)
+			// Without an opset raise quantized attention becomes QAttention; with opset=23
+			// the standard Attention over MatMulIntegerToFloat projections.
+			for _, v := range []struct{ opts, attention string }{
+				{"", "QAttention"},
+				{";opset=23", "Attention"},
+			} {
+				m, err := ir.Load(qdqPath)
+				if err != nil {
+					t.Fatal(err)
 				}
+				pipeline := "fuse<target=ort;provider=cpu" + v.opts + ">"
+				p, err := pass.Parse(pipeline, passes.All)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := p.Run(context.Background(), m, &pass.Instrumentation{VerifyEach: true}); err != nil {
+					t.Fatal(err)
+				}
+				ops := map[string]int{}
+				for _, n := range m.Graph.Nodes() {
+					ops[n.OpType]++
+					if n.OpType == "MatMul" {
+						if a, _ := n.Input(0).Producer(); a != nil && a.OpType == "DequantizeLinear" {
+							if b, _ := n.Input(1).Producer(); b != nil && b.OpType == "DequantizeLinear" && b.Input(0).Const != nil {
+								t.Errorf("%s: Q/DQ MatMul %s left", pipeline, n.Name)
+							}
+						}
+					}
+				}
+				if !strings.Contains(cm.Name, "deberta") && (ops[v.attention] != 2 || ops["QAttention"]+ops["Attention"] != 2) {
+					t.Errorf("%s: %d QAttention and %d Attention, want one %s per layer (2)", pipeline, ops["QAttention"], ops["Attention"], v.attention)
+				}
+				if ops["MatMulIntegerToFloat"] == 0 {
+					t.Errorf("%s: no MatMulIntegerToFloat", pipeline)
+				}
+				outPath := filepath.Join(dir, cm.Name+".cpu.onnx")
+				if err := ir.Save(m, outPath, ir.SaveOptions{}); err != nil {
+					t.Fatal(err)
+				}
+				worstQ, worstF, diff := math.Inf(1), math.Inf(1), 0.0
+				for _, level := range []ort.OptLevel{ort.OptDisabled, ort.OptAll} {
+					qdq := runORT(t, qdqPath, inputs, level)
+					got := runORT(t, outPath, inputs, level)
+					diff = math.Max(diff, maxDiff(t, qdq, got))
+					for name, w := range float {
+						cq, err := ndarray.CosineSimilarity(qdq[name], got[name])
+						if err != nil {
+							t.Fatal(err)
+						}
+						cf, err := ndarray.CosineSimilarity(w, got[name])
+						if err != nil {
+							t.Fatal(err)
+						}
+						if !(cq >= 0.9999) {
+							t.Errorf("%s, ORT level %v: output %s cosine %.6f to the Q/DQ model's, want >= 0.9999", pipeline, level, name, cq)
+						}
+						if !(cf >= 0.99) {
+							t.Errorf("%s, ORT level %v: output %s cosine %.5f to float, want >= 0.99", pipeline, level, name, cf)
+						}
+						worstQ, worstF = math.Min(worstQ, cq), math.Min(worstF, cf)
+					}
+				}
+				rows = append(rows, fmt.Sprintf("%-26s %-34s QAttention %d Attention %d MatMulIntegerToFloat %2d  vs QDQ: cos >= %.7f max |diff| %.2g; cos to float >= %.5f",
+					cm.Name, pipeline, ops["QAttention"], ops["Attention"], ops["MatMulIntegerToFloat"], worstQ, diff, worstF))
 			}
-			rows = append(rows, fmt.Sprintf("%-26s QAttention %d MatMulIntegerToFloat %2d  vs QDQ: cos >= %.7f max |diff| %.2g; cos to float >= %.5f",
-				cm.Name, ops["QAttention"], ops["MatMulIntegerToFloat"], worstQ, diff, worstF))
 		})
 	}
 	sort.Strings(rows)
-	t.Logf("fold,qdq then fuse<target=ort;provider=cpu>:\n%s", strings.Join(rows, "\n"))
+	t.Logf("fold,qdq then fuse<target=ort;provider=cpu[;opset=23]>:\n%s", strings.Join(rows, "\n"))
 }

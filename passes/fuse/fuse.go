@@ -24,7 +24,9 @@ target=ort emits com.microsoft Attention, SkipLayerNormalization, EmbedLayerNorm
 BiasGelu/FastGelu/Gelu and LayerNormalization; with provider=cpu the residual stays Add
 (as Sum) + LayerNormalization, and a QDQ-quantized model's attention and linear layers become
 QAttention and MatMulIntegerToFloat (same numbers, biases in the integer GEMM's epilogue, x86's
-uint8 x int8 kernels); target=onnx emits standard operators only and
+uint8 x int8 kernels), the attention as Attention-23 over MatMulIntegerToFloat projections
+instead of QAttention when opset=23 allows raising the import (ORT's CPU kernel for it is
+faster); target=onnx emits standard operators only and
 leaves a block decomposed (but annotated) when its operator needs a newer opset than the
 model imports, unless opset=N allows raising the import to N. Every block is annotated in
 node metadata (qcc.block, qcc.kind, qcc.layer, qcc.variant).`,
@@ -42,7 +44,7 @@ node metadata (qcc.block, qcc.kind, qcc.layer, qcc.variant).`,
 			}
 			return nil
 		}},
-		{Name: "opset", Default: "0", Doc: "target=onnx: highest default-domain opset fuse may raise the model to (0: never raise)", Check: func(s string) error {
+		{Name: "opset", Default: "0", Doc: "highest default-domain opset fuse may raise the model to (0: never raise): target=onnx for the standard fused operators; target=ort with provider=cpu for Attention-23 on quantized attention (faster than QAttention on ORT's CPU provider)", Check: func(s string) error {
 			if v, err := strconv.Atoi(s); err != nil || v < 0 {
 				return fmt.Errorf("want a non-negative opset version")
 			}
