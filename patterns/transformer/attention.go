@@ -43,9 +43,9 @@ attention/fused-onnx when Env.RaiseOpset allows opset 23 (Attention-23 on the Q/
 projections, which QLinearRules turn into MatMulIntegerToFloat: ORT's CPU kernel for it
 runs the core faster), else attention/fused-quantized (com.microsoft.QAttention: X as
 uint8 per tensor, packed int8/uint8 weights with per-column scales, float biases); both
-keep the Q/DQ graph's numbers. Any other quantized block is annotated but not rewritten. The output projection (·Wo + bo) is not
-part of the block. Shape arithmetic that reads the block's values (Shape nodes) may stay
-outside the match; it is dead after fusion.
+keep the Q/DQ graph's numbers. Any other quantized block is annotated but not rewritten.
+The output projection (·Wo + bo) is not part of the block. Shape arithmetic that reads
+the block's values (Shape nodes) may stay outside the match; it is dead after fusion.
 
 Checks: the head split is [B,S,N,D] of X's [B,S,·] and the merge [B,S,N·D]; Q, K and V
 have the same N and D; Softmax is over the last axis; the mask depends on one [B,S] graph
