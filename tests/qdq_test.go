@@ -243,6 +243,11 @@ func TestQDQCorpusORTCPU(t *testing.T) {
 				t.Fatal(err)
 			}
 			float := runORT(t, referenceFor(cm), inputs, ort.OptDisabled)
+			levels := []ort.OptLevel{ort.OptDisabled, ort.OptAll}
+			qdqOut := map[ort.OptLevel]map[string]*ndarray.Array{}
+			for _, level := range levels {
+				qdqOut[level] = runORT(t, qdqPath, inputs, level)
+			}
 			// Without an opset raise quantized attention becomes QAttention; with opset=23
 			// the standard Attention over MatMulIntegerToFloat projections.
 			for _, v := range []struct{ opts, attention string }{
@@ -283,8 +288,8 @@ func TestQDQCorpusORTCPU(t *testing.T) {
 					t.Fatal(err)
 				}
 				worstQ, worstF, diff := math.Inf(1), math.Inf(1), 0.0
-				for _, level := range []ort.OptLevel{ort.OptDisabled, ort.OptAll} {
-					qdq := runORT(t, qdqPath, inputs, level)
+				for _, level := range levels {
+					qdq := qdqOut[level]
 					got := runORT(t, outPath, inputs, level)
 					diff = math.Max(diff, maxDiff(t, qdq, got))
 					for name, w := range float {
