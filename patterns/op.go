@@ -180,6 +180,7 @@ type state struct {
 	nodes  map[string]*ir.Node
 	seen   []*ir.Node // matched nodes in visit order (may repeat)
 	trail  []undoRec
+	plan   any // what a Trace pattern computed
 }
 
 type undoRec struct {

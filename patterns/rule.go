@@ -15,6 +15,8 @@ type Match struct {
 	Nodes  map[string]*ir.Node
 	// All lists the covered nodes once each, in graph order.
 	All []*ir.Node
+	// Plan is what a Trace pattern in the match computed, or nil.
+	Plan any
 }
 
 // V returns a bound value (nil if the name is unbound, e.g. an Or branch not taken).
@@ -41,7 +43,7 @@ func MatchValue(p Pattern, v *ir.Value) *Match {
 }
 
 func (s *state) result(root *ir.Value) *Match {
-	m := &Match{Root: root, Values: map[string]*ir.Value{}, Nodes: map[string]*ir.Node{}}
+	m := &Match{Root: root, Values: map[string]*ir.Value{}, Nodes: map[string]*ir.Node{}, Plan: s.plan}
 	for k, v := range s.values {
 		m.Values[k] = v
 	}
@@ -79,6 +81,17 @@ type Rule struct {
 	// Internal lists bound names whose values may be used outside the match (besides the
 	// root): values the rewrite keeps, such as a shared projection.
 	Internal []string
+	// Escapes, when set, replaces the default check that no intermediate value is used
+	// outside the match (a block whose sizes the exporter reads with Shape nodes).
+	Escapes func(m *Match) string
+}
+
+// EscapeCheck runs the rule's escape check: its own, or Escapes with its Internal names.
+func (r *Rule) EscapeCheck(m *Match) string {
+	if r.Escapes != nil {
+		return r.Escapes(m)
+	}
+	return Escapes(m, r.Internal...)
 }
 
 // Escapes returns a reason when a value computed inside the match (other than the root
@@ -199,7 +212,7 @@ func (rs *ruleSet) first(n *ir.Node, skip func(*Match) bool) (*Rule, *Match, *ir
 			if m == nil || skip != nil && skip(m) {
 				continue
 			}
-			reason := Escapes(m, r.Internal...)
+			reason := r.EscapeCheck(m)
 			if reason == "" && r.Check != nil {
 				reason = r.Check(m)
 			}
@@ -295,8 +308,14 @@ type Found struct {
 // first rule (by benefit, then list order) that matches and is not refused wins, and
 // nodes covered by an accepted match are not matched again. Refusals are returned sorted.
 func Find(g *ir.Graph, rules []*Rule) ([]Found, []Refusal) {
+	return FindUncovered(g, rules, map[*ir.Node]bool{})
+}
+
+// FindUncovered is Find over the nodes not in covered, which it extends with the nodes
+// of the matches it accepts: rule lists run one after another this way match every node
+// once.
+func FindUncovered(g *ir.Graph, rules []*Rule, covered map[*ir.Node]bool) ([]Found, []Refusal) {
 	rs := newRuleSet(rules)
-	covered := map[*ir.Node]bool{}
 	overlaps := func(m *Match) bool {
 		for _, n := range m.All {
 			if covered[n] {

@@ -108,8 +108,13 @@ type Family struct {
 func Recognize(g *ir.Graph, fams []*Family) ([]*Block, []patterns.Refusal) {
 	var blocks []*Block
 	var refusals []patterns.Refusal
+	// Families of one kind share what they cover: a block is one family's.
+	covered := map[Kind]map[*ir.Node]bool{}
 	for _, f := range fams {
-		found, refs := patterns.Find(g, f.Rules)
+		if covered[f.Kind] == nil {
+			covered[f.Kind] = map[*ir.Node]bool{}
+		}
+		found, refs := patterns.FindUncovered(g, f.Rules, covered[f.Kind])
 		refusals = append(refusals, refs...)
 		for _, fd := range found {
 			b := &Block{Kind: f.Kind, Variant: fd.Rule.Name, Match: fd.Match, Nodes: fd.Match.All,
@@ -178,5 +183,6 @@ var Families = []*Family{
 	SkipFamily,
 	AttentionFamily,
 	DebertaAttentionFamily,
+	GeneralAttentionFamily,
 	EmbeddingFamily,
 }

@@ -31,6 +31,9 @@ func Fuse(m *ir.Model, fams []*Family, env *Env) (*Report, error) {
 	rep := &Report{Ops: map[string]int{}}
 	left := map[string]string{}
 	for _, f := range fams {
+		// What an earlier family replaced may stay alive through Shape readers until
+		// they are dead too; later families must not see it.
+		cleanup.RemoveDead(g)
 		if _, err := shapes.Infer(m); err != nil {
 			return nil, fmt.Errorf("before %s fusion: %w", f.Kind, err)
 		}
@@ -52,7 +55,7 @@ func Fuse(m *ir.Model, fams []*Family, env *Env) (*Report, error) {
 			if fd.Match == nil {
 				continue
 			}
-			if why := patterns.Escapes(fd.Match, fd.Rule.Internal...); why != "" {
+			if why := fd.Rule.EscapeCheck(fd.Match); why != "" {
 				rep.Refusals = append(rep.Refusals, patterns.Refusal{Rule: fd.Rule.Name, At: fd.Match.Root.Name, Reason: why})
 				continue
 			}
@@ -106,6 +109,7 @@ func Fuse(m *ir.Model, fams []*Family, env *Env) (*Report, error) {
 			rep.Left = append(rep.Left, fmt.Sprintf("%s (%s, layer %d): %s", b.ID, b.Variant, b.Layer, why))
 		}
 	}
+	rep.Left = append(rep.Left, unfusedSoftmax(g, blocks)...)
 	sort.Strings(rep.Left)
 	rep.Blocks = blocks
 	for _, n := range g.Nodes() {
@@ -133,4 +137,29 @@ func EnsureOpset(m *ir.Model, domain string, v int64) {
 	if m.Opset(domain) == 0 {
 		m.SetOpset(domain, v)
 	}
+}
+
+// unfusedSoftmax says, for every Softmax outside an attention block, why it is not
+// attention (or which check refused it).
+func unfusedSoftmax(g *ir.Graph, blocks []*Block) []string {
+	in := map[*ir.Node]bool{}
+	for _, b := range blocks {
+		if b.Kind == Attention {
+			for _, n := range b.Nodes {
+				in[n] = true
+			}
+		}
+	}
+	var out []string
+	for _, n := range g.Nodes() {
+		if n.OpType != "Softmax" || n.Domain != "" || in[n] {
+			continue
+		}
+		why := analyseAttention(n).why
+		if why == "" {
+			why = "proved attention, but its output path was refused"
+		}
+		out = append(out, fmt.Sprintf("softmax %s: %s", n.Name, why))
+	}
+	return out
 }

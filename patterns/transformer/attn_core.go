@@ -1,0 +1,555 @@
+package transformer
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/qcc-dev/qcc/ir"
+	"github.com/qcc-dev/qcc/patterns"
+)
+
+// attnPlan is what the math-based recogniser proved about one attention block:
+// softmax(scale·Q·Kᵀ + Σ terms)·V, with Q, K and V as tensors outside the block, the
+// additive terms of the scores, and the path to the block's output.
+type attnPlan struct {
+	q, k, v  *attnOperand
+	softmax  *ir.Node
+	scores   *ir.Node // Q·Kᵀ
+	context  *ir.Node // probs·V
+	scale    float64
+	terms    []attnTerm
+	heads    int64 // query heads
+	kvHeads  int64 // K/V heads before any repeat
+	headSize int64
+	vHead    int64
+	// core are the nodes from the operands' points to the context matmul.
+	core []*ir.Node
+	// ctxLayout is the context matmul output's layout.
+	ctxLayout layout
+	// why is set when the block was found (a Softmax between two matmuls) but cannot be
+	// proved attention or cannot be fused.
+	why string
+	// root-specific: the steps from the context matmul to the block's output.
+	out      []layoutStep
+	outShape []int64 // Reshape of the fused [B,S,N·Dv] to the output's layout; nil: none
+}
+
+// attnTerm is one additive term of the scores, as the graph computes it: Add(scores,
+// value), or Where(cond, fill, scores) read as scores + Where(cond, fill, 0).
+type attnTerm struct {
+	value  *ir.Value // the added tensor, or the Where's condition
+	fill   *ir.Value // Where: the fill constant
+	keepIf bool      // Where: cond true keeps the score
+	at     layout    // the scores' layout where it is added
+	factor float64   // the scales applied after it
+	kind   string    // what it depends on: "mask", "bias", "constant"
+}
+
+// scoresStep is a step on the scores path: a pass-through step or a term.
+type scoresStep struct {
+	st   layoutStep
+	term *attnTerm
+	node *ir.Node
+	in   *ir.Value
+	out  *ir.Value
+}
+
+// findScores walks back from the Softmax input to the Q·Kᵀ matmul through pass-through
+// steps and additive terms; every way is tried (an added term may itself be a matmul).
+func findScores(v *ir.Value, path []scoresStep, try func(mm *ir.Node, path []scoresStep) bool) bool {
+	if len(path) > maxSteps {
+		return false
+	}
+	n, idx := v.Producer()
+	if n == nil || idx != 0 || n.Domain != "" && n.Domain != "ai.onnx" {
+		return false
+	}
+	prepend := func(s scoresStep) []scoresStep { return append([]scoresStep{s}, path...) }
+	switch n.OpType {
+	case "MatMul":
+		if try(n, path) {
+			return true
+		}
+	case "Add":
+		for i := 0; i < 2; i++ {
+			t := &attnTerm{value: n.Input(1 - i)}
+			if findScores(n.Input(i), prepend(scoresStep{term: t, node: n, in: n.Input(i), out: v}), try) {
+				return true
+			}
+		}
+		return false
+	case "Where":
+		for i := 1; i < 3; i++ {
+			t := &attnTerm{value: n.Input(0), fill: n.Input(3 - i), keepIf: i == 1}
+			if findScores(n.Input(i), prepend(scoresStep{term: t, node: n, in: n.Input(i), out: v}), try) {
+				return true
+			}
+		}
+		return false
+	}
+	in := chainInput(n)
+	if in == nil {
+		return false
+	}
+	st, ok := passThrough(n, in)
+	if !ok || st.quant {
+		return false
+	}
+	return findScores(in, prepend(scoresStep{st: st, node: n, in: in, out: v}), try)
+}
+
+// findContext follows the Softmax output forward to the matmul that reads it as probs.
+func findContext(sm *ir.Node) (*ir.Node, []layoutStep) {
+	v := sm.Output(0)
+	var steps []layoutStep
+	for len(steps) < maxSteps {
+		uses := v.Uses()
+		if len(uses) != 1 {
+			return nil, nil
+		}
+		n := uses[0].Node
+		if n.OpType == "MatMul" && uses[0].Index == 0 && n.Domain == "" {
+			return n, steps
+		}
+		st, ok := passThrough(n, v)
+		if !ok || st.scale != 1 || n.OpType == "Split" || n.OpType == "Gather" {
+			return nil, nil
+		}
+		steps = append(steps, st)
+		v = st.out
+	}
+	return nil, nil
+}
+
+// analyseAttention proves that a Softmax is the core of an attention block, or says why
+// not. It never changes the graph.
+func analyseAttention(sm *ir.Node) *attnPlan {
+	p := &attnPlan{softmax: sm}
+	ctx, probsSteps := findContext(sm)
+	if ctx == nil {
+		p.why = "the softmax output does not reach a matmul (probs·V) through layout ops alone"
+		return p
+	}
+	p.context = ctx
+	var last string
+	found := findScores(sm.Input(0), nil, func(mm *ir.Node, path []scoresStep) bool {
+		q := &attnPlan{softmax: sm, context: ctx, scores: mm}
+		if why := q.prove(path, probsSteps); why != "" {
+			last = why
+			return false
+		}
+		*p = *q
+		return true
+	})
+	if !found {
+		p.why = last
+		if p.why == "" {
+			p.why = "the softmax input does not come from a matmul (Q·Kᵀ) through layout ops and additive terms"
+		}
+	}
+	return p
+}
+
+// prove checks one candidate Q·Kᵀ matmul and fills the plan.
+func (p *attnPlan) prove(path []scoresStep, probsSteps []layoutStep) string {
+	var why string
+	if p.q, why = followOperand("Q", p.scores.Input(0), anyStep, 0); why != "" {
+		return why
+	}
+	if p.k, why = followOperand("K", p.scores.Input(1), anyStep, 0); why != "" {
+		return why
+	}
+	if p.v, why = followOperand("V", p.context.Input(1), anyStep, 0); why != "" {
+		return why
+	}
+	ql, kl, vl := p.q.last(), p.k.last(), p.v.last()
+	r := len(ql)
+	if r < 3 {
+		return fmt.Sprintf("Q·Kᵀ of rank %d has no batch", r)
+	}
+	p.k.broadcastHeads(ql)
+	if why := pairBatchAxes(ql, kl); why != "" {
+		return "Q and K: " + why
+	}
+	if why := p.q.canonical(r-2, r-1); why != "" {
+		return why
+	}
+	if why := p.k.canonical(r-1, r-2); why != "" {
+		return why
+	}
+	if d1, d2 := ql[r-1].leaves().size(), kl[r-2].leaves().size(); !sameShape(ir.Shape{d1}, ir.Shape{d2}) || !d1.Known {
+		return fmt.Sprintf("Q's head size %v and K's %v differ or are unknown", d1, d2)
+	}
+	// The scores: Q's batch axes, Q's sequence, K's sequence; replayed to the softmax.
+	sl := append(ql[:r-2].clone(), axis{p.q.seq}, axis{p.k.seq})
+	for i := range path {
+		s := &path[i]
+		if s.term != nil {
+			s.term.at = sl.clone()
+			s.term.factor = 1
+			p.terms = append(p.terms, *s.term)
+			continue
+		}
+		for j := range p.terms {
+			p.terms[j].factor *= s.st.scale
+		}
+		var why string
+		if sl, why = s.st.apply(sl); why != "" {
+			return "scores: " + why
+		}
+	}
+	if why := softmaxAxis(p.softmax, len(sl)); why != "" {
+		return why
+	}
+	if lk := sl[len(sl)-1].leaves(); len(lk) != 1 || lk[0] != p.k.seq {
+		return fmt.Sprintf("the softmax runs over %v, not the key sequence", lk)
+	}
+	pl := sl
+	for _, st := range probsSteps {
+		var why string
+		if pl, why = st.apply(pl); why != "" {
+			return "probs: " + why
+		}
+	}
+	if len(pl) != len(vl) {
+		return fmt.Sprintf("probs of rank %d against V of rank %d", len(pl), len(vl))
+	}
+	if lk := pl[len(pl)-1].leaves(); len(lk) != 1 || lk[0] != p.k.seq {
+		return "probs·V does not contract over the key sequence"
+	}
+	if lq := pl[len(pl)-2].leaves(); len(lq) != 1 || lq[0] != p.q.seq {
+		return "probs·V: the query sequence is not the second-last axis"
+	}
+	p.v.broadcastHeads(pl)
+	if why := pairBatchAxes(pl, vl); why != "" {
+		return "probs and V: " + why
+	}
+	if why := p.v.canonical(len(vl)-2, len(vl)-1); why != "" {
+		return why
+	}
+	if !sameShape(ir.Shape{p.v.seq.size}, ir.Shape{p.k.seq.size}) {
+		return fmt.Sprintf("K's sequence %v and V's %v differ", p.k.seq.size, p.v.seq.size)
+	}
+	// Heads pair position by position: Q's k-th head atom group with K's and V's.
+	if axis(p.q.headLeaves).size() != axis(p.k.headLeaves).size() || axis(p.q.headLeaves).size() != axis(p.v.headLeaves).size() {
+		return "Q, K and V have different head counts"
+	}
+	p.ctxLayout = append(pl[:len(pl)-1].clone(), axis(p.v.last()[len(vl)-1].leaves()))
+	for _, o := range []*attnOperand{p.q, p.k, p.v} {
+		if why := o.choosePoint(); why != "" {
+			return why
+		}
+	}
+	hs := axis(p.q.headLeaves).size()
+	if !hs.Known {
+		return "the head count is unknown"
+	}
+	p.heads = hs.Value
+	p.kvHeads = p.heads
+	p.headSize = ql[r-1].leaves().size().Value
+	if d := p.v.last()[len(vl)-1].leaves().size(); d.Known {
+		p.vHead = d.Value
+	} else {
+		return "V's head size is unknown"
+	}
+	p.scale = p.q.scaleAfter() * p.k.scaleAfter()
+	for _, s := range path {
+		if s.term == nil {
+			p.scale *= s.st.scale
+		}
+	}
+	if !finite(p.scale) || p.scale == 0 {
+		return fmt.Sprintf("scale %g is not a finite non-zero number", p.scale)
+	}
+	// The nodes the fused operator replaces.
+	for _, o := range []*attnOperand{p.q, p.k, p.v} {
+		p.core = append(p.core, o.nodesAfter()...)
+	}
+	p.core = append(p.core, p.scores)
+	for _, s := range path {
+		p.core = append(p.core, s.node)
+	}
+	p.core = append(p.core, p.softmax)
+	for _, st := range probsSteps {
+		p.core = append(p.core, st.node)
+	}
+	p.core = append(p.core, p.context)
+	return p.classifyTerms()
+}
+
+// softmaxAxis checks that the softmax normalises the last axis alone. Before opset 13
+// Softmax flattens from its axis (default 1), so only the last axis means the same in
+// both; a Softmax without the attribute is checked against the opset when lowered.
+func softmaxAxis(sm *ir.Node, rank int) string {
+	a := sm.AttrInt("axis", -1)
+	if i, ok := normAxis(a, rank); !ok || i != rank-1 {
+		return fmt.Sprintf("softmax over axis %d of rank %d, not the last", a, rank)
+	}
+	return ""
+}
+
+// classifyTerms says what each additive term depends on, and refuses a term computed
+// from the block's own Q or K (a query-dependent position term no operator adds).
+func (p *attnPlan) classifyTerms() string {
+	inside := map[*ir.Value]bool{}
+	for _, o := range []*attnOperand{p.q, p.k, p.v} {
+		for _, v := range o.values {
+			inside[v] = true
+		}
+	}
+	for _, n := range p.core {
+		for _, o := range n.Outputs() {
+			inside[o] = true
+		}
+	}
+	for i := range p.terms {
+		t := &p.terms[i]
+		kind, why := termDepends(t.value, inside)
+		if why != "" {
+			return why
+		}
+		t.kind = kind
+		if _, why := p.termAxes(t); why != "" {
+			return why
+		}
+		if t.fill != nil {
+			f, ok := scalarConst(t.fill)
+			if !ok || f > -1000 && finite(f) {
+				return fmt.Sprintf("Where fills the scores with %s, not a large negative constant", t.fill.Name)
+			}
+		}
+	}
+	return ""
+}
+
+// termDepends walks a term's inputs: "mask" when it reads a graph input, "constant"
+// when it reads only constants (and shapes), and a refusal when it reads the block.
+func termDepends(v *ir.Value, inside map[*ir.Value]bool) (string, string) {
+	seen := map[*ir.Value]bool{}
+	stack := []*ir.Value{v}
+	input := false
+	for len(stack) > 0 && len(seen) < 4000 {
+		x := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if x == nil || seen[x] {
+			continue
+		}
+		seen[x] = true
+		if inside[x] {
+			return "", fmt.Sprintf("score term %s depends on the block's Q or K (a query-dependent term)", v.Name)
+		}
+		if x.IsGraphInput() {
+			input = true
+		}
+		n, _ := x.Producer()
+		if n == nil {
+			continue
+		}
+		if n.OpType == "Shape" || n.OpType == "Size" {
+			continue // sizes, not values
+		}
+		stack = append(stack, n.Inputs()...)
+	}
+	if len(stack) > 0 {
+		return "", fmt.Sprintf("score term %s: its inputs are too many to follow", v.Name)
+	}
+	if input {
+		return "mask", ""
+	}
+	return "constant", ""
+}
+
+// traceAttention is the recogniser behind the general attention rule: v must be the
+// output of the layout path that leaves the context matmul, in [B,S,N·Dv] order (or a
+// reshape of it); the plan is attached to the match.
+func traceAttention(v *ir.Value) *patterns.Traced {
+	out, src := walkBack(v, pureLayout)
+	n, _ := src.Producer()
+	if n == nil || n.OpType != "MatMul" || n.Domain != "" {
+		return nil
+	}
+	probsSrc := n.Input(0)
+	_, sm := walkBack(probsSrc, func(st layoutStep) bool { return st.scale == 1 && !st.quant })
+	smn, _ := sm.Producer()
+	if smn == nil || smn.OpType != "Softmax" || smn.Domain != "" {
+		return nil
+	}
+	p := analyseAttention(smn)
+	if p.why == "" && p.context != n {
+		return nil
+	}
+	if p.why != "" {
+		if len(out) > 0 {
+			return nil // refused once, at the context matmul
+		}
+		return &patterns.Traced{Nodes: []*ir.Node{smn, n}, Plan: p}
+	}
+	p.out = out
+	why := p.outputLayout()
+	if why != "" && len(out) > 0 {
+		return nil // an earlier value on the path may be the output
+	}
+	if why != "" {
+		// Say why the longest layout path from the context matmul is not the output.
+		p.out = forwardLayout(n.Output(0))
+		if w := p.outputLayout(); w != "" {
+			why = w
+		}
+		p.why = why
+	}
+	nodes := append([]*ir.Node(nil), p.core...)
+	for _, st := range out {
+		nodes = append(nodes, st.node)
+	}
+	vals := map[string]*ir.Value{
+		"query": p.q.input(), "key": p.k.input(), "value": p.v.input(),
+		"scores": p.scores.Output(0), "probs": smn.Output(0), "context": n.Output(0), "output": v,
+	}
+	return &patterns.Traced{Nodes: nodes, Values: vals, Named: map[string]*ir.Node{"probs": smn, "scores": p.scores, "context": n}, Plan: p}
+}
+
+// forwardLayout follows a value forward through single-reader layout ops.
+func forwardLayout(v *ir.Value) []layoutStep {
+	var steps []layoutStep
+	for len(steps) < maxSteps {
+		uses := v.Uses()
+		if len(uses) != 1 || v.IsGraphOutput() {
+			break
+		}
+		st, ok := passThrough(uses[0].Node, v)
+		if !ok || !pureLayout(st) || uses[0].Node.OpType == "Split" {
+			break
+		}
+		steps = append(steps, st)
+		v = st.out
+	}
+	return steps
+}
+
+// outputLayout checks the output path from the context matmul and computes the Reshape
+// that gives the fused [B,S,N·Dv] the output's layout.
+func (p *attnPlan) outputLayout() string {
+	l := p.ctxLayout
+	for _, st := range p.out {
+		var why string
+		if l, why = st.apply(l); why != "" {
+			return "output: " + why
+		}
+	}
+	canon := append(append([]*atom{p.q.canon[0], p.q.seq}, p.q.headLeaves...), p.ctxLayout[len(p.ctxLayout)-1].leaves()...)
+	pos := map[*atom]int{}
+	for i, a := range canon {
+		pos[a] = i
+	}
+	next := 0
+	var dims []int64
+	free := false
+	for i, ax := range l {
+		lv := ax.leaves()
+		size := int64(1)
+		hasBS := false
+		for _, a := range lv {
+			if q, ok := pos[a]; !ok || q != next {
+				return fmt.Sprintf("the output's layout %v is not [B,S,N·D] in order", l)
+			}
+			next++
+			if a == canon[0] || a == canon[1] {
+				hasBS = true
+			} else {
+				size *= a.size.Value
+			}
+		}
+		switch {
+		case len(lv) == 1 && lv[0] == canon[0] && i == 0, len(lv) == 1 && lv[0] == canon[1] && i == 1:
+			dims = append(dims, 0)
+		case hasBS:
+			if free {
+				return fmt.Sprintf("the output's layout %v merges batch and sequence apart", l)
+			}
+			free = true
+			dims = append(dims, -1)
+		default:
+			dims = append(dims, size)
+		}
+	}
+	if next != len(canon) {
+		return fmt.Sprintf("the output's layout %v drops atoms", l)
+	}
+	if len(l) == 3 && dims[0] == 0 && dims[1] == 0 {
+		p.outShape = nil
+	} else {
+		p.outShape = dims
+	}
+	return ""
+}
+
+// variant names the form for -stats and the block annotations.
+func (p *attnPlan) variant() string {
+	var tags []string
+	if len(p.q.last()) == 3 {
+		tags = append(tags, "3d")
+	}
+	if p.q.values[0] != p.k.values[0] && !sharesSource(p.q, p.k) {
+		tags = append(tags, "cross")
+	}
+	if axis(p.k.headLeaves).size() != axis(leavesOf(p.k.headLeaves, atomChan)).size() {
+		tags = append(tags, "gqa")
+	}
+	kinds := map[string]bool{}
+	for _, t := range p.terms {
+		kinds[t.kind] = true
+	}
+	for _, k := range []string{"mask", "constant"} {
+		if kinds[k] {
+			tags = append(tags, map[string]string{"mask": "masked", "constant": "biased"}[k])
+		}
+	}
+	if len(tags) == 0 {
+		return "attention/general"
+	}
+	return "attention/general-" + strings.Join(tags, "-")
+}
+
+func leavesOf(as []*atom, k atomKind) []*atom {
+	var out []*atom
+	for _, a := range as {
+		if a.kind == k {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// sharesSource reports whether two operands come from one tensor through the ops before
+// their sources (a packed projection split into Q and K): self-attention.
+func sharesSource(a, b *attnOperand) bool {
+	ra, rb := rootInput(a.values[0]), rootInput(b.values[0])
+	return ra != nil && ra == rb
+}
+
+// rootInput follows a source back through its first non-constant input to the tensor a
+// projection reads.
+func rootInput(v *ir.Value) *ir.Value {
+	for i := 0; i < 8; i++ {
+		n, _ := v.Producer()
+		if n == nil {
+			return v
+		}
+		switch n.OpType {
+		case "MatMul", "Gemm", "Conv":
+			return n.Input(0)
+		}
+		var next *ir.Value
+		for _, in := range n.Inputs() {
+			if in != nil && patterns.ConstOf(in) == nil {
+				next = in
+				break
+			}
+		}
+		if next == nil {
+			return v
+		}
+		v = next
+	}
+	return v
+}

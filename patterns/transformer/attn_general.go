@@ -1,0 +1,229 @@
+package transformer
+
+import (
+	"fmt"
+
+	"github.com/qcc-dev/qcc/ir"
+	"github.com/qcc-dev/qcc/patterns"
+)
+
+// GeneralAttentionFamily recognises attention from its math wherever the encoder
+// families' fixed forms do not apply: decoders, encoder–decoders, vision models.
+var GeneralAttentionFamily = &Family{
+	Kind: Attention,
+	Doc: `Attention recognised from its math: softmax(scale·Q·Kᵀ + Σ terms)·V.
+
+Anchored on a Softmax: its output reaches a matmul (probs·V) through layout ops; its
+input comes from a matmul (Q·Kᵀ) through layout ops, scalar scales and additive terms.
+Q, K and V are followed back through layout ops (Reshape, Transpose, Split, Slice,
+Gather, Squeeze/Unsqueeze, Expand, Tile, scalar Mul/Div, Q/DQ) to the op that computed
+them, and the layouts are replayed forward as atoms (batch, sequence, channel factors,
+repeats), which prove which axis is batch, heads, sequence and head size: 4-D [B,N,S,D]
+or 3-D [B·N,S,D] heads, channel-first projections, packed QKV split or gathered, K/V
+heads repeated for grouped-query attention, Q and K/V from different tensors. Sources
+made by an elementwise op (a rotary embedding) keep the layout of their input.
+
+Terms: every tensor added to the scores (Add) or filled into them (Where with a large
+negative constant) that does not depend on the block's Q or K: padding masks, causal
+masks (sliced buffers, Trilu, Range comparisons), relative-position biases; their scale
+(the factors applied after them) is kept. A term computed from Q or K is refused.
+
+Lowering: target ort → com.microsoft.MultiHeadAttention(query, key, value,
+attention_bias = Σ terms as [B|1, N|1, S, T]); target onnx → Attention-23 (q_num_heads =
+kv_num_heads, attn_mask = Σ terms). Q, K and V are read where the fewest ops bring them to
+[B,S,N·D] (at most a Transpose and a Reshape); the output is reshaped to the block's own
+output layout. A block with Q/DQ inside its core is recognised and left decomposed.
+
+Roles: query, key, value (the fused operator's inputs), scores, probs, context, output,
+and for each of q, k, v the projection (q_matmul, q_weight, q_bias, ...) when a MatMul or
+Gemm on a constant weight computes it. Params: num_heads, kv_num_heads, head_size, scale,
+terms.`,
+	Rules: []*patterns.Rule{
+		{Name: "attention/general-mha", Pattern: patterns.Op("MultiHeadAttention").In("com.microsoft").As("attention")},
+		{Name: "attention/general", Pattern: patterns.Trace("attention", traceAttention), Check: generalCheck, Escapes: generalEscapes},
+	},
+	Describe: generalDescribe,
+	Fuse:     generalFuse,
+}
+
+func planOf(m *patterns.Match) *attnPlan {
+	p, _ := m.Plan.(*attnPlan)
+	return p
+}
+
+func generalCheck(m *patterns.Match) string {
+	if p := planOf(m); p != nil && p.why != "" {
+		return p.why
+	}
+	return ""
+}
+
+// generalEscapes refuses a block whose intermediate values are read outside it, except
+// by Shape nodes (exporters read sizes off Q, K and the scores).
+func generalEscapes(m *patterns.Match) string {
+	if p := planOf(m); p == nil || p.why != "" {
+		return ""
+	}
+	return attnEscapes(m)
+}
+
+func generalDescribe(m *patterns.Match, b *Block) {
+	if n := m.N("attention"); n != nil {
+		b.Fused = true
+		b.Roles["query"], b.Roles["key"], b.Roles["value"] = n.Input(0), n.Input(1), n.Input(2)
+		if bias := n.Input(5); bias != nil {
+			b.Roles["attention_bias"] = bias
+		}
+		b.Roles["output"] = n.Output(0)
+		b.Params["num_heads"] = float64(n.AttrInt("num_heads", 0))
+		b.Params["scale"] = float64(n.AttrFloat("scale", 0))
+		return
+	}
+	p := planOf(m)
+	if p == nil || p.why != "" {
+		return
+	}
+	b.Variant = p.variant()
+	for _, r := range []string{"query", "key", "value", "scores", "probs", "context", "output"} {
+		b.Roles[r] = m.V(r)
+	}
+	for _, o := range []*attnOperand{p.q, p.k, p.v} {
+		describeProjection(b, o)
+	}
+	b.Params["num_heads"] = float64(p.heads)
+	b.Params["kv_num_heads"] = float64(p.kvHeads)
+	b.Params["head_size"] = float64(p.headSize)
+	b.Params["scale"] = p.scale
+	b.Params["terms"] = float64(len(p.terms))
+}
+
+// describeProjection names the projection that computes an operand's source: MatMul (+
+// Add) or Gemm on a constant weight.
+func describeProjection(b *Block, o *attnOperand) {
+	p := map[string]string{"Q": "q", "K": "k", "V": "v"}[o.name]
+	v := o.values[0]
+	n, _ := v.Producer()
+	if n != nil && n.OpType == "Add" {
+		for i := 0; i < 2; i++ {
+			if mm, _ := n.Input(i).Producer(); mm != nil && mm.OpType == "MatMul" && patterns.ConstOf(n.Input(1-i)) != nil {
+				b.Roles[p+"_bias"] = n.Input(1 - i)
+				n = mm
+				break
+			}
+		}
+	}
+	if n == nil || n.OpType != "MatMul" && n.OpType != "Gemm" {
+		return
+	}
+	if patterns.ConstOf(n.Input(1)) == nil {
+		if dq, _ := n.Input(1).Producer(); dq == nil || dq.OpType != "DequantizeLinear" {
+			return
+		}
+	}
+	b.Roles[p+"_matmul"] = n.Output(0)
+	b.Roles[p+"_weight"] = n.Input(1)
+	if n.OpType == "Gemm" && n.Input(2) != nil {
+		b.Roles[p+"_bias"] = n.Input(2)
+	}
+	if _, ok := b.Roles["input"]; !ok {
+		b.Roles["input"] = n.Input(0)
+	}
+}
+
+func generalFuse(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, error) {
+	p := planOf(b.Match)
+	if p == nil || p.why != "" {
+		return nil, "not proved attention", nil
+	}
+	for _, o := range []*attnOperand{p.q, p.k, p.v} {
+		if o.quantizedAfter() {
+			return nil, "Q/DQ pairs inside the attention core (a fused float operator would drop them)", nil
+		}
+	}
+	if p.softmax.Attr("axis") == nil && env.Model.Opset("") < 13 {
+		return nil, "softmax over axis 1 (the default before opset 13), not the last", nil
+	}
+	dt := p.q.input().Type.DType
+	if dt != ir.Float {
+		return nil, fmt.Sprintf("attention in %v: only float32 blocks are lowered", dt), nil
+	}
+	if env.Target == ONNX {
+		if why := RequireOpset(env, 23, "Attention", b.Nodes); why != "" {
+			return nil, why, nil
+		}
+	} else if env.Target != ORT {
+		return nil, fmt.Sprintf("no attention operator for target %q", env.Target), nil
+	}
+	q, k, v := materialise(rw, p.q), materialise(rw, p.k), materialise(rw, p.v)
+	bias, why := p.bias(rw, q, k)
+	if why != "" {
+		return nil, why, nil
+	}
+	name := rw.Graph().FreshName(nodePrefix(p.softmax) + "Attention")
+	var n *ir.Node
+	if env.Target == ORT {
+		n = rw.Node("MultiHeadAttention", "com.microsoft", []*ir.Value{q, k, v, nil, nil, bias}, 1, name+"_output_0",
+			ir.IntAttr("num_heads", p.heads), ir.FloatAttr("scale", float32(p.scale)))
+		EnsureOpset(env.Model, "com.microsoft", 1)
+	} else {
+		ins := []*ir.Value{q, k, v}
+		if bias != nil {
+			ins = append(ins, bias)
+		}
+		n = rw.Node("Attention", "", ins, 1, name+"_output_0",
+			ir.IntAttr("q_num_heads", p.heads), ir.IntAttr("kv_num_heads", p.heads), ir.FloatAttr("scale", float32(p.scale)))
+	}
+	n.Name = name
+	out := n.Output(0)
+	if p.outShape != nil {
+		shape := rw.Const("attention_output_shape", ir.Int64Tensor([]int64{int64(len(p.outShape))}, p.outShape))
+		out = rw.Node("Reshape", "", []*ir.Value{out, shape}, 1, name+"_reshaped").Output(0)
+	}
+	rw.Replace(b.Root, out)
+	return n, "", nil
+}
+
+// nodePrefix is the exporter's scope of a node ("/h.0/attn/" of "/h.0/attn/Softmax").
+func nodePrefix(n *ir.Node) string {
+	for i := len(n.Name) - 1; i >= 0; i-- {
+		if n.Name[i] == '/' {
+			return n.Name[:i+1]
+		}
+	}
+	return ""
+}
+
+// materialise brings an operand's point to [B,S,N·D]: a Transpose into canonical order
+// and a Reshape merging heads and head size, each only when needed.
+func materialise(rw *patterns.Rewriter, o *attnOperand) *ir.Value {
+	x := o.input()
+	l := o.layouts[o.point]
+	perm, _ := materialPerm(l, o.pointCanon())
+	ident := true
+	for i, p := range perm {
+		ident = ident && p == i
+	}
+	if !ident {
+		ps := make([]int64, len(perm))
+		for i, p := range perm {
+			ps[i] = int64(p)
+		}
+		x = rw.Node("Transpose", "", []*ir.Value{x}, 1, x.Name+"_bsnd", ir.IntsAttr("perm", ps...)).Output(0)
+	}
+	if len(l) != 3 || len(l[perm[2]].leaves()) == 0 {
+		shape := rw.Const("attention_merge_heads", ir.Int64Tensor([]int64{3}, []int64{0, 0, -1}))
+		x = rw.Node("Reshape", "", []*ir.Value{x, shape}, 1, x.Name+"_bsh").Output(0)
+	}
+	if len(o.synth) > 0 {
+		// One K/V head for all query heads: [B,T,D] → [B,T,1,D] → [B,T,N,D] → [B,T,N·D].
+		n := axis(o.synth).size().Value
+		d := axis(o.canon[2+len(o.headLeaves):]).size().Value
+		split := rw.Const("attention_one_head", ir.Int64Tensor([]int64{4}, []int64{0, 0, 1, d}))
+		x = rw.Node("Reshape", "", []*ir.Value{x, split}, 1, x.Name+"_1hd").Output(0)
+		rep := rw.Const("attention_repeat_heads", ir.Int64Tensor([]int64{4}, []int64{1, 1, n, 1}))
+		x = rw.Node("Expand", "", []*ir.Value{x, rep}, 1, x.Name+"_nhd").Output(0)
+		merge := rw.Const("attention_merge_heads", ir.Int64Tensor([]int64{3}, []int64{0, 0, -1}))
+		x = rw.Node("Reshape", "", []*ir.Value{x, merge}, 1, x.Name+"_bsh").Output(0)
+	}
+	return x
+}

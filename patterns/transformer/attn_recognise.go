@@ -1,0 +1,363 @@
+package transformer
+
+import (
+	"fmt"
+	"math"
+	"slices"
+
+	"github.com/qcc-dev/qcc/ir"
+	"github.com/qcc-dev/qcc/passes/shapes"
+)
+
+// attnOperand is Q, K or V followed back from its matmul: the source (the op that
+// computed it) and the layout steps from there to the matmul, with the layout of every
+// value on the way (values[0] is the source, values[i+1] = steps[i].out).
+type attnOperand struct {
+	name    string
+	steps   []layoutStep
+	values  []*ir.Value
+	layouts []layout
+	// point is the index in values of the tensor the fused operator reads, cost the ops
+	// needed to bring it to [B,S,N·D].
+	point, cost int
+	canon       []*atom // batch, sequence, heads, head size: the fused operator's order
+	headLeaves  []*atom
+	seq         *atom
+	// synth are head atoms no tensor holds: the matmul broadcasts this operand over
+	// them (multi-query attention's one K/V head); materialise expands them.
+	synth []*atom
+}
+
+// broadcastHeads gives an operand whose batch axis has size 1 where the other matmul
+// operand has heads a repeat atom there: the matmul broadcasts it over the heads.
+func (o *attnOperand) broadcastHeads(other layout) {
+	l := o.last()
+	if len(l) != len(other) {
+		return
+	}
+	for i := 0; i < len(l)-2; i++ {
+		lv, ov := l[i].leaves(), other[i].leaves()
+		if len(lv) != 0 || len(ov) == 0 {
+			continue
+		}
+		heads := true
+		for _, a := range ov {
+			heads = heads && (a.kind == atomChan || a.kind == atomRepeat)
+		}
+		if heads {
+			r := &atom{kind: atomRepeat, size: ov.size()}
+			l[i] = axis{r}
+			o.synth = append(o.synth, r)
+		}
+	}
+}
+
+// pointCanon is the canonical order without the atoms materialise synthesises.
+func (o *attnOperand) pointCanon() []*atom {
+	var out []*atom
+	for _, a := range o.canon {
+		if !slices.Contains(o.synth, a) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+func (o *attnOperand) last() layout { return o.layouts[len(o.layouts)-1] }
+
+// maxSteps bounds a walk back through layout ops.
+const maxSteps = 40
+
+// chainInput is the input of a pass-through op that carries the operand (the other
+// input of a scalar Mul/Div), or nil.
+func chainInput(n *ir.Node) *ir.Value {
+	if n.OpType == "Mul" || n.OpType == "Div" {
+		if _, ok := scalarConst(n.Input(1)); ok {
+			return n.Input(0)
+		}
+		if _, ok := scalarConst(n.Input(0)); ok && n.OpType == "Mul" {
+			return n.Input(1)
+		}
+		return nil
+	}
+	if len(n.Inputs()) == 0 {
+		return nil
+	}
+	return n.Input(0)
+}
+
+// walkBack follows v back through pass-through steps (ok filters them) and returns the
+// steps in forward order and the source.
+func walkBack(v *ir.Value, ok func(layoutStep) bool) ([]layoutStep, *ir.Value) {
+	var steps []layoutStep
+	for len(steps) < maxSteps {
+		n, idx := v.Producer()
+		if n == nil {
+			break
+		}
+		in := chainInput(n)
+		if in == nil {
+			break
+		}
+		st, pass := passThrough(n, in)
+		if !pass || !ok(st) || (n.OpType != "Split" && idx != 0) {
+			break
+		}
+		st.out = v
+		steps = append(steps, st)
+		v = in
+	}
+	slices.Reverse(steps)
+	return steps, v
+}
+
+func anyStep(layoutStep) bool { return true }
+
+// pureLayout accepts only ops that move data (no scale, no Q/DQ).
+func pureLayout(st layoutStep) bool { return st.scale == 1 && !st.quant && st.node.OpType != "Cast" }
+
+// elementwise ops keep their input's layout when an input has the output's shape.
+var elementwise = map[string]bool{"Add": true, "Sub": true, "Mul": true, "Div": true, "Neg": true, "Where": true}
+
+// layoutOf is the layout of an operand's source: that of an input of the same shape when
+// an elementwise op made it (a rotary embedding applied to the heads keeps their layout),
+// else the layout its rank and producer imply.
+func layoutOf(v *ir.Value, depth int) (layout, string) {
+	if n, _ := v.Producer(); n != nil && depth < 4 && elementwise[n.OpType] && (n.Domain == "" || n.Domain == "ai.onnx") {
+		vs := attnShape(v)
+		for _, in := range n.Inputs() {
+			s := attnShape(in)
+			if in == nil || len(s) != len(vs) || len(vs) < 3 || !sameShape(s, vs) {
+				continue
+			}
+			if op, why := followOperand("", in, anyStep, depth+1); why == "" {
+				return op.last(), ""
+			}
+		}
+	}
+	return sourceLayout(v)
+}
+
+func sameShape(a, b ir.Shape) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if !shapes.SameDim(a[i], b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// followOperand walks v back to its source and replays the steps forward.
+func followOperand(name string, v *ir.Value, ok func(layoutStep) bool, depth int) (*attnOperand, string) {
+	steps, src := walkBack(v, ok)
+	l, why := layoutOf(src, depth)
+	if why != "" {
+		return nil, name + ": " + why
+	}
+	op := &attnOperand{name: name, steps: steps, values: []*ir.Value{src}, layouts: []layout{l}}
+	for _, st := range steps {
+		l, why = st.apply(l)
+		if why != "" {
+			return nil, name + ": " + why
+		}
+		op.values = append(op.values, st.out)
+		op.layouts = append(op.layouts, l)
+	}
+	return op, ""
+}
+
+// headGroups splits an operand's batch axes (all but the last two) into batch leaves and
+// head leaves, and says why when an axis mixes them in a way no fused operator reads.
+func headGroups(l layout) (batch, heads []*atom, classes []string, why string) {
+	for _, ax := range l[:len(l)-2] {
+		cls := ""
+		for _, a := range ax.leaves() {
+			switch a.kind {
+			case atomBatch:
+				batch = append(batch, a)
+				cls += "b"
+			case atomChan, atomRepeat:
+				heads = append(heads, a)
+				if len(cls) == 0 || cls[len(cls)-1] != 'h' {
+					cls += "h"
+				}
+			default:
+				return nil, nil, nil, fmt.Sprintf("a %s atom among the batch axes", atomKindNames[a.kind])
+			}
+		}
+		classes = append(classes, cls)
+	}
+	if len(batch) != 1 {
+		return nil, nil, nil, fmt.Sprintf("%d batch atoms among the batch axes, want 1", len(batch))
+	}
+	return batch, heads, classes, ""
+}
+
+// pairBatchAxes checks that two operands of a matmul index their batch axes alike: the
+// same batch/heads pattern per axis and the same sizes (a K head group of [kv, repeat]
+// pairs with Q's heads of the same size).
+func pairBatchAxes(a, b layout) string {
+	if len(a) != len(b) {
+		return fmt.Sprintf("ranks %d and %d (a broadcast over the batch or heads)", len(a), len(b))
+	}
+	_, _, ca, why := headGroups(a)
+	if why != "" {
+		return why
+	}
+	_, _, cb, why := headGroups(b)
+	if why != "" {
+		return why
+	}
+	for i := range ca {
+		if ca[i] != cb[i] || !shapes.SameDim(a[i].leaves().size(), b[i].leaves().size()) {
+			return fmt.Sprintf("batch axis %d is %v against %v", i, a[i].leaves(), b[i].leaves())
+		}
+	}
+	return ""
+}
+
+// canonical is the order the fused operators read an operand in: [B, S, heads…, D…],
+// with seqAxis and depthAxis the axes at the matmul holding the sequence and head size.
+func (o *attnOperand) canonical(seqAxis, depthAxis int) string {
+	l := o.last()
+	batch, heads, _, why := headGroups(l)
+	if why != "" {
+		return o.name + ": " + why
+	}
+	seq := l[seqAxis].leaves()
+	if len(seq) != 1 || seq[0].kind != atomSeq {
+		return fmt.Sprintf("%s: the sequence axis at the matmul is %v", o.name, seq)
+	}
+	depth := l[depthAxis].leaves()
+	for _, a := range depth {
+		if a.kind != atomChan {
+			return fmt.Sprintf("%s: the head-size axis at the matmul is %v", o.name, depth)
+		}
+	}
+	o.seq, o.headLeaves = seq[0], heads
+	o.canon = append(append(append(append([]*atom(nil), batch...), seq[0]), heads...), depth...)
+	return ""
+}
+
+// choosePoint picks the value the fused operator reads: the one needing the fewest ops
+// to become [B,S,N·D], earliest on ties (more of the exporter's layout ops go away).
+func (o *attnOperand) choosePoint() string {
+	best := -1
+	if len(o.synth) > 0 && !slices.Equal(o.synth, o.headLeaves) {
+		return fmt.Sprintf("%s is broadcast over some of the heads only", o.name)
+	}
+	for i, l := range o.layouts {
+		c, ok := materialCost(l, o.pointCanon())
+		if ok && (best < 0 || c < o.cost) {
+			best, o.cost = i, c
+		}
+	}
+	if best < 0 {
+		return fmt.Sprintf("%s: no tensor on its path holds [B,S,heads,D] (%v at the matmul)", o.name, o.last())
+	}
+	o.point = best
+	return ""
+}
+
+// materialPerm is the axis order that puts l's atoms in canonical order, with its empty
+// axes last; ok is false when an axis's atoms are not contiguous in that order or some
+// canonical atom is missing.
+func materialPerm(l layout, canon []*atom) ([]int, bool) {
+	pos := map[*atom]int{}
+	for i, a := range canon {
+		pos[a] = i
+	}
+	type ax struct{ i, first int }
+	var full []ax
+	var empty []int
+	seen := 0
+	for i, a := range l {
+		lv := a.leaves()
+		if len(lv) == 0 {
+			empty = append(empty, i)
+			continue
+		}
+		p, ok := pos[lv[0]]
+		if !ok {
+			return nil, false
+		}
+		for k, x := range lv {
+			if q, ok := pos[x]; !ok || q != p+k {
+				return nil, false
+			}
+		}
+		seen += len(lv)
+		full = append(full, ax{i, p})
+	}
+	if seen != len(canon) {
+		return nil, false
+	}
+	slices.SortFunc(full, func(a, b ax) int { return a.first - b.first })
+	perm := make([]int, 0, len(l))
+	for _, a := range full {
+		perm = append(perm, a.i)
+	}
+	return append(perm, empty...), true
+}
+
+// materialCost counts the ops that make a tensor of layout l into [B,S,N·D]: a
+// Transpose when its axes are out of order, a Reshape unless it already is [B][S][N·D].
+// Batch and sequence must be axes of their own (Reshape copies them with 0).
+func materialCost(l layout, canon []*atom) (int, bool) {
+	perm, ok := materialPerm(l, canon)
+	if !ok {
+		return 0, false
+	}
+	if len(perm) < 2 {
+		return 0, false
+	}
+	b, s := l[perm[0]].leaves(), l[perm[1]].leaves()
+	if len(b) != 1 || b[0] != canon[0] || len(s) != 1 || s[0] != canon[1] {
+		return 0, false
+	}
+	cost := 0
+	for i, p := range perm {
+		if p != i {
+			cost++
+			break
+		}
+	}
+	if len(l) != 3 || len(l[perm[2]].leaves()) == 0 {
+		cost++
+	}
+	return cost, true
+}
+
+// scaleAfter multiplies the scales of the steps after the operand's point.
+func (o *attnOperand) scaleAfter() float64 {
+	s := 1.0
+	for _, st := range o.steps[o.point:] {
+		s *= st.scale
+	}
+	return s
+}
+
+func (o *attnOperand) quantizedAfter() bool {
+	for _, st := range o.steps[o.point:] {
+		if st.quant {
+			return true
+		}
+	}
+	return false
+}
+
+// nodesAfter are the operand's nodes that the fused operator replaces.
+func (o *attnOperand) nodesAfter() []*ir.Node {
+	var ns []*ir.Node
+	for _, st := range o.steps[o.point:] {
+		ns = append(ns, st.node)
+	}
+	return ns
+}
+
+func (o *attnOperand) input() *ir.Value { return o.values[o.point] }
+
+func finite(x float64) bool { return !math.IsInf(x, 0) && !math.IsNaN(x) }

@@ -1,0 +1,238 @@
+package transformer
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/qcc-dev/qcc/ir"
+	"github.com/qcc-dev/qcc/passes/shapes"
+	"github.com/qcc-dev/qcc/patterns"
+)
+
+// The fused operators take the score terms as one bias of shape [B|1, N|1, S, T]: its four
+// axes are groups of the scores' atoms (batch, heads, query sequence, key sequence).
+const (
+	groupBatch = iota
+	groupHeads
+	groupQuery
+	groupKey
+)
+
+// groupOf maps the scores' atoms to the bias axes.
+func (p *attnPlan) groupOf() map[*atom]int {
+	g := map[*atom]int{p.q.canon[0]: groupBatch, p.q.seq: groupQuery, p.k.seq: groupKey}
+	for _, a := range p.q.headLeaves {
+		g[a] = groupHeads
+	}
+	return g
+}
+
+// termAxes aligns a term (numpy broadcasting, from the right) with the scores where it is
+// added and says which bias groups each of its axes holds (none: broadcast). A group must
+// sit whole in one axis, its atoms in order.
+func (p *attnPlan) termAxes(t *attnTerm) ([][]int, string) {
+	s := attnShape(t.value)
+	rc := len(t.at)
+	if s == nil || len(s) > rc {
+		return nil, fmt.Sprintf("score term %s has shape %v against scores of rank %d", t.value.Name, s, rc)
+	}
+	gr := p.groupOf()
+	out := make([][]int, len(s))
+	seen := map[int]bool{}
+	for j, d := range s {
+		ax := t.at[j+rc-len(s)].leaves()
+		if dimIsOne(d) && !dimIsOne(ax.size()) {
+			continue
+		}
+		if !shapes.SameDim(d, ax.size()) {
+			return nil, fmt.Sprintf("score term %s: axis %d is %v where the scores have %v", t.value.Name, j, d, ax.size())
+		}
+		for k, a := range ax {
+			g, ok := gr[a]
+			if !ok {
+				return nil, fmt.Sprintf("score term %s: axis %d holds %v", t.value.Name, j, a)
+			}
+			if k == 0 || out[j][len(out[j])-1] != g {
+				if seen[g] {
+					return nil, fmt.Sprintf("score term %s splits the %s over axes", t.value.Name, []string{"batch", "heads", "queries", "keys"}[g])
+				}
+				seen[g] = true
+				out[j] = append(out[j], g)
+			}
+		}
+		if len(out[j]) > 1 && !slices.Equal(out[j], []int{groupBatch, groupHeads}) {
+			return nil, fmt.Sprintf("score term %s: axis %d merges %v", t.value.Name, j, out[j])
+		}
+		if !slices.IsSorted(out[j]) {
+			return nil, fmt.Sprintf("score term %s: axis %d holds its groups out of order", t.value.Name, j)
+		}
+	}
+	// The heads are the only group of several atoms: their order must be Q's.
+	var hs []*atom
+	for j, gs := range out {
+		if slices.Contains(gs, groupHeads) {
+			for _, a := range t.at[j+rc-len(s)].leaves() {
+				if gr[a] == groupHeads {
+					hs = append(hs, a)
+				}
+			}
+		}
+	}
+	if len(hs) > 0 && !slices.Equal(hs, p.q.headLeaves) {
+		return nil, fmt.Sprintf("score term %s holds the heads in another order", t.value.Name)
+	}
+	return out, ""
+}
+
+// bias builds Σ factor·term as [B|1, N|1, S, T], or nil when the scores have no terms.
+func (p *attnPlan) bias(rw *patterns.Rewriter, q, k *ir.Value) (*ir.Value, string) {
+	var sum *ir.Value
+	for i := range p.terms {
+		t := &p.terms[i]
+		axes, why := p.termAxes(t)
+		if why != "" {
+			return nil, why
+		}
+		x := canonTerm(rw, t.value, axes, p.heads)
+		if t.fill != nil {
+			zero := rw.Const("attention_zero", ir.FloatTensor(nil, []float32{0}))
+			if t.keepIf {
+				x = reuseNode(rw, "Where", []*ir.Value{x, zero, t.fill}, "attention_mask_bias")
+			} else {
+				x = reuseNode(rw, "Where", []*ir.Value{x, t.fill, zero}, "attention_mask_bias")
+			}
+		} else if x.Type != nil && x.Type.DType != ir.Float {
+			return nil, fmt.Sprintf("score term %s is %v, not float", t.value.Name, x.Type.DType)
+		}
+		if t.factor != 1 {
+			f := rw.Const("attention_term_scale", ir.FloatTensor(nil, []float32{float32(t.factor)}))
+			x = rw.Node("Mul", "", []*ir.Value{x, f}, 1, x.Name+"_scaled").Output(0)
+		}
+		if sum == nil {
+			sum = x
+		} else {
+			sum = rw.Node("Add", "", []*ir.Value{sum, x}, 1, "attention_bias").Output(0)
+		}
+	}
+	if sum == nil {
+		return nil, ""
+	}
+	// [.., S, T] spelled out: ONNX Runtime reads the bias with those strides.
+	one := rw.Const("attention_ones", ir.Int64Tensor([]int64{2}, []int64{1, 1}))
+	s := seqLen(rw, q)
+	t := seqLen(rw, k)
+	target := reuseNode(rw, "Concat", []*ir.Value{one, s, t}, "attention_bias_shape", ir.IntAttr("axis", 0))
+	return reuseNode(rw, "Expand", []*ir.Value{sum, target}, "attention_bias"), ""
+}
+
+// seqLen is dim 1 of a [B,S,H] tensor as a 1-element int64 tensor.
+func seqLen(rw *patterns.Rewriter, x *ir.Value) *ir.Value {
+	sh := reuseNode(rw, "Shape", []*ir.Value{x}, x.Name+"_shape")
+	one := rw.Const("attention_axis_1", ir.Int64Tensor([]int64{1}, []int64{1}))
+	return reuseNode(rw, "Gather", []*ir.Value{sh, one}, x.Name+"_seq", ir.IntAttr("axis", 0))
+}
+
+// canonTerm brings a term to the bias layout: as it is when each axis already holds its
+// group right-aligned (a [B,1,1,T] mask, an [N,S,T] bias), else a Transpose into group
+// order and a Reshape to the four groups.
+func canonTerm(rw *patterns.Rewriter, x *ir.Value, axes [][]int, heads int64) *ir.Value {
+	r := len(axes)
+	aligned := true
+	for j, gs := range axes {
+		aligned = aligned && (len(gs) == 0 || len(gs) == 1 && gs[0] == j+4-r)
+	}
+	if aligned {
+		return x
+	}
+	// Present axes in group order first, broadcast axes after.
+	var perm []int
+	for g := 0; g < 4; g++ {
+		for j, gs := range axes {
+			if len(gs) > 0 && gs[0] == g {
+				perm = append(perm, j)
+			}
+		}
+	}
+	for j, gs := range axes {
+		if len(gs) == 0 {
+			perm = append(perm, j)
+		}
+	}
+	permuted := make([][]int, r)
+	ident := true
+	for i, j := range perm {
+		permuted[i] = axes[j]
+		ident = ident && i == j
+	}
+	if !ident {
+		ps := make([]int64, r)
+		for i, j := range perm {
+			ps[i] = int64(j)
+		}
+		x = reuseNode(rw, "Transpose", []*ir.Value{x}, x.Name+"_bnst", ir.IntsAttr("perm", ps...))
+	}
+	// The four sizes, read at run time off the permuted term (a merged [B·N] axis gives
+	// B as its size over N's).
+	sh := reuseNode(rw, "Shape", []*ir.Value{x}, x.Name+"_shape")
+	parts := make([]*ir.Value, 4)
+	for g := range parts {
+		parts[g] = rw.Const("attention_one", ir.Int64Tensor([]int64{1}, []int64{1}))
+	}
+	for i, gs := range permuted {
+		if len(gs) == 0 {
+			continue
+		}
+		idx := rw.Const("attention_axis", ir.Int64Tensor([]int64{1}, []int64{int64(i)}))
+		size := reuseNode(rw, "Gather", []*ir.Value{sh, idx}, x.Name+"_dim", ir.IntAttr("axis", 0))
+		if len(gs) == 1 {
+			parts[gs[0]] = size
+			continue
+		}
+		// [B·N, S, T] (termAxes admits no other merge): B is the size over N.
+		n := rw.Const("attention_heads", ir.Int64Tensor([]int64{1}, []int64{heads}))
+		parts[groupBatch] = reuseNode(rw, "Div", []*ir.Value{size, n}, x.Name+"_batch")
+		parts[groupHeads] = n
+	}
+	shape := reuseNode(rw, "Concat", parts, x.Name+"_bias_shape", ir.IntAttr("axis", 0))
+	return reuseNode(rw, "Reshape", []*ir.Value{x, shape}, x.Name+"_bias4d")
+}
+
+// reuseNode adds a node, or returns the output of an identical one (same op, inputs and
+// attributes) already in the graph: every layer's lowering of a term shared by all
+// layers then builds it once.
+func reuseNode(rw *patterns.Rewriter, op string, ins []*ir.Value, base string, attrs ...*ir.Attr) *ir.Value {
+	if ins[0] != nil {
+		for _, u := range ins[0].Uses() {
+			n := u.Node
+			if n.OpType != op || n.Domain != "" || u.Index != 0 || len(n.Inputs()) != len(ins) || len(n.Outputs()) != 1 {
+				continue
+			}
+			same := true
+			for i, in := range ins {
+				same = same && sameInput(n.Input(i), in)
+			}
+			for _, a := range attrs {
+				b := n.Attr(a.Name)
+				same = same && b != nil && b.Int == a.Int && slices.Equal(b.Ints, a.Ints)
+			}
+			if same && len(n.Attrs) == len(attrs) {
+				return n.Output(0)
+			}
+		}
+	}
+	return rw.Node(op, "", ins, 1, base, attrs...).Output(0)
+}
+
+// sameInput is v == w, or two constants of equal contents (each layer adds its own).
+func sameInput(v, w *ir.Value) bool {
+	if v == w {
+		return true
+	}
+	a, b := patterns.ConstOf(v), patterns.ConstOf(w)
+	if a == nil || b == nil || a.DType != b.DType || !slices.Equal(a.Dims, b.Dims) || a.NumElements() > 64 {
+		return false
+	}
+	x, err1 := a.Bytes()
+	y, err2 := b.Bytes()
+	return err1 == nil && err2 == nil && string(x) == string(y)
+}
