@@ -69,12 +69,17 @@ func Require(m *ir.Model, allow, need int64, op string, skip []*ir.Node) string 
 		ignore[n] = true
 	}
 	var blocker string
+	var upgrade []*ir.Node
 	_ = m.Graph.Walk(func(g *ir.Graph) error {
 		for _, n := range g.Nodes() {
 			if blocker != "" || ignore[n] || (n.Domain != "" && n.Domain != "ai.onnx") {
 				continue
 			}
 			if v, ok := changed[n.OpType]; ok {
+				if up := Upgrades[n.OpType]; up.At == v && up.Can(n) {
+					upgrade = append(upgrade, n)
+					continue
+				}
 				blocker = fmt.Sprintf("%s needs opset %d; raising from %d is unsafe: %s changed at opset %d (%s)", op, need, have, n.OpType, v, n.Name)
 			}
 		}
@@ -83,9 +88,50 @@ func Require(m *ir.Model, allow, need int64, op string, skip []*ir.Node) string 
 	if blocker != "" {
 		return blocker
 	}
+	for _, n := range upgrade {
+		Upgrades[n.OpType].Do(n)
+	}
 	m.SetOpset("", need)
 	if irv := MinIRVersion[need]; m.IRVersion < irv {
 		m.IRVersion = irv
 	}
 	return ""
+}
+
+// An Upgrade rewrites a node written for an opset before At into the same computation
+// at At, so that raising the import past a change does not change its meaning.
+type Upgrade struct {
+	At  int64
+	Can func(n *ir.Node) bool
+	Do  func(n *ir.Node)
+}
+
+// axesToInput moves an axes attribute to the second input (the reductions at 18): the
+// same reduction, spelled the new way. A node without the attribute reduces every axis
+// both before and after.
+var axesToInput = Upgrade{
+	At:  18,
+	Can: func(n *ir.Node) bool { return len(n.Inputs()) == 1 && n.Graph() != nil },
+	Do: func(n *ir.Node) {
+		a := n.Attr("axes")
+		if a == nil {
+			return
+		}
+		kept := n.Attrs[:0]
+		for _, x := range n.Attrs {
+			if x.Name != "axes" {
+				kept = append(kept, x)
+			}
+		}
+		n.Attrs = kept
+		axes := n.Graph().NewConst(n.Name+"_axes", ir.Int64Tensor([]int64{int64(len(a.Ints))}, a.Ints))
+		n.SetInputs(append(append([]*ir.Value(nil), n.Inputs()...), axes))
+	},
+}
+
+// Upgrades are the changes Require rewrites instead of refusing the raise.
+var Upgrades = map[string]Upgrade{
+	"ReduceMean": axesToInput, "ReduceMax": axesToInput, "ReduceMin": axesToInput,
+	"ReduceProd": axesToInput, "ReduceSumSquare": axesToInput, "ReduceL1": axesToInput,
+	"ReduceL2": axesToInput, "ReduceLogSum": axesToInput, "ReduceLogSumExp": axesToInput,
 }

@@ -211,7 +211,10 @@ func materialise(rw *patterns.Rewriter, o *attnOperand) *ir.Value {
 		x = rw.Node("Transpose", "", []*ir.Value{x}, 1, x.Name+"_bsnd", ir.IntsAttr("perm", ps...)).Output(0)
 	}
 	if len(l) != 3 || len(l[perm[2]].leaves()) == 0 {
-		shape := rw.Const("attention_merge_heads", ir.Int64Tensor([]int64{3}, []int64{0, 0, -1}))
+		// The width spelled out, not -1: ONNX's shape inference of Attention-23 reads
+		// V's last dim as a number and writes 0 when it is not one.
+		width := axis(o.pointCanon()[2:]).size().Value
+		shape := rw.Const("attention_merge_heads", ir.Int64Tensor([]int64{3}, []int64{0, 0, width}))
 		x = rw.Node("Reshape", "", []*ir.Value{x, shape}, 1, x.Name+"_bsh").Output(0)
 	}
 	if len(o.synth) > 0 {
@@ -222,7 +225,7 @@ func materialise(rw *patterns.Rewriter, o *attnOperand) *ir.Value {
 		x = rw.Node("Reshape", "", []*ir.Value{x, split}, 1, x.Name+"_1hd").Output(0)
 		rep := rw.Const("attention_repeat_heads", ir.Int64Tensor([]int64{4}, []int64{1, 1, n, 1}))
 		x = rw.Node("Expand", "", []*ir.Value{x, rep}, 1, x.Name+"_nhd").Output(0)
-		merge := rw.Const("attention_merge_heads", ir.Int64Tensor([]int64{3}, []int64{0, 0, -1}))
+		merge := rw.Const("attention_merge_heads", ir.Int64Tensor([]int64{3}, []int64{0, 0, n * d}))
 		x = rw.Node("Reshape", "", []*ir.Value{x, merge}, 1, x.Name+"_bsh").Output(0)
 	}
 	return x
