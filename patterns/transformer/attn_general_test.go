@@ -1,0 +1,169 @@
+package transformer_test
+
+import (
+	"fmt"
+	"math/rand"
+	"strings"
+	"testing"
+
+	"github.com/qcc-dev/qcc/internal/ortcheck"
+	"github.com/qcc-dev/qcc/ndarray"
+	"github.com/qcc-dev/qcc/ort"
+	"github.com/qcc-dev/qcc/ort/orttest"
+	"github.com/qcc-dev/qcc/passes/cleanup"
+	"github.com/qcc-dev/qcc/passes/shapes"
+	"github.com/qcc-dev/qcc/patterns/transformer"
+)
+
+// generalModel is one self-attention layer (two heads of two) written out; core is the
+// text between the head split and the merge, where each case varies the math.
+func generalModel(core string) string {
+	r := rand.New(rand.NewSource(7))
+	w := func(name string, n int) string {
+		v := make([]string, n)
+		for i := range v {
+			v[i] = fmt.Sprintf("%.3f", r.Float64()-0.5)
+		}
+		dims := "[4,4]"
+		if n == 4 {
+			dims = "[4]"
+		}
+		return fmt.Sprintf("  float%s %s = {%s},\n", dims, name, strings.Join(v, ", "))
+	}
+	var b strings.Builder
+	b.WriteString("<ir_version: 8, opset_import: [\"\" : 13]>\n")
+	b.WriteString("layer (float[batch,seq,4] x, bool[batch,1,1,seq] keep) => (float[batch,seq,4] y) <\n")
+	for _, p := range []string{"q", "k", "v"} {
+		b.WriteString(w("w"+p, 16))
+		b.WriteString(w("b"+p, 4))
+	}
+	b.WriteString("  int64[4] split = {0, 0, 2, 2},\n  int64[3] merge = {0, 0, 4},\n  float rs = {0.70710677},\n  float zero = {0},\n  float big = {-10000},\n  int64[1] last = {-1}\n> {\n")
+	b.WriteString(`  qm = MatMul (x, wq)
+  qa = Add (qm, bq)
+  km = MatMul (x, wk)
+  ka = Add (bk, km)
+  vm = MatMul (x, wv)
+  va = Add (vm, bv)
+  qr = Reshape (qa, split)
+  qt = Transpose <perm = [0, 2, 1, 3]> (qr)
+  kr = Reshape (ka, split)
+  kt = Transpose <perm = [0, 2, 3, 1]> (kr)
+  vr = Reshape (va, split)
+  vt = Transpose <perm = [0, 2, 1, 3]> (vr)
+  s = MatMul (qt, kt)
+  sd = Mul (s, rs)
+`)
+	b.WriteString(core)
+	b.WriteString(`  ct = Transpose <perm = [0, 2, 1, 3]> (c)
+  y = Reshape (ct, merge)
+}
+`)
+	return b.String()
+}
+
+var generalFams = []*transformer.Family{transformer.GeneralAttentionFamily}
+
+// TestGeneralAttentionRefusals: near-misses of attention are refused with the reason
+// that names what is wrong, and are not rewritten.
+func TestGeneralAttentionRefusals(t *testing.T) {
+	cases := []struct{ name, core, want string }{
+		{"term from Q", "  qs = ReduceSum <keepdims = 1> (qt, last)\n  sm = Add (sd, qs)\n  p = Softmax <axis = -1> (sm)\n  c = MatMul (p, vt)\n", "depends on the block's Q or K"},
+		{"Where fills 0", "  sm = Where (keep, sd, zero)\n  p = Softmax <axis = -1> (sm)\n  c = MatMul (p, vt)\n", "not a large negative constant"},
+		{"softmax over the queries", "  p = Softmax <axis = 2> (sd)\n  c = MatMul (p, vt)\n", "not the last"},
+		{"mask after the softmax", "  p0 = Softmax <axis = -1> (sd)\n  p = Add (p0, zero)\n  c = MatMul (p, vt)\n", "does not reach a matmul"},
+		{"probs transposed", "  p = Softmax <axis = -1> (sd)\n  pt = Transpose <perm = [0, 1, 3, 2]> (p)\n  c = MatMul (pt, vt)\n", "does not contract over the key sequence"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			m := ortcheck.Parse(t, generalModel(c.core))
+			if _, err := shapes.Infer(m); err != nil {
+				t.Fatal(err)
+			}
+			blocks, refs := transformer.Recognize(m.Graph, generalFams)
+			if len(blocks) != 0 {
+				t.Fatalf("recognised %d blocks", len(blocks))
+			}
+			rep, err := transformer.Fuse(m, generalFams, &transformer.Env{Model: m, Target: transformer.ORT})
+			if err != nil {
+				t.Fatal(err)
+			}
+			all := fmt.Sprint(refs, rep.Left)
+			if !strings.Contains(all, c.want) {
+				t.Fatalf("want a refusal with %q, got %s", c.want, all)
+			}
+			if rep.Ops["com.microsoft.MultiHeadAttention"] != 0 {
+				t.Fatal("a near-miss was fused")
+			}
+		})
+	}
+}
+
+// TestGeneralAttentionFuses: the plain layer, a padding mask (Where keep), and scores
+// normalised in a 3-D [B·N,S,T] view (its shape read back off the 4-D scores) all
+// become one MultiHeadAttention
+// (target ort) or Attention-23 (target onnx) computing the same outputs in ORT.
+func TestGeneralAttentionFuses(t *testing.T) {
+	orttest.RequireLib(t)
+	cases := []struct{ name, core string }{
+		{"plain", "  p = Softmax <axis = -1> (sd)\n  c = MatMul (p, vt)\n"},
+		{"where-mask", "  sm = Where (keep, sd, big)\n  p = Softmax <axis = -1> (sm)\n  c = MatMul (p, vt)\n"},
+		{"3d scores", `  sh = Shape (sd)
+  tail = Slice (sh, two, four)
+  m3 = Concat <axis = 0> (minus1, tail)
+  s3 = Reshape (sd, m3)
+  p3 = Softmax <axis = -1> (s3)
+  s4 = Shape (sd)
+  p = Reshape (p3, s4)
+  c = MatMul (p, vt)
+`},
+	}
+	for _, c := range cases {
+		for _, target := range []transformer.Target{transformer.ORT, transformer.ONNX} {
+			t.Run(c.name+"/"+string(target), func(t *testing.T) {
+				src := generalModel(c.core)
+				src = strings.Replace(src, "  int64[1] last", "  int64[1] two = {2},\n  int64[1] four = {4},\n  int64[1] minus1 = {-1},\n  int64[1] last", 1)
+				orig := ortcheck.Parse(t, src)
+				m := ortcheck.Parse(t, src)
+				if _, err := shapes.Infer(m); err != nil {
+					t.Fatal(err)
+				}
+				rep, err := transformer.Fuse(m, generalFams, &transformer.Env{Model: m, Target: target, RaiseOpset: 23})
+				if err != nil {
+					t.Fatal(err)
+				}
+				cleanup.RemoveDead(m.Graph)
+				if err := m.Verify(); err != nil {
+					t.Fatal(err)
+				}
+				op := map[transformer.Target]string{transformer.ORT: "com.microsoft.MultiHeadAttention", transformer.ONNX: "Attention"}[target]
+				if rep.Ops[op] != 1 {
+					t.Fatalf("ops %v, left %v, refused %v", rep.Ops, rep.Left, rep.Refusals)
+				}
+				r := rand.New(rand.NewSource(1))
+				x := make([]float32, 2*5*4)
+				for i := range x {
+					x[i] = float32(r.NormFloat64())
+				}
+				keep := make([]bool, 2*5)
+				for i := range keep {
+					keep[i] = i%5 < 3+i/5
+				}
+				in := map[string]*ndarray.Array{"x": ndarray.FromFloat32([]int64{2, 5, 4}, x), "keep": ndarray.FromBool([]int64{2, 1, 1, 5}, keep)}
+				for _, lv := range []ort.OptLevel{ort.OptDisabled, ort.OptAll} {
+					want := ortcheck.RunModel(t, orig, in, lv)
+					got := ortcheck.RunModel(t, m, in, lv)
+					ortcheck.CheckOutputs(t, c.name, want, got, 1e-5)
+				}
+				// Fusing again changes nothing.
+				before := ortcheck.Text(t, m)
+				if _, err := transformer.Fuse(m, generalFams, &transformer.Env{Model: m, Target: target, RaiseOpset: 23}); err != nil {
+					t.Fatal(err)
+				}
+				cleanup.RemoveDead(m.Graph)
+				if after := ortcheck.Text(t, m); after != before {
+					t.Fatalf("not idempotent:\n%s\n---\n%s", before, after)
+				}
+			})
+		}
+	}
+}
