@@ -166,7 +166,7 @@ func TestRaiseOpset13(t *testing.T) {
 
 func TestOpsetBelow11Refused(t *testing.T) {
 	src := strings.Replace(strings.Replace(ffn, `"" : 13`, `"" : 10`, 1), "ir_version: 8", "ir_version: 5", 1)
-	_, err := runPipeline(t, parse(t, src), "qdq<ranges=const:1>")
+	_, err := runPipeline(t, parse(t, src), "qdq<min-gemm=2;ranges=const:1>")
 	want := "pass qdq: per-channel weight scales need QuantizeLinear/DequantizeLinear's axis (opset 13); the model imports opset 10, and raising from below 11 is not supported: export the model at opset 13"
 	if err == nil || err.Error() != want {
 		t.Errorf("error %v\nwant %s", err, want)
@@ -224,7 +224,7 @@ func TestInt8AndQDQWeightsAgree(t *testing.T) {
 	var outs []map[string]*ndarray.Array
 	for _, w := range []string{"int8", "qdq"} {
 		m := parse(t, ffn)
-		if _, err := runPipeline(t, m, "qdq<data=random:2;weights="+w+">,qdqcheck"); err != nil {
+		if _, err := runPipeline(t, m, "qdq<min-gemm=2;data=random:2;weights="+w+">,qdqcheck"); err != nil {
 			t.Fatal(err)
 		}
 		outs = append(outs, runORT(t, save(t, m, w+".onnx"), in))
@@ -245,7 +245,7 @@ func TestCaches(t *testing.T) {
 	dir := t.TempDir()
 	cache, trt := filepath.Join(dir, "ranges.json"), filepath.Join(dir, "trt.cache")
 	m := parse(t, ffn)
-	rep, err := runPipeline(t, m, "qdq<data=random:2;cache="+cache+";trt-cache="+trt+">")
+	rep, err := runPipeline(t, m, "qdq<min-gemm=2;data=random:2;cache="+cache+";trt-cache="+trt+">")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -270,7 +270,7 @@ func TestCaches(t *testing.T) {
 		t.Fatal(err)
 	}
 	m = parse(t, ffn)
-	rep, err = runPipeline(t, m, "qdq<data=random:2;cache="+cache+">")
+	rep, err = runPipeline(t, m, "qdq<min-gemm=2;data=random:2;cache="+cache+">")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -287,7 +287,7 @@ func TestCaches(t *testing.T) {
 	if err := calib.WriteJSON(cache, map[string]float32{"x": 2.54, "other": 3}, calib.Meta{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := runPipeline(t, parse(t, ffn), "qdq<data=random:2;cache="+cache+">"); err != nil {
+	if _, err := runPipeline(t, parse(t, ffn), "qdq<min-gemm=2;data=random:2;cache="+cache+">"); err != nil {
 		t.Fatal(err)
 	}
 	if ranges, _, _ = calib.ReadJSON(cache); len(ranges) != 3 || ranges["x"] == 2.54 {
@@ -303,7 +303,7 @@ func TestZeroRange(t *testing.T) {
   ["/F/in/MatMul"] h = MatMul (xz, w1)`, 1)
 	src = strings.Replace(src, "float half = {0.5}", "float half = {0.5},\n  float zero = {0}", 1)
 	m := parse(t, src)
-	rep, err := runPipeline(t, m, "qdq<data=random:2>")
+	rep, err := runPipeline(t, m, "qdq<min-gemm=2;data=random:2>")
 	if err != nil {
 		t.Fatal(err)
 	}
