@@ -324,3 +324,67 @@ func TestZeroRange(t *testing.T) {
 		t.Errorf("notes %v", st.Notes)
 	}
 }
+
+// TestScaleMovePreservesFunction: moving attention's scale onto Q (folded into Wq and bq,
+// or a Mul on Q when Wq is shared with K) computes what the model computed, in ONNX
+// Runtime; everything is excluded so that only the move is measured.
+func TestScaleMovePreservesFunction(t *testing.T) {
+	orttest.RequireLib(t)
+	r := rand.New(rand.NewPCG(5, 6))
+	in := map[string]*ndarray.Array{"x": randn(r, 2, 7, 4)}
+	for name, src := range map[string]string{
+		"folded": attention,
+		"mul":    strings.Replace(attention, "km = MatMul (x, wk)", "km = MatMul (x, wq)", 1),
+	} {
+		want := runORT(t, save(t, parse(t, src), name+".float.onnx"), in)
+		m := parse(t, src)
+		rep, err := runPipeline(t, m, "qdq<policy=attention;ranges=const:1;exclude=.>")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := rep.Stats[len(rep.Stats)-1].Counts["qdq: attention scales moved onto Q"]; got != 1 {
+			t.Errorf("%s: %d scales moved, want 1", name, got)
+		}
+		for _, n := range m.Graph.Nodes() {
+			if n.OpType == "Div" {
+				t.Errorf("%s: Div %s left after the move", name, n.Name)
+			}
+		}
+		got := runORT(t, save(t, m, name+".moved.onnx"), in)
+		if d := maxDiff(t, want, got); d > 1e-6 {
+			t.Errorf("%s: scale moved onto Q changes the outputs by %g", name, d)
+		}
+	}
+}
+
+// TestQKVScaleShared: qkv-scale=shared gives the Q, K and V heads one scale, the largest
+// of the three separate ones.
+func TestQKVScaleShared(t *testing.T) {
+	orttest.RequireLib(t)
+	scales := func(opt string) map[string]float32 {
+		m := parse(t, attention)
+		if _, err := runPipeline(t, m, "qdq<min-gemm=2;policy=attention;data=random:2"+opt+">"); err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]float32{}
+		for _, v := range []string{"qt", "kt", "vt"} {
+			s := m.Graph.Initializer(v + "_scale")
+			if s == nil {
+				t.Fatalf("no %s_scale", v)
+			}
+			f, _ := s.Float32s()
+			out[v] = f[0]
+		}
+		return out
+	}
+	sep, shared := scales(""), scales(";qkv-scale=shared")
+	want := max(sep["qt"], sep["kt"], sep["vt"])
+	if sep["qt"] == sep["kt"] && sep["kt"] == sep["vt"] {
+		t.Fatalf("separate scales are equal already (%v): the test cannot tell", sep)
+	}
+	for v, s := range shared {
+		if s != want {
+			t.Errorf("qkv-scale=shared: %s scale %g, want %g (largest of %v)", v, s, want, sep)
+		}
+	}
+}
