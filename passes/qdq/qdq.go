@@ -5,7 +5,9 @@
 // int8 (zero point 0), per-channel weight scales on the output-channel axis of the weight
 // as stored, per-tensor activation scales, only the inputs of the ops the policy covers,
 // one Q/DQ pair per activation tensor shared by all its quantized readers, nothing inside
-// LayerNorm, Softmax or GELU, GEMV-shaped matmuls left float. Which node is what comes
+// LayerNorm, Softmax or GELU, GEMMs too small for tensor cores left float, the residual
+// Add's skip input quantized rather than the GEMM output it adds, and attention's scale
+// moved onto Q before the BMM inputs are quantized. Which node is what comes
 // from the blocks analysis (so placement works on folded and on fused graphs), with
 // qdqcheck's structural definitions as the backstop.
 //
@@ -35,8 +37,12 @@ var Pass = &pass.Pass{
 	Doc: `place QuantizeLinear/DequantizeLinear pairs for TensorRT INT8 (explicit quantization)
 Symmetric int8, per-channel weights on the output-channel axis, per-tensor activations.
 policy=linear quantizes every input of every weighted MatMul/Gemm (Q/K/V, attention output,
-FFN, pooler, classifier); attention adds both inputs of Q·Kᵀ and probs·V; full adds both
-inputs of the residual Add that feeds a LayerNorm. Activation ranges come from calibration
+FFN); attention adds both inputs of Q·Kᵀ and probs·V (and DeBERTa's c2p/p2c matmuls, which
+share Q's pair), after moving the scale after Q·Kᵀ onto Q (folded into Q's projection when
+its weight and bias are constants read only there, else a Mul on Q); full adds the skip
+input of the residual Add that feeds a LayerNorm (residual=skip; both or none). GEMMs whose
+M or N is or can be below min-gemm stay float (pooler, classifier; a symbolic batch can be
+1), and so do attention matmuls over a known sequence above max-seq. Activation ranges come from calibration
 through ONNX Runtime on the current model (calib, data, batch; cache/trt-cache files), or
 from ranges=const:V. Quantizers belong to groups "layer<L>/<kind>" (kind qkv, attn_matmul,
 attn_out, ffn, residual, other) that disable=REGEX turns off; exclude=REGEX leaves nodes

@@ -69,6 +69,7 @@ var Residuals = []string{"skip", "both", "none"}
 const (
 	ruleResidual = `TensorRT guide: "quantize the residual input in skip connections", not the outputs of weighted layers, so the Add fuses into the GEMM's epilogue; an Add with an INT8 GEMM-side input and a float output forces a reformat ("non-weighted layers that have INT8 inputs also require INT8 outputs")`
 	ruleMatMul   = `TensorRT guide: a MatMul runs in INT8 only when all its inputs are quantized ("quantize all inputs of weighted operations"; the same holds for the batched MatMuls of attention); one quantized input only adds a dequantization`
+	ruleInterior = `TensorRT guide: LayerNorm, Softmax and GELU are not fused with Q/DQ on their inputs and run in higher precision; quantize where a weighted op reads their output, not inside them`
 	ruleScores   = `TensorRT guide: Q/DQ go on the inputs of the attention BMMs; the scores between Q·Kᵀ and the Softmax (scale, mask) stay in higher precision, and a pair there splits the fused attention`
 )
 
@@ -352,9 +353,9 @@ func (c *checker) dequantize(n *ir.Node) {
 		case IsOp(un, "QuantizeLinear"):
 			c.add(n, "chain", fmt.Sprintf("output %s is quantized again by %s (Q→DQ→Q→DQ)", out.Name, NodeName(un)))
 		case interiorOps[un.OpType] && (un.Domain == "" || un.Domain == "com.microsoft"):
-			c.add(n, "interior", fmt.Sprintf("output %s is read by %s %s: nothing is quantized inside LayerNorm, Softmax or GELU", out.Name, un.OpType, NodeName(un)))
+			c.add(n, "interior", fmt.Sprintf("output %s is read by %s %s: nothing is quantized inside LayerNorm, Softmax or GELU (%s)", out.Name, un.OpType, NodeName(un), ruleInterior))
 		case geluScaling(un) != nil:
-			c.add(n, "interior", fmt.Sprintf("output %s is read by %s %s, which feeds GELU's %s %s: nothing is quantized inside LayerNorm, Softmax or GELU", out.Name, un.OpType, NodeName(un), geluScaling(un).OpType, NodeName(geluScaling(un))))
+			c.add(n, "interior", fmt.Sprintf("output %s is read by %s %s, which feeds GELU's %s %s: nothing is quantized inside LayerNorm, Softmax or GELU (%s)", out.Name, un.OpType, NodeName(un), geluScaling(un).OpType, NodeName(geluScaling(un)), ruleInterior))
 		}
 
 		if !pc {

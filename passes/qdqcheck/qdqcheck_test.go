@@ -56,6 +56,7 @@ const attention = `
 const (
 	residualRule = `TensorRT guide: "quantize the residual input in skip connections", not the outputs of weighted layers, so the Add fuses into the GEMM's epilogue; an Add with an INT8 GEMM-side input and a float output forces a reformat ("non-weighted layers that have INT8 inputs also require INT8 outputs")`
 	matmulRule   = `TensorRT guide: a MatMul runs in INT8 only when all its inputs are quantized ("quantize all inputs of weighted operations"; the same holds for the batched MatMuls of attention); one quantized input only adds a dequantization`
+	interiorRule = `TensorRT guide: LayerNorm, Softmax and GELU are not fused with Q/DQ on their inputs and run in higher precision; quantize where a weighted op reads their output, not inside them`
 	scoresRule   = `TensorRT guide: Q/DQ go on the inputs of the attention BMMs; the scores between Q·Kᵀ and the Softmax (scale, mask) stay in higher precision, and a pair there splits the fused attention`
 )
 
@@ -180,7 +181,7 @@ func TestCheck(t *testing.T) {
   [xq] xq = QuantizeLinear (x, s, z)
   [xd] xd = DequantizeLinear (xq, s, z)
   [sm] y = Softmax <axis = -1> (xd)`), []string{
-			"xd: interior: output xd is read by Softmax sm: nothing is quantized inside LayerNorm, Softmax or GELU",
+			"xd: interior: output xd is read by Softmax sm: nothing is quantized inside LayerNorm, Softmax or GELU (" + interiorRule + ")",
 		}},
 		{"linear: weighted MatMul left float", model("13", "linear", "", `
   [mm] h = MatMul (x, w)
@@ -269,7 +270,7 @@ func TestCheck(t *testing.T) {
   [sdq] sdq = DequantizeLinear (sq, s, z)
   [softmax] p = Softmax <axis = -1> (sdq)`, 1)), []string{
 			"sdq: scores: output sdq is on the way from Q·Kᵀ to the Softmax: " + scoresRule,
-			"sdq: interior: output sdq is read by Softmax softmax: nothing is quantized inside LayerNorm, Softmax or GELU",
+			"sdq: interior: output sdq is read by Softmax softmax: nothing is quantized inside LayerNorm, Softmax or GELU (" + interiorRule + ")",
 		}},
 		{"dequantized value into GELU's Div", model("13", "", ",\n  float sqrt2 = {1.4142135},\n  float one = {1},\n  float half = {0.5}", quantizedMatMul[:strings.LastIndex(quantizedMatMul, "y = ")]+`h = MatMul (xd, wd)
   [hq] hq = QuantizeLinear (h, s, z)
@@ -279,7 +280,7 @@ func TestCheck(t *testing.T) {
   [gelu_Add] e1 = Add (e, one)
   [gelu_Mul] m = Mul (hd, e1)
   [gelu_Mul_1] y = Mul (m, half)`), []string{
-			"hd: interior: output hd is read by Div gelu_Div, which feeds GELU's Erf gelu_Erf: nothing is quantized inside LayerNorm, Softmax or GELU",
+			"hd: interior: output hd is read by Div gelu_Div, which feeds GELU's Erf gelu_Erf: nothing is quantized inside LayerNorm, Softmax or GELU (" + interiorRule + ")",
 		}},
 		{"attention: DeBERTa c2p half quantized", model("13", "attention", ",\n  int64[1,1,4] idx = {3, 2, 1, 0}", attention+`
   [pk] pk = Transpose <perm = [0, 2, 1]> (x)
