@@ -33,9 +33,6 @@ func moveScales(m *ir.Model, cores []*core) []string {
 		for _, u := range append([]ir.Use(nil), out.Uses()...) {
 			u.Node.SetInput(u.Index, s)
 		}
-		if out.IsGraphOutput() {
-			continue // cannot happen for a value that reaches a Softmax; left as is
-		}
 		m.Graph.RemoveNode(sc)
 		for _, in := range sc.Inputs() {
 			if in != nil && in.Const != nil && len(in.Uses()) == 0 && !in.IsGraphInput() && !in.IsGraphOutput() {
@@ -69,7 +66,7 @@ func scoresScale(qk *ir.Node) (*ir.Node, float32, string) {
 		return nil, 0, ""
 	}
 	n := s.Uses()[0].Node
-	if !qdqcheck.IsOp(n, "Div") && !qdqcheck.IsOp(n, "Mul") {
+	if !qdqcheck.IsOp(n, "Div") && !qdqcheck.IsOp(n, "Mul") || n.Output(0) == nil || n.Output(0).IsGraphOutput() {
 		return nil, 0, ""
 	}
 	other := n.Input(1)
