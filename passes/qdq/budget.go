@@ -85,7 +85,7 @@ type budgetSearch struct {
 // o.given the ranges.
 func (o *options) searchBudget(ctx *pass.Context, br *blocks.Result) error {
 	m := ctx.Model
-	pl := place(m, br, o.policy)
+	pl := place(m, br, o)
 	o.off = map[string]string{}
 	if p := m.Meta(qdqcheck.PolicyKey); p != "" {
 		// A model qcc quantized already: the nodes a budget left float stay float (by
@@ -101,7 +101,7 @@ func (o *options) searchBudget(ctx *pass.Context, br *blocks.Result) error {
 	}
 	for _, t := range pl.targets {
 		if t.skip == "" {
-			t.skip = o.screen(t)
+			t.skip = o.screen(m.Graph, t)
 		}
 	}
 	need := neededTensors(pl.targets)

@@ -79,7 +79,7 @@ func TestBudgetOptionErrors(t *testing.T) {
 // uniquely named pair with the same scale, which the checker accepts.
 func TestPairsPerReader(t *testing.T) {
 	m := parse(t, attention)
-	if _, err := runPipeline(t, m, "qdq<ranges=const:12.7;pairs=per-reader>"); err != nil {
+	if _, err := runPipeline(t, m, "qdq<min-gemm=2;ranges=const:12.7;pairs=per-reader>"); err != nil {
 		t.Fatal(err)
 	}
 	names := map[string]bool{}
@@ -128,7 +128,7 @@ func lastStat(rep *pass.Report) pass.Stat { return rep.Stats[len(rep.Stats)-1] }
 func TestBudgetCosine(t *testing.T) {
 	orttest.RequireLib(t)
 	cache := budgetCache(t)
-	spec := "qdq<data=random:4;cache=" + cache + ";budget=0.01>"
+	spec := "qdq<min-gemm=2;data=random:4;cache=" + cache + ";budget=0.01>"
 	m := parse(t, attention)
 	rep, err := runPipeline(t, m, spec)
 	if err != nil {
@@ -180,7 +180,7 @@ func TestBudgetCosine(t *testing.T) {
 
 	// A budget the all-on model meets turns nothing off.
 	m3 := parse(t, attention)
-	rep, err = runPipeline(t, m3, "qdq<data=random:4;cache="+cache+";budget=1>")
+	rep, err = runPipeline(t, m3, "qdq<min-gemm=2;data=random:4;cache="+cache+";budget=1>")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,7 +213,7 @@ func TestBudgetAccuracy(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := parse(t, attention)
-	rep, err := runPipeline(t, m, "qdq<data=random:4;cache="+budgetCache(t)+";budget=0;eval="+evalPath+";eval-batch=16>")
+	rep, err := runPipeline(t, m, "qdq<min-gemm=2;data=random:4;cache="+budgetCache(t)+";budget=0;eval="+evalPath+";eval-batch=16>")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,7 +231,7 @@ func TestBudgetAccuracy(t *testing.T) {
 	if err := npz.Write(evalPath, map[string]*ndarray.Array{"x": x}); err != nil {
 		t.Fatal(err)
 	}
-	_, err = runPipeline(t, parse(t, attention), "qdq<ranges=const:4;budget=0;eval="+evalPath+">")
+	_, err = runPipeline(t, parse(t, attention), "qdq<min-gemm=2;ranges=const:4;budget=0;eval="+evalPath+">")
 	if err == nil || !strings.Contains(err.Error(), `no "labels" array`) {
 		t.Errorf("no labels: %v", err)
 	}

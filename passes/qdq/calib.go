@@ -31,6 +31,29 @@ func (o *options) ranges(ctx *pass.Context, m *ir.Model, need []string) (map[str
 		}
 		return out, nil
 	}
+	// A tensor whose values all come from one constant (DeBERTa's relative position
+	// embeddings, tiled per batch at run time) takes the constant's range: nothing to
+	// calibrate.
+	var rest []string
+	fromConst := 0
+	for _, n := range need {
+		if t := constSource(m.Graph.Lookup(n)); t != nil {
+			if a := constAmax(t); a > 0 {
+				out[n] = a
+				fromConst++
+				continue
+			}
+		}
+		rest = append(rest, n)
+	}
+	if fromConst > 0 {
+		ctx.Count("qdq: ranges read from constants", fromConst)
+	}
+	need = rest
+	if len(need) == 0 {
+		ctx.Count("qdq: activation ranges", len(out))
+		return out, nil
+	}
 	source := ""
 	var zero []string
 	switch {
@@ -170,4 +193,42 @@ func rangeSummary(source string, r map[string]float32, zero []string) string {
 		s += " (" + strings.Join(zero, ", ") + ": left float)"
 	}
 	return s
+}
+
+// constSource returns the constant every value of v comes from, through ops that only
+// move or repeat values (Tile and Expand by run-time counts included); nil when v is
+// computed from anything else.
+func constSource(v *ir.Value) *ir.Tensor {
+	for d := 0; v != nil && d < 8; d++ {
+		if t := constOf(v); t != nil {
+			if t.DType != ir.Float {
+				return nil
+			}
+			return t
+		}
+		p, _ := v.Producer()
+		if p == nil || p.Domain != "" {
+			return nil
+		}
+		switch p.OpType {
+		case "Tile", "Expand", "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Flatten":
+			v = p.Input(0)
+		default:
+			return nil
+		}
+	}
+	return nil
+}
+
+// constAmax is max |t|.
+func constAmax(t *ir.Tensor) float32 {
+	vals, err := t.Float32s()
+	if err != nil {
+		return 0
+	}
+	a := float32(0)
+	for _, x := range vals {
+		a = max(a, x, -x)
+	}
+	return a
 }

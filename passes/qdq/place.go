@@ -50,6 +50,7 @@ type core struct {
 // placement is what the policy selects in a model, before anything changes.
 type placement struct {
 	targets []*target
+	cores   []*core
 	notes   []string
 }
 
@@ -57,8 +58,9 @@ type placement struct {
 // definitions of qdqcheck as the backstop (so that what the checker demands is always
 // placed): weighted ops (every policy), attention matmuls (attention, full), residual
 // adds (full).
-func place(m *ir.Model, br *blocks.Result, policy string) *placement {
+func place(m *ir.Model, br *blocks.Result, o *options) *placement {
 	g := m.Graph
+	policy := o.policy
 	pl := &placement{}
 	pos := map[*ir.Node]int{}
 	for i, n := range g.Nodes() {
@@ -108,6 +110,7 @@ func place(m *ir.Model, br *blocks.Result, policy string) *placement {
 		}
 	}
 	sort.SliceStable(cores, func(i, j int) bool { return cores[i].start < cores[j].start })
+	pl.cores = cores
 	qkv, attnMM, attnOut := map[*ir.Node]int{}, map[*ir.Node]int{}, map[*ir.Node]int{}
 	for i, c := range cores {
 		c.layer = i
@@ -167,8 +170,17 @@ func place(m *ir.Model, br *blocks.Result, policy string) *placement {
 			if l, ok := attnMM[n]; ok {
 				t.layer = l
 			}
-		} else if policy == "full" && (residual[n] || qdqcheck.ResidualAdd(n)) {
+		} else if policy == "full" && o.residual != "none" && (residual[n] || qdqcheck.ResidualAdd(n)) {
 			t.kind, t.acts = KindResidual, []int{0, 1}
+			if o.residual == "skip" {
+				// The skip input only: the weighted layer's side stays float so that the
+				// Add fuses into its GEMM's epilogue.
+				skip := qdqcheck.SkipInput(n)
+				if skip < 0 {
+					continue
+				}
+				t.acts = []int{skip}
+			}
 		} else {
 			continue
 		}

@@ -5,7 +5,9 @@
 // int8 (zero point 0), per-channel weight scales on the output-channel axis of the weight
 // as stored, per-tensor activation scales, only the inputs of the ops the policy covers,
 // one Q/DQ pair per activation tensor shared by all its quantized readers, nothing inside
-// LayerNorm, Softmax or GELU, GEMV-shaped matmuls left float. Which node is what comes
+// LayerNorm, Softmax or GELU, GEMMs too small for tensor cores left float, the residual
+// Add's skip input quantized rather than the GEMM output it adds, and attention's scale
+// moved onto Q before the BMM inputs are quantized. Which node is what comes
 // from the blocks analysis (so placement works on folded and on fused graphs), with
 // qdqcheck's structural definitions as the backstop.
 //
@@ -35,8 +37,12 @@ var Pass = &pass.Pass{
 	Doc: `place QuantizeLinear/DequantizeLinear pairs for TensorRT INT8 (explicit quantization)
 Symmetric int8, per-channel weights on the output-channel axis, per-tensor activations.
 policy=linear quantizes every input of every weighted MatMul/Gemm (Q/K/V, attention output,
-FFN, pooler, classifier); attention adds both inputs of Q·Kᵀ and probs·V; full adds both
-inputs of the residual Add that feeds a LayerNorm. Activation ranges come from calibration
+FFN); attention adds both inputs of Q·Kᵀ and probs·V (and DeBERTa's c2p/p2c matmuls, which
+share Q's pair), after moving the scale after Q·Kᵀ onto Q (folded into Q's projection when
+its weight and bias are constants read only there, else a Mul on Q); full adds the skip
+input of the residual Add that feeds a LayerNorm (residual=skip; both or none). GEMMs whose
+M or N is or can be below min-gemm stay float (pooler, classifier; a symbolic batch can be
+1), and so do attention matmuls over a known sequence above max-seq. Activation ranges come from calibration
 through ONNX Runtime on the current model (calib, data, batch; cache/trt-cache files), or
 from ranges=const:V. Quantizers belong to groups "layer<L>/<kind>" (kind qkv, attn_matmul,
 attn_out, ffn, residual, other) that disable=REGEX turns off; exclude=REGEX leaves nodes
@@ -67,6 +73,10 @@ meaning changed. The policy is recorded in the model metadata qcc.qdq.policy.`,
 		{Name: "disable", Default: "", Doc: "regexp on quantizer group names (layer<L>/<kind>) left float", Check: checkRegexp},
 		{Name: "fold-weights", Default: "false", Doc: "true: fold QuantizeLinear→DequantizeLinear on constant float weights into int8 initializers + DequantizeLinear", Check: oneOf("true", "false")},
 		{Name: "pairs", Default: "shared", Doc: "shared: one activation Q/DQ pair per tensor, shared by its quantized readers (TensorRT's form) | per-reader: a pair per reader (ONNX Runtime on x86 fuses an int8 activation into MatMulIntegerToFloat only when its QuantizeLinear feeds one DequantizeLinear)", Check: oneOf("shared", "per-reader")},
+		{Name: "residual", Default: "skip", Doc: "policy full's residual Add: skip (its skip input only, so the Add fuses into the GEMM's epilogue; TensorRT's recommendation) | both (also the GEMM-side input) | none", Check: oneOf(qdqcheck.Residuals...)},
+		{Name: "min-gemm", Default: "16", Doc: "GEMMs whose M or N is, or can be (a batch dim can be 1), below this stay float (no tensor cores; NVIDIA's recipes leave the pooler and classifier float); 2 leaves only GEMV shapes float", Check: checkMinGemm},
+		{Name: "max-seq", Default: "512", Doc: "attention matmuls over a known sequence length above this stay float (INT8 attention loses accuracy on long sequences; Model Optimizer's limit); 0 for no limit", Check: checkNonNeg},
+		{Name: "qkv-scale", Default: "separate", Doc: "separate: Q, K and V heads get their own activation ranges | shared: one range (the largest) for the three, as a fused QKV GEMM with one output scale wants", Check: oneOf("separate", "shared")},
 		{Name: "budget", Default: "", Doc: "accuracy budget D: turn off the most harmful quantizer groups until the loss against float is at most D (a fraction: 0.003 = 0.3 point of accuracy with eval, else a drop in cosine similarity)", Check: checkBudget},
 		{Name: "eval", Default: "", Doc: "evaluation data for budget: FILE.npz with the model inputs and a labels array (accuracy = argmax of the first output)"},
 		{Name: "eval-batch", Default: "0", Doc: "evaluation batch size for budget (0: about 1024 input elements per batch)", Check: checkNonNeg},
@@ -86,6 +96,13 @@ func checkPolicy(s string) error {
 func checkNonNeg(s string) error {
 	if v, err := strconv.Atoi(s); err != nil || v < 0 {
 		return fmt.Errorf("want a non-negative integer")
+	}
+	return nil
+}
+
+func checkMinGemm(s string) error {
+	if v, err := strconv.Atoi(s); err != nil || v < 1 {
+		return fmt.Errorf("want a positive integer")
 	}
 	return nil
 }
@@ -135,6 +152,10 @@ type options struct {
 	disable     *regexp.Regexp
 	foldWeights bool
 	perReader   bool
+	residual    string
+	minGEMM     int64
+	maxSeq      int64
+	sharedQKV   bool
 
 	budget    float64 // the accuracy budget; < 0 for none
 	eval      string
@@ -166,6 +187,10 @@ func parseOptions(ctx *pass.Context) (*options, error) {
 		o.disable = regexp.MustCompile(s)
 	}
 	o.perReader = ctx.Opt("pairs") == "per-reader"
+	o.residual = ctx.Opt("residual")
+	o.minGEMM, _ = strconv.ParseInt(ctx.Opt("min-gemm"), 10, 64)
+	o.maxSeq, _ = strconv.ParseInt(ctx.Opt("max-seq"), 10, 64)
+	o.sharedQKV = ctx.Opt("qkv-scale") == "shared"
 	o.budget = -1
 	if s := ctx.Opt("budget"); s != "" {
 		o.budget, _ = strconv.ParseFloat(s, 64)
@@ -184,6 +209,16 @@ func run(ctx *pass.Context) error {
 		return err
 	}
 	br := ctx.ResultOf(blocks.Pass).(*blocks.Result)
+	if o.policy != "linear" {
+		notes := moveScales(ctx.Model, place(ctx.Model, br, o).cores)
+		for _, n := range notes {
+			ctx.Note("%s", n)
+			if !strings.Contains(n, "stays on the scores") {
+				ctx.Count("qdq: attention scales moved onto Q", 1)
+				ctx.Changed()
+			}
+		}
+	}
 	if o.budget >= 0 {
 		if err := o.searchBudget(ctx, br); err != nil {
 			return err
@@ -197,7 +232,7 @@ func (o *options) apply(ctx *pass.Context, br *blocks.Result) error {
 	m := ctx.Model
 	changed := false
 
-	pl := place(m, br, o.policy)
+	pl := place(m, br, o)
 	for _, n := range pl.notes {
 		ctx.Note("%s", n)
 	}
@@ -205,7 +240,7 @@ func (o *options) apply(ctx *pass.Context, br *blocks.Result) error {
 	// calibrated.
 	for _, t := range pl.targets {
 		if t.skip == "" {
-			t.skip = o.screen(t)
+			t.skip = o.screen(m.Graph, t)
 		}
 	}
 	need := neededTensors(pl.targets)
@@ -215,6 +250,11 @@ func (o *options) apply(ctx *pass.Context, br *blocks.Result) error {
 	ranges, err := o.ranges(ctx, m, need)
 	if err != nil {
 		return err
+	}
+	if o.sharedQKV {
+		if n := shareQKV(pl, ranges); n > 0 {
+			ctx.Count("qdq: attention blocks with one Q/K/V range", n)
+		}
 	}
 	for _, t := range pl.targets {
 		if t.skip != "" {
@@ -257,6 +297,9 @@ func (o *options) apply(ctx *pass.Context, br *blocks.Result) error {
 	if qdqcheck.Summarize(m).DQ > 0 && m.SetMeta(qdqcheck.PolicyKey, o.policy) {
 		changed = true
 	}
+	if o.policy == "full" && qdqcheck.Summarize(m).DQ > 0 && m.SetMeta(qdqcheck.ResidualKey, o.residual) {
+		changed = true
+	}
 	report(ctx, pl.targets, ins)
 	if changed {
 		ctx.Changed()
@@ -265,7 +308,7 @@ func (o *options) apply(ctx *pass.Context, br *blocks.Result) error {
 }
 
 // screen says why a target stays float before calibration ("" when it is quantized).
-func (o *options) screen(t *target) string {
+func (o *options) screen(g *ir.Graph, t *target) string {
 	n := t.node
 	if o.exclude != nil {
 		switch {
@@ -284,8 +327,13 @@ func (o *options) screen(t *target) string {
 	if why, ok := o.keep[n]; ok {
 		return why
 	}
-	if why := qdqcheck.GEMV(n); why != "" {
+	if why := qdqcheck.SmallGEMM(g, n, o.minGEMM); why != "" {
 		return why
+	}
+	if t.kind == KindAttnMatMul && o.maxSeq > 0 {
+		if s := seqLen(n); s > o.maxSeq {
+			return fmt.Sprintf("sequence length %d above max-seq=%d: INT8 attention matmuls stay float on long sequences", s, o.maxSeq)
+		}
 	}
 	for _, i := range t.acts {
 		x := n.Input(i)
@@ -406,6 +454,10 @@ func reasonClass(s string) string {
 		return "group disabled"
 	case strings.HasPrefix(s, "GEMV"):
 		return "GEMV"
+	case strings.HasPrefix(s, "small GEMM"):
+		return "small GEMM"
+	case strings.HasPrefix(s, "sequence length"):
+		return "sequence length"
 	case strings.HasPrefix(s, "zero calibration range"):
 		return "zero range"
 	case strings.HasPrefix(s, "inside"):
@@ -424,4 +476,70 @@ func throughDQ(v *ir.Value) *ir.Value {
 		return x
 	}
 	return v
+}
+
+// seqLen is the longest known sequence axis of an attention matmul: the last two axes of
+// the scores it makes (Q·Kᵀ) or reads (probs·V); 0 when unknown.
+func seqLen(n *ir.Node) int64 {
+	v := n.Output(0)
+	if !scoresOut(n) {
+		v = n.Input(0)
+	}
+	if v == nil || v.Type == nil || !v.Type.HasShape || len(v.Type.Shape) < 2 {
+		return 0
+	}
+	s := v.Type.Shape
+	best := int64(0)
+	for _, d := range s[len(s)-2:] {
+		if d.Known && d.Value > best {
+			best = d.Value
+		}
+	}
+	return best
+}
+
+// scoresOut reports whether n's output reaches a Softmax (n is Q·Kᵀ, not probs·V).
+func scoresOut(n *ir.Node) bool {
+	p, _ := producerOf(n.Input(0))
+	for d := 0; p != nil && d < 5; d++ {
+		if qdqcheck.IsOp(p, "Softmax") {
+			return false
+		}
+		p, _ = producerOf(p.Input(0))
+	}
+	return true
+}
+
+// shareQKV gives the Q, K and V heads of each attention block (the inputs of Q·Kᵀ and
+// the V input of probs·V) one range, the largest of the three: a fused QKV GEMM has one
+// output scale. It returns the number of blocks changed.
+func shareQKV(pl *placement, ranges map[string]float32) int {
+	quantized := map[*ir.Node]bool{}
+	for _, t := range pl.targets {
+		if t.skip == "" && t.kind == KindAttnMatMul {
+			quantized[t.node] = true
+		}
+	}
+	n := 0
+	for _, c := range pl.cores {
+		if len(c.mms) != 2 || !quantized[c.mms[0]] || !quantized[c.mms[1]] {
+			continue
+		}
+		var names []string
+		amax := float32(0)
+		for _, v := range []*ir.Value{c.mms[0].Input(0), c.mms[0].Input(1), c.mms[1].Input(1)} {
+			if a, ok := ranges[v.Name]; ok && a > 0 {
+				names = append(names, v.Name)
+				amax = max(amax, a)
+			}
+		}
+		if len(names) < 2 {
+			continue
+		}
+		for _, name := range names {
+			ranges[name] = amax
+		}
+		n++
+	}
+	return n
 }

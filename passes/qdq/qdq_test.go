@@ -166,7 +166,7 @@ func TestRaiseOpset13(t *testing.T) {
 
 func TestOpsetBelow11Refused(t *testing.T) {
 	src := strings.Replace(strings.Replace(ffn, `"" : 13`, `"" : 10`, 1), "ir_version: 8", "ir_version: 5", 1)
-	_, err := runPipeline(t, parse(t, src), "qdq<ranges=const:1>")
+	_, err := runPipeline(t, parse(t, src), "qdq<min-gemm=2;ranges=const:1>")
 	want := "pass qdq: per-channel weight scales need QuantizeLinear/DequantizeLinear's axis (opset 13); the model imports opset 10, and raising from below 11 is not supported: export the model at opset 13"
 	if err == nil || err.Error() != want {
 		t.Errorf("error %v\nwant %s", err, want)
@@ -224,7 +224,7 @@ func TestInt8AndQDQWeightsAgree(t *testing.T) {
 	var outs []map[string]*ndarray.Array
 	for _, w := range []string{"int8", "qdq"} {
 		m := parse(t, ffn)
-		if _, err := runPipeline(t, m, "qdq<data=random:2;weights="+w+">,qdqcheck"); err != nil {
+		if _, err := runPipeline(t, m, "qdq<min-gemm=2;data=random:2;weights="+w+">,qdqcheck"); err != nil {
 			t.Fatal(err)
 		}
 		outs = append(outs, runORT(t, save(t, m, w+".onnx"), in))
@@ -245,7 +245,7 @@ func TestCaches(t *testing.T) {
 	dir := t.TempDir()
 	cache, trt := filepath.Join(dir, "ranges.json"), filepath.Join(dir, "trt.cache")
 	m := parse(t, ffn)
-	rep, err := runPipeline(t, m, "qdq<data=random:2;cache="+cache+";trt-cache="+trt+">")
+	rep, err := runPipeline(t, m, "qdq<min-gemm=2;data=random:2;cache="+cache+";trt-cache="+trt+">")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -270,7 +270,7 @@ func TestCaches(t *testing.T) {
 		t.Fatal(err)
 	}
 	m = parse(t, ffn)
-	rep, err = runPipeline(t, m, "qdq<data=random:2;cache="+cache+">")
+	rep, err = runPipeline(t, m, "qdq<min-gemm=2;data=random:2;cache="+cache+">")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -287,7 +287,7 @@ func TestCaches(t *testing.T) {
 	if err := calib.WriteJSON(cache, map[string]float32{"x": 2.54, "other": 3}, calib.Meta{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := runPipeline(t, parse(t, ffn), "qdq<data=random:2;cache="+cache+">"); err != nil {
+	if _, err := runPipeline(t, parse(t, ffn), "qdq<min-gemm=2;data=random:2;cache="+cache+">"); err != nil {
 		t.Fatal(err)
 	}
 	if ranges, _, _ = calib.ReadJSON(cache); len(ranges) != 3 || ranges["x"] == 2.54 {
@@ -303,7 +303,7 @@ func TestZeroRange(t *testing.T) {
   ["/F/in/MatMul"] h = MatMul (xz, w1)`, 1)
 	src = strings.Replace(src, "float half = {0.5}", "float half = {0.5},\n  float zero = {0}", 1)
 	m := parse(t, src)
-	rep, err := runPipeline(t, m, "qdq<data=random:2>")
+	rep, err := runPipeline(t, m, "qdq<min-gemm=2;data=random:2>")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -322,5 +322,75 @@ func TestZeroRange(t *testing.T) {
 	}
 	if !strings.Contains(strings.Join(st.Notes, "\n"), "zero range: 1 (xz: left float)") {
 		t.Errorf("notes %v", st.Notes)
+	}
+}
+
+// TestScaleMovePreservesFunction: moving attention's scale onto Q (folded into Wq and bq,
+// or a Mul on Q when Wq is shared with K) computes what the model computed, in ONNX
+// Runtime; everything is excluded so that only the move is measured.
+func TestScaleMovePreservesFunction(t *testing.T) {
+	orttest.RequireLib(t)
+	r := rand.New(rand.NewPCG(5, 6))
+	in := map[string]*ndarray.Array{"x": randn(r, 2, 7, 4)}
+	for name, c := range map[string]struct {
+		src   string
+		moved int
+	}{
+		"folded": {attention, 1},
+		"mul":    {strings.Replace(attention, "km = MatMul (x, wk)", "km = MatMul (x, wq)", 1), 1},
+		// The scaled scores are an output of the model too: the scale stays.
+		"scores output": {strings.Replace(attention, "=> (float[batch,seq,4] y)", "=> (float[batch,seq,4] y, float[batch,2,seq,seq] sd)", 1), 0},
+	} {
+		src := c.src
+		want := runORT(t, save(t, parse(t, src), name+".float.onnx"), in)
+		m := parse(t, src)
+		rep, err := runPipeline(t, m, "qdq<policy=attention;ranges=const:1;exclude=.>")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := rep.Stats[len(rep.Stats)-1].Counts["qdq: attention scales moved onto Q"]; got != c.moved {
+			t.Errorf("%s: %d scales moved, want %d", name, got, c.moved)
+		}
+		for _, n := range m.Graph.Nodes() {
+			if n.OpType == "Div" && c.moved > 0 {
+				t.Errorf("%s: Div %s left after the move", name, n.Name)
+			}
+		}
+		got := runORT(t, save(t, m, name+".moved.onnx"), in)
+		if d := maxDiff(t, want, got); d > 1e-6 {
+			t.Errorf("%s: scale moved onto Q changes the outputs by %g", name, d)
+		}
+	}
+}
+
+// TestQKVScaleShared: qkv-scale=shared gives the Q, K and V heads one scale, the largest
+// of the three separate ones.
+func TestQKVScaleShared(t *testing.T) {
+	orttest.RequireLib(t)
+	scales := func(opt string) map[string]float32 {
+		m := parse(t, attention)
+		if _, err := runPipeline(t, m, "qdq<min-gemm=2;policy=attention;data=random:2"+opt+">"); err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]float32{}
+		for _, v := range []string{"qt", "kt", "vt"} {
+			s := m.Graph.Initializer(v + "_scale")
+			if s == nil {
+				t.Fatalf("no %s_scale", v)
+			}
+			f, _ := s.Float32s()
+			out[v] = f[0]
+		}
+		return out
+	}
+	sep, shared := scales(""), scales(";qkv-scale=shared")
+	want := max(sep["qt"], sep["kt"], sep["vt"])
+	if sep["qt"] == sep["kt"] && sep["kt"] == sep["vt"] {
+		t.Fatalf("separate scales are equal already (%v): the test cannot tell", sep)
+	}
+	for v, s := range shared {
+		if s != want {
+			t.Errorf("qkv-scale=shared: %s scale %g, want %g (largest of %v)", v, s, want, sep)
+		}
 	}
 }

@@ -14,11 +14,20 @@
 //	pairing         every QuantizeLinear read only by DequantizeLinear nodes with its scale;
 //	                every DequantizeLinear reading a QuantizeLinear or an int8 constant
 //	chain           no DequantizeLinear output quantized again (Q→DQ→Q→DQ)
-//	interior        no dequantized value read inside a LayerNorm, Softmax or GELU
+//	interior        no dequantized value read inside a LayerNorm, Softmax or GELU (GELU's
+//	                x/√2 or x·c that feeds its Erf or Tanh counts as inside)
+//	matmul-inputs   an activation×activation MatMul (attention's BMMs, DeBERTa's c2p/p2c)
+//	                has both inputs quantized or neither
+//	scores          no Q/DQ pair between Q·Kᵀ and its Softmax (on the scores before or after
+//	                the scale and the mask)
+//	residual        the Add of a skip connection reads the weighted layer's output in float
+//	                (only the skip input is quantized), unless qcc.qdq.residual is both
 //	coverage        under the policy recorded in the model's metadata (qcc.qdq.policy):
 //	                linear     every input of every weighted MatMul/Gemm/Conv
 //	                attention  also both inputs of the Q·Kᵀ and probs·V matmuls
-//	                full       also both inputs of the residual Add that feeds a LayerNorm
+//	                full       also the residual Add that feeds a LayerNorm: its skip input
+//	                           (qcc.qdq.residual skip, the default), both inputs (both)
+//	                           or neither (none)
 //	                except nodes marked qcc.qdq.skip (left float on purpose, with the reason)
 //	                and GEMV-shaped matmuls (m or n is 1).
 package qdqcheck
@@ -26,6 +35,7 @@ package qdqcheck
 import (
 	"fmt"
 	"math"
+	"strconv"
 	"strings"
 
 	"github.com/qcc-dev/qcc/ir"
@@ -40,6 +50,9 @@ const (
 	SkipKey = "qcc.qdq.skip"
 	// GroupKey (node metadata) names the quantizer groups a Q/DQ node serves.
 	GroupKey = "qcc.qdq.group"
+	// ResidualKey (model metadata) is the residual placement of policy full: skip (the
+	// default), both or none.
+	ResidualKey = "qcc.qdq.residual"
 	// LoweredKey (model metadata) names the runtime a pass lowered the Q/DQ form for
 	// ("ort-cpu": fuse<target=ort;provider=cpu> made QAttention and MatMulIntegerToFloat).
 	LoweredKey = "qcc.lowered"
@@ -47,6 +60,18 @@ const (
 
 // Policies are the placement presets, from conservative to aggressive.
 var Policies = []string{"linear", "attention", "full"}
+
+// Residuals are the residual placements of policy full.
+var Residuals = []string{"skip", "both", "none"}
+
+// The TensorRT guide's rules the messages cite ("Explicit Quantization", Q/DQ layer
+// placement recommendations, in TensorRT's developer guide).
+const (
+	ruleResidual = `TensorRT guide: "quantize the residual input in skip connections", not the outputs of weighted layers, so the Add fuses into the GEMM's epilogue; an Add with an INT8 GEMM-side input and a float output forces a reformat ("non-weighted layers that have INT8 inputs also require INT8 outputs")`
+	ruleMatMul   = `TensorRT guide: a MatMul runs in INT8 only when all its inputs are quantized ("quantize all inputs of weighted operations"; the same holds for the batched MatMuls of attention); one quantized input only adds a dequantization`
+	ruleInterior = `TensorRT guide: LayerNorm, Softmax and GELU are not fused with Q/DQ on their inputs and run in higher precision; quantize where a weighted op reads their output, not inside them`
+	ruleScores   = `TensorRT guide: Q/DQ go on the inputs of the attention BMMs; the scores between Q·Kᵀ and the Softmax (scale, mask) stay in higher precision, and a pair there splits the fused attention`
+)
 
 // Pass is the checker as a pass: it fails the pipeline with the violations.
 var Pass = &pass.Pass{
@@ -109,9 +134,17 @@ func Summarize(m *ir.Model) Stats {
 // Check returns nil when m follows the rules, and an *Error listing every violation
 // otherwise. A model without Q/DQ nodes and without a policy passes.
 func Check(m *ir.Model) error {
-	c := &checker{m: m, policy: m.Meta(PolicyKey)}
+	c := &checker{m: m, policy: m.Meta(PolicyKey), residual: m.Meta(ResidualKey)}
 	if c.policy != "" && !validPolicy(c.policy) {
 		c.add(nil, "coverage", fmt.Sprintf("unknown policy %q in %s (want %s)", c.policy, PolicyKey, strings.Join(Policies, ", ")))
+	}
+	switch c.residual {
+	case "":
+		c.residual = "skip"
+	case "skip", "both", "none":
+	default:
+		c.add(nil, "residual", fmt.Sprintf("unknown residual placement %q in %s (want %s)", c.residual, ResidualKey, strings.Join(Residuals, ", ")))
+		c.residual = "skip"
 	}
 	m.Graph.Walk(func(g *ir.Graph) error {
 		for _, n := range g.Nodes() {
@@ -145,9 +178,10 @@ func Verifier(m *ir.Model) error {
 }
 
 type checker struct {
-	m      *ir.Model
-	policy string
-	vs     []Violation
+	m        *ir.Model
+	policy   string
+	residual string
+	vs       []Violation
 }
 
 // NodeName is how violations and notes name a node.
@@ -195,7 +229,55 @@ func (c *checker) node(n *ir.Node) {
 	case IsOp(n, "DequantizeLinear"):
 		c.dequantize(n)
 	}
+	c.matmulInputs(n)
+	c.residualAdd(n)
 	c.coverage(n)
+}
+
+// matmulInputs: an activation×activation MatMul has both inputs quantized or neither.
+func (c *checker) matmulInputs(n *ir.Node) {
+	if !IsOp(n, "MatMul") || !isActivation(n.Input(0)) || !isActivation(n.Input(1)) {
+		return
+	}
+	a, b := Dequantized(n.Input(0)), Dequantized(n.Input(1))
+	if a == b {
+		return
+	}
+	q, f := n.Input(0), n.Input(1)
+	if b {
+		q, f = f, q
+	}
+	c.add(n, "matmul-inputs", fmt.Sprintf("input %s is quantized, input %s is float: %s", q.Name, f.Name, ruleMatMul))
+}
+
+// residualAdd: the weighted layer's side of a skip connection's Add stays float unless
+// the model says residual=both.
+func (c *checker) residualAdd(n *ir.Node) {
+	if c.residual == "both" || !ResidualAdd(n) {
+		return
+	}
+	skip := SkipInput(n)
+	if skip < 0 {
+		return
+	}
+	gemm := n.Input(1 - skip)
+	if Dequantized(gemm) {
+		c.add(n, "residual", fmt.Sprintf("the weighted layer's output %s (input %d) is quantized, the skip input %s is %s: %s",
+			name(throughQDQ(gemm)), 1-skip, name(n.Input(skip)), map[bool]string{true: "quantized too", false: "float"}[Dequantized(n.Input(skip))], ruleResidual))
+	}
+}
+
+// SkipInput is the index of a residual Add's skip input (the one that is not a weighted
+// layer's output), -1 when both or neither are.
+func SkipInput(n *ir.Node) int {
+	a, b := IsSublayer(n.Input(0)), IsSublayer(n.Input(1))
+	switch {
+	case a && !b:
+		return 1
+	case b && !a:
+		return 0
+	}
+	return -1
 }
 
 func (c *checker) quantize(n *ir.Node) {
@@ -262,14 +344,20 @@ func (c *checker) dequantize(n *ir.Node) {
 	if pc {
 		c.axisRange(n, x)
 	}
+	if reachesSoftmax(out, 8) && fromScores(n) {
+		c.add(n, "scores", fmt.Sprintf("output %s is on the way from Q·Kᵀ to the Softmax: %s", out.Name, ruleScores))
+	}
 	for _, u := range out.Uses() {
 		un := u.Node
 		switch {
 		case IsOp(un, "QuantizeLinear"):
 			c.add(n, "chain", fmt.Sprintf("output %s is quantized again by %s (Q→DQ→Q→DQ)", out.Name, NodeName(un)))
 		case interiorOps[un.OpType] && (un.Domain == "" || un.Domain == "com.microsoft"):
-			c.add(n, "interior", fmt.Sprintf("output %s is read by %s %s: nothing is quantized inside LayerNorm, Softmax or GELU", out.Name, un.OpType, NodeName(un)))
+			c.add(n, "interior", fmt.Sprintf("output %s is read by %s %s: nothing is quantized inside LayerNorm, Softmax or GELU (%s)", out.Name, un.OpType, NodeName(un), ruleInterior))
+		case geluScaling(un) != nil:
+			c.add(n, "interior", fmt.Sprintf("output %s is read by %s %s, which feeds GELU's %s %s: nothing is quantized inside LayerNorm, Softmax or GELU (%s)", out.Name, un.OpType, NodeName(un), geluScaling(un).OpType, NodeName(geluScaling(un)), ruleInterior))
 		}
+
 		if !pc {
 			continue
 		}
@@ -295,6 +383,57 @@ var interiorOps = map[string]bool{
 	"Softmax": true, "LogSoftmax": true, "LayerNormalization": true, "SimplifiedLayerNormalization": true,
 	"RMSNormalization": true, "Gelu": true, "FastGelu": true, "BiasGelu": true, "QuickGelu": true,
 	"Erf": true, "Tanh": true, "ReduceMean": true, "Sqrt": true, "Pow": true,
+}
+
+// geluScaling returns the Erf or Tanh that n (a Div or Mul by a constant: GELU's x/√2,
+// x·0.7071 or the tanh form's scaling) feeds, nil when n is not such a node.
+func geluScaling(n *ir.Node) *ir.Node {
+	if !IsOp(n, "Div") && !IsOp(n, "Mul") || n.Output(0) == nil {
+		return nil
+	}
+	if constOf(n.Input(0)) == nil && constOf(n.Input(1)) == nil {
+		return nil
+	}
+	for _, u := range n.Output(0).Uses() {
+		if IsOp(u.Node, "Erf") || IsOp(u.Node, "Tanh") {
+			return u.Node
+		}
+	}
+	return nil
+}
+
+// fromScores reports whether a DequantizeLinear's pair quantizes attention scores: its
+// QuantizeLinear reads (through scaling and masking ops) the output of a MatMul of two
+// activations.
+func fromScores(dq *ir.Node) bool {
+	q, _ := producer(dq.Input(0))
+	if !IsOp(q, "QuantizeLinear") {
+		return false
+	}
+	v := q.Input(0)
+	for d := 0; d < 6; d++ {
+		p, _ := producer(v)
+		if p == nil || p.Domain != "" {
+			return false
+		}
+		switch p.OpType {
+		case "MatMul":
+			return isActivation(p.Input(0)) && isActivation(p.Input(1))
+		case "Div", "Mul", "Add", "Sub", "Cast", "Reshape", "DequantizeLinear", "QuantizeLinear":
+			v = p.Input(0)
+			if (p.OpType == "Add" || p.OpType == "Mul") && constOf(v) != nil {
+				v = p.Input(1)
+			}
+		case "Where":
+			v = p.Input(2)
+			if constOf(v) != nil {
+				v = p.Input(1)
+			}
+		default:
+			return false
+		}
+	}
+	return false
 }
 
 func (c *checker) scale(n *ir.Node, s *ir.Value) {
@@ -394,8 +533,16 @@ func (c *checker) coverage(n *ir.Node) {
 		inputs = []int{0, 1}
 		what = "both inputs of the attention matmuls"
 	} else if c.policy == "full" && ResidualAdd(n) {
-		inputs = []int{0, 1}
-		what = "both inputs of the residual Add that feeds a LayerNorm"
+		switch skip := SkipInput(n); {
+		case c.residual == "both":
+			inputs = []int{0, 1}
+			what = "both inputs of the residual Add that feeds a LayerNorm (residual=both)"
+		case c.residual == "skip" && skip >= 0:
+			inputs = []int{skip}
+			what = "the skip input of the residual Add that feeds a LayerNorm"
+		default:
+			return
+		}
 	} else {
 		return
 	}
@@ -521,6 +668,107 @@ func GEMV(n *ir.Node) string {
 	return ""
 }
 
+// SmallGEMM returns why a MatMul or Gemm has M or N that is, or can be at run time,
+// below min ("" otherwise): such GEMMs cannot use tensor cores, and NVIDIA's BERT
+// recipes and Model Optimizer leave them float (pooler, classifier). M is the rows of the
+// GEMM as TensorRT runs it: every leading dim of the activation when the weight is a
+// constant, the second-to-last of a batched MatMul. A symbolic dim counts as its least
+// possible value when it is a product of known factors and batch dims (axis 0 of the
+// graph's inputs, which can be 1), and as large otherwise (a sequence).
+func SmallGEMM(g *ir.Graph, n *ir.Node, min int64) string {
+	var ms []ir.Dim
+	var nd ir.Dim
+	switch {
+	case IsOp(n, "MatMul"):
+		a, b := shapeOf(n.Input(0)), shapeOf(n.Input(1))
+		switch {
+		case a == nil:
+			return ""
+		case len(a) == 1:
+			ms = []ir.Dim{ir.D(1)}
+		case isWeight(n.Input(1)):
+			ms = a[:len(a)-1]
+		default:
+			ms = a[len(a)-2 : len(a)-1]
+		}
+		switch {
+		case b != nil && len(b) == 1:
+			nd = ir.D(1)
+		case len(b) >= 2:
+			nd = b[len(b)-1]
+		}
+	case IsOp(n, "Gemm"):
+		a, b := shapeOf(n.Input(0)), shapeOf(n.Input(1))
+		if len(a) == 2 {
+			ms = []ir.Dim{a[n.AttrInt("transA", 0)&1]}
+		}
+		if len(b) == 2 {
+			nd = b[1-n.AttrInt("transB", 0)&1]
+		}
+	default:
+		return ""
+	}
+	batch := batchDims(g)
+	if len(ms) > 0 {
+		least, ok := int64(1), true
+		var names []string
+		for _, d := range ms {
+			v, k := leastDim(d, batch)
+			least, ok = least*v, ok && k
+			names = append(names, d.String())
+		}
+		if ok && least < min {
+			if least == 1 && len(names) == 1 && names[0] == "1" {
+				return "GEMV-shaped (m = 1)"
+			}
+			return fmt.Sprintf("small GEMM: M = %s can be %d, below %d (no tensor cores; NVIDIA's recipes leave it float)", strings.Join(names, "·"), least, min)
+		}
+	}
+	if v, ok := leastDim(nd, batch); ok && (nd.Known || nd.Param != "") && v < min {
+		if nd.Known && v == 1 {
+			return "GEMV-shaped (n = 1)"
+		}
+		return fmt.Sprintf("small GEMM: N = %s can be %d, below %d (no tensor cores; NVIDIA's recipes leave it float)", nd, v, min)
+	}
+	return ""
+}
+
+// batchDims are the symbolic names of axis 0 of the graph's inputs of rank 2 or more.
+func batchDims(g *ir.Graph) map[string]bool {
+	out := map[string]bool{}
+	for _, v := range g.Inputs {
+		if v.Type != nil && v.Type.HasShape && len(v.Type.Shape) >= 2 && v.Type.Shape[0].Param != "" {
+			out[v.Type.Shape[0].Param] = true
+		}
+	}
+	return out
+}
+
+// leastDim is the least value d can take: its value when known; for a product of known
+// factors and batch dims, the product with the batch dims at 1. ok is false for an
+// unknown dim or one with another symbolic factor.
+func leastDim(d ir.Dim, batch map[string]bool) (int64, bool) {
+	if d.Known {
+		return d.Value, true
+	}
+	if d.Param == "" {
+		return 0, false
+	}
+	v := int64(1)
+	for _, f := range strings.Split(d.Param, "*") {
+		f = strings.TrimSpace(f)
+		if batch[f] {
+			continue
+		}
+		k, err := strconv.ParseInt(f, 10, 64)
+		if err != nil || k <= 0 {
+			return 0, false
+		}
+		v *= k
+	}
+	return v, true
+}
+
 // AttentionMatMul reports whether n is one of attention's two activation matmuls: Q·Kᵀ
 // (its output reaches a Softmax through scaling, masking and reshapes) or probs·V (its
 // first input comes from a Softmax through dropout, masking and reshapes).
@@ -528,11 +776,14 @@ func AttentionMatMul(n *ir.Node) bool {
 	if !IsOp(n, "MatMul") || !isActivation(n.Input(0)) || !isActivation(n.Input(1)) {
 		return false
 	}
-	return reachesSoftmax(n.Output(0), 5) || fromSoftmax(n.Input(0), 5)
+	return reachesSoftmax(n.Output(0), 8) || fromSoftmax(n.Input(0), 5)
 }
 
+// toSoftmax are the ops between a scores MatMul and its Softmax: scaling, masking,
+// layout, and GatherElements (DeBERTa's c2p and p2c terms are gathered from a
+// Q·pos_Kᵀ or K·pos_Qᵀ product before they join the scores).
 var toSoftmax = map[string]bool{"Div": true, "Mul": true, "Add": true, "Sub": true, "Where": true, "Cast": true, "Reshape": true,
-	"QuantizeLinear": true, "DequantizeLinear": true}
+	"QuantizeLinear": true, "DequantizeLinear": true, "GatherElements": true, "Transpose": true}
 
 func reachesSoftmax(v *ir.Value, depth int) bool {
 	if v == nil || depth == 0 {
@@ -546,7 +797,7 @@ func reachesSoftmax(v *ir.Value, depth int) bool {
 		if n.OpType == "Softmax" && u.Index == 0 {
 			return true
 		}
-		if toSoftmax[n.OpType] && !(n.OpType == "Where" && u.Index == 0) && !(n.OpType == "Reshape" && u.Index != 0) &&
+		if toSoftmax[n.OpType] && !(n.OpType == "Where" && u.Index == 0) && !((n.OpType == "Reshape" || n.OpType == "GatherElements") && u.Index != 0) &&
 			reachesSoftmax(n.Output(0), depth-1) {
 			return true
 		}

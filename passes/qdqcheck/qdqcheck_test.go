@@ -52,6 +52,14 @@ const attention = `
   [pd] pd = DequantizeLinear (pq, s, z)
   [context] y = MatMul (pd, ad)`
 
+// The TensorRT rules the messages cite (their text is checked once, here).
+const (
+	residualRule = `TensorRT guide: "quantize the residual input in skip connections", not the outputs of weighted layers, so the Add fuses into the GEMM's epilogue; an Add with an INT8 GEMM-side input and a float output forces a reformat ("non-weighted layers that have INT8 inputs also require INT8 outputs")`
+	matmulRule   = `TensorRT guide: a MatMul runs in INT8 only when all its inputs are quantized ("quantize all inputs of weighted operations"; the same holds for the batched MatMuls of attention); one quantized input only adds a dequantization`
+	interiorRule = `TensorRT guide: LayerNorm, Softmax and GELU are not fused with Q/DQ on their inputs and run in higher precision; quantize where a weighted op reads their output, not inside them`
+	scoresRule   = `TensorRT guide: Q/DQ go on the inputs of the attention BMMs; the scores between Q·Kᵀ and the Softmax (scale, mask) stay in higher precision, and a pair there splits the fused attention`
+)
+
 func TestCheck(t *testing.T) {
 	cases := []struct {
 		name  string
@@ -173,7 +181,7 @@ func TestCheck(t *testing.T) {
   [xq] xq = QuantizeLinear (x, s, z)
   [xd] xd = DequantizeLinear (xq, s, z)
   [sm] y = Softmax <axis = -1> (xd)`), []string{
-			"xd: interior: output xd is read by Softmax sm: nothing is quantized inside LayerNorm, Softmax or GELU",
+			"xd: interior: output xd is read by Softmax sm: nothing is quantized inside LayerNorm, Softmax or GELU (" + interiorRule + ")",
 		}},
 		{"linear: weighted MatMul left float", model("13", "linear", "", `
   [mm] h = MatMul (x, w)
@@ -211,8 +219,77 @@ func TestCheck(t *testing.T) {
   [bias] hb = Add (bias, h)
   [residual] r = Add (hb, x)
   [ln] y = LayerNormalization <axis = -1> (r, ws)`), []string{
-			"residual: coverage: input 0 (hb) is not quantized: policy full quantizes both inputs of the residual Add that feeds a LayerNorm",
-			"residual: coverage: input 1 (x) is not quantized: policy full quantizes both inputs of the residual Add that feeds a LayerNorm",
+			"residual: coverage: input 1 (x) is not quantized: policy full quantizes the skip input of the residual Add that feeds a LayerNorm",
+		}},
+		{"full: skip-only residual", model("13", "full", ",\n  float[4] bias = {1, 2, 3, 4}", quantizedMatMul[:strings.LastIndex(quantizedMatMul, "y = ")]+`h = MatMul (xd, wd)
+  [bias] hb = Add (bias, h)
+  [residual] r = Add (hb, xd)
+  [ln] y = LayerNormalization <axis = -1> (r, ws)`), nil},
+		{"full: both residual inputs quantized", model("13", "full", ",\n  float[4] bias = {1, 2, 3, 4}", quantizedMatMul[:strings.LastIndex(quantizedMatMul, "y = ")]+`h = MatMul (xd, wd)
+  [bias] hb = Add (bias, h)
+  [hq] hq = QuantizeLinear (hb, s, z)
+  [hd] hd = DequantizeLinear (hq, s, z)
+  [residual] r = Add (hd, xd)
+  [ln] y = LayerNormalization <axis = -1> (r, ws)`), []string{
+			"residual: residual: the weighted layer's output hb (input 0) is quantized, the skip input xd is quantized too: " + residualRule,
+		}},
+		{"full, residual=both: both residual inputs quantized", strings.Replace(model("13", "full", ",\n  float[4] bias = {1, 2, 3, 4}", quantizedMatMul[:strings.LastIndex(quantizedMatMul, "y = ")]+`h = MatMul (xd, wd)
+  [bias] hb = Add (bias, h)
+  [hq] hq = QuantizeLinear (hb, s, z)
+  [hd] hd = DequantizeLinear (hq, s, z)
+  [residual] r = Add (hd, xd)
+  [ln] y = LayerNormalization <axis = -1> (r, ws)`), `"full"`, `"full", "qcc.qdq.residual": "both"`, 1), nil},
+		{"linear: residual Add with only the GEMM side quantized", model("13", "linear", ",\n  float[4] bias = {1, 2, 3, 4}", quantizedMatMul[:strings.LastIndex(quantizedMatMul, "y = ")]+`h = MatMul (xd, wd)
+  [bias] hb = Add (bias, h)
+  [hq] hq = QuantizeLinear (hb, s, z)
+  [hd] hd = DequantizeLinear (hq, s, z)
+  [residual] r = Add (x, hd)
+  [ln] y = LayerNormalization <axis = -1> (r, ws)`), []string{
+			"residual: residual: the weighted layer's output hb (input 1) is quantized, the skip input x is float: " + residualRule,
+		}},
+		{"unknown residual placement", strings.Replace(model("13", "full", "", quantizedMatMul), `"full"`, `"full", "qcc.qdq.residual": "gemm"`, 1), []string{
+			`model: residual: unknown residual placement "gemm" in qcc.qdq.residual (want skip, both, none)`,
+		}},
+		{"linear: BMM with one input quantized", model("13", "linear", "", `
+  [t] xt = Transpose <perm = [0, 2, 1]> (x)
+  [aq] aq = QuantizeLinear (x, s, z)
+  [ad] ad = DequantizeLinear (aq, s, z)
+  [scores] sc = MatMul (ad, xt)
+  [softmax] p = Softmax <axis = -1> (sc)
+  [context] y = MatMul (p, x)`), []string{
+			"scores: matmul-inputs: input ad is quantized, input xt is float: " + matmulRule,
+		}},
+		{"attention: stray pair on the scores before the mask", model("13", "attention", ",\n  float[1,1,4] mask = {0, 0, 0, -10000},\n  float two = {2}", strings.Replace(attention, `[softmax] p = Softmax <axis = -1> (sc)`, `[div] sd = Div (sc, two)
+  [sq] sq = QuantizeLinear (sd, s, z)
+  [sdq] sdq = DequantizeLinear (sq, s, z)
+  [mask] sm = Add (sdq, mask)
+  [softmax] p = Softmax <axis = -1> (sm)`, 1)), []string{
+			"sdq: scores: output sdq is on the way from Q·Kᵀ to the Softmax: " + scoresRule,
+		}},
+		{"stray pair right before the Softmax", model("13", "attention", "", strings.Replace(attention, `[softmax] p = Softmax <axis = -1> (sc)`, `[sq] sq = QuantizeLinear (sc, s, z)
+  [sdq] sdq = DequantizeLinear (sq, s, z)
+  [softmax] p = Softmax <axis = -1> (sdq)`, 1)), []string{
+			"sdq: scores: output sdq is on the way from Q·Kᵀ to the Softmax: " + scoresRule,
+			"sdq: interior: output sdq is read by Softmax softmax: nothing is quantized inside LayerNorm, Softmax or GELU (" + interiorRule + ")",
+		}},
+		{"dequantized value into GELU's Div", model("13", "", ",\n  float sqrt2 = {1.4142135},\n  float one = {1},\n  float half = {0.5}", quantizedMatMul[:strings.LastIndex(quantizedMatMul, "y = ")]+`h = MatMul (xd, wd)
+  [hq] hq = QuantizeLinear (h, s, z)
+  [hd] hd = DequantizeLinear (hq, s, z)
+  [gelu_Div] d = Div (hd, sqrt2)
+  [gelu_Erf] e = Erf (d)
+  [gelu_Add] e1 = Add (e, one)
+  [gelu_Mul] m = Mul (hd, e1)
+  [gelu_Mul_1] y = Mul (m, half)`), []string{
+			"hd: interior: output hd is read by Div gelu_Div, which feeds GELU's Erf gelu_Erf: nothing is quantized inside LayerNorm, Softmax or GELU (" + interiorRule + ")",
+		}},
+		{"attention: DeBERTa c2p half quantized", model("13", "attention", ",\n  int64[1,1,4] idx = {3, 2, 1, 0}", attention+`
+  [pk] pk = Transpose <perm = [0, 2, 1]> (x)
+  [c2p] c2 = MatMul (ad, pk)
+  [gather] g = GatherElements <axis = -1> (c2, idx)
+  [bias] y2 = Add (sc, g)
+  [softmax2] p2 = Softmax <axis = -1> (y2)`), []string{
+			"c2p: matmul-inputs: input ad is quantized, input pk is float: " + matmulRule,
+			"c2p: coverage: input 1 (pk) is not quantized: policy attention quantizes both inputs of the attention matmuls",
 		}},
 		{"unknown policy", model("13", "everything", "", `  [mm] y = MatMul (x, w)`), []string{
 			`model: coverage: unknown policy "everything" in qcc.qdq.policy (want linear, attention, full)`,
