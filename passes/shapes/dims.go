@@ -18,13 +18,8 @@ func isOne(d ir.Dim) bool { return d.Known && d.Value == 1 }
 
 func isSym(d ir.Dim) bool { return !d.Known && d.Param != "" }
 
-// sameDim reports whether two dims are provably equal.
-func sameDim(a, b ir.Dim) bool {
-	if a.Known && b.Known {
-		return a.Value == b.Value
-	}
-	return isSym(a) && isSym(b) && a.Param == b.Param
-}
+// sameDim reports whether two dims are provably equal (ir.SameDim decides).
+func sameDim(a, b ir.Dim) bool { return ir.SameDim(a, b) }
 
 // broadcastDim is numpy broadcasting of one dimension pair. A symbol against 1 gives the
 // symbol, a symbol against a number n != 1 gives n (the symbol must be n or 1), two equal

@@ -118,6 +118,17 @@ var rules = map[string]rule{
 	"Gemm":   gemm,
 	"Einsum": einsum,
 
+	"Conv":              conv,
+	"ConvInteger":       func(c *nctx) error { return convLike(c, 0, 1, ir.Int32) },
+	"QLinearConv":       func(c *nctx) error { return convLike(c, 0, 3, c.dtype(7)) },
+	"ConvTranspose":     convTranspose,
+	"MaxPool":           pool,
+	"AveragePool":       pool,
+	"LpPool":            pool,
+	"GlobalAveragePool": globalPool,
+	"GlobalMaxPool":     globalPool,
+	"GlobalLpPool":      globalPool,
+
 	"ReduceSum":       reduce(13),
 	"ReduceMean":      reduce(18),
 	"ReduceMax":       reduce(18),

@@ -276,6 +276,9 @@ func (e *engine) node(n *ir.Node) {
 			continue
 		}
 		t, err := merge(o.Type, c.out[i])
+		if err == nil && !o.IsGraphOutput() {
+			t = preferInferredSyms(t, c.out[i])
+		}
 		if err != nil {
 			e.fail(fmt.Errorf("node %s: output %q: %w", n, o.Name, err))
 			continue
@@ -361,6 +364,23 @@ func merge(decl, inf *ir.Type) (*ir.Type, error) {
 		}
 	}
 	return t, nil
+}
+
+// preferInferredSyms replaces the declared symbols of a merged type by the inferred ones
+// where both are symbols. A declared name on an intermediate value is an exporter's or a
+// previous inference's invention ("Addy_dim_0", "unk__42") that nothing else shares; the
+// inferred one is derived from the graph inputs, so equal sizes get equal names. Graph
+// outputs keep their declared names: they are the model's interface.
+func preferInferredSyms(t, inf *ir.Type) *ir.Type {
+	if t == nil || inf == nil || !t.HasShape || !inf.HasShape || len(t.Shape) != len(inf.Shape) {
+		return t
+	}
+	for i, d := range t.Shape {
+		if x := inf.Shape[i]; isSym(d) && isSym(x) && d.Param != x.Param {
+			t.Shape[i] = x
+		}
+	}
+	return t
 }
 
 // ruleKey names an op in the rule table: the op type for the default domain, else

@@ -549,7 +549,8 @@ func TestDeclaredTypes(t *testing.T) {
 		want    string
 		wantErr string
 	}{
-		{"symbolic declared, number inferred", ir.TensorOf(ir.Float, ir.Sym("n"), ir.Sym("m")), "float[n,8]", ""},
+		// The inferred symbol replaces a declared one: equal sizes get one name.
+		{"symbolic declared, symbol and number inferred", ir.TensorOf(ir.Float, ir.Sym("n"), ir.Sym("m")), "float[batch,8]", ""},
 		{"declared more precise", ir.TensorOf(ir.Float, ir.D(2), ir.D(8)), "float[2,8]", ""},
 		{"declared rank only", ir.TensorOf(ir.Float, ir.Dim{}, ir.Dim{}), "float[batch,8]", ""},
 		{"declared dtype only", &ir.Type{Kind: ir.TensorType, DType: ir.Float}, "float[batch,8]", ""},
@@ -578,6 +579,26 @@ func TestDeclaredTypes(t *testing.T) {
 				t.Errorf("got %s, want %s", got, tc.want)
 			}
 		})
+	}
+}
+
+// A graph output keeps its declared symbols (the model's interface); the value feeding it
+// gets the inferred ones.
+func TestDeclaredOutputSymbols(t *testing.T) {
+	b := newBuilder(t, 13)
+	x := b.in("x", ir.Float, "batch,8")
+	h := b.op("Relu", vs(x))
+	h.Type = ir.TensorOf(ir.Float, ir.Sym("unk__1"), ir.D(8))
+	b.g.ValueInfo = append(b.g.ValueInfo, h)
+	y := b.op("Neg", vs(h))
+	y.Type = ir.TensorOf(ir.Float, ir.Sym("Negy_dim_0"), ir.Sym("Negy_dim_1"))
+	b.g.Outputs = append(b.g.Outputs, y)
+	b.infer()
+	if got := h.Type.String(); got != "float[batch,8]" {
+		t.Errorf("intermediate: got %s, want float[batch,8]", got)
+	}
+	if got := y.Type.String(); got != "float[Negy_dim_0,8]" {
+		t.Errorf("graph output: got %s, want float[Negy_dim_0,8]", got)
 	}
 }
 
