@@ -179,4 +179,5 @@ var Families = []*Family{
 	AttentionFamily,
 	DebertaAttentionFamily,
 	EmbeddingFamily,
+	VisionEmbeddingFamily,
 }
