@@ -305,8 +305,12 @@ func rangeRule(c *nctx) error {
 		switch {
 		case s.Known && l.Known && k.Known && k.Value != 0:
 			d = ir.D(rangeLen(s.Value, l.Value, k.Value))
-		case s.Known && s.Value == 0 && isOne(k) && isSym(l):
-			d = l
+		case isOne(k):
+			// Range(past, past + sequence) has sequence elements: a symbolic count is
+			// taken not to be negative, as sizes are not.
+			d = symbolicLen(subDims(l, s))
+		case k.Known && k.Value == -1:
+			d = symbolicLen(subDims(s, l))
 		}
 	}
 	c.set(0, dt, ir.Shape{d}, true)
@@ -777,26 +781,44 @@ func slice(c *nctx) error {
 	return nil
 }
 
-// sliceDim is the length Slice keeps of a dimension d. With symbols: slicing a whole
-// dimension keeps it, and [0:n] with n a symbolic size gives n: the exporter slices a
-// fixed buffer (position ids) to the runtime length, which is assumed not to exceed it.
+// sliceDim is the length Slice keeps of a dimension d. With symbols, for step 1: a bound
+// that counts from the end (negative, or "to the end") is made d + bound, and the length
+// is end - start, taken to be within the dimension: the exporter slices a fixed buffer
+// (position ids, a causal mask) to the runtime length, which is assumed not to exceed
+// it, and a cache's positions [past : past + sequence] to sequence.
 func sliceDim(d, start, end ir.Dim, step int64) ir.Dim {
 	if d.Known && start.Known && end.Known {
 		_, n := sliceRange(d.Value, start.Value, end.Value, step)
 		return ir.D(n)
 	}
-	if step == 1 && start.Known && start.Value == 0 {
-		switch {
-		case end.Known && end.Value >= bigEnd:
-			return d
-		case isSym(end):
-			return end
-		}
-	}
 	if step == -1 && start.Known && start.Value == -1 && end.Known && end.Value <= -bigEnd {
 		return d
 	}
-	return unknownDim()
+	if step != 1 {
+		return unknownDim()
+	}
+	fromEnd := func(b ir.Dim) ir.Dim {
+		switch {
+		case b.Known && b.Value >= bigEnd:
+			return d
+		case b.Known && b.Value < 0:
+			return addDims(d, b)
+		}
+		return b
+	}
+	if end.Known && end.Value >= 0 && end.Value < bigEnd {
+		// [a:5] of a runtime size may hold fewer than 5 - a: unknown.
+		return unknownDim()
+	}
+	return symbolicLen(subDims(fromEnd(end), fromEnd(start)))
+}
+
+// symbolicLen is a count, unknown where it is negative.
+func symbolicLen(d ir.Dim) ir.Dim {
+	if d.Known && d.Value < 0 {
+		return unknownDim()
+	}
+	return d
 }
 
 func split(c *nctx) error {
