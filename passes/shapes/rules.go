@@ -297,9 +297,9 @@ func constantOfShape(c *nctx) error {
 func rangeRule(c *nctx) error {
 	dt := firstOf(c, 0, 1, 2)
 	d := unknownDim()
-	start, ok1 := c.value(0)
-	limit, ok2 := c.value(1)
-	delta, ok3 := c.value(2)
+	start, ok1 := rangeOperand(c, 0)
+	limit, ok2 := rangeOperand(c, 1)
+	delta, ok3 := rangeOperand(c, 2)
 	if ok1 && ok2 && ok3 && len(start) == 1 && len(limit) == 1 && len(delta) == 1 {
 		s, l, k := start[0], limit[0], delta[0]
 		switch {
@@ -314,6 +314,47 @@ func rangeRule(c *nctx) error {
 		}
 	}
 	c.set(0, dt, ir.Shape{d}, true)
+	return nil
+}
+
+// rangeOperand is the contents of a Range operand. Besides integer contents, a float
+// Range (rotary tables: arange(S, dtype=float)) reads a float constant with an integral
+// value and a Cast to float of an integer size.
+func rangeOperand(c *nctx, i int) (ir.Shape, bool) {
+	if s, ok := c.value(i); ok {
+		return s, true
+	}
+	v := c.in(i)
+	if v == nil {
+		return nil, false
+	}
+	if t := constTensor(v); t != nil && t.DType.IsFloat() && t.NumElements() == 1 {
+		if f, err := t.Float64s(); err == nil && f[0] == math.Trunc(f[0]) && math.Abs(f[0]) < 1<<53 {
+			return ir.Shape{ir.D(int64(f[0]))}, true
+		}
+		return nil, false
+	}
+	if p, _ := v.Producer(); p != nil && p.OpType == "Cast" && p.Domain == "" {
+		if s, ok := c.e.value(p.Input(0)); ok && len(s) == 1 {
+			return s, true
+		}
+	}
+	return nil, false
+}
+
+// constTensor is v's constant tensor: an initializer or a Constant node's value.
+func constTensor(v *ir.Value) *ir.Tensor {
+	if v == nil {
+		return nil
+	}
+	if v.Const != nil {
+		return v.Const
+	}
+	if p, _ := v.Producer(); p != nil && p.OpType == "Constant" && p.Domain == "" {
+		if a := p.Attr("value"); a != nil {
+			return a.Tensor
+		}
+	}
 	return nil
 }
 

@@ -455,6 +455,20 @@ func TestDataMovement(t *testing.T) {
 			x := b.in("x", ir.Float, "batch,sequence")
 			return b.op("Range", vs(b.scalar(0), b.op("Gather", vs(b.op("Shape", vs(x)), b.scalar(1))), b.scalar(1)))
 		}, want: "int64[sequence]"},
+		{name: "range float", build: func(b *builder) *ir.Value {
+			x := b.in("x", ir.Float, "batch,sequence")
+			n := b.op("Cast", vs(b.op("Gather", vs(b.op("Shape", vs(x)), b.scalar(1)))), ir.IntAttr("to", int64(ir.Float)))
+			zero := b.g.NewConst("z", ir.FloatTensor(nil, []float32{0}))
+			one := b.g.NewConst("o", ir.FloatTensor(nil, []float32{1}))
+			return b.op("Range", vs(zero, n, one))
+		}, want: "float[sequence]"},
+		{name: "range float fraction", build: func(b *builder) *ir.Value {
+			x := b.in("x", ir.Float, "batch,sequence")
+			n := b.op("Cast", vs(b.op("Gather", vs(b.op("Shape", vs(x)), b.scalar(1)))), ir.IntAttr("to", int64(ir.Float)))
+			zero := b.g.NewConst("z", ir.FloatTensor(nil, []float32{0}))
+			half := b.g.NewConst("h", ir.FloatTensor(nil, []float32{0.5}))
+			return b.op("Range", vs(zero, n, half))
+		}, want: "float[?]"},
 		{name: "range known", build: func(b *builder) *ir.Value {
 			return b.op("Range", vs(b.scalar(10), b.scalar(0), b.scalar(-3)))
 		}, want: "int64[4]"},

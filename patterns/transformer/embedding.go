@@ -20,7 +20,7 @@ The sum has 1 to 4 terms, added in any order and association; each is a Gather (
 a constant 2-D table or a constant (a lookup that fold evaluated: a static model's position
 embeddings, RoBERTa's zero token-type lookup). The lookups are told apart by their ids:
 position ids are a constant arange (or a Slice of one from 0, or a Range from 0, the BERT
-buffer), or are computed from a CumSum or Range (RoBERTa's padding-aware positions), or
+buffer, possibly plus a constant offset: BART's arange(S) + 2), or are computed from a CumSum or Range (RoBERTa's padding-aware positions), or
 are an input named like "position"; a lookup with ids that are provably one value (an
 Expand of a constant zero buffer) is a constant row; of the lookups by input ids, the
 larger table is the word embedding and the other the segment (token type) embedding (an
@@ -47,14 +47,16 @@ shape), which then stays for its other reader.
 Roles: input_ids, segment_ids (opt), position_ids (opt: the value feeding the position
 Gather), word_embedding, position_embedding (opt), segment_embedding (opt), gamma, beta,
 output, mask (opt). Params: epsilon, hidden, vocab, max_positions, type_vocab, positions
-(0 none, 1 0..S-1, 2 computed ids, 3 folded constant).
+(0 none, 1 0..S-1, 2 computed ids, 3 folded constant), position_offset (k of 0..S-1 + k).
 
 Fuse: ORT gets com.microsoft.EmbedLayerNormalization(Cast<int32>(input_ids),
 Cast<int32>(segment_ids) or "", word, position, segment or "", gamma, beta, "",
 [Cast<int32>(position_ids)]) with epsilon and a second, unused output (mask_index: ORT's
 type inference needs it), and a third (embedding_sum) where the sum is read besides the
-LayerNorm (a pre-norm model's residual stream, kept as SkipLayerNormalization's sum); position_ids is passed only when they are not
-0..S-1 (RoBERTa), since the op assumes 0..S-1 without them. Constant terms that are the
+LayerNorm (a pre-norm model's residual stream, kept as SkipLayerNormalization's sum);
+position_ids is passed only when they are not 0..S-1 (RoBERTa), since the op assumes
+0..S-1 without them; positions 0..S-1 + k look up a position table that starts at row k.
+Constant terms that are the
 same at every position (a constant-id segment lookup, a uniform constant) are added to
 the position table; a per-position constant becomes (part of) the position table when the
 sequence length is static and positions are 0..S-1. A block without position embeddings
@@ -221,8 +223,10 @@ type embInfo struct {
 	// (nil: none); perPos the sum of those that differ, [S0, hidden] (nil: none).
 	uniform []float64
 	perPos  [][]float64
-	// positions is one of the position forms.
+	// positions is one of the position forms; offset is k for ids 0..S-1 + k (BART's
+	// learned positions start at row 2), which then look up rows k.. of the table.
 	positions int
+	offset    int64
 	hidden    int64
 	dtype     ir.DataType
 
@@ -325,9 +329,16 @@ func embAnalyse(m *patterns.Match) (*embInfo, string) {
 	// Positions.
 	if info.pos != nil {
 		p := info.pos.ids
+		off, base := decOffset(p)
+		rows := patterns.ConstOf(info.pos.table).Dims[0]
 		switch {
 		case embArangeIDs(p, ids):
 			info.positions = embDefaultPositions
+		case off != 0 && embArangeIDs(base, ids):
+			if off < 0 || off >= rows {
+				return nil, fmt.Sprintf("position ids 0..S-1 + %d outside the table of %d rows", off, rows)
+			}
+			info.positions, info.offset = embDefaultPositions, off
 		case p.Type != nil && p.Type.DType.IsInt() && p.Type.Rank() == 2:
 			info.positions = embComputedPositions
 		default:
@@ -792,6 +803,9 @@ func describeEmbedding(m *patterns.Match, b *Block) {
 	b.Params["epsilon"] = info.eps
 	b.Params["hidden"] = float64(info.hidden)
 	b.Params["positions"] = float64(info.positions)
+	if info.offset != 0 {
+		b.Params["position_offset"] = float64(info.offset)
+	}
 }
 
 // describeFusedEmbedding reads an EmbedLayerNormalization node's inputs.
@@ -855,7 +869,7 @@ func fuseEmbedding(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string,
 	if info.pos != nil {
 		posTable = info.pos.table
 	}
-	if info.uniform != nil || info.perPos != nil {
+	if info.uniform != nil || info.perPos != nil || info.offset != 0 {
 		if info.dtype != ir.Float {
 			return nil, fmt.Sprintf("constant terms would be folded into a %s position table; only float is supported", info.dtype), nil
 		}
@@ -949,7 +963,7 @@ func embPositionRows(info *embInfo) ([][]float64, string) {
 			return nil, err.Error()
 		}
 		h := int(info.hidden)
-		for r := 0; r < int(t.Dims[0]); r++ {
+		for r := int(info.offset); r < int(t.Dims[0]); r++ {
 			rows = append(rows, vals[r*h:(r+1)*h])
 		}
 	}

@@ -24,7 +24,8 @@ Rules: "embedding/vision" (tokens and positions), "embedding/vision-pos-first" (
 added to the patches, then the tokens), "embedding/vision-tokens" (no positions),
 "embedding/vision-patches" (patches and positions, no tokens), "embedding/patches".
 
-Checks: the Conv over [batch, channels, spatial...] with a constant weight (and bias);
+Checks: the Conv over [batch, channels, spatial...] with a constant weight of rank 4 or
+more (and bias), not grouped;
 the flatten a Reshape to [batch, hidden, patches] and the transpose perm [0, 2, 1]; each
 token a constant of the hidden size expanded to [batch, 1, hidden] with the patches'
 batch, concatenated (the result has the batch first); the position table a constant whose rows are the tokens
@@ -50,9 +51,15 @@ var visNames = []string{"conv", "flatten", "patches", "expand0", "expand1", "tok
 
 func visRules() []*patterns.Rule {
 	Op, Bind, Const, Any, Or := patterns.Op, patterns.Bind, patterns.Const, patterns.Any, patterns.Or
+	// Patches of an image (or a volume): a weight of rank 4 or more. A Conv1d over a
+	// sequence is a projection (channel-first encoders), not a patch embedding.
+	weight := Bind("patch_weight", patterns.Where("weight of rank >= 4", Const(), func(v *ir.Value) bool {
+		t := patterns.ConstOf(v)
+		return t != nil && len(t.Dims) >= 4
+	}))
 	conv := Or(
-		Op("Conv", Bind("pixel_values", Any()), Bind("patch_weight", Const()), Bind("patch_bias", Const())).As("conv"),
-		Op("Conv", Bind("pixel_values", Any()), Bind("patch_weight", Const())).As("conv"))
+		Op("Conv", Bind("pixel_values", Any()), weight, Bind("patch_bias", Const())).As("conv"),
+		Op("Conv", Bind("pixel_values", Any()), weight).As("conv"))
 	patches := Op("Transpose", Op("Reshape", conv, Any()).As("flatten")).As("patches")
 	token := func(i int) patterns.Pattern {
 		name := fmt.Sprintf("token%d", i)
