@@ -53,6 +53,32 @@ func (s Shape) Ints() ([]int64, bool) {
 	return out, true
 }
 
+// SameDim reports whether two dims are provably equal: the same known number, or the
+// same symbol. An unknown dim equals nothing, itself included. Symbols compare by name:
+// the shape inference writes products in one canonical form ("4*batch"), so equal
+// products of symbols have equal names. This is the one place that decides it; passes
+// and patterns ask it rather than comparing dims themselves.
+func SameDim(a, b Dim) bool {
+	if a.Known || b.Known {
+		return a.Known && b.Known && a.Value == b.Value
+	}
+	return a.Param != "" && a.Param == b.Param
+}
+
+// SameShape reports whether two shapes are provably equal: known ranks (non-nil), equal,
+// and every dim provably equal (SameDim).
+func SameShape(a, b Shape) bool {
+	if a == nil || b == nil || len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if !SameDim(a[i], b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
 func (s Shape) String() string {
 	parts := make([]string, len(s))
 	for i, d := range s {

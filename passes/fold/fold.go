@@ -450,17 +450,13 @@ func (f *folder) noop(g *ir.Graph, n *ir.Node) {
 }
 
 // sameShape reports whether two types are known to have the same shape: equal ranks and
-// each dim the same number or the same symbol.
+// each dim provably equal (ir.SameDim).
 func sameShape(a, b *ir.Type) bool {
 	if a == nil || b == nil || a.Rank() < 0 || a.Rank() != b.Rank() {
 		return false
 	}
 	for i := range a.Shape {
-		da, db := a.Shape[i], b.Shape[i]
-		switch {
-		case da.Known && db.Known && da.Value == db.Value:
-		case !da.Known && !db.Known && da.Param != "" && da.Param == db.Param:
-		default:
+		if !ir.SameDim(a.Shape[i], b.Shape[i]) {
 			return false
 		}
 	}

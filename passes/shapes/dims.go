@@ -18,13 +18,8 @@ func isOne(d ir.Dim) bool { return d.Known && d.Value == 1 }
 
 func isSym(d ir.Dim) bool { return !d.Known && d.Param != "" }
 
-// sameDim reports whether two dims are provably equal.
-func sameDim(a, b ir.Dim) bool {
-	if a.Known && b.Known {
-		return a.Value == b.Value
-	}
-	return isSym(a) && isSym(b) && a.Param == b.Param
-}
+// sameDim reports whether two dims are provably equal (ir.SameDim decides).
+func sameDim(a, b ir.Dim) bool { return ir.SameDim(a, b) }
 
 // broadcastDim is numpy broadcasting of one dimension pair. A symbol against 1 gives the
 // symbol, a symbol against a number n != 1 gives n (the symbol must be n or 1), two equal
@@ -93,83 +88,197 @@ func unifyDim(a, b ir.Dim) (ir.Dim, error) {
 	return b, nil
 }
 
-// A monomial is a number times a product of symbols: the dims that products and
-// quotients of sizes give. A monomial other than a number or a lone symbol is written as
-// a symbol in canonical form, the coefficient first and the names sorted: "4*batch",
-// "batch*sequence". Reshape(x[batch,4,s,16], [-1,s,16]) so gives [4*batch,s,16], and
-// reshaping back divides the 4 out again.
-type monomial struct {
-	k    int64
-	syms []string // sorted, repeated for powers
-}
+// A polynomial is a sum of terms, each a number times a product of symbols: the dims that
+// products, exact quotients, sums and differences of sizes give. One other than a number
+// or a lone symbol is written as a symbol in canonical form: each term's coefficient
+// first and its names sorted ("4*batch", "batch*sequence"), the terms by falling degree
+// and then by name, the constant last, joined by " + " and " - " (spaced, so that a name
+// with a dash in it stays a name): "past + sequence", "sequence - 1". Reshape(x[batch,4,s,16],
+// [-1,s,16]) so gives [4*batch,s,16], reshaping back divides the 4 out again, and a key
+// cache of past positions concatenated with the new ones has "past + sequence" of them.
+type poly map[string]int64 // term key (sorted names joined by "*", "" for the constant) -> coefficient
 
-// monomialOf reads a dim as a monomial; ok is false for an unknown dim.
-func monomialOf(d ir.Dim) (monomial, bool) {
+// polyOf reads a dim as a polynomial; ok is false for an unknown dim.
+func polyOf(d ir.Dim) (poly, bool) {
 	switch {
 	case d.Known:
-		return monomial{k: d.Value}, true
+		return poly{"": d.Value}, true
 	case d.Param == "":
-		return monomial{}, false
-	case !strings.Contains(d.Param, "*"):
-		return monomial{k: 1, syms: []string{d.Param}}, true
+		return nil, false
 	}
-	m := monomial{k: 1}
-	for _, f := range strings.Split(d.Param, "*") {
+	p := poly{}
+	for _, term := range strings.Split(strings.ReplaceAll(d.Param, " - ", " + -"), " + ") {
+		key, k, ok := parseTerm(term)
+		if !ok {
+			return poly{d.Param: 1}, true // not one of ours: an opaque name
+		}
+		p[key] += k
+	}
+	return p.trim(), true
+}
+
+// parseTerm reads "k*a*b" (k optional, "-a" for -1*a) as its key and coefficient.
+func parseTerm(t string) (string, int64, bool) {
+	k := int64(1)
+	if rest, ok := strings.CutPrefix(t, "-"); ok && rest != "" && (rest[0] < '0' || rest[0] > '9') {
+		k, t = -1, rest
+	}
+	var syms []string
+	for _, f := range strings.Split(t, "*") {
 		if x, err := strconv.ParseInt(f, 10, 64); err == nil {
-			m.k *= x
-		} else if f != "" {
-			m.syms = append(m.syms, f)
+			k *= x
+		} else if f != "" && !strings.ContainsAny(f, " ") {
+			syms = append(syms, f)
 		} else {
-			// Not a product ("a**b", "*"): an opaque name.
-			return monomial{k: 1, syms: []string{d.Param}}, true
+			return "", 0, false
 		}
 	}
-	sort.Strings(m.syms)
-	return m, true
-}
-
-func (m monomial) mul(o monomial) monomial {
-	syms := append(append([]string{}, m.syms...), o.syms...)
 	sort.Strings(syms)
-	return monomial{k: m.k * o.k, syms: syms}
+	return strings.Join(syms, "*"), k, true
 }
 
-// div is m/o when it is a monomial with an integer coefficient.
-func (m monomial) div(o monomial) (monomial, bool) {
-	if o.k == 0 || m.k%o.k != 0 {
-		return monomial{}, false
-	}
-	rest := append([]string{}, m.syms...)
-	for _, s := range o.syms {
-		i := sort.SearchStrings(rest, s)
-		if i == len(rest) || rest[i] != s {
-			return monomial{}, false
+func (p poly) trim() poly {
+	for k, c := range p {
+		if c == 0 {
+			delete(p, k)
 		}
-		rest = append(rest[:i], rest[i+1:]...)
 	}
-	return monomial{k: m.k / o.k, syms: rest}, true
+	return p
 }
 
-func (m monomial) dim() ir.Dim {
+func (p poly) add(o poly, sign int64) poly {
+	out := poly{}
+	for k, c := range p {
+		out[k] += c
+	}
+	for k, c := range o {
+		out[k] += sign * c
+	}
+	return out.trim()
+}
+
+func (p poly) mul(o poly) poly {
+	out := poly{}
+	for k1, c1 := range p {
+		for k2, c2 := range o {
+			var syms []string
+			for _, k := range []string{k1, k2} {
+				if k != "" {
+					syms = append(syms, strings.Split(k, "*")...)
+				}
+			}
+			sort.Strings(syms)
+			out[strings.Join(syms, "*")] += c1 * c2
+		}
+	}
+	return out.trim()
+}
+
+// div is p/o for a single-term o that divides every term of p exactly.
+func (p poly) div(o poly) (poly, bool) {
+	if len(o) != 1 {
+		if len(o) > 0 && len(o) == len(p) {
+			// p = k*o: the same terms, one ratio.
+			var ratio int64
+			for k, c := range o {
+				pc, ok := p[k]
+				if !ok || c == 0 || pc%c != 0 || ratio != 0 && pc/c != ratio {
+					return nil, false
+				}
+				ratio = pc / c
+			}
+			return poly{"": ratio}, true
+		}
+		return nil, false
+	}
+	var ok, oc = "", int64(0)
+	for k, c := range o {
+		ok, oc = k, c
+	}
+	if oc == 0 {
+		return nil, false
+	}
+	var osyms []string
+	if ok != "" {
+		osyms = strings.Split(ok, "*")
+	}
+	out := poly{}
+	for k, c := range p {
+		if c%oc != 0 {
+			return nil, false
+		}
+		var rest []string
+		if k != "" {
+			rest = strings.Split(k, "*")
+		}
+		for _, s := range osyms {
+			i := sort.SearchStrings(rest, s)
+			if i == len(rest) || rest[i] != s {
+				return nil, false
+			}
+			rest = append(rest[:i:i], rest[i+1:]...)
+		}
+		out[strings.Join(rest, "*")] += c / oc
+	}
+	return out.trim(), true
+}
+
+func degree(key string) int {
+	if key == "" {
+		return 0
+	}
+	return strings.Count(key, "*") + 1
+}
+
+func (p poly) dim() ir.Dim {
+	keys := make([]string, 0, len(p))
+	for k := range p {
+		keys = append(keys, k)
+	}
 	switch {
-	case len(m.syms) == 0:
-		return ir.D(m.k)
-	case m.k == 0:
+	case len(keys) == 0:
 		return ir.D(0)
-	case m.k == 1 && len(m.syms) == 1:
-		return ir.Sym(m.syms[0])
+	case len(keys) == 1 && keys[0] == "":
+		return ir.D(p[""])
+	case len(keys) == 1 && p[keys[0]] == 1:
+		return ir.Sym(keys[0])
 	}
-	parts := m.syms
-	if m.k != 1 {
-		parts = append([]string{strconv.FormatInt(m.k, 10)}, m.syms...)
+	sort.Slice(keys, func(i, j int) bool {
+		if di, dj := degree(keys[i]), degree(keys[j]); di != dj {
+			return di > dj
+		}
+		return keys[i] < keys[j]
+	})
+	var b strings.Builder
+	for i, k := range keys {
+		c := p[k]
+		switch {
+		case i == 0 && c < 0:
+			b.WriteString("-")
+			c = -c
+		case i > 0 && c < 0:
+			b.WriteString(" - ")
+			c = -c
+		case i > 0:
+			b.WriteString(" + ")
+		}
+		switch {
+		case k == "":
+			b.WriteString(strconv.FormatInt(c, 10))
+		case c == 1:
+			b.WriteString(k)
+		default:
+			b.WriteString(strconv.FormatInt(c, 10) + "*" + k)
+		}
 	}
-	return ir.Sym(strings.Join(parts, "*"))
+	return ir.Sym(b.String())
 }
 
-// mulDims and divDims are products and exact quotients of dims, unknown when not monomials.
+// mulDims, divDims, addDims and subDims are products, exact quotients, sums and
+// differences of dims, unknown when not polynomials.
 func mulDims(a, b ir.Dim) ir.Dim {
-	x, ok1 := monomialOf(a)
-	y, ok2 := monomialOf(b)
+	x, ok1 := polyOf(a)
+	y, ok2 := polyOf(b)
 	if !ok1 || !ok2 {
 		if (a.Known && a.Value == 0) || (b.Known && b.Value == 0) {
 			return ir.D(0)
@@ -180,8 +289,8 @@ func mulDims(a, b ir.Dim) ir.Dim {
 }
 
 func divDims(a, b ir.Dim) ir.Dim {
-	x, ok1 := monomialOf(a)
-	y, ok2 := monomialOf(b)
+	x, ok1 := polyOf(a)
+	y, ok2 := polyOf(b)
 	if !ok1 || !ok2 {
 		return unknownDim()
 	}
@@ -190,6 +299,19 @@ func divDims(a, b ir.Dim) ir.Dim {
 		return unknownDim()
 	}
 	return q.dim()
+}
+
+func addDims(a, b ir.Dim) ir.Dim { return addSub(a, b, 1) }
+
+func subDims(a, b ir.Dim) ir.Dim { return addSub(a, b, -1) }
+
+func addSub(a, b ir.Dim, sign int64) ir.Dim {
+	x, ok1 := polyOf(a)
+	y, ok2 := polyOf(b)
+	if !ok1 || !ok2 {
+		return unknownDim()
+	}
+	return x.add(y, sign).dim()
 }
 
 // product multiplies dims; unknown when any is.
@@ -201,31 +323,28 @@ func product(ds ir.Shape) ir.Dim {
 	return p
 }
 
-// nonNegative reports whether d is known not to be negative (sizes never are).
+// nonNegative reports whether d is known not to be negative (sizes never are): a
+// polynomial of sizes with no negative coefficient.
 func nonNegative(d ir.Dim) bool {
-	m, ok := monomialOf(d)
-	return ok && m.k >= 0
-}
-
-// sumDims adds dims (Concat's axis): a number when all are known, the lone non-zero
-// term when the others are known zeros, else unknown.
-func sumDims(ds []ir.Dim) ir.Dim {
-	var k int64
-	var other []ir.Dim
-	for _, d := range ds {
-		if d.Known {
-			k += d.Value
-		} else {
-			other = append(other, d)
+	p, ok := polyOf(d)
+	if !ok {
+		return false
+	}
+	for _, c := range p {
+		if c < 0 {
+			return false
 		}
 	}
-	switch {
-	case len(other) == 0:
-		return ir.D(k)
-	case len(other) == 1 && k == 0:
-		return other[0]
+	return true
+}
+
+// sumDims adds dims (Concat's axis); unknown when any is.
+func sumDims(ds []ir.Dim) ir.Dim {
+	out := ir.D(0)
+	for _, d := range ds {
+		out = addDims(out, d)
 	}
-	return unknownDim()
+	return out
 }
 
 // normAxis maps a possibly negative axis into [0, rank).

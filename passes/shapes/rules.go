@@ -118,6 +118,17 @@ var rules = map[string]rule{
 	"Gemm":   gemm,
 	"Einsum": einsum,
 
+	"Conv":              conv,
+	"ConvInteger":       func(c *nctx) error { return convLike(c, 0, 1, ir.Int32) },
+	"QLinearConv":       func(c *nctx) error { return convLike(c, 0, 3, c.dtype(7)) },
+	"ConvTranspose":     convTranspose,
+	"MaxPool":           pool,
+	"AveragePool":       pool,
+	"LpPool":            pool,
+	"GlobalAveragePool": globalPool,
+	"GlobalMaxPool":     globalPool,
+	"GlobalLpPool":      globalPool,
+
 	"ReduceSum":       reduce(13),
 	"ReduceMean":      reduce(18),
 	"ReduceMax":       reduce(18),
@@ -286,19 +297,64 @@ func constantOfShape(c *nctx) error {
 func rangeRule(c *nctx) error {
 	dt := firstOf(c, 0, 1, 2)
 	d := unknownDim()
-	start, ok1 := c.value(0)
-	limit, ok2 := c.value(1)
-	delta, ok3 := c.value(2)
+	start, ok1 := rangeOperand(c, 0)
+	limit, ok2 := rangeOperand(c, 1)
+	delta, ok3 := rangeOperand(c, 2)
 	if ok1 && ok2 && ok3 && len(start) == 1 && len(limit) == 1 && len(delta) == 1 {
 		s, l, k := start[0], limit[0], delta[0]
 		switch {
 		case s.Known && l.Known && k.Known && k.Value != 0:
 			d = ir.D(rangeLen(s.Value, l.Value, k.Value))
-		case s.Known && s.Value == 0 && isOne(k) && isSym(l):
-			d = l
+		case isOne(k):
+			// Range(past, past + sequence) has sequence elements: a symbolic count is
+			// taken not to be negative, as sizes are not.
+			d = symbolicLen(subDims(l, s))
+		case k.Known && k.Value == -1:
+			d = symbolicLen(subDims(s, l))
 		}
 	}
 	c.set(0, dt, ir.Shape{d}, true)
+	return nil
+}
+
+// rangeOperand is the contents of a Range operand. Besides integer contents, a float
+// Range (rotary tables: arange(S, dtype=float)) reads a float constant with an integral
+// value and a Cast to float of an integer size.
+func rangeOperand(c *nctx, i int) (ir.Shape, bool) {
+	if s, ok := c.value(i); ok {
+		return s, true
+	}
+	v := c.in(i)
+	if v == nil {
+		return nil, false
+	}
+	if t := constTensor(v); t != nil && t.DType.IsFloat() && t.NumElements() == 1 {
+		if f, err := t.Float64s(); err == nil && f[0] == math.Trunc(f[0]) && math.Abs(f[0]) < 1<<53 {
+			return ir.Shape{ir.D(int64(f[0]))}, true
+		}
+		return nil, false
+	}
+	if p, _ := v.Producer(); p != nil && p.OpType == "Cast" && p.Domain == "" {
+		if s, ok := c.e.value(p.Input(0)); ok && len(s) == 1 {
+			return s, true
+		}
+	}
+	return nil, false
+}
+
+// constTensor is v's constant tensor: an initializer or a Constant node's value.
+func constTensor(v *ir.Value) *ir.Tensor {
+	if v == nil {
+		return nil
+	}
+	if v.Const != nil {
+		return v.Const
+	}
+	if p, _ := v.Producer(); p != nil && p.OpType == "Constant" && p.Domain == "" {
+		if a := p.Attr("value"); a != nil {
+			return a.Tensor
+		}
+	}
 	return nil
 }
 
@@ -766,26 +822,44 @@ func slice(c *nctx) error {
 	return nil
 }
 
-// sliceDim is the length Slice keeps of a dimension d. With symbols: slicing a whole
-// dimension keeps it, and [0:n] with n a symbolic size gives n: the exporter slices a
-// fixed buffer (position ids) to the runtime length, which is assumed not to exceed it.
+// sliceDim is the length Slice keeps of a dimension d. With symbols, for step 1: a bound
+// that counts from the end (negative, or "to the end") is made d + bound, and the length
+// is end - start, taken to be within the dimension: the exporter slices a fixed buffer
+// (position ids, a causal mask) to the runtime length, which is assumed not to exceed
+// it, and a cache's positions [past : past + sequence] to sequence.
 func sliceDim(d, start, end ir.Dim, step int64) ir.Dim {
 	if d.Known && start.Known && end.Known {
 		_, n := sliceRange(d.Value, start.Value, end.Value, step)
 		return ir.D(n)
 	}
-	if step == 1 && start.Known && start.Value == 0 {
-		switch {
-		case end.Known && end.Value >= bigEnd:
-			return d
-		case isSym(end):
-			return end
-		}
-	}
 	if step == -1 && start.Known && start.Value == -1 && end.Known && end.Value <= -bigEnd {
 		return d
 	}
-	return unknownDim()
+	if step != 1 {
+		return unknownDim()
+	}
+	fromEnd := func(b ir.Dim) ir.Dim {
+		switch {
+		case b.Known && b.Value >= bigEnd:
+			return d
+		case b.Known && b.Value < 0:
+			return addDims(d, b)
+		}
+		return b
+	}
+	if end.Known && end.Value >= 0 && end.Value < bigEnd {
+		// [a:5] of a runtime size may hold fewer than 5 - a: unknown.
+		return unknownDim()
+	}
+	return symbolicLen(subDims(fromEnd(end), fromEnd(start)))
+}
+
+// symbolicLen is a count, unknown where it is negative.
+func symbolicLen(d ir.Dim) ir.Dim {
+	if d.Known && d.Value < 0 {
+		return unknownDim()
+	}
+	return d
 }
 
 func split(c *nctx) error {

@@ -12,11 +12,14 @@
 // so that Reshape(x, Concat(Unsqueeze(Gather(Shape(x), 0)), [-1], [4], [16])) is typed
 // [batch, sequence, 4, 16]. Result.ShapeValue exposes those contents.
 //
-// Symbols: the file's names ("batch") are assumed not to be 1. Products and exact
-// quotients of dims stay symbolic as canonical monomials ("4*batch", "batch*sequence"),
-// so DeBERTa's reshape of [batch,4,s,16] to [-1,s,16] and back keeps batch. No fresh
-// "unk__N" names are made: a dim nothing determines is left unknown. Slicing a known-size
-// buffer to a symbolic end ([0:sequence], position ids) is taken to give that symbol.
+// Symbols: the file's names ("batch") are assumed not to be 1. Products, exact quotients,
+// sums and differences of dims stay symbolic as canonical polynomials ("4*batch",
+// "batch*sequence", "past + sequence"), so DeBERTa's reshape of [batch,4,s,16] to
+// [-1,s,16] and back keeps batch, and a key cache grows to "past + sequence". A declared
+// symbol on a node output gives way to the inferred one. No fresh "unk__N" names
+// are made: a dim nothing determines is left unknown. Slices are taken to lie within
+// their dimension: a known-size buffer sliced to a symbolic end ([0:sequence], position
+// ids) gives that symbol, [past : past + sequence] gives sequence.
 //
 // Two passes wrap it:
 //   - "shapes" (Pass), an analysis: runs Infer and sets a *Result. Setting Value.Type is
@@ -276,6 +279,9 @@ func (e *engine) node(n *ir.Node) {
 			continue
 		}
 		t, err := merge(o.Type, c.out[i])
+		if err == nil {
+			t = preferInferredSyms(t, c.out[i])
+		}
 		if err != nil {
 			e.fail(fmt.Errorf("node %s: output %q: %w", n, o.Name, err))
 			continue
@@ -361,6 +367,24 @@ func merge(decl, inf *ir.Type) (*ir.Type, error) {
 		}
 	}
 	return t, nil
+}
+
+// preferInferredSyms replaces the declared symbols of a merged type by the inferred ones
+// where both are symbols. A declared name on a node output is mostly an exporter's or a
+// previous inference's invention ("Addy_dim_0", "unk__42") that nothing else shares; the
+// inferred one is derived from the graph inputs, so equal sizes get equal names. Graph
+// outputs too: a present key cache declared [Concat_dim_0, 4, Concat_dim_2, 16] is read
+// by the attention it came from, which must see batch and "past + sequence" there.
+func preferInferredSyms(t, inf *ir.Type) *ir.Type {
+	if t == nil || inf == nil || !t.HasShape || !inf.HasShape || len(t.Shape) != len(inf.Shape) {
+		return t
+	}
+	for i, d := range t.Shape {
+		if x := inf.Shape[i]; isSym(d) && isSym(x) && d.Param != x.Param {
+			t.Shape[i] = x
+		}
+	}
+	return t
 }
 
 // ruleKey names an op in the rule table: the op type for the default domain, else

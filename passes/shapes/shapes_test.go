@@ -455,6 +455,20 @@ func TestDataMovement(t *testing.T) {
 			x := b.in("x", ir.Float, "batch,sequence")
 			return b.op("Range", vs(b.scalar(0), b.op("Gather", vs(b.op("Shape", vs(x)), b.scalar(1))), b.scalar(1)))
 		}, want: "int64[sequence]"},
+		{name: "range float", build: func(b *builder) *ir.Value {
+			x := b.in("x", ir.Float, "batch,sequence")
+			n := b.op("Cast", vs(b.op("Gather", vs(b.op("Shape", vs(x)), b.scalar(1)))), ir.IntAttr("to", int64(ir.Float)))
+			zero := b.g.NewConst("z", ir.FloatTensor(nil, []float32{0}))
+			one := b.g.NewConst("o", ir.FloatTensor(nil, []float32{1}))
+			return b.op("Range", vs(zero, n, one))
+		}, want: "float[sequence]"},
+		{name: "range float fraction", build: func(b *builder) *ir.Value {
+			x := b.in("x", ir.Float, "batch,sequence")
+			n := b.op("Cast", vs(b.op("Gather", vs(b.op("Shape", vs(x)), b.scalar(1)))), ir.IntAttr("to", int64(ir.Float)))
+			zero := b.g.NewConst("z", ir.FloatTensor(nil, []float32{0}))
+			half := b.g.NewConst("h", ir.FloatTensor(nil, []float32{0.5}))
+			return b.op("Range", vs(zero, n, half))
+		}, want: "float[?]"},
 		{name: "range known", build: func(b *builder) *ir.Value {
 			return b.op("Range", vs(b.scalar(10), b.scalar(0), b.scalar(-3)))
 		}, want: "int64[4]"},
@@ -549,7 +563,8 @@ func TestDeclaredTypes(t *testing.T) {
 		want    string
 		wantErr string
 	}{
-		{"symbolic declared, number inferred", ir.TensorOf(ir.Float, ir.Sym("n"), ir.Sym("m")), "float[n,8]", ""},
+		// The inferred symbol replaces a declared one: equal sizes get one name.
+		{"symbolic declared, symbol and number inferred", ir.TensorOf(ir.Float, ir.Sym("n"), ir.Sym("m")), "float[batch,8]", ""},
 		{"declared more precise", ir.TensorOf(ir.Float, ir.D(2), ir.D(8)), "float[2,8]", ""},
 		{"declared rank only", ir.TensorOf(ir.Float, ir.Dim{}, ir.Dim{}), "float[batch,8]", ""},
 		{"declared dtype only", &ir.Type{Kind: ir.TensorType, DType: ir.Float}, "float[batch,8]", ""},
@@ -578,6 +593,31 @@ func TestDeclaredTypes(t *testing.T) {
 				t.Errorf("got %s, want %s", got, tc.want)
 			}
 		})
+	}
+}
+
+// Inferred symbols replace declared ones on intermediate values and graph outputs alike
+// (the exporter's invented names would hide that sizes are equal); declared numbers stay.
+func TestDeclaredSymbolsGiveWay(t *testing.T) {
+	b := newBuilder(t, 13)
+	x := b.in("x", ir.Float, "batch,8")
+	h := b.op("Relu", vs(x))
+	h.Type = ir.TensorOf(ir.Float, ir.Sym("unk__1"), ir.D(8))
+	b.g.ValueInfo = append(b.g.ValueInfo, h)
+	y := b.op("Neg", vs(h))
+	y.Type = ir.TensorOf(ir.Float, ir.Sym("Negy_dim_0"), ir.Sym("Negy_dim_1"))
+	b.g.Outputs = append(b.g.Outputs, y)
+	z := b.op("Concat", vs(x, h), ir.IntAttr("axis", 0))
+	z.Type = ir.TensorOf(ir.Float, ir.Sym("Concatz_dim_0"), ir.Dim{})
+	b.g.Outputs = append(b.g.Outputs, z)
+	b.infer()
+	for _, c := range []struct {
+		v    *ir.Value
+		want string
+	}{{h, "float[batch,8]"}, {y, "float[batch,8]"}, {z, "float[2*batch,8]"}} {
+		if got := c.v.Type.String(); got != c.want {
+			t.Errorf("%s: got %s, want %s", c.v.Name, got, c.want)
+		}
 	}
 }
 

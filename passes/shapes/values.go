@@ -233,28 +233,8 @@ func valueRuleTable() map[string]valueRule {
 			}
 			return out, true
 		},
-		"Add": arith(func(a, b ir.Dim) ir.Dim {
-			switch {
-			case a.Known && b.Known:
-				return ir.D(a.Value + b.Value)
-			case b.Known && b.Value == 0:
-				return a
-			case a.Known && a.Value == 0:
-				return b
-			}
-			return unknownDim()
-		}),
-		"Sub": arith(func(a, b ir.Dim) ir.Dim {
-			switch {
-			case a.Known && b.Known:
-				return ir.D(a.Value - b.Value)
-			case b.Known && b.Value == 0:
-				return a
-			case sameDim(a, b):
-				return ir.D(0)
-			}
-			return unknownDim()
-		}),
+		"Add": arith(addDims),
+		"Sub": arith(subDims),
 		"Mul": arith(mulDims),
 		"Div": arith(func(a, b ir.Dim) ir.Dim {
 			if a.Known && b.Known {

@@ -185,4 +185,5 @@ var Families = []*Family{
 	DebertaAttentionFamily,
 	GeneralAttentionFamily,
 	EmbeddingFamily,
+	VisionEmbeddingFamily,
 }

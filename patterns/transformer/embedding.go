@@ -20,7 +20,7 @@ The sum has 1 to 4 terms, added in any order and association; each is a Gather (
 a constant 2-D table or a constant (a lookup that fold evaluated: a static model's position
 embeddings, RoBERTa's zero token-type lookup). The lookups are told apart by their ids:
 position ids are a constant arange (or a Slice of one from 0, or a Range from 0, the BERT
-buffer), or are computed from a CumSum or Range (RoBERTa's padding-aware positions), or
+buffer, possibly plus a constant offset: BART's arange(S) + 2), or are computed from a CumSum or Range (RoBERTa's padding-aware positions), or
 are an input named like "position"; a lookup with ids that are provably one value (an
 Expand of a constant zero buffer) is a constant row; of the lookups by input ids, the
 larger table is the word embedding and the other the segment (token type) embedding (an
@@ -31,7 +31,9 @@ decomposed torch form (Pow or Mul square, Div or Reciprocal).
 
 Rules: "embedding/layernorm", "embedding/skip-layernorm", "embedding/decomposed", each
 also "+mask" (with DeBERTa's mask multiply after it), and "embedding/fused" (the
-EmbedLayerNormalization op, "+mask" too).
+EmbedLayerNormalization op, "+mask" too). Without a LayerNorm after the sum (decoders,
+pre-norm models): "embedding/token+positions" and "embedding/token", described in
+embedding_decoder.go; those stay decomposed, recognised.
 
 Checks: tables constant 2-D float of one width; input ids an integer [batch, seq] tensor,
 segment ids of the same shape; position ids [1 or batch, seq] (or [seq] when 0..S-1); a
@@ -45,13 +47,16 @@ shape), which then stays for its other reader.
 Roles: input_ids, segment_ids (opt), position_ids (opt: the value feeding the position
 Gather), word_embedding, position_embedding (opt), segment_embedding (opt), gamma, beta,
 output, mask (opt). Params: epsilon, hidden, vocab, max_positions, type_vocab, positions
-(0 none, 1 0..S-1, 2 computed ids, 3 folded constant).
+(0 none, 1 0..S-1, 2 computed ids, 3 folded constant), position_offset (k of 0..S-1 + k).
 
 Fuse: ORT gets com.microsoft.EmbedLayerNormalization(Cast<int32>(input_ids),
 Cast<int32>(segment_ids) or "", word, position, segment or "", gamma, beta, "",
 [Cast<int32>(position_ids)]) with epsilon and a second, unused output (mask_index: ORT's
-type inference needs it); position_ids is passed only when they are not
-0..S-1 (RoBERTa), since the op assumes 0..S-1 without them. Constant terms that are the
+type inference needs it), and a third (embedding_sum) where the sum is read besides the
+LayerNorm (a pre-norm model's residual stream, kept as SkipLayerNormalization's sum);
+position_ids is passed only when they are not 0..S-1 (RoBERTa), since the op assumes
+0..S-1 without them; positions 0..S-1 + k look up a position table that starts at row k.
+Constant terms that are the
 same at every position (a constant-id segment lookup, a uniform constant) are added to
 the position table; a per-position constant becomes (part of) the position table when the
 sequence length is static and positions are 0..S-1. A block without position embeddings
@@ -118,21 +123,22 @@ func embLayerNorm(form string) patterns.Pattern {
 	ms := "com.microsoft"
 	switch form {
 	case "layernorm":
-		x := embSum(0)
+		x := patterns.SingleUse(embSum(0))
 		return Or(
 			Op("LayerNormalization", x, Var("gamma"), Var("beta")).As("ln"),
 			Op("LayerNormalization", x, Var("gamma")).As("ln"))
 	case "skip-layernorm":
 		// SkipLayerNormalization(a, b, gamma[, beta[, bias]]) normalises a + b (+ bias).
+		su := patterns.SingleUse
 		var alts []patterns.Pattern
 		for n := 2; n <= embMaxTerms; n++ {
 			for k := 1; k < n; k++ {
 				for _, a := range embSums(k, 0) {
 					for _, b := range embSums(n-k, embMaxTerms) {
 						alts = append(alts,
-							Op("SkipLayerNormalization", a, b, Var("gamma"), Var("beta"), Bind("skip_bias", Const())).In(ms).As("ln"),
-							Op("SkipLayerNormalization", a, b, Var("gamma"), Var("beta")).In(ms).As("ln"),
-							Op("SkipLayerNormalization", a, b, Var("gamma")).In(ms).As("ln"))
+							Op("SkipLayerNormalization", su(a), su(b), Var("gamma"), Var("beta"), Bind("skip_bias", Const())).In(ms).As("ln"),
+							Op("SkipLayerNormalization", su(a), su(b), Var("gamma"), Var("beta")).In(ms).As("ln"),
+							Op("SkipLayerNormalization", su(a), su(b), Var("gamma")).In(ms).As("ln"))
 					}
 				}
 			}
@@ -141,7 +147,7 @@ func embLayerNorm(form string) patterns.Pattern {
 	}
 	// The decomposed torch LayerNorm:
 	//   d = x - mean(x); y = d / sqrt(mean(d²) + eps) * gamma + beta
-	x := Bind("sum", embSum(0))
+	x := Bind("sum", patterns.Where("read only by the normalisation", embSum(0), embNormalisedOnly))
 	mean := Or(Op("ReduceMean", x).As("ln_mean"), Op("ReduceMean", x, Var("ln_mean_axes")).As("ln_mean"))
 	d := Op("Sub", x, mean)
 	sq := Or(Op("Pow", d, ConstNear(2, 0)), Op("Mul", d, d))
@@ -149,6 +155,23 @@ func embLayerNorm(form string) patterns.Pattern {
 	std := Op("Sqrt", Op("Add", variance, Bind("ln_eps", Const())))
 	norm := Or(Op("Div", d, std), Op("Mul", d, Op("Reciprocal", std)))
 	return Optional(Op("Add", Optional(Op("Mul", norm, Var("gamma"))), Var("beta")).As("ln"))
+}
+
+// embNormalisedOnly reports whether every reader of v is a step of a decomposed
+// LayerNorm (the mean and the subtraction). The sum of a pre-norm model is also the
+// residual stream: it is no embedding+LayerNorm block, and the LayerNorm forms do not
+// match it (the token forms in embedding_decoder.go do). The fused forms ask the same
+// with SingleUse.
+func embNormalisedOnly(v *ir.Value) bool {
+	if v.IsGraphOutput() {
+		return false
+	}
+	for _, u := range v.Uses() {
+		if n := u.Node; n.Domain != "" || (n.OpType != "ReduceMean" && n.OpType != "Sub") {
+			return false
+		}
+	}
+	return true
 }
 
 // embMasked is DeBERTa's y * Cast(Unsqueeze(mask, 2)).
@@ -174,7 +197,7 @@ func embRules() []*patterns.Rule {
 			&patterns.Rule{Name: "embedding/" + form + "+mask", Pattern: embMasked(ln), Check: checkEmbedding, Internal: internal},
 			&patterns.Rule{Name: "embedding/" + form, Pattern: ln, Check: checkEmbedding, Internal: internal})
 	}
-	return rules
+	return append(rules, decRules()...)
 }
 
 // ---- analysis ----
@@ -200,8 +223,10 @@ type embInfo struct {
 	// (nil: none); perPos the sum of those that differ, [S0, hidden] (nil: none).
 	uniform []float64
 	perPos  [][]float64
-	// positions is one of the position forms.
+	// positions is one of the position forms; offset is k for ids 0..S-1 + k (BART's
+	// learned positions start at row 2), which then look up rows k.. of the table.
 	positions int
+	offset    int64
 	hidden    int64
 	dtype     ir.DataType
 
@@ -297,16 +322,23 @@ func embAnalyse(m *patterns.Match) (*embInfo, string) {
 		return nil, fmt.Sprintf("input ids are %s, not an integer [batch, sequence] tensor", ids.Type)
 	}
 	if info.seg != nil {
-		if s := info.seg.ids; s.Type == nil || !s.Type.DType.IsInt() || !embSameShape(s.Type.Shape, ids.Type.Shape) {
+		if s := info.seg.ids; s.Type == nil || !s.Type.DType.IsInt() || !ir.SameShape(s.Type.Shape, ids.Type.Shape) {
 			return nil, fmt.Sprintf("segment ids are %s, input ids %s", s.Type, ids.Type)
 		}
 	}
 	// Positions.
 	if info.pos != nil {
 		p := info.pos.ids
+		off, base := decOffset(p)
+		rows := patterns.ConstOf(info.pos.table).Dims[0]
 		switch {
 		case embArangeIDs(p, ids):
 			info.positions = embDefaultPositions
+		case off != 0 && embArangeIDs(base, ids):
+			if off < 0 || off >= rows {
+				return nil, fmt.Sprintf("position ids 0..S-1 + %d outside the table of %d rows", off, rows)
+			}
+			info.positions, info.offset = embDefaultPositions, off
 		case p.Type != nil && p.Type.DType.IsInt() && p.Type.Rank() == 2:
 			info.positions = embComputedPositions
 		default:
@@ -544,7 +576,7 @@ func embArangeIDs(p, ids *ir.Value) bool {
 	if (r != 1 && r != 2) || ids.Type.Rank() != 2 {
 		return false
 	}
-	if !embSameDim(p.Type.Shape[r-1], ids.Type.Shape[1]) {
+	if !ir.SameDim(p.Type.Shape[r-1], ids.Type.Shape[1]) {
 		return false
 	}
 	if t := patterns.ConstOf(p); t != nil {
@@ -611,25 +643,6 @@ func embNamedSegment(v *ir.Value) bool {
 		v = n.Input(0)
 	}
 	return false
-}
-
-func embSameDim(a, b ir.Dim) bool {
-	if a.Param != "" || b.Param != "" {
-		return a.Param == b.Param
-	}
-	return a.Known && b.Known && a.Value == b.Value
-}
-
-func embSameShape(a, b ir.Shape) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if !embSameDim(a[i], b[i]) {
-			return false
-		}
-	}
-	return true
 }
 
 // embRow reads row k of a constant table.
@@ -752,6 +765,10 @@ func checkEmbeddingMask(m *patterns.Match) string {
 }
 
 func describeEmbedding(m *patterns.Match, b *Block) {
+	if m.Has("tok_gather") {
+		describeDecoderEmbedding(m, b)
+		return
+	}
 	b.Roles["output"] = m.Root
 	if m.Has("mask") {
 		b.Roles["mask"] = m.V("mask")
@@ -786,6 +803,9 @@ func describeEmbedding(m *patterns.Match, b *Block) {
 	b.Params["epsilon"] = info.eps
 	b.Params["hidden"] = float64(info.hidden)
 	b.Params["positions"] = float64(info.positions)
+	if info.offset != 0 {
+		b.Params["position_offset"] = float64(info.offset)
+	}
 }
 
 // describeFusedEmbedding reads an EmbedLayerNormalization node's inputs.
@@ -826,6 +846,9 @@ func describeFusedEmbedding(n *ir.Node, b *Block) {
 // ---- fuse ----
 
 func fuseEmbedding(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, error) {
+	if b.Match.Has("tok_gather") {
+		return nil, decNoOperator, nil
+	}
 	switch env.Target {
 	case ORT:
 	case ONNX:
@@ -846,7 +869,7 @@ func fuseEmbedding(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string,
 	if info.pos != nil {
 		posTable = info.pos.table
 	}
-	if info.uniform != nil || info.perPos != nil {
+	if info.uniform != nil || info.perPos != nil || info.offset != 0 {
 		if info.dtype != ir.Float {
 			return nil, fmt.Sprintf("constant terms would be folded into a %s position table; only float is supported", info.dtype), nil
 		}
@@ -898,10 +921,20 @@ func fuseEmbedding(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string,
 		inputs = inputs[:len(inputs)-1]
 	}
 	// ORT's type inference sets the mask_index output's type, so the node has two outputs
-	// (the second unused).
-	n := rw.Node("EmbedLayerNormalization", "com.microsoft", inputs, 2, base,
+	// (the second unused). A pre-norm model also reads the sum itself (the residual
+	// stream): SkipLayerNormalization's fourth output becomes the op's embedding_sum.
+	nOut, sum := 2, (*ir.Value)(nil)
+	if ln := b.Match.N("ln"); ln != nil && ln.OpType == "SkipLayerNormalization" {
+		if o := ln.Output(3); o != nil && (len(o.Uses()) > 0 || o.IsGraphOutput()) {
+			nOut, sum = 3, o
+		}
+	}
+	n := rw.Node("EmbedLayerNormalization", "com.microsoft", inputs, nOut, base,
 		ir.FloatAttr("epsilon", float32(info.eps)))
 	rw.Replace(info.lnOut, n.Output(0))
+	if sum != nil {
+		rw.Replace(sum, n.Output(2))
+	}
 	EnsureOpset(env.Model, "com.microsoft", 1)
 	return n, "", nil
 }
@@ -930,7 +963,7 @@ func embPositionRows(info *embInfo) ([][]float64, string) {
 			return nil, err.Error()
 		}
 		h := int(info.hidden)
-		for r := 0; r < int(t.Dims[0]); r++ {
+		for r := int(info.offset); r < int(t.Dims[0]); r++ {
 			rows = append(rows, vals[r*h:(r+1)*h])
 		}
 	}

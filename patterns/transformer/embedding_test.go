@@ -160,6 +160,16 @@ var (
   p = Gather (pos, pids)
   x = Add (p, w)
   y = LayerNormalization <axis = -1, epsilon = 1e-12> (x, gamma, beta)`)
+	// BART: learned positions arange(S) + 2.
+	embBART = embGraph("int64[batch,seq] input_ids", "float[batch,seq,4] y", ",\n  int64 i2 = {2}", `
+  shp = Shape (input_ids)
+  sl = Gather <axis = 0> (shp, i1)
+  pids = Range (i0, sl, i1)
+  po = Add (pids, i2)
+  w = Gather (word, input_ids)
+  p = Gather (pos, po)
+  x = Add (w, p)
+  y = LayerNormalization <axis = -1, epsilon = 1e-12> (x, gamma, beta)`)
 	embDeBERTa = embGraph("int64[batch,seq] input_ids, int64[batch,seq] attention_mask", "float[batch,seq,4] z", "", `
   x = Gather (word, input_ids)`+embDecomposedLN+`
   mu = Unsqueeze (attention_mask, a2)
@@ -271,6 +281,8 @@ func TestEmbeddingVariants(t *testing.T) {
 			[]string{"input_ids", "position_ids"}, []string{"segment_ids", "segment_embedding"}, 7},
 		{"range-positions", `"" : 17`, embRange, all, "embedding/layernorm", 1,
 			[]string{"input_ids", "position_ids"}, []string{"segment_ids"}, 7},
+		{"bart-offset", `"" : 17`, embBART, all, "embedding/layernorm", 1,
+			[]string{"input_ids", "position_ids", "position_embedding"}, []string{"segment_ids"}, 7},
 		{"static", `"" : 13`, embStatic, alone, "embedding/decomposed", 3,
 			[]string{"input_ids", "segment_ids"}, []string{"position_ids", "position_embedding"}, 7},
 	}
@@ -422,6 +434,8 @@ func TestEmbeddingRefusals(t *testing.T) {
 		{"batch-constant", embGraph("int64[batch,seq] input_ids", "float[batch,seq,4] y", ",\n  float[2,1,4] p = {...}", `
   w = Gather (word, input_ids)
   x = Add (w, p)`+embDecomposedLN), "constant term of shape [2 1 4] varies along the batch"},
+		{"offset-outside", strings.Replace(embBART, "int64 i2 = {2}", "int64 i2 = {9}", 1),
+			"position ids 0..S-1 + 9 outside the table of 8 rows"},
 		{"table-3d", embGraph("int64[batch,seq] input_ids", "float[batch,seq,1,4] y", ",\n  float[6,1,4] w3 = {...}", `
   w = Gather (w3, input_ids)
   y = LayerNormalization (w, gamma, beta)`), "table w3 has shape [6 1 4], not [rows, hidden]"},
@@ -444,6 +458,30 @@ func TestEmbeddingRefusals(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestEmbeddingPositionOffset: positions 0..S-1 + k are recognised with the offset, and
+// EmbedLayerNormalization gets the table from row k (no position_ids input).
+func TestEmbeddingPositionOffset(t *testing.T) {
+	m := geParse(t, `"" : 17`, embBART)
+	geFillRandom(m)
+	b, refs := embOnly(t, m, []*transformer.Family{transformer.EmbeddingFamily})
+	if b == nil || b.Params["position_offset"] != 2 || b.Params["positions"] != 1 {
+		t.Fatalf("block %+v; refusals %v", b, refs)
+	}
+	geFuse(t, m, []*transformer.Family{transformer.EmbeddingFamily}, &transformer.Env{Model: m, Target: transformer.ORT})
+	for _, n := range m.Graph.Nodes() {
+		if n.OpType != "EmbedLayerNormalization" {
+			continue
+		}
+		want, _ := patterns.ConstOf(b.Roles["position_embedding"]).Float32s()
+		got, _ := patterns.ConstOf(n.Input(3)).Float32s()
+		if len(got) != len(want)-2*4 || got[0] != want[2*4] || got[len(got)-1] != want[len(want)-1] {
+			t.Errorf("position table of %d values, want rows 2.. of the original's %d", len(got), len(want))
+		}
+		return
+	}
+	t.Errorf("no EmbedLayerNormalization: %v", ortcheck.Ops(m.Graph))
 }
 
 // TestEmbeddingFusedForm: EmbedLayerNormalization is recognised as a fused block with

@@ -1,0 +1,102 @@
+package shapes
+
+import (
+	"testing"
+
+	"github.com/qcc-dev/qcc/ir"
+)
+
+func TestConvAndPool(t *testing.T) {
+	conv := func(in string, w []int64, attrs ...*ir.Attr) func(*builder) *ir.Value {
+		return func(b *builder) *ir.Value {
+			return b.op("Conv", vs(b.in("x", ir.Float, in), b.floats(w)), attrs...)
+		}
+	}
+	runCases(t, []opCase{
+		// ViT's patch embedding: kernel = stride = patch size.
+		{name: "patch conv", build: conv("batch,3,224,224", []int64{768, 3, 16, 16}, ir.IntsAttr("kernel_shape", 16, 16), ir.IntsAttr("strides", 16, 16)), want: "float[batch,768,14,14]"},
+		{name: "kernel from weight", build: conv("batch,3,32,32", []int64{64, 3, 8, 8}, ir.IntsAttr("strides", 8, 8)), want: "float[batch,64,4,4]"},
+		{name: "pads and dilation", build: conv("1,2,10,10", []int64{4, 2, 3, 3}, ir.IntsAttr("pads", 1, 2, 1, 2), ir.IntsAttr("dilations", 2, 1), ir.IntsAttr("strides", 2, 3)), want: "float[1,4,4,4]"},
+		{name: "same padding keeps symbols", build: conv("batch,8,height,width", []int64{8, 8, 3, 3}, ir.IntsAttr("pads", 1, 1, 1, 1)), want: "float[batch,8,height,width]"},
+		{name: "strided symbol unknown", build: conv("batch,8,height,16", []int64{8, 8, 2, 2}, ir.IntsAttr("strides", 2, 2)), want: "float[batch,8,?,8]"},
+		{name: "auto_pad same upper", build: conv("batch,8,15,height", []int64{8, 8, 3, 3}, ir.IntsAttr("strides", 2, 1), ir.StringAttr("auto_pad", "SAME_UPPER")), want: "float[batch,8,8,height]"},
+		{name: "auto_pad valid", build: conv("batch,8,15,15", []int64{8, 8, 3, 3}, ir.IntsAttr("strides", 2, 2), ir.StringAttr("auto_pad", "VALID")), want: "float[batch,8,7,7]"},
+		{name: "1x1 conv over a sequence", build: conv("batch,64,sequence", []int64{192, 64, 1}), want: "float[batch,192,sequence]"},
+		{name: "grouped", build: conv("batch,64,sequence", []int64{64, 1, 3}, ir.IntAttr("group", 64), ir.IntsAttr("pads", 1, 1)), want: "float[batch,64,sequence]"},
+		{name: "group mismatch", build: conv("batch,64,10", []int64{64, 2, 3}, ir.IntAttr("group", 64)), wantErr: "group"},
+		{name: "conv rank mismatch", build: conv("batch,64,10,10", []int64{64, 64, 3}), wantErr: "rank"},
+		{name: "conv transpose", build: func(b *builder) *ir.Value {
+			return b.op("ConvTranspose", vs(b.in("x", ir.Float, "batch,16,7,7"), b.floats([]int64{16, 4, 4, 4})),
+				ir.IntsAttr("strides", 2, 2), ir.IntsAttr("pads", 1, 1, 1, 1), ir.IntAttr("group", 2))
+		}, want: "float[batch,8,14,14]"},
+		{name: "max pool ceil", build: func(b *builder) *ir.Value {
+			return b.op("MaxPool", vs(b.in("x", ir.Float, "batch,8,10,10")), ir.IntsAttr("kernel_shape", 3, 3), ir.IntsAttr("strides", 2, 2), ir.IntAttr("ceil_mode", 1))
+		}, want: "float[batch,8,5,5]"},
+		{name: "average pool", build: func(b *builder) *ir.Value {
+			return b.op("AveragePool", vs(b.in("x", ir.Float, "batch,8,10,10")), ir.IntsAttr("kernel_shape", 2, 2), ir.IntsAttr("strides", 2, 2))
+		}, want: "float[batch,8,5,5]"},
+		{name: "global average pool", build: func(b *builder) *ir.Value {
+			return b.op("GlobalAveragePool", vs(b.in("x", ir.Float, "batch,8,height,width")))
+		}, want: "float[batch,8,1,1]"},
+		{name: "conv integer", build: func(b *builder) *ir.Value {
+			w := b.g.NewConst("w", ir.NewTensor(ir.Int8, []int64{4, 2, 1, 1}, make([]byte, 8)))
+			return b.op("ConvInteger", vs(b.in("x", ir.Uint8, "batch,2,5,5"), w))
+		}, want: "int32[batch,4,5,5]"},
+	})
+}
+
+// vitFrontEnd builds what torch exports for a ViT/DeiT embedding:
+//
+//	p = conv(x).flatten(2).transpose(1, 2)     # Shape→Slice→Concat(-1)→Reshape
+//	cls = cls_token.expand(B, -1, -1)          # Shape→Gather→Unsqueeze→Concat→Equal/Where→Expand
+//	h = cat([cls, (dist,) p], 1) + pos
+func vitFrontEnd(b *builder, dist bool) (h, p *ir.Value) {
+	x := b.in("pixel_values", ir.Float, "batch,3,32,32")
+	c := b.op("Conv", vs(x, b.floats([]int64{64, 3, 8, 8}), b.floats([]int64{64})),
+		ir.IntsAttr("kernel_shape", 8, 8), ir.IntsAttr("strides", 8, 8))
+	sh := b.op("Shape", vs(c))
+	f := b.op("Reshape", vs(c, b.op("Concat", vs(b.op("Slice", vs(sh, b.ints(0), b.ints(2), b.ints(0))), b.ints(-1)), ir.IntAttr("axis", 0))))
+	p = b.op("Transpose", vs(f), ir.IntsAttr("perm", 0, 2, 1))
+	batch := b.op("Unsqueeze", vs(b.op("Gather", vs(b.op("Shape", vs(x)), b.scalar(0))), b.ints(0)))
+	target := b.op("Concat", vs(batch, b.ints(-1), b.ints(-1)), ir.IntAttr("axis", 0))
+	fix := b.op("Where", vs(b.op("Equal", vs(target, b.ints(-1, -1, -1))),
+		b.op("ConstantOfShape", vs(b.ints(3)), ir.TensorAttr("value", ir.Int64Tensor([]int64{1}, []int64{1}))), target))
+	toks := vs(b.op("Expand", vs(b.floats([]int64{1, 1, 64}), fix)))
+	n := int64(17)
+	if dist {
+		toks = append(toks, b.op("Expand", vs(b.floats([]int64{1, 1, 64}), fix)))
+		n++
+	}
+	cat := b.op("Concat", append(toks, p), ir.IntAttr("axis", 1))
+	return b.op("Add", vs(cat, b.floats([]int64{1, n, 64}))), p
+}
+
+func TestVisionFrontEnd(t *testing.T) {
+	for _, dist := range []bool{false, true} {
+		b := newBuilder(t, 17)
+		h, p := vitFrontEnd(b, dist)
+		cat, _ := h.Producer()
+		b.infer()
+		if got := p.Type.String(); got != "float[batch,16,64]" {
+			t.Errorf("patches: got %s, want float[batch,16,64]", got)
+		}
+		want := "float[batch,17,64]"
+		if dist {
+			want = "float[batch,18,64]"
+		}
+		// The concatenation itself, not only the sum with the [1, n, 64] table, has the
+		// token count.
+		if got := cat.Input(0).Type.String(); got != want {
+			t.Errorf("dist=%v: class tokens and patches: got %s, want %s", dist, got, want)
+		}
+		if got := h.Type.String(); got != want {
+			t.Errorf("dist=%v: embeddings: got %s, want %s", dist, got, want)
+		}
+		// A residual over the embeddings is provably same-shape.
+		r := b.op("Relu", vs(h))
+		b.infer()
+		if !ir.SameShape(h.Type.Shape, r.Type.Shape) {
+			t.Errorf("residual operands %s and %s not provably equal", h.Type, r.Type)
+		}
+	}
+}
