@@ -522,6 +522,40 @@ func TestNormalizationAndQuant(t *testing.T) {
 	}
 }
 
+// TestConvAndAttention23: a patch Conv and the standard Attention keep the batch and
+// sequence symbols, so blocks after them (and after a fused attention) stay recognisable.
+func TestConvAndAttention23(t *testing.T) {
+	b := newBuilder(t, 23)
+	px := b.in("px", ir.Float, "batch,3,16,16")
+	patch := b.op("Conv", vs(px, b.floats([]int64{32, 3, 4, 4}), b.floats([]int64{32})), ir.IntsAttr("strides", 4, 4))
+	padded := b.op("Conv", vs(px, b.floats([]int64{8, 3, 3, 3})), ir.IntsAttr("pads", 1, 1, 1, 1), ir.IntsAttr("dilations", 1, 2))
+	same := b.op("Conv", vs(px, b.floats([]int64{8, 3, 3, 3})), ir.StringAttr("auto_pad", "SAME_UPPER"), ir.IntsAttr("strides", 2, 2))
+	seq := b.in("seq", ir.Float, "batch,32,sequence")
+	pointwise := b.op("Conv", vs(seq, b.floats([]int64{64, 32, 1})))
+	q4 := b.in("q4", ir.Float, "batch,4,sequence,8")
+	kv4 := b.in("kv4", ir.Float, "batch,2,memory,16")
+	att4 := b.op("Attention", vs(q4, kv4, kv4))
+	q3 := b.in("q3", ir.Float, "batch,sequence,32")
+	kv3 := b.in("kv3", ir.Float, "batch,memory,16")
+	att3 := b.op("Attention", vs(q3, kv3, kv3), ir.IntAttr("q_num_heads", 4), ir.IntAttr("kv_num_heads", 2))
+	b.infer()
+	for _, tc := range []struct {
+		v    *ir.Value
+		want string
+	}{
+		{patch, "float[batch,32,4,4]"},
+		{padded, "float[batch,8,16,14]"},
+		{same, "float[batch,8,8,8]"},
+		{pointwise, "float[batch,64,?]"},
+		{att4, "float[batch,4,sequence,16]"},
+		{att3, "float[batch,sequence,32]"},
+	} {
+		if got := tc.v.Type.String(); got != tc.want {
+			t.Errorf("%s: %s, want %s", tc.v.Name, got, tc.want)
+		}
+	}
+}
+
 func TestContribOps(t *testing.T) {
 	b := newBuilder(t, 13)
 	x := b.in("x", ir.Float, "batch,sequence,64")
