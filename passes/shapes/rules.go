@@ -143,7 +143,6 @@ var rules = map[string]rule{
 	"ArgMin":          argReduce,
 
 	"LayerNormalization": layerNorm,
-	"Conv":               conv,
 	"Attention":          attention23,
 	// ONNX Runtime registers SimplifiedLayerNormalization in the default domain.
 	"SimplifiedLayerNormalization": layerNorm,
@@ -1453,80 +1452,6 @@ func embedLayerNorm(c *nctx) error {
 	}
 	c.set(1, maskDT, ir.Shape{ids[0]}, true)
 	c.set(2, dt, ir.Shape{ids[0], ids[1], h}, true)
-	return nil
-}
-
-// conv: X [N,C,spatial...] and W [M,C/group,kernel...] -> [N,M,out...] with, per spatial
-// axis, out = floor((in + pad_begin + pad_end - dilation*(kernel-1) - 1) / stride) + 1, or
-// ceil(in / stride) for auto_pad SAME_UPPER/SAME_LOWER; a spatial dim not known as a number
-// stays unknown.
-func conv(c *nctx) error {
-	dt := c.dtype(0)
-	x, ok := c.shape(0)
-	w, wok := c.shape(1)
-	if !ok {
-		if wok && len(w) >= 3 {
-			c.set(0, dt, unknownDims(len(w)), true)
-		} else {
-			c.set(0, dt, nil, false)
-		}
-		return nil
-	}
-	if len(x) < 3 {
-		return errf("input has rank %d, want at least 3", len(x))
-	}
-	ns := len(x) - 2
-	out := make(ir.Shape, len(x))
-	out[0], out[1] = x[0], unknownDim()
-	if wok {
-		if len(w) != len(x) {
-			return errf("weight has rank %d, input %d", len(w), len(x))
-		}
-		out[1] = w[0]
-	}
-	attrOr := func(name string, n int, def int64) []int64 {
-		v, ok := c.n.AttrInts(name)
-		if !ok {
-			v = make([]int64, n)
-			for i := range v {
-				v[i] = def
-			}
-		}
-		return v
-	}
-	strides, dil, pads := attrOr("strides", ns, 1), attrOr("dilations", ns, 1), attrOr("pads", 2*ns, 0)
-	kernel, kok := c.n.AttrInts("kernel_shape")
-	if !kok && wok {
-		kok = true
-		for _, d := range w[2:] {
-			if !d.Known {
-				kok = false
-			}
-			kernel = append(kernel, d.Value)
-		}
-	}
-	if len(strides) != ns || len(dil) != ns || len(pads) != 2*ns || (kok && len(kernel) != ns) {
-		return errf("strides, dilations, pads or kernel_shape do not match %d spatial axes", ns)
-	}
-	autoPad := c.n.AttrString("auto_pad", "NOTSET")
-	for i := 0; i < ns; i++ {
-		in := x[2+i]
-		switch {
-		case !in.Known || strides[i] <= 0:
-			out[2+i] = unknownDim()
-		case autoPad == "SAME_UPPER" || autoPad == "SAME_LOWER":
-			out[2+i] = ir.D((in.Value + strides[i] - 1) / strides[i])
-		case !kok:
-			out[2+i] = unknownDim()
-		default:
-			p := pads[i] + pads[ns+i]
-			if autoPad == "VALID" {
-				p = 0
-			}
-			out[2+i] = ir.D((in.Value+p-dil[i]*(kernel[i]-1)-1)/strides[i] + 1)
-		}
-	}
-	c.set(0, dt, out, true)
 	return nil
 }
 

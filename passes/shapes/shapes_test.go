@@ -546,7 +546,7 @@ func TestConvAndAttention23(t *testing.T) {
 		{patch, "float[batch,32,4,4]"},
 		{padded, "float[batch,8,16,14]"},
 		{same, "float[batch,8,8,8]"},
-		{pointwise, "float[batch,64,?]"},
+		{pointwise, "float[batch,64,sequence]"},
 		{att4, "float[batch,4,sequence,16]"},
 		{att3, "float[batch,sequence,32]"},
 	} {
