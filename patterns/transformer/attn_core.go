@@ -389,6 +389,26 @@ func traceAttention(v *ir.Value) *patterns.Traced {
 	if why != "" && len(out) > 0 {
 		return nil // an earlier value on the path may be the output
 	}
+	if why == "" {
+		// The output is the first value in [B,S,N·D] order: later views of it stay as
+		// they are, and their Shape readers then read the fused output.
+		for k := 0; k < len(out); k++ {
+			q := *p
+			q.out = out[:k]
+			if q.outputLayout() == "" {
+				return nil
+			}
+		}
+		// A block whose output only Shape nodes read is what an earlier rewrite left
+		// alive for them: not a block.
+		live := v.IsGraphOutput()
+		for _, u := range v.Uses() {
+			live = live || u.Node.OpType != "Shape"
+		}
+		if !live {
+			return nil
+		}
+	}
 	if why != "" {
 		// Say why the longest layout path from the context matmul is not the output.
 		p.out = forwardLayout(n.Output(0))
