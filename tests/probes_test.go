@@ -60,7 +60,6 @@ var probeGaps = map[string]string{
 	"t5":                 "attention: relative-position bias in every layer (the bias goes through a Transpose), no 1/sqrt(d) scale; ReLU FFN; target=onnx: ReduceMean-13 blocks the opset raise",
 	"t5-geglu":           "attention as t5; target=onnx: ReduceMean-13 blocks the opset raise (RMSNorm and the GeGLU's GELU stay)",
 	"bart":               "attention: 3-D [B*H,S,D] heads with 4-D mask reshapes, causal decoder and cross-attention",
-	"conv1x1":            "attention with 1x1 Conv projections over channel-first [B,C,S]",
 	"mqa":                "attention: one K/V head broadcast over the query heads; Trilu causal mask",
 	"causal-range":       "attention: causal mask from Range comparisons combined with padding by Min",
 	"decoder-sinusoidal": "attention: -inf Trilu causal mask, scale on Q after its projection; ReLU FFN",

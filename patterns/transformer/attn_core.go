@@ -32,6 +32,9 @@ type attnPlan struct {
 	// root-specific: the steps from the context matmul to the block's output.
 	out      []layoutStep
 	outShape []int64 // Reshape of the fused [B,S,N·Dv] to the output's layout; nil: none
+	// outSplit and outPerm, when set, first split the fused output into its atoms and
+	// transpose them (an output whose axes are not in [B,S,N·D] order).
+	outSplit, outPerm []int64
 }
 
 // attnTerm is one additive term of the scores, as the graph computes it: Add(scores,
@@ -461,30 +464,65 @@ func (p *attnPlan) outputLayout() string {
 	for i, a := range canon {
 		pos[a] = i
 	}
-	next := 0
+	// Each output axis must be a run of the canonical atoms; the runs may come in any
+	// order (a channel-first [B,N·D,S] output transposes them).
+	var runs [][]int
+	seen := 0
+	inOrder := true
+	for _, ax := range l {
+		lv := ax.leaves()
+		var run []int
+		for k, a := range lv {
+			q, ok := pos[a]
+			if !ok || k > 0 && q != run[k-1]+1 {
+				return fmt.Sprintf("the output's layout %v is not a view of [B,S,N·D]", l)
+			}
+			run = append(run, q)
+		}
+		if len(run) > 0 {
+			inOrder = inOrder && run[0] == seen
+			seen += len(run)
+		}
+		runs = append(runs, run)
+	}
+	if seen != len(canon) {
+		return fmt.Sprintf("the output's layout %v drops atoms", l)
+	}
+	p.outSplit, p.outPerm = nil, nil
+	// at[i] is the canonical position at axis i of the tensor the final Reshape reads.
+	at := []int{0, 1, 2}
+	if !inOrder {
+		// Split the fused [B,S,N·D] into its atoms and transpose them into the output's order.
+		p.outSplit = []int64{0, 0}
+		for _, a := range canon[2:] {
+			p.outSplit = append(p.outSplit, a.size.Value)
+		}
+		at = at[:0]
+		for _, r := range runs {
+			for _, q := range r {
+				p.outPerm = append(p.outPerm, int64(q))
+				at = append(at, q)
+			}
+		}
+	}
 	var dims []int64
 	free := false
-	for i, ax := range l {
-		lv := ax.leaves()
+	for i, r := range runs {
 		size := int64(1)
-		hasBS := false
-		for _, a := range lv {
-			if q, ok := pos[a]; !ok || q != next {
-				return fmt.Sprintf("the output's layout %v is not [B,S,N·D] in order", l)
-			}
-			next++
-			if a == canon[0] || a == canon[1] {
-				hasBS = true
+		bs := false
+		for _, q := range r {
+			if q < 2 {
+				bs = true
 			} else {
-				size *= a.size.Value
+				size *= canon[q].size.Value
 			}
 		}
 		switch {
-		case len(lv) == 1 && lv[0] == canon[0] && i == 0, len(lv) == 1 && lv[0] == canon[1] && i == 1:
+		case len(r) == 1 && r[0] < 2 && i < len(at) && at[i] == r[0] && (p.outSplit != nil || i == r[0]):
 			dims = append(dims, 0)
-		case hasBS:
+		case bs:
 			if free {
-				return fmt.Sprintf("the output's layout %v merges batch and sequence apart", l)
+				return fmt.Sprintf("the output's layout %v needs two sizes read at run time", l)
 			}
 			free = true
 			dims = append(dims, -1)
@@ -492,13 +530,9 @@ func (p *attnPlan) outputLayout() string {
 			dims = append(dims, size)
 		}
 	}
-	if next != len(canon) {
-		return fmt.Sprintf("the output's layout %v drops atoms", l)
-	}
-	if len(l) == 3 && dims[0] == 0 && dims[1] == 0 {
+	p.outShape = dims
+	if p.outSplit == nil && len(l) == 3 && dims[0] == 0 && dims[1] == 0 {
 		p.outShape = nil
-	} else {
-		p.outShape = dims
 	}
 	return ""
 }

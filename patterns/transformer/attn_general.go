@@ -175,6 +175,11 @@ func generalFuse(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, e
 	}
 	n.Name = name
 	out := n.Output(0)
+	if p.outSplit != nil {
+		split := rw.Const("attention_output_atoms", ir.Int64Tensor([]int64{int64(len(p.outSplit))}, p.outSplit))
+		out = rw.Node("Reshape", "", []*ir.Value{out, split}, 1, name+"_atoms").Output(0)
+		out = rw.Node("Transpose", "", []*ir.Value{out}, 1, name+"_transposed", ir.IntsAttr("perm", p.outPerm...)).Output(0)
+	}
 	if p.outShape != nil {
 		shape := rw.Const("attention_output_shape", ir.Int64Tensor([]int64{int64(len(p.outShape))}, p.outShape))
 		out = rw.Node("Reshape", "", []*ir.Value{out, shape}, 1, name+"_reshaped").Output(0)

@@ -410,12 +410,16 @@ func (st layoutStep) selectAxis(in layout, outShape ir.Shape) (layout, string) {
 		if !ok || len(axes) != 1 {
 			return nil, fmt.Sprintf("%s slices more than one axis", n)
 		}
+		ax = axes[0]
 		if steps := n.Input(4); steps != nil {
-			if s, ok := constInts(steps); !ok || len(s) != 1 || s[0] != 1 {
-				return nil, fmt.Sprintf("%s: step is not 1", n)
+			s, ok := constInts(steps)
+			if !ok || len(s) != 1 || s[0] < 1 {
+				return nil, fmt.Sprintf("%s: step is not a positive constant", n)
+			}
+			if s[0] > 1 {
+				return st.strided(in, ax, s[0], outShape)
 			}
 		}
-		ax = axes[0]
 	}
 	i, ok := normAxis(ax, len(in))
 	if !ok {
@@ -452,5 +456,35 @@ func (st layoutStep) selectAxis(in layout, outShape ir.Shape) (layout, string) {
 	if removed {
 		out = slices.Delete(out, i, i+1)
 	}
+	return out, ""
+}
+
+// strided is Slice with step k > 1 over one channel atom of size n (every k-th element,
+// the interleaved halves of a rotary embedding): the atom splits into (n/k, k) and the
+// slice keeps one index of the minor factor.
+func (st layoutStep) strided(in layout, ax int64, k int64, outShape ir.Shape) (layout, string) {
+	n := st.node
+	i, ok := normAxis(ax, len(in))
+	if !ok || len(outShape) != len(in) {
+		return nil, fmt.Sprintf("%s: axis %d", n, ax)
+	}
+	lv := in[i].leaves()
+	starts, ok1 := constInts(n.Input(1))
+	if len(lv) != 1 || lv[0].kind != atomChan || !lv[0].size.Known || !ok1 || len(starts) != 1 {
+		return nil, fmt.Sprintf("%s: a strided slice of %v", n, in[i])
+	}
+	a := lv[0]
+	start := starts[0]
+	if start < 0 {
+		start += a.size.Value
+	}
+	if a.size.Value%k != 0 || start < 0 || start >= k || !shapes.SameDim(outShape[i], ir.D(a.size.Value/k)) {
+		return nil, fmt.Sprintf("%s takes every %d-th of %v from %d", n, k, a.size, start)
+	}
+	hi := &atom{kind: atomChan, size: ir.D(a.size.Value / k)}
+	lo := &atom{kind: atomChan, size: ir.D(k)}
+	a.children = []*atom{hi, lo}
+	out := in.clone()
+	out[i] = axis{hi}
 	return out, ""
 }

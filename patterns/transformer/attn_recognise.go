@@ -135,7 +135,64 @@ func layoutOf(v *ir.Value, depth int) (layout, string) {
 			}
 		}
 	}
+	if n, _ := v.Producer(); n != nil && depth < 4 && n.OpType == "Concat" && n.Domain == "" {
+		if l, why := concatLayout(n, depth); why == "" {
+			return l, ""
+		}
+	}
 	return sourceLayout(v)
+}
+
+// concatLayout is the layout of a Concat whose inputs have one layout but for the
+// concatenated axis (the halves of a rotary embedding, rotated and passed-through parts):
+// that axis becomes one new channel atom.
+func concatLayout(n *ir.Node, depth int) (layout, string) {
+	out := attnShape(n.Output(0))
+	a, ok := normAxis(n.AttrInt("axis", 0), len(out))
+	if !ok || !out[a].Known {
+		return nil, "concat axis unknown"
+	}
+	var first layout
+	for _, in := range n.Inputs() {
+		op, why := followOperand("", in, anyStep, depth+1)
+		if why != "" {
+			return nil, why
+		}
+		l := op.last()
+		if len(l) != len(out) {
+			return nil, "concat of another rank"
+		}
+		for _, x := range l[a].leaves() {
+			if x.kind != atomChan {
+				return nil, "concat along a batch or sequence axis"
+			}
+		}
+		if first == nil {
+			first = l
+			continue
+		}
+		for i := range l {
+			if i != a && !sameStructure(l[i].leaves(), first[i].leaves()) {
+				return nil, "concat of tensors laid out differently"
+			}
+		}
+	}
+	res := first.clone()
+	res[a] = axis{{kind: atomChan, size: out[a]}}
+	return res, ""
+}
+
+// sameStructure compares two atom lists by kind and size.
+func sameStructure(a, b []*atom) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].kind != b[i].kind || !shapes.SameDim(a[i].size, b[i].size) {
+			return false
+		}
+	}
+	return true
 }
 
 func sameShape(a, b ir.Shape) bool {
