@@ -85,6 +85,9 @@ func run(ctx *pass.Context) error {
 	for _, l := range rep.Left {
 		ctx.Note("not rewritten: %s", l)
 	}
+	for _, sm := range rep.Softmax {
+		ctx.Note("not attention: %s", sm)
+	}
 	for _, r := range rep.Refusals {
 		ctx.Note("refused: %s", r)
 	}

@@ -68,6 +68,9 @@ func attnFuse(t *testing.T, m *ir.Model, env *transformer.Env) *transformer.Repo
 func attnReport(rep *transformer.Report) string {
 	var b strings.Builder
 	b.WriteString(formatOpsLeft(rep, ""))
+	for _, sm := range rep.Softmax {
+		fmt.Fprintf(&b, "not attention: %s\n", sm)
+	}
 	for _, r := range rep.Refusals {
 		fmt.Fprintf(&b, "refused: %s\n", r)
 	}

@@ -87,7 +87,7 @@ func TestGeneralAttentionRefusals(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			all := fmt.Sprint(refs, rep.Left)
+			all := fmt.Sprint(refs, rep.Left, rep.Softmax)
 			if !strings.Contains(all, c.want) {
 				t.Fatalf("want a refusal with %q, got %s", c.want, all)
 			}

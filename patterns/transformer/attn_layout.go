@@ -141,12 +141,19 @@ func regroup(in layout, out ir.Shape) (layout, string) {
 	for j, d := range out {
 		var group axis
 		acc := ir.D(1)
+		if dimIsOne(d) {
+			// A unit axis keeps the unit atoms here (a batch of 1 stays the batch).
+			for ; i < len(flat) && dimIsOne(flat[i].size); i++ {
+				group = append(group, flat[i])
+			}
+		}
 		for !shapes.SameDim(acc, d) {
 			if i >= len(flat) {
 				return nil, fmt.Sprintf("reshape to %v: atoms exhausted at dim %d", out, j)
 			}
 			a := flat[i]
 			if dimIsOne(a.size) {
+				group = append(group, a)
 				i++
 				continue
 			}

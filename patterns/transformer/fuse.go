@@ -20,6 +20,8 @@ type Report struct {
 	Refusals []patterns.Refusal
 	// Blocks are the blocks of the result, in graph order.
 	Blocks []*Block
+	// Softmax says, for each Softmax outside the attention blocks, why it is not one.
+	Softmax []string
 }
 
 // Fuse rewrites every recognised block of the main graph, family by family in the
@@ -109,7 +111,12 @@ func Fuse(m *ir.Model, fams []*Family, env *Env) (*Report, error) {
 			rep.Left = append(rep.Left, fmt.Sprintf("%s (%s, layer %d): %s", b.ID, b.Variant, b.Layer, why))
 		}
 	}
-	rep.Left = append(rep.Left, unfusedSoftmax(g, blocks)...)
+	for _, f := range fams {
+		if f.Kind == Attention {
+			rep.Softmax = unfusedSoftmax(g, blocks)
+			break
+		}
+	}
 	sort.Strings(rep.Left)
 	rep.Blocks = blocks
 	for _, n := range g.Nodes() {
@@ -155,7 +162,11 @@ func unfusedSoftmax(g *ir.Graph, blocks []*Block) []string {
 		if n.OpType != "Softmax" || n.Domain != "" || in[n] {
 			continue
 		}
-		why := analyseAttention(n).why
+		p := analyseAttention(n)
+		why := p.why
+		if why == "" {
+			why = p.coreEscapes()
+		}
 		if why == "" {
 			why = "proved attention, but its output path was refused"
 		}
