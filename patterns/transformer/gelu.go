@@ -252,6 +252,18 @@ func checkGelu(m *patterns.Match) string {
 	if !in.Type.DType.IsFloat() {
 		return fmt.Sprintf("input is %s, not float", in.Type.DType)
 	}
+	if why := geluCheckConsts(m); why != "" {
+		return why
+	}
+	if m.Has("bias") {
+		return geluCheckBias(m.V("bias"), in)
+	}
+	return ""
+}
+
+// geluCheckConsts checks each bound constant of a decomposed GELU (the FFN family's
+// patterns embed the same forms).
+func geluCheckConsts(m *patterns.Match) string {
 	for _, c := range geluConstChecks {
 		if !m.Has(c.name) {
 			continue
@@ -263,9 +275,6 @@ func checkGelu(m *patterns.Match) string {
 		if !geluNear(v, c.want) {
 			return fmt.Sprintf(c.say, v)
 		}
-	}
-	if m.Has("bias") {
-		return geluCheckBias(m.V("bias"), in)
 	}
 	return ""
 }
