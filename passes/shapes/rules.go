@@ -134,6 +134,7 @@ var rules = map[string]rule{
 	"LayerNormalization": layerNorm,
 	// ONNX Runtime registers SimplifiedLayerNormalization in the default domain.
 	"SimplifiedLayerNormalization": layerNorm,
+	"RMSNormalization":             layerNorm, // opset 23; one output
 	"TopK":                         topK,
 	"NonZero": func(c *nctx) error {
 		r := c.rank(0)

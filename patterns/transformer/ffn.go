@@ -30,7 +30,8 @@ erf form GeluFamily knows, com.microsoft Gelu/BiasGelu, Gelu-20), "gelu_tanh" (t
 forms, FastGelu, Gelu-20 tanh), "quick_gelu" (x·sigmoid(1.702·x), QuickGelu), "silu"
 (x·sigmoid(x), or x / (1 + exp(-x))). A projection is MatMul(x, W) with or without a
 bias Add (either operand order), Gemm(x, W[, b]) (transB either way; with the Reshapes to
-and from 2-D that GPT-2's Conv1D writes), or MatMulIntegerToFloat (fuse's CPU form of a
+and from 2-D that GPT-2's Conv1D writes), a 1×1 Conv on channel-first [B, C, S]
+(SqueezeBERT), or MatMulIntegerToFloat (fuse's CPU form of a
 Q/DQ linear layer); x may come through a QuantizeLinear/DequantizeLinear pair and W be a
 DequantizeLinear of a constant. Modifiers: "+gemm", "+quant" (Q/DQ or integer matmuls),
 "+fusedact" (the activation is a fused operator).
@@ -143,10 +144,15 @@ func ffnProj(p string, x patterns.Pattern) patterns.Pattern {
 	gemm := gOr(
 		Op("Gemm", in, ffnWeight(p), bias).As(p+"_matmul"),
 		Op("Gemm", in, ffnWeight(p)).As(p+"_matmul"))
+	// A 1×1 convolution over channel-first [B, C, S] (SqueezeBERT) is x·W on axis 1.
+	conv := gOr(
+		Op("Conv", ffnIn(p, x), ffnWeight(p), bias).As(p+"_matmul"),
+		Op("Conv", ffnIn(p, x), ffnWeight(p)).As(p+"_matmul"))
 	return gOr(
 		Op("Add", ffnMatMul(p, x), bias).As(p+"_add"),
 		ffnMatMul(p, x),
-		Optional(Op("Reshape", gemm, Any()).As(p+"_reshape_out")))
+		Optional(Op("Reshape", gemm, Any()).As(p+"_reshape_out")),
+		conv)
 }
 
 // ffnAct is act(x) in every form, bound to "act"; p names x's projection (for the forms
@@ -220,11 +226,15 @@ func ffnShape(m *patterns.Match, p string) (in, out int64, why string) {
 	if t == nil {
 		return 0, 0, p + " weight is not a constant"
 	}
+	n := m.N(p + "_matmul")
+	if n != nil && n.OpType == "Conv" {
+		return ffnConvShape(n, p, t.Dims)
+	}
 	if len(t.Dims) != 2 {
 		return 0, 0, fmt.Sprintf("%s weight has shape %v, not 2-D", p, t.Dims)
 	}
 	in, out = t.Dims[0], t.Dims[1]
-	if n := m.N(p + "_matmul"); n != nil && n.OpType == "Gemm" {
+	if n != nil && n.OpType == "Gemm" {
 		if n.AttrInt("transA", 0) != 0 {
 			return 0, 0, p + " Gemm transposes its input"
 		}
@@ -236,6 +246,37 @@ func ffnShape(m *patterns.Match, p string) (in, out int64, why string) {
 		}
 	}
 	return in, out, ""
+}
+
+// ffnConvShape reads a 1×1 convolution's weight [out, in, 1, ...] as [in, out], or says
+// why the convolution is not a per-position projection.
+func ffnConvShape(n *ir.Node, p string, dims []int64) (in, out int64, why string) {
+	if len(dims) < 3 {
+		return 0, 0, fmt.Sprintf("%s Conv weight has shape %v", p, dims)
+	}
+	for _, d := range dims[2:] {
+		if d != 1 {
+			return 0, 0, fmt.Sprintf("%s Conv kernel is %v, not 1×1", p, dims[2:])
+		}
+	}
+	if g := n.AttrInt("group", 1); g != 1 {
+		return 0, 0, fmt.Sprintf("%s Conv has %d groups", p, g)
+	}
+	for _, a := range []struct {
+		name string
+		want int64
+	}{{"strides", 1}, {"dilations", 1}, {"pads", 0}} {
+		vs, _ := n.AttrInts(a.name)
+		for _, v := range vs {
+			if v != a.want {
+				return 0, 0, fmt.Sprintf("%s Conv has %s %v", p, a.name, vs)
+			}
+		}
+	}
+	if ap := n.AttrString("auto_pad", "NOTSET"); ap != "NOTSET" && ap != "VALID" {
+		return 0, 0, fmt.Sprintf("%s Conv pads %s", p, ap)
+	}
+	return dims[1], dims[0], ""
 }
 
 func checkFFN(m *patterns.Match) string {
@@ -256,6 +297,7 @@ func checkFFN(m *patterns.Match) string {
 			return fmt.Sprintf("QuickGelu alpha %g, not 1.702", a)
 		}
 	}
+	// x's channels and the up projection's input agree: the model's types say so.
 	upIn, upOut, why := ffnShape(m, "up")
 	if why != "" {
 		return why
@@ -263,9 +305,6 @@ func checkFFN(m *patterns.Match) string {
 	downIn, _, why := ffnShape(m, "down")
 	if why != "" {
 		return why
-	}
-	if h, ok := lnLastDim(x); ok && h != upIn {
-		return fmt.Sprintf("x has %d channels, the up projection takes %d", h, upIn)
 	}
 	f := upOut
 	switch {

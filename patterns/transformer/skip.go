@@ -104,8 +104,10 @@ func checkSkip(m *patterns.Match) string {
 		if why := lnFloatInput(r.role, r.v); why != "" {
 			return why
 		}
-		if r.v.Type.Rank() != 3 {
-			return fmt.Sprintf("%s has rank %d, not [batch, seq, hidden]", r.role, r.v.Type.Rank())
+		// ONNX Runtime's skip kernels take [batch, seq, hidden] or the 2-D token view
+		// [tokens, hidden] (a model computed on [B·S, hidden], DistilBERT with Gemm).
+		if rank := r.v.Type.Rank(); rank != 3 && rank != 2 {
+			return fmt.Sprintf("%s has rank %d, not [batch, seq, hidden] or [tokens, hidden]", r.role, rank)
 		}
 	}
 	if !skipSameShape(in.Type.Shape, skip.Type.Shape) {
@@ -114,7 +116,7 @@ func checkSkip(m *patterns.Match) string {
 	if in.Type.DType != skip.Type.DType {
 		return fmt.Sprintf("input is %s and skip %s", in.Type.DType, skip.Type.DType)
 	}
-	if axis := ln.AttrInt("axis", -1); axis != -1 && axis != 2 {
+	if axis := ln.AttrInt("axis", -1); axis != -1 && axis != int64(in.Type.Rank()-1) {
 		return fmt.Sprintf("normalised from axis %d, not the last", axis)
 	}
 	hidden, _ := lnLastDim(in)
