@@ -24,12 +24,20 @@ activations (not constants: adding a constant is a bias) of the same [batch, seq
 shape (a broadcasting Add is not a residual). The LayerNormalization must normalise the
 last axis, and its Mean/InvStdDev outputs must be unused.
 
+In a pre-norm model (GPT-2, ViT) the residual sum also feeds the next residual: the
+norm that reads it is the next block's, and the sum keeps its other readers (role sum).
+A constant per-channel Mul on the sublayer output before the residual (CaiT's and DeiT
+III's layer scale) is recognised: variant "+layerscale", role layer_scale.
+
 Roles: input (the sublayer output), skip (the residual), bias (optional), gamma, beta
-(optional), output, sum (the residual sum, when something else reads it). Params:
-epsilon.
+(optional), output, sum (the residual sum, when something else reads it), layer_scale.
+Params: epsilon.
 
 Fuse: ORT gets com.microsoft.SkipLayerNormalization(input, skip, gamma, beta, bias) with
-epsilon; a used sum becomes its 4th output, input_skip_bias_sum. With provider=cpu it gets
+epsilon; a used sum becomes its 4th output, input_skip_bias_sum. A layer scale s on
+h·W (+ b), with W and b float constants read nowhere else, is folded into the projection,
+h·(W·diag(s)) with bias b ⊙ s, which the fused op then takes; otherwise (and with
+provider=cpu) it stays a Mul in front: the fused ops have no input scale. With provider=cpu it gets
 "skip/fused-cpu", LayerNormalization(Sum(input, skip)) with any bias Add kept: ONNX Runtime
 1.30's CPU SkipLayerNormalization kernel takes 8× the time of Add + LayerNormalization (24
 nodes on [1,128,768]: 11.5 ms against 1.3 ms), and its optimizer fuses an Add + LayerNorm
@@ -211,6 +219,73 @@ func skipLayerScale(v *ir.Value) (scale, scaled *ir.Value) {
 	return nil, nil
 }
 
+// skipFoldLayerScale folds a layer scale into the sublayer's last projection, which can
+// express it: s ⊙ (h·W + b) = h·(W·diag(s)) + b ⊙ s. It applies when the scaled value is
+// MatMul(h, W) or Add(b, MatMul(h, W)) with float constants read by nothing else; the
+// fused op then takes the new MatMul as input and b ⊙ s as its bias. It returns nil when
+// the scale stays a Mul in front of the fused op.
+func skipFoldLayerScale(rw *patterns.Rewriter, b *Block) (in, bias *ir.Value) {
+	if b.Role(RoleLayerScale) == nil || b.Role(RoleBias) != nil {
+		return nil, nil
+	}
+	scale, scaled := skipLayerScale(b.Role(RoleInput))
+	if scale == nil || !skipOnlyReader(b.Role(RoleInput)) || !skipOnlyReader(scaled) {
+		return nil, nil
+	}
+	mm, _ := scaled.Producer()
+	var bt *ir.Tensor
+	if mm.OpType == "Add" && mm.Domain == "" {
+		for i := 0; i < 2; i++ {
+			if t := patterns.ConstOf(mm.Input(i)); t != nil {
+				bt = t
+				mm, _ = mm.Input(1 - i).Producer()
+				break
+			}
+		}
+		if bt == nil || mm == nil || !skipOnlyReader(mm.Output(0)) {
+			return nil, nil
+		}
+	}
+	if mm == nil || mm.OpType != "MatMul" || mm.Domain != "" {
+		return nil, nil
+	}
+	wt, st := patterns.ConstOf(mm.Input(1)), patterns.ConstOf(scale)
+	if wt == nil || wt.DType != ir.Float || len(wt.Dims) != 2 || st.DType != ir.Float {
+		return nil, nil
+	}
+	n := wt.Dims[1]
+	w, err1 := wt.Float32s()
+	sv, err2 := st.Float32s()
+	if err1 != nil || err2 != nil || int64(len(sv)) != n {
+		return nil, nil
+	}
+	var bv []float32
+	if bt != nil {
+		var err error
+		if bv, err = bt.Float32s(); err != nil || int64(len(bv)) != n || len(bt.Dims) != 1 {
+			return nil, nil
+		}
+	}
+	for i := range w {
+		w[i] *= sv[int64(i)%n]
+	}
+	name := mm.Output(0).Name
+	nm := rw.Node("MatMul", "", []*ir.Value{mm.Input(0), rw.Const(name+"_scaled_weight", ir.FloatTensor(wt.Dims, w))}, 1, name+"_scaled")
+	if mm.Name != "" {
+		nm.Name = mm.Name + "_scaled"
+	}
+	if bt == nil {
+		return nm.Output(0), nil
+	}
+	for i := range bv {
+		bv[i] *= sv[i]
+	}
+	return nm.Output(0), rw.Const(name+"_scaled_bias", ir.FloatTensor([]int64{n}, bv))
+}
+
+// skipOnlyReader reports whether v has one reader and is not a graph output.
+func skipOnlyReader(v *ir.Value) bool { return len(v.Uses()) == 1 && !v.IsGraphOutput() }
+
 // skipFusedInputs are the input roles of the fused skip operators, in order.
 var skipFusedInputs = map[string][]string{
 	"SkipLayerNormalization":           {RoleInput, RoleSkip, RoleGamma, RoleBeta, RoleBias},
@@ -289,9 +364,16 @@ func fuseSkipAs(rw *patterns.Rewriter, b *Block, env *Env, rules []*patterns.Rul
 		rw.Replace(add.Output(0), n.Output(0))
 		return n, "", nil
 	}
+	roles := map[string]*ir.Value{}
+	for r, v := range b.Roles {
+		roles[r] = v
+	}
+	if in, bias := skipFoldLayerScale(rw, b); in != nil {
+		roles[RoleInput], roles[RoleBias] = in, bias
+	}
 	var inputs []*ir.Value
 	for _, r := range skipFusedInputs[op] {
-		inputs = append(inputs, b.Role(r))
+		inputs = append(inputs, roles[r])
 	}
 	for len(inputs) > 3 && inputs[len(inputs)-1] == nil {
 		inputs = inputs[:len(inputs)-1]
@@ -341,11 +423,11 @@ pairs with the final norm.
 
 Roles: input (the sublayer output), skip (the residual), bias (optional), gamma, output,
 sum (when something else reads it), layer_scale (a constant per-channel Mul on input,
-variant "+layerscale"; it stays a Mul in front: the fused op has no input scale).
-Params: epsilon.
+variant "+layerscale"). Params: epsilon.
 
 Fuse: ORT gets com.microsoft.SkipSimplifiedLayerNormalization(input, skip, gamma, bias);
-a used sum becomes its output 3. With provider=cpu the residual becomes Sum, as for
+a used sum becomes its output 3; a layer scale is folded into the sublayer's last
+projection as for SkipLayerNorm. With provider=cpu the residual becomes Sum, as for
 SkipLayerNorm (the same CPU kernel). ONNX has no standard operator: the block stays.`,
 	Rules:    skipRMSRules,
 	Describe: describeSkip,
