@@ -314,10 +314,10 @@ func geluDims(ds []int64) []ir.Dim {
 // ---- describe ----
 
 func describeGelu(m *patterns.Match, b *Block) {
-	b.Roles["input"] = m.V("input")
-	b.Roles["output"] = m.Root
+	b.Roles[RoleInput] = m.V("input")
+	b.Roles[RoleOutput] = m.Root
 	if m.Has("bias") {
-		b.Roles["bias"] = m.V("bias")
+		b.Roles[RoleBias] = m.V("bias")
 	}
 	approx := GeluErf
 	name := strings.TrimPrefix(b.Variant, "gelu/")
@@ -346,7 +346,7 @@ func describeGelu(m *patterns.Match, b *Block) {
 func fuseGelu(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, error) {
 	m := b.Match
 	approx := int(b.Param("approximation", 0))
-	in, bias := b.Role("input"), b.Role("bias")
+	in, bias := b.Role(RoleInput), b.Role(RoleBias)
 	// x is the GELU's argument with the bias added (the bias Add stays when the fused op
 	// cannot take the bias).
 	x := in

@@ -350,8 +350,8 @@ func lnLastDim(v *ir.Value) (int64, bool) {
 }
 
 func describeNorm(m *patterns.Match, b *Block) {
-	b.Roles["input"] = m.V("x")
-	b.Roles["output"] = m.Root
+	b.Roles[RoleInput] = m.V("x")
+	b.Roles[RoleOutput] = m.Root
 	b.Params["axis"] = -1
 	if m.Has("fused") {
 		n := m.N("fused")
@@ -412,7 +412,7 @@ func fuseLayerNorm(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string,
 		return nil, fmt.Sprintf("unknown target %q", env.Target), nil
 	}
 	inputs := []*ir.Value{ops.input(), ops.scale(rw, b)}
-	if beta := b.Role("beta"); beta != nil {
+	if beta := b.Role(RoleBeta); beta != nil {
 		inputs = append(inputs, beta)
 	}
 	n := lnNode(rw, b, "LayerNormalization", "", inputs,
@@ -508,7 +508,7 @@ type normOps struct {
 // normOperands decides the operands without changing the graph, or says why it cannot.
 func normOperands(b *Block) (normOps, string) {
 	m := b.Match
-	ops := normOps{in: m.V("x"), gamma: b.Role("gamma")}
+	ops := normOps{in: m.V("x"), gamma: b.Role(RoleGamma)}
 	if m.Has("cast_in") && !m.Has("cast_out") && ir.DataType(m.N("cast_in").AttrInt("to", 0)) != ops.in.Type.DType {
 		ops.in = m.V("xs") // a no-op Cast in is dropped
 	}
