@@ -353,6 +353,8 @@ func (b *builder) block(bl *transformer.Block) {
 		b.attention(bl)
 	case transformer.Embedding:
 		b.embedding(bl)
+	case transformer.FFN:
+		// An annotation over GEMMs and an activation that is a block of its own.
 	default:
 		b.skip(bl.ID, bl.Variant, fmt.Sprintf("no kernel for %s blocks", bl.Kind))
 	}

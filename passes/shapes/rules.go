@@ -146,6 +146,7 @@ var rules = map[string]rule{
 	"Attention":          attention23,
 	// ONNX Runtime registers SimplifiedLayerNormalization in the default domain.
 	"SimplifiedLayerNormalization": layerNorm,
+	"RMSNormalization":             layerNorm, // opset 23; one output
 	"TopK":                         topK,
 	"NonZero": func(c *nctx) error {
 		r := c.rank(0)

@@ -24,6 +24,9 @@ const (
 	LayerNorm     Kind = "LayerNorm"
 	RMSNorm       Kind = "RMSNorm"
 	SkipLayerNorm Kind = "SkipLayerNorm"
+	SkipRMSNorm   Kind = "SkipRMSNorm"
+	AffineNorm    Kind = "AffineNorm"
+	FFN           Kind = "FFN"
 	Gelu          Kind = "Gelu"
 	Attention     Kind = "Attention"
 	Embedding     Kind = "Embedding"
@@ -181,9 +184,12 @@ var Families = []*Family{
 	RMSNormFamily,
 	GeluFamily,
 	SkipFamily,
+	SkipRMSNormFamily,
+	AffineNormFamily,
 	AttentionFamily,
 	DebertaAttentionFamily,
 	GeneralAttentionFamily,
 	EmbeddingFamily,
 	VisionEmbeddingFamily,
+	FFNFamily,
 }

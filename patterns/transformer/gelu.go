@@ -252,6 +252,18 @@ func checkGelu(m *patterns.Match) string {
 	if !in.Type.DType.IsFloat() {
 		return fmt.Sprintf("input is %s, not float", in.Type.DType)
 	}
+	if why := geluCheckConsts(m); why != "" {
+		return why
+	}
+	if m.Has("bias") {
+		return geluCheckBias(m.V("bias"), in)
+	}
+	return ""
+}
+
+// geluCheckConsts checks each bound constant of a decomposed GELU (the FFN family's
+// patterns embed the same forms).
+func geluCheckConsts(m *patterns.Match) string {
 	for _, c := range geluConstChecks {
 		if !m.Has(c.name) {
 			continue
@@ -263,9 +275,6 @@ func checkGelu(m *patterns.Match) string {
 		if !geluNear(v, c.want) {
 			return fmt.Sprintf(c.say, v)
 		}
-	}
-	if m.Has("bias") {
-		return geluCheckBias(m.V("bias"), in)
 	}
 	return ""
 }
@@ -305,10 +314,10 @@ func geluDims(ds []int64) []ir.Dim {
 // ---- describe ----
 
 func describeGelu(m *patterns.Match, b *Block) {
-	b.Roles["input"] = m.V("input")
-	b.Roles["output"] = m.Root
+	b.Roles[RoleInput] = m.V("input")
+	b.Roles[RoleOutput] = m.Root
 	if m.Has("bias") {
-		b.Roles["bias"] = m.V("bias")
+		b.Roles[RoleBias] = m.V("bias")
 	}
 	approx := GeluErf
 	name := strings.TrimPrefix(b.Variant, "gelu/")
@@ -337,7 +346,7 @@ func describeGelu(m *patterns.Match, b *Block) {
 func fuseGelu(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, error) {
 	m := b.Match
 	approx := int(b.Param("approximation", 0))
-	in, bias := b.Role("input"), b.Role("bias")
+	in, bias := b.Role(RoleInput), b.Role(RoleBias)
 	// x is the GELU's argument with the bias added (the bias Add stays when the fused op
 	// cannot take the bias).
 	x := in

@@ -115,8 +115,13 @@ func normRules(family string, centred bool) []*patterns.Rule {
 //	std  = Sqrt(mean(d²) + eps)
 //	norm = d / std                   (or d * 1/std, or d * (mean(d²)+eps)^-0.5)
 //	y    = [Add]([Mul]([Cast](norm), gamma), beta)
+//	     or Cast([Add]([Mul](norm, gamma), beta))     (the affine before the cast back)
 //
-// The numerator's d may be a second Sub node computing the same x - mean(x).
+// The numerator's d may be a second Sub node computing the same x - mean(x). An RMSNorm's
+// numerator may be x itself or its own Cast of x while the statistics square a Cast of x
+// (T5 squares x.to(float32) and multiplies x); it is multiplied by the statistics, so the
+// type rules make it the statistics' type: x only when that Cast is a no-op, its own
+// Cast only to the same type.
 func normPattern(centred bool, square, inverse string) patterns.Pattern {
 	type Pattern = patterns.Pattern
 	Op, Var, Bind, Or, Optional := patterns.Op, patterns.Var, patterns.Bind, patterns.Or, patterns.Optional
@@ -131,6 +136,8 @@ func normPattern(centred bool, square, inverse string) patterns.Pattern {
 		mean := lnReduceMean("mean", xs)
 		d = Op("Sub", xs, mean).As("sub")
 		dn = Op("Sub", xs, mean).As("sub_num") // the same node, or the exporter's copy
+	} else {
+		dn = Bind("num", Or(xs, Op("Cast", x).As("cast_num"), x))
 	}
 	var sq Pattern
 	if square == "pow" {
@@ -150,12 +157,16 @@ func normPattern(centred bool, square, inverse string) patterns.Pattern {
 	case "rsqrt":
 		norm = Op("Mul", dn, Op("Pow", ve, ConstNear(-0.5, 0)).As("inv_std")).As("norm")
 	}
-	norm = Optional(Op("Cast", norm).As("cast_out"))
-	scaled := Optional(Op("Mul", norm, Var("gamma")).As("scale"))
-	if !centred {
-		return scaled
+	affine := func(p Pattern) Pattern {
+		scaled := Optional(Op("Mul", p, Var("gamma")).As("scale"))
+		if !centred {
+			return scaled
+		}
+		return Optional(Op("Add", scaled, Var("beta")).As("shift"))
 	}
-	return Optional(Op("Add", scaled, Var("beta")).As("shift"))
+	return Or(
+		affine(Optional(Op("Cast", norm).As("cast_out"))),
+		Op("Cast", affine(norm)).As("cast_end"))
 }
 
 // lnReduceMean matches ReduceMean(in) with its axes as an attribute or as an input.
@@ -188,11 +199,14 @@ func checkNorm(centred bool) func(m *patterns.Match) string {
 				return fmt.Sprintf("the statistics run on a Cast to %s, not a float type", to)
 			}
 		}
-		if m.Has("cast_out") {
+		for _, c := range []string{"cast_out", "cast_end"} {
+			if !m.Has(c) {
+				continue
+			}
 			if !m.Has("cast_in") {
 				return "the result is cast without the statistics being cast first"
 			}
-			if to := ir.DataType(m.N("cast_out").AttrInt("to", 0)); to != x.Type.DType {
+			if to := ir.DataType(m.N(c).AttrInt("to", 0)); to != x.Type.DType {
 				return fmt.Sprintf("the result is cast to %s, not back to x's %s", to, x.Type.DType)
 			}
 		}
@@ -336,8 +350,8 @@ func lnLastDim(v *ir.Value) (int64, bool) {
 }
 
 func describeNorm(m *patterns.Match, b *Block) {
-	b.Roles["input"] = m.V("x")
-	b.Roles["output"] = m.Root
+	b.Roles[RoleInput] = m.V("x")
+	b.Roles[RoleOutput] = m.Root
 	b.Params["axis"] = -1
 	if m.Has("fused") {
 		n := m.N("fused")
@@ -352,6 +366,12 @@ func describeNorm(m *patterns.Match, b *Block) {
 	}
 	if m.Has("cast_in") {
 		mods = append(mods, "cast")
+	}
+	if m.Has("cast_end") {
+		mods = append(mods, "castend") // the affine runs before the cast back
+	}
+	if num := m.V("num"); num != nil && num != m.V("xs") {
+		mods = append(mods, "xnum") // the numerator is not the statistics' Cast
 	}
 	for _, p := range []string{"gamma", "beta"} {
 		if m.Has(p) {
@@ -392,12 +412,12 @@ func fuseLayerNorm(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string,
 		return nil, fmt.Sprintf("unknown target %q", env.Target), nil
 	}
 	inputs := []*ir.Value{ops.input(), ops.scale(rw, b)}
-	if beta := b.Role("beta"); beta != nil {
+	if beta := b.Role(RoleBeta); beta != nil {
 		inputs = append(inputs, beta)
 	}
 	n := lnNode(rw, b, "LayerNormalization", "", inputs,
 		ir.IntAttr("axis", -1), ir.FloatAttr("epsilon", float32(b.Param("epsilon", 1e-5))))
-	rw.Replace(b.Root, n.Output(0))
+	rw.Replace(b.Root, ops.castBack(rw, b, n.Output(0)))
 	return n, "", nil
 }
 
@@ -415,7 +435,7 @@ func fuseRMSNorm(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, e
 	case ORT:
 		op = "SimplifiedLayerNormalization" // ONNX Runtime's, registered in the default domain
 	case ONNX:
-		if why := RequireOpset(env, 23, "RMSNormalization", b.Nodes); why != "" {
+		if why := RequireOpset(env, 23, "RMSNormalization", rmsRaiseSkip(env.Model, b)); why != "" {
 			return nil, why, nil
 		}
 		op = "RMSNormalization"
@@ -424,8 +444,32 @@ func fuseRMSNorm(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, e
 	}
 	n := lnNode(rw, b, op, "", []*ir.Value{ops.input(), ops.scale(rw, b)},
 		ir.IntAttr("axis", -1), ir.FloatAttr("epsilon", float32(b.Param("epsilon", 1e-5))))
-	rw.Replace(b.Root, n.Output(0))
+	rw.Replace(b.Root, ops.castBack(rw, b, n.Output(0)))
 	return n, "", nil
+}
+
+// rmsRaiseSkip lists the nodes that do not count against raising the opset to 23 for
+// block b: those of every decomposed RMSNorm in the graph that fuses once the opset is
+// raised (their ReduceMean, whose axes became an input at 18, goes with them; the first
+// raise lets each of them fuse). Only needed while the model is below 23.
+func rmsRaiseSkip(m *ir.Model, b *Block) []*ir.Node {
+	if m.Opset("") >= 23 {
+		return b.Nodes
+	}
+	nodes := append([]*ir.Node(nil), b.Nodes...)
+	found, _ := patterns.Find(m.Graph, rmsNormRules)
+	for _, f := range found {
+		if f.Match.Has("fused") {
+			continue
+		}
+		ob := &Block{Kind: RMSNorm, Variant: f.Rule.Name, Match: f.Match, Nodes: f.Match.All, Root: f.Match.Root,
+			Roles: map[string]*ir.Value{}, Params: map[string]float64{}}
+		describeNorm(f.Match, ob)
+		if _, why := normOperands(ob); why == "" {
+			nodes = append(nodes, f.Match.All...)
+		}
+	}
+	return nodes
 }
 
 // lnRematch matches a block's rule again at its root and describes the fresh match.
@@ -452,19 +496,24 @@ func lnRematch(b *Block, rules []*patterns.Rule, describe func(*patterns.Match, 
 }
 
 // normOps are a fused normalisation's operands: the input is x, or Cast(x) when the
-// statistics are cast and the result is not cast back (the output then has the cast
-// type); a missing gamma becomes a ones constant of the normalised size.
+// statistics are cast and the result is not cast back before the affine (the output then
+// has the cast type, and a cast back after the affine stays after the fused op); a
+// missing gamma becomes a ones constant of the normalised size.
 type normOps struct {
 	in, gamma *ir.Value
-	ones      *ir.Tensor // the scale to make when there is no gamma
+	ones      *ir.Tensor  // the scale to make when there is no gamma
+	castEnd   ir.DataType // the type to cast the fused result back to, when set
 }
 
 // normOperands decides the operands without changing the graph, or says why it cannot.
 func normOperands(b *Block) (normOps, string) {
 	m := b.Match
-	ops := normOps{in: m.V("x"), gamma: b.Role("gamma")}
-	if m.Has("cast_in") && !m.Has("cast_out") {
-		ops.in = m.V("xs")
+	ops := normOps{in: m.V("x"), gamma: b.Role(RoleGamma)}
+	if m.Has("cast_in") && !m.Has("cast_out") && ir.DataType(m.N("cast_in").AttrInt("to", 0)) != ops.in.Type.DType {
+		ops.in = m.V("xs") // a no-op Cast in is dropped
+	}
+	if m.Has("cast_end") {
+		ops.castEnd = ir.DataType(m.N("cast_end").AttrInt("to", 0))
 	}
 	if ops.gamma != nil {
 		return ops, ""
@@ -482,6 +531,18 @@ func normOperands(b *Block) (normOps, string) {
 }
 
 func (o normOps) input() *ir.Value { return o.in }
+
+// castBack returns the fused result y, or Cast(y) when the block casts after its affine.
+func (o normOps) castBack(rw *patterns.Rewriter, b *Block, y *ir.Value) *ir.Value {
+	if o.castEnd == ir.Undefined || o.castEnd == o.in.Type.DType {
+		return y
+	}
+	yn, _ := y.Producer()
+	node := yn.Name + "_Cast"
+	n := rw.Node("Cast", "", []*ir.Value{y}, 1, node+"_output_0", ir.IntAttr("to", int64(o.castEnd)))
+	n.Name = node
+	return n.Output(0)
+}
 
 // scale returns gamma, or adds the ones constant.
 func (o normOps) scale(rw *patterns.Rewriter, b *Block) *ir.Value {
@@ -534,4 +595,140 @@ func lnNames(b *Block, op string) (node, out string) {
 		return name[:i+1] + op, name[:i+1] + op + "_output_0"
 	}
 	return name + "_" + op, name + "_" + op
+}
+
+// AffineNormFamily recognises an element-wise affine map in a normalisation's place:
+// y = x·gamma + beta with per-channel constants and no statistics (MobileBERT's NoNorm,
+// ResMLP's Affine, a BatchNorm folded for inference). There is nothing to fuse: the block
+// is annotated so that qdq and codegen know it for what it is.
+var AffineNormFamily = &Family{
+	Kind: AffineNorm,
+	Doc: `AffineNorm: y = x·gamma + beta over the last axis, with no mean or variance.
+
+Rule "affine/mul-add": Add(Mul(x, gamma), beta), gamma and beta constants of shape
+[hidden] or [1, ..., hidden] (hidden, the size of x's last axis, known and above 1).
+x must not be a normalised value (the scale and shift of a LayerNorm or RMSNorm belong to
+it): neither a normalisation op's output nor a quotient by a square root of a mean.
+
+Roles: input, output, gamma, beta.
+
+Fuse: none; the block is left with the reason (no statistics, so no normalisation
+operator applies, and Mul + Add is what it computes).`,
+	Rules: []*patterns.Rule{{
+		Name: "affine/mul-add",
+		Pattern: patterns.Op("Add",
+			patterns.Op("Mul", patterns.Where("NotNormalised", patterns.Var("x"), func(v *ir.Value) bool { return !isNormalised(v) }),
+				patterns.Where("PerChannel", patterns.Var("gamma"), affinePerChannel)).As("scale"),
+			patterns.Where("PerChannel", patterns.Var("beta"), affinePerChannel)).As("shift"),
+		Check: func(m *patterns.Match) string {
+			x := m.V("x")
+			if why := lnFloatInput("x", x); why != "" {
+				return why
+			}
+			for _, p := range []string{"gamma", "beta"} {
+				if why := affineFits(p, m.V(p), x); why != "" {
+					return why
+				}
+			}
+			return ""
+		},
+	}},
+	Describe: func(m *patterns.Match, b *Block) {
+		for _, r := range []string{RoleInput, RoleGamma, RoleBeta} {
+			v := m.V(r)
+			if r == RoleInput {
+				v = m.V("x")
+			}
+			b.Roles[r] = v
+		}
+		b.Roles[RoleOutput] = m.Root
+	},
+	Fuse: func(*patterns.Rewriter, *Block, *Env) (*ir.Node, string, error) {
+		return nil, "element-wise affine with no statistics: no normalisation operator applies; kept as Mul + Add", nil
+	},
+}
+
+// affinePerChannel reports whether v is a float constant that varies only along its last
+// axis ([n] or [1, ..., n], n > 1).
+func affinePerChannel(v *ir.Value) bool {
+	t := patterns.ConstOf(v)
+	if t == nil || !t.DType.IsFloat() || len(t.Dims) == 0 || t.Dims[len(t.Dims)-1] < 2 {
+		return false
+	}
+	for _, d := range t.Dims[:len(t.Dims)-1] {
+		if d != 1 {
+			return false
+		}
+	}
+	return true
+}
+
+// affineFits checks that a per-channel constant matches x's last axis and does not widen
+// x's rank (the Add would then broadcast x).
+func affineFits(role string, v, x *ir.Value) string {
+	t := patterns.ConstOf(v)
+	hidden, ok := lnLastDim(x)
+	if !ok {
+		return "the size of x's last axis is unknown"
+	}
+	if n := t.Dims[len(t.Dims)-1]; n != hidden {
+		return fmt.Sprintf("%s has %d channels, x's last axis %d", role, n, hidden)
+	}
+	if len(t.Dims) > x.Type.Rank() {
+		return fmt.Sprintf("%s has rank %d, above x's %d", role, len(t.Dims), x.Type.Rank())
+	}
+	return ""
+}
+
+// normOps lists the operators whose output is normalised.
+var normalisingOps = map[string]bool{
+	"LayerNormalization": true, "SimplifiedLayerNormalization": true, "RMSNormalization": true,
+	"SkipLayerNormalization": true, "SkipSimplifiedLayerNormalization": true,
+	"EmbedLayerNormalization": true, "GroupNormalization": true, "InstanceNormalization": true,
+	"BatchNormalization": true,
+}
+
+// isNormalised reports whether v is a normalisation's output: a normalising op's, or a
+// quotient by (a product with the inverse of) a square root whose argument is a mean,
+// possibly behind a Cast.
+func isNormalised(v *ir.Value) bool {
+	n, _ := v.Producer()
+	if n != nil && n.OpType == "Cast" {
+		n, _ = n.Input(0).Producer()
+	}
+	if n == nil {
+		return false
+	}
+	if normalisingOps[n.OpType] {
+		return true
+	}
+	if n.OpType != "Div" && n.OpType != "Mul" {
+		return false
+	}
+	for _, in := range n.Inputs() {
+		if in != nil && reachesMean(in, 4) {
+			return true
+		}
+	}
+	return false
+}
+
+// reachesMean reports whether v is computed from a ReduceMean within depth steps of the
+// ops a standard deviation is made of.
+func reachesMean(v *ir.Value, depth int) bool {
+	n, _ := v.Producer()
+	if n == nil || depth == 0 {
+		return false
+	}
+	switch n.OpType {
+	case "ReduceMean":
+		return true
+	case "Sqrt", "Reciprocal", "Pow", "Add", "Div", "Cast":
+		for _, in := range n.Inputs() {
+			if in != nil && reachesMean(in, depth-1) {
+				return true
+			}
+		}
+	}
+	return false
 }

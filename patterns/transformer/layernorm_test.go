@@ -18,6 +18,7 @@ import (
 	"github.com/qcc-dev/qcc/ir/text"
 	"github.com/qcc-dev/qcc/ndarray"
 	"github.com/qcc-dev/qcc/ort"
+	"github.com/qcc-dev/qcc/ort/orttest"
 	"github.com/qcc-dev/qcc/passes/shapes"
 	"github.com/qcc-dev/qcc/patterns"
 	"github.com/qcc-dev/qcc/patterns/transformer"
@@ -190,12 +191,10 @@ func formatOpsLeft(rep *transformer.Report, prefix string) string {
 // requires the outputs to agree within 1e-4 (with ORT's optimisations off and on).
 func normCompareORT(t *testing.T, what string, orig, fused *ir.Model) {
 	t.Helper()
-	if _, err := ort.Available(); err != nil {
-		return
-	}
+	orttest.RequireLib(t)
 	inputs := normRandomInputs(t, orig)
 	if inputs == nil {
-		return
+		t.Fatalf("%s: cannot make inputs for the model (an input that is not float)", what)
 	}
 	want := ortcheck.RunModel(t, orig, inputs, ort.OptDisabled)
 	for _, level := range []ort.OptLevel{ort.OptDisabled, ort.OptExtended} {
@@ -204,8 +203,8 @@ func normCompareORT(t *testing.T, what string, orig, fused *ir.Model) {
 	}
 }
 
-// normRandomInputs makes seeded random inputs for a model's float inputs: symbolic dims
-// are 2 ("batch") or 3 (others). It returns nil when an input is not float.
+// normRandomInputs makes seeded random inputs for a model's float inputs (symbolic dims
+// are 2, "batch", or 3) and -1 for int64 ones. It returns nil for other input types.
 func normRandomInputs(t *testing.T, m *ir.Model) map[string]*ndarray.Array {
 	rng := rand.New(rand.NewSource(1))
 	in := map[string]*ndarray.Array{}
@@ -248,9 +247,39 @@ func normRandomInputs(t *testing.T, m *ir.Model) map[string]*ndarray.Array {
 			in[v.Name] = ndarray.FromFloat16(shape, f)
 		case ir.Double:
 			in[v.Name] = ndarray.FromFloat64(shape, vals)
+		case ir.Int64:
+			// Integer inputs of these graphs are axes: -1, the last one.
+			ints := make([]int64, n)
+			for i := range ints {
+				ints[i] = -1
+			}
+			in[v.Name] = ndarray.FromInt64(shape, ints)
 		default:
 			return nil
 		}
 	}
 	return in
+}
+
+func TestAffineNormCases(t *testing.T) {
+	normRunCases(t, "affine-*.txtar", []*transformer.Family{transformer.LayerNormFamily, transformer.RMSNormFamily, transformer.AffineNormFamily})
+}
+
+// TestAffineNormUnknownChannels: an affine map over an axis of unknown size is refused
+// (its constants cannot be checked against it).
+func TestAffineNormUnknownChannels(t *testing.T) {
+	m := geParse(t, `"" : 17`, `g (float[batch,seq,h] x) => (float[batch,seq,8] y) <
+  float[8] g = {1.1, 0.9, 1, 1.2, 0.8, 1, 1.05, 0.95},
+  float[8] b = {0.1, -0.1, 0, 0.2, -0.2, 0, 0.05, -0.05}
+> {
+  m = Mul (x, g)
+  y = Add (m, b)
+}`)
+	if _, err := shapes.Infer(m); err != nil {
+		t.Fatal(err)
+	}
+	blocks, refs := transformer.Recognize(m.Graph, []*transformer.Family{transformer.AffineNormFamily})
+	if len(blocks) != 0 || len(refs) != 1 || refs[0].Reason != "the size of x's last axis is unknown" {
+		t.Fatalf("blocks %v, refusals %v; want the unknown channel count refused", blocks, refs)
+	}
 }

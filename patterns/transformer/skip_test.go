@@ -143,3 +143,7 @@ func normCheckONNX(t *testing.T, files []string) {
 		t.Logf("onnx.checker not run: %v", err)
 	}
 }
+
+func TestSkipRMSCases(t *testing.T) {
+	normRunCases(t, "skiprms-*.txtar", []*transformer.Family{transformer.RMSNormFamily, transformer.SkipRMSNormFamily})
+}

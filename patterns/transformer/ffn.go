@@ -1,0 +1,550 @@
+package transformer
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/qcc-dev/qcc/ir"
+	"github.com/qcc-dev/qcc/patterns"
+)
+
+// FFN activations, as the block's "activation" parameter.
+const (
+	FFNRelu      = 1 // max(x, 0)
+	FFNGelu      = 2 // 0.5·x·(1 + erf(x/√2))
+	FFNGeluTanh  = 3 // 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))
+	FFNQuickGelu = 4 // x·sigmoid(1.702·x)
+	FFNSilu      = 5 // x·sigmoid(x)
+)
+
+// FFNFamily recognises the feed-forward sublayer of a transformer layer.
+var FFNFamily = &Family{
+	Kind: FFN,
+	Doc: `FFN: y = act(x·W_up + b_up)·W_down + b_down, or gated,
+y = (act(x·W_gate + b_gate) ⊙ (x·W_up + b_up))·W_down + b_down (SwiGLU, GeGLU).
+
+Rules "ffn/<structure>-<activation>": structure "plain", "gated" (two projections of x),
+or "packed" (one projection of x to 2·F, halved by Split or two Slices of the last axis,
+one half through the activation: torch's chunk(2, -1)); activation "relu", "gelu" (any
+erf form GeluFamily knows, com.microsoft Gelu/BiasGelu, Gelu-20), "gelu_tanh" (the tanh
+forms, FastGelu, Gelu-20 tanh), "quick_gelu" (x·sigmoid(1.702·x), QuickGelu), "silu"
+(x·sigmoid(x), or x / (1 + exp(-x))). A projection is MatMul(x, W) with or without a
+bias Add (either operand order), Gemm(x, W[, b]) (transB either way; with the Reshapes to
+and from 2-D that GPT-2's Conv1D writes), a 1×1 Conv on channel-first [B, C, S]
+(SqueezeBERT), or MatMulIntegerToFloat (fuse's CPU form of a
+Q/DQ linear layer); x may come through a QuantizeLinear/DequantizeLinear pair and W be a
+DequantizeLinear of a constant. Modifiers: "+gemm", "+quant" (Q/DQ or integer matmuls),
+"+fusedact" (the activation is a fused operator).
+
+Checks: x a float tensor; weights 2-D constants whose sizes chain (x's last axis = up's
+input = gate's input, up's output = gate's output = down's input; packed: 2·F); Gemm with
+transA=0 and alpha = beta = 1; biases 1-D of their projection's output size; the GELU
+and SiLU constants as GeluFamily checks them; packed halves that split the last axis in
+two equal halves; the output added to a residual (Add or Sum with a non-constant
+operand, or a fused skip normalisation, through a bias Add or a per-channel scale), which
+tells a layer's FFN from a classifier head of the same shape.
+
+Roles: input, output, up_weight, up_bias, gate_weight and gate_bias (gated; packed: the
+packed weight is both up_weight and gate_weight), down_weight, down_bias, hidden (what
+the down projection multiplies). Params: activation (FFNRelu, FFNGelu, FFNGeluTanh,
+FFNQuickGelu, FFNSilu), gated and packed (0/1), gate_half (packed: 0 when the first half
+goes through the activation, 1 for the second), intermediate (F, when known).
+
+Fuse: none here. The block is an annotation for qdq and codegen: its projections are
+quantization sites and kernels. Activations with an ONNX Runtime operator (GELU in every
+form, quick-GELU) are fused by GeluFamily; SiLU stays Mul(x, Sigmoid(x)), which ONNX
+Runtime's optimizer fuses itself; ReLU is an operator already.`,
+	Rules:    ffnRules(),
+	Describe: describeFFN,
+}
+
+// ffnActivation is one activation: its name in variants, its parameter, and its forms
+// applied to x (the projection's output, bound). biased, when not nil, is the projection
+// without its bias Add, for the fused forms that take the bias themselves (BiasGelu).
+type ffnActivation struct {
+	name  string
+	code  int
+	forms func(x, biased patterns.Pattern, bias patterns.Pattern) []patterns.Pattern
+}
+
+const msDomain = "com.microsoft"
+
+var ffnActivations = []ffnActivation{
+	{"gelu", FFNGelu, func(x, biased, bias patterns.Pattern) []patterns.Pattern {
+		ps := ffnGeluForms("erf", x)
+		ps = append(ps,
+			gOp("Gelu", x).In(msDomain).As("act_fused"),
+			gOp("Gelu", x).If("approximate=none", func(n *ir.Node) bool { return n.AttrString("approximate", "none") == "none" }).As("act_fused"))
+		if biased != nil {
+			ps = append(ps, gOp("BiasGelu", biased, bias).In(msDomain).As("act_fused"))
+		}
+		return ps
+	}},
+	{"gelu_tanh", FFNGeluTanh, func(x, biased, bias patterns.Pattern) []patterns.Pattern {
+		ps := ffnGeluForms("tanh", x)
+		ps = append(ps,
+			gOp("FastGelu", x).In(msDomain).As("act_fused"),
+			gOp("Gelu", x).If("approximate=tanh", func(n *ir.Node) bool { return n.AttrString("approximate", "none") == "tanh" }).As("act_fused"))
+		if biased != nil {
+			ps = append(ps, gOp("FastGelu", biased, bias).In(msDomain).As("act_fused"))
+		}
+		return ps
+	}},
+	{"quick_gelu", FFNQuickGelu, func(x, _, _ patterns.Pattern) []patterns.Pattern {
+		return append(ffnGeluForms("sigmoid", x), gOp("QuickGelu", x).In(msDomain).As("act_fused"))
+	}},
+	{"silu", FFNSilu, func(x, _, _ patterns.Pattern) []patterns.Pattern {
+		return []patterns.Pattern{
+			gOp("Mul", x, gOp("Sigmoid", x)),
+			gOp("Div", x, gOp("Add", gOp("Exp", gOp("Neg", x)), gBind("c_silu_one", gConst()))),
+		}
+	}},
+	{"relu", FFNRelu, func(x, _, _ patterns.Pattern) []patterns.Pattern {
+		return []patterns.Pattern{gOp("Relu", x)}
+	}},
+}
+
+// ffnGeluForms are GeluFamily's decomposed forms of one approximation ("erf", "tanh",
+// "sigmoid") applied to x.
+func ffnGeluForms(prefix string, x patterns.Pattern) []patterns.Pattern {
+	var ps []patterns.Pattern
+	for _, f := range geluForms() {
+		if strings.HasPrefix(f.name, prefix) {
+			ps = append(ps, f.build(x))
+		}
+	}
+	return ps
+}
+
+// ffnIn is x, or x through a QuantizeLinear/DequantizeLinear pair.
+func ffnIn(p string, x patterns.Pattern) patterns.Pattern {
+	return patterns.Or(quantPair(p+"_a", x), x)
+}
+
+// ffnWeight is a projection's weight: a constant, or a DequantizeLinear of one.
+func ffnWeight(p string) patterns.Pattern {
+	Op, Any, Const := patterns.Op, patterns.Any, patterns.Const
+	return gBind(p+"_weight", gOr(Const(),
+		Op("DequantizeLinear", Const(), Any(), Any()),
+		Op("DequantizeLinear", Const(), Any())))
+}
+
+// ffnMatMul is the bias-free x·W of projection p.
+func ffnMatMul(p string, x patterns.Pattern) patterns.Pattern {
+	return gOr(
+		gOp("MatMul", ffnIn(p, x), ffnWeight(p)).As(p+"_matmul"),
+		qlinFused(p, x))
+}
+
+// ffnProj is projection p of x: x·W with or without a bias Add, or Gemm.
+func ffnProj(p string, x patterns.Pattern) patterns.Pattern {
+	Op, Any, Optional := patterns.Op, patterns.Any, patterns.Optional
+	bias := gBind(p+"_bias", gConst())
+	in := Optional(Op("Reshape", ffnIn(p, x), Any()).As(p + "_reshape_in"))
+	gemm := gOr(
+		Op("Gemm", in, ffnWeight(p), bias).As(p+"_matmul"),
+		Op("Gemm", in, ffnWeight(p)).As(p+"_matmul"))
+	// A 1×1 convolution over channel-first [B, C, S] (SqueezeBERT) is x·W on axis 1.
+	conv := gOr(
+		Op("Conv", ffnIn(p, x), ffnWeight(p), bias).As(p+"_matmul"),
+		Op("Conv", ffnIn(p, x), ffnWeight(p)).As(p+"_matmul"))
+	return gOr(
+		Op("Add", ffnMatMul(p, x), bias).As(p+"_add"),
+		ffnMatMul(p, x),
+		Optional(Op("Reshape", gemm, Any()).As(p+"_reshape_out")),
+		conv)
+}
+
+// ffnAct is act(x) in every form, bound to "act"; p names x's projection (for the forms
+// that take its bias).
+func ffnAct(a ffnActivation, x patterns.Pattern, biased patterns.Pattern, p string) patterns.Pattern {
+	return gBind("act", gOr(a.forms(x, biased, gBind(p+"_bias", gConst()))...))
+}
+
+// ffnHalf is half i of the packed projection: output i of a Split, or a Slice (which
+// half is checked).
+func ffnHalf(name string, packed patterns.Pattern, i int) patterns.Pattern {
+	Op, Any := patterns.Op, patterns.Any
+	return gBind(name, gOr(
+		Op("Split", packed).Out(i).As("split"),
+		Op("Split", packed, Any()).Out(i).As("split"),
+		Op("Slice", packed, Any(), Any(), Any()).As(name+"_slice"),
+		Op("Slice", packed, Any(), Any(), Any(), Any()).As(name+"_slice")))
+}
+
+// ffnHidden is what the down projection multiplies, for one structure and activation.
+func ffnHidden(structure string, a ffnActivation) patterns.Pattern {
+	x := gVar("x")
+	switch structure {
+	case "plain":
+		up := gBind("up", ffnProj("up", x))
+		return ffnAct(a, up, ffnMatMul("up", x), "up")
+	case "gated":
+		gate := gBind("gate", ffnProj("gate", x))
+		up := gBind("up", ffnProj("up", x))
+		return gOp("Mul", ffnAct(a, gate, ffnMatMul("gate", x), "gate"), up).As("gate_mul")
+	default: // packed
+		packed := gBind("packed", ffnProj("up", x))
+		var alts []patterns.Pattern
+		for i := 0; i < 2; i++ {
+			gate, up := ffnHalf("gate", packed, i), ffnHalf("up", packed, 1-i)
+			alts = append(alts, gOp("Mul", ffnAct(a, gate, nil, "gate"), up).As("gate_mul"))
+		}
+		return gOr(alts...)
+	}
+}
+
+func ffnRules() []*patterns.Rule {
+	var rules []*patterns.Rule
+	for _, s := range []string{"packed", "gated", "plain"} {
+		for _, a := range ffnActivations {
+			hidden := gBind("hidden", ffnHidden(s, a))
+			rules = append(rules, &patterns.Rule{
+				Name:    "ffn/" + s + "-" + a.name,
+				Pattern: ffnProj("down", hidden),
+				Check:   checkFFN,
+				// The Q/DQ pairs of x may be shared with its other readers.
+				Internal: []string{"up_a_q", "up_a_dq", "gate_a_q", "gate_a_dq", "up_qu8", "gate_qu8"},
+			})
+		}
+	}
+	return rules
+}
+
+// ---- checks ----
+
+// ffnShape is a projection's weight shape as [in, out], read from the constant (through
+// a DequantizeLinear), with Gemm's transB applied.
+func ffnShape(m *patterns.Match, p string) (in, out int64, why string) {
+	w := m.V(p + "_weight")
+	t := patterns.ConstOf(w)
+	if t == nil {
+		if n, _ := w.Producer(); n != nil && n.OpType == "DequantizeLinear" {
+			t = patterns.ConstOf(n.Input(0))
+		}
+	}
+	if t == nil {
+		return 0, 0, p + " weight is not a constant"
+	}
+	n := m.N(p + "_matmul")
+	if n != nil && n.OpType == "Conv" {
+		return ffnConvShape(n, p, t.Dims)
+	}
+	if len(t.Dims) != 2 {
+		return 0, 0, fmt.Sprintf("%s weight has shape %v, not 2-D", p, t.Dims)
+	}
+	in, out = t.Dims[0], t.Dims[1]
+	if n != nil && n.OpType == "Gemm" {
+		if n.AttrInt("transA", 0) != 0 {
+			return 0, 0, p + " Gemm transposes its input"
+		}
+		if a, b := n.AttrFloat("alpha", 1), n.AttrFloat("beta", 1); a != 1 || (n.Input(2) != nil && b != 1) {
+			return 0, 0, fmt.Sprintf("%s Gemm scales by alpha %g, beta %g", p, a, b)
+		}
+		if n.AttrInt("transB", 0) != 0 {
+			in, out = out, in
+		}
+	}
+	return in, out, ""
+}
+
+// ffnConvShape reads a 1×1 convolution's weight [out, in, 1, ...] as [in, out], or says
+// why the convolution is not a per-position projection.
+func ffnConvShape(n *ir.Node, p string, dims []int64) (in, out int64, why string) {
+	if len(dims) < 3 {
+		return 0, 0, fmt.Sprintf("%s Conv weight has shape %v", p, dims)
+	}
+	for _, d := range dims[2:] {
+		if d != 1 {
+			return 0, 0, fmt.Sprintf("%s Conv kernel is %v, not 1×1", p, dims[2:])
+		}
+	}
+	if g := n.AttrInt("group", 1); g != 1 {
+		return 0, 0, fmt.Sprintf("%s Conv has %d groups", p, g)
+	}
+	for _, a := range []struct {
+		name string
+		want int64
+	}{{"strides", 1}, {"dilations", 1}, {"pads", 0}} {
+		vs, _ := n.AttrInts(a.name)
+		for _, v := range vs {
+			if v != a.want {
+				return 0, 0, fmt.Sprintf("%s Conv has %s %v", p, a.name, vs)
+			}
+		}
+	}
+	if ap := n.AttrString("auto_pad", "NOTSET"); ap != "NOTSET" && ap != "VALID" {
+		return 0, 0, fmt.Sprintf("%s Conv pads %s", p, ap)
+	}
+	return dims[1], dims[0], ""
+}
+
+func checkFFN(m *patterns.Match) string {
+	x := m.V("x")
+	if why := lnFloatInput("input", x); why != "" {
+		return why
+	}
+	if why := geluCheckConsts(m); why != "" {
+		return why
+	}
+	if m.Has("c_silu_one") {
+		if v, why := geluScalar(m, "c_silu_one"); why != "" || v != 1 {
+			return fmt.Sprintf("sigmoid written as x / (%g + exp(-x)), not 1 + exp(-x)", v)
+		}
+	}
+	if n := m.N("act_fused"); n != nil && n.OpType == "QuickGelu" {
+		if a := float64(n.AttrFloat("alpha", 1.702)); !geluNear(a, geluQuickAlpha) {
+			return fmt.Sprintf("QuickGelu alpha %g, not 1.702", a)
+		}
+	}
+	// x's channels and the up projection's input agree: the model's types say so.
+	upIn, upOut, why := ffnShape(m, "up")
+	if why != "" {
+		return why
+	}
+	downIn, _, why := ffnShape(m, "down")
+	if why != "" {
+		return why
+	}
+	f := upOut
+	switch {
+	case m.Has("packed"):
+		if upOut != 2*downIn {
+			return fmt.Sprintf("the packed projection makes %d, the down projection takes %d (want twice)", upOut, downIn)
+		}
+		f = downIn
+		if why := ffnCheckHalves(m, f); why != "" {
+			return why
+		}
+	case m.Has("gate"):
+		gIn, gOut, why := ffnShape(m, "gate")
+		if why != "" {
+			return why
+		}
+		if gIn != upIn || gOut != upOut {
+			return fmt.Sprintf("gate weight [%d, %d] and up weight [%d, %d] differ", gIn, gOut, upIn, upOut)
+		}
+	}
+	if f != downIn {
+		return fmt.Sprintf("the up projection makes %d, the down projection takes %d", f, downIn)
+	}
+	for _, p := range []string{"up", "gate", "down"} {
+		if !m.Has(p + "_bias") {
+			continue
+		}
+		size := f
+		if p == "up" && m.Has("packed") {
+			size = 2 * f
+		}
+		if p == "down" {
+			_, size, _ = ffnShape(m, "down")
+		}
+		if why := ffnBias(p, m.V(p+"_bias"), size); why != "" {
+			return why
+		}
+	}
+	if !ffnFeedsResidual(m.Root, 4) {
+		return "the output is not added to a residual: a head of this shape, not a layer's FFN"
+	}
+	return ""
+}
+
+// ffnBias requires a 1-D float constant of n elements.
+func ffnBias(p string, v *ir.Value, n int64) string {
+	t := patterns.ConstOf(v)
+	if t == nil {
+		return p + " bias is not a constant"
+	}
+	if !t.DType.IsFloat() || len(t.Dims) != 1 || t.Dims[0] != n {
+		return fmt.Sprintf("%s bias is %s%v, not 1-D float of %d", p, t.DType, t.Dims, n)
+	}
+	return ""
+}
+
+// ffnCheckHalves checks that the packed projection is cut into its two halves of f
+// along the last axis, and which half is the gate.
+func ffnCheckHalves(m *patterns.Match, f int64) string {
+	if n := m.N("split"); n != nil {
+		rank := m.V("packed").Type.Rank()
+		if a := n.AttrInt("axis", 0); a != -1 && (rank < 0 || a != int64(rank-1)) {
+			return fmt.Sprintf("the packed projection is split on axis %d, not the last", a)
+		}
+		if len(n.Outputs()) != 2 {
+			return fmt.Sprintf("the packed projection is split in %d, not 2", len(n.Outputs()))
+		}
+		var sizes []int64
+		if s := n.Input(1); s != nil {
+			t := patterns.ConstOf(s)
+			if t == nil {
+				return "the split sizes are not a constant"
+			}
+			sizes, _ = t.Int64s()
+		} else if a, ok := n.AttrInts("split"); ok {
+			sizes = a
+		}
+		if len(sizes) > 0 && (len(sizes) != 2 || sizes[0] != f || sizes[1] != f) {
+			return fmt.Sprintf("the packed projection is split as %v, not two halves of %d", sizes, f)
+		}
+		return ""
+	}
+	gate, why := ffnSliceHalf(m.N("gate_slice"), m.V("packed"), f)
+	if why != "" {
+		return why
+	}
+	up, why := ffnSliceHalf(m.N("up_slice"), m.V("packed"), f)
+	if why != "" {
+		return why
+	}
+	if gate == up {
+		return "the gate and up slices take the same half"
+	}
+	return ""
+}
+
+// ffnSliceHalf reads which half (0 or 1) of the last axis a Slice takes.
+func ffnSliceHalf(n *ir.Node, packed *ir.Value, f int64) (int, string) {
+	ints := func(i int) []int64 {
+		if t := patterns.ConstOf(n.Input(i)); t != nil {
+			v, _ := t.Int64s()
+			return v
+		}
+		return nil
+	}
+	starts, ends, axes := ints(1), ints(2), ints(3)
+	if len(starts) != 1 || len(ends) != 1 || len(axes) != 1 {
+		return 0, "a packed half is not a constant one-axis Slice"
+	}
+	rank := packed.Type.Rank()
+	if axes[0] != -1 && (rank < 0 || axes[0] != int64(rank-1)) {
+		return 0, fmt.Sprintf("a packed half is sliced on axis %d, not the last", axes[0])
+	}
+	if n.Input(4) != nil {
+		if st := ints(4); len(st) != 1 || st[0] != 1 {
+			return 0, "a packed half is sliced with a step"
+		}
+	}
+	s, e := starts[0], ends[0]
+	if s < 0 {
+		s += 2 * f
+	}
+	if e < 0 {
+		e += 2 * f
+	}
+	e = min(e, 2*f)
+	switch {
+	case s == 0 && e == f:
+		return 0, ""
+	case s == f && e == 2*f:
+		return 1, ""
+	}
+	return 0, fmt.Sprintf("a packed half is [%d:%d], not a half of %d", starts[0], ends[0], 2*f)
+}
+
+// ffnFeedsResidual reports whether v is added to a residual: read by an Add or Sum with a
+// non-constant other operand or by a fused skip normalisation, directly or through a bias
+// Add, a per-channel scale, a Cast or a Q/DQ pair.
+func ffnFeedsResidual(v *ir.Value, depth int) bool {
+	if depth == 0 {
+		return false
+	}
+	for _, u := range v.Uses() {
+		n := u.Node
+		switch {
+		case n.Domain == msDomain && (n.OpType == "SkipLayerNormalization" || n.OpType == "SkipSimplifiedLayerNormalization"):
+			if u.Index < 2 {
+				return true
+			}
+		case n.Domain == "" && (n.OpType == "Add" || n.OpType == "Sum" || n.OpType == "Mul"):
+			constOther := false
+			for i, in := range n.Inputs() {
+				if i != u.Index && in != nil && patterns.ConstOf(in) != nil {
+					constOther = true
+				}
+			}
+			if n.OpType != "Mul" && !constOther {
+				return true
+			}
+			if constOther && ffnFeedsResidual(n.Output(0), depth-1) {
+				return true
+			}
+		case n.Domain == "" && (n.OpType == "Cast" || n.OpType == "QuantizeLinear" || n.OpType == "DequantizeLinear"):
+			if ffnFeedsResidual(n.Output(0), depth-1) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// ---- describe ----
+
+func describeFFN(m *patterns.Match, b *Block) {
+	b.Roles[RoleInput] = m.V("x")
+	b.Roles[RoleOutput] = m.Root
+	b.Roles[RoleHidden] = m.V("hidden")
+	for _, r := range [][2]string{
+		{"up_weight", RoleUpWeight}, {"up_bias", RoleUpBias},
+		{"gate_weight", RoleGateWeight}, {"gate_bias", RoleGateBias},
+		{"down_weight", RoleDownWeight}, {"down_bias", RoleDownBias},
+	} {
+		if v := m.V(r[0]); v != nil {
+			b.Roles[r[1]] = v
+		}
+	}
+	name := strings.TrimPrefix(b.Variant, "ffn/")
+	structure, act, _ := strings.Cut(name, "-")
+	for _, a := range ffnActivations {
+		if a.name == act {
+			b.Params["activation"] = float64(a.code)
+		}
+	}
+	b.Params["gated"], b.Params["packed"] = 0, 0
+	if structure != "plain" {
+		b.Params["gated"] = 1
+	}
+	if structure == "packed" {
+		b.Params["packed"] = 1
+		b.Roles[RoleGateWeight] = b.Roles[RoleUpWeight]
+		b.Params["gate_half"] = float64(ffnGateHalf(m))
+	}
+	if _, f, why := ffnShape(m, "up"); why == "" {
+		if structure == "packed" {
+			f /= 2
+		}
+		b.Params["intermediate"] = float64(f)
+	}
+	var mods []string
+	for _, p := range []string{"up", "gate", "down"} {
+		if n := m.N(p + "_matmul"); n != nil && n.OpType == "Gemm" {
+			mods = append(mods, "gemm")
+			break
+		}
+	}
+	for _, n := range m.All {
+		if n.OpType == "QuantizeLinear" || n.OpType == "DequantizeLinear" || n.OpType == "MatMulIntegerToFloat" {
+			mods = append(mods, "quant")
+			break
+		}
+	}
+	if m.Has("act_fused") {
+		mods = append(mods, "fusedact")
+	}
+	if len(mods) > 0 {
+		b.Variant += "+" + strings.Join(mods, "+")
+	}
+}
+
+// ffnGateHalf says which half of a packed projection goes through the activation.
+func ffnGateHalf(m *patterns.Match) int {
+	if n := m.N("split"); n != nil {
+		if n.Output(1) == m.V("gate") {
+			return 1
+		}
+		return 0
+	}
+	_, out, _ := ffnShape(m, "up")
+	if h, _ := ffnSliceHalf(m.N("gate_slice"), m.V("packed"), out/2); h == 1 {
+		return 1
+	}
+	return 0
+}
