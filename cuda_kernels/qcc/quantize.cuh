@@ -112,8 +112,12 @@ __global__ void __launch_bounds__(256)
 template <typename T, typename Spec, bool Quantize>
 cudaError_t LaunchQuantize(const void* in, const float* scale, const int8_t* zero_point, void* out, long long n,
                            cudaStream_t stream) {
+  constexpr int kV = QuantVec<T, Spec>();
+  const bool aligned = Quantize
+                           ? Aligned(static_cast<const T*>(in), kV) && Aligned(static_cast<const int8_t*>(out), kV)
+                           : Aligned(static_cast<const int8_t*>(in), kV) && Aligned(static_cast<const T*>(out), kV);
   if (n < 0 || in == nullptr || scale == nullptr || out == nullptr || (Spec::kHasZeroPoint && zero_point == nullptr) ||
-      (Spec::kPerChannel && n % (static_cast<long long>(Spec::kChannels) * Spec::kInner) != 0)) {
+      (Spec::kPerChannel && n % (static_cast<long long>(Spec::kChannels) * Spec::kInner) != 0) || !aligned) {
     return cudaErrorInvalidValue;
   }
   if (n == 0) {
