@@ -2,6 +2,7 @@ package cuda
 
 import (
 	"fmt"
+	"sort"
 	"strings"
 
 	"github.com/qcc-dev/qcc/ir"
@@ -84,9 +85,6 @@ func (in *instance) extract(m *ir.Model) (*subgraph, error) {
 	var walk func(v *ir.Value) error
 	walk = func(v *ir.Value) error {
 		if _, ok := leaves[v]; ok {
-			if c := patterns.ConstOf(v); c != nil && v.Const != nil {
-				consts[v] = c
-			}
 			return nil
 		}
 		if v.Const != nil {
@@ -167,10 +165,7 @@ func (in *instance) extract(m *ir.Model) (*subgraph, error) {
 			sub.feeds[v.Name] = a
 			continue
 		}
-		if c := consts[v]; c != nil || patterns.ConstOf(v) != nil {
-			if c == nil {
-				c = patterns.ConstOf(v)
-			}
+		if c := patterns.ConstOf(v); c != nil {
 			nv, err := g.AddInitializer(v.Name, c.Clone())
 			if err != nil {
 				return nil, err
@@ -192,9 +187,14 @@ func (in *instance) extract(m *ir.Model) (*subgraph, error) {
 		}
 		sub.feeds[v.Name] = a
 	}
-	for v, c := range consts {
+	var inner []*ir.Value // the block's own constants, by name
+	for v := range consts {
+		inner = append(inner, v)
+	}
+	sort.Slice(inner, func(i, j int) bool { return inner[i].Name < inner[j].Name })
+	for _, v := range inner {
 		if vals[v] == nil {
-			nv, err := g.AddInitializer(v.Name, c.Clone())
+			nv, err := g.AddInitializer(v.Name, consts[v].Clone())
 			if err != nil {
 				return nil, err
 			}
