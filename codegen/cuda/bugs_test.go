@@ -137,6 +137,24 @@ func TestBugDebertaRowZeroing(t *testing.T) {
 			t.Fatalf("%s: output bound to %s and row_scale to %v, not the row-zeroing Mul and its mask", name, out.Name, keep)
 		}
 		fixedAndBroken(t, m, in, map[string]string{"kHasRowScale": "false"})
+		// Without the row scale bound, the block's subgraph reads a value no parameter
+		// binds: the check refuses to build a reference.
+		cp := *in
+		cp.bound = map[string]*ir.Value{}
+		for p, v := range in.bound {
+			if p != "row_scale" {
+				cp.bound[p] = v
+			}
+		}
+		cp.Tensors = nil
+		for _, tt := range in.Tensors {
+			if tt.Param != "row_scale" {
+				cp.Tensors = append(cp.Tensors, tt)
+			}
+		}
+		if _, err := cp.extract(m); err == nil || !strings.Contains(err.Error(), "which no kernel parameter binds") {
+			t.Errorf("%s: extracting without the row scale: %v", name, err)
+		}
 	}
 }
 

@@ -125,6 +125,9 @@ func (f *attnForm) fromONNX(n *ir.Node, bl *transformer.Block, heads, d int64) s
 		return fmt.Sprintf("kv_num_heads %d does not divide q_num_heads %d", f.kvHeads, heads)
 	}
 	f.q, f.k, f.v = n.Input(0), n.Input(1), n.Input(2)
+	if w, ok := lastDim(f.q); rankOf(f.q) != 3 || !ok || w != heads*d {
+		return fmt.Sprintf("Q %s is not [batch, seq, %d]", typeString(f.q), heads*d)
+	}
 	for _, kv := range []*ir.Value{f.k, f.v} {
 		if w, ok := lastDim(kv); rankOf(kv) != 3 || !ok || w != f.kvHeads*d {
 			return fmt.Sprintf("K/V %s is not [batch, seq, kv_num_heads * head_size = %d]", typeString(kv), f.kvHeads*d)
@@ -233,6 +236,9 @@ func (b *builder) attention(bl *transformer.Block) {
 		why = f.fromONNX(n, bl, heads, d)
 	default:
 		why = f.fromMHA(n, bl, heads, d)
+	}
+	if why == "" && bl.Root != f.output {
+		why = fmt.Sprintf("the block's output %s is computed after the operator's: the kernel computes only the operator", sanitize(bl.Root.Name))
 	}
 	if why != "" {
 		b.skip(bl.ID, bl.Variant, why)
