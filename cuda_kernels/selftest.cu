@@ -529,6 +529,7 @@ int main() {
   TestQuantize<float, false, 1, 1>("quantize f32 per tensor", 1001);
   TestQuantize<float, true, 48, 1>("quantize f32 per channel (last axis)", 48 * 20);
   TestQuantize<float, true, 6, 10>("quantize f32 per channel (axis 1)", 3 * 6 * 10);
+  TestQuantize<float, true, 3, 16>("quantize f32 per channel (axis 0)", 3 * 16 * 7);
   TestQuantize<__half, true, 64, 1>("quantize f16 per channel", 64 * 9);
   std::printf("selftest: %d passed, %d failed\n", g_passed, g_failed);
   return g_failed == 0 ? 0 : 1;

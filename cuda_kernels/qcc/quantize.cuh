@@ -84,11 +84,15 @@ __global__ void __launch_bounds__(256)
                       : static_cast<float>(static_cast<const int8_t*>(in)[i0]);
     }
     const int count = whole ? V : 1;
+    // The channel is found once per vector: a vector starts at a multiple of V,
+    // which divides kChannels * kInner, so it lies in one channel when V
+    // divides kInner, and in V consecutive channels when kInner is 1.
+    const int ch0 = Spec::kPerChannel ? QuantChannel<Spec>(i0) : 0;
 #pragma unroll
     for (int j = 0; j < V; ++j) {
       if (j < count) {
         if (Spec::kPerChannel) {
-          const int ch = QuantChannel<Spec>(i0 + j);
+          const int ch = Spec::kInner % V == 0 ? ch0 : (Spec::kInner == 1 ? ch0 + j : QuantChannel<Spec>(i0 + j));
           s0 = scale[ch];
           z0 = Spec::kHasZeroPoint ? static_cast<float>(zero_point[ch]) : 0.0f;
         }
