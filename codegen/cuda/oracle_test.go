@@ -14,7 +14,7 @@ import (
 )
 
 // probeModels hold the forms the corpus lacks: causal com.microsoft.Attention (head
-// size 5, hidden 10), grouped-query Attention-23 (4 query heads over 2 key/value heads),
+// size 5, hidden 10, an explicit scale 0, which means the default), grouped-query Attention-23 (4 query heads over 2 key/value heads),
 // causal Attention-23 (head size 6, hidden 12), and rows of 10 (not a multiple of 8)
 // for LayerNorm, skip+LayerNorm, BiasGelu and INT8 Q/DQ with power-of-two scales.
 var probeModels = []struct{ name, path string }{

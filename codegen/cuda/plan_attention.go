@@ -257,8 +257,10 @@ func (b *builder) attention(bl *transformer.Block) {
 		}
 	}
 	scale := bl.Param("scale", 1/math.Sqrt(float64(d)))
-	if a := n.Attr("scale"); a != nil {
-		scale = float64(a.Float)
+	if a := n.Attr("scale"); a != nil && (a.Float != 0 || n.Domain != msDomain) {
+		scale = float64(a.Float) // com.microsoft's operators take scale 0 for the default
+	} else if a != nil {
+		scale = 1 / math.Sqrt(float64(d))
 	}
 	in := f.q
 	if f.packed {
