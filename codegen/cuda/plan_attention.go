@@ -15,7 +15,7 @@ import (
 type attnForm struct {
 	op *ir.Node
 	// packed: com.microsoft.Attention, whose QKV GEMM (X W + b) writes the
-	// [batch, seq, 3 * hidden] buffer the kernel reads; x, w, bias name it.
+	// [batch, seq, 3 * hidden] buffer the kernel reads; x, w and qkvB name it.
 	packed       bool
 	x, w, qkvB   *ir.Value
 	q, k, v      *ir.Value // the operator's Q, K, V otherwise
