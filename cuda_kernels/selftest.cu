@@ -89,13 +89,14 @@ bool Report(const char* name, const std::vector<float>& got, const std::vector<f
   size_t bad = 0;
   for (size_t i = 0; i < want.size(); ++i) {
     const double d = std::fabs(static_cast<double>(got[i]) - want[i]);
-    if (!(d <= atol + rtol * std::fabs(want[i]))) {
+    const bool both_nan = std::isnan(got[i]) && std::isnan(want[i]);  // a poisoned row
+    if (!both_nan && !(d <= atol + rtol * std::fabs(want[i]))) {
       if (bad == 0) {
         std::printf("selftest: %s: [%zu] = %g, want %g\n", name, i, got[i], want[i]);
       }
       ++bad;
     }
-    if (d > worst || std::isnan(d)) {
+    if (!both_nan && (d > worst || std::isnan(d))) {
       worst = d;
     }
   }
@@ -264,56 +265,85 @@ bool TestGelu(const char* name, int rows) {
 
 // ---- attention ----
 
-template <int Heads, int D, int Ld, int Mask, bool Bias>
+template <int Heads, int KvHeads, int D, int Ld, int KvLd, int Layout, bool Causal, int Mask, bool Bias, bool RowScale>
 struct AttnSpec {
   static constexpr int kHeads = Heads;
   static constexpr int kHeadSize = D;
   static constexpr float kScale = 0.125f;
   static constexpr int kLd = Ld;
+  static constexpr int kKvHeads = KvHeads;
+  static constexpr int kKvLd = KvLd;
+  static constexpr int kKvLayout = Layout;
+  static constexpr bool kCausal = Causal;
   static constexpr int kMaskKind = Mask;
   static constexpr float kMaskFilter = -10000.0f;
   static constexpr bool kHasBias = Bias;
+  static constexpr bool kHasRowScale = RowScale;
   static constexpr int kMaxSeq = 512;
 };
 
-template <typename T, int Heads, int D, bool Packed, int Mask, bool Bias>
+// TestAttention checks the attention core: packed q/k/v (one [rows, 3 * hidden]
+// buffer) or separate tensors, k and v [batch, seq, kv_heads * d] or [batch,
+// kv_heads, seq, d], grouped-query heads, causal, the key padding mask (<= 0 pads;
+// with three or more sequences the last is all padding), a bias and a row scale.
+template <typename T, int Heads, int KvHeads, int D, bool Packed, int Layout, bool Causal, int Mask, bool Bias,
+          bool RowScale>
 bool TestAttention(const char* name, int batch, int seq) {
   constexpr int H = Heads * D;
+  constexpr int KvH = KvHeads * D;
   constexpr int Ld = Packed ? 3 * H : H;
-  using S = AttnSpec<Heads, D, Ld, Mask, Bias>;
-  const std::vector<float> qkv = Through<T>(Random(size_t(batch) * seq * Ld * (Packed ? 1 : 3), 10));
+  constexpr int KvLd = Packed ? 3 * H : KvH;
+  static_assert(!Packed || (KvHeads == Heads && Layout == qcc::kLayoutBSH), "packed q/k/v share one layout");
+  using S = AttnSpec<Heads, KvHeads, D, Ld, KvLd, Layout, Causal, Mask, Bias, RowScale>;
+  const size_t rows = size_t(batch) * seq;
+  const size_t qn = rows * Ld;
+  const size_t kvn = Packed ? 0 : rows * KvH;
+  const std::vector<float> buf = Through<T>(Random(qn + 2 * kvn, 10));
   const std::vector<float> bias = Through<T>(Random(size_t(batch) * Heads * seq * seq, 11));
-  std::vector<int32_t> mask(size_t(batch) * seq, 1);
+  const std::vector<float> rs = Through<T>(Random(rows, 12));
+  std::vector<int32_t> mask(rows, 1);
   for (int b = 0; b < batch; ++b) {
-    for (int s = seq - b * seq / 4; s < seq; ++s) {
-      if (s > 0) {
-        mask[size_t(b) * seq + s] = 0;
+    for (int s = 0; s < seq; ++s) {
+      const bool all = batch >= 3 && b == batch - 1;
+      if (all || (s >= seq - b * seq / 4 && s > 0)) {
+        mask[size_t(b) * seq + s] = s % 3 == 1 ? -1 : 0;
       }
     }
   }
-  const size_t plane = Packed ? 0 : size_t(batch) * seq * Ld;
-  const size_t koff = Packed ? H : plane, voff = Packed ? 2 * H : 2 * plane;
-  Dev<T> dqkv(qkv.size()), dbias(bias.size()), dout(size_t(batch) * seq * H);
+  const size_t koff = Packed ? H : qn, voff = Packed ? 2 * H : qn + kvn;
+  auto kv = [&](int b, int j, int kvh, int d) -> size_t {
+    if (Layout == qcc::kLayoutBNSH) {
+      return ((size_t(b) * KvHeads + kvh) * seq + j) * D + d;
+    }
+    return (size_t(b) * seq + j) * KvLd + kvh * D + d;
+  };
+  Dev<T> dbuf(buf.size()), dbias(bias.size()), drs(rs.size()), dout(rows * H);
   Dev<int32_t> dmask(mask.size());
-  dqkv.Put(qkv);
+  dbuf.Put(buf);
   dbias.Put(bias);
+  drs.Put(rs);
   dmask.PutRaw(mask);
-  std::vector<float> want(size_t(batch) * seq * H);
+  std::vector<float> want(rows * H);
   std::vector<double> p(seq);
   for (int b = 0; b < batch; ++b) {
     for (int h = 0; h < Heads; ++h) {
+      const int kvh = h / (Heads / KvHeads);
       for (int i = 0; i < seq; ++i) {
         double m = -INFINITY;
         for (int j = 0; j < seq; ++j) {
+          if (Causal && j > i) {
+            p[j] = -INFINITY;
+            continue;
+          }
           double s = 0;
           for (int d = 0; d < D; ++d) {
-            s += qkv[(size_t(b) * seq + i) * Ld + h * D + d] * qkv[koff + (size_t(b) * seq + j) * Ld + h * D + d];
+            s += buf[(size_t(b) * seq + i) * Ld + h * D + d] * buf[koff + kv(b, j, kvh, d)];
           }
           s *= S::kScale;
           if (Bias) {
             s += bias[((size_t(b) * Heads + h) * seq + i) * seq + j];
           }
-          if (Mask == qcc::kMaskKeyPadding && mask[size_t(b) * seq + j] == 0) {
+          if (Mask == qcc::kMaskKeyPadding && mask[size_t(b) * seq + j] <= 0) {
             s += S::kMaskFilter;
           }
           p[j] = s;
@@ -324,17 +354,19 @@ bool TestAttention(const char* name, int batch, int seq) {
           p[j] = std::exp(p[j] - m);
           sum += p[j];
         }
+        const double scale = RowScale ? rs[size_t(b) * seq + i] : 1.0;
         for (int d = 0; d < D; ++d) {
           double o = 0;
           for (int j = 0; j < seq; ++j) {
-            o += p[j] / sum * qkv[voff + (size_t(b) * seq + j) * Ld + h * D + d];
+            o += p[j] / sum * buf[voff + kv(b, j, kvh, d)];
           }
-          want[(size_t(b) * seq + i) * H + h * D + d] = static_cast<float>(o);
+          want[(size_t(b) * seq + i) * H + h * D + d] = static_cast<float>(o * scale);
         }
       }
     }
   }
-  CUDA_OK((qcc::Attention<T, S>(dqkv.p, dqkv.p + koff, dqkv.p + voff, dmask.p, dbias.p, dout.p, batch, seq, 0)));
+  CUDA_OK((qcc::Attention<T, S>(dbuf.p, dbuf.p + koff, dbuf.p + voff, dmask.p, dbias.p, drs.p, dout.p, batch, seq,
+                                0)));
   CUDA_OK(cudaDeviceSynchronize());
   return Report(name, dout.Get(), want, Atol<T>(), Atol<T>());
 }
@@ -364,6 +396,10 @@ bool TestEmbedding(const char* name) {
     ids[i] = static_cast<int32_t>((i * 7 + 3) % EmbSpec::kVocab);
     types[i] = static_cast<int32_t>(i % seq >= seq / 2);
   }
+  // Ids outside their tables (ONNX Runtime refuses them): the token's row is NaN.
+  ids[5] = EmbSpec::kVocab;
+  ids[9] = -1;
+  types[20] = EmbSpec::kTypeVocab;
   Dev<T> dword(word.size()), dpos(pos.size()), dseg(seg.size()), dg(H), db(H), dout(ids.size() * H);
   Dev<int32_t> dids(ids.size()), dtypes(types.size());
   dword.Put(word);
@@ -375,10 +411,25 @@ bool TestEmbedding(const char* name) {
   dtypes.PutRaw(types);
   std::vector<float> want(ids.size() * H), row(H);
   for (size_t t = 0; t < ids.size(); ++t) {
+    if (ids[t] < 0 || ids[t] >= EmbSpec::kVocab || types[t] >= EmbSpec::kTypeVocab) {
+      for (int i = 0; i < H; ++i) {
+        want[t * H + i] = NAN;
+      }
+      continue;
+    }
     for (int i = 0; i < H; ++i) {
       row[i] = word[ids[t] * H + i] + pos[(t % seq) * H + i] + seg[types[t] * H + i];
     }
     HostLayerNorm(row.data(), g.data(), b.data(), H, EmbSpec::kEpsilon, &want[t * H]);
+  }
+  // A sequence longer than the position table, and a misaligned table, are refused.
+  if (qcc::EmbedLayerNorm<T, EmbSpec>(dids.p, dtypes.p, nullptr, dword.p, dpos.p, dseg.p, dg.p, db.p, dout.p, 1,
+                                      EmbSpec::kMaxPositions + 1, 0) != cudaErrorInvalidValue ||
+      qcc::EmbedLayerNorm<T, EmbSpec>(dids.p, dtypes.p, nullptr, dword.p + 1, dpos.p, dseg.p, dg.p, db.p, dout.p,
+                                      batch, seq, 0) != cudaErrorInvalidValue) {
+    std::printf("selftest: %s: the launcher accepted a bad sequence length or alignment\n", name);
+    ++g_failed;
+    return false;
   }
   CUDA_OK((qcc::EmbedLayerNorm<T, EmbSpec>(dids.p, dtypes.p, nullptr, dword.p, dpos.p, dseg.p, dg.p, db.p, dout.p,
                                             batch, seq, 0)));
@@ -457,17 +508,28 @@ int main() {
   TestGelu<float, 3072, qcc::kGeluTanh, true>("fast gelu f32 tanh", 17);
   TestGelu<float, 30, qcc::kGeluSigmoid, false>("quick gelu f32 (no bias, odd)", 7);
   TestGelu<__half, 4096, qcc::kGeluErf, true>("bias gelu f16 erf", 9);
-  TestAttention<float, 4, 16, false, qcc::kMaskKeyPadding, false>("attention f32 d16 masked", 2, 37);
-  TestAttention<float, 2, 64, true, qcc::kMaskKeyPadding, false>("attention f32 d64 packed", 3, 130);
-  TestAttention<float, 2, 80, false, qcc::kMaskNone, true>("attention f32 d80 biased", 2, 65);
-  TestAttention<float, 1, 128, false, qcc::kMaskKeyPadding, true>("attention f32 d128 s512", 1, 512);
-  TestAttention<__half, 4, 32, true, qcc::kMaskKeyPadding, true>("attention f16 d32", 2, 100);
-  TestAttention<__half, 2, 64, false, qcc::kMaskKeyPadding, false>("attention f16 d64", 2, 256);
+  constexpr int kBSH = qcc::kLayoutBSH;
+  constexpr int kBNSH = qcc::kLayoutBNSH;
+  constexpr int kPad = qcc::kMaskKeyPadding;
+  TestAttention<float, 4, 4, 16, false, kBSH, false, kPad, false, false>("attention f32 d16 masked", 3, 37);
+  TestAttention<float, 2, 2, 64, true, kBSH, false, kPad, false, false>("attention f32 d64 packed", 3, 130);
+  TestAttention<float, 2, 2, 80, false, kBSH, false, qcc::kMaskNone, true, false>("attention f32 d80 biased", 2, 65);
+  TestAttention<float, 1, 1, 128, false, kBSH, false, kPad, true, false>("attention f32 d128 s512", 1, 512);
+  TestAttention<float, 2, 2, 5, true, kBSH, true, kPad, false, false>("attention f32 d5 packed causal", 3, 70);
+  TestAttention<float, 4, 2, 4, false, kBSH, false, kPad, false, false>("attention f32 d4 grouped-query", 3, 50);
+  TestAttention<float, 4, 1, 16, false, kBSH, true, qcc::kMaskNone, false, false>("attention f32 d16 mqa causal", 2,
+                                                                                  90);
+  TestAttention<float, 4, 4, 16, false, kBNSH, false, qcc::kMaskNone, true, true>("attention f32 d16 bnsh rowscale", 2,
+                                                                                  77);
+  TestAttention<__half, 4, 4, 32, true, kBSH, false, kPad, true, false>("attention f16 d32", 2, 100);
+  TestAttention<__half, 2, 2, 64, false, kBSH, false, kPad, false, false>("attention f16 d64", 3, 256);
+  TestAttention<__half, 4, 4, 16, false, kBNSH, true, kPad, true, true>("attention f16 d16 bnsh causal", 3, 64);
   TestEmbedding<float>("embed layernorm f32");
   TestEmbedding<__half>("embed layernorm f16");
   TestQuantize<float, false, 1, 1>("quantize f32 per tensor", 1001);
   TestQuantize<float, true, 48, 1>("quantize f32 per channel (last axis)", 48 * 20);
   TestQuantize<float, true, 6, 10>("quantize f32 per channel (axis 1)", 3 * 6 * 10);
+  TestQuantize<float, true, 3, 16>("quantize f32 per channel (axis 0)", 3 * 16 * 7);
   TestQuantize<__half, true, 64, 1>("quantize f16 per channel", 64 * 9);
   std::printf("selftest: %d passed, %d failed\n", g_passed, g_failed);
   return g_failed == 0 ? 0 : 1;

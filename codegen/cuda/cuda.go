@@ -9,8 +9,10 @@
 //	check.cu      a harness that runs every block instance on the check data and prints
 //	              errors and achieved bandwidth
 //	qcc/*.cuh     the hand-written building blocks (cuda_kernels/qcc), copied
-//	check/        the check data: inputs, the outputs ONNX Runtime computed on CPU for
-//	              the same fused block, and manifest.json (only when ORT is available)
+//	check/        the check data: the kernels' inputs, the outputs ONNX Runtime computed
+//	              on CPU running the model's own subgraph for each block (its nodes and
+//	              constants, on random inputs of the values' real types; see
+//	              subgraph.go), and manifest.json (only when ORT is available)
 //
 // Kernels are shared: blocks with the same specialisation (kind, sizes, epsilon, ...) use
 // one function, and the header lists the blocks of each with the model values they bind.
@@ -151,7 +153,7 @@ func Emit(m *ir.Model, dir string, o Options) (*Result, error) {
 		if _, err := ort.Available(); err != nil {
 			fmt.Fprintf(log, "qcc: cuda: check data not written (check.cu needs it): %v\n", err)
 		} else {
-			if err := writeCheckData(p, filepath.Join(dir, "check")); err != nil {
+			if err := writeCheckData(m, p, filepath.Join(dir, "check")); err != nil {
 				return nil, err
 			}
 			res.CheckData = true

@@ -363,7 +363,7 @@ func verifyCheckData(t *testing.T, p *plan, dir string) {
 			}
 			arrays[tt.Param] = decode(tt.DType, data)
 		}
-		for param, got := range evaluate(t, in, arrays) {
+		for param, got := range emulate(t, in, arrays) {
 			want := arrays[param]
 			atol, rtol := in.Tol[0][0], in.Tol[0][1]
 			bad := 0

@@ -10,10 +10,14 @@ import (
 	"github.com/qcc-dev/qcc/ir"
 )
 
-// evaluate computes an instance's outputs in Go, in float64, from its inputs: the
-// formula the kernel implements, written independently of ONNX Runtime. It returns the
-// outputs by parameter.
-func evaluate(t *testing.T, in *instance, a map[string][]float64) map[string][]float64 {
+// emulate runs an instance's kernel specialisation in Go on the kernel's inputs (by
+// parameter, as check.cu uploads them) and returns its outputs by parameter. It is
+// written from the kernels' specification in cuda_kernels/qcc: the Spec constants of
+// the instance's kernel, the layouts and strides the launcher reads, the mask
+// predicate and filter, clamps and fills. Arithmetic is float64 with the values the
+// kernel keeps in float rounded to float32. It is a test oracle: it shares nothing
+// with ONNX Runtime, which computes the expected outputs from the model's subgraph.
+func emulate(t *testing.T, in *instance, a map[string][]float64) map[string][]float64 {
 	t.Helper()
 	k := in.Kernel
 	c := func(name string) float64 {
@@ -25,9 +29,9 @@ func evaluate(t *testing.T, in *instance, a map[string][]float64) map[string][]f
 					return 1
 				case "false":
 					return 0
-				case "qcc::kGeluErf", "qcc::kMaskNone":
+				case "qcc::kGeluErf", "qcc::kMaskNone", "qcc::kLayoutBSH":
 					return 0
-				case "qcc::kGeluTanh", "qcc::kMaskKeyPadding":
+				case "qcc::kGeluTanh", "qcc::kMaskKeyPadding", "qcc::kLayoutBNSH":
 					return 1
 				case "qcc::kGeluSigmoid":
 					return 2
@@ -44,21 +48,23 @@ func evaluate(t *testing.T, in *instance, a map[string][]float64) map[string][]f
 		t.Fatalf("%s has no constant %s", k.Name, name)
 		return 0
 	}
-	f32 := func(x float64) float64 { return float64(float32(x)) }
 	switch k.Launcher {
 	case "qcc::LayerNorm", "qcc::SkipLayerNorm":
 		h := int(c("kHidden"))
 		x := append([]float64{}, a["input"]...)
 		if k.Launcher == "qcc::SkipLayerNorm" {
 			for i := range x {
-				x[i] += a["skip"][i]
-				if a["bias"] != nil {
-					x[i] += a["bias"][i%h]
+				x[i] = f32(x[i] + a["skip"][i])
+				if c("kHasBias") == 1 {
+					x[i] = f32(x[i] + a["bias"][i%h])
 				}
-				x[i] = f32(x[i])
 			}
 		}
-		out := layerNorm(x, h, f32(c("kEpsilon")), a["gamma"], a["beta"])
+		var beta []float64
+		if c("kHasBeta") == 1 {
+			beta = a["beta"]
+		}
+		out := layerNorm(x, h, f32(c("kEpsilon")), a["gamma"], beta)
 		if k.Launcher == "qcc::SkipLayerNorm" && c("kHasSum") == 1 {
 			return map[string][]float64{"output": out, "sum": x}
 		}
@@ -68,7 +74,7 @@ func evaluate(t *testing.T, in *instance, a map[string][]float64) map[string][]f
 		approx, alpha := int(c("kApprox")), f32(c("kAlpha"))
 		out := make([]float64, len(a["input"]))
 		for i, x := range a["input"] {
-			if a["bias"] != nil {
+			if c("kHasBias") == 1 {
 				x = f32(x + a["bias"][i%n])
 			}
 			switch approx {
@@ -82,74 +88,52 @@ func evaluate(t *testing.T, in *instance, a map[string][]float64) map[string][]f
 		}
 		return map[string][]float64{"output": out}
 	case "qcc::Attention":
-		heads, d := int(c("kHeads")), int(c("kHeadSize"))
-		scale, filter := f32(c("kScale")), f32(c("kMaskFilter"))
-		b, s := int(in.Dims[0].Value), int(in.Dims[1].Value)
-		hid := heads * d
-		q, kk, v, mask, bias := a["q"], a["k"], a["v"], a["mask"], a["bias"]
-		out := make([]float64, b*s*hid)
-		p := make([]float64, s)
-		for bi := 0; bi < b; bi++ {
-			for h := 0; h < heads; h++ {
-				for i := 0; i < s; i++ {
-					m := math.Inf(-1)
-					for j := 0; j < s; j++ {
-						dot := 0.0
-						for e := 0; e < d; e++ {
-							dot += q[(bi*s+i)*hid+h*d+e] * kk[(bi*s+j)*hid+h*d+e]
-						}
-						dot *= scale
-						if bias != nil {
-							dot += bias[((bi*heads+h)*s+i)*s+j]
-						}
-						if mask != nil && mask[bi*s+j] == 0 {
-							dot += filter
-						}
-						p[j] = dot
-						m = math.Max(m, dot)
-					}
-					sum := 0.0
-					for j := range p {
-						p[j] = math.Exp(p[j] - m)
-						sum += p[j]
-					}
-					for e := 0; e < d; e++ {
-						o := 0.0
-						for j := 0; j < s; j++ {
-							o += p[j] / sum * v[(bi*s+j)*hid+h*d+e]
-						}
-						out[(bi*s+i)*hid+h*d+e] = o
-					}
-				}
-			}
-		}
-		return map[string][]float64{"output": out}
+		return map[string][]float64{"output": emulateAttention(in, c, a)}
 	case "qcc::EmbedLayerNorm":
 		h := int(c("kHidden"))
 		s := int(in.Dims[1].Value)
+		vocab, maxPos, typeVocab := int(c("kVocab")), int(c("kMaxPositions")), int(c("kTypeVocab"))
+		if c("kPositionIds") == 0 && s > maxPos {
+			return nil // the launcher refuses a sequence longer than the position table
+		}
 		ids := a["input_ids"]
 		x := make([]float64, len(ids)*h)
 		for tkn, id := range ids {
-			pos := tkn % s
-			if a["position_ids"] != nil {
-				pos = int(a["position_ids"][tkn])
+			w, p, sg := int(id), tkn%s, 0
+			if c("kPositionIds") == 1 {
+				p = int(a["position_ids"][tkn])
 			}
+			if typeVocab > 0 {
+				sg = int(a["segment_ids"][tkn])
+			}
+			bad := w < 0 || w >= vocab || p < 0 || p >= maxPos || typeVocab > 0 && (sg < 0 || sg >= typeVocab)
 			for e := 0; e < h; e++ {
-				v := a["word_embedding"][int(id)*h+e] + a["position_embedding"][pos*h+e]
-				if a["segment_ids"] != nil {
-					v += a["segment_embedding"][int(a["segment_ids"][tkn])*h+e]
+				if bad {
+					x[tkn*h+e] = math.NaN() // an id outside its table poisons its row
+					continue
 				}
-				x[tkn*h+e] = f32(v)
+				v := f32(a["word_embedding"][w*h+e] + a["position_embedding"][p*h+e])
+				if typeVocab > 0 {
+					v = f32(v + a["segment_embedding"][sg*h+e])
+				}
+				x[tkn*h+e] = v
 			}
 		}
-		return map[string][]float64{"output": layerNorm(x, h, f32(c("kEpsilon")), a["gamma"], a["beta"])}
+		var beta []float64
+		if c("kHasBeta") == 1 {
+			beta = a["beta"]
+		}
+		return map[string][]float64{"output": layerNorm(x, h, f32(c("kEpsilon")), a["gamma"], beta)}
 	case "qcc::QuantizeLinear", "qcc::DequantizeLinear":
 		ch, inner := int(c("kChannels")), int(c("kInner"))
 		out := make([]float64, len(a["x"]))
 		for i, x := range a["x"] {
-			cc := (i / inner) % ch
+			cc := 0
+			if c("kPerChannel") == 1 {
+				cc = (i / inner) % ch
+			}
 			scale, zp := a["scale"][cc], 0.0
-			if a["zero_point"] != nil {
+			if c("kHasZeroPoint") == 1 {
 				zp = a["zero_point"][cc]
 			}
 			if k.Launcher == "qcc::QuantizeLinear" {
@@ -160,8 +144,106 @@ func evaluate(t *testing.T, in *instance, a map[string][]float64) map[string][]f
 		}
 		return map[string][]float64{"y": out}
 	}
-	t.Fatalf("no Go evaluation for %s", k.Launcher)
+	t.Fatalf("no emulation of %s", k.Launcher)
 	return nil
+}
+
+func f32(x float64) float64 { return float64(float32(x)) }
+
+// emulateAttention follows qcc/attention.cuh: the launch check.cu makes (a packed
+// kernel gets one [rows, 3 * hidden] buffer with k and v at offsets hidden and
+// 2 * hidden), the row strides kLd and kKvLd or the [batch, kv_heads, seq, d]
+// layout, the key/value head shared by kHeads / kKvHeads query heads, causal keys
+// excluded, kMaskFilter added to keys whose mask is <= 0, the bias, a softmax whose
+// all -inf row comes out 0, and the row scale.
+func emulateAttention(in *instance, c func(string) float64, a map[string][]float64) []float64 {
+	heads, d := int(c("kHeads")), int(c("kHeadSize"))
+	kvHeads, ld, kvLd := int(c("kKvHeads")), int(c("kLd")), int(c("kKvLd"))
+	bnsh, causal := c("kKvLayout") == 1, c("kCausal") == 1
+	scale, filter := f32(c("kScale")), f32(c("kMaskFilter"))
+	maskOn, biasOn, rowOn := c("kMaskKind") == 1, c("kHasBias") == 1, c("kHasRowScale") == 1
+	b, s := int(in.Dims[0].Value), int(in.Dims[1].Value)
+	hid := heads * d
+	q, kk, v := a["q"], a["k"], a["v"]
+	qOff, kOff, vOff := 0, 0, 0
+	if in.Packed {
+		// check.cu's Pack3: one buffer, k and v at column offsets.
+		packed := make([]float64, 3*b*s*hid)
+		for r := 0; r < b*s; r++ {
+			for j := 0; j < hid; j++ {
+				packed[3*r*hid+j] = q[r*hid+j]
+				packed[(3*r+1)*hid+j] = kk[r*hid+j]
+				packed[(3*r+2)*hid+j] = v[r*hid+j]
+			}
+		}
+		q, kk, v, kOff, vOff = packed, packed, packed, hid, 2*hid
+	}
+	kvIndex := func(bi, j, kvh, e int) int {
+		if bnsh {
+			return ((bi*kvHeads+kvh)*s+j)*d + e
+		}
+		return (bi*s+j)*kvLd + kvh*d + e
+	}
+	// A read past the end of a buffer is a launch that faults (or reads garbage):
+	// no output.
+	if need := kvIndex(b-1, s-1, kvHeads-1, d-1) + 1; vOff+need > len(v) || kOff+need > len(kk) || (b*s-1)*ld+hid > len(q) {
+		return nil
+	}
+	out := make([]float64, b*s*hid)
+	p := make([]float64, s)
+	for bi := 0; bi < b; bi++ {
+		for h := 0; h < heads; h++ {
+			kvh := h / (heads / kvHeads)
+			for i := 0; i < s; i++ {
+				m := math.Inf(-1)
+				for j := 0; j < s; j++ {
+					if causal && j > i {
+						p[j] = math.Inf(-1)
+						continue
+					}
+					dot := 0.0
+					for e := 0; e < d; e++ {
+						dot += f32(q[qOff+(bi*s+i)*ld+h*d+e]*scale) * kk[kOff+kvIndex(bi, j, kvh, e)]
+					}
+					sc := f32(dot)
+					if biasOn {
+						sc = f32(sc + a["bias"][((bi*heads+h)*s+i)*s+j])
+					}
+					if maskOn && a["mask"][bi*s+j] <= 0 {
+						sc = f32(sc + filter)
+					}
+					p[j] = sc
+					m = math.Max(m, sc)
+				}
+				if math.IsInf(m, -1) {
+					m = 0
+				}
+				sum := 0.0
+				for j := range p {
+					p[j] = math.Exp(p[j] - m)
+					sum += p[j]
+				}
+				inv := 0.0
+				if sum > 0 {
+					inv = 1 / sum
+				}
+				rs := 1.0
+				if rowOn {
+					rs = a["row_scale"][bi*s+i]
+				}
+				for e := 0; e < d; e++ {
+					o := 0.0
+					for j := 0; j < s; j++ {
+						if p[j] != 0 {
+							o += p[j] * inv * v[vOff+kvIndex(bi, j, kvh, e)]
+						}
+					}
+					out[(bi*s+i)*hid+h*d+e] = o * rs
+				}
+			}
+		}
+	}
+	return out
 }
 
 func layerNorm(x []float64, h int, eps float64, gamma, beta []float64) []float64 {

@@ -52,6 +52,7 @@ type caseView struct {
 	Call       string
 	Expects    []expectView
 	Bytes      string
+	Flops      string // "" when not reported
 }
 
 type bufView struct{ Elem, Var, Host, Count string }
@@ -212,6 +213,9 @@ func newInstanceView(in *instance) *instanceView {
 		args = append(args, "stream")
 		cv.Call = wrapList("      return "+cv.Func+"(", args, ");")
 		cv.Bytes = strconv.FormatFloat(in.bytes([]int{4, 2}[vi]), 'f', 1, 64)
+		if in.flops > 0 {
+			cv.Flops = strconv.FormatFloat(in.flops, 'f', 1, 64)
+		}
 		iv.Cases = append(iv.Cases, cv)
 	}
 	return iv

@@ -2,11 +2,22 @@
 // for one layer's already-projected Q, K and V (the projections are GEMMs,
 // not this kernel's) and sequences of up to Spec::kMaxSeq (512) tokens.
 //
-// Layout: q, k and v are [batch, seq, heads * head_size] rows kLd elements
-// apart (kLd = hidden for separate tensors, 3 * hidden for the packed output
-// of a QKV GEMM, where k = q + hidden and v = q + 2 * hidden); out is
-// [batch, seq, hidden]; mask is [batch, seq] int32 (0: padding key); bias is
-// [batch, heads, seq, seq].
+// Layout: q is [batch, seq, heads * head_size], rows kLd elements apart (kLd
+// = hidden for a separate tensor, 3 * hidden for the packed output of a QKV
+// GEMM, where k = q + hidden and v = q + 2 * hidden). k and v are either
+// [batch, seq, kv_heads * head_size] rows kKvLd apart (kLayoutBSH) or [batch,
+// kv_heads, seq, head_size] (kLayoutBNSH, DeBERTa's key and value); query head
+// h reads key/value head h / (kHeads / kKvHeads) (grouped-query attention when
+// kKvHeads < kHeads). out is [batch, seq, hidden]; mask is [batch, seq] int32
+// (a key whose mask is <= 0 is padding, as ONNX Runtime's mask_index); bias is
+// [batch, heads, seq, seq]; row_scale is [batch, seq] and multiplies each
+// output row (DeBERTa zeroes the rows of padding queries).
+//
+// Masking: a padding key gets kMaskFilter added to its score; with kCausal a
+// key after the query is left out (as if its score were -inf). A row whose
+// scores are all -inf (every key masked with kMaskFilter = -INFINITY) comes out
+// 0, as ONNX Runtime's Attention-23 gives; a finite filter gives the softmax of
+// the filtered scores, as adding it does.
 //
 // A block of 4 warps takes kRows query rows of one (batch, head). Keys and
 // values stream through shared memory 32 at a time; lane l scores key l of a
@@ -24,10 +35,15 @@
 // A Spec is a struct of compile-time constants that qcc generates per block:
 //   kHeads, kHeadSize  int    heads and their width
 //   kScale             float  the factor on Q K^T
-//   kLd                int    elements between consecutive rows of q, k, v
+//   kLd                int    elements between consecutive rows of q
+//   kKvHeads           int    key/value heads (divides kHeads)
+//   kKvLd              int    elements between consecutive rows of k, v (kLayoutBSH)
+//   kKvLayout          int    kLayoutBSH or kLayoutBNSH
+//   kCausal            bool   keys after the query are left out
 //   kMaskKind          int    kMaskNone or kMaskKeyPadding
 //   kMaskFilter        float  added to the score of a padding key
 //   kHasBias           bool   bias is added to the scores
+//   kHasRowScale       bool   each output row is multiplied by row_scale
 //   kMaxSeq            int    the longest sequence (a multiple of 32)
 #pragma once
 
@@ -38,7 +54,12 @@ namespace qcc {
 
 enum AttentionMaskKind : int {
   kMaskNone = 0,
-  kMaskKeyPadding = 1,  // [batch, seq] int32, 0 marks a padding key
+  kMaskKeyPadding = 1,  // [batch, seq] int32, <= 0 marks a padding key
+};
+
+enum AttentionLayout : int {
+  kLayoutBSH = 0,   // [batch, seq, kv_heads * head_size], rows kKvLd apart
+  kLayoutBNSH = 1,  // [batch, kv_heads, seq, head_size]
 };
 
 constexpr int kAttentionWarps = 4;
@@ -65,6 +86,16 @@ struct AttentionShape {
                 "attention head too wide for the kernel's shared memory");
   static_assert(Spec::kMaxSeq % kWarpSize == 0, "kMaxSeq must be a multiple of 32");
   static_assert(kRows % kAttentionWarps == 0, "rows per block must be a multiple of the warps");
+  static_assert(Spec::kKvHeads > 0 && Spec::kHeads % Spec::kKvHeads == 0, "kKvHeads must divide kHeads");
+
+  // KvRow is the offset of dim 0 of key (or value) key of head kvh in batch
+  // entry b.
+  __device__ __forceinline__ static size_t KvRow(int b, int key, int kvh, int seq) {
+    if (Spec::kKvLayout == kLayoutBNSH) {
+      return ((static_cast<size_t>(b) * Spec::kKvHeads + kvh) * seq + key) * kD;
+    }
+    return (static_cast<size_t>(b) * seq + key) * Spec::kKvLd + static_cast<size_t>(kvh) * kD;
+  }
 
   // KeyIndex is where dim d of key j of a tile lives in shared memory.
   __device__ __forceinline__ static int KeyIndex(int j, int d) {
@@ -81,7 +112,8 @@ struct AttentionShape {
 template <typename T, typename Spec>
 __global__ void __launch_bounds__(kAttentionWarps* kWarpSize)
     AttentionKernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
-                    const int32_t* __restrict__ mask, const T* __restrict__ bias, T* __restrict__ out, int seq) {
+                    const int32_t* __restrict__ mask, const T* __restrict__ bias, const T* __restrict__ row_scale,
+                    T* __restrict__ out, int seq) {
   using A = AttentionShape<Spec>;
   constexpr int D = Spec::kHeadSize;
   constexpr int R = A::kRows;
@@ -102,6 +134,7 @@ __global__ void __launch_bounds__(kAttentionWarps* kWarpSize)
   const int warp = tid / kWarpSize;
   const size_t rows0 = static_cast<size_t>(b) * seq;  // first row of this batch entry
   const int head = h * D;
+  const int kvh = h / (Spec::kHeads / Spec::kKvHeads);
 
   // Query rows, scaled.
   for (int e = tid; e < R * D; e += kThreads) {
@@ -118,7 +151,7 @@ __global__ void __launch_bounds__(kAttentionWarps* kWarpSize)
       const int j = e / D;
       const int d = e % D;
       const int key = t0 + j;
-      kv[A::KeyIndex(j, d)] = key < seq ? Convert<T>::in(k[(rows0 + key) * Spec::kLd + head + d]) : 0.0f;
+      kv[A::KeyIndex(j, d)] = key < seq ? Convert<T>::in(k[A::KvRow(b, key, kvh, seq) + d]) : 0.0f;
     }
     __syncthreads();
     const int key = t0 + lane;
@@ -136,8 +169,11 @@ __global__ void __launch_bounds__(kAttentionWarps* kWarpSize)
         if (Spec::kHasBias) {
           s += Convert<T>::in(bias[((static_cast<size_t>(b) * Spec::kHeads + h) * seq + i) * seq + key]);
         }
-        if (Spec::kMaskKind == kMaskKeyPadding && mask[rows0 + key] == 0) {
+        if (Spec::kMaskKind == kMaskKeyPadding && mask[rows0 + key] <= 0) {
           s += Spec::kMaskFilter;
+        }
+        if (Spec::kCausal && key > i) {
+          s = -INFINITY;
         }
         ps[r][key] = s;
       }
@@ -181,7 +217,7 @@ __global__ void __launch_bounds__(kAttentionWarps* kWarpSize)
       const int j = e / D;
       const int d = e % D;
       const int key = t0 + j;
-      kv[j * D + d] = key < seq ? Convert<T>::in(v[(rows0 + key) * Spec::kLd + head + d]) : 0.0f;
+      kv[j * D + d] = key < seq ? Convert<T>::in(v[A::KvRow(b, key, kvh, seq) + d]) : 0.0f;
     }
     __syncthreads();
     const int n = min(kAttentionKeyTile, seq - t0);
@@ -207,11 +243,12 @@ __global__ void __launch_bounds__(kAttentionWarps* kWarpSize)
   for (int rr = 0; rr < kRowsPerWarp; ++rr) {
     const int i = q0 + warp + rr * kAttentionWarps;
     if (i < seq) {
+      const float rs = Spec::kHasRowScale ? Convert<T>::in(row_scale[rows0 + i]) : 1.0f;
 #pragma unroll
       for (int c = 0; c < kDimsPerLane; ++c) {
         const int d = lane + c * kWarpSize;
         if (d < D) {
-          out[(rows0 + i) * kHidden + head + d] = Convert<T>::out(acc[rr][c]);
+          out[(rows0 + i) * kHidden + head + d] = Convert<T>::out(acc[rr][c] * rs);
         }
       }
     }
@@ -220,11 +257,11 @@ __global__ void __launch_bounds__(kAttentionWarps* kWarpSize)
 
 // Attention launches AttentionKernel for batch sequences of seq tokens.
 template <typename T, typename Spec>
-cudaError_t Attention(const T* q, const T* k, const T* v, const int32_t* mask, const T* bias, T* out, int batch,
-                      int seq, cudaStream_t stream) {
+cudaError_t Attention(const T* q, const T* k, const T* v, const int32_t* mask, const T* bias, const T* row_scale,
+                      T* out, int batch, int seq, cudaStream_t stream) {
   if (batch < 0 || seq < 0 || seq > Spec::kMaxSeq || batch > 65535 || q == nullptr || k == nullptr || v == nullptr ||
       out == nullptr || (Spec::kMaskKind == kMaskKeyPadding && mask == nullptr) ||
-      (Spec::kHasBias && bias == nullptr)) {
+      (Spec::kHasBias && bias == nullptr) || (Spec::kHasRowScale && row_scale == nullptr)) {
     return cudaErrorInvalidValue;
   }
   if (batch == 0 || seq == 0) {
@@ -233,7 +270,8 @@ cudaError_t Attention(const T* q, const T* k, const T* v, const int32_t* mask, c
   constexpr int R = AttentionShape<Spec>::kRows;
   const dim3 grid(static_cast<unsigned>((seq + R - 1) / R), static_cast<unsigned>(Spec::kHeads),
                   static_cast<unsigned>(batch));
-  AttentionKernel<T, Spec><<<grid, kAttentionWarps * kWarpSize, 0, stream>>>(q, k, v, mask, bias, out, seq);
+  AttentionKernel<T, Spec><<<grid, kAttentionWarps * kWarpSize, 0, stream>>>(q, k, v, mask, bias, row_scale, out,
+                                                                             seq);
   return LaunchError();
 }
 

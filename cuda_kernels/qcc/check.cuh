@@ -4,19 +4,25 @@
 // runs one kernel per case, compares, and times the kernel with CUDA events
 // to report the bandwidth it achieved: bytes read and written per launch
 // divided by the time per launch, also as a fraction of the device-to-device
-// cudaMemcpy bandwidth measured at start-up.
+// cudaMemcpy bandwidth measured at start-up (on 256 MB buffers). Each timed
+// launch follows a write of a buffer larger than the L2 cache, so its inputs
+// come from device memory: a working set that stays in L2 between launches
+// (50 MB on H100 and H200) would read near or above the copy bandwidth
+// without meaning it.
 #pragma once
 
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace qcc {
@@ -139,13 +145,21 @@ class Harness {
     cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, 0);
     const double spec = 2.0 * clock_khz * 1e3 * (bus_bits / 8.0) / 1e9;
     copy_gbs_ = MeasureCopy();
+    int l2 = 0;
+    cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, 0);
+    flush_bytes_ = std::max(size_t(256) << 20, 4 * static_cast<size_t>(l2));
+    if (!Ok(cudaMalloc(&flush_, flush_bytes_), "cudaMalloc")) {
+      return false;
+    }
     std::printf("qcc check: device %s (sm_%d%d), %d SMs\n", prop.name, prop.major, prop.minor,
                 prop.multiProcessorCount);
     std::printf("qcc check: peak bandwidth %.1f GB/s measured (device-to-device cudaMemcpy, bytes read + written); "
                 "%.1f GB/s from the memory clock and bus width\n",
                 copy_gbs_, spec);
-    std::printf("%-18s %-44s %-4s %-10s %-10s %-6s %9s %9s %7s\n", "block", "kernel", "type", "max_abs", "max_rel",
-                "result", "time_us", "GB/s", "of_peak");
+    std::printf("qcc check: each timed launch follows a %zu MB write that evicts the %d MB L2 cache\n",
+                flush_bytes_ >> 20, l2 >> 20);
+    std::printf("%-18s %-44s %-4s %-10s %-10s %-6s %9s %9s %7s %8s\n", "block", "kernel", "type", "max_abs", "max_rel",
+                "result", "time_us", "GB/s", "of_copy", "TFLOP/s");
     return copy_gbs_ > 0;
   }
 
@@ -194,6 +208,11 @@ class Harness {
   void Tally(bool pass) { pass ? ++passed_ : ++failed_; }
   double CopyGBs() const { return copy_gbs_; }
 
+  // Flush writes the scratch buffer on stream 0, evicting the L2 cache.
+  void Flush(int round) { cudaMemsetAsync(flush_, round & 0xff, flush_bytes_, 0); }
+
+  ~Harness() { cudaFree(flush_); }
+
   // Summary prints the tally and returns the exit status.
   int Summary() const {
     std::printf("qcc check: %d passed, %d failed\n", passed_, failed_);
@@ -233,6 +252,8 @@ class Harness {
 
   std::string dir_;
   double copy_gbs_ = 0;
+  void* flush_ = nullptr;
+  size_t flush_bytes_ = 0;
   bool load_failed_ = false;
   int passed_ = 0;
   int failed_ = 0;
@@ -268,13 +289,16 @@ class Case {
     return d;
   }
 
-  // Output allocates count elements of T, filled with a NaN-like pattern
-  // so that an element the kernel does not write fails the comparison.
+  // Output allocates count elements of T, filled with 0xff bytes (NaN in
+  // float and half). Finish runs the kernel a second time over zeros: an
+  // element the kernel does not write keeps the fill, and no value equals
+  // both fills (0xff alone would pass as an int8 -1).
   template <typename T>
   T* Output(size_t count) {
     T* d = Alloc<T>(count);
     if (d != nullptr) {
       cudaMemset(d, 0xff, count * sizeof(T));
+      outputs_.push_back({d, count * sizeof(T)});
     }
     bytes_ += count * sizeof(T);
     return d;
@@ -285,6 +309,12 @@ class Case {
   // SetBytes sets the bytes one launch reads and writes (else: every upload
   // and output, once).
   void SetBytes(double bytes) { bytes_ = bytes; }
+
+  // SetFlops sets the arithmetic of one launch (attention: 4 * batch * heads *
+  // seq * seq * head_size for Q K^T and P V), reported as TFLOP/s. Its bytes
+  // are the memory floor (q, k, v and the output once), so of_copy is the
+  // fraction of the floor's time achieved.
+  void SetFlops(double flops) { flops_ = flops; }
 
   // Expect compares a device output with the expected values:
   // |got - want| <= atol + rtol * |want| for every element.
@@ -321,10 +351,16 @@ class Case {
   // Finish runs, checks, times and reports the case.
   void Finish() {
     bool pass = ok_ && launch_ != nullptr;
-    if (pass) {
-      pass = h_.Ok(launch_(0), kernel_) && h_.Ok(cudaDeviceSynchronize(), kernel_);
-    }
-    if (pass) {
+    for (int fill = 0; fill < 2 && pass; ++fill) {
+      if (fill == 1) {
+        for (const auto& o : outputs_) {
+          pass = h_.Ok(cudaMemset(o.first, 0, o.second), "cudaMemset") && pass;
+        }
+      }
+      if (!pass || !h_.Ok(launch_(0), kernel_) || !h_.Ok(cudaDeviceSynchronize(), kernel_)) {
+        pass = false;
+        break;
+      }
       for (auto& e : expects_) {
         pass = e() && pass;
       }
@@ -334,8 +370,12 @@ class Case {
       us = TimeUs();
     }
     const double gbs = us > 0 ? bytes_ / (us * 1e-6) / 1e9 : 0;
-    std::printf("%-18s %-44s %-4s %-10.3g %-10.3g %-6s %9.2f %9.1f %6.1f%%\n", block_, kernel_, type_, max_abs_,
-                max_rel_, pass ? "ok" : "FAILED", us, gbs, h_.CopyGBs() > 0 ? 100.0 * gbs / h_.CopyGBs() : 0.0);
+    char tflops[16] = "-";
+    if (flops_ > 0 && us > 0) {
+      std::snprintf(tflops, sizeof tflops, "%.2f", flops_ / (us * 1e-6) / 1e12);
+    }
+    std::printf("%-18s %-44s %-4s %-10.3g %-10.3g %-6s %9.2f %9.1f %6.1f%% %8s\n", block_, kernel_, type_, max_abs_,
+                max_rel_, pass ? "ok" : "FAILED", us, gbs, h_.CopyGBs() > 0 ? 100.0 * gbs / h_.CopyGBs() : 0.0, tflops);
     h_.Tally(pass);
   }
 
@@ -351,34 +391,35 @@ class Case {
     return static_cast<T*>(d);
   }
 
-  // TimeUs is the mean time of a launch over enough launches to take about
-  // 20 ms (at least 10), after warm-up.
+  // TimeUs is the mean time of a launch: each of 20 launches (after two for
+  // warm-up) is timed alone, between events recorded right after an L2
+  // eviction (Harness::Flush), so none reads what the previous one cached.
   float TimeUs() {
-    cudaEvent_t start;
-    cudaEvent_t stop;
-    cudaEventCreate(&start);
-    cudaEventCreate(&stop);
-    for (int i = 0; i < 3; ++i) {
+    constexpr int kIters = 20;
+    for (int i = 0; i < 2; ++i) {
       launch_(0);
     }
-    cudaEventRecord(start);
-    launch_(0);
-    cudaEventRecord(stop);
-    cudaEventSynchronize(stop);
-    float ms = 0;
-    cudaEventElapsedTime(&ms, start, stop);
-    int iters = ms > 0 ? static_cast<int>(20.0f / ms) : 100;
-    iters = iters < 10 ? 10 : (iters > 1000 ? 1000 : iters);
-    cudaEventRecord(start);
-    for (int i = 0; i < iters; ++i) {
-      launch_(0);
+    std::vector<cudaEvent_t> ev(2 * kIters);
+    for (auto& e : ev) {
+      cudaEventCreate(&e);
     }
-    cudaEventRecord(stop);
-    cudaEventSynchronize(stop);
-    cudaEventElapsedTime(&ms, start, stop);
-    cudaEventDestroy(start);
-    cudaEventDestroy(stop);
-    return ms * 1e3f / iters;
+    for (int i = 0; i < kIters; ++i) {
+      h_.Flush(i);
+      cudaEventRecord(ev[2 * i]);
+      launch_(0);
+      cudaEventRecord(ev[2 * i + 1]);
+    }
+    cudaEventSynchronize(ev.back());
+    float total = 0;
+    for (int i = 0; i < kIters; ++i) {
+      float ms = 0;
+      cudaEventElapsedTime(&ms, ev[2 * i], ev[2 * i + 1]);
+      total += ms;
+    }
+    for (auto& e : ev) {
+      cudaEventDestroy(e);
+    }
+    return total * 1e3f / kIters;
   }
 
   Harness& h_;
@@ -386,9 +427,11 @@ class Case {
   const char* kernel_;
   const char* type_;
   std::vector<void*> buffers_;
+  std::vector<std::pair<void*, size_t>> outputs_;
   std::vector<std::function<bool()>> expects_;
   std::function<cudaError_t(cudaStream_t)> launch_;
   double bytes_ = 0;
+  double flops_ = 0;
   double max_abs_ = 0;
   double max_rel_ = 0;
   bool ok_ = true;

@@ -241,6 +241,13 @@ struct Rows {
   __device__ __forceinline__ static int Thread() { return static_cast<int>(threadIdx.x) % Threads; }
 };
 
+// Aligned reports whether p may be read with vectors of elems elements of T:
+// the launchers refuse a pointer that is not (a misaligned vector load faults).
+template <typename T>
+__host__ __forceinline__ bool Aligned(const T* p, int elems) {
+  return reinterpret_cast<uintptr_t>(p) % (sizeof(T) * static_cast<size_t>(elems)) == 0;
+}
+
 // LaunchError reports a launch's configuration error (the kernel itself runs
 // asynchronously on its stream).
 inline cudaError_t LaunchError() { return cudaGetLastError(); }

@@ -60,7 +60,9 @@ __global__ void __launch_bounds__(256)
 // BiasGelu launches GeluKernel over rows rows of Spec::kColumns elements.
 template <typename T, typename Spec>
 cudaError_t BiasGelu(const T* input, const T* bias, T* output, int rows, cudaStream_t stream) {
-  if (rows < 0 || input == nullptr || output == nullptr || (Spec::kHasBias && bias == nullptr)) {
+  constexpr int V = VecWidth<T>(Spec::kColumns);
+  if (rows < 0 || input == nullptr || output == nullptr || (Spec::kHasBias && bias == nullptr) || !Aligned(input, V) ||
+      !Aligned(bias, V) || !Aligned(output, V)) {
     return cudaErrorInvalidValue;
   }
   if (rows == 0) {

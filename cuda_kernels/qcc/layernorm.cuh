@@ -168,7 +168,9 @@ __global__ void __launch_bounds__(Rows<ThreadsPerRow<T>(Spec::kHidden)>::kBlock)
 template <typename T, typename Spec>
 cudaError_t LayerNorm(const T* input, const T* gamma, const T* beta, T* output, int rows, cudaStream_t stream) {
   using L = Rows<ThreadsPerRow<T>(Spec::kHidden)>;
-  if (rows < 0 || input == nullptr || gamma == nullptr || output == nullptr || (Spec::kHasBeta && beta == nullptr)) {
+  constexpr int V = Row<T, Spec::kHidden, L::kThreads>::kVec;
+  if (rows < 0 || input == nullptr || gamma == nullptr || output == nullptr || (Spec::kHasBeta && beta == nullptr) ||
+      !Aligned(input, V) || !Aligned(gamma, V) || !Aligned(beta, V) || !Aligned(output, V)) {
     return cudaErrorInvalidValue;
   }
   if (rows == 0) {
@@ -184,8 +186,11 @@ template <typename T, typename Spec>
 cudaError_t SkipLayerNorm(const T* input, const T* skip, const T* bias, const T* gamma, const T* beta, T* output,
                           T* sum, int rows, cudaStream_t stream) {
   using L = Rows<ThreadsPerRow<T>(Spec::kHidden)>;
+  constexpr int V = Row<T, Spec::kHidden, L::kThreads>::kVec;
   if (rows < 0 || input == nullptr || skip == nullptr || gamma == nullptr || output == nullptr ||
-      (Spec::kHasBias && bias == nullptr) || (Spec::kHasBeta && beta == nullptr) || (Spec::kHasSum && sum == nullptr)) {
+      (Spec::kHasBias && bias == nullptr) || (Spec::kHasBeta && beta == nullptr) || (Spec::kHasSum && sum == nullptr) ||
+      !Aligned(input, V) || !Aligned(skip, V) || !Aligned(bias, V) || !Aligned(gamma, V) || !Aligned(beta, V) ||
+      !Aligned(output, V) || !Aligned(sum, V)) {
     return cudaErrorInvalidValue;
   }
   if (rows == 0) {

@@ -84,11 +84,15 @@ __global__ void __launch_bounds__(256)
                       : static_cast<float>(static_cast<const int8_t*>(in)[i0]);
     }
     const int count = whole ? V : 1;
+    // The channel is found once per vector: a vector starts at a multiple of V,
+    // which divides kChannels * kInner, so it lies in one channel when V
+    // divides kInner, and in V consecutive channels when kInner is 1.
+    const int ch0 = Spec::kPerChannel ? QuantChannel<Spec>(i0) : 0;
 #pragma unroll
     for (int j = 0; j < V; ++j) {
       if (j < count) {
         if (Spec::kPerChannel) {
-          const int ch = QuantChannel<Spec>(i0 + j);
+          const int ch = Spec::kInner % V == 0 ? ch0 : (Spec::kInner == 1 ? ch0 + j : QuantChannel<Spec>(i0 + j));
           s0 = scale[ch];
           z0 = Spec::kHasZeroPoint ? static_cast<float>(zero_point[ch]) : 0.0f;
         }
@@ -112,8 +116,12 @@ __global__ void __launch_bounds__(256)
 template <typename T, typename Spec, bool Quantize>
 cudaError_t LaunchQuantize(const void* in, const float* scale, const int8_t* zero_point, void* out, long long n,
                            cudaStream_t stream) {
+  constexpr int kV = QuantVec<T, Spec>();
+  const bool aligned = Quantize
+                           ? Aligned(static_cast<const T*>(in), kV) && Aligned(static_cast<const int8_t*>(out), kV)
+                           : Aligned(static_cast<const int8_t*>(in), kV) && Aligned(static_cast<const T*>(out), kV);
   if (n < 0 || in == nullptr || scale == nullptr || out == nullptr || (Spec::kHasZeroPoint && zero_point == nullptr) ||
-      (Spec::kPerChannel && n % (static_cast<long long>(Spec::kChannels) * Spec::kInner) != 0)) {
+      (Spec::kPerChannel && n % (static_cast<long long>(Spec::kChannels) * Spec::kInner) != 0) || !aligned) {
     return cudaErrorInvalidValue;
   }
   if (n == 0) {

@@ -1,0 +1,347 @@
+package cuda
+
+import (
+	"math"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/qcc-dev/qcc/internal/corpus"
+	"github.com/qcc-dev/qcc/ir"
+	"github.com/qcc-dev/qcc/ort/orttest"
+)
+
+// The tests below pin the bindings that computed something other than the model: each
+// checks the plan's specialisation, then runs the oracle (the kernel's emulation against
+// ONNX Runtime on the model's subgraph) on the plan as it is and on the plan as it was
+// before the fix (the same instance with the old constants), which must disagree.
+
+// constOf returns a kernel constant's value.
+func constOf(t *testing.T, in *instance, name string) string {
+	t.Helper()
+	for _, c := range in.Kernel.Consts {
+		if c.Name == name {
+			return c.Value
+		}
+	}
+	t.Fatalf("%s has no constant %s", in.Kernel.Name, name)
+	return ""
+}
+
+// withConsts is in bound to a copy of its kernel with some constants replaced.
+func withConsts(in *instance, set map[string]string) *instance {
+	k := *in.Kernel
+	k.Consts = append([]constant{}, k.Consts...)
+	for i, c := range k.Consts {
+		if v, ok := set[c.Name]; ok {
+			k.Consts[i].Value = v
+		}
+	}
+	cp := *in
+	cp.Kernel = &k
+	return &cp
+}
+
+// disagreements is how many output elements of in's emulation differ from ONNX
+// Runtime on the model's subgraph.
+func disagreements(t *testing.T, m *ir.Model, in *instance) (int, string) {
+	t.Helper()
+	bad, first := 0, ""
+	for _, e := range emulateInstance(t, m, in) {
+		if e.bad > 0 && first == "" {
+			first = e.first
+		}
+		bad += e.bad
+	}
+	return bad, first
+}
+
+// attentionOf plans a model and returns its first attention instance.
+func attentionOf(t *testing.T, path string) (*ir.Model, *instance) {
+	t.Helper()
+	m := load(t, path)
+	p := planOf(t, m, filepath.Base(path))
+	for _, in := range p.Instances {
+		if in.Kernel.Launcher == "qcc::Attention" {
+			return m, in
+		}
+	}
+	t.Fatalf("%s: no attention instance (skipped: %v)", path, p.Skipped)
+	return nil, nil
+}
+
+// fixedAndBroken checks that the oracle accepts in and rejects the old binding.
+func fixedAndBroken(t *testing.T, m *ir.Model, in *instance, old map[string]string) {
+	t.Helper()
+	if bad, first := disagreements(t, m, in); bad > 0 {
+		t.Errorf("%s: %d elements disagree with the model's subgraph; first %s", in.ID, bad, first)
+	}
+	if bad, _ := disagreements(t, m, withConsts(in, old)); bad == 0 {
+		t.Errorf("%s: the binding before the fix (%v) agrees with the model's subgraph: the check cannot see the bug", in.ID, old)
+	} else {
+		t.Logf("%s: before the fix (%v) %d elements disagree", in.ID, old, bad)
+	}
+}
+
+// Bug 1: causal attention was emitted as bidirectional (unidirectional of
+// com.microsoft.Attention and is_causal of Attention-23 were not read).
+func TestBugCausal(t *testing.T) {
+	orttest.RequireLib(t)
+	for _, path := range []string{"testdata/probe-causal-ort.onnx.txt", "testdata/probe-causal23.onnx.txt"} {
+		m, in := attentionOf(t, path)
+		if constOf(t, in, "kCausal") != "true" || !strings.Contains(in.Kernel.Name, "_causal") {
+			t.Errorf("%s: kernel %s is not causal", path, in.Kernel.Name)
+		}
+		fixedAndBroken(t, m, in, map[string]string{"kCausal": "false"})
+	}
+}
+
+// Bug 2: grouped-query Attention-23 (2 key/value heads for 4 query heads) read K and V
+// with the query's row length and head index: out of bounds.
+func TestBugGroupedQuery(t *testing.T) {
+	orttest.RequireLib(t)
+	m, in := attentionOf(t, "testdata/probe-gqa.onnx.txt")
+	if constOf(t, in, "kKvHeads") != "2" || constOf(t, in, "kKvLd") != "8" || constOf(t, in, "kLd") != "16" {
+		t.Errorf("kernel %s: kKvHeads %s, kKvLd %s, kLd %s; want 2, 8, 16", in.Kernel.Name,
+			constOf(t, in, "kKvHeads"), constOf(t, in, "kKvLd"), constOf(t, in, "kLd"))
+	}
+	fixedAndBroken(t, m, in, map[string]string{"kKvHeads": "4", "kKvLd": "16"})
+}
+
+// Bug 3: DeBERTa v1 passes K and V as [batch, heads, seq, head_size]; the kernel read
+// them as [batch, seq, hidden].
+func TestBugDebertaKVLayout(t *testing.T) {
+	orttest.RequireLib(t)
+	m, in := attentionOf(t, filepath.Join(corpus.Dir(t), "deberta.opset13.onnx"))
+	if constOf(t, in, "kKvLayout") != "qcc::kLayoutBNSH" {
+		t.Errorf("kernel %s reads K/V as %s", in.Kernel.Name, constOf(t, in, "kKvLayout"))
+	}
+	for _, p := range []string{"k", "v"} {
+		if s := in.bound[p].Type.Shape; len(s) != 4 {
+			t.Errorf("%s is bound to %s, not the [batch, heads, seq, head_size] value", p, in.bound[p].Type)
+		}
+	}
+	fixedAndBroken(t, m, in, map[string]string{"kKvLayout": "qcc::kLayoutBSH", "kKvLd": "64"})
+}
+
+// Bug 4: DeBERTa's block output is the product of MultiHeadAttention's output with the
+// row mask that zeroes padding queries; the kernel bound to it did not compute the
+// product (padding rows came out as a mean of V).
+func TestBugDebertaRowZeroing(t *testing.T) {
+	orttest.RequireLib(t)
+	for _, name := range []string{"deberta.opset13", "deberta-v2.opset17"} {
+		m, in := attentionOf(t, filepath.Join(corpus.Dir(t), name+".onnx"))
+		out, keep := in.bound["output"], in.bound["row_scale"]
+		if p, _ := out.Producer(); p == nil || p.OpType != "Mul" || keep == nil || p.Input(0) != keep && p.Input(1) != keep {
+			t.Fatalf("%s: output bound to %s and row_scale to %v, not the row-zeroing Mul and its mask", name, out.Name, keep)
+		}
+		fixedAndBroken(t, m, in, map[string]string{"kHasRowScale": "false"})
+		// Without the row scale bound, the block's subgraph reads a value no parameter
+		// binds: the check refuses to build a reference.
+		cp := *in
+		cp.bound = map[string]*ir.Value{}
+		for p, v := range in.bound {
+			if p != "row_scale" {
+				cp.bound[p] = v
+			}
+		}
+		cp.Tensors = nil
+		for _, tt := range in.Tensors {
+			if tt.Param != "row_scale" {
+				cp.Tensors = append(cp.Tensors, tt)
+			}
+		}
+		if _, err := cp.extract(m); err == nil || !strings.Contains(err.Error(), "which no kernel parameter binds") {
+			t.Errorf("%s: extracting without the row scale: %v", name, err)
+		}
+	}
+}
+
+// TestRefusals: forms the kernel does not compute are refused, with the reason, instead
+// of getting a kernel that computes something else.
+func TestRefusals(t *testing.T) {
+	m := load(t, "testdata/probe-refused.onnx.txt")
+	p := planOf(t, m, "probe-refused")
+	for _, in := range p.Instances {
+		if in.Kernel.Launcher == "qcc::Attention" {
+			t.Errorf("%s got kernel %s", in.ID, in.Kernel.Name)
+		}
+	}
+	all := strings.Join(p.Skipped, "\n")
+	for _, why := range []string{
+		"past state (past, past_sequence_length)",
+		"mask_index int32[batch] is not an int32 [batch, seq] key padding mask",
+		"past_key/past_value",
+		"softcap has no kernel",
+		"mask fmask float[batch,seq] is not integer or bool",
+		"output present_k is used",
+		"differ in sequence length: the kernel has no cross attention",
+	} {
+		if !strings.Contains(all, why) {
+			t.Errorf("no refusal %q; skipped:\n%s", why, all)
+		}
+	}
+}
+
+// TestQuantizeTies: the check data of a QuantizeLinear with power-of-two scales holds
+// exact .5 ties, where rounding half away from zero differs from ONNX's half to even,
+// and the emulation (rint, as the kernel) matches ONNX Runtime exactly (the float
+// tolerance is 0 steps).
+func TestQuantizeTies(t *testing.T) {
+	orttest.RequireLib(t)
+	m := load(t, "testdata/probe-edges.onnx.txt")
+	p := planOf(t, m, "probe-edges")
+	n := 0
+	for _, in := range p.Instances {
+		if in.Kernel.Launcher != "qcc::QuantizeLinear" {
+			continue
+		}
+		n++
+		if in.Tol[0] != [2]float64{0, 0} {
+			t.Errorf("%s: float tolerance %v, want exact", in.ID, in.Tol[0])
+		}
+		ref, err := in.reference(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		x, scale, zp, y := ref.Inputs["x"].Float64s(), ref.Inputs["scale"].Float64s(), ref.Inputs["zero_point"].Float64s(), ref.Outputs["y"].Float64s()
+		ties, differ := 0, 0
+		for i := range x {
+			c := 0
+			if len(scale) > 1 {
+				c = i % len(scale) // the last axis
+			}
+			q := x[i] / scale[c]
+			if q == math.Trunc(q)+0.5 || q == math.Trunc(q)-0.5 {
+				ties++
+				away := math.Max(-128, math.Min(127, math.Round(q)+zp[c]))
+				if away != y[i] {
+					differ++
+				}
+			}
+		}
+		if ties == 0 || differ == 0 {
+			t.Errorf("%s: %d exact ties, %d where half away from zero differs from ONNX Runtime", in.ID, ties, differ)
+		}
+		if bad, first := disagreements(t, m, in); bad > 0 {
+			t.Errorf("%s: %d elements disagree; first %s", in.ID, bad, first)
+		}
+	}
+	if n != 2 {
+		t.Errorf("%d QuantizeLinear instances, want 2", n)
+	}
+}
+
+// TestEmbeddingIDs: ONNX Runtime refuses an id outside its table; the kernel cannot, and
+// its specification poisons the token's row with NaN instead of reading a clamped row.
+// The check data's ids span the whole table, and the sequence may be the table length.
+func TestEmbeddingIDs(t *testing.T) {
+	orttest.RequireLib(t)
+	m := load(t, "../../testdata/models/bert.opset13.onnx")
+	p, err := analyse(m, "bert", sizer{batch: 2, seq: 100000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var in *instance
+	for _, x := range p.Instances {
+		if x.Kernel.Launcher == "qcc::EmbedLayerNorm" {
+			in = x
+		}
+	}
+	if in == nil {
+		t.Fatal("no embedding instance")
+	}
+	if seq, table := in.Dims[1].Value, constOf(t, in, "kMaxPositions"); cInt(seq) != table {
+		t.Errorf("sequence %d, want the position table's %s", seq, table)
+	}
+	if bad, first := disagreements(t, m, in); bad > 0 {
+		t.Errorf("%d elements disagree; first %s", bad, first)
+	}
+	// One id past the vocabulary.
+	vocab := constOf(t, in, "kVocab")
+	cp := *in
+	cp.Tensors = append([]*tensor{}, in.Tensors...)
+	for i, tt := range cp.Tensors {
+		if tt.Param == "input_ids" {
+			c := *tt
+			gen := tt.gen
+			c.gen = func(n int64) []float64 {
+				v := gen(n)
+				v[3], _ = strconv.ParseFloat(vocab, 64)
+				return v
+			}
+			cp.Tensors[i] = &c
+		}
+	}
+	if _, err := cp.reference(m); err == nil {
+		t.Error("ONNX Runtime accepted an input id past the vocabulary")
+	}
+	ref, err := in.reference(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := map[string][]float64{}
+	for p, arr := range ref.Inputs {
+		a[p] = arr.Float64s()
+	}
+	a["input_ids"][3], _ = strconv.ParseFloat(vocab, 64)
+	out := emulate(t, in, a)["output"]
+	h := len(out) / len(a["input_ids"])
+	for i, v := range out {
+		if math.IsNaN(v) != (i/h == 3) {
+			t.Fatalf("output[%d] = %g: only token 3's row should be NaN", i, v)
+		}
+	}
+}
+
+// TestMaskPredicate: com.microsoft.Attention keeps keys whose mask_index is > 0, so a
+// -1 pads like a 0 (the check data holds one); the kernel's predicate is mask <= 0.
+func TestMaskPredicate(t *testing.T) {
+	orttest.RequireLib(t)
+	m, in := attentionOf(t, "../../testdata/models/bert.opset13.onnx")
+	outputs := map[float64][]float64{}
+	for _, sub := range []float64{-1, 0, 1} {
+		cp := *in
+		cp.Tensors = append([]*tensor{}, in.Tensors...)
+		found := false
+		for i, tt := range cp.Tensors {
+			if tt.Param == "mask" {
+				c := *tt
+				gen := tt.gen
+				c.gen = func(n int64) []float64 {
+					v := gen(n)
+					for j := range v {
+						if v[j] == -1 {
+							v[j], found = sub, true
+						}
+					}
+					return v
+				}
+				cp.Tensors[i] = &c
+			}
+		}
+		ref, err := cp.reference(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !found {
+			t.Fatal("the check data's mask holds no -1")
+		}
+		outputs[sub] = ref.Outputs["output"].Float64s()
+		if bad, first := disagreements(t, m, &cp); bad > 0 {
+			t.Errorf("mask -1 -> %g: %d elements disagree; first %s", sub, bad, first)
+		}
+	}
+	same := func(a, b []float64) bool {
+		for i := range a {
+			if a[i] != b[i] {
+				return false
+			}
+		}
+		return true
+	}
+	if !same(outputs[-1], outputs[0]) || same(outputs[-1], outputs[1]) {
+		t.Error("ONNX Runtime does not treat a -1 in mask_index as padding")
+	}
+}

@@ -1,0 +1,429 @@
+package cuda
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/qcc-dev/qcc/ir"
+	"github.com/qcc-dev/qcc/patterns/transformer"
+)
+
+// attnForm is what an attention block's fused operator asks of the kernel: the
+// layouts of Q, K and V, the masks and the output. The plan reads it from the
+// operator's own inputs and attributes, so a form the kernel does not compute
+// (past state, present outputs, ...) is refused here, with the reason.
+type attnForm struct {
+	op *ir.Node
+	// packed: com.microsoft.Attention, whose QKV GEMM (X W + b) writes the
+	// [batch, seq, 3 * hidden] buffer the kernel reads; x, w and qkvB name it.
+	packed       bool
+	x, w, qkvB   *ir.Value
+	q, k, v      *ir.Value // the operator's Q, K, V otherwise
+	kvHeads      int64
+	kvBNSH       bool // K and V are [batch, kv_heads, seq, head_size]
+	causal       bool
+	mask         *ir.Value // a [batch, seq] integer key padding mask
+	maskFilter   float64
+	bias         *ir.Value // [batch, heads, seq, seq] added to the scores
+	rowScale     *ir.Value // [batch, seq, 1] multiplied into the output rows
+	output       *ir.Value
+	maskReadable string // how the caller passes the mask, when not as the model holds it
+}
+
+// attnOp finds the fused attention operator of a block.
+func attnOp(bl *transformer.Block) *ir.Node {
+	for _, n := range bl.Nodes {
+		switch {
+		case n.OpType == "Attention" && (n.Domain == msDomain || n.Domain == "" || n.Domain == "ai.onnx"),
+			n.OpType == "MultiHeadAttention" && n.Domain == msDomain:
+			return n
+		}
+	}
+	return nil
+}
+
+// usedOutput names the first of n's outputs from index i on that something reads.
+func usedOutput(n *ir.Node, from int) string {
+	for i := from; i < len(n.Outputs()); i++ {
+		if o := n.Output(i); o != nil && (len(o.Uses()) > 0 || o.IsGraphOutput()) {
+			return o.Name
+		}
+	}
+	return ""
+}
+
+func rankOf(v *ir.Value) int {
+	if v == nil || v.Type == nil || !v.Type.HasShape {
+		return -1
+	}
+	return v.Type.Rank()
+}
+
+func isIntMask(v *ir.Value) bool {
+	if v == nil || v.Type == nil {
+		return false
+	}
+	switch v.Type.DType {
+	case ir.Int32, ir.Int64, ir.Bool:
+		return true
+	}
+	return false
+}
+
+// fromORT reads com.microsoft.Attention: X, [Wq|Wk|Wv], [bq|bk|bv], mask_index,
+// past, attention_bias, past_sequence_length; outputs output, present.
+func (f *attnForm) fromORT(n *ir.Node, heads, hidden int64) string {
+	switch {
+	case n.Input(4) != nil || n.Input(6) != nil:
+		return "past state (past, past_sequence_length): the kernel has no incremental decoding"
+	case usedOutput(n, 1) != "":
+		return fmt.Sprintf("present output %s is used: the kernel does not write it", usedOutput(n, 1))
+	case n.AttrInt("do_rotary", 0) != 0:
+		return "rotary embedding inside the operator (do_rotary) has no kernel"
+	case n.Input(5) != nil:
+		return "attention_bias input: only a [batch, seq] mask_index has a kernel"
+	}
+	if hs, ok := n.AttrInts("qkv_hidden_sizes"); ok && (len(hs) != 3 || hs[0] != hidden || hs[1] != hidden || hs[2] != hidden) {
+		return fmt.Sprintf("qkv_hidden_sizes %v are not three equal sizes %d", hs, hidden)
+	}
+	f.packed, f.x, f.w, f.qkvB = true, n.Input(0), n.Input(1), n.Input(2)
+	if wd := constDims(f.w); len(wd) != 2 || wd[1] != 3*hidden {
+		return fmt.Sprintf("weights %s are not a constant [input, 3 * %d]", typeString(f.w), hidden)
+	}
+	if f.qkvB != nil {
+		if bd := constDims(f.qkvB); len(bd) != 1 || bd[0] != 3*hidden {
+			return fmt.Sprintf("bias %s is not a constant [3 * %d]", typeString(f.qkvB), hidden)
+		}
+	}
+	f.kvHeads = heads
+	f.causal = n.AttrInt("unidirectional", 0) != 0
+	if m := n.Input(3); m != nil {
+		if rankOf(m) != 2 || m.Type.DType != ir.Int32 {
+			return fmt.Sprintf("mask_index %s is not an int32 [batch, seq] key padding mask (key lengths and 3-D/4-D masks have no kernel)", typeString(m))
+		}
+		f.mask, f.maskFilter = m, float64(n.AttrFloat("mask_filter_value", -10000))
+	}
+	f.output = n.Output(0)
+	return ""
+}
+
+// fromONNX reads Attention-23: Q, K, V, attn_mask, past_key, past_value; outputs
+// Y, present_key, present_value, qk_matmul_output.
+func (f *attnForm) fromONNX(n *ir.Node, bl *transformer.Block, heads, d int64) string {
+	switch {
+	case n.Input(4) != nil || n.Input(5) != nil:
+		return "past_key/past_value: the kernel has no incremental decoding"
+	case usedOutput(n, 1) != "":
+		return fmt.Sprintf("output %s is used: the kernel writes only Y", usedOutput(n, 1))
+	case n.AttrFloat("softcap", 0) != 0:
+		return "softcap has no kernel"
+	case n.AttrInt("q_num_heads", 0) != heads:
+		return fmt.Sprintf("q_num_heads %d is not the block's %d heads", n.AttrInt("q_num_heads", 0), heads)
+	}
+	f.kvHeads = n.AttrInt("kv_num_heads", heads)
+	if f.kvHeads <= 0 || heads%f.kvHeads != 0 {
+		return fmt.Sprintf("kv_num_heads %d does not divide q_num_heads %d", f.kvHeads, heads)
+	}
+	f.q, f.k, f.v = n.Input(0), n.Input(1), n.Input(2)
+	if w, ok := lastDim(f.q); rankOf(f.q) != 3 || !ok || w != heads*d {
+		return fmt.Sprintf("Q %s is not [batch, seq, %d]", typeString(f.q), heads*d)
+	}
+	for _, kv := range []*ir.Value{f.k, f.v} {
+		if w, ok := lastDim(kv); rankOf(kv) != 3 || !ok || w != f.kvHeads*d {
+			return fmt.Sprintf("K/V %s is not [batch, seq, kv_num_heads * head_size = %d]", typeString(kv), f.kvHeads*d)
+		}
+	}
+	f.causal = n.AttrInt("is_causal", 0) != 0
+	if n.Input(3) != nil {
+		m := bl.Role("mask")
+		switch {
+		case m == nil:
+			return fmt.Sprintf("attn_mask %s is not computed from a key padding mask", typeString(n.Input(3)))
+		case rankOf(m) != 2:
+			return fmt.Sprintf("mask %s is not [batch, seq]", typeString(m))
+		case !isIntMask(m):
+			return fmt.Sprintf("mask %s %s is not integer or bool: the kernel reads a key padding mask, not additive values", sanitize(m.Name), typeString(m))
+		}
+		f.mask, f.maskFilter = m, bl.Param("mask_filter_value", -10000)
+		if f.maskFilter <= -math.MaxFloat32 {
+			// ONNX Runtime's Attention-23 leaves a query row whose every key is masked
+			// with the lowest float at 0, as with -inf (not the uniform row that adding
+			// -FLT_MAX to each score would give).
+			f.maskFilter = math.Inf(-1)
+		}
+		if m.Type.DType != ir.Int32 {
+			f.maskReadable = "(passed as int32)"
+		}
+	}
+	f.output = n.Output(0)
+	return ""
+}
+
+// fromMHA reads DeBERTa's com.microsoft.MultiHeadAttention: query, key, value,
+// bias, key_padding_mask, attention_bias, past_key, past_value; and the Mul after
+// it that zeroes fully masked query rows, when there is one.
+func (f *attnForm) fromMHA(n *ir.Node, bl *transformer.Block, heads, d int64) string {
+	switch {
+	case n.Input(3) != nil || n.Input(4) != nil:
+		return "MultiHeadAttention bias or key_padding_mask input has no kernel"
+	case len(n.Inputs()) > 6:
+		return "MultiHeadAttention past state or further inputs have no kernel"
+	case usedOutput(n, 1) != "":
+		return fmt.Sprintf("output %s is used: the kernel writes only the first", usedOutput(n, 1))
+	case n.AttrInt("unidirectional", 0) != 0:
+		return "unidirectional MultiHeadAttention has no kernel"
+	}
+	f.q, f.k, f.v, f.kvHeads = n.Input(0), n.Input(1), n.Input(2), heads
+	if w, ok := lastDim(f.q); rankOf(f.q) != 3 || !ok || w != heads*d {
+		return fmt.Sprintf("query %s is not [batch, seq, %d]", typeString(f.q), heads*d)
+	}
+	switch rankOf(f.k) {
+	case 3:
+		for _, kv := range []*ir.Value{f.k, f.v} {
+			if w, ok := lastDim(kv); rankOf(kv) != 3 || !ok || w != heads*d {
+				return fmt.Sprintf("key/value %s is not [batch, seq, %d]", typeString(kv), heads*d)
+			}
+		}
+	case 4:
+		f.kvBNSH = true
+		for _, kv := range []*ir.Value{f.k, f.v} {
+			s := kv.Type.Shape
+			if rankOf(kv) != 4 || !s[1].Known || s[1].Value != heads || !s[3].Known || s[3].Value != d {
+				return fmt.Sprintf("key/value %s is not [batch, %d, seq, %d]", typeString(kv), heads, d)
+			}
+		}
+	default:
+		return fmt.Sprintf("key %s is neither [batch, seq, hidden] nor [batch, heads, seq, head_size]", typeString(f.k))
+	}
+	f.bias = n.Input(5)
+	f.output = n.Output(0)
+	if root := bl.Root; root != f.output {
+		p, _ := root.Producer()
+		if p == nil || p.OpType != "Mul" || p.Domain != "" || len(p.Inputs()) != 2 || p.Input(0) != f.output && p.Input(1) != f.output {
+			return fmt.Sprintf("the block's output %s is not MultiHeadAttention's output or its product with a row mask", sanitize(root.Name))
+		}
+		keep := p.Input(1)
+		if keep == f.output {
+			keep = p.Input(0)
+		}
+		if s := keep.Type; rankOf(keep) != 3 || keep.Type.DType != ir.Float || !s.Shape[2].Known || s.Shape[2].Value != 1 {
+			return fmt.Sprintf("the row mask %s multiplied into the output is not float [batch, seq, 1]", typeString(keep))
+		}
+		f.rowScale, f.output = keep, root
+	}
+	return ""
+}
+
+func (b *builder) attention(bl *transformer.Block) {
+	heads := int64(bl.Param("num_heads", 0))
+	d := int64(bl.Param("head_size", 0))
+	hidden := int64(bl.Param("hidden", 0))
+	if heads <= 0 || d <= 0 || hidden != heads*d {
+		b.skip(bl.ID, bl.Variant, "heads or head size unknown")
+		return
+	}
+	n := attnOp(bl)
+	if n == nil {
+		b.skip(bl.ID, bl.Variant, "only fused attention (Attention, Attention-23, DeBERTa's MultiHeadAttention) has a kernel")
+		return
+	}
+	f := &attnForm{op: n}
+	var why string
+	switch {
+	case n.OpType == "Attention" && n.Domain == msDomain:
+		why = f.fromORT(n, heads, hidden)
+	case n.OpType == "Attention":
+		why = f.fromONNX(n, bl, heads, d)
+	default:
+		why = f.fromMHA(n, bl, heads, d)
+	}
+	if why == "" && bl.Root != f.output {
+		why = fmt.Sprintf("the block's output %s is computed after the operator's: the kernel computes only the operator", sanitize(bl.Root.Name))
+	}
+	if why != "" {
+		b.skip(bl.ID, bl.Variant, why)
+		return
+	}
+	if !f.packed {
+		seqAxis := 1
+		if f.kvBNSH {
+			seqAxis = 2
+		}
+		for _, kv := range []*ir.Value{f.k, f.v} {
+			if differ(f.q.Type.Shape[1], kv.Type.Shape[seqAxis]) {
+				b.skip(bl.ID, bl.Variant, fmt.Sprintf("key/value %s and query %s differ in sequence length: the kernel has no cross attention", typeString(kv), typeString(f.q)))
+				return
+			}
+		}
+	}
+	scale := bl.Param("scale", 1/math.Sqrt(float64(d)))
+	if a := n.Attr("scale"); a != nil && (a.Float != 0 || n.Domain != msDomain) {
+		scale = float64(a.Float) // com.microsoft's operators take scale 0 for the default
+	} else if a != nil {
+		scale = 1 / math.Sqrt(float64(d))
+	}
+	in := f.q
+	if f.packed {
+		in = f.x
+	}
+	shape, ok := b.sz.shape(in)
+	if !ok || len(shape) != 3 {
+		b.skip(bl.ID, bl.Variant, fmt.Sprintf("input %s is not [batch, seq, hidden]", typeString(in)))
+		return
+	}
+	batch, seq := shape[0], min(shape[1], maxSeq)
+	if f.bias != nil {
+		if bs, ok := b.sz.shape(f.bias); !ok || len(bs) != 4 || bs[0] != shape[0] || bs[1] != heads {
+			b.skip(bl.ID, bl.Variant, fmt.Sprintf("attention bias %s is not [batch, heads, seq, seq]", typeString(f.bias)))
+			return
+		}
+	}
+	name := fmt.Sprintf("qcc_attention_n%d_d%d", heads, d)
+	ld, kvLd := hidden, f.kvHeads*d
+	layout := "separate [batch, seq, hidden] tensors"
+	switch {
+	case f.packed:
+		name += "_qkv"
+		ld, kvLd = 3*hidden, 3*hidden
+		layout = "the [batch, seq, 3 * hidden] QKV GEMM output: q = qkv, k = qkv + hidden, v = qkv + 2 * hidden"
+	case f.kvBNSH:
+		name += "_kvbnsh"
+		layout = "q [batch, seq, hidden], k and v [batch, heads, seq, head_size]"
+	case f.kvHeads != heads:
+		name += fmt.Sprintf("_kv%d", f.kvHeads)
+		layout = fmt.Sprintf("q [batch, seq, hidden], k and v [batch, seq, %d] (%d key/value heads, each shared by %d query heads)", kvLd, f.kvHeads, heads/f.kvHeads)
+	}
+	if f.causal {
+		name += "_causal"
+	}
+	maskKind, filter := "qcc::kMaskNone", f.maskFilter
+	if f.mask != nil {
+		name += "_mask"
+		maskKind = "qcc::kMaskKeyPadding"
+	} else {
+		filter = -10000 // unused
+	}
+	if f.bias != nil {
+		name += "_bias"
+	}
+	if f.rowScale != nil {
+		name += "_rowscale"
+	}
+	kvShape := fmt.Sprintf("[batch, seq, %d]", kvLd)
+	if f.kvBNSH {
+		kvShape = "[batch, heads, seq, head_size]"
+	}
+	k := &kernel{
+		Name: name, Launcher: "qcc::Attention", Header: "qcc/attention.cuh",
+		Doc: fmt.Sprintf("softmax(%s * Q K^T%s%s%s) V%s for %d heads of %d, up to %d tokens; %s.", trimF(cFloat(scale)),
+			plusIf(f.bias != nil, " + bias"), plusIf(f.mask != nil, " + mask"), plusIf(f.causal, ", causal"),
+			plusIf(f.rowScale != nil, " * row_scale"), heads, d, maxSeq, layout),
+		Consts: []constant{
+			{"kHeads", "int", cInt(heads)},
+			{"kHeadSize", "int", cInt(d)},
+			{"kScale", "float", cFloat(scale)},
+			{"kLd", "int", cInt(ld)},
+			{"kKvHeads", "int", cInt(f.kvHeads)},
+			{"kKvLd", "int", cInt(kvLd)},
+			{"kKvLayout", "int", map[bool]string{false: "qcc::kLayoutBSH", true: "qcc::kLayoutBNSH"}[f.kvBNSH]},
+			{"kCausal", "bool", cBool(f.causal)},
+			{"kMaskKind", "int", maskKind},
+			{"kMaskFilter", "float", cFloat(filter)},
+			{"kHasBias", "bool", cBool(f.bias != nil)},
+			{"kHasRowScale", "bool", cBool(f.rowScale != nil)},
+			{"kMaxSeq", "int", cInt(maxSeq)},
+		},
+		Params: []param{
+			{Name: "q", Elem: "T", Present: true, Doc: fmt.Sprintf("[batch, seq, %d]", ld)},
+			{Name: "k", Elem: "T", Present: true, Doc: kvShape},
+			{Name: "v", Elem: "T", Present: true, Doc: kvShape},
+			{Name: "mask", Elem: "int32_t", Present: f.mask != nil, Doc: "[batch, seq], <= 0: padding key"},
+			{Name: "bias", Elem: "T", Present: f.bias != nil, Doc: "[batch, heads, seq, seq]"},
+			{Name: "row_scale", Elem: "T", Present: f.rowScale != nil, Doc: "[batch, seq]: multiplies each output row"},
+			{Name: "output", Elem: "T", Out: true, Present: true, Doc: "[batch, seq, hidden]"},
+		},
+		Scalars: []scalar{{"int", "batch"}, {"int", "seq"}},
+	}
+	inst := b.newInstance(bl)
+	inst.Packed, inst.Hidden = f.packed, hidden
+	inst.Dims = []dim{{"int", "batch", batch}, {"int", "seq", seq}}
+	inst.sz = sizer{batch: batch, seq: seq}
+	act := []int64{batch, seq, hidden}
+	kv := []int64{batch, seq, kvLd}
+	if f.kvBNSH {
+		kv = []int64{batch, heads, seq, d}
+	}
+	if f.packed {
+		kv = act
+	}
+	// The check data's masks: padding keys, one fully padded sequence; the raw mask of
+	// com.microsoft.Attention also holds a negative value (ORT keeps keys > 0).
+	pad := paddingMask(batch, seq, f.packed)
+	inst.Tensors = []*tensor{
+		random(bl.ID, "q", ir.Float, act, uniform(bl.ID+".q", -2, 2)),
+		random(bl.ID, "k", ir.Float, kv, uniform(bl.ID+".k", -2, 2)),
+		random(bl.ID, "v", ir.Float, kv, uniform(bl.ID+".v", -2, 2)),
+	}
+	if f.packed {
+		for _, t := range inst.Tensors {
+			t.Source = "X W + b" // the operator's QKV GEMM on the model's weights
+		}
+	}
+	if f.mask != nil {
+		inst.Tensors = append(inst.Tensors, random(bl.ID, "mask", ir.Int32, []int64{batch, seq}, pad))
+	}
+	if f.bias != nil {
+		inst.Tensors = append(inst.Tensors, random(bl.ID, "bias", ir.Float, []int64{batch, heads, seq, seq},
+			maskedBias(bl.ID+".bias", batch, heads, seq, f.rowScale != nil)))
+	}
+	if f.rowScale != nil {
+		inst.Tensors = append(inst.Tensors, random(bl.ID, "row_scale", ir.Float, []int64{batch, seq, 1}, rowKeep(batch, seq)))
+	}
+	inst.Tensors = append(inst.Tensors, expected(bl.ID, "output", ir.Float, act))
+	kvElems := prod(kv)
+	inst.bytes = func(e int) float64 {
+		n := float64(e) * float64(2*batch*seq*hidden+2*kvElems)
+		if f.mask != nil {
+			n += float64(4 * batch * seq)
+		}
+		if f.bias != nil {
+			n += float64(e) * float64(batch*heads*seq*seq)
+		}
+		if f.rowScale != nil {
+			n += float64(e) * float64(batch*seq)
+		}
+		return n
+	}
+	inst.Tol = tolAttention
+	inst.flops = float64(4 * batch * heads * seq * seq * d) // Q K^T and P V
+	values := map[string]*ir.Value{"mask": f.mask, "bias": f.bias, "row_scale": f.rowScale, "output": f.output}
+	if f.packed {
+		inst.gemm = &gemm{x: f.x, w: f.w, b: f.qkvB, hidden: hidden}
+		// The QKV GEMM is part of com.microsoft.Attention: its output is not a graph value.
+		inst.Bind = append(inst.Bind, binding{"q, k, v", fmt.Sprintf("%s x %s + %s", sanitize(nameOf(f.x)),
+			sanitize(nameOf(f.w)), sanitize(nameOf(f.qkvB))), fmt.Sprintf("[batch, seq, %d] (not a graph value)", 3*hidden)})
+	} else {
+		values["q"], values["k"], values["v"] = f.q, f.k, f.v
+	}
+	b.bind(inst, k, values)
+	if f.maskReadable != "" {
+		for i := range inst.Bind {
+			if inst.Bind[i].Param == "mask" {
+				inst.Bind[i].Type += " " + f.maskReadable
+			}
+		}
+	}
+	b.add(inst, k)
+}
+
+// differ reports whether two dims are provably different: known and unequal, or
+// named differently.
+func differ(a, b ir.Dim) bool {
+	switch {
+	case a.Known && b.Known:
+		return a.Value != b.Value
+	case a.Known != b.Known:
+		return false // a symbol may take the value
+	}
+	return a.Param != "" && b.Param != "" && a.Param != b.Param
+}

@@ -1,0 +1,475 @@
+package cuda
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/qcc-dev/qcc/ir"
+	"github.com/qcc-dev/qcc/ndarray"
+	"github.com/qcc-dev/qcc/ort"
+	"github.com/qcc-dev/qcc/patterns"
+)
+
+// The check data's reference is the model's own subgraph for the block: the nodes
+// between the values bound to the kernel's inputs and those bound to its outputs,
+// with the model's constants and attributes, run by ONNX Runtime on random inputs
+// of the values' real types. The kernel's inputs are those same arrays as the
+// caller passes them (the model value's buffer, converted to the parameter's
+// element type). So a binding to the wrong value, layout or semantics shows up as
+// a disagreement, not as a reference that shares the kernel's assumptions.
+
+// reference is one instance's check data.
+type reference struct {
+	Ops     []string                  // the subgraph's operators, in graph order
+	Inputs  map[string]*ndarray.Array // the kernel's inputs by parameter, in its element types
+	Outputs map[string]*ndarray.Array // what ONNX Runtime computed, by parameter
+}
+
+// subgraph is the extracted block: a model and its feeds.
+type subgraph struct {
+	model []byte
+	ops   []string
+	feeds map[string]*ndarray.Array // by model value name
+	outs  map[string]string         // output parameter -> model value name
+}
+
+// leafGen is how the check data draws a non-constant bound input.
+type leafGen struct {
+	shape []int64
+	gen   generator
+}
+
+// leaves are the subgraph's inputs: the bound input values (for a packed
+// attention, the GEMM's X and constants instead of q, k, v).
+func (in *instance) leaves() (map[*ir.Value]leafGen, error) {
+	out := map[*ir.Value]leafGen{}
+	for _, t := range in.Tensors {
+		if t.Out {
+			continue
+		}
+		if in.gemm != nil && (t.Param == "q" || t.Param == "k" || t.Param == "v") {
+			continue
+		}
+		v := in.bound[t.Param]
+		if v == nil {
+			return nil, fmt.Errorf("parameter %s is bound to no model value", t.Param)
+		}
+		if _, ok := out[v]; !ok {
+			out[v] = leafGen{t.Shape, t.gen}
+		}
+	}
+	if g := in.gemm; g != nil {
+		shape, ok := in.sz.shape(g.x)
+		if !ok {
+			return nil, fmt.Errorf("input %s has no shape", g.x.Name)
+		}
+		out[g.x] = leafGen{shape, uniform(in.ID+".x", -2, 2)}
+		out[g.w] = leafGen{}
+		if g.b != nil {
+			out[g.b] = leafGen{}
+		}
+	}
+	return out, nil
+}
+
+// extract builds the block's subgraph of m.
+func (in *instance) extract(m *ir.Model) (*subgraph, error) {
+	leaves, err := in.leaves()
+	if err != nil {
+		return nil, err
+	}
+	// Walk back from the outputs to the leaves and constants.
+	need := map[*ir.Node]bool{}
+	consts := map[*ir.Value]*ir.Tensor{}
+	var walk func(v *ir.Value) error
+	walk = func(v *ir.Value) error {
+		if _, ok := leaves[v]; ok {
+			return nil
+		}
+		if v.Const != nil {
+			consts[v] = v.Const
+			return nil
+		}
+		n, _ := v.Producer()
+		if n == nil {
+			return fmt.Errorf("the block reads %s, which no kernel parameter binds", sanitize(v.Name))
+		}
+		if need[n] {
+			return nil
+		}
+		need[n] = true
+		for _, x := range n.Inputs() {
+			if x != nil {
+				if err := walk(x); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	outs := map[string]string{}
+	for _, t := range in.Tensors {
+		if !t.Out {
+			continue
+		}
+		v := in.bound[t.Param]
+		if v == nil {
+			return nil, fmt.Errorf("output %s is bound to no model value", t.Param)
+		}
+		if err := walk(v); err != nil {
+			return nil, err
+		}
+		outs[t.Param] = v.Name
+	}
+	g := ir.NewGraph("qcc_block_" + in.ID)
+	vals := map[*ir.Value]*ir.Value{}
+	sub := &subgraph{feeds: map[string]*ndarray.Array{}, outs: outs}
+	// Leaves and constants in a fixed order: the tensors' order, then the GEMM's.
+	var order []*ir.Value
+	for _, t := range in.Tensors {
+		if v := in.bound[t.Param]; v != nil && !t.Out {
+			order = append(order, v)
+		}
+	}
+	if in.gemm != nil {
+		order = append(order, in.gemm.x, in.gemm.w, in.gemm.b)
+	}
+	// A block of constants only (a weight's DequantizeLinear) is fed its first
+	// constant: ONNX Runtime runs no model without inputs.
+	feedConst := true
+	for _, v := range order {
+		if v != nil && patterns.ConstOf(v) == nil {
+			feedConst = false
+		}
+	}
+	for _, v := range order {
+		if v == nil || vals[v] != nil {
+			continue
+		}
+		lg := leaves[v]
+		if c := patterns.ConstOf(v); c != nil && feedConst {
+			feedConst = false
+			a, err := tensorArray(c)
+			if err != nil {
+				return nil, err
+			}
+			if a.DType != ndType(c.DType) {
+				return nil, fmt.Errorf("constant %s of %s cannot be fed", v.Name, c.DType)
+			}
+			nv, err := g.AddInput(v.Name, ir.TensorOf(c.DType, dimsOf(c.Dims)...))
+			if err != nil {
+				return nil, err
+			}
+			vals[v] = nv
+			sub.feeds[v.Name] = a
+			continue
+		}
+		if c := patterns.ConstOf(v); c != nil {
+			nv, err := g.AddInitializer(v.Name, c.Clone())
+			if err != nil {
+				return nil, err
+			}
+			vals[v] = nv
+			continue
+		}
+		if v.Type == nil {
+			return nil, fmt.Errorf("input %s has no type", v.Name)
+		}
+		nv, err := g.AddInput(v.Name, ir.TensorOf(v.Type.DType, dimsOf(lg.shape)...))
+		if err != nil {
+			return nil, err
+		}
+		vals[v] = nv
+		a, err := drawArray(v.Type.DType, lg.shape, lg.gen)
+		if err != nil {
+			return nil, fmt.Errorf("input %s: %w", v.Name, err)
+		}
+		sub.feeds[v.Name] = a
+	}
+	var inner []*ir.Value // the block's own constants, by name
+	for v := range consts {
+		inner = append(inner, v)
+	}
+	sort.Slice(inner, func(i, j int) bool { return inner[i].Name < inner[j].Name })
+	for _, v := range inner {
+		if vals[v] == nil {
+			nv, err := g.AddInitializer(v.Name, consts[v].Clone())
+			if err != nil {
+				return nil, err
+			}
+			vals[v] = nv
+		}
+	}
+	// Nodes in the model's order (which is topological).
+	var src *ir.Graph
+	for n := range need {
+		src = n.Graph()
+		break
+	}
+	if src != nil {
+		for _, n := range src.Nodes() {
+			if !need[n] {
+				continue
+			}
+			ins := make([]*ir.Value, len(n.Inputs()))
+			for i, x := range n.Inputs() {
+				if x != nil {
+					if ins[i] = vals[x]; ins[i] == nil {
+						return nil, fmt.Errorf("node %s reads %s before it is computed", sanitize(n.Name), sanitize(x.Name))
+					}
+				}
+			}
+			outsN := make([]*ir.Value, len(n.Outputs()))
+			for i, o := range n.Outputs() {
+				if o != nil {
+					outsN[i] = &ir.Value{Name: o.Name}
+					vals[o] = outsN[i]
+				}
+			}
+			if _, err := g.AddNode(&ir.Node{Name: n.Name, OpType: n.OpType, Domain: n.Domain, Attrs: n.Attrs}, ins, outsN); err != nil {
+				return nil, err
+			}
+			op := n.OpType
+			if n.Domain != "" && n.Domain != "ai.onnx" {
+				op = n.Domain + "." + op
+			}
+			sub.ops = append(sub.ops, op)
+		}
+	}
+	for _, t := range in.Tensors {
+		if !t.Out {
+			continue
+		}
+		v := in.bound[t.Param]
+		nv := vals[v]
+		if nv == nil {
+			return nil, fmt.Errorf("output %s is an input of the block", v.Name)
+		}
+		dt := ir.Float
+		if v.Type != nil {
+			dt = v.Type.DType
+		}
+		nv.Type = ir.TensorOf(dt, dimsOf(t.Shape)...)
+		if !containsValue(g.Outputs, nv) {
+			g.Outputs = append(g.Outputs, nv)
+		}
+	}
+	mm := &ir.Model{IRVersion: max(m.IRVersion, 8), Opsets: append([]ir.OpsetID{}, m.Opsets...), ProducerName: "qcc", Graph: g}
+	if err := mm.Verify(); err != nil {
+		return nil, err
+	}
+	b, err := ir.Marshal(mm)
+	if err != nil {
+		return nil, err
+	}
+	sub.model = b
+	return sub, nil
+}
+
+func containsValue(vs []*ir.Value, v *ir.Value) bool {
+	for _, x := range vs {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+// drawArray makes an array of a model value's type from a generator.
+func drawArray(dt ir.DataType, shape []int64, gen generator) (*ndarray.Array, error) {
+	if gen == nil {
+		return nil, fmt.Errorf("no generator")
+	}
+	n := prod(shape)
+	vals := gen(n)
+	switch dt {
+	case ir.Float:
+		v := make([]float32, n)
+		for i, x := range vals {
+			v[i] = float32(x)
+		}
+		return ndarray.FromFloat32(shape, v), nil
+	case ir.Int64:
+		v := make([]int64, n)
+		for i, x := range vals {
+			v[i] = int64(x)
+		}
+		return ndarray.FromInt64(shape, v), nil
+	case ir.Int32:
+		v := make([]int32, n)
+		for i, x := range vals {
+			v[i] = int32(x)
+		}
+		return ndarray.FromInt32(shape, v), nil
+	case ir.Bool:
+		v := make([]bool, n)
+		for i, x := range vals {
+			v[i] = x > 0
+		}
+		return ndarray.FromBool(shape, v), nil
+	case ir.Int8:
+		a := ndarray.New(ndarray.Int8, shape)
+		for i, x := range vals {
+			a.Data[i] = byte(int8(x - 128)) // ints(256) are [0, 256)
+		}
+		return a, nil
+	}
+	return nil, fmt.Errorf("no check data for %s values", dt)
+}
+
+// toKernel converts a model array to a kernel parameter's element type: what the
+// caller does when the types differ (an int64 or bool mask passed as int32).
+func toKernel(a *ndarray.Array, dt ir.DataType, shape []int64) (*ndarray.Array, error) {
+	if prod(a.Shape) != prod(shape) {
+		return nil, fmt.Errorf("%v elements, the kernel reads %v", a.Shape, shape)
+	}
+	if a.DType == ndType(dt) {
+		c := a.Clone()
+		c.Shape = append([]int64{}, shape...)
+		return c, nil
+	}
+	vals := a.Float64s()
+	switch dt {
+	case ir.Int32:
+		v := make([]int32, len(vals))
+		for i, x := range vals {
+			v[i] = int32(x)
+		}
+		return ndarray.FromInt32(shape, v), nil
+	case ir.Float:
+		v := make([]float32, len(vals))
+		for i, x := range vals {
+			v[i] = float32(x)
+		}
+		return ndarray.FromFloat32(shape, v), nil
+	}
+	return nil, fmt.Errorf("cannot pass %s as %s", a.DType, dt)
+}
+
+// tensorArray is a constant's data as an array.
+func tensorArray(c *ir.Tensor) (*ndarray.Array, error) {
+	vals, err := c.Float64s()
+	if err != nil {
+		return nil, err
+	}
+	switch c.DType {
+	case ir.Float, ir.Double, ir.Float16:
+		v := make([]float32, len(vals))
+		for i, x := range vals {
+			v[i] = float32(x)
+		}
+		return ndarray.FromFloat32(c.Dims, v), nil
+	case ir.Int8:
+		a := ndarray.New(ndarray.Int8, c.Dims)
+		for i, x := range vals {
+			a.Data[i] = byte(int8(x))
+		}
+		return a, nil
+	}
+	v := make([]int64, len(vals))
+	for i, x := range vals {
+		v[i] = int64(x)
+	}
+	return ndarray.FromInt64(c.Dims, v), nil
+}
+
+// qkvGemm computes X W + b in float64, rounded to float32 (the kernel's input is
+// the GEMM's float output), and returns its three column blocks.
+func qkvGemm(x *ndarray.Array, w, b *ir.Tensor, hidden int64) ([3][]float32, error) {
+	var out [3][]float32
+	wv, err := w.Float64s()
+	if err != nil {
+		return out, err
+	}
+	var bv []float64
+	if b != nil {
+		if bv, err = b.Float64s(); err != nil {
+			return out, err
+		}
+	}
+	xv := x.Float64s()
+	in := w.Dims[0]
+	cols := 3 * hidden
+	rows := int64(len(xv)) / in
+	for p := range out {
+		out[p] = make([]float32, rows*hidden)
+	}
+	for r := int64(0); r < rows; r++ {
+		for c := int64(0); c < cols; c++ {
+			s := 0.0
+			if bv != nil {
+				s = bv[c]
+			}
+			for e := int64(0); e < in; e++ {
+				s += xv[r*in+e] * wv[e*cols+c]
+			}
+			out[c/hidden][r*hidden+c%hidden] = float32(s)
+		}
+	}
+	return out, nil
+}
+
+// reference extracts the instance's subgraph from m, runs it in ONNX Runtime and
+// returns the kernel's inputs and the expected outputs.
+func (in *instance) reference(m *ir.Model) (*reference, error) {
+	sub, err := in.extract(m)
+	if err != nil {
+		return nil, err
+	}
+	s, err := ort.NewSessionFromBytes(sub.model, ort.Options{OptLevel: ort.OptDisabled, IntraOpThreads: 1})
+	if err != nil {
+		return nil, fmt.Errorf("the block's subgraph (%s): %w", strings.Join(sub.ops, ", "), err)
+	}
+	defer s.Close()
+	got, err := s.Run(sub.feeds)
+	if err != nil {
+		return nil, fmt.Errorf("the block's subgraph (%s): %w", strings.Join(sub.ops, ", "), err)
+	}
+	ref := &reference{Ops: sub.ops, Inputs: map[string]*ndarray.Array{}, Outputs: map[string]*ndarray.Array{}}
+	var qkv [3][]float32
+	if g := in.gemm; g != nil {
+		if qkv, err = qkvGemm(sub.feeds[g.x.Name], patterns.ConstOf(g.w), patterns.ConstOf(g.b), g.hidden); err != nil {
+			return nil, err
+		}
+	}
+	for _, t := range in.Tensors {
+		var a *ndarray.Array
+		switch {
+		case t.Out:
+			a = got[sub.outs[t.Param]]
+			if a == nil {
+				return nil, fmt.Errorf("onnxruntime returned no %s", sub.outs[t.Param])
+			}
+		case in.gemm != nil && (t.Param == "q" || t.Param == "k" || t.Param == "v"):
+			a = ndarray.FromFloat32(t.Shape, qkv[strings.Index("qkv", t.Param)])
+		default:
+			v := in.bound[t.Param]
+			if c := patterns.ConstOf(v); c != nil {
+				if a, err = tensorArray(c); err != nil {
+					return nil, err
+				}
+			} else {
+				a = sub.feeds[v.Name]
+			}
+		}
+		k, err := toKernel(a, t.DType, t.Shape)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", t.Param, err)
+		}
+		if t.Out {
+			ref.Outputs[t.Param] = k
+		} else {
+			ref.Inputs[t.Param] = k
+		}
+	}
+	return ref, nil
+}
+
+func dimsOf(ds []int64) []ir.Dim {
+	out := make([]ir.Dim, len(ds))
+	for i, d := range ds {
+		out[i] = ir.D(d)
+	}
+	return out
+}
