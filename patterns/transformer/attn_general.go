@@ -40,6 +40,7 @@ Gemm on a constant weight computes it. Params: num_heads, kv_num_heads, head_siz
 terms.`,
 	Rules: []*patterns.Rule{
 		{Name: "attention/general-mha", Pattern: patterns.Op("MultiHeadAttention").In("com.microsoft").As("attention")},
+		{Name: "attention/general-onnx", Pattern: patterns.Op("Attention").As("attention")},
 		{Name: "attention/general", Pattern: patterns.Trace("attention", traceAttention), Check: generalCheck, Escapes: generalEscapes},
 	},
 	Describe: generalDescribe,
@@ -71,11 +72,16 @@ func generalDescribe(m *patterns.Match, b *Block) {
 	if n := m.N("attention"); n != nil {
 		b.Fused = true
 		b.Roles["query"], b.Roles["key"], b.Roles["value"] = n.Input(0), n.Input(1), n.Input(2)
-		if bias := n.Input(5); bias != nil {
+		bias, heads, kv := n.Input(5), n.AttrInt("num_heads", 0), n.AttrInt("num_heads", 0)
+		if n.Domain == "" { // Attention-23
+			bias, heads, kv = n.Input(3), n.AttrInt("q_num_heads", 0), n.AttrInt("kv_num_heads", 0)
+		}
+		if bias != nil {
 			b.Roles["attention_bias"] = bias
 		}
 		b.Roles["output"] = n.Output(0)
-		b.Params["num_heads"] = float64(n.AttrInt("num_heads", 0))
+		b.Params["num_heads"] = float64(heads)
+		b.Params["kv_num_heads"] = float64(kv)
 		b.Params["scale"] = float64(n.AttrFloat("scale", 0))
 		return
 	}
