@@ -52,7 +52,8 @@ type randomSource struct {
 // and shape with the given seed:
 //
 //   - dim 0, when symbolic or unknown, is batch (DefaultBatch when batch <= 0); every
-//     later symbolic or unknown dimension is DefaultSeq;
+//     later symbolic or unknown dimension is DefaultSeq, or fewer when the model looks
+//     positions up in a smaller table (positionCap);
 //   - inputs whose name contains "mask" are all ones except a random number (up to a
 //     quarter of the row, none in the first row) of trailing zeros along the last axis;
 //   - integer inputs whose name contains "token_type" or "segment" are 0 up to a random
@@ -71,6 +72,10 @@ func NewRandomSource(m *ir.Model, batch, n int, seed uint64) (Source, error) {
 		batch = DefaultBatch
 	}
 	src := &randomSource{n: n, seed: seed}
+	seq := int64(DefaultSeq)
+	if c, ok := positionCap(m.Graph); ok && c < seq {
+		seq = c
+	}
 	for _, in := range modelInputs(m) {
 		t := in.Type
 		if t == nil || t.Kind != ir.TensorType || !t.HasShape {
@@ -87,7 +92,7 @@ func NewRandomSource(m *ir.Model, batch, n int, seed uint64) (Source, error) {
 			case i == 0:
 				g.shape = append(g.shape, int64(batch))
 			default:
-				g.shape = append(g.shape, DefaultSeq)
+				g.shape = append(g.shape, seq)
 			}
 		}
 		lower := strings.ToLower(in.Name)
@@ -331,4 +336,106 @@ func constTensor(v *ir.Value) *ir.Tensor {
 		}
 	}
 	return nil
+}
+
+// positionCap is the longest sequence the model's computed position lookups allow: for
+// each Gather from a constant 2-D table whose indices the model computes (a Range of the
+// sequence length, plus a constant offset as in BART's learned positions), the table's
+// rows less the offset. ok is false when there is no such lookup.
+func positionCap(g *ir.Graph) (int64, bool) {
+	var best int64
+	found := false
+	for _, n := range g.Nodes() {
+		if n.OpType == "Slice" && n.Domain == "" {
+			// A constant table sliced to the sequence length (sinusoidal positions).
+			if c, ok := sliceCap(n); ok && (!found || c < best) {
+				best, found = c, true
+			}
+			continue
+		}
+		if n.OpType != "Gather" || n.Domain != "" || n.AttrInt("axis", 0) != 0 {
+			continue
+		}
+		t := constTensor(n.Input(0))
+		if t == nil || len(t.Dims) != 2 {
+			continue
+		}
+		off, ok := rangeOffset(n.Input(1), 0)
+		if !ok {
+			continue
+		}
+		if c := t.Dims[0] - off; c > 0 && (!found || c < best) {
+			best, found = c, true
+		}
+	}
+	return best, found
+}
+
+// rangeOffset follows indices back through layout ops and constant additions to a Range
+// starting at a constant, and returns the smallest index it can produce.
+func rangeOffset(v *ir.Value, depth int) (int64, bool) {
+	if v == nil || depth > 8 {
+		return 0, false
+	}
+	n, _ := v.Producer()
+	if n == nil {
+		return 0, false
+	}
+	switch n.OpType {
+	case "Range":
+		if t := constTensor(n.Input(0)); t != nil {
+			if x, err := t.Int64s(); err == nil && len(x) == 1 {
+				return x[0], true
+			}
+		}
+	case "Add":
+		for i := 0; i < 2; i++ {
+			if t := constTensor(n.Input(1 - i)); t != nil && t.NumElements() == 1 {
+				if x, err := t.Int64s(); err == nil {
+					if off, ok := rangeOffset(n.Input(i), depth+1); ok {
+						return off + x[0], true
+					}
+				}
+			}
+		}
+	case "Cast", "Identity", "Reshape", "Unsqueeze", "Squeeze", "Expand", "Slice":
+		return rangeOffset(n.Input(0), depth+1)
+	}
+	return 0, false
+}
+
+// sliceCap is the length of a constant table's axis that a Slice with computed ends cuts
+// (opset 10+: starts, ends, axes as inputs), less its constant start.
+func sliceCap(n *ir.Node) (int64, bool) {
+	t := constTensor(n.Input(0))
+	if t == nil || len(t.Dims) < 2 || len(n.Inputs()) < 3 || constTensor(n.Input(2)) != nil {
+		return 0, false
+	}
+	st := constTensor(n.Input(1))
+	if st == nil || st.NumElements() != 1 {
+		return 0, false
+	}
+	start, err := st.Int64s()
+	if err != nil {
+		return 0, false
+	}
+	axis := int64(0)
+	if len(n.Inputs()) > 3 && n.Input(3) != nil {
+		at := constTensor(n.Input(3))
+		if at == nil || at.NumElements() != 1 {
+			return 0, false
+		}
+		a, err := at.Int64s()
+		if err != nil {
+			return 0, false
+		}
+		axis = a[0]
+	}
+	if axis < 0 {
+		axis += int64(len(t.Dims))
+	}
+	if axis < 0 || axis >= int64(len(t.Dims)) || start[0] < 0 {
+		return 0, false
+	}
+	return t.Dims[axis] - start[0], t.Dims[axis] > 1 && t.Dims[axis] > start[0]
 }

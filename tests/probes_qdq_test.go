@@ -1,0 +1,80 @@
+package tests
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/qcc-dev/qcc/internal/ortcheck"
+	"github.com/qcc-dev/qcc/ir"
+	"github.com/qcc-dev/qcc/ndarray"
+	"github.com/qcc-dev/qcc/ort"
+	"github.com/qcc-dev/qcc/ort/orttest"
+	"github.com/qcc-dev/qcc/patterns"
+)
+
+// TestProbeQDQ: every probe, quantized with policy=linear on random calibration data in
+// both pass orders (qdq then fuse, fuse then qdq), passes TensorRT's placement checker
+// after every pass, quantizes every projection (each MatMul, Gemm or Conv on a constant
+// weight reads a DequantizeLinear on both inputs, unless qdq marked it float as a GEMM
+// too small for tensor cores), and stays within cosine 0.99 of the float model in ORT.
+func TestProbeQDQ(t *testing.T) {
+	orttest.RequireLib(t)
+	for _, p := range loadProbes(t) {
+		if p.Opset != 17 {
+			continue // one opset per form keeps the run short; the forms are the same
+		}
+		p := p
+		t.Run(p.name, func(t *testing.T) {
+			in := p.sidecar(t, "inputs")
+			want := ortcheck.Run(t, p.path, in, ort.OptDisabled)
+			for _, spec := range []string{
+				"fold,qdq<min-gemm=2>,fuse<target=onnx;opset=23>",
+				"fold,fuse<target=onnx;opset=23>,qdq<min-gemm=2>",
+				"fold,qdq<min-gemm=2>,fuse<target=ort>",
+			} {
+				m := ortcheck.Load(t, p.path)
+				runPipeline(t, m, spec)
+				if why := unquantizedProjection(m); why != "" {
+					t.Errorf("%s: %s", spec, why)
+				}
+				got := ortcheck.RunModel(t, m, in, ort.OptDisabled)
+				for name, w := range want {
+					c, err := ndarray.CosineSimilarity(w, got[name])
+					if err != nil {
+						t.Fatalf("%s: %s: %v", spec, name, err)
+					}
+					if c < 0.99 {
+						t.Errorf("%s: output %s has cosine %.5f to float, want ≥ 0.99", spec, name, c)
+					}
+					t.Logf("%-50s %s cosine %.5f", spec, name, c)
+				}
+			}
+		})
+	}
+}
+
+// unquantizedProjection names a projection left float.
+func unquantizedProjection(m *ir.Model) string {
+	dq := func(v *ir.Value) bool {
+		n, _ := v.Producer()
+		return n != nil && n.OpType == "DequantizeLinear"
+	}
+	for _, n := range m.Graph.Nodes() {
+		switch {
+		case n.OpType == "MatMul" || n.OpType == "Gemm" || n.OpType == "Conv":
+		default:
+			continue
+		}
+		w := n.Input(1)
+		if patterns.ConstOf(w) == nil && !dq(w) {
+			continue // an attention matmul of two activations: policy=linear leaves it float
+		}
+		if _, float := n.Meta("qcc.qdq.skip"); float {
+			continue
+		}
+		if !dq(n.Input(0)) || !dq(w) {
+			return fmt.Sprintf("projection %s is not quantized", n)
+		}
+	}
+	return ""
+}
