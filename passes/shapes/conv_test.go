@@ -100,3 +100,44 @@ func TestVisionFrontEnd(t *testing.T) {
 		}
 	}
 }
+
+// TestFusedAttentionOps types what fuse emits for attention, rotary and RMS norms.
+func TestFusedAttentionOps(t *testing.T) {
+	b := newBuilder(t, 23)
+	x := b.in("x", ir.Float, "batch,sequence,64")
+	q4 := b.in("q4", ir.Float, "batch,4,sequence,16")
+	k4 := b.in("k4", ir.Float, "batch,2,sequence,16")
+	v4 := b.in("v4", ir.Float, "batch,2,sequence,8")
+	pk := b.in("past_key", ir.Float, "batch,2,past,16")
+	pv := b.in("past_value", ir.Float, "batch,2,past,8")
+	kv3 := b.in("kv3", ir.Float, "batch,memory,32")
+	heads := []*ir.Attr{ir.IntAttr("q_num_heads", 4), ir.IntAttr("kv_num_heads", 2)}
+	a4 := b.opN("Attention", "", vs(q4, k4, v4, nil, pk, pv), 4)
+	a3 := b.opN("Attention", "", vs(x, kv3, kv3), 1, heads...)
+	gqa := b.ms("GroupQueryAttention", vs(b.in("qkv", ir.Float, "batch,sequence,128")), 3, ir.IntAttr("num_heads", 4), ir.IntAttr("kv_num_heads", 2))
+	gqa2 := b.ms("GroupQueryAttention", vs(x, kv3, kv3), 1, ir.IntAttr("num_heads", 4), ir.IntAttr("kv_num_heads", 2))
+	rot := b.opN("RotaryEmbedding", "", vs(q4, b.floats([]int64{32, 8}), b.floats([]int64{32, 8})), 1)
+	msRot := b.ms("RotaryEmbedding", vs(x, b.in("pos", ir.Int64, "batch,sequence"), b.floats([]int64{32, 8}), b.floats([]int64{32, 8})), 1)
+	rms := b.op("RMSNormalization", vs(x, b.floats([]int64{64})), ir.FloatAttr("epsilon", 1e-6))
+	b.infer()
+	for _, tc := range []struct {
+		v    *ir.Value
+		want string
+	}{
+		{a4.Output(0), "float[batch,4,sequence,8]"},
+		{a4.Output(1), "float[batch,2,past + sequence,16]"},
+		{a4.Output(2), "float[batch,2,past + sequence,8]"},
+		{a4.Output(3), "float[batch,4,sequence,past + sequence]"},
+		{a3.Output(0), "float[batch,sequence,64]"},
+		{gqa.Output(0), "float[batch,sequence,64]"},
+		{gqa.Output(1), "float[batch,2,?,16]"},
+		{gqa2.Output(0), "float[batch,sequence,64]"},
+		{rot.Output(0), "float[batch,4,sequence,16]"},
+		{msRot.Output(0), "float[batch,sequence,64]"},
+		{rms, "float[batch,sequence,64]"},
+	} {
+		if got := tc.v.Type.String(); got != tc.want {
+			t.Errorf("%s: %s, want %s", tc.v.Name, got, tc.want)
+		}
+	}
+}

@@ -143,6 +143,9 @@ var rules = map[string]rule{
 	"ArgMin":          argReduce,
 
 	"LayerNormalization": layerNorm,
+	"RMSNormalization":   layerNorm,
+	"Attention":          attention23,
+	"RotaryEmbedding":    same,
 	// ONNX Runtime registers SimplifiedLayerNormalization in the default domain.
 	"SimplifiedLayerNormalization": layerNorm,
 	"TopK":                         topK,
@@ -164,6 +167,8 @@ var rules = map[string]rule{
 	// ONNX Runtime contrib ops (ContribOperators.md).
 	"com.microsoft.Attention":                        attention,
 	"com.microsoft.MultiHeadAttention":               multiHeadAttention,
+	"com.microsoft.GroupQueryAttention":              groupQueryAttention,
+	"com.microsoft.RotaryEmbedding":                  same,
 	"com.microsoft.SkipLayerNormalization":           skipLayerNorm,
 	"com.microsoft.SkipSimplifiedLayerNormalization": skipLayerNorm,
 	"com.microsoft.EmbedLayerNormalization":          embedLayerNorm,
