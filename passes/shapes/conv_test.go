@@ -18,7 +18,13 @@ func TestConvAndPool(t *testing.T) {
 		{name: "kernel from weight", build: conv("batch,3,32,32", []int64{64, 3, 8, 8}, ir.IntsAttr("strides", 8, 8)), want: "float[batch,64,4,4]"},
 		{name: "pads and dilation", build: conv("1,2,10,10", []int64{4, 2, 3, 3}, ir.IntsAttr("pads", 1, 2, 1, 2), ir.IntsAttr("dilations", 2, 1), ir.IntsAttr("strides", 2, 3)), want: "float[1,4,4,4]"},
 		{name: "same padding keeps symbols", build: conv("batch,8,height,width", []int64{8, 8, 3, 3}, ir.IntsAttr("pads", 1, 1, 1, 1)), want: "float[batch,8,height,width]"},
-		{name: "strided symbol unknown", build: conv("batch,8,height,16", []int64{8, 8, 2, 2}, ir.IntsAttr("strides", 2, 2)), want: "float[batch,8,?,8]"},
+		{name: "strided symbol", build: conv("batch,8,height,16", []int64{8, 8, 2, 2}, ir.IntsAttr("strides", 2, 2)), want: "float[batch,8,floor(height/2),8]"},
+		{name: "patch grid of a dynamic image", build: conv("batch,3,height,width", []int64{768, 3, 16, 16}, ir.IntsAttr("strides", 16, 16)), want: "float[batch,768,floor(height/16),floor(width/16)]"},
+		{name: "valid window", build: conv("batch,8,height,width", []int64{8, 8, 3, 3}), want: "float[batch,8,height - 2,width - 2]"},
+		{name: "strided window not written", build: conv("batch,8,height,width", []int64{8, 8, 3, 3}, ir.IntsAttr("strides", 2, 2)), want: "float[batch,8,?,?]"},
+		{name: "ceil mode strided symbol", build: func(b *builder) *ir.Value {
+			return b.op("MaxPool", vs(b.in("x", ir.Float, "batch,8,height,10")), ir.IntsAttr("kernel_shape", 2, 2), ir.IntsAttr("strides", 2, 2), ir.IntAttr("ceil_mode", 1))
+		}, want: "float[batch,8,?,5]"},
 		{name: "auto_pad same upper", build: conv("batch,8,15,height", []int64{8, 8, 3, 3}, ir.IntsAttr("strides", 2, 1), ir.StringAttr("auto_pad", "SAME_UPPER")), want: "float[batch,8,8,height]"},
 		{name: "auto_pad valid", build: conv("batch,8,15,15", []int64{8, 8, 3, 3}, ir.IntsAttr("strides", 2, 2), ir.StringAttr("auto_pad", "VALID")), want: "float[batch,8,7,7]"},
 		{name: "1x1 conv over a sequence", build: conv("batch,64,sequence", []int64{192, 64, 1}), want: "float[batch,192,sequence]"},
@@ -69,6 +75,24 @@ func vitFrontEnd(b *builder, dist bool) (h, p *ir.Value) {
 	}
 	cat := b.op("Concat", append(toks, p), ir.IntAttr("axis", 1))
 	return b.op("Add", vs(cat, b.floats([]int64{1, n, 64}))), p
+}
+
+// TestPatchGridAgrees: the patch grid of a strided Conv over a dynamic image and the
+// exporter's integer division of the image size get one name, so a reshape to
+// [B, H // p, W // p, C] (Swin's windows) provably matches the Conv's output.
+func TestPatchGridAgrees(t *testing.T) {
+	b := newBuilder(t, 17)
+	x := b.in("pixel_values", ir.Float, "batch,3,height,width")
+	c := b.op("Conv", vs(x, b.floats([]int64{64, 3, 4, 4})), ir.IntsAttr("strides", 4, 4))
+	sh := b.op("Shape", vs(x))
+	h4 := b.op("Div", vs(b.op("Gather", vs(sh, b.ints(2))), b.ints(4)))
+	w4 := b.op("Div", vs(b.op("Gather", vs(sh, b.ints(3))), b.ints(4)))
+	grid := b.op("Reshape", vs(b.op("Transpose", vs(c), ir.IntsAttr("perm", 0, 2, 3, 1)),
+		b.op("Concat", vs(b.ints(-1), h4, w4, b.ints(64)), ir.IntAttr("axis", 0))))
+	b.infer()
+	if got := grid.Type.String(); got != "float[batch,floor(height/4),floor(width/4),64]" {
+		t.Errorf("got %s", got)
+	}
 }
 
 func TestVisionFrontEnd(t *testing.T) {
