@@ -44,6 +44,13 @@ func TestConvAndPool(t *testing.T) {
 		{name: "global average pool", build: func(b *builder) *ir.Value {
 			return b.op("GlobalAveragePool", vs(b.in("x", ir.Float, "batch,8,height,width")))
 		}, want: "float[batch,8,1,1]"},
+		{name: "flatten of a dynamic image", build: func(b *builder) *ir.Value {
+			return b.op("Flatten", vs(b.in("x", ir.Float, "batch,4,height,width")), ir.IntAttr("axis", 2))
+		}, want: "float[4*batch,height*width]"},
+		{name: "flatten of a patch grid", build: func(b *builder) *ir.Value {
+			c := b.op("Conv", vs(b.in("x", ir.Float, "batch,3,height,width"), b.floats([]int64{8, 3, 4, 4})), ir.IntsAttr("strides", 4, 4))
+			return b.op("Flatten", vs(c), ir.IntAttr("axis", 1))
+		}, want: "float[batch,8*floor(height/4)*floor(width/4)]"},
 		{name: "conv integer", build: func(b *builder) *ir.Value {
 			w := b.g.NewConst("w", ir.NewTensor(ir.Int8, []int64{4, 2, 1, 1}, make([]byte, 8)))
 			return b.op("ConvInteger", vs(b.in("x", ir.Uint8, "batch,2,5,5"), w))
