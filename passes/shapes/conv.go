@@ -6,9 +6,9 @@ import (
 
 // Convolution and pooling over [N, C, spatial...] inputs. Each spatial dim follows the
 // operator's formula (ONNX Conv, ConvTranspose, MaxPool, AveragePool): known sizes give
-// numbers; a symbolic size keeps its symbol only where the output provably equals the
-// input (stride 1 and padding that exactly compensates the window, or SAME padding with
-// stride 1), and is unknown otherwise: floor((s + p - k) / stride) + 1 is not a product.
+// numbers; a symbolic size d gives floor((d + pads - span) / stride) + 1 written with
+// floorDiv (d itself where the padding compensates the window at stride 1,
+// floor(height/16) for a ViT's patch grid), and is unknown where it cannot be written so.
 
 // window is what the spatial formula needs for one node.
 type window struct {
@@ -63,6 +63,7 @@ func (w window) spatial(i int, d ir.Dim) ir.Dim {
 	}
 	s := w.strides[i]
 	span := w.dilations[i]*(w.kernel[i]-1) + 1 // the window's extent
+	total := w.pads[i] + w.pads[i+len(w.strides)]
 	switch w.autoPad {
 	case "SAME_UPPER", "SAME_LOWER":
 		if d.Known {
@@ -73,15 +74,8 @@ func (w window) spatial(i int, d ir.Dim) ir.Dim {
 		}
 		return unknownDim()
 	case "VALID":
-		if d.Known {
-			return ir.D(max(ceilDiv(d.Value-span+1, s), 0))
-		}
-		if span == 1 && s == 1 {
-			return d
-		}
-		return unknownDim()
+		total = 0
 	}
-	total := w.pads[i] + w.pads[i+len(w.strides)]
 	if d.Known {
 		num := d.Value + total - span
 		if num < 0 {
@@ -92,10 +86,12 @@ func (w window) spatial(i int, d ir.Dim) ir.Dim {
 		}
 		return ir.D(num/s + 1)
 	}
-	if s == 1 && total == span-1 {
-		return d
+	// floor((d + pads - span) / stride) + 1, symbolically where it can be written.
+	num := addDims(d, ir.D(total-span))
+	if w.ceil && s != 1 {
+		return unknownDim()
 	}
-	return unknownDim()
+	return addDims(floorDiv(num, s), ir.D(1))
 }
 
 func ceilDiv(a, b int64) int64 {

@@ -124,7 +124,7 @@ func parseTerm(t string) (string, int64, bool) {
 		k, t = -1, rest
 	}
 	var syms []string
-	for _, f := range strings.Split(t, "*") {
+	for _, f := range factors(t) {
 		if x, err := strconv.ParseInt(f, 10, 64); err == nil {
 			k *= x
 		} else if f != "" && !strings.ContainsAny(f, " ") {
@@ -135,6 +135,60 @@ func parseTerm(t string) (string, int64, bool) {
 	}
 	sort.Strings(syms)
 	return strings.Join(syms, "*"), k, true
+}
+
+// factors splits a product at the "*" outside parentheses: "4*floor(a*b/3)" is 4 and
+// floor(a*b/3).
+func factors(t string) []string {
+	var out []string
+	depth, start := 0, 0
+	for i, r := range t {
+		switch r {
+		case '(':
+			depth++
+		case ')':
+			depth--
+		case '*':
+			if depth == 0 {
+				out = append(out, t[start:i])
+				start = i + 1
+			}
+		}
+	}
+	return append(out, t[start:])
+}
+
+// floorDiv is floor(a / k) for a size a and k > 0: a number, an exact quotient, or a
+// symbol naming the quotient ("floor(height/4)"), the same name wherever the same size
+// is divided by the same number, so that a patch grid computed by a strided Conv and
+// by integer division of the size agree. A constant term divisible by k is taken out of
+// the floor: floor((height - 4)/4) is floor(height/4) - 1.
+func floorDiv(a ir.Dim, k int64) ir.Dim {
+	switch {
+	case k <= 0:
+		return unknownDim()
+	case k == 1:
+		return a
+	case a.Known:
+		if a.Value < 0 {
+			return unknownDim()
+		}
+		return ir.D(a.Value / k)
+	}
+	p, ok := polyOf(a)
+	if !ok {
+		return unknownDim()
+	}
+	if q, ok := p.div(poly{"": k}); ok {
+		return q.dim()
+	}
+	c := p[""]
+	rest := p.add(poly{"": c}, -1)
+	if c%k != 0 || !nonNegative(rest.dim()) {
+		return unknownDim()
+	}
+	name := strings.ReplaceAll(rest.dim().Param, " ", "")
+	return addDims(ir.Sym(fmt.Sprintf("floor(%s/%d)", name, k)), ir.D(c/k))
 }
 
 func (p poly) trim() poly {
@@ -164,7 +218,7 @@ func (p poly) mul(o poly) poly {
 			var syms []string
 			for _, k := range []string{k1, k2} {
 				if k != "" {
-					syms = append(syms, strings.Split(k, "*")...)
+					syms = append(syms, factors(k)...)
 				}
 			}
 			sort.Strings(syms)
@@ -200,7 +254,7 @@ func (p poly) div(o poly) (poly, bool) {
 	}
 	var osyms []string
 	if ok != "" {
-		osyms = strings.Split(ok, "*")
+		osyms = factors(ok)
 	}
 	out := poly{}
 	for k, c := range p {
@@ -209,7 +263,7 @@ func (p poly) div(o poly) (poly, bool) {
 		}
 		var rest []string
 		if k != "" {
-			rest = strings.Split(k, "*")
+			rest = factors(k)
 		}
 		for _, s := range osyms {
 			i := sort.SearchStrings(rest, s)

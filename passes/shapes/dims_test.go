@@ -32,6 +32,13 @@ func TestDimArithmetic(t *testing.T) {
 		{"unknown", addDims(ir.Dim{}, ir.D(1)), "?"},
 		{"concat sum", sumDims([]ir.Dim{s("past"), s("sequence"), ir.D(0)}), "past + sequence"},
 		{"product of zero", mulDims(ir.Dim{}, ir.D(0)), "0"},
+		{"floor", floorDiv(s("height"), 16), "floor(height/16)"},
+		{"floor takes out the constant", floorDiv(s("height - 4"), 4), "floor(height/4) - 1"},
+		{"floor exact", floorDiv(s("4*batch + 8"), 4), "batch + 2"},
+		{"floor of a number", floorDiv(ir.D(17), 4), "4"},
+		{"floor of a product", mulDims(floorDiv(s("4*batch*sequence"), 3), ir.D(2)), "2*floor(4*batch*sequence/3)"},
+		{"floor not written", floorDiv(s("height - 3"), 2), "?"},
+		{"floor of a difference", floorDiv(s("height - sequence"), 2), "?"},
 	}
 	for _, c := range cases {
 		if got := c.got.String(); got != c.want {

@@ -144,6 +144,7 @@ var rules = map[string]rule{
 
 	"LayerNormalization": layerNorm,
 	"Attention":          attention23,
+	"RotaryEmbedding":    same,
 	// ONNX Runtime registers SimplifiedLayerNormalization in the default domain.
 	"SimplifiedLayerNormalization": layerNorm,
 	"RMSNormalization":             layerNorm, // opset 23; one output
@@ -166,6 +167,8 @@ var rules = map[string]rule{
 	// ONNX Runtime contrib ops (ContribOperators.md).
 	"com.microsoft.Attention":                        attention,
 	"com.microsoft.MultiHeadAttention":               multiHeadAttention,
+	"com.microsoft.GroupQueryAttention":              groupQueryAttention,
+	"com.microsoft.RotaryEmbedding":                  same,
 	"com.microsoft.SkipLayerNormalization":           skipLayerNorm,
 	"com.microsoft.SkipSimplifiedLayerNormalization": skipLayerNorm,
 	"com.microsoft.EmbedLayerNormalization":          embedLayerNorm,
@@ -1453,36 +1456,5 @@ func embedLayerNorm(c *nctx) error {
 	}
 	c.set(1, maskDT, ir.Shape{ids[0]}, true)
 	c.set(2, dt, ir.Shape{ids[0], ids[1], h}, true)
-	return nil
-}
-
-// attention23 is the standard Attention (opset 23): Q, K, V 4-D [B,H,S,D] give Y
-// [B,Hq,Sq,Dv]; 3-D [B,S,H*D] with q_num_heads and kv_num_heads give Y [B,Sq,Hq*Dv].
-// The optional present key/value and score outputs are left untyped.
-func attention23(c *nctx) error {
-	dt := c.dtype(0)
-	q, ok := c.shape(0)
-	if !ok {
-		c.set(0, dt, nil, false)
-		return nil
-	}
-	v, vok := c.shape(2)
-	switch len(q) {
-	case 4:
-		dv := unknownDim()
-		if vok && len(v) == 4 {
-			dv = v[3]
-		}
-		c.set(0, dt, ir.Shape{q[0], q[1], q[2], dv}, true)
-	case 3:
-		hq, hkv := c.attrInt("q_num_heads", 0), c.attrInt("kv_num_heads", 0)
-		hidden := unknownDim()
-		if vok && len(v) == 3 && v[2].Known && hq > 0 && hkv > 0 && v[2].Value%hkv == 0 {
-			hidden = ir.D(v[2].Value / hkv * hq)
-		}
-		c.set(0, dt, ir.Shape{q[0], q[1], hidden}, true)
-	default:
-		return errf("Q has rank %d, want 3 or 4", len(q))
-	}
 	return nil
 }

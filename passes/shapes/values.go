@@ -243,7 +243,13 @@ func valueRuleTable() map[string]valueRule {
 				}
 				return ir.D(a.Value / b.Value) // integer division truncates
 			}
-			return divDims(a, b)
+			if q := divDims(a, b); q.Known || q.Param != "" {
+				return q
+			}
+			if b.Known && b.Value > 0 && nonNegative(a) {
+				return floorDiv(a, b.Value) // sizes are not negative: truncation is floor
+			}
+			return unknownDim()
 		}),
 		"Mod": arith(func(a, b ir.Dim) ir.Dim {
 			if a.Known && b.Known && b.Value != 0 {

@@ -244,6 +244,35 @@ func TestDecoderEmbeddingRefusals(t *testing.T) {
   pe2 = Slice (pe, a0, a2, a0)
   pc = Concat <axis = 0> (pes, pe2)
   y = Add (w, pc)`+decPreNorm), `position term "pc" is [4,4], not provably [.., seq, 4]`},
+		{"ids-rank", embGraph("int64[seq] input_ids", "float[seq,4] y", "", `
+  y = Gather (word, input_ids)`), "input ids are int64[seq], not an integer [batch, sequence] tensor"},
+		{"position-table-type", embGraph("int64[batch,seq] input_ids", "float[batch,seq,4] r", ",\n  float16[8,4] posh = {...}", decSeq+`
+  pids = Range (i0, sl, i1)
+  w = Gather (word, input_ids)
+  p = Gather (posh, pids)
+  y = Add (w, p)`+decPreNorm), "position table posh is float16[8 4], not float[positions, 4]"},
+		{"position-ids-rank", embGraph("int64[batch,seq] input_ids, int64[batch,seq,1] position_ids", "float[?,?,?,4] r", "", `
+  w = Gather (word, input_ids)
+  p = Gather (pos, position_ids)
+  y = Add (w, p)`+decPreNorm), "position ids are int64[batch,seq,1], not [batch or 1, sequence] or [sequence]"},
+		{"position-ids-length", embGraph("int64[batch,seq] input_ids, int64[batch,other] position_ids", "float[batch,?,4] r", "", `
+  w = Gather (word, input_ids)
+  p = Gather (pos, position_ids)
+  y = Add (w, p)`+decPreNorm), "position ids [batch,other] do not provably run along the sequence of [batch,seq]"},
+		{"sum-shape", embGraph("int64[batch,seq] input_ids, int64[2,seq] position_ids", "float[2,seq,4] r", "", `
+  w = Gather (word, input_ids)
+  p = Gather (pos, position_ids)
+  y = Add (w, p)`+decPreNorm), "the sum float[2,seq,4] is not provably the shape of the token lookup float[batch,seq,4]"},
+		{"position-term-rank", embGraph("int64[batch,seq] input_ids", "float[batch,seq,4] r", "", `
+  w = Gather (word, input_ids)
+  pv = Identity (gamma)
+  y = Add (w, pv)`+decPreNorm), `position term "pv" is float[4], not [.., sequence, hidden]`},
+		{"position-term-op", embGraph("int64[batch,seq] input_ids", "float[batch,seq,4] r", ",\n  float[16,4] pe = {...}", decSeq+`
+  slu = Unsqueeze (sl, a0)
+  pes = Slice (pe, a0, slu, a0)
+  ps = Sin (pes)
+  w = Gather (word, input_ids)
+  y = Add (w, ps)`+decPreNorm), `position term "ps" is neither a lookup nor rows of a constant table`},
 		{"scale-not-scalar", embGraph("int64[batch,seq] input_ids", "float[batch,seq,4] r", "", `
   w = Gather (word, input_ids)
   y = Mul (w, gamma)`+decPreNorm), "token scale is float[4], not a float scalar"},

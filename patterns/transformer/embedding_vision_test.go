@@ -162,6 +162,10 @@ func TestVisionEmbeddingRefusals(t *testing.T) {
 		{"pos-rows", with(visPosFirst, "pp = Add (pt, pos4)", "pp = Add (pt, cls)"),
 			"position table of 1 rows added to [batch,4,4]"},
 		{"pos-batch", with(visViT, "float[1,5,4] pos5", "float[2,5,4] pos5"), "position table is float[2 5 4], not [1, tokens, 4]"},
+		{"pixels-not-float", with(visViT, "float[batch,3,8,8] pixel_values", "int32[batch,3,8,8] pixel_values"),
+			"pixel input is int32[batch,3,8,8], not float [batch, channels, spatial...]"},
+		{"weight-not-float", with(visViT, "float[4,3,4,4] pw = {...}", "int8[4,3,4,4] pw = {...}"),
+			"patch weight is int8[4 3 4 4] for an input of rank 4"},
 		{"read-outside", with(visViT, "y = Add (tok, pos5)", "y = Add (tok, pos5)\n  pr = ReduceSum (pt)"),
 			`intermediate value "pt" is also used outside the block by ReduceSum`},
 	}
