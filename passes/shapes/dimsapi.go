@@ -2,15 +2,12 @@ package shapes
 
 import "github.com/qcc-dev/qcc/ir"
 
-// SameDim reports whether two dims are provably equal: the same number, or the same
-// symbol (products of symbols in canonical form, "4*batch").
-func SameDim(a, b ir.Dim) bool { return sameDim(a, b) }
+// Dimension arithmetic for the recognisers (equality is ir.SameDim).
 
-// MulDims is the product of dims, as a canonical monomial; unknown when any is unknown.
+// MulDims is the product of dims in canonical form; unknown when any is unknown.
 func MulDims(ds ...ir.Dim) ir.Dim { return product(ds) }
 
-// DivDims is a/b when the quotient is a monomial with an integer coefficient; ok is
-// false otherwise.
+// DivDims is a/b when the quotient is exact in canonical form; ok is false otherwise.
 func DivDims(a, b ir.Dim) (ir.Dim, bool) {
 	q := divDims(a, b)
 	return q, q.Known || q.Param != ""

@@ -221,13 +221,6 @@ func attnEscapes(m *patterns.Match) string {
 	return ""
 }
 
-func attnSameDim(a, b ir.Dim) bool {
-	if a.Known || b.Known {
-		return a.Known && b.Known && a.Value == b.Value
-	}
-	return a.Param != "" && a.Param == b.Param
-}
-
 func attnShape(v *ir.Value) ir.Shape {
 	if v == nil || v.Type == nil || !v.Type.HasShape {
 		return nil
@@ -242,7 +235,7 @@ func attnHeads(m *patterns.Match, p string, x ir.Shape) (n, d int64, why string)
 	if len(s) != 4 {
 		return 0, 0, fmt.Sprintf("%s head split has unknown shape or rank %d, not [B,S,N,D]", p, len(s))
 	}
-	if !attnSameDim(s[0], x[0]) || !attnSameDim(s[1], x[1]) {
+	if !ir.SameDim(s[0], x[0]) || !ir.SameDim(s[1], x[1]) {
 		return 0, 0, fmt.Sprintf("%s head split %v does not keep the input's batch and sequence %v", p, s, x)
 	}
 	if !s[2].Known || !s[3].Known {
@@ -274,13 +267,13 @@ func attnCheck(m *patterns.Match) string {
 	}
 	if m.Has("output") {
 		out := attnShape(m.Root)
-		if len(out) != 3 || !attnSameDim(out[0], x[0]) || !attnSameDim(out[1], x[1]) || !out[2].Known || out[2].Value != n*d {
+		if len(out) != 3 || !ir.SameDim(out[0], x[0]) || !ir.SameDim(out[1], x[1]) || !out[2].Known || out[2].Value != n*d {
 			return fmt.Sprintf("heads are merged into %v, not [B,S,%d]", out, n*d)
 		}
 	}
 	for _, p := range []string{"q", "k", "v"} {
 		w := attnShape(m.V(p + "_weight"))
-		if len(w) != 2 || !w[1].Known || w[1].Value != n*d || !attnSameDim(w[0], x[2]) {
+		if len(w) != 2 || !w[1].Known || w[1].Value != n*d || !ir.SameDim(w[0], x[2]) {
 			return fmt.Sprintf("%s weight has shape %v, not [%v,%d]", p, w, x[2], n*d)
 		}
 		if b := m.V(p + "_bias"); b != nil {
@@ -349,9 +342,9 @@ func attnAnalyseMask(m *patterns.Match, form attnMaskForm) attnMaskInfo {
 		term := m.V("mask_term")
 		if in := attnAdditiveMaskInput(term); in != nil {
 			s := attnShape(in)
-			if len(s) == 4 && len(scores) == 4 && (s[0].Known && s[0].Value == 1 || attnSameDim(s[0], scores[0])) &&
-				s[1].Known && s[1].Value == 1 && (s[2].Known && s[2].Value == 1 || attnSameDim(s[2], scores[2])) &&
-				attnSameDim(s[3], scores[3]) {
+			if len(s) == 4 && len(scores) == 4 && (s[0].Known && s[0].Value == 1 || ir.SameDim(s[0], scores[0])) &&
+				s[1].Known && s[1].Value == 1 && (s[2].Known && s[2].Value == 1 || ir.SameDim(s[2], scores[2])) &&
+				ir.SameDim(s[3], scores[3]) {
 				return attnMaskInfo{raw: in, kind: attnAdditiveInput}
 			}
 			return attnMaskInfo{kind: attnUnknownMask, why: fmt.Sprintf("additive mask input %s has shape %v", in.Name, s)}
@@ -656,8 +649,8 @@ func (e *attnMaskEval) checkBroadcast(v *ir.Value) string {
 		return ""
 	}
 	l := attnShape(e.leaf)
-	if len(s) != 4 || len(l) != 2 || !attnSameDim(s[0], l[0]) || !s[1].Known || s[1].Value != 1 ||
-		!s[2].Known || s[2].Value != 1 || !attnSameDim(s[3], l[1]) {
+	if len(s) != 4 || len(l) != 2 || !ir.SameDim(s[0], l[0]) || !s[1].Known || s[1].Value != 1 ||
+		!s[2].Known || s[2].Value != 1 || !ir.SameDim(s[3], l[1]) {
 		return fmt.Sprintf("mask %v is broadcast as %v, not [B,1,1,S]", l, s)
 	}
 	return ""
@@ -684,7 +677,7 @@ func (e *attnMaskEval) checkLeaf(scores ir.Shape) string {
 	if len(l) != 2 {
 		return fmt.Sprintf("mask input %s has shape %v, not [B,S]", e.leaf.Name, l)
 	}
-	if len(scores) == 4 && (!attnSameDim(l[0], scores[0]) || !attnSameDim(l[1], scores[3])) {
+	if len(scores) == 4 && (!ir.SameDim(l[0], scores[0]) || !ir.SameDim(l[1], scores[3])) {
 		return fmt.Sprintf("mask input %s %v does not match the scores %v", e.leaf.Name, l, scores)
 	}
 	if dt := e.leaf.Type.DType; !(dt.IsInt() || dt.IsFloat() || dt == ir.Bool) {
@@ -1168,7 +1161,7 @@ func attnMaskBias(rw *patterns.Rewriter, m *patterns.Match, form attnMaskForm) *
 // axis spelled out, in Attention's attention_bias as in Attention-23's attn_mask) with the
 // key length read off the mask itself, reusing the Expand an earlier layer added.
 func attnExpandKeys(rw *patterns.Rewriter, mask *ir.Value) *ir.Value {
-	if s := attnShape(mask); len(s) == 4 && attnSameDim(s[2], s[3]) {
+	if s := attnShape(mask); len(s) == 4 && ir.SameDim(s[2], s[3]) {
 		return mask
 	}
 	mine := patterns.Op("Expand", patterns.Var("mask"), patterns.Op("Concat", patterns.Const(), patterns.Op("Gather", patterns.Op("Shape", patterns.Var("mask")), patterns.Const()), patterns.Const()))

@@ -180,7 +180,7 @@ func (p *attnPlan) prove(path []scoresStep, probsSteps []layoutStep) string {
 	if why := p.k.canonical(r-1, r-2); why != "" {
 		return why
 	}
-	if d1, d2 := ql[r-1].leaves().size(), kl[r-2].leaves().size(); !sameShape(ir.Shape{d1}, ir.Shape{d2}) || !d1.Known {
+	if d1, d2 := ql[r-1].leaves().size(), kl[r-2].leaves().size(); !ir.SameShape(ir.Shape{d1}, ir.Shape{d2}) || !d1.Known {
 		return fmt.Sprintf("Q's head size %v and K's %v differ or are unknown", d1, d2)
 	}
 	// The scores: Q's batch axes, Q's sequence, K's sequence; replayed to the softmax.
@@ -230,7 +230,7 @@ func (p *attnPlan) prove(path []scoresStep, probsSteps []layoutStep) string {
 	if why := p.v.canonical(len(vl)-2, len(vl)-1); why != "" {
 		return why
 	}
-	if !sameShape(ir.Shape{p.v.seq.size}, ir.Shape{p.k.seq.size}) {
+	if !ir.SameShape(ir.Shape{p.v.seq.size}, ir.Shape{p.k.seq.size}) {
 		return fmt.Sprintf("K's sequence %v and V's %v differ", p.k.seq.size, p.v.seq.size)
 	}
 	// Heads pair position by position: Q's k-th head atom group with K's and V's.

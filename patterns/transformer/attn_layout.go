@@ -147,7 +147,7 @@ func regroup(in layout, out ir.Shape) (layout, string) {
 				group = append(group, flat[i])
 			}
 		}
-		for !shapes.SameDim(acc, d) {
+		for !ir.SameDim(acc, d) {
 			if i >= len(flat) {
 				return nil, fmt.Sprintf("reshape to %v: atoms exhausted at dim %d", out, j)
 			}
@@ -377,7 +377,7 @@ func (st layoutStep) apply(in layout) (layout, string) {
 			}
 			have := src.size()
 			switch {
-			case shapes.SameDim(have, d):
+			case ir.SameDim(have, d):
 				out[i] = src
 			case dimIsOne(have) && d.Known:
 				out[i] = axis{{kind: atomRepeat, size: d}}
@@ -452,7 +452,7 @@ func (st layoutStep) selectAxis(in layout, outShape ir.Shape) (layout, string) {
 	switch {
 	case len(leaves) == 1 && leaves[0].kind == atomChan && part.Known && !removed:
 		out[i] = axis{{kind: atomChan, size: part}}
-	case len(leaves) >= 1 && leaves[0].kind == atomChan && shapes.SameDim(axis(leaves[1:]).size(), part) || removed && len(leaves) == 1:
+	case len(leaves) >= 1 && leaves[0].kind == atomChan && ir.SameDim(axis(leaves[1:]).size(), part) || removed && len(leaves) == 1:
 		out[i] = axis(leaves[1:])
 		if removed && len(leaves) == 1 {
 			out[i] = nil
@@ -485,7 +485,7 @@ func (st layoutStep) strided(in layout, ax int64, k int64, outShape ir.Shape) (l
 	if start < 0 {
 		start += a.size.Value
 	}
-	if a.size.Value%k != 0 || start < 0 || start >= k || !shapes.SameDim(outShape[i], ir.D(a.size.Value/k)) {
+	if a.size.Value%k != 0 || start < 0 || start >= k || !ir.SameDim(outShape[i], ir.D(a.size.Value/k)) {
 		return nil, fmt.Sprintf("%s takes every %d-th of %v from %d", n, k, a.size, start)
 	}
 	hi := &atom{kind: atomChan, size: ir.D(a.size.Value / k)}

@@ -6,7 +6,6 @@ import (
 	"slices"
 
 	"github.com/qcc-dev/qcc/ir"
-	"github.com/qcc-dev/qcc/passes/shapes"
 )
 
 // attnOperand is Q, K or V followed back from its matmul: the source (the op that
@@ -127,7 +126,7 @@ func layoutOf(v *ir.Value, depth int) (layout, string) {
 		vs := attnShape(v)
 		for _, in := range n.Inputs() {
 			s := attnShape(in)
-			if in == nil || len(s) != len(vs) || len(vs) < 3 || !sameShape(s, vs) {
+			if in == nil || len(s) != len(vs) || len(vs) < 3 || !ir.SameShape(s, vs) {
 				continue
 			}
 			if op, why := followOperand("", in, anyStep, depth+1); why == "" {
@@ -188,19 +187,7 @@ func sameStructure(a, b []*atom) bool {
 		return false
 	}
 	for i := range a {
-		if a[i].kind != b[i].kind || !shapes.SameDim(a[i].size, b[i].size) {
-			return false
-		}
-	}
-	return true
-}
-
-func sameShape(a, b ir.Shape) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if !shapes.SameDim(a[i], b[i]) {
+		if a[i].kind != b[i].kind || !ir.SameDim(a[i].size, b[i].size) {
 			return false
 		}
 	}
@@ -269,7 +256,7 @@ func pairBatchAxes(a, b layout) string {
 		return why
 	}
 	for i := range ca {
-		if ca[i] != cb[i] || !shapes.SameDim(a[i].leaves().size(), b[i].leaves().size()) {
+		if ca[i] != cb[i] || !ir.SameDim(a[i].leaves().size(), b[i].leaves().size()) {
 			return fmt.Sprintf("batch axis %d is %v against %v", i, a[i].leaves(), b[i].leaves())
 		}
 	}

@@ -5,7 +5,6 @@ import (
 	"slices"
 
 	"github.com/qcc-dev/qcc/ir"
-	"github.com/qcc-dev/qcc/passes/shapes"
 	"github.com/qcc-dev/qcc/patterns"
 )
 
@@ -44,7 +43,7 @@ func (p *attnPlan) termAxes(t *attnTerm) ([][]int, string) {
 		if dimIsOne(d) && !dimIsOne(ax.size()) {
 			continue
 		}
-		if !shapes.SameDim(d, ax.size()) {
+		if !ir.SameDim(d, ax.size()) {
 			return nil, fmt.Sprintf("score term %s: axis %d is %v where the scores have %v", t.value.Name, j, d, ax.size())
 		}
 		for k, a := range ax {

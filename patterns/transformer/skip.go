@@ -118,7 +118,7 @@ func checkSkip(m *patterns.Match) string {
 			return fmt.Sprintf("%s has rank %d, not [batch, seq, hidden] or [tokens, hidden]", r.role, rank)
 		}
 	}
-	if !skipSameShape(in.Type.Shape, skip.Type.Shape) {
+	if !ir.SameShape(in.Type.Shape, skip.Type.Shape) {
 		return fmt.Sprintf("input %v and skip %v may differ: a broadcasting Add is not a residual", in.Type.Shape, skip.Type.Shape)
 	}
 	if in.Type.DType != skip.Type.DType {
@@ -146,26 +146,6 @@ var skipStatOutputs = map[string][]string{
 	"LayerNormalization":           {"Mean", "InvStdDev"},
 	"SimplifiedLayerNormalization": {"inv_std_var"},
 	"RMSNormalization":             {},
-}
-
-// skipSameShape reports whether two shapes are provably equal: every dimension the same
-// known size or the same symbol.
-func skipSameShape(a, b ir.Shape) bool {
-	if a == nil || len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		x, y := a[i], b[i]
-		switch {
-		case x.Param != "" || y.Param != "":
-			if x.Param != y.Param {
-				return false
-			}
-		case !x.Known || !y.Known || x.Value != y.Value:
-			return false
-		}
-	}
-	return true
 }
 
 // skipIsSublayer reports whether v looks like a sublayer's output: a MatMul or Gemm, its
