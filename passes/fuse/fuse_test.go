@@ -73,7 +73,9 @@ func TestFuseOptions(t *testing.T) {
 
 // FullyFused names the kinds left decomposed and counts norms of every kind.
 func TestFullyFused(t *testing.T) {
-	b := func(k transformer.Kind, fused bool) *transformer.Block { return &transformer.Block{Kind: k, Fused: fused} }
+	b := func(k transformer.Kind, fused bool) *transformer.Block {
+		return &transformer.Block{Kind: k, Fused: fused}
+	}
 	got := fuse.FullyFused([]*transformer.Block{
 		b(transformer.Attention, true), b(transformer.RMSNorm, true), b(transformer.SkipRMSNorm, true),
 		b(transformer.FFN, false), b(transformer.Gelu, false),
