@@ -289,6 +289,12 @@ func TestProbeFuse(t *testing.T) {
 							t.Errorf("%s emitted non-standard operator %s", pl.spec, op)
 						}
 					}
+					// Grouped- and multi-query attention read K/V before their repeat.
+					for _, n := range out.Graph.Nodes() {
+						if n.OpType == "Attention" && n.Domain == "" && n.AttrInt("kv_num_heads", 0) != int64(p.KVHeads) {
+							t.Errorf("%s: %s has kv_num_heads %d, the architecture %d", pl.spec, n.Name, n.AttrInt("kv_num_heads", 0), p.KVHeads)
+						}
+					}
 				}
 				got := fusedCounts(recognised(t, out).Blocks)
 				switch {

@@ -249,6 +249,9 @@ func (p *attnPlan) prove(path []scoresStep, probsSteps []layoutStep) string {
 	}
 	p.heads = hs.Value
 	p.kvHeads = p.heads
+	if kv := axis(leavesOf(p.k.headLeaves, atomChan)).size(); kv.Known {
+		p.kvHeads = kv.Value // before any repeat
+	}
 	p.headSize = ql[r-1].leaves().size().Value
 	if d := p.v.last()[len(vl)-1].leaves().size(); d.Known {
 		p.vHead = d.Value

@@ -2,6 +2,7 @@ package transformer
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/qcc-dev/qcc/ir"
 	"github.com/qcc-dev/qcc/patterns"
@@ -160,7 +161,19 @@ func generalFuse(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, e
 	} else if env.Target != ORT {
 		return nil, fmt.Sprintf("no attention operator for target %q", env.Target), nil
 	}
-	q, k, v := materialise(rw, p.q), materialise(rw, p.k), materialise(rw, p.v)
+	q := materialise(rw, p.q)
+	var k, v *ir.Value
+	kvHeads := p.heads
+	if env.Target == ONNX {
+		kp, kc, kn, kok := p.k.kvNative()
+		vp, vc, vn, vok := p.v.kvNative()
+		if kok && vok && kn == vn {
+			k, v, kvHeads = materialiseAt(rw, p.k, kp, kc), materialiseAt(rw, p.v, vp, vc), kn
+		}
+	}
+	if k == nil {
+		k, v = materialise(rw, p.k), materialise(rw, p.v)
+	}
 	bias, why := p.bias(rw, q, k)
 	if why != "" {
 		return nil, why, nil
@@ -177,7 +190,7 @@ func generalFuse(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, e
 			ins = append(ins, bias)
 		}
 		n = rw.Node("Attention", "", ins, 1, name+"_output_0",
-			ir.IntAttr("q_num_heads", p.heads), ir.IntAttr("kv_num_heads", p.heads), ir.FloatAttr("scale", float32(p.scale)))
+			ir.IntAttr("q_num_heads", p.heads), ir.IntAttr("kv_num_heads", kvHeads), ir.FloatAttr("scale", float32(p.scale)))
 	}
 	n.Name = name
 	out := n.Output(0)
@@ -207,9 +220,27 @@ func nodePrefix(n *ir.Node) string {
 // materialise brings an operand's point to [B,S,N·D]: a Transpose into canonical order
 // and a Reshape merging heads and head size, each only when needed.
 func materialise(rw *patterns.Rewriter, o *attnOperand) *ir.Value {
-	x := o.input()
-	l := o.layouts[o.point]
-	perm, _ := materialPerm(l, o.pointCanon())
+	x := materialiseAt(rw, o, o.point, o.pointCanon())
+	if len(o.synth) > 0 {
+		// One K/V head for all query heads: [B,T,D] → [B,T,1,D] → [B,T,N,D] → [B,T,N·D].
+		n := axis(o.synth).size().Value
+		d := axis(o.canon[2+len(o.headLeaves):]).size().Value
+		split := rw.Const("attention_one_head", ir.Int64Tensor([]int64{4}, []int64{0, 0, 1, d}))
+		x = rw.Node("Reshape", "", []*ir.Value{x, split}, 1, x.Name+"_1hd").Output(0)
+		rep := rw.Const("attention_repeat_heads", ir.Int64Tensor([]int64{4}, []int64{1, 1, n, 1}))
+		x = rw.Node("Expand", "", []*ir.Value{x, rep}, 1, x.Name+"_nhd").Output(0)
+		merge := rw.Const("attention_merge_heads", ir.Int64Tensor([]int64{3}, []int64{0, 0, n * d}))
+		x = rw.Node("Reshape", "", []*ir.Value{x, merge}, 1, x.Name+"_bsh").Output(0)
+	}
+	return x
+}
+
+// materialiseAt brings the value at an operand's point i, whose atoms are canon, to
+// [B,S,rest]: a Transpose into canonical order and a Reshape, each only when needed.
+func materialiseAt(rw *patterns.Rewriter, o *attnOperand, i int, canon []*atom) *ir.Value {
+	x := o.values[i]
+	l := o.layouts[i]
+	perm, _ := materialPerm(l, canon)
 	ident := true
 	for i, p := range perm {
 		ident = ident && p == i
@@ -224,20 +255,51 @@ func materialise(rw *patterns.Rewriter, o *attnOperand) *ir.Value {
 	if len(l) != 3 || len(l[perm[2]].leaves()) == 0 {
 		// The width spelled out, not -1: ONNX's shape inference of Attention-23 reads
 		// V's last dim as a number and writes 0 when it is not one.
-		width := axis(o.pointCanon()[2:]).size().Value
+		width := axis(canon[2:]).size().Value
 		shape := rw.Const("attention_merge_heads", ir.Int64Tensor([]int64{3}, []int64{0, 0, width}))
 		x = rw.Node("Reshape", "", []*ir.Value{x, shape}, 1, x.Name+"_bsh").Output(0)
 	}
-	if len(o.synth) > 0 {
-		// One K/V head for all query heads: [B,T,D] → [B,T,1,D] → [B,T,N,D] → [B,T,N·D].
-		n := axis(o.synth).size().Value
-		d := axis(o.canon[2+len(o.headLeaves):]).size().Value
-		split := rw.Const("attention_one_head", ir.Int64Tensor([]int64{4}, []int64{0, 0, 1, d}))
-		x = rw.Node("Reshape", "", []*ir.Value{x, split}, 1, x.Name+"_1hd").Output(0)
-		rep := rw.Const("attention_repeat_heads", ir.Int64Tensor([]int64{4}, []int64{1, 1, n, 1}))
-		x = rw.Node("Expand", "", []*ir.Value{x, rep}, 1, x.Name+"_nhd").Output(0)
-		merge := rw.Const("attention_merge_heads", ir.Int64Tensor([]int64{3}, []int64{0, 0, n * d}))
-		x = rw.Node("Reshape", "", []*ir.Value{x, merge}, 1, x.Name+"_bsh").Output(0)
-	}
 	return x
+}
+
+// kvNative is where Attention-23 reads K or V when their heads are repeated for
+// grouped- or multi-query attention: the tensor before the repeat (Attention-23 repeats
+// each K/V head over consecutive query heads, kv_num_heads of them), when the repeat is
+// the minor part of the heads and nothing between that tensor and the operand's own
+// point scales or quantizes. ok is false when there is no repeat or no such tensor.
+func (o *attnOperand) kvNative() (point int, canon []*atom, kvHeads int64, ok bool) {
+	var kv, rep []*atom
+	for _, a := range o.headLeaves {
+		switch {
+		case a.kind == atomRepeat:
+			rep = append(rep, a)
+		case len(rep) > 0:
+			return 0, nil, 0, false // a repeat major to a kv head: not Attention-23's grouping
+		default:
+			kv = append(kv, a)
+		}
+	}
+	if len(rep) == 0 {
+		return 0, nil, 0, false
+	}
+	for _, a := range o.canon {
+		if !slices.Contains(rep, a) {
+			canon = append(canon, a)
+		}
+	}
+	best, cost := -1, 0
+	for i, l := range o.layouts {
+		if c, ok := materialCost(l, canon); ok && (best < 0 || c < cost) {
+			best, cost = i, c
+		}
+	}
+	if best < 0 || best > o.point {
+		return 0, nil, 0, false
+	}
+	for _, st := range o.steps[best:o.point] {
+		if st.scale != 1 || st.quant {
+			return 0, nil, 0, false
+		}
+	}
+	return best, canon, axis(kv).size().Value, true
 }
