@@ -396,15 +396,33 @@ func traceAttention(v *ir.Value) *patterns.Traced {
 		return nil // an earlier value on the path may be the output
 	}
 	if why == "" {
-		// The output is the first value in [B,S,N·D] order: later views of it stay as
-		// they are, and their Shape readers then read the fused output.
-		for k := 0; k < len(out); k++ {
+		// The output is the value on the path that the fused [B,S,N·D] becomes with the
+		// fewest ops (later views of it stay as they are, reading the fused output).
+		all := append(append([]layoutStep(nil), out...), forwardLayout(v)...)
+		best, bestCost := -1, 0
+		for k := 0; k <= len(all); k++ {
 			q := *p
-			q.out = out[:k]
-			if q.outputLayout() == "" {
-				return nil
+			q.out = all[:k]
+			if q.outputLayout() != "" {
+				continue
+			}
+			cost := 0
+			if q.outSplit != nil {
+				cost += 2
+			}
+			if q.outShape != nil {
+				cost++
+			}
+			// The fewest ops to give the fused output the value's layout; on a tie the
+			// later value, so that more of the exporter's layout ops go.
+			if best < 0 || cost <= bestCost {
+				best, bestCost = k, cost
 			}
 		}
+		if best != len(out) {
+			return nil
+		}
+		p.outputLayout() // the plan's own path again
 		// A block whose output only Shape nodes read is what an earlier rewrite left
 		// alive for them: not a block.
 		live := v.IsGraphOutput()

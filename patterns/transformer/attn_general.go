@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	"github.com/qcc-dev/qcc/ir"
+	"github.com/qcc-dev/qcc/passes/shapes"
 	"github.com/qcc-dev/qcc/patterns"
 )
 
@@ -203,8 +204,92 @@ func generalFuse(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, e
 		shape := rw.Const("attention_output_shape", ir.Int64Tensor([]int64{int64(len(p.outShape))}, p.outShape))
 		out = rw.Node("Reshape", "", []*ir.Value{out, shape}, 1, name+"_reshaped").Output(0)
 	}
+	rebuildShapes(rw, b, []*ir.Value{p.q.input(), p.k.input(), p.v.input(), b.Root})
 	rw.Replace(b.Root, out)
 	return n, "", nil
+}
+
+// rebuildShapes gives the Shape readers of the block's intermediate values (an exporter's
+// size() calls on Q, K or the scores) the same sizes read off tensors that stay: a known
+// dim as a constant, a symbolic one gathered from the shape of a kept value that has it
+// (times a number, for a merged [B·N] dim). The replaced nodes are then dead; a reader
+// whose dims cannot all be found keeps them alive, which costs work but not correctness.
+func rebuildShapes(rw *patterns.Rewriter, b *Block, kept []*ir.Value) {
+	in := map[*ir.Node]bool{}
+	for _, n := range b.Nodes {
+		in[n] = true
+	}
+	for _, n := range b.Nodes {
+		for _, o := range n.Outputs() {
+			if o == nil || o == b.Root {
+				continue
+			}
+			for _, u := range o.Uses() {
+				if u.Node.OpType != "Shape" || u.Node.Domain != "" || in[u.Node] {
+					continue
+				}
+				if v := shapeReadBy(rw, o, u.Node, kept); v != nil {
+					rw.Replace(u.Node.Output(0), v)
+				}
+			}
+		}
+	}
+}
+
+// shapeReadBy builds what Shape (with its start and end) of v gives, from kept values; nil
+// when a dim is not found.
+func shapeReadBy(rw *patterns.Rewriter, v *ir.Value, sh *ir.Node, kept []*ir.Value) *ir.Value {
+	s := attnShape(v)
+	if s == nil {
+		return nil
+	}
+	r := int64(len(s))
+	clamp := func(i int64) int64 { return max(0, min(r, map[bool]int64{true: i + r, false: i}[i < 0])) }
+	start, end := clamp(sh.AttrInt("start", 0)), clamp(sh.AttrInt("end", r))
+	var parts []*ir.Value
+	for _, d := range s[start:max(start, end)] {
+		p := dimOf(rw, d, kept)
+		if p == nil {
+			return nil
+		}
+		parts = append(parts, p)
+	}
+	if len(parts) == 0 {
+		return nil
+	}
+	if len(parts) == 1 {
+		return parts[0]
+	}
+	return reuseNode(rw, "Concat", parts, sh.Output(0).Name+"_rebuilt", ir.IntAttr("axis", 0))
+}
+
+// dimOf is one dim as a 1-element int64 tensor.
+func dimOf(rw *patterns.Rewriter, d ir.Dim, kept []*ir.Value) *ir.Value {
+	if d.Known {
+		return rw.Const("attention_dim", ir.Int64Tensor([]int64{1}, []int64{d.Value}))
+	}
+	if d.Param == "" {
+		return nil
+	}
+	for _, k := range kept {
+		for i, kd := range attnShape(k) {
+			if kd.Known {
+				continue
+			}
+			f, ok := shapes.DivDims(d, kd)
+			if !ok || !f.Known || f.Value < 1 {
+				continue
+			}
+			idx := rw.Const("attention_axis", ir.Int64Tensor([]int64{1}, []int64{int64(i)}))
+			g := reuseNode(rw, "Gather", []*ir.Value{reuseNode(rw, "Shape", []*ir.Value{k}, k.Name+"_shape"), idx}, k.Name+"_dim", ir.IntAttr("axis", 0))
+			if f.Value == 1 {
+				return g
+			}
+			c := rw.Const("attention_factor", ir.Int64Tensor([]int64{1}, []int64{f.Value}))
+			return reuseNode(rw, "Mul", []*ir.Value{g, c}, k.Name+"_dims")
+		}
+	}
+	return nil
 }
 
 // nodePrefix is the exporter's scope of a node ("/h.0/attn/" of "/h.0/attn/Softmax").
