@@ -143,27 +143,42 @@ func layoutOf(v *ir.Value, depth int) (layout, string) {
 }
 
 // concatLayout is the layout of a Concat whose inputs have one layout but for the
-// concatenated axis (the halves of a rotary embedding, rotated and passed-through parts):
-// that axis becomes one new channel atom.
+// concatenated axis: channel parts (the halves of a rotary embedding, rotated and
+// passed-through parts) become one new channel atom; sequence parts (a key or value
+// cache before this step's keys) one new sequence atom. An input whose layout cannot be
+// followed (the cache, a graph input) must have the others' sizes on every other axis.
 func concatLayout(n *ir.Node, depth int) (layout, string) {
 	out := attnShape(n.Output(0))
 	a, ok := normAxis(n.AttrInt("axis", 0), len(out))
-	if !ok || !out[a].Known {
+	if !ok {
 		return nil, "concat axis unknown"
 	}
 	var first layout
+	var opaque []ir.Shape
+	kind := atomChan
 	for _, in := range n.Inputs() {
 		op, why := followOperand("", in, anyStep, depth+1)
 		if why != "" {
-			return nil, why
+			s := attnShape(in)
+			if len(s) != len(out) {
+				return nil, why
+			}
+			opaque = append(opaque, s)
+			continue
 		}
 		l := op.last()
 		if len(l) != len(out) {
 			return nil, "concat of another rank"
 		}
-		for _, x := range l[a].leaves() {
-			if x.kind != atomChan {
-				return nil, "concat along a batch or sequence axis"
+		lv := l[a].leaves()
+		switch {
+		case len(lv) == 1 && lv[0].kind == atomSeq:
+			kind = atomSeq
+		default:
+			for _, x := range lv {
+				if x.kind != atomChan {
+					return nil, "concat along a batch axis or a merged sequence"
+				}
 			}
 		}
 		if first == nil {
@@ -176,8 +191,21 @@ func concatLayout(n *ir.Node, depth int) (layout, string) {
 			}
 		}
 	}
+	if first == nil {
+		return nil, "no input of the concat has a layout"
+	}
+	for _, s := range opaque {
+		for i := range s {
+			if i != a && !ir.SameDim(s[i], first[i].leaves().size()) {
+				return nil, fmt.Sprintf("concat input of shape %v against %v", s, first)
+			}
+		}
+	}
+	if kind == atomChan && !out[a].Known {
+		return nil, "concat of channels to an unknown width"
+	}
 	res := first.clone()
-	res[a] = axis{{kind: atomChan, size: out[a]}}
+	res[a] = axis{{kind: kind, size: out[a]}}
 	return res, ""
 }
 

@@ -43,7 +43,9 @@ func (p *attnPlan) termAxes(t *attnTerm) ([][]int, string) {
 		if dimIsOne(d) && !dimIsOne(ax.size()) {
 			continue
 		}
-		if !ir.SameDim(d, ax.size()) {
+		// A symbol against the scores' axis: the graph's own Add makes them equal (a
+		// symbol is not 1 unless the file says so), whatever the exporter named them.
+		if !ir.SameDim(d, ax.size()) && (d.Known || dimIsOne(ax.size())) {
 			return nil, fmt.Sprintf("score term %s: axis %d is %v where the scores have %v", t.value.Name, j, d, ax.size())
 		}
 		for k, a := range ax {

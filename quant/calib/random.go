@@ -76,6 +76,13 @@ func NewRandomSource(m *ir.Model, batch, n int, seed uint64) (Source, error) {
 	if c, ok := positionCap(m.Graph); ok && c < seq {
 		seq = c
 	}
+	// A symbol is one size wherever it appears: the batch where some input has it first.
+	batchSym := map[string]bool{}
+	for _, in := range modelInputs(m) {
+		if t := in.Type; t != nil && t.HasShape && len(t.Shape) > 0 && !t.Shape[0].Known && t.Shape[0].Param != "" {
+			batchSym[t.Shape[0].Param] = true
+		}
+	}
 	for _, in := range modelInputs(m) {
 		t := in.Type
 		if t == nil || t.Kind != ir.TensorType || !t.HasShape {
@@ -89,7 +96,7 @@ func NewRandomSource(m *ir.Model, batch, n int, seed uint64) (Source, error) {
 			switch {
 			case d.Known:
 				g.shape = append(g.shape, d.Value)
-			case i == 0:
+			case i == 0 || batchSym[d.Param]:
 				g.shape = append(g.shape, int64(batch))
 			default:
 				g.shape = append(g.shape, seq)
@@ -360,11 +367,13 @@ func positionCap(g *ir.Graph) (int64, bool) {
 		if t == nil || len(t.Dims) != 2 {
 			continue
 		}
-		off, ok := rangeOffset(n.Input(1), 0)
+		off, syms, ok := rangeOffset(n.Input(1), 0)
 		if !ok {
 			continue
 		}
-		if c := t.Dims[0] - off; c > 0 && (!found || c < best) {
+		// Indices run to off + (syms+1)·S - 1 when the range starts at syms sizes (a
+		// cache's length) and is S long, every size being the same default.
+		if c := (t.Dims[0] - off) / (syms + 1); c > 0 && (!found || c < best) {
 			best, found = c, true
 		}
 	}
@@ -372,28 +381,31 @@ func positionCap(g *ir.Graph) (int64, bool) {
 }
 
 // rangeOffset follows indices back through layout ops and constant additions to a Range
-// starting at a constant, and returns the smallest index it can produce.
-func rangeOffset(v *ir.Value, depth int) (int64, bool) {
+// and returns the constant part of its start and how many run-time sizes it adds (a Range
+// starting at a cache's length counts one).
+func rangeOffset(v *ir.Value, depth int) (off, syms int64, ok bool) {
 	if v == nil || depth > 8 {
-		return 0, false
+		return 0, 0, false
 	}
 	n, _ := v.Producer()
 	if n == nil {
-		return 0, false
+		return 0, 0, false
 	}
 	switch n.OpType {
 	case "Range":
 		if t := constTensor(n.Input(0)); t != nil {
 			if x, err := t.Int64s(); err == nil && len(x) == 1 {
-				return x[0], true
+				return x[0], 0, true
 			}
+			return 0, 0, false
 		}
+		return 0, 1, true
 	case "Add":
 		for i := 0; i < 2; i++ {
 			if t := constTensor(n.Input(1 - i)); t != nil && t.NumElements() == 1 {
 				if x, err := t.Int64s(); err == nil {
-					if off, ok := rangeOffset(n.Input(i), depth+1); ok {
-						return off + x[0], true
+					if off, syms, ok := rangeOffset(n.Input(i), depth+1); ok {
+						return off + x[0], syms, true
 					}
 				}
 			}
@@ -401,7 +413,7 @@ func rangeOffset(v *ir.Value, depth int) (int64, bool) {
 	case "Cast", "Identity", "Reshape", "Unsqueeze", "Squeeze", "Expand", "Slice":
 		return rangeOffset(n.Input(0), depth+1)
 	}
-	return 0, false
+	return 0, 0, false
 }
 
 // sliceCap is the length of a constant table's axis that a Slice with computed ends cuts

@@ -26,6 +26,7 @@ V, E, H, D, FF, L, MAXPOS = 16, 32, 4, 8, 40, 2, 16
 MIN = torch.finfo(torch.float32).min
 TRACE_B, TRACE_S = 3, 8  # the shape the exporter traces
 REF_B, REF_S, REF_T = 2, 11, 7  # the reference run: another batch and sequence length
+PAST = 3  # cached positions before the step (gpt2-past; the trace uses the same)
 
 
 # ---------------------------------------------------------------- building blocks
@@ -191,6 +192,46 @@ class GPT2(Model):
             x = x + self.attn[i](self.ln_1[i](x), pad)
             x = x + self.mlp[i](self.ln_2[i](x))
         return self.ln_f(x)
+
+
+class GPT2PastAttention(GPT2Attention):
+    """GPT-2 attention with a key/value cache: K and V are the cache concatenated with this
+    step's keys and values along the sequence; the causal buffer is sliced to the queries'
+    rows [P, P+S) and the keys' columns [0, P+S)."""
+
+    def forward(self, x, pad, pk, pv):
+        q, k, v = self.c_attn(x).split(E, dim=2)
+        q, k, v = heads(q, H), heads(k, H), heads(v, H)
+        k, v = torch.cat((pk, k), dim=-2), torch.cat((pv, v), dim=-2)
+        w = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(D)
+        S, T = q.size(-2), k.size(-2)
+        causal = self.bias[:, :, T - S : T, :T]
+        w = torch.where(causal, w, torch.tensor(MIN, dtype=w.dtype)) + pad
+        w = F.softmax(w, dim=-1)
+        return self.c_proj(merge(torch.matmul(w, v))), k, v
+
+
+class GPT2Past(GPT2):
+    inputs = ("input_ids", "attention_mask", "past_key", "past_value")
+    outputs = ("last_hidden_state", "present_key", "present_value")
+
+    def __init__(self):
+        super().__init__()
+        self.attn = nn.ModuleList(GPT2PastAttention() for _ in range(L))
+
+    def forward(self, input_ids, attention_mask, past_key, past_value):
+        P = past_key.size(-2)
+        pos = torch.arange(P, P + input_ids.size(-1), dtype=torch.long).unsqueeze(0)
+        x = self.wte(input_ids) + self.wpe(pos)
+        pad = padding_bias(attention_mask)
+        ks, vs = [], []
+        for i in range(L):
+            a, k, v = self.attn[i](self.ln_1[i](x), pad, past_key[i], past_value[i])
+            ks.append(k)
+            vs.append(v)
+            x = x + a
+            x = x + self.mlp[i](self.ln_2[i](x))
+        return self.ln_f(x), torch.stack(ks), torch.stack(vs)
 
 
 # ---------------------------------------------------------------- llama and rotary-interleaved
@@ -871,6 +912,7 @@ FORMS = {
     "distilbert-gemm": (GemmEncoder, (13, 17)),
     "decoder-sinusoidal": (DecoderSinusoidal, (14, 17)),
     "nearmiss-softmax-axis": (NearMiss, (13, 17)),
+    "gpt2-past": (GPT2Past, (13, 17)),
 }
 
 
@@ -904,6 +946,12 @@ def make_inputs(model, B, S, T, seed):
     for name in model.inputs:
         if name in ("input_ids", "decoder_input_ids"):
             out[name] = torch.randint(0, V, (B, T if name.startswith("decoder") else S), generator=g)
+        elif name == "attention_mask" and isinstance(model, GPT2Past):
+            m = torch.ones(B, PAST + S, dtype=torch.long)
+            m[-1, :2] = 0  # the last row's oldest cached positions are padding (left padding)
+            out[name] = m
+        elif name in ("past_key", "past_value"):
+            out[name] = torch.randn(L, B, H, PAST, D, generator=g)
         elif name == "attention_mask":
             m = torch.ones(B, S, dtype=torch.long)
             m[-1, S - 3 :] = 0  # the last row is padded
@@ -921,7 +969,12 @@ def make_inputs(model, B, S, T, seed):
     return out
 
 
-def dim_names(name):
+def dim_names(name, model=None):
+    if isinstance(model, GPT2Past):
+        if name == "attention_mask":
+            return ["batch", "total_sequence"]
+        if name in ("past_key", "past_value"):
+            return [L, "batch", H, "past_sequence", D]
     return {
         "input_ids": ["batch", "sequence"],
         "attention_mask": ["batch", "sequence"],
@@ -934,6 +987,8 @@ def dim_names(name):
 
 
 def output_dims(model, name):
+    if name in ("present_key", "present_value"):
+        return [L, "batch", H, "total_sequence", D]
     if isinstance(model, (ViT, DeiT)):
         return ["batch", 17 if isinstance(model, ViT) else 18, E if isinstance(model, ViT) else VE]
     if name == "last_hidden_state" and isinstance(model, Bart):
@@ -1009,7 +1064,7 @@ def main():
             path = os.path.join(HERE, name + ".onnx")
             dyn = {}
             for n in model.inputs + model.outputs:
-                dims = dim_names(n) if n in model.inputs else output_dims(model, n)
+                dims = dim_names(n, model) if n in model.inputs else output_dims(model, n)
                 dyn[n] = {i: d for i, d in enumerate(dims) if isinstance(d, str)}
             with torch.no_grad():
                 torch.onnx.export(model, tuple(trace[n] for n in model.inputs), path, opset_version=opset,
@@ -1022,7 +1077,7 @@ def main():
             ins = []
             for n in model.inputs:
                 dt = {torch.int64: "int64", torch.float32: "float32", torch.bool: "bool"}[ref[n].dtype]
-                ins.append({"name": n, "dtype": dt, "shape": dim_names(n)})
+                ins.append({"name": n, "dtype": dt, "shape": dim_names(n, model)})
             outs = [{"name": n, "dtype": "float32", "shape": output_dims(model, n)} for n in model.outputs]
             entry = {"file": name + ".onnx", "form": form, "opset": opset, "inputs": ins, "outputs": outs}
             entry.update(facts(model))
