@@ -19,9 +19,9 @@ import (
 	"github.com/qcc-dev/qcc/ort"
 	"github.com/qcc-dev/qcc/ort/orttest"
 	"github.com/qcc-dev/qcc/passes"
-	"github.com/qcc-dev/qcc/passes/cleanup"
-	"github.com/qcc-dev/qcc/passes/shapes"
 	"github.com/qcc-dev/qcc/patterns/transformer"
+	"github.com/qcc-dev/qcc/prune"
+	"github.com/qcc-dev/qcc/shape"
 )
 
 // dbOpts describes a small DeBERTa attention block: batch 2, seq 5, hidden 8, 2 heads of
@@ -322,7 +322,7 @@ func dbInputs(m *ir.Model) map[string]*ndarray.Array {
 func dbParse(t *testing.T, src string) *ir.Model {
 	t.Helper()
 	m := ortcheck.Parse(t, src)
-	if _, err := shapes.Infer(m); err != nil {
+	if _, err := shape.Infer(m); err != nil {
 		t.Fatal(err)
 	}
 	return m
@@ -415,7 +415,7 @@ func TestDebertaVariants(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			cleanup.RemoveDead(m.Graph)
+			prune.RemoveDead(m.Graph)
 			if err := m.Verify(); err != nil {
 				t.Fatalf("fused graph does not verify: %v\n%s", err, ortcheck.Text(t, m))
 			}
@@ -434,7 +434,7 @@ func TestDebertaVariants(t *testing.T) {
 			if _, err := transformer.Fuse(m, debertaOnly, &transformer.Env{Model: m, Target: transformer.ORT}); err != nil {
 				t.Fatal(err)
 			}
-			cleanup.RemoveDead(m.Graph)
+			prune.RemoveDead(m.Graph)
 			if again := ortcheck.Text(t, m); again != fused {
 				t.Errorf("second fuse changed the graph:\n%s", again)
 			}
@@ -588,7 +588,7 @@ func dbFoldFuse(t *testing.T, path string, target transformer.Target) (*ir.Model
 	if err != nil {
 		t.Fatal(err)
 	}
-	cleanup.RemoveDead(m.Graph)
+	prune.RemoveDead(m.Graph)
 	if err := m.Verify(); err != nil {
 		t.Fatalf("fused model does not verify: %v", err)
 	}
@@ -634,7 +634,7 @@ func TestDebertaCorpusORT(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			cleanup.RemoveDead(m.Graph)
+			prune.RemoveDead(m.Graph)
 			if m.Graph.NumNodes() != nodes || rep2.Ops["com.microsoft.MultiHeadAttention"] != mha {
 				t.Errorf("second fuse changed the graph: %d -> %d nodes", nodes, m.Graph.NumNodes())
 			}
@@ -731,7 +731,7 @@ func BenchmarkDebertaAttention(b *testing.B) {
 		if _, err := transformer.Fuse(fused, debertaOnly, &transformer.Env{Model: fused, Target: transformer.ORT}); err != nil {
 			b.Fatal(err)
 		}
-		cleanup.RemoveDead(fused.Graph)
+		prune.RemoveDead(fused.Graph)
 		r := rand.New(rand.NewSource(1))
 		in := map[string]*ndarray.Array{}
 		for _, v := range orig.Graph.Inputs {

@@ -22,9 +22,9 @@ import (
 	"github.com/qcc-dev/qcc/ort"
 	"github.com/qcc-dev/qcc/ort/orttest"
 	"github.com/qcc-dev/qcc/passes"
-	"github.com/qcc-dev/qcc/passes/cleanup"
-	"github.com/qcc-dev/qcc/passes/shapes"
 	"github.com/qcc-dev/qcc/patterns/transformer"
+	"github.com/qcc-dev/qcc/prune"
+	"github.com/qcc-dev/qcc/shape"
 )
 
 // attnFams is what the attention tests fuse with: attention only.
@@ -37,7 +37,7 @@ var attnWithOthers = []*transformer.Family{transformer.LayerNormFamily, transfor
 // attnDump writes the attention blocks of g (roles and params sorted) and the refusals.
 func attnDump(t *testing.T, m *ir.Model) string {
 	t.Helper()
-	if _, err := shapes.Infer(m); err != nil {
+	if _, err := shape.Infer(m); err != nil {
 		t.Fatal(err)
 	}
 	blocks, refs := transformer.Recognize(m.Graph, attnFams)
@@ -58,7 +58,7 @@ func attnFuse(t *testing.T, m *ir.Model, env *transformer.Env) *transformer.Repo
 	if err != nil {
 		t.Fatal(err)
 	}
-	cleanup.RemoveDead(m.Graph)
+	prune.RemoveDead(m.Graph)
 	if err := m.Verify(); err != nil {
 		t.Fatalf("fused model does not verify: %v", err)
 	}
@@ -287,7 +287,7 @@ func TestAttentionCorpus(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			cleanup.RemoveDead(all.Graph)
+			prune.RemoveDead(all.Graph)
 			if err := all.Verify(); err != nil {
 				t.Fatalf("fused with the other families, the model does not verify: %v", err)
 			}

@@ -5,8 +5,8 @@ import (
 	"slices"
 
 	"github.com/qcc-dev/qcc/ir"
-	"github.com/qcc-dev/qcc/passes/shapes"
 	"github.com/qcc-dev/qcc/patterns"
+	"github.com/qcc-dev/qcc/shape"
 )
 
 // GeneralAttentionFamily recognises attention from its math wherever the encoder
@@ -276,7 +276,7 @@ func dimOf(rw *patterns.Rewriter, d ir.Dim, kept []*ir.Value) *ir.Value {
 			if kd.Known {
 				continue
 			}
-			f, ok := shapes.DivDims(d, kd)
+			f, ok := shape.DivDims(d, kd)
 			if !ok || !f.Known || f.Value < 1 {
 				continue
 			}

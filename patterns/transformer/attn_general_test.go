@@ -10,9 +10,9 @@ import (
 	"github.com/qcc-dev/qcc/ndarray"
 	"github.com/qcc-dev/qcc/ort"
 	"github.com/qcc-dev/qcc/ort/orttest"
-	"github.com/qcc-dev/qcc/passes/cleanup"
-	"github.com/qcc-dev/qcc/passes/shapes"
 	"github.com/qcc-dev/qcc/patterns/transformer"
+	"github.com/qcc-dev/qcc/prune"
+	"github.com/qcc-dev/qcc/shape"
 )
 
 // generalModel is one self-attention layer (two heads of two) written out; core is the
@@ -76,7 +76,7 @@ func TestGeneralAttentionRefusals(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			m := ortcheck.Parse(t, generalModel(c.core))
-			if _, err := shapes.Infer(m); err != nil {
+			if _, err := shape.Infer(m); err != nil {
 				t.Fatal(err)
 			}
 			blocks, refs := transformer.Recognize(m.Graph, generalFams)
@@ -124,14 +124,14 @@ func TestGeneralAttentionFuses(t *testing.T) {
 				src = strings.Replace(src, "  int64[1] last", "  int64[1] two = {2},\n  int64[1] four = {4},\n  int64[1] minus1 = {-1},\n  int64[1] last", 1)
 				orig := ortcheck.Parse(t, src)
 				m := ortcheck.Parse(t, src)
-				if _, err := shapes.Infer(m); err != nil {
+				if _, err := shape.Infer(m); err != nil {
 					t.Fatal(err)
 				}
 				rep, err := transformer.Fuse(m, generalFams, &transformer.Env{Model: m, Target: target, RaiseOpset: 23})
 				if err != nil {
 					t.Fatal(err)
 				}
-				cleanup.RemoveDead(m.Graph)
+				prune.RemoveDead(m.Graph)
 				if err := m.Verify(); err != nil {
 					t.Fatal(err)
 				}
@@ -159,7 +159,7 @@ func TestGeneralAttentionFuses(t *testing.T) {
 				if _, err := transformer.Fuse(m, generalFams, &transformer.Env{Model: m, Target: target, RaiseOpset: 23}); err != nil {
 					t.Fatal(err)
 				}
-				cleanup.RemoveDead(m.Graph)
+				prune.RemoveDead(m.Graph)
 				if after := ortcheck.Text(t, m); after != before {
 					t.Fatalf("not idempotent:\n%s\n---\n%s", before, after)
 				}

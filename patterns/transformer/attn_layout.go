@@ -5,8 +5,8 @@ import (
 	"slices"
 
 	"github.com/qcc-dev/qcc/ir"
-	"github.com/qcc-dev/qcc/passes/shapes"
 	"github.com/qcc-dev/qcc/patterns"
+	"github.com/qcc-dev/qcc/shape"
 )
 
 // Layout algebra for attention operands.
@@ -91,7 +91,7 @@ func (ax axis) size() ir.Dim {
 	for i, a := range ax {
 		ds[i] = a.size
 	}
-	return shapes.MulDims(ds...)
+	return shape.MulDims(ds...)
 }
 
 func (l layout) clone() layout {
@@ -157,14 +157,14 @@ func regroup(in layout, out ir.Shape) (layout, string) {
 				i++
 				continue
 			}
-			next := shapes.MulDims(acc, a.size)
-			if _, ok := shapes.DivDims(d, next); ok && (next.Known || next.Param != "") {
+			next := shape.MulDims(acc, a.size)
+			if _, ok := shape.DivDims(d, next); ok && (next.Known || next.Param != "") {
 				group = append(group, a)
 				acc = next
 				i++
 				continue
 			}
-			f, ok := shapes.DivDims(d, acc)
+			f, ok := shape.DivDims(d, acc)
 			if ok && a.kind == atomChan && a.size.Known && f.Known && f.Value > 1 && f.Value < a.size.Value && a.size.Value%f.Value == 0 {
 				hi := &atom{kind: atomChan, size: f}
 				lo := &atom{kind: atomChan, size: ir.D(a.size.Value / f.Value)}
@@ -173,7 +173,7 @@ func regroup(in layout, out ir.Shape) (layout, string) {
 				continue
 			}
 			if ok && a.kind == atomTokens && len(group) == 0 {
-				if lo, ok := shapes.DivDims(a.size, f); ok && !dimIsOne(lo) && !dimIsOne(f) {
+				if lo, ok := shape.DivDims(a.size, f); ok && !dimIsOne(lo) && !dimIsOne(f) {
 					hi, lo := &atom{kind: atomBatch, size: f}, &atom{kind: atomSeq, size: lo}
 					a.children = []*atom{hi, lo}
 					flat = slices.Insert(slices.Delete(flat, i, i+1), i, hi, lo)

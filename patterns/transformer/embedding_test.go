@@ -11,9 +11,9 @@ import (
 	"github.com/qcc-dev/qcc/ndarray"
 	"github.com/qcc-dev/qcc/ort"
 	"github.com/qcc-dev/qcc/ort/orttest"
-	"github.com/qcc-dev/qcc/passes/shapes"
 	"github.com/qcc-dev/qcc/patterns"
 	"github.com/qcc-dev/qcc/patterns/transformer"
+	"github.com/qcc-dev/qcc/shape"
 )
 
 // TestEmbeddingCorpus: every corpus model has one embedding block; it fuses into
@@ -237,7 +237,7 @@ func embInputs(m *ir.Model) map[string]*ndarray.Array {
 // embOnly recognises the single embedding block of m with fams.
 func embOnly(t *testing.T, m *ir.Model, fams []*transformer.Family) (*transformer.Block, []patterns.Refusal) {
 	t.Helper()
-	if _, err := shapes.Infer(m); err != nil {
+	if _, err := shape.Infer(m); err != nil {
 		t.Fatal(err)
 	}
 	blocks, refs := transformer.Recognize(m.Graph, fams)
@@ -322,7 +322,7 @@ func TestEmbeddingVariants(t *testing.T) {
 			if c.fams[0] != transformer.EmbeddingFamily {
 				// The variant the pipeline saw: recognise the block on a fresh copy.
 				m2 := geParse(t, c.opsets, c.src)
-				if _, err := shapes.Infer(m2); err != nil {
+				if _, err := shape.Infer(m2); err != nil {
 					t.Fatal(err)
 				}
 				for _, f := range c.fams[:len(c.fams)-1] {

@@ -13,8 +13,8 @@ import (
 	"github.com/qcc-dev/qcc/ndarray"
 	"github.com/qcc-dev/qcc/ort"
 	"github.com/qcc-dev/qcc/ort/orttest"
-	"github.com/qcc-dev/qcc/passes/shapes"
 	"github.com/qcc-dev/qcc/patterns/transformer"
+	"github.com/qcc-dev/qcc/shape"
 )
 
 // FFN test graphs are written from the math: y = x + down(act(up(x))), or gated
@@ -185,7 +185,7 @@ func ffnInputs(form string) map[string]*ndarray.Array {
 // ffnRecognize infers shapes and recognises m's FFN blocks.
 func ffnRecognize(t *testing.T, m *ir.Model) ([]*transformer.Block, []string) {
 	t.Helper()
-	if _, err := shapes.Infer(m); err != nil {
+	if _, err := shape.Infer(m); err != nil {
 		t.Fatal(err)
 	}
 	blocks, refs := transformer.Recognize(m.Graph, []*transformer.Family{transformer.FFNFamily})

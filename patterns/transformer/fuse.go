@@ -5,9 +5,9 @@ import (
 	"sort"
 
 	"github.com/qcc-dev/qcc/ir"
-	"github.com/qcc-dev/qcc/passes/cleanup"
-	"github.com/qcc-dev/qcc/passes/shapes"
 	"github.com/qcc-dev/qcc/patterns"
+	"github.com/qcc-dev/qcc/prune"
+	"github.com/qcc-dev/qcc/shape"
 )
 
 // Report says what Fuse did.
@@ -35,8 +35,8 @@ func Fuse(m *ir.Model, fams []*Family, env *Env) (*Report, error) {
 	for _, f := range fams {
 		// What an earlier family replaced may stay alive through Shape readers until
 		// they are dead too; later families must not see it.
-		cleanup.RemoveDead(g)
-		if _, err := shapes.Infer(m); err != nil {
+		prune.RemoveDead(g)
+		if _, err := shape.Infer(m); err != nil {
 			return nil, fmt.Errorf("before %s fusion: %w", f.Kind, err)
 		}
 		// Nodes an earlier family added sit at the end of the list; Find sweeps from
@@ -95,11 +95,11 @@ func Fuse(m *ir.Model, fams []*Family, env *Env) (*Report, error) {
 	}
 	rep.Refusals = append(rep.Refusals, ql.Refusals...)
 	// Rewrites leave the exporter's shape arithmetic for the replaced blocks dead.
-	cleanup.RemoveDead(g)
+	prune.RemoveDead(g)
 	if err := g.TopoSort(); err != nil {
 		return nil, err
 	}
-	if _, err := shapes.Infer(m); err != nil {
+	if _, err := shape.Infer(m); err != nil {
 		return nil, fmt.Errorf("after fusion: %w", err)
 	}
 	blocks, _ := Recognize(g, fams)

@@ -15,9 +15,9 @@ import (
 	"github.com/qcc-dev/qcc/ort"
 	"github.com/qcc-dev/qcc/ort/orttest"
 	"github.com/qcc-dev/qcc/passes"
-	"github.com/qcc-dev/qcc/passes/cleanup"
-	"github.com/qcc-dev/qcc/passes/shapes"
 	"github.com/qcc-dev/qcc/patterns/transformer"
+	"github.com/qcc-dev/qcc/prune"
+	"github.com/qcc-dev/qcc/shape"
 )
 
 // ---- helpers shared by the GELU and embedding tests (prefix ge) ----
@@ -36,7 +36,7 @@ func geFuse(t *testing.T, m *ir.Model, fams []*transformer.Family, env *transfor
 	if err != nil {
 		t.Fatal(err)
 	}
-	cleanup.RemoveDead(m.Graph)
+	prune.RemoveDead(m.Graph)
 	if err := m.Verify(); err != nil {
 		t.Fatalf("fused model does not verify: %v\n%s", err, ortcheck.Text(t, m))
 	}
@@ -46,7 +46,7 @@ func geFuse(t *testing.T, m *ir.Model, fams []*transformer.Family, env *transfor
 	if _, err := transformer.Fuse(m, fams, &env2); err != nil {
 		t.Fatal(err)
 	}
-	cleanup.RemoveDead(m.Graph)
+	prune.RemoveDead(m.Graph)
 	if after := ortcheck.Text(t, m); after != before {
 		t.Errorf("fusing twice changed the model:\n--- once\n%s\n--- twice\n%s", before, after)
 	}
@@ -350,7 +350,7 @@ func TestGeluVariants(t *testing.T) {
 // geluOnly recognises the single GELU block of m (after inferring shapes).
 func geluOnly(t *testing.T, m *ir.Model) *transformer.Block {
 	t.Helper()
-	if _, err := shapes.Infer(m); err != nil {
+	if _, err := shape.Infer(m); err != nil {
 		t.Fatal(err)
 	}
 	blocks, refs := transformer.Recognize(m.Graph, []*transformer.Family{transformer.GeluFamily})
@@ -395,7 +395,7 @@ func TestGeluRefusals(t *testing.T) {
 		c := c
 		t.Run(c.name, func(t *testing.T) {
 			m := geParse(t, `"" : 13`, c.src)
-			if _, err := shapes.Infer(m); err != nil {
+			if _, err := shape.Infer(m); err != nil {
 				t.Fatal(err)
 			}
 			blocks, refs := transformer.Recognize(m.Graph, []*transformer.Family{transformer.GeluFamily})
@@ -430,7 +430,7 @@ func TestGeluInputNotFloat(t *testing.T) {
   xf = Mul (x, f)
   y = Div (xf, h)
 }`)
-	if _, err := shapes.Infer(m); err != nil {
+	if _, err := shape.Infer(m); err != nil {
 		t.Fatal(err)
 	}
 	blocks, refs := transformer.Recognize(m.Graph, []*transformer.Family{transformer.GeluFamily})
@@ -454,7 +454,7 @@ func TestGeluFusedForms(t *testing.T) {
   y6 = Gelu (x)
 }`
 	m := geParse(t, `"" : 20, "com.microsoft" : 1`, src)
-	if _, err := shapes.Infer(m); err != nil {
+	if _, err := shape.Infer(m); err != nil {
 		t.Fatal(err)
 	}
 	blocks, refs := transformer.Recognize(m.Graph, []*transformer.Family{transformer.GeluFamily})

@@ -19,9 +19,9 @@ import (
 	"github.com/qcc-dev/qcc/ndarray"
 	"github.com/qcc-dev/qcc/ort"
 	"github.com/qcc-dev/qcc/ort/orttest"
-	"github.com/qcc-dev/qcc/passes/shapes"
 	"github.com/qcc-dev/qcc/patterns"
 	"github.com/qcc-dev/qcc/patterns/transformer"
+	"github.com/qcc-dev/qcc/shape"
 )
 
 // Cases under testdata/layernorm-*.txtar and testdata/skip-*.txtar hold
@@ -87,7 +87,7 @@ func normRunCase(t *testing.T, file string, fams []*transformer.Family) {
 
 	got := map[string]string{}
 	m := parse()
-	if _, err := shapes.Infer(m); err != nil {
+	if _, err := shape.Infer(m); err != nil {
 		t.Fatal(err)
 	}
 	blocks, refusals := transformer.Recognize(m.Graph, fams)
@@ -275,7 +275,7 @@ func TestAffineNormUnknownChannels(t *testing.T) {
   m = Mul (x, g)
   y = Add (m, b)
 }`)
-	if _, err := shapes.Infer(m); err != nil {
+	if _, err := shape.Infer(m); err != nil {
 		t.Fatal(err)
 	}
 	blocks, refs := transformer.Recognize(m.Graph, []*transformer.Family{transformer.AffineNormFamily})

@@ -6,8 +6,8 @@ import (
 	"testing"
 
 	"github.com/qcc-dev/qcc/ir/text"
-	"github.com/qcc-dev/qcc/passes/shapes"
 	"github.com/qcc-dev/qcc/patterns/transformer"
+	"github.com/qcc-dev/qcc/shape"
 )
 
 // qlinGraph is one quantized linear layer y = DQ(Q(x))·DQ(w) + b with the activation
@@ -67,7 +67,7 @@ func TestQLinearRefusals(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := shapes.Infer(m); err != nil {
+			if _, err := shape.Infer(m); err != nil {
 				t.Fatal(err)
 			}
 			rep, err := transformer.Fuse(m, nil, &transformer.Env{Model: m, Target: transformer.ORT, Provider: "cpu"})

@@ -10,8 +10,8 @@ import (
 	"github.com/qcc-dev/qcc/internal/txtar"
 	"github.com/qcc-dev/qcc/ir"
 	"github.com/qcc-dev/qcc/ir/text"
-	"github.com/qcc-dev/qcc/passes/shapes"
 	"github.com/qcc-dev/qcc/patterns/transformer"
+	"github.com/qcc-dev/qcc/shape"
 )
 
 // roleFamilies are the families whose kinds' roles TestKindRoles checks, in fuse order.
@@ -30,7 +30,7 @@ func TestKindRoles(t *testing.T) {
 	seen := map[string]int{}
 	check := func(where string, m *ir.Model) {
 		t.Helper()
-		if _, err := shapes.Infer(m); err != nil {
+		if _, err := shape.Infer(m); err != nil {
 			t.Fatalf("%s: %v", where, err)
 		}
 		blocks, _ := transformer.Recognize(m.Graph, roleFamilies)

@@ -12,8 +12,8 @@ import (
 	"github.com/qcc-dev/qcc/ort"
 	"github.com/qcc-dev/qcc/ort/orttest"
 	"github.com/qcc-dev/qcc/passes"
-	"github.com/qcc-dev/qcc/passes/shapes"
 	"github.com/qcc-dev/qcc/patterns/transformer"
+	"github.com/qcc-dev/qcc/shape"
 )
 
 func TestSkipCases(t *testing.T) {
@@ -81,7 +81,7 @@ func TestNormCorpusORT(t *testing.T) {
 			inputs := ortcheck.Inputs(t, cm)
 			want := ortcheck.Run(t, ortcheck.Reference(cm), inputs, ort.OptDisabled)
 
-			if _, err := shapes.Infer(m); err != nil {
+			if _, err := shape.Infer(m); err != nil {
 				t.Fatal(err)
 			}
 			found, refs := transformer.Recognize(m.Graph, []*transformer.Family{ln})

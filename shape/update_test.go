@@ -1,4 +1,4 @@
-package shapes
+package shape
 
 // The -update flag is shared by every test binary so that go test ./... -update works.
 

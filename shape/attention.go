@@ -1,4 +1,4 @@
-package shapes
+package shape
 
 import "github.com/qcc-dev/qcc/ir"
 
