@@ -3,10 +3,13 @@ package transformer_test
 import (
 	"fmt"
 	"math/rand"
+	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/qcc-dev/qcc/internal/modroot"
 	"github.com/qcc-dev/qcc/internal/ortcheck"
+	"github.com/qcc-dev/qcc/ir"
 	"github.com/qcc-dev/qcc/ndarray"
 	"github.com/qcc-dev/qcc/ort"
 	"github.com/qcc-dev/qcc/ort/orttest"
@@ -165,5 +168,61 @@ func TestGeneralAttentionFuses(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestGeneralAttentionRoles: on every probe export, before and after fuse (both targets),
+// each block of the general family fills the roles GeneralAttentionRoles requires and no
+// other; decomposed blocks name their scores, probs and context.
+func TestGeneralAttentionRoles(t *testing.T) {
+	root, err := modroot.Find()
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, _ := filepath.Glob(filepath.Join(root, "testdata", "probes", "*.opset17.onnx"))
+	if len(files) == 0 {
+		t.Fatal("no probe exports")
+	}
+	fams := []*transformer.Family{transformer.AttentionFamily, transformer.DebertaAttentionFamily, transformer.GeneralAttentionFamily}
+	blocks := 0
+	for _, f := range files {
+		for _, target := range []transformer.Target{"", transformer.ORT, transformer.ONNX} {
+			m, err := ir.Load(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := shape.Infer(m); err != nil {
+				t.Fatal(err)
+			}
+			if target != "" {
+				if _, err := transformer.Fuse(m, fams, &transformer.Env{Model: m, Target: target, RaiseOpset: 23}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			bs, _ := transformer.Recognize(m.Graph, fams)
+			for _, b := range bs {
+				if !strings.HasPrefix(b.Variant, "attention/general") {
+					continue
+				}
+				blocks++
+				where := fmt.Sprintf("%s %s %s", filepath.Base(f), target, b.Variant)
+				for _, r := range transformer.GeneralAttentionRoles.Required {
+					if b.Role(r) == nil {
+						t.Errorf("%s: no role %s", where, r)
+					}
+				}
+				for r := range b.Roles {
+					if !transformer.GeneralAttentionRoles.Declares(r) {
+						t.Errorf("%s: undeclared role %s", where, r)
+					}
+				}
+				if !b.Fused && (b.Role(transformer.RoleScores) == nil || b.Role(transformer.RoleProbs) == nil) {
+					t.Errorf("%s: decomposed block without scores or probs", where)
+				}
+			}
+		}
+	}
+	if blocks == 0 {
+		t.Fatal("no general attention block in the probes")
 	}
 }

@@ -22,7 +22,25 @@ const (
 	RoleDownWeight = "down_weight" // the projection back to the model width
 	RoleDownBias   = "down_bias"   //
 	RoleHidden     = "hidden"      // what the down projection multiplies: act(up), or act(gate)·up
+
+	// Attention recognised from its math (GeneralAttentionFamily).
+	RoleQuery         = "query"          // Q as the fused operator reads it, [B,S,N·D]
+	RoleKey           = "key"            // K, [B,T,N·D] (or the K/V heads before a repeat)
+	RoleValue         = "value"          // V, [B,T,N·Dv]
+	RoleScores        = "scores"         // Q·Kᵀ (decomposed form)
+	RoleProbs         = "probs"          // the softmax output (decomposed form)
+	RoleContext       = "context"        // probs·V (decomposed form)
+	RoleAttentionBias = "attention_bias" // Σ score terms (fused form)
 )
+
+// GeneralAttentionRoles are the roles of GeneralAttentionFamily's blocks, decomposed or
+// fused; the projection roles (q_matmul, q_weight, q_bias and the same for k, v, with the
+// input they read) are filled when a MatMul or Gemm on a constant weight computes Q, K, V.
+var GeneralAttentionRoles = RoleSet{
+	Required: []string{RoleQuery, RoleKey, RoleValue, RoleOutput},
+	Optional: []string{RoleScores, RoleProbs, RoleContext, RoleAttentionBias, RoleInput,
+		"q_matmul", "q_weight", "q_bias", "k_matmul", "k_weight", "k_bias", "v_matmul", "v_weight", "v_bias"},
+}
 
 // RoleSet is what a block kind promises: every block of the kind fills each Required role,
 // and fills no role outside Required and Optional.
