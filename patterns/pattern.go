@@ -193,3 +193,22 @@ func SingleUse(p Pattern) Pattern {
 func Float(p Pattern) Pattern {
 	return Where("Float", p, func(v *ir.Value) bool { return v.Type != nil && v.Type.DType.IsFloat() })
 }
+
+// UniformConst reads a constant holding one value: a scalar, or a small tensor (at most
+// maxConstRead elements) filled with it.
+func UniformConst(v *ir.Value) (float64, bool) {
+	t := ConstOf(v)
+	if t == nil || t.NumElements() == 0 || t.NumElements() > maxConstRead || !(t.DType.IsFloat() || t.DType.IsInt()) {
+		return 0, false
+	}
+	vals, err := t.Float64s()
+	if err != nil {
+		return 0, false
+	}
+	for _, x := range vals {
+		if x != vals[0] {
+			return 0, false
+		}
+	}
+	return vals[0], true
+}

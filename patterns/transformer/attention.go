@@ -198,14 +198,18 @@ func attnPattern(form attnMaskForm) patterns.Pattern {
 // attnEscapes refuses a match whose intermediate values are used outside it, except by
 // Shape nodes: exporters read the batch and sequence sizes off the projections and the
 // context, and that shape arithmetic is dead once the block is fused.
-func attnEscapes(m *patterns.Match) string {
+func attnEscapes(m *patterns.Match) string { return escapesButShape(m.All, m.Root) }
+
+// escapesButShape says which value computed by nodes (other than out) a node outside
+// them reads, other than for its shape, or that is a graph output.
+func escapesButShape(nodes []*ir.Node, out *ir.Value) string {
 	in := map[*ir.Node]bool{}
-	for _, n := range m.All {
+	for _, n := range nodes {
 		in[n] = true
 	}
-	for _, n := range m.All {
+	for _, n := range nodes {
 		for _, o := range n.Outputs() {
-			if o == nil || o == m.Root {
+			if o == nil || o == out {
 				continue
 			}
 			if o.IsGraphOutput() {

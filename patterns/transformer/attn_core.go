@@ -631,25 +631,4 @@ func rootInput(v *ir.Value) *ir.Value {
 
 // coreEscapes says which value of the core (Q, K, V's steps to the context matmul) a node
 // outside it reads, other than for its shape.
-func (p *attnPlan) coreEscapes() string {
-	in := map[*ir.Node]bool{}
-	for _, n := range p.core {
-		in[n] = true
-	}
-	for _, n := range p.core {
-		for _, o := range n.Outputs() {
-			if o == nil || n == p.context {
-				continue
-			}
-			if o.IsGraphOutput() {
-				return fmt.Sprintf("intermediate value %q is a graph output", o.Name)
-			}
-			for _, u := range o.Uses() {
-				if !in[u.Node] && u.Node.OpType != "Shape" {
-					return fmt.Sprintf("intermediate value %q is also used outside the block by %s", o.Name, u.Node)
-				}
-			}
-		}
-	}
-	return ""
-}
+func (p *attnPlan) coreEscapes() string { return escapesButShape(p.core, p.context.Output(0)) }

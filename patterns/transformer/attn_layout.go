@@ -246,22 +246,7 @@ func passThrough(n *ir.Node, v *ir.Value) (layoutStep, bool) {
 }
 
 // scalarConst reads a constant holding one value (a scalar or a tensor filled with it).
-func scalarConst(v *ir.Value) (float64, bool) {
-	t := patterns.ConstOf(v)
-	if t == nil || t.NumElements() == 0 || t.NumElements() > 64 || !(t.DType.IsFloat() || t.DType.IsInt()) {
-		return 0, false
-	}
-	vals, err := t.Float64s()
-	if err != nil {
-		return 0, false
-	}
-	for _, x := range vals {
-		if x != vals[0] {
-			return 0, false
-		}
-	}
-	return vals[0], true
-}
+func scalarConst(v *ir.Value) (float64, bool) { return patterns.UniformConst(v) }
 
 // constInts reads a small int constant (shapes, axes, indices).
 func constInts(v *ir.Value) ([]int64, bool) {

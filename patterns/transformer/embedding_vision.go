@@ -96,21 +96,8 @@ func visAnalyse(m *patterns.Match) (*visInfo, string) {
 	info := &visInfo{}
 	// Anything the block computes may be read outside it only by the exporter's shape
 	// arithmetic.
-	in := map[*ir.Node]bool{}
-	for _, n := range m.All {
-		in[n] = true
-	}
-	for _, n := range m.All {
-		for _, o := range n.Outputs() {
-			if o == nil || o == m.Root {
-				continue
-			}
-			for _, u := range o.Uses() {
-				if !in[u.Node] && u.Node.OpType != "Shape" {
-					return nil, fmt.Sprintf("intermediate value %q is also used outside the block by %s", o.Name, u.Node)
-				}
-			}
-		}
+	if why := escapesButShape(m.All, m.Root); why != "" {
+		return nil, why
 	}
 	// The convolution.
 	x, w := m.V("pixel_values"), m.Const("patch_weight")
