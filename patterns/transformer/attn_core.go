@@ -81,6 +81,16 @@ func findScores(v *ir.Value, path []scoresStep, try func(mm *ir.Node, path []sco
 			}
 		}
 		return false
+	case "Max":
+		// A clamp at the lowest float (scores masked with -inf made finite) changes no
+		// softmax weight: read through it.
+		for i := 0; i < 2; i++ {
+			if c, ok := scalarConst(n.Input(1 - i)); ok && c <= -1e30 {
+				st := layoutStep{node: n, in: n.Input(i), out: v, scale: 1}
+				return findScores(n.Input(i), prepend(scoresStep{st: st, node: n, in: n.Input(i), out: v}), try)
+			}
+		}
+		return false
 	case "Where":
 		for i := 1; i < 3; i++ {
 			t := &attnTerm{value: n.Input(0), fill: n.Input(3 - i), keepIf: i == 1}

@@ -110,6 +110,15 @@ func TestGeneralAttentionFuses(t *testing.T) {
 	cases := []struct{ name, core string }{
 		{"plain", "  p = Softmax <axis = -1> (sd)\n  c = MatMul (p, vt)\n"},
 		{"where-mask", "  sm = Where (keep, sd, big)\n  p = Softmax <axis = -1> (sm)\n  c = MatMul (p, vt)\n"},
+		{"clamped", "  mx = Max (sd, lowest)\n  p = Softmax <axis = -1> (mx)\n  c = MatMul (p, vt)\n"},
+		{"qk-norm", `  qn = LayerNormalization <axis = -1> (qt, g2, b2)
+  kh = Transpose <perm = [0, 2, 1, 3]> (kr)
+  kn = LayerNormalization <axis = -1> (kh, g2, b2)
+  knt = Transpose <perm = [0, 1, 3, 2]> (kn)
+  s2 = MatMul (qn, knt)
+  p = Softmax <axis = -1> (s2)
+  c = MatMul (p, vt)
+`},
 		{"3d scores", `  sh = Shape (sd)
   tail = Slice (sh, two, four)
   m3 = Concat <axis = 0> (minus1, tail)
@@ -124,7 +133,10 @@ func TestGeneralAttentionFuses(t *testing.T) {
 		for _, target := range []transformer.Target{transformer.ORT, transformer.ONNX} {
 			t.Run(c.name+"/"+string(target), func(t *testing.T) {
 				src := generalModel(c.core)
-				src = strings.Replace(src, "  int64[1] last", "  int64[1] two = {2},\n  int64[1] four = {4},\n  int64[1] minus1 = {-1},\n  int64[1] last", 1)
+				src = strings.Replace(src, "  int64[1] last", "  int64[1] two = {2},\n  int64[1] four = {4},\n  int64[1] minus1 = {-1},\n  float lowest = {-3.4028235e38},\n  float[2] g2 = {1.5, 0.5},\n  float[2] b2 = {0.1, -0.2},\n  int64[1] last", 1)
+				if strings.Contains(c.core, "LayerNormalization") {
+					src = strings.Replace(src, `"" : 13`, `"" : 17`, 1)
+				}
 				orig := ortcheck.Parse(t, src)
 				m := ortcheck.Parse(t, src)
 				if _, err := shape.Infer(m); err != nil {

@@ -115,8 +115,10 @@ func anyStep(layoutStep) bool { return true }
 // pureLayout accepts only ops that move data (no scale, no Q/DQ).
 func pureLayout(st layoutStep) bool { return st.scale == 1 && !st.quant && st.node.OpType != "Cast" }
 
-// elementwise ops keep their input's layout when an input has the output's shape.
-var elementwise = map[string]bool{"Add": true, "Sub": true, "Mul": true, "Div": true, "Neg": true, "Where": true}
+// elementwise ops keep their input's layout when an input has the output's shape; so do
+// normalisations over the last axis (a Q/K norm on the head size).
+var elementwise = map[string]bool{"Add": true, "Sub": true, "Mul": true, "Div": true, "Neg": true, "Where": true,
+	"LayerNormalization": true, "SimplifiedLayerNormalization": true, "RMSNormalization": true}
 
 // layoutOf is the layout of an operand's source: that of an input of the same shape when
 // an elementwise op made it (a rotary embedding applied to the heads keeps their layout),
