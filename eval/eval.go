@@ -56,6 +56,7 @@ func init() {
 		"Expand":          evalExpand,
 		"Tile":            evalTile,
 		"Transpose":       evalTranspose,
+		"Trilu":           evalTrilu,
 		"Identity":        evalIdentity,
 		"Constant":        evalConstant,
 		"ConstantOfShape": evalConstantOfShape,

@@ -367,3 +367,15 @@ func TestTileHugeAxisBehindZero(t *testing.T) {
 		t.Fatal("Tile of [0,2] by [1, 2^40] was evaluated; want a size error")
 	}
 }
+
+// Trilu keeps a triangle of the last two axes from diagonal k and zeroes the rest.
+func TestTrilu(t *testing.T) {
+	x := f32(d(1, 3, 3), 1, 2, 3, 4, 5, 6, 7, 8, 9)
+	runCases(t, []evalCase{
+		{"upper", nd("Trilu"), 14, []*ir.Tensor{x}, f32(d(1, 3, 3), 1, 2, 3, 0, 5, 6, 0, 0, 9)},
+		{"upper k=1", nd("Trilu"), 14, []*ir.Tensor{x, i64(scalar, 1)}, f32(d(1, 3, 3), 0, 2, 3, 0, 0, 6, 0, 0, 0)},
+		{"lower", nd("Trilu", ir.IntAttr("upper", 0)), 14, []*ir.Tensor{x}, f32(d(1, 3, 3), 1, 0, 0, 4, 5, 0, 7, 8, 9)},
+		{"lower k=-1", nd("Trilu", ir.IntAttr("upper", 0)), 14, []*ir.Tensor{x, i64(scalar, -1)}, f32(d(1, 3, 3), 0, 0, 0, 4, 0, 0, 7, 8, 0)},
+		{"rank 1", nd("Trilu"), 14, []*ir.Tensor{f32(d(3), 1, 2, 3)}, nil},
+	})
+}

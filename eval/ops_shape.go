@@ -909,3 +909,48 @@ func normAxes(axes []int64, rank int) ([]int, error) {
 	}
 	return out, nil
 }
+
+// evalTrilu keeps the upper (upper=1, the default) or lower triangle of the last two axes,
+// from diagonal k (input 1, default 0), and zeroes the rest: the causal masks exporters
+// build with torch.triu and torch.tril.
+func evalTrilu(c *call, in []*ir.Tensor) ([]*ir.Tensor, error) {
+	x, err := c.in(in, 0)
+	if err != nil {
+		return nil, err
+	}
+	r := len(x.Dims)
+	if r < 2 {
+		return nil, fmt.Errorf("rank %d, want at least 2", r)
+	}
+	k := int64(0)
+	if len(in) > 1 && in[1] != nil {
+		ks, err := c.ints(in, 1)
+		if err != nil {
+			return nil, err
+		}
+		if len(ks) != 1 {
+			return nil, fmt.Errorf("k has %d elements, want 1", len(ks))
+		}
+		k = ks[0]
+	}
+	if _, err := c.check(x.Dims); err != nil {
+		return nil, err
+	}
+	upper := c.n.AttrInt("upper", 1) == 1
+	b, esz, err := raw(x)
+	if err != nil {
+		return nil, err
+	}
+	out := append([]byte(nil), b...)
+	rows, cols := x.Dims[r-2], x.Dims[r-1]
+	if rows == 0 || cols == 0 {
+		return []*ir.Tensor{ir.NewTensor(x.DType, cloneDims(x.Dims), out)}, nil
+	}
+	for f := int64(0); f < int64(len(b)/esz); f++ {
+		j, i := f%cols, (f/cols)%rows
+		if keep := upper && j-i >= k || !upper && j-i <= k; !keep {
+			clear(out[int(f)*esz : int(f+1)*esz])
+		}
+	}
+	return []*ir.Tensor{ir.NewTensor(x.DType, cloneDims(x.Dims), out)}, nil
+}

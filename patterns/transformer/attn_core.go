@@ -307,17 +307,7 @@ func softmaxAxis(sm *ir.Node, rank int) string {
 // classifyTerms says what each additive term depends on, and refuses a term computed
 // from the block's own Q or K (a query-dependent position term no operator adds).
 func (p *attnPlan) classifyTerms() string {
-	inside := map[*ir.Value]bool{}
-	for _, o := range []*attnOperand{p.q, p.k, p.v} {
-		for _, v := range o.values {
-			inside[v] = true
-		}
-	}
-	for _, n := range p.core {
-		for _, o := range n.Outputs() {
-			inside[o] = true
-		}
-	}
+	inside := p.insideValues()
 	for i := range p.terms {
 		t := &p.terms[i]
 		kind, why := termDepends(t.value, inside)
@@ -642,3 +632,19 @@ func rootInput(v *ir.Value) *ir.Value {
 // coreEscapes says which value of the core (Q, K, V's steps to the context matmul) a node
 // outside it reads, other than for its shape.
 func (p *attnPlan) coreEscapes() string { return escapesButShape(p.core, p.context.Output(0)) }
+
+// insideValues are the values a score term must not read: Q, K and V's paths and the core.
+func (p *attnPlan) insideValues() map[*ir.Value]bool {
+	inside := map[*ir.Value]bool{}
+	for _, o := range []*attnOperand{p.q, p.k, p.v} {
+		for _, v := range o.values {
+			inside[v] = true
+		}
+	}
+	for _, n := range p.core {
+		for _, o := range n.Outputs() {
+			inside[o] = true
+		}
+	}
+	return inside
+}

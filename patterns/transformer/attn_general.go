@@ -2,6 +2,7 @@ package transformer
 
 import (
 	"fmt"
+	"math"
 	"slices"
 
 	"github.com/qcc-dev/qcc/ir"
@@ -175,15 +176,38 @@ func generalFuse(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, e
 	if k == nil {
 		k, v = materialise(rw, p.k), materialise(rw, p.v)
 	}
-	bias, why := p.bias(rw, q, k)
+	// A causal term becomes the operator's causal attribute.
+	p.splitCausal(env.Model.Opset(""))
+	causal := -1
+	for i := range p.terms {
+		if p.isCausal(&p.terms[i], env.Model.Opset("")) {
+			causal = i
+			break
+		}
+	}
+	bias, why := p.bias(rw, q, k, causal)
 	if why != "" {
 		return nil, why, nil
+	}
+	var causalAttr []*ir.Attr
+	if causal >= 0 {
+		name := map[Target]string{ORT: "unidirectional", ONNX: "is_causal"}[env.Target]
+		causalAttr = append(causalAttr, ir.IntAttr(name, 1))
+		if env.Target == ORT {
+			// The lowest float, as the graph's mask: a query whose every earlier key is
+			// padding then weighs them as the graph does, not the later keys.
+			causalAttr = append(causalAttr, ir.FloatAttr("mask_filter_value", -math.MaxFloat32))
+		}
 	}
 	name := rw.Graph().FreshName(nodePrefix(p.softmax) + "Attention")
 	var n *ir.Node
 	if env.Target == ORT {
-		n = rw.Node("MultiHeadAttention", "com.microsoft", []*ir.Value{q, k, v, nil, nil, bias}, 1, name+"_output_0",
-			ir.IntAttr("num_heads", p.heads), ir.FloatAttr("scale", float32(p.scale)))
+		ins := []*ir.Value{q, k, v}
+		if bias != nil {
+			ins = append(ins, nil, nil, bias)
+		}
+		n = rw.Node("MultiHeadAttention", "com.microsoft", ins, 1, name+"_output_0",
+			append([]*ir.Attr{ir.IntAttr("num_heads", p.heads), ir.FloatAttr("scale", float32(p.scale))}, causalAttr...)...)
 		EnsureOpset(env.Model, "com.microsoft", 1)
 	} else {
 		ins := []*ir.Value{q, k, v}
@@ -191,7 +215,7 @@ func generalFuse(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, e
 			ins = append(ins, bias)
 		}
 		n = rw.Node("Attention", "", ins, 1, name+"_output_0",
-			ir.IntAttr("q_num_heads", p.heads), ir.IntAttr("kv_num_heads", kvHeads), ir.FloatAttr("scale", float32(p.scale)))
+			append([]*ir.Attr{ir.IntAttr("q_num_heads", p.heads), ir.IntAttr("kv_num_heads", kvHeads), ir.FloatAttr("scale", float32(p.scale))}, causalAttr...)...)
 	}
 	n.Name = name
 	out := n.Output(0)

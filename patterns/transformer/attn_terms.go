@@ -85,10 +85,14 @@ func (p *attnPlan) termAxes(t *attnTerm) ([][]int, string) {
 	return out, ""
 }
 
-// bias builds Σ factor·term as [B|1, N|1, S, T], or nil when the scores have no terms.
-func (p *attnPlan) bias(rw *patterns.Rewriter, q, k *ir.Value) (*ir.Value, string) {
+// bias builds Σ factor·term as [B|1, N|1, S, T] over the terms but skip (-1: none), or
+// nil when no term is left.
+func (p *attnPlan) bias(rw *patterns.Rewriter, q, k *ir.Value, skip int) (*ir.Value, string) {
 	var sum *ir.Value
 	for i := range p.terms {
+		if i == skip {
+			continue
+		}
 		t := &p.terms[i]
 		axes, why := p.termAxes(t)
 		if why != "" {

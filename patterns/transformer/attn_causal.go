@@ -1,0 +1,210 @@
+package transformer
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/qcc-dev/qcc/eval"
+	"github.com/qcc-dev/qcc/ir"
+	"github.com/qcc-dev/qcc/patterns"
+)
+
+// A causal term lets query i see keys j ≤ i only. The fused operators have an attribute for
+// it (unidirectional, is_causal) that runs faster than an explicit bias and lets TensorRT
+// pick its causal kernels, so the lowering uses it for a term proved causal: one that
+// depends on no graph input (a sliced triangular buffer, Trilu, Range comparisons) and,
+// evaluated at two sequence lengths, masks exactly the keys after each query. Only when the
+// query and key sequences are the same symbol: with a cache (more keys than queries) the
+// operators' alignment is not the graph's.
+
+// causalSizes are the sequence lengths a term is evaluated at.
+var causalSizes = []int64{3, 6}
+
+// isCausal reports whether term t masks exactly the keys after each query.
+func (p *attnPlan) isCausal(t *attnTerm, opset int64) bool {
+	if t.kind != "constant" || !ir.SameDim(p.q.seq.size, p.k.seq.size) || p.q.seq.size.Known {
+		return false
+	}
+	axes, why := p.termAxes(t)
+	if why != "" {
+		return false
+	}
+	qi, ki := -1, -1
+	for j, gs := range axes {
+		for _, g := range gs {
+			switch g {
+			case groupQuery:
+				qi = j
+			case groupKey:
+				ki = j
+			default:
+				return false // a causal mask does not vary over batch or heads
+			}
+		}
+		if len(gs) > 1 {
+			return false
+		}
+	}
+	if qi < 0 || ki < 0 {
+		return false
+	}
+	for _, s := range causalSizes {
+		sizes := map[string]int64{p.q.seq.size.Param: s, p.q.canon[0].size.Param: 1}
+		v, err := evalTerm(t.value, sizes, opset, 0)
+		if err != nil {
+			return false
+		}
+		if !causalPattern(v, qi, ki, s, t) {
+			return false
+		}
+	}
+	return true
+}
+
+// causalPattern checks an evaluated term: an added term is 0 on and below the diagonal
+// and at most -1e4 (or -inf) above it; a Where's condition selects exactly the keys above
+// (masked) or on and below (kept).
+func causalPattern(v *ir.Tensor, qi, ki int, s int64, t *attnTerm) bool {
+	if len(v.Dims) <= qi || len(v.Dims) <= ki || v.Dims[qi] != s || v.Dims[ki] != s || v.NumElements() != s*s {
+		return false
+	}
+	vals, err := v.Float64s()
+	if err != nil {
+		return false
+	}
+	// Strides of the query and key axes (every other axis has size 1).
+	stride := func(axis int) int64 {
+		st := int64(1)
+		for a := len(v.Dims) - 1; a > axis; a-- {
+			st *= v.Dims[a]
+		}
+		return st
+	}
+	sq, sk := stride(qi), stride(ki)
+	for i := int64(0); i < s; i++ {
+		for j := int64(0); j < s; j++ {
+			x := vals[i*sq+j*sk]
+			above := j > i
+			switch {
+			case t.fill != nil && t.keepIf: // Where(c, scores, fill): c true where kept
+				if (x != 0) == above {
+					return false
+				}
+			case t.fill != nil: // Where(c, fill, scores): c true where masked
+				if (x != 0) != above {
+					return false
+				}
+			case above:
+				if !(x <= -1e4 || math.IsInf(x, -1)) {
+					return false
+				}
+			default:
+				if x != 0 {
+					return false
+				}
+			}
+		}
+	}
+	return true
+}
+
+// maxTermElems bounds what evaluating a term may allocate.
+const maxTermElems = 1 << 16
+
+// evalTerm computes a value from constants, with every Shape read off its input's
+// symbolic shape at the given sizes; it fails on anything else.
+func evalTerm(v *ir.Value, sizes map[string]int64, opset int64, depth int) (*ir.Tensor, error) {
+	if depth > 64 {
+		return nil, fmt.Errorf("too deep")
+	}
+	if t := patterns.ConstOf(v); t != nil {
+		return t, nil
+	}
+	n, idx := v.Producer()
+	if n == nil {
+		return nil, fmt.Errorf("%s is an input", v.Name)
+	}
+	if n.OpType == "Shape" && n.Domain == "" {
+		s := attnShape(n.Input(0))
+		if s == nil {
+			return nil, fmt.Errorf("shape unknown")
+		}
+		dims := make([]int64, len(s))
+		for i, d := range s {
+			switch {
+			case d.Known:
+				dims[i] = d.Value
+			default:
+				x, ok := sizes[d.Param]
+				if !ok {
+					return nil, fmt.Errorf("size %v unknown", d)
+				}
+				dims[i] = x
+			}
+		}
+		start, end := n.AttrInt("start", 0), n.AttrInt("end", int64(len(dims)))
+		r := int64(len(dims))
+		if start < 0 {
+			start += r
+		}
+		if end < 0 {
+			end += r
+		}
+		start, end = max(0, min(r, start)), max(0, min(r, end))
+		dims = dims[start:max(start, end)]
+		return ir.Int64Tensor([]int64{int64(len(dims))}, dims), nil
+	}
+	ins := make([]*ir.Tensor, len(n.Inputs()))
+	for i, in := range n.Inputs() {
+		if in == nil {
+			continue
+		}
+		t, err := evalTerm(in, sizes, opset, depth+1)
+		if err != nil {
+			return nil, err
+		}
+		ins[i] = t
+	}
+	outs, err := eval.EvalLimit(n, ins, opset, maxTermElems)
+	if err != nil {
+		return nil, err
+	}
+	if idx >= len(outs) || outs[idx] == nil {
+		return nil, fmt.Errorf("no output %d", idx)
+	}
+	return outs[idx], nil
+}
+
+// splitCausal replaces a term that is the sum of a causal mask and something else (a
+// padding mask added to it before the scores) by its two parts, so that the causal part
+// can become the operator's attribute.
+func (p *attnPlan) splitCausal(opset int64) {
+	for i := 0; i < len(p.terms); i++ {
+		t := p.terms[i]
+		n, _ := t.value.Producer()
+		if t.fill != nil || n == nil || n.OpType != "Add" || n.Domain != "" {
+			continue
+		}
+		parts := []attnTerm{t, t}
+		parts[0].value, parts[1].value = n.Input(0), n.Input(1)
+		inside := p.insideValues()
+		ok, causal := true, false
+		for j := range parts {
+			kind, why := termDepends(parts[j].value, inside)
+			if why != "" {
+				ok = false
+				break
+			}
+			parts[j].kind = kind
+			if _, why := p.termAxes(&parts[j]); why != "" {
+				ok = false
+				break
+			}
+			causal = causal || p.isCausal(&parts[j], opset)
+		}
+		if ok && causal {
+			p.terms = append(append(p.terms[:i:i], parts...), p.terms[i+1:]...)
+			i++
+		}
+	}
+}
