@@ -171,9 +171,9 @@ bool TestVec(const char* name) {
 
 // ---- LayerNorm ----
 
-void HostLayerNorm(const float* x, const float* g, const float* b, int n, float eps, float* y) {
+void HostLayerNorm(const float* x, const float* g, const float* b, int n, float eps, float* y, bool centred = true) {
   double mean = 0;
-  for (int i = 0; i < n; ++i) {
+  for (int i = 0; centred && i < n; ++i) {
     mean += x[i];
   }
   mean /= n;
@@ -188,18 +188,19 @@ void HostLayerNorm(const float* x, const float* g, const float* b, int n, float 
   }
 }
 
-template <int H, bool Beta>
+template <int H, bool Beta, bool Centred>
 struct LNSpec {
   static constexpr int kHidden = H;
   static constexpr float kEpsilon = 1e-5f;
   static constexpr bool kHasBeta = Beta;
+  static constexpr bool kCentred = Centred;
   static constexpr bool kHasBias = true;
   static constexpr bool kHasSum = true;
 };
 
-template <typename T, int H, bool Beta>
+template <typename T, int H, bool Beta, bool Centred = true>
 bool TestLayerNorm(const char* name, int rows) {
-  using S = LNSpec<H, Beta>;
+  using S = LNSpec<H, Beta, Centred>;
   const std::vector<float> x = Through<T>(Random(size_t(rows) * H, 3)), skip = Through<T>(Random(size_t(rows) * H, 4));
   const std::vector<float> g = Through<T>(Random(H, 5)), b = Through<T>(Random(H, 6)), bias = Through<T>(Random(H, 7));
   Dev<T> dx(x.size()), dskip(x.size()), dg(H), db(H), dbias(H), dy(x.size()), dsum(x.size());
@@ -210,12 +211,14 @@ bool TestLayerNorm(const char* name, int rows) {
   dbias.Put(bias);
   std::vector<float> want(x.size()), sum(x.size()), want_skip(x.size());
   for (int r = 0; r < rows; ++r) {
-    HostLayerNorm(&x[size_t(r) * H], g.data(), Beta ? b.data() : nullptr, H, S::kEpsilon, &want[size_t(r) * H]);
+    HostLayerNorm(&x[size_t(r) * H], g.data(), Beta ? b.data() : nullptr, H, S::kEpsilon, &want[size_t(r) * H],
+                  Centred);
     for (int i = 0; i < H; ++i) {
       const size_t k = size_t(r) * H + i;
       sum[k] = static_cast<float>(qcc::check::Host<T>::To(qcc::check::Host<T>::From(x[k] + skip[k] + bias[i])));
     }
-    HostLayerNorm(&sum[size_t(r) * H], g.data(), Beta ? b.data() : nullptr, H, S::kEpsilon, &want_skip[size_t(r) * H]);
+    HostLayerNorm(&sum[size_t(r) * H], g.data(), Beta ? b.data() : nullptr, H, S::kEpsilon,
+                  &want_skip[size_t(r) * H], Centred);
   }
   CUDA_OK((qcc::LayerNorm<T, S>(dx.p, dg.p, db.p, dy.p, rows, 0)));
   CUDA_OK(cudaDeviceSynchronize());
@@ -265,7 +268,8 @@ bool TestGelu(const char* name, int rows) {
 
 // ---- attention ----
 
-template <int Heads, int KvHeads, int D, int Ld, int KvLd, int Layout, bool Causal, int Mask, bool Bias, bool RowScale>
+template <int Heads, int KvHeads, int D, int Ld, int KvLd, int Layout, bool Causal, int Mask, bool Bias, bool RowScale,
+          bool BiasShared>
 struct AttnSpec {
   static constexpr int kHeads = Heads;
   static constexpr int kHeadSize = D;
@@ -278,23 +282,29 @@ struct AttnSpec {
   static constexpr int kMaskKind = Mask;
   static constexpr float kMaskFilter = -10000.0f;
   static constexpr bool kHasBias = Bias;
+  static constexpr bool kBiasBatch = !BiasShared;
+  static constexpr bool kBiasHeads = !BiasShared;
+  static constexpr bool kBiasRows = true;
   static constexpr bool kHasRowScale = RowScale;
+  static constexpr int kEmptyRow = qcc::kEmptyRowZero;
   static constexpr int kMaxSeq = 512;
 };
 
 // TestAttention checks the attention core: packed q/k/v (one [rows, 3 * hidden]
 // buffer) or separate tensors, k and v [batch, seq, kv_heads * d] or [batch,
 // kv_heads, seq, d], grouped-query heads, causal, the key padding mask (<= 0 pads;
-// with three or more sequences the last is all padding), a bias and a row scale.
+// with three or more sequences the last is all padding), a bias ([batch, heads,
+// seq, seq], or with BiasShared one [seq, seq] for every batch entry and head)
+// and a row scale.
 template <typename T, int Heads, int KvHeads, int D, bool Packed, int Layout, bool Causal, int Mask, bool Bias,
-          bool RowScale>
+          bool RowScale, bool BiasShared = false>
 bool TestAttention(const char* name, int batch, int seq) {
   constexpr int H = Heads * D;
   constexpr int KvH = KvHeads * D;
   constexpr int Ld = Packed ? 3 * H : H;
   constexpr int KvLd = Packed ? 3 * H : KvH;
   static_assert(!Packed || (KvHeads == Heads && Layout == qcc::kLayoutBSH), "packed q/k/v share one layout");
-  using S = AttnSpec<Heads, KvHeads, D, Ld, KvLd, Layout, Causal, Mask, Bias, RowScale>;
+  using S = AttnSpec<Heads, KvHeads, D, Ld, KvLd, Layout, Causal, Mask, Bias, RowScale, BiasShared>;
   const size_t rows = size_t(batch) * seq;
   const size_t qn = rows * Ld;
   const size_t kvn = Packed ? 0 : rows * KvH;
@@ -341,7 +351,7 @@ bool TestAttention(const char* name, int batch, int seq) {
           }
           s *= S::kScale;
           if (Bias) {
-            s += bias[((size_t(b) * Heads + h) * seq + i) * seq + j];
+            s += BiasShared ? bias[size_t(i) * seq + j] : bias[((size_t(b) * Heads + h) * seq + i) * seq + j];
           }
           if (Mask == qcc::kMaskKeyPadding && mask[size_t(b) * seq + j] <= 0) {
             s += S::kMaskFilter;
@@ -377,6 +387,7 @@ struct EmbSpec {
   static constexpr int kHidden = 96;
   static constexpr float kEpsilon = 1e-12f;
   static constexpr bool kHasBeta = true;
+  static constexpr bool kCentred = true;
   static constexpr int kVocab = 50;
   static constexpr int kMaxPositions = 40;
   static constexpr int kTypeVocab = 2;
@@ -504,6 +515,9 @@ int main() {
   TestLayerNorm<__half, 64, true>("layernorm f16 h64", 37);
   TestLayerNorm<__half, 1024, true>("layernorm f16 h1024", 64);
   TestLayerNorm<__half, 8192, true>("layernorm f16 h8192 (block rows)", 3);
+  TestLayerNorm<float, 32, false, false>("rmsnorm f32 h32", 19);
+  TestLayerNorm<float, 4096, false, false>("rmsnorm f32 h4096 (block rows)", 5);
+  TestLayerNorm<__half, 1000, false, false>("rmsnorm f16 h1000 (ragged)", 9);
   TestGelu<float, 256, qcc::kGeluErf, true>("bias gelu f32 erf", 33);
   TestGelu<float, 3072, qcc::kGeluTanh, true>("fast gelu f32 tanh", 17);
   TestGelu<float, 30, qcc::kGeluSigmoid, false>("quick gelu f32 (no bias, odd)", 7);
@@ -514,6 +528,8 @@ int main() {
   TestAttention<float, 4, 4, 16, false, kBSH, false, kPad, false, false>("attention f32 d16 masked", 3, 37);
   TestAttention<float, 2, 2, 64, true, kBSH, false, kPad, false, false>("attention f32 d64 packed", 3, 130);
   TestAttention<float, 2, 2, 80, false, kBSH, false, qcc::kMaskNone, true, false>("attention f32 d80 biased", 2, 65);
+  TestAttention<float, 4, 4, 8, false, kBSH, false, qcc::kMaskNone, true, false, true>(
+      "attention f32 d8 shared bias", 3, 45);
   TestAttention<float, 1, 1, 128, false, kBSH, false, kPad, true, false>("attention f32 d128 s512", 1, 512);
   TestAttention<float, 2, 2, 5, true, kBSH, true, kPad, false, false>("attention f32 d5 packed causal", 3, 70);
   TestAttention<float, 4, 2, 4, false, kBSH, false, kPad, false, false>("attention f32 d4 grouped-query", 3, 50);

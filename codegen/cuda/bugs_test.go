@@ -159,14 +159,33 @@ func TestBugDebertaRowZeroing(t *testing.T) {
 }
 
 // TestRefusals: forms the kernel does not compute are refused, with the reason, instead
-// of getting a kernel that computes something else.
+// of getting a kernel that computes something else. The one float attn_mask of the
+// model (y5: computed from a float [batch, seq] mask and the shape of q, [batch, 1,
+// seq, seq]) is an additive bias shared by the heads, which the kernel reads as the
+// operator does: the oracle checks it.
 func TestRefusals(t *testing.T) {
+	orttest.RequireLib(t)
 	m := load(t, "testdata/probe-refused.onnx.txt")
 	p := planOf(t, m, "probe-refused")
+	biased := 0
 	for _, in := range p.Instances {
-		if in.Kernel.Launcher == "qcc::Attention" {
-			t.Errorf("%s got kernel %s", in.ID, in.Kernel.Name)
+		if in.Kernel.Launcher != "qcc::Attention" {
+			continue
 		}
+		if in.bound["output"].Name != "y5" {
+			t.Errorf("%s got kernel %s", in.ID, in.Kernel.Name)
+			continue
+		}
+		biased++
+		if got := [3]string{constOf(t, in, "kBiasBatch"), constOf(t, in, "kBiasHeads"), constOf(t, in, "kBiasRows")}; got != [3]string{"true", "false", "true"} {
+			t.Errorf("%s: bias axes (batch, heads, rows) %v, want true, false, true", in.ID, got)
+		}
+		if bad, first := disagreements(t, m, in); bad > 0 {
+			t.Errorf("%s: %d elements disagree with the model's subgraph; first %s", in.ID, bad, first)
+		}
+	}
+	if biased != 1 {
+		t.Errorf("the float attn_mask got %d kernels, want 1", biased)
 	}
 	all := strings.Join(p.Skipped, "\n")
 	for _, why := range []string{
@@ -174,7 +193,7 @@ func TestRefusals(t *testing.T) {
 		"mask_index int32[batch] is not an int32 [batch, seq] key padding mask",
 		"past_key/past_value",
 		"softcap has no kernel",
-		"mask fmask float[batch,seq] is not integer or bool",
+		"attn_mask bool[batch,1,seq,seq] is not float: a boolean attn_mask has no kernel",
 		"output present_k is used",
 		"differ in sequence length: the kernel has no cross attention",
 	} {

@@ -10,14 +10,19 @@
 // h reads key/value head h / (kHeads / kKvHeads) (grouped-query attention when
 // kKvHeads < kHeads). out is [batch, seq, hidden]; mask is [batch, seq] int32
 // (a key whose mask is <= 0 is padding, as ONNX Runtime's mask_index); bias is
-// [batch, heads, seq, seq]; row_scale is [batch, seq] and multiplies each
-// output row (DeBERTa zeroes the rows of padding queries).
+// [batch | 1, heads | 1, seq | 1, seq], added to the scores (the sum of a
+// model's additive terms: causal and padding masks, relative-position biases),
+// broadcast over each axis whose kBias* flag is false; row_scale is [batch,
+// seq] and multiplies each output row (DeBERTa zeroes the rows of padding
+// queries).
 //
 // Masking: a padding key gets kMaskFilter added to its score; with kCausal a
-// key after the query is left out (as if its score were -inf). A row whose
-// scores are all -inf (every key masked with kMaskFilter = -INFINITY) comes out
-// 0, as ONNX Runtime's Attention-23 gives; a finite filter gives the softmax of
-// the filtered scores, as adding it does.
+// key after the query is left out (as if its score were -inf). A row with no
+// admissible key comes out as kEmptyRow says: kEmptyRowZero, 0 when every score
+// is <= the lowest float (ONNX Runtime's Attention-23); kEmptyRowNaN, the IEEE
+// softmax (NaN for a row of -inf, as ONNX Runtime's com.microsoft operators and
+// the unfused graph give; a row of lowest floats is uniform). A finite filter
+// gives the softmax of the filtered scores, as adding it does.
 //
 // A block of 4 warps takes kRows query rows of one (batch, head). Keys and
 // values stream through shared memory 32 at a time; lane l scores key l of a
@@ -43,7 +48,11 @@
 //   kMaskKind          int    kMaskNone or kMaskKeyPadding
 //   kMaskFilter        float  added to the score of a padding key
 //   kHasBias           bool   bias is added to the scores
+//   kBiasBatch         bool   bias has a batch axis (else it is 1: broadcast)
+//   kBiasHeads         bool   bias has a heads axis (else broadcast)
+//   kBiasRows          bool   bias has a query axis (else one row for all queries)
 //   kHasRowScale       bool   each output row is multiplied by row_scale
+//   kEmptyRow          int    kEmptyRowNaN or kEmptyRowZero (see Masking)
 //   kMaxSeq            int    the longest sequence (a multiple of 32)
 #pragma once
 
@@ -55,6 +64,11 @@ namespace qcc {
 enum AttentionMaskKind : int {
   kMaskNone = 0,
   kMaskKeyPadding = 1,  // [batch, seq] int32, <= 0 marks a padding key
+};
+
+enum AttentionEmptyRow : int {
+  kEmptyRowNaN = 0,   // the IEEE softmax: a row of -inf scores is NaN
+  kEmptyRowZero = 1,  // a row whose every score is <= the lowest float is 0
 };
 
 enum AttentionLayout : int {
@@ -95,6 +109,17 @@ struct AttentionShape {
       return ((static_cast<size_t>(b) * Spec::kKvHeads + kvh) * seq + key) * kD;
     }
     return (static_cast<size_t>(b) * seq + key) * Spec::kKvLd + static_cast<size_t>(kvh) * kD;
+  }
+
+  // BiasRow is the offset of the bias row of query i of head h in batch entry b:
+  // an axis the bias broadcasts over contributes nothing.
+  __device__ __forceinline__ static size_t BiasRow(int b, int h, int i, int seq) {
+    const size_t bb = Spec::kBiasBatch ? static_cast<size_t>(b) : 0;
+    const size_t hh = Spec::kBiasHeads ? static_cast<size_t>(h) : 0;
+    const size_t ii = Spec::kBiasRows ? static_cast<size_t>(i) : 0;
+    const size_t heads = Spec::kBiasHeads ? Spec::kHeads : 1;
+    const size_t rows = Spec::kBiasRows ? static_cast<size_t>(seq) : 1;
+    return ((bb * heads + hh) * rows + ii) * seq;
   }
 
   // KeyIndex is where dim d of key j of a tile lives in shared memory.
@@ -167,7 +192,7 @@ __global__ void __launch_bounds__(kAttentionWarps* kWarpSize)
       }
       if (key < seq) {
         if (Spec::kHasBias) {
-          s += Convert<T>::in(bias[((static_cast<size_t>(b) * Spec::kHeads + h) * seq + i) * seq + key]);
+          s += Convert<T>::in(bias[A::BiasRow(b, h, i, seq) + key]);
         }
         if (Spec::kMaskKind == kMaskKeyPadding && mask[rows0 + key] <= 0) {
           s += Spec::kMaskFilter;
@@ -192,7 +217,7 @@ __global__ void __launch_bounds__(kAttentionWarps* kWarpSize)
       const int j = lane + c * kWarpSize;
       s[c] = j < seq ? ps[r][j] : 0.0f;
     }
-    WarpSoftmax<kKeysPerLane>(s, seq);
+    WarpSoftmax<kKeysPerLane, Spec::kEmptyRow == kEmptyRowZero>(s, seq);
 #pragma unroll
     for (int c = 0; c < kKeysPerLane; ++c) {
       const int j = lane + c * kWarpSize;
