@@ -132,3 +132,65 @@ func TestCompileProbes(t *testing.T) {
 		}
 	}
 }
+
+// probeInstance fuses a probe with a pipeline and returns its first instance of a
+// launcher.
+func probeInstance(t *testing.T, file, pipeline, launcher string) (*ir.Model, *instance) {
+	t.Helper()
+	m := loadWith(t, filepath.Join(probeDir, file), pipeline)
+	p := planOf(t, m, file)
+	for _, in := range p.Instances {
+		if in.Kernel.Launcher == launcher {
+			return m, in
+		}
+	}
+	t.Fatalf("%s: no %s instance (skipped: %v)", file, launcher, p.Skipped)
+	return nil, nil
+}
+
+// The bindings the decoder forms needed, each checked by the oracle as it is and as
+// it would be without the fix, which must disagree.
+func TestProbeBindings(t *testing.T) {
+	orttest.RequireLib(t)
+	ort, onnx23 := probePipelines[0].passes, probePipelines[1].passes
+	t.Run("rmsnorm is not centred", func(t *testing.T) {
+		for _, l := range []string{"qcc::LayerNorm", "qcc::SkipLayerNorm"} {
+			m, in := probeInstance(t, "llama.opset17.onnx", ort, l)
+			if constOf(t, in, "kCentred") != "false" || !strings.Contains(in.Kernel.Name, "rmsnorm") {
+				t.Errorf("%s: kernel %s, kCentred %s", in.ID, in.Kernel.Name, constOf(t, in, "kCentred"))
+			}
+			fixedAndBroken(t, m, in, map[string]string{"kCentred": "true"})
+		}
+		m, in := probeInstance(t, "llama.opset17.onnx", onnx23, "qcc::LayerNorm") // RMSNormalization-23
+		fixedAndBroken(t, m, in, map[string]string{"kCentred": "true"})
+	})
+	t.Run("heads from the operator", func(t *testing.T) {
+		// The general family's block has no head_size: 4 heads of 8 come from
+		// num_heads (q_num_heads) and the query width 32.
+		for _, pl := range []string{ort, onnx23} {
+			_, in := probeInstance(t, "llama.opset17.onnx", pl, "qcc::Attention")
+			if constOf(t, in, "kHeads") != "4" || constOf(t, in, "kHeadSize") != "8" {
+				t.Errorf("%s: kHeads %s, kHeadSize %s; want 4, 8", in.Kernel.Name, constOf(t, in, "kHeads"), constOf(t, in, "kHeadSize"))
+			}
+		}
+	})
+	t.Run("bias broadcast", func(t *testing.T) {
+		// The bias of a causal decoder is shared by the heads; read as [batch, heads,
+		// seq, seq] (the kernel before), it is read out of bounds.
+		for _, pl := range []string{ort, onnx23} {
+			m, in := probeInstance(t, "gpt2-causal.opset17.onnx", pl, "qcc::Attention")
+			if constOf(t, in, "kBiasHeads") != "false" {
+				t.Errorf("%s: kBiasHeads %s, want false", in.Kernel.Name, constOf(t, in, "kBiasHeads"))
+			}
+			fixedAndBroken(t, m, in, map[string]string{"kBiasBatch": "true", "kBiasHeads": "true", "kBiasRows": "true"})
+		}
+	})
+	t.Run("fully masked row", func(t *testing.T) {
+		// The check data's bias has a row of -inf and one of the lowest float:
+		// MultiHeadAttention computes NaN and a uniform row, Attention-23 zeros both.
+		m, in := probeInstance(t, "llama.opset17.onnx", ort, "qcc::Attention")
+		fixedAndBroken(t, m, in, map[string]string{"kEmptyRow": "qcc::kEmptyRowZero"})
+		m, in = probeInstance(t, "llama.opset17.onnx", onnx23, "qcc::Attention")
+		fixedAndBroken(t, m, in, map[string]string{"kEmptyRow": "qcc::kEmptyRowNaN"})
+	})
+}
