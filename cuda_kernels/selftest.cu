@@ -291,14 +291,16 @@ struct AttnSpec {
 };
 
 // TestAttention checks the attention core: packed q/k/v (one [rows, 3 * hidden]
-// buffer) or separate tensors, k and v [batch, seq, kv_heads * d] or [batch,
-// kv_heads, seq, d], grouped-query heads, causal, the key padding mask (<= 0 pads;
-// with three or more sequences the last is all padding), a bias ([batch, heads,
-// seq, seq], or with BiasShared one [seq, seq] for every batch entry and head)
-// and a row scale.
+// buffer) or separate tensors, k and v [batch, kv_seq, kv_heads * d] or [batch,
+// kv_heads, kv_seq, d], grouped-query heads, causal, the key padding mask (<= 0
+// pads; with three or more sequences the last is all padding), a bias ([batch,
+// heads, seq, kv_seq], or with BiasShared one [seq, kv_seq] for every batch
+// entry and head)
+// and a row scale; kv_seq > 0 is a key sequence of its own (cross-attention).
 template <typename T, int Heads, int KvHeads, int D, bool Packed, int Layout, bool Causal, int Mask, bool Bias,
           bool RowScale, bool BiasShared = false>
-bool TestAttention(const char* name, int batch, int seq) {
+bool TestAttention(const char* name, int batch, int seq, int kv_seq = 0) {
+  const int kvs = kv_seq > 0 ? kv_seq : seq;
   constexpr int H = Heads * D;
   constexpr int KvH = KvHeads * D;
   constexpr int Ld = Packed ? 3 * H : H;
@@ -307,25 +309,25 @@ bool TestAttention(const char* name, int batch, int seq) {
   using S = AttnSpec<Heads, KvHeads, D, Ld, KvLd, Layout, Causal, Mask, Bias, RowScale, BiasShared>;
   const size_t rows = size_t(batch) * seq;
   const size_t qn = rows * Ld;
-  const size_t kvn = Packed ? 0 : rows * KvH;
+  const size_t kvn = Packed ? 0 : size_t(batch) * kvs * KvH;
   const std::vector<float> buf = Through<T>(Random(qn + 2 * kvn, 10));
-  const std::vector<float> bias = Through<T>(Random(size_t(batch) * Heads * seq * seq, 11));
+  const std::vector<float> bias = Through<T>(Random(size_t(batch) * Heads * seq * kvs, 11));
   const std::vector<float> rs = Through<T>(Random(rows, 12));
-  std::vector<int32_t> mask(rows, 1);
+  std::vector<int32_t> mask(size_t(batch) * kvs, 1);
   for (int b = 0; b < batch; ++b) {
-    for (int s = 0; s < seq; ++s) {
+    for (int s = 0; s < kvs; ++s) {
       const bool all = batch >= 3 && b == batch - 1;
-      if (all || (s >= seq - b * seq / 4 && s > 0)) {
-        mask[size_t(b) * seq + s] = s % 3 == 1 ? -1 : 0;
+      if (all || (s >= kvs - b * kvs / 4 && s > 0)) {
+        mask[size_t(b) * kvs + s] = s % 3 == 1 ? -1 : 0;
       }
     }
   }
   const size_t koff = Packed ? H : qn, voff = Packed ? 2 * H : qn + kvn;
   auto kv = [&](int b, int j, int kvh, int d) -> size_t {
     if (Layout == qcc::kLayoutBNSH) {
-      return ((size_t(b) * KvHeads + kvh) * seq + j) * D + d;
+      return ((size_t(b) * KvHeads + kvh) * kvs + j) * D + d;
     }
-    return (size_t(b) * seq + j) * KvLd + kvh * D + d;
+    return (size_t(b) * kvs + j) * KvLd + kvh * D + d;
   };
   Dev<T> dbuf(buf.size()), dbias(bias.size()), drs(rs.size()), dout(rows * H);
   Dev<int32_t> dmask(mask.size());
@@ -334,13 +336,13 @@ bool TestAttention(const char* name, int batch, int seq) {
   drs.Put(rs);
   dmask.PutRaw(mask);
   std::vector<float> want(rows * H);
-  std::vector<double> p(seq);
+  std::vector<double> p(kvs);
   for (int b = 0; b < batch; ++b) {
     for (int h = 0; h < Heads; ++h) {
       const int kvh = h / (Heads / KvHeads);
       for (int i = 0; i < seq; ++i) {
         double m = -INFINITY;
-        for (int j = 0; j < seq; ++j) {
+        for (int j = 0; j < kvs; ++j) {
           if (Causal && j > i) {
             p[j] = -INFINITY;
             continue;
@@ -351,23 +353,23 @@ bool TestAttention(const char* name, int batch, int seq) {
           }
           s *= S::kScale;
           if (Bias) {
-            s += BiasShared ? bias[size_t(i) * seq + j] : bias[((size_t(b) * Heads + h) * seq + i) * seq + j];
+            s += BiasShared ? bias[size_t(i) * kvs + j] : bias[((size_t(b) * Heads + h) * seq + i) * kvs + j];
           }
-          if (Mask == qcc::kMaskKeyPadding && mask[size_t(b) * seq + j] <= 0) {
+          if (Mask == qcc::kMaskKeyPadding && mask[size_t(b) * kvs + j] <= 0) {
             s += S::kMaskFilter;
           }
           p[j] = s;
           m = std::fmax(m, s);
         }
         double sum = 0;
-        for (int j = 0; j < seq; ++j) {
+        for (int j = 0; j < kvs; ++j) {
           p[j] = std::exp(p[j] - m);
           sum += p[j];
         }
         const double scale = RowScale ? rs[size_t(b) * seq + i] : 1.0;
         for (int d = 0; d < D; ++d) {
           double o = 0;
-          for (int j = 0; j < seq; ++j) {
+          for (int j = 0; j < kvs; ++j) {
             o += p[j] / sum * buf[voff + kv(b, j, kvh, d)];
           }
           want[(size_t(b) * seq + i) * H + h * D + d] = static_cast<float>(o * scale);
@@ -376,7 +378,7 @@ bool TestAttention(const char* name, int batch, int seq) {
     }
   }
   CUDA_OK((qcc::Attention<T, S>(dbuf.p, dbuf.p + koff, dbuf.p + voff, dmask.p, dbias.p, drs.p, dout.p, batch, seq,
-                                0)));
+                                kvs, 0)));
   CUDA_OK(cudaDeviceSynchronize());
   return Report(name, dout.Get(), want, Atol<T>(), Atol<T>());
 }
@@ -530,6 +532,10 @@ int main() {
   TestAttention<float, 2, 2, 80, false, kBSH, false, qcc::kMaskNone, true, false>("attention f32 d80 biased", 2, 65);
   TestAttention<float, 4, 4, 8, false, kBSH, false, qcc::kMaskNone, true, false, true>(
       "attention f32 d8 shared bias", 3, 45);
+  TestAttention<float, 4, 4, 8, false, kBSH, false, kPad, true, false>(
+      "attention f32 d8 cross (45 queries, 70 keys)", 3, 45, 70);
+  TestAttention<__half, 2, 2, 16, false, kBNSH, false, qcc::kMaskNone, true, false, true>(
+      "attention f16 d16 cross bnsh (70 queries, 33 keys)", 2, 70, 33);
   TestAttention<float, 1, 1, 128, false, kBSH, false, kPad, true, false>("attention f32 d128 s512", 1, 512);
   TestAttention<float, 2, 2, 5, true, kBSH, true, kPad, false, false>("attention f32 d5 packed causal", 3, 70);
   TestAttention<float, 4, 2, 4, false, kBSH, false, kPad, false, false>("attention f32 d4 grouped-query", 3, 50);

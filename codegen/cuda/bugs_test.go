@@ -159,33 +159,41 @@ func TestBugDebertaRowZeroing(t *testing.T) {
 }
 
 // TestRefusals: forms the kernel does not compute are refused, with the reason, instead
-// of getting a kernel that computes something else. The one float attn_mask of the
-// model (y5: computed from a float [batch, seq] mask and the shape of q, [batch, 1,
-// seq, seq]) is an additive bias shared by the heads, which the kernel reads as the
-// operator does: the oracle checks it.
+// of getting a kernel that computes something else. Two attention blocks of the model
+// are forms the kernel computes, checked by the oracle: y5's float attn_mask (computed
+// from a float [batch, seq] mask and the shape of q, [batch, 1, seq, seq]) is an
+// additive bias shared by the heads, and y7 is cross-attention over keys of their own
+// length.
 func TestRefusals(t *testing.T) {
 	orttest.RequireLib(t)
 	m := load(t, "testdata/probe-refused.onnx.txt")
 	p := planOf(t, m, "probe-refused")
-	biased := 0
+	computed := map[string]bool{}
 	for _, in := range p.Instances {
 		if in.Kernel.Launcher != "qcc::Attention" {
 			continue
 		}
-		if in.bound["output"].Name != "y5" {
+		out := in.bound["output"].Name
+		switch out {
+		case "y5":
+			if got := [3]string{constOf(t, in, "kBiasBatch"), constOf(t, in, "kBiasHeads"), constOf(t, in, "kBiasRows")}; got != [3]string{"true", "false", "true"} {
+				t.Errorf("%s: bias axes (batch, heads, rows) %v, want true, false, true", in.ID, got)
+			}
+		case "y7":
+			if in.Dims[2].Value == in.Dims[1].Value {
+				t.Errorf("%s: the check data has %d keys for %d queries: it cannot tell them apart", in.ID, in.Dims[2].Value, in.Dims[1].Value)
+			}
+		default:
 			t.Errorf("%s got kernel %s", in.ID, in.Kernel.Name)
 			continue
 		}
-		biased++
-		if got := [3]string{constOf(t, in, "kBiasBatch"), constOf(t, in, "kBiasHeads"), constOf(t, in, "kBiasRows")}; got != [3]string{"true", "false", "true"} {
-			t.Errorf("%s: bias axes (batch, heads, rows) %v, want true, false, true", in.ID, got)
-		}
+		computed[out] = true
 		if bad, first := disagreements(t, m, in); bad > 0 {
 			t.Errorf("%s: %d elements disagree with the model's subgraph; first %s", in.ID, bad, first)
 		}
 	}
-	if biased != 1 {
-		t.Errorf("the float attn_mask got %d kernels, want 1", biased)
+	if !computed["y5"] || !computed["y7"] {
+		t.Errorf("kernels for %v, want y5 and y7", computed)
 	}
 	all := strings.Join(p.Skipped, "\n")
 	for _, why := range []string{
@@ -195,7 +203,7 @@ func TestRefusals(t *testing.T) {
 		"softcap has no kernel",
 		"attn_mask bool[batch,1,seq,seq] is not float: a boolean attn_mask has no kernel",
 		"output present_k is used",
-		"differ in sequence length: the kernel has no cross attention",
+		"causal attention of query float[batch,seq,12] over keys float[batch,kvseq,12] of another length has no kernel",
 	} {
 		if !strings.Contains(all, why) {
 			t.Errorf("no refusal %q; skipped:\n%s", why, all)

@@ -152,8 +152,8 @@ func f32(x float64) float64 { return float64(float32(x)) }
 
 // emulateAttention follows qcc/attention.cuh: the launch check.cu makes (a packed
 // kernel gets one [rows, 3 * hidden] buffer with k and v at offsets hidden and
-// 2 * hidden), the row strides kLd and kKvLd or the [batch, kv_heads, seq, d]
-// layout, the key/value head shared by kHeads / kKvHeads query heads, causal keys
+// 2 * hidden), the row strides kLd and kKvLd or the [batch, kv_heads, kv_seq, d]
+// layout over kv_seq keys, the key/value head shared by kHeads / kKvHeads query heads, causal keys
 // excluded, kMaskFilter added to keys whose mask is <= 0, the bias (broadcast over
 // the axes whose kBiasBatch, kBiasHeads, kBiasRows is false), a softmax whose
 // row with no admissible key is 0 (kEmptyRowZero: every score <= the lowest float)
@@ -165,7 +165,7 @@ func emulateAttention(in *instance, c func(string) float64, a map[string][]float
 	bnsh, causal := c("kKvLayout") == 1, c("kCausal") == 1
 	scale, filter := f32(c("kScale")), f32(c("kMaskFilter"))
 	maskOn, biasOn, rowOn := c("kMaskKind") == 1, c("kHasBias") == 1, c("kHasRowScale") == 1
-	b, s := int(in.Dims[0].Value), int(in.Dims[1].Value)
+	b, s, kvS := int(in.Dims[0].Value), int(in.Dims[1].Value), int(in.Dims[2].Value)
 	hid := heads * d
 	// The bias row of (batch entry, head, query): an axis the bias lacks (kBias* false)
 	// is broadcast.
@@ -184,7 +184,7 @@ func emulateAttention(in *instance, c func(string) float64, a map[string][]float
 		} else {
 			i = 0
 		}
-		return ((bi*bh+h)*rows + i) * s
+		return ((bi*bh+h)*rows + i) * kvS
 	}
 	q, kk, v := a["q"], a["k"], a["v"]
 	qOff, kOff, vOff := 0, 0, 0
@@ -202,26 +202,26 @@ func emulateAttention(in *instance, c func(string) float64, a map[string][]float
 	}
 	kvIndex := func(bi, j, kvh, e int) int {
 		if bnsh {
-			return ((bi*kvHeads+kvh)*s+j)*d + e
+			return ((bi*kvHeads+kvh)*kvS+j)*d + e
 		}
-		return (bi*s+j)*kvLd + kvh*d + e
+		return (bi*kvS+j)*kvLd + kvh*d + e
 	}
 	// A read past the end of a buffer is a launch that faults (or reads garbage):
 	// no output.
-	if need := kvIndex(b-1, s-1, kvHeads-1, d-1) + 1; vOff+need > len(v) || kOff+need > len(kk) || (b*s-1)*ld+hid > len(q) {
+	if need := kvIndex(b-1, kvS-1, kvHeads-1, d-1) + 1; vOff+need > len(v) || kOff+need > len(kk) || (b*s-1)*ld+hid > len(q) {
 		return nil
 	}
-	if biasOn && biasRow(b-1, heads-1, s-1)+s > len(a["bias"]) {
+	if biasOn && biasRow(b-1, heads-1, s-1)+kvS > len(a["bias"]) {
 		return nil
 	}
 	out := make([]float64, b*s*hid)
-	p := make([]float64, s)
+	p := make([]float64, kvS)
 	for bi := 0; bi < b; bi++ {
 		for h := 0; h < heads; h++ {
 			kvh := h / (heads / kvHeads)
 			for i := 0; i < s; i++ {
 				m := math.Inf(-1)
-				for j := 0; j < s; j++ {
+				for j := 0; j < kvS; j++ {
 					if causal && j > i {
 						p[j] = math.Inf(-1)
 						continue
@@ -234,7 +234,7 @@ func emulateAttention(in *instance, c func(string) float64, a map[string][]float
 					if biasOn {
 						sc = f32(sc + a["bias"][biasRow(bi, h, i)+j])
 					}
-					if maskOn && a["mask"][bi*s+j] <= 0 {
+					if maskOn && a["mask"][bi*kvS+j] <= 0 {
 						sc = f32(sc + filter)
 					}
 					p[j] = sc
@@ -261,7 +261,7 @@ func emulateAttention(in *instance, c func(string) float64, a map[string][]float
 				}
 				for e := 0; e < d; e++ {
 					o := 0.0
-					for j := 0; j < s; j++ {
+					for j := 0; j < kvS; j++ {
 						if p[j] != 0 {
 							o += p[j] * inv * v[vOff+kvIndex(bi, j, kvh, e)]
 						}

@@ -318,16 +318,23 @@ func (b *builder) attention(bl *transformer.Block) {
 		b.skip(bl.ID, bl.Variant, why)
 		return
 	}
+	// Cross-attention: keys and values from a sequence of their own (the memory).
+	var kvDim ir.Dim
+	cross := false
 	if !f.packed {
 		seqAxis := 1
 		if f.kvBNSH {
 			seqAxis = 2
 		}
-		for _, kv := range []*ir.Value{f.k, f.v} {
-			if differ(f.q.Type.Shape[1], kv.Type.Shape[seqAxis]) {
-				b.skip(bl.ID, bl.Variant, fmt.Sprintf("key/value %s and query %s differ in sequence length: the kernel has no cross attention", typeString(kv), typeString(f.q)))
-				return
-			}
+		kvDim = f.k.Type.Shape[seqAxis]
+		if v := f.v.Type.Shape[seqAxis]; differ(kvDim, v) {
+			b.skip(bl.ID, bl.Variant, fmt.Sprintf("key %s and value %s differ in sequence length", typeString(f.k), typeString(f.v)))
+			return
+		}
+		cross = differ(f.q.Type.Shape[1], kvDim)
+		if cross && f.causal {
+			b.skip(bl.ID, bl.Variant, fmt.Sprintf("causal attention of query %s over keys %s of another length has no kernel", typeString(f.q), typeString(f.k)))
+			return
 		}
 	}
 	scale := bl.Param("scale", 1/math.Sqrt(float64(d)))
@@ -346,6 +353,17 @@ func (b *builder) attention(bl *transformer.Block) {
 		return
 	}
 	batch, seq := shape[0], min(shape[1], maxSeq)
+	kvSeq := seq
+	switch {
+	case kvDim.Known && cross:
+		kvSeq = kvDim.Value
+	case cross:
+		kvSeq = crossSeq(seq) // a length of its own, so the check data tells them apart
+	}
+	if kvSeq > maxSeq {
+		b.skip(bl.ID, bl.Variant, fmt.Sprintf("keys %s are longer than the kernel's %d", typeString(f.k), maxSeq))
+		return
+	}
 	var biasShape []int64
 	if f.bias != nil {
 		if f.biasAxes, why = biasAxes(f.bias, heads); why != "" {
@@ -353,7 +371,7 @@ func (b *builder) attention(bl *transformer.Block) {
 			return
 		}
 		// The bias as the model holds it: its own rank, the broadcast axes 1.
-		full := []int64{batch, heads, seq, seq}
+		full := []int64{batch, heads, seq, kvSeq}
 		for a := 4 - rankOf(f.bias); a < 4; a++ {
 			if a < 3 && !f.biasAxes[a] {
 				full[a] = 1
@@ -392,9 +410,9 @@ func (b *builder) attention(bl *transformer.Block) {
 	if f.rowScale != nil {
 		name += "_rowscale"
 	}
-	kvShape := fmt.Sprintf("[batch, seq, %d]", kvLd)
+	kvShape := fmt.Sprintf("[batch, kv_seq, %d]", kvLd)
 	if f.kvBNSH {
-		kvShape = "[batch, heads, seq, head_size]"
+		kvShape = "[batch, heads, kv_seq, head_size]"
 	}
 	k := &kernel{
 		Name: name, Launcher: "qcc::Attention", Header: "qcc/attention.cuh",
@@ -424,28 +442,28 @@ func (b *builder) attention(bl *transformer.Block) {
 			{Name: "q", Elem: "T", Present: true, Doc: fmt.Sprintf("[batch, seq, %d]", ld)},
 			{Name: "k", Elem: "T", Present: true, Doc: kvShape},
 			{Name: "v", Elem: "T", Present: true, Doc: kvShape},
-			{Name: "mask", Elem: "int32_t", Present: f.mask != nil, Doc: "[batch, seq], <= 0: padding key"},
+			{Name: "mask", Elem: "int32_t", Present: f.mask != nil, Doc: "[batch, kv_seq], <= 0: padding key"},
 			{Name: "bias", Elem: "T", Present: f.bias != nil, Doc: biasDoc(f.biasAxes)},
 			{Name: "row_scale", Elem: "T", Present: f.rowScale != nil, Doc: "[batch, seq]: multiplies each output row"},
 			{Name: "output", Elem: "T", Out: true, Present: true, Doc: "[batch, seq, hidden]"},
 		},
-		Scalars: []scalar{{"int", "batch"}, {"int", "seq"}},
+		Scalars: []scalar{{"int", "batch"}, {"int", "seq"}, {"int", "kv_seq"}},
 	}
 	inst := b.newInstance(bl)
 	inst.Packed, inst.Hidden = f.packed, hidden
-	inst.Dims = []dim{{"int", "batch", batch}, {"int", "seq", seq}}
+	inst.Dims = []dim{{"int", "batch", batch}, {"int", "seq", seq}, {"int", "kv_seq", kvSeq}}
 	inst.sz = sizer{batch: batch, seq: seq}
 	act := []int64{batch, seq, hidden}
-	kv := []int64{batch, seq, kvLd}
+	kv := []int64{batch, kvSeq, kvLd}
 	if f.kvBNSH {
-		kv = []int64{batch, heads, seq, d}
+		kv = []int64{batch, heads, kvSeq, d}
 	}
 	if f.packed {
 		kv = act
 	}
 	// The check data's masks: padding keys, one fully padded sequence; the raw mask of
 	// com.microsoft.Attention also holds a negative value (ORT keeps keys > 0).
-	pad := paddingMask(batch, seq, f.packed)
+	pad := paddingMask(batch, kvSeq, f.packed)
 	inst.Tensors = []*tensor{
 		random(bl.ID, "q", ir.Float, act, uniform(bl.ID+".q", -2, 2)),
 		random(bl.ID, "k", ir.Float, kv, uniform(bl.ID+".k", -2, 2)),
@@ -457,11 +475,11 @@ func (b *builder) attention(bl *transformer.Block) {
 		}
 	}
 	if f.mask != nil {
-		inst.Tensors = append(inst.Tensors, random(bl.ID, "mask", ir.Int32, []int64{batch, seq}, pad))
+		inst.Tensors = append(inst.Tensors, random(bl.ID, "mask", ir.Int32, []int64{batch, kvSeq}, pad))
 	}
 	if f.bias != nil {
-		gen := maskedBias(bl.ID+".bias", batch, heads, seq, f.rowScale != nil)
-		if f.rowScale == nil {
+		gen := maskedBias(bl.ID+".bias", batch, heads, seq, true)
+		if f.rowScale == nil || kvSeq != seq {
 			gen = additiveBias(bl.ID+".bias", biasShape)
 		}
 		inst.Tensors = append(inst.Tensors, random(bl.ID, "bias", ir.Float, biasShape, gen))
@@ -474,7 +492,7 @@ func (b *builder) attention(bl *transformer.Block) {
 	inst.bytes = func(e int) float64 {
 		n := float64(e) * float64(2*batch*seq*hidden+2*kvElems)
 		if f.mask != nil {
-			n += float64(4 * batch * seq)
+			n += float64(4 * batch * kvSeq)
 		}
 		if f.bias != nil {
 			n += float64(e) * float64(prod(biasShape))
@@ -485,7 +503,7 @@ func (b *builder) attention(bl *transformer.Block) {
 		return n
 	}
 	inst.Tol = tolAttention
-	inst.flops = float64(4 * batch * heads * seq * seq * d) // Q K^T and P V
+	inst.flops = float64(4 * batch * heads * seq * kvSeq * d) // Q K^T and P V
 	values := map[string]*ir.Value{"mask": f.mask, "bias": f.bias, "row_scale": f.rowScale, "output": f.output}
 	if f.packed {
 		inst.gemm = &gemm{x: f.x, w: f.w, b: f.qkvB, hidden: hidden}
@@ -526,8 +544,12 @@ func biasDoc(axes [3]bool) string {
 			dims[a] = "1"
 		}
 	}
-	return "[" + strings.Join(dims, ", ") + ", seq]"
+	return "[" + strings.Join(dims, ", ") + ", kv_seq]"
 }
+
+// crossSeq is the check data's key length for cross-attention whose key and query
+// lengths are symbols of their own: not a multiple of the key tile, and not seq.
+func crossSeq(seq int64) int64 { return seq*3/4 + 1 }
 
 // emptyRow is how the operator computes a query row with no admissible key: ONNX
 // Runtime's Attention-23 gives 0 where every score is <= the lowest float; its

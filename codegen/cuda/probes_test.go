@@ -47,17 +47,21 @@ func loadWith(t testing.TB, path, pipeline string) *ir.Model {
 
 // TestProbeEmulation is the oracle on the probes: every kernel instance's emulation
 // agrees with ONNX Runtime on the model's own subgraph, each probe gets the kernels its
-// form calls for, and every block without one says why. It logs the largest errors per
-// probe and kernel.
+// form calls for (every attention and norm block of the decoder and encoder–decoder
+// forms, cross-attention included), and every block without one says why. It logs the
+// largest errors per probe and kernel.
 func TestProbeEmulation(t *testing.T) {
 	orttest.RequireLib(t)
 	want := map[string][]string{ // launchers each form must use
-		"gpt2-causal": {"Attention", "LayerNorm", "SkipLayerNorm"},
-		"llama":       {"Attention", "LayerNorm", "SkipLayerNorm"},
-		"t5":          {"Attention", "LayerNorm", "SkipLayerNorm"},
-		"t5-geglu":    {"Attention", "LayerNorm", "SkipLayerNorm"},
-		"bart":        {"Attention"},
-		"mqa":         {"Attention"},
+		"gpt2-causal":        {"Attention", "LayerNorm", "SkipLayerNorm"},
+		"llama":              {"Attention", "LayerNorm", "SkipLayerNorm"},
+		"t5":                 {"Attention", "LayerNorm", "SkipLayerNorm"},
+		"t5-geglu":           {"Attention", "LayerNorm", "SkipLayerNorm"},
+		"bart":               {"Attention"},
+		"mqa":                {"Attention"},
+		"cross-attn":         {"Attention"},
+		"causal-range":       {"Attention"},
+		"rotary-interleaved": {"Attention", "LayerNorm", "SkipLayerNorm"},
 	}
 	paths, err := filepath.Glob(filepath.Join(probeDir, "*.onnx"))
 	if err != nil || len(paths) == 0 {
@@ -93,6 +97,13 @@ func TestProbeEmulation(t *testing.T) {
 				for _, l := range want[form] {
 					if worst[l] == nil {
 						t.Errorf("no %s kernel (skipped: %v)", l, p.Skipped)
+					}
+				}
+				if want[form] != nil {
+					for _, s := range p.Skipped {
+						if !strings.HasPrefix(s, "embedding.") {
+							t.Errorf("no kernel for %s", s)
+						}
 					}
 				}
 				var line []string
