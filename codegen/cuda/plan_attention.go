@@ -249,6 +249,10 @@ func attnSizes(bl *transformer.Block, n *ir.Node) (heads, d, hidden int64, why s
 	switch {
 	case heads <= 0:
 		return 0, 0, 0, fmt.Sprintf("%s has no head count attribute", n.OpType)
+	case n.Domain != msDomain || n.OpType != "Attention":
+		if r := rankOf(n.Input(0)); r != 3 {
+			return 0, 0, 0, fmt.Sprintf("%s's query %s is not [batch, seq, hidden] (4-D and packed inputs have no kernel)", n.OpType, typeString(n.Input(0)))
+		}
 	case hidden <= 0:
 		return 0, 0, 0, fmt.Sprintf("the width of %s's query (%s) is unknown", n.OpType, typeString(n.Input(0)))
 	case hidden%heads != 0:
