@@ -373,3 +373,19 @@ func TestMaskPredicate(t *testing.T) {
 		t.Error("ONNX Runtime does not treat a -1 in mask_index as padding")
 	}
 }
+
+// TestRotaryReason: a fused rotary embedding (RotaryEmbedding-23, ONNX Runtime's) has
+// no kernel, and the emitter says so for each one.
+func TestRotaryReason(t *testing.T) {
+	m := load(t, "testdata/probe-rotary.onnx.txt")
+	p := planOf(t, m, "probe-rotary")
+	all := strings.Join(p.Skipped, "\n")
+	for _, want := range []string{
+		"rotary.0 (RotaryEmbedding): node rope23: rotary embedding has no kernel",
+		"rotary.1 (com.microsoft.RotaryEmbedding): node rope_ms: rotary embedding has no kernel",
+	} {
+		if !strings.Contains(all, want) {
+			t.Errorf("no %q; skipped:\n%s", want, all)
+		}
+	}
+}

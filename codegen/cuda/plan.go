@@ -690,6 +690,18 @@ func (b *builder) embedding(bl *transformer.Block) {
 	b.add(inst, k)
 }
 
+// rotary records a fused rotary embedding (RotaryEmbedding-23 or ONNX Runtime's):
+// it has no kernel, and the reason says where the rotation happens instead.
+func (b *builder) rotary(n *ir.Node) {
+	id := fmt.Sprintf("rotary.%d", b.counter["rotary"])
+	b.counter["rotary"]++
+	variant := n.OpType
+	if n.Domain != "" && n.Domain != "ai.onnx" {
+		variant = n.Domain + "." + n.OpType
+	}
+	b.skip(id, variant, fmt.Sprintf("node %s: rotary embedding has no kernel; it runs as the model's operator and the attention kernel reads the rotated Q and K", sanitize(n.Name)))
+}
+
 // qdq makes an instance for an INT8 QuantizeLinear or DequantizeLinear node.
 func (b *builder) qdq(n *ir.Node) {
 	quant := n.OpType == "QuantizeLinear"
