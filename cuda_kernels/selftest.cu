@@ -171,9 +171,9 @@ bool TestVec(const char* name) {
 
 // ---- LayerNorm ----
 
-void HostLayerNorm(const float* x, const float* g, const float* b, int n, float eps, float* y) {
+void HostLayerNorm(const float* x, const float* g, const float* b, int n, float eps, float* y, bool centred = true) {
   double mean = 0;
-  for (int i = 0; i < n; ++i) {
+  for (int i = 0; centred && i < n; ++i) {
     mean += x[i];
   }
   mean /= n;
@@ -188,18 +188,19 @@ void HostLayerNorm(const float* x, const float* g, const float* b, int n, float 
   }
 }
 
-template <int H, bool Beta>
+template <int H, bool Beta, bool Centred>
 struct LNSpec {
   static constexpr int kHidden = H;
   static constexpr float kEpsilon = 1e-5f;
   static constexpr bool kHasBeta = Beta;
+  static constexpr bool kCentred = Centred;
   static constexpr bool kHasBias = true;
   static constexpr bool kHasSum = true;
 };
 
-template <typename T, int H, bool Beta>
+template <typename T, int H, bool Beta, bool Centred = true>
 bool TestLayerNorm(const char* name, int rows) {
-  using S = LNSpec<H, Beta>;
+  using S = LNSpec<H, Beta, Centred>;
   const std::vector<float> x = Through<T>(Random(size_t(rows) * H, 3)), skip = Through<T>(Random(size_t(rows) * H, 4));
   const std::vector<float> g = Through<T>(Random(H, 5)), b = Through<T>(Random(H, 6)), bias = Through<T>(Random(H, 7));
   Dev<T> dx(x.size()), dskip(x.size()), dg(H), db(H), dbias(H), dy(x.size()), dsum(x.size());
@@ -210,12 +211,14 @@ bool TestLayerNorm(const char* name, int rows) {
   dbias.Put(bias);
   std::vector<float> want(x.size()), sum(x.size()), want_skip(x.size());
   for (int r = 0; r < rows; ++r) {
-    HostLayerNorm(&x[size_t(r) * H], g.data(), Beta ? b.data() : nullptr, H, S::kEpsilon, &want[size_t(r) * H]);
+    HostLayerNorm(&x[size_t(r) * H], g.data(), Beta ? b.data() : nullptr, H, S::kEpsilon, &want[size_t(r) * H],
+                  Centred);
     for (int i = 0; i < H; ++i) {
       const size_t k = size_t(r) * H + i;
       sum[k] = static_cast<float>(qcc::check::Host<T>::To(qcc::check::Host<T>::From(x[k] + skip[k] + bias[i])));
     }
-    HostLayerNorm(&sum[size_t(r) * H], g.data(), Beta ? b.data() : nullptr, H, S::kEpsilon, &want_skip[size_t(r) * H]);
+    HostLayerNorm(&sum[size_t(r) * H], g.data(), Beta ? b.data() : nullptr, H, S::kEpsilon,
+                  &want_skip[size_t(r) * H], Centred);
   }
   CUDA_OK((qcc::LayerNorm<T, S>(dx.p, dg.p, db.p, dy.p, rows, 0)));
   CUDA_OK(cudaDeviceSynchronize());
@@ -265,7 +268,8 @@ bool TestGelu(const char* name, int rows) {
 
 // ---- attention ----
 
-template <int Heads, int KvHeads, int D, int Ld, int KvLd, int Layout, bool Causal, int Mask, bool Bias, bool RowScale>
+template <int Heads, int KvHeads, int D, int Ld, int KvLd, int Layout, bool Causal, int Mask, bool Bias, bool RowScale,
+          bool BiasShared>
 struct AttnSpec {
   static constexpr int kHeads = Heads;
   static constexpr int kHeadSize = D;
@@ -278,44 +282,52 @@ struct AttnSpec {
   static constexpr int kMaskKind = Mask;
   static constexpr float kMaskFilter = -10000.0f;
   static constexpr bool kHasBias = Bias;
+  static constexpr bool kBiasBatch = !BiasShared;
+  static constexpr bool kBiasHeads = !BiasShared;
+  static constexpr bool kBiasRows = true;
   static constexpr bool kHasRowScale = RowScale;
+  static constexpr int kEmptyRow = qcc::kEmptyRowZero;
   static constexpr int kMaxSeq = 512;
 };
 
 // TestAttention checks the attention core: packed q/k/v (one [rows, 3 * hidden]
-// buffer) or separate tensors, k and v [batch, seq, kv_heads * d] or [batch,
-// kv_heads, seq, d], grouped-query heads, causal, the key padding mask (<= 0 pads;
-// with three or more sequences the last is all padding), a bias and a row scale.
+// buffer) or separate tensors, k and v [batch, kv_seq, kv_heads * d] or [batch,
+// kv_heads, kv_seq, d], grouped-query heads, causal, the key padding mask (<= 0
+// pads; with three or more sequences the last is all padding), a bias ([batch,
+// heads, seq, kv_seq], or with BiasShared one [seq, kv_seq] for every batch
+// entry and head)
+// and a row scale; kv_seq > 0 is a key sequence of its own (cross-attention).
 template <typename T, int Heads, int KvHeads, int D, bool Packed, int Layout, bool Causal, int Mask, bool Bias,
-          bool RowScale>
-bool TestAttention(const char* name, int batch, int seq) {
+          bool RowScale, bool BiasShared = false>
+bool TestAttention(const char* name, int batch, int seq, int kv_seq = 0) {
+  const int kvs = kv_seq > 0 ? kv_seq : seq;
   constexpr int H = Heads * D;
   constexpr int KvH = KvHeads * D;
   constexpr int Ld = Packed ? 3 * H : H;
   constexpr int KvLd = Packed ? 3 * H : KvH;
   static_assert(!Packed || (KvHeads == Heads && Layout == qcc::kLayoutBSH), "packed q/k/v share one layout");
-  using S = AttnSpec<Heads, KvHeads, D, Ld, KvLd, Layout, Causal, Mask, Bias, RowScale>;
+  using S = AttnSpec<Heads, KvHeads, D, Ld, KvLd, Layout, Causal, Mask, Bias, RowScale, BiasShared>;
   const size_t rows = size_t(batch) * seq;
   const size_t qn = rows * Ld;
-  const size_t kvn = Packed ? 0 : rows * KvH;
+  const size_t kvn = Packed ? 0 : size_t(batch) * kvs * KvH;
   const std::vector<float> buf = Through<T>(Random(qn + 2 * kvn, 10));
-  const std::vector<float> bias = Through<T>(Random(size_t(batch) * Heads * seq * seq, 11));
+  const std::vector<float> bias = Through<T>(Random(size_t(batch) * Heads * seq * kvs, 11));
   const std::vector<float> rs = Through<T>(Random(rows, 12));
-  std::vector<int32_t> mask(rows, 1);
+  std::vector<int32_t> mask(size_t(batch) * kvs, 1);
   for (int b = 0; b < batch; ++b) {
-    for (int s = 0; s < seq; ++s) {
+    for (int s = 0; s < kvs; ++s) {
       const bool all = batch >= 3 && b == batch - 1;
-      if (all || (s >= seq - b * seq / 4 && s > 0)) {
-        mask[size_t(b) * seq + s] = s % 3 == 1 ? -1 : 0;
+      if (all || (s >= kvs - b * kvs / 4 && s > 0)) {
+        mask[size_t(b) * kvs + s] = s % 3 == 1 ? -1 : 0;
       }
     }
   }
   const size_t koff = Packed ? H : qn, voff = Packed ? 2 * H : qn + kvn;
   auto kv = [&](int b, int j, int kvh, int d) -> size_t {
     if (Layout == qcc::kLayoutBNSH) {
-      return ((size_t(b) * KvHeads + kvh) * seq + j) * D + d;
+      return ((size_t(b) * KvHeads + kvh) * kvs + j) * D + d;
     }
-    return (size_t(b) * seq + j) * KvLd + kvh * D + d;
+    return (size_t(b) * kvs + j) * KvLd + kvh * D + d;
   };
   Dev<T> dbuf(buf.size()), dbias(bias.size()), drs(rs.size()), dout(rows * H);
   Dev<int32_t> dmask(mask.size());
@@ -324,13 +336,13 @@ bool TestAttention(const char* name, int batch, int seq) {
   drs.Put(rs);
   dmask.PutRaw(mask);
   std::vector<float> want(rows * H);
-  std::vector<double> p(seq);
+  std::vector<double> p(kvs);
   for (int b = 0; b < batch; ++b) {
     for (int h = 0; h < Heads; ++h) {
       const int kvh = h / (Heads / KvHeads);
       for (int i = 0; i < seq; ++i) {
         double m = -INFINITY;
-        for (int j = 0; j < seq; ++j) {
+        for (int j = 0; j < kvs; ++j) {
           if (Causal && j > i) {
             p[j] = -INFINITY;
             continue;
@@ -341,23 +353,23 @@ bool TestAttention(const char* name, int batch, int seq) {
           }
           s *= S::kScale;
           if (Bias) {
-            s += bias[((size_t(b) * Heads + h) * seq + i) * seq + j];
+            s += BiasShared ? bias[size_t(i) * kvs + j] : bias[((size_t(b) * Heads + h) * seq + i) * kvs + j];
           }
-          if (Mask == qcc::kMaskKeyPadding && mask[size_t(b) * seq + j] <= 0) {
+          if (Mask == qcc::kMaskKeyPadding && mask[size_t(b) * kvs + j] <= 0) {
             s += S::kMaskFilter;
           }
           p[j] = s;
           m = std::fmax(m, s);
         }
         double sum = 0;
-        for (int j = 0; j < seq; ++j) {
+        for (int j = 0; j < kvs; ++j) {
           p[j] = std::exp(p[j] - m);
           sum += p[j];
         }
         const double scale = RowScale ? rs[size_t(b) * seq + i] : 1.0;
         for (int d = 0; d < D; ++d) {
           double o = 0;
-          for (int j = 0; j < seq; ++j) {
+          for (int j = 0; j < kvs; ++j) {
             o += p[j] / sum * buf[voff + kv(b, j, kvh, d)];
           }
           want[(size_t(b) * seq + i) * H + h * D + d] = static_cast<float>(o * scale);
@@ -366,7 +378,7 @@ bool TestAttention(const char* name, int batch, int seq) {
     }
   }
   CUDA_OK((qcc::Attention<T, S>(dbuf.p, dbuf.p + koff, dbuf.p + voff, dmask.p, dbias.p, drs.p, dout.p, batch, seq,
-                                0)));
+                                kvs, 0)));
   CUDA_OK(cudaDeviceSynchronize());
   return Report(name, dout.Get(), want, Atol<T>(), Atol<T>());
 }
@@ -377,6 +389,7 @@ struct EmbSpec {
   static constexpr int kHidden = 96;
   static constexpr float kEpsilon = 1e-12f;
   static constexpr bool kHasBeta = true;
+  static constexpr bool kCentred = true;
   static constexpr int kVocab = 50;
   static constexpr int kMaxPositions = 40;
   static constexpr int kTypeVocab = 2;
@@ -504,6 +517,9 @@ int main() {
   TestLayerNorm<__half, 64, true>("layernorm f16 h64", 37);
   TestLayerNorm<__half, 1024, true>("layernorm f16 h1024", 64);
   TestLayerNorm<__half, 8192, true>("layernorm f16 h8192 (block rows)", 3);
+  TestLayerNorm<float, 32, false, false>("rmsnorm f32 h32", 19);
+  TestLayerNorm<float, 4096, false, false>("rmsnorm f32 h4096 (block rows)", 5);
+  TestLayerNorm<__half, 1000, false, false>("rmsnorm f16 h1000 (ragged)", 9);
   TestGelu<float, 256, qcc::kGeluErf, true>("bias gelu f32 erf", 33);
   TestGelu<float, 3072, qcc::kGeluTanh, true>("fast gelu f32 tanh", 17);
   TestGelu<float, 30, qcc::kGeluSigmoid, false>("quick gelu f32 (no bias, odd)", 7);
@@ -514,6 +530,12 @@ int main() {
   TestAttention<float, 4, 4, 16, false, kBSH, false, kPad, false, false>("attention f32 d16 masked", 3, 37);
   TestAttention<float, 2, 2, 64, true, kBSH, false, kPad, false, false>("attention f32 d64 packed", 3, 130);
   TestAttention<float, 2, 2, 80, false, kBSH, false, qcc::kMaskNone, true, false>("attention f32 d80 biased", 2, 65);
+  TestAttention<float, 4, 4, 8, false, kBSH, false, qcc::kMaskNone, true, false, true>(
+      "attention f32 d8 shared bias", 3, 45);
+  TestAttention<float, 4, 4, 8, false, kBSH, false, kPad, true, false>(
+      "attention f32 d8 cross (45 queries, 70 keys)", 3, 45, 70);
+  TestAttention<__half, 2, 2, 16, false, kBNSH, false, qcc::kMaskNone, true, false, true>(
+      "attention f16 d16 cross bnsh (70 queries, 33 keys)", 2, 70, 33);
   TestAttention<float, 1, 1, 128, false, kBSH, false, kPad, true, false>("attention f32 d128 s512", 1, 512);
   TestAttention<float, 2, 2, 5, true, kBSH, true, kPad, false, false>("attention f32 d5 packed causal", 3, 70);
   TestAttention<float, 4, 2, 4, false, kBSH, false, kPad, false, false>("attention f32 d4 grouped-query", 3, 50);

@@ -159,14 +159,41 @@ func TestBugDebertaRowZeroing(t *testing.T) {
 }
 
 // TestRefusals: forms the kernel does not compute are refused, with the reason, instead
-// of getting a kernel that computes something else.
+// of getting a kernel that computes something else. Two attention blocks of the model
+// are forms the kernel computes, checked by the oracle: y5's float attn_mask (computed
+// from a float [batch, seq] mask and the shape of q, [batch, 1, seq, seq]) is an
+// additive bias shared by the heads, and y7 is cross-attention over keys of their own
+// length.
 func TestRefusals(t *testing.T) {
+	orttest.RequireLib(t)
 	m := load(t, "testdata/probe-refused.onnx.txt")
 	p := planOf(t, m, "probe-refused")
+	computed := map[string]bool{}
 	for _, in := range p.Instances {
-		if in.Kernel.Launcher == "qcc::Attention" {
-			t.Errorf("%s got kernel %s", in.ID, in.Kernel.Name)
+		if in.Kernel.Launcher != "qcc::Attention" {
+			continue
 		}
+		out := in.bound["output"].Name
+		switch out {
+		case "y5":
+			if got := [3]string{constOf(t, in, "kBiasBatch"), constOf(t, in, "kBiasHeads"), constOf(t, in, "kBiasRows")}; got != [3]string{"true", "false", "true"} {
+				t.Errorf("%s: bias axes (batch, heads, rows) %v, want true, false, true", in.ID, got)
+			}
+		case "y7":
+			if in.Dims[2].Value == in.Dims[1].Value {
+				t.Errorf("%s: the check data has %d keys for %d queries: it cannot tell them apart", in.ID, in.Dims[2].Value, in.Dims[1].Value)
+			}
+		default:
+			t.Errorf("%s got kernel %s", in.ID, in.Kernel.Name)
+			continue
+		}
+		computed[out] = true
+		if bad, first := disagreements(t, m, in); bad > 0 {
+			t.Errorf("%s: %d elements disagree with the model's subgraph; first %s", in.ID, bad, first)
+		}
+	}
+	if !computed["y5"] || !computed["y7"] {
+		t.Errorf("kernels for %v, want y5 and y7", computed)
 	}
 	all := strings.Join(p.Skipped, "\n")
 	for _, why := range []string{
@@ -174,9 +201,10 @@ func TestRefusals(t *testing.T) {
 		"mask_index int32[batch] is not an int32 [batch, seq] key padding mask",
 		"past_key/past_value",
 		"softcap has no kernel",
-		"mask fmask float[batch,seq] is not integer or bool",
+		"attn_mask bool[batch,1,seq,seq] is not float: a boolean attn_mask has no kernel",
 		"output present_k is used",
-		"differ in sequence length: the kernel has no cross attention",
+		"causal attention of query float[batch,seq,12] over keys float[batch,kvseq,12] of another length has no kernel",
+		"Attention's query float[batch,2,seq,6] is not [batch, seq, hidden] (4-D and packed inputs have no kernel)",
 	} {
 		if !strings.Contains(all, why) {
 			t.Errorf("no refusal %q; skipped:\n%s", why, all)
@@ -343,5 +371,21 @@ func TestMaskPredicate(t *testing.T) {
 	}
 	if !same(outputs[-1], outputs[0]) || same(outputs[-1], outputs[1]) {
 		t.Error("ONNX Runtime does not treat a -1 in mask_index as padding")
+	}
+}
+
+// TestRotaryReason: a fused rotary embedding (RotaryEmbedding-23, ONNX Runtime's) has
+// no kernel, and the emitter says so for each one.
+func TestRotaryReason(t *testing.T) {
+	m := load(t, "testdata/probe-rotary.onnx.txt")
+	p := planOf(t, m, "probe-rotary")
+	all := strings.Join(p.Skipped, "\n")
+	for _, want := range []string{
+		"rotary.0 (RotaryEmbedding): node rope23: rotary embedding has no kernel",
+		"rotary.1 (com.microsoft.RotaryEmbedding): node rope_ms: rotary embedding has no kernel",
+	} {
+		if !strings.Contains(all, want) {
+			t.Errorf("no %q; skipped:\n%s", want, all)
+		}
 	}
 }

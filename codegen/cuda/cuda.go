@@ -94,8 +94,12 @@ func analyse(m *ir.Model, source string, sz sizer) (*plan, error) {
 		b.block(bl)
 	}
 	for _, n := range m.Graph.Nodes() {
-		if (n.OpType == "QuantizeLinear" || n.OpType == "DequantizeLinear") && (n.Domain == "" || n.Domain == "ai.onnx" || n.Domain == msDomain) {
+		std := n.Domain == "" || n.Domain == "ai.onnx"
+		switch {
+		case (n.OpType == "QuantizeLinear" || n.OpType == "DequantizeLinear") && (std || n.Domain == msDomain):
 			b.qdq(n)
+		case n.OpType == "RotaryEmbedding" && (std || n.Domain == msDomain):
+			b.rotary(n)
 		}
 	}
 	return b.p, nil

@@ -29,9 +29,9 @@ func emulate(t *testing.T, in *instance, a map[string][]float64) map[string][]fl
 					return 1
 				case "false":
 					return 0
-				case "qcc::kGeluErf", "qcc::kMaskNone", "qcc::kLayoutBSH":
+				case "qcc::kGeluErf", "qcc::kMaskNone", "qcc::kLayoutBSH", "qcc::kEmptyRowNaN":
 					return 0
-				case "qcc::kGeluTanh", "qcc::kMaskKeyPadding", "qcc::kLayoutBNSH":
+				case "qcc::kGeluTanh", "qcc::kMaskKeyPadding", "qcc::kLayoutBNSH", "qcc::kEmptyRowZero":
 					return 1
 				case "qcc::kGeluSigmoid":
 					return 2
@@ -64,7 +64,7 @@ func emulate(t *testing.T, in *instance, a map[string][]float64) map[string][]fl
 		if c("kHasBeta") == 1 {
 			beta = a["beta"]
 		}
-		out := layerNorm(x, h, f32(c("kEpsilon")), a["gamma"], beta)
+		out := layerNorm(x, h, f32(c("kEpsilon")), a["gamma"], beta, c("kCentred") == 1)
 		if k.Launcher == "qcc::SkipLayerNorm" && c("kHasSum") == 1 {
 			return map[string][]float64{"output": out, "sum": x}
 		}
@@ -123,7 +123,7 @@ func emulate(t *testing.T, in *instance, a map[string][]float64) map[string][]fl
 		if c("kHasBeta") == 1 {
 			beta = a["beta"]
 		}
-		return map[string][]float64{"output": layerNorm(x, h, f32(c("kEpsilon")), a["gamma"], beta)}
+		return map[string][]float64{"output": layerNorm(x, h, f32(c("kEpsilon")), a["gamma"], beta, c("kCentred") == 1)}
 	case "qcc::QuantizeLinear", "qcc::DequantizeLinear":
 		ch, inner := int(c("kChannels")), int(c("kInner"))
 		out := make([]float64, len(a["x"]))
@@ -152,18 +152,40 @@ func f32(x float64) float64 { return float64(float32(x)) }
 
 // emulateAttention follows qcc/attention.cuh: the launch check.cu makes (a packed
 // kernel gets one [rows, 3 * hidden] buffer with k and v at offsets hidden and
-// 2 * hidden), the row strides kLd and kKvLd or the [batch, kv_heads, seq, d]
-// layout, the key/value head shared by kHeads / kKvHeads query heads, causal keys
-// excluded, kMaskFilter added to keys whose mask is <= 0, the bias, a softmax whose
-// all -inf row comes out 0, and the row scale.
+// 2 * hidden), the row strides kLd and kKvLd or the [batch, kv_heads, kv_seq, d]
+// layout over kv_seq keys, the key/value head shared by kHeads / kKvHeads query heads, causal keys
+// excluded, kMaskFilter added to keys whose mask is <= 0, the bias (broadcast over
+// the axes whose kBiasBatch, kBiasHeads, kBiasRows is false), a softmax whose
+// row with no admissible key is 0 (kEmptyRowZero: every score <= the lowest float)
+// or what IEEE arithmetic gives (kEmptyRowNaN: NaN for a row of -inf), and the row
+// scale.
 func emulateAttention(in *instance, c func(string) float64, a map[string][]float64) []float64 {
 	heads, d := int(c("kHeads")), int(c("kHeadSize"))
 	kvHeads, ld, kvLd := int(c("kKvHeads")), int(c("kLd")), int(c("kKvLd"))
 	bnsh, causal := c("kKvLayout") == 1, c("kCausal") == 1
 	scale, filter := f32(c("kScale")), f32(c("kMaskFilter"))
 	maskOn, biasOn, rowOn := c("kMaskKind") == 1, c("kHasBias") == 1, c("kHasRowScale") == 1
-	b, s := int(in.Dims[0].Value), int(in.Dims[1].Value)
+	b, s, kvS := int(in.Dims[0].Value), int(in.Dims[1].Value), int(in.Dims[2].Value)
 	hid := heads * d
+	// The bias row of (batch entry, head, query): an axis the bias lacks (kBias* false)
+	// is broadcast.
+	biasRow := func(bi, h, i int) int {
+		bh, rows := 1, 1
+		if c("kBiasBatch") == 0 {
+			bi = 0
+		}
+		if c("kBiasHeads") == 1 {
+			bh = heads
+		} else {
+			h = 0
+		}
+		if c("kBiasRows") == 1 {
+			rows = s
+		} else {
+			i = 0
+		}
+		return ((bi*bh+h)*rows + i) * kvS
+	}
 	q, kk, v := a["q"], a["k"], a["v"]
 	qOff, kOff, vOff := 0, 0, 0
 	if in.Packed {
@@ -180,23 +202,26 @@ func emulateAttention(in *instance, c func(string) float64, a map[string][]float
 	}
 	kvIndex := func(bi, j, kvh, e int) int {
 		if bnsh {
-			return ((bi*kvHeads+kvh)*s+j)*d + e
+			return ((bi*kvHeads+kvh)*kvS+j)*d + e
 		}
-		return (bi*s+j)*kvLd + kvh*d + e
+		return (bi*kvS+j)*kvLd + kvh*d + e
 	}
 	// A read past the end of a buffer is a launch that faults (or reads garbage):
 	// no output.
-	if need := kvIndex(b-1, s-1, kvHeads-1, d-1) + 1; vOff+need > len(v) || kOff+need > len(kk) || (b*s-1)*ld+hid > len(q) {
+	if need := kvIndex(b-1, kvS-1, kvHeads-1, d-1) + 1; vOff+need > len(v) || kOff+need > len(kk) || (b*s-1)*ld+hid > len(q) {
+		return nil
+	}
+	if biasOn && biasRow(b-1, heads-1, s-1)+kvS > len(a["bias"]) {
 		return nil
 	}
 	out := make([]float64, b*s*hid)
-	p := make([]float64, s)
+	p := make([]float64, kvS)
 	for bi := 0; bi < b; bi++ {
 		for h := 0; h < heads; h++ {
 			kvh := h / (heads / kvHeads)
 			for i := 0; i < s; i++ {
 				m := math.Inf(-1)
-				for j := 0; j < s; j++ {
+				for j := 0; j < kvS; j++ {
 					if causal && j > i {
 						p[j] = math.Inf(-1)
 						continue
@@ -207,16 +232,19 @@ func emulateAttention(in *instance, c func(string) float64, a map[string][]float
 					}
 					sc := f32(dot)
 					if biasOn {
-						sc = f32(sc + a["bias"][((bi*heads+h)*s+i)*s+j])
+						sc = f32(sc + a["bias"][biasRow(bi, h, i)+j])
 					}
-					if maskOn && a["mask"][bi*s+j] <= 0 {
+					if maskOn && a["mask"][bi*kvS+j] <= 0 {
 						sc = f32(sc + filter)
 					}
 					p[j] = sc
 					m = math.Max(m, sc)
 				}
-				if math.IsInf(m, -1) {
-					m = 0
+				if c("kEmptyRow") == 1 && m <= -math.MaxFloat32 {
+					for e := 0; e < d; e++ {
+						out[(bi*s+i)*hid+h*d+e] = 0
+					}
+					continue
 				}
 				sum := 0.0
 				for j := range p {
@@ -233,7 +261,7 @@ func emulateAttention(in *instance, c func(string) float64, a map[string][]float
 				}
 				for e := 0; e < d; e++ {
 					o := 0.0
-					for j := 0; j < s; j++ {
+					for j := 0; j < kvS; j++ {
 						if p[j] != 0 {
 							o += p[j] * inv * v[vOff+kvIndex(bi, j, kvh, e)]
 						}
@@ -246,15 +274,19 @@ func emulateAttention(in *instance, c func(string) float64, a map[string][]float
 	return out
 }
 
-func layerNorm(x []float64, h int, eps float64, gamma, beta []float64) []float64 {
+// layerNorm normalises rows of h: centred, (x - mean) / sqrt(var + eps); else (RMSNorm)
+// x / sqrt(mean(x^2) + eps).
+func layerNorm(x []float64, h int, eps float64, gamma, beta []float64, centred bool) []float64 {
 	out := make([]float64, len(x))
 	for r := 0; r < len(x)/h; r++ {
 		row := x[r*h : (r+1)*h]
 		mean, vr := 0.0, 0.0
-		for _, v := range row {
-			mean += v
+		if centred {
+			for _, v := range row {
+				mean += v
+			}
+			mean /= float64(h)
 		}
-		mean /= float64(h)
 		for _, v := range row {
 			vr += (v - mean) * (v - mean)
 		}

@@ -361,9 +361,13 @@ var (
 func (b *builder) block(bl *transformer.Block) {
 	switch bl.Kind {
 	case transformer.LayerNorm:
-		b.layerNorm(bl)
+		b.layerNorm(bl, true)
+	case transformer.RMSNorm:
+		b.layerNorm(bl, false)
 	case transformer.SkipLayerNorm:
-		b.skipLayerNorm(bl)
+		b.skipLayerNorm(bl, true)
+	case transformer.SkipRMSNorm:
+		b.skipLayerNorm(bl, false)
 	case transformer.Gelu:
 		b.gelu(bl)
 	case transformer.Attention:
@@ -424,10 +428,22 @@ func normTensors(bl *transformer.Block, gamma, beta *ir.Value, h int64) []*tenso
 	return ts
 }
 
-func (b *builder) layerNorm(bl *transformer.Block) {
+// normNames are the kernel name, the formula and the norm's name of a LayerNorm
+// (centred) or an RMSNorm (not).
+func normNames(centred bool, eps float64) (name, formula, norm string) {
+	if centred {
+		return "layernorm", fmt.Sprintf("(input - mean) / sqrt(var + %s)", trimF(cFloat(eps))), "LayerNorm"
+	}
+	return "rmsnorm", fmt.Sprintf("input / sqrt(mean(input^2) + %s)", trimF(cFloat(eps))), "RMSNorm"
+}
+
+// layerNorm plans a LayerNorm block or, uncentred, an RMSNorm block
+// (SimplifiedLayerNormalization, RMSNormalization-23 or its decomposed form): one
+// row routine with a switch.
+func (b *builder) layerNorm(bl *transformer.Block, centred bool) {
 	in, gamma, beta := bl.Role("input"), bl.Role("gamma"), bl.Role("beta")
 	if gamma == nil {
-		b.skip(bl.ID, bl.Variant, "no gamma (a LayerNorm without scale has no kernel)")
+		b.skip(bl.ID, bl.Variant, "no gamma (a norm without scale has no kernel)")
 		return
 	}
 	shape, rows, h, ok := b.rowsOf(bl, in, gamma, beta, in)
@@ -435,13 +451,15 @@ func (b *builder) layerNorm(bl *transformer.Block) {
 		return
 	}
 	eps := bl.Param("epsilon", 1e-5)
+	name, formula, norm := normNames(centred, eps)
 	k := &kernel{
-		Name: fmt.Sprintf("qcc_layernorm_h%d", h), Launcher: "qcc::LayerNorm", Header: "qcc/layernorm.cuh",
-		Doc: fmt.Sprintf("LayerNorm over rows of %d: output = (input - mean) / sqrt(var + %s) * gamma%s.", h, trimF(cFloat(eps)), plusIf(beta != nil, " + beta")),
+		Name: fmt.Sprintf("qcc_%s_h%d", name, h), Launcher: "qcc::LayerNorm", Header: "qcc/layernorm.cuh",
+		Doc: fmt.Sprintf("%s over rows of %d: output = %s * gamma%s.", norm, h, formula, plusIf(beta != nil, " + beta")),
 		Consts: []constant{
 			{"kHidden", "int", cInt(h)},
 			{"kEpsilon", "float", cFloat(eps)},
 			{"kHasBeta", "bool", cBool(beta != nil)},
+			{"kCentred", "bool", cBool(centred)},
 		},
 		Params: []param{
 			{Name: "input", Elem: "T", Present: true, Doc: "[rows, hidden]"},
@@ -461,7 +479,9 @@ func (b *builder) layerNorm(bl *transformer.Block) {
 	b.add(inst, k)
 }
 
-func (b *builder) skipLayerNorm(bl *transformer.Block) {
+// skipLayerNorm plans skip+LayerNorm or, uncentred, skip+RMSNorm
+// (SkipSimplifiedLayerNormalization and the decomposed residual Add + RMSNorm).
+func (b *builder) skipLayerNorm(bl *transformer.Block, centred bool) {
 	in, skip, gamma, beta, bias, sum := bl.Role("input"), bl.Role("skip"), bl.Role("gamma"), bl.Role("beta"), bl.Role("bias"), bl.Role("sum")
 	if gamma == nil || skip == nil {
 		b.skip(bl.ID, bl.Variant, "no gamma or no skip input")
@@ -476,13 +496,15 @@ func (b *builder) skipLayerNorm(bl *transformer.Block) {
 		return
 	}
 	eps := bl.Param("epsilon", 1e-5)
+	name, _, norm := normNames(centred, eps)
 	k := &kernel{
-		Name: fmt.Sprintf("qcc_skip_layernorm_h%d", h), Launcher: "qcc::SkipLayerNorm", Header: "qcc/layernorm.cuh",
-		Doc: fmt.Sprintf("LayerNorm(input + skip%s) over rows of %d, epsilon %s%s.", plusIf(bias != nil, " + bias"), h, trimF(cFloat(eps)), plusIf(sum != nil, "; the sum is written too")),
+		Name: fmt.Sprintf("qcc_skip_%s_h%d", name, h), Launcher: "qcc::SkipLayerNorm", Header: "qcc/layernorm.cuh",
+		Doc: fmt.Sprintf("%s(input + skip%s) over rows of %d, epsilon %s%s.", norm, plusIf(bias != nil, " + bias"), h, trimF(cFloat(eps)), plusIf(sum != nil, "; the sum is written too")),
 		Consts: []constant{
 			{"kHidden", "int", cInt(h)},
 			{"kEpsilon", "float", cFloat(eps)},
 			{"kHasBeta", "bool", cBool(beta != nil)},
+			{"kCentred", "bool", cBool(centred)},
 			{"kHasBias", "bool", cBool(bias != nil)},
 			{"kHasSum", "bool", cBool(sum != nil)},
 		},
@@ -617,6 +639,7 @@ func (b *builder) embedding(bl *transformer.Block) {
 			{"kHidden", "int", cInt(h)},
 			{"kEpsilon", "float", cFloat(eps)},
 			{"kHasBeta", "bool", cBool(beta != nil)},
+			{"kCentred", "bool", "true"},
 			{"kVocab", "int", cInt(wd[0])},
 			{"kMaxPositions", "int", cInt(pd[0])},
 			{"kTypeVocab", "int", cInt(typeVocab)},
@@ -665,6 +688,18 @@ func (b *builder) embedding(bl *transformer.Block) {
 	b.bind(inst, k, map[string]*ir.Value{"input_ids": ids, "segment_ids": segIDs, "position_ids": posIDs,
 		"word_embedding": word, "position_embedding": pos, "segment_embedding": seg, "gamma": gamma, "beta": beta, "output": bl.Role("output")})
 	b.add(inst, k)
+}
+
+// rotary records a fused rotary embedding (RotaryEmbedding-23 or ONNX Runtime's):
+// it has no kernel, and the reason says where the rotation happens instead.
+func (b *builder) rotary(n *ir.Node) {
+	id := fmt.Sprintf("rotary.%d", b.counter["rotary"])
+	b.counter["rotary"]++
+	variant := n.OpType
+	if n.Domain != "" && n.Domain != "ai.onnx" {
+		variant = n.Domain + "." + n.OpType
+	}
+	b.skip(id, variant, fmt.Sprintf("node %s: rotary embedding has no kernel; it runs as the model's operator and the attention kernel reads the rotated Q and K", sanitize(n.Name)))
 }
 
 // qdq makes an instance for an INT8 QuantizeLinear or DequantizeLinear node.

@@ -3,6 +3,7 @@ package cuda
 import (
 	"fmt"
 	"math"
+	"strings"
 
 	"github.com/qcc-dev/qcc/ir"
 	"github.com/qcc-dev/qcc/patterns/transformer"
@@ -24,7 +25,8 @@ type attnForm struct {
 	causal       bool
 	mask         *ir.Value // a [batch, seq] integer key padding mask
 	maskFilter   float64
-	bias         *ir.Value // [batch, heads, seq, seq] added to the scores
+	bias         *ir.Value // [batch|1, heads|1, seq|1, seq] added to the scores
+	biasAxes     [3]bool   // the bias has a batch, heads, query axis (else broadcast)
 	rowScale     *ir.Value // [batch, seq, 1] multiplied into the output rows
 	output       *ir.Value
 	maskReadable string // how the caller passes the mask, when not as the model holds it
@@ -134,16 +136,12 @@ func (f *attnForm) fromONNX(n *ir.Node, bl *transformer.Block, heads, d int64) s
 		}
 	}
 	f.causal = n.AttrInt("is_causal", 0) != 0
-	if n.Input(3) != nil {
-		m := bl.Role("mask")
-		switch {
-		case m == nil:
-			return fmt.Sprintf("attn_mask %s is not computed from a key padding mask", typeString(n.Input(3)))
-		case rankOf(m) != 2:
-			return fmt.Sprintf("mask %s is not [batch, seq]", typeString(m))
-		case !isIntMask(m):
-			return fmt.Sprintf("mask %s %s is not integer or bool: the kernel reads a key padding mask, not additive values", sanitize(m.Name), typeString(m))
-		}
+	am, m := n.Input(3), bl.Role("mask")
+	switch {
+	case am == nil:
+	case m != nil && rankOf(m) == 2 && isIntMask(m) && computedFrom(am, m):
+		// A [batch, seq] key padding mask the block turns into attn_mask: the
+		// kernel reads the mask.
 		f.mask, f.maskFilter = m, bl.Param("mask_filter_value", -10000)
 		if f.maskFilter <= -math.MaxFloat32 {
 			// ONNX Runtime's Attention-23 leaves a query row whose every key is masked
@@ -154,6 +152,13 @@ func (f *attnForm) fromONNX(n *ir.Node, bl *transformer.Block, heads, d int64) s
 		if m.Type.DType != ir.Int32 {
 			f.maskReadable = "(passed as int32)"
 		}
+	case am.Type == nil || am.Type.DType != ir.Float:
+		return fmt.Sprintf("attn_mask %s is not float: a boolean attn_mask has no kernel", typeString(am))
+	default:
+		// The sum of the model's additive score terms (the general attention family),
+		// or a mask computed from more than a [batch, seq] integer padding mask: the
+		// kernel adds the operator's own attn_mask.
+		f.bias = am
 	}
 	f.output = n.Output(0)
 	return ""
@@ -176,6 +181,9 @@ func (f *attnForm) fromMHA(n *ir.Node, bl *transformer.Block, heads, d int64) st
 	f.q, f.k, f.v, f.kvHeads = n.Input(0), n.Input(1), n.Input(2), heads
 	if w, ok := lastDim(f.q); rankOf(f.q) != 3 || !ok || w != heads*d {
 		return fmt.Sprintf("query %s is not [batch, seq, %d]", typeString(f.q), heads*d)
+	}
+	if f.k == nil || f.v == nil {
+		return "MultiHeadAttention with packed query/key/value (no key or value input) has no kernel"
 	}
 	switch rankOf(f.k) {
 	case 3:
@@ -214,21 +222,91 @@ func (f *attnForm) fromMHA(n *ir.Node, bl *transformer.Block, heads, d int64) st
 	return ""
 }
 
-func (b *builder) attention(bl *transformer.Block) {
-	heads := int64(bl.Param("num_heads", 0))
-	d := int64(bl.Param("head_size", 0))
-	hidden := int64(bl.Param("hidden", 0))
-	if heads <= 0 || d <= 0 || hidden != heads*d {
-		b.skip(bl.ID, bl.Variant, "heads or head size unknown")
-		return
+// attnSizes reads the heads off the fused operator (num_heads, or Attention-23's
+// q_num_heads) and the width of Q (the QKV weight's for com.microsoft.Attention);
+// the head size is width / heads. The block's own params, where it has them, must
+// agree.
+func attnSizes(bl *transformer.Block, n *ir.Node) (heads, d, hidden int64, why string) {
+	switch {
+	case n.OpType == "Attention" && n.Domain == msDomain:
+		heads = n.AttrInt("num_heads", 0)
+		if hs, ok := n.AttrInts("qkv_hidden_sizes"); ok && len(hs) == 3 {
+			hidden = hs[0]
+		} else if wd := constDims(n.Input(1)); len(wd) == 2 && wd[1]%3 == 0 {
+			hidden = wd[1] / 3
+		}
+	case n.OpType == "Attention":
+		heads = n.AttrInt("q_num_heads", 0)
+		if rankOf(n.Input(0)) == 3 {
+			hidden, _ = lastDim(n.Input(0))
+		}
+	default:
+		heads = n.AttrInt("num_heads", 0)
+		if rankOf(n.Input(0)) == 3 {
+			hidden, _ = lastDim(n.Input(0))
+		}
 	}
+	switch {
+	case heads <= 0:
+		return 0, 0, 0, fmt.Sprintf("%s has no head count attribute", n.OpType)
+	case n.Domain != msDomain || n.OpType != "Attention":
+		if r := rankOf(n.Input(0)); r != 3 {
+			return 0, 0, 0, fmt.Sprintf("%s's query %s is not [batch, seq, hidden] (4-D and packed inputs have no kernel)", n.OpType, typeString(n.Input(0)))
+		}
+	case hidden <= 0:
+		return 0, 0, 0, fmt.Sprintf("the width of %s's query (%s) is unknown", n.OpType, typeString(n.Input(0)))
+	case hidden%heads != 0:
+		return 0, 0, 0, fmt.Sprintf("query width %d is not a multiple of %d heads", hidden, heads)
+	}
+	d = hidden / heads
+	for _, c := range []struct {
+		name string
+		want int64
+	}{{"num_heads", heads}, {"head_size", d}, {"hidden", hidden}} {
+		if v := int64(bl.Param(c.name, 0)); v != 0 && v != c.want {
+			return 0, 0, 0, fmt.Sprintf("the block's %s %d is not the operator's %d", c.name, v, c.want)
+		}
+	}
+	return heads, d, hidden, ""
+}
+
+// biasAxes reads which axes of an additive bias [batch|1, heads|1, seq|1, seq]
+// (right-aligned: Attention-23's attn_mask may have fewer) are there and which are
+// broadcast; a dim of unknown size counts as there.
+func biasAxes(v *ir.Value, heads int64) (axes [3]bool, why string) {
+	r := rankOf(v)
+	if r < 2 || r > 4 {
+		return axes, fmt.Sprintf("attention bias %s is not [batch|1, heads|1, seq|1, seq]", typeString(v))
+	}
+	s := v.Type.Shape
+	if last := s[r-1]; last.Known && last.Value == 1 {
+		return axes, fmt.Sprintf("attention bias %s is broadcast over keys: the kernel reads one value per key", typeString(v))
+	}
+	for a := 0; a < 3; a++ {
+		i := a - (4 - r) // the axis in v, negative when v lacks it
+		if i < 0 {
+			continue
+		}
+		axes[a] = !(s[i].Known && s[i].Value == 1)
+		if a == 1 && s[i].Known && s[i].Value != 1 && s[i].Value != heads {
+			return axes, fmt.Sprintf("attention bias %s has %d heads, not 1 or %d", typeString(v), s[i].Value, heads)
+		}
+	}
+	return axes, ""
+}
+
+func (b *builder) attention(bl *transformer.Block) {
 	n := attnOp(bl)
 	if n == nil {
-		b.skip(bl.ID, bl.Variant, "only fused attention (Attention, Attention-23, DeBERTa's MultiHeadAttention) has a kernel")
+		b.skip(bl.ID, bl.Variant, "only fused attention (Attention, Attention-23, MultiHeadAttention) has a kernel")
+		return
+	}
+	heads, d, hidden, why := attnSizes(bl, n)
+	if why != "" {
+		b.skip(bl.ID, bl.Variant, why)
 		return
 	}
 	f := &attnForm{op: n}
-	var why string
 	switch {
 	case n.OpType == "Attention" && n.Domain == msDomain:
 		why = f.fromORT(n, heads, hidden)
@@ -244,16 +322,23 @@ func (b *builder) attention(bl *transformer.Block) {
 		b.skip(bl.ID, bl.Variant, why)
 		return
 	}
+	// Cross-attention: keys and values from a sequence of their own (the memory).
+	var kvDim ir.Dim
+	cross := false
 	if !f.packed {
 		seqAxis := 1
 		if f.kvBNSH {
 			seqAxis = 2
 		}
-		for _, kv := range []*ir.Value{f.k, f.v} {
-			if differ(f.q.Type.Shape[1], kv.Type.Shape[seqAxis]) {
-				b.skip(bl.ID, bl.Variant, fmt.Sprintf("key/value %s and query %s differ in sequence length: the kernel has no cross attention", typeString(kv), typeString(f.q)))
-				return
-			}
+		kvDim = f.k.Type.Shape[seqAxis]
+		if v := f.v.Type.Shape[seqAxis]; differ(kvDim, v) {
+			b.skip(bl.ID, bl.Variant, fmt.Sprintf("key %s and value %s differ in sequence length", typeString(f.k), typeString(f.v)))
+			return
+		}
+		cross = differ(f.q.Type.Shape[1], kvDim)
+		if cross && f.causal {
+			b.skip(bl.ID, bl.Variant, fmt.Sprintf("causal attention of query %s over keys %s of another length has no kernel", typeString(f.q), typeString(f.k)))
+			return
 		}
 	}
 	scale := bl.Param("scale", 1/math.Sqrt(float64(d)))
@@ -272,10 +357,30 @@ func (b *builder) attention(bl *transformer.Block) {
 		return
 	}
 	batch, seq := shape[0], min(shape[1], maxSeq)
+	kvSeq := seq
+	switch {
+	case kvDim.Known && cross:
+		kvSeq = kvDim.Value
+	case cross:
+		kvSeq = crossSeq(seq) // a length of its own, so the check data tells them apart
+	}
+	if kvSeq > maxSeq {
+		b.skip(bl.ID, bl.Variant, fmt.Sprintf("keys %s are longer than the kernel's %d", typeString(f.k), maxSeq))
+		return
+	}
+	var biasShape []int64
 	if f.bias != nil {
-		if bs, ok := b.sz.shape(f.bias); !ok || len(bs) != 4 || bs[0] != shape[0] || bs[1] != heads {
-			b.skip(bl.ID, bl.Variant, fmt.Sprintf("attention bias %s is not [batch, heads, seq, seq]", typeString(f.bias)))
+		if f.biasAxes, why = biasAxes(f.bias, heads); why != "" {
+			b.skip(bl.ID, bl.Variant, why)
 			return
+		}
+		// The bias as the model holds it: its own rank, the broadcast axes 1.
+		full := []int64{batch, heads, seq, kvSeq}
+		for a := 4 - rankOf(f.bias); a < 4; a++ {
+			if a < 3 && !f.biasAxes[a] {
+				full[a] = 1
+			}
+			biasShape = append(biasShape, full[a])
 		}
 	}
 	name := fmt.Sprintf("qcc_attention_n%d_d%d", heads, d)
@@ -309,9 +414,9 @@ func (b *builder) attention(bl *transformer.Block) {
 	if f.rowScale != nil {
 		name += "_rowscale"
 	}
-	kvShape := fmt.Sprintf("[batch, seq, %d]", kvLd)
+	kvShape := fmt.Sprintf("[batch, kv_seq, %d]", kvLd)
 	if f.kvBNSH {
-		kvShape = "[batch, heads, seq, head_size]"
+		kvShape = "[batch, heads, kv_seq, head_size]"
 	}
 	k := &kernel{
 		Name: name, Launcher: "qcc::Attention", Header: "qcc/attention.cuh",
@@ -330,35 +435,39 @@ func (b *builder) attention(bl *transformer.Block) {
 			{"kMaskKind", "int", maskKind},
 			{"kMaskFilter", "float", cFloat(filter)},
 			{"kHasBias", "bool", cBool(f.bias != nil)},
+			{"kBiasBatch", "bool", cBool(f.biasAxes[0])},
+			{"kBiasHeads", "bool", cBool(f.biasAxes[1])},
+			{"kBiasRows", "bool", cBool(f.biasAxes[2])},
 			{"kHasRowScale", "bool", cBool(f.rowScale != nil)},
+			{"kEmptyRow", "int", emptyRow(n)},
 			{"kMaxSeq", "int", cInt(maxSeq)},
 		},
 		Params: []param{
 			{Name: "q", Elem: "T", Present: true, Doc: fmt.Sprintf("[batch, seq, %d]", ld)},
 			{Name: "k", Elem: "T", Present: true, Doc: kvShape},
 			{Name: "v", Elem: "T", Present: true, Doc: kvShape},
-			{Name: "mask", Elem: "int32_t", Present: f.mask != nil, Doc: "[batch, seq], <= 0: padding key"},
-			{Name: "bias", Elem: "T", Present: f.bias != nil, Doc: "[batch, heads, seq, seq]"},
+			{Name: "mask", Elem: "int32_t", Present: f.mask != nil, Doc: "[batch, kv_seq], <= 0: padding key"},
+			{Name: "bias", Elem: "T", Present: f.bias != nil, Doc: biasDoc(f.biasAxes)},
 			{Name: "row_scale", Elem: "T", Present: f.rowScale != nil, Doc: "[batch, seq]: multiplies each output row"},
 			{Name: "output", Elem: "T", Out: true, Present: true, Doc: "[batch, seq, hidden]"},
 		},
-		Scalars: []scalar{{"int", "batch"}, {"int", "seq"}},
+		Scalars: []scalar{{"int", "batch"}, {"int", "seq"}, {"int", "kv_seq"}},
 	}
 	inst := b.newInstance(bl)
 	inst.Packed, inst.Hidden = f.packed, hidden
-	inst.Dims = []dim{{"int", "batch", batch}, {"int", "seq", seq}}
+	inst.Dims = []dim{{"int", "batch", batch}, {"int", "seq", seq}, {"int", "kv_seq", kvSeq}}
 	inst.sz = sizer{batch: batch, seq: seq}
 	act := []int64{batch, seq, hidden}
-	kv := []int64{batch, seq, kvLd}
+	kv := []int64{batch, kvSeq, kvLd}
 	if f.kvBNSH {
-		kv = []int64{batch, heads, seq, d}
+		kv = []int64{batch, heads, kvSeq, d}
 	}
 	if f.packed {
 		kv = act
 	}
 	// The check data's masks: padding keys, one fully padded sequence; the raw mask of
 	// com.microsoft.Attention also holds a negative value (ORT keeps keys > 0).
-	pad := paddingMask(batch, seq, f.packed)
+	pad := paddingMask(batch, kvSeq, f.packed)
 	inst.Tensors = []*tensor{
 		random(bl.ID, "q", ir.Float, act, uniform(bl.ID+".q", -2, 2)),
 		random(bl.ID, "k", ir.Float, kv, uniform(bl.ID+".k", -2, 2)),
@@ -370,11 +479,14 @@ func (b *builder) attention(bl *transformer.Block) {
 		}
 	}
 	if f.mask != nil {
-		inst.Tensors = append(inst.Tensors, random(bl.ID, "mask", ir.Int32, []int64{batch, seq}, pad))
+		inst.Tensors = append(inst.Tensors, random(bl.ID, "mask", ir.Int32, []int64{batch, kvSeq}, pad))
 	}
 	if f.bias != nil {
-		inst.Tensors = append(inst.Tensors, random(bl.ID, "bias", ir.Float, []int64{batch, heads, seq, seq},
-			maskedBias(bl.ID+".bias", batch, heads, seq, f.rowScale != nil)))
+		gen := maskedBias(bl.ID+".bias", batch, heads, seq, true)
+		if f.rowScale == nil || kvSeq != seq {
+			gen = additiveBias(bl.ID+".bias", biasShape)
+		}
+		inst.Tensors = append(inst.Tensors, random(bl.ID, "bias", ir.Float, biasShape, gen))
 	}
 	if f.rowScale != nil {
 		inst.Tensors = append(inst.Tensors, random(bl.ID, "row_scale", ir.Float, []int64{batch, seq, 1}, rowKeep(batch, seq)))
@@ -384,10 +496,10 @@ func (b *builder) attention(bl *transformer.Block) {
 	inst.bytes = func(e int) float64 {
 		n := float64(e) * float64(2*batch*seq*hidden+2*kvElems)
 		if f.mask != nil {
-			n += float64(4 * batch * seq)
+			n += float64(4 * batch * kvSeq)
 		}
 		if f.bias != nil {
-			n += float64(e) * float64(batch*heads*seq*seq)
+			n += float64(e) * float64(prod(biasShape))
 		}
 		if f.rowScale != nil {
 			n += float64(e) * float64(batch*seq)
@@ -395,7 +507,7 @@ func (b *builder) attention(bl *transformer.Block) {
 		return n
 	}
 	inst.Tol = tolAttention
-	inst.flops = float64(4 * batch * heads * seq * seq * d) // Q K^T and P V
+	inst.flops = float64(4 * batch * heads * seq * kvSeq * d) // Q K^T and P V
 	values := map[string]*ir.Value{"mask": f.mask, "bias": f.bias, "row_scale": f.rowScale, "output": f.output}
 	if f.packed {
 		inst.gemm = &gemm{x: f.x, w: f.w, b: f.qkvB, hidden: hidden}
@@ -426,4 +538,55 @@ func differ(a, b ir.Dim) bool {
 		return false // a symbol may take the value
 	}
 	return a.Param != "" && b.Param != "" && a.Param != b.Param
+}
+
+// biasDoc is the bias parameter's shape.
+func biasDoc(axes [3]bool) string {
+	dims := []string{"batch", "heads", "seq"}
+	for a, there := range axes {
+		if !there {
+			dims[a] = "1"
+		}
+	}
+	return "[" + strings.Join(dims, ", ") + ", kv_seq]"
+}
+
+// crossSeq is the check data's key length for cross-attention whose key and query
+// lengths are symbols of their own: not a multiple of the key tile, and not seq.
+func crossSeq(seq int64) int64 { return seq*3/4 + 1 }
+
+// emptyRow is how the operator computes a query row with no admissible key: ONNX
+// Runtime's Attention-23 gives 0 where every score is <= the lowest float; its
+// com.microsoft operators compute the plain softmax (NaN for a row of -inf).
+func emptyRow(n *ir.Node) string {
+	if n.Domain == msDomain {
+		return "qcc::kEmptyRowNaN"
+	}
+	return "qcc::kEmptyRowZero"
+}
+
+// computedFrom reports whether v is computed from leaf and constants alone.
+func computedFrom(v, leaf *ir.Value) bool {
+	if leaf == nil {
+		return false
+	}
+	seen := map[*ir.Value]bool{}
+	var walk func(x *ir.Value) bool
+	walk = func(x *ir.Value) bool {
+		if x == nil || x == leaf || x.Const != nil || seen[x] {
+			return true
+		}
+		seen[x] = true
+		n, _ := x.Producer()
+		if n == nil {
+			return false
+		}
+		for _, in := range n.Inputs() {
+			if !walk(in) {
+				return false
+			}
+		}
+		return true
+	}
+	return walk(v)
 }

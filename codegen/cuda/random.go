@@ -152,3 +152,36 @@ func quantInput(seed string, scales []float64, inner int64) generator {
 		return u
 	}
 }
+
+// additiveBias is the sum of a model's additive score terms, shaped [..., rows, keys]
+// (rows 1 when the bias is shared by every query): values in [-2, 2) (a relative
+// position bias), keys after the query filled with the lowest float (a causal mask as
+// exporters write it), and in the last [rows, keys] slice a query row whose every key
+// is -inf (a padding row whose masks overflowed), and in the first, where it has a
+// second row, one whose every key is the lowest float.
+func additiveBias(seed string, shape []int64) generator {
+	return func(n int64) []float64 {
+		v := uniform(seed, -2, 2)(n)
+		if len(shape) < 2 {
+			return v
+		}
+		rows, keys := shape[len(shape)-2], shape[len(shape)-1]
+		slices := n / (rows * keys)
+		for s := int64(0); s < slices; s++ {
+			for i := int64(0); i < rows; i++ {
+				for j := int64(0); j < keys; j++ {
+					at := (s*rows+i)*keys + j
+					switch {
+					case s == slices-1 && i == 0:
+						v[at] = math.Inf(-1)
+					case s == 0 && i == 1:
+						v[at] = minFloat32
+					case rows > 1 && j > i:
+						v[at] = minFloat32
+					}
+				}
+			}
+		}
+		return v
+	}
+}

@@ -5,19 +5,26 @@
 // Layout: q is [batch, seq, heads * head_size], rows kLd elements apart (kLd
 // = hidden for a separate tensor, 3 * hidden for the packed output of a QKV
 // GEMM, where k = q + hidden and v = q + 2 * hidden). k and v are either
-// [batch, seq, kv_heads * head_size] rows kKvLd apart (kLayoutBSH) or [batch,
-// kv_heads, seq, head_size] (kLayoutBNSH, DeBERTa's key and value); query head
-// h reads key/value head h / (kHeads / kKvHeads) (grouped-query attention when
-// kKvHeads < kHeads). out is [batch, seq, hidden]; mask is [batch, seq] int32
-// (a key whose mask is <= 0 is padding, as ONNX Runtime's mask_index); bias is
-// [batch, heads, seq, seq]; row_scale is [batch, seq] and multiplies each
-// output row (DeBERTa zeroes the rows of padding queries).
+// [batch, kv_seq, kv_heads * head_size] rows kKvLd apart (kLayoutBSH) or
+// [batch, kv_heads, kv_seq, head_size] (kLayoutBNSH, DeBERTa's key and value);
+// kv_seq is seq for self-attention (and for a packed QKV) and the memory's
+// length for cross-attention, up to kMaxSeq; query head h reads key/value head
+// h / (kHeads / kKvHeads) (grouped-query attention when kKvHeads < kHeads).
+// out is [batch, seq, hidden]; mask is [batch, kv_seq] int32 (a key whose
+// mask is <= 0 is padding, as ONNX Runtime's mask_index); bias is [batch | 1,
+// heads | 1, seq | 1, kv_seq], added to the scores (the sum of a
+// model's additive terms: causal and padding masks, relative-position biases),
+// broadcast over each axis whose kBias* flag is false; row_scale is [batch,
+// seq] and multiplies each output row (DeBERTa zeroes the rows of padding
+// queries).
 //
 // Masking: a padding key gets kMaskFilter added to its score; with kCausal a
-// key after the query is left out (as if its score were -inf). A row whose
-// scores are all -inf (every key masked with kMaskFilter = -INFINITY) comes out
-// 0, as ONNX Runtime's Attention-23 gives; a finite filter gives the softmax of
-// the filtered scores, as adding it does.
+// key after the query is left out (as if its score were -inf). A row with no
+// admissible key comes out as kEmptyRow says: kEmptyRowZero, 0 when every score
+// is <= the lowest float (ONNX Runtime's Attention-23); kEmptyRowNaN, the IEEE
+// softmax (NaN for a row of -inf, as ONNX Runtime's com.microsoft operators and
+// the unfused graph give; a row of lowest floats is uniform). A finite filter
+// gives the softmax of the filtered scores, as adding it does.
 //
 // A block of 4 warps takes kRows query rows of one (batch, head). Keys and
 // values stream through shared memory 32 at a time; lane l scores key l of a
@@ -43,7 +50,11 @@
 //   kMaskKind          int    kMaskNone or kMaskKeyPadding
 //   kMaskFilter        float  added to the score of a padding key
 //   kHasBias           bool   bias is added to the scores
+//   kBiasBatch         bool   bias has a batch axis (else it is 1: broadcast)
+//   kBiasHeads         bool   bias has a heads axis (else broadcast)
+//   kBiasRows          bool   bias has a query axis (else one row for all queries)
 //   kHasRowScale       bool   each output row is multiplied by row_scale
+//   kEmptyRow          int    kEmptyRowNaN or kEmptyRowZero (see Masking)
 //   kMaxSeq            int    the longest sequence (a multiple of 32)
 #pragma once
 
@@ -55,6 +66,11 @@ namespace qcc {
 enum AttentionMaskKind : int {
   kMaskNone = 0,
   kMaskKeyPadding = 1,  // [batch, seq] int32, <= 0 marks a padding key
+};
+
+enum AttentionEmptyRow : int {
+  kEmptyRowNaN = 0,   // the IEEE softmax: a row of -inf scores is NaN
+  kEmptyRowZero = 1,  // a row whose every score is <= the lowest float is 0
 };
 
 enum AttentionLayout : int {
@@ -90,11 +106,22 @@ struct AttentionShape {
 
   // KvRow is the offset of dim 0 of key (or value) key of head kvh in batch
   // entry b.
-  __device__ __forceinline__ static size_t KvRow(int b, int key, int kvh, int seq) {
+  __device__ __forceinline__ static size_t KvRow(int b, int key, int kvh, int kv_seq) {
     if (Spec::kKvLayout == kLayoutBNSH) {
-      return ((static_cast<size_t>(b) * Spec::kKvHeads + kvh) * seq + key) * kD;
+      return ((static_cast<size_t>(b) * Spec::kKvHeads + kvh) * kv_seq + key) * kD;
     }
-    return (static_cast<size_t>(b) * seq + key) * Spec::kKvLd + static_cast<size_t>(kvh) * kD;
+    return (static_cast<size_t>(b) * kv_seq + key) * Spec::kKvLd + static_cast<size_t>(kvh) * kD;
+  }
+
+  // BiasRow is the offset of the bias row of query i of head h in batch entry b:
+  // an axis the bias broadcasts over contributes nothing.
+  __device__ __forceinline__ static size_t BiasRow(int b, int h, int i, int seq, int kv_seq) {
+    const size_t bb = Spec::kBiasBatch ? static_cast<size_t>(b) : 0;
+    const size_t hh = Spec::kBiasHeads ? static_cast<size_t>(h) : 0;
+    const size_t ii = Spec::kBiasRows ? static_cast<size_t>(i) : 0;
+    const size_t heads = Spec::kBiasHeads ? Spec::kHeads : 1;
+    const size_t rows = Spec::kBiasRows ? static_cast<size_t>(seq) : 1;
+    return ((bb * heads + hh) * rows + ii) * kv_seq;
   }
 
   // KeyIndex is where dim d of key j of a tile lives in shared memory.
@@ -113,7 +140,7 @@ template <typename T, typename Spec>
 __global__ void __launch_bounds__(kAttentionWarps* kWarpSize)
     AttentionKernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                     const int32_t* __restrict__ mask, const T* __restrict__ bias, const T* __restrict__ row_scale,
-                    T* __restrict__ out, int seq) {
+                    T* __restrict__ out, int seq, int kv_seq) {
   using A = AttentionShape<Spec>;
   constexpr int D = Spec::kHeadSize;
   constexpr int R = A::kRows;
@@ -145,13 +172,13 @@ __global__ void __launch_bounds__(kAttentionWarps* kWarpSize)
   }
 
   // Scores, one tile of 32 keys at a time.
-  for (int t0 = 0; t0 < seq; t0 += kAttentionKeyTile) {
+  for (int t0 = 0; t0 < kv_seq; t0 += kAttentionKeyTile) {
     __syncthreads();  // the previous tile is consumed
     for (int e = tid; e < kAttentionKeyTile * D; e += kThreads) {
       const int j = e / D;
       const int d = e % D;
       const int key = t0 + j;
-      kv[A::KeyIndex(j, d)] = key < seq ? Convert<T>::in(k[A::KvRow(b, key, kvh, seq) + d]) : 0.0f;
+      kv[A::KeyIndex(j, d)] = key < kv_seq ? Convert<T>::in(k[A::KvRow(b, key, kvh, kv_seq) + d]) : 0.0f;
     }
     __syncthreads();
     const int key = t0 + lane;
@@ -165,11 +192,11 @@ __global__ void __launch_bounds__(kAttentionWarps* kWarpSize)
       for (int d = 0; d < D; ++d) {
         s += qs[r][d] * kv[A::KeyIndex(lane, d)];
       }
-      if (key < seq) {
+      if (key < kv_seq) {
         if (Spec::kHasBias) {
-          s += Convert<T>::in(bias[((static_cast<size_t>(b) * Spec::kHeads + h) * seq + i) * seq + key]);
+          s += Convert<T>::in(bias[A::BiasRow(b, h, i, seq, kv_seq) + key]);
         }
-        if (Spec::kMaskKind == kMaskKeyPadding && mask[rows0 + key] <= 0) {
+        if (Spec::kMaskKind == kMaskKeyPadding && mask[static_cast<size_t>(b) * kv_seq + key] <= 0) {
           s += Spec::kMaskFilter;
         }
         if (Spec::kCausal && key > i) {
@@ -190,13 +217,13 @@ __global__ void __launch_bounds__(kAttentionWarps* kWarpSize)
 #pragma unroll
     for (int c = 0; c < kKeysPerLane; ++c) {
       const int j = lane + c * kWarpSize;
-      s[c] = j < seq ? ps[r][j] : 0.0f;
+      s[c] = j < kv_seq ? ps[r][j] : 0.0f;
     }
-    WarpSoftmax<kKeysPerLane>(s, seq);
+    WarpSoftmax<kKeysPerLane, Spec::kEmptyRow == kEmptyRowZero>(s, kv_seq);
 #pragma unroll
     for (int c = 0; c < kKeysPerLane; ++c) {
       const int j = lane + c * kWarpSize;
-      if (j < seq) {
+      if (j < kv_seq) {
         ps[r][j] = s[c];
       }
     }
@@ -211,16 +238,16 @@ __global__ void __launch_bounds__(kAttentionWarps* kWarpSize)
       acc[rr][c] = 0.0f;
     }
   }
-  for (int t0 = 0; t0 < seq; t0 += kAttentionKeyTile) {
+  for (int t0 = 0; t0 < kv_seq; t0 += kAttentionKeyTile) {
     __syncthreads();  // the previous tile is consumed, the probabilities written
     for (int e = tid; e < kAttentionKeyTile * D; e += kThreads) {
       const int j = e / D;
       const int d = e % D;
       const int key = t0 + j;
-      kv[j * D + d] = key < seq ? Convert<T>::in(v[A::KvRow(b, key, kvh, seq) + d]) : 0.0f;
+      kv[j * D + d] = key < kv_seq ? Convert<T>::in(v[A::KvRow(b, key, kvh, kv_seq) + d]) : 0.0f;
     }
     __syncthreads();
-    const int n = min(kAttentionKeyTile, seq - t0);
+    const int n = min(kAttentionKeyTile, kv_seq - t0);
 #pragma unroll
     for (int rr = 0; rr < kRowsPerWarp; ++rr) {
       const int r = warp + rr * kAttentionWarps;
@@ -255,11 +282,13 @@ __global__ void __launch_bounds__(kAttentionWarps* kWarpSize)
   }
 }
 
-// Attention launches AttentionKernel for batch sequences of seq tokens.
+// Attention launches AttentionKernel for batch sequences of seq queries over
+// kv_seq keys (kv_seq = seq for self-attention, and for a packed QKV).
 template <typename T, typename Spec>
 cudaError_t Attention(const T* q, const T* k, const T* v, const int32_t* mask, const T* bias, const T* row_scale,
-                      T* out, int batch, int seq, cudaStream_t stream) {
-  if (batch < 0 || seq < 0 || seq > Spec::kMaxSeq || batch > 65535 || q == nullptr || k == nullptr || v == nullptr ||
+                      T* out, int batch, int seq, int kv_seq, cudaStream_t stream) {
+  if (batch < 0 || seq < 0 || seq > Spec::kMaxSeq || kv_seq < 0 || kv_seq > Spec::kMaxSeq || batch > 65535 ||
+      (seq > 0 && kv_seq == 0) || q == nullptr || k == nullptr || v == nullptr ||
       out == nullptr || (Spec::kMaskKind == kMaskKeyPadding && mask == nullptr) ||
       (Spec::kHasBias && bias == nullptr) || (Spec::kHasRowScale && row_scale == nullptr)) {
     return cudaErrorInvalidValue;
@@ -271,7 +300,7 @@ cudaError_t Attention(const T* q, const T* k, const T* v, const int32_t* mask, c
   const dim3 grid(static_cast<unsigned>((seq + R - 1) / R), static_cast<unsigned>(Spec::kHeads),
                   static_cast<unsigned>(batch));
   AttentionKernel<T, Spec><<<grid, kAttentionWarps * kWarpSize, 0, stream>>>(q, k, v, mask, bias, row_scale, out,
-                                                                             seq);
+                                                                             seq, kv_seq);
   return LaunchError();
 }
 

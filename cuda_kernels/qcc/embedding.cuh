@@ -9,7 +9,8 @@
 // token indices.
 //
 // A Spec is a struct of compile-time constants that qcc generates per block:
-//   kHidden, kEpsilon, kHasBeta   as for LayerNorm
+//   kHidden, kEpsilon, kHasBeta    as for LayerNorm
+//   kCentred                       as for LayerNorm (true: a LayerNorm)
 //   kVocab, kMaxPositions          rows of the word and position tables
 //   kTypeVocab                     rows of the segment table, 0 when absent
 //   kPositionIds                   bool: position ids are an input

@@ -1,14 +1,18 @@
-// qcc/layernorm.cuh: LayerNorm and skip+LayerNorm over the last axis.
+// qcc/layernorm.cuh: LayerNorm, RMSNorm and their skip (residual) forms over
+// the last axis.
 //
 // A row is read once into registers with vector loads, its mean and variance
 // are taken in two passes over the registers (no cancellation), and it is
-// written once. A warp owns a row (4 rows per block) up to 1024 floats; wider
+// written once. RMSNorm is the same routine without the centring: the mean is
+// taken as 0, so the second pass sums x^2. A warp owns a row (4 rows per block) up to 1024 floats; wider
 // rows get a block each (see ThreadsPerRow).
 //
 // A Spec is a struct of compile-time constants that qcc generates per block:
 //   kHidden   int    row length
 //   kEpsilon  float  added to the variance
 //   kHasBeta  bool   beta is added (else beta may be null)
+//   kCentred  bool   true: LayerNorm, (x - mean) / sqrt(var + eps); false:
+//                    RMSNorm, x / sqrt(mean(x^2) + eps)
 // and for skip+LayerNorm also
 //   kHasBias  bool   bias (kHidden) is added to input + skip
 //   kHasSum   bool   input + skip + bias is also written to sum
@@ -36,12 +40,16 @@ __device__ __forceinline__ float SumChunks(const float (&x)[R::kIters][R::kVec],
 }
 
 // RowMoments returns the mean and 1 / sqrt(variance + eps) of the row held in
-// x (chunks past the end of the row are ignored).
-template <typename R, int Threads>
+// x (chunks past the end of the row are ignored); uncentred, the mean is 0 and
+// rstd is 1 / sqrt(mean(x^2) + eps).
+template <typename R, int Threads, bool Centred>
 __device__ __forceinline__ void RowMoments(const float (&x)[R::kIters][R::kVec], int t, int n, float eps,
                                            float* scratch, float& mean, float& rstd) {
-  const float sum = SumChunks<R>(x, t, [](float v) { return v; });
-  mean = RowSum<Threads>(sum, scratch) / static_cast<float>(n);
+  mean = 0.0f;
+  if (Centred) {
+    const float sum = SumChunks<R>(x, t, [](float v) { return v; });
+    mean = RowSum<Threads>(sum, scratch) / static_cast<float>(n);
+  }
   const float m = mean;
   const float squares = SumChunks<R>(x, t, [m](float v) {
     const float d = v - m;
@@ -81,15 +89,16 @@ __device__ __forceinline__ void WriteNormalized(const float (&x)[R::kIters][R::k
   }
 }
 
-// LayerNormRow normalises the row held in x and writes it to out.
-template <typename T, int N, int Threads>
+// LayerNormRow normalises the row held in x (centred or not) and writes it to
+// out.
+template <typename T, int N, int Threads, bool Centred>
 __device__ __forceinline__ void LayerNormRow(float (&x)[Row<T, N, Threads>::kIters][Row<T, N, Threads>::kVec], int t,
                                              float eps, const T* __restrict__ gamma, const T* __restrict__ beta,
                                              bool has_beta, float* scratch, T* __restrict__ out) {
   using R = Row<T, N, Threads>;
   float mean;
   float rstd;
-  RowMoments<R, Threads>(x, t, N, eps, scratch, mean, rstd);
+  RowMoments<R, Threads, Centred>(x, t, N, eps, scratch, mean, rstd);
   WriteNormalized<T, R>(x, t, mean, rstd, gamma, beta, has_beta, out);
 }
 
@@ -104,8 +113,8 @@ __device__ __forceinline__ void AddVec(const T* __restrict__ p, float (&x)[N]) {
   }
 }
 
-// NormalizeRows is the body of the row kernels (LayerNorm, skip+LayerNorm,
-// embedding+LayerNorm): it finds the calling thread's row of Spec::kHidden
+// NormalizeRows is the body of the row kernels (LayerNorm and RMSNorm, their
+// skip forms, embedding+LayerNorm): it finds the calling thread's row of Spec::kHidden
 // elements, gathers the thread's chunks of it with load(off, x), where
 // load = source(row) and x is a float[kVec] to fill from offset off of the
 // row, and writes the normalised row to output.
@@ -130,7 +139,7 @@ __device__ __forceinline__ void NormalizeRows(int rows, const T* __restrict__ ga
       load(R::Offset(i, t), x[i]);
     }
   }
-  LayerNormRow<T, N, Threads>(x, t, Spec::kEpsilon, gamma, beta, Spec::kHasBeta, scratch,
+  LayerNormRow<T, N, Threads, Spec::kCentred>(x, t, Spec::kEpsilon, gamma, beta, Spec::kHasBeta, scratch,
                               output + static_cast<size_t>(row) * N);
 }
 
@@ -164,7 +173,8 @@ __global__ void __launch_bounds__(Rows<ThreadsPerRow<T>(Spec::kHidden)>::kBlock)
   });
 }
 
-// LayerNorm launches LayerNormKernel over rows rows of Spec::kHidden elements.
+// LayerNorm launches LayerNormKernel over rows rows of Spec::kHidden elements
+// (an RMSNorm when Spec::kCentred is false).
 template <typename T, typename Spec>
 cudaError_t LayerNorm(const T* input, const T* gamma, const T* beta, T* output, int rows, cudaStream_t stream) {
   using L = Rows<ThreadsPerRow<T>(Spec::kHidden)>;
@@ -181,7 +191,8 @@ cudaError_t LayerNorm(const T* input, const T* gamma, const T* beta, T* output, 
 }
 
 // SkipLayerNorm launches SkipLayerNormKernel: output = LayerNorm(input + skip
-// + bias), and sum = input + skip + bias when Spec::kHasSum.
+// + bias) (RMSNorm when Spec::kCentred is false), and sum = input + skip + bias
+// when Spec::kHasSum.
 template <typename T, typename Spec>
 cudaError_t SkipLayerNorm(const T* input, const T* skip, const T* bias, const T* gamma, const T* beta, T* output,
                           T* sum, int rows, cudaStream_t stream) {

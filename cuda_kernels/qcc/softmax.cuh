@@ -5,12 +5,19 @@
 
 namespace qcc {
 
+// kLowestFloat is -FLT_MAX: exporters' "masked" fill.
+constexpr float kLowestFloat = -3.40282347e+38f;
+
 // WarpSoftmax turns the n scores of a row into probabilities, in place. The
 // row is spread over the warp: lane l holds s[k] = score[l + 32 * k] for
 // k < K; entries at or past n are ignored and come back 0. The maximum is
-// subtracted before exponentiating, so large scores do not overflow; a row
-// of -inf scores comes back all 0.
-template <int K>
+// subtracted before exponentiating, so large scores do not overflow. A row
+// with no admissible key comes back as the operator defines it: with
+// ZeroEmpty, a row whose every score is <= the lowest float is all 0 (ONNX
+// Attention-23 in ONNX Runtime); without, as IEEE arithmetic gives it (a row
+// of -inf scores is NaN, as in ONNX Runtime's contrib operators and the
+// unfused model; a row of lowest floats is uniform).
+template <int K, bool ZeroEmpty>
 __device__ __forceinline__ void WarpSoftmax(float (&s)[K], int n) {
   const int lane = static_cast<int>(threadIdx.x) % kWarpSize;
   float m = -INFINITY;
@@ -21,8 +28,12 @@ __device__ __forceinline__ void WarpSoftmax(float (&s)[K], int n) {
     }
   }
   m = WarpMax(m);
-  if (m == -INFINITY) {
-    m = 0.0f;
+  if (ZeroEmpty && m <= kLowestFloat) {
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      s[k] = 0.0f;
+    }
+    return;
   }
   float sum = 0.0f;
 #pragma unroll

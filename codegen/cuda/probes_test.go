@@ -1,0 +1,207 @@
+package cuda
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/qcc-dev/qcc/codegen/cuda/nvcc"
+	"github.com/qcc-dev/qcc/ir"
+	"github.com/qcc-dev/qcc/ort/orttest"
+	"github.com/qcc-dev/qcc/pass"
+	"github.com/qcc-dev/qcc/passes"
+)
+
+// The decoder, encoder–decoder and grouped-query probes (testdata/probes, made from
+// the equations by make_probes.py) fused for ONNX Runtime (RMSNorm →
+// SimplifiedLayerNormalization, attention → MultiHeadAttention with the additive
+// attention_bias) and for standard ONNX at opset 23 (RMSNormalization, Attention-23
+// with a float attn_mask).
+var probeDir = "../../testdata/probes"
+
+var probePipelines = []struct{ name, passes string }{
+	{"ort", "fold,fuse<target=ort>"},
+	{"onnx23", "fold,fuse<target=onnx;opset=23>"},
+}
+
+// loadWith reads an .onnx file and runs the pipeline on it.
+func loadWith(t testing.TB, path, pipeline string) *ir.Model {
+	t.Helper()
+	m, err := ir.Load(path)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	p, err := pass.Parse(pipeline, passes.All)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Run(context.Background(), m, &pass.Instrumentation{VerifyEach: true}); err != nil {
+		t.Fatalf("%s: %s: %v", path, pipeline, err)
+	}
+	return m
+}
+
+// TestProbeEmulation is the oracle on the probes: every kernel instance's emulation
+// agrees with ONNX Runtime on the model's own subgraph, each probe gets the kernels its
+// form calls for (every attention and norm block of the decoder and encoder–decoder
+// forms, cross-attention included), and every block without one says why. It logs the
+// largest errors per probe and kernel.
+func TestProbeEmulation(t *testing.T) {
+	orttest.RequireLib(t)
+	want := map[string][]string{ // launchers each form must use
+		"gpt2-causal":        {"Attention", "LayerNorm", "SkipLayerNorm"},
+		"llama":              {"Attention", "LayerNorm", "SkipLayerNorm"},
+		"t5":                 {"Attention", "LayerNorm", "SkipLayerNorm"},
+		"t5-geglu":           {"Attention", "LayerNorm", "SkipLayerNorm"},
+		"bart":               {"Attention"},
+		"mqa":                {"Attention"},
+		"cross-attn":         {"Attention"},
+		"causal-range":       {"Attention"},
+		"rotary-interleaved": {"Attention", "LayerNorm", "SkipLayerNorm"},
+	}
+	paths, err := filepath.Glob(filepath.Join(probeDir, "*.onnx"))
+	if err != nil || len(paths) == 0 {
+		t.Fatalf("no probes in %s (%v)", probeDir, err)
+	}
+	for _, pl := range probePipelines {
+		for _, path := range paths {
+			name := strings.TrimSuffix(filepath.Base(path), ".onnx")
+			form, _, _ := strings.Cut(name, ".")
+			t.Run(pl.name+"/"+name, func(t *testing.T) {
+				m := loadWith(t, path, pl.passes)
+				p := planOf(t, m, filepath.Base(path))
+				for _, s := range p.Skipped {
+					if _, why, ok := strings.Cut(s, "): "); !ok || why == "" {
+						t.Errorf("skipped without a reason: %q", s)
+					}
+				}
+				worst := map[string]*errs{}
+				for _, in := range p.Instances {
+					launcher := strings.TrimPrefix(in.Kernel.Launcher, "qcc::")
+					w := worst[launcher]
+					if w == nil {
+						w = &errs{}
+						worst[launcher] = w
+					}
+					for param, e := range emulateInstance(t, m, in) {
+						if e.bad > 0 {
+							t.Errorf("%s (%s): %d of %d elements of %s disagree; first %s", in.ID, in.Kernel.Name, e.bad, e.n, param, e.first)
+						}
+						w.maxAbs, w.maxRel, w.n = math.Max(w.maxAbs, e.maxAbs), math.Max(w.maxRel, e.maxRel), w.n+1
+					}
+				}
+				for _, l := range want[form] {
+					if worst[l] == nil {
+						t.Errorf("no %s kernel (skipped: %v)", l, p.Skipped)
+					}
+				}
+				if want[form] != nil {
+					for _, s := range p.Skipped {
+						if !strings.HasPrefix(s, "embedding.") {
+							t.Errorf("no kernel for %s", s)
+						}
+					}
+				}
+				var line []string
+				for _, l := range sortedKeys(worst) {
+					line = append(line, fmt.Sprintf("%s %.1e/%.1e", l, worst[l].maxAbs, worst[l].maxRel))
+				}
+				sort.Strings(line)
+				t.Logf("%d instances; max abs/rel error per kernel: %s; %d skipped", len(p.Instances), strings.Join(line, ", "), len(p.Skipped))
+				for _, s := range p.Skipped {
+					t.Logf("  no kernel for %s", s)
+				}
+			})
+		}
+	}
+}
+
+// TestCompileProbes emits the decoder and encoder–decoder probes' kernels (RMSNorm and
+// skip+RMSNorm, attention with a broadcast additive bias, grouped-query heads after an
+// explicit repeat) for both targets and compiles them and the check harness with nvcc.
+func TestCompileProbes(t *testing.T) {
+	nvcc.Require(t)
+	for _, pl := range probePipelines {
+		for _, form := range []string{"llama", "gpt2-causal", "t5", "bart", "mqa"} {
+			name := pl.name + "/" + form + ".opset17"
+			t.Run(name, func(t *testing.T) {
+				path := filepath.Join(probeDir, form+".opset17.onnx")
+				dir := t.TempDir()
+				res, err := Emit(loadWith(t, path, pl.passes), dir, Options{Source: filepath.Base(path)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(res.Instances) == 0 {
+					t.Fatalf("no kernels (skipped: %v)", res.Skipped)
+				}
+				compileEmitted(t, dir, name, true)
+			})
+		}
+	}
+}
+
+// probeInstance fuses a probe with a pipeline and returns its first instance of a
+// launcher.
+func probeInstance(t *testing.T, file, pipeline, launcher string) (*ir.Model, *instance) {
+	t.Helper()
+	m := loadWith(t, filepath.Join(probeDir, file), pipeline)
+	p := planOf(t, m, file)
+	for _, in := range p.Instances {
+		if in.Kernel.Launcher == launcher {
+			return m, in
+		}
+	}
+	t.Fatalf("%s: no %s instance (skipped: %v)", file, launcher, p.Skipped)
+	return nil, nil
+}
+
+// The bindings the decoder forms needed, each checked by the oracle as it is and as
+// it would be without the fix, which must disagree.
+func TestProbeBindings(t *testing.T) {
+	orttest.RequireLib(t)
+	ort, onnx23 := probePipelines[0].passes, probePipelines[1].passes
+	t.Run("rmsnorm is not centred", func(t *testing.T) {
+		for _, l := range []string{"qcc::LayerNorm", "qcc::SkipLayerNorm"} {
+			m, in := probeInstance(t, "llama.opset17.onnx", ort, l)
+			if constOf(t, in, "kCentred") != "false" || !strings.Contains(in.Kernel.Name, "rmsnorm") {
+				t.Errorf("%s: kernel %s, kCentred %s", in.ID, in.Kernel.Name, constOf(t, in, "kCentred"))
+			}
+			fixedAndBroken(t, m, in, map[string]string{"kCentred": "true"})
+		}
+		m, in := probeInstance(t, "llama.opset17.onnx", onnx23, "qcc::LayerNorm") // RMSNormalization-23
+		fixedAndBroken(t, m, in, map[string]string{"kCentred": "true"})
+	})
+	t.Run("heads from the operator", func(t *testing.T) {
+		// The general family's block has no head_size: 4 heads of 8 come from
+		// num_heads (q_num_heads) and the query width 32.
+		for _, pl := range []string{ort, onnx23} {
+			_, in := probeInstance(t, "llama.opset17.onnx", pl, "qcc::Attention")
+			if constOf(t, in, "kHeads") != "4" || constOf(t, in, "kHeadSize") != "8" {
+				t.Errorf("%s: kHeads %s, kHeadSize %s; want 4, 8", in.Kernel.Name, constOf(t, in, "kHeads"), constOf(t, in, "kHeadSize"))
+			}
+		}
+	})
+	t.Run("bias broadcast", func(t *testing.T) {
+		// The bias of a causal decoder is shared by the heads; read as [batch, heads,
+		// seq, seq] (the kernel before), it is read out of bounds.
+		for _, pl := range []string{ort, onnx23} {
+			m, in := probeInstance(t, "gpt2-causal.opset17.onnx", pl, "qcc::Attention")
+			if constOf(t, in, "kBiasHeads") != "false" {
+				t.Errorf("%s: kBiasHeads %s, want false", in.Kernel.Name, constOf(t, in, "kBiasHeads"))
+			}
+			fixedAndBroken(t, m, in, map[string]string{"kBiasBatch": "true", "kBiasHeads": "true", "kBiasRows": "true"})
+		}
+	})
+	t.Run("fully masked row", func(t *testing.T) {
+		// The check data's bias has a row of -inf and one of the lowest float:
+		// MultiHeadAttention computes NaN and a uniform row, Attention-23 zeros both.
+		m, in := probeInstance(t, "llama.opset17.onnx", ort, "qcc::Attention")
+		fixedAndBroken(t, m, in, map[string]string{"kEmptyRow": "qcc::kEmptyRowZero"})
+		m, in = probeInstance(t, "llama.opset17.onnx", onnx23, "qcc::Attention")
+		fixedAndBroken(t, m, in, map[string]string{"kEmptyRow": "qcc::kEmptyRowNaN"})
+	})
+}
