@@ -175,9 +175,10 @@ func (f *attnForm) fromMHA(n *ir.Node, bl *transformer.Block, heads, d int64) st
 		return "MultiHeadAttention past state or further inputs have no kernel"
 	case usedOutput(n, 1) != "":
 		return fmt.Sprintf("output %s is used: the kernel writes only the first", usedOutput(n, 1))
-	case n.AttrInt("unidirectional", 0) != 0:
-		return "unidirectional MultiHeadAttention has no kernel"
 	}
+	// Causal over keys of the queries' own length, as com.microsoft.Attention's
+	// unidirectional (the same CPU base in ONNX Runtime); cross-length is refused below.
+	f.causal = n.AttrInt("unidirectional", 0) != 0
 	f.q, f.k, f.v, f.kvHeads = n.Input(0), n.Input(1), n.Input(2), heads
 	if w, ok := lastDim(f.q); rankOf(f.q) != 3 || !ok || w != heads*d {
 		return fmt.Sprintf("query %s is not [batch, seq, %d]", typeString(f.q), heads*d)
