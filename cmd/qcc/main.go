@@ -201,7 +201,14 @@ func compile(args []string, o options, stdout, stderr io.Writer) error {
 		return fmt.Errorf("internal error: the compiled model is invalid, not written: %w", err)
 	}
 	if o.emit == "cuda" {
-		_, err := cuda.Emit(m, o.out, cuda.Options{Source: filepath.Base(in), CheckData: true, Log: stderr})
+		res, err := cuda.Emit(m, o.out, cuda.Options{Source: filepath.Base(in), CheckData: true, Log: stderr})
+		if err == nil && o.stats {
+			// The emitter's line in -stats: what got a kernel, and why the rest did not.
+			fmt.Fprintf(stderr, "%-10s kernels %d for %d blocks\n", "emit-cuda", len(res.Kernels), len(res.Instances))
+			for _, s := range res.Skipped {
+				fmt.Fprintf(stderr, "  note: no kernel: %s\n", s)
+			}
+		}
 		return err
 	}
 	if o.emit == "text" {

@@ -268,3 +268,18 @@ func TestVerifyEachAcrossLowering(t *testing.T) {
 		t.Errorf("qdqcheck on the lowered model: exit %d, stderr:\n%s", code, stderr)
 	}
 }
+
+// -stats with -emit=cuda says how many kernels were emitted and why a block has none.
+func TestEmitCUDAStats(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join("..", "..", "testdata", "probes", "llama.opset17.onnx")
+	code, _, errs := qcc(t, "-passes=fold,fuse<target=ort>", "-stats", "-emit=cuda", in, "-o", dir)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	for _, want := range []string{"emit-cuda  kernels 4 for 7 blocks", "note: no kernel: embedding.0 (embedding/token)"} {
+		if !strings.Contains(errs, want) {
+			t.Errorf("stats lack %q:\n%s", want, errs)
+		}
+	}
+}
