@@ -376,6 +376,9 @@ func (b *builder) block(bl *transformer.Block) {
 		b.embedding(bl)
 	case transformer.FFN:
 		// An annotation over GEMMs and an activation that is a block of its own.
+	case transformer.Rotary:
+		// Runs as the model's operator; the node check says so once, the attention
+		// kernel reads the rotated Q and K.
 	default:
 		b.skip(bl.ID, bl.Variant, fmt.Sprintf("no kernel for %s blocks", bl.Kind))
 	}

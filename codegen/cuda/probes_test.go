@@ -100,8 +100,10 @@ func TestProbeEmulation(t *testing.T) {
 					}
 				}
 				if want[form] != nil {
+					// Decomposed embeddings and fused rotaries have no kernel: the rotary
+					// runs as the model's operator, the attention kernel reads its output.
 					for _, s := range p.Skipped {
-						if !strings.HasPrefix(s, "embedding.") {
+						if !strings.HasPrefix(s, "embedding.") && !(strings.HasPrefix(s, "rotary.") && strings.Contains(s, "has no kernel")) {
 							t.Errorf("no kernel for %s", s)
 						}
 					}

@@ -118,13 +118,14 @@ func pureLayout(st layoutStep) bool { return st.scale == 1 && !st.quant && st.no
 // elementwise ops keep their input's layout when an input has the output's shape; so do
 // normalisations over the last axis (a Q/K norm on the head size).
 var elementwise = map[string]bool{"Add": true, "Sub": true, "Mul": true, "Div": true, "Neg": true, "Where": true,
-	"LayerNormalization": true, "SimplifiedLayerNormalization": true, "RMSNormalization": true}
+	"LayerNormalization": true, "SimplifiedLayerNormalization": true, "RMSNormalization": true,
+	"RotaryEmbedding": true}
 
 // layoutOf is the layout of an operand's source: that of an input of the same shape when
 // an elementwise op made it (a rotary embedding applied to the heads keeps their layout),
 // else the layout its rank and producer imply.
 func layoutOf(v *ir.Value, depth int) (layout, string) {
-	if n, _ := v.Producer(); n != nil && depth < 4 && elementwise[n.OpType] && (n.Domain == "" || n.Domain == "ai.onnx") {
+	if n, _ := v.Producer(); n != nil && depth < 4 && elementwise[n.OpType] && (n.Domain == "" || n.Domain == "ai.onnx" || n.OpType == "RotaryEmbedding") {
 		vs := attnShape(v)
 		for _, in := range n.Inputs() {
 			s := attnShape(in)

@@ -30,6 +30,7 @@ const (
 	Gelu          Kind = "Gelu"
 	Attention     Kind = "Attention"
 	Embedding     Kind = "Embedding"
+	Rotary        Kind = "Rotary"
 )
 
 // Target is what fuse rewrites into.
@@ -189,6 +190,7 @@ var Families = []*Family{
 	AttentionFamily,
 	DebertaAttentionFamily,
 	GeneralAttentionFamily,
+	RotaryFamily,
 	EmbeddingFamily,
 	VisionEmbeddingFamily,
 	FFNFamily,

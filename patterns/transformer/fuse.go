@@ -134,7 +134,7 @@ func Fuse(m *ir.Model, fams []*Family, env *Env) (*Report, error) {
 // fusedStandardOps are the default-domain operators fuse emits.
 var fusedStandardOps = map[string]bool{
 	"LayerNormalization": true, "SimplifiedLayerNormalization": true, "RMSNormalization": true,
-	"Gelu": true, "Attention": true,
+	"Gelu": true, "Attention": true, "RotaryEmbedding": true,
 }
 
 func leftKey(b *Block) string { return string(b.Kind) + "@" + b.Root.Name }
