@@ -257,6 +257,9 @@ func (b *builder) unsqueeze(x val, axes ...int64) val {
 			src++
 		}
 	}
+	if b.opset < 13 {
+		return b.op1("Unsqueeze", []val{x}, x.dt, sh, ir.IntsAttr("axes", axes...))
+	}
 	return b.op1("Unsqueeze", []val{x, b.ints(axes...)}, x.dt, sh)
 }
 

@@ -40,17 +40,19 @@ var dagOps = []dagOp{
 	{"range-add", 1, (*dag).rangeAdd},
 	{"constant-of-shape", 1, (*dag).constantOfShape},
 	{"const-subgraph", 2, (*dag).constSubgraph},
+	{"int-arith", 3, (*dag).intArith},
 }
 
 type dag struct {
 	*builder
 	pool []val // float values, newest last
+	intv []val // int64 values (shape arithmetic, casts), newest last
 }
 
 // GenDAG returns a random DAG model for seed.
 func GenDAG(seed int64) *Case {
 	r := rand.New(rand.NewSource(seed))
-	opsets := []int64{13, 17, 18}
+	opsets := []int64{11, 13, 17, 18} // 11: Softmax over the flattened trailing axes, axes as attributes
 	d := &dag{builder: newBuilder(r, opsets[r.Intn(len(opsets))])}
 	syms := []string{"batch", "seq"}
 	nIn := 1 + r.Intn(2)
@@ -72,6 +74,15 @@ func GenDAG(seed int64) *Case {
 			sh = d.pool[0].sh.clone()
 		}
 		d.pool = append(d.pool, d.input(string(rune('x'+i)), ir.Float, sh))
+	}
+	// Constants in the pool make whole subgraphs that fold evaluates: the differential
+	// test of the evaluator against ORT.
+	for i := r.Intn(3); i > 0; i-- {
+		dims := make([]int64, 1+r.Intn(3))
+		for j := range dims {
+			dims[j] = int64(1 + r.Intn(4))
+		}
+		d.pool = append(d.pool, d.randConst(dims, 2))
 	}
 	steps := 4 + r.Intn(18)
 	total := 0
@@ -102,6 +113,12 @@ func GenDAG(seed int64) *Case {
 	if len(outs) == 0 || r.Intn(4) == 0 {
 		x := d.pool[len(d.pool)-1]
 		if !x.v.IsGraphInput() && !x.v.IsConst() && !contains(outs, x) {
+			outs = append(outs, x)
+		}
+	}
+	if len(d.intv) > 0 && r.Intn(2) == 0 {
+		x := d.intv[len(d.intv)-1]
+		if !x.v.IsConst() && !x.v.IsGraphOutput() {
 			outs = append(outs, x)
 		}
 	}
@@ -577,7 +594,11 @@ func (d *dag) split() bool {
 		sh[axis] = sd(p)
 		outs[i] = val{dt: x.dt, sh: sh}
 	}
-	_, outs = d.node("Split", []val{x, d.ints(parts...)}, outs, ir.IntAttr("axis", int64(axis)))
+	if d.opset < 13 {
+		_, outs = d.node("Split", []val{x}, outs, ir.IntAttr("axis", int64(axis)), ir.IntsAttr("split", parts...))
+	} else {
+		_, outs = d.node("Split", []val{x, d.ints(parts...)}, outs, ir.IntAttr("axis", int64(axis)))
+	}
 	d.push(outs[0])
 	return d.push(outs[1])
 }
@@ -665,7 +686,10 @@ func (d *dag) where() bool {
 	if !ok {
 		return false
 	}
-	ops := []string{"Greater", "Less", "GreaterOrEqual", "Equal"}
+	ops := []string{"Greater", "Less", "Equal", "GreaterOrEqual"}
+	if d.opset < 12 { // GreaterOrEqual is opset 12
+		ops = ops[:3]
+	}
 	cond := d.op1(ops[d.r.Intn(len(ops))], []val{c, d.scalarF(float32(d.r.Intn(3) - 1))}, ir.Bool, c.sh)
 	if d.r.Intn(3) == 0 {
 		cond = d.op1("Not", []val{cond}, ir.Bool, cond.sh)
@@ -750,4 +774,51 @@ func (d *dag) constSubgraph() bool {
 	}
 	sh, _ := broadcast(x.sh, k.sh)
 	return d.push(d.op1("Add", []val{x, k}, ir.Float, sh))
+}
+
+// intArith computes with int64 tensors — a shape, or a float value cast (truncating) —
+// and constants of both signs: integer Div truncates, Mod follows the divisor's sign
+// (fmod=0) or the dividend's (fmod=1).
+func (d *dag) intArith() bool {
+	var x val
+	switch {
+	case len(d.intv) > 0 && d.r.Intn(2) == 0:
+		x = d.intv[d.r.Intn(len(d.intv))]
+	case d.r.Intn(2) == 0:
+		x = d.shapeOf(d.pick())
+	default:
+		f := d.pick()
+		x = d.cast(d.op1("Mul", []val{d.bounded(f), d.scalarF(3)}, ir.Float, f.sh), ir.Int64)
+	}
+	k := d.r.Int63n(13) - 6
+	if k == 0 {
+		k = 3
+	}
+	c := d.constI(nil, []int64{k})
+	var y val
+	switch d.r.Intn(7) {
+	case 0:
+		y = d.op1("Div", []val{x, c}, ir.Int64, x.sh)
+	case 1:
+		y = d.op1("Mod", []val{x, c}, ir.Int64, x.sh)
+	case 2:
+		y = d.op1("Mod", []val{x, c}, ir.Int64, x.sh, ir.IntAttr("fmod", 1))
+	case 3:
+		y = d.op1("Sub", []val{c, x}, ir.Int64, x.sh)
+	case 4:
+		y = d.op1("Mul", []val{x, c}, ir.Int64, x.sh)
+	case 5:
+		y = d.op1("Abs", []val{d.op1("Neg", []val{x}, ir.Int64, x.sh)}, ir.Int64, x.sh)
+	default:
+		e := d.op1("Equal", []val{x, c}, ir.Bool, x.sh)
+		y = d.op1("Where", []val{e, c, x}, ir.Int64, x.sh)
+	}
+	d.intv = append(d.intv, y)
+	if d.r.Intn(3) == 0 { // back into the float world
+		f := d.cast(y, ir.Float)
+		if sh, ok := broadcast(d.pool[len(d.pool)-1].sh, f.sh); ok {
+			return d.push(d.op1("Add", []val{d.pool[len(d.pool)-1], f}, ir.Float, sh))
+		}
+	}
+	return true
 }

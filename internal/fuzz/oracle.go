@@ -98,12 +98,14 @@ func (r *Result) Has(kind, pipeline string) bool {
 	return false
 }
 
-// Tolerance of the output comparison: |a - b| ≤ RelTol·max(|a|, |b|) + RelTol·AbsScale·m,
-// m the largest magnitude of the reference output (sums that cancel lose digits relative
-// to their terms, not to their result).
+// Tolerance of the output comparison: |a - b| ≤ RelTol·max(|a|, |b|) + RelTol·AbsScale·m
+// + AbsTol, m the largest magnitude of the reference output (sums that cancel lose digits
+// relative to their terms, not to their result; AbsTol covers results that are all
+// rounding noise, such as 1e-7 left of a cancellation).
 const (
 	RelTol   = 1e-4
 	AbsScale = 0.1
+	AbsTol   = 1e-6
 )
 
 // Check runs every pipeline on c and checks the properties; it never panics for a pass's
@@ -510,7 +512,7 @@ func compare(want, got map[string]*ndarray.Array) string {
 				}
 				continue
 			}
-			if math.Abs(a-b) > RelTol*math.Max(math.Abs(a), math.Abs(b))+RelTol*AbsScale*scale {
+			if math.Abs(a-b) > RelTol*math.Max(math.Abs(a), math.Abs(b))+RelTol*AbsScale*scale+AbsTol {
 				return fmt.Sprintf("output %s[%d]: %g, want %g (|diff| %.3g, output scale %.3g)", name, i, b, a, math.Abs(a-b), scale)
 			}
 		}
