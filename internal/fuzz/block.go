@@ -19,8 +19,10 @@ import (
 var Classes = []string{
 	"base", "commute", "scale-mul", "scale-q", "scale-k", "scale-qk", "kt-two-transposes",
 	"heads-3d", "k-rolled-heads", "shape-arith", "cast", "qdq",
+	"where-mask", "gemm-proj", "ln-op", "causal", "mask-query-axis",
 	"nm-softmax-axis", "nm-eps-outside", "nm-mean-axis", "nm-mask-after-softmax",
 	"nm-gamma-input", "nm-gelu-const", "nm-residual-broadcast",
+	"nm-gelu-split-input", "nm-var-uncentred",
 }
 
 // IsNearMiss reports whether a class changes the math.
@@ -50,6 +52,9 @@ func GenBlock(seed int64, class string) *Case {
 		class = Classes[r.Intn(len(Classes))]
 	}
 	opset := []int64{13, 17}[r.Intn(2)]
+	if class == "ln-op" {
+		opset = 17
+	}
 	g := &blockGen{builder: newBuilder(r, opset), class: class, commute: class == "commute" || r.Intn(4) == 0}
 	g.n = []int64{2, 4}[r.Intn(2)]
 	g.d = []int64{4, 8}[r.Intn(2)]
@@ -96,10 +101,25 @@ func (g *blockGen) qdq(x val) val {
 	return g.op1("DequantizeLinear", []val{q, s, zp}, ir.Float, x.sh)
 }
 
-// linear is x·W + b.
+// linear is x·W + b; class gemm-proj writes it as Gemm on x flattened to 2-D, reshaped
+// back through Shape arithmetic.
 func (g *blockGen) linear(x val, in, out int64) val {
 	sh := x.sh.clone()
 	sh[len(sh)-1] = sd(out)
+	if g.class == "gemm-proj" {
+		rows := dim{sym: g.fresh("rows")}
+		x2 := g.op1("Reshape", []val{x, g.ints(-1, in)}, ir.Float, shape{rows, sd(in)})
+		ins := []val{x2, g.weight(in, out), g.randConst([]int64{out}, 0.2)}
+		attrs := []*ir.Attr{}
+		if g.r.Intn(2) == 0 {
+			ins[1] = g.constF([]int64{out, in}, g.randF(int(in*out), math.Sqrt(3/float64(in))))
+			attrs = append(attrs, ir.IntAttr("transB", 1))
+		}
+		y := g.op1("Gemm", ins, ir.Float, shape{rows, sd(out)}, attrs...)
+		lead := g.op1("Slice", []val{g.shapeOf(x), g.ints(0), g.ints(-1)}, ir.Int64, shape{sd(int64(x.rank() - 1))})
+		target := g.op1("Concat", []val{lead, g.ints(out)}, ir.Int64, shape{sd(int64(x.rank()))}, ir.IntAttr("axis", 0))
+		return g.op1("Reshape", []val{y, target}, ir.Float, sh)
+	}
 	mm := g.op1("MatMul", []val{x, g.weight(in, out)}, ir.Float, sh)
 	return g.comm1("Add", mm, g.randConst([]int64{out}, 0.2))
 }
@@ -173,12 +193,40 @@ func (g *blockGen) attention(x val) val {
 	default:
 		scores = g.op1("Div", []val{scores, g.scalarF(float32(math.Sqrt(float64(g.d))))}, ir.Float, scores.sh)
 	}
-	// BERT's padding mask: (1 - mask[:, None, None, :]) · -10000.
-	m := g.cast(g.unsqueeze(g.mask, 1, 2), ir.Float)
-	m = g.op1("Sub", []val{g.scalarF(1), m}, ir.Float, m.sh)
-	m = g.comm1("Mul", m, g.scalarF(-10000))
-	if g.class != "nm-mask-after-softmax" {
-		scores = g.comm1("Add", scores, m)
+	// BERT's padding mask: (1 - mask[:, None, None, :]) · -10000; mask-query-axis puts
+	// it on the query axis ([B, 1, S, 1]), where it adds a constant to each row of the
+	// scores, which softmax ignores.
+	maskAxes := []int64{1, 2}
+	if g.class == "mask-query-axis" {
+		maskAxes = []int64{1, 3}
+	}
+	m := g.cast(g.unsqueeze(g.mask, maskAxes...), ir.Float)
+	if g.class == "where-mask" { // DistilBERT: scores.masked_fill(mask == 0, fill)
+		c := g.op1("Equal", []val{m, g.scalarF(0)}, ir.Bool, m.sh)
+		fill := g.scalarF([]float32{-3.4028234663852886e38, float32(math.Inf(-1)), -10000}[g.r.Intn(3)])
+		if g.r.Intn(2) == 0 {
+			scores = g.op1("Where", []val{c, fill, scores}, ir.Float, scores.sh)
+		} else {
+			c = g.op1("Not", []val{c}, ir.Bool, c.sh)
+			scores = g.op1("Where", []val{c, scores, fill}, ir.Float, scores.sh)
+		}
+	} else {
+		m = g.op1("Sub", []val{g.scalarF(1), m}, ir.Float, m.sh)
+		m = g.comm1("Mul", m, g.scalarF(-10000))
+		if g.class != "nm-mask-after-softmax" {
+			scores = g.comm1("Add", scores, m)
+		}
+	}
+	if g.class == "causal" { // key j > query i masked: Where(j <= i, 0, -10000), from the sequence length
+		n := g.op1("Gather", []val{g.shapeOf(g.x), g.constI(nil, []int64{1})}, ir.Int64, shape{}, ir.IntAttr("axis", 0))
+		rg := g.op1("Range", []val{g.constI(nil, []int64{0}), n, g.constI(nil, []int64{1})}, ir.Int64, shape{s})
+		qi := g.unsqueeze(rg, 1)
+		keep := g.op1("LessOrEqual", []val{rg, qi}, ir.Bool, shape{s, s})
+		if g.opset < 12 {
+			keep = g.op1("Not", []val{g.op1("Greater", []val{rg, qi}, ir.Bool, shape{s, s})}, ir.Bool, shape{s, s})
+		}
+		term := g.op1("Where", []val{keep, g.scalarF(0), g.scalarF(-10000)}, ir.Float, shape{s, s})
+		scores = g.comm1("Add", scores, term)
 	}
 	axis := int64(-1)
 	if g.class == "nm-softmax-axis" {
@@ -231,7 +279,7 @@ func (g *blockGen) residual(skip, t val, broadcast bool) val {
 // norm writes LayerNorm or RMSNorm over the last axis in one of the decomposed forms;
 // class selects a near-miss (only the first norm of a block gets one).
 func (g *blockGen) norm(x val, class string) val {
-	rms := g.r.Intn(4) == 0
+	rms := g.r.Intn(4) == 0 && class != "nm-var-uncentred" // uncentred is RMSNorm's own form
 	cast := g.class == "cast"
 	if cast {
 		x = g.cast(x, ir.Float)
@@ -241,6 +289,13 @@ func (g *blockGen) norm(x val, class string) val {
 		meanAxis = 1
 	}
 	var root *ir.Node // the node the block must (or must not) cover
+	if g.class == "ln-op" && !rms {
+		st := []int64{g.h}
+		y, n := g.opN("LayerNormalization", []val{x, g.constF(st, g.randGamma()), g.randConst(st, 0.2)}, ir.Float, x.sh,
+			ir.IntAttr("axis", -1), ir.FloatAttr("epsilon", 1e-5))
+		g.witness(n, normKinds, false)
+		return y
+	}
 	dev := x
 	if !rms {
 		mean, rn := g.reduce("ReduceMean", x, []int64{meanAxis}, true)
@@ -249,11 +304,19 @@ func (g *blockGen) norm(x val, class string) val {
 		}
 		dev = g.op1("Sub", []val{x, mean}, ir.Float, x.sh)
 	}
+	sqIn := dev
+	if class == "nm-var-uncentred" { // the variance of x about 0, not about its mean
+		sqIn = x
+	}
 	var sq val
+	var sqn *ir.Node
 	if g.r.Intn(2) == 0 {
-		sq = g.op1("Pow", []val{dev, g.scalarF(2)}, ir.Float, dev.sh)
+		sq, sqn = g.opN("Pow", []val{sqIn, g.scalarF(2)}, ir.Float, sqIn.sh)
 	} else {
-		sq = g.op1("Mul", []val{dev, dev}, ir.Float, dev.sh)
+		sq, sqn = g.opN("Mul", []val{sqIn, sqIn}, ir.Float, sqIn.sh)
+	}
+	if class == "nm-var-uncentred" {
+		root = sqn
 	}
 	varAxis := int64(-1)
 	if rms && class == "nm-mean-axis" {
@@ -307,7 +370,8 @@ func (g *blockGen) norm(x val, class string) val {
 	if cast {
 		y = g.cast(y, ir.Float)
 	}
-	g.witness(root, normKinds, class == "nm-eps-outside" || class == "nm-mean-axis" || class == "nm-gamma-input")
+	g.witness(root, normKinds, class == "nm-eps-outside" || class == "nm-mean-axis" || class == "nm-gamma-input" ||
+		class == "nm-var-uncentred")
 	return y
 }
 
@@ -331,11 +395,14 @@ func (g *blockGen) ffn(y val) val {
 
 // gelu writes one of the GELU forms; nm-gelu-const puts one constant 1% off.
 func (g *blockGen) gelu(x val) val {
-	off := g.class == "nm-gelu-const"
+	off := g.class == "nm-gelu-const" || g.class == "nm-gelu-split-input"
 	form := g.r.Intn(3)
+	if g.class == "nm-gelu-split-input" {
+		form = 0
+	}
 	consts := map[string]int{"erf": 2, "tanh": 3, "sigmoid": 1}
 	which := -1 // the constant made wrong
-	if off {
+	if g.class == "nm-gelu-const" {
 		switch form {
 		case 0:
 			which = g.r.Intn(consts["erf"])
@@ -366,10 +433,16 @@ func (g *blockGen) gelu(x val) val {
 		var arg val
 		var n *ir.Node
 		kb := k
+		in := x
+		if g.class == "nm-gelu-split-input" { // erf of another value than the one it multiplies
+			var sn *ir.Node
+			in, sn = g.comm("Add", x, g.randConst([]int64{x.sh[len(x.sh)-1].n}, 0.5))
+			wrongUse = sn
+		}
 		if g.r.Intn(2) == 0 {
-			arg, n = g.opN("Div", []val{x, c(math.Sqrt2)}, ir.Float, x.sh)
+			arg, n = g.opN("Div", []val{in, c(math.Sqrt2)}, ir.Float, x.sh)
 		} else {
-			arg, n = g.comm("Mul", x, c(1/math.Sqrt2))
+			arg, n = g.comm("Mul", in, c(1/math.Sqrt2))
 		}
 		mark(n, kb)
 		var e val

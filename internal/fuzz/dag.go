@@ -41,6 +41,7 @@ var dagOps = []dagOp{
 	{"constant-of-shape", 1, (*dag).constantOfShape},
 	{"const-subgraph", 2, (*dag).constSubgraph},
 	{"int-arith", 3, (*dag).intArith},
+	{"misc", 6, (*dag).misc},
 }
 
 type dag struct {
@@ -821,4 +822,101 @@ func (d *dag) intArith() bool {
 		}
 	}
 	return true
+}
+
+// misc covers the rest of what the evaluator folds: Clip, Floor/Ceil/Sign, CumSum,
+// Squeeze, Tile, Size, Shape with start/end, Constant, logical ops, Identity, Dropout,
+// ReduceProd.
+func (d *dag) misc() bool {
+	x := d.pick()
+	switch d.r.Intn(12) {
+	case 0:
+		lo, hi := d.scalarF(float32(-d.r.Float64())), d.scalarF(float32(d.r.Float64()))
+		switch d.r.Intn(3) {
+		case 0:
+			return d.push(d.op1("Clip", []val{x, lo, hi}, x.dt, x.sh))
+		case 1:
+			return d.push(d.op1("Clip", []val{x, lo}, x.dt, x.sh))
+		default:
+			return d.push(d.op1("Clip", []val{x, {}, hi}, x.dt, x.sh))
+		}
+	case 1:
+		ops := []string{"Floor", "Ceil", "Sign"}
+		s := d.op1("Mul", []val{d.bounded(x), d.scalarF(1.7)}, x.dt, x.sh)
+		return d.push(d.op1(ops[d.r.Intn(3)], []val{s}, x.dt, x.sh))
+	case 2:
+		if x.rank() == 0 {
+			return false
+		}
+		ax := int64(d.r.Intn(x.rank()))
+		return d.push(d.op1("CumSum", []val{x, d.constI(nil, []int64{ax})}, x.dt, x.sh,
+			ir.IntAttr("exclusive", int64(d.r.Intn(2))), ir.IntAttr("reverse", int64(d.r.Intn(2)))))
+	case 3:
+		var axes []int64
+		sh := shape{}
+		for i, dd := range x.sh {
+			if dd.static() && dd.n == 1 && d.r.Intn(3) > 0 {
+				axes = append(axes, int64(i))
+			} else {
+				sh = append(sh, dd)
+			}
+		}
+		if len(axes) == 0 {
+			return false
+		}
+		if d.opset < 13 {
+			return d.push(d.op1("Squeeze", []val{x}, x.dt, sh, ir.IntsAttr("axes", axes...)))
+		}
+		return d.push(d.op1("Squeeze", []val{x, d.ints(axes...)}, x.dt, sh))
+	case 4:
+		reps := make([]int64, x.rank())
+		sh := x.sh.clone()
+		for i, dd := range x.sh {
+			reps[i] = 1
+			if dd.static() && d.r.Intn(2) == 0 {
+				reps[i] = int64(1 + d.r.Intn(2))
+				sh[i] = sd(dd.n * reps[i])
+			}
+		}
+		return d.push(d.op1("Tile", []val{x, d.ints(reps...)}, x.dt, sh))
+	case 5:
+		n := d.cast(d.op1("Size", []val{x}, ir.Int64, shape{}), ir.Float)
+		sh, _ := broadcast(x.sh, shape{})
+		return d.push(d.op1("Div", []val{x, n}, ir.Float, sh))
+	case 6:
+		if d.opset < 15 || x.rank() < 2 {
+			return false
+		}
+		st := int64(d.r.Intn(x.rank())) - int64(d.r.Intn(2))*int64(x.rank())
+		sh := d.op1("Shape", []val{x}, ir.Int64, shape{sd(int64(x.rank()) - int64(norm(st, x.rank())))}, ir.IntAttr("start", st))
+		d.intv = append(d.intv, sh)
+		return true
+	case 7:
+		dims := d.constShape(x)
+		c := d.op1("Constant", nil, ir.Float, dims64(dims), ir.TensorAttr("value", ir.FloatTensor(dims, d.randF(numel(dims), 1))))
+		sh, _ := broadcast(x.sh, c.sh)
+		return d.push(d.op1("Sub", []val{x, c}, ir.Float, sh))
+	case 8:
+		y := d.pick()
+		sh, ok := broadcast(x.sh, y.sh)
+		if !ok {
+			return false
+		}
+		a := d.op1("Greater", []val{x, d.scalarF(0)}, ir.Bool, x.sh)
+		b := d.op1("Less", []val{y, d.scalarF(0.5)}, ir.Bool, y.sh)
+		op := []string{"And", "Or", "Xor"}[d.r.Intn(3)]
+		c := d.op1(op, []val{a, b}, ir.Bool, sh)
+		return d.push(d.op1("Where", []val{c, x, y}, ir.Float, sh))
+	case 9:
+		return d.push(d.op1("Identity", []val{x}, x.dt, x.sh))
+	case 10:
+		return d.push(d.op1("Dropout", []val{x}, x.dt, x.sh))
+	default:
+		if x.rank() == 0 {
+			return false
+		}
+		b := d.op1("Add", []val{d.op1("Sigmoid", []val{x}, x.dt, x.sh), d.scalarF(0.5)}, x.dt, x.sh)
+		y, _ := d.reduce("ReduceProd", b, []int64{int64(d.r.Intn(x.rank()))}, d.r.Intn(2) == 0)
+		return d.push(y)
+	}
 }
