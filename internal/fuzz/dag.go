@@ -42,6 +42,9 @@ var dagOps = []dagOp{
 	{"const-subgraph", 2, (*dag).constSubgraph},
 	{"int-arith", 3, (*dag).intArith},
 	{"misc", 6, (*dag).misc},
+	{"norm-fragment", 4, (*dag).normFragment},
+	{"gelu-fragment", 3, (*dag).geluFragment},
+	{"attention-fragment", 2, (*dag).attentionFragment},
 }
 
 type dag struct {
@@ -919,4 +922,163 @@ func (d *dag) misc() bool {
 		y, _ := d.reduce("ReduceProd", b, []int64{int64(d.r.Intn(x.rank()))}, d.r.Intn(2) == 0)
 		return d.push(y)
 	}
+}
+
+// normFragment writes a LayerNorm or RMSNorm over the last axis of a pool value, often
+// slightly wrong: gamma or beta broadcasting over another axis, a large epsilon, the
+// mean over another axis, a residual Add in front whose operands broadcast. The
+// recognisers see shapes here that blocks never have (a last axis of 1, a symbolic one,
+// rank 1 or 4); the output comparison judges whatever they do.
+func (d *dag) normFragment() bool {
+	x := d.pick()
+	if x.rank() == 0 {
+		return false
+	}
+	if d.r.Intn(3) == 0 { // a residual in front
+		y := d.pick()
+		sh, ok := broadcast(x.sh, y.sh)
+		if !ok {
+			return false
+		}
+		x = d.op1("Add", []val{x, y}, ir.Float, sh)
+	}
+	r := x.rank()
+	last := x.sh[r-1]
+	axis := int64(-1)
+	if r >= 2 && d.r.Intn(6) == 0 {
+		axis = -2
+	}
+	rms := d.r.Intn(3) == 0
+	dev := x
+	if !rms {
+		mean, _ := d.reduce("ReduceMean", x, []int64{axis}, true)
+		dev = d.op1("Sub", []val{x, mean}, ir.Float, x.sh)
+	}
+	var sq val
+	if d.r.Intn(2) == 0 {
+		sq = d.op1("Pow", []val{dev, d.scalarF(2)}, ir.Float, dev.sh)
+	} else {
+		sq = d.op1("Mul", []val{dev, dev}, ir.Float, dev.sh)
+	}
+	if d.r.Intn(8) == 0 {
+		axis = -1
+		if r >= 2 {
+			axis = -2
+		}
+	}
+	v, _ := d.reduce("ReduceMean", sq, []int64{axis}, true)
+	eps := d.scalarF([]float32{1e-5, 1e-12, 1e-3, 1e-2, 0.5}[d.r.Intn(5)])
+	ve := d.op1("Add", []val{v, eps}, ir.Float, v.sh)
+	var n val
+	switch d.r.Intn(3) {
+	case 0:
+		n = d.op1("Div", []val{dev, d.op1("Sqrt", []val{ve}, ir.Float, ve.sh)}, ir.Float, dev.sh)
+	case 1:
+		n = d.op1("Mul", []val{dev, d.op1("Pow", []val{ve, d.scalarF(-0.5)}, ir.Float, ve.sh)}, ir.Float, dev.sh)
+	default:
+		sdv := d.op1("Sqrt", []val{ve}, ir.Float, ve.sh)
+		n = d.op1("Mul", []val{d.op1("Reciprocal", []val{sdv}, ir.Float, sdv.sh), dev}, ir.Float, dev.sh)
+	}
+	affine := func() []int64 {
+		switch k := d.r.Intn(5); {
+		case k <= 1 && last.static():
+			return []int64{last.n}
+		case k == 2 && last.static():
+			return []int64{1, last.n}
+		case k == 3 && r >= 2 && x.sh[r-2].static():
+			return []int64{x.sh[r-2].n, 1} // over another axis
+		default:
+			return []int64{1}
+		}
+	}
+	gd := affine()
+	gamma := d.constF(gd, d.randGamma(numel(gd)))
+	sh, _ := broadcast(n.sh, dims64(gd))
+	y := d.op1("Mul", []val{n, gamma}, ir.Float, sh)
+	if !rms || d.r.Intn(3) == 0 {
+		bd := affine()
+		sh, _ = broadcast(y.sh, dims64(bd))
+		y = d.op1("Add", []val{y, d.randConst(bd, 0.3)}, ir.Float, sh)
+	}
+	return d.push(y)
+}
+
+func (d *dag) randGamma(n int) []float32 {
+	v := d.randF(n, 0.5)
+	for i := range v {
+		v[i]++
+	}
+	return v
+}
+
+// geluFragment writes a GELU form on a pool value, its constants exact, within the
+// recognisers' 1e-4, or 1% off.
+func (d *dag) geluFragment() bool {
+	x := d.pick()
+	k := func(v float64) val {
+		switch d.r.Intn(6) {
+		case 0:
+			v *= 1.00001
+		case 1:
+			v *= 1.01
+		}
+		return d.scalarF(float32(v))
+	}
+	if d.r.Intn(4) == 0 { // a bias in front
+		if last, ok := d.lastStatic(x); ok {
+			x = d.op1("Add", []val{d.randConst([]int64{last}, 0.5), x}, ir.Float, x.sh)
+		}
+	}
+	var p val
+	switch d.r.Intn(3) {
+	case 0:
+		a := d.op1("Div", []val{x, k(math.Sqrt2)}, ir.Float, x.sh)
+		p = d.op1("Add", []val{d.op1("Erf", []val{a}, ir.Float, x.sh), k(1)}, ir.Float, x.sh)
+	case 1:
+		c := d.op1("Mul", []val{d.op1("Pow", []val{x, k(3)}, ir.Float, x.sh), k(0.044715)}, ir.Float, x.sh)
+		in := d.op1("Mul", []val{d.op1("Add", []val{x, c}, ir.Float, x.sh), k(math.Sqrt(2 / math.Pi))}, ir.Float, x.sh)
+		p = d.op1("Add", []val{d.op1("Tanh", []val{in}, ir.Float, x.sh), k(1)}, ir.Float, x.sh)
+	default:
+		s := d.op1("Sigmoid", []val{d.op1("Mul", []val{x, k(1.702)}, ir.Float, x.sh)}, ir.Float, x.sh)
+		return d.push(d.op1("Mul", []val{x, s}, ir.Float, x.sh))
+	}
+	return d.push(d.op1("Mul", []val{d.op1("Mul", []val{x, p}, ir.Float, x.sh), k(0.5)}, ir.Float, x.sh))
+}
+
+// attentionFragment writes softmax(a·bᵀ·s [+ m])·c over pool values of one shape.
+func (d *dag) attentionFragment() bool {
+	a := d.pick()
+	if a.rank() < 2 {
+		return false
+	}
+	var same []val
+	for _, c := range d.pool {
+		if sameShape(c.sh, a.sh) {
+			same = append(same, c)
+		}
+	}
+	b, c := same[d.r.Intn(len(same))], same[d.r.Intn(len(same))]
+	r := int64(a.rank())
+	perm := make([]int64, r)
+	for i := range perm {
+		perm[i] = int64(i)
+	}
+	perm[r-1], perm[r-2] = r-2, r-1
+	ssh := a.sh.clone()
+	ssh[r-1] = a.sh[r-2]
+	sc := d.op1("MatMul", []val{d.bounded(a), d.transpose(d.bounded(b), perm...)}, ir.Float, ssh)
+	sc = d.op1("Mul", []val{sc, d.scalarF(float32(0.1 + d.r.Float64()))}, ir.Float, ssh)
+	if d.r.Intn(2) == 0 { // an additive term over the keys
+		m := d.randConst([]int64{1}, 1)
+		if st := a.sh[r-2]; st.static() {
+			m = d.randConst([]int64{st.n}, 1)
+		}
+		sc = d.op1("Add", []val{sc, m}, ir.Float, ssh)
+	}
+	axis := int64(-1)
+	if d.r.Intn(4) == 0 {
+		axis = -2
+	}
+	p := d.op1("Softmax", []val{sc}, ir.Float, ssh, ir.IntAttr("axis", axis))
+	return d.push(d.op1("MatMul", []val{p, c}, ir.Float, a.sh))
 }

@@ -53,6 +53,10 @@ func TestFixedSeeds(t *testing.T) {
 	matched := map[string]int{}
 	for i, r := range results {
 		for _, f := range r.Failures {
+			if f.Kind == Unstable {
+				t.Logf("seed %d (%s): %s", jobs[i].seed, jobs[i].c.Class, f)
+				continue
+			}
 			t.Errorf("seed %d (%s): %s", jobs[i].seed, jobs[i].c.Class, f)
 		}
 		if r.Matched {
@@ -65,7 +69,8 @@ func TestFixedSeeds(t *testing.T) {
 	t.Logf("%d cases; matched per class: %v", len(jobs), matched)
 }
 
-// TestReplay replays every stored failure: each must now pass every check.
+// TestReplay replays every stored failure: each must now pass every check (outputs that
+// float32 arithmetic does not determine to the tolerance are logged, not failed).
 func TestReplay(t *testing.T) {
 	root, err := modroot.Find()
 	if err != nil {
@@ -88,6 +93,10 @@ func TestReplay(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, fl := range Check(c, seed).Failures {
+				if fl.Kind == Unstable { // not a property of qcc: see Unstable
+					t.Log(fl)
+					continue
+				}
 				t.Error(fl)
 			}
 		})

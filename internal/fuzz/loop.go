@@ -43,7 +43,7 @@ func (s *Summary) Line() string {
 func (s *Summary) Write(w io.Writer) {
 	fmt.Fprintln(w, s.Line())
 	var other []string
-	for _, k := range []string{VerifyFail, NotIdem, RoundTrip, NearFused, PassError, Invalid} {
+	for _, k := range []string{VerifyFail, NotIdem, RoundTrip, NearFused, PassError, Unstable, Invalid} {
 		other = append(other, fmt.Sprintf("%s=%d", k, s.ByKind[k]))
 	}
 	fmt.Fprintln(w, strings.Join(other, " "))
@@ -120,7 +120,7 @@ func Run(opts Options) *Summary {
 					}
 					sig := f.Kind + " in " + f.Pipeline + " (" + c.Class + ")"
 					s.Failures[sig] = append(s.Failures[sig], seed)
-					if opts.Dir != "" && f.Kind != Invalid && shrunk[sig] < opts.PerSignature {
+					if opts.Dir != "" && f.Kind != Invalid && f.Kind != Unstable && shrunk[sig] < opts.PerSignature {
 						shrunk[sig]++
 						toShrink = append(toShrink, f)
 					}
