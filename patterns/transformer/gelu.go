@@ -44,7 +44,7 @@ tried first as "<rule>-bias", with x = Add(input, bias) folded in (bias a 1-D co
 the last-dimension size, the Linear layer's Add(bias, MatMul(...))), then without it (when
 that sum is read elsewhere too).
 
-Checks: the input is a float tensor; each constant is one value within 1e-4 (relative) of
+Checks: the input is a float tensor of rank 1 or more; each constant is one value within 1e-4 (relative) of
 0.5 (or 2), 1, √2 (or 1/√2), 3, 0.044715, √(2/π), 1.702 ("erf argument scaled by 0.5, not
 1/√2"); the bias is 1-D of the input's last dimension; no intermediate value is read
 outside the block.
@@ -254,6 +254,9 @@ func checkGelu(m *patterns.Match) string {
 	}
 	if !in.Type.DType.IsFloat() {
 		return fmt.Sprintf("input is %s, not float", in.Type.DType)
+	}
+	if in.Type.Rank() == 0 { // ORT's FastGelu and BiasGelu refuse rank 0
+		return "input is a scalar"
 	}
 	if why := geluCheckConsts(m); why != "" {
 		return why

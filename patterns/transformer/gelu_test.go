@@ -382,6 +382,8 @@ func TestGeluRefusals(t *testing.T) {
 			"x raised to 2, not 3", ""},
 		{"cube-not-integer", strings.Replace(geluGraph(geluFactors["tanh-pow"]+geluHalves["after"], false, 13), "three = {3}", "three = {3.00003}", 1),
 			"x raised to 3.00003", ""},
+		{"scalar-input", strings.Replace(geluGraph(geluFactors["erf-div"]+geluHalves["after"], false, 13), "float[2,8]", "float", -1),
+			"input is a scalar", ""},
 		{"silu", geluGraph("\n  ax = Mul (one, x)\n  sg = Sigmoid (ax)\n  y = Mul (x, sg)", false, 13),
 			"sigmoid argument scaled by 1, not 1.702", ""},
 		{"double-input-ok", strings.Replace(strings.Replace(geluGraph(geluFactors["erf-div"]+geluHalves["after"], false, 13), "float[2,8]", "double[2,8]", -1), "float ", "double ", -1),
