@@ -559,6 +559,9 @@ func (d *dag) gather() bool {
 	}
 	axis := axes[d.r.Intn(len(axes))]
 	n := x.sh[axis].n
+	if n == 0 {
+		return false
+	}
 	idx := func() int64 { return int64(d.r.Intn(int(2*n))) - n }
 	sh := x.sh[:axis].clone()
 	var ind val
@@ -789,7 +792,11 @@ func (d *dag) intArith() bool {
 	case len(d.intv) > 0 && d.r.Intn(2) == 0:
 		x = d.intv[d.r.Intn(len(d.intv))]
 	case d.r.Intn(2) == 0:
-		x = d.shapeOf(d.pick())
+		y := d.pick()
+		if y.rank() == 0 { // Shape of a scalar is empty
+			return false
+		}
+		x = d.shapeOf(y)
 	default:
 		f := d.pick()
 		x = d.cast(d.op1("Mul", []val{d.bounded(f), d.scalarF(3)}, ir.Float, f.sh), ir.Int64)

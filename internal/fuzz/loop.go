@@ -102,8 +102,7 @@ func Run(opts Options) *Summary {
 				if opts.Count > 0 && seed-opts.Seed >= opts.Count {
 					return
 				}
-				c := Gen(seed)
-				r := Check(c, seed)
+				c, r := genCheck(seed)
 				mu.Lock()
 				s.Graphs++
 				if r.Matched {
@@ -151,4 +150,17 @@ func Run(opts Options) *Summary {
 func firstLine(s string) string {
 	l, _, _ := strings.Cut(s, "\n")
 	return l
+}
+
+// genCheck generates and checks one case; a generator panic is a failure of the case
+// (kind Invalid), not the end of the run.
+func genCheck(seed int64) (c *Case, r *Result) {
+	defer func() {
+		if x := recover(); x != nil {
+			c = &Case{Class: "dag"}
+			r = &Result{Failures: []Failure{{Kind: Invalid, Detail: fmt.Sprintf("generator panic: %v", x)}}}
+		}
+	}()
+	c = Gen(seed)
+	return c, Check(c, seed)
 }
