@@ -72,6 +72,36 @@ const (
 	Unstable = "unstable"
 )
 
+// QDQStep is the step of the qdq pipeline's quantizers (ranges=const:4 over int8): a
+// float rewrite before a QuantizeLinear (a fused attention, a fused GELU) may move a value
+// across a rounding boundary, which changes it by one step; that is how Q/DQ models work,
+// not a fault of the rewrite.
+const QDQStep = 4.0 / 127
+
+// withinStep reports whether every output of got is within QDQStep·m of want's, m the
+// largest magnitude of want's output.
+func withinStep(want, got map[string]*ndarray.Array) bool {
+	for name, w := range want {
+		g := got[name]
+		if g == nil || !w.DType.IsFloat() || w.DType != g.DType || !ndarray.SameShape(w.Shape, g.Shape) {
+			return false
+		}
+		wv, gv := w.Float64s(), g.Float64s()
+		scale := 0.0
+		for _, x := range wv {
+			if !math.IsNaN(x) && !math.IsInf(x, 0) {
+				scale = math.Max(scale, math.Abs(x))
+			}
+		}
+		for i := range wv {
+			if math.IsNaN(wv[i]) != math.IsNaN(gv[i]) || math.Abs(wv[i]-gv[i]) > QDQStep*scale {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 // PerturbTol is the relative perturbation of the stability probe, about ten float32 ulps.
 const PerturbTol = 1e-6
 
@@ -189,7 +219,9 @@ func Check(c *Case, seed int64) *Result {
 		}
 		for i := range ref {
 			if d := compare(ref[i], got[i]); d != "" {
-				if why := unstable(refBytes, inputs, ref, seed); why != "" {
+				if strings.Contains(spec, "qdq") && withinStep(ref[i], got[i]) {
+					fail(Unstable, spec, "inputs #%d: %s; but within one quantization step (%.3g) of the output's scale: a rounding flip at a quantizer", i, d, QDQStep)
+				} else if why := unstable(refBytes, inputs, ref, seed); why != "" {
 					fail(Unstable, spec, "inputs #%d: %s; but %s", i, d, why)
 				} else {
 					fail(Mismatch, spec, "inputs #%d: %s", i, d)
