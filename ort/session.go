@@ -309,6 +309,10 @@ func (s *Session) Run(inputs map[string]*ndarray.Array) (map[string]*ndarray.Arr
 	if err := s.checkInputs(inputs); err != nil {
 		return nil, err
 	}
+	if len(s.inputs) == 0 {
+		// onnxruntime_go indexes the first input unconditionally.
+		return nil, errors.New("ort: cannot run a model without inputs")
+	}
 	ins := make([]onnxruntime.Value, len(s.inputs))
 	defer destroyAll(ins)
 	for i, info := range s.inputs {

@@ -68,4 +68,3 @@ Appends every node output that has a known element type to its graph's ValueInfo
 		return nil
 	},
 }
-

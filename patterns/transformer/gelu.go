@@ -44,7 +44,7 @@ tried first as "<rule>-bias", with x = Add(input, bias) folded in (bias a 1-D co
 the last-dimension size, the Linear layer's Add(bias, MatMul(...))), then without it (when
 that sum is read elsewhere too).
 
-Checks: the input is a float tensor; each constant is one value within 1e-4 (relative) of
+Checks: the input is a float tensor of rank 1 or more; each constant is one value within 1e-4 (relative) of
 0.5 (or 2), 1, √2 (or 1/√2), 3, 0.044715, √(2/π), 1.702 ("erf argument scaled by 0.5, not
 1/√2"); the bias is 1-D of the input's last dimension; no intermediate value is read
 outside the block.
@@ -226,21 +226,24 @@ func geluScalar(m *patterns.Match, name string) (float64, string) {
 func geluNear(got, want float64) bool { return math.Abs(got-want) <= 1e-4*math.Max(1, math.Abs(want)) }
 
 // geluConstChecks: a bound constant, the value it must have, how to say it when it has another.
+// An exponent must be exact: Pow(x, 3.00003) is NaN for every negative x, which no fused
+// GELU computes.
 var geluConstChecks = []struct {
-	name string
-	want float64
-	say  string
+	name  string
+	want  float64
+	say   string
+	exact bool
 }{
-	{"c_half", 0.5, "output scaled by %g, not 0.5"},
-	{"c_two", 2, "output divided by %g, not 2"},
-	{"c_one", 1, "erf/tanh shifted by %g, not 1"},
-	{"c_one_inner", 1, "cubic term shifted by %g, not 1"},
-	{"c_erf_div", geluSqrt2, "erf argument divided by %g, not √2"},
-	{"c_erf_mul", 1 / geluSqrt2, "erf argument scaled by %g, not 1/√2"},
-	{"c_three", 3, "x raised to %g, not 3"},
-	{"c_cubic", geluCubicCoef, "cubic coefficient %g, not 0.044715"},
-	{"c_tanh", geluSqrt2OverPi, "tanh argument scaled by %g, not √(2/π)"},
-	{"c_sigmoid", geluQuickAlpha, "sigmoid argument scaled by %g, not 1.702 (x·sigmoid(a·x) is a GELU only for a ≈ 1.702)"},
+	{"c_half", 0.5, "output scaled by %g, not 0.5", false},
+	{"c_two", 2, "output divided by %g, not 2", false},
+	{"c_one", 1, "erf/tanh shifted by %g, not 1", false},
+	{"c_one_inner", 1, "cubic term shifted by %g, not 1", false},
+	{"c_erf_div", geluSqrt2, "erf argument divided by %g, not √2", false},
+	{"c_erf_mul", 1 / geluSqrt2, "erf argument scaled by %g, not 1/√2", false},
+	{"c_three", 3, "x raised to %g, not 3", true},
+	{"c_cubic", geluCubicCoef, "cubic coefficient %g, not 0.044715", false},
+	{"c_tanh", geluSqrt2OverPi, "tanh argument scaled by %g, not √(2/π)", false},
+	{"c_sigmoid", geluQuickAlpha, "sigmoid argument scaled by %g, not 1.702 (x·sigmoid(a·x) is a GELU only for a ≈ 1.702)", false},
 }
 
 // checkGelu checks the input type, each bound constant and the bias.
@@ -251,6 +254,9 @@ func checkGelu(m *patterns.Match) string {
 	}
 	if !in.Type.DType.IsFloat() {
 		return fmt.Sprintf("input is %s, not float", in.Type.DType)
+	}
+	if in.Type.Rank() == 0 { // ORT's FastGelu and BiasGelu refuse rank 0
+		return "input is a scalar"
 	}
 	if why := geluCheckConsts(m); why != "" {
 		return why
@@ -272,7 +278,7 @@ func geluCheckConsts(m *patterns.Match) string {
 		if why != "" {
 			return why
 		}
-		if !geluNear(v, c.want) {
+		if c.exact && v != c.want || !geluNear(v, c.want) {
 			return fmt.Sprintf(c.say, v)
 		}
 	}

@@ -28,7 +28,7 @@ zeros). ReduceMean axes are an attribute (opset < 18) or a constant input (18+) 
 be the last axis with keepdims=1.
 
 Checks: eps a scalar constant in (0, 1e-3]; gamma and beta constant 1-D of the last
-dimension's size (when known); x a float tensor; a Cast back only after a Cast in, to x's
+dimension's size (when unknown, not of size 1); x a float tensor; a Cast back only after a Cast in, to x's
 type.
 
 Roles: input, output, gamma, beta. Params: epsilon, axis (-1).
@@ -336,6 +336,11 @@ func lnParam(role string, v *ir.Value, hidden int64) string {
 	}
 	if hidden > 0 && t.Dims[0] != hidden {
 		return fmt.Sprintf("%s has %d elements, the normalised axis %d", role, t.Dims[0], hidden)
+	}
+	// One value broadcasts over an axis of any size; the fused ops want one per element
+	// of the normalised axis, and its size is not known here.
+	if hidden <= 0 && t.Dims[0] == 1 {
+		return fmt.Sprintf("%s has 1 element and the normalised axis' size is unknown", role)
 	}
 	return ""
 }

@@ -1,0 +1,55 @@
+// Command fuzz is qcc's differential fuzzer: it generates models (random DAGs and
+// mutated transformer blocks, deterministic by seed), runs every pipeline on them and
+// checks the results with ONNX Runtime, shrinks each failure to a minimal model stored
+// in -out (replayed by internal/fuzz's tests), and ends with
+//
+//	graphs=N mismatches=M panics=P
+//
+// then the other failure kinds and, per mutation class, how often the block was
+// recognised (matched) or not (refused).
+//
+//	go run ./internal/cmd/fuzz -duration 10m -out testdata/fuzz
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"runtime"
+	"time"
+
+	"github.com/qcc-dev/qcc/internal/fuzz"
+	"github.com/qcc-dev/qcc/ort"
+)
+
+func main() {
+	duration := flag.Duration("duration", time.Minute, "stop starting cases after this long")
+	count := flag.Int64("count", 0, "stop after this many cases (0: no limit)")
+	seed := flag.Int64("seed", 0, "first seed (0: from the clock)")
+	workers := flag.Int("workers", runtime.NumCPU(), "parallel workers")
+	out := flag.String("out", "testdata/fuzz", "folder for shrunk failures (empty: store nothing)")
+	per := flag.Int("per-signature", 2, "failures shrunk and stored per kind, pipeline and class")
+	shrinkTime := flag.Duration("shrink-time", 2*time.Minute, "time limit of one shrink")
+	quiet := flag.Bool("q", false, "print only the summary")
+	lib := flag.String("ort-lib", "", "path of libonnxruntime.so (default: QCC_ORT_LIB or the project cache)")
+	flag.Parse()
+	path, err := ort.LibraryPath(*lib)
+	if err == nil {
+		err = ort.Init(path)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "fuzz:", err)
+		os.Exit(1)
+	}
+	if *seed == 0 {
+		*seed = time.Now().UnixNano() & (1<<40 - 1)
+	}
+	opts := fuzz.Options{Workers: *workers, Seed: *seed, Count: *count, Duration: *duration,
+		Dir: *out, PerSignature: *per, ShrinkTime: *shrinkTime}
+	if !*quiet {
+		opts.Log = os.Stderr
+	}
+	fmt.Fprintf(os.Stderr, "fuzz: seeds from %d, %d workers, %s\n", *seed, *workers, *duration)
+	s := fuzz.Run(opts)
+	s.Write(os.Stdout)
+}
