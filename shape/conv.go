@@ -198,14 +198,9 @@ func convTranspose(c *nctx) error {
 // pool: X [N, C, D...] -> [N, C, out...]; MaxPool's optional second output (indices)
 // has the same shape.
 func pool(c *nctx) error {
-	dt := c.dtype(0)
-	in, ok := c.shape(0)
-	if !ok {
-		c.set(0, dt, nil, false)
-		return nil
-	}
-	if len(in) < 3 {
-		return errf("input has rank %d, want [N, C, spatial...]", len(in))
+	dt, in, err := spatialInput(c)
+	if in == nil || err != nil {
+		return err
 	}
 	n := len(in) - 2
 	win, err := readWindow(c, n, nil)
@@ -223,14 +218,9 @@ func pool(c *nctx) error {
 
 // globalPool: X [N, C, D...] -> [N, C, 1...].
 func globalPool(c *nctx) error {
-	dt := c.dtype(0)
-	in, ok := c.shape(0)
-	if !ok {
-		c.set(0, dt, nil, false)
-		return nil
-	}
-	if len(in) < 3 {
-		return errf("input has rank %d, want [N, C, spatial...]", len(in))
+	dt, in, err := spatialInput(c)
+	if in == nil || err != nil {
+		return err
 	}
 	out := cloneShape(in)
 	for i := 2; i < len(out); i++ {
@@ -238,4 +228,19 @@ func globalPool(c *nctx) error {
 	}
 	c.set(0, dt, out, true)
 	return nil
+}
+
+// spatialInput reads a pooling input [N, C, spatial...]: nil (the output left untyped)
+// when its shape is unknown, an error when its rank is below 3.
+func spatialInput(c *nctx) (ir.DataType, ir.Shape, error) {
+	dt := c.dtype(0)
+	in, ok := c.shape(0)
+	if !ok {
+		c.set(0, dt, nil, false)
+		return dt, nil, nil
+	}
+	if len(in) < 3 {
+		return dt, nil, errf("input has rank %d, want [N, C, spatial...]", len(in))
+	}
+	return dt, in, nil
 }

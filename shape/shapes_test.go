@@ -756,4 +756,3 @@ func TestInferNode(t *testing.T) {
 		t.Errorf("after rewrite: %s", got)
 	}
 }
-
