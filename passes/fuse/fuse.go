@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/qcc-dev/qcc/ir"
 	"github.com/qcc-dev/qcc/pass"
 	"github.com/qcc-dev/qcc/passes/cleanup"
 	"github.com/qcc-dev/qcc/passes/qdqcheck"
@@ -68,7 +67,6 @@ func run(ctx *pass.Context) error {
 		return err
 	}
 	cleanup.RemoveDead(m.Graph)
-	uniqueNodeNames(m.Graph)
 	if rep.Ops["com.microsoft.QAttention"]+rep.Ops["com.microsoft.MatMulIntegerToFloat"] > 0 {
 		m.SetMeta(qdqcheck.LoweredKey, "ort-cpu") // TensorRT's Q/DQ rules stop here
 	}
@@ -94,34 +92,6 @@ func run(ctx *pass.Context) error {
 		ctx.Note("refused: %s", r)
 	}
 	return nil
-}
-
-// uniqueNodeNames renames the later of two nodes that share a name, which ONNX Runtime
-// refuses: a fused node is named after its block's node-name prefix, and in a model whose
-// nodes carry no scoped names of their own, every block has the same (empty) prefix.
-// Unnamed nodes stay unnamed.
-func uniqueNodeNames(g *ir.Graph) {
-	used := map[string]bool{}
-	for _, n := range g.Nodes() {
-		used[n.Name] = true
-	}
-	seen := map[string]bool{}
-	for _, n := range g.Nodes() {
-		if n.Name == "" {
-			continue
-		}
-		if seen[n.Name] {
-			base := n.Name
-			for k := 2; ; k++ {
-				if name := base + "_" + strconv.Itoa(k); !used[name] {
-					n.Name = name
-					used[name] = true
-					break
-				}
-			}
-		}
-		seen[n.Name] = true
-	}
 }
 
 // FullyFused says whether every recognised block that an operator of the target can

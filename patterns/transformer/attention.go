@@ -1135,11 +1135,7 @@ func attnFuseQuantONNX(rw *patterns.Rewriter, b *Block, env *Env, mi attnMaskInf
 // from its Softmax node's name), for the names of what fusion adds; "" when the nodes are
 // not named that way.
 func attnNamePrefix(m *patterns.Match) string {
-	name := m.N("probs").Name
-	if i := strings.LastIndex(name, "/"); i >= 0 {
-		return name[:i+1]
-	}
-	return ""
+	return nodePrefix(m.N("probs"))
 }
 
 // attnMaskBias is the additive mask as [B,1,S,S]: the graph's own additive mask (the Add

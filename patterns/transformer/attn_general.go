@@ -200,9 +200,6 @@ func generalFuse(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, e
 		}
 	}
 	name := rw.Graph().FreshName(nodePrefix(p.softmax) + "Attention")
-	if n := rw.Graph().Lookup(name + "_output_0"); n != nil {
-		name = rw.Graph().FreshName(name + "_" + p.softmax.Output(0).Name)
-	}
 	var n *ir.Node
 	if env.Target == ORT {
 		ins := []*ir.Value{q, k, v}

@@ -3,6 +3,7 @@ package transformer
 import (
 	"fmt"
 	"sort"
+	"strconv"
 
 	"github.com/qcc-dev/qcc/ir"
 	"github.com/qcc-dev/qcc/patterns"
@@ -119,6 +120,7 @@ func Fuse(m *ir.Model, fams []*Family, env *Env) (*Report, error) {
 	}
 	sort.Strings(rep.Left)
 	rep.Blocks = blocks
+	uniqueNodeNames(g)
 	for _, n := range g.Nodes() {
 		if n.Domain == "com.microsoft" || fusedStandardOps[n.OpType] {
 			key := n.OpType
@@ -173,4 +175,32 @@ func unfusedSoftmax(g *ir.Graph, blocks []*Block) []string {
 		out = append(out, fmt.Sprintf("softmax %s: %s", n.Name, why))
 	}
 	return out
+}
+
+// uniqueNodeNames renames the later of two nodes that share a name, which ONNX Runtime
+// refuses: a fused node is named after its block's node-name prefix, and in a model whose
+// nodes carry no scoped names of their own, every block has the same (empty) prefix.
+// Unnamed nodes stay unnamed.
+func uniqueNodeNames(g *ir.Graph) {
+	used := map[string]bool{}
+	for _, n := range g.Nodes() {
+		used[n.Name] = true
+	}
+	seen := map[string]bool{}
+	for _, n := range g.Nodes() {
+		if n.Name == "" {
+			continue
+		}
+		if seen[n.Name] {
+			base := n.Name
+			for k := 2; ; k++ {
+				if name := base + "_" + strconv.Itoa(k); !used[name] {
+					n.Name = name
+					used[name] = true
+					break
+				}
+			}
+		}
+		seen[n.Name] = true
+	}
 }

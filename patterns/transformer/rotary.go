@@ -264,17 +264,15 @@ func fuseRotary(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, er
 		bs := reuseNode(rw, "Mul", []*ir.Value{batch, seq}, x.Name+"_rows")
 		zero := rw.Const("rotary_zero_scalar", ir.Int64Tensor(nil, []int64{0}))
 		step := rw.Const("rotary_one_scalar", ir.Int64Tensor(nil, []int64{1}))
+		// Squeeze without axes drops the one unit axis, at every opset.
 		limit := reuseNode(rw, "Squeeze", []*ir.Value{bs}, x.Name+"_rows_scalar")
-		if env.Model.Opset("") >= 13 {
-			limit = reuseNode(rw, "Squeeze", []*ir.Value{bs, rw.Const("rotary_axis0", ir.Int64Tensor([]int64{1}, []int64{0}))}, x.Name+"_rows_scalar")
-		}
 		r := reuseNode(rw, "Range", []*ir.Value{zero, limit, step}, x.Name+"_positions")
 		bsShape := reuseNode(rw, "Concat", []*ir.Value{batch, seq}, x.Name+"_bs", ir.IntAttr("axis", 0))
 		pos := reuseNode(rw, "Reshape", []*ir.Value{r, bsShape}, x.Name+"_position_ids")
 		n = rw.Node("RotaryEmbedding", "com.microsoft", []*ir.Value{x, pos, cos, sin}, 1, name+"_output_0", ir.IntAttr("interleaved", 0))
 		EnsureOpset(env.Model, "com.microsoft", 1)
 	}
-	n.Name = n.Output(0).Name // unique: Q's and K's rotaries share a scope
+	n.Name = name // Q's and K's share it: Fuse makes node names unique
 	rw.Replace(b.Root, n.Output(0))
 	return n, "", nil
 }
