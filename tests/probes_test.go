@@ -46,6 +46,7 @@ type probe struct {
 	Causal          bool `json:"causal"`
 	Norms           int  `json:"norms"`
 	FFNActivations  int  `json:"ffn_activations"`
+	Rotaries        int  `json:"rotaries"` // rotary embeddings applied (Q and K of each layer)
 	path, name, dir string
 }
 
@@ -208,13 +209,15 @@ func TestProbeReference(t *testing.T) {
 }
 
 // probeCounts is what fuse made of a probe: fused blocks by what the manifest counts.
-type probeCounts struct{ attention, norms, activations int }
+type probeCounts struct{ attention, norms, activations, rotaries int }
 
 func (c probeCounts) String() string {
-	return fmt.Sprintf("attention %d, norms %d, activations %d", c.attention, c.norms, c.activations)
+	return fmt.Sprintf("attention %d, norms %d, activations %d, rotaries %d", c.attention, c.norms, c.activations, c.rotaries)
 }
 
-func (p *probe) want() probeCounts { return probeCounts{p.Attention, p.Norms, p.FFNActivations} }
+func (p *probe) want() probeCounts {
+	return probeCounts{p.Attention, p.Norms, p.FFNActivations, p.Rotaries}
+}
 
 // recognised runs the blocks analysis on m through the pass manager.
 func recognised(t *testing.T, m *ir.Model) *blocks.Result {
@@ -246,6 +249,8 @@ func fusedCounts(bs []*transformer.Block) probeCounts {
 		case !b.Fused:
 		case attentionKinds[b.Kind]:
 			c.attention++
+		case b.Kind == transformer.Rotary:
+			c.rotaries++
 		case normKinds[b.Kind], b.Kind == transformer.Embedding && b.Role("gamma") != nil:
 			norms[b.Root] = true
 		}

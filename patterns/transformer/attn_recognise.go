@@ -95,8 +95,8 @@ func walkBack(v *ir.Value, ok func(layoutStep) bool) ([]layoutStep, *ir.Value) {
 			break
 		}
 		in := chainInput(n)
-		if in == nil {
-			break
+		if in == nil || rotaryInput(v) != nil {
+			break // a rotary ends in a Reshape, but rotates: it is the operand's source
 		}
 		st, pass := passThrough(n, in)
 		if !pass || !ok(st) || (n.OpType != "Split" && idx != 0) {
@@ -125,6 +125,11 @@ var elementwise = map[string]bool{"Add": true, "Sub": true, "Mul": true, "Div": 
 // an elementwise op made it (a rotary embedding applied to the heads keeps their layout),
 // else the layout its rank and producer imply.
 func layoutOf(v *ir.Value, depth int) (layout, string) {
+	if x := rotaryInput(v); x != nil && depth < 4 {
+		if op, why := followOperand("", x, anyStep, depth+1); why == "" {
+			return op.last(), ""
+		}
+	}
 	if n, _ := v.Producer(); n != nil && depth < 4 && elementwise[n.OpType] && (n.Domain == "" || n.Domain == "ai.onnx" || n.OpType == "RotaryEmbedding") {
 		vs := attnShape(v)
 		for _, in := range n.Inputs() {

@@ -8,34 +8,102 @@ import (
 	"github.com/qcc-dev/qcc/patterns"
 )
 
-// RotaryFamily recognises rotary position embeddings written out in the rotate-half form
-// and fuses them into com.microsoft.RotaryEmbedding (target ort) or RotaryEmbedding-23
-// (target onnx, when the opset allows).
+// RotaryFamily recognises rotary position embeddings written out as plain ops — the
+// rotate-half form and the two interleaved forms — and fuses them into
+// com.microsoft.RotaryEmbedding (target ort) or RotaryEmbedding-23 (target onnx, when the
+// opset allows), with interleaved=1 for the interleaved ones.
 var RotaryFamily = &Family{
 	Kind: Rotary,
-	Doc: `Rotary position embedding, rotate-half form: y = x·cos + rotate_half(x)·sin, with
-rotate_half(x) = Concat(-x[..., D/2:], x[..., :D/2]) over the last axis.
+	Doc: `Rotary position embedding: each pair of channels of x is rotated by its angle.
 
-x is [B, N, S, D] (the heads of Q or K); cos and sin are [B|1, 1, S, D] and each holds one
-angle per pair, repeated in both halves of the last axis (proved from the constant table
-they are gathered or sliced from, or from Cos/Sin of a concatenation of one tensor with
-itself). The fused operators read cos and sin as given by the graph: RotaryEmbedding-23
-as [B, S, D/2] caches without position ids; com.microsoft.RotaryEmbedding as a
-[B·S, D/2] cache with position ids b·S + s. Interleaved rotaries (even/odd pairs) are
-left as they are (the attention around them is still fused).
+Variants:
+  rotary/rotate-half       y = x·cos + rotate_half(x)·sin, rotate_half(x) =
+                           Concat(-x[..., D/2:], x[..., :D/2]); pair i is (x[i], x[i+D/2]);
+                           cos, sin [B|1, 1, S, D] repeat their first half in the second.
+  rotary/interleaved-pairs e = x[..., 0::2], o = x[..., 1::2];
+                           y = interleave(e·cos - o·sin, e·sin + o·cos) (Unsqueeze on a
+                           new last axis, Concat, Reshape back to D); pair i is
+                           (x[2i], x[2i+1]); cos, sin [B|1, 1, S, D/2].
+  rotary/rotate-every-two  y = x·cos + rotate_every_two(x)·sin, rotate_every_two(x) =
+                           interleave(-x[..., 1::2], x[..., 0::2]); cos, sin [B|1, 1, S, D]
+                           repeat each angle in two adjacent channels.
 
-Roles: input (x), output, cos, sin. Params: head_size.`,
+x is [B, N, S, D] (the heads of Q or K). The repeats in cos and sin are proved from the
+constant table they are gathered or sliced from, or from how they are computed (Cos/Sin
+of a concatenation of one tensor with itself; a stack of one tensor with itself). The
+fused operators read cos and sin as given by the graph, one angle per pair:
+RotaryEmbedding-23 as [B, S, D/2] caches without position ids;
+com.microsoft.RotaryEmbedding as a [B·S, D/2] cache with position ids b·S + s.
+
+Roles: input (x), output, cos, sin. Params: head_size, interleaved.`,
 	Rules: []*patterns.Rule{
 		{Name: "rotary/fused", Pattern: patterns.Op("RotaryEmbedding").In("com.microsoft").As("rotary")},
 		{Name: "rotary/fused-onnx", Pattern: patterns.Op("RotaryEmbedding").As("rotary")},
-		{Name: "rotary/rotate-half", Pattern: patterns.Trace("rotary", traceRotary), Check: checkRotary},
+		{Name: "rotary/rotate-half", Pattern: patterns.Trace("rotary", traceRotary), Check: checkRotary, Escapes: attnEscapes},
+		{Name: "rotary/interleaved-pairs", Pattern: patterns.Trace("rotary", traceRotaryPairs), Check: checkRotary, Escapes: attnEscapes},
+		{Name: "rotary/rotate-every-two", Pattern: patterns.Trace("rotary", traceRotateEveryTwo), Check: checkRotary, Escapes: attnEscapes},
 	},
 	Describe: describeRotary,
 	Fuse:     fuseRotary,
 }
 
-// traceRotary matches y = Add(Mul(x, cos), Mul(Concat(Neg(Slice(x)), Slice(x)), sin)).
+// rotaryForm is what a rotary trace proved, for Check and the lowering.
+type rotaryForm int
+
+const (
+	rotateHalf       rotaryForm = iota // pairs (i, i+D/2); cos, sin repeat their halves
+	interleavedPairs                   // pairs (2i, 2i+1) written out; cos, sin hold D/2
+	rotateEveryTwo                     // pairs (2i, 2i+1); cos, sin repeat each angle twice
+)
+
+// interleaved reports whether the form pairs adjacent channels.
+func (f rotaryForm) interleaved() bool { return f != rotateHalf }
+
+// traceRotary matches y = Add(Mul(x, cos), Mul(rotate_half(x), sin)).
 func traceRotary(v *ir.Value) *patterns.Traced {
+	return traceRotated(v, rotateHalf, func(rot, x *ir.Value) ([]*ir.Node, map[string]*ir.Node) {
+		cat, _ := rot.Producer()
+		if !isOp(cat, "Concat") || len(cat.Inputs()) != 2 {
+			return nil, nil
+		}
+		neg, _ := cat.Input(0).Producer()
+		if !isOp(neg, "Neg") {
+			return nil, nil
+		}
+		hi, _ := neg.Input(0).Producer()
+		lo, _ := cat.Input(1).Producer()
+		if !isOp(hi, "Slice") || !isOp(lo, "Slice") || hi.Input(0) != x || lo.Input(0) != x {
+			return nil, nil
+		}
+		return []*ir.Node{lo, hi, neg, cat}, map[string]*ir.Node{"concat": cat, "hi": hi, "lo": lo}
+	})
+}
+
+// traceRotateEveryTwo matches y = Add(Mul(x, cos), Mul(rotate_every_two(x), sin)),
+// rotate_every_two(x) = interleave(-x[..., 1::2], x[..., 0::2]).
+func traceRotateEveryTwo(v *ir.Value) *patterns.Traced {
+	return traceRotated(v, rotateEveryTwo, func(rot, x *ir.Value) ([]*ir.Node, map[string]*ir.Node) {
+		a, b, nodes, named := traceInterleave(rot)
+		if nodes == nil {
+			return nil, nil
+		}
+		neg, _ := a.Producer()
+		if !isOp(neg, "Neg") {
+			return nil, nil
+		}
+		odd, _ := neg.Input(0).Producer()
+		even, _ := b.Producer()
+		if !isOp(odd, "Slice") || !isOp(even, "Slice") || odd.Input(0) != x || even.Input(0) != x {
+			return nil, nil
+		}
+		named["even"], named["odd"] = even, odd
+		return append([]*ir.Node{even, odd, neg}, nodes...), named
+	})
+}
+
+// traceRotated matches Add(Mul(x, cos), Mul(rot, sin)) in any operand order, where
+// rotOf proves rot a rotation of x and returns its nodes.
+func traceRotated(v *ir.Value, form rotaryForm, rotOf func(rot, x *ir.Value) ([]*ir.Node, map[string]*ir.Node)) *patterns.Traced {
 	add, _ := v.Producer()
 	if add == nil || add.OpType != "Add" || add.Domain != "" || len(add.Inputs()) != 2 {
 		return nil
@@ -50,25 +118,129 @@ func traceRotary(v *ir.Value) *patterns.Traced {
 			for k := 0; k < 2; k++ {
 				x, cos := ma.Input(j), ma.Input(1-j)
 				rot, sin := mb.Input(k), mb.Input(1-k)
-				cat, _ := rot.Producer()
-				if !isOp(cat, "Concat") || len(cat.Inputs()) != 2 {
-					continue
-				}
-				neg, _ := cat.Input(0).Producer()
-				if !isOp(neg, "Neg") {
-					continue
-				}
-				hi, _ := neg.Input(0).Producer()
-				lo, _ := cat.Input(1).Producer()
-				if !isOp(hi, "Slice") || !isOp(lo, "Slice") || hi.Input(0) != x || lo.Input(0) != x {
+				nodes, named := rotOf(rot, x)
+				if nodes == nil {
 					continue
 				}
 				return &patterns.Traced{
-					Nodes:  []*ir.Node{lo, hi, neg, cat, ma, mb, add},
+					Nodes:  append(nodes, ma, mb, add),
 					Values: map[string]*ir.Value{"input": x, "cos": cos, "sin": sin, "output": v},
-					Named:  map[string]*ir.Node{"concat": cat, "hi": hi, "lo": lo},
+					Named:  named,
+					Plan:   form,
 				}
 			}
+		}
+	}
+	return nil
+}
+
+// traceRotaryPairs matches the interleaved rotary written out pair by pair:
+// e = x[..., 0::2], o = x[..., 1::2], y = interleave(e·cos - o·sin, e·sin + o·cos).
+func traceRotaryPairs(v *ir.Value) *patterns.Traced {
+	a, b, nodes, named := traceInterleave(v)
+	if nodes == nil {
+		return nil
+	}
+	sub, _ := a.Producer()
+	add, _ := b.Producer()
+	if !isOp(sub, "Sub") || !isOp(add, "Add") {
+		return nil
+	}
+	ma, _ := sub.Input(0).Producer()
+	mb, _ := sub.Input(1).Producer()
+	if !isOp(ma, "Mul") || !isOp(mb, "Mul") {
+		return nil
+	}
+	for j := 0; j < 2; j++ {
+		for k := 0; k < 2; k++ {
+			e, cos := ma.Input(j), ma.Input(1-j)
+			o, sin := mb.Input(k), mb.Input(1-k)
+			even, _ := e.Producer()
+			odd, _ := o.Producer()
+			if !isOp(even, "Slice") || !isOp(odd, "Slice") || even.Input(0) != odd.Input(0) {
+				continue
+			}
+			// The second component: Mul(e, sin) + Mul(o, cos), in any order.
+			mc, _ := add.Input(0).Producer()
+			md, _ := add.Input(1).Producer()
+			if !isOp(mc, "Mul") || !isOp(md, "Mul") {
+				continue
+			}
+			if !mulOf(mc, e, sin) {
+				mc, md = md, mc
+			}
+			if !mulOf(mc, e, sin) || !mulOf(md, o, cos) {
+				continue
+			}
+			named["even"], named["odd"] = even, odd
+			return &patterns.Traced{
+				Nodes:  append([]*ir.Node{even, odd, ma, mb, sub, mc, md, add}, nodes...),
+				Values: map[string]*ir.Value{"input": even.Input(0), "cos": cos, "sin": sin, "output": v},
+				Named:  named,
+				Plan:   interleavedPairs,
+			}
+		}
+	}
+	return nil
+}
+
+// mulOf reports whether n multiplies a by b, in either order.
+func mulOf(n *ir.Node, a, b *ir.Value) bool {
+	return (n.Input(0) == a && n.Input(1) == b) || (n.Input(0) == b && n.Input(1) == a)
+}
+
+// traceInterleave matches v = Reshape(Concat(Unsqueeze(a), Unsqueeze(b))): a stack of a and
+// b on a new last axis flattened back into the last one, so v[..., 2i] = a[..., i] and
+// v[..., 2i+1] = b[..., i] (the axes are checked by checkInterleave).
+func traceInterleave(v *ir.Value) (a, b *ir.Value, nodes []*ir.Node, named map[string]*ir.Node) {
+	merge, _ := v.Producer()
+	if !isOp(merge, "Reshape") {
+		return nil, nil, nil, nil
+	}
+	stack, _ := merge.Input(0).Producer()
+	if !isOp(stack, "Concat") || len(stack.Inputs()) != 2 {
+		return nil, nil, nil, nil
+	}
+	ua, _ := stack.Input(0).Producer()
+	ub, _ := stack.Input(1).Producer()
+	if !isOp(ua, "Unsqueeze") || !isOp(ub, "Unsqueeze") {
+		return nil, nil, nil, nil
+	}
+	return ua.Input(0), ub.Input(0), []*ir.Node{ua, ub, stack, merge},
+		map[string]*ir.Node{"stack": stack, "unsqueeze_a": ua, "unsqueeze_b": ub, "merge": merge}
+}
+
+// checkInterleave checks the axes of a traceInterleave match whose result has shape out:
+// both Unsqueezes add a last axis, the Concat joins on it, and the Reshape keeps the
+// leading axes (so it can only merge the last two).
+func checkInterleave(m *patterns.Match, out ir.Shape) string {
+	r := len(out)
+	for _, u := range []string{"unsqueeze_a", "unsqueeze_b"} {
+		n := m.N(u)
+		axes, ok := axesOf(n, 1)
+		if !ok || len(axes) != 1 {
+			return fmt.Sprintf("%s does not add one known axis", n)
+		}
+		if a, ok := normAxis(axes[0], r+1); !ok || a != r {
+			return fmt.Sprintf("%s does not add a new last axis", n)
+		}
+	}
+	stack := m.N("stack")
+	if a, ok := normAxis(stack.AttrInt("axis", 0), r+1); !ok || a != r {
+		return fmt.Sprintf("%s does not stack on the new last axis", stack)
+	}
+	if got := attnShape(m.N("merge").Output(0)); !ir.SameShape(got, out) {
+		return fmt.Sprintf("%s gives %v, not %v", m.N("merge"), got, out)
+	}
+	return ""
+}
+
+// rotaryInput is x when v is an interleaved rotary of x written out as plain ops (its
+// last op is a Reshape, which a walk through layout ops would otherwise take for one).
+func rotaryInput(v *ir.Value) *ir.Value {
+	for _, f := range []func(*ir.Value) *patterns.Traced{traceRotaryPairs, traceRotateEveryTwo} {
+		if t := f(v); t != nil {
+			return t.Values["input"]
 		}
 	}
 	return nil
@@ -77,34 +249,52 @@ func traceRotary(v *ir.Value) *patterns.Traced {
 func isOp(n *ir.Node, op string) bool { return n != nil && n.OpType == op && n.Domain == "" }
 
 func checkRotary(m *patterns.Match) string {
+	form := m.Plan.(rotaryForm)
 	x := attnShape(m.V("input"))
 	if len(x) != 4 || !x[3].Known || x[3].Value%2 != 0 || !x[1].Known {
 		return fmt.Sprintf("input %v is not [batch, heads, seq, even head size]", x)
 	}
 	d, h := x[3].Value, x[3].Value/2
-	cat := m.N("concat")
-	if a, ok := normAxis(cat.AttrInt("axis", 0), 4); !ok || a != 3 {
-		return "the halves are not concatenated on the last axis"
-	}
-	if !sliceIs(m.N("hi"), h, d) || !sliceIs(m.N("lo"), 0, h) {
-		return fmt.Sprintf("the halves are not x[..., %d:] and x[..., :%d]", h, h)
+	// tableWidth is the last axis of cos and sin; repeats proves they hold one angle per pair.
+	tableWidth, repeats, what := d, repeatedHalves, "repeat its first half in its second"
+	switch form {
+	case rotateHalf:
+		cat := m.N("concat")
+		if a, ok := normAxis(cat.AttrInt("axis", 0), 4); !ok || a != 3 {
+			return "the halves are not concatenated on the last axis"
+		}
+		if !sliceIs(m.N("hi"), h, d, 1) || !sliceIs(m.N("lo"), 0, h, 1) {
+			return fmt.Sprintf("the halves are not x[..., %d:] and x[..., :%d]", h, h)
+		}
+	case interleavedPairs, rotateEveryTwo:
+		if !sliceIs(m.N("even"), 0, d, 2) || !sliceIs(m.N("odd"), 1, d, 2) {
+			return "the pairs are not x[..., 0::2] and x[..., 1::2]"
+		}
+		if why := checkInterleave(m, x); why != "" {
+			return why
+		}
+		if form == interleavedPairs {
+			tableWidth, repeats = h, nil
+		} else {
+			repeats, what = repeatedPairs, "repeat each angle in two adjacent channels"
+		}
 	}
 	for _, r := range []string{"cos", "sin"} {
 		s := attnShape(m.V(r))
-		if len(s) != 4 || !dimIsOne(s[1]) || !ir.SameDim(s[2], x[2]) || !ir.SameDim(s[3], x[3]) ||
+		if len(s) != 4 || !dimIsOne(s[1]) || !ir.SameDim(s[2], x[2]) || !s[3].Known || s[3].Value != tableWidth ||
 			!(dimIsOne(s[0]) || ir.SameDim(s[0], x[0])) {
-			return fmt.Sprintf("%s has shape %v, not [batch|1, 1, %v, %d]", r, s, x[2], d)
+			return fmt.Sprintf("%s has shape %v, not [batch|1, 1, %v, %d]", r, s, x[2], tableWidth)
 		}
-		if !repeatedHalves(m.V(r), 0) {
-			return fmt.Sprintf("%s does not provably repeat its first half in its second", r)
+		if repeats != nil && !repeats(m.V(r), 0) {
+			return fmt.Sprintf("%s does not provably %s", r, what)
 		}
 	}
 	return ""
 }
 
-// sliceIs reports whether a Slice takes [start, end) of the last axis of a rank-4 tensor
-// of last dimension ≥ end (an end past the axis counts as its end), step 1.
-func sliceIs(n *ir.Node, start, end int64) bool {
+// sliceIs reports whether a Slice takes start:end:step of the last axis of a rank-4
+// tensor whose last dimension is ≥ end (an end past the axis counts as its end).
+func sliceIs(n *ir.Node, start, end, step int64) bool {
 	st, ok1 := constInts(n.Input(1))
 	en, ok2 := constInts(n.Input(2))
 	if !ok1 || !ok2 || len(st) != 1 || len(en) != 1 || st[0] != start {
@@ -121,28 +311,87 @@ func sliceIs(n *ir.Node, start, end int64) bool {
 	} else {
 		return false // axes default to 0
 	}
+	got := []int64{1}
 	if s := n.Input(4); s != nil {
-		if st, ok := constInts(s); !ok || len(st) != 1 || st[0] != 1 {
+		var ok bool
+		if got, ok = constInts(s); !ok {
 			return false
 		}
 	}
-	return true
+	return len(got) == 1 && got[0] == step
 }
 
-// repeatedHalves proves that v[..., :D/2] equals v[..., D/2:]: v comes, through ops that
-// keep the last axis (Unsqueeze, Reshape of leading axes, Gather or Slice on other axes,
-// Cast, Expand, Identity), from a constant whose rows repeat their halves, or from Cos or
-// Sin of a Concat of one tensor with itself on the last axis.
-func repeatedHalves(v *ir.Value, depth int) bool {
+// A repeat proof shows that a cos or sin tensor holds one angle per rotated pair of
+// channels. The two layouts differ only in which channels repeat: the halves (v[..., i]
+// = v[..., i+D/2]) or adjacent channels (v[..., 2i] = v[..., 2i+1]).
+type repeatProof struct {
+	// pair gives the two channels of pair i in a row of width d.
+	pair func(i, d int) (int, int)
+	// built recognises a node that makes the repeat (from one tensor used twice).
+	built func(n *ir.Node) bool
+}
+
+var halvesRepeat = repeatProof{
+	pair: func(i, d int) (int, int) { return i, i + d/2 },
+	// Concat(t, t) on the last axis.
+	built: func(n *ir.Node) bool {
+		r := len(attnShape(n.Output(0)))
+		a, ok := normAxis(n.AttrInt("axis", 0), r)
+		return isOp(n, "Concat") && ok && a == r-1 && len(n.Inputs()) == 2 && n.Input(0) == n.Input(1)
+	},
+}
+
+var pairsRepeat = repeatProof{
+	pair: func(i, d int) (int, int) { return 2 * i, 2*i + 1 },
+	// Reshape(Concat(Unsqueeze(t), Unsqueeze(t))) or Reshape(Expand(Unsqueeze(t), [.., 2]))
+	// with the new last axis merged back: every channel of t twice in a row.
+	built: func(n *ir.Node) bool {
+		if !isOp(n, "Reshape") {
+			return false
+		}
+		out, in := attnShape(n.Output(0)), attnShape(n.Input(0))
+		if len(in) != len(out)+1 || !ir.SameShape(in[:len(out)-1], out[:len(out)-1]) || !in[len(in)-1].Known || in[len(in)-1].Value != 2 {
+			return false
+		}
+		src, _ := n.Input(0).Producer()
+		unitLast := func(v *ir.Value) bool {
+			u, _ := v.Producer()
+			s := attnShape(v)
+			return isOp(u, "Unsqueeze") && len(s) == len(in) && dimIsOne(s[len(s)-1])
+		}
+		switch {
+		case isOp(src, "Concat"):
+			a, ok := normAxis(src.AttrInt("axis", 0), len(in))
+			return ok && a == len(in)-1 && len(src.Inputs()) == 2 && src.Input(0) == src.Input(1) && unitLast(src.Input(0))
+		case isOp(src, "Expand"), isOp(src, "Tile"):
+			return unitLast(src.Input(0))
+		}
+		return false
+	},
+}
+
+// repeatedHalves proves v[..., :D/2] = v[..., D/2:]; repeatedPairs proves
+// v[..., 2i] = v[..., 2i+1].
+func repeatedHalves(v *ir.Value, depth int) bool { return halvesRepeat.proves(v, depth) }
+func repeatedPairs(v *ir.Value, depth int) bool  { return pairsRepeat.proves(v, depth) }
+
+// proves follows v back through ops that keep the last axis whole (Unsqueeze, Reshape of
+// leading axes, Gather or Slice on other axes, Cast, Expand, Identity, and Cos or Sin,
+// which map equal channels to equal channels) to a constant whose rows repeat, or to the
+// node that builds the repeat.
+func (p repeatProof) proves(v *ir.Value, depth int) bool {
 	if v == nil || depth > 12 {
 		return false
 	}
 	if t := patterns.ConstOf(v); t != nil {
-		return constHalvesEqual(t)
+		return p.constRepeats(t)
 	}
 	n, _ := v.Producer()
 	if n == nil || n.Domain != "" {
 		return false
+	}
+	if p.built(n) {
+		return true
 	}
 	last := func(x *ir.Value) int64 {
 		s := attnShape(x)
@@ -153,17 +402,7 @@ func repeatedHalves(v *ir.Value, depth int) bool {
 	}
 	switch n.OpType {
 	case "Cos", "Sin":
-		c, _ := n.Input(0).Producer()
-		if isOp(c, "Concat") && len(c.Inputs()) == 2 && c.Input(0) == c.Input(1) {
-			r := len(attnShape(c.Output(0)))
-			a, ok := normAxis(c.AttrInt("axis", 0), r)
-			return ok && a == r-1
-		}
-		return repeatedHalves(n.Input(0), depth+1)
-	case "Concat":
-		r := len(attnShape(n.Output(0)))
-		a, ok := normAxis(n.AttrInt("axis", 0), r)
-		return ok && a == r-1 && len(n.Inputs()) == 2 && n.Input(0) == n.Input(1)
+		return p.proves(n.Input(0), depth+1)
 	case "Unsqueeze", "Reshape", "Cast", "Expand", "Identity", "Gather", "Slice":
 		// Ops that must keep the last axis whole.
 		if last(n.Input(0)) < 0 || last(n.Input(0)) != last(v) {
@@ -185,14 +424,13 @@ func repeatedHalves(v *ir.Value, depth int) bool {
 				return false
 			}
 		}
-		return repeatedHalves(n.Input(0), depth+1)
+		return p.proves(n.Input(0), depth+1)
 	}
 	return false
 }
 
-// constHalvesEqual checks a constant's rows: the first half of the last axis equals the
-// second.
-func constHalvesEqual(t *ir.Tensor) bool {
+// constRepeats checks a constant's rows: the two channels of every pair are equal.
+func (p repeatProof) constRepeats(t *ir.Tensor) bool {
 	if len(t.Dims) == 0 || t.Dims[len(t.Dims)-1]%2 != 0 || !t.DType.IsFloat() {
 		return false
 	}
@@ -203,7 +441,8 @@ func constHalvesEqual(t *ir.Tensor) bool {
 	d := int(t.Dims[len(t.Dims)-1])
 	for r := 0; r+d <= len(vals); r += d {
 		for i := 0; i < d/2; i++ {
-			if vals[r+i] != vals[r+d/2+i] {
+			a, b := p.pair(i, d)
+			if vals[r+a] != vals[r+b] {
 				return false
 			}
 		}
@@ -215,6 +454,7 @@ func describeRotary(m *patterns.Match, b *Block) {
 	if n := m.N("rotary"); n != nil {
 		b.Fused = true
 		b.Roles["input"], b.Roles["output"] = n.Input(0), n.Output(0)
+		b.Params["interleaved"] = float64(n.AttrInt("interleaved", 0))
 		return
 	}
 	for _, r := range []string{"input", "output", "cos", "sin"} {
@@ -222,6 +462,9 @@ func describeRotary(m *patterns.Match, b *Block) {
 	}
 	if s := attnShape(m.V("input")); len(s) == 4 && s[3].Known {
 		b.Params["head_size"] = float64(s[3].Value)
+	}
+	if m.Plan.(rotaryForm).interleaved() {
+		b.Params["interleaved"] = 1
 	}
 }
 
@@ -235,9 +478,12 @@ func fuseRotary(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, er
 			return nil, why, nil
 		}
 	}
-	h := int64(b.Params["head_size"]) / 2
-	add, _ := b.Root.Producer()
-	name := nodePrefix(add) + "RotaryEmbedding"
+	form := b.Match.Plan.(rotaryForm)
+	d := int64(b.Params["head_size"])
+	h := d / 2
+	last, _ := b.Root.Producer()
+	name := nodePrefix(last) + "RotaryEmbedding"
+	interleaved := ir.IntAttr("interleaved", int64(b.Param("interleaved", 0)))
 	// [B|1, 1, S, D] → [B, S, D/2]: the first half (the second repeats it), the head axis
 	// dropped, the batch spelled out.
 	shapeX := reuseNode(rw, "Shape", []*ir.Value{x}, x.Name+"_shape")
@@ -246,8 +492,16 @@ func fuseRotary(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, er
 	one := rw.Const("rotary_one", ir.Int64Tensor([]int64{1}, []int64{1}))
 	target := reuseNode(rw, "Concat", []*ir.Value{batch, one, one}, x.Name+"_batch11", ir.IntAttr("axis", 0))
 	cache := func(v *ir.Value) *ir.Value {
-		half := reuseNode(rw, "Slice", []*ir.Value{v, rw.Const("rotary_zero", ir.Int64Tensor([]int64{1}, []int64{0})),
-			rw.Const("rotary_half", ir.Int64Tensor([]int64{1}, []int64{h})), rw.Const("rotary_last", ir.Int64Tensor([]int64{1}, []int64{3}))}, v.Name+"_half")
+		// One angle per pair: the first half, the even channels, or the table as given.
+		half := v
+		zero, lastAxis := rw.Const("rotary_zero", ir.Int64Tensor([]int64{1}, []int64{0})), rw.Const("rotary_last", ir.Int64Tensor([]int64{1}, []int64{3}))
+		switch form {
+		case rotateHalf:
+			half = reuseNode(rw, "Slice", []*ir.Value{v, zero, rw.Const("rotary_half", ir.Int64Tensor([]int64{1}, []int64{h})), lastAxis}, v.Name+"_half")
+		case rotateEveryTwo:
+			half = reuseNode(rw, "Slice", []*ir.Value{v, zero, rw.Const("rotary_width", ir.Int64Tensor([]int64{1}, []int64{d})), lastAxis,
+				rw.Const("rotary_two", ir.Int64Tensor([]int64{1}, []int64{2}))}, v.Name+"_even")
+		}
 		bsh := reuseNode(rw, "Reshape", []*ir.Value{half, rw.Const("rotary_bsh", ir.Int64Tensor([]int64{3}, []int64{0, -1, h}))}, v.Name+"_bsh")
 		c := reuseNode(rw, "Expand", []*ir.Value{bsh, target}, v.Name+"_cache")
 		if env.Target == ONNX {
@@ -258,7 +512,7 @@ func fuseRotary(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, er
 	cos, sin := cache(b.Role("cos")), cache(b.Role("sin"))
 	var n *ir.Node
 	if env.Target == ONNX {
-		n = rw.Node("RotaryEmbedding", "", []*ir.Value{x, cos, sin}, 1, name+"_output_0", ir.IntAttr("interleaved", 0))
+		n = rw.Node("RotaryEmbedding", "", []*ir.Value{x, cos, sin}, 1, name+"_output_0", interleaved)
 	} else {
 		// Position ids b·S + s index the [B·S, D/2] cache: each batch row its own angles.
 		bs := reuseNode(rw, "Mul", []*ir.Value{batch, seq}, x.Name+"_rows")
@@ -269,10 +523,12 @@ func fuseRotary(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, er
 		r := reuseNode(rw, "Range", []*ir.Value{zero, limit, step}, x.Name+"_positions")
 		bsShape := reuseNode(rw, "Concat", []*ir.Value{batch, seq}, x.Name+"_bs", ir.IntAttr("axis", 0))
 		pos := reuseNode(rw, "Reshape", []*ir.Value{r, bsShape}, x.Name+"_position_ids")
-		n = rw.Node("RotaryEmbedding", "com.microsoft", []*ir.Value{x, pos, cos, sin}, 1, name+"_output_0", ir.IntAttr("interleaved", 0))
+		n = rw.Node("RotaryEmbedding", "com.microsoft", []*ir.Value{x, pos, cos, sin}, 1, name+"_output_0", interleaved)
 		EnsureOpset(env.Model, "com.microsoft", 1)
 	}
 	n.Name = name // Q's and K's share it: Fuse makes node names unique
+	// The interleaved forms' Reshape reads its target from a Shape of the stack.
+	rebuildShapes(rw, b, []*ir.Value{x, b.Root})
 	rw.Replace(b.Root, n.Output(0))
 	return n, "", nil
 }

@@ -13,54 +13,129 @@ import (
 	"github.com/qcc-dev/qcc/shape"
 )
 
-// The LLaMA probe's rotaries (rotate-half, cos/sin gathered from [positions, D] tables by
-// position ids) become one RotaryEmbedding per Q and K per layer for both targets (their
-// numerics are checked with the probes in tests/); a table whose halves differ is
-// refused with the reason, since the fused operators repeat one angle per pair.
+// Each rotary form of the probes (LLaMA's rotate-half with cos/sin gathered from
+// [positions, D] tables; the pair-by-pair interleaved form with computed [S, D/2] angles;
+// GPT-J's rotate-every-two with each gathered angle repeated by a stack and by an
+// expand) becomes one RotaryEmbedding per Q and K per layer for both targets, recognised
+// by its variant (their numerics are checked with the probes in tests/). A cos or sin
+// that does not repeat one angle per pair is refused with the reason, since the fused
+// operators take one angle per pair.
 func TestRotaryFamily(t *testing.T) {
-	root, err := modroot.Find()
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(root, "testdata", "probes", "llama.opset17.onnx")
-	for _, target := range []transformer.Target{transformer.ORT, transformer.ONNX} {
+	for _, c := range []struct{ probe, variant string }{
+		{"llama.opset17", "rotary/rotate-half"},
+		{"rotary-interleaved.opset17", "rotary/interleaved-pairs"},
+		{"gptj-rotary.opset17", "rotary/rotate-every-two"},
+	} {
+		path := probePath(t, c.probe)
 		m := ortcheck.Fold(t, path, passes.All)
 		if _, err := shape.Infer(m); err != nil {
 			t.Fatal(err)
 		}
-		rep, err := transformer.Fuse(m, []*transformer.Family{transformer.RotaryFamily}, &transformer.Env{Model: m, Target: target, RaiseOpset: 23})
+		variants := map[string]int{}
+		bs, _ := transformer.Recognize(m.Graph, []*transformer.Family{transformer.RotaryFamily})
+		for _, b := range bs {
+			variants[b.Variant]++
+		}
+		if variants[c.variant] != 4 || len(variants) != 1 {
+			t.Errorf("%s: recognised %v, want 4 %s", c.probe, variants, c.variant)
+		}
+		for _, target := range []transformer.Target{transformer.ORT, transformer.ONNX} {
+			m := ortcheck.Fold(t, path, passes.All)
+			if _, err := shape.Infer(m); err != nil {
+				t.Fatal(err)
+			}
+			rep, err := transformer.Fuse(m, []*transformer.Family{transformer.RotaryFamily}, &transformer.Env{Model: m, Target: target, RaiseOpset: 23})
+			if err != nil {
+				t.Fatal(err)
+			}
+			op := map[transformer.Target]string{transformer.ORT: "com.microsoft.RotaryEmbedding", transformer.ONNX: "RotaryEmbedding"}[target]
+			if rep.Ops[op] != 4 {
+				t.Errorf("%s, %s: %v, want 4 %s (Q and K of 2 layers); refused %v", c.probe, target, rep.Ops, op, rep.Refusals)
+			}
+			want := int64(0)
+			if c.variant != "rotary/rotate-half" {
+				want = 1
+			}
+			for _, n := range m.Graph.Nodes() {
+				if n.OpType == "RotaryEmbedding" && n.AttrInt("interleaved", -1) != want {
+					t.Errorf("%s, %s: %s has interleaved=%d, want %d", c.probe, target, n.Name, n.AttrInt("interleaved", -1), want)
+				}
+			}
+		}
+	}
+}
+
+// Near misses: tables that do not hold one angle per pair.
+func TestRotaryRefusesUnrepeatedAngles(t *testing.T) {
+	refused := func(t *testing.T, m *ir.Model, reason string) {
+		t.Helper()
+		if _, err := shape.Infer(m); err != nil {
+			t.Fatal(err)
+		}
+		rep, err := transformer.Fuse(m, []*transformer.Family{transformer.RotaryFamily}, &transformer.Env{Model: m, Target: transformer.ORT})
 		if err != nil {
 			t.Fatal(err)
 		}
-		op := map[transformer.Target]string{transformer.ORT: "com.microsoft.RotaryEmbedding", transformer.ONNX: "RotaryEmbedding"}[target]
-		if rep.Ops[op] != 4 {
-			t.Errorf("%s: %v, want 4 %s (Q and K of 2 layers); refused %v", target, rep.Ops, op, rep.Refusals)
+		if rep.Ops["com.microsoft.RotaryEmbedding"] != 0 || !strings.Contains(joinRefusals(rep), reason) {
+			t.Errorf("ops %v, refusals %v; want none fused and %q", rep.Ops, rep.Refusals, reason)
 		}
 	}
-	// The second half of one table row off by one ulp: not a rotary.
-	m := ortcheck.Fold(t, path, passes.All)
-	changed := 0
-	for _, v := range m.Graph.Initializers {
-		if c := v.Const; c != nil && len(c.Dims) == 2 && c.Dims[1] == 8 && c.DType == ir.Float {
-			vals, _ := c.Float32s()
-			vals[len(vals)-1] *= 1.0000001
-			v.Const = ir.FloatTensor(c.Dims, vals)
-			changed++
+	t.Run("halves", func(t *testing.T) {
+		// The second half of one table row off by one ulp.
+		m := ortcheck.Fold(t, probePath(t, "llama.opset17"), passes.All)
+		changed := 0
+		for _, v := range m.Graph.Initializers {
+			if c := v.Const; c != nil && len(c.Dims) == 2 && c.Dims[1] == 8 && c.DType == ir.Float {
+				vals, _ := c.Float32s()
+				vals[len(vals)-1] *= 1.0000001
+				v.Const = ir.FloatTensor(c.Dims, vals)
+				changed++
+			}
 		}
-	}
-	if changed == 0 {
-		t.Fatal("no [positions, 8] table in the probe")
-	}
-	if _, err := shape.Infer(m); err != nil {
-		t.Fatal(err)
-	}
-	rep, err := transformer.Fuse(m, []*transformer.Family{transformer.RotaryFamily}, &transformer.Env{Model: m, Target: transformer.ORT})
+		if changed == 0 {
+			t.Fatal("no [positions, 8] table in the probe")
+		}
+		refused(t, m, "does not provably repeat its first half in its second")
+	})
+	t.Run("pairs", func(t *testing.T) {
+		// sin built as stack(sin, cos) instead of stack(sin, sin).
+		m := ortcheck.Fold(t, probePath(t, "gptj-rotary.opset17"), passes.All)
+		if _, err := shape.Infer(m); err != nil {
+			t.Fatal(err)
+		}
+		typed := func(v *ir.Value) bool { return v.Type != nil && v.Type.DType == ir.Float }
+		changed := 0
+		for _, n := range m.Graph.Nodes() {
+			if n.OpType != "Concat" || len(n.Inputs()) != 2 || n.Input(0) != n.Input(1) {
+				continue
+			}
+			u, _ := n.Input(0).Producer()
+			if u == nil || u.OpType != "Unsqueeze" {
+				continue
+			}
+			for _, other := range m.Graph.Nodes() {
+				o := other.Output(0)
+				if other != u && other.OpType == "Unsqueeze" && typed(o) && typed(u.Output(0)) && ir.SameShape(o.Type.Shape, u.Output(0).Type.Shape) {
+					n.SetInput(1, other.Output(0))
+					changed++
+					break
+				}
+			}
+		}
+		if changed == 0 {
+			t.Fatal("no stack of one tensor with itself in the probe")
+		}
+		refused(t, m, "does not provably repeat each angle in two adjacent channels")
+	})
+}
+
+func probePath(t *testing.T, name string) string {
+	t.Helper()
+	root, err := modroot.Find()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.Ops["com.microsoft.RotaryEmbedding"] != 0 || !strings.Contains(ortcheck.Text(t, m)+joinRefusals(rep), "does not provably repeat its first half") {
-		t.Errorf("a table with unequal halves: ops %v, refusals %v", rep.Ops, rep.Refusals)
-	}
+	return filepath.Join(root, "testdata", "probes", name+".onnx")
 }
 
 func joinRefusals(rep *transformer.Report) string {

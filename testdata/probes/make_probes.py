@@ -250,6 +250,7 @@ def repeat_kv(x, n_rep):
 
 class LlamaAttention(Attn):
     causal = True
+    rotaries = 2
 
     def __init__(self, kv_heads=2):
         super().__init__(H, kv_heads)
@@ -306,6 +307,7 @@ def rotate_interleaved(x, cos, sin):
 
 class InterleavedAttention(Attn):
     causal = True
+    rotaries = 2
 
     def __init__(self):
         super().__init__(H)
@@ -343,6 +345,68 @@ class RotaryInterleaved(Model):
             x = x + self.attn[i](self.norm1[i](x), causal, pad, cos, sin)
             x = x + self.mlp[i](self.norm2[i](x))
         return self.norm(x)
+
+
+# ---------------------------------------------------------------- gptj-rotary
+
+
+def rotate_every_two(x):
+    """Pairs (x[2i], x[2i+1]) -> (-x[2i+1], x[2i])."""
+    return torch.stack((-x[..., 1::2], x[..., 0::2]), dim=-1).flatten(-2)
+
+
+class GPTJAttention(Attn):
+    causal = True
+    rotaries = 2
+
+    def __init__(self):
+        super().__init__(H)
+        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(E, E, bias=False) for _ in range(4))
+
+    def forward(self, x, causal, pad, cos, sin):
+        q, k, v = heads(self.q_proj(x), H), heads(self.k_proj(x), H), heads(self.v_proj(x), H)
+        q = q * cos + rotate_every_two(q) * sin
+        k = k * cos + rotate_every_two(k) * sin
+        w = torch.matmul(q, k.transpose(-1, -2))
+        w = torch.where(causal, w, torch.tensor(MIN)) / math.sqrt(D) + pad
+        w = torch.softmax(w, dim=-1)
+        return self.out_proj(merge(torch.matmul(w, v)))
+
+
+class GPTJ(Model):
+    """GPT-J's block: parallel attention and MLP off one LayerNorm, rotate-every-two rotary
+    with sin and cos gathered from one [positions, D] table and each angle repeated in two
+    adjacent channels, causal mask as a sliced boolean buffer filled by Where."""
+
+    inputs = ("input_ids", "attention_mask", "position_ids")
+
+    def __init__(self):
+        super().__init__()
+        self.wte = nn.Embedding(V, E)
+        self.ln = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.attn = nn.ModuleList(GPTJAttention() for _ in range(L))
+        self.mlp = nn.ModuleList(MLP(gelu_new) for _ in range(L))
+        self.ln_f = nn.LayerNorm(E)
+        inv_freq = 1.0 / (10000 ** (torch.arange(0, D, 2).float() / D))
+        freqs = torch.outer(torch.arange(MAXPOS).float(), inv_freq)
+        self.register_buffer("embed_positions", torch.cat((freqs.sin(), freqs.cos()), dim=-1), persistent=False)
+        self.register_buffer("bias", torch.tril(torch.ones(MAXPOS, MAXPOS, dtype=torch.bool))[None, None], persistent=False)
+
+    def forward(self, input_ids, attention_mask, position_ids):
+        S = input_ids.shape[1]
+        sincos = self.embed_positions[position_ids]  # [B,S,D]
+        sin, cos = torch.split(sincos, D // 2, dim=-1)
+        # Each angle twice in a row (torch.repeat_interleave's own export is wrong at
+        # other shapes than the traced one): by a stack, and by an expand.
+        sin = torch.stack((sin, sin), dim=-1).flatten(-2)[:, None]  # [B,1,S,D]
+        cos = cos[..., None].expand(*cos.shape, 2).flatten(-2)[:, None]
+        causal = self.bias[:, :, :S, :S]
+        pad = padding_bias(attention_mask)
+        x = self.wte(input_ids)
+        for i in range(L):
+            h = self.ln[i](x)
+            x = x + self.attn[i](h, causal, pad, cos, sin) + self.mlp[i](h)
+        return self.ln_f(x)
 
 
 # ---------------------------------------------------------------- t5
@@ -913,6 +977,7 @@ FORMS = {
     "decoder-sinusoidal": (DecoderSinusoidal, (14, 17)),
     "nearmiss-softmax-axis": (NearMiss, (13, 17)),
     "gpt2-past": (GPT2Past, (13, 17)),
+    "gptj-rotary": (GPTJ, (13, 17)),
 }
 
 
@@ -1015,6 +1080,7 @@ def facts(model):
         "norm_kind": "rms" if all(isinstance(m, RMSNorm) for m in norms) else "layernorm",
         "ffn_activations": len(ffn),
         "gated_ffn": all(isinstance(m, Gated) for m in ffn),
+        "rotaries": sum(getattr(m, "rotaries", 0) for m in att),
     }
 
 
@@ -1083,9 +1149,15 @@ def main():
             entry.update(facts(model))
             manifest.append(entry)
             print(f"{name}: {os.path.getsize(path)} bytes, {len(m.graph.node)} nodes", flush=True)
-    if not only:
-        with open(os.path.join(HERE, "manifest.json"), "w") as f:
-            f.write(manifest_json(manifest))
+    if only:
+        # Regenerating some forms keeps the other entries as they are.
+        with open(os.path.join(HERE, "manifest.json")) as f:
+            old = json.load(f)["probes"]
+        manifest = [e for e in old if e["form"] not in only] + manifest
+        order = list(FORMS)
+        manifest.sort(key=lambda e: (order.index(e["form"]), e["opset"]))
+    with open(os.path.join(HERE, "manifest.json"), "w") as f:
+        f.write(manifest_json(manifest))
 
 
 if __name__ == "__main__":
