@@ -17,13 +17,14 @@ import (
 var Changes = map[int64][]string{
 	12: {"Dropout"}, // ratio moved from an attribute to an input
 	13: {"Unsqueeze", "Squeeze", "ReduceSum", "Split", // axes/split attribute -> input
-		"Softmax", "LogSoftmax", "Hardmax"}, // no more coercion to 2-D
+		"Softmax", "LogSoftmax", "Hardmax"}, // no more coercion to 2-D; axis default 1 -> -1
 	14: {"BatchNormalization"}, // training_mode; outputs restricted
 	15: {"BatchNormalization"}, // training outputs' types
 	16: {"RoiAlign"},           // coordinate_transformation_mode default
 	17: {},                     // only new operators
 	18: {"ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceSumSquare", // axes -> input
-		"ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp"},
+		"ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp",
+		"Split"}, // without sizes, needs num_outputs
 	19: {},
 	20: {"DFT", "GridSample"},  // DFT axis -> input; GridSample mode names
 	21: {"GroupNormalization"}, // scale and bias per channel instead of per group
@@ -31,10 +32,10 @@ var Changes = map[int64][]string{
 	23: {},
 }
 
-// MinRaiseFrom is the lowest opset whose models are raised: below 13, the axes of
-// Unsqueeze/Squeeze/ReduceSum and Split's sizes are attributes that moved to inputs, and
-// rewriting them is not this family's business.
-const MinRaiseFrom = 13
+// MinRaiseFrom is the lowest opset whose models are raised: the changes from 11 on are
+// listed in Changes (and upgraded where Upgrades can); before 11, Clip, Pad, Resize,
+// TopK and others took attributes that became inputs, which is not listed.
+const MinRaiseFrom = 11
 
 // MinIRVersion is the IR version each opset came with (ONNX releases).
 var MinIRVersion = map[int64]int64{17: 8, 18: 8, 19: 9, 20: 9, 21: 10, 22: 10, 23: 11}
@@ -54,14 +55,13 @@ func Require(m *ir.Model, allow, need int64, op string, skip []*ir.Node) string 
 		return fmt.Sprintf("%s needs opset %d; the model imports %d and raising is allowed only to %d", op, need, have, allow)
 	}
 	if have < MinRaiseFrom {
-		return fmt.Sprintf("%s needs opset %d; the model is at %d, and raising from below %d (Unsqueeze/Squeeze/ReduceSum/Split changed at 13) is not attempted", op, need, have, MinRaiseFrom)
+		return fmt.Sprintf("%s needs opset %d; the model is at %d, and raising from below %d (Clip, Pad, Resize, TopK changed at 11) is not attempted", op, need, have, MinRaiseFrom)
 	}
-	changed := map[string]int64{}
+	// changed lists, per op, the versions in (have, need] at which it changed.
+	changed := map[string][]int64{}
 	for v := have + 1; v <= need; v++ {
 		for _, o := range Changes[v] {
-			if _, seen := changed[o]; !seen {
-				changed[o] = v
-			}
+			changed[o] = append(changed[o], v)
 		}
 	}
 	ignore := map[*ir.Node]bool{}
@@ -75,12 +75,18 @@ func Require(m *ir.Model, allow, need int64, op string, skip []*ir.Node) string 
 			if blocker != "" || ignore[n] || (n.Domain != "" && n.Domain != "ai.onnx") {
 				continue
 			}
-			if v, ok := changed[n.OpType]; ok {
-				if up := Upgrades[n.OpType]; up.At == v && up.Can(n) {
-					upgrade = append(upgrade, n)
-					continue
+			vs, ok := changed[n.OpType]
+			if !ok {
+				continue
+			}
+			for _, v := range vs {
+				if up, ok := upgradeAt(n.OpType, v); !ok || !up.Can(n) {
+					blocker = fmt.Sprintf("%s needs opset %d; raising from %d is unsafe: %s changed at opset %d (%s)", op, need, have, n.OpType, v, n.Name)
+					break
 				}
-				blocker = fmt.Sprintf("%s needs opset %d; raising from %d is unsafe: %s changed at opset %d (%s)", op, need, have, n.OpType, v, n.Name)
+			}
+			if blocker == "" {
+				upgrade = append(upgrade, n)
 			}
 		}
 		return nil
@@ -89,7 +95,10 @@ func Require(m *ir.Model, allow, need int64, op string, skip []*ir.Node) string 
 		return blocker
 	}
 	for _, n := range upgrade {
-		Upgrades[n.OpType].Do(n)
+		for _, v := range changed[n.OpType] {
+			up, _ := upgradeAt(n.OpType, v)
+			up.Do(n)
+		}
 	}
 	m.SetOpset("", need)
 	if irv := MinIRVersion[need]; m.IRVersion < irv {
@@ -106,32 +115,87 @@ type Upgrade struct {
 	Do  func(n *ir.Node)
 }
 
-// axesToInput moves an axes attribute to the second input (the reductions at 18): the
-// same reduction, spelled the new way. A node without the attribute reduces every axis
-// both before and after.
-var axesToInput = Upgrade{
-	At:  18,
-	Can: func(n *ir.Node) bool { return len(n.Inputs()) == 1 && n.Graph() != nil },
-	Do: func(n *ir.Node) {
-		a := n.Attr("axes")
-		if a == nil {
-			return
-		}
-		kept := n.Attrs[:0]
-		for _, x := range n.Attrs {
-			if x.Name != "axes" {
-				kept = append(kept, x)
+// attrToInput moves attribute name (ints, or one float) to input index in (filling
+// absent optional inputs before it) at opset at: the same computation, spelled the new
+// way. A node without the attribute means the same before and after (every axis
+// reduced, every unit axis squeezed, equal splits, the default ratio).
+func attrToInput(at int64, name string, in int) Upgrade {
+	return Upgrade{
+		At:  at,
+		Can: func(n *ir.Node) bool { return len(n.Inputs()) <= in && n.Graph() != nil },
+		Do: func(n *ir.Node) {
+			a := n.Attr(name)
+			if a == nil {
+				return
 			}
+			kept := n.Attrs[:0]
+			for _, x := range n.Attrs {
+				if x.Name != name {
+					kept = append(kept, x)
+				}
+			}
+			n.Attrs = kept
+			var t *ir.Tensor
+			if a.Type == ir.AttrFloat {
+				t = ir.FloatTensor(nil, []float32{a.Float})
+			} else {
+				t = ir.Int64Tensor([]int64{int64(len(a.Ints))}, a.Ints)
+			}
+			ins := append([]*ir.Value(nil), n.Inputs()...)
+			for len(ins) < in {
+				ins = append(ins, nil)
+			}
+			n.SetInputs(append(ins, n.Graph().NewConst(n.Name+"_"+name, t)))
+		},
+	}
+}
+
+// axesToInput is the reductions' change at 18.
+var axesToInput = attrToInput(18, "axes", 1)
+
+// lastAxisSoftmax: before 13 the softmaxes coerced their input to 2-D at axis (default
+// 1), normalising over every axis from there on; on the last axis that is the 13 meaning
+// too, written with the axis explicit since the default became -1.
+var lastAxisSoftmax = Upgrade{
+	At: 13,
+	Can: func(n *ir.Node) bool {
+		r := n.Input(0).Type.Rank()
+		a := n.AttrInt("axis", 1)
+		return r > 0 && (a == int64(r-1) || a == -1)
+	},
+	Do: func(n *ir.Node) { n.SetAttr(ir.IntAttr("axis", -1)) },
+}
+
+// splitOutputs: from 18, a Split without sizes says how many parts in num_outputs.
+var splitOutputs = Upgrade{
+	At:  18,
+	Can: func(n *ir.Node) bool { return true },
+	Do: func(n *ir.Node) {
+		if (len(n.Inputs()) < 2 || n.Input(1) == nil) && n.Attr("split") == nil && n.Attr("num_outputs") == nil {
+			n.SetAttr(ir.IntAttr("num_outputs", int64(len(n.Outputs()))))
 		}
-		n.Attrs = kept
-		axes := n.Graph().NewConst(n.Name+"_axes", ir.Int64Tensor([]int64{int64(len(a.Ints))}, a.Ints))
-		n.SetInputs(append(append([]*ir.Value(nil), n.Inputs()...), axes))
 	},
 }
 
-// Upgrades are the changes Require rewrites instead of refusing the raise.
-var Upgrades = map[string]Upgrade{
-	"ReduceMean": axesToInput, "ReduceMax": axesToInput, "ReduceMin": axesToInput,
-	"ReduceProd": axesToInput, "ReduceSumSquare": axesToInput, "ReduceL1": axesToInput,
-	"ReduceL2": axesToInput, "ReduceLogSum": axesToInput, "ReduceLogSumExp": axesToInput,
+// upgradeAt is op's upgrade across its change at opset v.
+func upgradeAt(op string, v int64) (Upgrade, bool) {
+	for _, up := range Upgrades[op] {
+		if up.At == v {
+			return up, true
+		}
+	}
+	return Upgrade{}, false
+}
+
+// Upgrades are the changes Require rewrites instead of refusing the raise, per op in
+// opset order. The Can of a later change accepts what the earlier ones make.
+var Upgrades = map[string][]Upgrade{
+	"Dropout":   {attrToInput(12, "ratio", 1)},
+	"Unsqueeze": {attrToInput(13, "axes", 1)}, "Squeeze": {attrToInput(13, "axes", 1)},
+	"ReduceSum": {attrToInput(13, "axes", 1)},
+	"Split":     {attrToInput(13, "split", 1), splitOutputs},
+	"Softmax":   {lastAxisSoftmax}, "LogSoftmax": {lastAxisSoftmax}, "Hardmax": {lastAxisSoftmax},
+	"ReduceMean": {axesToInput}, "ReduceMax": {axesToInput}, "ReduceMin": {axesToInput},
+	"ReduceProd": {axesToInput}, "ReduceSumSquare": {axesToInput}, "ReduceL1": {axesToInput},
+	"ReduceL2": {axesToInput}, "ReduceLogSum": {axesToInput}, "ReduceLogSumExp": {axesToInput},
 }
