@@ -84,14 +84,45 @@ type Rule struct {
 	// Escapes, when set, replaces the default check that no intermediate value is used
 	// outside the match (a block whose sizes the exporter reads with Shape nodes).
 	Escapes func(m *Match) string
+	// Shared lists bound node names that other matches may hold too, and whose outputs
+	// may be read outside the match: the statistics of two norms of one input, which an
+	// exporter or CSE computed once. The rewrite replaces only the root, so a shared node
+	// stays while another block reads it.
+	Shared []string
 }
 
-// EscapeCheck runs the rule's escape check: its own, or Escapes with its Internal names.
+// EscapeCheck runs the rule's escape check: its own, or Escapes with its Internal and
+// Shared names.
 func (r *Rule) EscapeCheck(m *Match) string {
 	if r.Escapes != nil {
 		return r.Escapes(m)
 	}
-	return Escapes(m, r.Internal...)
+	keep := r.Internal
+	for _, name := range r.Shared {
+		if n := m.Nodes[name]; n != nil {
+			for _, o := range n.Outputs() {
+				if o != nil {
+					keep = append(keep[:len(keep):len(keep)], sharedKey(o))
+					m.Values[sharedKey(o)] = o
+				}
+			}
+		}
+	}
+	return Escapes(m, keep...)
+}
+
+// sharedKey names a shared node's output among a match's values.
+func sharedKey(v *ir.Value) string { return "shared:" + v.Name }
+
+// shared is the set of nodes of m that r lets other matches hold.
+func (r *Rule) shared(m *Match) map[*ir.Node]bool {
+	s := map[*ir.Node]bool{}
+	for _, name := range r.Shared {
+		if n := m.Nodes[name]; n != nil {
+			s[n] = true
+		}
+	}
+	return s
 }
 
 // Escapes returns a reason when a value computed inside the match (other than the root
@@ -202,14 +233,14 @@ func newRuleSet(rules []*Rule) *ruleSet {
 
 // first returns the first rule that matches at an output of n (in output order), is not
 // skipped, and whose Escapes and Check accept the match; refusals are recorded.
-func (rs *ruleSet) first(n *ir.Node, skip func(*Match) bool) (*Rule, *Match, *ir.Value) {
+func (rs *ruleSet) first(n *ir.Node, skip func(*Rule, *Match) bool) (*Rule, *Match, *ir.Value) {
 	for _, v := range n.Outputs() {
 		if v == nil {
 			continue
 		}
 		for _, r := range rs.ordered {
 			m := MatchValue(r.Pattern, v)
-			if m == nil || skip != nil && skip(m) {
+			if m == nil || skip != nil && skip(r, m) {
 				continue
 			}
 			reason := r.EscapeCheck(m)
@@ -316,9 +347,13 @@ func Find(g *ir.Graph, rules []*Rule) ([]Found, []Refusal) {
 // once.
 func FindUncovered(g *ir.Graph, rules []*Rule, covered map[*ir.Node]bool) ([]Found, []Refusal) {
 	rs := newRuleSet(rules)
-	overlaps := func(m *Match) bool {
+	// held are the shared nodes of accepted matches: others may hold them too, but a
+	// match that would take one as its own (not shared) overlaps.
+	held := map[*ir.Node]bool{}
+	overlaps := func(r *Rule, m *Match) bool {
+		shared := r.shared(m)
 		for _, n := range m.All {
-			if covered[n] {
+			if covered[n] || held[n] && !shared[n] {
 				return true
 			}
 		}
@@ -330,15 +365,20 @@ func FindUncovered(g *ir.Graph, rules []*Rule, covered map[*ir.Node]bool) ([]Fou
 	nodes := g.Nodes()
 	for i := len(nodes) - 1; i >= 0; i-- {
 		n := nodes[i]
-		if covered[n] {
-			continue
+		if covered[n] || held[n] {
+			continue // a shared node is part of the blocks that hold it, not a root
 		}
 		r, m, _ := rs.first(n, overlaps)
 		if r == nil {
 			continue
 		}
+		shared := r.shared(m)
 		for _, c := range m.All {
-			covered[c] = true
+			if shared[c] {
+				held[c] = true
+			} else {
+				covered[c] = true
+			}
 		}
 		found = append(found, Found{r, m})
 	}

@@ -92,6 +92,7 @@ func normRules(family string, centred bool) []*patterns.Rule {
 			Name:    family + "/" + f.square + "-" + f.inverse,
 			Pattern: normPattern(centred, f.square, f.inverse),
 			Check:   checkNorm(centred),
+			Shared:  normStatistics,
 		})
 	}
 	fused := &patterns.Rule{Name: family + "/fused", Check: checkFusedNorm}
@@ -107,6 +108,11 @@ func normRules(family string, centred bool) []*patterns.Rule {
 	}
 	return append(rules, fused)
 }
+
+// normStatistics are the nodes of a decomposed norm up to the normalised value: two norms
+// of one input with their own weights (GPT-NeoX's parallel block normalises x twice)
+// share them once an exporter or CSE computed them once.
+var normStatistics = []string{"cast_in", "mean", "sub", "sub_num", "cast_num", "square", "var", "var_eps", "std", "inv_std", "norm"}
 
 // normPattern is the decomposed normalisation, written as the math:
 //

@@ -56,12 +56,9 @@ func TestNormCorpusORT(t *testing.T) {
 			}},
 		{"onnx:ln+skip raise=17", []*transformer.Family{ln, skip}, transformer.Env{Target: transformer.ONNX, RaiseOpset: 17},
 			func(t *testing.T, blocks int, rep *transformer.Report, opset int64) {
-				want := blocks
-				if opset < 13 {
-					want = 0 // not raised from below 13
-				}
-				if got := rep.Ops["LayerNormalization"]; got != want {
-					t.Errorf("onnx: %d LayerNormalization ops, want %d", got, want)
+				// Raised from every corpus opset, 11 included.
+				if got := rep.Ops["LayerNormalization"]; got != blocks {
+					t.Errorf("onnx: %d LayerNormalization ops, want %d", got, blocks)
 				}
 			}},
 	}

@@ -409,6 +409,129 @@ class GPTJ(Model):
         return self.ln_f(x)
 
 
+# ---------------------------------------------------------------- neox
+
+
+class NeoXAttention(Attn):
+    causal = True
+    rotaries = 2
+
+    def __init__(self):
+        super().__init__(H)
+        self.query_key_value, self.dense = nn.Linear(E, 3 * E), nn.Linear(E, E)
+        self.rotary_ndims = D // 2
+
+    def forward(self, x, causal, pad, cos, sin):
+        B, S, _ = x.shape
+        qkv = self.query_key_value(x).view(B, S, H, 3 * D)  # per head: its q, k and v
+        q = qkv[..., :D].permute(0, 2, 1, 3)
+        k = qkv[..., D : 2 * D].permute(0, 2, 1, 3)
+        v = qkv[..., 2 * D :].permute(0, 2, 1, 3)
+        r = self.rotary_ndims
+        q = torch.cat((q[..., :r] * cos + rotate_half(q[..., :r]) * sin, q[..., r:]), dim=-1)
+        k = torch.cat((k[..., :r] * cos + rotate_half(k[..., :r]) * sin, k[..., r:]), dim=-1)
+        w = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(D)
+        w = torch.where(causal, w, torch.tensor(MIN, dtype=w.dtype)) + pad
+        w = torch.softmax(w, dim=-1)
+        return self.dense(merge(torch.matmul(w, v)))
+
+
+class NeoX(Model):
+    """GPT-NeoX / Pythia: Q, K and V packed per head in one projection ([B,S,H,3D], each
+    head's q, k, v sliced off its last axis), partial rotate-half rotary on the first half
+    of each head (the other half passed through), parallel residual with two LayerNorms:
+    x + attn(LN1(x)) + mlp(LN2(x))."""
+
+    inputs = ("input_ids", "attention_mask", "position_ids")
+
+    def __init__(self):
+        super().__init__()
+        self.embed_in = nn.Embedding(V, E)
+        self.ln1 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.ln2 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.attn = nn.ModuleList(NeoXAttention() for _ in range(L))
+        self.mlp = nn.ModuleList(MLP(F.gelu) for _ in range(L))
+        self.final_layer_norm = nn.LayerNorm(E)
+        r = D // 2
+        inv_freq = 1.0 / (10000 ** (torch.arange(0, r, 2).float() / r))
+        freqs = torch.outer(torch.arange(MAXPOS).float(), inv_freq)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        self.register_buffer("cos_cached", emb.cos()[None, None], persistent=False)
+        self.register_buffer("sin_cached", emb.sin()[None, None], persistent=False)
+        self.register_buffer("bias", torch.tril(torch.ones(MAXPOS, MAXPOS, dtype=torch.bool))[None, None], persistent=False)
+
+    def forward(self, input_ids, attention_mask, position_ids):
+        S = input_ids.shape[1]
+        cos = self.cos_cached[0, 0][position_ids][:, None]  # [B,1,S,r]
+        sin = self.sin_cached[0, 0][position_ids][:, None]
+        causal = self.bias[:, :, :S, :S]
+        pad = padding_bias(attention_mask)
+        x = self.embed_in(input_ids)
+        for i in range(L):
+            x = x + self.attn[i](self.ln1[i](x), causal, pad, cos, sin) + self.mlp[i](self.ln2[i](x))
+        return self.final_layer_norm(x)
+
+
+# ---------------------------------------------------------------- bloom
+
+
+def alibi_slopes(n):
+    """The geometric head slopes of ALiBi for a power-of-two head count."""
+    start = 2 ** (-(2 ** -(math.log2(n) - 3)))
+    return torch.tensor([start ** (i + 1) for i in range(n)])
+
+
+class BloomAttention(Attn):
+    causal = True
+
+    def __init__(self):
+        super().__init__(H)
+        self.query_key_value, self.dense = nn.Linear(E, 3 * E), nn.Linear(E, E)
+
+    def forward(self, x, alibi, mask):
+        B, S, _ = x.shape
+        qkv = self.query_key_value(x).view(B, S, H, 3, D)  # per head: q, k, v
+        q = qkv[..., 0, :].transpose(1, 2).reshape(B * H, S, D)
+        k = qkv[..., 1, :].permute(0, 2, 3, 1).reshape(B * H, D, S)
+        v = qkv[..., 2, :].transpose(1, 2).reshape(B * H, S, D)
+        w = alibi.baddbmm(batch1=q, batch2=k, beta=1.0, alpha=1.0 / math.sqrt(D))  # [B*H,S,S]
+        w = w.view(B, H, S, S).masked_fill(mask, MIN)
+        p = F.softmax(w, dim=-1, dtype=torch.float32).view(B * H, S, S)
+        ctx = torch.bmm(p, v).view(B, H, S, D).permute(0, 2, 1, 3).reshape(B, S, E)
+        return self.dense(ctx)
+
+
+class Bloom(Model):
+    """BLOOM: ALiBi (slope_h · position of the key, from the cumulative sum of the padding
+    mask, as [B·H, 1, S] added by baddbmm with the 1/√D scale on Q·Kᵀ), 3-D heads
+    [B·H, S, D], Q, K and V packed per head as [B,S,H,3,D], causal and padding combined
+    into one boolean mask filled with min_f32, LayerNorm after the embedding, pre-LN,
+    GELU (tanh) MLP."""
+
+    def __init__(self):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(V, E)
+        self.word_embeddings_layernorm = nn.LayerNorm(E)
+        self.ln1 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.attn = nn.ModuleList(BloomAttention() for _ in range(L))
+        self.ln2 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.mlp = nn.ModuleList(MLP(gelu_new) for _ in range(L))
+        self.ln_f = nn.LayerNorm(E)
+        self.register_buffer("slopes", alibi_slopes(H), persistent=False)
+
+    def forward(self, input_ids, attention_mask):
+        B, S = input_ids.shape
+        pos = ((attention_mask.cumsum(dim=-1) - 1) * attention_mask)[:, None, :].to(torch.float32)  # [B,1,S]
+        alibi = (self.slopes[None, :, None] * pos).reshape(B * H, 1, S)
+        causal = torch.triu(torch.ones(S, S, dtype=torch.bool), diagonal=1)[None, None]
+        mask = causal | (attention_mask[:, None, None, :] == 0)
+        x = self.word_embeddings_layernorm(self.word_embeddings(input_ids))
+        for i in range(L):
+            x = x + self.attn[i](self.ln1[i](x), alibi, mask)
+            x = x + self.mlp[i](self.ln2[i](x))
+        return self.ln_f(x)
+
+
 # ---------------------------------------------------------------- t5
 
 
@@ -978,6 +1101,8 @@ FORMS = {
     "nearmiss-softmax-axis": (NearMiss, (13, 17)),
     "gpt2-past": (GPT2Past, (13, 17)),
     "gptj-rotary": (GPTJ, (13, 17)),
+    "neox": (NeoX, (13, 17)),
+    "bloom": (Bloom, (14, 17)),
 }
 
 
