@@ -42,6 +42,7 @@ Roles: input (x), output, cos, sin. Params: head_size, interleaved.`,
 		{Name: "rotary/rotate-half", Pattern: patterns.Trace("rotary", traceRotary), Check: checkRotary, Escapes: attnEscapes},
 		{Name: "rotary/interleaved-pairs", Pattern: patterns.Trace("rotary", traceRotaryPairs), Check: checkRotary, Escapes: attnEscapes},
 		{Name: "rotary/rotate-every-two", Pattern: patterns.Trace("rotary", traceRotateEveryTwo), Check: checkRotary, Escapes: attnEscapes},
+		{Name: "rotary/partial", Pattern: patterns.Trace("rotary", traceRotaryPartial), Check: checkRotary, Escapes: attnEscapes, Benefit: 1},
 	},
 	Describe: describeRotary,
 	Fuse:     fuseRotary,
@@ -58,6 +59,14 @@ const (
 
 // interleaved reports whether the form pairs adjacent channels.
 func (f rotaryForm) interleaved() bool { return f != rotateHalf }
+
+// rotaryPlan is what a rotary trace proved: the form, and whether only the first
+// channels of each head are rotated (x[..., :r] rotated, x[..., r:] passed through, as
+// GPT-NeoX and Phi do).
+type rotaryPlan struct {
+	form    rotaryForm
+	partial bool
+}
 
 // traceRotary matches y = Add(Mul(x, cos), Mul(rotate_half(x), sin)).
 func traceRotary(v *ir.Value) *patterns.Traced {
@@ -124,9 +133,9 @@ func traceRotated(v *ir.Value, form rotaryForm, rotOf func(rot, x *ir.Value) ([]
 				}
 				return &patterns.Traced{
 					Nodes:  append(nodes, ma, mb, add),
-					Values: map[string]*ir.Value{"input": x, "cos": cos, "sin": sin, "output": v},
+					Values: map[string]*ir.Value{"input": x, "rotated": x, "cos": cos, "sin": sin, "output": v},
 					Named:  named,
-					Plan:   form,
+					Plan:   rotaryPlan{form: form},
 				}
 			}
 		}
@@ -175,11 +184,43 @@ func traceRotaryPairs(v *ir.Value) *patterns.Traced {
 			named["even"], named["odd"] = even, odd
 			return &patterns.Traced{
 				Nodes:  append([]*ir.Node{even, odd, ma, mb, sub, mc, md, add}, nodes...),
-				Values: map[string]*ir.Value{"input": even.Input(0), "cos": cos, "sin": sin, "output": v},
+				Values: map[string]*ir.Value{"input": even.Input(0), "rotated": even.Input(0), "cos": cos, "sin": sin, "output": v},
 				Named:  named,
-				Plan:   interleavedPairs,
+				Plan:   rotaryPlan{form: interleavedPairs},
 			}
 		}
+	}
+	return nil
+}
+
+// rotaryForms are the tracers of the whole-head forms, which a partial rotary wraps.
+var rotaryForms = []func(*ir.Value) *patterns.Traced{traceRotary, traceRotaryPairs, traceRotateEveryTwo}
+
+// traceRotaryPartial matches y = Concat(rotary(x[..., :r]), x[..., r:]) on the last axis,
+// the rotary in any of its forms.
+func traceRotaryPartial(v *ir.Value) *patterns.Traced {
+	join, _ := v.Producer()
+	if !isOp(join, "Concat") || len(join.Inputs()) != 2 {
+		return nil
+	}
+	pass, _ := join.Input(1).Producer()
+	if !isOp(pass, "Slice") {
+		return nil
+	}
+	for _, f := range rotaryForms {
+		t := f(join.Input(0))
+		if t == nil {
+			continue
+		}
+		head, _ := t.Values["input"].Producer()
+		if !isOp(head, "Slice") || head.Input(0) != pass.Input(0) {
+			continue
+		}
+		t.Values["rotated"], t.Values["input"], t.Values["output"] = t.Values["input"], head.Input(0), v
+		t.Named["head"], t.Named["pass"], t.Named["join"] = head, pass, join
+		t.Nodes = append(append([]*ir.Node{head, pass}, t.Nodes...), join)
+		t.Plan = rotaryPlan{form: t.Plan.(rotaryPlan).form, partial: true}
+		return t
 	}
 	return nil
 }
@@ -238,7 +279,7 @@ func checkInterleave(m *patterns.Match, out ir.Shape) string {
 // rotaryInput is x when v is an interleaved rotary of x written out as plain ops (its
 // last op is a Reshape, which a walk through layout ops would otherwise take for one).
 func rotaryInput(v *ir.Value) *ir.Value {
-	for _, f := range []func(*ir.Value) *patterns.Traced{traceRotaryPairs, traceRotateEveryTwo} {
+	for _, f := range []func(*ir.Value) *patterns.Traced{traceRotaryPairs, traceRotateEveryTwo, traceRotaryPartial} {
 		if t := f(v); t != nil {
 			return t.Values["input"]
 		}
@@ -249,44 +290,60 @@ func rotaryInput(v *ir.Value) *ir.Value {
 func isOp(n *ir.Node, op string) bool { return n != nil && n.OpType == op && n.Domain == "" }
 
 func checkRotary(m *patterns.Match) string {
-	form := m.Plan.(rotaryForm)
+	plan := m.Plan.(rotaryPlan)
 	x := attnShape(m.V("input"))
 	if len(x) != 4 || !x[3].Known || x[3].Value%2 != 0 || !x[1].Known {
 		return fmt.Sprintf("input %v is not [batch, heads, seq, even head size]", x)
 	}
-	d, h := x[3].Value, x[3].Value/2
+	d := x[3].Value
+	// r channels of each head are rotated, in r/2 pairs.
+	r := d
+	if plan.partial {
+		xr := attnShape(m.V("rotated"))
+		if len(xr) != 4 || !xr[3].Known || xr[3].Value%2 != 0 || xr[3].Value >= d {
+			return fmt.Sprintf("the rotated part %v is not an even number of channels below %d", xr, d)
+		}
+		r = xr[3].Value
+		if !sliceIs(m.N("head"), 0, r, 1) || !sliceIs(m.N("pass"), r, d, 1) {
+			return fmt.Sprintf("the parts are not x[..., :%d] and x[..., %d:]", r, r)
+		}
+		if a, ok := normAxis(m.N("join").AttrInt("axis", 0), 4); !ok || a != 3 {
+			return "the rotated and passed parts are not concatenated on the last axis"
+		}
+	}
+	h := r / 2
 	// tableWidth is the last axis of cos and sin; repeats proves they hold one angle per pair.
-	tableWidth, repeats, what := d, repeatedHalves, "repeat its first half in its second"
-	switch form {
+	tableWidth, repeats, what := r, repeatedHalves, "repeat its first half in its second"
+	switch plan.form {
 	case rotateHalf:
 		cat := m.N("concat")
 		if a, ok := normAxis(cat.AttrInt("axis", 0), 4); !ok || a != 3 {
 			return "the halves are not concatenated on the last axis"
 		}
-		if !sliceIs(m.N("hi"), h, d, 1) || !sliceIs(m.N("lo"), 0, h, 1) {
+		if !sliceIs(m.N("hi"), h, r, 1) || !sliceIs(m.N("lo"), 0, h, 1) {
 			return fmt.Sprintf("the halves are not x[..., %d:] and x[..., :%d]", h, h)
 		}
 	case interleavedPairs, rotateEveryTwo:
-		if !sliceIs(m.N("even"), 0, d, 2) || !sliceIs(m.N("odd"), 1, d, 2) {
+		if !sliceIs(m.N("even"), 0, r, 2) || !sliceIs(m.N("odd"), 1, r, 2) {
 			return "the pairs are not x[..., 0::2] and x[..., 1::2]"
 		}
-		if why := checkInterleave(m, x); why != "" {
+		if why := checkInterleave(m, attnShape(m.V("rotated"))); why != "" {
 			return why
 		}
-		if form == interleavedPairs {
+		if plan.form == interleavedPairs {
 			tableWidth, repeats = h, nil
 		} else {
 			repeats, what = repeatedPairs, "repeat each angle in two adjacent channels"
 		}
 	}
-	for _, r := range []string{"cos", "sin"} {
-		s := attnShape(m.V(r))
+	for _, t := range []string{"cos", "sin"} {
+		s := attnShape(m.V(t))
 		if len(s) != 4 || !dimIsOne(s[1]) || !ir.SameDim(s[2], x[2]) || !s[3].Known || s[3].Value != tableWidth ||
 			!(dimIsOne(s[0]) || ir.SameDim(s[0], x[0])) {
-			return fmt.Sprintf("%s has shape %v, not [batch|1, 1, %v, %d]", r, s, x[2], tableWidth)
+			return fmt.Sprintf("%s has shape %v, not [batch|1, 1, %v, %d]", t, s, x[2], tableWidth)
 		}
-		if repeats != nil && !repeats(m.V(r), 0) {
-			return fmt.Sprintf("%s does not provably %s", r, what)
+		if repeats != nil && !repeats(m.V(t), 0) {
+			return fmt.Sprintf("%s does not provably %s", t, what)
 		}
 	}
 	return ""
@@ -455,6 +512,9 @@ func describeRotary(m *patterns.Match, b *Block) {
 		b.Fused = true
 		b.Roles["input"], b.Roles["output"] = n.Input(0), n.Output(0)
 		b.Params["interleaved"] = float64(n.AttrInt("interleaved", 0))
+		if r := n.AttrInt("rotary_embedding_dim", 0); r > 0 {
+			b.Params["rotary_dim"] = float64(r)
+		}
 		return
 	}
 	for _, r := range []string{"input", "output", "cos", "sin"} {
@@ -463,8 +523,12 @@ func describeRotary(m *patterns.Match, b *Block) {
 	if s := attnShape(m.V("input")); len(s) == 4 && s[3].Known {
 		b.Params["head_size"] = float64(s[3].Value)
 	}
-	if m.Plan.(rotaryForm).interleaved() {
+	plan := m.Plan.(rotaryPlan)
+	if plan.form.interleaved() {
 		b.Params["interleaved"] = 1
+	}
+	if s := attnShape(m.V("rotated")); plan.partial && len(s) == 4 && s[3].Known {
+		b.Params["rotary_dim"] = float64(s[3].Value)
 	}
 }
 
@@ -478,12 +542,15 @@ func fuseRotary(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, er
 			return nil, why, nil
 		}
 	}
-	form := b.Match.Plan.(rotaryForm)
-	d := int64(b.Params["head_size"])
+	form := b.Match.Plan.(rotaryPlan).form
+	d := int64(b.Param("rotary_dim", b.Params["head_size"])) // the channels rotated
 	h := d / 2
 	last, _ := b.Root.Producer()
 	name := nodePrefix(last) + "RotaryEmbedding"
-	interleaved := ir.IntAttr("interleaved", int64(b.Param("interleaved", 0)))
+	attrs := []*ir.Attr{ir.IntAttr("interleaved", int64(b.Param("interleaved", 0)))}
+	if _, partial := b.Params["rotary_dim"]; partial {
+		attrs = append(attrs, ir.IntAttr("rotary_embedding_dim", d), ir.IntAttr("num_heads", attnShape(x)[1].Value))
+	}
 	// [B|1, 1, S, D] → [B, S, D/2]: the first half (the second repeats it), the head axis
 	// dropped, the batch spelled out.
 	shapeX := reuseNode(rw, "Shape", []*ir.Value{x}, x.Name+"_shape")
@@ -512,7 +579,7 @@ func fuseRotary(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, er
 	cos, sin := cache(b.Role("cos")), cache(b.Role("sin"))
 	var n *ir.Node
 	if env.Target == ONNX {
-		n = rw.Node("RotaryEmbedding", "", []*ir.Value{x, cos, sin}, 1, name+"_output_0", interleaved)
+		n = rw.Node("RotaryEmbedding", "", []*ir.Value{x, cos, sin}, 1, name+"_output_0", attrs...)
 	} else {
 		// Position ids b·S + s index the [B·S, D/2] cache: each batch row its own angles.
 		bs := reuseNode(rw, "Mul", []*ir.Value{batch, seq}, x.Name+"_rows")
@@ -523,7 +590,7 @@ func fuseRotary(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, er
 		r := reuseNode(rw, "Range", []*ir.Value{zero, limit, step}, x.Name+"_positions")
 		bsShape := reuseNode(rw, "Concat", []*ir.Value{batch, seq}, x.Name+"_bs", ir.IntAttr("axis", 0))
 		pos := reuseNode(rw, "Reshape", []*ir.Value{r, bsShape}, x.Name+"_position_ids")
-		n = rw.Node("RotaryEmbedding", "com.microsoft", []*ir.Value{x, pos, cos, sin}, 1, name+"_output_0", interleaved)
+		n = rw.Node("RotaryEmbedding", "com.microsoft", []*ir.Value{x, pos, cos, sin}, 1, name+"_output_0", attrs...)
 		EnsureOpset(env.Model, "com.microsoft", 1)
 	}
 	n.Name = name // Q's and K's share it: Fuse makes node names unique
