@@ -46,6 +46,9 @@ type attnTerm struct {
 	at     layout    // the scores' layout where it is added
 	factor float64   // the scales applied after it
 	kind   string    // what it depends on: "mask", "bias", "constant"
+	// inner is set when the term varies over the inner factor of a split batch only
+	// (Swin's window mask over B·nW): the bias repeats it over the outer factor.
+	inner *atom
 }
 
 // scoresStep is a step on the scores path: a pass-through step or a term.

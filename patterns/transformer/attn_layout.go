@@ -38,6 +38,12 @@ type atom struct {
 	// children replace the atom once a reshape split it (row-major: children[0] is the
 	// most significant factor).
 	children []*atom
+	// parent is the batch atom this one is a factor of (outer: the most significant
+	// one), when a reshape split the batch for a while (Swin adds its window mask on a
+	// [B, nW, N, S, S] view of [B·nW, N, S, S] scores); unlike children, the split is
+	// local to the layouts that hold the factors, and merging them back gives the parent.
+	parent *atom
+	outer  bool
 }
 
 func (a *atom) String() string { return fmt.Sprintf("%s(%v)", atomKindNames[a.kind], a.size) }
@@ -172,6 +178,14 @@ func regroup(in layout, out ir.Shape) (layout, string) {
 				flat = slices.Insert(slices.Delete(flat, i, i+1), i, hi, lo)
 				continue
 			}
+			// A batch that is a product (B·nW) splits into two factors.
+			if ok && a.kind == atomBatch && a.parent == nil && len(group) == 0 {
+				if lo, ok := shape.DivDims(a.size, f); ok && !dimIsOne(lo) && !dimIsOne(f) && (lo.Known || f.Known) {
+					hi, lo := &atom{kind: atomBatch, size: f, parent: a, outer: true}, &atom{kind: atomBatch, size: lo, parent: a}
+					flat = slices.Insert(slices.Delete(flat, i, i+1), i, hi, lo)
+					continue
+				}
+			}
 			if ok && a.kind == atomTokens && len(group) == 0 {
 				if lo, ok := shape.DivDims(a.size, f); ok && !dimIsOne(lo) && !dimIsOne(f) {
 					hi, lo := &atom{kind: atomBatch, size: f}, &atom{kind: atomSeq, size: lo}
@@ -182,7 +196,7 @@ func regroup(in layout, out ir.Shape) (layout, string) {
 			}
 			return nil, fmt.Sprintf("reshape to %v does not regroup %v", out, in)
 		}
-		res[j] = group
+		res[j] = mergeBatchFactors(group)
 	}
 	for ; i < len(flat); i++ {
 		if !dimIsOne(flat[i].size) {
@@ -190,6 +204,16 @@ func regroup(in layout, out ir.Shape) (layout, string) {
 		}
 	}
 	return res, ""
+}
+
+// mergeBatchFactors gives back the batch atom whose two factors sit in order in one axis.
+func mergeBatchFactors(ax axis) axis {
+	for k := 0; k+1 < len(ax); k++ {
+		if a, b := ax[k], ax[k+1]; a.parent != nil && a.outer && b.parent == a.parent && !b.outer {
+			return append(append(append(axis(nil), ax[:k]...), a.parent), ax[k+2:]...)
+		}
+	}
+	return ax
 }
 
 // layoutStep is one op on an operand's path: the value it reads and the value it makes.

@@ -6,6 +6,7 @@ import (
 
 	"github.com/qcc-dev/qcc/ir"
 	"github.com/qcc-dev/qcc/patterns"
+	"github.com/qcc-dev/qcc/shape"
 )
 
 // The fused operators take the score terms as one bias of shape [B|1, N|1, S, T]: its four
@@ -50,6 +51,12 @@ func (p *attnPlan) termAxes(t *attnTerm) ([][]int, string) {
 		}
 		for k, a := range ax {
 			g, ok := gr[a]
+			if !ok && a.parent != nil && gr[a.parent] == groupBatch {
+				if a.outer || (!a.size.Known && !a.parent.size.Known) {
+					return nil, fmt.Sprintf("score term %s varies over the outer factor %v of the batch only", t.value.Name, a)
+				}
+				g, ok, t.inner = groupBatch, true, a
+			}
 			if !ok {
 				return nil, fmt.Sprintf("score term %s: axis %d holds %v", t.value.Name, j, a)
 			}
@@ -99,6 +106,9 @@ func (p *attnPlan) bias(rw *patterns.Rewriter, q, k *ir.Value, skip int) (*ir.Va
 			return nil, why
 		}
 		x := canonTerm(rw, t.value, axes, p.heads)
+		if t.inner != nil {
+			x = tileBatch(rw, x, q, t.inner)
+		}
 		if t.fill != nil {
 			zero := rw.Const("attention_zero", ir.FloatTensor(nil, []float32{0}))
 			if t.keepIf {
@@ -130,6 +140,25 @@ func (p *attnPlan) bias(rw *patterns.Rewriter, q, k *ir.Value, skip int) (*ir.Va
 	return reuseNode(rw, "Expand", []*ir.Value{sum, target}, "attention_bias"), ""
 }
 
+// tileBatch repeats a [b, …] bias term that varies over the inner factor b of the batch
+// B = outer·b only: Tile over axis 0 gives row o·b + i the term's row i, as B's
+// row-major split says. The outer count is a number, or B (read off q) over b.
+func tileBatch(rw *patterns.Rewriter, x, q *ir.Value, inner *atom) *ir.Value {
+	var outer *ir.Value
+	if n, ok := shape.DivDims(inner.parent.size, inner.size); ok && n.Known {
+		outer = rw.Const("attention_batch_outer", ir.Int64Tensor([]int64{1}, []int64{n.Value}))
+	} else {
+		sh := reuseNode(rw, "Shape", []*ir.Value{q}, q.Name+"_shape")
+		zero := rw.Const("attention_axis_0", ir.Int64Tensor([]int64{1}, []int64{0}))
+		b := reuseNode(rw, "Gather", []*ir.Value{sh, zero}, q.Name+"_batch", ir.IntAttr("axis", 0))
+		in := rw.Const("attention_batch_inner", ir.Int64Tensor([]int64{1}, []int64{inner.size.Value}))
+		outer = reuseNode(rw, "Div", []*ir.Value{b, in}, q.Name+"_batch_outer")
+	}
+	ones := rw.Const("attention_ones3", ir.Int64Tensor([]int64{3}, []int64{1, 1, 1}))
+	reps := reuseNode(rw, "Concat", []*ir.Value{outer, ones}, x.Name+"_tiles", ir.IntAttr("axis", 0))
+	return reuseNode(rw, "Tile", []*ir.Value{x, reps}, x.Name+"_tiled")
+}
+
 // seqLen is dim 1 of a [B,S,H] tensor as a 1-element int64 tensor.
 func seqLen(rw *patterns.Rewriter, x *ir.Value) *ir.Value {
 	sh := reuseNode(rw, "Shape", []*ir.Value{x}, x.Name+"_shape")
@@ -147,6 +176,13 @@ func canonTerm(rw *patterns.Rewriter, x *ir.Value, axes [][]int, heads int64) *i
 		aligned = aligned && (len(gs) == 0 || len(gs) == 1 && gs[0] == j+4-r)
 	}
 	if aligned {
+		if r > 4 {
+			// Unit axes in front of the four (a [1, nW, 1, S, T] window mask): dropped.
+			sh := reuseNode(rw, "Shape", []*ir.Value{x}, x.Name+"_shape")
+			four := reuseNode(rw, "Slice", []*ir.Value{sh, rw.Const("attention_minus4", ir.Int64Tensor([]int64{1}, []int64{-4})),
+				rw.Const("attention_end", ir.Int64Tensor([]int64{1}, []int64{1 << 62}))}, x.Name+"_last4")
+			return reuseNode(rw, "Reshape", []*ir.Value{x, four}, x.Name+"_4d")
+		}
 		return x
 	}
 	// Present axes in group order first, broadcast axes after.

@@ -532,6 +532,96 @@ class Bloom(Model):
         return self.ln_f(x)
 
 
+# ---------------------------------------------------------------- swin
+
+SW_P, SW_WS = 8, 4  # swin: an 8x8 patch grid in windows of 4x4
+SW_N, SW_NW = SW_WS * SW_WS, (SW_P // SW_WS) ** 2
+
+
+def swin_relative_index(ws):
+    """[N, N] index into the (2ws-1)^2 relative-position table, for windows of ws x ws."""
+    c = torch.stack(torch.meshgrid(torch.arange(ws), torch.arange(ws), indexing="ij")).flatten(1)  # [2, N]
+    rel = (c[:, :, None] - c[:, None, :]).permute(1, 2, 0) + (ws - 1)
+    return rel[..., 0] * (2 * ws - 1) + rel[..., 1]
+
+
+def swin_shift_mask(p, ws, shift):
+    """[nW, N, N]: 0 where two tokens of a shifted window came from the same region, else -100."""
+    img = torch.zeros(p, p)
+    cnt = 0
+    for hs in (slice(0, -ws), slice(-ws, -shift), slice(-shift, None)):
+        for wsl in (slice(0, -ws), slice(-ws, -shift), slice(-shift, None)):
+            img[hs, wsl] = cnt
+            cnt += 1
+    win = img.view(p // ws, ws, p // ws, ws).permute(0, 2, 1, 3).reshape(-1, ws * ws)
+    m = win[:, None, :] - win[:, :, None]
+    return m.masked_fill(m != 0, -100.0).masked_fill(m == 0, 0.0)
+
+
+class SwinAttention(Attn):
+    """Window attention on [B·nW, N, C]: packed qkv reshaped [Bw, N, 3, H, D], Q scaled,
+    a relative-position bias gathered from a learned table by a constant index, and in
+    shifted windows the [nW, N, N] region mask added through a 5-D view of the scores."""
+
+    def __init__(self, shift):
+        super().__init__(H)
+        self.shift = shift
+        self.qkv, self.proj = nn.Linear(E, 3 * E), nn.Linear(E, E)
+        self.table = nn.Parameter(torch.zeros((2 * SW_WS - 1) ** 2, H))
+        self.register_buffer("index", swin_relative_index(SW_WS), persistent=False)
+        self.register_buffer("mask", swin_shift_mask(SW_P, SW_WS, SW_WS // 2), persistent=False)
+
+    def forward(self, x):
+        Bw, N, C = x.shape
+        qkv = self.qkv(x).reshape(Bw, N, 3, H, C // H).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        q = q * (C // H) ** -0.5
+        w = q @ k.transpose(-2, -1)
+        bias = self.table[self.index.view(-1)].view(N, N, -1).permute(2, 0, 1)
+        w = w + bias.unsqueeze(0)
+        if self.shift:
+            w = w.view(Bw // SW_NW, SW_NW, H, N, N) + self.mask.unsqueeze(1).unsqueeze(0)
+            w = w.view(-1, H, N, N)
+        w = w.softmax(dim=-1)
+        return self.proj((w @ v).transpose(1, 2).reshape(Bw, N, C))
+
+
+class Swin(Model):
+    """Swin Transformer stage: patch Conv, LayerNorm; blocks alternate window attention and
+    shifted-window attention (torch.roll by half a window, region mask); windows
+    partitioned from and merged back into the [B, 8, 8, C] grid by view/permute; pre-LN
+    blocks with GELU MLPs; final LN."""
+
+    inputs = ("pixel_values",)
+
+    def __init__(self):
+        super().__init__()
+        self.patch = nn.Conv2d(3, E, kernel_size=2, stride=2)
+        self.patch_norm = nn.LayerNorm(E)
+        self.ln1 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.attn = nn.ModuleList(SwinAttention(i % 2 == 1) for i in range(L))
+        self.ln2 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.mlp = nn.ModuleList(MLP(nn.GELU()) for _ in range(L))
+        self.layernorm = nn.LayerNorm(E)
+
+    def forward(self, pixel_values):
+        x = self.patch_norm(self.patch(pixel_values).flatten(2).transpose(1, 2))  # [B, 64, C]
+        B, _, C = x.shape
+        p, ws = SW_P, SW_WS
+        for i in range(L):
+            h = self.ln1[i](x).view(B, p, p, C)
+            if self.attn[i].shift:
+                h = torch.roll(h, shifts=(-ws // 2, -ws // 2), dims=(1, 2))
+            win = h.view(B, p // ws, ws, p // ws, ws, C).permute(0, 1, 3, 2, 4, 5).reshape(-1, ws * ws, C)
+            a = self.attn[i](win)
+            a = a.view(B, p // ws, p // ws, ws, ws, C).permute(0, 1, 3, 2, 4, 5).reshape(B, p, p, C)
+            if self.attn[i].shift:
+                a = torch.roll(a, shifts=(ws // 2, ws // 2), dims=(1, 2))
+            x = x + a.reshape(B, p * p, C)
+            x = x + self.mlp[i](self.ln2[i](x))
+        return self.layernorm(x)
+
+
 # ---------------------------------------------------------------- t5
 
 
@@ -1103,6 +1193,7 @@ FORMS = {
     "gptj-rotary": (GPTJ, (13, 17)),
     "neox": (NeoX, (13, 17)),
     "bloom": (Bloom, (14, 17)),
+    "swin": (Swin, (13, 17)),
 }
 
 
@@ -1179,6 +1270,8 @@ def dim_names(name, model=None):
 def output_dims(model, name):
     if name in ("present_key", "present_value"):
         return [L, "batch", H, "total_sequence", D]
+    if isinstance(model, Swin):
+        return ["batch", SW_P * SW_P, E]
     if isinstance(model, (ViT, DeiT)):
         return ["batch", 17 if isinstance(model, ViT) else 18, E if isinstance(model, ViT) else VE]
     if name == "last_hidden_state" and isinstance(model, Bart):
