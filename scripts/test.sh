@@ -9,4 +9,5 @@ cd "$ROOT"
 
 scripts/setup.sh
 export QCC_ORT_LIB="${QCC_ORT_LIB:-$ROOT/.cache/onnxruntime/libonnxruntime.so.1}"
-QCC_REQUIRE_ORT="${QCC_REQUIRE_ORT:-1}" go test ./... "$@"
+# -timeout: the CUDA package compiles many kernels with nvcc; 10 minutes is tight on 2 cores.
+QCC_REQUIRE_ORT="${QCC_REQUIRE_ORT:-1}" go test -timeout 40m ./... "$@"
