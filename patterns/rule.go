@@ -191,13 +191,25 @@ func Apply(g *ir.Graph, rules []*Rule, opt Options) (*Result, error) {
 // ruleSet tries rules by benefit, then list order, and remembers what they refused.
 type ruleSet struct {
 	ordered []*Rule
+	// roots[i] is the op types whose output rule i can match (nil: any value), so that
+	// first skips a rule that cannot match without starting a match.
+	roots   []map[string]bool
 	refused map[Refusal]bool
 }
 
 func newRuleSet(rules []*Rule) *ruleSet {
 	ordered := append([]*Rule(nil), rules...)
 	sort.SliceStable(ordered, func(i, j int) bool { return ordered[i].Benefit > ordered[j].Benefit })
-	return &ruleSet{ordered: ordered, refused: map[Refusal]bool{}}
+	rs := &ruleSet{ordered: ordered, roots: make([]map[string]bool, len(ordered)), refused: map[Refusal]bool{}}
+	for i, r := range ordered {
+		if ops, all := rootOps(r.Pattern); !all {
+			rs.roots[i] = map[string]bool{}
+			for _, op := range ops {
+				rs.roots[i][op] = true
+			}
+		}
+	}
+	return rs
 }
 
 // first returns the first rule that matches at an output of n (in output order), is not
@@ -207,7 +219,10 @@ func (rs *ruleSet) first(n *ir.Node, skip func(*Match) bool) (*Rule, *Match, *ir
 		if v == nil {
 			continue
 		}
-		for _, r := range rs.ordered {
+		for i, r := range rs.ordered {
+			if rs.roots[i] != nil && !rs.roots[i][n.OpType] {
+				continue
+			}
 			m := MatchValue(r.Pattern, v)
 			if m == nil || skip != nil && skip(m) {
 				continue
