@@ -3,6 +3,7 @@ package patterns
 import (
 	"fmt"
 	"sort"
+	"sync"
 
 	"github.com/qcc-dev/qcc/ir"
 )
@@ -84,6 +85,23 @@ type Rule struct {
 	// Escapes, when set, replaces the default check that no intermediate value is used
 	// outside the match (a block whose sizes the exporter reads with Shape nodes).
 	Escapes func(m *Match) string
+
+	rootsOnce sync.Once
+	roots     map[string]bool // rootOps of Pattern as a set; nil: any value
+}
+
+// rootSet returns the op types at which the rule can match (nil: any), computed at the
+// rule's first use (its Pattern does not change after that).
+func (r *Rule) rootSet() map[string]bool {
+	r.rootsOnce.Do(func() {
+		if ops, all := rootOps(r.Pattern); !all {
+			r.roots = map[string]bool{}
+			for _, op := range ops {
+				r.roots[op] = true
+			}
+		}
+	})
+	return r.roots
 }
 
 // EscapeCheck runs the rule's escape check: its own, or Escapes with its Internal names.
@@ -202,12 +220,7 @@ func newRuleSet(rules []*Rule) *ruleSet {
 	sort.SliceStable(ordered, func(i, j int) bool { return ordered[i].Benefit > ordered[j].Benefit })
 	rs := &ruleSet{ordered: ordered, roots: make([]map[string]bool, len(ordered)), refused: map[Refusal]bool{}}
 	for i, r := range ordered {
-		if ops, all := rootOps(r.Pattern); !all {
-			rs.roots[i] = map[string]bool{}
-			for _, op := range ops {
-				rs.roots[i][op] = true
-			}
-		}
+		rs.roots[i] = r.rootSet()
 	}
 	return rs
 }
