@@ -105,13 +105,22 @@ func (d DataType) IsInt() bool {
 
 // ParseDataType maps a textual-syntax name back to its code.
 func ParseDataType(s string) (DataType, bool) {
-	for d, i := range dtypes {
-		if i.text == s {
-			return d, true
-		}
+	d, ok := dtypeByText[s]
+	if !ok {
+		return Undefined, false
 	}
-	return Undefined, false
+	return d, true
 }
+
+// dtypeByText inverts dtypes for ParseDataType, which the text printer calls for every
+// name it writes (a name spelled like a type is quoted).
+var dtypeByText = func() map[string]DataType {
+	m := make(map[string]DataType, len(dtypes))
+	for d, i := range dtypes {
+		m[i.text] = d
+	}
+	return m
+}()
 
 // ByteSize is the raw_data length of n elements of d (sub-byte types are packed).
 func (d DataType) ByteSize(n int64) int64 {

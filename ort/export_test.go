@@ -1,5 +1,11 @@
 package ort
 
+import (
+	"encoding/binary"
+
+	onnxruntime "github.com/yalue/onnxruntime_go"
+)
+
 // Test-only builders of tiny ONNX models, made with the package's own
 // protobuf encoders so tests need no model files or Python.
 
@@ -67,4 +73,32 @@ func valueInfo(v TinyValue) []byte {
 	typ := appendBytesField(nil, 1, tt) // TypeProto.tensor_type
 	vi := appendStringField(nil, valueInfoName, v.Name)
 	return appendBytesField(vi, 2, typ)
+}
+
+// DeclaredIO is declaredIO.
+var DeclaredIO = declaredIO
+
+// AskedIO is what ORT reports for the model through a temporary session.
+func AskedIO(model []byte) ([]IOInfo, []IOInfo, error) {
+	ins, outs, err := onnxruntime.GetInputOutputInfoWithONNXData(model)
+	return convertInfo(ins), convertInfo(outs), err
+}
+
+// WithInitializer adds a 1-D INT64 initializer to the model's graph (list it among the
+// inputs to make it an overridable one).
+func WithInitializer(model []byte, name string, vals []int64) []byte {
+	var t []byte
+	t = appendVarintField(t, tensorDims, uint64(len(vals)))
+	t = appendVarintField(t, tensorDataType, 7)
+	t = appendStringField(t, tensorName, name)
+	var raw []byte
+	for _, v := range vals {
+		raw = binary.LittleEndian.AppendUint64(raw, uint64(v))
+	}
+	t = appendBytesField(t, tensorRawData, raw)
+	m, err := appendToGraph(model, graphAdditions(appendBytesField(nil, graphInitializer, t)))
+	if err != nil {
+		panic(err)
+	}
+	return m
 }

@@ -90,6 +90,10 @@ type Session struct {
 	inputs  []IOInfo
 	outputs []IOInfo
 	fetches []fetch
+	// declared holds the model when its inputs and outputs were read from its bytes:
+	// Outputs then asks ORT once, which knows the shapes it inferred as well.
+	declared    []byte
+	outputsOnce sync.Once
 }
 
 // NewSession loads the model file at modelPath.
@@ -143,11 +147,14 @@ func newSession(path string, model []byte, opts Options) (*Session, error) {
 			return nil, err
 		}
 	}
-	ins, outs, err := ioInfo(path, model, opts)
+	ins, outs, declared, err := ioInfo(path, model, opts)
 	if err != nil {
 		return nil, err
 	}
-	sess := &Session{inputs: convertInfo(ins), outputs: convertInfo(outs)}
+	sess := &Session{inputs: ins, outputs: outs}
+	if declared {
+		sess.declared = model
+	}
 
 	var add graphAdditions
 	for _, o := range sess.outputs {
@@ -232,20 +239,32 @@ func sessionOptions(path string, opts Options) (*onnxruntime.SessionOptions, err
 	return so, nil
 }
 
-// ioInfo asks ORT for the model's inputs and outputs (through a temporary
-// session: the binding needs the names before it creates the real one).
-func ioInfo(path string, model []byte, opts Options) ([]onnxruntime.InputOutputInfo, []onnxruntime.InputOutputInfo, error) {
+// ioInfo returns the model's inputs and outputs: as the bytes declare them when they
+// declare them all (declaredIO), else as ORT reports them through a temporary session
+// (the binding needs the names before it creates the real one).
+// (declared reports the first). Declared outputs may lack sizes that ORT infers, which
+// only Outputs shows; nothing else depends on them.
+func ioInfo(path string, model []byte, opts Options) (ins, outs []IOInfo, declared bool, err error) {
+	var oi, oo []onnxruntime.InputOutputInfo
 	if model != nil {
-		return onnxruntime.GetInputOutputInfoWithONNXData(model)
+		if ins, outs, ok := declaredIO(model); ok {
+			return ins, outs, true, nil
+		}
+		oi, oo, err = onnxruntime.GetInputOutputInfoWithONNXData(model)
+	} else {
+		// The temporary session must not profile or save the model itself.
+		opts.ProfilePrefix, opts.OptimizedModelPath = "", ""
+		var so *onnxruntime.SessionOptions
+		if so, err = sessionOptions(path, opts); err != nil {
+			return nil, nil, false, err
+		}
+		defer so.Destroy()
+		oi, oo, err = onnxruntime.GetInputOutputInfoWithOptions(path, so)
 	}
-	// The temporary session must not profile or save the model itself.
-	opts.ProfilePrefix, opts.OptimizedModelPath = "", ""
-	so, err := sessionOptions(path, opts)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, false, err
 	}
-	defer so.Destroy()
-	return onnxruntime.GetInputOutputInfoWithOptions(path, so)
+	return convertInfo(oi), convertInfo(oo), false, nil
 }
 
 func convertInfo(in []onnxruntime.InputOutputInfo) []IOInfo {
@@ -274,8 +293,22 @@ func uniqueName(model []byte, base string) string {
 // Inputs returns the model's inputs (initializers excluded).
 func (s *Session) Inputs() []IOInfo { return cloneInfo(s.inputs) }
 
-// Outputs returns the model's outputs, ExtraOutputs included.
-func (s *Session) Outputs() []IOInfo { return cloneInfo(s.outputs) }
+// Outputs returns the model's outputs, ExtraOutputs included, with the sizes ORT
+// knows (declared or inferred).
+func (s *Session) Outputs() []IOInfo {
+	s.outputsOnce.Do(func() {
+		if s.declared == nil {
+			return
+		}
+		_, oo, err := onnxruntime.GetInputOutputInfoWithONNXData(s.declared)
+		s.declared = nil
+		if err != nil || len(oo) != len(s.outputs) {
+			return // the session loaded this model: keep what it declares
+		}
+		s.outputs = convertInfo(oo)
+	})
+	return cloneInfo(s.outputs)
+}
 
 func cloneInfo(in []IOInfo) []IOInfo {
 	out := make([]IOInfo, len(in))

@@ -28,6 +28,36 @@ type Pattern interface {
 	String() string
 }
 
+// rootOps returns the op types of the nodes whose outputs p can match, or all true when
+// p can match a value whatever produced it (or nothing did). It is a necessary condition
+// only: a match may still fail on the node's domain, attributes or inputs.
+func rootOps(p Pattern) (ops []string, all bool) {
+	switch p := p.(type) {
+	case *OpPat:
+		return []string{p.op}, false
+	case *optPat:
+		if len(p.p.inputs) == 0 {
+			return []string{p.p.op}, false
+		}
+		ops, all := rootOps(p.p.inputs[0])
+		return append(ops, p.p.op), all
+	case *bindPat:
+		return rootOps(p.p)
+	case *predPat:
+		return rootOps(p.p)
+	case *orPat:
+		for _, a := range p.alts {
+			o, all := rootOps(a)
+			if all {
+				return nil, true
+			}
+			ops = append(ops, o...)
+		}
+		return ops, false
+	}
+	return nil, true // Var, Any, Const (an initializer has no producer), Trace
+}
+
 // ---- values ----
 
 type anyPat struct{}

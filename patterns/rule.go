@@ -3,6 +3,7 @@ package patterns
 import (
 	"fmt"
 	"sort"
+	"sync"
 
 	"github.com/qcc-dev/qcc/ir"
 )
@@ -89,6 +90,23 @@ type Rule struct {
 	// exporter or CSE computed once. The rewrite replaces only the root, so a shared node
 	// stays while another block reads it.
 	Shared []string
+
+	rootsOnce sync.Once
+	roots     map[string]bool // rootOps of Pattern as a set; nil: any value
+}
+
+// rootSet returns the op types at which the rule can match (nil: any), computed at the
+// rule's first use (its Pattern does not change after that).
+func (r *Rule) rootSet() map[string]bool {
+	r.rootsOnce.Do(func() {
+		if ops, all := rootOps(r.Pattern); !all {
+			r.roots = map[string]bool{}
+			for _, op := range ops {
+				r.roots[op] = true
+			}
+		}
+	})
+	return r.roots
 }
 
 // EscapeCheck runs the rule's escape check: its own, or Escapes with its Internal and
@@ -222,13 +240,20 @@ func Apply(g *ir.Graph, rules []*Rule, opt Options) (*Result, error) {
 // ruleSet tries rules by benefit, then list order, and remembers what they refused.
 type ruleSet struct {
 	ordered []*Rule
+	// roots[i] is the op types whose output rule i can match (nil: any value), so that
+	// first skips a rule that cannot match without starting a match.
+	roots   []map[string]bool
 	refused map[Refusal]bool
 }
 
 func newRuleSet(rules []*Rule) *ruleSet {
 	ordered := append([]*Rule(nil), rules...)
 	sort.SliceStable(ordered, func(i, j int) bool { return ordered[i].Benefit > ordered[j].Benefit })
-	return &ruleSet{ordered: ordered, refused: map[Refusal]bool{}}
+	rs := &ruleSet{ordered: ordered, roots: make([]map[string]bool, len(ordered)), refused: map[Refusal]bool{}}
+	for i, r := range ordered {
+		rs.roots[i] = r.rootSet()
+	}
+	return rs
 }
 
 // first returns the first rule that matches at an output of n (in output order), is not
@@ -238,7 +263,10 @@ func (rs *ruleSet) first(n *ir.Node, skip func(*Rule, *Match) bool) (*Rule, *Mat
 		if v == nil {
 			continue
 		}
-		for _, r := range rs.ordered {
+		for i, r := range rs.ordered {
+			if rs.roots[i] != nil && !rs.roots[i][n.OpType] {
+				continue
+			}
 			m := MatchValue(r.Pattern, v)
 			if m == nil || skip != nil && skip(r, m) {
 				continue

@@ -1,6 +1,7 @@
 package fuzz
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"sort"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/qcc-dev/qcc/internal/modroot"
+	"github.com/qcc-dev/qcc/ir"
 	"github.com/qcc-dev/qcc/ir/text"
 	"github.com/qcc-dev/qcc/ndarray"
 	"github.com/qcc-dev/qcc/ort/orttest"
@@ -164,4 +166,52 @@ func TestCompare(t *testing.T) {
 			t.Errorf("compare %v: %q, want same=%v", tc.got, d, tc.same)
 		}
 	}
+}
+
+// TestSnapshot: the model that runPipelineSnapshot takes before the last pass is the one
+// the pipeline's prefix computes alone, and the inserted analysis changes nothing of the
+// pipeline's result.
+func TestSnapshot(t *testing.T) {
+	spec := "fold,qdq<ranges=const:4>,fuse"
+	for _, c := range []*Case{GenDAG(2), GenDAG(4), GenBlock(1001, "base"), GenBlock(1003, "qdq"), GenBlock(1005, "ln-op")} {
+		orig, err := ir.Marshal(c.Model)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, snap, f := runPipelineSnapshot(orig, spec)
+		if f != nil {
+			t.Fatalf("%s: %v", c.Class, f)
+		}
+		prefix, f := runPipeline(orig, spec[:lastComma(spec)])
+		if f != nil {
+			t.Fatalf("%s: %v", c.Class, f)
+		}
+		whole, f := runPipeline(orig, spec)
+		if f != nil {
+			t.Fatalf("%s: %v", c.Class, f)
+		}
+		for _, p := range []struct {
+			what      string
+			got, want []byte
+		}{
+			{"snapshot", snap, marshal(t, prefix)},
+			{"result", marshal(t, m), marshal(t, whole)},
+		} {
+			if !bytes.Equal(p.got, p.want) {
+				t.Errorf("%s: the %s differs from the pipeline's own", c.Class, p.what)
+			}
+		}
+		if bytes.Equal(snap, orig) {
+			t.Errorf("%s: the snapshot is the original model", c.Class)
+		}
+	}
+}
+
+func marshal(t *testing.T, m *ir.Model) []byte {
+	t.Helper()
+	b, err := ir.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

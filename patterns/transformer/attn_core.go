@@ -252,7 +252,7 @@ func (p *attnPlan) prove(path []scoresStep, probsSteps []layoutStep) string {
 	}
 	p.ctxLayout = append(pl[:len(pl)-1].clone(), axis(p.v.last()[len(vl)-1].leaves()))
 	for _, o := range []*attnOperand{p.q, p.k, p.v} {
-		if why := o.choosePoint(); why != "" {
+		if why := o.choosePoint(o == p.v); why != "" {
 			return why
 		}
 	}

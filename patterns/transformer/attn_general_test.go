@@ -101,7 +101,7 @@ func TestGeneralAttentionRefusals(t *testing.T) {
 	}
 }
 
-// TestGeneralAttentionFuses: the plain layer, a padding mask (Where keep), and scores
+// TestGeneralAttentionFuses: the plain layer, a padding mask (Where keep), a scaled V, and scores
 // normalised in a 3-D [B·N,S,T] view (its shape read back off the 4-D scores) all
 // become one MultiHeadAttention
 // (target ort) or Attention-23 (target onnx) computing the same outputs in ORT.
@@ -120,6 +120,8 @@ func TestGeneralAttentionFuses(t *testing.T) {
   p = Softmax <axis = -1> (sm)
   c = MatMul (p, vt)
 `},
+		// A scalar scale on V is not the score scale: the fused operator reads V after it.
+		{"scaled V", "  p = Softmax <axis = -1> (sd)\n  vs = Mul (vt, half)\n  c = MatMul (p, vs)\n"},
 		{"clamped", "  mx = Max (sd, lowest)\n  p = Softmax <axis = -1> (mx)\n  c = MatMul (p, vt)\n"},
 		{"qk-norm", `  qn = LayerNormalization <axis = -1> (qt, g2, b2)
   kh = Transpose <perm = [0, 2, 1, 3]> (kr)
@@ -143,7 +145,7 @@ func TestGeneralAttentionFuses(t *testing.T) {
 		for _, target := range []transformer.Target{transformer.ORT, transformer.ONNX} {
 			t.Run(c.name+"/"+string(target), func(t *testing.T) {
 				src := generalModel(c.core)
-				src = strings.Replace(src, "  int64[1] last", "  int64[1] two = {2},\n  int64[1] four = {4},\n  int64[1] minus1 = {-1},\n  float lowest = {-3.4028235e38},\n  int64[1] one1 = {1},\n  int64[1] two1 = {2},\n  int64 kone = {1},\n  float[2] g2 = {1.5, 0.5},\n  float[2] b2 = {0.1, -0.2},\n  int64[1] last", 1)
+				src = strings.Replace(src, "  int64[1] last", "  int64[1] two = {2},\n  int64[1] four = {4},\n  int64[1] minus1 = {-1},\n  float lowest = {-3.4028235e38},\n  int64[1] one1 = {1},\n  int64[1] two1 = {2},\n  int64 kone = {1},\n  float[2] g2 = {1.5, 0.5},\n  float[2] b2 = {0.1, -0.2},\n  float half = {0.5},\n  int64[1] last", 1)
 				if strings.Contains(c.core, "LayerNormalization") || strings.Contains(c.core, "Trilu") {
 					src = strings.Replace(src, `"" : 13`, `"" : 17`, 1)
 				}

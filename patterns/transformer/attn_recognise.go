@@ -324,18 +324,26 @@ func (o *attnOperand) canonical(seqAxis, depthAxis int) string {
 
 // choosePoint picks the value the fused operator reads: the one needing the fewest ops
 // to become [B,S,N·D], earliest on ties (more of the exporter's layout ops go away).
-func (o *attnOperand) choosePoint() string {
+// unscaled keeps scalar scales after the point out (V's: the fused operator has a scale
+// for the scores only, so the scaled V itself is what it must read).
+func (o *attnOperand) choosePoint(unscaled bool) string {
 	best := -1
 	if len(o.synth) > 0 && !slices.Equal(o.synth, o.headLeaves) {
 		return fmt.Sprintf("%s is broadcast over some of the heads only", o.name)
 	}
 	for i, l := range o.layouts {
 		c, ok := materialCost(l, o.pointCanon())
+		if ok && unscaled && scaleOf(o.steps[i:]) != 1 {
+			ok = false
+		}
 		if ok && (best < 0 || c < o.cost) {
 			best, o.cost = i, c
 		}
 	}
 	if best < 0 {
+		if unscaled && scaleOf(o.steps) != 1 {
+			return fmt.Sprintf("%s: no tensor after its scale holds [B,S,heads,D] (%v at the matmul)", o.name, o.last())
+		}
 		return fmt.Sprintf("%s: no tensor on its path holds [B,S,heads,D] (%v at the matmul)", o.name, o.last())
 	}
 	o.point = best
@@ -412,9 +420,11 @@ func materialCost(l layout, canon []*atom) (int, bool) {
 }
 
 // scaleAfter multiplies the scales of the steps after the operand's point.
-func (o *attnOperand) scaleAfter() float64 {
+func (o *attnOperand) scaleAfter() float64 { return scaleOf(o.steps[o.point:]) }
+
+func scaleOf(steps []layoutStep) float64 {
 	s := 1.0
-	for _, st := range o.steps[o.point:] {
+	for _, st := range steps {
 		s *= st.scale
 	}
 	return s

@@ -16,6 +16,8 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/debug"
+	"runtime/pprof"
 	"time"
 
 	"github.com/qcc-dev/qcc/internal/fuzz"
@@ -32,6 +34,7 @@ func main() {
 	shrinkTime := flag.Duration("shrink-time", 2*time.Minute, "time limit of one shrink")
 	quiet := flag.Bool("q", false, "print only the summary")
 	lib := flag.String("ort-lib", "", "path of libonnxruntime.so (default: QCC_ORT_LIB or the project cache)")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	flag.Parse()
 	path, err := ort.LibraryPath(*lib)
 	if err == nil {
@@ -50,6 +53,23 @@ func main() {
 		opts.Log = os.Stderr
 	}
 	fmt.Fprintf(os.Stderr, "fuzz: seeds from %d, %d workers, %s\n", *seed, *workers, *duration)
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "fuzz:", err)
+			os.Exit(1)
+		}
+		defer f.Close()
+		defer pprof.StopCPUProfile()
+	}
+	// The cases are small and short-lived: collecting less often trades a little memory
+	// for CPU that the checks want (unless GOGC says otherwise).
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(400)
+	}
 	s := fuzz.Run(opts)
 	s.Write(os.Stdout)
 }
