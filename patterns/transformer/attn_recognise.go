@@ -36,7 +36,9 @@ func (o *attnOperand) broadcastHeads(other layout) {
 	}
 	for i := 0; i < len(l)-2; i++ {
 		lv, ov := l[i].leaves(), other[i].leaves()
-		if len(lv) != 0 || len(ov) == 0 {
+		// An axis of size 1: empty, or unit atoms (Falcon's one key head, sliced off a
+		// packed head axis).
+		if !dimIsOne(lv.size()) || len(ov) == 0 {
 			continue
 		}
 		heads := true
@@ -363,7 +365,9 @@ func materialPerm(l layout, canon []*atom) ([]int, bool) {
 	var empty []int
 	seen := 0
 	for i, a := range l {
-		lv := a.leaves()
+		// Unit atoms the canonical order does not hold (a one-head slice of a packed
+		// head axis) have no place in it: a Reshape drops them.
+		lv := slices.DeleteFunc(a.leaves(), func(x *atom) bool { _, in := pos[x]; return !in && dimIsOne(x.size) })
 		if len(lv) == 0 {
 			empty = append(empty, i)
 			continue

@@ -622,6 +622,61 @@ class Swin(Model):
         return self.layernorm(x)
 
 
+# ---------------------------------------------------------------- falcon
+
+
+class FalconAttention(Attn):
+    causal = True
+    rotaries = 2
+
+    def __init__(self):
+        super().__init__(H, 1)
+        self.query_key_value = nn.Linear(E, (H + 2) * D, bias=False)
+        self.dense = nn.Linear(E, E, bias=False)
+
+    def forward(self, x, mask, cos, sin):
+        B, S, _ = x.shape
+        qkv = self.query_key_value(x).view(B, S, H + 2, D)  # H query heads, one key, one value
+        q = qkv[:, :, :-2].transpose(1, 2)  # [B,H,S,D]
+        k = qkv[:, :, -2:-1].transpose(1, 2)  # [B,1,S,D]
+        v = qkv[:, :, -1:].transpose(1, 2)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        w = (q @ k.transpose(-1, -2)) / math.sqrt(D) + mask  # K broadcast over the heads
+        w = F.softmax(w, dim=-1)
+        return self.dense(merge(w @ v))
+
+
+class Falcon(Model):
+    """Falcon-7B: multi-query attention packed in one projection ([B,S,H+2,D]: the query
+    heads, then one key and one value head, sliced off the head axis), rotate-half rotary
+    with cos/sin computed from arange(S), one LayerNorm feeding attention and MLP in
+    parallel, no biases, causal + padding as one additive mask."""
+
+    def __init__(self):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(V, E)
+        self.ln = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.attn = nn.ModuleList(FalconAttention() for _ in range(L))
+        self.mlp = nn.ModuleList(MLP(F.gelu) for _ in range(L))
+        self.ln_f = nn.LayerNorm(E)
+        self.register_buffer("inv_freq", 1.0 / (10000 ** (torch.arange(0, D, 2).float() / D)), persistent=False)
+
+    def forward(self, input_ids, attention_mask):
+        S = input_ids.shape[1]
+        t = torch.arange(S, dtype=torch.float32)
+        freqs = torch.outer(t, self.inv_freq)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        cos, sin = emb.cos()[None, None], emb.sin()[None, None]
+        causal = torch.triu(torch.full((S, S), MIN), diagonal=1)
+        mask = causal[None, None] + padding_bias(attention_mask)
+        x = self.word_embeddings(input_ids)
+        for i in range(L):
+            h = self.ln[i](x)
+            x = x + self.attn[i](h, mask, cos, sin) + self.mlp[i](h)
+        return self.ln_f(x)
+
+
 # ---------------------------------------------------------------- t5
 
 
@@ -1194,6 +1249,7 @@ FORMS = {
     "neox": (NeoX, (13, 17)),
     "bloom": (Bloom, (14, 17)),
     "swin": (Swin, (13, 17)),
+    "falcon": (Falcon, (14, 17)),
 }
 
 
