@@ -20,9 +20,10 @@ var Classes = []string{
 	"base", "commute", "scale-mul", "scale-q", "scale-k", "scale-qk", "kt-two-transposes",
 	"heads-3d", "k-rolled-heads", "shape-arith", "cast", "qdq",
 	"where-mask", "gemm-proj", "ln-op", "causal", "mask-query-axis",
+	"rotary-half", "rotary-interleaved", "rotary-partial",
 	"nm-softmax-axis", "nm-eps-outside", "nm-mean-axis", "nm-mask-after-softmax",
 	"nm-gamma-input", "nm-gelu-const", "nm-residual-broadcast",
-	"nm-gelu-split-input", "nm-var-uncentred",
+	"nm-gelu-split-input", "nm-var-uncentred", "nm-rotary-halves",
 }
 
 // IsNearMiss reports whether a class changes the math.
@@ -33,6 +34,7 @@ var (
 	normKinds = []transformer.Kind{transformer.LayerNorm, transformer.SkipLayerNorm, transformer.RMSNorm, transformer.SkipRMSNorm}
 	skipKinds = []transformer.Kind{transformer.SkipLayerNorm, transformer.SkipRMSNorm}
 	geluKinds = []transformer.Kind{transformer.Gelu, transformer.FFN}
+	rotKinds  = []transformer.Kind{transformer.Rotary}
 )
 
 type blockGen struct {
@@ -182,6 +184,11 @@ func (g *blockGen) attention(x val) val {
 		hi := g.op1("Slice", []val{kh, g.ints(1), g.ints(g.n), g.ints(1)}, ir.Float, sh1)
 		lo := g.op1("Slice", []val{kh, g.ints(0), g.ints(1), g.ints(1)}, ir.Float, sh2)
 		kt = g.transpose(g.op1("Concat", []val{hi, lo}, ir.Float, kh.sh, ir.IntAttr("axis", 1)), 0, 1, 3, 2)
+	case "rotary-half", "rotary-interleaved", "rotary-partial", "nm-rotary-halves":
+		kh := g.heads4(k, 0, 2, 1, 3)
+		cos, sin := g.angles()
+		qh, kh = g.rotary(qh, cos, sin), g.rotary(kh, cos, sin)
+		kt = g.transpose(kh, 0, 1, 3, 2)
 	default:
 		kt = g.heads4(k, 0, 2, 3, 1)
 	}
@@ -241,6 +248,81 @@ func (g *blockGen) attention(x val) val {
 	ctx = g.transpose(ctx, 0, 2, 1, 3)
 	ctx = g.op1("Reshape", []val{ctx, g.reshapeTarget([]int64{0, 0, g.h}, map[int]int{0: 0, 1: 1})}, ir.Float, g.x.sh)
 	return g.linear(ctx, g.h, g.h)
+}
+
+// rotaryPositions bounds the sequence the angle tables cover.
+const rotaryPositions = 64
+
+// angles are the cos and sin of position p and frequency i, [1, 1, S, w], sliced from
+// [positions, w] tables to the sequence length: w = D/2 for the interleaved class (one
+// angle per pair), else D with the pair's angle in both halves (rotate-half), in the
+// first w/2 channels' halves only for the partial class; nm-rotary-halves gives the
+// second half other frequencies, so its channels i and i+D/2 do not rotate as a pair.
+func (g *blockGen) angles() (cos, sin val) {
+	w, pairs := g.d, g.d/2
+	switch g.class {
+	case "rotary-interleaved":
+		w = g.d / 2
+	case "rotary-partial":
+		w, pairs = g.d/2, g.d/4
+	}
+	cv, sv := make([]float32, rotaryPositions*w), make([]float32, rotaryPositions*w)
+	for p := 0; p < rotaryPositions; p++ {
+		for c := int64(0); c < w; c++ {
+			i := c % pairs
+			f := math.Pow(10000, -float64(i)/float64(pairs))
+			if g.class == "nm-rotary-halves" && c >= pairs {
+				f *= 1.5
+			}
+			cv[p*int(w)+int(c)] = float32(math.Cos(float64(p) * f))
+			sv[p*int(w)+int(c)] = float32(math.Sin(float64(p) * f))
+		}
+	}
+	s := g.x.sh[1]
+	n := g.op1("Gather", []val{g.shapeOf(g.x), g.constI([]int64{1}, []int64{1})}, ir.Int64, shape{sd(1)}, ir.IntAttr("axis", 0))
+	slice := func(table []float32) val {
+		t := g.op1("Slice", []val{g.constF([]int64{rotaryPositions, w}, table), g.ints(0), n, g.ints(0)}, ir.Float, shape{s, sd(w)})
+		return g.unsqueeze(t, 0, 1)
+	}
+	return slice(cv), slice(sv)
+}
+
+// rotary rotates x [B, N, S, D] by the angles in the class's form.
+func (g *blockGen) rotary(x, cos, sin val) val {
+	sh := x.sh
+	last := func(t val, from, to, step int64) val {
+		o := t.sh.clone()
+		o[3] = sd((to - from + step - 1) / step)
+		ins := []val{t, g.ints(from), g.ints(to), g.ints(3)}
+		if step != 1 {
+			ins = append(ins, g.ints(step))
+		}
+		return g.op1("Slice", ins, ir.Float, o)
+	}
+	half := func(t, cos, sin val) val { // t·cos + Concat(-t[h:], t[:h])·sin
+		d := int64(t.sh[3].n)
+		hi := g.op1("Neg", []val{last(t, d/2, d, 1)}, ir.Float, last(t, d/2, d, 1).sh)
+		rot := g.op1("Concat", []val{hi, last(t, 0, d/2, 1)}, ir.Float, t.sh, ir.IntAttr("axis", -1))
+		return g.comm1("Add", g.comm1("Mul", t, cos), g.comm1("Mul", rot, sin))
+	}
+	var y val
+	switch g.class {
+	case "rotary-interleaved":
+		e, o := last(x, 0, g.d, 2), last(x, 1, g.d, 2)
+		a := g.op1("Sub", []val{g.comm1("Mul", e, cos), g.comm1("Mul", o, sin)}, ir.Float, e.sh)
+		b := g.comm1("Add", g.comm1("Mul", e, sin), g.comm1("Mul", o, cos))
+		st := append(e.sh.clone(), sd(2))
+		stack := g.op1("Concat", []val{g.unsqueeze(a, -1), g.unsqueeze(b, -1)}, ir.Float, st, ir.IntAttr("axis", -1))
+		y = g.op1("Reshape", []val{stack, g.ints(0, 0, 0, g.d)}, ir.Float, sh)
+	case "rotary-partial":
+		r := last(x, 0, g.d/2, 1)
+		y = g.op1("Concat", []val{half(r, cos, sin), last(x, g.d/2, g.d, 1)}, ir.Float, sh, ir.IntAttr("axis", -1))
+	default:
+		y = half(x, cos, sin)
+	}
+	n, _ := y.v.Producer()
+	g.witness(n, rotKinds, g.class == "nm-rotary-halves")
+	return y
 }
 
 // attention3d writes the heads as [B·N, S, D] (no mask), as some exporters do.

@@ -17,8 +17,8 @@ import (
 )
 
 // TestFixedSeeds is a short fuzzing run with fixed seeds: DAGs and two blocks of every
-// class, each through every pipeline. No failure is allowed, and the plain block must be
-// recognised (else the near-miss verdicts would be vacuous).
+// class, each through every pipeline. No failure is allowed, and the plain block and the
+// rotary forms must be recognised.
 func TestFixedSeeds(t *testing.T) {
 	orttest.RequireLib(t)
 	type job struct {
@@ -65,8 +65,12 @@ func TestFixedSeeds(t *testing.T) {
 			matched[jobs[i].c.Class]++
 		}
 	}
-	if matched["base"] != 2 {
-		t.Errorf("the plain transformer block was recognised %d times of 2", matched["base"])
+	// The plain block, and each rotary form, must be recognised (else the near-miss
+	// verdicts would be vacuous).
+	for _, class := range []string{"base", "rotary-half", "rotary-interleaved", "rotary-partial"} {
+		if matched[class] != 2 {
+			t.Errorf("class %s was recognised %d times of 2", class, matched[class])
+		}
 	}
 	t.Logf("%d cases; matched per class: %v", len(jobs), matched)
 }
