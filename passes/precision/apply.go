@@ -170,11 +170,15 @@ func (p *plan) apply() (*applyStats, error) {
 			return nil, err
 		}
 		t.Name = name
+		var rest []use
 		for _, u := range wants[v] {
 			if u.want == low {
 				u.n.SetInput(u.i, c)
+			} else {
+				rest = append(rest, u)
 			}
 		}
+		wants[v] = rest
 		st.constCopies++
 		st.changed = true
 	}
