@@ -445,7 +445,7 @@ func (p *plan) rangeReason(n *ir.Node, t opType, tn string) string {
 			what = "Exp of large values: calibrated"
 		}
 		if r.abs > thr {
-			return fmt.Sprintf("range: %s |max| %.4g of output %s beyond %s's %.4g / margin", what, r.abs, v.Name, tn, p.limit)
+			return fmt.Sprintf("range: %s |max| %.4g of output %s beyond %s's %.5g / margin", what, r.abs, v.Name, tn, p.limit)
 		}
 	}
 	for i, v := range n.Inputs() {
@@ -468,7 +468,7 @@ func (p *plan) rangeReason(n *ir.Node, t opType, tn string) string {
 			if n.OpType == "Softmax" {
 				what = "Softmax input"
 			}
-			return fmt.Sprintf("range: calibrated |max| %.4g of %s %s beyond %s's %.4g / margin", r.abs, what, v.Name, tn, p.limit)
+			return fmt.Sprintf("range: calibrated |max| %.4g of %s %s beyond %s's %.5g / margin", r.abs, what, v.Name, tn, p.limit)
 		}
 	}
 	return ""
@@ -491,6 +491,6 @@ func (p *plan) rangeSummary(batches int) string {
 			beyond++
 		}
 	}
-	return fmt.Sprintf("ranges: calibrated on %s (%d batches): %d tensors, |max| up to %.4g (%s); %d beyond %s's %.4g / margin %g",
+	return fmt.Sprintf("ranges: calibrated on %s (%d batches): %d tensors, |max| up to %.4g (%s); %d beyond %s's %.5g / margin %g",
 		p.o.data, batches, len(names), top, topName, beyond, p.typeName(), p.limit, p.o.margin)
 }
