@@ -40,7 +40,7 @@ func TestPrecisionAccuracy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Level basic: at extended, ORT's LayerNormFusion fuses a Cast from float16/bfloat16
+	// Level basic: at extended, ORT's LayerNormFusion (on some models at basic already) fuses a Cast from float16/bfloat16
 	// into a decomposed float32 LayerNorm and then refuses the node it made.
 	opts := ort.Options{OptLevel: ort.OptBasic}
 	fp32, err := eval.Accuracy(model, data, opts)
