@@ -9,6 +9,7 @@ import (
 	"github.com/qcc-dev/qcc/passes/cleanup"
 	"github.com/qcc-dev/qcc/passes/fold"
 	"github.com/qcc-dev/qcc/passes/fuse"
+	"github.com/qcc-dev/qcc/passes/precision"
 	"github.com/qcc-dev/qcc/passes/qdq"
 	"github.com/qcc-dev/qcc/passes/qdqcheck"
 	"github.com/qcc-dev/qcc/passes/repair"
@@ -27,4 +28,5 @@ var All = []*pass.Pass{
 	fuse.Pass,
 	qdq.Pass,
 	qdqcheck.Pass,
+	precision.Pass,
 }

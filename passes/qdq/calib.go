@@ -4,12 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 
 	"github.com/qcc-dev/qcc/ir"
-	"github.com/qcc-dev/qcc/ort"
 	"github.com/qcc-dev/qcc/pass"
 	"github.com/qcc-dev/qcc/quant/calib"
 )
@@ -132,35 +130,13 @@ func (o *options) ranges(ctx *pass.Context, m *ir.Model, need []string) (map[str
 	return out, nil
 }
 
-// calibrate saves the current model to a temporary file and collects statistics of the
-// tensors through ONNX Runtime.
+// calibrate collects statistics of the tensors through ONNX Runtime on the current model.
 func (o *options) calibrate(m *ir.Model, tensors []string) (*calib.Stats, error) {
-	lib, err := ort.LibraryPath("")
-	if err == nil {
-		err = ort.Init(lib)
+	stats, err := calib.CollectModel(m, tensors, o.data, o.batch)
+	if errors.Is(err, calib.ErrNoRuntime) {
+		return nil, fmt.Errorf("%v; or give ranges=const:V, or a cache=FILE.json that covers the %d tensors", err, len(tensors))
 	}
-	if err != nil {
-		return nil, fmt.Errorf("calibration needs ONNX Runtime (%v); or give ranges=const:V, or a cache=FILE.json that covers the %d tensors", err, len(tensors))
-	}
-	src, err := calib.LoadData(o.data, m, o.batch)
-	if err != nil {
-		return nil, err
-	}
-	dir, err := os.MkdirTemp("", "qcc-qdq-calib-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(dir)
-	path := filepath.Join(dir, "model.onnx")
-	// Inline tensors when they fit in one protobuf: calibration loads the model from
-	// bytes (it adds outputs), and ORT then looks for external data relative to the
-	// working directory, not the model's folder.
-	if err := ir.Save(m, path, ir.SaveOptions{External: ir.ExternalNever}); err != nil {
-		if err := ir.Save(m, path, ir.SaveOptions{}); err != nil {
-			return nil, fmt.Errorf("saving the model for calibration: %w", err)
-		}
-	}
-	return calib.Collect(path, tensors, src, calib.Options{})
+	return stats, err
 }
 
 // rangeSummary describes the ranges: how many, min/median/max amax, zero ranges.

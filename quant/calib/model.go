@@ -1,0 +1,47 @@
+package calib
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/qcc-dev/qcc/ir"
+	"github.com/qcc-dev/qcc/ort"
+)
+
+// ErrNoRuntime is wrapped by CollectModel's error when ONNX Runtime cannot be loaded.
+var ErrNoRuntime = errors.New("calibration needs ONNX Runtime")
+
+// CollectModel is Collect for a model in memory, as a pass holds it: it loads ONNX
+// Runtime, opens the data (LoadData's spec and batch), saves m to a temporary file and
+// collects the tensors' statistics there. The qdq and precision passes calibrate
+// through it.
+func CollectModel(m *ir.Model, tensors []string, data string, batch int) (*Stats, error) {
+	lib, err := ort.LibraryPath("")
+	if err == nil {
+		err = ort.Init(lib)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w (%v)", ErrNoRuntime, err)
+	}
+	src, err := LoadData(data, m, batch)
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "qcc-calib-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "model.onnx")
+	// Inline tensors when they fit in one protobuf: calibration loads the model from
+	// bytes (it adds outputs), and ORT then looks for external data relative to the
+	// working directory, not the model's folder.
+	if err := ir.Save(m, path, ir.SaveOptions{External: ir.ExternalNever}); err != nil {
+		if err := ir.Save(m, path, ir.SaveOptions{}); err != nil {
+			return nil, fmt.Errorf("saving the model for calibration: %w", err)
+		}
+	}
+	return Collect(path, tensors, src, Options{})
+}
