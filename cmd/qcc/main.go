@@ -24,6 +24,7 @@ import (
 	"github.com/qcc-dev/qcc/pass"
 	"github.com/qcc-dev/qcc/passes"
 	"github.com/qcc-dev/qcc/passes/qdqcheck"
+	"github.com/qcc-dev/qcc/target"
 )
 
 var version = "0.1.0-dev"
@@ -45,13 +46,20 @@ type options struct {
 	listPasses, showVersion     bool
 	overwrite, fsync            bool
 	ortLib                      string
+	target, precision           string
+	printPipeline               bool
+	calibData                   string
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("qcc", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var o options
-	fs.StringVar(&o.passes, "passes", "", "comma-separated pass pipeline, e.g. fold or fold,fuse<target=ort>")
+	fs.StringVar(&o.passes, "passes", "", "comma-separated pass pipeline, e.g. fold or fold,fuse<target=ort>; wins over -target")
+	fs.StringVar(&o.target, "target", "", "runtime to compile for: "+strings.Join(target.Names(), ", ")+"; expands into the pipeline that is right and fastest there (see -print-pipeline)")
+	fs.StringVar(&o.precision, "precision", "", "with -target: "+precisionList()+" (default: the target's, int8 except ort-cuda's fp16)")
+	fs.BoolVar(&o.printPipeline, "print-pipeline", false, "print the pipeline -target/-precision (or -passes) stands for, then exit; no model needed")
+	fs.StringVar(&o.calibData, "calib-data", "", "with -target: calibration inputs for its qdq step (FILE.npz, DIR of ONNX test data, or random:N[:SEED]); default random")
 	fs.StringVar(&o.out, "o", "", "output file (required with -emit=onnx)")
 	fs.StringVar(&o.emit, "emit", "onnx", "output format: onnx, text, or cuda (kernels.h, kernels.cu, check.cu and check data in the -o folder)")
 	fs.StringVar(&o.external, "external-data", "auto", "store tensor data in OUT.data: auto (when the input did, or past 2 GB), always, never")
@@ -92,6 +100,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	case o.listPasses:
 		listPasses(stdout)
+		return exitOK
+	case o.printPipeline:
+		sel, err := selectPipeline(o)
+		if err != nil {
+			fmt.Fprintf(stderr, "qcc: %v\n", err)
+			return exitUsage
+		}
+		// The pipeline alone on stdout (for $(qcc -target=X -print-pipeline)); where it
+		// came from on stderr.
+		fmt.Fprintln(stdout, sel.pipe.String())
+		sel.writeOrigin(stderr)
 		return exitOK
 	}
 	if o.ortLib != "" {
@@ -142,13 +161,11 @@ func compile(args []string, o options, stdout, stderr io.Writer) error {
 	default:
 		return usagef("-emit=%s: want onnx, text or cuda", o.emit)
 	}
-	var pipe *pass.Pipeline
-	if o.passes != "" {
-		var err error
-		if pipe, err = pass.Parse(o.passes, passes.All); err != nil {
-			return usageError{err}
-		}
+	sel, err := selectPipeline(o)
+	if err != nil {
+		return err
 	}
+	pipe := sel.pipe
 	for _, list := range []string{o.printAfter, o.debugOnly} {
 		for _, name := range splitList(list) {
 			if name != "all" && pass.Lookup(passes.All, name) == nil {
@@ -191,6 +208,7 @@ func compile(args []string, o options, stdout, stderr io.Writer) error {
 		}
 		report, err := pipe.Run(context.Background(), m, inst)
 		if o.stats || o.timePasses {
+			sel.writeOrigin(stderr)
 			report.WriteStats(stderr, o.timePasses)
 		}
 		if err != nil {
@@ -223,6 +241,81 @@ func compile(args []string, o options, stdout, stderr io.Writer) error {
 		return text.Print(w, m, text.Options{})
 	}
 	return ir.Save(m, o.out, ir.SaveOptions{External: mode, Sync: o.fsync})
+}
+
+// selection is the pipeline a run uses and where it came from.
+type selection struct {
+	pipe  *pass.Pipeline // nil: no passes (load, verify, save)
+	from  string         // "-passes", "-target=X -precision=P", ...
+	notes []string
+}
+
+func (s *selection) writeOrigin(w io.Writer) {
+	if s.pipe == nil {
+		fmt.Fprintf(w, "pipeline   (none: no -passes or -target)\n")
+		return
+	}
+	fmt.Fprintf(w, "pipeline   %s  (from %s)\n", s.pipe, s.from)
+	for _, n := range s.notes {
+		fmt.Fprintf(w, "  note: %s\n", n)
+	}
+}
+
+// selectPipeline resolves -passes, -target and -precision: an explicit -passes wins
+// (and says so), else the target's table entry is expanded.
+func selectPipeline(o options) (*selection, error) {
+	if o.precision != "" && o.target == "" && o.passes == "" {
+		return nil, usagef("-precision=%s needs -target (with -passes, the passes choose the precision)", o.precision)
+	}
+	if o.calibData != "" && o.target == "" {
+		return nil, usagef("-calib-data applies to a -target pipeline; with -passes write qdq<data=%s>", o.calibData)
+	}
+	if o.passes != "" {
+		pipe, err := pass.Parse(o.passes, passes.All)
+		if err != nil {
+			return nil, usageError{err}
+		}
+		sel := &selection{pipe: pipe, from: "-passes"}
+		if o.target != "" || o.precision != "" {
+			var ignored []string
+			for _, f := range [][2]string{{"target", o.target}, {"precision", o.precision}} {
+				if f[1] != "" {
+					ignored = append(ignored, "-"+f[0]+"="+f[1])
+				}
+			}
+			sel.from = "-passes, which wins over " + strings.Join(ignored, " ")
+			sel.notes = append(sel.notes, "-target and -precision are ignored when -passes is given")
+		}
+		return sel, nil
+	}
+	if o.target == "" {
+		return &selection{}, nil
+	}
+	e, err := target.Expand(o.target, target.Precision(o.precision), passes.All)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	if o.calibData != "" {
+		n := 0
+		for _, s := range e.Pipeline.Steps {
+			if s.Pass.Name == "qdq" {
+				s.Opts["data"] = o.calibData
+				n++
+			}
+		}
+		if n == 0 {
+			return nil, usagef("-calib-data: -target=%s -precision=%s does not calibrate (no qdq step)", o.target, e.Precision)
+		}
+	}
+	return &selection{pipe: e.Pipeline, from: fmt.Sprintf("-target=%s -precision=%s", e.Target.Name, e.Precision), notes: e.Notes}, nil
+}
+
+func precisionList() string {
+	var ps []string
+	for _, p := range target.Precisions {
+		ps = append(ps, string(p))
+	}
+	return strings.Join(ps, ", ")
 }
 
 // checkOutput refuses to write over the input model or its external data.
