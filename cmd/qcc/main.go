@@ -7,6 +7,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -24,6 +25,7 @@ import (
 	"github.com/qcc-dev/qcc/pass"
 	"github.com/qcc-dev/qcc/passes"
 	"github.com/qcc-dev/qcc/passes/qdqcheck"
+	"github.com/qcc-dev/qcc/report"
 	"github.com/qcc-dev/qcc/target"
 )
 
@@ -42,7 +44,9 @@ type options struct {
 	passes, out, emit, external string
 	printAfter, debugOnly       string
 	printChanged, verifyEach    bool
-	stats, timePasses           bool
+	stats                       statsFlag
+	timePasses                  bool
+	report                      string
 	listPasses, showVersion     bool
 	overwrite, fsync            bool
 	ortLib                      string
@@ -66,7 +70,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.printAfter, "print-after", "", "print the model after these passes (comma-separated, or all)")
 	fs.BoolVar(&o.printChanged, "print-changed", false, "print the model after every pass that changed it")
 	fs.BoolVar(&o.verifyEach, "verify-each", false, "verify the model after every pass")
-	fs.BoolVar(&o.stats, "stats", false, "print what each pass did")
+	fs.Var(&o.stats, "stats", "print a summary of the run (blocks found/fused/refused, Q/DQ pairs, precision, output size) and what each pass did; -stats=json: the same as one JSON object on stdout")
+	fs.StringVar(&o.report, "report", "", "write an HTML report of the run to this file: one self-contained page (blocks per layer and why each stayed unfused, quantized tensors with ranges and histograms, precision of every node)")
 	fs.BoolVar(&o.timePasses, "time-passes", false, "print the time each pass took")
 	fs.StringVar(&o.debugOnly, "debug-only", "", "print debug output of these passes (comma-separated)")
 	fs.BoolVar(&o.listPasses, "list-passes", false, "list the available passes and their options, then exit")
@@ -186,6 +191,8 @@ func compile(args []string, o options, stdout, stderr io.Writer) error {
 	if err := m.Verify(); err != nil {
 		return fmt.Errorf("%s is not a valid model: %w", in, err)
 	}
+	nodesIn := m.Graph.NumNodes()
+	var rep *pass.Report
 	if pipe != nil {
 		inst := &pass.Instrumentation{
 			PrintAfter:   splitList(o.printAfter),
@@ -206,31 +213,91 @@ func compile(args []string, o options, stdout, stderr io.Writer) error {
 				break
 			}
 		}
-		report, err := pipe.Run(context.Background(), m, inst)
-		if o.stats || o.timePasses {
-			sel.writeOrigin(stderr)
-			report.WriteStats(stderr, o.timePasses)
-		}
+		rep, err = pipe.Run(context.Background(), m, inst)
 		if err != nil {
+			if o.stats.on() || o.timePasses {
+				sel.writeOrigin(stderr)
+				rep.WriteStats(stderr, o.timePasses)
+			}
 			return err
 		}
 	}
 	if err := m.Verify(); err != nil {
 		return fmt.Errorf("internal error: the compiled model is invalid, not written: %w", err)
 	}
-	if o.emit == "cuda" {
-		res, err := cuda.Emit(m, o.out, cuda.Options{Source: filepath.Base(in), CheckData: true, Log: stderr})
-		if err == nil && o.stats {
-			// The emitter's line in -stats: what got a kernel, and why the rest did not.
-			fmt.Fprintf(stderr, "%-10s kernels %d for %d blocks\n", "emit-cuda", len(res.Kernels), len(res.Instances))
+	var extra strings.Builder // the emitter's lines in -stats
+	if err := emit(m, in, o, mode, stdout, &extra); err != nil {
+		return err
+	}
+	var run *report.Run
+	if o.stats.on() || o.report != "" {
+		// The record is built from the output model (its blocks, types and quantizers)
+		// and what the passes recorded. A failure costs the summary, not the run, unless
+		// the report was asked for.
+		r, err := report.Build(m, rep, nodesIn)
+		if err != nil && o.report != "" {
+			return err
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "qcc: no summary: %v\n", err)
+		}
+		if r != nil {
+			r.Input, r.Pipeline, r.From = in, "", sel.from
+			if pipe != nil {
+				r.Pipeline = pipe.String()
+			}
+			if o.emit == "onnx" {
+				r.Output = o.out
+				r.Summary.OutputBytes = fileSize(o.out) + fileSize(o.out+".data")
+			}
+			run = r
+		}
+	}
+	switch {
+	case o.stats == "json" && run != nil:
+		w := stdout
+		if o.emit == "text" && o.out == "" {
+			w = stderr // the model text is on stdout
+		}
+		if err := run.WriteJSON(w); err != nil {
+			return err
+		}
+	case o.stats.on() || o.timePasses:
+		if run != nil {
+			run.WriteSummary(stderr)
+		}
+		sel.writeOrigin(stderr)
+		if rep != nil {
+			rep.WriteStats(stderr, o.timePasses)
+		}
+		fmt.Fprint(stderr, extra.String())
+	}
+	if o.report != "" && run != nil {
+		var buf bytes.Buffer
+		if err := run.WriteHTML(&buf); err != nil {
+			return err
+		}
+		if err := ir.WriteFileAtomic(o.report, buf.Bytes()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// emit writes the compiled model in the -emit format.
+func emit(m *ir.Model, in string, o options, mode ir.ExternalMode, stdout io.Writer, stats io.Writer) error {
+	switch o.emit {
+	case "cuda":
+		res, err := cuda.Emit(m, o.out, cuda.Options{Source: filepath.Base(in), CheckData: true, Log: stats})
+		if err == nil {
+			// What got a kernel, and why the rest did not.
+			fmt.Fprintf(stats, "%-10s kernels %d for %d blocks\n", "emit-cuda", len(res.Kernels), len(res.Instances))
 			for _, s := range res.Skipped {
-				fmt.Fprintf(stderr, "  note: no kernel: %s\n", s)
+				fmt.Fprintf(stats, "  note: no kernel: %s\n", s)
 			}
 		}
 		return err
-	}
-	if o.emit == "text" {
-		w := stdout
+	case "text":
 		if o.out != "" {
 			var buf strings.Builder
 			if err := text.Print(&buf, m, text.Options{}); err != nil {
@@ -238,9 +305,36 @@ func compile(args []string, o options, stdout, stderr io.Writer) error {
 			}
 			return ir.WriteFileAtomic(o.out, []byte(buf.String()))
 		}
-		return text.Print(w, m, text.Options{})
+		return text.Print(stdout, m, text.Options{})
 	}
 	return ir.Save(m, o.out, ir.SaveOptions{External: mode, Sync: o.fsync})
+}
+
+func fileSize(path string) int64 {
+	if st, err := os.Stat(path); err == nil {
+		return st.Size()
+	}
+	return 0
+}
+
+// statsFlag is -stats (text) or -stats=json.
+type statsFlag string
+
+func (f *statsFlag) String() string   { return string(*f) }
+func (f *statsFlag) IsBoolFlag() bool { return true }
+func (f *statsFlag) on() bool         { return *f != "" }
+func (f *statsFlag) Set(s string) error {
+	switch s {
+	case "true", "text":
+		*f = "text"
+	case "false":
+		*f = ""
+	case "json":
+		*f = "json"
+	default:
+		return fmt.Errorf("want -stats, -stats=json or -stats=false")
+	}
+	return nil
 }
 
 // selection is the pipeline a run uses and where it came from.
