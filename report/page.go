@@ -88,7 +88,10 @@ td.num, th.num { text-align: right; }
 .chip { display: inline-block; width: .9em; height: .9em; border-radius: 2px; vertical-align: -1px; margin-right: .3em; border: 1px solid #0002; }
 .legend span { margin-right: 1.2em; white-space: nowrap; }
 #strip { width: 100%; height: 28px; display: block; margin: .4em 0; }
-svg.hist-svg { width: 220px; height: 46px; display: block; }
+svg.hist-svg { width: 200px; height: 42px; display: block; }
+#tensors { width: 100%; table-layout: fixed; }
+#tensors td { overflow-wrap: anywhere; }
+#tensors col.name { width: 34%; } #tensors col.hist { width: 212px; }
 tr.unfused td { background: #fff5f5; }
 .controls { margin: .3em 0 .6em; }
 details pre { background: #f0f0f0; padding: .6em; overflow-x: auto; }
@@ -133,8 +136,9 @@ details pre { background: #f0f0f0; padding: .6em; overflow-x: auto; }
 {{if .Tensors}}
 <p class="sub">amax is the range the scale represents (scale &times; the type's largest value); the histogram is the calibration data's |x| (log counts), with amax marked in red where it clips.</p>
 <table id="tensors">
+<colgroup><col class="name"><col><col><col><col><col><col class="hist"></colgroup>
 <tr><th>tensor</th><th>kind</th><th>type</th><th>group</th><th class="num">amax</th><th class="num">scale</th><th>calibration histogram of |x|</th></tr>
-{{range $i, $t := .Tensors}}<tr class="tensor" data-kind="{{$t.Kind}}"><td class="mono">{{$t.Name}}</td><td>{{$t.Kind}}{{if $t.Channels}} ({{$t.Channels}} channels){{end}}</td><td>{{$t.DType}}</td><td class="mono">{{$t.Group}}</td><td class="num">{{if $t.Scale}}{{fmtf $t.Amax}}{{else}}&mdash;{{end}}</td><td class="num">{{if $t.Scale}}{{fmtf $t.Scale}}{{else}}&mdash;{{end}}</td><td>{{if $t.Hist}}<div class="hist" data-index="{{$i}}"></div><span class="sub">min {{fmtf $t.Hist.Min}}, max {{fmtf $t.Hist.Max}}, {{$t.Hist.Count}} samples</span>{{else}}<span class="sub">{{if eq $t.Kind "weight"}}constant{{else}}range not calibrated in this run{{end}}</span>{{end}}</td></tr>
+{{range $i, $t := .Tensors}}<tr class="tensor" data-kind="{{$t.Kind}}"><td class="mono">{{$t.Name}}</td><td>{{$t.Kind}}{{if $t.Channels}}<br><span class="sub">{{$t.Channels}} channels</span>{{end}}</td><td>{{$t.DType}}</td><td class="mono">{{$t.Group}}</td><td class="num">{{if $t.Scale}}{{fmtf $t.Amax}}{{else}}&mdash;{{end}}</td><td class="num">{{if $t.Scale}}{{fmtf $t.Scale}}{{else}}&mdash;{{end}}</td><td>{{if $t.Hist}}<div class="hist" data-index="{{$i}}"></div><span class="sub">min {{fmtf $t.Hist.Min}}, max {{fmtf $t.Hist.Max}}, {{$t.Hist.Count}} samples</span>{{else}}<span class="sub">{{if eq $t.Kind "weight"}}constant{{else}}range not calibrated in this run{{end}}</span>{{end}}</td></tr>
 {{end}}</table>
 {{else}}<p id="no-tensors">Nothing is quantized.</p>{{end}}
 

@@ -242,6 +242,8 @@ func Build(m *ir.Model, rep *pass.Report, nodesIn int) (*Run, error) {
 	sort.Slice(r.Layers, func(i, j int) bool { return r.Layers[i].Index < r.Layers[j].Index })
 
 	r.Tensors = quantized(m, hists, scales)
+	// Activations first (what calibration decided), then weights, each in graph order.
+	sort.SliceStable(r.Tensors, func(i, j int) bool { return r.Tensors[i].Kind == "activation" && r.Tensors[j].Kind != "activation" })
 	for _, t := range r.Tensors {
 		if t.Kind == "weight" {
 			r.Summary.Weights++
