@@ -226,7 +226,7 @@ func compile(args []string, o options, stdout, stderr io.Writer) error {
 		return fmt.Errorf("internal error: the compiled model is invalid, not written: %w", err)
 	}
 	var extra strings.Builder // the emitter's lines in -stats
-	if err := emit(m, in, o, mode, stdout, &extra); err != nil {
+	if err := emit(m, in, o, mode, stdout, stderr, &extra); err != nil {
 		return err
 	}
 	var run *report.Run
@@ -285,10 +285,10 @@ func compile(args []string, o options, stdout, stderr io.Writer) error {
 }
 
 // emit writes the compiled model in the -emit format.
-func emit(m *ir.Model, in string, o options, mode ir.ExternalMode, stdout io.Writer, stats io.Writer) error {
+func emit(m *ir.Model, in string, o options, mode ir.ExternalMode, stdout, stderr, stats io.Writer) error {
 	switch o.emit {
 	case "cuda":
-		res, err := cuda.Emit(m, o.out, cuda.Options{Source: filepath.Base(in), CheckData: true, Log: stats})
+		res, err := cuda.Emit(m, o.out, cuda.Options{Source: filepath.Base(in), CheckData: true, Log: stderr})
 		if err == nil {
 			// What got a kernel, and why the rest did not.
 			fmt.Fprintf(stats, "%-10s kernels %d for %d blocks\n", "emit-cuda", len(res.Kernels), len(res.Instances))
