@@ -38,7 +38,8 @@ specs=(
 models=()
 for i in "${!names[@]}"; do
 	echo "compiling ${names[$i]}: qcc ${specs[$i]}"
-	"$work/qcc" "${specs[$i]}" "$src" -o "$work/${names[$i]}.onnx"
+	# One self-contained file each (under 2 GB), so that identical models compare equal.
+	"$work/qcc" "${specs[$i]}" -external-data=never "$src" -o "$work/${names[$i]}.onnx"
 	models+=("$work/${names[$i]}.onnx")
 done
 echo "target pipeline: $("$work/qcc" -target=ort-cpu -print-pipeline 2>/dev/null)"
