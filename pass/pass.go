@@ -64,6 +64,7 @@ type Context struct {
 	result  any
 	debug   func(format string, args ...any)
 	notes   []string
+	data    []any
 }
 
 // Opt returns the value of an option (the default when the pipeline did not set it).
@@ -104,6 +105,10 @@ func (c *Context) Note(format string, args ...any) {
 	c.notes = append(c.notes, fmt.Sprintf(format, args...))
 }
 
+// Record keeps a structured result of the pass for reports (-report, -stats=json): what
+// fuse refused and why, the calibration histograms of qdq. It does not change the model.
+func (c *Context) Record(v any) { c.data = append(c.data, v) }
+
 // Debugf prints when -debug-only names this pass.
 func (c *Context) Debugf(format string, args ...any) {
 	if c.debug != nil {
@@ -120,6 +125,8 @@ type Stat struct {
 	NodesIn  int
 	NodesOut int
 	Seconds  float64
+	// Data holds what the pass recorded with Context.Record, for reports.
+	Data []any `json:"-"`
 }
 
 // SortedCounts returns the statistic names in order.

@@ -226,7 +226,7 @@ func (r *runner) run(s Step, stack []*Pass) (err error) {
 		}
 		return err
 	}
-	st := Stat{Pass: s.Pass.Name, Changed: c.changed, Counts: c.stats, Notes: c.notes, NodesIn: nodesIn}
+	st := Stat{Pass: s.Pass.Name, Changed: c.changed, Counts: c.stats, Notes: c.notes, NodesIn: nodesIn, Data: c.data}
 	if r.inst.TimePasses {
 		st.Seconds = time.Since(start).Seconds()
 	}

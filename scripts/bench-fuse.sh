@@ -19,7 +19,7 @@ go build -o "$work/qcc" ./cmd/qcc
 go build -o "$work/ortbench" ./internal/cmd/ortbench
 "$work/qcc" -passes="$pipeline" -stats "$work/bert-base.opset13.onnx" -o "$work/qcc.onnx" 2>&1 | grep -E "fuse:|fully" || true
 for level in extended all; do
-	"$work/ortbench" -runs "$runs" -opt $level "$work/bert-base.opset13.onnx" "$work/qcc.onnx" >"$work/times.$level"
+	"$work/ortbench" -runs "$runs" -opt $level -check-cos 0.9999 "$work/bert-base.opset13.onnx" "$work/qcc.onnx" >"$work/times.$level"
 done
 read -r _ orig_min orig_med _ < <(sed -n 1p "$work/times.extended")
 for level in extended all; do

@@ -37,7 +37,7 @@ cpu='fuse<target=ort;provider=cpu;opset=23>'
 "$work/qcc" -stats -passes="fold,qdq<$qopts;data=random>" "$work/bert-base.opset13.onnx" -o "$work/int8.onnx" 2>&1 |
 	grep -E "qdq: (nodes quantized|Q/DQ pairs added|weights int8|left float)" || true
 "$work/qcc" -stats -passes="$cpu" "$work/int8.onnx" -o "$work/int8.cpu.onnx" 2>&1 | grep -E "fuse: " || true
-"$work/ortbench" -batch 1 -seq 128 -opt all -threads 1 -runs "$runs" \
+"$work/ortbench" -batch 1 -seq 128 -opt all -threads 1 -runs "$runs" -check-cos 0.99 \
 	"$work/bert-base.opset13.onnx" "$work/int8.onnx" "$work/int8.cpu.onnx" >"$work/times"
 "$work/qcc" -passes="fold,qdq<$qopts;data=$trained/calib.npz>" "$trained/bert-cls-trained.opset13.onnx" -o "$work/trained-int8.onnx"
 "$work/qcc" -passes="$cpu" "$work/trained-int8.onnx" -o "$work/trained-int8.cpu.onnx"

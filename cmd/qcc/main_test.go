@@ -2,8 +2,11 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -11,6 +14,8 @@ import (
 	_ "github.com/qcc-dev/qcc/internal/update"
 	"github.com/qcc-dev/qcc/ir"
 	"github.com/qcc-dev/qcc/ir/text"
+	"github.com/qcc-dev/qcc/ort/orttest"
+	"github.com/qcc-dev/qcc/passes/qdqcheck"
 )
 
 // qcc runs the command in-process and returns exit code, stdout and stderr.
@@ -281,5 +286,106 @@ func TestEmitCUDAStats(t *testing.T) {
 		if !strings.Contains(errs, want) {
 			t.Errorf("stats lack %q:\n%s", want, errs)
 		}
+	}
+}
+
+// TestPrintPipeline: -print-pipeline prints what -target/-precision stand for (alone on
+// stdout, needing no model), says where it came from on stderr, lets -passes win and
+// say so, and rejects what a target cannot do with exit code 2 and the reason.
+func TestPrintPipeline(t *testing.T) {
+	code, out, errs := qcc(t, "-target=ort-cpu", "-print-pipeline")
+	if code != 0 || strings.TrimSpace(out) != "fold,qdq<disable=other$;pairs=per-reader;policy=linear>,fuse<opset=23;provider=cpu;target=ort>" ||
+		!strings.Contains(errs, "from -target=ort-cpu -precision=int8") {
+		t.Errorf("exit %d, stdout %q, stderr %q", code, out, errs)
+	}
+	code, out, errs = qcc(t, "-target=tensorrt", "-passes=fold", "-print-pipeline")
+	if code != 0 || strings.TrimSpace(out) != "fold" || !strings.Contains(errs, "-passes, which wins over -target=tensorrt") {
+		t.Errorf("-passes with -target: exit %d, stdout %q, stderr %q", code, out, errs)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-target=tensorrt", "-precision=fp8"}, "FP8 Q/DQ"},
+		{[]string{"-target=onnx", "-precision=fp16"}, "precision pass"},
+		{[]string{"-target=ort-cpu", "-precision=fp16"}, "no FP16 kernels"},
+		{[]string{"-target=gpu"}, "unknown target"},
+		{[]string{"-precision=int8"}, "needs -target"},
+		{[]string{"-passes=fold", "-calib-data=x.npz"}, "applies to a -target pipeline"},
+		{[]string{"-target=onnx", "-precision=fp32", "-calib-data=x.npz"}, "does not calibrate"},
+	} {
+		code, out, errs := qcc(t, append(tc.args, "-print-pipeline")...)
+		if code != 2 || out != "" || !strings.Contains(errs, tc.want) {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q; want exit 2 saying %q", tc.args, code, out, errs, tc.want)
+		}
+	}
+}
+
+// TestTargetStatsReport: a -target run on the shipped model prints the summary first
+// (the pipeline it ran, blocks, Q/DQ pairs), then the per-pass detail; -stats=json is one
+// JSON object on stdout whose counts agree with the text; -report writes one HTML page
+// that names the pipeline and reaches for nothing outside itself.
+func TestTargetStatsReport(t *testing.T) {
+	orttest.RequireLib(t)
+	dir := t.TempDir()
+	in := filepath.Join("..", "..", "testdata", "models", "bert.opset13.onnx")
+	out := filepath.Join(dir, "out.onnx")
+	page := filepath.Join(dir, "r.html")
+	code, _, errs := qcc(t, "-target=tensorrt", "-calib-data=random:2", "-stats", "-report", page, in, "-o", out)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	spec := "fold,qdq<data=random:2;pairs=shared;policy=full;residual=skip>,fuse<opset=17;target=onnx>"
+	if !strings.HasPrefix(errs, "summary") || !strings.Contains(errs, "pipeline   "+spec+"  (from -target=tensorrt -precision=int8)") ||
+		strings.Index(errs, "blocks ") > strings.Index(errs, "fold       nodes") {
+		t.Errorf("-stats does not start with the summary and the pipeline:\n%s", errs)
+	}
+	m, err := ir.Load(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := qdqcheck.Check(m); err != nil {
+		t.Error(err)
+	}
+	q := 0
+	for _, n := range m.Graph.Nodes() {
+		if n.OpType == "QuantizeLinear" {
+			q++
+		}
+		if n.Domain != "" {
+			t.Errorf("tensorrt output has the non-standard operator %s.%s", n.Domain, n.OpType)
+		}
+	}
+	if want := fmt.Sprintf("%d activation Q/DQ pairs", q); !strings.Contains(errs, want) {
+		t.Errorf("summary lacks %q:\n%s", want, errs)
+	}
+	code, js, errs := qcc(t, "-target=tensorrt", "-calib-data=random:2", "-stats=json", in, "-o", filepath.Join(dir, "out2.onnx"))
+	if code != 0 {
+		t.Fatalf("-stats=json: exit %d: %s", code, errs)
+	}
+	var rec struct {
+		Pipeline string
+		Summary  struct {
+			QDQ         int   `json:"qdq_pairs"`
+			OutputBytes int64 `json:"output_bytes"`
+		}
+		Passes []struct{ Pass string }
+	}
+	if err := json.Unmarshal([]byte(js), &rec); err != nil {
+		t.Fatalf("-stats=json is not JSON: %v\n%s", err, js)
+	}
+	st, _ := os.Stat(filepath.Join(dir, "out2.onnx"))
+	if rec.Pipeline != spec || rec.Summary.QDQ != q || st == nil || rec.Summary.OutputBytes != st.Size() || len(rec.Passes) < 3 {
+		t.Errorf("-stats=json: %+v; want pipeline %s, %d Q/DQ pairs, output %v bytes", rec, spec, q, st)
+	}
+	html, err := os.ReadFile(page)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := string(html)
+	// (The one URL in it is the SVG namespace, a name, not a fetch.)
+	if !strings.HasPrefix(h, "<!DOCTYPE html>") || !strings.Contains(h, "-target=tensorrt -precision=int8") ||
+		regexp.MustCompile(`(src|href|url)[=(]["']?(https?:)?//`).MatchString(h) {
+		t.Errorf("report page: not a self-contained page naming the target")
 	}
 }

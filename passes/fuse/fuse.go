@@ -67,6 +67,7 @@ func run(ctx *pass.Context) error {
 		return err
 	}
 	cleanup.RemoveDead(m.Graph)
+	ctx.Record(rep)
 	if rep.Ops["com.microsoft.QAttention"]+rep.Ops["com.microsoft.MatMulIntegerToFloat"] > 0 {
 		m.SetMeta(qdqcheck.LoweredKey, "ort-cpu") // TensorRT's Q/DQ rules stop here
 	}

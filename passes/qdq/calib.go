@@ -89,6 +89,7 @@ func (o *options) ranges(ctx *pass.Context, m *ir.Model, need []string) (map[str
 		if err != nil {
 			return nil, err
 		}
+		ctx.Record(stats) // the histograms, for -report
 		got, err := stats.Ranges(o.method)
 		var zr *calib.ZeroRangeError
 		if errors.As(err, &zr) {

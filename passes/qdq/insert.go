@@ -3,6 +3,7 @@ package qdq
 import (
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 
@@ -28,8 +29,18 @@ type inserter struct {
 	groups   map[*ir.Node]map[string]bool // new Q/DQ nodes → the groups they serve
 	replaced []*ir.Value                  // float weights now read through a DQ
 	made     map[*ir.Value]int            // pairs this run made per activation (pairs=per-reader)
+	scales   Scales
 
 	pairs, int8W, qdqW, already int
+}
+
+// Scales names, for each activation scale qdq made, the tensor it was calibrated on,
+// which later passes may rename (fuse does): by the scale initializer's name, and by its
+// value for lowerings that remake the initializer (fuse's uint8 form keeps the scale).
+// The pass records it for reports, beside the calibration statistics.
+type Scales struct {
+	ByName  map[string]string
+	ByValue map[float32][]string
 }
 
 // insert quantizes the inputs of every target that is not skipped.
@@ -126,6 +137,10 @@ func (in *inserter) activation(x *ir.Value, group string) *ir.Value {
 	g := in.g
 	scale := g.NewConst(base+"_scale", ir.FloatTensor(nil, []float32{calib.Int8Scale(in.ranges[x.Name])}))
 	zp := g.NewConst(base+"_zero_point", ir.NewTensor(ir.Int8, nil, []byte{0}))
+	in.scales.ByName[scale.Name] = x.Name
+	if v := calib.Int8Scale(in.ranges[x.Name]); !slices.Contains(in.scales.ByValue[v], x.Name) {
+		in.scales.ByValue[v] = append(in.scales.ByValue[v], x.Name)
+	}
 	q, dq := in.pair(x, base, scale, zp, nil)
 	in.pairs++
 	in.actDQ[x] = dq.Output(0)

@@ -277,8 +277,9 @@ func (o *options) apply(ctx *pass.Context, br *blocks.Result) error {
 		ctx.Note("%s", conv)
 		changed = true
 	}
-	ins := &inserter{m: m, g: m.Graph, o: o, ranges: ranges, weightDQ: map[weightKey]*ir.Value{}, actDQ: map[*ir.Value]*ir.Value{}}
+	ins := &inserter{m: m, g: m.Graph, o: o, ranges: ranges, weightDQ: map[weightKey]*ir.Value{}, actDQ: map[*ir.Value]*ir.Value{}, scales: Scales{ByName: map[string]string{}, ByValue: map[float32][]string{}}}
 	added, err := ins.insert(pl.targets)
+	ctx.Record(ins.scales)
 	if added {
 		changed = true
 	}

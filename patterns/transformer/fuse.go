@@ -17,6 +17,8 @@ type Report struct {
 	Ops map[string]int
 	// Left lists blocks recognised but not rewritten, with the reason ("attention.0: ...").
 	Left []string
+	// Why maps the ID of each block in Left to the reason alone.
+	Why map[string]string
 	// Refusals are candidates a rule declined, with the rule's reason.
 	Refusals []patterns.Refusal
 	// Blocks are the blocks of the result, in graph order.
@@ -31,7 +33,7 @@ type Report struct {
 // number the blocks, assign layers and annotate the nodes.
 func Fuse(m *ir.Model, fams []*Family, env *Env) (*Report, error) {
 	g := m.Graph
-	rep := &Report{Ops: map[string]int{}}
+	rep := &Report{Ops: map[string]int{}, Why: map[string]string{}}
 	left := map[string]string{}
 	for _, f := range fams {
 		// What an earlier family replaced may stay alive through Shape readers until
@@ -110,6 +112,7 @@ func Fuse(m *ir.Model, fams []*Family, env *Env) (*Report, error) {
 		}
 		if why, ok := left[leftKey(b)]; ok {
 			rep.Left = append(rep.Left, fmt.Sprintf("%s (%s, layer %d): %s", b.ID, b.Variant, b.Layer, why))
+			rep.Why[b.ID] = why
 		}
 	}
 	for _, f := range fams {

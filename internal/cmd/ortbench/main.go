@@ -11,6 +11,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -30,6 +31,7 @@ func main() {
 	lib := flag.String("ort-lib", "", "path of libonnxruntime.so (default: QCC_ORT_LIB or the project cache)")
 	profile := flag.String("profile", "", "write ORT's per-node trace of each model into this folder and print time per op type")
 	optimized := flag.String("optimized", "", "save each model as ORT's optimizer left it into this folder")
+	minCos := flag.Float64("check-cos", 0, "before timing, require every output of each model to have at least this cosine similarity to the first model's (0: no check); a wrong fast model never reports a speed-up")
 	flag.Parse()
 	levels := map[string]ort.OptLevel{"disabled": ort.OptDisabled, "basic": ort.OptBasic, "extended": ort.OptExtended, "all": ort.OptAll}
 	level, ok := levels[*opt]
@@ -66,6 +68,18 @@ func main() {
 			fail("%s: %v", model, err)
 		}
 		ss = append(ss, s)
+	}
+	if *minCos > 0 {
+		for _, s := range ss[1:] {
+			c, err := check(ss[0], s)
+			if err != nil {
+				fail("%s: %v", s.model, err)
+			}
+			if !(c >= *minCos) {
+				fail("%s: output cosine %.5f to %s's, below -check-cos=%g: not timed", s.model, c, ss[0].model, *minCos)
+			}
+			fmt.Fprintf(os.Stderr, "ortbench: %s: outputs within cosine %.5f of %s's\n", filepath.Base(s.model), c, filepath.Base(ss[0].model))
+		}
 	}
 	for r := 0; r < *runs; r++ {
 		for _, s := range ss {
@@ -129,6 +143,32 @@ func (s *session) time() error {
 	}
 	s.times = append(s.times, time.Since(start))
 	return nil
+}
+
+// check runs both sessions on base's inputs and returns the smallest cosine similarity
+// between their outputs of the same name.
+func check(base, s *session) (float64, error) {
+	want, err := base.Run(base.inputs)
+	if err != nil {
+		return 0, err
+	}
+	got, err := s.Run(s.inputs)
+	if err != nil {
+		return 0, err
+	}
+	worst := math.Inf(1)
+	for name, w := range want {
+		g, ok := got[name]
+		if !ok {
+			return 0, fmt.Errorf("no output %s", name)
+		}
+		c, err := ndarray.CosineSimilarity(w, g)
+		if err != nil {
+			return 0, fmt.Errorf("output %s: %v", name, err)
+		}
+		worst = math.Min(worst, c)
+	}
+	return worst, nil
 }
 
 // floats is a deterministic float input of the given dims, the first two
