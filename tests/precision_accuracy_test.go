@@ -8,7 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/qcc-dev/qcc/internal/corpus"
 	"github.com/qcc-dev/qcc/internal/ortcheck"
 	"github.com/qcc-dev/qcc/ir"
 	"github.com/qcc-dev/qcc/ort"
@@ -29,17 +28,7 @@ import (
 //   - bfloat16 is measured and logged.
 func TestPrecisionAccuracy(t *testing.T) {
 	orttest.RequireLib(t)
-	trained := filepath.Join(corpus.Dir(t), "trained")
-	model := filepath.Join(trained, "bert-cls-trained.opset13.onnx")
-	calibData, evalData := filepath.Join(trained, "calib.npz"), filepath.Join(trained, "eval.npz")
-	float, err := ir.Load(model)
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := eval.Load(evalData, float, 0, true)
-	if err != nil {
-		t.Fatal(err)
-	}
+	model, calibData, _, data := trainedClassifier(t)
 	// Level basic: at extended, ORT's LayerNormFusion (on some models at basic already) fuses a Cast from float16/bfloat16
 	// into a decomposed float32 LayerNorm and then refuses the node it made.
 	opts := ort.Options{OptLevel: ort.OptBasic}

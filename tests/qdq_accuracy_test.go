@@ -33,19 +33,27 @@ const trainedFP32 = 0.8615
 //     calibration and for a harsh one (percentile:95, over budget with every group on,
 //     so the search turns groups off), and what it keeps is maximal: turning any group it
 //     left off back on breaks the budget.
-func TestQDQAccuracy(t *testing.T) {
-	orttest.RequireLib(t)
+//
+// trainedClassifier is the corpus's trained classifier, its calibration and evaluation
+// data files, and the evaluation examples with their labels.
+func trainedClassifier(t *testing.T) (model, calibData, evalData string, data *eval.Data) {
+	t.Helper()
 	trained := filepath.Join(corpus.Dir(t), "trained")
-	model := filepath.Join(trained, "bert-cls-trained.opset13.onnx")
-	calibData, evalData := filepath.Join(trained, "calib.npz"), filepath.Join(trained, "eval.npz")
+	model = filepath.Join(trained, "bert-cls-trained.opset13.onnx")
+	calibData, evalData = filepath.Join(trained, "calib.npz"), filepath.Join(trained, "eval.npz")
 	float, err := ir.Load(model)
 	if err != nil {
 		t.Fatal(err)
 	}
-	data, err := eval.Load(evalData, float, 0, true)
-	if err != nil {
+	if data, err = eval.Load(evalData, float, 0, true); err != nil {
 		t.Fatal(err)
 	}
+	return model, calibData, evalData, data
+}
+
+func TestQDQAccuracy(t *testing.T) {
+	orttest.RequireLib(t)
+	model, calibData, evalData, data := trainedClassifier(t)
 	opts := ort.Options{OptLevel: ort.OptAll}
 	fp32, err := eval.Accuracy(model, data, opts)
 	if err != nil {
