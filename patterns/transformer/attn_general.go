@@ -361,14 +361,51 @@ func materialiseAt(rw *patterns.Rewriter, o *attnOperand, i int, canon []*atom) 
 		}
 		x = rw.Node("Transpose", "", []*ir.Value{x}, 1, x.Name+"_bsnd", ir.IntsAttr("perm", ps...)).Output(0)
 	}
-	if len(l) != 3 || len(l[perm[2]].leaves()) == 0 {
+	if len(l) != 3 || len(l[perm[2]].leaves()) == 0 || !widthInferable(x) {
 		// The width spelled out, not -1: ONNX's shape inference of Attention-23 reads
-		// V's last dim as a number and writes 0 when it is not one.
+		// V's last dim as a number and writes 0 when it is not one (a value computed
+		// through Shape arithmetic has none for it).
 		width := axis(canon[2:]).size().Value
 		shape := rw.Const("attention_merge_heads", ir.Int64Tensor([]int64{3}, []int64{0, 0, width}))
 		x = rw.Node("Reshape", "", []*ir.Value{x, shape}, 1, x.Name+"_bsh").Output(0)
 	}
 	return x
+}
+
+// widthInferable reports whether ONNX's own shape inference gets x's last dim as a
+// number: a projection's output (MatMul or Gemm by a constant weight, with its bias), a
+// graph input or a constant of static width, or an elementwise op of such a value and
+// anything of no wider last axis.
+func widthInferable(x *ir.Value) bool {
+	for depth := 0; depth < 8; depth++ {
+		if x.IsConst() || x.IsGraphInput() {
+			s := attnShape(x)
+			return len(s) > 0 && s[len(s)-1].Known
+		}
+		n, _ := x.Producer()
+		if n == nil || n.Domain != "" {
+			return false
+		}
+		switch n.OpType {
+		case "MatMul", "Gemm":
+			return n.Input(1) != nil && n.Input(1).IsConst()
+		case "Add", "Sub", "Mul", "Div", "Cast", "Relu", "Identity", "Neg":
+			next := n.Input(0)
+			if len(n.Inputs()) == 2 && !sameLastDim(n.Input(0), x) {
+				next = n.Input(1)
+			}
+			x = next
+		default:
+			return false
+		}
+	}
+	return false
+}
+
+// sameLastDim reports whether a and b have the same known last dim.
+func sameLastDim(a, b *ir.Value) bool {
+	sa, sb := attnShape(a), attnShape(b)
+	return len(sa) > 0 && len(sb) > 0 && sa[len(sa)-1].Known && ir.SameDim(sa[len(sa)-1], sb[len(sb)-1])
 }
 
 // kvNative is where Attention-23 reads K or V when their heads are repeated for
