@@ -356,6 +356,9 @@ func (o *attnOperand) choosePoint(unscaled bool) string {
 // axes last; ok is false when an axis's atoms are not contiguous in that order or some
 // canonical atom is missing.
 func materialPerm(l layout, canon []*atom) ([]int, bool) {
+	// A canonical atom a later reshape split (the output viewed with the head size in
+	// two) is its leaves, in order.
+	canon = axis(canon).leaves()
 	pos := map[*atom]int{}
 	for i, a := range canon {
 		pos[a] = i
