@@ -1,6 +1,7 @@
 package ir
 
 import (
+	qcorpus "github.com/qcc-dev/qcc/internal/corpus"
 	"os"
 	"path/filepath"
 	"sort"
@@ -19,7 +20,7 @@ func corpus(t *testing.T) []string {
 	t.Helper()
 	root := filepath.Join("..", "..", "shared", "models")
 	if _, err := os.Stat(root); err != nil {
-		t.Skipf("model corpus %s not present: %v", root, err)
+		qcorpus.Skip(t, "model corpus %s not present: %v", root, err)
 	}
 	var files []string
 	filepath.Walk(root, func(p string, info os.FileInfo, err error) error {
@@ -30,7 +31,7 @@ func corpus(t *testing.T) []string {
 	})
 	sort.Strings(files)
 	if len(files) == 0 {
-		t.Skip("model corpus is empty")
+		qcorpus.Skip(t, "model corpus is empty")
 	}
 	return files
 }
@@ -108,7 +109,7 @@ func externalPresent(m *Model) bool {
 func TestExternalDataRoundTrip(t *testing.T) {
 	path := filepath.Join("..", "..", "shared", "models", "bert.opset13.onnx")
 	if _, err := os.Stat(path); err != nil {
-		t.Skipf("corpus model absent: %v", err)
+		qcorpus.Skip(t, "corpus model absent: %v", err)
 	}
 	m, err := Load(path)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"github.com/qcc-dev/qcc/internal/corpus"
 	"math"
 	"os"
 	"os/exec"
@@ -22,7 +23,7 @@ const modelsDir = "../../shared/models"
 func requireModels(t *testing.T) {
 	t.Helper()
 	if _, err := os.Stat(modelsDir); err != nil {
-		t.Skipf("model corpus ../shared/models not found beside the repo root: %v", err)
+		corpus.Skip(t, "model corpus ../shared/models not found beside the repo root: %v", err)
 	}
 }
 

@@ -11,5 +11,7 @@ scripts/setup.sh
 export QCC_ORT_LIB="${QCC_ORT_LIB:-$ROOT/.cache/onnxruntime/libonnxruntime.so.1}"
 # setup.sh installs chromium for the report tests; they fail rather than skip without it.
 export QCC_REQUIRE_CHROMIUM="${QCC_REQUIRE_CHROMIUM:-1}"
+# The real-model corpus (../shared/models) is there in CI: its tests fail rather than skip.
+export QCC_REQUIRE_CORPUS="${QCC_REQUIRE_CORPUS:-1}"
 # -timeout: the CUDA package compiles many kernels with nvcc; 10 minutes is tight on 2 cores.
 QCC_REQUIRE_ORT="${QCC_REQUIRE_ORT:-1}" go test -timeout 40m ./... "$@"

@@ -2,6 +2,7 @@ package shape
 
 import (
 	"encoding/json"
+	"github.com/qcc-dev/qcc/internal/corpus"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,7 +24,7 @@ func corpusModels(t *testing.T) []string {
 		files = append(files, fs...)
 	}
 	if len(files) == 0 {
-		t.Skipf("no models in %s: corpus absent", corpusDir)
+		corpus.Skip(t, "no models in %s: corpus absent", corpusDir)
 	}
 	sort.Strings(files)
 	return files
@@ -113,7 +114,7 @@ func TestAgainstONNX(t *testing.T) {
 	for _, name := range models {
 		path := filepath.Join(corpusDir, name)
 		if _, err := os.Stat(path); err != nil {
-			t.Skipf("corpus absent: %v", err)
+			corpus.Skip(t, "corpus absent: %v", err)
 		}
 		paths = append(paths, path)
 	}

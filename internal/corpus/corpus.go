@@ -14,7 +14,20 @@ import (
 // Root returns the module root (the folder holding go.mod).
 func Root() (string, error) { return modroot.Find() }
 
-// Dir returns the corpus folder, or skips t when it is absent.
+// Required reports whether the corpus must be there (QCC_REQUIRE_CORPUS=1, as
+// scripts/test.sh sets it): then a test that needs it fails instead of skipping.
+func Required() bool { return os.Getenv("QCC_REQUIRE_CORPUS") == "1" }
+
+// Skip skips t, or fails it when the corpus is required.
+func Skip(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if Required() {
+		t.Fatalf(format+" (QCC_REQUIRE_CORPUS=1)", args...)
+	}
+	t.Skipf(format, args...)
+}
+
+// Dir returns the corpus folder, or skips t when it is absent (fails it when required).
 func Dir(t testing.TB) string {
 	t.Helper()
 	root, err := Root()
@@ -23,7 +36,7 @@ func Dir(t testing.TB) string {
 	}
 	dir := filepath.Join(root, "..", "shared", "models")
 	if _, err := os.Stat(filepath.Join(dir, "README.md")); err != nil {
-		t.Skipf("real-model corpus ../shared/models is absent; skipping (%v)", err)
+		Skip(t, "real-model corpus ../shared/models is absent (%v)", err)
 	}
 	return dir
 }
@@ -62,7 +75,7 @@ func Models(t testing.TB, subs ...string) []Model {
 		}
 	}
 	if len(out) == 0 {
-		t.Skipf("no models in corpus folders %q", subs)
+		Skip(t, "no models in corpus folders %q", subs)
 	}
 	return out
 }

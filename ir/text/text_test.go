@@ -3,6 +3,7 @@ package text
 import (
 	"encoding/binary"
 	"errors"
+	"github.com/qcc-dev/qcc/internal/corpus"
 	"io/fs"
 	"math"
 	"math/rand"
@@ -484,7 +485,7 @@ func TestErrors(t *testing.T) {
 func TestCorpus(t *testing.T) {
 	root := filepath.Join("..", "..", "..", "shared", "models")
 	if _, err := os.Stat(root); err != nil {
-		t.Skipf("model corpus %s not present: %v", root, err)
+		corpus.Skip(t, "model corpus %s not present: %v", root, err)
 	}
 	var files []string
 	filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
