@@ -373,39 +373,35 @@ func materialiseAt(rw *patterns.Rewriter, o *attnOperand, i int, canon []*atom) 
 }
 
 // widthInferable reports whether ONNX's own shape inference gets x's last dim as a
-// number: a projection's output (MatMul or Gemm by a constant weight, with its bias), a
-// graph input or a constant of static width, or an elementwise op of such a value and
-// anything of no wider last axis.
-func widthInferable(x *ir.Value) bool {
-	for depth := 0; depth < 8; depth++ {
-		if x.IsConst() || x.IsGraphInput() {
-			s := attnShape(x)
-			return len(s) > 0 && s[len(s)-1].Known
-		}
-		n, _ := x.Producer()
-		if n == nil || n.Domain != "" {
-			return false
-		}
-		switch n.OpType {
-		case "MatMul", "Gemm":
-			return n.Input(1) != nil && n.Input(1).IsConst()
-		case "Add", "Sub", "Mul", "Div", "Cast", "Relu", "Identity", "Neg":
-			next := n.Input(0)
-			if len(n.Inputs()) == 2 && !sameLastDim(n.Input(0), x) {
-				next = n.Input(1)
+// number: a projection's output (MatMul or Gemm by a constant weight), a graph input or a
+// constant of static width, or an elementwise op all of whose inputs are such values (a
+// broadcast against an unknown dim leaves it unknown).
+func widthInferable(x *ir.Value) bool { return widthInferableAt(x, 0) }
+
+func widthInferableAt(x *ir.Value, depth int) bool {
+	if x == nil || depth > 8 {
+		return false
+	}
+	if x.IsConst() || x.IsGraphInput() {
+		s := attnShape(x)
+		return len(s) > 0 && s[len(s)-1].Known
+	}
+	n, _ := x.Producer()
+	if n == nil || n.Domain != "" {
+		return false
+	}
+	switch n.OpType {
+	case "MatMul", "Gemm":
+		return n.Input(1) != nil && n.Input(1).IsConst()
+	case "Add", "Sub", "Mul", "Div", "Cast", "Relu", "Identity", "Neg":
+		for _, in := range n.Inputs() {
+			if !widthInferableAt(in, depth+1) {
+				return false
 			}
-			x = next
-		default:
-			return false
 		}
+		return true
 	}
 	return false
-}
-
-// sameLastDim reports whether a and b have the same known last dim.
-func sameLastDim(a, b *ir.Value) bool {
-	sa, sb := attnShape(a), attnShape(b)
-	return len(sa) > 0 && len(sb) > 0 && sa[len(sa)-1].Known && ir.SameDim(sa[len(sa)-1], sb[len(sb)-1])
 }
 
 // kvNative is where Attention-23 reads K or V when their heads are repeated for
