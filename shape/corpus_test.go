@@ -13,18 +13,16 @@ import (
 	"github.com/qcc-dev/qcc/ir"
 )
 
-// corpusDir is the shared model corpus beside the repository root.
-const corpusDir = "../../../shared/models"
 
 func corpusModels(t *testing.T) []string {
 	t.Helper()
 	var files []string
 	for _, dir := range []string{"", "trained", "large"} {
-		fs, _ := filepath.Glob(filepath.Join(corpusDir, dir, "*.onnx"))
+		fs, _ := filepath.Glob(filepath.Join(corpus.Dir(t), dir, "*.onnx"))
 		files = append(files, fs...)
 	}
 	if len(files) == 0 {
-		corpus.Skip(t, "no models in %s: corpus absent", corpusDir)
+		corpus.Skip(t, "no models in %s", corpus.Dir(t))
 	}
 	sort.Strings(files)
 	return files
@@ -112,7 +110,7 @@ func TestAgainstONNX(t *testing.T) {
 	models := []string{"bert.opset13.onnx", "deberta-v2.opset17.onnx"}
 	var paths []string
 	for _, name := range models {
-		path := filepath.Join(corpusDir, name)
+		path := filepath.Join(corpus.Dir(t), name)
 		if _, err := os.Stat(path); err != nil {
 			corpus.Skip(t, "corpus absent: %v", err)
 		}

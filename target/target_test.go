@@ -18,8 +18,10 @@ func TestExpand(t *testing.T) {
 	}{
 		{"ort-cpu", "", "fold,qdq<policy=linear;pairs=per-reader;disable=other$>,fuse<target=ort;provider=cpu;opset=23>"},
 		{"ort-cpu", target.FP32, "fold,fuse<target=ort;provider=cpu;opset=23>"},
-		{"tensorrt", target.INT8, "fold,qdq<policy=full;residual=skip;pairs=shared>,fuse<target=onnx;opset=17>"},
+		{"tensorrt", target.INT8, "fold,qdq<policy=full;residual=skip;pairs=shared>,fuse<target=onnx;opset=17>,precision<type=fp16>"},
 		{"onnx", "", "fold,qdq,fuse<target=onnx>"},
+		{"onnx", target.FP16, "fold,fuse<target=onnx>,precision<type=fp16>"},
+		{"ort-cuda", "", "fold,fuse<target=ort;provider=cuda>,precision<type=fp16>"},
 		{"ort-cuda", target.FP32, "fold,fuse<target=ort;provider=cuda>"},
 	} {
 		e, err := target.Expand(tc.target, tc.prec, passes.All)
@@ -50,9 +52,7 @@ func TestRefusals(t *testing.T) {
 		prec   target.Precision
 		want   []string
 	}{
-		{"tensorrt", target.FP8, []string{"FP8 Q/DQ", "qdq has no option dtype", "int8|fp32"}},
-		{"onnx", target.FP16, []string{"precision pass", "no pass named precision"}},
-		{"ort-cuda", "", []string{"-precision=fp16", "no pass named precision", "takes -precision=fp32"}},
+		{"tensorrt", target.FP8, []string{"FP8 Q/DQ", "qdq has no option dtype", "int8|fp16|fp32"}},
 		{"ort-cuda", target.INT8, []string{"no INT8 kernels", "tensorrt"}},
 		{"ort-cpu", target.FP16, []string{"no FP16 kernels"}},
 		{"ort-cpu", "int4", []string{"unknown precision", "int8, fp8, fp16, fp32"}},
@@ -75,7 +75,32 @@ func TestRefusals(t *testing.T) {
 // a registry has it: the optional FP16 typing step of tensorrt's INT8 pipeline is left
 // out with a note now, and the FP16 precisions expand when a precision pass exists.
 func TestLaterPass(t *testing.T) {
-	e, err := target.Expand("tensorrt", target.INT8, passes.All)
+	var without []*pass.Pass // this build's passes but the precision pass
+	for _, p := range passes.All {
+		if p.Name != "precision" {
+			without = append(without, p)
+		}
+	}
+	for _, tc := range []struct {
+		target string
+		prec   target.Precision
+		want   []string
+	}{
+		{"onnx", target.FP16, []string{"precision pass", "no pass named precision"}},
+		{"ort-cuda", "", []string{"-precision=fp16", "no pass named precision", "takes -precision=fp32"}},
+	} {
+		_, err := target.Expand(tc.target, tc.prec, without)
+		if err == nil {
+			t.Errorf("without precision: %s %s expanded, want an error", tc.target, tc.prec)
+			continue
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("without precision: %s %s: error %q does not say %q", tc.target, tc.prec, err, w)
+			}
+		}
+	}
+	e, err := target.Expand("tensorrt", target.INT8, without)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +109,7 @@ func TestLaterPass(t *testing.T) {
 	}
 	precision := &pass.Pass{Name: "precision", Doc: "stand-in", Options: []pass.Option{{Name: "type", Default: "fp16"}},
 		Run: func(*pass.Context) error { return nil }}
-	reg := append(append([]*pass.Pass{}, passes.All...), precision)
+	reg := append(append([]*pass.Pass{}, without...), precision)
 	for _, tc := range []struct {
 		target string
 		prec   target.Precision

@@ -307,7 +307,6 @@ func TestPrintPipeline(t *testing.T) {
 		want string
 	}{
 		{[]string{"-target=tensorrt", "-precision=fp8"}, "FP8 Q/DQ"},
-		{[]string{"-target=onnx", "-precision=fp16"}, "precision pass"},
 		{[]string{"-target=ort-cpu", "-precision=fp16"}, "no FP16 kernels"},
 		{[]string{"-target=gpu"}, "unknown target"},
 		{[]string{"-precision=int8"}, "needs -target"},
@@ -335,7 +334,7 @@ func TestTargetStatsReport(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errs)
 	}
-	spec := "fold,qdq<data=random:2;pairs=shared;policy=full;residual=skip>,fuse<opset=17;target=onnx>"
+	spec := "fold,qdq<data=random:2;pairs=shared;policy=full;residual=skip>,fuse<opset=17;target=onnx>,precision<type=fp16>"
 	if !strings.HasPrefix(errs, "summary") || !strings.Contains(errs, "pipeline   "+spec+"  (from -target=tensorrt -precision=int8)") ||
 		strings.Index(errs, "blocks ") > strings.Index(errs, "fold       nodes") {
 		t.Errorf("-stats does not start with the summary and the pipeline:\n%s", errs)

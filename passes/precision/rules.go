@@ -277,12 +277,24 @@ func opName(n *ir.Node) string {
 
 // qdqReason keeps QuantizeLinear/DequantizeLinear float32 below opset 19: their scale
 // (and so DequantizeLinear's output and QuantizeLinear's input) is float32 there.
+//
+// So does, below 19, a node reading a DequantizeLinear output: it is the quantized
+// operator TensorRT and ONNX Runtime fuse with its DequantizeLinear inputs, which a Cast
+// between them would hide (qdqcheck would see an unquantized input).
 func (p *plan) qdqReason(n *ir.Node) string {
-	if n.Domain != "" || (n.OpType != "QuantizeLinear" && n.OpType != "DequantizeLinear") {
+	if p.opset >= 19 {
 		return ""
 	}
-	if p.opset < 19 {
+	if n.Domain == "" && (n.OpType == "QuantizeLinear" || n.OpType == "DequantizeLinear") {
 		return fmt.Sprintf("Q/DQ: %s-%d scales are float32 (float16/bfloat16 from opset 19)", n.OpType, p.opset)
+	}
+	for _, in := range n.Inputs() {
+		if in == nil {
+			continue
+		}
+		if d, _ := in.Producer(); d != nil && d.Domain == "" && d.OpType == "DequantizeLinear" {
+			return fmt.Sprintf("Q/DQ: reads DequantizeLinear-%d's float32 output (a quantized operator; float16/bfloat16 Q/DQ from opset 19)", p.opset)
+		}
 	}
 	return ""
 }
