@@ -13,7 +13,6 @@ import (
 	"github.com/qcc-dev/qcc/ir"
 )
 
-
 func corpusModels(t *testing.T) []string {
 	t.Helper()
 	var files []string
