@@ -109,28 +109,18 @@ func (r *Rule) rootSet() map[string]bool {
 	return r.roots
 }
 
-// EscapeCheck runs the rule's escape check: its own, or Escapes with its Internal and
-// Shared names.
+// EscapeCheck runs the rule's escape check: its own, or Escapes with its Internal
+// names, the outputs of its Shared nodes kept too.
 func (r *Rule) EscapeCheck(m *Match) string {
 	if r.Escapes != nil {
 		return r.Escapes(m)
 	}
-	keep := r.Internal
-	for _, name := range r.Shared {
-		if n := m.Nodes[name]; n != nil {
-			for _, o := range n.Outputs() {
-				if o != nil {
-					keep = append(keep[:len(keep):len(keep)], sharedKey(o))
-					m.Values[sharedKey(o)] = o
-				}
-			}
-		}
+	var extra []*ir.Value
+	for n := range r.shared(m) {
+		extra = append(extra, n.Outputs()...)
 	}
-	return Escapes(m, keep...)
+	return escapes(m, r.Internal, extra)
 }
-
-// sharedKey names a shared node's output among a match's values.
-func sharedKey(v *ir.Value) string { return "shared:" + v.Name }
 
 // shared is the set of nodes of m that r lets other matches hold.
 func (r *Rule) shared(m *Match) map[*ir.Node]bool {
@@ -145,7 +135,10 @@ func (r *Rule) shared(m *Match) map[*ir.Node]bool {
 
 // Escapes returns a reason when a value computed inside the match (other than the root
 // and the values the rule keeps) is used by a node outside it or is a graph output.
-func Escapes(m *Match, keep ...string) string {
+func Escapes(m *Match, keep ...string) string { return escapes(m, keep, nil) }
+
+// escapes is Escapes with values kept besides the named ones.
+func escapes(m *Match, keep []string, extra []*ir.Value) string {
 	in := map[*ir.Node]bool{}
 	for _, n := range m.All {
 		in[n] = true
@@ -161,6 +154,9 @@ func Escapes(m *Match, keep ...string) string {
 		if v := m.Values[k]; v != nil {
 			kept[v] = true
 		}
+	}
+	for _, v := range extra {
+		kept[v] = true
 	}
 	for _, n := range m.All {
 		for _, o := range n.Outputs() {
