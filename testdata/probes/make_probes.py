@@ -1227,6 +1227,342 @@ class NearMiss(PreLNDecoder):
 # form -> (constructor, the two opsets it is exported at); a form's seeds are 1000, 2000 and
 # 3000 (weights, trace input, reference input) plus its index here, so adding a form at the
 # end changes no other file.
+
+# ---------------------------------------------------------------- opt
+
+
+class OPTAttention(Attn):
+    """OPT: Q scaled right after its projection; the masked scores clamped to the most
+    negative float (a padding and a causal MIN add up to -inf) before the softmax."""
+
+    causal = True
+
+    def __init__(self):
+        super().__init__(H)
+        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(E, E) for _ in range(4))
+
+    def forward(self, x, mask):
+        q = heads(self.q_proj(x) * D**-0.5, H)
+        k, v = heads(self.k_proj(x), H), heads(self.v_proj(x), H)
+        w = torch.matmul(q, k.transpose(2, 3)) + mask
+        w = torch.max(w, torch.tensor(MIN))
+        w = F.softmax(w, dim=-1)
+        return self.out_proj(merge(torch.matmul(w, v)))
+
+
+class OPT(Model):
+    """OPT-125m: learned positions from the cumulative padding mask with an offset of 2, a
+    causal mask from Range comparisons added to the padding mask, pre-LayerNorm blocks,
+    ReLU FFN, final LayerNorm."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed_tokens, self.embed_positions = nn.Embedding(V, E), nn.Embedding(MAXPOS + 2, E)
+        self.ln1 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.attn = nn.ModuleList(OPTAttention() for _ in range(L))
+        self.ln2 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.mlp = nn.ModuleList(MLP(F.relu) for _ in range(L))
+        self.final_layer_norm = nn.LayerNorm(E)
+
+    def forward(self, input_ids, attention_mask):
+        S = input_ids.shape[1]
+        positions = (torch.cumsum(attention_mask, dim=1) * attention_mask).long() - 1
+        x = self.embed_tokens(input_ids) + self.embed_positions(positions + 2)
+        cond = torch.arange(S)
+        causal = torch.full((S, S), MIN).masked_fill(cond < (cond + 1).view(S, 1), 0.0)
+        mask = causal[None, None] + padding_bias(attention_mask)
+        for i in range(L):
+            x = x + self.attn[i](self.ln1[i](x), mask)
+            x = x + self.mlp[i](self.ln2[i](x))
+        return self.final_layer_norm(x)
+
+
+# ---------------------------------------------------------------- qwen2 / gemma
+
+
+def rotary_from_positions(inv_freq, position_ids):
+    """cos, sin [B,1,S,D] computed from the position ids in the graph (no table):
+    freqs = inv_freq ⊗ positions by a batched matmul, duplicated to the head size."""
+    B = position_ids.shape[0]
+    f = inv_freq[None, :, None].expand(B, -1, 1) @ position_ids[:, None, :].float()
+    emb = torch.cat((f.transpose(1, 2), f.transpose(1, 2)), dim=-1)
+    return emb.cos()[:, None], emb.sin()[:, None]
+
+
+class GQAttention(Attn):
+    """LLaMA-style attention with a head size of its own and kv_heads K/V heads; Q, K, V
+    biases optional (Qwen2 has them, Gemma not); the scale on the scores or on Q."""
+
+    causal = True
+    rotaries = 2
+
+    def __init__(self, kv_heads, d, qkv_bias, scale_q):
+        super().__init__(H, kv_heads)
+        self.d, self.scale_q = d, scale_q
+        self.q_proj = nn.Linear(E, H * d, bias=qkv_bias)
+        self.k_proj = nn.Linear(E, kv_heads * d, bias=qkv_bias)
+        self.v_proj = nn.Linear(E, kv_heads * d, bias=qkv_bias)
+        self.o_proj = nn.Linear(H * d, E, bias=False)
+
+    def forward(self, x, mask, cos, sin):
+        q, k, v = heads(self.q_proj(x), H), heads(self.k_proj(x), self.kv_heads), heads(self.v_proj(x), self.kv_heads)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        k, v = repeat_kv(k, H // self.kv_heads), repeat_kv(v, H // self.kv_heads)
+        if self.scale_q:
+            w = torch.matmul(q * self.d**-0.5, k.transpose(2, 3)) + mask
+        else:
+            w = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(self.d) + mask
+        w = F.softmax(w, dim=-1, dtype=torch.float32).to(q.dtype)
+        return self.o_proj(merge(torch.matmul(w, v)))
+
+
+class Qwen2(Model):
+    """Qwen2 / Mistral: GQA (2 K/V heads) with Q/K/V biases, rotary computed from the
+    position ids, a sliding-window causal mask (window 4) from Range comparisons with the
+    padding written in by Where, RMSNorm, SwiGLU."""
+
+    inputs = ("input_ids", "attention_mask", "position_ids")
+    window = 4
+
+    def __init__(self):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(V, E)
+        self.input_layernorm = nn.ModuleList(RMSNorm(E) for _ in range(L))
+        self.self_attn = nn.ModuleList(GQAttention(2, D, True, False) for _ in range(L))
+        self.post_attention_layernorm = nn.ModuleList(RMSNorm(E) for _ in range(L))
+        self.mlp = nn.ModuleList(Gated(F.silu) for _ in range(L))
+        self.norm = RMSNorm(E)
+        self.register_buffer("inv_freq", 1.0 / (10000 ** (torch.arange(0, D, 2).float() / D)), persistent=False)
+
+    def forward(self, input_ids, attention_mask, position_ids):
+        S = input_ids.shape[1]
+        x = self.embed_tokens(input_ids)
+        cos, sin = rotary_from_positions(self.inv_freq, position_ids)
+        i = torch.arange(S)
+        diff = i[:, None] - i[None, :]
+        allowed = (diff >= 0) & (diff < self.window)
+        mask = torch.full((S, S), MIN).masked_fill(allowed, 0.0)[None, None]
+        mask = mask.masked_fill(attention_mask[:, None, None, :] == 0, MIN)
+        for l in range(L):
+            x = x + self.self_attn[l](self.input_layernorm[l](x), mask, cos, sin)
+            x = x + self.mlp[l](self.post_attention_layernorm[l](x))
+        return self.norm(x)
+
+
+class GemmaRMSNorm(RMSNorm):
+    """Gemma's norm: the weight is an offset from 1, applied in float32."""
+
+    def forward(self, x):
+        x32 = x.float()
+        out = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (out * (1.0 + self.weight.float())).type_as(x)
+
+
+GD = 16  # gemma: a head size of its own (H*GD != E)
+
+
+class Gemma(Model):
+    """Gemma: embeddings scaled by sqrt(hidden), multi-query attention (one K/V head) with
+    head size 16 over hidden 32, Q scaled before Q·Kᵀ, rotary from the position ids,
+    (1 + w) RMSNorm, GeGLU with the tanh GELU, causal Trilu mask plus padding."""
+
+    inputs = ("input_ids", "attention_mask", "position_ids")
+
+    def __init__(self):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(V, E)
+        self.input_layernorm = nn.ModuleList(GemmaRMSNorm(E) for _ in range(L))
+        self.self_attn = nn.ModuleList(GQAttention(1, GD, False, True) for _ in range(L))
+        self.post_attention_layernorm = nn.ModuleList(GemmaRMSNorm(E) for _ in range(L))
+        self.mlp = nn.ModuleList(Gated(lambda t: F.gelu(t, approximate="tanh")) for _ in range(L))
+        self.norm = GemmaRMSNorm(E)
+        self.register_buffer("inv_freq", 1.0 / (10000 ** (torch.arange(0, GD, 2).float() / GD)), persistent=False)
+
+    def forward(self, input_ids, attention_mask, position_ids):
+        S = input_ids.shape[1]
+        x = self.embed_tokens(input_ids) * torch.tensor(E**0.5)
+        cos, sin = rotary_from_positions(self.inv_freq, position_ids)
+        mask = torch.triu(torch.full((S, S), MIN), diagonal=1)[None, None] + padding_bias(attention_mask)
+        for l in range(L):
+            x = x + self.self_attn[l](self.input_layernorm[l](x), mask, cos, sin)
+            x = x + self.mlp[l](self.post_attention_layernorm[l](x))
+        return self.norm(x)
+
+
+# ---------------------------------------------------------------- clip-text
+
+
+class CLIPAttention(Attn):
+    """CLIP: Q scaled after its projection; the causal mask and the padding mask added to
+    the scores one after the other."""
+
+    causal = True
+
+    def __init__(self):
+        super().__init__(H)
+        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(E, E) for _ in range(4))
+
+    def forward(self, x, causal, padding):
+        q = heads(self.q_proj(x) * D**-0.5, H)
+        k, v = heads(self.k_proj(x), H), heads(self.v_proj(x), H)
+        w = torch.matmul(q, k.transpose(-1, -2))
+        w = w + causal
+        w = w + padding
+        w = F.softmax(w, dim=-1)
+        return self.out_proj(merge(torch.matmul(w, v)))
+
+
+def quick_gelu(x):
+    return x * torch.sigmoid(1.702 * x)
+
+
+class CLIPText(Model):
+    """CLIP's text tower: token and learned positions (ids sliced from a buffer), an -inf
+    causal mask from Trilu, pre-LayerNorm blocks with quick-GELU, final LayerNorm."""
+
+    def __init__(self):
+        super().__init__()
+        self.token_embedding, self.position_embedding = nn.Embedding(V, E), nn.Embedding(MAXPOS, E)
+        self.register_buffer("position_ids", torch.arange(MAXPOS)[None], persistent=False)
+        self.layer_norm1 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.attn = nn.ModuleList(CLIPAttention() for _ in range(L))
+        self.layer_norm2 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.mlp = nn.ModuleList(MLP(quick_gelu) for _ in range(L))
+        self.final_layer_norm = nn.LayerNorm(E)
+
+    def forward(self, input_ids, attention_mask):
+        S = input_ids.shape[1]
+        x = self.token_embedding(input_ids) + self.position_embedding(self.position_ids[:, :S])
+        causal = torch.full((S, S), float("-inf")).triu(1)[None, None]
+        padding = padding_bias(attention_mask)
+        for i in range(L):
+            x = x + self.attn[i](self.layer_norm1[i](x), causal, padding)
+            x = x + self.mlp[i](self.layer_norm2[i](x))
+        return self.final_layer_norm(x)
+
+
+# ---------------------------------------------------------------- whisper-encoder
+
+
+MEL = 8
+
+
+class WhisperAttention(Attn):
+    """Whisper: Q scaled after its projection, K without a bias, no mask."""
+
+    def __init__(self):
+        super().__init__(H)
+        self.q_proj, self.v_proj, self.out_proj = nn.Linear(E, E), nn.Linear(E, E), nn.Linear(E, E)
+        self.k_proj = nn.Linear(E, E, bias=False)
+
+    def forward(self, x):
+        q = heads(self.q_proj(x) * D**-0.5, H)
+        k, v = heads(self.k_proj(x), H), heads(self.v_proj(x), H)
+        w = F.softmax(torch.matmul(q, k.transpose(2, 3)), dim=-1)
+        return self.out_proj(merge(torch.matmul(w, v)))
+
+
+class WhisperEncoder(Model):
+    """Whisper's audio encoder: two Conv1d with GELU (the second halves the frames),
+    channel-last, constant sinusoidal positions sliced to the length, pre-LayerNorm
+    blocks, final LayerNorm."""
+
+    inputs = ("input_features",)
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv1d(MEL, E, 3, padding=1)
+        self.conv2 = nn.Conv1d(E, E, 3, stride=2, padding=1)
+        pos = torch.arange(MAXPOS).float()[:, None] * torch.exp(-math.log(10000) * torch.arange(E // 2).float() / (E // 2 - 1))[None]
+        self.register_buffer("embed_positions", torch.cat((pos.sin(), pos.cos()), dim=1), persistent=False)
+        self.ln1 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.attn = nn.ModuleList(WhisperAttention() for _ in range(L))
+        self.ln2 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.mlp = nn.ModuleList(MLP(F.gelu) for _ in range(L))
+        self.layer_norm = nn.LayerNorm(E)
+
+    def forward(self, input_features):
+        x = F.gelu(self.conv2(F.gelu(self.conv1(input_features)))).permute(0, 2, 1)
+        x = x + self.embed_positions[: x.shape[1]]
+        for i in range(L):
+            x = x + self.attn[i](self.ln1[i](x))
+            x = x + self.mlp[i](self.ln2[i](x))
+        return self.layer_norm(x)
+
+
+# ---------------------------------------------------------------- beit
+
+
+BW = 4  # beit: a 4x4 grid of patches and a class token
+
+
+def beit_relative_index(ws):
+    """[N+1, N+1] index into the (2ws-1)^2 + 3 table: patch pairs by relative offset, then
+    class-to-patch, patch-to-class and class-to-class."""
+    n = (2 * ws - 1) ** 2
+    coords = torch.stack(torch.meshgrid(torch.arange(ws), torch.arange(ws), indexing="ij")).flatten(1)
+    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (ws - 1)
+    idx = torch.zeros(ws * ws + 1, ws * ws + 1, dtype=torch.long)
+    idx[1:, 1:] = rel[..., 0] * (2 * ws - 1) + rel[..., 1]
+    idx[0, 0:] = n
+    idx[0:, 0] = n + 1
+    idx[0, 0] = n + 2
+    return idx
+
+
+class BeitAttention(Attn):
+    """BEiT: packed QKV without a K bias (the bias is q_bias, zeros, v_bias), Q scaled, a
+    relative position bias shared by the layers added to the scores."""
+
+    def __init__(self):
+        super().__init__(H)
+        self.qkv = nn.Linear(E, 3 * E, bias=False)
+        self.q_bias, self.v_bias = nn.Parameter(torch.zeros(E)), nn.Parameter(torch.zeros(E))
+        self.proj = nn.Linear(E, E)
+
+    def forward(self, x, rel_bias):
+        B, N, C = x.shape
+        bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
+        qkv = F.linear(x, self.qkv.weight, bias).reshape(B, N, 3, H, C // H).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0] * D**-0.5, qkv[1], qkv[2]
+        w = (q @ k.transpose(-2, -1) + rel_bias).softmax(dim=-1)
+        return self.proj((w @ v).transpose(1, 2).reshape(B, N, C))
+
+
+class Beit(Model):
+    """BEiT: patch Conv, class token, no absolute positions; a relative position bias from
+    one table gathered by constant indices, computed once; layer scale on both residual
+    branches; final LayerNorm."""
+
+    inputs = ("pixel_values",)
+
+    def __init__(self):
+        super().__init__()
+        self.patch = nn.Conv2d(3, E, kernel_size=4, stride=4)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, E))
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * BW - 1) ** 2 + 3, H))
+        self.register_buffer("relative_position_index", beit_relative_index(BW), persistent=False)
+        self.norm1 = nn.ModuleList(nn.LayerNorm(E, eps=1e-6) for _ in range(L))
+        self.attn = nn.ModuleList(BeitAttention() for _ in range(L))
+        self.gamma1 = nn.ParameterList(nn.Parameter(torch.ones(E)) for _ in range(L))
+        self.norm2 = nn.ModuleList(nn.LayerNorm(E, eps=1e-6) for _ in range(L))
+        self.mlp = nn.ModuleList(MLP(nn.GELU()) for _ in range(L))
+        self.gamma2 = nn.ParameterList(nn.Parameter(torch.ones(E)) for _ in range(L))
+        self.norm = nn.LayerNorm(E, eps=1e-6)
+
+    def forward(self, pixel_values):
+        B = pixel_values.shape[0]
+        x = self.patch(pixel_values).flatten(2).transpose(1, 2)
+        x = torch.cat((self.cls_token.expand(B, -1, -1), x), dim=1)
+        n = BW * BW + 1
+        rel = self.relative_position_bias_table[self.relative_position_index.view(-1)].view(n, n, -1)
+        rel = rel.permute(2, 0, 1).contiguous().unsqueeze(0)  # [1,H,N,N]
+        for i in range(L):
+            x = x + self.gamma1[i] * self.attn[i](self.norm1[i](x), rel)
+            x = x + self.gamma2[i] * self.mlp[i](self.norm2[i](x))
+        return self.norm(x)
+
 FORMS = {
     "gpt2-causal": (GPT2, (13, 17)),
     "llama": (Llama, (14, 17)),  # torch.triu needs Trilu (opset 14)
@@ -1250,6 +1586,12 @@ FORMS = {
     "bloom": (Bloom, (14, 17)),
     "swin": (Swin, (13, 17)),
     "falcon": (Falcon, (14, 17)),
+    "opt": (OPT, (13, 17)),
+    "qwen2": (Qwen2, (13, 17)),
+    "gemma": (Gemma, (14, 17)),  # torch.triu needs Trilu (opset 14)
+    "clip-text": (CLIPText, (14, 17)),
+    "whisper-encoder": (WhisperEncoder, (13, 17)),
+    "beit": (Beit, (13, 17)),
 }
 
 
@@ -1295,6 +1637,8 @@ def make_inputs(model, B, S, T, seed):
             out[name] = m.to(torch.bool) if isinstance(model, SDPALike) else m
         elif name == "position_ids":
             out[name] = torch.arange(S).unsqueeze(0).expand(B, S).contiguous()
+        elif name == "input_features":
+            out[name] = torch.randn(B, MEL, 2 * S, generator=g)
         elif name == "pixel_values":
             out[name] = torch.randn(B, 3, 16, 16, generator=g)
         elif name == "hidden_states":
@@ -1318,6 +1662,7 @@ def dim_names(name, model=None):
         "position_ids": ["batch", "sequence"],
         "decoder_input_ids": ["batch", "decoder_sequence"],
         "pixel_values": ["batch", 3, 16, 16],
+        "input_features": ["batch", MEL, "frames"],
         "hidden_states": ["batch", "sequence", E],
         "memory": ["batch", "memory_sequence", E],
     }[name]
@@ -1328,6 +1673,10 @@ def output_dims(model, name):
         return [L, "batch", H, "total_sequence", D]
     if isinstance(model, Swin):
         return ["batch", SW_P * SW_P, E]
+    if isinstance(model, Beit):
+        return ["batch", BW * BW + 1, E]
+    if isinstance(model, WhisperEncoder):
+        return ["batch", "positions", E]
     if isinstance(model, (ViT, DeiT)):
         return ["batch", 17 if isinstance(model, ViT) else 18, E if isinstance(model, ViT) else VE]
     if name == "last_hidden_state" and isinstance(model, Bart):
