@@ -1563,6 +1563,202 @@ class Beit(Model):
             x = x + self.gamma2[i] * self.mlp[i](self.norm2[i](x))
         return self.norm(x)
 
+
+# ---------------------------------------------------------------- gpt-bigcode
+
+
+class BigCodeAttention(Attn):
+    """GPT-BigCode (StarCoder) multi-query attention: one projection split by sizes into Q
+    [E] and one K and V head [D each]; the heads folded into the query rows ([B, S·H, D]),
+    so one bmm against Kᵀ [B, D, S] scores every head; the scores viewed [B, S, H, S] for a
+    [B, S, 1, S] boolean causal-and-padding mask applied by Where."""
+
+    causal = True
+
+    def __init__(self):
+        super().__init__(H, 1)
+        self.c_attn, self.c_proj = nn.Linear(E, E + 2 * D), nn.Linear(E, E)
+
+    def forward(self, x, mask):
+        B, S, _ = x.shape
+        q, kv = self.c_attn(x).split((E, 2 * D), dim=2)
+        k, v = kv.split((D, D), dim=-1)
+        w = torch.bmm(q.reshape(B, S * H, D), k.transpose(1, 2)) * D**-0.5
+        w = torch.where(mask, w.view(B, S, H, S), torch.tensor(MIN))
+        w = F.softmax(w, dim=-1).view(B, S * H, S)
+        return self.c_proj(torch.bmm(w, v).view(B, S, E))
+
+
+class BigCode(Model):
+    def __init__(self):
+        super().__init__()
+        self.wte, self.wpe = nn.Embedding(V, E), nn.Embedding(MAXPOS, E)
+        self.register_buffer("bias", torch.tril(torch.ones(MAXPOS, MAXPOS, dtype=torch.bool)), persistent=False)
+        self.ln_1 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.attn = nn.ModuleList(BigCodeAttention() for _ in range(L))
+        self.ln_2 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.mlp = nn.ModuleList(MLP(lambda t: F.gelu(t, approximate="tanh")) for _ in range(L))
+        self.ln_f = nn.LayerNorm(E)
+
+    def forward(self, input_ids, attention_mask):
+        B, S = input_ids.shape
+        x = self.wte(input_ids) + self.wpe(torch.arange(S)[None])
+        mask = self.bias[None, :S, :S] * attention_mask.view(B, 1, -1).to(torch.bool)
+        mask = mask.unsqueeze(2)  # [B, S, 1, S]
+        for i in range(L):
+            x = x + self.attn[i](self.ln_1[i](x), mask)
+            x = x + self.mlp[i](self.ln_2[i](x))
+        return self.ln_f(x)
+
+
+# ---------------------------------------------------------------- gpt-neo
+
+
+class GPTNeoAttention(Attn):
+    """GPT-Neo: no scale on the scores, computed in float32; a boolean causal buffer (local
+    layers: only the last `window` keys) sliced to S and applied by Where, then the padding
+    added."""
+
+    causal = True
+
+    def __init__(self, window):
+        super().__init__(H)
+        self.q_proj, self.k_proj, self.v_proj = (nn.Linear(E, E, bias=False) for _ in range(3))
+        self.out_proj = nn.Linear(E, E)
+        bias = torch.tril(torch.ones(MAXPOS, MAXPOS, dtype=torch.bool))
+        if window:
+            bias = torch.bitwise_xor(bias, torch.tril(bias, -window))
+        self.register_buffer("bias", bias.view(1, 1, MAXPOS, MAXPOS), persistent=False)
+
+    def forward(self, x, pad):
+        q, k, v = heads(self.q_proj(x), H), heads(self.k_proj(x), H), heads(self.v_proj(x), H)
+        w = torch.matmul(q.to(torch.float32), k.to(torch.float32).transpose(-1, -2))
+        S = q.size(-2)
+        w = torch.where(self.bias[:, :, S - S : S, :S], w, torch.tensor(MIN))
+        w = F.softmax(w + pad, dim=-1).to(v.dtype)
+        return self.out_proj(merge(torch.matmul(w, v)))
+
+
+class GPTNeo(Model):
+    """GPT-Neo: global and local (window 4) attention layers alternating; learned
+    positions; pre-LN; gelu_new MLP; final LN."""
+
+    def __init__(self):
+        super().__init__()
+        self.wte, self.wpe = nn.Embedding(V, E), nn.Embedding(MAXPOS, E)
+        self.ln_1 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.attn = nn.ModuleList(GPTNeoAttention(4 if i % 2 else 0) for i in range(L))
+        self.ln_2 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.mlp = nn.ModuleList(MLP(gelu_new) for _ in range(L))
+        self.ln_f = nn.LayerNorm(E)
+
+    def forward(self, input_ids, attention_mask):
+        S = input_ids.shape[1]
+        x = self.wte(input_ids) + self.wpe(torch.arange(S)[None])
+        pad = padding_bias(attention_mask)
+        for i in range(L):
+            x = x + self.attn[i](self.ln_1[i](x), pad)
+            x = x + self.mlp[i](self.ln_2[i](x))
+        return self.ln_f(x)
+
+
+# ---------------------------------------------------------------- segformer
+
+
+class SegformerAttention(Attn):
+    """Efficient self-attention: K and V from the tokens reduced by a strided Conv (the
+    sequence viewed as its [C, h, w] grid) and a LayerNorm; Q from all tokens."""
+
+    def __init__(self, sr):
+        super().__init__(H)
+        self.query, self.key, self.value, self.dense = (nn.Linear(E, E) for _ in range(4))
+        self.sr, self.norm = nn.Conv2d(E, E, sr, stride=sr), nn.LayerNorm(E)
+
+    def forward(self, x, h, w):
+        B, N, C = x.shape
+        r = self.sr(x.permute(0, 2, 1).reshape(B, C, h, w)).reshape(B, C, -1).permute(0, 2, 1)
+        r = self.norm(r)
+        q, k, v = heads(self.query(x), H), heads(self.key(r), H), heads(self.value(r), H)
+        a = F.softmax(torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(D), dim=-1)
+        return self.dense(merge(torch.matmul(a, v)))
+
+
+class MixFFN(nn.Module):
+    """fc1, a depthwise 3×3 Conv over the token grid, GELU, fc2 (not a plain FFN: the
+    activation does not read a projection)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(E, FF), nn.Linear(FF, E)
+        self.dw = nn.Conv2d(FF, FF, 3, padding=1, groups=FF)
+
+    def forward(self, x, h, w):
+        B, N, _ = x.shape
+        y = self.fc1(x).transpose(1, 2).reshape(B, FF, h, w)
+        y = self.dw(y).flatten(2).transpose(1, 2)
+        return self.fc2(F.gelu(y))
+
+
+class Segformer(Model):
+    """Segformer (MiT) stage: an overlapping patch Conv (7×7, stride 4) and LayerNorm; blocks
+    of efficient self-attention (reduction 2) and Mix-FFN, pre-LN; final LN."""
+
+    inputs = ("pixel_values",)
+
+    def __init__(self):
+        super().__init__()
+        self.patch = nn.Conv2d(3, E, 7, stride=4, padding=3)
+        self.patch_norm = nn.LayerNorm(E)
+        self.ln1 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.attn = nn.ModuleList(SegformerAttention(2) for _ in range(L))
+        self.ln2 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.ffn = nn.ModuleList(MixFFN() for _ in range(L))
+        self.norm = nn.LayerNorm(E)
+
+    def forward(self, pixel_values):
+        x = self.patch(pixel_values)
+        h, w = x.shape[2], x.shape[3]
+        x = self.patch_norm(x.flatten(2).transpose(1, 2))
+        for i in range(L):
+            x = x + self.attn[i](self.ln1[i](x), h, w)
+            x = x + self.ffn[i](self.ln2[i](x), h, w)
+        return self.norm(x)
+
+
+# ---------------------------------------------------------------- wav2vec2
+
+
+class Wav2Vec2(Model):
+    """wav2vec2-base: a Conv1d feature extractor (GroupNorm per channel after the first,
+    GELU), a feature LayerNorm and projection, a grouped positional Conv1d whose last frame
+    is dropped, GELU, added; the encoder LayerNorm; post-LN blocks (LayerNorm after each
+    residual); no mask."""
+
+    inputs = ("input_values",)
+
+    def __init__(self):
+        super().__init__()
+        self.conv0, self.gn = nn.Conv1d(1, E, 10, stride=5, bias=False), nn.GroupNorm(E, E)
+        self.conv1 = nn.Conv1d(E, E, 3, stride=2, bias=False)
+        self.feature_ln, self.projection = nn.LayerNorm(E), nn.Linear(E, E)
+        self.pos_conv = nn.Conv1d(E, E, 4, padding=2, groups=4)
+        self.encoder_ln = nn.LayerNorm(E)
+        self.attn = nn.ModuleList(ViTAttention() for _ in range(L))
+        self.ln1 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.mlp = nn.ModuleList(MLP(F.gelu) for _ in range(L))
+        self.ln2 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+
+    def forward(self, input_values):
+        x = F.gelu(self.gn(self.conv0(input_values[:, None])))
+        x = F.gelu(self.conv1(x)).transpose(1, 2)
+        x = self.projection(self.feature_ln(x))
+        p = F.gelu(self.pos_conv(x.transpose(1, 2))[:, :, :-1]).transpose(1, 2)
+        x = self.encoder_ln(x + p)
+        for i in range(L):
+            x = self.ln1[i](x + self.attn[i](x))
+            x = self.ln2[i](x + self.mlp[i](x))
+        return x
+
 FORMS = {
     "gpt2-causal": (GPT2, (13, 17)),
     "llama": (Llama, (14, 17)),  # torch.triu needs Trilu (opset 14)
@@ -1592,6 +1788,10 @@ FORMS = {
     "clip-text": (CLIPText, (14, 17)),
     "whisper-encoder": (WhisperEncoder, (13, 17)),
     "beit": (Beit, (13, 17)),
+    "gpt-bigcode": (BigCode, (13, 17)),
+    "gpt-neo": (GPTNeo, (13, 17)),
+    "segformer": (Segformer, (13, 17)),
+    "wav2vec2": (Wav2Vec2, (13, 17)),
 }
 
 
@@ -1637,6 +1837,8 @@ def make_inputs(model, B, S, T, seed):
             out[name] = m.to(torch.bool) if isinstance(model, SDPALike) else m
         elif name == "position_ids":
             out[name] = torch.arange(S).unsqueeze(0).expand(B, S).contiguous()
+        elif name == "input_values":
+            out[name] = torch.randn(B, 10 * S + 10, generator=g)
         elif name == "input_features":
             out[name] = torch.randn(B, MEL, 2 * S, generator=g)
         elif name == "pixel_values":
@@ -1663,6 +1865,7 @@ def dim_names(name, model=None):
         "decoder_input_ids": ["batch", "decoder_sequence"],
         "pixel_values": ["batch", 3, 16, 16],
         "input_features": ["batch", MEL, "frames"],
+        "input_values": ["batch", "samples"],
         "hidden_states": ["batch", "sequence", E],
         "memory": ["batch", "memory_sequence", E],
     }[name]
@@ -1675,7 +1878,9 @@ def output_dims(model, name):
         return ["batch", SW_P * SW_P, E]
     if isinstance(model, Beit):
         return ["batch", BW * BW + 1, E]
-    if isinstance(model, WhisperEncoder):
+    if isinstance(model, Segformer):
+        return ["batch", 16, E]
+    if isinstance(model, (WhisperEncoder, Wav2Vec2)):
         return ["batch", "positions", E]
     if isinstance(model, (ViT, DeiT)):
         return ["batch", 17 if isinstance(model, ViT) else 18, E if isinstance(model, ViT) else VE]
