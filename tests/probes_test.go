@@ -54,9 +54,7 @@ type probe struct {
 // logs its counts and fails once it reaches its architecture's counts under every
 // pipeline (take it off the list); every other probe must reach them. Numerics and
 // idempotence are checked for every probe, listed or not.
-var probeGaps = map[string]string{
-	"gpt-bigcode": "the heads folded into the query rows ([B, S·H, D] against one K head) are not read as heads: Q's sequence axis at the matmul holds (sequence, heads)",
-}
+var probeGaps = map[string]string{}
 
 // Block kinds by what the manifest counts. A kind the recognisers add is counted once it
 // is listed here.

@@ -1759,6 +1759,105 @@ class Wav2Vec2(Model):
             x = self.ln2[i](x + self.mlp[i](x))
         return x
 
+
+# ---------------------------------------------------------------- torch-encoder
+
+
+class TorchEncoderLayer(Attn):
+    """Marks nn.TransformerEncoderLayer's attention (nn.MultiheadAttention inside)."""
+
+
+class TorchEncoder(Model):
+    """nn.TransformerEncoder of nn.TransformerEncoderLayer as users write it: sequence-first
+    [S, B, E] (batch_first=False), nn.MultiheadAttention with its packed in_proj, a key
+    padding mask, post-LN, ReLU FFN; the input transposed from [B, S] embeddings."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(V, E)
+        layer = nn.TransformerEncoderLayer(E, H, FF, dropout=0.0, batch_first=False)
+        self.encoder = nn.TransformerEncoder(layer, L, enable_nested_tensor=False)
+        # The manifest counts attention and FFN modules by marker classes.
+        self.marks = nn.ModuleList(TorchEncoderLayer(H) for _ in range(L))
+        self.ffn_marks = nn.ModuleList(FFN() for _ in range(L))
+
+    def forward(self, input_ids, attention_mask):
+        x = self.embed(input_ids).transpose(0, 1)  # [S, B, E]
+        y = self.encoder(x, src_key_padding_mask=attention_mask == 0)
+        return y.transpose(0, 1)
+
+
+# ---------------------------------------------------------------- phi3
+
+
+class Phi3Attention(Attn):
+    """Phi-3: Q, K and V from one projection sliced by sizes (H·D, KV·D, KV·D), GQA,
+    rotate-half rotary."""
+
+    causal = True
+    rotaries = 2
+
+    def __init__(self):
+        super().__init__(H, 2)
+        self.qkv_proj = nn.Linear(E, (H + 2 * 2) * D, bias=False)
+        self.o_proj = nn.Linear(H * D, E, bias=False)
+
+    def forward(self, x, mask, cos, sin):
+        qkv = self.qkv_proj(x)
+        q = qkv[..., : H * D]
+        k = qkv[..., H * D : (H + 2) * D]
+        v = qkv[..., (H + 2) * D :]
+        q, k, v = heads(q, H), heads(k, 2), heads(v, 2)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        k, v = repeat_kv(k, H // 2), repeat_kv(v, H // 2)
+        w = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(D) + mask
+        w = F.softmax(w, dim=-1, dtype=torch.float32).to(v.dtype)
+        return self.o_proj(merge(torch.matmul(w, v)))
+
+
+class PackedGated(Gated):
+    """Phi-3's MLP: gate and up from one projection, chunked in two; down(up · silu(gate))."""
+
+    def __init__(self):
+        super().__init__(F.silu)
+        del self.gate, self.up
+        self.gate_up_proj = nn.Linear(E, 2 * FF, bias=False)
+
+    def forward(self, x):
+        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+        return self.down(up * self.act(gate))
+
+
+class Phi3(Model):
+    """Phi-3: packed QKV sliced by sizes with GQA, packed gate/up SwiGLU, RMSNorm, rotary
+    from a cos/sin table gathered at the position ids, causal Trilu + padding mask."""
+
+    inputs = ("input_ids", "attention_mask", "position_ids")
+
+    def __init__(self):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(V, E)
+        self.input_layernorm = nn.ModuleList(RMSNorm(E) for _ in range(L))
+        self.self_attn = nn.ModuleList(Phi3Attention() for _ in range(L))
+        self.post_attention_layernorm = nn.ModuleList(RMSNorm(E) for _ in range(L))
+        self.mlp = nn.ModuleList(PackedGated() for _ in range(L))
+        self.norm = RMSNorm(E)
+        inv_freq = 1.0 / (10000 ** (torch.arange(0, D, 2).float() / D))
+        emb = torch.outer(torch.arange(MAXPOS).float(), inv_freq).repeat(1, 2)
+        self.register_buffer("cos_cached", emb.cos(), persistent=False)
+        self.register_buffer("sin_cached", emb.sin(), persistent=False)
+
+    def forward(self, input_ids, attention_mask, position_ids):
+        S = input_ids.shape[1]
+        x = self.embed_tokens(input_ids)
+        cos, sin = self.cos_cached[position_ids].unsqueeze(1), self.sin_cached[position_ids].unsqueeze(1)
+        mask = torch.triu(torch.full((S, S), MIN), diagonal=1)[None, None] + padding_bias(attention_mask)
+        for i in range(L):
+            x = x + self.self_attn[i](self.input_layernorm[i](x), mask, cos, sin)
+            x = x + self.mlp[i](self.post_attention_layernorm[i](x))
+        return self.norm(x)
+
 FORMS = {
     "gpt2-causal": (GPT2, (13, 17)),
     "llama": (Llama, (14, 17)),  # torch.triu needs Trilu (opset 14)
@@ -1792,6 +1891,8 @@ FORMS = {
     "gpt-neo": (GPTNeo, (13, 17)),
     "segformer": (Segformer, (13, 17)),
     "wav2vec2": (Wav2Vec2, (13, 17)),
+    "torch-encoder": (TorchEncoder, (13, 17)),
+    "phi3": (Phi3, (14, 17)),  # torch.triu needs Trilu (opset 14)
 }
 
 
