@@ -1858,6 +1858,52 @@ class Phi3(Model):
             x = x + self.mlp[i](self.post_attention_layernorm[i](x))
         return self.norm(x)
 
+
+# ---------------------------------------------------------------- gpt2-merged
+
+
+class GPT2Merged(GPT2):
+    """GPT-2 as a merged decoder (Optimum's decoder_model_merged): the whole model in both
+    branches of an If on a use_cache_branch input, the weights shared in the main graph."""
+
+    inputs = ("input_ids", "attention_mask", "use_cache_branch")
+
+
+def wrap_in_if(path):
+    """Moves the exported graph into both branches of an If on a boolean scalar input
+    (names prefixed per branch), keeping the initializers in the main graph."""
+    m = onnx.load(path)
+    g = m.graph
+    outer = {i.name for i in g.input} | {t.name for t in g.initializer}
+
+    def branch(prefix):
+        b = onnx.helper.make_graph([], prefix, [], [])
+        rename = {}
+        for n in g.node:
+            c = onnx.NodeProto()
+            c.CopyFrom(n)
+            c.name = prefix + "/" + n.name
+            del c.input[:]
+            c.input.extend(rename.get(x, x) if x not in outer else x for x in n.input)
+            del c.output[:]
+            for o in n.output:
+                rename[o] = prefix + "/" + o if o else o
+                c.output.append(rename[o])
+            b.node.append(c)
+        for o in g.output:
+            vi = onnx.ValueInfoProto()
+            vi.CopyFrom(o)
+            vi.name = rename[o.name]
+            b.output.append(vi)
+        return b
+
+    cond = onnx.helper.make_tensor_value_info("use_cache_branch", onnx.TensorProto.BOOL, [])
+    node = onnx.helper.make_node("If", ["use_cache_branch"], [o.name for o in g.output], name="optimum::if",
+                                 then_branch=branch("then"), else_branch=branch("else"))
+    main = onnx.helper.make_graph([node], g.name, list(g.input) + [cond], list(g.output), list(g.initializer))
+    m.graph.CopyFrom(main)
+    onnx.save(m, path)
+
 FORMS = {
     "gpt2-causal": (GPT2, (13, 17)),
     "llama": (Llama, (14, 17)),  # torch.triu needs Trilu (opset 14)
@@ -1893,6 +1939,7 @@ FORMS = {
     "wav2vec2": (Wav2Vec2, (13, 17)),
     "torch-encoder": (TorchEncoder, (13, 17)),
     "phi3": (Phi3, (14, 17)),  # torch.triu needs Trilu (opset 14)
+    "gpt2-merged": (GPT2Merged, (13, 17)),
 }
 
 
@@ -1938,6 +1985,8 @@ def make_inputs(model, B, S, T, seed):
             out[name] = m.to(torch.bool) if isinstance(model, SDPALike) else m
         elif name == "position_ids":
             out[name] = torch.arange(S).unsqueeze(0).expand(B, S).contiguous()
+        elif name == "use_cache_branch":
+            out[name] = torch.tensor(True)
         elif name == "input_values":
             out[name] = torch.randn(B, 10 * S + 10, generator=g)
         elif name == "input_features":
@@ -1967,6 +2016,7 @@ def dim_names(name, model=None):
         "pixel_values": ["batch", 3, 16, 16],
         "input_features": ["batch", MEL, "frames"],
         "input_values": ["batch", "samples"],
+        "use_cache_branch": [],
         "hidden_states": ["batch", "sequence", E],
         "memory": ["batch", "memory_sequence", E],
     }[name]
@@ -1996,20 +2046,21 @@ def facts(model):
     near = [m for m in model.modules() if getattr(m, "is_attention", None) is False]
     norms = [m for m in model.modules() if isinstance(m, (nn.LayerNorm, RMSNorm))]
     ffn = [m for m in model.modules() if getattr(m, "is_ffn", False)]
+    k = 2 if isinstance(model, GPT2Merged) else 1  # the model once in each branch of the If
     return {
         "layers": model.num_layers,
-        "attention_blocks": len(att),
-        "self_attention": sum(1 for m in att if m.kind == "self"),
-        "cross_attention": sum(1 for m in att if m.kind == "cross"),
+        "attention_blocks": k * len(att),
+        "self_attention": k * sum(1 for m in att if m.kind == "self"),
+        "cross_attention": k * sum(1 for m in att if m.kind == "cross"),
         "not_attention": len(near),
         "heads": (att or near)[0].heads,
         "kv_heads": min(m.kv_heads for m in (att or near)),
         "causal": any(m.causal for m in att),
-        "norms": len(norms),
+        "norms": k * len(norms),
         "norm_kind": "rms" if all(isinstance(m, RMSNorm) for m in norms) else "layernorm",
-        "ffn_activations": len(ffn),
+        "ffn_activations": k * len(ffn),
         "gated_ffn": all(isinstance(m, Gated) for m in ffn),
-        "rotaries": sum(getattr(m, "rotaries", 0) for m in att),
+        "rotaries": k * sum(getattr(m, "rotaries", 0) for m in att),
     }
 
 
@@ -2018,7 +2069,8 @@ def write_npz(path, arrays):
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
         for name in sorted(arrays):
             buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.ascontiguousarray(arrays[name]), allow_pickle=False)
+            a = np.asarray(arrays[name])  # ascontiguousarray would make a scalar 1-D
+            np.lib.format.write_array(buf, np.ascontiguousarray(a) if a.ndim else a, allow_pickle=False)
             info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
@@ -2047,8 +2099,9 @@ def main():
         model.eval()
         trace = make_inputs(model, TRACE_B, TRACE_S, TRACE_S - 3, 2000 + seed)
         ref = make_inputs(model, REF_B, REF_S, REF_T, 3000 + seed)
+        fwd = [n for n in model.inputs if n != "use_cache_branch"]
         with torch.no_grad():
-            out = model(**ref)
+            out = model(**{n: ref[n] for n in fwd})
         if not isinstance(out, tuple):
             out = (out,)
         ref_out = {n: o.numpy() for n, o in zip(model.outputs, out)}
@@ -2058,13 +2111,15 @@ def main():
             name = f"{form}.opset{opset}"
             path = os.path.join(HERE, name + ".onnx")
             dyn = {}
-            for n in model.inputs + model.outputs:
+            for n in tuple(fwd) + model.outputs:
                 dims = dim_names(n, model) if n in model.inputs else output_dims(model, n)
                 dyn[n] = {i: d for i, d in enumerate(dims) if isinstance(d, str)}
             with torch.no_grad():
-                torch.onnx.export(model, tuple(trace[n] for n in model.inputs), path, opset_version=opset,
-                                  input_names=list(model.inputs), output_names=list(model.outputs),
+                torch.onnx.export(model, tuple(trace[n] for n in fwd), path, opset_version=opset,
+                                  input_names=list(fwd), output_names=list(model.outputs),
                                   dynamic_axes=dyn, do_constant_folding=True)
+            if len(fwd) < len(model.inputs):
+                wrap_in_if(path)
             m = onnx.load(path)
             onnx.checker.check_model(m, full_check=True)
             write_npz(os.path.join(HERE, name + ".inputs.npz"), {n: t.numpy() for n, t in ref.items()})
