@@ -1904,6 +1904,55 @@ def wrap_in_if(path):
     m.graph.CopyFrom(main)
     onnx.save(m, path)
 
+
+# ---------------------------------------------------------------- torchvision-vit
+
+
+class TVAttention(Attn):
+    """nn.MultiheadAttention (batch_first=True) as torchvision's ViT calls it: packed
+    in_proj, the batch-first input transposed to sequence-first inside, no weights."""
+
+    def __init__(self):
+        super().__init__(H)
+        self.mha = nn.MultiheadAttention(E, H, dropout=0.0, batch_first=True)
+
+    def forward(self, x):
+        # nn.MultiheadAttention's general path (torch 1.13's fused fast path for
+        # batch_first inference does not export): sequence-first inside.
+        q = x.transpose(0, 1)
+        m = self.mha
+        y, _ = F.multi_head_attention_forward(q, q, q, E, H, m.in_proj_weight, m.in_proj_bias, None, None, False, 0.0,
+                                              m.out_proj.weight, m.out_proj.bias, training=False, need_weights=False)
+        return y.transpose(0, 1)
+
+
+class TorchvisionViT(Model):
+    """torchvision's vit_b_16 at small size: conv_proj patches, a class token concatenated,
+    learned positions added, pre-LN blocks with nn.MultiheadAttention and a GELU MLP,
+    final LN."""
+
+    inputs = ("pixel_values",)
+
+    def __init__(self):
+        super().__init__()
+        self.conv_proj = nn.Conv2d(3, E, kernel_size=4, stride=4)
+        self.class_token = nn.Parameter(torch.zeros(1, 1, E))
+        self.pos_embedding = nn.Parameter(torch.zeros(1, 17, E))
+        self.ln_1 = nn.ModuleList(nn.LayerNorm(E, eps=1e-6) for _ in range(L))
+        self.attn = nn.ModuleList(TVAttention() for _ in range(L))
+        self.ln_2 = nn.ModuleList(nn.LayerNorm(E, eps=1e-6) for _ in range(L))
+        self.mlp = nn.ModuleList(MLP(nn.GELU()) for _ in range(L))
+        self.ln = nn.LayerNorm(E, eps=1e-6)
+
+    def forward(self, pixel_values):
+        B = pixel_values.shape[0]
+        x = self.conv_proj(pixel_values).reshape(B, E, -1).permute(0, 2, 1)
+        x = torch.cat([self.class_token.expand(B, -1, -1), x], dim=1) + self.pos_embedding
+        for i in range(L):
+            x = x + self.attn[i](self.ln_1[i](x))
+            x = x + self.mlp[i](self.ln_2[i](x))
+        return self.ln(x)
+
 FORMS = {
     "gpt2-causal": (GPT2, (13, 17)),
     "llama": (Llama, (14, 17)),  # torch.triu needs Trilu (opset 14)
@@ -1940,6 +1989,7 @@ FORMS = {
     "torch-encoder": (TorchEncoder, (13, 17)),
     "phi3": (Phi3, (14, 17)),  # torch.triu needs Trilu (opset 14)
     "gpt2-merged": (GPT2Merged, (13, 17)),
+    "torchvision-vit": (TorchvisionViT, (13, 17)),
 }
 
 
@@ -2033,6 +2083,8 @@ def output_dims(model, name):
         return ["batch", 16, E]
     if isinstance(model, (WhisperEncoder, Wav2Vec2)):
         return ["batch", "positions", E]
+    if isinstance(model, TorchvisionViT):
+        return ["batch", 17, E]
     if isinstance(model, (ViT, DeiT)):
         return ["batch", 17 if isinstance(model, ViT) else 18, E if isinstance(model, ViT) else VE]
     if name == "last_hidden_state" and isinstance(model, Bart):
