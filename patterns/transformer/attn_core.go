@@ -194,10 +194,7 @@ func (p *attnPlan) prove(path []scoresStep, probsSteps []layoutStep) string {
 	if why := p.k.canonical(r-1, r-2); why != "" {
 		return why
 	}
-	if len(p.k.rowHeads()) > 0 {
-		return fmt.Sprintf("K folds heads %v into its sequence axis", p.k.rowHeads())
-	}
-	if why := p.k.broadcastRowHeads(p.q); why != "" {
+	if why := p.k.keyHeads(p.q); why != "" {
 		return why
 	}
 	if d1, d2 := ql[r-1].leaves().size(), kl[r-2].leaves().size(); !ir.SameShape(ir.Shape{d1}, ir.Shape{d2}) || !d1.Known {
@@ -250,10 +247,7 @@ func (p *attnPlan) prove(path []scoresStep, probsSteps []layoutStep) string {
 	if why := p.v.canonical(len(vl)-2, len(vl)-1); why != "" {
 		return why
 	}
-	if len(p.v.rowHeads()) > 0 {
-		return fmt.Sprintf("V folds heads %v into its sequence axis", p.v.rowHeads())
-	}
-	if why := p.v.broadcastRowHeads(p.q); why != "" {
+	if why := p.v.keyHeads(p.q); why != "" {
 		return why
 	}
 	if !ir.SameShape(ir.Shape{p.v.seq.size}, ir.Shape{p.k.seq.size}) {

@@ -192,3 +192,69 @@ func TestSequenceFirstAttention(t *testing.T) {
 		}
 	}
 }
+
+// TestFoldedHeadsRefusals: folded heads the fused operators cannot read are refused
+// with the reason: heads folded into K's (and V's) sequence axis, and grouped-query heads
+// folded into Q's rows beside K/V heads of their own.
+func TestFoldedHeadsRefusals(t *testing.T) {
+	cases := []struct{ name, body, want string }{
+		{"heads in the key axis", `
+  q = MatMul (x, wq2)
+  k = MatMul (x, wk)
+  v = MatMul (x, wv)
+  kf = Reshape (k, rows)
+  vf = Reshape (v, rows)
+  kt = Transpose <perm = [0, 2, 1]> (kf)
+  s = MatMul (q, kt)
+  p = Softmax <axis = -1> (s)
+  c = MatMul (p, vf)
+  y = Reshape (c, merge2)
+`, "K folds heads"},
+		{"grouped heads in the rows", `
+  q = MatMul (x, wq8)
+  k = MatMul (x, wk)
+  v = MatMul (x, wv)
+  q5 = Reshape (q, split5)
+  qt = Transpose <perm = [0, 2, 1, 3, 4]> (q5)
+  qf = Reshape (qt, grows)
+  k4 = Reshape (k, split)
+  kt = Transpose <perm = [0, 2, 3, 1]> (k4)
+  v4 = Reshape (v, split)
+  vt = Transpose <perm = [0, 2, 1, 3]> (v4)
+  s = MatMul (qf, kt)
+  p = Softmax <axis = -1> (s)
+  c = MatMul (p, vt)
+  c5 = Reshape (c, split5t)
+  ct = Transpose <perm = [0, 2, 1, 3, 4]> (c5)
+  y = Reshape (ct, merge8)
+`, "has heads"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			z := func(n int) string { return strings.TrimSuffix(strings.Repeat("0.1, ", n), ", ") }
+			src := `<ir_version: 8, opset_import: ["" : 13]>
+layer (float[batch,seq,4] x) => (float[batch,seq,?] y) <
+  float[4,2] wq2 = {` + z(8) + `}, float[4,8] wq8 = {` + z(32) + `},
+  float[4,4] wk = {` + z(16) + `}, float[4,4] wv = {` + z(16) + `},
+  int64[3] rows = {0, -1, 2}, int64[3] merge2 = {0, 0, 2}, int64[3] merge8 = {0, 0, 8},
+  int64[4] split = {0, 0, 2, 2}, int64[5] split5 = {0, 0, 2, 2, 2},
+  int64[4] grows = {0, 2, -1, 2}, int64[5] split5t = {0, 2, -1, 2, 2}
+> {` + c.body + "}\n"
+			m := ortcheck.Parse(t, src)
+			if _, err := shape.Infer(m); err != nil {
+				t.Fatal(err)
+			}
+			rep, err := transformer.Fuse(m, generalFams, &transformer.Env{Model: m, Target: transformer.ORT})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rep.Ops["com.microsoft.MultiHeadAttention"] != 0 {
+				t.Fatal("fused")
+			}
+			all := fmt.Sprint(rep.Refusals, rep.Softmax)
+			if !strings.Contains(all, c.want) {
+				t.Fatalf("want a refusal with %q, got %s", c.want, all)
+			}
+		})
+	}
+}

@@ -352,6 +352,15 @@ func (o *attnOperand) rowHeads() []*atom {
 	return slices.DeleteFunc(slices.Clone(o.rows), func(a *atom) bool { return a == o.seq })
 }
 
+// keyHeads checks that K or V holds its sequence alone on its sequence axis and gives it
+// the heads Q folds into its rows (broadcastRowHeads).
+func (o *attnOperand) keyHeads(q *attnOperand) string {
+	if rh := o.rowHeads(); len(rh) > 0 {
+		return fmt.Sprintf("%s folds heads %v into its sequence axis", o.name, rh)
+	}
+	return o.broadcastRowHeads(q)
+}
+
 // broadcastRowHeads gives K or V, which hold no heads, the heads Q folds into its rows:
 // the one K/V head of multi-query attention, which the matmul's rows share.
 func (o *attnOperand) broadcastRowHeads(q *attnOperand) string {
