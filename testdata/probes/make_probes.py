@@ -1953,6 +1953,60 @@ class TorchvisionViT(Model):
             x = x + self.mlp[i](self.ln_2[i](x))
         return self.ln(x)
 
+
+# ---------------------------------------------------------------- llama-hf
+
+
+class HFLlamaAttention(LlamaAttention):
+    """LLaMA attention as transformers 4.4x writes it: the 4-D mask sliced to the keys'
+    length before it is added."""
+
+    def forward(self, x, mask, cos, sin):
+        q, k, v = heads(self.q_proj(x), H), heads(self.k_proj(x), self.kv_heads), heads(self.v_proj(x), self.kv_heads)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        k, v = repeat_kv(k, H // self.kv_heads), repeat_kv(v, H // self.kv_heads)
+        w = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(D)
+        w = w + mask[:, :, :, : k.shape[-2]]
+        w = F.softmax(w, dim=-1, dtype=torch.float32).to(q.dtype)
+        return self.o_proj(merge(torch.matmul(w, v)))
+
+
+class LlamaHF(Model):
+    """LLaMA as transformers 4.4x builds its inputs: cache_position = arange(S), the causal
+    mask from full(min) · triu(1) · (arange > cache_position), expanded to the batch, the
+    padding merged by masked_fill where causal + padding == 0; rotary from
+    inv_freq ⊗ position ids by a batched matmul; GQA; RMSNorm; SwiGLU."""
+
+    inputs = ("input_ids", "attention_mask", "position_ids")
+
+    def __init__(self):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(V, E)
+        self.input_layernorm = nn.ModuleList(RMSNorm(E) for _ in range(L))
+        self.self_attn = nn.ModuleList(HFLlamaAttention() for _ in range(L))
+        self.post_attention_layernorm = nn.ModuleList(RMSNorm(E) for _ in range(L))
+        self.mlp = nn.ModuleList(Gated(F.silu) for _ in range(L))
+        self.norm = RMSNorm(E)
+        self.register_buffer("inv_freq", 1.0 / (10000 ** (torch.arange(0, D, 2).float() / D)), persistent=False)
+
+    def forward(self, input_ids, attention_mask, position_ids):
+        B, S = input_ids.shape
+        x = self.embed_tokens(input_ids)
+        cache_position = torch.arange(0, S)
+        cos, sin = rotary_from_positions(self.inv_freq, position_ids)
+        T = attention_mask.shape[-1]
+        causal = torch.full((S, T), MIN)
+        causal = torch.triu(causal, diagonal=1)
+        causal = causal * (torch.arange(T) > cache_position.reshape(-1, 1))
+        causal = causal[None, None, :, :].expand(B, 1, -1, -1).clone()
+        padding = causal[:, :, :, :T] + attention_mask[:, None, None, :]
+        causal[:, :, :, :T] = causal[:, :, :, :T].masked_fill(padding == 0, MIN)
+        for i in range(L):
+            x = x + self.self_attn[i](self.input_layernorm[i](x), causal, cos, sin)
+            x = x + self.mlp[i](self.post_attention_layernorm[i](x))
+        return self.norm(x)
+
 FORMS = {
     "gpt2-causal": (GPT2, (13, 17)),
     "llama": (Llama, (14, 17)),  # torch.triu needs Trilu (opset 14)
@@ -1990,6 +2044,7 @@ FORMS = {
     "phi3": (Phi3, (14, 17)),  # torch.triu needs Trilu (opset 14)
     "gpt2-merged": (GPT2Merged, (13, 17)),
     "torchvision-vit": (TorchvisionViT, (13, 17)),
+    "llama-hf": (LlamaHF, (14, 17)),  # torch.triu needs Trilu (opset 14)
 }
 
 
@@ -2031,7 +2086,10 @@ def make_inputs(model, B, S, T, seed):
             out[name] = torch.randn(L, B, H, PAST, D, generator=g)
         elif name == "attention_mask":
             m = torch.ones(B, S, dtype=torch.long)
-            m[-1, S - 3 :] = 0  # the last row is padded
+            if isinstance(model, LlamaHF):
+                m[-1, :3] = 0  # left padding, as batched generation pads: rows with no key
+            else:
+                m[-1, S - 3 :] = 0  # the last row is padded
             out[name] = m.to(torch.bool) if isinstance(model, SDPALike) else m
         elif name == "position_ids":
             out[name] = torch.arange(S).unsqueeze(0).expand(B, S).contiguous()
