@@ -55,24 +55,24 @@ func TestBlocksAgreeWithFuse(t *testing.T) {
 	}
 	for _, md := range models {
 		t.Run(md.name, func(t *testing.T) {
-			before := blockKeys(recognised(t, ortcheck.Fold(t, md.path, passes.All)).Blocks)
+			before := blockKeys(recognisedAll(t, ortcheck.Fold(t, md.path, passes.All)))
 			if len(before) == 0 {
 				t.Fatal("no blocks recognised")
 			}
 			for _, spec := range []string{"fuse<target=ort>", "fuse<target=onnx;opset=23>"} {
 				m := ortcheck.Fold(t, md.path, passes.All)
 				ortcheck.Pipeline(t, m, spec, passes.All, nil)
-				res := recognised(t, m)
-				if diff := cmp.Diff(before, blockKeys(res.Blocks)); diff != "" {
+				all := recognisedAll(t, m)
+				if diff := cmp.Diff(before, blockKeys(all)); diff != "" {
 					t.Errorf("%s: blocks before fuse (-) and in its output (+) differ:\n%s", spec, diff)
 				}
 				var unfused []string
-				for _, b := range res.Blocks {
+				for _, b := range all {
 					if !b.Fused {
 						unfused = append(unfused, b.ID+" ("+b.Variant+")")
 					}
 				}
-				t.Logf("%s: %d blocks, not fused: %s", spec, len(res.Blocks), strings.Join(unfused, ", "))
+				t.Logf("%s: %d blocks, not fused: %s", spec, len(all), strings.Join(unfused, ", "))
 			}
 		})
 	}
