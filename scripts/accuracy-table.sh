@@ -7,7 +7,13 @@
 # ORT optimization level (all: ORT's int8 kernels; disabled: the Q/DQ nodes simulated in
 # float, as the graph says); then the accuracy budget (policy=full, budget=0.003 with
 # eval=eval.npz) for the default calibration and for a harsh one that needs it.
-# Usage: scripts/accuracy-table.sh [extra qdq options, e.g. "pairs=per-reader"]
+# With HELDOUT=N, every model is also scored (ORT level all) on N fresh examples of the
+# task (internal/cmd/heldout, seed HELDOUT_SEED, default 1) that no placement or budget was
+# judged on: accuracy and agreement with the FP32 model's predictions. On eval.npz's 2000
+# rows one prediction is 0.05 point.
+# QCC=path/to/qcc measures another build's placements (an older commit's, say) with this
+# tree's tools.
+# Usage: [HELDOUT=40000] [QCC=qcc] scripts/accuracy-table.sh [extra qdq options, e.g. "pairs=per-reader"]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 trained=../shared/models/trained
@@ -17,7 +23,11 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 export QCC_ORT_LIB="${QCC_ORT_LIB:-$PWD/.cache/onnxruntime/libonnxruntime.so.1}"
 [ -f "$QCC_ORT_LIB" ] || scripts/setup.sh >/dev/null
-go build -o "$work/qcc" ./cmd/qcc
+if [ -n "${QCC:-}" ]; then
+	cp "$QCC" "$work/qcc"
+else
+	go build -o "$work/qcc" ./cmd/qcc
+fi
 go build -o "$work/evalacc" ./internal/cmd/evalacc
 
 policies=(linear attention full)
@@ -40,6 +50,11 @@ for c in percentile:99.99 percentile:95; do
 done
 "$work/evalacc" -data "$trained/eval.npz" -opt all "${models[@]}" >"$work/acc.all"
 "$work/evalacc" -data "$trained/eval.npz" -opt disabled "${models[@]}" >"$work/acc.disabled"
+if [ "${HELDOUT:-0}" -gt 0 ]; then
+	go build -o "$work/heldout" ./internal/cmd/heldout
+	"$work/heldout" -like "$trained/eval.npz" -n "$HELDOUT" -seed "${HELDOUT_SEED:-1}" -o "$work/heldout.npz"
+	"$work/evalacc" -data "$work/heldout.npz" -opt all -ref "$model" "${models[@]}" >"$work/acc.heldout"
+fi
 acc() { awk -F'\t' -v m="$1" '$1 == m { print $2 }' "$work/acc.${2:-all}"; }
 fp32=$(acc "$model")
 
@@ -71,3 +86,25 @@ for c in "${budget[@]}"; do
 	awk -v c="$c" -v a="$a" -v f="$fp32" -v k="$kept" -v t="$total" -v o="$off" 'BEGIN {
 		printf "  calib=%-16s %.4f (%+.2f points), %s of %s quantizers kept, %s\n", c, a, 100*(a-f), k, t, o }'
 done
+if [ "${HELDOUT:-0}" -gt 0 ]; then
+	hf=$(acc "$model" heldout)
+	echo "held out: $HELDOUT fresh examples (internal/cmd/heldout -seed ${HELDOUT_SEED:-1}), ORT level all, FP32 accuracy $hf:"
+	echo "accuracy (INT8 - FP32 in points) and the rows whose argmax is FP32's"
+	agree() { awk -F'\t' -v m="$1" '$1 == m { print $5 }' "$work/acc.heldout"; }
+	printf '%-10s %-17s | %-29s | %-29s\n' policy calib "fold,qdq,fuse" "fold,fuse,qdq"
+	for p in "${policies[@]}"; do
+		for c in "${calibs[@]}"; do
+			row=()
+			for o in qdq-fuse fuse-qdq; do
+				row+=("$(acc "$work/$p.$c.$o.onnx" heldout)" "$(agree "$work/$p.$c.$o.onnx")")
+			done
+			awk -v p="$p" -v c="$c" -v r="${row[*]}" -v f="$hf" 'BEGIN {
+				split(r, a, " ")
+				printf "%-10s %-17s | %.4f (%+.2f) %-13s | %.4f (%+.2f) %s\n", p, c, a[1], 100*(a[1]-f), a[2], a[3], 100*(a[3]-f), a[4] }'
+		done
+	done
+	for c in "${budget[@]}"; do
+		awk -v c="$c" -v a="$(acc "$work/budget.$c.onnx" heldout)" -v g="$(agree "$work/budget.$c.onnx")" -v f="$hf" 'BEGIN {
+			printf "  budget calib=%-16s %.4f (%+.2f points), %s agree\n", c, a, 100*(a-f), g }'
+	done
+fi

@@ -135,6 +135,17 @@ func autoBatchOf(arrays map[string]*ndarray.Array, m *ir.Model) int {
 type Result struct {
 	Right, N int     // correct argmax predictions of the first output, of N labelled rows
 	Cosine   float64 // the smallest cosine similarity to the reference over the float outputs
+	// Agree counts the rows (of Rows) whose argmax of the first output is the reference's:
+	// a measure that needs no labels and is not the one a placement was judged on.
+	Agree, Rows int
+}
+
+// Agreement is Agree/Rows (0 without rows).
+func (r Result) Agreement() float64 {
+	if r.Rows == 0 {
+		return 0
+	}
+	return float64(r.Agree) / float64(r.Rows)
 }
 
 // Accuracy is Right/N (0 without labels).
@@ -152,6 +163,7 @@ type Evaluator struct {
 	Opts   ort.Options
 	first  string                      // the first output's name
 	ref    []map[string]*ndarray.Array // reference outputs per batch
+	refArg []int                       // the reference's argmax of the first output per row
 	outs   []string                    // float outputs compared by cosine, sorted
 	RefRes Result                      // the reference's own score (Cosine 1)
 	Evals  int                         // Run calls so far
@@ -186,6 +198,13 @@ func NewEvaluator(reference []byte, d *Data, opts ort.Options) (*Evaluator, erro
 			return nil, fmt.Errorf("eval: reference model: %w", err)
 		}
 		e.ref = append(e.ref, got)
+	}
+	for _, o := range e.ref {
+		a := o[e.first]
+		if a == nil {
+			return nil, fmt.Errorf("eval: reference model: output %q missing", e.first)
+		}
+		e.refArg = append(e.refArg, argmaxRows(a)...)
 	}
 	res, err := e.score(e.ref)
 	if err != nil {
@@ -244,6 +263,21 @@ func (e *Evaluator) score(outs []map[string]*ndarray.Array) (Result, error) {
 		}
 		r.N = row
 	}
+	for _, o := range outs {
+		a := o[e.first]
+		if a == nil {
+			return r, fmt.Errorf("eval: output %q missing", e.first)
+		}
+		for _, c := range argmaxRows(a) {
+			if r.Rows < len(e.refArg) && c == e.refArg[r.Rows] {
+				r.Agree++
+			}
+			r.Rows++
+		}
+	}
+	if r.Rows != len(e.refArg) {
+		return r, fmt.Errorf("eval: output %q has %d rows, the reference %d", e.first, r.Rows, len(e.refArg))
+	}
 	r.Cosine = 1
 	for _, name := range e.outs {
 		var dot, na, nb float64
@@ -277,6 +311,29 @@ func (e *Evaluator) score(outs []map[string]*ndarray.Array) (Result, error) {
 		}
 	}
 	return r, nil
+}
+
+// argmaxRows is the argmax (first index on ties) of each row of a [rows, ..., classes]
+// array (a scalar or a vector is one row).
+func argmaxRows(a *ndarray.Array) []int {
+	v := a.Float64s()
+	rows := 1
+	if len(a.Shape) > 1 {
+		rows = int(a.Shape[0])
+	}
+	if rows == 0 || len(v) == 0 {
+		return nil
+	}
+	k := len(v) / rows
+	out := make([]int, rows)
+	for i := range out {
+		for j := 1; j < k; j++ {
+			if v[i*k+j] > v[i*k+out[i]] {
+				out[i] = j
+			}
+		}
+	}
+	return out
 }
 
 // CountRight counts the rows of logits ([rows, ..., classes], rows = len(labels)) whose

@@ -110,6 +110,18 @@ func TestEvaluator(t *testing.T) {
 	if r.Right != 6 || math.Abs(r.Accuracy()-6.0/9) > 1e-12 || !(r.Cosine < 0.9) || e.Evals != 1 {
 		t.Errorf("candidate %+v (%d evals)", r, e.Evals)
 	}
+	if e.RefRes.Agree != 9 || e.RefRes.Rows != 9 || r.Agree != 6 || r.Rows != 9 || math.Abs(r.Agreement()-6.0/9) > 1e-12 {
+		t.Errorf("agreement with the reference: reference %+v, candidate %+v", e.RefRes, r)
+	}
+	// Agreement is with the reference, not the labels: against the wrong model as the
+	// reference, the right one scores 9 of 9 and agrees on 6.
+	e2, err := NewEvaluator(cand, d, ort.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := e2.Run(ref); err != nil || r.Right != 9 || r.Agree != 6 || r.Rows != 9 {
+		t.Errorf("the float model against the wrong one: %+v %v", r, err)
+	}
 	path := filepath.Join(t.TempDir(), "m.onnx")
 	if err := ir.Save(m, path, ir.SaveOptions{}); err != nil {
 		t.Fatal(err)
