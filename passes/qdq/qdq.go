@@ -68,7 +68,8 @@ meaning changed. The policy is recorded in the model metadata qcc.qdq.policy.`,
 			_, err := parseRanges(s)
 			return err
 		}},
-		{Name: "weights", Default: "int8", Doc: "int8 (int8 initializers + DequantizeLinear, 4x smaller) | qdq (float weights + QuantizeLinear/DequantizeLinear)", Check: oneOf("int8", "qdq")},
+		{Name: "dtype", Default: "int8", Doc: "int8 (scale amax/127, int8 zero point) | fp8 (FLOAT8E4M3FN, scale amax/448, float8e4m3fn zero point 0, saturating; QuantizeLinear/DequantizeLinear-19: the opset import is raised to 19)", Check: oneOf("int8", "fp8")},
+		{Name: "weights", Default: "int8", Doc: "int8 (quantized initializers, int8 or float8e4m3fn by dtype, + DequantizeLinear, 4x smaller) | qdq (float weights + QuantizeLinear/DequantizeLinear)", Check: oneOf("int8", "qdq")},
 		{Name: "exclude", Default: "", Doc: "regexp on node names or op types left float", Check: checkRegexp},
 		{Name: "disable", Default: "", Doc: "regexp on quantizer group names (layer<L>/<kind>) left float", Check: checkRegexp},
 		{Name: "fold-weights", Default: "false", Doc: "true: fold QuantizeLinear→DequantizeLinear on constant float weights into int8 initializers + DequantizeLinear", Check: oneOf("true", "false")},
@@ -142,6 +143,7 @@ func parseRanges(s string) (float32, error) {
 // options are the parsed options of one run.
 type options struct {
 	policy      string
+	fp8         bool // dtype=fp8
 	method      calib.Method
 	data        string
 	batch       int
@@ -171,7 +173,7 @@ type options struct {
 
 func parseOptions(ctx *pass.Context) (*options, error) {
 	o := &options{policy: ctx.Opt("policy"), data: ctx.Opt("data"), cache: ctx.Opt("cache"), trt: ctx.Opt("trt-cache"),
-		int8Weights: ctx.Opt("weights") == "int8", foldWeights: ctx.Opt("fold-weights") == "true"}
+		int8Weights: ctx.Opt("weights") == "int8", foldWeights: ctx.Opt("fold-weights") == "true", fp8: ctx.Opt("dtype") == "fp8"}
 	var err error
 	if o.method, err = calib.ParseMethod(ctx.Opt("calib")); err != nil {
 		return nil, err
@@ -275,6 +277,12 @@ func (o *options) apply(ctx *pass.Context, br *blocks.Result) error {
 			return err
 		}
 		ctx.Note("%s", conv)
+		changed = true
+	}
+	if o.fp8 && m.Opset("") < 19 && quantizes(pl.targets) {
+		if err := raiseOpset19(ctx, m); err != nil {
+			return err
+		}
 		changed = true
 	}
 	ins := &inserter{m: m, g: m.Graph, o: o, ranges: ranges, weightDQ: map[weightKey]*ir.Value{}, actDQ: map[*ir.Value]*ir.Value{}, scales: Scales{ByName: map[string]string{}, ByValue: map[float32][]string{}}}
@@ -443,6 +451,7 @@ func report(ctx *pass.Context, ts []*target, ins *inserter) {
 	}
 	ctx.Count("qdq: Q/DQ pairs added", ins.pairs)
 	ctx.Count("qdq: weights int8 + DQ", ins.int8W)
+	ctx.Count("qdq: weights fp8 + DQ", ins.fp8W)
 	ctx.Count("qdq: weights float + Q/DQ", ins.qdqW)
 	ctx.Count("qdq: uses already quantized", ins.already)
 }
