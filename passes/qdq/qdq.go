@@ -49,7 +49,9 @@ attn_out, ffn, residual, other) that disable=REGEX turns off; exclude=REGEX leav
 (by name or op type) float. budget=D measures each group against the float model in ONNX
 Runtime and turns off the most harmful groups until the loss is at most D: the drop in
 accuracy (argmax of the first output against the labels of eval=FILE.npz), or without
-eval the drop in the outputs' cosine similarity on the calibration data. pairs=per-reader
+eval the drop in the outputs' cosine similarity on the calibration data. The search tunes
+on part of that data and reports the result on the rest (holdout=F of the batches), or
+on report-eval=FILE.npz; -stats says which figure comes from which data. pairs=per-reader
 gives each reader of an activation its own Q/DQ pair (what ONNX Runtime's x86 int8
 kernels need). Models already carrying Q/DQ are not quantized twice. An opset-11/12 model is raised to 13 (per-channel axis), converting the operators whose
 meaning changed. The policy is recorded in the model metadata qcc.qdq.policy.`,
@@ -81,6 +83,8 @@ meaning changed. The policy is recorded in the model metadata qcc.qdq.policy.`,
 		{Name: "budget", Default: "", Doc: "accuracy budget D: turn off the most harmful quantizer groups until the loss against float is at most D (a fraction: 0.003 = 0.3 point of accuracy with eval, else a drop in cosine similarity)", Check: checkBudget},
 		{Name: "eval", Default: "", Doc: "evaluation data for budget: FILE.npz with the model inputs and a labels array (accuracy = argmax of the first output)"},
 		{Name: "eval-batch", Default: "0", Doc: "evaluation batch size for budget (0: about 1024 input elements per batch)", Check: checkNonNeg},
+		{Name: "holdout", Default: "0.5", Doc: "budget: the fraction of the evaluation batches (eval=, else the calibration data) held out of the search and used only to report the result's accuracy; 0 reports on the data it tuned on", Check: checkHoldout},
+		{Name: "report-eval", Default: "", Doc: "budget: FILE.npz (with labels when eval= has them) the result is reported on instead of a held-out part; the search then tunes on all of the evaluation data"},
 	},
 	Run: run,
 }
@@ -162,6 +166,8 @@ type options struct {
 	budget    float64 // the accuracy budget; < 0 for none
 	eval      string
 	evalBatch int
+	holdout   float64 // fraction of the evaluation batches reported on, not tuned on
+	reportOn  string  // report-eval=FILE.npz
 	// off are the groups the budget search turned off, with why; keep the nodes a budget
 	// left float in an earlier run.
 	off  map[string]string
@@ -199,6 +205,11 @@ func parseOptions(ctx *pass.Context) (*options, error) {
 	}
 	o.eval = ctx.Opt("eval")
 	o.evalBatch, _ = strconv.Atoi(ctx.Opt("eval-batch"))
+	o.holdout, _ = strconv.ParseFloat(ctx.Opt("holdout"), 64)
+	o.reportOn = ctx.Opt("report-eval")
+	if o.reportOn != "" && o.budget < 0 {
+		return nil, fmt.Errorf("report-eval=%s is where budget=D reports its result; give budget too", o.reportOn)
+	}
 	if o.eval != "" && o.budget < 0 {
 		return nil, fmt.Errorf("eval=%s is the evaluation data of budget=D; give budget too", o.eval)
 	}
