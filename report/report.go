@@ -118,9 +118,9 @@ type Hist struct {
 	Count  int64   `json:"count"`
 }
 
-// LayerError is one per-layer error measurement (say, the cosine distance of a layer's
-// output against the float model's with only that layer quantized). Nothing fills it
-// yet; the page charts whatever it is given.
+// LayerError is one per-layer error measurement: qdq<report=FILE.json> gives, per
+// layer, the largest relative error of its blocks' outputs with every quantizer group
+// on (layerErrors); the page charts whatever it is given.
 type LayerError struct {
 	Layer  int     `json:"layer"`
 	Metric string  `json:"metric"`
@@ -136,6 +136,23 @@ type PassStat struct {
 	Seconds  float64        `json:"seconds,omitempty"`
 	Counts   map[string]int `json:"counts,omitempty"`
 	Notes    []string       `json:"notes,omitempty"`
+}
+
+// layerErrors is the largest relative error of the block outputs of each layer, in
+// layer order (-1, the embeddings, first).
+func layerErrors(rep *qdq.ErrorReport) []LayerError {
+	worst := map[int]float64{}
+	for _, b := range rep.Blocks {
+		if v, ok := worst[b.Layer]; !ok || b.RelError > v {
+			worst[b.Layer] = b.RelError
+		}
+	}
+	var out []LayerError
+	for l, v := range worst {
+		out = append(out, LayerError{Layer: l, Metric: "relative error of the block outputs (largest in the layer)", Value: v})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Layer < out[j].Layer })
+	return out
 }
 
 // histBins is how many bins the page shows per tensor.
@@ -160,6 +177,8 @@ func Build(m *ir.Model, rep *pass.Report, nodesIn int) (*Run, error) {
 					for name, h := range d.Tensors {
 						hists[name] = h
 					}
+				case *qdq.ErrorReport:
+					r.LayerErrors = layerErrors(d)
 				case qdq.Scales:
 					maps.Copy(scales.ByName, d.ByName)
 					for v, ts := range d.ByValue {

@@ -105,7 +105,11 @@ func TestPrecisionAccuracy(t *testing.T) {
 		t.Errorf("best INT8+FP16 accuracy %.4f (%s): more than 0.5 point below float32 %.4f", best, bestSpec, fp32)
 	}
 	// FP8 (E4M3FN) Q/DQ: opset 19, where the Q/DQ pairs are typed FP16 with their
-	// neighbours.
+	// neighbours. Level disabled: fuse<target=onnx> before qdq leaves the opset-13
+	// model's LayerNorms decomposed (no LayerNormalization before 17), and once qdq
+	// has raised it to 19, ORT's LayerNormFusion, at level basic here, fuses the
+	// float16 Casts around their float32 statistics into a node it then refuses.
+	opts = ort.Options{OptLevel: ort.OptDisabled}
 	best, bestSpec = 0, ""
 	for _, method := range []string{"max", "percentile:99.99"} {
 		q := "qdq<dtype=fp8;calib=" + method + ";data=" + calibData + ">"

@@ -84,6 +84,7 @@ meaning changed. The policy is recorded in the model metadata qcc.qdq.policy.`,
 		{Name: "eval", Default: "", Doc: "evaluation data for budget: FILE.npz with the model inputs and a labels array (accuracy = argmax of the first output)"},
 		{Name: "eval-batch", Default: "0", Doc: "evaluation batch size for budget (0: about 1024 input elements per batch)", Check: checkNonNeg},
 		{Name: "holdout", Default: "0.5", Doc: "budget: the fraction of the evaluation batches (eval=, else the calibration data) held out of the search and used only to report the result's accuracy; 0 reports on the data it tuned on", Check: checkHoldout},
+		{Name: "report", Default: "", Doc: "FILE.json: the per-layer error report: per block the SQNR and relative error of its output with every group quantized, per quantizer group the measure (accuracy with eval=, else cosine) with it off, ranked, and with budget= the disable= list that meets it; also a table in -stats and a chart in -report (see errreport.go)"},
 		{Name: "report-eval", Default: "", Doc: "budget: FILE.npz (with labels when eval= has them) the result is reported on instead of a held-out part; the search then tunes on all of the evaluation data"},
 	},
 	Run: run,
@@ -168,6 +169,8 @@ type options struct {
 	evalBatch int
 	holdout   float64 // fraction of the evaluation batches reported on, not tuned on
 	reportOn  string  // report-eval=FILE.npz
+
+	reportPath string // report=FILE.json
 	// off are the groups the budget search turned off, with why; keep the nodes a budget
 	// left float in an earlier run.
 	off  map[string]string
@@ -207,6 +210,7 @@ func parseOptions(ctx *pass.Context) (*options, error) {
 	o.evalBatch, _ = strconv.Atoi(ctx.Opt("eval-batch"))
 	o.holdout, _ = strconv.ParseFloat(ctx.Opt("holdout"), 64)
 	o.reportOn = ctx.Opt("report-eval")
+	o.reportPath = ctx.Opt("report")
 	if o.reportOn != "" && o.budget < 0 {
 		return nil, fmt.Errorf("report-eval=%s is where budget=D reports its result; give budget too", o.reportOn)
 	}
@@ -237,7 +241,21 @@ func run(ctx *pass.Context) error {
 			return err
 		}
 	}
-	return o.apply(ctx, br)
+	var float []byte
+	if o.reportPath != "" {
+		if p := ctx.Model.Meta(qdqcheck.PolicyKey); p != "" {
+			ctx.Note("report: the model carries qcc's Q/DQ already (%s %s): no float model to measure against; %s not written", qdqcheck.PolicyKey, p, o.reportPath)
+		} else if float, err = ir.Marshal(ctx.Model); err != nil {
+			return fmt.Errorf("report: serializing the float model: %w", err)
+		}
+	}
+	if err := o.apply(ctx, br); err != nil {
+		return err
+	}
+	if float == nil {
+		return nil
+	}
+	return o.errorReport(ctx, br, float)
 }
 
 // apply places and inserts the quantizers the options select.
