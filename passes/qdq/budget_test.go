@@ -72,7 +72,7 @@ func TestBudgetOptionErrors(t *testing.T) {
 		}
 	}
 	_, err := runPipeline(t, parse(t, attention), "qdq<ranges=const:1;eval=e.npz>")
-	if err == nil || !strings.Contains(err.Error(), "give budget too") {
+	if err == nil || !strings.Contains(err.Error(), "give one of them too") {
 		t.Errorf("eval without budget: %v", err)
 	}
 	_, err = runPipeline(t, parse(t, attention), "qdq<ranges=const:1;report-eval=e.npz>")

@@ -81,7 +81,7 @@ meaning changed. The policy is recorded in the model metadata qcc.qdq.policy.`,
 		{Name: "max-seq", Default: "512", Doc: "attention matmuls over a known sequence length above this stay float (INT8 attention loses accuracy on long sequences; Model Optimizer's limit); 0 for no limit", Check: checkNonNeg},
 		{Name: "qkv-scale", Default: "separate", Doc: "separate: Q, K and V heads get their own activation ranges | shared: one range (the largest) for the three, as a fused QKV GEMM with one output scale wants", Check: oneOf("separate", "shared")},
 		{Name: "budget", Default: "", Doc: "accuracy budget D: turn off the most harmful quantizer groups until the loss against float is at most D (a fraction: 0.003 = 0.3 point of accuracy with eval, else a drop in cosine similarity)", Check: checkBudget},
-		{Name: "eval", Default: "", Doc: "evaluation data for budget: FILE.npz with the model inputs and a labels array (accuracy = argmax of the first output)"},
+		{Name: "eval", Default: "", Doc: "evaluation data for budget and report: FILE.npz with the model inputs and a labels array (accuracy = argmax of the first output)"},
 		{Name: "eval-batch", Default: "0", Doc: "evaluation batch size for budget (0: about 1024 input elements per batch)", Check: checkNonNeg},
 		{Name: "holdout", Default: "0.5", Doc: "budget: the fraction of the evaluation batches (eval=, else the calibration data) held out of the search and used only to report the result's accuracy; 0 reports on the data it tuned on", Check: checkHoldout},
 		{Name: "report", Default: "", Doc: "FILE.json: the per-layer error report: per block the SQNR and relative error of its output with every group quantized, per quantizer group the measure (accuracy with eval=, else cosine) with it off, ranked, and with budget= the disable= list that meets it; also a table in -stats and a chart in -report (see errreport.go)"},
@@ -210,12 +210,12 @@ func parseOptions(ctx *pass.Context) (*options, error) {
 	o.evalBatch, _ = strconv.Atoi(ctx.Opt("eval-batch"))
 	o.holdout, _ = strconv.ParseFloat(ctx.Opt("holdout"), 64)
 	o.reportOn = ctx.Opt("report-eval")
-	o.reportPath = ctx.Opt("report")
 	if o.reportOn != "" && o.budget < 0 {
 		return nil, fmt.Errorf("report-eval=%s is where budget=D reports its result; give budget too", o.reportOn)
 	}
-	if o.eval != "" && o.budget < 0 {
-		return nil, fmt.Errorf("eval=%s is the evaluation data of budget=D; give budget too", o.eval)
+	o.reportPath = ctx.Opt("report")
+	if o.eval != "" && o.budget < 0 && o.reportPath == "" {
+		return nil, fmt.Errorf("eval=%s is the evaluation data of budget=D and report=FILE.json; give one of them too", o.eval)
 	}
 	return o, nil
 }
