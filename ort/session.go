@@ -273,8 +273,12 @@ func ioInfo(path string, model []byte, opts Options) (ins, outs []IOInfo, declar
 // 1.30's CPU provider fuses FP8 (float8e4m3fn) Q/DQ around float32 GEMMs into integer
 // operators it then rejects (microsoft/onnxruntime#22269), failing a session the
 // caller asked for at a lower level. The bytes go to a temporary file; when ORT cannot
-// load that (external data next to the original), the default options are tried.
+// load that (external data next to the original), the default options are tried; at
+// OptAll, the default, they are used directly.
 func infoOfBytes(path string, model []byte, opts Options) (oi, oo []onnxruntime.InputOutputInfo, err error) {
+	if opts.OptLevel == OptAll {
+		return onnxruntime.GetInputOutputInfoWithONNXData(model)
+	}
 	f, err := os.CreateTemp("", "qcc-ort-*.onnx")
 	if err != nil {
 		return onnxruntime.GetInputOutputInfoWithONNXData(model)
