@@ -30,33 +30,34 @@ var stdDefault = opType{bf16: 13}
 // are those of the ONNX operator changelog; LayerNormalization's Mean and InvStdDev are
 // its stash type U, float32.
 var stdOps = map[string]opType{
-	"Range":              {noF16: true},
-	"Conv":               {bf16: 22},
-	"ConvTranspose":      {bf16: 22},
-	"Where":              {bf16: 16},
-	"Relu":               {bf16: 14},
-	"LessOrEqual":        {bf16: 16},
-	"GreaterOrEqual":     {bf16: 16},
-	"CumSum":             {bf16: 14},
-	"Trilu":              {bf16: 14},
-	"Einsum":             {bf16: 0},
-	"Shape":              {bf16: 1, in: map[int]slot{0: slotFree}},
-	"Size":               {bf16: 1, in: map[int]slot{0: slotFree}},
-	"Dropout":            {bf16: 13, in: map[int]slot{1: slotFree}},
-	"Resize":             {bf16: 13, in: map[int]slot{1: slotFree, 2: slotF32}},
-	"LayerNormalization": {bf16: 17, out: map[int]slot{1: slotF32, 2: slotF32}},
-	"RMSNormalization":   {bf16: 23},
-	"Attention":          {bf16: 23},
-	"RotaryEmbedding":    {bf16: 23},
-	"Gelu":               {bf16: 20},
-	"GroupNormalization": {bf16: 18},
-	// From 19 (qdqReason keeps them float32 below) the scale is T1/T2, float16 or
-	// bfloat16; the quantized side (an FP8 zero point, input or output) is read as it is.
-	"QuantizeLinear":        {bf16: 19, in: map[int]slot{2: slotFree}, out: map[int]slot{0: slotFree}},
-	"DequantizeLinear":      {bf16: 19, in: map[int]slot{0: slotFree, 2: slotFree}},
+	"Range":                 {noF16: true},
+	"Conv":                  {bf16: 22},
+	"ConvTranspose":         {bf16: 22},
+	"Where":                 {bf16: 16},
+	"Relu":                  {bf16: 14},
+	"LessOrEqual":           {bf16: 16},
+	"GreaterOrEqual":        {bf16: 16},
+	"CumSum":                {bf16: 14},
+	"Trilu":                 {bf16: 14},
+	"Einsum":                {bf16: 0},
+	"Shape":                 {bf16: 1, in: map[int]slot{0: slotFree}},
+	"Size":                  {bf16: 1, in: map[int]slot{0: slotFree}},
+	"Dropout":               {bf16: 13, in: map[int]slot{1: slotFree}},
+	"Resize":                {bf16: 13, in: map[int]slot{1: slotFree, 2: slotF32}},
+	"LayerNormalization":    {bf16: 17, out: map[int]slot{1: slotF32, 2: slotF32}},
+	"RMSNormalization":      {bf16: 23},
+	"Attention":             {bf16: 23},
+	"RotaryEmbedding":       {bf16: 23},
+	"Gelu":                  {bf16: 20},
+	"GroupNormalization":    {bf16: 18},
 	"InstanceNormalization": {bf16: 0},
 	// ONNX Runtime registers its RMSNorm in the default domain; inv_std_var is U, float32.
 	"SimplifiedLayerNormalization": {bf16: 1, out: map[int]slot{1: slotF32}},
+
+	// From 19 (qdqReason keeps them float32 below) the scale is T1/T2, float16 or
+	// bfloat16; the quantized side (an FP8 zero point, input or output) is read as it is.
+	"QuantizeLinear":   {bf16: 19, in: map[int]slot{2: slotFree}, out: map[int]slot{0: slotFree}},
+	"DequantizeLinear": {bf16: 19, in: map[int]slot{0: slotFree, 2: slotFree}},
 }
 
 // msOps lists the com.microsoft operators whose type constraints allow float16, from
