@@ -200,6 +200,8 @@ func (t *Tensor) Float64s() ([]float64, error) {
 			out[i] = float64(HalfToFloat32(binary.LittleEndian.Uint16(b[2*i:])))
 		case BFloat16:
 			out[i] = float64(math.Float32frombits(uint32(binary.LittleEndian.Uint16(b[2*i:])) << 16))
+		case Float8E4M3FN:
+			out[i] = float64(Float8E4M3FNToFloat32(b[i]))
 		default:
 			return nil, fmt.Errorf("tensor %q: cannot read %s as numbers", t.Name, t.DType)
 		}

@@ -250,7 +250,7 @@ func ioInfo(path string, model []byte, opts Options) (ins, outs []IOInfo, declar
 		if ins, outs, ok := declaredIO(model); ok {
 			return ins, outs, true, nil
 		}
-		oi, oo, err = onnxruntime.GetInputOutputInfoWithONNXData(model)
+		oi, oo, err = infoOfBytes(path, model, opts)
 	} else {
 		// The temporary session must not profile or save the model itself.
 		opts.ProfilePrefix, opts.OptimizedModelPath = "", ""
@@ -265,6 +265,42 @@ func ioInfo(path string, model []byte, opts Options) (ins, outs []IOInfo, declar
 		return nil, nil, false, err
 	}
 	return convertInfo(oi), convertInfo(oo), false, nil
+}
+
+// infoOfBytes asks ORT for the inputs and outputs of a model in memory through a
+// temporary session with the caller's options: the binding's own in-memory variant
+// takes none, so ORT would optimise at its default level, and at extended and above ORT
+// 1.30's CPU provider fuses FP8 (float8e4m3fn) Q/DQ around float32 GEMMs into integer
+// operators it then rejects (microsoft/onnxruntime#22269), failing a session the
+// caller asked for at a lower level. The bytes go to a temporary file; when ORT cannot
+// load that (external data next to the original), the default options are tried; at
+// OptAll, the default, they are used directly.
+func infoOfBytes(path string, model []byte, opts Options) (oi, oo []onnxruntime.InputOutputInfo, err error) {
+	if opts.OptLevel == OptAll {
+		return onnxruntime.GetInputOutputInfoWithONNXData(model)
+	}
+	f, err := os.CreateTemp("", "qcc-ort-*.onnx")
+	if err != nil {
+		return onnxruntime.GetInputOutputInfoWithONNXData(model)
+	}
+	defer os.Remove(f.Name())
+	_, err = f.Write(model)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return onnxruntime.GetInputOutputInfoWithONNXData(model)
+	}
+	opts.ProfilePrefix, opts.OptimizedModelPath = "", ""
+	so, err := sessionOptions(path, opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer so.Destroy()
+	if oi, oo, err = onnxruntime.GetInputOutputInfoWithOptions(f.Name(), so); err == nil {
+		return oi, oo, nil
+	}
+	return onnxruntime.GetInputOutputInfoWithONNXData(model)
 }
 
 func convertInfo(in []onnxruntime.InputOutputInfo) []IOInfo {

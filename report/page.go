@@ -144,7 +144,7 @@ details pre { background: #f0f0f0; padding: .6em; overflow-x: auto; }
 
 <h2>Error per layer</h2>
 {{if .LayerErrors}}<svg id="error-chart" role="img" aria-label="error per layer"></svg>
-{{else}}<p id="no-errors" class="sub">No per-layer error data in this run (nothing measures it yet; see report.LayerError).</p>{{end}}
+{{else}}<p id="no-errors" class="sub">No per-layer error data in this run (qdq&lt;report=FILE.json&gt; measures it).</p>{{end}}
 
 <h2>Per pass</h2>
 <details><summary>{{len .Passes}} passes run</summary>

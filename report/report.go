@@ -58,6 +58,10 @@ type Summary struct {
 	Weights     int `json:"quantized_weights"`
 	// Regions counts nodes per precision class (int8, fp8, fp32, fp16, bf16, q/dq, index).
 	Regions map[string]int `json:"precision_nodes"`
+	// GEMMs counts the MatMul and Gemm nodes by their output's type (fp32, fp16, bf16),
+	// quantized ones included: TensorRT 11 runs a GEMM its ONNX types float32 in FP32,
+	// between Q/DQ too. fp32 is always present.
+	GEMMs map[string]int `json:"gemm_output_types"`
 	// OutputBytes is the size of the written model (with its external data), -1 when
 	// nothing was written.
 	OutputBytes int64 `json:"output_bytes"`
@@ -114,9 +118,9 @@ type Hist struct {
 	Count  int64   `json:"count"`
 }
 
-// LayerError is one per-layer error measurement (say, the cosine distance of a layer's
-// output against the float model's with only that layer quantized). Nothing fills it
-// yet; the page charts whatever it is given.
+// LayerError is one per-layer error measurement: qdq<report=FILE.json> gives, per
+// layer, the largest relative error of its blocks' outputs with every quantizer group
+// on (layerErrors); the page charts whatever it is given.
 type LayerError struct {
 	Layer  int     `json:"layer"`
 	Metric string  `json:"metric"`
@@ -134,13 +138,30 @@ type PassStat struct {
 	Notes    []string       `json:"notes,omitempty"`
 }
 
+// layerErrors is the largest relative error of the block outputs of each layer, in
+// layer order (-1, the embeddings, first).
+func layerErrors(rep *qdq.ErrorReport) []LayerError {
+	worst := map[int]float64{}
+	for _, b := range rep.Blocks {
+		if v, ok := worst[b.Layer]; !ok || b.RelError > v {
+			worst[b.Layer] = b.RelError
+		}
+	}
+	var out []LayerError
+	for l, v := range worst {
+		out = append(out, LayerError{Layer: l, Metric: "relative error of the block outputs (largest in the layer)", Value: v})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Layer < out[j].Layer })
+	return out
+}
+
 // histBins is how many bins the page shows per tensor.
 const histBins = 48
 
 // Build records a run: m is the output model, rep what the pipeline reported (nil when
 // no passes ran), nodesIn the input's node count.
 func Build(m *ir.Model, rep *pass.Report, nodesIn int) (*Run, error) {
-	r := &Run{Summary: Summary{NodesIn: nodesIn, OutputBytes: -1, Regions: map[string]int{}}}
+	r := &Run{Summary: Summary{NodesIn: nodesIn, OutputBytes: -1, Regions: map[string]int{}, GEMMs: map[string]int{"fp32": 0}}}
 	var fuses []*transformer.Report
 	hists := map[string]*calib.Histogram{}
 	scales := qdq.Scales{ByName: map[string]string{}, ByValue: map[float32][]string{}}
@@ -156,6 +177,8 @@ func Build(m *ir.Model, rep *pass.Report, nodesIn int) (*Run, error) {
 					for name, h := range d.Tensors {
 						hists[name] = h
 					}
+				case *qdq.ErrorReport:
+					r.LayerErrors = layerErrors(d)
 				case qdq.Scales:
 					maps.Copy(scales.ByName, d.ByName)
 					for v, ts := range d.ByValue {
@@ -197,6 +220,9 @@ func Build(m *ir.Model, rep *pass.Report, nodesIn int) (*Run, error) {
 		class[n] = c
 		r.Classes = append(r.Classes, c)
 		r.Summary.Regions[c]++
+		if (n.OpType == "MatMul" || n.OpType == "Gemm") && (n.Domain == "" || n.Domain == "ai.onnx") {
+			r.Summary.GEMMs[short(elemType(n.Output(0)))]++
+		}
 	}
 	r.Summary.NodesOut = m.Graph.NumNodes()
 
@@ -487,6 +513,9 @@ func (r *Run) WriteSummary(w io.Writer) {
 	fmt.Fprintf(tw, "  blocks\t%d found, %d fused, %d left decomposed; %d candidates refused\n", s.Blocks, s.Fused, s.Unfused, s.Refused)
 	fmt.Fprintf(tw, "  quantized\t%d activation Q/DQ pairs on %d tensors, %d weights\n", s.QDQ, s.Activations, s.Weights)
 	fmt.Fprintf(tw, "  precision\t%s\n", regions(s.Regions))
+	if len(s.GEMMs) > 0 {
+		fmt.Fprintf(tw, "  MatMul/Gemm\t%s by output type\n", strings.TrimSuffix(regions(s.GEMMs), " nodes"))
+	}
 	if s.OutputBytes >= 0 {
 		fmt.Fprintf(tw, "  output\t%s, %s\n", r.Output, bytesString(s.OutputBytes))
 	}

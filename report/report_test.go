@@ -1,12 +1,15 @@
 package report
 
 import (
+	"fmt"
 	"math"
 	"strings"
 	"testing"
 
 	"github.com/qcc-dev/qcc/ir"
 	"github.com/qcc-dev/qcc/ir/text"
+	"github.com/qcc-dev/qcc/pass"
+	"github.com/qcc-dev/qcc/passes/qdq"
 	"github.com/qcc-dev/qcc/quant/calib"
 )
 
@@ -81,5 +84,42 @@ g (float[2,4] x) => (float[2,3] y, int64[2] s) <int8[4,3] w = {1,2,3,4,5,6,7,8,9
 	r.WriteSummary(&b)
 	if !strings.Contains(b.String(), "1 activation Q/DQ pairs on 1 tensors, 1 weights") {
 		t.Errorf("summary text:\n%s", b.String())
+	}
+}
+
+// TestLayerErrorsFromReport: qdq's error report becomes one chart entry per layer, its
+// largest block error, in layer order; and -stats counts the GEMMs by output type.
+func TestLayerErrorsFromReport(t *testing.T) {
+	m, err := text.Parse(`<ir_version: 8, opset_import: ["" : 13]>
+g (float[2,4] x) => (float[2,3] y) <float[4,3] w = {1,2,3,4,5,6,7,8,9,10,11,12}> {
+  y = MatMul (x, w)
+}
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	er := &qdq.ErrorReport{Blocks: []qdq.BlockError{
+		{Block: "attention.1", Layer: 1, RelError: 0.02}, {Block: "ffn.1", Layer: 1, RelError: 0.05},
+		{Block: "layernorm.0", Layer: -1, RelError: 0.01}, {Block: "ffn.0", Layer: 0, RelError: 0.03},
+	}}
+	rep := &pass.Report{Stats: []pass.Stat{{Pass: "qdq", Data: []any{er}}}}
+	r, err := Build(m, rep, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range r.LayerErrors {
+		got = append(got, fmt.Sprintf("%d:%g", e.Layer, e.Value))
+	}
+	if strings.Join(got, " ") != "-1:0.01 0:0.03 1:0.05" {
+		t.Errorf("layer errors %v", got)
+	}
+	if r.Summary.GEMMs["fp32"] != 1 {
+		t.Errorf("GEMMs %v", r.Summary.GEMMs)
+	}
+	var b strings.Builder
+	r.WriteSummary(&b)
+	if !strings.Contains(b.String(), "MatMul/Gemm  fp32 1 by output type") {
+		t.Errorf("summary:\n%s", b.String())
 	}
 }

@@ -64,6 +64,11 @@ var (
 	fp16 = Step{Spec: "precision<type=fp16>", For: []Precision{FP16},
 		Needs: "FP16 typing (the precision pass)"}
 	fp8Needs = "FP8 Q/DQ placement (qdq<dtype=fp8>; opset 19 E4M3FN)"
+	// TensorRT's FP8 is typed FP16 too: qdq<dtype=fp8> raises the model to opset 19,
+	// where the Q/DQ pairs take their neighbours' precision (float16 scales), so the
+	// GEMMs between them and everything else run in FP16 instead of FP32.
+	fp16TRT = Step{Spec: "precision<type=fp16>", For: []Precision{FP16, FP8},
+		Needs: "FP16 typing (the precision pass)"}
 )
 
 // Targets is the table, one entry per runtime.
@@ -109,11 +114,12 @@ var Targets = []*Target{
 			{Spec: "qdq<policy=full;residual=skip;pairs=shared>", For: []Precision{INT8}},
 			{Spec: "qdq<policy=full;residual=skip;pairs=shared;dtype=fp8>", For: []Precision{FP8}, Needs: fp8Needs},
 			{Spec: "fuse<target=onnx;opset=17>"},
-			fp16,
+			fp16TRT,
 		},
 		Why: "TensorRT's placement: every GEMM input, both inputs of the attention BMMs (INT8 fused MHA), the residual Add's skip input (the Add fuses into the GEMM epilogue), " +
 			"one shared pair per tensor, GEMMs too small for tensor cores float; standard operators only (TensorRT parses no com.microsoft operator), " +
-			"LayerNormalization-17 and the GELU and quantized attention left for TensorRT's own fusions (which need the BMMs' Q/DQ visible)",
+			"LayerNormalization-17 and the GELU and quantized attention left for TensorRT's own fusions (which need the BMMs' Q/DQ visible); " +
+			"FP8 (E4M3FN Q/DQ at opset 19) typed FP16 around the quantized GEMMs",
 	},
 	{
 		Name:    "onnx",
@@ -126,7 +132,7 @@ var Targets = []*Target{
 			{Spec: "fuse<target=onnx>"},
 			fp16,
 		},
-		Why: "standard operators only and no opset raise: the conservative INT8 placement (the linear layers' inputs) and whatever standard fused operators the model's opset has",
+		Why: "standard operators only and no opset raise (but FP8's to 19, the first opset with FP8 Q/DQ): the conservative INT8 placement (the linear layers' inputs) and whatever standard fused operators the model's opset has",
 	},
 }
 

@@ -20,7 +20,9 @@ func TestExpand(t *testing.T) {
 		{"ort-cpu", target.FP32, "fold,fuse<target=ort;provider=cpu;opset=23>"},
 		{"tensorrt", target.INT8, "fold,qdq<policy=full;residual=skip;pairs=shared>,fuse<target=onnx;opset=17>"},
 		{"tensorrt", target.FP16, "fold,fuse<target=onnx;opset=17>,precision<type=fp16>"},
+		{"tensorrt", target.FP8, "fold,qdq<policy=full;residual=skip;pairs=shared;dtype=fp8>,fuse<target=onnx;opset=17>,precision<type=fp16>"},
 		{"onnx", "", "fold,qdq,fuse<target=onnx>"},
+		{"onnx", target.FP8, "fold,qdq<dtype=fp8>,fuse<target=onnx>"},
 		{"onnx", target.FP16, "fold,fuse<target=onnx>,precision<type=fp16>"},
 		{"ort-cuda", "", "fold,fuse<target=ort;provider=cuda>,precision<type=fp16>"},
 		{"ort-cuda", target.FP32, "fold,fuse<target=ort;provider=cuda>"},
@@ -53,7 +55,7 @@ func TestRefusals(t *testing.T) {
 		prec   target.Precision
 		want   []string
 	}{
-		{"tensorrt", target.FP8, []string{"FP8 Q/DQ", "qdq has no option dtype", "int8|fp16|fp32"}},
+		{"ort-cpu", target.FP8, []string{"fake quantization"}},
 		{"ort-cuda", target.INT8, []string{"no INT8 kernels", "tensorrt"}},
 		{"ort-cpu", target.FP16, []string{"no FP16 kernels"}},
 		{"ort-cpu", "int4", []string{"unknown precision", "int8, fp8, fp16, fp32"}},

@@ -24,7 +24,8 @@ import (
 //   - fold,precision<type=fp16> (and with fuse<target=onnx> before or after it) is within
 //     0.05 point of float32;
 //   - INT8 Q/DQ then float16 (fold,qdq,precision<type=fp16>, in both orders with fuse) is
-//     within 0.5 point for the best calibration;
+//     within 0.5 point for the best calibration, and so is FP8 Q/DQ
+//     (fold,qdq<dtype=fp8>,precision<type=fp16>);
 //   - bfloat16 is measured and logged.
 func TestPrecisionAccuracy(t *testing.T) {
 	orttest.RequireLib(t)
@@ -102,6 +103,26 @@ func TestPrecisionAccuracy(t *testing.T) {
 	}
 	if best < fp32-0.005 {
 		t.Errorf("best INT8+FP16 accuracy %.4f (%s): more than 0.5 point below float32 %.4f", best, bestSpec, fp32)
+	}
+	// FP8 (E4M3FN) Q/DQ: opset 19, where the Q/DQ pairs are typed FP16 with their
+	// neighbours. Level disabled: fuse<target=onnx> before qdq leaves the opset-13
+	// model's LayerNorms decomposed (no LayerNormalization before 17), and once qdq
+	// has raised it to 19, ORT's LayerNormFusion, at level basic here, fuses the
+	// float16 Casts around their float32 statistics into a node it then refuses.
+	opts = ort.Options{OptLevel: ort.OptDisabled}
+	best, bestSpec = 0, ""
+	for _, method := range []string{"max", "percentile:99.99"} {
+		q := "qdq<dtype=fp8;calib=" + method + ";data=" + calibData + ">"
+		for _, spec := range []string{"fold," + q + ",fuse<target=onnx>," + prec, "fold,fuse<target=onnx>," + q + "," + prec} {
+			acc, plain := accuracy(spec, ir.Float16)
+			row(spec, acc, plain)
+			if acc > best {
+				best, bestSpec = acc, spec
+			}
+		}
+	}
+	if best < fp32-0.005 {
+		t.Errorf("best FP8+FP16 accuracy %.4f (%s): more than 0.5 point below float32 %.4f", best, bestSpec, fp32)
 	}
 	for _, spec := range []string{"fold,precision<type=bf16;data=" + calibData + ">", "fold,qdq<data=" + calibData + ">,precision<type=bf16;data=" + calibData + ">"} {
 		acc, plain := accuracy(spec, ir.BFloat16)

@@ -29,10 +29,12 @@ const trainedFP32 = 0.8615
 //
 //   - the best policy=linear result over the calibration methods and both pass orders is
 //     within 0.5 point of float;
-//   - qdq<budget=0.003;eval=eval.npz> is within 0.3 point of float, for the default
-//     calibration and for a harsh one (percentile:95, over budget with every group on,
-//     so the search turns groups off), and what it keeps is maximal: turning any group it
-//     left off back on breaks the budget.
+//   - qdq<budget=0.003;eval=eval.npz>, which tunes on half of eval.npz's batches, is
+//     within 0.3 point of float on that half, for the default calibration and for a
+//     harsh one (percentile:95, over budget with every group on, so the search turns
+//     groups off), what it keeps is maximal there (turning any group it left off back on
+//     breaks the budget), and its notes state the accuracies measured here on the
+//     tuning half and on the held-out half.
 //
 // trainedClassifier is the corpus's trained classifier, its calibration and evaluation
 // data files, and the evaluation examples with their labels.
@@ -118,20 +120,56 @@ func TestQDQAccuracy(t *testing.T) {
 		t.Errorf("best policy=linear accuracy %.4f (%s): more than 0.5 point below float %.4f", best, bestSpec, fp32)
 	}
 
-	// budget=0.003.
+	// budget=0.003: the search tunes on half the batches of eval.npz (the same split as
+	// here: eval.Load's batches, every other one held out) and reports its result on the
+	// other half. Its guarantee is on the tuning half; the held-out figure is the honest
+	// estimate, stated in the notes and checked here, not bounded.
 	const budget = 0.003
+	tune, held := data.Split(0.5)
+	if held == nil {
+		t.Fatal("eval.npz does not split")
+	}
+	on := func(m *ir.Model, d *eval.Data) float64 {
+		t.Helper()
+		n++
+		path := filepath.Join(dir, fmt.Sprintf("m%d.onnx", n))
+		if err := ir.Save(m, path, ir.SaveOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		acc, err := eval.Accuracy(path, d, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return acc
+	}
+	fpTune, err := eval.Accuracy(model, tune, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fpHeld, err := eval.Accuracy(model, held, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, method := range []string{"percentile:99.99", "percentile:95"} {
 		base := "policy=full;calib=" + method + ";data=" + calibData
 		acc, m, st := compile("fold,qdq<" + base + ";budget=0.003;eval=" + evalData + ">")
+		accTune, accHeld := on(m, tune), on(m, held)
 		kept, total := st.Counts["qdq: budget quantizers kept"], st.Counts["qdq: budget quantizers total"]
 		off := budgetOff(m)
-		t.Logf("policy=full calib=%s budget=%g: accuracy %.4f (float %.4f), %d of %d quantizers kept, groups off: %v\n%s",
-			method, budget, acc, fp32, kept, total, off, strings.Join(st.Notes, "\n"))
-		if acc < fp32-budget-1e-9 {
-			t.Errorf("calib=%s: budget=%g gives accuracy %.4f, more than %g below float %.4f", method, budget, acc, budget, fp32)
+		notes := strings.Join(st.Notes, "\n")
+		t.Logf("policy=full calib=%s budget=%g: accuracy on the tuning half %.4f (float %.4f), held-out half %.4f (float %.4f), all %.4f (float %.4f); %d of %d quantizers kept, groups off: %v\n%s",
+			method, budget, accTune, fpTune, accHeld, fpHeld, acc, fp32, kept, total, off, notes)
+		if st.Counts["qdq: budget rows tuned on"] != tune.Len() || st.Counts["qdq: budget rows reported on"] != held.Len() {
+			t.Errorf("calib=%s: rows tuned on %d, reported on %d; want %d and %d", method, st.Counts["qdq: budget rows tuned on"], st.Counts["qdq: budget rows reported on"], tune.Len(), held.Len())
 		}
-		if !strings.Contains(strings.Join(st.Notes, "\n"), fmt.Sprintf("accuracy %.4f", acc)) {
-			t.Errorf("calib=%s: the search's notes do not state the accuracy measured here (%.4f)", method, acc)
+		if accTune < fpTune-budget-1e-9 {
+			t.Errorf("calib=%s: budget=%g gives accuracy %.4f on the tuning half, more than %g below float %.4f", method, budget, accTune, budget, fpTune)
+		}
+		for _, want := range []string{fmt.Sprintf("on the tuning data accuracy %.4f", accTune),
+			fmt.Sprintf("float accuracy %.4f; ", fpHeld), fmt.Sprintf("result (%d groups off) accuracy %.4f", len(off), accHeld)} {
+			if !strings.Contains(notes, want) {
+				t.Errorf("calib=%s: the search's notes do not state %q, measured here", method, want)
+			}
 		}
 		if total == 0 || kept == 0 || kept > total {
 			t.Errorf("calib=%s: %d of %d quantizers kept", method, kept, total)
@@ -139,7 +177,8 @@ func TestQDQAccuracy(t *testing.T) {
 		if method == "percentile:95" && len(off) == 0 {
 			t.Errorf("calib=%s: nothing turned off; the test expects this calibration to be over budget with every group on", method)
 		}
-		// Maximal: each group left off, turned back on alone, breaks the budget.
+		// Maximal on the tuning half: each group left off, turned back on alone, breaks
+		// the budget there.
 		for _, g := range off {
 			rest := ""
 			if others := withoutGroup(off, g); len(others) > 0 {
@@ -148,8 +187,8 @@ func TestQDQAccuracy(t *testing.T) {
 				}
 				rest = ";disable=^(?:" + strings.Join(others, "|") + ")$"
 			}
-			if a, _, _ := compile("fold,qdq<" + base + rest + ">"); a >= fp32-budget-1e-9 {
-				t.Errorf("calib=%s: group %s was left off, but with it on the accuracy is %.4f, within budget", method, g, a)
+			if _, m2, _ := compile("fold,qdq<" + base + rest + ">"); on(m2, tune) >= fpTune-budget-1e-9 {
+				t.Errorf("calib=%s: group %s was left off, but with it on the accuracy on the tuning half is within budget", method, g)
 			}
 		}
 	}

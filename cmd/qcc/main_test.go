@@ -306,7 +306,7 @@ func TestPrintPipeline(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"-target=tensorrt", "-precision=fp8"}, "FP8 Q/DQ"},
+		{[]string{"-target=ort-cpu", "-precision=fp8"}, "fake quantization"},
 		{[]string{"-target=ort-cpu", "-precision=fp16"}, "no FP16 kernels"},
 		{[]string{"-target=gpu"}, "unknown target"},
 		{[]string{"-precision=int8"}, "needs -target"},

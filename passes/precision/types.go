@@ -53,6 +53,11 @@ var stdOps = map[string]opType{
 	"InstanceNormalization": {bf16: 0},
 	// ONNX Runtime registers its RMSNorm in the default domain; inv_std_var is U, float32.
 	"SimplifiedLayerNormalization": {bf16: 1, out: map[int]slot{1: slotF32}},
+
+	// From 19 (qdqReason keeps them float32 below) the scale is T1/T2, float16 or
+	// bfloat16; the quantized side (an FP8 zero point, input or output) is read as it is.
+	"QuantizeLinear":   {bf16: 19, in: map[int]slot{2: slotFree}, out: map[int]slot{0: slotFree}},
+	"DequantizeLinear": {bf16: 19, in: map[int]slot{0: slotFree, 2: slotFree}},
 }
 
 // msOps lists the com.microsoft operators whose type constraints allow float16, from

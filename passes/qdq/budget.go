@@ -26,6 +26,12 @@ package qdq
 //     first on ties): keep it on when the model stays within budget. This keeps as many
 //     quantizers as the greedy order allows.
 //
+// The figures the search chooses by are biased towards it: they are the data it tuned
+// on. So the search tunes on part of the evaluation data only and reports the result on
+// the rest (holdout=F of the batches, every other one by default), or on
+// report-eval=FILE.npz; the notes say which figure is on which data, and the held-out
+// one is the one to quote.
+//
 // Every step is deterministic: groups are visited in sorted order with explicit
 // tie-breakers, each distinct set of groups is measured once, and the data is read in
 // order. The groups turned off are recorded in the skip reason of their nodes; a later
@@ -49,6 +55,14 @@ import (
 
 // budgetMark is part of the skip reason of every group the budget turned off.
 const budgetMark = "disabled by budget="
+
+func checkHoldout(s string) error {
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil || !(v >= 0 && v < 1) {
+		return fmt.Errorf("want a fraction in [0, 1)")
+	}
+	return nil
+}
 
 func checkBudget(s string) error {
 	if s == "" {
@@ -76,6 +90,7 @@ type budgetSearch struct {
 	float   []byte // the model before the pass
 	dir     string // where its external data lives
 	ev      *eval.Evaluator
+	opts    ort.Options
 	acc     bool // accuracy (eval=) rather than cosine similarity
 	allowed int  // accuracy: predictions that may be lost
 	seen    map[string]*measurement
@@ -133,13 +148,13 @@ func (o *options) searchBudget(ctx *pass.Context, br *blocks.Result) error {
 		return fmt.Errorf("budget: serializing the float model: %w", err)
 	}
 	var d *eval.Data
-	what := ""
+	src, what := o.data, "cosine similarity of the outputs"
 	if o.eval != "" {
 		s.acc = true
+		src, what = o.eval, "accuracy"
 		if d, err = eval.Load(o.eval, m, o.evalBatch, true); err != nil {
 			return fmt.Errorf("budget: %w", err)
 		}
-		what = fmt.Sprintf("accuracy on %s", o.eval)
 	} else {
 		b := o.evalBatch
 		if b == 0 {
@@ -148,24 +163,41 @@ func (o *options) searchBudget(ctx *pass.Context, br *blocks.Result) error {
 		if d, err = eval.Load(o.data, m, b, false); err != nil {
 			return fmt.Errorf("budget: %w", err)
 		}
-		what = fmt.Sprintf("cosine similarity of the outputs on %s", o.data)
 	}
-	if s.ev, err = eval.NewEvaluator(s.float, d, ort.Options{OptLevel: ort.OptAll}); err != nil {
+	tune, held, heldWhat, err := o.holdOut(m, d, src, s.acc)
+	if err != nil {
+		return err
+	}
+	// ORT's CPU provider refuses FP8 Q/DQ GEMMs from level extended on (it fuses them
+	// into integer operators that take no float8: microsoft/onnxruntime#22269).
+	s.opts = ort.Options{OptLevel: ort.OptAll}
+	if o.fp8 {
+		s.opts.OptLevel = ort.OptBasic
+	}
+	if s.ev, err = eval.NewEvaluator(s.float, tune, s.opts); err != nil {
 		return fmt.Errorf("budget: %w", err)
 	}
-	s.allowed = int(math.Floor(o.budget*float64(d.Len()) + 1e-9))
+	s.allowed = int(math.Floor(o.budget*float64(tune.Len()) + 1e-9))
 	ref := s.ev.RefRes
 
 	all, err := s.measure(nil)
 	if err != nil {
 		return err
 	}
-	if s.acc {
-		what += fmt.Sprintf(" (float %.4f)", ref.Accuracy())
+	on := src
+	if held != nil && o.reportOn == "" {
+		on = "the tuning part of " + src
 	}
-	ctx.Note("budget: %s, %d rows in %d batches; all %d groups on (%d quantizers): %s, loss %s (budget %g)",
-		what, d.Len(), len(d.Batches), len(groups), all.quant, s.describe(all.res), s.loss(all.res), o.budget)
-	finish := func(cur *measurement, off []string) {
+	if s.acc {
+		what += fmt.Sprintf(", float %.4f", ref.Accuracy())
+	}
+	ctx.Note("budget: tuning on %s: %d rows in %d batches (%s); all %d groups on (%d quantizers): %s, loss %s (budget %g)",
+		on, tune.Len(), len(tune.Batches), what, len(groups), all.quant, s.describe(all.res), s.loss(all.res), o.budget)
+	if held == nil {
+		ctx.Note("budget: nothing held out (%s): every figure is on the data the search tuned on", heldWhat)
+	}
+	ctx.Count("qdq: budget rows tuned on", tune.Len())
+	finish := func(cur *measurement, off []string) error {
 		ctx.Count("qdq: budget evaluations", s.ev.Evals)
 		ctx.Count("qdq: budget groups measured", len(groups))
 		ctx.Count("qdq: budget groups turned off", len(off))
@@ -175,13 +207,16 @@ func (o *options) searchBudget(ctx *pass.Context, br *blocks.Result) error {
 		if !s.within(cur.res) {
 			cmp = ">"
 		}
-		ctx.Note("budget: result: %d of %d groups off%s; %d of %d quantizers kept; %s, loss %s %s %g; %d models evaluated",
+		ctx.Note("budget: result: %d of %d groups off%s; %d of %d quantizers kept; on the tuning data %s, loss %s %s %g; %d models evaluated",
 			len(off), len(groups), listSuffix(off), cur.quant, all.quant, s.describe(cur.res), s.loss(cur.res), cmp, o.budget, s.ev.Evals)
+		if held == nil {
+			return nil
+		}
+		return s.reportHeld(held, heldWhat, off)
 	}
 	if s.within(all.res) {
 		ctx.Note("budget: within budget with every group on")
-		finish(all, nil)
-		return nil
+		return finish(all, nil)
 	}
 
 	// 2. Leave-one-out.
@@ -263,7 +298,78 @@ func (o *options) searchBudget(ctx *pass.Context, br *blocks.Result) error {
 		o.off[g] = fmt.Sprintf("group %s %s%g (%s with it, %s without)", g, budgetMark, o.budget, s.short(with.res), s.short(cur.res))
 		ctx.Note("budget: %s off (%d quantizers): %s with it on, %s without", g, all.perGroup[g], s.describe(with.res), s.describe(cur.res))
 	}
-	finish(cur, off)
+	return finish(cur, off)
+}
+
+// holdOut splits the evaluation data d (read from src) into what the search tunes on
+// and what its result is reported on: report-eval=FILE.npz when given (tuning on all of
+// d), else the holdout fraction of d's batches. held is nil when nothing is held out,
+// and what then says why.
+func (o *options) holdOut(m *ir.Model, d *eval.Data, src string, labels bool) (tune, held *eval.Data, what string, err error) {
+	if o.reportOn != "" {
+		b := o.evalBatch
+		if b == 0 && !labels {
+			b = o.batch
+		}
+		if held, err = eval.Load(o.reportOn, m, b, labels); err != nil {
+			return nil, nil, "", fmt.Errorf("budget: report-eval: %w", err)
+		}
+		return d, held, "report-eval=" + o.reportOn, nil
+	}
+	if o.holdout == 0 {
+		return d, nil, "holdout=0", nil
+	}
+	if tune, held = d.Split(o.holdout); held == nil {
+		return d, nil, fmt.Sprintf("%s has %d batch(es), too few to hold out holdout=%g of them; give report-eval=FILE.npz or more data", src, len(d.Batches), o.holdout), nil
+	}
+	what = fmt.Sprintf("the held-out part of %s (holdout=%g of its batches", src, o.holdout)
+	if !labels && src == o.data {
+		what += "; calibration saw them"
+	}
+	return tune, held, what + ")", nil
+}
+
+// reportHeld scores the float model, the model with every group on and the result
+// (groups off) on the held-out data, which the search never saw, and notes the figures
+// as the ones to quote.
+func (s *budgetSearch) reportHeld(held *eval.Data, what string, off []string) error {
+	ev, err := eval.NewEvaluator(s.float, held, s.opts)
+	if err != nil {
+		return fmt.Errorf("budget: held-out data: %w", err)
+	}
+	score := func(off []string) (eval.Result, error) {
+		b, _, err := s.build(off)
+		if err != nil {
+			return eval.Result{}, err
+		}
+		r, err := ev.Run(b)
+		if err != nil {
+			return eval.Result{}, fmt.Errorf("budget: held-out data: %w", err)
+		}
+		return r, nil
+	}
+	all, err := score(nil)
+	if err != nil {
+		return err
+	}
+	cur := all
+	if len(off) > 0 {
+		if cur, err = score(off); err != nil {
+			return err
+		}
+	}
+	h := &budgetSearch{o: s.o, ev: ev, acc: s.acc, allowed: int(math.Floor(s.o.budget*float64(held.Len()) + 1e-9))}
+	verdict := "within"
+	if !h.within(cur) {
+		verdict = "over"
+	}
+	float := ""
+	if s.acc {
+		float = fmt.Sprintf("float accuracy %.4f; ", ev.RefRes.Accuracy())
+	}
+	s.ctx.Count("qdq: budget rows reported on", held.Len())
+	s.ctx.Note("budget: reported on %s, %d rows the search did not use: %severy group on %s, loss %s; result (%d groups off) %s, loss %s, %s budget %g",
+		what, held.Len(), float, h.describe(all), h.loss(all), len(off), h.describe(cur), h.loss(cur), verdict, s.o.budget)
 	return nil
 }
 
@@ -358,30 +464,9 @@ func (s *budgetSearch) measure(off []string) (*measurement, error) {
 	if m := s.seen[key]; m != nil {
 		return m, nil
 	}
-	clone, err := ir.LoadBytes(s.float, s.dir)
+	b, clone, err := s.build(off)
 	if err != nil {
-		return nil, fmt.Errorf("budget: copying the float model: %w", err)
-	}
-	o := *s.o
-	o.budget, o.cache, o.trt = -1, "", ""
-	o.off = map[string]string{}
-	for _, g := range off {
-		o.off[g] = "group " + g + " off (budget trial)"
-	}
-	trial := &pass.Pass{
-		Name:     s.ctx.Pass.Name,
-		Requires: []*pass.Pass{blocks.Pass},
-		Run: func(c *pass.Context) error {
-			return o.apply(c, c.ResultOf(blocks.Pass).(*blocks.Result))
-		},
-	}
-	p := &pass.Pipeline{Steps: []pass.Step{{Pass: trial}}}
-	if _, err := p.Run(context.Background(), clone, nil); err != nil {
-		return nil, fmt.Errorf("budget: placing with %s off: %w", describeOff(off), err)
-	}
-	b, err := ir.Marshal(clone)
-	if err != nil {
-		return nil, fmt.Errorf("budget: %w", err)
+		return nil, err
 	}
 	res, err := s.ev.Run(b)
 	if err != nil {
@@ -404,6 +489,37 @@ func (s *budgetSearch) measure(off []string) (*measurement, error) {
 	s.ctx.Debugf("budget: %s off: %s, %d quantizers", describeOff(off), s.describe(res), m.quant)
 	s.seen[key] = m
 	return m, nil
+}
+
+// build places the quantizers on a copy of the float model with the given groups off
+// and returns it, serialized and as IR.
+func (s *budgetSearch) build(off []string) ([]byte, *ir.Model, error) {
+	clone, err := ir.LoadBytes(s.float, s.dir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("budget: copying the float model: %w", err)
+	}
+	o := *s.o
+	o.budget, o.cache, o.trt = -1, "", ""
+	o.off = map[string]string{}
+	for _, g := range off {
+		o.off[g] = "group " + g + " off (budget trial)"
+	}
+	trial := &pass.Pass{
+		Name:     s.ctx.Pass.Name,
+		Requires: []*pass.Pass{blocks.Pass},
+		Run: func(c *pass.Context) error {
+			return o.apply(c, c.ResultOf(blocks.Pass).(*blocks.Result))
+		},
+	}
+	p := &pass.Pipeline{Steps: []pass.Step{{Pass: trial}}}
+	if _, err := p.Run(context.Background(), clone, nil); err != nil {
+		return nil, nil, fmt.Errorf("budget: placing with %s off: %w", describeOff(off), err)
+	}
+	b, err := ir.Marshal(clone)
+	if err != nil {
+		return nil, nil, fmt.Errorf("budget: %w", err)
+	}
+	return b, clone, nil
 }
 
 func describeOff(off []string) string {

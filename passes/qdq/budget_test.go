@@ -63,6 +63,8 @@ func TestBudgetOptionErrors(t *testing.T) {
 		"qdq<budget=x>":       "fraction in [0, 1]",
 		"qdq<eval-batch=-1>":  "non-negative",
 		"qdq<pairs=per-node>": "want shared or per-reader",
+		"qdq<holdout=1>":      "fraction in [0, 1)",
+		"qdq<holdout=-0.5>":   "fraction in [0, 1)",
 	} {
 		_, err := pass.Parse(spec, []*pass.Pass{Pass})
 		if err == nil || !strings.Contains(err.Error(), want) {
@@ -70,8 +72,12 @@ func TestBudgetOptionErrors(t *testing.T) {
 		}
 	}
 	_, err := runPipeline(t, parse(t, attention), "qdq<ranges=const:1;eval=e.npz>")
-	if err == nil || !strings.Contains(err.Error(), "give budget too") {
+	if err == nil || !strings.Contains(err.Error(), "give one of them too") {
 		t.Errorf("eval without budget: %v", err)
+	}
+	_, err = runPipeline(t, parse(t, attention), "qdq<ranges=const:1;report-eval=e.npz>")
+	if err == nil || !strings.Contains(err.Error(), "give budget too") {
+		t.Errorf("report-eval without budget: %v", err)
 	}
 }
 
@@ -220,11 +226,65 @@ func TestBudgetAccuracy(t *testing.T) {
 	st := lastStat(rep)
 	notes := strings.Join(st.Notes, "\n")
 	t.Logf("notes:\n%s", notes)
-	if !strings.Contains(notes, "(float 1.0000), 64 rows in 4 batches") || !strings.Contains(notes, "accuracy 1.0000 (cos ") || !strings.Contains(notes, "loss 0.0000 <= 0;") {
-		t.Errorf("notes")
+	for _, want := range []string{"tuning on the tuning part of " + evalPath + ": 32 rows in 2 batches (accuracy, float 1.0000)",
+		"on the tuning data accuracy 1.0000 (cos ", "loss 0.0000 <= 0;",
+		"reported on the held-out part of " + evalPath + " (holdout=0.5 of its batches), 32 rows the search did not use: float accuracy 1.0000; every group on accuracy 0.0000",
+		"result (1 groups off) accuracy 1.0000"} {
+		if !strings.Contains(notes, want) {
+			t.Errorf("notes lack %q", want)
+		}
 	}
-	if st.Counts["qdq: budget groups turned off"] == 0 {
+	if st.Counts["qdq: budget groups turned off"] == 0 || st.Counts["qdq: budget rows tuned on"] != 32 || st.Counts["qdq: budget rows reported on"] != 32 {
 		t.Errorf("counts %v", st.Counts)
+	}
+
+	// The figures come from the data they say: with the labels of the batches held out
+	// (the 2nd and 4th of 16 rows) made wrong, the tuning data still scores float 1 and
+	// the held-out part float 0, and the search, which never sees those labels, decides
+	// as before.
+	wrong := append([]int64(nil), labels...)
+	for i := range wrong {
+		if (i/16)%2 == 1 {
+			wrong[i] = (wrong[i] + 1) % 12
+		}
+	}
+	skewed := filepath.Join(t.TempDir(), "skewed.npz")
+	if err := npz.Write(skewed, map[string]*ndarray.Array{"x": x, eval.LabelsKey: ndarray.FromInt64([]int64{rows}, wrong)}); err != nil {
+		t.Fatal(err)
+	}
+	m2 := parse(t, attention)
+	rep, err = runPipeline(t, m2, "qdq<min-gemm=2;data=random:4;cache="+budgetCache(t)+";budget=0;eval="+skewed+";eval-batch=16>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	notes2 := strings.Join(lastStat(rep).Notes, "\n")
+	for _, want := range []string{"32 rows in 2 batches (accuracy, float 1.0000)", "32 rows the search did not use: float accuracy 0.0000", "result: 1 of 2 groups off (layer0/attn_out)"} {
+		if !strings.Contains(notes2, want) {
+			t.Errorf("skewed held-out labels: notes lack %q:\n%s", want, notes2)
+		}
+	}
+	if printModel(t, m2) != printModel(t, m) {
+		t.Errorf("the held-out labels changed the search's result")
+	}
+
+	// report-eval: tune on all of eval, report on the other file; holdout=0: nothing held
+	// out, and the notes say the figures are the tuning data's.
+	rep, err = runPipeline(t, parse(t, attention), "qdq<min-gemm=2;data=random:4;cache="+budgetCache(t)+";budget=0;eval="+evalPath+";eval-batch=16;report-eval="+skewed+">")
+	if err != nil {
+		t.Fatal(err)
+	}
+	notes3 := strings.Join(lastStat(rep).Notes, "\n")
+	for _, want := range []string{"tuning on " + evalPath + ": 64 rows in 4 batches", "reported on report-eval=" + skewed + ", 64 rows the search did not use: float accuracy 0.5000"} {
+		if !strings.Contains(notes3, want) {
+			t.Errorf("report-eval: notes lack %q:\n%s", want, notes3)
+		}
+	}
+	rep, err = runPipeline(t, parse(t, attention), "qdq<min-gemm=2;data=random:4;cache="+budgetCache(t)+";budget=0;eval="+evalPath+";eval-batch=16;holdout=0>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Join(lastStat(rep).Notes, "\n"); !strings.Contains(n, "nothing held out (holdout=0): every figure is on the data the search tuned on") || !strings.Contains(n, "64 rows in 4 batches") {
+		t.Errorf("holdout=0: notes:\n%s", n)
 	}
 
 	// eval data without labels is refused.
@@ -234,6 +294,11 @@ func TestBudgetAccuracy(t *testing.T) {
 	_, err = runPipeline(t, parse(t, attention), "qdq<min-gemm=2;ranges=const:4;budget=0;eval="+evalPath+">")
 	if err == nil || !strings.Contains(err.Error(), `no "labels" array`) {
 		t.Errorf("no labels: %v", err)
+	}
+	// So is report-eval data without labels when the budget is on accuracy.
+	_, err = runPipeline(t, parse(t, attention), "qdq<min-gemm=2;ranges=const:4;budget=0;eval="+skewed+";report-eval="+evalPath+">")
+	if err == nil || !strings.Contains(err.Error(), "report-eval") || !strings.Contains(err.Error(), `no "labels" array`) {
+		t.Errorf("report-eval without labels: %v", err)
 	}
 }
 

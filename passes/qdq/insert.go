@@ -31,7 +31,29 @@ type inserter struct {
 	made     map[*ir.Value]int            // pairs this run made per activation (pairs=per-reader)
 	scales   Scales
 
-	pairs, int8W, qdqW, already int
+	pairs, int8W, fp8W, qdqW, already int
+}
+
+// qtype is the quantized type dtype selects.
+func (o *options) qtype() ir.DataType {
+	if o.fp8 {
+		return ir.Float8E4M3FN
+	}
+	return ir.Int8
+}
+
+// scaleOf maps a calibrated |max| onto the quantized type's largest value: 127 for
+// int8 (symmetric, -128 unused), 448 for float8e4m3fn.
+func (o *options) scaleOf(amax float32) float32 {
+	if o.fp8 {
+		return float32(float64(amax) / ir.Float8E4M3FNMax)
+	}
+	return calib.Int8Scale(amax)
+}
+
+// zeroPoint is a zero point of n zeros in the quantized type (0x00 is 0 in both).
+func (o *options) zeroPoint(dims []int64, n int64) *ir.Tensor {
+	return ir.NewTensor(o.qtype(), dims, make([]byte, n))
 }
 
 // Scales names, for each activation scale qdq made, the tensor it was calibrated on,
@@ -135,10 +157,10 @@ func (in *inserter) activation(x *ir.Value, group string) *ir.Value {
 	}
 	in.made[x]++
 	g := in.g
-	scale := g.NewConst(base+"_scale", ir.FloatTensor(nil, []float32{calib.Int8Scale(in.ranges[x.Name])}))
-	zp := g.NewConst(base+"_zero_point", ir.NewTensor(ir.Int8, nil, []byte{0}))
+	scale := g.NewConst(base+"_scale", ir.FloatTensor(nil, []float32{in.o.scaleOf(in.ranges[x.Name])}))
+	zp := g.NewConst(base+"_zero_point", in.o.zeroPoint(nil, 1))
 	in.scales.ByName[scale.Name] = x.Name
-	if v := calib.Int8Scale(in.ranges[x.Name]); !slices.Contains(in.scales.ByValue[v], x.Name) {
+	if v := in.o.scaleOf(in.ranges[x.Name]); !slices.Contains(in.scales.ByValue[v], x.Name) {
 		in.scales.ByValue[v] = append(in.scales.ByValue[v], x.Name)
 	}
 	q, dq := in.pair(x, base, scale, zp, nil)
@@ -154,7 +176,7 @@ func (in *inserter) pair(x *ir.Value, base string, scale, zp *ir.Value, axis *ir
 	qt, dt := (*ir.Type)(nil), (*ir.Type)(nil)
 	if x.Type != nil {
 		qt, dt = x.Type.Clone(), x.Type.Clone()
-		qt.DType = ir.Int8
+		qt.DType = in.o.qtype()
 	}
 	qo := g.NewValue(base+"_quantized", qt)
 	q, _ = g.AddNode(&ir.Node{Name: base + "_QuantizeLinear", OpType: "QuantizeLinear"}, []*ir.Value{x, scale, zp}, []*ir.Value{qo})
@@ -174,9 +196,10 @@ func (in *inserter) dequantize(base string, x, scale, zp *ir.Value, axis *ir.Att
 	return dq
 }
 
-// weight returns w dequantized per output channel (axis): an int8 initializer read by a
-// DequantizeLinear (weights=int8), or the float weight through a QuantizeLinear/
-// DequantizeLinear pair (weights=qdq). Scales are max|w| per channel / 127.
+// weight returns w dequantized per output channel (axis): an int8 (dtype=fp8:
+// float8e4m3fn) initializer read by a DequantizeLinear (weights=int8), or the float
+// weight through a QuantizeLinear/DequantizeLinear pair (weights=qdq). Scales are max|w|
+// per channel / 127 (fp8: / 448).
 func (in *inserter) weight(w *ir.Value, t *ir.Tensor, axis int64, group string) (*ir.Value, error) {
 	key := weightKey{w, axis}
 	if dq := in.weightDQ[key]; dq != nil {
@@ -191,21 +214,23 @@ func (in *inserter) weight(w *ir.Value, t *ir.Tensor, axis int64, group string) 
 	if err != nil {
 		return nil, fmt.Errorf("quantizing weight %s: %w", w.Name, err)
 	}
-	scales, q := quantizeWeight(vals, t.Dims, int(axis))
+	scales, q := quantizeWeight(vals, t.Dims, int(axis), in.o.fp8)
 	g := in.g
 	channels := t.Dims[axis]
 	scale := g.NewConst(w.Name+"_scale", ir.FloatTensor([]int64{channels}, scales))
-	zp := g.NewConst(w.Name+"_zero_point", ir.NewTensor(ir.Int8, []int64{channels}, make([]byte, channels)))
+	zp := g.NewConst(w.Name+"_zero_point", in.o.zeroPoint([]int64{channels}, channels))
 	ax := ir.IntAttr("axis", axis)
 	var dq *ir.Node
 	if in.o.int8Weights {
-		b := make([]byte, len(q))
-		for i, v := range q {
-			b[i] = byte(v)
+		suffix := "_int8"
+		if in.o.fp8 {
+			suffix = "_fp8"
+			in.fp8W++
+		} else {
+			in.int8W++
 		}
-		wq := g.NewConst(w.Name+"_int8", ir.NewTensor(ir.Int8, t.Dims, b))
+		wq := g.NewConst(w.Name+suffix, ir.NewTensor(in.o.qtype(), t.Dims, q))
 		dq = in.dequantize(w.Name, wq, scale, zp, ax, w.Type.Clone())
-		in.int8W++
 		in.serve(group, dq)
 	} else {
 		var qn *ir.Node
@@ -220,8 +245,10 @@ func (in *inserter) weight(w *ir.Value, t *ir.Tensor, axis int64, group string) 
 
 // quantizeWeight computes per-channel symmetric int8: scale_c = max|w_c|/127 (1 for an
 // all-zero channel) and q = round-half-even(w/scale_c) in [-127, 127], the division in
-// float32 as QuantizeLinear does it.
-func quantizeWeight(w []float32, dims []int64, axis int) ([]float32, []int8) {
+// float32 as QuantizeLinear does it; with fp8, scale_c = max|w_c|/448 and q is w/scale_c
+// rounded to float8e4m3fn (to nearest, ties to even, saturating). It returns the scales
+// and q's bytes.
+func quantizeWeight(w []float32, dims []int64, axis int, fp8 bool) ([]float32, []byte) {
 	channels := int(dims[axis])
 	inner := 1
 	for _, d := range dims[axis+1:] {
@@ -234,30 +261,35 @@ func quantizeWeight(w []float32, dims []int64, axis int) ([]float32, []int8) {
 			amax[ch(i)] = a
 		}
 	}
+	o := &options{fp8: fp8}
 	scales := make([]float32, channels)
 	for c, a := range amax {
-		scales[c] = calib.Int8Scale(float32(a))
+		scales[c] = o.scaleOf(float32(a))
 		if !(scales[c] > 0) || math.IsInf(float64(scales[c]), 0) {
 			scales[c] = 1
 		}
 	}
-	q := make([]int8, len(w))
+	q := make([]byte, len(w))
 	for i, v := range w {
+		if fp8 {
+			q[i] = ir.Float32ToFloat8E4M3FN(v/scales[ch(i)], true)
+			continue
+		}
 		r := math.RoundToEven(float64(v / scales[ch(i)]))
-		q[i] = int8(max(-127, min(127, r)))
+		q[i] = byte(int8(max(-127, min(127, r))))
 	}
 	return scales, q
 }
 
-// reusablePair returns the DequantizeLinear output of a symmetric int8 per-tensor Q/DQ
-// pair already on x, nil when there is none.
+// reusablePair returns the DequantizeLinear output of a symmetric int8 or fp8 per-tensor
+// Q/DQ pair already on x, nil when there is none.
 func reusablePair(x *ir.Value) *ir.Value {
 	if x == nil {
 		return nil
 	}
 	for _, u := range x.Uses() {
 		q := u.Node
-		if !qdqcheck.IsOp(q, "QuantizeLinear") || u.Index != 0 || !symmetricInt8(q.Input(2)) {
+		if !qdqcheck.IsOp(q, "QuantizeLinear") || u.Index != 0 || !symmetricZero(q.Input(2)) {
 			continue
 		}
 		if s := constOf(q.Input(1)); s == nil || s.NumElements() != 1 {
@@ -272,12 +304,12 @@ func reusablePair(x *ir.Value) *ir.Value {
 	return nil
 }
 
-func symmetricInt8(zp *ir.Value) bool {
+func symmetricZero(zp *ir.Value) bool {
 	t := constOf(zp)
-	if t == nil || t.DType != ir.Int8 {
+	if t == nil || t.DType != ir.Int8 && t.DType != ir.Float8E4M3FN {
 		return false
 	}
-	vals, err := t.Int64s()
+	vals, err := t.Float64s()
 	if err != nil {
 		return false
 	}
@@ -349,7 +381,8 @@ func foldWeights(g *ir.Graph) int {
 
 // quantizeLike computes QuantizeLinear(x, scale, zp) on constants: saturate(round(x/scale)
 // + zp), per tensor or along the node's axis, into the zero point's type (uint8 when there
-// is none).
+// is none); into float8e4m3fn with a zero zero point only, rounded and saturated as
+// QuantizeLinear-19 does.
 func quantizeLike(q *ir.Node, x, s, zp *ir.Tensor) (*ir.Tensor, error) {
 	xv, err := x.Float32s()
 	if err != nil {
@@ -361,16 +394,31 @@ func quantizeLike(q *ir.Node, x, s, zp *ir.Tensor) (*ir.Tensor, error) {
 	}
 	dt := ir.Uint8
 	zv := make([]int64, len(sv))
-	if zp != nil {
+	fp8 := zp != nil && zp.DType == ir.Float8E4M3FN
+	if fp8 {
+		zf, err := zp.Float64s()
+		if err != nil {
+			return nil, err
+		}
+		for _, z := range zf {
+			if z != 0 {
+				return nil, fmt.Errorf("float8 zero point %g", z)
+			}
+		}
+		zv = make([]int64, len(zf))
+	} else if zp != nil {
 		dt = zp.DType
 		if zv, err = zp.Int64s(); err != nil {
 			return nil, err
 		}
 	}
 	lo, hi := int64(0), int64(255)
-	if dt == ir.Int8 {
+	switch {
+	case fp8:
+		dt = ir.Float8E4M3FN
+	case dt == ir.Int8:
 		lo, hi = -128, 127
-	} else if dt != ir.Uint8 {
+	case dt != ir.Uint8:
 		return nil, fmt.Errorf("zero point type %s", dt)
 	}
 	if len(zv) != len(sv) {
@@ -394,6 +442,10 @@ func quantizeLike(q *ir.Node, x, s, zp *ir.Tensor) (*ir.Tensor, error) {
 	b := make([]byte, len(xv))
 	for i, v := range xv {
 		c := ch(i)
+		if fp8 {
+			b[i] = ir.Float32ToFloat8E4M3FN(v/float32(sv[c]), true)
+			continue
+		}
 		r := int64(math.RoundToEven(float64(v/float32(sv[c])))) + zv[c]
 		b[i] = byte(max(lo, min(hi, r)))
 	}

@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/qcc-dev/qcc/ir"
+	"github.com/qcc-dev/qcc/opsets"
+	"github.com/qcc-dev/qcc/pass"
 )
 
 // raiseOpset13 raises the default-domain import of an opset-11 or -12 model to 13, the
@@ -161,4 +163,32 @@ func convertSoftmax(g *ir.Graph, n *ir.Node, base string) (string, error) {
 		return "", err
 	}
 	return n.OpType + " coerced to 2-D rewritten", nil
+}
+
+// raiseOpset19 raises the default-domain import to 19, the first with float8
+// QuantizeLinear/DequantizeLinear (dtype=fp8): through raiseOpset13 from 11 or 12 (its
+// Softmax rewrite covers any axis), then opsets.Require, which rewrites the operators
+// whose meaning changed up to 19 (the reductions' axes, Split's num_outputs).
+func raiseOpset19(ctx *pass.Context, m *ir.Model) error {
+	from := m.Opset("")
+	if from < 13 {
+		if _, err := raiseOpset13(m); err != nil {
+			return fmt.Errorf("dtype=fp8: %w", err)
+		}
+	}
+	if why := opsets.Require(m, 19, 19, "FP8 (float8e4m3fn) QuantizeLinear/DequantizeLinear", nil); why != "" {
+		return fmt.Errorf("dtype=fp8: %s", why)
+	}
+	ctx.Note("opset %d → 19 for FP8 (float8e4m3fn) Q/DQ", from)
+	return nil
+}
+
+// quantizes reports whether any target is quantized.
+func quantizes(ts []*target) bool {
+	for _, t := range ts {
+		if t.skip == "" {
+			return true
+		}
+	}
+	return false
 }

@@ -49,7 +49,9 @@ attn_out, ffn, residual, other) that disable=REGEX turns off; exclude=REGEX leav
 (by name or op type) float. budget=D measures each group against the float model in ONNX
 Runtime and turns off the most harmful groups until the loss is at most D: the drop in
 accuracy (argmax of the first output against the labels of eval=FILE.npz), or without
-eval the drop in the outputs' cosine similarity on the calibration data. pairs=per-reader
+eval the drop in the outputs' cosine similarity on the calibration data. The search tunes
+on part of that data and reports the result on the rest (holdout=F of the batches), or
+on report-eval=FILE.npz; -stats says which figure comes from which data. pairs=per-reader
 gives each reader of an activation its own Q/DQ pair (what ONNX Runtime's x86 int8
 kernels need). Models already carrying Q/DQ are not quantized twice. An opset-11/12 model is raised to 13 (per-channel axis), converting the operators whose
 meaning changed. The policy is recorded in the model metadata qcc.qdq.policy.`,
@@ -68,7 +70,8 @@ meaning changed. The policy is recorded in the model metadata qcc.qdq.policy.`,
 			_, err := parseRanges(s)
 			return err
 		}},
-		{Name: "weights", Default: "int8", Doc: "int8 (int8 initializers + DequantizeLinear, 4x smaller) | qdq (float weights + QuantizeLinear/DequantizeLinear)", Check: oneOf("int8", "qdq")},
+		{Name: "dtype", Default: "int8", Doc: "int8 (scale amax/127, int8 zero point) | fp8 (FLOAT8E4M3FN, scale amax/448, float8e4m3fn zero point 0, saturating; QuantizeLinear/DequantizeLinear-19: the opset import is raised to 19)", Check: oneOf("int8", "fp8")},
+		{Name: "weights", Default: "int8", Doc: "int8 (quantized initializers, int8 or float8e4m3fn by dtype, + DequantizeLinear, 4x smaller) | qdq (float weights + QuantizeLinear/DequantizeLinear)", Check: oneOf("int8", "qdq")},
 		{Name: "exclude", Default: "", Doc: "regexp on node names or op types left float", Check: checkRegexp},
 		{Name: "disable", Default: "", Doc: "regexp on quantizer group names (layer<L>/<kind>) left float", Check: checkRegexp},
 		{Name: "fold-weights", Default: "false", Doc: "true: fold QuantizeLinear→DequantizeLinear on constant float weights into int8 initializers + DequantizeLinear", Check: oneOf("true", "false")},
@@ -78,8 +81,11 @@ meaning changed. The policy is recorded in the model metadata qcc.qdq.policy.`,
 		{Name: "max-seq", Default: "512", Doc: "attention matmuls over a known sequence length above this stay float (INT8 attention loses accuracy on long sequences; Model Optimizer's limit); 0 for no limit", Check: checkNonNeg},
 		{Name: "qkv-scale", Default: "separate", Doc: "separate: Q, K and V heads get their own activation ranges | shared: one range (the largest) for the three, as a fused QKV GEMM with one output scale wants", Check: oneOf("separate", "shared")},
 		{Name: "budget", Default: "", Doc: "accuracy budget D: turn off the most harmful quantizer groups until the loss against float is at most D (a fraction: 0.003 = 0.3 point of accuracy with eval, else a drop in cosine similarity)", Check: checkBudget},
-		{Name: "eval", Default: "", Doc: "evaluation data for budget: FILE.npz with the model inputs and a labels array (accuracy = argmax of the first output)"},
+		{Name: "eval", Default: "", Doc: "evaluation data for budget and report: FILE.npz with the model inputs and a labels array (accuracy = argmax of the first output)"},
 		{Name: "eval-batch", Default: "0", Doc: "evaluation batch size for budget (0: about 1024 input elements per batch)", Check: checkNonNeg},
+		{Name: "holdout", Default: "0.5", Doc: "budget: the fraction of the evaluation batches (eval=, else the calibration data) held out of the search and used only to report the result's accuracy; 0 reports on the data it tuned on", Check: checkHoldout},
+		{Name: "report", Default: "", Doc: "FILE.json: the per-layer error report: per block the SQNR and relative error of its output with every group quantized, per quantizer group the measure (accuracy with eval=, else cosine) with it off, ranked, and with budget= the disable= list that meets it; also a table in -stats and a chart in -report (see errreport.go)"},
+		{Name: "report-eval", Default: "", Doc: "budget: FILE.npz (with labels when eval= has them) the result is reported on instead of a held-out part; the search then tunes on all of the evaluation data"},
 	},
 	Run: run,
 }
@@ -142,6 +148,7 @@ func parseRanges(s string) (float32, error) {
 // options are the parsed options of one run.
 type options struct {
 	policy      string
+	fp8         bool // dtype=fp8
 	method      calib.Method
 	data        string
 	batch       int
@@ -160,6 +167,10 @@ type options struct {
 	budget    float64 // the accuracy budget; < 0 for none
 	eval      string
 	evalBatch int
+	holdout   float64 // fraction of the evaluation batches reported on, not tuned on
+	reportOn  string  // report-eval=FILE.npz
+
+	reportPath string // report=FILE.json
 	// off are the groups the budget search turned off, with why; keep the nodes a budget
 	// left float in an earlier run.
 	off  map[string]string
@@ -171,7 +182,7 @@ type options struct {
 
 func parseOptions(ctx *pass.Context) (*options, error) {
 	o := &options{policy: ctx.Opt("policy"), data: ctx.Opt("data"), cache: ctx.Opt("cache"), trt: ctx.Opt("trt-cache"),
-		int8Weights: ctx.Opt("weights") == "int8", foldWeights: ctx.Opt("fold-weights") == "true"}
+		int8Weights: ctx.Opt("weights") == "int8", foldWeights: ctx.Opt("fold-weights") == "true", fp8: ctx.Opt("dtype") == "fp8"}
 	var err error
 	if o.method, err = calib.ParseMethod(ctx.Opt("calib")); err != nil {
 		return nil, err
@@ -197,8 +208,14 @@ func parseOptions(ctx *pass.Context) (*options, error) {
 	}
 	o.eval = ctx.Opt("eval")
 	o.evalBatch, _ = strconv.Atoi(ctx.Opt("eval-batch"))
-	if o.eval != "" && o.budget < 0 {
-		return nil, fmt.Errorf("eval=%s is the evaluation data of budget=D; give budget too", o.eval)
+	o.holdout, _ = strconv.ParseFloat(ctx.Opt("holdout"), 64)
+	o.reportOn = ctx.Opt("report-eval")
+	if o.reportOn != "" && o.budget < 0 {
+		return nil, fmt.Errorf("report-eval=%s is where budget=D reports its result; give budget too", o.reportOn)
+	}
+	o.reportPath = ctx.Opt("report")
+	if o.eval != "" && o.budget < 0 && o.reportPath == "" {
+		return nil, fmt.Errorf("eval=%s is the evaluation data of budget=D and report=FILE.json; give one of them too", o.eval)
 	}
 	return o, nil
 }
@@ -224,7 +241,21 @@ func run(ctx *pass.Context) error {
 			return err
 		}
 	}
-	return o.apply(ctx, br)
+	var float []byte
+	if o.reportPath != "" {
+		if p := ctx.Model.Meta(qdqcheck.PolicyKey); p != "" {
+			ctx.Note("report: the model carries qcc's Q/DQ already (%s %s): no float model to measure against; %s not written", qdqcheck.PolicyKey, p, o.reportPath)
+		} else if float, err = ir.Marshal(ctx.Model); err != nil {
+			return fmt.Errorf("report: serializing the float model: %w", err)
+		}
+	}
+	if err := o.apply(ctx, br); err != nil {
+		return err
+	}
+	if float == nil {
+		return nil
+	}
+	return o.errorReport(ctx, br, float)
 }
 
 // apply places and inserts the quantizers the options select.
@@ -275,6 +306,12 @@ func (o *options) apply(ctx *pass.Context, br *blocks.Result) error {
 			return err
 		}
 		ctx.Note("%s", conv)
+		changed = true
+	}
+	if o.fp8 && m.Opset("") < 19 && quantizes(pl.targets) {
+		if err := raiseOpset19(ctx, m); err != nil {
+			return err
+		}
 		changed = true
 	}
 	ins := &inserter{m: m, g: m.Graph, o: o, ranges: ranges, weightDQ: map[weightKey]*ir.Value{}, actDQ: map[*ir.Value]*ir.Value{}, scales: Scales{ByName: map[string]string{}, ByValue: map[float32][]string{}}}
@@ -443,6 +480,7 @@ func report(ctx *pass.Context, ts []*target, ins *inserter) {
 	}
 	ctx.Count("qdq: Q/DQ pairs added", ins.pairs)
 	ctx.Count("qdq: weights int8 + DQ", ins.int8W)
+	ctx.Count("qdq: weights fp8 + DQ", ins.fp8W)
 	ctx.Count("qdq: weights float + Q/DQ", ins.qdqW)
 	ctx.Count("qdq: uses already quantized", ins.already)
 }

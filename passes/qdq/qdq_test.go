@@ -194,7 +194,7 @@ func TestOptionErrors(t *testing.T) {
 func TestQuantizeWeight(t *testing.T) {
 	// (K=2, N=3), axis 1: channels are columns.
 	w := []float32{1, -0.5, 0, -2, 0.25, 0}
-	scales, q := quantizeWeight(w, []int64{2, 3}, 1)
+	scales, q := quantizeWeight(w, []int64{2, 3}, 1, false)
 	wantS := []float32{2.0 / 127, 0.5 / 127, 1}
 	wantQ := []int8{64, -127, 0, -127, 64, 0} // 63.5 rounds to even 64
 	for i := range wantS {
@@ -203,14 +203,28 @@ func TestQuantizeWeight(t *testing.T) {
 		}
 	}
 	for i := range wantQ {
-		if q[i] != wantQ[i] {
-			t.Errorf("q[%d] = %d, want %d", i, q[i], wantQ[i])
+		if int8(q[i]) != wantQ[i] {
+			t.Errorf("q[%d] = %d, want %d", i, int8(q[i]), wantQ[i])
 		}
 	}
 	// axis 0 of (N=2, K=3): channels are rows.
-	scales, q = quantizeWeight([]float32{3, -1, 1, 0.5, 0.25, -0.5}, []int64{2, 3}, 0)
-	if scales[0] != float32(3.0/127) || scales[1] != float32(0.5/127) || q[0] != 127 || q[1] != -42 || q[3] != 127 || q[5] != -127 {
+	scales, q = quantizeWeight([]float32{3, -1, 1, 0.5, 0.25, -0.5}, []int64{2, 3}, 0, false)
+	if scales[0] != float32(3.0/127) || scales[1] != float32(0.5/127) || q[0] != 127 || int8(q[1]) != -42 || q[3] != 127 || int8(q[5]) != -127 {
 		t.Errorf("axis 0: scales %v q %v", scales, q)
+	}
+	// fp8: scale max|w|/448; float8e4m3fn codes: 224 = 1.75·2^7 is 0x76, -448 is 0xfe.
+	scales, q = quantizeWeight(w, []int64{2, 3}, 1, true)
+	wantS = []float32{2.0 / 448, 0.5 / 448, 1}
+	wantB := []byte{0x76, 0xfe, 0, 0xfe, 0x76, 0}
+	for i := range wantS {
+		if scales[i] != wantS[i] {
+			t.Errorf("fp8: scale[%d] = %g, want %g", i, scales[i], wantS[i])
+		}
+	}
+	for i := range wantB {
+		if q[i] != wantB[i] {
+			t.Errorf("fp8: q[%d] = %#02x, want %#02x", i, q[i], wantB[i])
+		}
 	}
 }
 

@@ -7,7 +7,11 @@
 //
 //	unsupported-op  QLinearMatMul, MatMulInteger, ConvInteger, QLinearConv, DynamicQuantizeLinear
 //	                and com.microsoft quantized operators: TensorRT fuses only Q/DQ pairs
-//	int8            zero points present, int8 and 0; int8 data into DequantizeLinear
+//	int8            zero points present, int8 (or float8e4m3fn) and 0; int8 (or float8e4m3fn)
+//	                data into DequantizeLinear
+//	fp8             float8e4m3fn Q/DQ only from opset 19 (no other float8 format: TensorRT's FP8
+//	                is E4M3); a GEMM (MatMul, Gemm, Conv) with an FP8 input has every
+//	                input FP8: its activation and its weight, or both activations
 //	scale           scales constant, positive and finite
 //	axis            a per-channel scale only on a weight, on its output-channel axis, with one
 //	                value per channel (opset 13 or later)
@@ -70,6 +74,7 @@ const (
 	ruleResidual = `TensorRT guide: "quantize the residual input in skip connections", not the outputs of weighted layers, so the Add fuses into the GEMM's epilogue; an Add with an INT8 GEMM-side input and a float output forces a reformat ("non-weighted layers that have INT8 inputs also require INT8 outputs")`
 	ruleMatMul   = `TensorRT guide: a MatMul runs in INT8 only when all its inputs are quantized ("quantize all inputs of weighted operations"; the same holds for the batched MatMuls of attention); one quantized input only adds a dequantization`
 	ruleInterior = `TensorRT guide: LayerNorm, Softmax and GELU are not fused with Q/DQ on their inputs and run in higher precision; quantize where a weighted op reads their output, not inside them`
+	ruleFP8      = `TensorRT guide: an FP8 GEMM (MatMul, Gemm, Conv) needs both its inputs quantized to FP8, activations per tensor and weights per channel; an FP8 input beside a float or INT8 one is only dequantized`
 	ruleScores   = `TensorRT guide: Q/DQ go on the inputs of the attention BMMs; the scores between Q·Kᵀ and the Softmax (scale, mask) stay in higher precision, and a pair there splits the fused attention`
 )
 
@@ -230,6 +235,7 @@ func (c *checker) node(n *ir.Node) {
 		c.dequantize(n)
 	}
 	c.matmulInputs(n)
+	c.fp8GEMM(n)
 	c.residualAdd(n)
 	c.coverage(n)
 }
@@ -248,6 +254,58 @@ func (c *checker) matmulInputs(n *ir.Node) {
 		q, f = f, q
 	}
 	c.add(n, "matmul-inputs", fmt.Sprintf("input %s is quantized, input %s is float: %s", q.Name, f.Name, ruleMatMul))
+}
+
+// fp8GEMM: a GEMM with an FP8 input has every input FP8 (TensorRT runs FP8 GEMMs only
+// with both operands FP8; an FP8 operand beside a float or INT8 one is only dequantized).
+func (c *checker) fp8GEMM(n *ir.Node) {
+	if !IsOp(n, "MatMul") && !IsOp(n, "Gemm") && !IsOp(n, "Conv") {
+		return
+	}
+	ins := []int{0, 1}
+	types := make([]ir.DataType, len(ins))
+	fp8 := false
+	for i, k := range ins {
+		types[i] = QuantType(n.Input(k))
+		fp8 = fp8 || types[i] == ir.Float8E4M3FN
+	}
+	if !fp8 {
+		return
+	}
+	for i, k := range ins {
+		if types[i] == ir.Float8E4M3FN {
+			continue
+		}
+		what := "float"
+		if types[i] != ir.Undefined {
+			what = types[i].String()
+		}
+		c.add(n, "fp8", fmt.Sprintf("input %d (%s) is %s beside an FP8 input: %s", k, name(n.Input(k)), what, ruleFP8))
+	}
+}
+
+// QuantType is the quantized type behind a DequantizeLinear output (the type of the
+// constant it reads, or of its QuantizeLinear's zero point; uint8 without one), and
+// Undefined for any other value.
+func QuantType(v *ir.Value) ir.DataType {
+	p, _ := producer(v)
+	if !IsOp(p, "DequantizeLinear") {
+		return ir.Undefined
+	}
+	if t := constOf(p.Input(0)); t != nil {
+		return t.DType
+	}
+	q, _ := producer(p.Input(0))
+	if !IsOp(q, "QuantizeLinear") {
+		return ir.Undefined
+	}
+	if a := q.Attr("output_dtype"); a != nil && a.Int != 0 {
+		return ir.DataType(a.Int)
+	}
+	if zp := constOf(q.Input(2)); zp != nil {
+		return zp.DType
+	}
+	return ir.Uint8
 }
 
 // residualAdd: the weighted layer's side of a skip connection's Add stays float unless
@@ -289,8 +347,8 @@ func (c *checker) quantize(n *ir.Node) {
 	} else {
 		c.zeroPoint(n, zp)
 	}
-	if a := n.Attr("output_dtype"); a != nil && a.Int != 0 && ir.DataType(a.Int) != ir.Int8 {
-		c.add(n, "int8", fmt.Sprintf("output_dtype is %s, not int8", ir.DataType(a.Int)))
+	if a := n.Attr("output_dtype"); a != nil && a.Int != 0 && ir.DataType(a.Int) != ir.Int8 && ir.DataType(a.Int) != ir.Float8E4M3FN {
+		c.add(n, "int8", fmt.Sprintf("output_dtype is %s, not int8 or float8e4m3fn", ir.DataType(a.Int)))
 	}
 	if perChannel(n.Input(1)) && constOf(x) == nil {
 		c.add(n, "axis", fmt.Sprintf("per-channel scale on activation %s: activations take one scale per tensor", name(x)))
@@ -330,8 +388,11 @@ func (c *checker) dequantize(n *ir.Node) {
 			c.add(n, "pairing", fmt.Sprintf("zero point %s differs from the zero point %s of its QuantizeLinear %s", name(n.Input(2)), name(q.Input(2)), NodeName(q)))
 		}
 	case constOf(x) != nil:
-		if dt := constOf(x).DType; dt != ir.Int8 {
-			c.add(n, "int8", fmt.Sprintf("input %s is %s, not int8", name(x), dt))
+		dt := constOf(x).DType
+		if dt != ir.Int8 && dt != ir.Float8E4M3FN {
+			c.add(n, "int8", fmt.Sprintf("input %s is %s, not int8 or float8e4m3fn", name(x), dt))
+		} else if zp := constOf(n.Input(2)); zp != nil && zp.DType != dt {
+			c.add(n, "int8", fmt.Sprintf("input %s is %s, its zero point %s is %s", name(x), dt, name(n.Input(2)), zp.DType))
 		}
 	default:
 		c.add(n, "pairing", fmt.Sprintf("input %s comes from neither a QuantizeLinear nor an int8 constant", name(x)))
@@ -469,18 +530,27 @@ func (c *checker) zeroPoint(n *ir.Node, zp *ir.Value) {
 		c.add(n, "int8", fmt.Sprintf("zero point %s is not a constant", zp.Name))
 		return
 	}
-	if t.DType != ir.Int8 {
+	switch t.DType {
+	case ir.Int8:
+	case ir.Float8E4M3FN:
+		if v := c.m.Opset(""); v < 19 {
+			c.add(n, "fp8", fmt.Sprintf("zero point %s is float8e4m3fn, which QuantizeLinear/DequantizeLinear take from opset 19; the model imports opset %d", zp.Name, v))
+		}
+	case ir.Float8E4M3FNUZ, ir.Float8E5M2, ir.Float8E5M2FNUZ:
+		c.add(n, "fp8", fmt.Sprintf("zero point %s is %s: TensorRT's FP8 quantization is float8e4m3fn", zp.Name, t.DType))
+		return
+	default:
 		c.add(n, "int8", fmt.Sprintf("zero point %s is %s, not int8", zp.Name, t.DType))
 		return
 	}
-	vals, err := t.Int64s()
+	vals, err := t.Float64s()
 	if err != nil {
 		c.add(n, "int8", fmt.Sprintf("zero point %s: %v", zp.Name, err))
 		return
 	}
 	for _, v := range vals {
 		if v != 0 {
-			c.add(n, "int8", fmt.Sprintf("zero point %s holds %d, not 0: TensorRT quantization is symmetric", zp.Name, v))
+			c.add(n, "int8", fmt.Sprintf("zero point %s holds %g, not 0: TensorRT quantization is symmetric", zp.Name, v))
 			return
 		}
 	}

@@ -57,8 +57,21 @@ const (
 	residualRule = `TensorRT guide: "quantize the residual input in skip connections", not the outputs of weighted layers, so the Add fuses into the GEMM's epilogue; an Add with an INT8 GEMM-side input and a float output forces a reformat ("non-weighted layers that have INT8 inputs also require INT8 outputs")`
 	matmulRule   = `TensorRT guide: a MatMul runs in INT8 only when all its inputs are quantized ("quantize all inputs of weighted operations"; the same holds for the batched MatMuls of attention); one quantized input only adds a dequantization`
 	interiorRule = `TensorRT guide: LayerNorm, Softmax and GELU are not fused with Q/DQ on their inputs and run in higher precision; quantize where a weighted op reads their output, not inside them`
+	fp8Rule      = `TensorRT guide: an FP8 GEMM (MatMul, Gemm, Conv) needs both its inputs quantized to FP8, activations per tensor and weights per channel; an FP8 input beside a float or INT8 one is only dequantized`
 	scoresRule   = `TensorRT guide: Q/DQ go on the inputs of the attention BMMs; the scores between Q·Kᵀ and the Softmax (scale, mask) stay in higher precision, and a pair there splits the fused attention`
 )
+
+// fp8Inits and fp8MatMul are quantizedMatMul in FP8 (float8e4m3fn bit patterns).
+const fp8Inits = `,
+  float8e4m3fn f8z = {0},
+  float8e4m3fn[4] wf8z = {0, 0, 0, 0},
+  float8e4m3fn[4,4] wf8 = {56, 64, 68, 72, 74, 76, 78, 80, 81, 82, 83, 84, 85, 86, 87, 88}`
+
+const fp8MatMul = `
+  [xq] xq = QuantizeLinear (x, s, f8z)
+  [xd] xd = DequantizeLinear (xq, s, f8z)
+  [wd] wd = DequantizeLinear <axis = 1> (wf8, ws, wf8z)
+  [mm] y = MatMul (xd, wd)`
 
 func TestCheck(t *testing.T) {
 	cases := []struct {
@@ -161,7 +174,7 @@ func TestCheck(t *testing.T) {
 		{"DQ of an int32 constant", model("13", "", ",\n  int32[4] bi = {1, 2, 3, 4}", `
   [bd] bd = DequantizeLinear (bi, s)
   [y] y = Add (x, bd)`), []string{
-			"bd: int8: input bi is int32, not int8",
+			"bd: int8: input bi is int32, not int8 or float8e4m3fn",
 		}},
 		{"mismatched pair", model("13", "", ",\n  float s2 = {0.2}", `
   [xq] xq = QuantizeLinear (x, s, z)
@@ -290,6 +303,48 @@ func TestCheck(t *testing.T) {
   [softmax2] p2 = Softmax <axis = -1> (y2)`), []string{
 			"c2p: matmul-inputs: input ad is quantized, input pk is float: " + matmulRule,
 			"c2p: coverage: input 1 (pk) is not quantized: policy attention quantizes both inputs of the attention matmuls",
+		}},
+		{"clean fp8", model("19", "linear", fp8Inits, fp8MatMul), nil},
+		{"fp8 below opset 19", model("17", "", fp8Inits, fp8MatMul), []string{
+			"xq: fp8: zero point f8z is float8e4m3fn, which QuantizeLinear/DequantizeLinear take from opset 19; the model imports opset 17",
+			"xd: fp8: zero point f8z is float8e4m3fn, which QuantizeLinear/DequantizeLinear take from opset 19; the model imports opset 17",
+			"wd: fp8: zero point wf8z is float8e4m3fn, which QuantizeLinear/DequantizeLinear take from opset 19; the model imports opset 17",
+		}},
+		{"fp8 activation, float weight", model("19", "", fp8Inits, `
+  [xq] xq = QuantizeLinear (x, s, f8z)
+  [xd] xd = DequantizeLinear (xq, s, f8z)
+  [mm] y = MatMul (xd, w)`), []string{
+			"mm: fp8: input 1 (w) is float beside an FP8 input: " + fp8Rule,
+		}},
+		{"fp8 activation, int8 weight", model("19", "", fp8Inits, `
+  [xq] xq = QuantizeLinear (x, s, f8z)
+  [xd] xd = DequantizeLinear (xq, s, f8z)
+  [wd] wd = DequantizeLinear <axis = 1> (wi, ws, wz)
+  [mm] y = MatMul (xd, wd)`), []string{
+			"mm: fp8: input 1 (wd) is int8 beside an FP8 input: " + fp8Rule,
+		}},
+		{"fp8 BMM with an int8 input", model("19", "", fp8Inits, `
+  [t] xt = Transpose <perm = [0, 2, 1]> (x)
+  [aq] aq = QuantizeLinear (x, s, f8z)
+  [ad] ad = DequantizeLinear (aq, s, f8z)
+  [bq] bq = QuantizeLinear (xt, s, z)
+  [bd] bd = DequantizeLinear (bq, s, z)
+  [scores] sc = MatMul (ad, bd)
+  [softmax] y = Softmax <axis = -1> (sc)`), []string{
+			"scores: fp8: input 1 (bd) is int8 beside an FP8 input: " + fp8Rule,
+		}},
+		{"e5m2 zero point", model("19", "", ",\n  float8e5m2 e5z = {0}", `
+  [xq] xq = QuantizeLinear (x, s, e5z)
+  [xd] xd = DequantizeLinear (xq, s, e5z)
+  [mm] y = MatMul (xd, w)`), []string{
+			"xq: fp8: zero point e5z is float8e5m2: TensorRT's FP8 quantization is float8e4m3fn",
+			"xd: fp8: zero point e5z is float8e5m2: TensorRT's FP8 quantization is float8e4m3fn",
+		}},
+		{"fp8 weight, int8 zero point", model("19", "", fp8Inits, `
+  [wd] wd = DequantizeLinear <axis = 1> (wf8, ws, wz)
+  [mm] y = MatMul (x, wd)`), []string{
+			"wd: int8: input wf8 is float8e4m3fn, its zero point wz is int8",
+			"mm: fp8: input 0 (x) is float beside an FP8 input: " + fp8Rule,
 		}},
 		{"unknown policy", model("13", "everything", "", `  [mm] y = MatMul (x, w)`), []string{
 			`model: coverage: unknown policy "everything" in qcc.qdq.policy (want linear, attention, full)`,

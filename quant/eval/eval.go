@@ -47,6 +47,32 @@ func (d *Data) Len() int {
 	return n
 }
 
+// Split divides d by whole batches into the part a search tunes on and the part held
+// out to report on: a fraction frac of the batches, spread evenly over the data (batch i
+// is held out when floor((i+1)·frac) > floor(i·frac), so frac 0.5 holds out every other
+// batch), the labels following their rows. held is nil when d has fewer than two batches
+// or frac gives one part nothing.
+func (d *Data) Split(frac float64) (tune, held *Data) {
+	tune, held = &Data{}, &Data{}
+	row := 0
+	for i, b := range d.Batches {
+		part := tune
+		if math.Floor(float64(i+1)*frac) > math.Floor(float64(i)*frac) {
+			part = held
+		}
+		part.Batches = append(part.Batches, b)
+		part.Rows = append(part.Rows, d.Rows[i])
+		if d.Labels != nil {
+			part.Labels = append(part.Labels, d.Labels[row:row+d.Rows[i]]...)
+		}
+		row += d.Rows[i]
+	}
+	if len(tune.Batches) == 0 || len(held.Batches) == 0 {
+		return d, nil
+	}
+	return tune, held
+}
+
 // AutoBatch picks the evaluation batch size for an .npz data set whose inputs have
 // rows×width elements per row (width = the product of the dimensions after the first):
 // TokensPerBatch / width rows, at least 1, at most rows.

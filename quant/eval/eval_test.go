@@ -1,6 +1,7 @@
 package eval
 
 import (
+	"fmt"
 	"math"
 	"path/filepath"
 	"strings"
@@ -128,5 +129,29 @@ func TestEvaluator(t *testing.T) {
 	}
 	if acc, err := Accuracy(path, d, ort.Options{}); err != nil || acc != 1 {
 		t.Errorf("Accuracy %v %v", acc, err)
+	}
+}
+
+// TestSplit: every other batch is held out at 0.5, a quarter of them at 0.25, the labels
+// follow their rows, and data that cannot be split is not.
+func TestSplit(t *testing.T) {
+	d := &Data{Rows: []int{2, 2, 2, 1}, Labels: []int64{0, 1, 2, 3, 4, 5, 6}}
+	for i := range d.Rows {
+		d.Batches = append(d.Batches, map[string]*ndarray.Array{"x": ndarray.FromInt64([]int64{int64(d.Rows[i])}, make([]int64, d.Rows[i]))})
+	}
+	tune, held := d.Split(0.5)
+	if held == nil || fmt.Sprint(tune.Rows, tune.Labels, held.Rows, held.Labels) != "[2 2] [0 1 4 5] [2 1] [2 3 6]" {
+		t.Errorf("0.5: tune %v %v, held %+v", tune.Rows, tune.Labels, held)
+	}
+	if tune.Len()+held.Len() != d.Len() {
+		t.Errorf("rows lost")
+	}
+	tune, held = d.Split(0.25)
+	if held == nil || fmt.Sprint(tune.Rows, held.Rows, held.Labels) != "[2 2 2] [1] [6]" {
+		t.Errorf("0.25: tune %v, held %+v", tune.Rows, held)
+	}
+	one := &Data{Batches: d.Batches[:1], Rows: d.Rows[:1], Labels: d.Labels[:2]}
+	if tune, held := one.Split(0.5); held != nil || tune != one {
+		t.Errorf("one batch split into %+v and %+v", tune, held)
 	}
 }
