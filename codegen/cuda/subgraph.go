@@ -1,7 +1,9 @@
 package cuda
 
 import (
+	"encoding/binary"
 	"fmt"
+	"math"
 	"sort"
 	"strings"
 
@@ -290,6 +292,20 @@ func drawArray(dt ir.DataType, shape []int64, gen generator) (*ndarray.Array, er
 			v[i] = float32(x)
 		}
 		return ndarray.FromFloat32(shape, v), nil
+	case ir.Float16:
+		// A model typed in half (the precision pass's): its values rounded to half,
+		// which the kernel's float parameters then hold exactly.
+		v := make([]float32, n)
+		for i, x := range vals {
+			v[i] = float32(x)
+		}
+		return ndarray.FromFloat16(shape, v), nil
+	case ir.BFloat16:
+		a := ndarray.New(ndarray.BFloat16, shape)
+		for i, x := range vals {
+			binary.LittleEndian.PutUint16(a.Data[2*i:], toBF16(float32(x)))
+		}
+		return a, nil
 	case ir.Int64:
 		v := make([]int64, n)
 		for i, x := range vals {
@@ -316,6 +332,15 @@ func drawArray(dt ir.DataType, shape []int64, gen generator) (*ndarray.Array, er
 		return a, nil
 	}
 	return nil, fmt.Errorf("no check data for %s values", dt)
+}
+
+// toBF16 rounds a float to bfloat16 (nearest, ties to even; NaN stays NaN).
+func toBF16(f float32) uint16 {
+	b := math.Float32bits(f)
+	if f != f {
+		return uint16(b>>16) | 0x40
+	}
+	return uint16((b + 0x7fff + (b>>16)&1) >> 16)
 }
 
 // toKernel converts a model array to a kernel parameter's element type: what the
@@ -354,7 +379,11 @@ func tensorArray(c *ir.Tensor) (*ndarray.Array, error) {
 		return nil, err
 	}
 	switch c.DType {
-	case ir.Float, ir.Double, ir.Float16:
+	case ir.Float16, ir.BFloat16:
+		v := make([]float64, len(vals))
+		copy(v, vals)
+		return drawArray(c.DType, c.Dims, func(int64) []float64 { return v })
+	case ir.Float, ir.Double:
 		v := make([]float32, len(vals))
 		for i, x := range vals {
 			v[i] = float32(x)

@@ -11,6 +11,7 @@
 // without meaning it.
 #pragma once
 
+#include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
@@ -88,6 +89,23 @@ inline uint16_t FloatToHalfBits(float f) {
   return static_cast<uint16_t>(sign | h);
 }
 
+// bfloat16 is the top half of a float, rounded to nearest even.
+inline uint16_t FloatToBFloat16Bits(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, sizeof x);
+  if ((x & 0x7fffffffu) > 0x7f800000u) {
+    return static_cast<uint16_t>((x >> 16) | 0x40u);  // a quiet NaN
+  }
+  return static_cast<uint16_t>((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
+}
+
+inline float BFloat16BitsToFloat(uint16_t b) {
+  const uint32_t x = static_cast<uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &x, sizeof f);
+  return f;
+}
+
 template <typename T>
 struct Host {
   static T From(double v) { return static_cast<T>(v); }
@@ -102,6 +120,16 @@ struct Host<__half> {
     return __half(r);
   }
   static double To(__half v) { return HalfBitsToFloat(static_cast<__half_raw>(v).x); }
+};
+
+template <>
+struct Host<__nv_bfloat16> {
+  static __nv_bfloat16 From(double v) {
+    __nv_bfloat16_raw r;
+    r.x = FloatToBFloat16Bits(static_cast<float>(v));
+    return __nv_bfloat16(r);
+  }
+  static double To(__nv_bfloat16 v) { return BFloat16BitsToFloat(static_cast<__nv_bfloat16_raw>(v).x); }
 };
 
 // Pack3 interleaves q, k and v ([rows, hidden] each) into the [rows, 3 *
