@@ -229,7 +229,21 @@ bool TestLayerNorm(const char* name, int rows) {
   const std::string skip_name = std::string(name) + " skip";
   ok = Report(skip_name.c_str(), dy.Get(), want_skip, Atol<T>(), Atol<T>()) & ok;
   const std::string sum_name = std::string(name) + " skip sum";
-  return Report(sum_name.c_str(), dsum.Get(), sum, 1e-6, 1e-3) & ok;
+  ok = Report(sum_name.c_str(), dsum.Get(), sum, 1e-6, 1e-3) & ok;
+  // Both row layouts whatever the launchers chose for this device and row count:
+  // warp (or block) rows, and the short grid's block per row.
+  constexpr int kBase = qcc::ThreadsPerRow<T>(H);
+  constexpr int kShort = qcc::ShortGridThreads<T>(H);
+  CUDA_OK((qcc::LayerNormRows<T, S, kBase>(dx.p, dg.p, db.p, dy.p, rows, 0)));
+  CUDA_OK(cudaDeviceSynchronize());
+  ok = Report((std::string(name) + " rows").c_str(), dy.Get(), want, Atol<T>(), Atol<T>()) & ok;
+  CUDA_OK((qcc::LayerNormRows<T, S, kShort>(dx.p, dg.p, db.p, dy.p, rows, 0)));
+  CUDA_OK(cudaDeviceSynchronize());
+  ok = Report((std::string(name) + " short grid").c_str(), dy.Get(), want, Atol<T>(), Atol<T>()) & ok;
+  CUDA_OK((qcc::SkipLayerNormRows<T, S, kShort>(dx.p, dskip.p, dbias.p, dg.p, db.p, dy.p, dsum.p, rows, 0)));
+  CUDA_OK(cudaDeviceSynchronize());
+  ok = Report((skip_name + " short grid").c_str(), dy.Get(), want_skip, Atol<T>(), Atol<T>()) & ok;
+  return Report((sum_name + " short grid").c_str(), dsum.Get(), sum, 1e-6, 1e-3) & ok;
 }
 
 // ---- GELU ----
@@ -517,6 +531,7 @@ int main() {
   TestVec<__half, 2>("vector half2");
   TestLayerNorm<float, 64, true>("layernorm f32 h64", 37);
   TestLayerNorm<float, 768, true>("layernorm f32 h768", 100);
+  TestLayerNorm<float, 768, true>("layernorm f32 h768 (long grid)", 4096);
   TestLayerNorm<float, 1000, false>("layernorm f32 h1000 (ragged)", 9);
   TestLayerNorm<float, 4096, true>("layernorm f32 h4096 (block rows)", 5);
   TestLayerNorm<float, 67, true>("layernorm f32 h67 (scalar)", 11);

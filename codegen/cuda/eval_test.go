@@ -24,9 +24,17 @@ import (
 // does, and every such output at the end, as the kernel's store does.
 func emulate(t *testing.T, in *instance, a map[string][]float64) map[string][]float64 {
 	t.Helper()
+	return emulateRows(t, in, a, false)
+}
+
+// emulateRows is emulate with the row kernels' (LayerNorm, skip+LayerNorm) layout
+// chosen: warp rows (block rows for wide ones), or with short the short grid's
+// block per row, which the launchers take on a GPU with many SMs for the row count.
+func emulateRows(t *testing.T, in *instance, a map[string][]float64, short bool) map[string][]float64 {
+	t.Helper()
 	rnd := elemRound(in.Elem)
 	if rnd == nil {
-		return emulateKernel(t, in, a, f32)
+		return emulateKernel(t, in, a, f32, short)
 	}
 	typed := map[string]bool{}
 	for _, p := range in.Kernel.Params {
@@ -39,7 +47,7 @@ func emulate(t *testing.T, in *instance, a map[string][]float64) map[string][]fl
 		}
 		r[p] = x
 	}
-	out := emulateKernel(t, in, r, rnd)
+	out := emulateKernel(t, in, r, rnd, short)
 	for p, x := range out {
 		if typed[p] {
 			out[p] = roundAll(x, rnd)
@@ -72,7 +80,7 @@ func roundAll(x []float64, rnd func(float64) float64) []float64 {
 
 // emulateKernel is emulate for the kernel's own arithmetic; rnd rounds to its
 // element type (the tensor-core attention rounds its probabilities to it).
-func emulateKernel(t *testing.T, in *instance, a map[string][]float64, rnd func(float64) float64) map[string][]float64 {
+func emulateKernel(t *testing.T, in *instance, a map[string][]float64, rnd func(float64) float64, short bool) map[string][]float64 {
 	t.Helper()
 	k := in.Kernel
 	c := func(name string) float64 {
@@ -119,7 +127,11 @@ func emulateKernel(t *testing.T, in *instance, a map[string][]float64, rnd func(
 		if c("kHasBeta") == 1 {
 			beta = a["beta"]
 		}
-		out := layerNorm(x, h, f32(c("kEpsilon")), a["gamma"], beta, c("kCentred") == 1)
+		threads := threadsPerRow(h, in.Elem)
+		if short {
+			threads = shortGridThreads(h, in.Elem)
+		}
+		out := layerNormRows(x, h, f32(c("kEpsilon")), a["gamma"], beta, c("kCentred") == 1, threads, rowVecWidth(h, in.Elem))
 		if k.Launcher == "qcc::SkipLayerNorm" && c("kHasSum") == 1 {
 			return map[string][]float64{"output": out, "sum": x}
 		}
@@ -463,6 +475,97 @@ func attnData(in *instance, c func(string) float64, a map[string][]float64) *att
 		return 1
 	}
 	return x
+}
+
+// The row layout of qcc/common.cuh and qcc/layernorm.cuh, for elements of elem.
+
+// rowVecWidth is RowVecWidth: the widest vector of at most 16 bytes that divides n
+// and leaves each of a warp's lanes a vector.
+func rowVecWidth(n, elem int) int {
+	w := 16 / variants[elem].size
+	for w > 1 && n%w != 0 {
+		w /= 2
+	}
+	for w > 1 && n/w < 32 {
+		w /= 2
+	}
+	return w
+}
+
+// threadsPerRow is ThreadsPerRow: a warp up to 8 vectors a lane, else a block with
+// at most 4 vectors a thread.
+func threadsPerRow(n, elem int) int {
+	chunks := n / rowVecWidth(n, elem)
+	if chunks <= 32*8 {
+		return 32
+	}
+	return min(((chunks+3)/4+31)/32*32, 1024)
+}
+
+// shortGridThreads is ShortGridThreads: on a short grid, a vector a thread, at
+// most 256 threads, never fewer than threadsPerRow.
+func shortGridThreads(n, elem int) int {
+	chunks := n / rowVecWidth(n, elem)
+	return max(min((chunks+31)/32*32, 256), threadsPerRow(n, elem))
+}
+
+// rowSum is RowSum over threads threads in float: each thread's own sum of f over
+// its vectors (vector t, t + threads, ... of vec elements), a warp's by the xor
+// butterfly of WarpSum, and for a block the warps' sums through the same butterfly.
+func rowSum(row []float64, threads, vec int, f func(float64) float64) float64 {
+	part := make([]float64, threads)
+	chunks := len(row) / vec
+	for t := range part {
+		for ch := t; ch < chunks; ch += threads {
+			for j := 0; j < vec; j++ {
+				part[t] = f32(part[t] + f(row[ch*vec+j]))
+			}
+		}
+	}
+	warpSum := func(v []float64) float64 {
+		lanes := append([]float64{}, v...)
+		for off := 16; off > 0; off /= 2 {
+			next := make([]float64, 32)
+			for l := range next {
+				next[l] = f32(lanes[l] + lanes[l^off])
+			}
+			lanes = next
+		}
+		return lanes[0]
+	}
+	warps := make([]float64, 32)
+	for w := 0; w < threads/32; w++ {
+		warps[w] = warpSum(part[32*w : 32*w+32])
+	}
+	if threads == 32 {
+		return warps[0]
+	}
+	return warpSum(warps)
+}
+
+// layerNormRows is the row routine of qcc/layernorm.cuh in float with threads
+// threads to a row: the mean of the row (0 uncentred), then the mean of the
+// squared deviations, each a rowSum divided by the length; rstd = 1 / sqrt(var +
+// eps); y = (x - mean) * rstd * gamma + beta.
+func layerNormRows(x []float64, h int, eps float64, gamma, beta []float64, centred bool, threads, vec int) []float64 {
+	out := make([]float64, len(x))
+	for r := 0; r < len(x)/h; r++ {
+		row := x[r*h : (r+1)*h]
+		mean := 0.0
+		if centred {
+			mean = f32(rowSum(row, threads, vec, func(v float64) float64 { return v }) / float64(h))
+		}
+		sq := rowSum(row, threads, vec, func(v float64) float64 { d := f32(v - mean); return f32(d * d) })
+		rstd := f32(1 / math.Sqrt(f32(f32(sq/float64(h))+eps)))
+		for i, v := range row {
+			y := f32(f32(f32(v-mean)*rstd) * gamma[i])
+			if beta != nil {
+				y = f32(y + beta[i])
+			}
+			out[r*h+i] = y
+		}
+	}
+	return out
 }
 
 // layerNorm normalises rows of h: centred, (x - mean) / sqrt(var + eps); else (RMSNorm)
