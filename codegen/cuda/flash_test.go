@@ -21,8 +21,11 @@ import (
 // keys) must agree with ONNX Runtime running the model's own half subgraph within
 // the half tolerance (1e-2).
 
-// fp16Pipeline is what makes a half model from a float one.
-const fp16Pipeline = "fold,fuse<target=ort>,precision<type=fp16>"
+// fp16Pipeline and bf16Pipeline make a half and a bfloat16 model from a float one.
+const (
+	fp16Pipeline = "fold,fuse<target=ort>,precision<type=fp16>"
+	bf16Pipeline = "fold,fuse<target=ort>,precision<type=bf16>"
+)
 
 // flashModel is an Attention-23 model in half: heads query heads of d over kv
 // key/value heads, causal or not, with a [batch|1, 1, seq, kv_seq] additive mask
@@ -150,29 +153,38 @@ func TestFlashEdges(t *testing.T) {
 // every attention block whose heads fit the tensor-core tiles gets that kernel.
 func TestFlashEmulation(t *testing.T) {
 	orttest.RequireLib(t)
-	type model struct{ name, path string }
+	type model struct {
+		name, path, pipeline string
+		elem                 int
+	}
 	var models []model
 	for _, cm := range corpus.Models(t, "") {
-		models = append(models, model{cm.Name, cm.Path})
+		models = append(models, model{cm.Name, cm.Path, fp16Pipeline, elemHalf})
+	}
+	// bfloat16: the attention on tensor cores, the other blocks' float kernels on
+	// bfloat16 values (no bfloat16 launch functions), against ONNX Runtime's
+	// bfloat16 subgraphs (widened to float where its CPU provider has no kernel).
+	for _, name := range []string{"bert.opset13", "distilbert.opset13"} {
+		models = append(models, model{name + "/bf16", filepath.Join(corpus.Dir(t), name+".onnx"), bf16Pipeline, elemBF16})
 	}
 	// (bart's calibration in the precision pass stops in ONNX Runtime: its random
 	// token ids are out of the decoder's embedding table.)
 	for _, form := range []string{"gpt2-causal", "llama", "t5", "cross-attn", "causal-range", "mqa"} {
-		models = append(models, model{form, filepath.Join(probeDir, form+".opset17.onnx")})
+		models = append(models, model{form, filepath.Join(probeDir, form+".opset17.onnx"), fp16Pipeline, elemHalf})
 	}
 	flashSeen := 0
 	for _, mm := range models {
 		t.Run(mm.name, func(t *testing.T) {
-			m := loadWith(t, mm.path, fp16Pipeline)
+			m := loadWith(t, mm.path, mm.pipeline)
 			p := planOf(t, m, filepath.Base(mm.path))
 			var half []*instance
 			for _, in := range p.Instances {
-				if in.Elem == elemHalf {
+				if in.Elem == mm.elem {
 					half = append(half, in)
 				}
 			}
 			if len(half) == 0 {
-				t.Fatalf("no half instances (skipped: %v)", p.Skipped)
+				t.Fatalf("no %s instances (skipped: %v)", elemNames[mm.elem], p.Skipped)
 			}
 			for _, note := range p.Notes {
 				t.Logf("  %s", note)
@@ -181,7 +193,7 @@ func TestFlashEmulation(t *testing.T) {
 			hp.Instances = half
 			a, r, n := checkFlashInstances(t, m, &hp)
 			flashSeen += n
-			t.Logf("%d half instances; tensor-core attention %d; attention max abs/rel error %.1e/%.1e", len(half), n, a, r)
+			t.Logf("%d %s instances; tensor-core attention %d; attention max abs/rel error %.1e/%.1e", len(half), elemNames[mm.elem], n, a, r)
 		})
 	}
 	if flashSeen == 0 {

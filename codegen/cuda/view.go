@@ -210,7 +210,7 @@ func newInstanceView(in *instance) *instanceView {
 			case p.Out:
 				t := byParam[p.Name]
 				cv.Outputs = append(cv.Outputs, bufView{Elem: elem, Var: "d_" + p.Name, Count: strconv.FormatInt(t.Count(), 10)})
-				cv.Expects = append(cv.Expects, expectView{Param: p.Name, Atol: fmtTol(in.Tol[vi][0]), Rtol: fmtTol(in.Tol[vi][1])})
+				cv.Expects = append(cv.Expects, expectView{Param: p.Name, Atol: fmtTol(in.tol(vi)[0]), Rtol: fmtTol(in.tol(vi)[1])})
 				args = append(args, "d_"+p.Name)
 			default:
 				cv.Uploads = append(cv.Uploads, bufView{Elem: elem, Var: "d_" + p.Name, Host: p.Name})
