@@ -16,6 +16,7 @@
 #include "qcc/attention.cuh"
 #include "qcc/check.cuh"
 #include "qcc/embedding.cuh"
+#include "qcc/flash_attention.cuh"
 #include "qcc/gelu.cuh"
 #include "qcc/layernorm.cuh"
 #include "qcc/quantize.cuh"
@@ -228,7 +229,21 @@ bool TestLayerNorm(const char* name, int rows) {
   const std::string skip_name = std::string(name) + " skip";
   ok = Report(skip_name.c_str(), dy.Get(), want_skip, Atol<T>(), Atol<T>()) & ok;
   const std::string sum_name = std::string(name) + " skip sum";
-  return Report(sum_name.c_str(), dsum.Get(), sum, 1e-6, 1e-3) & ok;
+  ok = Report(sum_name.c_str(), dsum.Get(), sum, 1e-6, 1e-3) & ok;
+  // Both row layouts whatever the launchers chose for this device and row count:
+  // warp (or block) rows, and the short grid's block per row.
+  constexpr int kBase = qcc::ThreadsPerRow<T>(H);
+  constexpr int kShort = qcc::ShortGridThreads<T>(H);
+  CUDA_OK((qcc::LayerNormRows<T, S, kBase>(dx.p, dg.p, db.p, dy.p, rows, 0)));
+  CUDA_OK(cudaDeviceSynchronize());
+  ok = Report((std::string(name) + " rows").c_str(), dy.Get(), want, Atol<T>(), Atol<T>()) & ok;
+  CUDA_OK((qcc::LayerNormRows<T, S, kShort>(dx.p, dg.p, db.p, dy.p, rows, 0)));
+  CUDA_OK(cudaDeviceSynchronize());
+  ok = Report((std::string(name) + " short grid").c_str(), dy.Get(), want, Atol<T>(), Atol<T>()) & ok;
+  CUDA_OK((qcc::SkipLayerNormRows<T, S, kShort>(dx.p, dskip.p, dbias.p, dg.p, db.p, dy.p, dsum.p, rows, 0)));
+  CUDA_OK(cudaDeviceSynchronize());
+  ok = Report((skip_name + " short grid").c_str(), dy.Get(), want_skip, Atol<T>(), Atol<T>()) & ok;
+  return Report((sum_name + " short grid").c_str(), dsum.Get(), sum, 1e-6, 1e-3) & ok;
 }
 
 // ---- GELU ----
@@ -298,7 +313,7 @@ struct AttnSpec {
 // entry and head)
 // and a row scale; kv_seq > 0 is a key sequence of its own (cross-attention).
 template <typename T, int Heads, int KvHeads, int D, bool Packed, int Layout, bool Causal, int Mask, bool Bias,
-          bool RowScale, bool BiasShared = false>
+          bool RowScale, bool BiasShared = false, bool Flash = false>
 bool TestAttention(const char* name, int batch, int seq, int kv_seq = 0) {
   const int kvs = kv_seq > 0 ? kv_seq : seq;
   constexpr int H = Heads * D;
@@ -377,8 +392,13 @@ bool TestAttention(const char* name, int batch, int seq, int kv_seq = 0) {
       }
     }
   }
-  CUDA_OK((qcc::Attention<T, S>(dbuf.p, dbuf.p + koff, dbuf.p + voff, dmask.p, dbias.p, drs.p, dout.p, batch, seq,
-                                kvs, 0)));
+  if constexpr (Flash) {
+    CUDA_OK((qcc::FlashAttention<T, S>(dbuf.p, dbuf.p + koff, dbuf.p + voff, dmask.p, dbias.p, drs.p, dout.p, batch,
+                                       seq, kvs, 0)));
+  } else {
+    CUDA_OK((qcc::Attention<T, S>(dbuf.p, dbuf.p + koff, dbuf.p + voff, dmask.p, dbias.p, drs.p, dout.p, batch, seq,
+                                  kvs, 0)));
+  }
   CUDA_OK(cudaDeviceSynchronize());
   return Report(name, dout.Get(), want, Atol<T>(), Atol<T>());
 }
@@ -511,6 +531,7 @@ int main() {
   TestVec<__half, 2>("vector half2");
   TestLayerNorm<float, 64, true>("layernorm f32 h64", 37);
   TestLayerNorm<float, 768, true>("layernorm f32 h768", 100);
+  TestLayerNorm<float, 768, true>("layernorm f32 h768 (long grid)", 4096);
   TestLayerNorm<float, 1000, false>("layernorm f32 h1000 (ragged)", 9);
   TestLayerNorm<float, 4096, true>("layernorm f32 h4096 (block rows)", 5);
   TestLayerNorm<float, 67, true>("layernorm f32 h67 (scalar)", 11);
@@ -546,6 +567,21 @@ int main() {
   TestAttention<__half, 4, 4, 32, true, kBSH, false, kPad, true, false>("attention f16 d32", 2, 100);
   TestAttention<__half, 2, 2, 64, false, kBSH, false, kPad, false, false>("attention f16 d64", 3, 256);
   TestAttention<__half, 4, 4, 16, false, kBNSH, true, kPad, true, true>("attention f16 d16 bnsh causal", 3, 64);
+  // The tensor-core path: tiles of 64 queries and 64 keys, so sequences that are
+  // not multiples of 64, a single token, head sizes 32 to 128, every layout.
+  using bf16 = __nv_bfloat16;
+  TestAttention<__half, 4, 4, 32, true, kBSH, false, kPad, false, false, false, true>("flash f16 d32 packed masked", 3,
+                                                                                      100);
+  TestAttention<__half, 2, 2, 64, false, kBSH, true, kPad, true, false, false, true>("flash f16 d64 causal biased", 3,
+                                                                                     130);
+  TestAttention<__half, 2, 2, 80, false, kBSH, false, qcc::kMaskNone, true, false, true, true>(
+      "flash f16 d80 shared bias", 2, 65);
+  TestAttention<__half, 2, 2, 128, false, kBSH, false, kPad, false, false, false, true>("flash f16 d128 s512", 1, 512);
+  TestAttention<__half, 4, 2, 64, false, kBSH, false, kPad, false, false, false, true>("flash f16 d64 grouped-query",
+                                                                                       3, 1);
+  TestAttention<__half, 2, 2, 32, false, kBNSH, false, qcc::kMaskNone, true, true, false, true>(
+      "flash f16 d32 cross bnsh rowscale (70 queries, 33 keys)", 2, 70, 33);
+  TestAttention<bf16, 2, 2, 64, false, kBSH, true, kPad, false, false, false, true>("flash bf16 d64 causal", 3, 77);
   TestEmbedding<float>("embed layernorm f32");
   TestEmbedding<__half>("embed layernorm f16");
   TestQuantize<float, false, 1, 1>("quantize f32 per tensor", 1001);

@@ -13,10 +13,18 @@
 #      timed launch follows a write that evicts the L2 cache, so small working
 #      sets are not measured from cache; attention also gets TFLOP/s, and its
 #      fraction of copy bandwidth is its fraction of the memory floor.
-#   3. Standalone LayerNorm, skip+LayerNorm and BiasGelu at hidden 768 and 1024
+#   3. The same for both BERTs made half by the precision pass
+#      (fold,fuse<target=ort>,precision<type=fp16>): their attention runs on
+#      the tensor-core kernel (qcc/flash_attention.cuh), checked in f16 only.
+#   4. Standalone LayerNorm, skip+LayerNorm and BiasGelu at hidden 768 and 1024
 #      over enough rows that each kernel moves at least 256 MB in float
 #      (one-node models written with the onnx package; about 1.6 GB of check
 #      data in all).
+#   5. Standalone half Attention-23 at full size (BERT-base's 12 heads of 64 and
+#      a decoder's 16 heads of 128, causal, 512 tokens): the tensor-core kernel's
+#      errors, its fraction of the memory floor (of_copy: q, k, v and the output
+#      moved once) and of the GPU's nominal dense FP16 tensor-core peak (of_tc).
+#   At the end the attention lines of every run are printed together.
 #
 # Without a GPU (nvidia-smi missing or failing) it says so and exits 0.
 # Needs: go, nvcc, python3 with numpy and onnx, and the ONNX Runtime library
@@ -114,12 +122,15 @@ run() {
 	fi
 }
 
-# emit NAME MODEL: qcc -emit=cuda into $WORK/NAME and compile its check binary.
+# emit NAME MODEL [PASSES]: qcc -emit=cuda into $WORK/NAME (after PASSES,
+# default fold,fuse) and compile its check binary.
 emit() {
-	local name="$1" model="$2" out="$WORK/$1"
+	local name="$1" model="$2" passes="${3:-fold,fuse}" out="$WORK/$1"
 	rm -rf "$out"
-	say "$name: qcc -passes=fold,fuse -emit=cuda $(basename "$model")"
-	"$WORK/qcc" -passes=fold,fuse -emit=cuda -o "$out" "$model"
+	say "$name: qcc -passes=$passes -emit=cuda $(basename "$model")"
+	"$WORK/qcc" -passes="$passes" -stats -emit=cuda -o "$out" "$model" 2>"$WORK/$name.stats" ||
+		die "$name: qcc failed: $(tail -n 3 "$WORK/$name.stats")"
+	grep 'note: kernel: attention' "$WORK/$name.stats" | sed "s/^ *note: kernel: /cuda-gpu-check: $name: /" || true
 	[ -f "$out/check/manifest.json" ] || die "$name: qcc wrote no check data (is ONNX Runtime loadable?)"
 	say "$name: nvcc check.cu kernels.cu"
 	(cd "$out" && "${NVCC[@]}" -o qcc_check check.cu kernels.cu)
@@ -133,12 +144,15 @@ say "selftest: nvcc cuda_kernels/selftest.cu"
 "${NVCC[@]}" -I cuda_kernels -o "$WORK/selftest" cuda_kernels/selftest.cu
 run selftest "$WORK" ./selftest
 
+FP16='fold,fuse<target=ort>,precision<type=fp16>'
 emit bert "$MODELS/bert.opset13.onnx"
+emit bert-fp16 "$MODELS/bert.opset13.onnx" "$FP16"
 
 if [ "${QCC_GPU_SKIP_LARGE:-0}" != 1 ]; then
 	say "bert-base: synthesising weights (synth_weights.py)"
 	"$PY" "$MODELS/large/synth_weights.py" "$MODELS/large/bert-base.opset13.onnx" --out-dir "$WORK/bert-base-graph" >/dev/null
 	emit bert-base "$WORK/bert-base-graph/bert-base.opset13.onnx"
+	emit bert-base-fp16 "$WORK/bert-base-graph/bert-base.opset13.onnx" "$FP16"
 fi
 
 # Standalone blocks: one model per hidden size holding a LayerNorm, a skip+
@@ -172,6 +186,33 @@ PY
 for hidden in 768 1024; do
 	emit "standalone-h$hidden" "$WORK/standalone_h$hidden.onnx"
 done
+
+# Standalone half attention at full size: Attention-23 on static [batch, 512,
+# heads * d] inputs (the plan caps sequences at 512).
+"$PY" - "$WORK" <<'PY'
+import sys
+import onnx
+from onnx import TensorProto, helper
+
+work = sys.argv[1]
+for name, batch, heads, d, causal in (("attention-fp16-d64", 8, 12, 64, 0), ("attention-fp16-d128-causal", 4, 16, 128, 1)):
+    io = lambda n: helper.make_tensor_value_info(n, TensorProto.FLOAT16, [batch, 512, heads * d])
+    node = helper.make_node("Attention", ["q", "k", "v"], ["y"], name="attention", q_num_heads=heads, kv_num_heads=heads, is_causal=causal)
+    graph = helper.make_graph([node], name, [io("q"), io("k"), io("v")], [io("y")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23)])
+    model.ir_version = 10
+    onnx.save(model, f"{work}/{name}.onnx")
+PY
+for name in attention-fp16-d64 attention-fp16-d128-causal; do
+	emit "$name" "$WORK/$name.onnx"
+done
+
+if [ "$DRY" != 1 ]; then
+	say "attention (of_copy: fraction of the memory floor; of_tc: of the nominal dense FP16 tensor-core peak):"
+	for log in "$WORK"/*.log; do
+		grep -E '^attention' "$log" | sed "s|^|cuda-gpu-check: $(basename "$log" .log): |" || true
+	done
+fi
 
 if [ ${#failed[@]} -gt 0 ]; then
 	say "FAILED: ${failed[*]}"

@@ -295,6 +295,9 @@ func emit(m *ir.Model, in string, o options, mode ir.ExternalMode, stdout, stder
 			for _, s := range res.Skipped {
 				fmt.Fprintf(stats, "  note: no kernel: %s\n", s)
 			}
+			for _, s := range res.Notes {
+				fmt.Fprintf(stats, "  note: kernel: %s\n", s)
+			}
 		}
 		return err
 	case "text":

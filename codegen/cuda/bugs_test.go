@@ -152,7 +152,7 @@ func TestBugDebertaRowZeroing(t *testing.T) {
 				cp.Tensors = append(cp.Tensors, tt)
 			}
 		}
-		if _, err := cp.extract(m); err == nil || !strings.Contains(err.Error(), "which no kernel parameter binds") {
+		if _, err := cp.extract(m, false); err == nil || !strings.Contains(err.Error(), "which no kernel parameter binds") {
 			t.Errorf("%s: extracting without the row scale: %v", name, err)
 		}
 	}

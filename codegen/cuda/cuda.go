@@ -61,6 +61,7 @@ type Result struct {
 	Kernels   []string // launch function names without the type suffix
 	Instances []string // block ids with a kernel
 	Skipped   []string // blocks and nodes without one, with the reason
+	Notes     []string // blocks with a kernel: which path each got and why
 	CheckData bool     // check/ was written
 	Files     []string // paths written, relative to the folder, sorted
 }
@@ -128,7 +129,7 @@ func Emit(m *ir.Model, dir string, o Options) (*Result, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	res := &Result{Skipped: p.Skipped}
+	res := &Result{Skipped: p.Skipped, Notes: p.Notes}
 	for _, k := range p.Kernels {
 		res.Kernels = append(res.Kernels, k.Name)
 	}

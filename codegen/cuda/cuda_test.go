@@ -365,7 +365,7 @@ func verifyCheckData(t *testing.T, p *plan, dir string) {
 		}
 		for param, got := range emulate(t, in, arrays) {
 			want := arrays[param]
-			atol, rtol := in.Tol[0][0], in.Tol[0][1]
+			atol, rtol := in.Tol[in.Elem][0], in.Tol[in.Elem][1]
 			bad := 0
 			for k := range want {
 				if d := abs(got[k] - want[k]); !(d <= atol+rtol*abs(want[k])) {

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/qcc-dev/qcc/ir"
+	"github.com/qcc-dev/qcc/ndarray"
 )
 
 // emulate runs an instance's kernel specialisation in Go on the kernel's inputs (by
@@ -17,7 +18,69 @@ import (
 // predicate and filter, clamps and fills. Arithmetic is float64 with the values the
 // kernel keeps in float rounded to float32. It is a test oracle: it shares nothing
 // with ONNX Runtime, which computes the expected outputs from the model's subgraph.
+//
+// An instance of a half or bfloat16 model runs in that type (check.cu runs it so):
+// every input of the kernel's element type is rounded to it first, as the upload
+// does, and every such output at the end, as the kernel's store does.
 func emulate(t *testing.T, in *instance, a map[string][]float64) map[string][]float64 {
+	t.Helper()
+	return emulateRows(t, in, a, false)
+}
+
+// emulateRows is emulate with the row kernels' (LayerNorm, skip+LayerNorm) layout
+// chosen: warp rows (block rows for wide ones), or with short the short grid's
+// block per row, which the launchers take on a GPU with many SMs for the row count.
+func emulateRows(t *testing.T, in *instance, a map[string][]float64, short bool) map[string][]float64 {
+	t.Helper()
+	rnd := elemRound(in.Elem)
+	if rnd == nil {
+		return emulateKernel(t, in, a, f32, short)
+	}
+	typed := map[string]bool{}
+	for _, p := range in.Kernel.Params {
+		typed[p.Name] = p.Elem == "T"
+	}
+	r := map[string][]float64{}
+	for p, x := range a {
+		if typed[p] {
+			x = roundAll(x, rnd)
+		}
+		r[p] = x
+	}
+	out := emulateKernel(t, in, r, rnd, short)
+	for p, x := range out {
+		if typed[p] {
+			out[p] = roundAll(x, rnd)
+		}
+	}
+	return out
+}
+
+// elemRound rounds a float to an element type: nil for float, else to half or
+// bfloat16 (nearest, ties to even), through float.
+func elemRound(elem int) func(float64) float64 {
+	switch elem {
+	case elemHalf:
+		return func(x float64) float64 { return float64(ndarray.HalfToFloat32(ndarray.Float32ToHalf(float32(x)))) }
+	case elemBF16:
+		return func(x float64) float64 {
+			return float64(math.Float32frombits(uint32(toBF16(float32(x))) << 16))
+		}
+	}
+	return nil
+}
+
+func roundAll(x []float64, rnd func(float64) float64) []float64 {
+	out := make([]float64, len(x))
+	for i, v := range x {
+		out[i] = rnd(v)
+	}
+	return out
+}
+
+// emulateKernel is emulate for the kernel's own arithmetic; rnd rounds to its
+// element type (the tensor-core attention rounds its probabilities to it).
+func emulateKernel(t *testing.T, in *instance, a map[string][]float64, rnd func(float64) float64, short bool) map[string][]float64 {
 	t.Helper()
 	k := in.Kernel
 	c := func(name string) float64 {
@@ -64,7 +127,11 @@ func emulate(t *testing.T, in *instance, a map[string][]float64) map[string][]fl
 		if c("kHasBeta") == 1 {
 			beta = a["beta"]
 		}
-		out := layerNorm(x, h, f32(c("kEpsilon")), a["gamma"], beta, c("kCentred") == 1)
+		threads := threadsPerRow(h, in.Elem)
+		if short {
+			threads = shortGridThreads(h, in.Elem)
+		}
+		out := layerNormRows(x, h, f32(c("kEpsilon")), a["gamma"], beta, c("kCentred") == 1, threads, rowVecWidth(h, in.Elem))
 		if k.Launcher == "qcc::SkipLayerNorm" && c("kHasSum") == 1 {
 			return map[string][]float64{"output": out, "sum": x}
 		}
@@ -89,6 +156,8 @@ func emulate(t *testing.T, in *instance, a map[string][]float64) map[string][]fl
 		return map[string][]float64{"output": out}
 	case "qcc::Attention":
 		return map[string][]float64{"output": emulateAttention(in, c, a)}
+	case "qcc::FlashAttention":
+		return map[string][]float64{"output": emulateFlash(in, c, a, rnd)}
 	case "qcc::EmbedLayerNorm":
 		h := int(c("kHidden"))
 		s := int(in.Dims[1].Value)
@@ -160,6 +229,177 @@ func f32(x float64) float64 { return float64(float32(x)) }
 // or what IEEE arithmetic gives (kEmptyRowNaN: NaN for a row of -inf), and the row
 // scale.
 func emulateAttention(in *instance, c func(string) float64, a map[string][]float64) []float64 {
+	x := attnData(in, c, a)
+	if x == nil {
+		return nil
+	}
+	heads, d, hid, kvHeads := x.heads, x.d, x.heads*x.d, x.kvHeads
+	b, s, kvS := x.batch, x.seq, x.kvSeq
+	out := make([]float64, b*s*hid)
+	p := make([]float64, kvS)
+	for bi := 0; bi < b; bi++ {
+		for h := 0; h < heads; h++ {
+			kvh := h / (heads / kvHeads)
+			for i := 0; i < s; i++ {
+				m := math.Inf(-1)
+				for j := 0; j < kvS; j++ {
+					if x.causal && j > i {
+						p[j] = math.Inf(-1)
+						continue
+					}
+					dot := 0.0
+					for e := 0; e < d; e++ {
+						dot += f32(x.q(bi, i, h, e)*x.scale) * x.k(bi, j, kvh, e)
+					}
+					sc := x.addTerms(f32(dot), bi, h, i, j)
+					p[j] = sc
+					m = math.Max(m, sc)
+				}
+				if x.emptyZero && m <= -math.MaxFloat32 {
+					for e := 0; e < d; e++ {
+						out[(bi*s+i)*hid+h*d+e] = 0
+					}
+					continue
+				}
+				sum := 0.0
+				for j := range p {
+					p[j] = math.Exp(p[j] - m)
+					sum += p[j]
+				}
+				inv := 0.0
+				if sum > 0 {
+					inv = 1 / sum
+				}
+				for e := 0; e < d; e++ {
+					o := 0.0
+					for j := 0; j < kvS; j++ {
+						if p[j] != 0 {
+							o += p[j] * inv * x.v(bi, j, kvh, e)
+						}
+					}
+					out[(bi*s+i)*hid+h*d+e] = o * x.rowScale(bi, i)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// The tensor-core kernel's tiles: 64 query rows to a block, 64 keys to a tile,
+// each tile's keys split between two lanes of 32.
+const (
+	flashRows = 64
+	flashKeys = 64
+)
+
+// emulateFlash follows qcc/flash_attention.cuh: per query row, the key tiles in
+// order (with kCausal only those up to the block's last query); per tile the
+// scores S = Q K^T of the element-type inputs summed in float, times kScale, plus
+// the bias and the mask filter in float (-inf for a causal key after the query);
+// the online softmax in float with the running max m and sum l; the probabilities
+// exp(s - m) rounded to the element type (rnd) before they are summed into l (each
+// half tile summed on its own, then the two added) and multiplied by V; O rescaled
+// by exp(m_old - m) and the tile's P V added; at the end O / l times the row
+// scale. A row whose m is <= the lowest float is 0 (kEmptyRowZero), one whose m is
+// -inf NaN (kEmptyRowNaN).
+func emulateFlash(in *instance, c func(string) float64, a map[string][]float64, rnd func(float64) float64) []float64 {
+	x := attnData(in, c, a)
+	if x == nil {
+		return nil
+	}
+	heads, d, hid, kvHeads := x.heads, x.d, x.heads*x.d, x.kvHeads
+	b, s, kvS := x.batch, x.seq, x.kvSeq
+	out := make([]float64, b*s*hid)
+	sc := make([]float64, flashKeys)
+	p := make([]float64, flashKeys)
+	o := make([]float64, d)
+	for bi := 0; bi < b; bi++ {
+		for h := 0; h < heads; h++ {
+			kvh := h / (heads / kvHeads)
+			for i := 0; i < s; i++ {
+				end := kvS
+				if x.causal {
+					end = min(kvS, i/flashRows*flashRows+flashRows)
+				}
+				m, l := math.Inf(-1), 0.0
+				clear(o)
+				for t0 := 0; t0 < end; t0 += flashKeys {
+					tileMax := math.Inf(-1)
+					for j := range sc {
+						key := t0 + j
+						sc[j] = math.Inf(-1)
+						if key >= kvS || x.causal && key > i {
+							continue
+						}
+						dot := 0.0 // products of two half (or bfloat16) values are exact in float
+						for e := 0; e < d; e++ {
+							dot += x.q(bi, i, h, e) * x.k(bi, key, kvh, e)
+						}
+						sc[j] = x.addTerms(f32(f32(dot)*x.scale), bi, h, i, key)
+						tileMax = math.Max(tileMax, sc[j])
+					}
+					mNew := math.Max(m, tileMax)
+					none := math.IsInf(mNew, -1)
+					alpha := 1.0
+					if !none {
+						alpha = f32(math.Exp(m - mNew))
+					}
+					var halves [2]float64
+					for j := range p {
+						p[j] = 0
+						if !none {
+							p[j] = rnd(math.Exp(sc[j] - mNew))
+						}
+						halves[j/(flashKeys/2)] = f32(halves[j/(flashKeys/2)] + p[j])
+					}
+					l = f32(f32(l*alpha) + f32(halves[0]+halves[1]))
+					m = mNew
+					for e := 0; e < d; e++ {
+						pv := 0.0
+						for j := range p {
+							if key := t0 + j; key < kvS && p[j] != 0 {
+								pv += p[j] * x.v(bi, key, kvh, e)
+							}
+						}
+						o[e] = f32(f32(o[e]*alpha) + f32(pv))
+					}
+				}
+				inv := f32(1 / l)
+				switch {
+				case x.emptyZero && m <= -math.MaxFloat32:
+					inv = 0
+					clear(o)
+				case math.IsInf(m, -1):
+					inv = math.NaN()
+				}
+				rs := x.rowScale(bi, i)
+				for e := 0; e < d; e++ {
+					out[(bi*s+i)*hid+h*d+e] = f32(f32(o[e]*inv) * rs)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// attnInputs are an attention kernel's inputs as its Spec reads them.
+type attnInputs struct {
+	heads, d, kvHeads int
+	batch, seq, kvSeq int
+	causal, emptyZero bool
+	scale             float64
+	q, k, v           func(bi, i, h, e int) float64 // q by query head, k and v by key/value head
+	addTerms          func(s float64, bi, h, i, j int) float64
+	rowScale          func(bi, i int) float64
+}
+
+// attnData reads an attention instance's inputs: the launch check.cu makes (a
+// packed kernel gets one [rows, 3 * hidden] buffer with k and v at offsets hidden
+// and 2 * hidden), the row strides kLd and kKvLd or the [batch, kv_heads, kv_seq,
+// d] layout, the bias broadcast over the axes whose kBias* flag is false, the mask
+// predicate and filter; nil when a read would fall outside a buffer (a launch
+// that faults).
+func attnData(in *instance, c func(string) float64, a map[string][]float64) *attnInputs {
 	heads, d := int(c("kHeads")), int(c("kHeadSize"))
 	kvHeads, ld, kvLd := int(c("kKvHeads")), int(c("kLd")), int(c("kKvLd"))
 	bnsh, causal := c("kKvLayout") == 1, c("kCausal") == 1
@@ -214,61 +454,115 @@ func emulateAttention(in *instance, c func(string) float64, a map[string][]float
 	if biasOn && biasRow(b-1, heads-1, s-1)+kvS > len(a["bias"]) {
 		return nil
 	}
-	out := make([]float64, b*s*hid)
-	p := make([]float64, kvS)
-	for bi := 0; bi < b; bi++ {
-		for h := 0; h < heads; h++ {
-			kvh := h / (heads / kvHeads)
-			for i := 0; i < s; i++ {
-				m := math.Inf(-1)
-				for j := 0; j < kvS; j++ {
-					if causal && j > i {
-						p[j] = math.Inf(-1)
-						continue
-					}
-					dot := 0.0
-					for e := 0; e < d; e++ {
-						dot += f32(q[qOff+(bi*s+i)*ld+h*d+e]*scale) * kk[kOff+kvIndex(bi, j, kvh, e)]
-					}
-					sc := f32(dot)
-					if biasOn {
-						sc = f32(sc + a["bias"][biasRow(bi, h, i)+j])
-					}
-					if maskOn && a["mask"][bi*kvS+j] <= 0 {
-						sc = f32(sc + filter)
-					}
-					p[j] = sc
-					m = math.Max(m, sc)
-				}
-				if c("kEmptyRow") == 1 && m <= -math.MaxFloat32 {
-					for e := 0; e < d; e++ {
-						out[(bi*s+i)*hid+h*d+e] = 0
-					}
-					continue
-				}
-				sum := 0.0
-				for j := range p {
-					p[j] = math.Exp(p[j] - m)
-					sum += p[j]
-				}
-				inv := 0.0
-				if sum > 0 {
-					inv = 1 / sum
-				}
-				rs := 1.0
-				if rowOn {
-					rs = a["row_scale"][bi*s+i]
-				}
-				for e := 0; e < d; e++ {
-					o := 0.0
-					for j := 0; j < kvS; j++ {
-						if p[j] != 0 {
-							o += p[j] * inv * v[vOff+kvIndex(bi, j, kvh, e)]
-						}
-					}
-					out[(bi*s+i)*hid+h*d+e] = o * rs
-				}
+	x := &attnInputs{heads: heads, d: d, kvHeads: kvHeads, batch: b, seq: s, kvSeq: kvS, causal: causal,
+		emptyZero: c("kEmptyRow") == 1, scale: scale}
+	x.q = func(bi, i, h, e int) float64 { return q[qOff+(bi*s+i)*ld+h*d+e] }
+	x.k = func(bi, j, kvh, e int) float64 { return kk[kOff+kvIndex(bi, j, kvh, e)] }
+	x.v = func(bi, j, kvh, e int) float64 { return v[vOff+kvIndex(bi, j, kvh, e)] }
+	x.addTerms = func(sc float64, bi, h, i, j int) float64 {
+		if biasOn {
+			sc = f32(sc + a["bias"][biasRow(bi, h, i)+j])
+		}
+		if maskOn && a["mask"][bi*kvS+j] <= 0 {
+			sc = f32(sc + filter)
+		}
+		return sc
+	}
+	x.rowScale = func(bi, i int) float64 {
+		if rowOn {
+			return a["row_scale"][bi*s+i]
+		}
+		return 1
+	}
+	return x
+}
+
+// The row layout of qcc/common.cuh and qcc/layernorm.cuh, for elements of elem.
+
+// rowVecWidth is RowVecWidth: the widest vector of at most 16 bytes that divides n
+// and leaves each of a warp's lanes a vector.
+func rowVecWidth(n, elem int) int {
+	w := 16 / variants[elem].size
+	for w > 1 && n%w != 0 {
+		w /= 2
+	}
+	for w > 1 && n/w < 32 {
+		w /= 2
+	}
+	return w
+}
+
+// threadsPerRow is ThreadsPerRow: a warp up to 8 vectors a lane, else a block with
+// at most 4 vectors a thread.
+func threadsPerRow(n, elem int) int {
+	chunks := n / rowVecWidth(n, elem)
+	if chunks <= 32*8 {
+		return 32
+	}
+	return min(((chunks+3)/4+31)/32*32, 1024)
+}
+
+// shortGridThreads is ShortGridThreads: on a short grid, a vector a thread, at
+// most 256 threads, never fewer than threadsPerRow.
+func shortGridThreads(n, elem int) int {
+	chunks := n / rowVecWidth(n, elem)
+	return max(min((chunks+31)/32*32, 256), threadsPerRow(n, elem))
+}
+
+// rowSum is RowSum over threads threads in float: each thread's own sum of f over
+// its vectors (vector t, t + threads, ... of vec elements), a warp's by the xor
+// butterfly of WarpSum, and for a block the warps' sums through the same butterfly.
+func rowSum(row []float64, threads, vec int, f func(float64) float64) float64 {
+	part := make([]float64, threads)
+	chunks := len(row) / vec
+	for t := range part {
+		for ch := t; ch < chunks; ch += threads {
+			for j := 0; j < vec; j++ {
+				part[t] = f32(part[t] + f(row[ch*vec+j]))
 			}
+		}
+	}
+	warpSum := func(v []float64) float64 {
+		lanes := append([]float64{}, v...)
+		for off := 16; off > 0; off /= 2 {
+			next := make([]float64, 32)
+			for l := range next {
+				next[l] = f32(lanes[l] + lanes[l^off])
+			}
+			lanes = next
+		}
+		return lanes[0]
+	}
+	warps := make([]float64, 32)
+	for w := 0; w < threads/32; w++ {
+		warps[w] = warpSum(part[32*w : 32*w+32])
+	}
+	if threads == 32 {
+		return warps[0]
+	}
+	return warpSum(warps)
+}
+
+// layerNormRows is the row routine of qcc/layernorm.cuh in float with threads
+// threads to a row: the mean of the row (0 uncentred), then the mean of the
+// squared deviations, each a rowSum divided by the length; rstd = 1 / sqrt(var +
+// eps); y = (x - mean) * rstd * gamma + beta.
+func layerNormRows(x []float64, h int, eps float64, gamma, beta []float64, centred bool, threads, vec int) []float64 {
+	out := make([]float64, len(x))
+	for r := 0; r < len(x)/h; r++ {
+		row := x[r*h : (r+1)*h]
+		mean := 0.0
+		if centred {
+			mean = f32(rowSum(row, threads, vec, func(v float64) float64 { return v }) / float64(h))
+		}
+		sq := rowSum(row, threads, vec, func(v float64) float64 { d := f32(v - mean); return f32(d * d) })
+		rstd := f32(1 / math.Sqrt(f32(f32(sq/float64(h))+eps)))
+		for i, v := range row {
+			y := f32(f32(f32(v-mean)*rstd) * gamma[i])
+			if beta != nil {
+				y = f32(y + beta[i])
+			}
+			out[r*h+i] = y
 		}
 	}
 	return out

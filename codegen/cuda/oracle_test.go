@@ -35,7 +35,7 @@ type errs struct {
 // instance's float tolerance. A NaN is only equal to a NaN.
 func compareOutputs(in *instance, got, want map[string][]float64) map[string]*errs {
 	res := map[string]*errs{}
-	atol, rtol := in.Tol[0][0], in.Tol[0][1]
+	atol, rtol := in.Tol[in.Elem][0], in.Tol[in.Elem][1]
 	for param, w := range want {
 		e := &errs{n: len(w)}
 		res[param] = e

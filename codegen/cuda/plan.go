@@ -18,6 +18,7 @@ type plan struct {
 	Kernels   []*kernel
 	Instances []*instance
 	Skipped   []string // blocks and nodes without a kernel, with the reason
+	Notes     []string // blocks with a kernel: which path each got and why
 }
 
 // kernel is one specialisation: a C++ Spec struct of compile-time constants
@@ -32,7 +33,18 @@ type kernel struct {
 	Params    []param // in the launcher's order; absent ones are passed as nullptr
 	Scalars   []scalar
 	Instances []*instance
-	key       string
+	// Elems are the element types it has launch functions for, as indices into
+	// variants; nil is float and half.
+	Elems []int
+	key   string
+}
+
+// elems are the element types k has launch functions for.
+func (k *kernel) elems() []int {
+	if k.Elems == nil {
+		return []int{elemFloat, elemHalf}
+	}
+	return k.Elems
 }
 
 type constant struct{ Name, CType, Value string }
@@ -76,8 +88,63 @@ type instance struct {
 	gemm *gemm
 	// sz sizes the model values of the instance's subgraph.
 	sz sizer
-	// Tolerances per type: f32 then f16.
-	Tol [2][2]float64
+	// Elem is the element type of the block's values in the model (elemFloat,
+	// elemHalf, elemBF16): check.cu runs a float model's instance in float and
+	// half, a half or bfloat16 model's in its own type only, since ONNX Runtime's
+	// expected outputs are then rounded to it.
+	Elem int
+	// Tolerances per type: f32, f16, bf16.
+	Tol [3][2]float64
+}
+
+// elemNames name the element types in notes.
+var elemNames = []string{"float", "half", "bfloat16"}
+
+// The element types, indices into variants.
+const (
+	elemFloat = iota
+	elemHalf
+	elemBF16
+)
+
+// elemOf is the element variant of a model value's type: float unless half
+// or bfloat16.
+func elemOf(v *ir.Value) int {
+	if v != nil && v.Type != nil {
+		switch v.Type.DType {
+		case ir.Float16:
+			return elemHalf
+		case ir.BFloat16:
+			return elemBF16
+		}
+	}
+	return elemFloat
+}
+
+// checked are the element types check.cu runs the instance in: its own, and
+// half too for a float model; float for a bfloat16 model's block whose kernel has
+// no bfloat16 launch function (only the tensor-core attention has one): float
+// holds its values exactly.
+func (in *instance) checked() []int {
+	var out []int
+	for _, e := range in.Kernel.elems() {
+		if e == in.Elem || in.Elem == elemFloat && e == elemHalf {
+			out = append(out, e)
+		}
+	}
+	if len(out) == 0 {
+		out = []int{elemFloat}
+	}
+	return out
+}
+
+// tol is the tolerance of a check in element type e: e's, or the model's type's
+// when its expected outputs are rounded to it.
+func (in *instance) tol(e int) [2]float64 {
+	if in.Elem != elemFloat {
+		return in.Tol[in.Elem]
+	}
+	return in.Tol[e]
 }
 
 type binding struct{ Param, Value, Type string }
@@ -263,6 +330,10 @@ func (b *builder) skip(id, variant, why string) {
 	b.p.Skipped = append(b.p.Skipped, fmt.Sprintf("%s (%s): %s", id, variant, why))
 }
 
+func (b *builder) note(id, variant, what string) {
+	b.p.Notes = append(b.p.Notes, fmt.Sprintf("%s (%s): %s", id, variant, what))
+}
+
 // kernelFor returns the kernel with k's specialisation, adding k when it is
 // new. A name taken by another specialisation gets a _1, _2, ... suffix.
 func (b *builder) kernelFor(k *kernel) *kernel {
@@ -274,6 +345,7 @@ func (b *builder) kernelFor(k *kernel) *kernel {
 	for _, p := range k.Params {
 		fmt.Fprintf(&key, ";%s:%v", p.Name, p.Present)
 	}
+	fmt.Fprintf(&key, ";elems=%v", k.Elems)
 	k.key = key.String()
 	if old, ok := b.byKey[k.key]; ok {
 		return old
@@ -307,13 +379,19 @@ func (b *builder) add(in *instance, k *kernel) {
 	b.p.Instances = append(b.p.Instances, in)
 }
 
+// bind records the model value behind each parameter; the first of the kernel's
+// element type gives the instance's element type.
 func (b *builder) bind(in *instance, k *kernel, values map[string]*ir.Value) {
 	in.bound = map[string]*ir.Value{}
+	typed := false
 	for _, p := range k.Params {
 		if !p.Present {
 			continue
 		}
 		if v := values[p.Name]; v != nil {
+			if p.Elem == "T" && !typed {
+				in.Elem, typed = elemOf(v), true
+			}
 			in.bound[p.Name] = v
 			in.Bind = append(in.Bind, binding{p.Name, sanitize(v.Name), sanitize(typeString(v))})
 		}
@@ -349,13 +427,16 @@ func expected(id, param string, dt ir.DataType, shape []int64) *tensor {
 
 // The tolerances: |got - want| <= atol + rtol * |want|, in float and in half.
 var (
-	tolNorm      = [2][2]float64{{1e-4, 1e-4}, {3e-2, 1e-2}}
-	tolGelu      = [2][2]float64{{1e-5, 1e-4}, {1e-2, 1e-2}}
-	tolAttention = [2][2]float64{{1e-4, 1e-3}, {2e-2, 2e-2}}
+	tolNorm      = [3][2]float64{{1e-4, 1e-4}, {3e-2, 1e-2}, {3e-2, 3e-2}}
+	tolGelu      = [3][2]float64{{1e-5, 1e-4}, {1e-2, 1e-2}, {3e-2, 3e-2}}
+	tolAttention = [3][2]float64{{1e-4, 1e-3}, {2e-2, 2e-2}, {3e-2, 3e-2}}
+	// The tensor-core attention: half inputs and probabilities, float sums; bfloat16
+	// keeps 8 bits where half keeps 11.
+	tolFlash = [3][2]float64{{0, 0}, {1e-2, 1e-2}, {3e-2, 3e-2}}
 	// Quantized values are exact in float (a rint-vs-round slip is one step); from half
 	// inputs, x / scale itself moves and one step is allowed.
-	tolQuantize = [2][2]float64{{0, 0}, {1, 0}}
-	tolDequant  = [2][2]float64{{1e-6, 1e-6}, {1e-3, 1e-3}}
+	tolQuantize = [3][2]float64{{0, 0}, {1, 0}, {1, 0}}
+	tolDequant  = [3][2]float64{{1e-6, 1e-6}, {1e-3, 1e-3}, {1e-2, 1e-2}}
 )
 
 func (b *builder) block(bl *transformer.Block) {

@@ -72,6 +72,10 @@ func isIntMask(v *ir.Value) bool {
 	return false
 }
 
+// isFloat reports whether dt is a float type the kernels read as their element
+// type (float, half, bfloat16).
+func isFloat(dt ir.DataType) bool { return dt == ir.Float || dt == ir.Float16 || dt == ir.BFloat16 }
+
 // fromORT reads com.microsoft.Attention: X, [Wq|Wk|Wv], [bq|bk|bv], mask_index,
 // past, attention_bias, past_sequence_length; outputs output, present.
 func (f *attnForm) fromORT(n *ir.Node, heads, hidden int64) string {
@@ -152,7 +156,7 @@ func (f *attnForm) fromONNX(n *ir.Node, bl *transformer.Block, heads, d int64) s
 		if m.Type.DType != ir.Int32 {
 			f.maskReadable = "(passed as int32)"
 		}
-	case am.Type == nil || am.Type.DType != ir.Float:
+	case am.Type == nil || !isFloat(am.Type.DType):
 		return fmt.Sprintf("attn_mask %s is not float: a boolean attn_mask has no kernel", typeString(am))
 	default:
 		// The sum of the model's additive score terms (the general attention family),
@@ -215,7 +219,7 @@ func (f *attnForm) fromMHA(n *ir.Node, bl *transformer.Block, heads, d int64) st
 		if keep == f.output {
 			keep = p.Input(0)
 		}
-		if s := keep.Type; rankOf(keep) != 3 || keep.Type.DType != ir.Float || !s.Shape[2].Known || s.Shape[2].Value != 1 {
+		if s := keep.Type; rankOf(keep) != 3 || !isFloat(keep.Type.DType) || !s.Shape[2].Known || s.Shape[2].Value != 1 {
 			return fmt.Sprintf("the row mask %s multiplied into the output is not float [batch, seq, 1]", typeString(keep))
 		}
 		f.rowScale, f.output = keep, root
@@ -384,7 +388,13 @@ func (b *builder) attention(bl *transformer.Block) {
 			biasShape = append(biasShape, full[a])
 		}
 	}
+	elem := elemOf(in)
+	flash, path := attnPath(elem, d)
+	b.note(bl.ID, bl.Variant, path)
 	name := fmt.Sprintf("qcc_attention_n%d_d%d", heads, d)
+	if flash {
+		name = fmt.Sprintf("qcc_flash_attention_n%d_d%d", heads, d)
+	}
 	ld, kvLd := hidden, f.kvHeads*d
 	layout := "separate [batch, seq, hidden] tensors"
 	switch {
@@ -423,7 +433,8 @@ func (b *builder) attention(bl *transformer.Block) {
 		Name: name, Launcher: "qcc::Attention", Header: "qcc/attention.cuh",
 		Doc: fmt.Sprintf("softmax(%s * Q K^T%s%s%s) V%s for %d heads of %d, up to %d tokens; %s.", trimF(cFloat(scale)),
 			plusIf(f.bias != nil, " + bias"), plusIf(f.mask != nil, " + mask"), plusIf(f.causal, ", causal"),
-			plusIf(f.rowScale != nil, " * row_scale"), heads, d, maxSeq, layout),
+			plusIf(f.rowScale != nil, " * row_scale"), heads, d, maxSeq, layout) +
+			plusIf(flash, " On tensor cores (flash-style: online softmax over tiles of 64 keys, float sums)."),
 		Consts: []constant{
 			{"kHeads", "int", cInt(heads)},
 			{"kHeadSize", "int", cInt(d)},
@@ -453,6 +464,9 @@ func (b *builder) attention(bl *transformer.Block) {
 			{Name: "output", Elem: "T", Out: true, Present: true, Doc: "[batch, seq, hidden]"},
 		},
 		Scalars: []scalar{{"int", "batch"}, {"int", "seq"}, {"int", "kv_seq"}},
+	}
+	if flash {
+		k.Launcher, k.Header, k.Elems = "qcc::FlashAttention", "qcc/flash_attention.cuh", []int{elem}
 	}
 	inst := b.newInstance(bl)
 	inst.Packed, inst.Hidden = f.packed, hidden
@@ -508,6 +522,9 @@ func (b *builder) attention(bl *transformer.Block) {
 		return n
 	}
 	inst.Tol = tolAttention
+	if flash {
+		inst.Tol = tolFlash
+	}
 	inst.flops = float64(4 * batch * heads * seq * kvSeq * d) // Q K^T and P V
 	values := map[string]*ir.Value{"mask": f.mask, "bias": f.bias, "row_scale": f.rowScale, "output": f.output}
 	if f.packed {
@@ -527,6 +544,20 @@ func (b *builder) attention(bl *transformer.Block) {
 		}
 	}
 	b.add(inst, k)
+}
+
+// attnPath chooses the attention kernel for a block whose values are of the
+// element type elem and whose heads are d wide: the tensor-core kernel for half
+// and bfloat16 when its 16-wide tiles fit the head, else the FP32-arithmetic
+// kernel (float sums of the values widened to float). It says which and why.
+func attnPath(elem int, d int64) (flash bool, why string) {
+	switch {
+	case elem == elemFloat:
+		return false, "attention in float arithmetic (qcc::Attention): the model's values are float; half or bfloat16 models (precision<type=fp16|bf16>) get the tensor-core kernel"
+	case d%16 != 0 || d > 128:
+		return false, fmt.Sprintf("attention in float arithmetic (qcc::Attention) on %s values: the tensor-core kernel takes head sizes that are multiples of 16 up to 128, not %d", elemNames[elem], d)
+	}
+	return true, fmt.Sprintf("tensor-core attention (qcc::FlashAttention, %s in, float sums): the model's values are %s and the head size %d is a multiple of 16 up to 128", elemNames[elem], elemNames[elem], d)
 }
 
 // differ reports whether two dims are provably different: known and unequal, or

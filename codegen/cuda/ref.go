@@ -61,6 +61,10 @@ func ndType(dt ir.DataType) ndarray.DType {
 		return ndarray.Int32
 	case ir.Int8:
 		return ndarray.Int8
+	case ir.Float16:
+		return ndarray.Float16
+	case ir.BFloat16:
+		return ndarray.BFloat16
 	}
 	return ndarray.Float32
 }

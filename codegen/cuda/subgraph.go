@@ -1,7 +1,9 @@
 package cuda
 
 import (
+	"encoding/binary"
 	"fmt"
+	"math"
 	"sort"
 	"strings"
 
@@ -30,8 +32,52 @@ type reference struct {
 type subgraph struct {
 	model []byte
 	ops   []string
-	feeds map[string]*ndarray.Array // by model value name
+	feeds map[string]*ndarray.Array // by model value name, in the model's types
 	outs  map[string]string         // output parameter -> model value name
+	// widened: the model's bfloat16 values are float in this subgraph (ONNX
+	// Runtime's CPU provider lacks bfloat16 kernels for most operators): its
+	// inputs and constants hold the same values, and its outputs are rounded
+	// back to bfloat16.
+	widened bool
+}
+
+// widen is the type a subgraph gives a value of dt: float for bfloat16 when
+// widened.
+func widen(dt ir.DataType, widened bool) ir.DataType {
+	if widened && dt == ir.BFloat16 {
+		return ir.Float
+	}
+	return dt
+}
+
+// widenConst is c as a widened subgraph holds it: a bfloat16 constant as float
+// (exactly).
+func widenConst(c *ir.Tensor, widened bool) (*ir.Tensor, error) {
+	if !widened || c.DType != ir.BFloat16 {
+		return c.Clone(), nil
+	}
+	vals, err := c.Float64s()
+	if err != nil {
+		return nil, err
+	}
+	v := make([]float32, len(vals))
+	for i, x := range vals {
+		v[i] = float32(x)
+	}
+	return ir.FloatTensor(c.Dims, v), nil
+}
+
+// feedArray is a feed as a widened subgraph takes it.
+func feedArray(a *ndarray.Array, widened bool) *ndarray.Array {
+	if !widened || a.DType != ndarray.BFloat16 {
+		return a
+	}
+	vals := a.Float64s()
+	v := make([]float32, len(vals))
+	for i, x := range vals {
+		v[i] = float32(x)
+	}
+	return ndarray.FromFloat32(a.Shape, v)
 }
 
 // leafGen is how the check data draws a non-constant bound input.
@@ -73,8 +119,9 @@ func (in *instance) leaves() (map[*ir.Value]leafGen, error) {
 	return out, nil
 }
 
-// extract builds the block's subgraph of m.
-func (in *instance) extract(m *ir.Model) (*subgraph, error) {
+// extract builds the block's subgraph of m; widened, with its bfloat16 values as
+// float (see subgraph.widened).
+func (in *instance) extract(m *ir.Model, widened bool) (*subgraph, error) {
 	leaves, err := in.leaves()
 	if err != nil {
 		return nil, err
@@ -124,7 +171,7 @@ func (in *instance) extract(m *ir.Model) (*subgraph, error) {
 	}
 	g := ir.NewGraph("qcc_block_" + in.ID)
 	vals := map[*ir.Value]*ir.Value{}
-	sub := &subgraph{feeds: map[string]*ndarray.Array{}, outs: outs}
+	sub := &subgraph{feeds: map[string]*ndarray.Array{}, outs: outs, widened: widened}
 	// Leaves and constants in a fixed order: the tensors' order, then the GEMM's.
 	var order []*ir.Value
 	for _, t := range in.Tensors {
@@ -157,7 +204,7 @@ func (in *instance) extract(m *ir.Model) (*subgraph, error) {
 			if a.DType != ndType(c.DType) {
 				return nil, fmt.Errorf("constant %s of %s cannot be fed", v.Name, c.DType)
 			}
-			nv, err := g.AddInput(v.Name, ir.TensorOf(c.DType, dimsOf(c.Dims)...))
+			nv, err := g.AddInput(v.Name, ir.TensorOf(widen(c.DType, widened), dimsOf(c.Dims)...))
 			if err != nil {
 				return nil, err
 			}
@@ -166,7 +213,11 @@ func (in *instance) extract(m *ir.Model) (*subgraph, error) {
 			continue
 		}
 		if c := patterns.ConstOf(v); c != nil {
-			nv, err := g.AddInitializer(v.Name, c.Clone())
+			wc, err := widenConst(c, widened)
+			if err != nil {
+				return nil, err
+			}
+			nv, err := g.AddInitializer(v.Name, wc)
 			if err != nil {
 				return nil, err
 			}
@@ -176,7 +227,7 @@ func (in *instance) extract(m *ir.Model) (*subgraph, error) {
 		if v.Type == nil {
 			return nil, fmt.Errorf("input %s has no type", v.Name)
 		}
-		nv, err := g.AddInput(v.Name, ir.TensorOf(v.Type.DType, dimsOf(lg.shape)...))
+		nv, err := g.AddInput(v.Name, ir.TensorOf(widen(v.Type.DType, widened), dimsOf(lg.shape)...))
 		if err != nil {
 			return nil, err
 		}
@@ -194,7 +245,11 @@ func (in *instance) extract(m *ir.Model) (*subgraph, error) {
 	sort.Slice(inner, func(i, j int) bool { return inner[i].Name < inner[j].Name })
 	for _, v := range inner {
 		if vals[v] == nil {
-			nv, err := g.AddInitializer(v.Name, consts[v].Clone())
+			wc, err := widenConst(consts[v], widened)
+			if err != nil {
+				return nil, err
+			}
+			nv, err := g.AddInitializer(v.Name, wc)
 			if err != nil {
 				return nil, err
 			}
@@ -227,7 +282,20 @@ func (in *instance) extract(m *ir.Model) (*subgraph, error) {
 					vals[o] = outsN[i]
 				}
 			}
-			if _, err := g.AddNode(&ir.Node{Name: n.Name, OpType: n.OpType, Domain: n.Domain, Attrs: n.Attrs}, ins, outsN); err != nil {
+			attrs := n.Attrs
+			if widened && n.OpType == "Cast" && (n.Domain == "" || n.Domain == "ai.onnx") && n.AttrInt("to", 0) == int64(ir.BFloat16) {
+				// A cast to bfloat16 rounds and then widens back to float.
+				attrs = nil
+				for _, a := range n.Attrs {
+					if a.Name == "to" {
+						cp := *a
+						cp.Int = int64(ir.Float)
+						a = &cp
+					}
+					attrs = append(attrs, a)
+				}
+			}
+			if _, err := g.AddNode(&ir.Node{Name: n.Name, OpType: n.OpType, Domain: n.Domain, Attrs: attrs}, ins, outsN); err != nil {
 				return nil, err
 			}
 			op := n.OpType
@@ -250,7 +318,7 @@ func (in *instance) extract(m *ir.Model) (*subgraph, error) {
 		if v.Type != nil {
 			dt = v.Type.DType
 		}
-		nv.Type = ir.TensorOf(dt, dimsOf(t.Shape)...)
+		nv.Type = ir.TensorOf(widen(dt, widened), dimsOf(t.Shape)...)
 		if !containsValue(g.Outputs, nv) {
 			g.Outputs = append(g.Outputs, nv)
 		}
@@ -290,6 +358,20 @@ func drawArray(dt ir.DataType, shape []int64, gen generator) (*ndarray.Array, er
 			v[i] = float32(x)
 		}
 		return ndarray.FromFloat32(shape, v), nil
+	case ir.Float16:
+		// A model typed in half (the precision pass's): its values rounded to half,
+		// which the kernel's float parameters then hold exactly.
+		v := make([]float32, n)
+		for i, x := range vals {
+			v[i] = float32(x)
+		}
+		return ndarray.FromFloat16(shape, v), nil
+	case ir.BFloat16:
+		a := ndarray.New(ndarray.BFloat16, shape)
+		for i, x := range vals {
+			binary.LittleEndian.PutUint16(a.Data[2*i:], toBF16(float32(x)))
+		}
+		return a, nil
 	case ir.Int64:
 		v := make([]int64, n)
 		for i, x := range vals {
@@ -316,6 +398,15 @@ func drawArray(dt ir.DataType, shape []int64, gen generator) (*ndarray.Array, er
 		return a, nil
 	}
 	return nil, fmt.Errorf("no check data for %s values", dt)
+}
+
+// toBF16 rounds a float to bfloat16 (nearest, ties to even; NaN stays NaN).
+func toBF16(f float32) uint16 {
+	b := math.Float32bits(f)
+	if f != f {
+		return uint16(b>>16) | 0x40
+	}
+	return uint16((b + 0x7fff + (b>>16)&1) >> 16)
 }
 
 // toKernel converts a model array to a kernel parameter's element type: what the
@@ -354,7 +445,11 @@ func tensorArray(c *ir.Tensor) (*ndarray.Array, error) {
 		return nil, err
 	}
 	switch c.DType {
-	case ir.Float, ir.Double, ir.Float16:
+	case ir.Float16, ir.BFloat16:
+		v := make([]float64, len(vals))
+		copy(v, vals)
+		return drawArray(c.DType, c.Dims, func(int64) []float64 { return v })
+	case ir.Float, ir.Double:
 		v := make([]float32, len(vals))
 		for i, x := range vals {
 			v[i] = float32(x)
@@ -413,20 +508,22 @@ func qkvGemm(x *ndarray.Array, w, b *ir.Tensor, hidden int64) ([3][]float32, err
 // reference extracts the instance's subgraph from m, runs it in ONNX Runtime and
 // returns the kernel's inputs and the expected outputs.
 func (in *instance) reference(m *ir.Model) (*reference, error) {
-	sub, err := in.extract(m)
+	sub, got, err := in.runSubgraph(m, false)
+	if err != nil && in.Elem == elemBF16 {
+		// ONNX Runtime's CPU provider has few bfloat16 kernels: the same subgraph
+		// on the same values in float, its outputs rounded to bfloat16.
+		var werr error
+		if sub, got, werr = in.runSubgraph(m, true); werr == nil {
+			err = nil
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
-	s, err := ort.NewSessionFromBytes(sub.model, ort.Options{OptLevel: ort.OptDisabled, IntraOpThreads: 1})
-	if err != nil {
-		return nil, fmt.Errorf("the block's subgraph (%s): %w", strings.Join(sub.ops, ", "), err)
-	}
-	defer s.Close()
-	got, err := s.Run(sub.feeds)
-	if err != nil {
-		return nil, fmt.Errorf("the block's subgraph (%s): %w", strings.Join(sub.ops, ", "), err)
-	}
 	ref := &reference{Ops: sub.ops, Inputs: map[string]*ndarray.Array{}, Outputs: map[string]*ndarray.Array{}}
+	if sub.widened {
+		ref.Ops = append(ref.Ops, "(bfloat16 widened to float)")
+	}
 	var qkv [3][]float32
 	if g := in.gemm; g != nil {
 		if qkv, err = qkvGemm(sub.feeds[g.x.Name], patterns.ConstOf(g.w), patterns.ConstOf(g.b), g.hidden); err != nil {
@@ -440,6 +537,11 @@ func (in *instance) reference(m *ir.Model) (*reference, error) {
 			a = got[sub.outs[t.Param]]
 			if a == nil {
 				return nil, fmt.Errorf("onnxruntime returned no %s", sub.outs[t.Param])
+			}
+			if v := in.bound[t.Param]; sub.widened && v.Type != nil && v.Type.DType == ir.BFloat16 {
+				if a, err = drawArray(ir.BFloat16, a.Shape, func(int64) []float64 { return a.Float64s() }); err != nil {
+					return nil, err
+				}
 			}
 		case in.gemm != nil && (t.Param == "q" || t.Param == "k" || t.Param == "v"):
 			a = ndarray.FromFloat32(t.Shape, qkv[strings.Index("qkv", t.Param)])
@@ -464,6 +566,29 @@ func (in *instance) reference(m *ir.Model) (*reference, error) {
 		}
 	}
 	return ref, nil
+}
+
+// runSubgraph extracts the instance's subgraph (widened or not) and runs it in
+// ONNX Runtime.
+func (in *instance) runSubgraph(m *ir.Model, widened bool) (*subgraph, map[string]*ndarray.Array, error) {
+	sub, err := in.extract(m, widened)
+	if err != nil {
+		return nil, nil, err
+	}
+	s, err := ort.NewSessionFromBytes(sub.model, ort.Options{OptLevel: ort.OptDisabled, IntraOpThreads: 1})
+	if err != nil {
+		return nil, nil, fmt.Errorf("the block's subgraph (%s): %w", strings.Join(sub.ops, ", "), err)
+	}
+	defer s.Close()
+	feeds := map[string]*ndarray.Array{}
+	for name, a := range sub.feeds {
+		feeds[name] = feedArray(a, widened)
+	}
+	got, err := s.Run(feeds)
+	if err != nil {
+		return nil, nil, fmt.Errorf("the block's subgraph (%s): %w", strings.Join(sub.ops, ", "), err)
+	}
+	return sub, got, nil
 }
 
 func dimsOf(ds []int64) []ir.Dim {

@@ -14,6 +14,7 @@ const lineWidth = 100
 
 type view struct {
 	Source    string
+	BF16      bool // a kernel has a bfloat16 launch function
 	Includes  []string
 	Kernels   []*kernelView
 	Instances []*instanceView
@@ -60,9 +61,13 @@ type bufView struct{ Elem, Var, Host, Count string }
 type expectView struct{ Param, Atol, Rtol string }
 
 // elem types: the C API's and the launcher's (C++) element type per variant.
-var variants = []struct{ suffix, api, cpp string }{
-	{"_f32", "float", "float"},
-	{"_f16", "qcc_half", "__half"},
+var variants = []struct {
+	suffix, api, cpp string
+	size             int
+}{
+	{"_f32", "float", "float", 4},
+	{"_f16", "qcc_half", "__half", 2},
+	{"_bf16", "qcc_bfloat16", "__nv_bfloat16", 2},
 }
 
 func (p param) cType(api string) string {
@@ -82,6 +87,9 @@ func newView(p *plan) *view {
 	for _, k := range p.Kernels {
 		inc[k.Header] = true
 		v.Kernels = append(v.Kernels, newKernelView(k))
+		for _, e := range k.elems() {
+			v.BF16 = v.BF16 || e == elemBF16
+		}
 	}
 	for h := range inc {
 		v.Includes = append(v.Includes, h)
@@ -122,7 +130,8 @@ func newKernelView(k *kernel) *kernelView {
 	for _, c := range k.Consts {
 		kv.Lines = append(kv.Lines, fmt.Sprintf("static constexpr %s %s = %s;", c.CType, c.Name, c.Value))
 	}
-	for _, vr := range variants {
+	for _, e := range k.elems() {
+		vr := variants[e]
 		var params, args []string
 		for _, p := range k.Params {
 			if p.Present {
@@ -181,7 +190,8 @@ func newInstanceView(in *instance) *instanceView {
 	if in.Packed {
 		iv.Pack = fmt.Sprintf("const std::vector<float> qkv = qcc::check::Pack3(q, k, v, %d);", in.Hidden)
 	}
-	for vi, vr := range variants {
+	for _, vi := range in.checked() {
+		vr := variants[vi]
 		cv := caseView{Func: k.Name + vr.suffix, Type: strings.TrimPrefix(vr.suffix, "_")}
 		var args []string
 		if in.Packed {
@@ -200,7 +210,7 @@ func newInstanceView(in *instance) *instanceView {
 			case p.Out:
 				t := byParam[p.Name]
 				cv.Outputs = append(cv.Outputs, bufView{Elem: elem, Var: "d_" + p.Name, Count: strconv.FormatInt(t.Count(), 10)})
-				cv.Expects = append(cv.Expects, expectView{Param: p.Name, Atol: fmtTol(in.Tol[vi][0]), Rtol: fmtTol(in.Tol[vi][1])})
+				cv.Expects = append(cv.Expects, expectView{Param: p.Name, Atol: fmtTol(in.tol(vi)[0]), Rtol: fmtTol(in.tol(vi)[1])})
 				args = append(args, "d_"+p.Name)
 			default:
 				cv.Uploads = append(cv.Uploads, bufView{Elem: elem, Var: "d_" + p.Name, Host: p.Name})
@@ -212,7 +222,7 @@ func newInstanceView(in *instance) *instanceView {
 		}
 		args = append(args, "stream")
 		cv.Call = wrapList("      return "+cv.Func+"(", args, ");")
-		cv.Bytes = strconv.FormatFloat(in.bytes([]int{4, 2}[vi]), 'f', 1, 64)
+		cv.Bytes = strconv.FormatFloat(in.bytes(vr.size), 'f', 1, 64)
 		if in.flops > 0 {
 			cv.Flops = strconv.FormatFloat(in.flops, 'f', 1, 64)
 		}

@@ -11,6 +11,7 @@
 // without meaning it.
 #pragma once
 
+#include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
@@ -88,6 +89,23 @@ inline uint16_t FloatToHalfBits(float f) {
   return static_cast<uint16_t>(sign | h);
 }
 
+// bfloat16 is the top half of a float, rounded to nearest even.
+inline uint16_t FloatToBFloat16Bits(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, sizeof x);
+  if ((x & 0x7fffffffu) > 0x7f800000u) {
+    return static_cast<uint16_t>((x >> 16) | 0x40u);  // a quiet NaN
+  }
+  return static_cast<uint16_t>((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
+}
+
+inline float BFloat16BitsToFloat(uint16_t b) {
+  const uint32_t x = static_cast<uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &x, sizeof f);
+  return f;
+}
+
 template <typename T>
 struct Host {
   static T From(double v) { return static_cast<T>(v); }
@@ -104,6 +122,16 @@ struct Host<__half> {
   static double To(__half v) { return HalfBitsToFloat(static_cast<__half_raw>(v).x); }
 };
 
+template <>
+struct Host<__nv_bfloat16> {
+  static __nv_bfloat16 From(double v) {
+    __nv_bfloat16_raw r;
+    r.x = FloatToBFloat16Bits(static_cast<float>(v));
+    return __nv_bfloat16(r);
+  }
+  static double To(__nv_bfloat16 v) { return BFloat16BitsToFloat(static_cast<__nv_bfloat16_raw>(v).x); }
+};
+
 // Pack3 interleaves q, k and v ([rows, hidden] each) into the [rows, 3 *
 // hidden] layout a QKV GEMM writes.
 inline std::vector<float> Pack3(const std::vector<float>& q, const std::vector<float>& k,
@@ -118,6 +146,25 @@ inline std::vector<float> Pack3(const std::vector<float>& q, const std::vector<f
     }
   }
   return out;
+}
+
+// TensorCoreFlopsPerClock is an SM's dense FP16 tensor-core arithmetic per clock
+// (FP32 accumulation) by compute capability: 4096 on sm_90 (H100/H200), 2048 on
+// sm_80 (A100), 1024 on the other sm_8x and on sm_7x; 0 when unknown.
+inline int TensorCoreFlopsPerClock(int major, int minor) {
+  if (major == 9) {
+    return 4096;
+  }
+  if (major == 8) {
+    return minor == 0 ? 2048 : 1024;
+  }
+  return major == 7 ? 1024 : 0;
+}
+
+// TensorCorePeak is the nominal dense FP16 tensor-core peak in TFLOP/s at the SM
+// clock the device reports.
+inline double TensorCorePeak(int major, int minor, int sms, int sm_khz) {
+  return static_cast<double>(TensorCoreFlopsPerClock(major, minor)) * sms * sm_khz * 1e3 / 1e12;
 }
 
 // Harness holds the run: the data folder, the device, the measured copy
@@ -158,8 +205,14 @@ class Harness {
                 copy_gbs_, spec);
     std::printf("qcc check: each timed launch follows a %zu MB write that evicts the %d MB L2 cache\n",
                 flush_bytes_ >> 20, l2 >> 20);
-    std::printf("%-18s %-44s %-4s %-10s %-10s %-6s %9s %9s %7s %8s\n", "block", "kernel", "type", "max_abs", "max_rel",
-                "result", "time_us", "GB/s", "of_copy", "TFLOP/s");
+    int sm_khz = 0;
+    cudaDeviceGetAttribute(&sm_khz, cudaDevAttrClockRate, 0);
+    tc_tflops_ = TensorCorePeak(prop.major, prop.minor, prop.multiProcessorCount, sm_khz);
+    std::printf("qcc check: tensor-core peak %.0f TFLOP/s nominal (dense FP16 with FP32 sums: %d SMs x %.2f GHz x "
+                "%d FLOP/clock; of_tc for f16 and bf16 attention)\n",
+                tc_tflops_, prop.multiProcessorCount, sm_khz * 1e-6, TensorCoreFlopsPerClock(prop.major, prop.minor));
+    std::printf("%-18s %-44s %-4s %-10s %-10s %-6s %9s %9s %7s %8s %6s\n", "block", "kernel", "type", "max_abs",
+                "max_rel", "result", "time_us", "GB/s", "of_copy", "TFLOP/s", "of_tc");
     return copy_gbs_ > 0;
   }
 
@@ -206,6 +259,7 @@ class Harness {
   }
 
   void Tally(bool pass) { pass ? ++passed_ : ++failed_; }
+  double TensorCoreTFlops() const { return tc_tflops_; }
   double CopyGBs() const { return copy_gbs_; }
 
   // Flush writes the scratch buffer on stream 0, evicting the L2 cache.
@@ -252,6 +306,7 @@ class Harness {
 
   std::string dir_;
   double copy_gbs_ = 0;
+  double tc_tflops_ = 0;
   void* flush_ = nullptr;
   size_t flush_bytes_ = 0;
   bool load_failed_ = false;
@@ -371,11 +426,17 @@ class Case {
     }
     const double gbs = us > 0 ? bytes_ / (us * 1e-6) / 1e9 : 0;
     char tflops[16] = "-";
+    char of_tc[16] = "-";
     if (flops_ > 0 && us > 0) {
-      std::snprintf(tflops, sizeof tflops, "%.2f", flops_ / (us * 1e-6) / 1e12);
+      const double t = flops_ / (us * 1e-6) / 1e12;
+      std::snprintf(tflops, sizeof tflops, "%.2f", t);
+      if (std::strcmp(type_, "f32") != 0 && h_.TensorCoreTFlops() > 0) {
+        std::snprintf(of_tc, sizeof of_tc, "%.1f%%", 100.0 * t / h_.TensorCoreTFlops());
+      }
     }
-    std::printf("%-18s %-44s %-4s %-10.3g %-10.3g %-6s %9.2f %9.1f %6.1f%% %8s\n", block_, kernel_, type_, max_abs_,
-                max_rel_, pass ? "ok" : "FAILED", us, gbs, h_.CopyGBs() > 0 ? 100.0 * gbs / h_.CopyGBs() : 0.0, tflops);
+    std::printf("%-18s %-44s %-4s %-10.3g %-10.3g %-6s %9.2f %9.1f %6.1f%% %8s %6s\n", block_, kernel_, type_, max_abs_,
+                max_rel_, pass ? "ok" : "FAILED", us, gbs, h_.CopyGBs() > 0 ? 100.0 * gbs / h_.CopyGBs() : 0.0, tflops,
+                of_tc);
     h_.Tally(pass);
   }
 

@@ -7,6 +7,7 @@
 // instantiates the templates with the model's sizes and constants.
 #pragma once
 
+#include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
@@ -33,6 +34,12 @@ template <>
 struct Convert<__half> {
   __device__ __forceinline__ static float in(__half x) { return __half2float(x); }
   __device__ __forceinline__ static __half out(float x) { return __float2half_rn(x); }
+};
+
+template <>
+struct Convert<__nv_bfloat16> {
+  __device__ __forceinline__ static float in(__nv_bfloat16 x) { return __bfloat162float(x); }
+  __device__ __forceinline__ static __nv_bfloat16 out(float x) { return __float2bfloat16_rn(x); }
 };
 
 // ---- vector loads and stores ----------------------------------------------
@@ -131,6 +138,22 @@ __device__ __forceinline__ void PackFrom(const float (&in)[N], __half* e) {
     for (int i = 0; i < N; ++i) {
       e[i] = __float2half_rn(in[i]);
     }
+  }
+}
+
+template <int N>
+__device__ __forceinline__ void UnpackTo(const __nv_bfloat16* e, float (&out)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+    out[i] = __bfloat162float(e[i]);
+  }
+}
+
+template <int N>
+__device__ __forceinline__ void PackFrom(const float (&in)[N], __nv_bfloat16* e) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+    e[i] = __float2bfloat16_rn(in[i]);
   }
 }
 

@@ -28,7 +28,7 @@ __global__ void __launch_bounds__(Rows<ThreadsPerRow<T>(Spec::kHidden)>::kBlock)
                          const int32_t* __restrict__ position_ids, const T* __restrict__ word,
                          const T* __restrict__ position, const T* __restrict__ segment, const T* __restrict__ gamma,
                          const T* __restrict__ beta, T* __restrict__ output, int rows, int seq) {
-  NormalizeRows<T, Spec>(rows, gamma, beta, output, [=](int row) {
+  NormalizeRows<T, Spec, ThreadsPerRow<T>(Spec::kHidden)>(rows, gamma, beta, output, [=](int row) {
     constexpr int N = Spec::kHidden;
     const int wid = input_ids[row];
     const int pid = Spec::kPositionIds ? position_ids[row] : row % seq;

@@ -7,6 +7,12 @@
 // taken as 0, so the second pass sums x^2. A warp owns a row (4 rows per block) up to 1024 floats; wider
 // rows get a block each (see ThreadsPerRow).
 //
+// Short grids: when warp rows would give the device fewer than kShortGridBlocks
+// blocks per SM (a few hundred rows: one sequence of BERT-base is 128 blocks for
+// 132 SMs), the launchers give each row a block of up to 256 threads instead
+// (ShortGridThreads), one vector per thread and a block reduction, so that more
+// loads are in flight; the arithmetic is the same row routine.
+//
 // A Spec is a struct of compile-time constants that qcc generates per block:
 //   kHidden   int    row length
 //   kEpsilon  float  added to the variance
@@ -118,11 +124,10 @@ __device__ __forceinline__ void AddVec(const T* __restrict__ p, float (&x)[N]) {
 // elements, gathers the thread's chunks of it with load(off, x), where
 // load = source(row) and x is a float[kVec] to fill from offset off of the
 // row, and writes the normalised row to output.
-template <typename T, typename Spec, typename Source>
+template <typename T, typename Spec, int Threads, typename Source>
 __device__ __forceinline__ void NormalizeRows(int rows, const T* __restrict__ gamma, const T* __restrict__ beta,
                                               T* __restrict__ output, Source source) {
   constexpr int N = Spec::kHidden;
-  constexpr int Threads = ThreadsPerRow<T>(N);
   using R = Row<T, N, Threads>;
   using L = Rows<Threads>;
   __shared__ float scratch[Threads / kWarpSize];
@@ -143,22 +148,22 @@ __device__ __forceinline__ void NormalizeRows(int rows, const T* __restrict__ ga
                               output + static_cast<size_t>(row) * N);
 }
 
-template <typename T, typename Spec>
-__global__ void __launch_bounds__(Rows<ThreadsPerRow<T>(Spec::kHidden)>::kBlock)
+template <typename T, typename Spec, int Threads>
+__global__ void __launch_bounds__(Rows<Threads>::kBlock)
     LayerNormKernel(const T* __restrict__ input, const T* __restrict__ gamma, const T* __restrict__ beta,
                     T* __restrict__ output, int rows) {
-  NormalizeRows<T, Spec>(rows, gamma, beta, output, [=](int row) {
+  NormalizeRows<T, Spec, Threads>(rows, gamma, beta, output, [=](int row) {
     const T* __restrict__ in = input + static_cast<size_t>(row) * Spec::kHidden;
     return [=](int off, auto& x) { LoadVec<T>(in + off, x); };
   });
 }
 
-template <typename T, typename Spec>
-__global__ void __launch_bounds__(Rows<ThreadsPerRow<T>(Spec::kHidden)>::kBlock)
+template <typename T, typename Spec, int Threads>
+__global__ void __launch_bounds__(Rows<Threads>::kBlock)
     SkipLayerNormKernel(const T* __restrict__ input, const T* __restrict__ skip, const T* __restrict__ bias,
                         const T* __restrict__ gamma, const T* __restrict__ beta, T* __restrict__ output,
                         T* __restrict__ sum, int rows) {
-  NormalizeRows<T, Spec>(rows, gamma, beta, output, [=](int row) {
+  NormalizeRows<T, Spec, Threads>(rows, gamma, beta, output, [=](int row) {
     const size_t base = static_cast<size_t>(row) * Spec::kHidden;
     return [=](int off, auto& x) {
       LoadVec<T>(input + base + off, x);
@@ -173,12 +178,37 @@ __global__ void __launch_bounds__(Rows<ThreadsPerRow<T>(Spec::kHidden)>::kBlock)
   });
 }
 
-// LayerNorm launches LayerNormKernel over rows rows of Spec::kHidden elements
-// (an RMSNorm when Spec::kCentred is false).
-template <typename T, typename Spec>
-cudaError_t LayerNorm(const T* input, const T* gamma, const T* beta, T* output, int rows, cudaStream_t stream) {
-  using L = Rows<ThreadsPerRow<T>(Spec::kHidden)>;
-  constexpr int V = Row<T, Spec::kHidden, L::kThreads>::kVec;
+// kShortGridBlocks: a grid of warp rows with fewer blocks than this per SM
+// takes a block per row instead.
+constexpr int kShortGridBlocks = 4;
+
+// ShortGridThreads is the block that takes one row of n elements of T on a short
+// grid: a vector per thread, at most 256 threads, never fewer than ThreadsPerRow.
+template <typename T>
+__host__ __device__ constexpr int ShortGridThreads(int n) {
+  const int chunks = n / RowVecWidth<T>(n);
+  const int threads = (chunks + kWarpSize - 1) / kWarpSize * kWarpSize;
+  const int capped = threads > 256 ? 256 : threads;
+  return capped > ThreadsPerRow<T>(n) ? capped : ThreadsPerRow<T>(n);
+}
+
+// ShortGrid reports whether a grid of blocks leaves the current device with
+// fewer than kShortGridBlocks per SM (false when the device cannot be asked).
+inline bool ShortGrid(unsigned blocks) {
+  int dev = 0;
+  int sms = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) !=
+                                                 cudaSuccess) {
+    return false;
+  }
+  return blocks < static_cast<unsigned>(kShortGridBlocks * sms);
+}
+
+// LayerNormRows launches LayerNormKernel with Threads threads per row (the
+// launcher's choice; selftest.cu forces each).
+template <typename T, typename Spec, int Threads>
+cudaError_t LayerNormRows(const T* input, const T* gamma, const T* beta, T* output, int rows, cudaStream_t stream) {
+  constexpr int V = Row<T, Spec::kHidden, Threads>::kVec;
   if (rows < 0 || input == nullptr || gamma == nullptr || output == nullptr || (Spec::kHasBeta && beta == nullptr) ||
       !Aligned(input, V) || !Aligned(gamma, V) || !Aligned(beta, V) || !Aligned(output, V)) {
     return cudaErrorInvalidValue;
@@ -186,18 +216,29 @@ cudaError_t LayerNorm(const T* input, const T* gamma, const T* beta, T* output, 
   if (rows == 0) {
     return cudaSuccess;
   }
-  LayerNormKernel<T, Spec><<<L::Grid(rows), L::kBlock, 0, stream>>>(input, gamma, beta, output, rows);
+  LayerNormKernel<T, Spec, Threads><<<Rows<Threads>::Grid(rows), Rows<Threads>::kBlock, 0, stream>>>(
+      input, gamma, beta, output, rows);
   return LaunchError();
 }
 
-// SkipLayerNorm launches SkipLayerNormKernel: output = LayerNorm(input + skip
-// + bias) (RMSNorm when Spec::kCentred is false), and sum = input + skip + bias
-// when Spec::kHasSum.
+// LayerNorm launches LayerNormKernel over rows rows of Spec::kHidden elements
+// (an RMSNorm when Spec::kCentred is false): warp rows, or on a short grid a
+// block per row.
 template <typename T, typename Spec>
-cudaError_t SkipLayerNorm(const T* input, const T* skip, const T* bias, const T* gamma, const T* beta, T* output,
-                          T* sum, int rows, cudaStream_t stream) {
-  using L = Rows<ThreadsPerRow<T>(Spec::kHidden)>;
-  constexpr int V = Row<T, Spec::kHidden, L::kThreads>::kVec;
+cudaError_t LayerNorm(const T* input, const T* gamma, const T* beta, T* output, int rows, cudaStream_t stream) {
+  constexpr int kBase = ThreadsPerRow<T>(Spec::kHidden);
+  constexpr int kShort = ShortGridThreads<T>(Spec::kHidden);
+  if (kShort != kBase && rows > 0 && ShortGrid(Rows<kBase>::Grid(rows).x)) {
+    return LayerNormRows<T, Spec, kShort>(input, gamma, beta, output, rows, stream);
+  }
+  return LayerNormRows<T, Spec, kBase>(input, gamma, beta, output, rows, stream);
+}
+
+// SkipLayerNormRows launches SkipLayerNormKernel with Threads threads per row.
+template <typename T, typename Spec, int Threads>
+cudaError_t SkipLayerNormRows(const T* input, const T* skip, const T* bias, const T* gamma, const T* beta, T* output,
+                              T* sum, int rows, cudaStream_t stream) {
+  constexpr int V = Row<T, Spec::kHidden, Threads>::kVec;
   if (rows < 0 || input == nullptr || skip == nullptr || gamma == nullptr || output == nullptr ||
       (Spec::kHasBias && bias == nullptr) || (Spec::kHasBeta && beta == nullptr) || (Spec::kHasSum && sum == nullptr) ||
       !Aligned(input, V) || !Aligned(skip, V) || !Aligned(bias, V) || !Aligned(gamma, V) || !Aligned(beta, V) ||
@@ -207,9 +248,23 @@ cudaError_t SkipLayerNorm(const T* input, const T* skip, const T* bias, const T*
   if (rows == 0) {
     return cudaSuccess;
   }
-  SkipLayerNormKernel<T, Spec><<<L::Grid(rows), L::kBlock, 0, stream>>>(input, skip, bias, gamma, beta, output, sum,
-                                                                        rows);
+  SkipLayerNormKernel<T, Spec, Threads><<<Rows<Threads>::Grid(rows), Rows<Threads>::kBlock, 0, stream>>>(
+      input, skip, bias, gamma, beta, output, sum, rows);
   return LaunchError();
+}
+
+// SkipLayerNorm launches SkipLayerNormKernel: output = LayerNorm(input + skip
+// + bias) (RMSNorm when Spec::kCentred is false), and sum = input + skip + bias
+// when Spec::kHasSum; warp rows, or on a short grid a block per row.
+template <typename T, typename Spec>
+cudaError_t SkipLayerNorm(const T* input, const T* skip, const T* bias, const T* gamma, const T* beta, T* output,
+                          T* sum, int rows, cudaStream_t stream) {
+  constexpr int kBase = ThreadsPerRow<T>(Spec::kHidden);
+  constexpr int kShort = ShortGridThreads<T>(Spec::kHidden);
+  if (kShort != kBase && rows > 0 && ShortGrid(Rows<kBase>::Grid(rows).x)) {
+    return SkipLayerNormRows<T, Spec, kShort>(input, skip, bias, gamma, beta, output, sum, rows, stream);
+  }
+  return SkipLayerNormRows<T, Spec, kBase>(input, skip, bias, gamma, beta, output, sum, rows, stream);
 }
 
 }  // namespace qcc
