@@ -1,0 +1,295 @@
+package transformer_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/qcc-dev/qcc/internal/ortcheck"
+	"github.com/qcc-dev/qcc/ir"
+	"github.com/qcc-dev/qcc/passes"
+	"github.com/qcc-dev/qcc/patterns/transformer"
+	"github.com/qcc-dev/qcc/shape"
+)
+
+// refusalCase is a near miss of a block: a small model that a check refuses (or that
+// fuse leaves) with the reason want.
+type refusalCase struct {
+	name string
+	src  string // a model in ONNX text syntax, without the header
+	want string // a substring of the reason
+	// opset is the default-domain opset import (13 when 0).
+	opset  string
+	target transformer.Target // ORT when ""
+	raise  int64
+	// fused lists op types (domain.op) that must not appear after fuse.
+	fused []string
+}
+
+// runRefusals recognises and fuses each case with fams and expects its reason among the
+// refusals, the blocks left and the Softmaxes that are not attention; the fused model
+// must verify.
+func runRefusals(t *testing.T, fams []*transformer.Family, cases []refusalCase) {
+	t.Helper()
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			opset := c.opset
+			if opset == "" {
+				opset = "13"
+			}
+			var m *ir.Model
+			if strings.HasPrefix(c.src, "<") { // a whole model
+				m = ortcheck.Parse(t, c.src)
+			} else {
+				m = geParse(t, `"" : `+opset+`, "com.microsoft" : 1`, c.src)
+			}
+			if _, err := shape.Infer(m); err != nil {
+				t.Fatal(err)
+			}
+			_, refs := transformer.Recognize(m.Graph, fams)
+			target := c.target
+			if target == "" {
+				target = transformer.ORT
+			}
+			rep, err := transformer.Fuse(m, fams, &transformer.Env{Model: m, Target: target, RaiseOpset: c.raise})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := m.Verify(); err != nil {
+				t.Fatalf("fused model does not verify: %v", err)
+			}
+			expectReason(t, append(refusalReasons(refs), reportReasons(rep)...), c.want)
+			for _, op := range c.fused {
+				if rep.Ops[op] != 0 {
+					t.Errorf("%d %s after fuse; the near miss must stay as it is", rep.Ops[op], op)
+				}
+			}
+		})
+	}
+}
+
+// rotaryModel is a rotary over x [batch, 2, seq, 8] whose body is the given ops; cos and
+// sin are inputs of the width the form takes.
+func rotaryModel(x, cs, body string) string {
+	return `rot (float` + x + ` x, float` + cs + ` cos, float` + cs + ` sin) => (y) <
+  int64[1] i0 = {0}, int64[1] i1 = {1}, int64[1] i2 = {2}, int64[1] i3 = {3}, int64[1] i4 = {4},
+  int64[1] i5 = {5}, int64[1] i8 = {8}, int64[1] last = {-1}, int64[1] ax3 = {3}, int64[1] ax1 = {1},
+  int64[1] ax4 = {4}, int64[4] merge = {0, 0, 0, 8}
+> {
+` + body + `
+}`
+}
+
+// rotateHalf is y = x·cos + rotate_half(x)·sin with the halves taken by lo and hi.
+func rotateHalf(lo, hi, cat string) string {
+	return "  lo = " + lo + "\n  hi = " + hi + "\n  nh = Neg (hi)\n  rh = " + cat +
+		"\n  a = Mul (x, cos)\n  b = Mul (rh, sin)\n  y = Add (a, b)"
+}
+
+// everyTwo is GPT-J's y = x·cos + rotate_every_two(x)·sin with the pairs taken by even
+// and odd, stacked by ua, ub and st, and merged by mg.
+func everyTwo(even, odd, ua, ub, st, mg string) string {
+	return "  ev = " + even + "\n  od = " + odd + "\n  no = Neg (od)\n  ua = " + ua + "\n  ub = " + ub +
+		"\n  st = " + st + "\n  rh = " + mg + "\n  a = Mul (x, cos)\n  b = Mul (rh, sin)\n  y = Add (a, b)"
+}
+
+const (
+	rotLo     = "Slice (x, i0, i4, last)"
+	rotHi     = "Slice (x, i4, i8, last)"
+	rotCat    = "Concat <axis = -1> (nh, lo)"
+	rotX      = "[batch,2,seq,8]"
+	rotTable  = "[1,1,seq,8]"
+	rotEven   = "Slice (x, i0, i8, last, i2)"
+	rotOdd    = "Slice (x, i1, i8, last, i2)"
+	rotUa     = "Unsqueeze (no, last)"
+	rotUb     = "Unsqueeze (ev, last)"
+	rotStack  = "Concat <axis = -1> (ua, ub)"
+	rotMerge  = "Reshape (st, merge)"
+	rotFusedQ = "com.microsoft.RotaryEmbedding"
+)
+
+// TestRotaryRefusals: each check of a rotary refuses its near miss with the reason.
+func TestRotaryRefusals(t *testing.T) {
+	half := func(lo, hi, cat string) string { return rotaryModel(rotX, rotTable, rotateHalf(lo, hi, cat)) }
+	two := func(even, odd, ua, ub, st, mg string) string {
+		return rotaryModel(rotX, rotTable, everyTwo(even, odd, ua, ub, st, mg))
+	}
+	// partial rotates head (the first channels) with a rotate-half of width r and passes
+	// pass through, joined by join.
+	partial := func(head, pass, join string, r int) string {
+		h := map[int]string{4: "i2", 3: "i1"}[r]
+		rw := map[int]string{4: "i4", 3: "i3"}[r]
+		return rotaryModel(rotX, "[1,1,seq,"+map[int]string{4: "4", 3: "3"}[r]+"]",
+			"  xr = "+head+"\n  pa = "+pass+"\n  lo = Slice (xr, i0, "+h+", last)\n  hi = Slice (xr, "+h+", "+rw+
+				", last)\n  nh = Neg (hi)\n  rh = Concat <axis = -1> (nh, lo)\n  a = Mul (xr, cos)\n  b = Mul (rh, sin)\n  r = Add (a, b)\n  y = "+join)
+	}
+	cases := []refusalCase{
+		{name: "rank 3", src: rotaryModel("[batch,seq,8]", "[1,seq,8]", rotateHalf(rotLo, rotHi, rotCat)),
+			want: "input [batch,seq,8] is not [batch, heads, seq, even head size]"},
+		{name: "halves on the heads axis", src: half("Slice (x, i0, i1, ax1)", "Slice (x, i1, i2, ax1)", "Concat <axis = 1> (nh, lo)"),
+			want: "the halves are not concatenated on the last axis"},
+		{name: "halves swapped", src: half(rotHi, rotLo, rotCat), want: "the halves are not x[..., 4:] and x[..., :4]"},
+		{name: "pairs both even", src: two(rotEven, rotEven, rotUa, rotUb, rotStack, rotMerge),
+			want: "the pairs are not x[..., 0::2] and x[..., 1::2]"},
+		{name: "unsqueeze axes unknown", src: strings.Replace(two(rotEven, rotOdd, "Unsqueeze (no, ua_axes)", rotUb, rotStack, rotMerge),
+			"float[1,1,seq,8] sin)", "float[1,1,seq,8] sin, int64[1] ua_axes)", 1),
+			want: "does not add one known axis"},
+		{name: "unsqueeze not last", src: two(rotEven, rotOdd, "Unsqueeze (no, ax3)", "Unsqueeze (ev, ax3)", "Concat <axis = 3> (ua, ub)", rotMerge),
+			want: "does not add a new last axis"},
+		{name: "stack not last", src: two(rotEven, rotOdd, rotUa, rotUb, "Concat <axis = 3> (ua, ub)", rotMerge),
+			want: "does not stack on the new last axis"},
+		// The heads moved to the batch axis: the result still broadcasts against x·cos.
+		{name: "merge to another shape", src: strings.Replace(rotaryModel("[1,2,seq,8]", rotTable, everyTwo(rotEven, rotOdd, rotUa, rotUb, rotStack, "Reshape (st, merge2)")),
+			"int64[4] merge = {0, 0, 0, 8}", "int64[4] merge = {0, 0, 0, 8}, int64[4] merge2 = {2, 1, 0, 8}", 1),
+			want: "gives [2,1,seq,8], not [1,2,seq,8]"},
+		{name: "cos per head", src: rotaryModel(rotX, "[1,2,seq,8]", rotateHalf(rotLo, rotHi, rotCat)),
+			want: "cos has shape [1,2,seq,8], not [batch|1, 1, seq, 8]"},
+		{name: "partial odd", src: partial("Slice (x, i0, i3, last)", "Slice (x, i3, i8, last)", "Concat <axis = -1> (r, pa)", 3),
+			want: "is not an even number of channels below 8"},
+		{name: "partial parts", src: partial("Slice (x, i1, i5, last)", "Slice (x, i4, i8, last)", "Concat <axis = -1> (r, pa)", 4),
+			want: "the parts are not x[..., :4] and x[..., 4:]"},
+		{name: "partial joined on heads", src: partial("Slice (x, i0, i4, last)", "Slice (x, i4, i8, last)", "Concat <axis = 1> (r, pa)", 4),
+			want: "the rotated and passed parts are not concatenated on the last axis"},
+	}
+	for i := range cases {
+		cases[i].fused = []string{rotFusedQ, "RotaryEmbedding"}
+	}
+	runRefusals(t, []*transformer.Family{transformer.RotaryFamily}, cases)
+}
+
+// TestRotaryLeftDouble: a rotary proved in float64 is left: only float32 is lowered.
+func TestRotaryLeftDouble(t *testing.T) {
+	src := `rot (double[batch,2,seq,8] x, double[1,1,seq,4] ch, double[1,1,seq,4] sh) => (y) <
+  int64[1] i0 = {0}, int64[1] i4 = {4}, int64[1] i8 = {8}, int64[1] last = {-1}
+> {
+  cos = Concat <axis = -1> (ch, ch)
+  sin = Concat <axis = -1> (sh, sh)
+` + rotateHalf(rotLo, rotHi, rotCat) + "\n}"
+	runRefusals(t, []*transformer.Family{transformer.RotaryFamily}, []refusalCase{
+		{name: "float64", src: src, want: "only float32 rotaries are lowered", fused: []string{rotFusedQ}},
+	})
+}
+
+// probeRefusal folds a probe export, applies edit, and expects the reason from
+// recognising and fusing it with fams (target ort).
+func probeRefusal(t *testing.T, probe string, fams []*transformer.Family, want string, edit func(t *testing.T, g *ir.Graph)) {
+	t.Helper()
+	m := ortcheck.Fold(t, probePath(t, probe), passes.All)
+	edit(t, m.Graph)
+	if _, err := shape.Infer(m); err != nil {
+		t.Fatal(err)
+	}
+	_, refs := transformer.Recognize(m.Graph, fams)
+	rep, err := transformer.Fuse(m, fams, &transformer.Env{Model: m, Target: transformer.ORT})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Verify(); err != nil {
+		t.Fatalf("fused model does not verify: %v", err)
+	}
+	expectReason(t, append(refusalReasons(refs), reportReasons(rep)...), want)
+}
+
+// nodeNamed returns the node called name, failing t when there is none.
+func nodeNamed(t *testing.T, g *ir.Graph, name string) *ir.Node {
+	t.Helper()
+	for _, n := range g.Nodes() {
+		if n.Name == name {
+			return n
+		}
+	}
+	t.Fatalf("no node %s", name)
+	return nil
+}
+
+// inputFor makes input i of n a new graph input of type typ.
+func inputFor(t *testing.T, g *ir.Graph, n *ir.Node, i int, name string, typ *ir.Type) {
+	t.Helper()
+	v, err := g.AddInput(name, typ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.SetInput(i, v)
+}
+
+var generalAttnFams = []*transformer.Family{transformer.AttentionFamily, transformer.DebertaAttentionFamily, transformer.GeneralAttentionFamily}
+
+// TestAttentionTermRefusals: score terms the fused operators cannot take as one
+// [B|1, N|1, S, T] bias.
+func TestAttentionTermRefusals(t *testing.T) {
+	// Swin's shifted windows add a mask per window, [nW, 1, S, S], over the scores viewed as
+	// [B, nW, H, S, S]; a term that varies over the images B (the outer factor of the
+	// windowed batch B·nW) but not over the windows has no bias layout.
+	t.Run("swin term over the images", func(t *testing.T) {
+		probeRefusal(t, "swin.opset17", generalAttnFams, "varies over the outer factor", func(t *testing.T, g *ir.Graph) {
+			inputFor(t, g, nodeNamed(t, g, "/attn.1/Add_1"), 1, "per_image", ir.TensorOf(ir.Float, ir.Sym("images"), ir.D(1), ir.D(1), ir.D(16), ir.D(16)))
+		})
+	})
+}
+
+// generalNearMiss is generalModel with more inputs, constants and edits (old, new pairs
+// of lines), its core between the head split and the merge given.
+func generalNearMiss(inputs, core string, edits ...string) string {
+	src := generalModel(core)
+	if inputs != "" {
+		src = strings.Replace(src, "bool[batch,1,1,seq] keep)", "bool[batch,1,1,seq] keep, "+inputs+")", 1)
+	}
+	src = strings.Replace(src, "  int64[1] last = {-1}", `  int64[1] last = {-1},
+  int64[2] z2 = {0, 0},
+  int64[2] t2 = {2, 2},
+  int64[2] a23 = {2, 3},
+  int64[1] z1 = {0},
+  int64[1] t1 = {2},
+  int64[1] a3 = {3},
+  float qscale = {0.01}`, 1)
+	// The merge is left free so that a near miss with another output layout is valid.
+	src = strings.Replace(src, "merge = {0, 0, 4}", "merge = {0, 0, -1}", 1)
+	src = strings.Replace(src, "=> (float[batch,seq,4] y)", "=> (y)", 1)
+	for i := 0; i+1 < len(edits); i += 2 {
+		if !strings.Contains(src, edits[i]) {
+			panic("generalNearMiss: no " + edits[i])
+		}
+		src = strings.Replace(src, edits[i], edits[i+1], 1)
+	}
+	return src
+}
+
+// TestGeneralAttentionNearMisses: Softmaxes that are not provably attention, or whose Q,
+// K or V layouts the fused operators cannot read, are refused with the reason (in the
+// refusals and in the list of unfused Softmaxes).
+func TestGeneralAttentionNearMisses(t *testing.T) {
+	const plain = "  p = Softmax <axis = -1> (sd)\n  c = MatMul (p, vt)\n"
+	const qt = "  qt = Transpose <perm = [0, 2, 1, 3]> (qr)"
+	mha := []string{"com.microsoft.MultiHeadAttention", "com.microsoft.Attention"}
+	cases := []refusalCase{
+		{name: "term wider than the keys", src: generalNearMiss("float[1,1,1,3] tb", "  sm = Add (sd, tb)\n  p = Softmax <axis = -1> (sm)\n  c = MatMul (p, vt)\n"),
+			want: "score term tb: axis 3 is 3 where the scores have seq"},
+		{name: "mask input wider than the keys", src: generalNearMiss("float[1,1,1,3] tb", "  sm = Add (sd, tb)\n  p = Softmax <axis = -1> (sm)\n  c = MatMul (p, vt)\n"),
+			want: "mask of an unknown form: additive mask input tb has shape [1,1,1,3]"},
+		{name: "softmax over the queries, transposed", src: generalNearMiss("", "  st = Transpose <perm = [0, 1, 3, 2]> (sd)\n  p0 = Softmax <axis = -1> (st)\n  p = Transpose <perm = [0, 1, 3, 2]> (p0)\n  c = MatMul (p, vt)\n"),
+			want: "the softmax runs over [seq(seq)], not the key sequence"},
+		{name: "probs regrouped", src: generalNearMiss("int64[3] m3", "  p = Softmax <axis = -1> (sd)\n  pr = Reshape (p, m3)\n  c = MatMul (pr, vt)\n"),
+			want: "probs: reshape to [?,?,?] does not regroup"},
+		{name: "Q/DQ on V", src: generalNearMiss("", "  p = Softmax <axis = -1> (sd)\n  vq = QuantizeLinear (vt, qscale)\n  vd = DequantizeLinear (vq, qscale)\n  c = MatMul (p, vd)\n"),
+			want: "Q/DQ pairs inside the attention core (a fused float operator would drop them)"},
+		{name: "V of rank 4 from an input", src: generalNearMiss("float[batch,seq2,2,2] v2", "  p = Softmax <axis = -1> (sd)\n  v2t = Transpose <perm = [0, 2, 1, 3]> (v2)\n  c = MatMul (p, v2t)\n"),
+			want: "V: source v2 has shape [batch,seq2,2,2]: not [B,S,C], [B,C,S] or [B·S,C]"},
+		{name: "scores from no matmul", src: generalNearMiss("float[batch,2,seq,seq] sc", "  p = Softmax <axis = -1> (sc)\n  c = MatMul (p, vt)\n"),
+			want: "the softmax input does not come from a matmul (Q·Kᵀ) through layout ops and additive terms"},
+		{name: "V over other keys", src: generalNearMiss("float[batch,seq2,4] x2", plain, "  vm = MatMul (x, wv)", "  vm = MatMul (x2, wv)"),
+			want: "K's sequence seq and V's seq2 differ"},
+		{name: "Q sliced on two axes", src: generalNearMiss("", plain, qt, "  qsl = Slice (qr, z2, t2, a23)\n  qt = Transpose <perm = [0, 2, 1, 3]> (qsl)"),
+			want: "Q: Slice(->qsl) slices more than one axis"},
+		{name: "Q sliced with a step read at run time", src: generalNearMiss("int64[1] stp", plain, qt, "  qsl = Slice (qr, z1, t1, a3, stp)\n  qt = Transpose <perm = [0, 2, 1, 3]> (qsl)"),
+			want: "Q: Slice(->qsl): step is not a positive constant"},
+		{name: "Q gathered at an index read at run time", src: generalNearMiss("int64 gi", plain, qt, "  qu = Unsqueeze (qr, z1)\n  qg = Gather <axis = 0> (qu, gi)\n  qt = Transpose <perm = [0, 2, 1, 3]> (qg)"),
+			want: "Q: Gather(->qg): index is not a constant scalar"},
+		{name: "Q squeezed on the batch", src: generalNearMiss("", plain, qt, "  qq = Squeeze (qr, z1)\n  qu = Unsqueeze (qq, z1)\n  qt = Transpose <perm = [0, 2, 1, 3]> (qu)"),
+			want: "Q: Squeeze(->qq) squeezes a non-unit axis"},
+		{name: "Q unsqueezed on axes read at run time", src: generalNearMiss("int64[1] ua", plain, qt, "  qu = Unsqueeze (qr, ua)\n  qq = Squeeze (qu, ua)\n  qt = Transpose <perm = [0, 2, 1, 3]> (qq)"),
+			want: "Q: Unsqueeze(->qu): axes not constant"},
+	}
+	for i := range cases {
+		cases[i].fused = mha
+	}
+	runRefusals(t, generalAttnFams, cases)
+}
