@@ -377,9 +377,12 @@ func reasonParts(e ast.Expr) (parts []string, ok bool) {
 				if loc[0] > last {
 					parts = append(parts, p[last:loc[0]])
 				}
-				if p[loc[0]:loc[1]] == "%%" {
+				switch v := p[loc[1]-1]; {
+				case v == '%':
 					parts = append(parts, "%")
-				} else {
+				case strings.IndexByte("dgfeGx", v) >= 0:
+					parts = append(parts, numberPart)
+				default:
 					parts = append(parts, "")
 				}
 				last = loc[1]
@@ -393,16 +396,28 @@ func reasonParts(e ast.Expr) (parts []string, ok bool) {
 	return nil, false
 }
 
+// numberPart stands for a number formatted into a reason (%d, %g, ...).
+const numberPart = "\x00number"
+
 // reasonPattern turns parts into display text and an unanchored regexp; text is ""
 // when the literal parts say too little to be a reason of their own (a separator such
 // as ": ").
 func reasonPattern(parts []string) (string, *regexp.Regexp) {
 	var text, re strings.Builder
 	letters := 0
+	// A reason stands at the start of the text, or after a prefix that says where it
+	// applies ("Q: ", "mask of an unknown form: "), and ends at the end or before more
+	// ("; "): so "…: axis %d" is not produced by "score term t: axis 3 is 3 where ...".
+	re.WriteString(`(?:^|: |; )`)
 	for _, p := range parts {
-		if p == "" {
+		switch p {
+		case "":
 			text.WriteString("…")
 			re.WriteString("(?s:.*)")
+			continue
+		case numberPart:
+			text.WriteString("…")
+			re.WriteString(`[-+.\w]+`)
 			continue
 		}
 		text.WriteString(p)
@@ -416,6 +431,7 @@ func reasonPattern(parts []string) (string, *regexp.Regexp) {
 	if letters < 3 {
 		return "", nil
 	}
+	re.WriteString(`(?:$|: |; )`)
 	return strings.TrimSpace(text.String()), regexp.MustCompile(re.String())
 }
 

@@ -293,3 +293,18 @@ func TestGeneralAttentionNearMisses(t *testing.T) {
 	}
 	runRefusals(t, generalAttnFams, cases)
 }
+
+// TestLeftThenFused: a block the BERT-like family leaves (its mask is a sum of two inputs)
+// and the general family then fuses is fused, not reported as left.
+func TestLeftThenFused(t *testing.T) {
+	src := generalNearMiss("float[batch,1,1,seq] a1, float[batch,1,1,seq] a2",
+		"  a12 = Add (a1, a2)\n  sm = Add (sd, a12)\n  p = Softmax <axis = -1> (sm)\n  c = MatMul (p, vt)\n")
+	m := ortcheck.Parse(t, src)
+	rep, err := transformer.Fuse(m, generalAttnFams, &transformer.Env{Model: m, Target: transformer.ORT})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Ops["com.microsoft.MultiHeadAttention"] != 1 || len(rep.Left) != 0 {
+		t.Errorf("ops %v, left %q; want one MultiHeadAttention and nothing left", rep.Ops, rep.Left)
+	}
+}
