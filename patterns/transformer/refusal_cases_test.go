@@ -308,3 +308,100 @@ func TestLeftThenFused(t *testing.T) {
 		t.Errorf("ops %v, left %q; want one MultiHeadAttention and nothing left", rep.Ops, rep.Left)
 	}
 }
+
+// lnModel is a decomposed LayerNorm of x with its body edited (old, new pairs).
+func lnModel(x string, edits ...string) string {
+	src := `g (` + x + ` x) => (y) <
+  float two = {2},
+  float eps = {1e-5},
+  float[2,1,1] eps2 = {1e-5, 1e-5},
+  float[8] gamma = {1.1, 0.9, 1, 1.2, 0.8, 1, 1.05, 0.95},
+  float[1] gamma1 = {1.1},
+  float[8] beta = {0.1, -0.1, 0, 0.2, -0.2, 0, 0.05, -0.05}
+> {
+  m = ReduceMean <axes = [-1]> (x)
+  d = Sub (x, m)
+  s = Pow (d, two)
+  v = ReduceMean <axes = [-1]> (s)
+  e = Add (v, eps)
+  r = Sqrt (e)
+  n = Div (d, r)
+  sc = Mul (n, gamma)
+  y = Add (sc, beta)
+}`
+	for i := 0; i+1 < len(edits); i += 2 {
+		if !strings.Contains(src, edits[i]) {
+			panic("lnModel: no " + edits[i])
+		}
+		src = strings.Replace(src, edits[i], edits[i+1], 1)
+	}
+	return src
+}
+
+// TestNormRefusals: each check of the LayerNorm and RMSNorm families refuses its near
+// miss with the reason, and fuse leaves a block it cannot lower with the reason.
+func TestNormRefusals(t *testing.T) {
+	const x = "float[2,8,8]"
+	stats := func(to string) []string { // the statistics on Cast(x), the numerator too
+		return []string{"  m = ReduceMean <axes = [-1]> (x)\n  d = Sub (x, m)", "  xs = Cast <to = " + to + "> (x)\n  m = ReduceMean <axes = [-1]> (xs)\n  d = Sub (xs, m)"}
+	}
+	ln := []string{"LayerNormalization", "com.microsoft.SkipLayerNormalization"}
+	cases := []refusalCase{
+		{name: "statistics cast to int", src: lnModel(x, stats("6")...), want: "the statistics run on a Cast to int32, not a float type"},
+		{name: "result cast alone", src: lnModel(x, "  sc = Mul (n, gamma)", "  nc = Cast <to = 1> (n)\n  sc = Mul (nc, gamma)"),
+			want: "the result is cast without the statistics being cast first"},
+		{name: "x of no known type", src: lnModel(x, "g ("+x+" x) => (y) <", "g ("+x+" x0) => (y) <", "  m = ReduceMean", "  x = com.microsoft.Opaque (x0)\n  m = ReduceMean"),
+			want: "x's type is unknown"},
+		{name: "x of ints", src: lnModel("int32[2,8,8]", "float two = {2}", "int32 two = {2}", "float eps = {1e-5}", "int32 eps = {1}"),
+			want: "x is int32, not a float tensor"},
+		{name: "mean over every axis", src: lnModel(x, "  m = ReduceMean <axes = [-1]> (x)", "  m = ReduceMean (x)"),
+			want: "mean ReduceMean reduces every axis"},
+		{name: "mean over two axes", src: lnModel(x, "  m = ReduceMean <axes = [-1]> (x)", "  m = ReduceMean <axes = [1, 2]> (x)"),
+			want: "normalised over axes [1 2], not the last axis alone"},
+		{name: "axis 1 of unknown rank", src: lnModel(x, "g ("+x+" x) => (y) <", "g (float[2,8,8] x0, int64[r] shp) => (y) <", "  m = ReduceMean <axes = [-1]> (x)",
+			"  x = Reshape (x0, shp)\n  m = ReduceMean <axes = [1]> (x)", "  v = ReduceMean <axes = [-1]> (s)", "  v = ReduceMean <axes = [1]> (s)"),
+			want: "normalised over axis 1, and the rank is unknown"},
+		{name: "two epsilons", src: lnModel(x, "  e = Add (v, eps)", "  e = Add (v, eps2)"), want: "eps has 2 elements, not one"},
+		{name: "one gamma for eight channels", src: lnModel(x, "  sc = Mul (n, gamma)", "  sc = Mul (n, gamma1)"), want: "gamma has 1 elements, the normalised axis 8"},
+		{name: "one gamma for unknown channels", src: lnModel("float[2,8,h]", "  sc = Mul (n, gamma)", "  sc = Mul (n, gamma1)", "  y = Add (sc, beta)", "  y = Identity (sc)"),
+			want: "gamma has 1 element and the normalised axis' size is unknown"},
+		{name: "no gamma over unknown channels", src: lnModel("float[2,8,h]", "  sc = Mul (n, gamma)\n  y = Add (sc, beta)", "  y = Identity (n)"),
+			want: "no gamma, and the normalised axis' size is unknown: cannot build a ones scale"},
+		{name: "fused, axis 1 of unknown rank", src: `g (float[2,8,8] x0, int64[r] shp) => (y) <
+  float[8] gamma = {1.1, 0.9, 1, 1.2, 0.8, 1, 1.05, 0.95}
+> {
+  x = Reshape (x0, shp)
+  y = LayerNormalization <axis = 1> (x, gamma)
+}`, opset: "17", want: "normalised from axis 1, and x's rank is unknown"},
+		{name: "LayerNorm for tensorrt", src: lnModel(x), target: "tensorrt", want: `unknown target "tensorrt"`},
+		{name: "RMSNorm for tensorrt", src: lnModel(x, "  m = ReduceMean <axes = [-1]> (x)\n  d = Sub (x, m)\n", "  d = Identity (x)\n", "  y = Add (sc, beta)", "  y = Identity (sc)"),
+			target: "tensorrt", want: `unknown target "tensorrt"`},
+	}
+	for i := range cases {
+		switch cases[i].name {
+		case "result cast alone", "one gamma for eight channels":
+			// The norm before the Cast, or without the affine, is a block of its own.
+		case "fused, axis 1 of unknown rank":
+		default:
+			cases[i].fused = ln
+		}
+	}
+	runRefusals(t, []*transformer.Family{transformer.LayerNormFamily, transformer.RMSNormFamily}, cases)
+}
+
+// TestSkipRefusals: the residual checks of the skip families.
+func TestSkipRefusals(t *testing.T) {
+	skip := func(a, b string) string {
+		return `g (` + a + ` a, ` + b + ` b) => (y) <
+  float[8] gamma = {1.1, 0.9, 1, 1.2, 0.8, 1, 1.05, 0.95},
+  float[8] beta = {0.1, -0.1, 0, 0.2, -0.2, 0, 0.05, -0.05}
+> {
+  s = Add (a, b)
+  y = LayerNormalization <axis = -1, epsilon = 1e-12> (s, gamma, beta)
+}`
+	}
+	runRefusals(t, []*transformer.Family{transformer.LayerNormFamily, transformer.SkipFamily}, []refusalCase{
+		{name: "types differ", src: skip("float16[batch,seq,8]", "float[batch,seq,8]"), opset: "17", want: "input is float16 and skip float"},
+		{name: "tensorrt", src: skip("float[batch,seq,8]", "float[batch,seq,8]"), opset: "17", target: "tensorrt", want: `unknown target "tensorrt"`},
+	})
+}
