@@ -373,6 +373,8 @@ func TestNormRefusals(t *testing.T) {
   x = Reshape (x0, shp)
   y = LayerNormalization <axis = 1> (x, gamma)
 }`, opset: "17", want: "normalised from axis 1, and x's rank is unknown"},
+		{name: "raise from opset 10", src: lnModel(x), opset: "10", target: transformer.ONNX, raise: 17,
+			want: "LayerNormalization needs opset 17; the model is at 10, and raising from below 11 (Clip, Pad, Resize, TopK changed at 11) is not attempted"},
 		{name: "LayerNorm for tensorrt", src: lnModel(x), target: "tensorrt", want: `unknown target "tensorrt"`},
 		{name: "RMSNorm for tensorrt", src: lnModel(x, "  m = ReduceMean <axes = [-1]> (x)\n  d = Sub (x, m)\n", "  d = Identity (x)\n", "  y = Add (sc, beta)", "  y = Identity (sc)"),
 			target: "tensorrt", want: `unknown target "tensorrt"`},
@@ -404,4 +406,76 @@ func TestSkipRefusals(t *testing.T) {
 		{name: "types differ", src: skip("float16[batch,seq,8]", "float[batch,seq,8]"), opset: "17", want: "input is float16 and skip float"},
 		{name: "tensorrt", src: skip("float[batch,seq,8]", "float[batch,seq,8]"), opset: "17", target: "tensorrt", want: `unknown target "tensorrt"`},
 	})
+}
+
+// TestGeluConstantAndBiasRefusals: the GELU checks not covered by TestGeluRefusals.
+func TestGeluConstantAndBiasRefusals(t *testing.T) {
+	erf := geluGraph(geluFactors["erf-div"]+geluHalves["after"], false, 13)
+	biased := geluGraph(geluFactors["erf-div"]+geluHalves["after"], true, 13)
+	unknownRank := strings.Replace(strings.Replace(biased, "g (float[2,8] x0)", "g (float[2,8] x00, int64[r] shp)", 1),
+		"  x = Add (b, x0)", "  x0 = Reshape (x00, shp)\n  x = Add (b, x0)", 1)
+	cases := []refusalCase{
+		{name: "divided by 3", src: geluGraph(geluFactors["erf-div"]+strings.Replace(geluHalves["before"], "two", "three", 1), false, 13),
+			want: "output divided by 3, not 2"},
+		{name: "erf shifted by 2", src: geluGraph(strings.Replace(geluFactors["erf-div"], "Add (e, one)", "Add (e, two)", 1)+geluHalves["after"], false, 13),
+			want: "erf/tanh shifted by 2, not 1"},
+		{name: "cubic term shifted by 2", src: geluGraph(strings.Replace(geluFactors["tanh-fast"], "Add (one, kxx)", "Add (two, kxx)", 1)+geluHalves["after"], false, 13),
+			want: "cubic term shifted by 2, not 1"},
+		{name: "half per channel", src: strings.Replace(erf, "float half = {0.5}", "float[1,8] half = {0.5, 0.25, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5}", 1),
+			want: "c_half holds different values (0.5, 0.25)"},
+		{name: "input of no known type", src: strings.Replace(strings.Replace(erf, "g (float[2,8] x)", "g (float[2,8] x0)", 1), "  d = Div (x, sqrt2)", "  x = com.microsoft.Opaque (x0)\n  d = Div (x, sqrt2)", 1),
+			want: "input type unknown"},
+		{name: "bias over unknown channels", src: strings.Replace(biased, "g (float[2,8] x0)", "g (float[2,h] x0)", 1),
+			want: "bias has 8 elements, the input's last dimension is h"},
+		{name: "bias over unknown rank", src: unknownRank, want: "input rank unknown: cannot check the bias size"},
+	}
+	for i := range cases {
+		if !strings.HasPrefix(cases[i].name, "bias") { // a refused bias leaves the GELU after it
+			cases[i].fused = []string{"com.microsoft.Gelu", "com.microsoft.BiasGelu", "com.microsoft.FastGelu", "Gelu"}
+		}
+	}
+	runRefusals(t, []*transformer.Family{transformer.GeluFamily}, cases)
+}
+
+// TestFFNMoreRefusals: the FFN checks not covered by TestFFNRefusals.
+func TestFFNMoreRefusals(t *testing.T) {
+	with := func(src string, edits ...string) string {
+		for i := 0; i+1 < len(edits); i += 2 {
+			if !strings.Contains(src, edits[i]) {
+				t.Fatalf("no %q in\n%s", edits[i], src)
+			}
+			src = strings.Replace(src, edits[i], edits[i+1], 1)
+		}
+		return src
+	}
+	slice := ffnSource("packed-slice", "silu", "matmul-add", true)
+	split := ffnSource("packed-split", "silu", "matmul-add", true)
+	runRefusals(t, []*transformer.Family{transformer.FFNFamily}, []refusalCase{
+		{name: "channel-first halves split on the channels", src: with(ffnSource("packed-split", "silu", "conv", true), "Split <axis = -1>", "Split <axis = 1>"),
+			want: "the packed projection is split on axis 1, not the last"},
+		{name: "split in three", src: with(split, "int64[2] halves = {16, 16}", "int64[3] halves = {16, 16, 0}", "gt, u = Split", "gt, u, rest = Split"),
+			want: "the packed projection is split in 3, not 2"},
+		{name: "split sizes an input", src: with(split, "g (float[2,3,8] x)", "g (float[2,3,8] x, int64[2] hv)", "(p, halves)", "(p, hv)"),
+			want: "the split sizes are not a constant"},
+		{name: "slice ends an input", src: with(slice, "g (float[2,3,8] x)", "g (float[2,3,8] x, int64[1] mid)", "gt = Slice (p, s_lo, s_mid, s_ax)", "gt = Slice (p, s_lo, mid, s_ax)"),
+			want: "a packed half is not a constant one-axis Slice"},
+		{name: "slice with a step", src: with(slice, "int64[1] s_lo = {0}", "int64[1] s_lo = {0},\n  int64[1] s_two = {2},\n  int64[1] s_end = {32}", "gt = Slice (p, s_lo, s_mid, s_ax)", "gt = Slice (p, s_lo, s_end, s_ax, s_two)"),
+			want: "a packed half is sliced with a step"},
+		{name: "slice across the halves", src: with(slice, "int64[1] s_lo = {0}", "int64[1] s_lo = {0},\n  int64[1] s_8 = {8},\n  int64[1] s_24 = {24}", "gt = Slice (p, s_lo, s_mid, s_ax)", "gt = Slice (p, s_8, s_24, s_ax)"),
+			want: "a packed half is [8:24], not a half of 32"},
+	})
+}
+
+// TestFFNConvSamePadding: a 1×1 convolution with unit strides pads nothing whatever its
+// auto_pad, so SAME_UPPER is a projection like VALID (it was refused as "pads SAME_UPPER").
+func TestFFNConvSamePadding(t *testing.T) {
+	src := strings.ReplaceAll(ffnSource("plain", "relu", "conv", true), "Conv <kernel_shape = [1]>", `Conv <auto_pad = "SAME_UPPER", kernel_shape = [1]>`)
+	m := geParse(t, `"" : 13`, src)
+	blocks, refs := ffnRecognize(t, m)
+	if len(blocks) != 1 || len(refs) != 0 {
+		t.Fatalf("%d blocks, refusals %q; want one FFN of 1×1 convolutions", len(blocks), refs)
+	}
+	if n := blocks[0].Role(transformer.RoleUpWeight).Uses()[0].Node; n.OpType != "Conv" {
+		t.Errorf("the up projection is %s, not the Conv", n)
+	}
 }
