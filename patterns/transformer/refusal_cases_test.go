@@ -18,9 +18,10 @@ type refusalCase struct {
 	src  string // a model in ONNX text syntax, without the header
 	want string // a substring of the reason
 	// opset is the default-domain opset import (13 when 0).
-	opset  string
-	target transformer.Target // ORT when ""
-	raise  int64
+	opset    string
+	target   transformer.Target // ORT when ""
+	raise    int64
+	provider string
 	// fused lists op types (domain.op) that must not appear after fuse.
 	fused []string
 }
@@ -50,7 +51,7 @@ func runRefusals(t *testing.T, fams []*transformer.Family, cases []refusalCase) 
 			if target == "" {
 				target = transformer.ORT
 			}
-			rep, err := transformer.Fuse(m, fams, &transformer.Env{Model: m, Target: target, RaiseOpset: c.raise})
+			rep, err := transformer.Fuse(m, fams, &transformer.Env{Model: m, Target: target, RaiseOpset: c.raise, Provider: c.provider})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -478,4 +479,34 @@ func TestFFNConvSamePadding(t *testing.T) {
 	if n := blocks[0].Role(transformer.RoleUpWeight).Uses()[0].Node; n.OpType != "Conv" {
 		t.Errorf("the up projection is %s, not the Conv", n)
 	}
+}
+
+// TestQLinearMoreRefusals: the checks of a quantized linear layer's Q/DQ parameters not
+// covered by TestQLinearRefusals.
+func TestQLinearMoreRefusals(t *testing.T) {
+	layer := func(a, w, tail string) string {
+		return "  xq = QuantizeLinear (x, " + a + ")\n  xd = DequantizeLinear (xq, " + a + ")\n  wd = DequantizeLinear " + w + "\n  mm = MatMul (xd, wd)\n  y = " + tail
+	}
+	const wd = "<axis = 1> (w, ws, wz)"
+	const add = "Add (mm, b)"
+	inits := `,
+  float xs0 = {0},
+  int32 xz32 = {0},
+  int8[1,4,2] w3 = {12, -7, 100, 3, -127, 64, 5, 9}`
+	q := func(body string) string { return qlinGraph(inits, body) }
+	cases := []refusalCase{
+		{name: "blocked weight", src: q(layer("xs, xz", "<axis = 1, block_size = 2> (w, ws, wz)", add)), want: "DequantizeLinear is blocked"},
+		{name: "scale zero", src: q(layer("xs0, xz", wd, add)), want: "QuantizeLinear scale 0 is not positive and finite"},
+		{name: "zero point computed", src: q("  z = Identity (xz)\n" + layer("xs, z", wd, add)), want: "QuantizeLinear zero point is not constant"},
+		{name: "zero points per channel, scale per tensor", src: q(layer("xs, xz4", wd, add)), want: "QuantizeLinear zero point does not match its scale"},
+		{name: "int32 zero point", src: q(layer("xs, xz32", wd, add)), want: "QuantizeLinear quantizes to int32, not int8 or uint8"},
+		{name: "3-D weight", src: q(layer("xs, xz", "<axis = 2> (w3, ws, wz)", add)), want: "weight is not a constant 2-D tensor"},
+		{name: "1-D input", src: strings.Replace(strings.Replace(q(layer("xs, xz", wd, add)), "float[batch,seq,4] x", "float[4] x", 1), "float[batch,seq,2] y", "float[2] y", 1),
+			want: "input is not a float tensor of rank 2 or more"},
+	}
+	for i := range cases {
+		cases[i].provider = "cpu"
+		cases[i].fused = []string{"com.microsoft.MatMulIntegerToFloat"}
+	}
+	runRefusals(t, nil, cases)
 }
