@@ -510,3 +510,64 @@ func TestQLinearMoreRefusals(t *testing.T) {
 	}
 	runRefusals(t, nil, cases)
 }
+
+// TestEmbeddingMoreRefusals: the embedding checks not covered by TestEmbeddingRefusals,
+// each on an edit of BERT's embedding (lookups summed, then a decomposed LayerNorm).
+func TestEmbeddingMoreRefusals(t *testing.T) {
+	bert := func(opset string, edits ...string) func(t *testing.T) string {
+		return func(t *testing.T) string {
+			src := embBERT
+			for i := 0; i+1 < len(edits); i += 2 {
+				if !strings.Contains(src, edits[i]) {
+					t.Fatalf("no %q in\n%s", edits[i], src)
+				}
+				src = strings.Replace(src, edits[i], edits[i+1], 1)
+			}
+			return src
+		}
+	}
+	const ins = "g (int64[batch,seq] input_ids, int64[batch,seq] token_type_ids)"
+	cases := []struct {
+		name, opset string
+		src         func(t *testing.T) string
+		want        string
+	}{
+		{"two position lookups", "17", bert("17", "  x = Add (wt, p)", "  x0 = Add (wt, p)\n  p2 = Gather (pos, pids)\n  x = Add (x0, p2)"), "two position lookups"},
+		{"no word lookup", "17", bert("17", "  w = Gather (word, input_ids)\n", "", "  tt = Gather (seg, token_type_ids)\n", "", "  wt = Add (w, tt)\n", "  wt = Gather (word, i0)\n"), "no lookup by input ids (word embedding)"},
+		{"three lookups by ids", "17", bert("17", ins, "g (int64[batch,seq] input_ids, int64[batch,seq] token_type_ids, int64[batch,seq] lang_ids)",
+			"  float eps = {1e-12}", "  float eps = {1e-12},\n  float[5,4] lang = {...}", "  x = Add (wt, p)", "  wl = Add (wt, l)\n  l = Gather (lang, lang_ids)\n  x = Add (wl, p)"),
+			"3 lookups by input ids: more than word and segment embeddings"},
+		{"segment ids of one column", "17", bert("17", ins, "g (int64[batch,seq] input_ids, int64[batch,1] token_type_ids)"),
+			"segment ids are int64[batch,1], input ids int64[batch,seq]"},
+		{"position ids of the sequence only", "17", bert("17", ins, "g (int64[batch,seq] input_ids, int64[batch,seq] token_type_ids, int64[seq] position_ids)",
+			"  p = Gather (pos, pids)", "  p = Gather (pos, position_ids)"), "position ids are int64[seq], not [batch or 1, sequence]"},
+		{"per-position constant and computed positions", "17", bert("17", ins, "g (int64[batch,5] input_ids, int64[batch,5] token_type_ids, int64[batch,5] position_ids)",
+			"  float eps = {1e-12}", "  float eps = {1e-12},\n  float[1,5,4] pc = {...}", "  p = Gather (pos, pids)", "  p = Gather (pos, position_ids)", "  x = Add (wt, p)", "  x0 = Add (wt, p)\n  x = Add (x0, pc)"),
+			"a per-position constant term besides computed position ids"},
+		{"constant id outside the table", "17", bert("17", "  float eps = {1e-12}", "  float eps = {1e-12},\n  int64 i9 = {9}", "  x = Add (wt, p)", "  x0 = Add (wt, p)\n  r9 = Gather (word, i9)\n  x = Add (x0, r9)"),
+			"constant id 9 outside table word of 6 rows"},
+		{"constant term of one channel", "17", bert("17", "  float eps = {1e-12}", "  float eps = {1e-12},\n  float[1,1,1] c1f = {0.5}", "  x = Add (wt, p)", "  x0 = Add (wt, p)\n  x = Add (x0, c1f)"),
+			"constant term of shape [1 1 1] does not end in the hidden size 4"},
+		// Batch, sequence and hidden all 4: the [4,4] variance broadcasts against [4,4,4].
+		{"statistics without the axis", "17", bert("17", ins, "g (int64[4,4] input_ids, int64[4,4] token_type_ids)", "=> (float[batch,seq,4] y)", "=> (y)",
+			"  var = ReduceMean <axes = [-1]> (sq)", "  var = ReduceMean <axes = [-1], keepdims = 0> (sq)"),
+			"ln_var ReduceMean drops the axis"},
+		{"statistics over axes read at run time", "18", bert("18", ins, "g (int64[batch,seq] input_ids, int64[batch,seq] token_type_ids, int64[1] axin)",
+			"  mean = ReduceMean <axes = [-1]> (x)", "  mean = ReduceMean (x, axin)", "  var = ReduceMean <axes = [-1]> (sq)", "  var = ReduceMean (sq, axin)"),
+			"ln_mean axes are not constant"},
+		{"statistics over the sequence", "17", bert("17", "  mean = ReduceMean <axes = [-1]> (x)", "  mean = ReduceMean <axes = [1]> (x)"), "normalised over axes [1], not the last"},
+		{"eps per channel", "17", bert("17", "  float eps = {1e-12}", "  float eps = {1e-12},\n  float[4] eps4 = {1e-12, 1e-12, 1e-12, 1e-12}", "  ve = Add (var, eps)", "  ve = Add (var, eps4)"),
+			"eps is not a scalar constant"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			m := geParse(t, `"" : `+c.opset, c.src(t))
+			geFillRandom(m)
+			b, refs := embOnly(t, m, []*transformer.Family{transformer.EmbeddingFamily})
+			if b != nil && b.Root.Name == "y" {
+				t.Fatalf("recognised %s at y; want the refusal %q", b.Variant, c.want)
+			}
+			expectReason(t, refusalReasons(refs), c.want)
+		})
+	}
+}
