@@ -1,10 +1,13 @@
 package transformer_test
 
 import (
+	"fmt"
+	"os"
 	"strings"
 	"testing"
 
 	"github.com/qcc-dev/qcc/internal/ortcheck"
+	"github.com/qcc-dev/qcc/internal/txtar"
 	"github.com/qcc-dev/qcc/ir"
 	"github.com/qcc-dev/qcc/passes"
 	"github.com/qcc-dev/qcc/patterns/transformer"
@@ -568,6 +571,71 @@ func TestEmbeddingMoreRefusals(t *testing.T) {
 				t.Fatalf("recognised %s at y; want the refusal %q", b.Variant, c.want)
 			}
 			expectReason(t, refusalReasons(refs), c.want)
+		})
+	}
+}
+
+// bertNearMiss is the BERT case of TestAttentionReasons with edits (old, new pairs).
+func bertNearMiss(t *testing.T, edits ...string) string {
+	data, err := os.ReadFile("testdata/attention-bert-add-mask.txtar")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, _ := txtar.Parse(data).Get("input")
+	src := strings.Replace(string(base), `opset_import: ["" : 13]`, `opset_import: ["" : 13, "com.microsoft" : 1]`, 1)
+	src = strings.Replace(src, "  float fone = {1},", "  float fone = {1},\n  float fhalf = {0.5},\n  float finf = {-inf},\n  float ffill = {-10000},", 1)
+	for i := 0; i+1 < len(edits); i += 2 {
+		if !strings.Contains(src, edits[i]) {
+			t.Fatalf("no %q in the BERT case", edits[i])
+		}
+		src = strings.Replace(src, edits[i], edits[i+1], 1)
+	}
+	return src
+}
+
+// TestAttentionMaskRefusals: the BERT-like family's mask and head checks refuse their
+// near misses with the reason (the block is no attention block, or is left).
+func TestAttentionMaskRefusals(t *testing.T) {
+	deep := "  [\"/Sub\"] inv = Sub (fone, mf)"
+	prev := "mf"
+	var chain strings.Builder
+	for i := 0; i < 26; i++ {
+		fmt.Fprintf(&chain, "  d%d = Identity (%s)\n", i, prev)
+		prev = fmt.Sprintf("d%d", i)
+	}
+	const where = "Where (mb, ffill, sd)"
+	cases := []struct {
+		name  string
+		edits []string
+		want  string
+	}{
+		{"masked positions NaN", []string{"  [\"/Mul\"] ext = Mul (inv, fmin)", "  ni = Neg (inv)\n  ext = Pow (ni, fhalf)"}, "mask of an unknown form: masked positions get NaN"},
+		{"constant mask of -inf", []string{"  [\"/L/Add\"] sm = Add (sd, ext)", "  [\"/L/Add\"] sm = Add (sd, finf)"}, "mask of an unknown form: constant mask is not finite"},
+		{"mask through a contrib op", []string{deep, "  inv = com.microsoft.Opaque (mf)"}, "mask of an unknown form: mask uses com.microsoft.Opaque"},
+		{"mask expression too deep", []string{deep, chain.String() + "  inv = Sub (fone, " + prev + ")"}, "mask of an unknown form: mask expression too deep"},
+		{"mask over other keys", []string{"int64[batch,seq] attention_mask", "int64[batch,keys] attention_mask"},
+			"mask of an unknown form: mask input attention_mask [batch,keys] does not match the scores [batch,2,seq,seq]"},
+		{"where condition constant", []string{"  [\"/L/Add\"] sm = Add (sd, ext)", "  mb = Cast <to = 9> (fone)\n  [\"/L/Add\"] sm = " + where},
+			"mask of an unknown form: mask condition does not depend on an input"},
+		{"where condition of rank 2", []string{"  [\"/L/Add\"] sm = Add (sd, ext)", "  mb = Cast <to = 9> (attention_mask)\n  [\"/L/Add\"] sm = " + where},
+			"mask of an unknown form: a rank-2 mask condition selects among the rank-4 scores"},
+		{"q weight batched", []string{"  float[4,4] wq =", "  float[1,4,4] wq ="}, "q weight has shape [1,4,4], not [4,4]"},
+		{"k split read at run time", []string{"bert (float[batch,seq,4] x,", "bert (int64[r] kshape2, float[batch,seq,4] x,", "Reshape (ka, kshape)", "Reshape (ka, kshape2)"},
+			"head split has unknown shape or rank"},
+		// Refused at the merge; the block ending before it fuses (the merge then reads the
+		// fused output).
+		{"heads merged into tokens", []string{"  int64[3] merge = {0, 0, 4},", "  int64[2] merge = {-1, 4},", "=> (float[batch,seq,4] y)", "=> (y)"},
+			"heads are merged into [batch*seq,4], not [B,S,4]"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			m := ortcheck.Parse(t, bertNearMiss(t, c.edits...))
+			_, refused := attnDump(t, m)
+			rep := attnFuse(t, m, &transformer.Env{Target: transformer.ORT})
+			expectReason(t, append(refused, reportReasons(rep)...), c.want)
+			if rep.Ops["com.microsoft.Attention"] != 0 && c.name != "heads merged into tokens" {
+				t.Errorf("the near miss was fused: %v", rep.Ops)
+			}
 		})
 	}
 }
