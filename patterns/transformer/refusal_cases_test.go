@@ -2,6 +2,7 @@ package transformer_test
 
 import (
 	"fmt"
+	"math/rand"
 	"os"
 	"strings"
 	"testing"
@@ -638,4 +639,51 @@ func TestAttentionMaskRefusals(t *testing.T) {
 			}
 		})
 	}
+}
+
+// gqaBroadcast is grouped-query attention written with matmul broadcasting: Q as
+// [B, KV, G, S, D] (two K/V heads of two query heads each), K and V as [B, KV, 1, S, D];
+// kshape is K's and V's head split.
+func gqaBroadcast(kshape string) string {
+	r := rand.New(rand.NewSource(3))
+	w := func(name string, k, n int) string {
+		v := make([]string, k*n)
+		for i := range v {
+			v[i] = fmt.Sprintf("%.3f", r.Float64()-0.5)
+		}
+		return fmt.Sprintf("  float[%d,%d] %s = {%s},\n", k, n, name, strings.Join(v, ", "))
+	}
+	return `<ir_version: 8, opset_import: ["" : 13]>
+g (float[batch,seq,8] x) => (y) <
+` + w("wq", 8, 8) + w("wk", 8, 4) + w("wv", 8, 4) + `  int64[5] qs = {0, 0, 2, 2, 2},
+  int64[5] ks = ` + kshape + `,
+  int64[3] merge = {0, 0, 8}
+> {
+  q = MatMul (x, wq)
+  k = MatMul (x, wk)
+  v = MatMul (x, wv)
+  qr = Reshape (q, qs)
+  qt = Transpose <perm = [0, 2, 3, 1, 4]> (qr)
+  kr = Reshape (k, ks)
+  kt = Transpose <perm = [0, 2, 3, 4, 1]> (kr)
+  vr = Reshape (v, ks)
+  vt = Transpose <perm = [0, 2, 3, 1, 4]> (vr)
+  s = MatMul (qt, kt)
+  p = Softmax <axis = -1> (s)
+  c = MatMul (p, vt)
+  ct = Transpose <perm = [0, 3, 1, 2, 4]> (c)
+  y = Reshape (ct, merge)
+}`
+}
+
+// TestAttentionHeadsBroadcast: K and V broadcast by the matmuls over the query heads of
+// their group (grouped-query attention with no explicit repeat) are refused: the fused
+// operators' K/V heads are read from the proof of an explicit repeat (Expand, Tile,
+// Reshape), and a partial broadcast is not one. The model is valid; this is a form the
+// family does not lower yet.
+func TestAttentionHeadsBroadcast(t *testing.T) {
+	runRefusals(t, generalAttnFams, []refusalCase{
+		{name: "GQA by broadcasting", src: gqaBroadcast("{0, 0, 2, 1, 2}"), want: "K is broadcast over some of the heads only",
+			fused: []string{"com.microsoft.MultiHeadAttention", "com.microsoft.GroupQueryAttention"}},
+	})
 }
