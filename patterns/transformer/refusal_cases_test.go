@@ -687,3 +687,48 @@ func TestAttentionHeadsBroadcast(t *testing.T) {
 			fused: []string{"com.microsoft.MultiHeadAttention", "com.microsoft.GroupQueryAttention"}},
 	})
 }
+
+// qattnNearMiss is the QAttention case (a Q/DQ-quantized BERT layer) with edits.
+func qattnNearMiss(t *testing.T, edits ...string) string {
+	data, err := os.ReadFile("testdata/attention-qattention.txtar")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, _ := txtar.Parse(data).Get("input")
+	s := strings.Replace(string(src), `opset_import: ["" : 13]`, `opset_import: ["" : 13, "com.microsoft" : 1]`, 1)
+	for i := 0; i+1 < len(edits); i += 2 {
+		if !strings.Contains(s, edits[i]) {
+			t.Fatalf("no %q in the QAttention case", edits[i])
+		}
+		s = strings.Replace(s, edits[i], edits[i+1], 1)
+	}
+	return s
+}
+
+// TestQAttentionRefusals: a quantized attention block that QAttention cannot take is
+// left decomposed with the reason (target ort, provider cpu).
+func TestQAttentionRefusals(t *testing.T) {
+	cases := []refusalCase{
+		{name: "additive float mask", src: qattnNearMiss(t, "int64[batch,seq] attention_mask)", "int64[batch,seq] attention_mask, float[batch,1,1,seq] amask)",
+			"sm = Add (sd, ext)", "sm = Add (sd, amask)"), want: "; QAttention takes no additive mask"},
+		{name: "q weight per row", src: qattnNearMiss(t, "wqd = DequantizeLinear <axis = 1> (wq8, wqs, wqz)", "wqd = DequantizeLinear <axis = 0> (wq8, wqs, wqz)"),
+			want: "; q weight quantized along axis 0 with 4 scales, not per output column"},
+		{name: "q reads x unquantized", src: qattnNearMiss(t, "qm = MatMul (qdq, wqd)", "qm = MatMul (x, wqd)"),
+			want: "; but q's input is not a Q/DQ pair"},
+	}
+	for i := range cases {
+		cases[i].provider = "cpu"
+		cases[i].fused = []string{"com.microsoft.QAttention"}
+	}
+	runRefusals(t, []*transformer.Family{transformer.AttentionFamily}, cases)
+}
+
+// TestDebertaMoreRefusals: the DeBERTa family's checks and lowering refusals not covered by
+// TestDebertaRefusals and TestDebertaLeft.
+func TestDebertaMoreRefusals(t *testing.T) {
+	cases := []refusalCase{
+		{name: "divided by zero", src: strings.Replace(dbGraph(dbOpts{}), "float sc = {3.4641016}", "float sc = {0}", 1), want: "Q·Kᵀ is divided by 0"},
+		{name: "opset 9", src: dbGraph(dbOpts{opset: 9, v2: true}), want: "default-domain opset 9 < 10 (the fused form needs Slice with inputs)"},
+	}
+	runRefusals(t, debertaOnly, cases)
+}
