@@ -732,3 +732,31 @@ func TestDebertaMoreRefusals(t *testing.T) {
 	}
 	runRefusals(t, debertaOnly, cases)
 }
+
+// TestGeneralAttentionFloat16: a float16 block is proved attention and left: only float32
+// blocks are lowered.
+func TestGeneralAttentionFloat16(t *testing.T) {
+	src := strings.ReplaceAll(strings.ReplaceAll(generalModel("  p = Softmax <axis = -1> (sd)\n  c = MatMul (p, vt)\n"), "float", "float16"), "{-10000}", "{-10000.0}")
+	runRefusals(t, []*transformer.Family{transformer.GeneralAttentionFamily}, []refusalCase{
+		{name: "float16", src: src, want: "attention in float16: only float32 blocks are lowered", fused: []string{"com.microsoft.MultiHeadAttention"}},
+	})
+}
+
+// TestAttentionOverIntegerProjections: after fuse turned the Q/DQ projections of an
+// attention block QAttention could not take into MatMulIntegerToFloat, fusing again
+// refuses the block for them.
+func TestAttentionOverIntegerProjections(t *testing.T) {
+	m := ortcheck.Parse(t, qattnNearMiss(t, "qm = MatMul (qdq, wqd)", "qm = MatMul (x, wqd)"))
+	env := &transformer.Env{Model: m, Target: transformer.ORT, Provider: "cpu"}
+	if _, err := transformer.Fuse(m, []*transformer.Family{transformer.AttentionFamily}, env); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := transformer.Fuse(m, []*transformer.Family{transformer.AttentionFamily}, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Ops["com.microsoft.MatMulIntegerToFloat"] == 0 {
+		t.Fatalf("no MatMulIntegerToFloat after fuse: %v", rep.Ops)
+	}
+	expectReason(t, reportReasons(rep), "Q/K/V projections are MatMulIntegerToFloat (quantized)")
+}
