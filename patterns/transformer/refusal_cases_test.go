@@ -620,6 +620,8 @@ func TestAttentionMaskRefusals(t *testing.T) {
 			"mask of an unknown form: mask condition does not depend on an input"},
 		{"where condition of rank 2", []string{"  [\"/L/Add\"] sm = Add (sd, ext)", "  mb = Cast <to = 9> (attention_mask)\n  [\"/L/Add\"] sm = " + where},
 			"mask of an unknown form: a rank-2 mask condition selects among the rank-4 scores"},
+		{"mask through a three-way Max", []string{deep, "  mx = Max (mf, mf, mf)\n  inv = Sub (fone, mx)"}, "mask of an unknown form: mask uses Max with 3 inputs"},
+		{"mask of strings", []string{"int64[batch,seq] attention_mask", "string[batch,seq] attention_mask"}, "mask of an unknown form: mask input attention_mask is string"},
 		{"q weight batched", []string{"  float[4,4] wq =", "  float[1,4,4] wq ="}, "q weight has shape [1,4,4], not [4,4]"},
 		{"k split read at run time", []string{"bert (float[batch,seq,4] x,", "bert (int64[r] kshape2, float[batch,seq,4] x,", "Reshape (ka, kshape)", "Reshape (ka, kshape2)"},
 			"head split has unknown shape or rank"},
@@ -759,4 +761,24 @@ func TestAttentionOverIntegerProjections(t *testing.T) {
 		t.Fatalf("no MatMulIntegerToFloat after fuse: %v", rep.Ops)
 	}
 	expectReason(t, reportReasons(rep), "Q/K/V projections are MatMulIntegerToFloat (quantized)")
+}
+
+// TestFusedAttentionRefusals: an Attention-23 already in the model that the BERT-like
+// family does not describe (it reads 3-D Q, K, V and a mask computed from one input), and
+// a split of V into other heads than Q's.
+func TestFusedAttentionRefusals(t *testing.T) {
+	const fused = `g (float[batch,2,seq,2] q, float[batch,2,seq,2] k, float[batch,2,seq,2] v) => (y) {
+  y = Attention (q, k, v)
+}`
+	const masked = `g (float[batch,seq,4] q, float[batch,seq,4] k, float[batch,seq,4] v, float[batch,1,seq,seq] a, float[batch,1,seq,seq] b) => (y) {
+  m = Mul (a, b)
+  y = Attention <q_num_heads = 2, kv_num_heads = 2> (q, k, v, m)
+}`
+	runRefusals(t, []*transformer.Family{transformer.AttentionFamily}, []refusalCase{
+		{name: "4-D Attention-23", src: fused, opset: "23", want: "Q, K and V are not [B,S,H]"},
+		{name: "Attention-23 mask of two inputs", src: masked, opset: "23", want: "attn_mask is not a function of a mask input"},
+		{name: "V in other heads", src: generalNearMiss("", "  p = Softmax <axis = -1> (sd)\n  c = MatMul (p, vt)\n",
+			"  int64[4] split = {0, 0, 2, 2},", "  int64[4] split = {0, 0, 2, 2},\n  int64[4] split1 = {0, 0, 1, 4},", "  vr = Reshape (va, split)", "  vr = Reshape (va, split1)"),
+			want: "v is split into 1 heads of 4, Q into 2 of 2", fused: []string{"com.microsoft.Attention"}},
+	})
 }
