@@ -782,3 +782,35 @@ func TestFusedAttentionRefusals(t *testing.T) {
 			want: "v is split into 1 heads of 4, Q into 2 of 2", fused: []string{"com.microsoft.Attention"}},
 	})
 }
+
+// TestQAttentionQuantizedMatmuls: with provider=cpu a block whose projections and
+// attention matmuls are all Q/DQ-quantized is left: QAttention computes the matmuls of the
+// scores and the context in float.
+func TestQAttentionQuantizedMatmuls(t *testing.T) {
+	data, err := os.ReadFile("testdata/attention-quantized-matmuls.txtar")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, _ := txtar.Parse(data).Get("input")
+	runRefusals(t, []*transformer.Family{transformer.AttentionFamily}, []refusalCase{
+		{name: "cpu", src: string(src), provider: "cpu", want: "; QAttention computes Q·Kᵀ and probs·V in float", fused: []string{"com.microsoft.QAttention"}},
+	})
+}
+
+// TestFFNUnevenPackedSplit: a packed gate|up projection split 31|1 (the up part broadcast
+// over the gate's) with a down projection of 31 features is no gated FFN of two halves.
+func TestFFNUnevenPackedSplit(t *testing.T) {
+	g := &ffnGraph{rng: rand.New(rand.NewSource(5))}
+	g.init("int64[2] parts", 31, 1)
+	g.proj("matmul-add", "up", "x", "p", ffnH, 2*ffnF)
+	g.node("gt, u = Split <axis = -1> (p, parts)")
+	g.node("a_s = Sigmoid (gt)")
+	g.node("a = Mul (a_s, gt)")
+	g.node("h = Mul (u, a)")
+	g.proj("matmul-add", "down", "h", "o", 31, ffnH)
+	g.node("y = Add (x, o)")
+	src := fmt.Sprintf("g (float[2,3,8] x) => (float[2,3,8] y) <\n%s\n> {\n%s\n}", strings.Join(g.inits, ",\n"), strings.Join(g.nodes, "\n"))
+	runRefusals(t, []*transformer.Family{transformer.FFNFamily}, []refusalCase{
+		{name: "31|1", src: src, want: "the packed projection makes 32, the down projection takes 31 (want twice)"},
+	})
+}
