@@ -814,3 +814,62 @@ func TestFFNUnevenPackedSplit(t *testing.T) {
 		{name: "31|1", src: src, want: "the packed projection makes 32, the down projection takes 31 (want twice)"},
 	})
 }
+
+// TestEmbeddingMaskRefusals: DeBERTa's embedding (a LayerNorm whose output is multiplied
+// by the mask spread over the hidden axis) and its near misses.
+func TestEmbeddingMaskRefusals(t *testing.T) {
+	with := func(src string, edits ...string) string {
+		for i := 0; i+1 < len(edits); i += 2 {
+			if !strings.Contains(src, edits[i]) {
+				t.Fatalf("no %q in\n%s", edits[i], src)
+			}
+			src = strings.Replace(src, edits[i], edits[i+1], 1)
+		}
+		return src
+	}
+	// Batch, sequence and hidden all 4, so that a mask spread over another axis still
+	// broadcasts.
+	static := with(embDeBERTa, "int64[batch,seq] input_ids, int64[batch,seq] attention_mask", "int64[4,4] input_ids, int64[4,4] attention_mask", "float[batch,seq,4] z", "z")
+	gin := strings.Replace(strings.Replace(embBERT, "int64[batch,seq] token_type_ids", "int64[batch,seq] token_type_ids, float[4] g2", 1), "sc = Mul (nrm, gamma)", "sc = Mul (nrm, g2)", 1)
+	cases := []struct{ name, src, want string }{
+		{"mask spread over the sequence", with(static, "mu = Unsqueeze (attention_mask, a2)", "mu = Unsqueeze (attention_mask, a1)"), "mask unsqueezed at [1], not the last axis"},
+		{"mask cast read elsewhere", with(embDeBERTa, "float[batch,seq,4] z", "float[batch,seq,4] z, float[batch,seq,1] mc"), "the normalised value is masked next; the block ends at the mask multiply"},
+		{"gamma read at run time", gin, "the normalisation continues into Mul; the block is not its prefix"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			m := geParse(t, `"" : 13`, c.src)
+			geFillRandom(m)
+			_, refs := embOnly(t, m, []*transformer.Family{transformer.EmbeddingFamily})
+			expectReason(t, refusalReasons(refs), c.want)
+		})
+	}
+}
+
+// TestEmbeddingFoldRefusals: fuse leaves an embedding whose constant terms it cannot fold
+// into EmbedLayerNormalization's position table.
+func TestEmbeddingFoldRefusals(t *testing.T) {
+	nan := strings.Repeat("0.1, ", 19) + "nan"
+	cases := []struct{ name, src, want string }{
+		// A per-position constant over a static sequence of 5, one of its values NaN.
+		{"NaN term", embGraph("int64[batch,5] input_ids", "float[batch,5,4] y", ",\n  float[1,5,4] pc = {"+nan+"}", `
+  w = Gather (word, input_ids)
+  x = Add (w, pc)`+embDecomposedLN), "NaN in the folded position table"},
+		{"double tables", strings.ReplaceAll(strings.Replace(embBERT, "  x = Add (wt, p)", "  x0 = Add (wt, p)\n  x = Add (x0, bias4)", 1)+"", "float", "double"), "constant terms would be folded into a double position table; only float is supported"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			src := c.src
+			if c.name == "double tables" {
+				src = strings.Replace(src, "  double eps = {1e-12}", "  double eps = {1e-12},\n  double[4] bias4 = {0.1, 0.2, 0.3, 0.4}", 1)
+			}
+			m := geParse(t, `"" : 17`, src)
+			geFillRandom(m)
+			rep := geFuse(t, m, []*transformer.Family{transformer.EmbeddingFamily}, &transformer.Env{Model: m, Target: transformer.ORT})
+			expectReason(t, rep.Left, c.want)
+			if n := rep.Ops["com.microsoft.EmbedLayerNormalization"]; n != 0 {
+				t.Errorf("%d EmbedLayerNormalization", n)
+			}
+		})
+	}
+}
