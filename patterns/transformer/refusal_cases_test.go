@@ -282,6 +282,15 @@ func TestGeneralAttentionNearMisses(t *testing.T) {
 			want: "the softmax input does not come from a matmul (Q·Kᵀ) through layout ops and additive terms"},
 		{name: "V over other keys", src: generalNearMiss("float[batch,seq2,4] x2", plain, "  vm = MatMul (x, wv)", "  vm = MatMul (x2, wv)"),
 			want: "K's sequence seq and V's seq2 differ"},
+		{name: "no batch", src: `g (float[seq,4] x, float[4,4] wq, float[4,4] wk, float[4,4] wv) => (y) {
+  q = MatMul (x, wq)
+  k = MatMul (x, wk)
+  v = MatMul (x, wv)
+  kt = Transpose <perm = [1, 0]> (k)
+  s = MatMul (q, kt)
+  p = Softmax <axis = -1> (s)
+  y = MatMul (p, v)
+}`, want: "Q·Kᵀ of rank 2 has no batch"},
 		{name: "Q sliced on two axes", src: generalNearMiss("", plain, qt, "  qsl = Slice (qr, z2, t2, a23)\n  qt = Transpose <perm = [0, 2, 1, 3]> (qsl)"),
 			want: "Q: Slice(->qsl) slices more than one axis"},
 		{name: "Q sliced with a step read at run time", src: generalNearMiss("int64[1] stp", plain, qt, "  qsl = Slice (qr, z1, t1, a3, stp)\n  qt = Transpose <perm = [0, 2, 1, 3]> (qsl)"),
