@@ -72,21 +72,27 @@ func Require(m *ir.Model, allow, need int64, op string, skip []*ir.Node) string 
 	var upgrade []*ir.Node
 	_ = m.Graph.Walk(func(g *ir.Graph) error {
 		for _, n := range g.Nodes() {
-			if blocker != "" || ignore[n] || (n.Domain != "" && n.Domain != "ai.onnx") {
+			if blocker != "" || (n.Domain != "" && n.Domain != "ai.onnx") {
 				continue
 			}
 			vs, ok := changed[n.OpType]
 			if !ok {
 				continue
 			}
+			why := ""
 			for _, v := range vs {
 				if up, ok := upgradeAt(n.OpType, v); !ok || !up.Can(n) {
-					blocker = fmt.Sprintf("%s needs opset %d; raising from %d is unsafe: %s changed at opset %d (%s)", op, need, have, n.OpType, v, n.Name)
+					why = fmt.Sprintf("%s needs opset %d; raising from %d is unsafe: %s changed at opset %d (%s)", op, need, have, n.OpType, v, n.Name)
 					break
 				}
 			}
-			if blocker == "" {
+			// A skipped node is upgraded too when it can be: it may outlive the
+			// rewrite when another reader shares it (a norm's mean of squares).
+			switch {
+			case why == "":
 				upgrade = append(upgrade, n)
+			case !ignore[n]:
+				blocker = why
 			}
 		}
 		return nil

@@ -90,3 +90,30 @@ func TestRequireRaisesFromOpset11(t *testing.T) {
 		t.Fatalf("an opset-10 model was raised")
 	}
 }
+
+// A skipped node (one of the block being replaced) is upgraded when it can be: it
+// survives the rewrite when another node shares it, a mean of squares read by an RMSNorm
+// and by a plain product (found by the fuzzer, seed 252568119274). One that cannot be
+// upgraded still does not block the raise.
+func TestRequireUpgradesSkippedNodes(t *testing.T) {
+	m := &ir.Model{Graph: ir.NewGraph("g"), IRVersion: 7}
+	m.SetOpset("", 17)
+	x, _ := m.Graph.AddInput("x", ir.TensorOf(ir.Float, ir.D(1), ir.D(3)))
+	sq := m.Graph.Add("Mul", []*ir.Value{x, x}, 1, "sq")
+	mean := m.Graph.Add("ReduceMean", []*ir.Value{sq.Output(0)}, 1, "mean", ir.IntsAttr("axes", -1))
+	root := m.Graph.Add("Sqrt", []*ir.Value{mean.Output(0)}, 1, "root")
+	m.Graph.Add("Mul", []*ir.Value{x, mean.Output(0)}, 1, "other")
+	if why := Require(m, 23, 23, "RMSNormalization", []*ir.Node{sq, mean, root}); why != "" {
+		t.Fatalf("raise refused: %s", why)
+	}
+	if mean.Attr("axes") != nil || len(mean.Inputs()) != 2 {
+		t.Fatalf("the shared ReduceMean was not upgraded: axes attr %v, inputs %d", mean.Attr("axes"), len(mean.Inputs()))
+	}
+	m2 := &ir.Model{Graph: ir.NewGraph("g"), IRVersion: 7}
+	m2.SetOpset("", 13)
+	y, _ := m2.Graph.AddInput("y", ir.TensorOf(ir.Float, ir.D(4)))
+	gn := m2.Graph.Add("GroupNormalization", []*ir.Value{y}, 1, "gn")
+	if why := Require(m2, 23, 23, "Attention", []*ir.Node{gn}); why != "" || m2.Opset("") != 23 {
+		t.Fatalf("a skipped node without an upgrade blocked the raise: %q", why)
+	}
+}

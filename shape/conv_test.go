@@ -21,7 +21,10 @@ func TestConvAndPool(t *testing.T) {
 		{name: "strided symbol", build: conv("batch,8,height,16", []int64{8, 8, 2, 2}, ir.IntsAttr("strides", 2, 2)), want: "float[batch,8,floor(height/2),8]"},
 		{name: "patch grid of a dynamic image", build: conv("batch,3,height,width", []int64{768, 3, 16, 16}, ir.IntsAttr("strides", 16, 16)), want: "float[batch,768,floor(height/16),floor(width/16)]"},
 		{name: "valid window", build: conv("batch,8,height,width", []int64{8, 8, 3, 3}), want: "float[batch,8,height - 2,width - 2]"},
-		{name: "strided window not written", build: conv("batch,8,height,width", []int64{8, 8, 3, 3}, ir.IntsAttr("strides", 2, 2)), want: "float[batch,8,?,?]"},
+		// The quotient of an offset the stride does not divide is a size of its own.
+		{name: "strided window", build: conv("batch,8,height,width", []int64{8, 8, 3, 3}, ir.IntsAttr("strides", 2, 2)), want: "float[batch,8,floor((height-3)/2) + 1,floor((width-3)/2) + 1]"},
+		// Whisper's second front-end conv halves the frames: floor((frames-1)/2)+1.
+		{name: "strided padded window", build: conv("batch,8,frames", []int64{8, 8, 3}, ir.IntsAttr("strides", 2), ir.IntsAttr("pads", 1, 1)), want: "float[batch,8,floor((frames-1)/2) + 1]"},
 		{name: "ceil mode strided symbol", build: func(b *builder) *ir.Value {
 			return b.op("MaxPool", vs(b.in("x", ir.Float, "batch,8,height,10")), ir.IntsAttr("kernel_shape", 2, 2), ir.IntsAttr("strides", 2, 2), ir.IntAttr("ceil_mode", 1))
 		}, want: "float[batch,8,?,5]"},

@@ -184,11 +184,16 @@ func floorDiv(a ir.Dim, k int64) ir.Dim {
 	}
 	c := p[""]
 	rest := p.add(poly{"": c}, -1)
-	if c%k != 0 || !nonNegative(rest.dim()) {
+	if c%k == 0 && nonNegative(rest.dim()) {
+		name := strings.ReplaceAll(rest.dim().Param, " ", "")
+		return addDims(ir.Sym(fmt.Sprintf("floor(%s/%d)", name, k)), ir.D(c/k))
+	}
+	// Otherwise the quotient is a symbol of its own, named by the whole expression: the
+	// same expression of the same sizes is the same size (a strided Conv's output length).
+	if !nonNegative(rest.dim()) {
 		return unknownDim()
 	}
-	name := strings.ReplaceAll(rest.dim().Param, " ", "")
-	return addDims(ir.Sym(fmt.Sprintf("floor(%s/%d)", name, k)), ir.D(c/k))
+	return ir.Sym(fmt.Sprintf("floor((%s)/%d)", strings.ReplaceAll(a.Param, " ", ""), k))
 }
 
 func (p poly) trim() poly {

@@ -682,7 +682,10 @@ func jitteredMoves(refBytes []byte, inputs []map[string]*ndarray.Array, want []m
 			return fmt.Sprintf("the reference itself moves that much when its constants and inputs move by %g: %s", PerturbTol, d)
 		}
 	}
-	return roundingUnstable(refBytes, inputs, want, r, signs)
+	if why := roundingUnstable(refBytes, inputs, want, r, signs, false); why != "" {
+		return why
+	}
+	return roundingUnstable(refBytes, inputs, want, r, signs, true)
 }
 
 // discontinuous ops compare or select values, where jittering both sides of an exact
@@ -694,10 +697,11 @@ var discontinuous = map[string]bool{
 	"Where": true, "ArgMax": true, "ArgMin": true, "TopK": true, "Mod": true, "Max": true, "Min": true}
 
 // roundingUnstable runs the reference with each op's float result moved by ±PerturbTol
-// (what a different summation order or kernel may do) and says how its outputs moved
+// (what a different summation order or kernel may do), scaled also by the tensor's
+// largest element when scaled is set, and says how its outputs moved
 // when they moved past half the tolerance: a mean of values that cancel, then divided
 // by, depends on the order of the sum, which float32 does not fix.
-func roundingUnstable(refBytes []byte, inputs []map[string]*ndarray.Array, want []map[string]*ndarray.Array, r *rand.Rand, signs int) string {
+func roundingUnstable(refBytes []byte, inputs []map[string]*ndarray.Array, want []map[string]*ndarray.Array, r *rand.Rand, signs int, scaled bool) string {
 	m, err := ir.LoadBytes(refBytes, "")
 	if err != nil {
 		return ""
@@ -718,12 +722,14 @@ func roundingUnstable(refBytes []byte, inputs []map[string]*ndarray.Array, want 
 			if !smooth {
 				continue
 			}
-			f := g.NewConst(v.Name+"_jitter", ir.FloatTensor(nil, []float32{float32(1 + PerturbTol*sign(r, signs))}))
-			mul := g.Add("Mul", []*ir.Value{v, f}, 1, v.Name+"_jittered")
-			for _, u := range append([]ir.Use(nil), v.Uses()...) {
-				if u.Node != mul {
-					u.Node.SetInput(u.Index, mul.Output(0))
-				}
+			uses := append([]ir.Use(nil), v.Uses()...)
+			f := float32(PerturbTol * sign(r, signs))
+			moved := g.Add("Mul", []*ir.Value{v, g.NewConst(v.Name+"_jitter", ir.FloatTensor(nil, []float32{1 + f}))}, 1, v.Name+"_jittered").Output(0)
+			if scaled {
+				moved = jitterScaled(g, v, moved, float32(PerturbTol*sign(r, signs)))
+			}
+			for _, u := range uses {
+				u.Node.SetInput(u.Index, moved)
 			}
 		}
 	}
@@ -740,10 +746,25 @@ func roundingUnstable(refBytes []byte, inputs []map[string]*ndarray.Array, want 
 	}
 	for i := range want {
 		if d := compareTol(want[i], got[i], 0.5); d != "" {
-			return fmt.Sprintf("the reference itself moves that much when each op's result moves by %g (float32 does not fix the order of its sums): %s", PerturbTol, d)
+			return fmt.Sprintf("the reference itself moves that much when each op's result moves by %g of itself and of its tensor's scale (float32 does not fix the order of its sums, nor an approximate kernel its tiny values): %s", PerturbTol, d)
 		}
 	}
 	return ""
+}
+
+// jitterScaled adds to g the value moved + abs·max|v|, the max over v's finite
+// elements: a kernel's error is relative to the tensor's scale, not to each element (an
+// approximate Sigmoid returns 0 for 3e-10), so an element near zero may move across it.
+func jitterScaled(g *ir.Graph, v, moved *ir.Value, abs float32) *ir.Value {
+	node := func(op string, base string, attrs []*ir.Attr, in ...*ir.Value) *ir.Value {
+		return g.Add(op, in, 1, v.Name+base, attrs...).Output(0)
+	}
+	mag := node("Abs", "_jitter_abs", nil, v)
+	bad := node("Or", "_jitter_bad", nil, node("IsInf", "_jitter_inf", nil, mag), node("IsNaN", "_jitter_nan", nil, mag))
+	zero := g.NewConst(v.Name+"_jitter_zero", ir.FloatTensor(nil, []float32{0}))
+	scale := node("ReduceMax", "_jitter_scale", []*ir.Attr{ir.IntAttr("keepdims", 0)}, node("Where", "_jitter_finite", nil, bad, zero, mag))
+	factor := g.NewConst(v.Name+"_jitter_abs_factor", ir.FloatTensor(nil, []float32{abs}))
+	return node("Add", "_jitter_scaled", nil, moved, node("Mul", "_jitter_abs_term", nil, scale, factor))
 }
 
 // isExponent reports whether v is read as Pow's exponent (2 must stay 2: a negative base

@@ -201,7 +201,7 @@ func attnPattern(form attnMaskForm) patterns.Pattern {
 func attnEscapes(m *patterns.Match) string { return escapesButShape(m.All, m.Root) }
 
 // escapesButShape says which value computed by nodes (other than out) a node outside
-// them reads, other than for its shape, or that is a graph output.
+// them reads, other than for its shape (readsShapeOnly), or that is a graph output.
 func escapesButShape(nodes []*ir.Node, out *ir.Value) string {
 	in := map[*ir.Node]bool{}
 	for _, n := range nodes {
@@ -216,13 +216,41 @@ func escapesButShape(nodes []*ir.Node, out *ir.Value) string {
 				return fmt.Sprintf("intermediate value %q is a graph output", o.Name)
 			}
 			for _, u := range o.Uses() {
-				if !in[u.Node] && u.Node.OpType != "Shape" {
+				if !in[u.Node] && !readsShapeOnly(u.Node, 0) {
 					return fmt.Sprintf("intermediate value %q is also used outside the block by %s", o.Name, u.Node)
 				}
 			}
 		}
 	}
 	return ""
+}
+
+// readsShapeOnly reports whether only the shape of n's input matters to the graph: n is
+// a Shape, or a layout op whose outputs reach nothing but such nodes (nn.MultiheadAttention
+// reads the key length off a transposed K).
+func readsShapeOnly(n *ir.Node, depth int) bool {
+	if n.OpType == "Shape" {
+		return true
+	}
+	switch n.OpType {
+	case "Transpose", "Reshape", "Unsqueeze", "Squeeze", "Identity", "Flatten":
+	default:
+		return false
+	}
+	if depth > 4 || n.Domain != "" {
+		return false
+	}
+	for _, o := range n.Outputs() {
+		if o == nil || o.IsGraphOutput() {
+			return false
+		}
+		for _, u := range o.Uses() {
+			if !readsShapeOnly(u.Node, depth+1) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func attnShape(v *ir.Value) ir.Shape {

@@ -2,6 +2,7 @@ package transformer
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/qcc-dev/qcc/ir"
@@ -193,11 +194,14 @@ func (p *attnPlan) prove(path []scoresStep, probsSteps []layoutStep) string {
 	if why := p.k.canonical(r-1, r-2); why != "" {
 		return why
 	}
+	if why := p.k.keyHeads(p.q); why != "" {
+		return why
+	}
 	if d1, d2 := ql[r-1].leaves().size(), kl[r-2].leaves().size(); !ir.SameShape(ir.Shape{d1}, ir.Shape{d2}) || !d1.Known {
 		return fmt.Sprintf("Q's head size %v and K's %v differ or are unknown", d1, d2)
 	}
 	// The scores: Q's batch axes, Q's sequence, K's sequence; replayed to the softmax.
-	sl := append(ql[:r-2].clone(), axis{p.q.seq}, axis{p.k.seq})
+	sl := append(ql[:r-2].clone(), axis(slices.Clone(p.q.rows)), axis{p.k.seq})
 	for i := range path {
 		s := &path[i]
 		if s.term != nil {
@@ -233,7 +237,7 @@ func (p *attnPlan) prove(path []scoresStep, probsSteps []layoutStep) string {
 	if lk := pl[len(pl)-1].leaves(); len(lk) != 1 || lk[0] != p.k.seq {
 		return "probs·V does not contract over the key sequence"
 	}
-	if lq := pl[len(pl)-2].leaves(); len(lq) != 1 || lq[0] != p.q.seq {
+	if lq := pl[len(pl)-2].leaves(); !slices.Equal(lq, p.q.rows) {
 		return "probs·V: the query sequence is not the second-last axis"
 	}
 	p.v.broadcastHeads(pl)
@@ -241,6 +245,9 @@ func (p *attnPlan) prove(path []scoresStep, probsSteps []layoutStep) string {
 		return "probs and V: " + why
 	}
 	if why := p.v.canonical(len(vl)-2, len(vl)-1); why != "" {
+		return why
+	}
+	if why := p.v.keyHeads(p.q); why != "" {
 		return why
 	}
 	if !ir.SameShape(ir.Shape{p.v.seq.size}, ir.Shape{p.k.seq.size}) {
@@ -488,19 +495,23 @@ func (p *attnPlan) outputLayout() string {
 	for i, a := range canon {
 		pos[a] = i
 	}
-	// Each output axis must be a run of the canonical atoms; the runs may come in any
-	// order (a channel-first [B,N·D,S] output transposes them).
+	// Each output axis holds canonical atoms, in any order (a channel-first [B,N·D,S]
+	// output transposes them; a sequence-first [S·B, N·D] one merges S before B): out of
+	// order, the fused output is split into its atoms and transposed.
 	var runs [][]int
 	seen := 0
 	inOrder := true
+	used := map[int]bool{}
 	for _, ax := range l {
 		lv := ax.leaves()
 		var run []int
 		for k, a := range lv {
 			q, ok := pos[a]
-			if !ok || k > 0 && q != run[k-1]+1 {
+			if !ok || used[q] {
 				return fmt.Sprintf("the output's layout %v is not a view of [B,S,N·D]", l)
 			}
+			used[q] = true
+			inOrder = inOrder && (k == 0 || q == run[k-1]+1)
 			run = append(run, q)
 		}
 		if len(run) > 0 {

@@ -186,9 +186,18 @@ func generalFuse(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, e
 			break
 		}
 	}
+	// Attention-23 has no filter value to set: with a padding mask beside the causal
+	// term, a query whose earlier keys are all padding (left padding) would not weigh
+	// them as the graph does, so the causal term stays in the additive mask.
+	if causal >= 0 && env.Target == ONNX && p.hasMaskTerm() {
+		causal = -1
+	}
 	bias, why := p.bias(rw, q, k, causal)
 	if why != "" {
 		return nil, why, nil
+	}
+	if t := p.softmax.Input(0).Type; env.Target == ONNX && bias != nil && p.hasMaskTerm() && t != nil && t.DType == ir.Float {
+		bias = floorLowest(rw, bias)
 	}
 	var causalAttr []*ir.Attr
 	if causal >= 0 {
@@ -445,4 +454,29 @@ func (o *attnOperand) kvNative() (point int, canon []*atom, kvHeads int64, ok bo
 		}
 	}
 	return best, canon, axis(kv).size().Value, true
+}
+
+// hasMaskTerm reports whether a score term comes from a graph input (a padding mask):
+// one that can mask every key of a query.
+func (p *attnPlan) hasMaskTerm() bool {
+	for _, t := range p.terms {
+		if t.kind == "mask" {
+			return true
+		}
+	}
+	return false
+}
+
+// maskFloor stands in for the lowest float in a float mask given to Attention-23.
+const maskFloor = -1e30
+
+// floorLowest raises a float32 mask's finite values below maskFloor to it, keeping -inf:
+// ONNX Runtime's Attention-23 returns zeros for a query whose every key has the lowest
+// float, where the graph's softmax weighs those keys alike (scores added to the lowest
+// float round to it). At -1e30 they round alike too, and the softmax is the graph's.
+func floorLowest(rw *patterns.Rewriter, bias *ir.Value) *ir.Value {
+	floor := rw.Const("attention_mask_floor", ir.FloatTensor(nil, []float32{maskFloor}))
+	raised := rw.Node("Max", "", []*ir.Value{bias, floor}, 1, "attention_mask_floored").Output(0)
+	inf := rw.Node("IsInf", "", []*ir.Value{bias}, 1, "attention_mask_inf", ir.IntAttr("detect_positive", 0)).Output(0)
+	return rw.Node("Where", "", []*ir.Value{inf, bias, raised}, 1, "attention_mask").Output(0)
 }

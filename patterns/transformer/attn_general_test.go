@@ -160,7 +160,9 @@ func TestGeneralAttentionFuses(t *testing.T) {
 					t.Fatal(err)
 				}
 				op := map[transformer.Target]string{transformer.ORT: "com.microsoft.MultiHeadAttention", transformer.ONNX: "Attention"}[target]
-				if strings.Contains(c.core, "Trilu") {
+				// Beside a padding mask, Attention-23 keeps the causal term in its additive
+				// mask (it has no filter value for queries whose earlier keys are all padding).
+				if strings.Contains(c.core, "Trilu") && target == transformer.ORT {
 					causal := map[transformer.Target]string{transformer.ORT: "unidirectional", transformer.ONNX: "is_causal"}[target]
 					for _, n := range m.Graph.Nodes() {
 						if strings.HasSuffix(op, n.OpType) && n.AttrInt(causal, 0) != 1 {

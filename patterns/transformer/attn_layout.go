@@ -118,9 +118,23 @@ func (l layout) flat() []*atom {
 
 func dimIsOne(d ir.Dim) bool { return d.Known && d.Value == 1 }
 
+// isBatchDim reports whether d is the batch: a symbol some graph input has first.
+func isBatchDim(g *ir.Graph, d ir.Dim) bool {
+	if g == nil || d.Known || d.Param == "" {
+		return false
+	}
+	for _, in := range g.Inputs {
+		if t := in.Type; t != nil && t.HasShape && len(t.Shape) > 1 && ir.SameDim(t.Shape[0], d) {
+			return true
+		}
+	}
+	return false
+}
+
 // sourceLayout is the layout an operand's source is taken to have: [B,L,C] for a rank-3
-// tensor ([B,C,L] when a Conv made it: channel-first), [B·L,C] for a rank-2 one (a
-// projection on the flattened tokens).
+// tensor ([B,C,L] when a Conv made it: channel-first; [L,B,C] when its second dim is the
+// model's batch and its first is not: sequence-first, as nn.MultiheadAttention reads),
+// [B·L,C] for a rank-2 one (a projection on the flattened tokens).
 func sourceLayout(v *ir.Value) (layout, string) {
 	s := attnShape(v)
 	mk := func(k atomKind, i int) *atom { return &atom{kind: k, size: s[i]} }
@@ -128,6 +142,8 @@ func sourceLayout(v *ir.Value) (layout, string) {
 	switch {
 	case len(s) == 3 && n != nil && n.OpType == "Conv":
 		return layout{{mk(atomBatch, 0)}, {mk(atomChan, 1)}, {mk(atomSeq, 2)}}, ""
+	case len(s) == 3 && isBatchDim(v.Graph(), s[1]) && !isBatchDim(v.Graph(), s[0]):
+		return layout{{mk(atomSeq, 0)}, {mk(atomBatch, 1)}, {mk(atomChan, 2)}}, ""
 	case len(s) == 3:
 		return layout{{mk(atomBatch, 0)}, {mk(atomSeq, 1)}, {mk(atomChan, 2)}}, ""
 	case len(s) == 2:

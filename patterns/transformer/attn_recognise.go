@@ -22,6 +22,9 @@ type attnOperand struct {
 	canon       []*atom // batch, sequence, heads, head size: the fused operator's order
 	headLeaves  []*atom
 	seq         *atom
+	// rows are the leaves of the matmul's row (or, for K, column) axis: the sequence, and
+	// the heads when they are folded in with it (GPT-BigCode's Q viewed [B, S·H, D]).
+	rows, batch, depth []*atom
 	// synth are head atoms no tensor holds: the matmul broadcasts this operand over
 	// them (multi-query attention's one K/V head); materialise expands them.
 	synth []*atom
@@ -309,9 +312,23 @@ func (o *attnOperand) canonical(seqAxis, depthAxis int) string {
 	if why != "" {
 		return o.name + ": " + why
 	}
-	seq := l[seqAxis].leaves()
-	if len(seq) != 1 || seq[0].kind != atomSeq {
-		return fmt.Sprintf("%s: the sequence axis at the matmul is %v", o.name, seq)
+	rows := l[seqAxis].leaves()
+	// The sequence alone, or with heads folded in on one side of it.
+	var seq *atom
+	var rowHeads []*atom
+	ok := true
+	for _, a := range rows {
+		switch {
+		case a.kind == atomSeq && seq == nil:
+			seq = a
+		case a.kind == atomChan:
+			rowHeads = append(rowHeads, a)
+		default:
+			ok = false
+		}
+	}
+	if !ok || seq == nil || (len(rowHeads) > 0 && rows[0] != seq && rows[len(rows)-1] != seq) {
+		return fmt.Sprintf("%s: the sequence axis at the matmul is %v", o.name, rows)
 	}
 	depth := l[depthAxis].leaves()
 	for _, a := range depth {
@@ -319,8 +336,48 @@ func (o *attnOperand) canonical(seqAxis, depthAxis int) string {
 			return fmt.Sprintf("%s: the head-size axis at the matmul is %v", o.name, depth)
 		}
 	}
-	o.seq, o.headLeaves = seq[0], heads
-	o.canon = append(append(append(append([]*atom(nil), batch...), seq[0]), heads...), depth...)
+	o.seq, o.rows, o.batch, o.depth = seq, rows, batch, depth
+	o.setHeads(append(heads, rowHeads...))
+	return ""
+}
+
+// setHeads makes hs the operand's heads and rebuilds its canonical order.
+func (o *attnOperand) setHeads(hs []*atom) {
+	o.headLeaves = hs
+	o.canon = append(append(append(append([]*atom(nil), o.batch...), o.seq), hs...), o.depth...)
+}
+
+// rowHeads are the heads folded into the matmul's rows with the sequence.
+func (o *attnOperand) rowHeads() []*atom {
+	return slices.DeleteFunc(slices.Clone(o.rows), func(a *atom) bool { return a == o.seq })
+}
+
+// keyHeads checks that K or V holds its sequence alone on its sequence axis and gives it
+// the heads Q folds into its rows (broadcastRowHeads).
+func (o *attnOperand) keyHeads(q *attnOperand) string {
+	if rh := o.rowHeads(); len(rh) > 0 {
+		return fmt.Sprintf("%s folds heads %v into its sequence axis", o.name, rh)
+	}
+	return o.broadcastRowHeads(q)
+}
+
+// broadcastRowHeads gives K or V, which hold no heads, the heads Q folds into its rows:
+// the one K/V head of multi-query attention, which the matmul's rows share.
+func (o *attnOperand) broadcastRowHeads(q *attnOperand) string {
+	rh := q.rowHeads()
+	if len(rh) == 0 {
+		return ""
+	}
+	if len(o.headLeaves) > 0 {
+		return fmt.Sprintf("Q folds heads %v into its rows and %s has heads %v of its own", rh, o.name, o.headLeaves)
+	}
+	var hs []*atom
+	for _, h := range rh {
+		r := &atom{kind: atomRepeat, size: h.size}
+		o.synth = append(o.synth, r)
+		hs = append(hs, r)
+	}
+	o.setHeads(hs)
 	return ""
 }
 

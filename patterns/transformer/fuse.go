@@ -32,20 +32,50 @@ type Report struct {
 // and sizes of what earlier families produced), then recognises the result once more to
 // number the blocks, assign layers and annotate the nodes.
 func Fuse(m *ir.Model, fams []*Family, env *Env) (*Report, error) {
-	g := m.Graph
 	rep := &Report{Ops: map[string]int{}, Why: map[string]string{}}
+	// The bodies of If, Loop and Scan are fused too: a merged decoder (Optimum's
+	// decoder_model_merged) holds the whole model in both branches of an If.
+	var graphs []*ir.Graph
+	_ = m.Graph.Walk(func(g *ir.Graph) error { graphs = append(graphs, g); return nil })
+	for i, g := range graphs {
+		prefix := ""
+		if i > 0 {
+			prefix = g.Name + "/"
+		}
+		if err := fuseGraph(m, g, prefix, fams, env, rep); err != nil {
+			return nil, err
+		}
+	}
+	sort.Strings(rep.Left)
+	for _, g := range graphs {
+		for _, n := range g.Nodes() {
+			if n.Domain == "com.microsoft" || fusedStandardOps[n.OpType] {
+				key := n.OpType
+				if n.Domain != "" {
+					key = n.Domain + "." + n.OpType
+				}
+				rep.Ops[key]++
+			}
+		}
+	}
+	return rep, nil
+}
+
+// fuseGraph fuses the blocks of g, one graph of m, into rep; prefix names the blocks of
+// a body (its graph's name) apart from the main graph's.
+func fuseGraph(m *ir.Model, g *ir.Graph, prefix string, fams []*Family, env *Env, rep *Report) error {
 	left := map[string]string{}
 	for _, f := range fams {
 		// What an earlier family replaced may stay alive through Shape readers until
 		// they are dead too; later families must not see it.
 		prune.RemoveDead(g)
 		if _, err := shape.Infer(m); err != nil {
-			return nil, fmt.Errorf("before %s fusion: %w", f.Kind, err)
+			return fmt.Errorf("before %s fusion: %w", f.Kind, err)
 		}
 		// Nodes an earlier family added sit at the end of the list; Find sweeps from
 		// the end, so restore the order first.
 		if err := g.TopoSort(); err != nil {
-			return nil, err
+			return err
 		}
 		found, refs := patterns.Find(g, f.Rules)
 		rep.Refusals = append(rep.Refusals, refs...)
@@ -81,7 +111,7 @@ func Fuse(m *ir.Model, fams []*Family, env *Env) (*Report, error) {
 			rw := patterns.NewRewriter(g, fd.Match)
 			n, reason, err := f.Fuse(rw, b, env)
 			if err != nil {
-				return nil, fmt.Errorf("fusing %s (%s) at %s: %w", f.Kind, b.Variant, b.Root.Name, err)
+				return fmt.Errorf("fusing %s (%s) at %s: %w", f.Kind, b.Variant, b.Root.Name, err)
 			}
 			if reason != "" {
 				left[leftKey(b)] = reason
@@ -94,19 +124,20 @@ func Fuse(m *ir.Model, fams []*Family, env *Env) (*Report, error) {
 	// What stays of quantized linear layers (the Q/DQ MatMuls outside fused attention).
 	ql, err := FuseQLinear(g, env)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	rep.Refusals = append(rep.Refusals, ql.Refusals...)
 	// Rewrites leave the exporter's shape arithmetic for the replaced blocks dead.
 	prune.RemoveDead(g)
 	if err := g.TopoSort(); err != nil {
-		return nil, err
+		return err
 	}
 	if _, err := shape.Infer(m); err != nil {
-		return nil, fmt.Errorf("after fusion: %w", err)
+		return fmt.Errorf("after fusion: %w", err)
 	}
 	blocks, _ := Recognize(g, fams)
 	for _, b := range blocks {
+		b.ID = prefix + b.ID
 		if p, _ := b.Root.Producer(); p != nil {
 			Annotate(p, b)
 		}
@@ -118,23 +149,15 @@ func Fuse(m *ir.Model, fams []*Family, env *Env) (*Report, error) {
 	}
 	for _, f := range fams {
 		if f.Kind == Attention {
-			rep.Softmax = unfusedSoftmax(g, blocks)
+			for _, s := range unfusedSoftmax(g, blocks) {
+				rep.Softmax = append(rep.Softmax, prefix+s)
+			}
 			break
 		}
 	}
-	sort.Strings(rep.Left)
-	rep.Blocks = blocks
+	rep.Blocks = append(rep.Blocks, blocks...)
 	uniqueNodeNames(g)
-	for _, n := range g.Nodes() {
-		if n.Domain == "com.microsoft" || fusedStandardOps[n.OpType] {
-			key := n.OpType
-			if n.Domain != "" {
-				key = n.Domain + "." + n.OpType
-			}
-			rep.Ops[key]++
-		}
-	}
-	return rep, nil
+	return nil
 }
 
 // fusedStandardOps are the default-domain operators fuse emits.

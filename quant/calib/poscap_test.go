@@ -8,7 +8,8 @@ import (
 
 // Random data stays within the positions a model can look up: a learned table gathered
 // at Range(0,S)+2 (BART) allows S ≤ rows-2, a constant table sliced to S allows its rows,
-// and a model with neither keeps DefaultSeq.
+// positions counted along the mask (OPT) allow S ≤ rows-2 after an offset of 2, and a
+// model with none of these keeps DefaultSeq.
 func TestPositionCap(t *testing.T) {
 	cases := []struct {
 		name, body string
@@ -25,12 +26,19 @@ func TestPositionCap(t *testing.T) {
   sh = Shape (ids)
   s = Slice (sh, one1, two1)
   y = Slice (table, zero1, s, zero1)`, 12, true},
+		// OPT: positions counted along the padding mask, less one, plus an offset of 2.
+		{"cumulative mask", `
+  c = CumSum (attention_mask, one)
+  m = Mul (c, attention_mask)
+  q = Sub (m, one)
+  p = Add (q, two)
+  y = Gather (table, p)`, 10, true},
 		{"none", `
   y = Gather (table, ids)`, 0, false},
 	}
 	for _, c := range cases {
 		m, err := text.Parse(`<ir_version: 8, opset_import: ["" : 13]>
-g (int64[batch,seq] ids) => (float[?,4] y) <
+g (int64[batch,seq] ids, int64[batch,seq] attention_mask) => (float[?,4] y) <
   float[12,4] table = {0,0,0,0, 0,0,0,0, 0,0,0,0, 0,0,0,0, 0,0,0,0, 0,0,0,0, 0,0,0,0, 0,0,0,0, 0,0,0,0, 0,0,0,0, 0,0,0,0, 0,0,0,0},
   int64 zero = {0}, int64 one = {1}, int64 two = {2},
   int64[1] zero1 = {0}, int64[1] one1 = {1}, int64[1] two1 = {2}

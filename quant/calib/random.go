@@ -410,10 +410,45 @@ func rangeOffset(v *ir.Value, depth int) (off, syms int64, ok bool) {
 				}
 			}
 		}
+	case "Sub":
+		if t := constTensor(n.Input(1)); t != nil && t.NumElements() == 1 {
+			if x, err := t.Int64s(); err == nil {
+				if off, syms, ok := rangeOffset(n.Input(0), depth+1); ok {
+					return off - x[0], syms, true
+				}
+			}
+		}
+	case "CumSum":
+		// Positions counted along a padding mask (OPT): 1, 2, ... S where it is all ones.
+		if isMaskInput(n.Input(0), 0) && n.AttrInt("exclusive", 0) == 0 && n.AttrInt("reverse", 0) == 0 {
+			return 1, 0, true
+		}
+	case "Mul":
+		// Zeroed at padding by the mask itself: no larger than before.
+		for i := 0; i < 2; i++ {
+			if isMaskInput(n.Input(1-i), 0) {
+				return rangeOffset(n.Input(i), depth+1)
+			}
+		}
 	case "Cast", "Identity", "Reshape", "Unsqueeze", "Squeeze", "Expand", "Slice":
 		return rangeOffset(n.Input(0), depth+1)
 	}
 	return 0, 0, false
+}
+
+// isMaskInput reports whether v is a graph input named as a mask (drawn as ones and
+// zeros), possibly cast.
+func isMaskInput(v *ir.Value, depth int) bool {
+	if v == nil || depth > 4 {
+		return false
+	}
+	if v.IsGraphInput() {
+		return strings.Contains(strings.ToLower(v.Name), "mask")
+	}
+	if n, _ := v.Producer(); n != nil && (n.OpType == "Cast" || n.OpType == "Identity") {
+		return isMaskInput(n.Input(0), depth+1)
+	}
+	return false
 }
 
 // sliceCap is the length of a constant table's axis that a Slice with computed ends cuts

@@ -1227,6 +1227,786 @@ class NearMiss(PreLNDecoder):
 # form -> (constructor, the two opsets it is exported at); a form's seeds are 1000, 2000 and
 # 3000 (weights, trace input, reference input) plus its index here, so adding a form at the
 # end changes no other file.
+
+# ---------------------------------------------------------------- opt
+
+
+class OPTAttention(Attn):
+    """OPT: Q scaled right after its projection; the masked scores clamped to the most
+    negative float (a padding and a causal MIN add up to -inf) before the softmax."""
+
+    causal = True
+
+    def __init__(self):
+        super().__init__(H)
+        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(E, E) for _ in range(4))
+
+    def forward(self, x, mask):
+        q = heads(self.q_proj(x) * D**-0.5, H)
+        k, v = heads(self.k_proj(x), H), heads(self.v_proj(x), H)
+        w = torch.matmul(q, k.transpose(2, 3)) + mask
+        w = torch.max(w, torch.tensor(MIN))
+        w = F.softmax(w, dim=-1)
+        return self.out_proj(merge(torch.matmul(w, v)))
+
+
+class OPT(Model):
+    """OPT-125m: learned positions from the cumulative padding mask with an offset of 2, a
+    causal mask from Range comparisons added to the padding mask, pre-LayerNorm blocks,
+    ReLU FFN, final LayerNorm."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed_tokens, self.embed_positions = nn.Embedding(V, E), nn.Embedding(MAXPOS + 2, E)
+        self.ln1 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.attn = nn.ModuleList(OPTAttention() for _ in range(L))
+        self.ln2 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.mlp = nn.ModuleList(MLP(F.relu) for _ in range(L))
+        self.final_layer_norm = nn.LayerNorm(E)
+
+    def forward(self, input_ids, attention_mask):
+        S = input_ids.shape[1]
+        positions = (torch.cumsum(attention_mask, dim=1) * attention_mask).long() - 1
+        x = self.embed_tokens(input_ids) + self.embed_positions(positions + 2)
+        cond = torch.arange(S)
+        causal = torch.full((S, S), MIN).masked_fill(cond < (cond + 1).view(S, 1), 0.0)
+        mask = causal[None, None] + padding_bias(attention_mask)
+        for i in range(L):
+            x = x + self.attn[i](self.ln1[i](x), mask)
+            x = x + self.mlp[i](self.ln2[i](x))
+        return self.final_layer_norm(x)
+
+
+# ---------------------------------------------------------------- qwen2 / gemma
+
+
+def rotary_from_positions(inv_freq, position_ids):
+    """cos, sin [B,1,S,D] computed from the position ids in the graph (no table):
+    freqs = inv_freq ⊗ positions by a batched matmul, duplicated to the head size."""
+    B = position_ids.shape[0]
+    f = inv_freq[None, :, None].expand(B, -1, 1) @ position_ids[:, None, :].float()
+    emb = torch.cat((f.transpose(1, 2), f.transpose(1, 2)), dim=-1)
+    return emb.cos()[:, None], emb.sin()[:, None]
+
+
+class GQAttention(Attn):
+    """LLaMA-style attention with a head size of its own and kv_heads K/V heads; Q, K, V
+    biases optional (Qwen2 has them, Gemma not); the scale on the scores or on Q."""
+
+    causal = True
+    rotaries = 2
+
+    def __init__(self, kv_heads, d, qkv_bias, scale_q):
+        super().__init__(H, kv_heads)
+        self.d, self.scale_q = d, scale_q
+        self.q_proj = nn.Linear(E, H * d, bias=qkv_bias)
+        self.k_proj = nn.Linear(E, kv_heads * d, bias=qkv_bias)
+        self.v_proj = nn.Linear(E, kv_heads * d, bias=qkv_bias)
+        self.o_proj = nn.Linear(H * d, E, bias=False)
+
+    def forward(self, x, mask, cos, sin):
+        q, k, v = heads(self.q_proj(x), H), heads(self.k_proj(x), self.kv_heads), heads(self.v_proj(x), self.kv_heads)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        k, v = repeat_kv(k, H // self.kv_heads), repeat_kv(v, H // self.kv_heads)
+        if self.scale_q:
+            w = torch.matmul(q * self.d**-0.5, k.transpose(2, 3)) + mask
+        else:
+            w = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(self.d) + mask
+        w = F.softmax(w, dim=-1, dtype=torch.float32).to(q.dtype)
+        return self.o_proj(merge(torch.matmul(w, v)))
+
+
+class Qwen2(Model):
+    """Qwen2 / Mistral: GQA (2 K/V heads) with Q/K/V biases, rotary computed from the
+    position ids, a sliding-window causal mask (window 4) from Range comparisons with the
+    padding written in by Where, RMSNorm, SwiGLU."""
+
+    inputs = ("input_ids", "attention_mask", "position_ids")
+    window = 4
+
+    def __init__(self):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(V, E)
+        self.input_layernorm = nn.ModuleList(RMSNorm(E) for _ in range(L))
+        self.self_attn = nn.ModuleList(GQAttention(2, D, True, False) for _ in range(L))
+        self.post_attention_layernorm = nn.ModuleList(RMSNorm(E) for _ in range(L))
+        self.mlp = nn.ModuleList(Gated(F.silu) for _ in range(L))
+        self.norm = RMSNorm(E)
+        self.register_buffer("inv_freq", 1.0 / (10000 ** (torch.arange(0, D, 2).float() / D)), persistent=False)
+
+    def forward(self, input_ids, attention_mask, position_ids):
+        S = input_ids.shape[1]
+        x = self.embed_tokens(input_ids)
+        cos, sin = rotary_from_positions(self.inv_freq, position_ids)
+        i = torch.arange(S)
+        diff = i[:, None] - i[None, :]
+        allowed = (diff >= 0) & (diff < self.window)
+        mask = torch.full((S, S), MIN).masked_fill(allowed, 0.0)[None, None]
+        mask = mask.masked_fill(attention_mask[:, None, None, :] == 0, MIN)
+        for l in range(L):
+            x = x + self.self_attn[l](self.input_layernorm[l](x), mask, cos, sin)
+            x = x + self.mlp[l](self.post_attention_layernorm[l](x))
+        return self.norm(x)
+
+
+class GemmaRMSNorm(RMSNorm):
+    """Gemma's norm: the weight is an offset from 1, applied in float32."""
+
+    def forward(self, x):
+        x32 = x.float()
+        out = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (out * (1.0 + self.weight.float())).type_as(x)
+
+
+GD = 16  # gemma: a head size of its own (H*GD != E)
+
+
+class Gemma(Model):
+    """Gemma: embeddings scaled by sqrt(hidden), multi-query attention (one K/V head) with
+    head size 16 over hidden 32, Q scaled before Q·Kᵀ, rotary from the position ids,
+    (1 + w) RMSNorm, GeGLU with the tanh GELU, causal Trilu mask plus padding."""
+
+    inputs = ("input_ids", "attention_mask", "position_ids")
+
+    def __init__(self):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(V, E)
+        self.input_layernorm = nn.ModuleList(GemmaRMSNorm(E) for _ in range(L))
+        self.self_attn = nn.ModuleList(GQAttention(1, GD, False, True) for _ in range(L))
+        self.post_attention_layernorm = nn.ModuleList(GemmaRMSNorm(E) for _ in range(L))
+        self.mlp = nn.ModuleList(Gated(lambda t: F.gelu(t, approximate="tanh")) for _ in range(L))
+        self.norm = GemmaRMSNorm(E)
+        self.register_buffer("inv_freq", 1.0 / (10000 ** (torch.arange(0, GD, 2).float() / GD)), persistent=False)
+
+    def forward(self, input_ids, attention_mask, position_ids):
+        S = input_ids.shape[1]
+        x = self.embed_tokens(input_ids) * torch.tensor(E**0.5)
+        cos, sin = rotary_from_positions(self.inv_freq, position_ids)
+        mask = torch.triu(torch.full((S, S), MIN), diagonal=1)[None, None] + padding_bias(attention_mask)
+        for l in range(L):
+            x = x + self.self_attn[l](self.input_layernorm[l](x), mask, cos, sin)
+            x = x + self.mlp[l](self.post_attention_layernorm[l](x))
+        return self.norm(x)
+
+
+# ---------------------------------------------------------------- clip-text
+
+
+class CLIPAttention(Attn):
+    """CLIP: Q scaled after its projection; the causal mask and the padding mask added to
+    the scores one after the other."""
+
+    causal = True
+
+    def __init__(self):
+        super().__init__(H)
+        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(E, E) for _ in range(4))
+
+    def forward(self, x, causal, padding):
+        q = heads(self.q_proj(x) * D**-0.5, H)
+        k, v = heads(self.k_proj(x), H), heads(self.v_proj(x), H)
+        w = torch.matmul(q, k.transpose(-1, -2))
+        w = w + causal
+        w = w + padding
+        w = F.softmax(w, dim=-1)
+        return self.out_proj(merge(torch.matmul(w, v)))
+
+
+def quick_gelu(x):
+    return x * torch.sigmoid(1.702 * x)
+
+
+class CLIPText(Model):
+    """CLIP's text tower: token and learned positions (ids sliced from a buffer), an -inf
+    causal mask from Trilu, pre-LayerNorm blocks with quick-GELU, final LayerNorm."""
+
+    def __init__(self):
+        super().__init__()
+        self.token_embedding, self.position_embedding = nn.Embedding(V, E), nn.Embedding(MAXPOS, E)
+        self.register_buffer("position_ids", torch.arange(MAXPOS)[None], persistent=False)
+        self.layer_norm1 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.attn = nn.ModuleList(CLIPAttention() for _ in range(L))
+        self.layer_norm2 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.mlp = nn.ModuleList(MLP(quick_gelu) for _ in range(L))
+        self.final_layer_norm = nn.LayerNorm(E)
+
+    def forward(self, input_ids, attention_mask):
+        S = input_ids.shape[1]
+        x = self.token_embedding(input_ids) + self.position_embedding(self.position_ids[:, :S])
+        causal = torch.full((S, S), float("-inf")).triu(1)[None, None]
+        padding = padding_bias(attention_mask)
+        for i in range(L):
+            x = x + self.attn[i](self.layer_norm1[i](x), causal, padding)
+            x = x + self.mlp[i](self.layer_norm2[i](x))
+        return self.final_layer_norm(x)
+
+
+# ---------------------------------------------------------------- whisper-encoder
+
+
+MEL = 8
+
+
+class WhisperAttention(Attn):
+    """Whisper: Q scaled after its projection, K without a bias, no mask."""
+
+    def __init__(self):
+        super().__init__(H)
+        self.q_proj, self.v_proj, self.out_proj = nn.Linear(E, E), nn.Linear(E, E), nn.Linear(E, E)
+        self.k_proj = nn.Linear(E, E, bias=False)
+
+    def forward(self, x):
+        q = heads(self.q_proj(x) * D**-0.5, H)
+        k, v = heads(self.k_proj(x), H), heads(self.v_proj(x), H)
+        w = F.softmax(torch.matmul(q, k.transpose(2, 3)), dim=-1)
+        return self.out_proj(merge(torch.matmul(w, v)))
+
+
+class WhisperEncoder(Model):
+    """Whisper's audio encoder: two Conv1d with GELU (the second halves the frames),
+    channel-last, constant sinusoidal positions sliced to the length, pre-LayerNorm
+    blocks, final LayerNorm."""
+
+    inputs = ("input_features",)
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv1d(MEL, E, 3, padding=1)
+        self.conv2 = nn.Conv1d(E, E, 3, stride=2, padding=1)
+        pos = torch.arange(MAXPOS).float()[:, None] * torch.exp(-math.log(10000) * torch.arange(E // 2).float() / (E // 2 - 1))[None]
+        self.register_buffer("embed_positions", torch.cat((pos.sin(), pos.cos()), dim=1), persistent=False)
+        self.ln1 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.attn = nn.ModuleList(WhisperAttention() for _ in range(L))
+        self.ln2 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.mlp = nn.ModuleList(MLP(F.gelu) for _ in range(L))
+        self.layer_norm = nn.LayerNorm(E)
+
+    def forward(self, input_features):
+        x = F.gelu(self.conv2(F.gelu(self.conv1(input_features)))).permute(0, 2, 1)
+        x = x + self.embed_positions[: x.shape[1]]
+        for i in range(L):
+            x = x + self.attn[i](self.ln1[i](x))
+            x = x + self.mlp[i](self.ln2[i](x))
+        return self.layer_norm(x)
+
+
+# ---------------------------------------------------------------- beit
+
+
+BW = 4  # beit: a 4x4 grid of patches and a class token
+
+
+def beit_relative_index(ws):
+    """[N+1, N+1] index into the (2ws-1)^2 + 3 table: patch pairs by relative offset, then
+    class-to-patch, patch-to-class and class-to-class."""
+    n = (2 * ws - 1) ** 2
+    coords = torch.stack(torch.meshgrid(torch.arange(ws), torch.arange(ws), indexing="ij")).flatten(1)
+    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (ws - 1)
+    idx = torch.zeros(ws * ws + 1, ws * ws + 1, dtype=torch.long)
+    idx[1:, 1:] = rel[..., 0] * (2 * ws - 1) + rel[..., 1]
+    idx[0, 0:] = n
+    idx[0:, 0] = n + 1
+    idx[0, 0] = n + 2
+    return idx
+
+
+class BeitAttention(Attn):
+    """BEiT: packed QKV without a K bias (the bias is q_bias, zeros, v_bias), Q scaled, a
+    relative position bias shared by the layers added to the scores."""
+
+    def __init__(self):
+        super().__init__(H)
+        self.qkv = nn.Linear(E, 3 * E, bias=False)
+        self.q_bias, self.v_bias = nn.Parameter(torch.zeros(E)), nn.Parameter(torch.zeros(E))
+        self.proj = nn.Linear(E, E)
+
+    def forward(self, x, rel_bias):
+        B, N, C = x.shape
+        bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
+        qkv = F.linear(x, self.qkv.weight, bias).reshape(B, N, 3, H, C // H).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0] * D**-0.5, qkv[1], qkv[2]
+        w = (q @ k.transpose(-2, -1) + rel_bias).softmax(dim=-1)
+        return self.proj((w @ v).transpose(1, 2).reshape(B, N, C))
+
+
+class Beit(Model):
+    """BEiT: patch Conv, class token, no absolute positions; a relative position bias from
+    one table gathered by constant indices, computed once; layer scale on both residual
+    branches; final LayerNorm."""
+
+    inputs = ("pixel_values",)
+
+    def __init__(self):
+        super().__init__()
+        self.patch = nn.Conv2d(3, E, kernel_size=4, stride=4)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, E))
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * BW - 1) ** 2 + 3, H))
+        self.register_buffer("relative_position_index", beit_relative_index(BW), persistent=False)
+        self.norm1 = nn.ModuleList(nn.LayerNorm(E, eps=1e-6) for _ in range(L))
+        self.attn = nn.ModuleList(BeitAttention() for _ in range(L))
+        self.gamma1 = nn.ParameterList(nn.Parameter(torch.ones(E)) for _ in range(L))
+        self.norm2 = nn.ModuleList(nn.LayerNorm(E, eps=1e-6) for _ in range(L))
+        self.mlp = nn.ModuleList(MLP(nn.GELU()) for _ in range(L))
+        self.gamma2 = nn.ParameterList(nn.Parameter(torch.ones(E)) for _ in range(L))
+        self.norm = nn.LayerNorm(E, eps=1e-6)
+
+    def forward(self, pixel_values):
+        B = pixel_values.shape[0]
+        x = self.patch(pixel_values).flatten(2).transpose(1, 2)
+        x = torch.cat((self.cls_token.expand(B, -1, -1), x), dim=1)
+        n = BW * BW + 1
+        rel = self.relative_position_bias_table[self.relative_position_index.view(-1)].view(n, n, -1)
+        rel = rel.permute(2, 0, 1).contiguous().unsqueeze(0)  # [1,H,N,N]
+        for i in range(L):
+            x = x + self.gamma1[i] * self.attn[i](self.norm1[i](x), rel)
+            x = x + self.gamma2[i] * self.mlp[i](self.norm2[i](x))
+        return self.norm(x)
+
+
+# ---------------------------------------------------------------- gpt-bigcode
+
+
+class BigCodeAttention(Attn):
+    """GPT-BigCode (StarCoder) multi-query attention: one projection split by sizes into Q
+    [E] and one K and V head [D each]; the heads folded into the query rows ([B, S·H, D]),
+    so one bmm against Kᵀ [B, D, S] scores every head; the scores viewed [B, S, H, S] for a
+    [B, S, 1, S] boolean causal-and-padding mask applied by Where."""
+
+    causal = True
+
+    def __init__(self):
+        super().__init__(H, 1)
+        self.c_attn, self.c_proj = nn.Linear(E, E + 2 * D), nn.Linear(E, E)
+
+    def forward(self, x, mask):
+        B, S, _ = x.shape
+        q, kv = self.c_attn(x).split((E, 2 * D), dim=2)
+        k, v = kv.split((D, D), dim=-1)
+        w = torch.bmm(q.reshape(B, S * H, D), k.transpose(1, 2)) * D**-0.5
+        w = torch.where(mask, w.view(B, S, H, S), torch.tensor(MIN))
+        w = F.softmax(w, dim=-1).view(B, S * H, S)
+        return self.c_proj(torch.bmm(w, v).view(B, S, E))
+
+
+class BigCode(Model):
+    def __init__(self):
+        super().__init__()
+        self.wte, self.wpe = nn.Embedding(V, E), nn.Embedding(MAXPOS, E)
+        self.register_buffer("bias", torch.tril(torch.ones(MAXPOS, MAXPOS, dtype=torch.bool)), persistent=False)
+        self.ln_1 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.attn = nn.ModuleList(BigCodeAttention() for _ in range(L))
+        self.ln_2 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.mlp = nn.ModuleList(MLP(lambda t: F.gelu(t, approximate="tanh")) for _ in range(L))
+        self.ln_f = nn.LayerNorm(E)
+
+    def forward(self, input_ids, attention_mask):
+        B, S = input_ids.shape
+        x = self.wte(input_ids) + self.wpe(torch.arange(S)[None])
+        mask = self.bias[None, :S, :S] * attention_mask.view(B, 1, -1).to(torch.bool)
+        mask = mask.unsqueeze(2)  # [B, S, 1, S]
+        for i in range(L):
+            x = x + self.attn[i](self.ln_1[i](x), mask)
+            x = x + self.mlp[i](self.ln_2[i](x))
+        return self.ln_f(x)
+
+
+# ---------------------------------------------------------------- gpt-neo
+
+
+class GPTNeoAttention(Attn):
+    """GPT-Neo: no scale on the scores, computed in float32; a boolean causal buffer (local
+    layers: only the last `window` keys) sliced to S and applied by Where, then the padding
+    added."""
+
+    causal = True
+
+    def __init__(self, window):
+        super().__init__(H)
+        self.q_proj, self.k_proj, self.v_proj = (nn.Linear(E, E, bias=False) for _ in range(3))
+        self.out_proj = nn.Linear(E, E)
+        bias = torch.tril(torch.ones(MAXPOS, MAXPOS, dtype=torch.bool))
+        if window:
+            bias = torch.bitwise_xor(bias, torch.tril(bias, -window))
+        self.register_buffer("bias", bias.view(1, 1, MAXPOS, MAXPOS), persistent=False)
+
+    def forward(self, x, pad):
+        q, k, v = heads(self.q_proj(x), H), heads(self.k_proj(x), H), heads(self.v_proj(x), H)
+        w = torch.matmul(q.to(torch.float32), k.to(torch.float32).transpose(-1, -2))
+        S = q.size(-2)
+        w = torch.where(self.bias[:, :, S - S : S, :S], w, torch.tensor(MIN))
+        w = F.softmax(w + pad, dim=-1).to(v.dtype)
+        return self.out_proj(merge(torch.matmul(w, v)))
+
+
+class GPTNeo(Model):
+    """GPT-Neo: global and local (window 4) attention layers alternating; learned
+    positions; pre-LN; gelu_new MLP; final LN."""
+
+    def __init__(self):
+        super().__init__()
+        self.wte, self.wpe = nn.Embedding(V, E), nn.Embedding(MAXPOS, E)
+        self.ln_1 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.attn = nn.ModuleList(GPTNeoAttention(4 if i % 2 else 0) for i in range(L))
+        self.ln_2 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.mlp = nn.ModuleList(MLP(gelu_new) for _ in range(L))
+        self.ln_f = nn.LayerNorm(E)
+
+    def forward(self, input_ids, attention_mask):
+        S = input_ids.shape[1]
+        x = self.wte(input_ids) + self.wpe(torch.arange(S)[None])
+        pad = padding_bias(attention_mask)
+        for i in range(L):
+            x = x + self.attn[i](self.ln_1[i](x), pad)
+            x = x + self.mlp[i](self.ln_2[i](x))
+        return self.ln_f(x)
+
+
+# ---------------------------------------------------------------- segformer
+
+
+class SegformerAttention(Attn):
+    """Efficient self-attention: K and V from the tokens reduced by a strided Conv (the
+    sequence viewed as its [C, h, w] grid) and a LayerNorm; Q from all tokens."""
+
+    def __init__(self, sr):
+        super().__init__(H)
+        self.query, self.key, self.value, self.dense = (nn.Linear(E, E) for _ in range(4))
+        self.sr, self.norm = nn.Conv2d(E, E, sr, stride=sr), nn.LayerNorm(E)
+
+    def forward(self, x, h, w):
+        B, N, C = x.shape
+        r = self.sr(x.permute(0, 2, 1).reshape(B, C, h, w)).reshape(B, C, -1).permute(0, 2, 1)
+        r = self.norm(r)
+        q, k, v = heads(self.query(x), H), heads(self.key(r), H), heads(self.value(r), H)
+        a = F.softmax(torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(D), dim=-1)
+        return self.dense(merge(torch.matmul(a, v)))
+
+
+class MixFFN(nn.Module):
+    """fc1, a depthwise 3×3 Conv over the token grid, GELU, fc2 (not a plain FFN: the
+    activation does not read a projection)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(E, FF), nn.Linear(FF, E)
+        self.dw = nn.Conv2d(FF, FF, 3, padding=1, groups=FF)
+
+    def forward(self, x, h, w):
+        B, N, _ = x.shape
+        y = self.fc1(x).transpose(1, 2).reshape(B, FF, h, w)
+        y = self.dw(y).flatten(2).transpose(1, 2)
+        return self.fc2(F.gelu(y))
+
+
+class Segformer(Model):
+    """Segformer (MiT) stage: an overlapping patch Conv (7×7, stride 4) and LayerNorm; blocks
+    of efficient self-attention (reduction 2) and Mix-FFN, pre-LN; final LN."""
+
+    inputs = ("pixel_values",)
+
+    def __init__(self):
+        super().__init__()
+        self.patch = nn.Conv2d(3, E, 7, stride=4, padding=3)
+        self.patch_norm = nn.LayerNorm(E)
+        self.ln1 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.attn = nn.ModuleList(SegformerAttention(2) for _ in range(L))
+        self.ln2 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.ffn = nn.ModuleList(MixFFN() for _ in range(L))
+        self.norm = nn.LayerNorm(E)
+
+    def forward(self, pixel_values):
+        x = self.patch(pixel_values)
+        h, w = x.shape[2], x.shape[3]
+        x = self.patch_norm(x.flatten(2).transpose(1, 2))
+        for i in range(L):
+            x = x + self.attn[i](self.ln1[i](x), h, w)
+            x = x + self.ffn[i](self.ln2[i](x), h, w)
+        return self.norm(x)
+
+
+# ---------------------------------------------------------------- wav2vec2
+
+
+class Wav2Vec2(Model):
+    """wav2vec2-base: a Conv1d feature extractor (GroupNorm per channel after the first,
+    GELU), a feature LayerNorm and projection, a grouped positional Conv1d whose last frame
+    is dropped, GELU, added; the encoder LayerNorm; post-LN blocks (LayerNorm after each
+    residual); no mask."""
+
+    inputs = ("input_values",)
+
+    def __init__(self):
+        super().__init__()
+        self.conv0, self.gn = nn.Conv1d(1, E, 10, stride=5, bias=False), nn.GroupNorm(E, E)
+        self.conv1 = nn.Conv1d(E, E, 3, stride=2, bias=False)
+        self.feature_ln, self.projection = nn.LayerNorm(E), nn.Linear(E, E)
+        self.pos_conv = nn.Conv1d(E, E, 4, padding=2, groups=4)
+        self.encoder_ln = nn.LayerNorm(E)
+        self.attn = nn.ModuleList(ViTAttention() for _ in range(L))
+        self.ln1 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.mlp = nn.ModuleList(MLP(F.gelu) for _ in range(L))
+        self.ln2 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+
+    def forward(self, input_values):
+        x = F.gelu(self.gn(self.conv0(input_values[:, None])))
+        x = F.gelu(self.conv1(x)).transpose(1, 2)
+        x = self.projection(self.feature_ln(x))
+        p = F.gelu(self.pos_conv(x.transpose(1, 2))[:, :, :-1]).transpose(1, 2)
+        x = self.encoder_ln(x + p)
+        for i in range(L):
+            x = self.ln1[i](x + self.attn[i](x))
+            x = self.ln2[i](x + self.mlp[i](x))
+        return x
+
+
+# ---------------------------------------------------------------- torch-encoder
+
+
+class TorchEncoderLayer(Attn):
+    """Marks nn.TransformerEncoderLayer's attention (nn.MultiheadAttention inside)."""
+
+
+class TorchEncoder(Model):
+    """nn.TransformerEncoder of nn.TransformerEncoderLayer as users write it: sequence-first
+    [S, B, E] (batch_first=False), nn.MultiheadAttention with its packed in_proj, a key
+    padding mask, post-LN, ReLU FFN; the input transposed from [B, S] embeddings."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(V, E)
+        layer = nn.TransformerEncoderLayer(E, H, FF, dropout=0.0, batch_first=False)
+        self.encoder = nn.TransformerEncoder(layer, L, enable_nested_tensor=False)
+        # The manifest counts attention and FFN modules by marker classes.
+        self.marks = nn.ModuleList(TorchEncoderLayer(H) for _ in range(L))
+        self.ffn_marks = nn.ModuleList(FFN() for _ in range(L))
+
+    def forward(self, input_ids, attention_mask):
+        x = self.embed(input_ids).transpose(0, 1)  # [S, B, E]
+        y = self.encoder(x, src_key_padding_mask=attention_mask == 0)
+        return y.transpose(0, 1)
+
+
+# ---------------------------------------------------------------- phi3
+
+
+class Phi3Attention(Attn):
+    """Phi-3: Q, K and V from one projection sliced by sizes (H·D, KV·D, KV·D), GQA,
+    rotate-half rotary."""
+
+    causal = True
+    rotaries = 2
+
+    def __init__(self):
+        super().__init__(H, 2)
+        self.qkv_proj = nn.Linear(E, (H + 2 * 2) * D, bias=False)
+        self.o_proj = nn.Linear(H * D, E, bias=False)
+
+    def forward(self, x, mask, cos, sin):
+        qkv = self.qkv_proj(x)
+        q = qkv[..., : H * D]
+        k = qkv[..., H * D : (H + 2) * D]
+        v = qkv[..., (H + 2) * D :]
+        q, k, v = heads(q, H), heads(k, 2), heads(v, 2)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        k, v = repeat_kv(k, H // 2), repeat_kv(v, H // 2)
+        w = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(D) + mask
+        w = F.softmax(w, dim=-1, dtype=torch.float32).to(v.dtype)
+        return self.o_proj(merge(torch.matmul(w, v)))
+
+
+class PackedGated(Gated):
+    """Phi-3's MLP: gate and up from one projection, chunked in two; down(up · silu(gate))."""
+
+    def __init__(self):
+        super().__init__(F.silu)
+        del self.gate, self.up
+        self.gate_up_proj = nn.Linear(E, 2 * FF, bias=False)
+
+    def forward(self, x):
+        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+        return self.down(up * self.act(gate))
+
+
+class Phi3(Model):
+    """Phi-3: packed QKV sliced by sizes with GQA, packed gate/up SwiGLU, RMSNorm, rotary
+    from a cos/sin table gathered at the position ids, causal Trilu + padding mask."""
+
+    inputs = ("input_ids", "attention_mask", "position_ids")
+
+    def __init__(self):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(V, E)
+        self.input_layernorm = nn.ModuleList(RMSNorm(E) for _ in range(L))
+        self.self_attn = nn.ModuleList(Phi3Attention() for _ in range(L))
+        self.post_attention_layernorm = nn.ModuleList(RMSNorm(E) for _ in range(L))
+        self.mlp = nn.ModuleList(PackedGated() for _ in range(L))
+        self.norm = RMSNorm(E)
+        inv_freq = 1.0 / (10000 ** (torch.arange(0, D, 2).float() / D))
+        emb = torch.outer(torch.arange(MAXPOS).float(), inv_freq).repeat(1, 2)
+        self.register_buffer("cos_cached", emb.cos(), persistent=False)
+        self.register_buffer("sin_cached", emb.sin(), persistent=False)
+
+    def forward(self, input_ids, attention_mask, position_ids):
+        S = input_ids.shape[1]
+        x = self.embed_tokens(input_ids)
+        cos, sin = self.cos_cached[position_ids].unsqueeze(1), self.sin_cached[position_ids].unsqueeze(1)
+        mask = torch.triu(torch.full((S, S), MIN), diagonal=1)[None, None] + padding_bias(attention_mask)
+        for i in range(L):
+            x = x + self.self_attn[i](self.input_layernorm[i](x), mask, cos, sin)
+            x = x + self.mlp[i](self.post_attention_layernorm[i](x))
+        return self.norm(x)
+
+
+# ---------------------------------------------------------------- gpt2-merged
+
+
+class GPT2Merged(GPT2):
+    """GPT-2 as a merged decoder (Optimum's decoder_model_merged): the whole model in both
+    branches of an If on a use_cache_branch input, the weights shared in the main graph."""
+
+    inputs = ("input_ids", "attention_mask", "use_cache_branch")
+
+
+def wrap_in_if(path):
+    """Moves the exported graph into both branches of an If on a boolean scalar input
+    (names prefixed per branch), keeping the initializers in the main graph."""
+    m = onnx.load(path)
+    g = m.graph
+    outer = {i.name for i in g.input} | {t.name for t in g.initializer}
+
+    def branch(prefix):
+        b = onnx.helper.make_graph([], prefix, [], [])
+        rename = {}
+        for n in g.node:
+            c = onnx.NodeProto()
+            c.CopyFrom(n)
+            c.name = prefix + "/" + n.name
+            del c.input[:]
+            c.input.extend(rename.get(x, x) if x not in outer else x for x in n.input)
+            del c.output[:]
+            for o in n.output:
+                rename[o] = prefix + "/" + o if o else o
+                c.output.append(rename[o])
+            b.node.append(c)
+        for o in g.output:
+            vi = onnx.ValueInfoProto()
+            vi.CopyFrom(o)
+            vi.name = rename[o.name]
+            b.output.append(vi)
+        return b
+
+    cond = onnx.helper.make_tensor_value_info("use_cache_branch", onnx.TensorProto.BOOL, [])
+    node = onnx.helper.make_node("If", ["use_cache_branch"], [o.name for o in g.output], name="optimum::if",
+                                 then_branch=branch("then"), else_branch=branch("else"))
+    main = onnx.helper.make_graph([node], g.name, list(g.input) + [cond], list(g.output), list(g.initializer))
+    m.graph.CopyFrom(main)
+    onnx.save(m, path)
+
+
+# ---------------------------------------------------------------- torchvision-vit
+
+
+class TVAttention(Attn):
+    """nn.MultiheadAttention (batch_first=True) as torchvision's ViT calls it: packed
+    in_proj, the batch-first input transposed to sequence-first inside, no weights."""
+
+    def __init__(self):
+        super().__init__(H)
+        self.mha = nn.MultiheadAttention(E, H, dropout=0.0, batch_first=True)
+
+    def forward(self, x):
+        # nn.MultiheadAttention's general path (torch 1.13's fused fast path for
+        # batch_first inference does not export): sequence-first inside.
+        q = x.transpose(0, 1)
+        m = self.mha
+        y, _ = F.multi_head_attention_forward(q, q, q, E, H, m.in_proj_weight, m.in_proj_bias, None, None, False, 0.0,
+                                              m.out_proj.weight, m.out_proj.bias, training=False, need_weights=False)
+        return y.transpose(0, 1)
+
+
+class TorchvisionViT(Model):
+    """torchvision's vit_b_16 at small size: conv_proj patches, a class token concatenated,
+    learned positions added, pre-LN blocks with nn.MultiheadAttention and a GELU MLP,
+    final LN."""
+
+    inputs = ("pixel_values",)
+
+    def __init__(self):
+        super().__init__()
+        self.conv_proj = nn.Conv2d(3, E, kernel_size=4, stride=4)
+        self.class_token = nn.Parameter(torch.zeros(1, 1, E))
+        self.pos_embedding = nn.Parameter(torch.zeros(1, 17, E))
+        self.ln_1 = nn.ModuleList(nn.LayerNorm(E, eps=1e-6) for _ in range(L))
+        self.attn = nn.ModuleList(TVAttention() for _ in range(L))
+        self.ln_2 = nn.ModuleList(nn.LayerNorm(E, eps=1e-6) for _ in range(L))
+        self.mlp = nn.ModuleList(MLP(nn.GELU()) for _ in range(L))
+        self.ln = nn.LayerNorm(E, eps=1e-6)
+
+    def forward(self, pixel_values):
+        B = pixel_values.shape[0]
+        x = self.conv_proj(pixel_values).reshape(B, E, -1).permute(0, 2, 1)
+        x = torch.cat([self.class_token.expand(B, -1, -1), x], dim=1) + self.pos_embedding
+        for i in range(L):
+            x = x + self.attn[i](self.ln_1[i](x))
+            x = x + self.mlp[i](self.ln_2[i](x))
+        return self.ln(x)
+
+
+# ---------------------------------------------------------------- llama-hf
+
+
+class HFLlamaAttention(LlamaAttention):
+    """LLaMA attention as transformers 4.4x writes it: the 4-D mask sliced to the keys'
+    length before it is added."""
+
+    def forward(self, x, mask, cos, sin):
+        q, k, v = heads(self.q_proj(x), H), heads(self.k_proj(x), self.kv_heads), heads(self.v_proj(x), self.kv_heads)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        k, v = repeat_kv(k, H // self.kv_heads), repeat_kv(v, H // self.kv_heads)
+        w = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(D)
+        w = w + mask[:, :, :, : k.shape[-2]]
+        w = F.softmax(w, dim=-1, dtype=torch.float32).to(q.dtype)
+        return self.o_proj(merge(torch.matmul(w, v)))
+
+
+class LlamaHF(Model):
+    """LLaMA as transformers 4.4x builds its inputs: cache_position = arange(S), the causal
+    mask from full(min) · triu(1) · (arange > cache_position), expanded to the batch, the
+    padding merged by masked_fill where causal + padding == 0; rotary from
+    inv_freq ⊗ position ids by a batched matmul; GQA; RMSNorm; SwiGLU."""
+
+    inputs = ("input_ids", "attention_mask", "position_ids")
+
+    def __init__(self):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(V, E)
+        self.input_layernorm = nn.ModuleList(RMSNorm(E) for _ in range(L))
+        self.self_attn = nn.ModuleList(HFLlamaAttention() for _ in range(L))
+        self.post_attention_layernorm = nn.ModuleList(RMSNorm(E) for _ in range(L))
+        self.mlp = nn.ModuleList(Gated(F.silu) for _ in range(L))
+        self.norm = RMSNorm(E)
+        self.register_buffer("inv_freq", 1.0 / (10000 ** (torch.arange(0, D, 2).float() / D)), persistent=False)
+
+    def forward(self, input_ids, attention_mask, position_ids):
+        B, S = input_ids.shape
+        x = self.embed_tokens(input_ids)
+        cache_position = torch.arange(0, S)
+        cos, sin = rotary_from_positions(self.inv_freq, position_ids)
+        T = attention_mask.shape[-1]
+        causal = torch.full((S, T), MIN)
+        causal = torch.triu(causal, diagonal=1)
+        causal = causal * (torch.arange(T) > cache_position.reshape(-1, 1))
+        causal = causal[None, None, :, :].expand(B, 1, -1, -1).clone()
+        padding = causal[:, :, :, :T] + attention_mask[:, None, None, :]
+        causal[:, :, :, :T] = causal[:, :, :, :T].masked_fill(padding == 0, MIN)
+        for i in range(L):
+            x = x + self.self_attn[i](self.input_layernorm[i](x), causal, cos, sin)
+            x = x + self.mlp[i](self.post_attention_layernorm[i](x))
+        return self.norm(x)
+
 FORMS = {
     "gpt2-causal": (GPT2, (13, 17)),
     "llama": (Llama, (14, 17)),  # torch.triu needs Trilu (opset 14)
@@ -1250,6 +2030,21 @@ FORMS = {
     "bloom": (Bloom, (14, 17)),
     "swin": (Swin, (13, 17)),
     "falcon": (Falcon, (14, 17)),
+    "opt": (OPT, (13, 17)),
+    "qwen2": (Qwen2, (13, 17)),
+    "gemma": (Gemma, (14, 17)),  # torch.triu needs Trilu (opset 14)
+    "clip-text": (CLIPText, (14, 17)),
+    "whisper-encoder": (WhisperEncoder, (13, 17)),
+    "beit": (Beit, (13, 17)),
+    "gpt-bigcode": (BigCode, (13, 17)),
+    "gpt-neo": (GPTNeo, (13, 17)),
+    "segformer": (Segformer, (13, 17)),
+    "wav2vec2": (Wav2Vec2, (13, 17)),
+    "torch-encoder": (TorchEncoder, (13, 17)),
+    "phi3": (Phi3, (14, 17)),  # torch.triu needs Trilu (opset 14)
+    "gpt2-merged": (GPT2Merged, (13, 17)),
+    "torchvision-vit": (TorchvisionViT, (13, 17)),
+    "llama-hf": (LlamaHF, (14, 17)),  # torch.triu needs Trilu (opset 14)
 }
 
 
@@ -1291,10 +2086,19 @@ def make_inputs(model, B, S, T, seed):
             out[name] = torch.randn(L, B, H, PAST, D, generator=g)
         elif name == "attention_mask":
             m = torch.ones(B, S, dtype=torch.long)
-            m[-1, S - 3 :] = 0  # the last row is padded
+            if isinstance(model, LlamaHF):
+                m[-1, :3] = 0  # left padding, as batched generation pads: rows with no key
+            else:
+                m[-1, S - 3 :] = 0  # the last row is padded
             out[name] = m.to(torch.bool) if isinstance(model, SDPALike) else m
         elif name == "position_ids":
             out[name] = torch.arange(S).unsqueeze(0).expand(B, S).contiguous()
+        elif name == "use_cache_branch":
+            out[name] = torch.tensor(True)
+        elif name == "input_values":
+            out[name] = torch.randn(B, 10 * S + 10, generator=g)
+        elif name == "input_features":
+            out[name] = torch.randn(B, MEL, 2 * S, generator=g)
         elif name == "pixel_values":
             out[name] = torch.randn(B, 3, 16, 16, generator=g)
         elif name == "hidden_states":
@@ -1318,6 +2122,9 @@ def dim_names(name, model=None):
         "position_ids": ["batch", "sequence"],
         "decoder_input_ids": ["batch", "decoder_sequence"],
         "pixel_values": ["batch", 3, 16, 16],
+        "input_features": ["batch", MEL, "frames"],
+        "input_values": ["batch", "samples"],
+        "use_cache_branch": [],
         "hidden_states": ["batch", "sequence", E],
         "memory": ["batch", "memory_sequence", E],
     }[name]
@@ -1328,6 +2135,14 @@ def output_dims(model, name):
         return [L, "batch", H, "total_sequence", D]
     if isinstance(model, Swin):
         return ["batch", SW_P * SW_P, E]
+    if isinstance(model, Beit):
+        return ["batch", BW * BW + 1, E]
+    if isinstance(model, Segformer):
+        return ["batch", 16, E]
+    if isinstance(model, (WhisperEncoder, Wav2Vec2)):
+        return ["batch", "positions", E]
+    if isinstance(model, TorchvisionViT):
+        return ["batch", 17, E]
     if isinstance(model, (ViT, DeiT)):
         return ["batch", 17 if isinstance(model, ViT) else 18, E if isinstance(model, ViT) else VE]
     if name == "last_hidden_state" and isinstance(model, Bart):
@@ -1341,20 +2156,21 @@ def facts(model):
     near = [m for m in model.modules() if getattr(m, "is_attention", None) is False]
     norms = [m for m in model.modules() if isinstance(m, (nn.LayerNorm, RMSNorm))]
     ffn = [m for m in model.modules() if getattr(m, "is_ffn", False)]
+    k = 2 if isinstance(model, GPT2Merged) else 1  # the model once in each branch of the If
     return {
         "layers": model.num_layers,
-        "attention_blocks": len(att),
-        "self_attention": sum(1 for m in att if m.kind == "self"),
-        "cross_attention": sum(1 for m in att if m.kind == "cross"),
+        "attention_blocks": k * len(att),
+        "self_attention": k * sum(1 for m in att if m.kind == "self"),
+        "cross_attention": k * sum(1 for m in att if m.kind == "cross"),
         "not_attention": len(near),
         "heads": (att or near)[0].heads,
         "kv_heads": min(m.kv_heads for m in (att or near)),
         "causal": any(m.causal for m in att),
-        "norms": len(norms),
+        "norms": k * len(norms),
         "norm_kind": "rms" if all(isinstance(m, RMSNorm) for m in norms) else "layernorm",
-        "ffn_activations": len(ffn),
+        "ffn_activations": k * len(ffn),
         "gated_ffn": all(isinstance(m, Gated) for m in ffn),
-        "rotaries": sum(getattr(m, "rotaries", 0) for m in att),
+        "rotaries": k * sum(getattr(m, "rotaries", 0) for m in att),
     }
 
 
@@ -1363,7 +2179,8 @@ def write_npz(path, arrays):
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
         for name in sorted(arrays):
             buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.ascontiguousarray(arrays[name]), allow_pickle=False)
+            a = np.asarray(arrays[name])  # ascontiguousarray would make a scalar 1-D
+            np.lib.format.write_array(buf, np.ascontiguousarray(a) if a.ndim else a, allow_pickle=False)
             info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
@@ -1392,8 +2209,9 @@ def main():
         model.eval()
         trace = make_inputs(model, TRACE_B, TRACE_S, TRACE_S - 3, 2000 + seed)
         ref = make_inputs(model, REF_B, REF_S, REF_T, 3000 + seed)
+        fwd = [n for n in model.inputs if n != "use_cache_branch"]
         with torch.no_grad():
-            out = model(**ref)
+            out = model(**{n: ref[n] for n in fwd})
         if not isinstance(out, tuple):
             out = (out,)
         ref_out = {n: o.numpy() for n, o in zip(model.outputs, out)}
@@ -1403,13 +2221,15 @@ def main():
             name = f"{form}.opset{opset}"
             path = os.path.join(HERE, name + ".onnx")
             dyn = {}
-            for n in model.inputs + model.outputs:
+            for n in tuple(fwd) + model.outputs:
                 dims = dim_names(n, model) if n in model.inputs else output_dims(model, n)
                 dyn[n] = {i: d for i, d in enumerate(dims) if isinstance(d, str)}
             with torch.no_grad():
-                torch.onnx.export(model, tuple(trace[n] for n in model.inputs), path, opset_version=opset,
-                                  input_names=list(model.inputs), output_names=list(model.outputs),
+                torch.onnx.export(model, tuple(trace[n] for n in fwd), path, opset_version=opset,
+                                  input_names=list(fwd), output_names=list(model.outputs),
                                   dynamic_axes=dyn, do_constant_folding=True)
+            if len(fwd) < len(model.inputs):
+                wrap_in_if(path)
             m = onnx.load(path)
             onnx.checker.check_model(m, full_check=True)
             write_npz(os.path.join(HERE, name + ".inputs.npz"), {n: t.numpy() for n, t in ref.items()})

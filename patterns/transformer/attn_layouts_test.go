@@ -1,0 +1,260 @@
+package transformer_test
+
+import (
+	"fmt"
+	"math/rand"
+	"strings"
+	"testing"
+
+	"github.com/qcc-dev/qcc/internal/ortcheck"
+	"github.com/qcc-dev/qcc/ndarray"
+	"github.com/qcc-dev/qcc/ort"
+	"github.com/qcc-dev/qcc/ort/orttest"
+	"github.com/qcc-dev/qcc/patterns/transformer"
+	"github.com/qcc-dev/qcc/prune"
+	"github.com/qcc-dev/qcc/shape"
+)
+
+// rowHeadsModel is multi-query attention with Q's two heads folded into its rows (as
+// GPT-BigCode writes it): q [B,S,4] viewed with the heads beside the sequence, one K and
+// V head [B,S,2]; qview makes the folded Q (qf) and merge makes y from the context c.
+func rowHeadsModel(qview, merge string) string {
+	r := rand.New(rand.NewSource(11))
+	w := func(name, dims string, n int) string {
+		v := make([]string, n)
+		for i := range v {
+			v[i] = fmt.Sprintf("%.3f", r.Float64()-0.5)
+		}
+		return fmt.Sprintf("  float%s %s = {%s},\n", dims, name, strings.Join(v, ", "))
+	}
+	return `<ir_version: 8, opset_import: ["" : 13]>
+layer (float[batch,seq,4] x) => (float[batch,seq,4] y) <
+` + w("wq", "[4,4]", 16) + w("wk", "[4,2]", 8) + w("wv", "[4,2]", 8) + `  int64[3] rows = {0, -1, 2},
+  int64[4] split = {0, 0, 2, 2},
+  int64[4] unfold = {0, 2, -1, 2},
+  int64[3] merge = {0, -1, 4},
+  float rs = {0.70710677}
+> {
+  q = MatMul (x, wq)
+  k = MatMul (x, wk)
+  v = MatMul (x, wv)
+` + qview + `  kt = Transpose <perm = [0, 2, 1]> (k)
+  s = MatMul (qf, kt)
+  sd = Mul (s, rs)
+  p = Softmax <axis = -1> (sd)
+  c = MatMul (p, v)
+` + merge + `}
+`
+}
+
+// TestRowHeadsAttention: Q's heads folded into the matmul's rows, sequence-major (a
+// plain view) or head-major (after a transpose), against one K/V head, fuse into one
+// multi-query attention that computes what the graph does, however the context is merged;
+// a softmax across the folded rows is not attention and is refused.
+func TestRowHeadsAttention(t *testing.T) {
+	orttest.RequireLib(t)
+	seqMajor := "  qf = Reshape (q, rows)\n"
+	headMajor := "  q4 = Reshape (q, split)\n  qh = Transpose <perm = [0, 2, 1, 3]> (q4)\n  qf = Reshape (qh, rows)\n"
+	plainMerge := "  y = Reshape (c, merge)\n"
+	headMajorMerge := "  c4 = Reshape (c, unfold)\n  ct = Transpose <perm = [0, 2, 1, 3]> (c4)\n  y = Reshape (ct, merge)\n"
+	cases := []struct {
+		name, qview, merge string
+		fuses              bool
+	}{
+		{"sequence-major rows", seqMajor, plainMerge, true},
+		{"head-major rows", headMajor, headMajorMerge, true},
+		// An odd but exact view: the output holds the atoms in another order.
+		{"head-major rows merged as sequence-major", headMajor, plainMerge, true},
+		// The softmax over the rows normalises across positions and heads: not attention.
+		{"softmax over the folded rows", seqMajor + "  #rows\n", plainMerge, false},
+	}
+	for _, c := range cases {
+		for _, target := range []transformer.Target{transformer.ORT, transformer.ONNX} {
+			t.Run(c.name+"/"+string(target), func(t *testing.T) {
+				src := rowHeadsModel(c.qview, c.merge)
+				if strings.Contains(src, "#rows") {
+					src = strings.Replace(strings.Replace(src, "  #rows\n", "", 1), "Softmax <axis = -1>", "Softmax <axis = 1>", 1)
+				}
+				orig := ortcheck.Parse(t, src)
+				m := ortcheck.Parse(t, src)
+				if _, err := shape.Infer(m); err != nil {
+					t.Fatal(err)
+				}
+				rep, err := transformer.Fuse(m, generalFams, &transformer.Env{Model: m, Target: target, RaiseOpset: 23})
+				if err != nil {
+					t.Fatal(err)
+				}
+				prune.RemoveDead(m.Graph)
+				if err := m.Verify(); err != nil {
+					t.Fatal(err)
+				}
+				op := map[transformer.Target]string{transformer.ORT: "com.microsoft.MultiHeadAttention", transformer.ONNX: "Attention"}[target]
+				if got := rep.Ops[op] == 1; got != c.fuses {
+					t.Fatalf("fused %v, want %v: ops %v, left %v, refused %v", got, c.fuses, rep.Ops, rep.Left, rep.Refusals)
+				}
+				r := rand.New(rand.NewSource(2))
+				x := make([]float32, 2*5*4)
+				for i := range x {
+					x[i] = float32(r.NormFloat64())
+				}
+				in := map[string]*ndarray.Array{"x": ndarray.FromFloat32([]int64{2, 5, 4}, x)}
+				for _, lv := range []ort.OptLevel{ort.OptDisabled, ort.OptAll} {
+					ortcheck.CheckOutputs(t, c.name, ortcheck.RunModel(t, orig, in, lv), ortcheck.RunModel(t, m, in, lv), 1e-5)
+				}
+			})
+		}
+	}
+}
+
+// seqFirstModel is nn.MultiheadAttention's layout: the tokens sequence-first [S, B, 4],
+// two heads viewed [S, B·2, 2] and transposed to [B·2, S, 2], the context merged back to
+// [S·B, 4] for the output projection; K's length is read off a transposed K (a Shape
+// reader the fusion leaves in place).
+func seqFirstModel(merge string) string {
+	r := rand.New(rand.NewSource(5))
+	w := func(name string) string {
+		v := make([]string, 16)
+		for i := range v {
+			v[i] = fmt.Sprintf("%.3f", r.Float64()-0.5)
+		}
+		return fmt.Sprintf("  float[4,4] %s = {%s},\n", name, strings.Join(v, ", "))
+	}
+	return `<ir_version: 8, opset_import: ["" : 13]>
+layer (float[batch,seq,4] x) => (float[batch,seq,4] y, int64[3] klen) <
+` + w("wq") + w("wk") + w("wv") + w("wo") + `  int64[3] heads = {0, -1, 2},
+  int64[2] tokens = {-1, 4},
+  float rs = {0.70710677}
+> {
+  xs = Transpose <perm = [1, 0, 2]> (x)
+  q = MatMul (xs, wq)
+  k = MatMul (xs, wk)
+  v = MatMul (xs, wv)
+  qr = Reshape (q, heads)
+  kr = Reshape (k, heads)
+  vr = Reshape (v, heads)
+  qt = Transpose <perm = [1, 0, 2]> (qr)
+  kt = Transpose <perm = [1, 2, 0]> (kr)
+  vt = Transpose <perm = [1, 0, 2]> (vr)
+  k1 = Transpose <perm = [1, 0, 2]> (kr)
+  klen = Shape (k1)
+  s = MatMul (qt, kt)
+  sd = Mul (s, rs)
+  p = Softmax <axis = -1> (sd)
+  c = MatMul (p, vt)
+` + merge + `}
+`
+}
+
+// TestSequenceFirstAttention: a sequence-first block (the sequence axis first, the
+// batch second, as the graph input's batch symbol shows) fuses into one attention with
+// its inputs and output transposed, and computes what the graph does; a merge that cuts
+// across the sequence is refused.
+func TestSequenceFirstAttention(t *testing.T) {
+	orttest.RequireLib(t)
+	seqFirst := "  ct = Transpose <perm = [1, 0, 2]> (c)\n  cm = Reshape (ct, tokens)\n  o = MatMul (cm, wo)\n  xsh = Shape (xs)\n  os = Reshape (o, xsh)\n  y = Transpose <perm = [1, 0, 2]> (os)\n"
+	// [B·2, S, 2] merged straight to [B·S, 4]: each row holds two positions of one head,
+	// which no view of [B, S, heads, D] is.
+	wrong := "  cm = Reshape (c, tokens)\n  o = MatMul (cm, wo)\n  xsh = Shape (xs)\n  os = Reshape (o, xsh)\n  y = Transpose <perm = [1, 0, 2]> (os)\n"
+	for _, c := range []struct {
+		name, merge string
+		fuses       bool
+	}{{"merged sequence-first", seqFirst, true}, {"merged across the sequence", wrong, false}} {
+		for _, target := range []transformer.Target{transformer.ORT, transformer.ONNX} {
+			t.Run(c.name+"/"+string(target), func(t *testing.T) {
+				src := seqFirstModel(c.merge)
+				orig := ortcheck.Parse(t, src)
+				m := ortcheck.Parse(t, src)
+				if _, err := shape.Infer(m); err != nil {
+					t.Fatal(err)
+				}
+				rep, err := transformer.Fuse(m, generalFams, &transformer.Env{Model: m, Target: target, RaiseOpset: 23})
+				if err != nil {
+					t.Fatal(err)
+				}
+				prune.RemoveDead(m.Graph)
+				if err := m.Verify(); err != nil {
+					t.Fatal(err)
+				}
+				op := map[transformer.Target]string{transformer.ORT: "com.microsoft.MultiHeadAttention", transformer.ONNX: "Attention"}[target]
+				if got := rep.Ops[op] == 1; got != c.fuses {
+					t.Fatalf("fused %v, want %v: ops %v, left %v, refused %v", got, c.fuses, rep.Ops, rep.Left, rep.Refusals)
+				}
+				r := rand.New(rand.NewSource(3))
+				x := make([]float32, 2*5*4)
+				for i := range x {
+					x[i] = float32(r.NormFloat64())
+				}
+				in := map[string]*ndarray.Array{"x": ndarray.FromFloat32([]int64{2, 5, 4}, x)}
+				for _, lv := range []ort.OptLevel{ort.OptDisabled, ort.OptAll} {
+					ortcheck.CheckOutputs(t, c.name, ortcheck.RunModel(t, orig, in, lv), ortcheck.RunModel(t, m, in, lv), 1e-5)
+				}
+			})
+		}
+	}
+}
+
+// TestFoldedHeadsRefusals: folded heads the fused operators cannot read are refused
+// with the reason: heads folded into K's (and V's) sequence axis, and grouped-query heads
+// folded into Q's rows beside K/V heads of their own.
+func TestFoldedHeadsRefusals(t *testing.T) {
+	cases := []struct{ name, body, want string }{
+		{"heads in the key axis", `
+  q = MatMul (x, wq2)
+  k = MatMul (x, wk)
+  v = MatMul (x, wv)
+  kf = Reshape (k, rows)
+  vf = Reshape (v, rows)
+  kt = Transpose <perm = [0, 2, 1]> (kf)
+  s = MatMul (q, kt)
+  p = Softmax <axis = -1> (s)
+  c = MatMul (p, vf)
+  y = Reshape (c, merge2)
+`, "K folds heads"},
+		{"grouped heads in the rows", `
+  q = MatMul (x, wq8)
+  k = MatMul (x, wk)
+  v = MatMul (x, wv)
+  q5 = Reshape (q, split5)
+  qt = Transpose <perm = [0, 2, 1, 3, 4]> (q5)
+  qf = Reshape (qt, grows)
+  k4 = Reshape (k, split)
+  kt = Transpose <perm = [0, 2, 3, 1]> (k4)
+  v4 = Reshape (v, split)
+  vt = Transpose <perm = [0, 2, 1, 3]> (v4)
+  s = MatMul (qf, kt)
+  p = Softmax <axis = -1> (s)
+  c = MatMul (p, vt)
+  c5 = Reshape (c, split5t)
+  ct = Transpose <perm = [0, 2, 1, 3, 4]> (c5)
+  y = Reshape (ct, merge8)
+`, "has heads"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			z := func(n int) string { return strings.TrimSuffix(strings.Repeat("0.1, ", n), ", ") }
+			src := `<ir_version: 8, opset_import: ["" : 13]>
+layer (float[batch,seq,4] x) => (float[batch,seq,?] y) <
+  float[4,2] wq2 = {` + z(8) + `}, float[4,8] wq8 = {` + z(32) + `},
+  float[4,4] wk = {` + z(16) + `}, float[4,4] wv = {` + z(16) + `},
+  int64[3] rows = {0, -1, 2}, int64[3] merge2 = {0, 0, 2}, int64[3] merge8 = {0, 0, 8},
+  int64[4] split = {0, 0, 2, 2}, int64[5] split5 = {0, 0, 2, 2, 2},
+  int64[4] grows = {0, 2, -1, 2}, int64[5] split5t = {0, 2, -1, 2, 2}
+> {` + c.body + "}\n"
+			m := ortcheck.Parse(t, src)
+			if _, err := shape.Infer(m); err != nil {
+				t.Fatal(err)
+			}
+			rep, err := transformer.Fuse(m, generalFams, &transformer.Env{Model: m, Target: transformer.ORT})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rep.Ops["com.microsoft.MultiHeadAttention"] != 0 {
+				t.Fatal("fused")
+			}
+			all := fmt.Sprint(rep.Refusals, rep.Softmax)
+			if !strings.Contains(all, c.want) {
+				t.Fatalf("want a refusal with %q, got %s", c.want, all)
+			}
+		})
+	}
+}
