@@ -34,8 +34,9 @@ var attnFams = []*transformer.Family{transformer.AttentionFamily}
 var attnWithOthers = []*transformer.Family{transformer.LayerNormFamily, transformer.GeluFamily,
 	transformer.SkipFamily, transformer.AttentionFamily}
 
-// attnDump writes the attention blocks of g (roles and params sorted) and the refusals.
-func attnDump(t *testing.T, m *ir.Model) string {
+// attnDump writes the attention blocks of g (roles and params sorted) and the refusals,
+// and returns the refusals' reasons.
+func attnDump(t *testing.T, m *ir.Model) (string, []string) {
 	t.Helper()
 	if _, err := shape.Infer(m); err != nil {
 		t.Fatal(err)
@@ -46,7 +47,7 @@ func attnDump(t *testing.T, m *ir.Model) string {
 	for _, r := range refs {
 		fmt.Fprintf(&b, "refused: %s\n", r)
 	}
-	return b.String()
+	return b.String(), refusalReasons(refs)
 }
 
 // attnFuse runs transformer.Fuse with the attention family, then removes the shape
@@ -137,7 +138,7 @@ func attnRunCase(t *testing.T, file string) {
 	if fold {
 		ortcheck.Pipeline(t, m, "fold", passes.All, nil)
 	}
-	blocks := attnDump(t, m)
+	blocks, refused := attnDump(t, m)
 	rep := attnFuse(t, m, env)
 	got := ortcheck.Text(t, m)
 	report := attnReport(rep)
@@ -159,6 +160,9 @@ func attnRunCase(t *testing.T, file string) {
 				t.Errorf("%s differs from golden (-want +got):\n%s", c.sec, d)
 			}
 		}
+		if !t.Failed() {
+			goldenReasons(append(refused, reportReasons(rep)...))
+		}
 	}
 
 	// Fusing again changes nothing, and every block recognised before is recognised after,
@@ -168,7 +172,7 @@ func attnRunCase(t *testing.T, file string) {
 	if again := ortcheck.Text(t, m2); again != got {
 		t.Errorf("fuse is not idempotent:\n%s", cmp.Diff(got, again))
 	}
-	after := attnDump(t, parse(got))
+	after, _ := attnDump(t, parse(got))
 	if nb, na := strings.Count(blocks, " layer="), strings.Count(after, " layer="); nb != na {
 		t.Errorf("%d blocks recognised before fusion, %d after", nb, na)
 	}
@@ -424,11 +428,9 @@ func TestAttentionReasons(t *testing.T) {
 			if c.target != "" {
 				target = c.target
 			}
-			blocks := attnDump(t, m)
+			_, refused := attnDump(t, m)
 			rep := attnFuse(t, m, &transformer.Env{Target: target})
-			if got := blocks + attnReport(rep); !strings.Contains(got, c.want) {
-				t.Errorf("want %q in\n%s", c.want, got)
-			}
+			expectReason(t, append(refused, reportReasons(rep)...), c.want)
 		})
 	}
 }

@@ -142,7 +142,8 @@ func describeProjection(b *Block, o *attnOperand) {
 func generalFuse(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, error) {
 	p := planOf(b.Match)
 	if p == nil || p.why != "" {
-		return nil, "not proved attention", nil
+		// generalCheck refused every match without a proof; a trace always has a plan.
+		return nil, "", fmt.Errorf("attention at %s has no proof", b.Root.Name)
 	}
 	for _, o := range []*attnOperand{p.q, p.k, p.v} {
 		if o.quantizedAfter() {

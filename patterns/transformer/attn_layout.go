@@ -374,7 +374,7 @@ func (st layoutStep) apply(in layout) (layout, string) {
 		for _, a := range axes {
 			i, ok := normAxis(a, r)
 			if !ok {
-				return nil, fmt.Sprintf("%s: axis %d", n, a)
+				return nil, fmt.Sprintf("%s: axis %d is out of range", n, a)
 			}
 			ins[i] = true
 		}
@@ -455,7 +455,7 @@ func (st layoutStep) selectAxis(in layout, outShape ir.Shape) (layout, string) {
 	}
 	i, ok := normAxis(ax, len(in))
 	if !ok {
-		return nil, fmt.Sprintf("%s: axis %d", n, ax)
+		return nil, fmt.Sprintf("%s: axis %d is out of range", n, ax)
 	}
 	leaves := in[i].leaves()
 	out := in.clone()
@@ -498,7 +498,7 @@ func (st layoutStep) strided(in layout, ax int64, k int64, outShape ir.Shape) (l
 	n := st.node
 	i, ok := normAxis(ax, len(in))
 	if !ok || len(outShape) != len(in) {
-		return nil, fmt.Sprintf("%s: axis %d", n, ax)
+		return nil, fmt.Sprintf("%s: axis %d is out of range, or the slice changes the rank", n, ax)
 	}
 	lv := in[i].leaves()
 	starts, ok1 := constInts(n.Input(1))

@@ -273,9 +273,7 @@ func ffnConvShape(n *ir.Node, p string, dims []int64) (in, out int64, why string
 			}
 		}
 	}
-	if ap := n.AttrString("auto_pad", "NOTSET"); ap != "NOTSET" && ap != "VALID" {
-		return 0, 0, fmt.Sprintf("%s Conv pads %s", p, ap)
-	}
+	// auto_pad needs no check: a 1×1 kernel with unit strides pads nothing under SAME_*.
 	return dims[1], dims[0], ""
 }
 

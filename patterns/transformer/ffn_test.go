@@ -348,13 +348,7 @@ func TestFFNRefusals(t *testing.T) {
 			if len(blocks) != 0 {
 				t.Errorf("recognised %s, want it refused", blocks[0].Variant)
 			}
-			found := false
-			for _, r := range refs {
-				found = found || r == c.reason
-			}
-			if !found {
-				t.Errorf("refusal %q not reported; got %q", c.reason, refs)
-			}
+			expectExactReason(t, refs, c.reason)
 		})
 	}
 }

@@ -141,7 +141,8 @@ func fuseGraph(m *ir.Model, g *ir.Graph, prefix string, fams []*Family, env *Env
 		if p, _ := b.Root.Producer(); p != nil {
 			Annotate(p, b)
 		}
-		if why, ok := left[leftKey(b)]; ok {
+		// A block one family left and a later one fused at the same root is not left.
+		if why, ok := left[leftKey(b)]; ok && !b.Fused {
 			rep.Left = append(rep.Left, fmt.Sprintf("%s (%s, layer %d): %s", b.ID, b.Variant, b.Layer, why))
 			rep.Why[b.ID] = why
 		}

@@ -404,10 +404,6 @@ func describeNorm(m *patterns.Match, b *Block) {
 }
 
 func fuseLayerNorm(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, error) {
-	b, why := lnRematch(b, layerNormRules, describeNorm)
-	if why != "" {
-		return nil, why, nil
-	}
 	ops, why := normOperands(b)
 	if why != "" {
 		return nil, why, nil
@@ -433,10 +429,6 @@ func fuseLayerNorm(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string,
 }
 
 func fuseRMSNorm(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, error) {
-	b, why := lnRematch(b, rmsNormRules, describeNorm)
-	if why != "" {
-		return nil, why, nil
-	}
 	ops, why := normOperands(b)
 	if why != "" {
 		return nil, why, nil
@@ -481,29 +473,6 @@ func rmsRaiseSkip(m *ir.Model, b *Block) []*ir.Node {
 		}
 	}
 	return nodes
-}
-
-// lnRematch matches a block's rule again at its root and describes the fresh match.
-// Fuse finds a family's blocks first and rewrites them after, so a match may hold values
-// an earlier rewrite of the sweep replaced: a block's input is often the previous block's
-// output (the residual of a SkipLayerNorm is the one before). The nodes are the same;
-// the fresh match binds the values that feed them now.
-func lnRematch(b *Block, rules []*patterns.Rule, describe func(*patterns.Match, *Block)) (*Block, string) {
-	name, _, _ := strings.Cut(b.Variant, "+")
-	for _, r := range rules {
-		if r.Name != name {
-			continue
-		}
-		m := patterns.MatchValue(r.Pattern, b.Root)
-		if m == nil {
-			return nil, "the block changed under an earlier rewrite and no longer matches"
-		}
-		nb := &Block{Kind: b.Kind, Variant: r.Name, ID: b.ID, Layer: b.Layer, Root: b.Root,
-			Roles: map[string]*ir.Value{}, Params: map[string]float64{}, Nodes: b.Nodes, Match: m}
-		describe(m, nb)
-		return nb, ""
-	}
-	return nil, fmt.Sprintf("no rule %q", name)
 }
 
 // normOps are a fused normalisation's operands: the input is x, or Cast(x) when the

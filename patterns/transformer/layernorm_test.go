@@ -92,6 +92,7 @@ func normRunCase(t *testing.T, file string, fams []*transformer.Family) {
 	}
 	blocks, refusals := transformer.Recognize(m.Graph, fams)
 	got["blocks"] = normFormatBlocks(blocks, refusals)
+	reasons := refusalReasons(refusals)
 
 	for _, target := range []transformer.Target{transformer.ORT, transformer.ONNX} {
 		m := parse()
@@ -105,6 +106,7 @@ func normRunCase(t *testing.T, file string, fams []*transformer.Family) {
 		}
 		out := ortcheck.Text(t, m)
 		got[string(target)] = normFormatReport(rep) + out
+		reasons = append(reasons, rep.Left...) // what the golden holds of the report
 
 		// Idempotence: fusing the result again changes nothing.
 		m2, err := text.Parse(out)
@@ -139,6 +141,9 @@ func normRunCase(t *testing.T, file string, fams []*transformer.Family) {
 		if d := cmp.Diff(string(want), got[k]); d != "" {
 			t.Errorf("%s differs from golden (-want +got):\n%s", k, d)
 		}
+	}
+	if !t.Failed() {
+		goldenReasons(reasons)
 	}
 }
 
@@ -279,6 +284,9 @@ func TestAffineNormUnknownChannels(t *testing.T) {
 		t.Fatal(err)
 	}
 	blocks, refs := transformer.Recognize(m.Graph, []*transformer.Family{transformer.AffineNormFamily})
+	if len(refs) == 1 {
+		expectExactReason(t, refusalReasons(refs), "the size of x's last axis is unknown")
+	}
 	if len(blocks) != 0 || len(refs) != 1 || refs[0].Reason != "the size of x's last axis is unknown" {
 		t.Fatalf("blocks %v, refusals %v; want the unknown channel count refused", blocks, refs)
 	}

@@ -318,22 +318,18 @@ func skipDescribeScale(b *Block) {
 }
 
 func fuseSkip(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, error) {
-	return fuseSkipAs(rw, b, env, skipRules, "SkipLayerNormalization", "Add + LayerNormalization")
+	return fuseSkipAs(rw, b, env, "SkipLayerNormalization", "Add + LayerNormalization")
 }
 
 // fuseSkipAs rewrites a skip block into the fused op (com.microsoft), or for
 // provider=cpu spells the residual Sum.
-func fuseSkipAs(rw *patterns.Rewriter, b *Block, env *Env, rules []*patterns.Rule, op, kept string) (*ir.Node, string, error) {
+func fuseSkipAs(rw *patterns.Rewriter, b *Block, env *Env, op, kept string) (*ir.Node, string, error) {
 	switch env.Target {
 	case ORT:
 	case ONNX:
 		return nil, fmt.Sprintf("no standard %s operator; kept as %s", op, kept), nil
 	default:
 		return nil, fmt.Sprintf("unknown target %q", env.Target), nil
-	}
-	b, why := lnRematch(b, rules, describeSkip)
-	if why != "" {
-		return nil, why, nil
 	}
 	if env.Provider == "cpu" {
 		// ORT's optimizer turns Add + LayerNormalization into its CPU
@@ -412,7 +408,7 @@ SkipLayerNorm (the same CPU kernel). ONNX has no standard operator: the block st
 	Rules:    skipRMSRules,
 	Describe: describeSkip,
 	Fuse: func(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, error) {
-		return fuseSkipAs(rw, b, env, skipRMSRules, "SkipSimplifiedLayerNormalization", "Add + the RMS normalisation")
+		return fuseSkipAs(rw, b, env, "SkipSimplifiedLayerNormalization", "Add + the RMS normalisation")
 	},
 }
 
