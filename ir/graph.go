@@ -142,6 +142,18 @@ func (v *Value) IsGraphOutput() bool {
 	return false
 }
 
+// BatchDims are the symbolic names of axis 0 of g's inputs of rank 2 or more: the
+// batch, as exporters name it.
+func (g *Graph) BatchDims() map[string]bool {
+	out := map[string]bool{}
+	for _, v := range g.Inputs {
+		if v.Type != nil && v.Type.HasShape && len(v.Type.Shape) >= 2 && v.Type.Shape[0].Param != "" {
+			out[v.Type.Shape[0].Param] = true
+		}
+	}
+	return out
+}
+
 // IsGraphInput reports whether v is an input of its defining graph.
 func (v *Value) IsGraphInput() bool {
 	if v.graph == nil {

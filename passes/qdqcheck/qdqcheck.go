@@ -778,7 +778,7 @@ func SmallGEMM(g *ir.Graph, n *ir.Node, min int64) string {
 	default:
 		return ""
 	}
-	batch := batchDims(g)
+	batch := g.BatchDims()
 	if len(ms) > 0 {
 		least, ok := int64(1), true
 		var names []string
@@ -801,17 +801,6 @@ func SmallGEMM(g *ir.Graph, n *ir.Node, min int64) string {
 		return fmt.Sprintf("small GEMM: N = %s can be %d, below %d (no tensor cores; NVIDIA's recipes leave it float)", nd, v, min)
 	}
 	return ""
-}
-
-// batchDims are the symbolic names of axis 0 of the graph's inputs of rank 2 or more.
-func batchDims(g *ir.Graph) map[string]bool {
-	out := map[string]bool{}
-	for _, v := range g.Inputs {
-		if v.Type != nil && v.Type.HasShape && len(v.Type.Shape) >= 2 && v.Type.Shape[0].Param != "" {
-			out[v.Type.Shape[0].Param] = true
-		}
-	}
-	return out
 }
 
 // leastDim is the least value d can take: its value when known; for a product of known

@@ -120,15 +120,7 @@ func dimIsOne(d ir.Dim) bool { return d.Known && d.Value == 1 }
 
 // isBatchDim reports whether d is the batch: a symbol some graph input has first.
 func isBatchDim(g *ir.Graph, d ir.Dim) bool {
-	if g == nil || d.Known || d.Param == "" {
-		return false
-	}
-	for _, in := range g.Inputs {
-		if t := in.Type; t != nil && t.HasShape && len(t.Shape) > 1 && ir.SameDim(t.Shape[0], d) {
-			return true
-		}
-	}
-	return false
+	return g != nil && !d.Known && d.Param != "" && g.BatchDims()[d.Param]
 }
 
 // sourceLayout is the layout an operand's source is taken to have: [B,L,C] for a rank-3

@@ -75,32 +75,7 @@ func TestRowHeadsAttention(t *testing.T) {
 				if strings.Contains(src, "#rows") {
 					src = strings.Replace(strings.Replace(src, "  #rows\n", "", 1), "Softmax <axis = -1>", "Softmax <axis = 1>", 1)
 				}
-				orig := ortcheck.Parse(t, src)
-				m := ortcheck.Parse(t, src)
-				if _, err := shape.Infer(m); err != nil {
-					t.Fatal(err)
-				}
-				rep, err := transformer.Fuse(m, generalFams, &transformer.Env{Model: m, Target: target, RaiseOpset: 23})
-				if err != nil {
-					t.Fatal(err)
-				}
-				prune.RemoveDead(m.Graph)
-				if err := m.Verify(); err != nil {
-					t.Fatal(err)
-				}
-				op := map[transformer.Target]string{transformer.ORT: "com.microsoft.MultiHeadAttention", transformer.ONNX: "Attention"}[target]
-				if got := rep.Ops[op] == 1; got != c.fuses {
-					t.Fatalf("fused %v, want %v: ops %v, left %v, refused %v", got, c.fuses, rep.Ops, rep.Left, rep.Refusals)
-				}
-				r := rand.New(rand.NewSource(2))
-				x := make([]float32, 2*5*4)
-				for i := range x {
-					x[i] = float32(r.NormFloat64())
-				}
-				in := map[string]*ndarray.Array{"x": ndarray.FromFloat32([]int64{2, 5, 4}, x)}
-				for _, lv := range []ort.OptLevel{ort.OptDisabled, ort.OptAll} {
-					ortcheck.CheckOutputs(t, c.name, ortcheck.RunModel(t, orig, in, lv), ortcheck.RunModel(t, m, in, lv), 1e-5)
-				}
+				fuseAndCompare(t, src, target, c.fuses, 2)
 			})
 		}
 	}
@@ -162,32 +137,7 @@ func TestSequenceFirstAttention(t *testing.T) {
 		for _, target := range []transformer.Target{transformer.ORT, transformer.ONNX} {
 			t.Run(c.name+"/"+string(target), func(t *testing.T) {
 				src := seqFirstModel(c.merge)
-				orig := ortcheck.Parse(t, src)
-				m := ortcheck.Parse(t, src)
-				if _, err := shape.Infer(m); err != nil {
-					t.Fatal(err)
-				}
-				rep, err := transformer.Fuse(m, generalFams, &transformer.Env{Model: m, Target: target, RaiseOpset: 23})
-				if err != nil {
-					t.Fatal(err)
-				}
-				prune.RemoveDead(m.Graph)
-				if err := m.Verify(); err != nil {
-					t.Fatal(err)
-				}
-				op := map[transformer.Target]string{transformer.ORT: "com.microsoft.MultiHeadAttention", transformer.ONNX: "Attention"}[target]
-				if got := rep.Ops[op] == 1; got != c.fuses {
-					t.Fatalf("fused %v, want %v: ops %v, left %v, refused %v", got, c.fuses, rep.Ops, rep.Left, rep.Refusals)
-				}
-				r := rand.New(rand.NewSource(3))
-				x := make([]float32, 2*5*4)
-				for i := range x {
-					x[i] = float32(r.NormFloat64())
-				}
-				in := map[string]*ndarray.Array{"x": ndarray.FromFloat32([]int64{2, 5, 4}, x)}
-				for _, lv := range []ort.OptLevel{ort.OptDisabled, ort.OptAll} {
-					ortcheck.CheckOutputs(t, c.name, ortcheck.RunModel(t, orig, in, lv), ortcheck.RunModel(t, m, in, lv), 1e-5)
-				}
+				fuseAndCompare(t, src, target, c.fuses, 3)
 			})
 		}
 	}
@@ -253,5 +203,37 @@ layer (float[batch,seq,4] x) => (float[batch,seq,?] y) <
 			}
 			expectReason(t, append(refusalReasons(rep.Refusals), rep.Softmax...), c.want)
 		})
+	}
+}
+
+// fuseAndCompare fuses the one-layer model src for target, checks that it became one
+// fused attention exactly when fuses says so, and that ORT computes the same y either way.
+func fuseAndCompare(t *testing.T, src string, target transformer.Target, fuses bool, seed int64) {
+	t.Helper()
+	orig := ortcheck.Parse(t, src)
+	m := ortcheck.Parse(t, src)
+	if _, err := shape.Infer(m); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := transformer.Fuse(m, generalFams, &transformer.Env{Model: m, Target: target, RaiseOpset: 23})
+	if err != nil {
+		t.Fatal(err)
+	}
+	prune.RemoveDead(m.Graph)
+	if err := m.Verify(); err != nil {
+		t.Fatal(err)
+	}
+	op := map[transformer.Target]string{transformer.ORT: "com.microsoft.MultiHeadAttention", transformer.ONNX: "Attention"}[target]
+	if got := rep.Ops[op] == 1; got != fuses {
+		t.Fatalf("fused %v, want %v: ops %v, left %v, refused %v", got, fuses, rep.Ops, rep.Left, rep.Refusals)
+	}
+	r := rand.New(rand.NewSource(seed))
+	x := make([]float32, 2*5*4)
+	for i := range x {
+		x[i] = float32(r.NormFloat64())
+	}
+	in := map[string]*ndarray.Array{"x": ndarray.FromFloat32([]int64{2, 5, 4}, x)}
+	for _, lv := range []ort.OptLevel{ort.OptDisabled, ort.OptAll} {
+		ortcheck.CheckOutputs(t, "y", ortcheck.RunModel(t, orig, in, lv), ortcheck.RunModel(t, m, in, lv), 1e-5)
 	}
 }
