@@ -8,16 +8,21 @@ import (
 
 // Verify checks the model's structural invariants: unique names (no shadowing across
 // scopes), every input defined in scope, use-def chains consistent, nodes acyclic and in
-// topological order, graph outputs defined, initializer types matching their data, and
-// the opset imports present for every domain used.
+// topological order, graph outputs defined, initializer types matching their data, the
+// opset imports present for every domain used, and no default-domain operator newer than
+// the model's opset.
 func (m *Model) Verify() error {
 	if m.Graph == nil {
 		return errors.New("model has no graph")
 	}
 	var errs []error
 	used := map[string]bool{}
+	have := m.Opset("")
 	m.Graph.Walk(func(g *Graph) error {
 		for _, n := range g.Nodes() {
+			if at := OpIntroduced(n.OpType); (n.Domain == "" || n.Domain == "ai.onnx") && have > 0 && at > have && len(errs) < 20 {
+				errs = append(errs, fmt.Errorf("node %s: %s came with opset %d; the model imports %d", n, n.OpType, at, have))
+			}
 			if !used[n.Domain] {
 				used[n.Domain] = true
 				if m.Opset(n.Domain) == 0 {

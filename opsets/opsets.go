@@ -5,6 +5,7 @@ package opsets
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/qcc-dev/qcc/ir"
 )
@@ -15,7 +16,11 @@ import (
 // semantics). Changes that only add types, or add an attribute or optional input whose
 // default keeps the old behaviour, are left out: such nodes read the same afterwards.
 var Changes = map[int64][]string{
-	12: {"Dropout"}, // ratio moved from an attribute to an input
+	// Before 7, element-wise ops broadcast by attribute; MinRaiseFrom keeps those out.
+	9:  {"BatchNormalization", "Scan"},                   // spatial removed; Scan lost its batch axis
+	10: {"Slice", "TopK"},                                // starts/ends/axes and k -> inputs
+	11: {"Clip", "Pad", "Resize", "Scatter", "Upsample"}, // min/max, pads/value -> inputs; Resize gained roi and coordinate modes; Scatter and Upsample (deprecated at 10) have no later version
+	12: {"Dropout"},                                      // ratio moved from an attribute to an input
 	13: {"Unsqueeze", "Squeeze", "ReduceSum", "Split", // axes/split attribute -> input
 		"Softmax", "LogSoftmax", "Hardmax"}, // no more coercion to 2-D; axis default 1 -> -1
 	14: {"BatchNormalization"}, // training_mode; outputs restricted
@@ -32,10 +37,10 @@ var Changes = map[int64][]string{
 	23: {},
 }
 
-// MinRaiseFrom is the lowest opset whose models are raised: the changes from 11 on are
-// listed in Changes (and upgraded where Upgrades can); before 11, Clip, Pad, Resize,
-// TopK and others took attributes that became inputs, which is not listed.
-const MinRaiseFrom = 11
+// MinRaiseFrom is the lowest opset whose models are raised: the changes from 7 on are
+// listed in Changes (and upgraded where Upgrades can); before 7, element-wise operators
+// broadcast only when an attribute said so, which no later version can express node by node.
+const MinRaiseFrom = 7
 
 // MinIRVersion is the IR version each opset came with (ONNX releases).
 var MinIRVersion = map[int64]int64{17: 8, 18: 8, 19: 9, 20: 9, 21: 10, 22: 10, 23: 11}
@@ -55,7 +60,7 @@ func Require(m *ir.Model, allow, need int64, op string, skip []*ir.Node) string 
 		return fmt.Sprintf("%s needs opset %d; the model imports %d and raising is allowed only to %d", op, need, have, allow)
 	}
 	if have < MinRaiseFrom {
-		return fmt.Sprintf("%s needs opset %d; the model is at %d, and raising from below %d (Clip, Pad, Resize, TopK changed at 11) is not attempted", op, need, have, MinRaiseFrom)
+		return fmt.Sprintf("%s needs opset %d; the model is at %d, and raising from below %d is not attempted (element-wise ops broadcast by attribute before 7)", op, need, have, MinRaiseFrom)
 	}
 	// changed lists, per op, the versions in (have, need] at which it changed.
 	changed := map[string][]int64{}
@@ -82,7 +87,7 @@ func Require(m *ir.Model, allow, need int64, op string, skip []*ir.Node) string 
 			why := ""
 			for _, v := range vs {
 				if up, ok := upgradeAt(n.OpType, v); !ok || !up.Can(n) {
-					why = fmt.Sprintf("%s needs opset %d; raising from %d is unsafe: %s changed at opset %d (%s)", op, need, have, n.OpType, v, n.Name)
+					why = fmt.Sprintf("%s needs opset %d; raising from %d is unsafe: %s changed at opset %d (%v)", op, need, have, n.OpType, v, n)
 					break
 				}
 			}
@@ -121,43 +126,65 @@ type Upgrade struct {
 	Do  func(n *ir.Node)
 }
 
-// attrToInput moves attribute name (ints, or one float) to input index in (filling
-// absent optional inputs before it) at opset at: the same computation, spelled the new
-// way. A node without the attribute means the same before and after (every axis
-// reduced, every unit axis squeezed, equal splits, the default ratio).
-func attrToInput(at int64, name string, in int) Upgrade {
+// attrsToInputs moves attributes names[i] to input i+1 at opset at: the same computation,
+// spelled the new way. A missing attribute leaves its input absent, which means the old
+// default (every axis reduced, every unit axis squeezed, equal splits, no bound). Ints
+// become int64 tensors; a float becomes a scalar of the data's type when typed (Clip's
+// bounds, Pad's value), else a float32 scalar (Dropout's ratio).
+func attrsToInputs(at int64, typed bool, names ...string) Upgrade {
 	return Upgrade{
-		At:  at,
-		Can: func(n *ir.Node) bool { return len(n.Inputs()) <= in && n.Graph() != nil },
+		At: at,
+		Can: func(n *ir.Node) bool {
+			if len(n.Inputs()) != 1 || n.Graph() == nil {
+				return false
+			}
+			if !typed {
+				return true
+			}
+			t := n.Input(0).Type
+			for _, name := range names {
+				if a := n.Attr(name); a != nil && a.Type == ir.AttrFloat && (t == nil || t.DType != ir.Float) {
+					return false // only float32 data gets a float32 bound
+				}
+			}
+			return true
+		},
 		Do: func(n *ir.Node) {
-			a := n.Attr(name)
-			if a == nil {
-				return
+			ins := []*ir.Value{n.Input(0)}
+			for _, name := range names {
+				a := n.Attr(name)
+				if a == nil {
+					ins = append(ins, nil)
+					continue
+				}
+				var t *ir.Tensor
+				switch a.Type {
+				case ir.AttrFloat:
+					t = ir.FloatTensor(nil, []float32{a.Float})
+				case ir.AttrInt:
+					t = ir.Int64Tensor([]int64{1}, []int64{a.Int})
+				default:
+					t = ir.Int64Tensor([]int64{int64(len(a.Ints))}, a.Ints)
+				}
+				ins = append(ins, n.Graph().NewConst(n.Name+"_"+name, t))
+			}
+			for len(ins) > 1 && ins[len(ins)-1] == nil {
+				ins = ins[:len(ins)-1]
 			}
 			kept := n.Attrs[:0]
 			for _, x := range n.Attrs {
-				if x.Name != name {
+				if !slices.Contains(names, x.Name) {
 					kept = append(kept, x)
 				}
 			}
 			n.Attrs = kept
-			var t *ir.Tensor
-			if a.Type == ir.AttrFloat {
-				t = ir.FloatTensor(nil, []float32{a.Float})
-			} else {
-				t = ir.Int64Tensor([]int64{int64(len(a.Ints))}, a.Ints)
-			}
-			ins := append([]*ir.Value(nil), n.Inputs()...)
-			for len(ins) < in {
-				ins = append(ins, nil)
-			}
-			n.SetInputs(append(ins, n.Graph().NewConst(n.Name+"_"+name, t)))
+			n.SetInputs(ins)
 		},
 	}
 }
 
 // axesToInput is the reductions' change at 18.
-var axesToInput = attrToInput(18, "axes", 1)
+var axesToInput = attrsToInputs(18, false, "axes")
 
 // lastAxisSoftmax: before 13 the softmaxes coerced their input to 2-D at axis (default
 // 1), normalising over every axis from there on; on the last axis that is the 13 meaning
@@ -183,6 +210,28 @@ var splitOutputs = Upgrade{
 	},
 }
 
+// spatialBatchNorm: BatchNormalization-9 always normalises per channel, which is the old
+// spatial=1 (the default); spatial=0 has no spelling from 9 on.
+var spatialBatchNorm = Upgrade{
+	At:  9,
+	Can: func(n *ir.Node) bool { return n.AttrInt("spatial", 1) == 1 },
+	Do: func(n *ir.Node) {
+		kept := n.Attrs[:0]
+		for _, x := range n.Attrs {
+			if x.Name != "spatial" {
+				kept = append(kept, x)
+			}
+		}
+		n.Attrs = kept
+	},
+}
+
+// inferenceBatchNorm: 14 added training_mode (default off) and 15 retyped the training
+// outputs; a node with the one inference output reads the same across both.
+func inferenceBatchNorm(at int64) Upgrade {
+	return Upgrade{At: at, Can: func(n *ir.Node) bool { return len(n.Outputs()) == 1 }, Do: func(*ir.Node) {}}
+}
+
 // upgradeAt is op's upgrade across its change at opset v.
 func upgradeAt(op string, v int64) (Upgrade, bool) {
 	for _, up := range Upgrades[op] {
@@ -196,10 +245,15 @@ func upgradeAt(op string, v int64) (Upgrade, bool) {
 // Upgrades are the changes Require rewrites instead of refusing the raise, per op in
 // opset order. The Can of a later change accepts what the earlier ones make.
 var Upgrades = map[string][]Upgrade{
-	"Dropout":   {attrToInput(12, "ratio", 1)},
-	"Unsqueeze": {attrToInput(13, "axes", 1)}, "Squeeze": {attrToInput(13, "axes", 1)},
-	"ReduceSum": {attrToInput(13, "axes", 1)},
-	"Split":     {attrToInput(13, "split", 1), splitOutputs},
+	"BatchNormalization": {spatialBatchNorm, inferenceBatchNorm(14), inferenceBatchNorm(15)},
+	"Slice":              {attrsToInputs(10, false, "starts", "ends", "axes")},
+	"TopK":               {attrsToInputs(10, false, "k")},
+	"Clip":               {attrsToInputs(11, true, "min", "max")},
+	"Pad":                {attrsToInputs(11, true, "pads", "value")},
+	"Dropout":            {attrsToInputs(12, false, "ratio")},
+	"Unsqueeze":          {attrsToInputs(13, false, "axes")}, "Squeeze": {attrsToInputs(13, false, "axes")},
+	"ReduceSum": {attrsToInputs(13, false, "axes")},
+	"Split":     {attrsToInputs(13, false, "split"), splitOutputs},
 	"Softmax":   {lastAxisSoftmax}, "LogSoftmax": {lastAxisSoftmax}, "Hardmax": {lastAxisSoftmax},
 	"ReduceMean": {axesToInput}, "ReduceMax": {axesToInput}, "ReduceMin": {axesToInput},
 	"ReduceProd": {axesToInput}, "ReduceSumSquare": {axesToInput}, "ReduceL1": {axesToInput},

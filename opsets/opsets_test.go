@@ -2,6 +2,7 @@ package opsets
 
 import (
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/qcc-dev/qcc/ir"
@@ -84,10 +85,96 @@ func TestRequireRaisesFromOpset11(t *testing.T) {
 	if why := Require(m2, 23, 23, "Attention", nil); why == "" || m2.Opset("") != 11 {
 		t.Fatalf("a Softmax over two axes (opset 11) did not block the raise")
 	}
-	m3 := &ir.Model{Graph: ir.NewGraph("g"), IRVersion: 5}
-	m3.SetOpset("", 10)
-	if why := Require(m3, 23, 23, "Attention", nil); why == "" {
-		t.Fatalf("an opset-10 model was raised")
+	m3 := &ir.Model{Graph: ir.NewGraph("g"), IRVersion: 3}
+	m3.SetOpset("", 6)
+	if why := Require(m3, 23, 23, "Attention", nil); !strings.Contains(why, "below 7") {
+		t.Fatalf("an opset-6 model (broadcast by attribute): %q", why)
+	}
+}
+
+// Raising an opset-8 model moves what became inputs at 10 and 11: Slice's starts, ends
+// and axes, TopK's k, Clip's bounds and Pad's pads and value; a per-channel
+// BatchNormalization drops spatial. What has no spelling later blocks the raise, naming
+// the node: Resize-10 (its coordinate mapping became an attribute with another default),
+// Upsample, a Clip on float16 data, a BatchNormalization with spatial=0.
+func TestRequireRaisesFromOpset8(t *testing.T) {
+	m := &ir.Model{Graph: ir.NewGraph("g"), IRVersion: 5}
+	m.SetOpset("", 8)
+	x, _ := m.Graph.AddInput("x", ir.TensorOf(ir.Float, ir.Sym("b"), ir.D(4)))
+	sl := m.Graph.Add("Slice", []*ir.Value{x}, 1, "sl", ir.IntsAttr("starts", 1), ir.IntsAttr("ends", 3), ir.IntsAttr("axes", 1))
+	open := m.Graph.Add("Slice", []*ir.Value{x}, 1, "open", ir.IntsAttr("starts", 0, 1), ir.IntsAttr("ends", 1, 2))
+	tk := m.Graph.Add("TopK", []*ir.Value{x}, 2, "tk", ir.IntAttr("k", 2))
+	lo := m.Graph.Add("Clip", []*ir.Value{x}, 1, "lo", ir.FloatAttr("min", -1))
+	both := m.Graph.Add("Clip", []*ir.Value{x}, 1, "both", ir.FloatAttr("min", -1), ir.FloatAttr("max", 2))
+	pad := m.Graph.Add("Pad", []*ir.Value{x}, 1, "pad", ir.IntsAttr("pads", 0, 1, 0, 2), ir.FloatAttr("value", 0.5))
+	bn := m.Graph.Add("BatchNormalization", []*ir.Value{x, x, x, x, x}, 1, "bn", ir.IntAttr("spatial", 1))
+	if why := Require(m, 23, 23, "Attention", nil); why != "" {
+		t.Fatalf("raise refused: %s", why)
+	}
+	ints := func(v *ir.Value) []int64 {
+		if v == nil || v.Const == nil {
+			return nil
+		}
+		x, _ := v.Const.Int64s()
+		return x
+	}
+	floats := func(v *ir.Value) []float32 {
+		if v == nil || v.Const == nil {
+			return nil
+		}
+		x, _ := v.Const.Float32s()
+		return x
+	}
+	if len(sl.Attrs) != 0 || len(sl.Inputs()) != 4 || !slices.Equal(ints(sl.Input(1)), []int64{1}) ||
+		!slices.Equal(ints(sl.Input(2)), []int64{3}) || !slices.Equal(ints(sl.Input(3)), []int64{1}) {
+		t.Errorf("Slice: attrs %v, %d inputs", sl.Attrs, len(sl.Inputs()))
+	}
+	if len(open.Inputs()) != 3 || !slices.Equal(ints(open.Input(2)), []int64{1, 2}) {
+		t.Errorf("Slice without axes: %d inputs", len(open.Inputs()))
+	}
+	if tk.Attr("k") != nil || !slices.Equal(ints(tk.Input(1)), []int64{2}) {
+		t.Errorf("TopK: attrs %v, k %v", tk.Attrs, ints(tk.Input(1)))
+	}
+	if len(lo.Inputs()) != 2 || !slices.Equal(floats(lo.Input(1)), []float32{-1}) || lo.Attr("min") != nil {
+		t.Errorf("Clip with a lower bound: attrs %v, %d inputs", lo.Attrs, len(lo.Inputs()))
+	}
+	if len(both.Inputs()) != 3 || !slices.Equal(floats(both.Input(2)), []float32{2}) {
+		t.Errorf("Clip with both bounds: %d inputs", len(both.Inputs()))
+	}
+	if pad.Attr("pads") != nil || !slices.Equal(ints(pad.Input(1)), []int64{0, 1, 0, 2}) || !slices.Equal(floats(pad.Input(2)), []float32{0.5}) {
+		t.Errorf("Pad: attrs %v, pads %v, value %v", pad.Attrs, ints(pad.Input(1)), floats(pad.Input(2)))
+	}
+	if bn.Attr("spatial") != nil {
+		t.Errorf("BatchNormalization kept spatial")
+	}
+
+	blocks := []struct {
+		name  string
+		opset int64
+		add   func(g *ir.Graph, x, h *ir.Value)
+	}{
+		{"resize", 10, func(g *ir.Graph, x, _ *ir.Value) {
+			g.Add("Resize", []*ir.Value{x, g.NewConst("scales", ir.FloatTensor([]int64{2}, []float32{1, 2}))}, 1, "resize")
+		}},
+		{"upsample", 10, func(g *ir.Graph, x, _ *ir.Value) {
+			g.Add("Upsample", []*ir.Value{x, g.NewConst("scales", ir.FloatTensor([]int64{2}, []float32{1, 2}))}, 1, "upsample")
+		}},
+		{"clip-fp16", 10, func(g *ir.Graph, _, h *ir.Value) {
+			g.Add("Clip", []*ir.Value{h}, 1, "clip-fp16", ir.FloatAttr("max", 6))
+		}},
+		{"bn-spatial0", 8, func(g *ir.Graph, x, _ *ir.Value) {
+			g.Add("BatchNormalization", []*ir.Value{x, x, x, x, x}, 1, "bn-spatial0", ir.IntAttr("spatial", 0))
+		}},
+	}
+	for _, b := range blocks {
+		m := &ir.Model{Graph: ir.NewGraph("g"), IRVersion: 5}
+		m.SetOpset("", b.opset)
+		x, _ := m.Graph.AddInput("x", ir.TensorOf(ir.Float, ir.Sym("b"), ir.D(4)))
+		h, _ := m.Graph.AddInput("h", ir.TensorOf(ir.Float16, ir.Sym("b"), ir.D(4)))
+		b.add(m.Graph, x, h)
+		if why := Require(m, 23, 23, "Attention", nil); !strings.Contains(why, "(->"+b.name+")") || m.Opset("") != b.opset {
+			t.Errorf("%s: raise not refused with the node named: %q (opset %d)", b.name, why, m.Opset(""))
+		}
 	}
 }
 

@@ -149,15 +149,7 @@ var rules = map[string]rule{
 	"SimplifiedLayerNormalization": layerNorm,
 	"RMSNormalization":             layerNorm, // opset 23; one output
 	"TopK":                         topK,
-	"NonZero": func(c *nctx) error {
-		r := c.rank(0)
-		d := unknownDim()
-		if r >= 0 {
-			d = ir.D(int64(r))
-		}
-		c.set(0, ir.Int64, ir.Shape{d, unknownDim()}, true)
-		return nil
-	},
+	"NonZero":                      nonZero,
 	"OneHot": oneHot,
 
 	"QuantizeLinear":        quantize,
@@ -296,6 +288,29 @@ func constantOfShape(c *nctx) error {
 	} else {
 		c.set(0, dt, nil, false)
 	}
+	return nil
+}
+
+// nonZero knows the count of a ConstantOfShape filled with a non-zero value: every element.
+// Exporters without Range (opset < 11) write arange(n) as NonZero(ConstantOfShape([n], 1)),
+// and the positions it gives carry the sequence length into every layer.
+func nonZero(c *nctx) error {
+	r := c.rank(0)
+	d := unknownDim()
+	if r >= 0 {
+		d = ir.D(int64(r))
+	}
+	count := unknownDim()
+	if p, _ := c.in(0).Producer(); p != nil && p.OpType == "ConstantOfShape" && p.Domain == "" {
+		if a := p.Attr("value"); a != nil && a.Tensor != nil && a.Tensor.NumElements() == 1 {
+			if f, err := a.Tensor.Float64s(); err == nil && f[0] != 0 {
+				if s, ok := c.shape(0); ok {
+					count = product(s)
+				}
+			}
+		}
+	}
+	c.set(0, ir.Int64, ir.Shape{d, count}, true)
 	return nil
 }
 

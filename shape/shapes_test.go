@@ -488,6 +488,15 @@ func TestDataMovement(t *testing.T) {
 		{name: "nonzero", build: func(b *builder) *ir.Value {
 			return b.op("NonZero", vs(b.in("x", ir.Float, "batch,10")))
 		}, want: "int64[2,?]"},
+		{name: "nonzero of ones", build: func(b *builder) *ir.Value {
+			shp := b.op("Shape", vs(b.in("x", ir.Float, "batch,10")))
+			ones := b.op("ConstantOfShape", vs(shp), ir.TensorAttr("value", ir.Int64Tensor([]int64{1}, []int64{1})))
+			return b.op("NonZero", vs(ones))
+		}, want: "int64[2,10*batch]"},
+		{name: "nonzero of zeros", build: func(b *builder) *ir.Value {
+			shp := b.op("Shape", vs(b.in("x", ir.Float, "batch,10")))
+			return b.op("NonZero", vs(b.op("ConstantOfShape", vs(shp))))
+		}, want: "int64[2,?]"},
 	})
 }
 

@@ -730,10 +730,8 @@ func fuseDeberta(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, e
 	}
 	m := b.Match
 	model := env.Model
-	opset := model.Opset("")
-	if opset < 10 {
-		return nil, fmt.Sprintf("default-domain opset %d < 10 (the fused form needs Slice with inputs)", opset), nil
-	}
+	// No opset guard: c2p's GatherElements (opset 11) is newer than the Slice with inputs
+	// (10) the fused form adds.
 	n, _, why := debertaHeads(m)
 	if why != "" {
 		return nil, why, nil
@@ -818,7 +816,7 @@ func fuseDeberta(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, e
 	if m.Has("probs") {
 		keep := dbFindRowKeep(m.V("zero_mask"))
 		if keep == nil {
-			keep = dbRowKeep(rw, m.V("zero_mask"), opset)
+			keep = dbRowKeep(rw, m.V("zero_mask"), model.Opset(""))
 		}
 		out = node("Mul", []*ir.Value{out, keep}, base+"/zero_masked_rows")
 	}

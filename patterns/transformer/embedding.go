@@ -616,8 +616,55 @@ func embArangeIDs(p, ids *ir.Value) bool {
 		start, ok1 := embInts(n.Input(0))
 		delta, ok2 := embInts(n.Input(2))
 		return ok1 && ok2 && len(start) == 1 && start[0] == 0 && len(delta) == 1 && delta[0] == 1
+	case "NonZero", "Squeeze", "Transpose", "Reshape":
+		return embNonZeroArange(n, ids.Type.Shape[1])
 	}
 	return false
+}
+
+// embNonZeroArange recognises arange(seq) as exporters write it without Range (opset < 11):
+// NonZero of a [seq] ConstantOfShape filled with a non-zero value gives [[0 .. seq-1]], and
+// Transpose, Squeeze and Reshape keep that order while one axis at most is longer than 1.
+func embNonZeroArange(n *ir.Node, seq ir.Dim) bool {
+	for n != nil && n.Domain == "" && n.OpType != "NonZero" {
+		switch n.OpType {
+		case "Squeeze", "Transpose", "Reshape":
+		default:
+			return false
+		}
+		if !embOneLongAxis(n.Output(0)) {
+			return false
+		}
+		n, _ = n.Input(0).Producer()
+	}
+	if n == nil || n.Domain != "" {
+		return false
+	}
+	out := n.Output(0)
+	src, _ := n.Input(0).Producer()
+	if src == nil || src.OpType != "ConstantOfShape" || src.Domain != "" || n.Input(0).Type.Rank() != 1 {
+		return false
+	}
+	fill := src.Attr("value")
+	if fill == nil || fill.Tensor == nil || fill.Tensor.NumElements() != 1 {
+		return false // the default fill is 0: no element is non-zero
+	}
+	vals, err := fill.Tensor.Float64s()
+	return err == nil && vals[0] != 0 && out.Type != nil && out.Type.Rank() == 2 && ir.SameDim(out.Type.Shape[1], seq)
+}
+
+// embOneLongAxis reports whether every axis of v but one is provably 1.
+func embOneLongAxis(v *ir.Value) bool {
+	if v.Type == nil || v.Type.Rank() < 0 {
+		return false
+	}
+	long := 0
+	for _, d := range v.Type.Shape {
+		if !(d.Known && d.Value == 1) {
+			long++
+		}
+	}
+	return long <= 1
 }
 
 func embInts(v *ir.Value) ([]int64, bool) {

@@ -31,6 +31,12 @@ var (
   w = Gather (word, input_ids)
   p = Gather (pos, pu)
   y = Add (w, p)`+decPreNorm)
+	// GPT-2 exported without Range (opset < 11): arange(S) is the indices of S ones.
+	decGPT2NonZero = embGraph("int64[batch,seq] input_ids", "float[batch,seq,4] r", "", decSeq+decNonZeroArange("1")+`
+  pu = Unsqueeze (pids, a0)
+  w = Gather (word, input_ids)
+  p = Gather (pos, pu)
+  y = Add (w, p)`+decPreNorm)
 	// BART: tok(ids) * sqrt(d) + pos(arange(S) + 2), positions first.
 	decBART = embGraph("int64[batch,seq] input_ids", "float[batch,seq,4] r", ",\n  int64 i2 = {2}", decSeq+`
   pids = Range (i0, sl, i1)
@@ -66,6 +72,16 @@ var (
   y = Gather (word, input_ids)`+decPreNorm)
 )
 
+// decNonZeroArange is pids = NonZero(ConstantOfShape([sl], fill)) as a [sl] vector.
+func decNonZeroArange(fill string) string {
+	return `
+  slu = Unsqueeze (sl, a0)
+  ones = ConstantOfShape <value = int64[1] {` + fill + `}> (slu)
+  nz = NonZero (ones)
+  nt = Transpose <perm = [1, 0]> (nz)
+  pids = Squeeze (nt, a1)`
+}
+
 // TestDecoderEmbeddings: each form is recognised with its roles and params, fuse leaves
 // it as it is with the reason for both targets (counted as recognised), and the model
 // computes the same.
@@ -82,6 +98,8 @@ func TestDecoderEmbeddings(t *testing.T) {
 		ortFused bool
 	}{
 		{"gpt2", decGPT2, "embedding/token+positions", 1, 0, 1,
+			[]string{"input_ids", "word_embedding", "position_ids", "position_embedding", "output"}, nil, false},
+		{"gpt2-nonzero", decGPT2NonZero, "embedding/token+positions", 1, 0, 1,
 			[]string{"input_ids", "word_embedding", "position_ids", "position_embedding", "output"}, nil, false},
 		{"bart", decBART, "embedding/token+positions", 1, 2, 2,
 			[]string{"input_ids", "word_embedding", "position_ids", "position_embedding", "output"}, nil, false},
@@ -229,6 +247,11 @@ func TestDecoderEmbeddingRefusals(t *testing.T) {
   w = Gather (word, input_ids)
   tt = Gather (seg, token_type_ids)
   y = Add (w, tt)`+decPreNorm), "are not position ids (an arange, an input named like positions, or computed by Range or CumSum)"},
+		{"nonzero-of-zeros", embGraph("int64[batch,seq] input_ids", "float[batch,seq,4] r", "", decSeq+decNonZeroArange("0")+`
+  pu = Unsqueeze (pids, a0)
+  w = Gather (word, input_ids)
+  p = Gather (pos, pu)
+  y = Add (w, p)`+decPreNorm), "position ids [1,?] do not provably run along the sequence of [batch,seq]"}, // no element is non-zero
 		{"constant-positions-dynamic", embGraph("int64[batch,seq] input_ids", "float[batch,seq,4] r", ",\n  float[1,5,4] p = {...}", `
   w = Gather (word, input_ids)
   y = Add (w, p)`+decPreNorm), "a constant term of 5 positions, and the sequence length is seq"},

@@ -583,11 +583,19 @@ func fuseRotary(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, er
 	} else {
 		// Position ids b·S + s index the [B·S, D/2] cache: each batch row its own angles.
 		bs := reuseNode(rw, "Mul", []*ir.Value{batch, seq}, x.Name+"_rows")
-		zero := rw.Const("rotary_zero_scalar", ir.Int64Tensor(nil, []int64{0}))
-		step := rw.Const("rotary_one_scalar", ir.Int64Tensor(nil, []int64{1}))
-		// Squeeze without axes drops the one unit axis, at every opset.
-		limit := reuseNode(rw, "Squeeze", []*ir.Value{bs}, x.Name+"_rows_scalar")
-		r := reuseNode(rw, "Range", []*ir.Value{zero, limit, step}, x.Name+"_positions")
+		var r *ir.Value
+		if env.Model.Opset("") >= ir.OpIntroduced("Range") {
+			zero := rw.Const("rotary_zero_scalar", ir.Int64Tensor(nil, []int64{0}))
+			step := rw.Const("rotary_one_scalar", ir.Int64Tensor(nil, []int64{1}))
+			// Squeeze without axes drops the one unit axis, at every opset.
+			limit := reuseNode(rw, "Squeeze", []*ir.Value{bs}, x.Name+"_rows_scalar")
+			r = reuseNode(rw, "Range", []*ir.Value{zero, limit, step}, x.Name+"_positions")
+		} else {
+			// Before Range: the indices of B·S ones, [[0 .. B·S-1]].
+			ones := reuseNode(rw, "ConstantOfShape", []*ir.Value{bs}, x.Name+"_ones",
+				ir.TensorAttr("value", ir.Int64Tensor([]int64{1}, []int64{1})))
+			r = reuseNode(rw, "NonZero", []*ir.Value{ones}, x.Name+"_positions")
+		}
 		bsShape := reuseNode(rw, "Concat", []*ir.Value{batch, seq}, x.Name+"_bs", ir.IntAttr("axis", 0))
 		pos := reuseNode(rw, "Reshape", []*ir.Value{r, bsShape}, x.Name+"_position_ids")
 		n = rw.Node("RotaryEmbedding", "com.microsoft", []*ir.Value{x, pos, cos, sin}, 1, name+"_output_0", attrs...)

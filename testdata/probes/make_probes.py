@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """Builds the probe corpus: small transformer modules written from their equations, one per
-export form, exported with torch.onnx.export at two opsets, with reference inputs and outputs
+export form, exported with torch.onnx.export at two or three opsets, with reference inputs and outputs
 and a manifest of each module's architecture facts.
 
 Run from anywhere with torch 1.13 and onnx:  /usr/bin/python3 testdata/probes/make_probes.py
@@ -1224,7 +1224,7 @@ class NearMiss(PreLNDecoder):
 
 # ---------------------------------------------------------------- the forms
 
-# form -> (constructor, the two opsets it is exported at); a form's seeds are 1000, 2000 and
+# form -> (constructor, the opsets it is exported at); a form's seeds are 1000, 2000 and
 # 3000 (weights, trace input, reference input) plus its index here, so adding a form at the
 # end changes no other file.
 
@@ -2007,42 +2007,45 @@ class LlamaHF(Model):
             x = x + self.mlp[i](self.post_attention_layernorm[i](x))
         return self.norm(x)
 
+# Opset 10 is the legacy export (the ONNX model zoo's GPT-2 and BERT-SQuAD): no Range (arange
+# is NonZero of ConstantOfShape), Slice and Clip with other signatures; forms whose modules
+# need CumSum, Trilu or Min on integers there are exported at 13 and 17 only.
 FORMS = {
-    "gpt2-causal": (GPT2, (13, 17)),
+    "gpt2-causal": (GPT2, (10, 13, 17)),
     "llama": (Llama, (14, 17)),  # torch.triu needs Trilu (opset 14)
     "rotary-interleaved": (RotaryInterleaved, (14, 17)),
     "t5": (lambda: T5(False), (13, 17)),
     "t5-geglu": (lambda: T5(True), (13, 17)),
-    "bart": (Bart, (13, 17)),
-    "vit": (ViT, (13, 17)),
+    "bart": (Bart, (10, 13, 17)),
+    "vit": (ViT, (10, 13, 17)),
     "vit-fusedqkv": (DeiT, (13, 17)),
     "conv1x1": (Conv1x1, (13, 17)),
-    "cross-attn": (CrossAttn, (13, 17)),
+    "cross-attn": (CrossAttn, (10, 13, 17)),
     "mqa": (MQA, (14, 17)),
     "causal-range": (CausalRange, (13, 17)),
     "sdpa-like": (SDPALike, (13, 17)),
-    "distilbert-gemm": (GemmEncoder, (13, 17)),
+    "distilbert-gemm": (GemmEncoder, (10, 13, 17)),
     "decoder-sinusoidal": (DecoderSinusoidal, (14, 17)),
     "nearmiss-softmax-axis": (NearMiss, (13, 17)),
-    "gpt2-past": (GPT2Past, (13, 17)),
-    "gptj-rotary": (GPTJ, (13, 17)),
-    "neox": (NeoX, (13, 17)),
+    "gpt2-past": (GPT2Past, (10, 13, 17)),
+    "gptj-rotary": (GPTJ, (10, 13, 17)),
+    "neox": (NeoX, (10, 13, 17)),
     "bloom": (Bloom, (14, 17)),
-    "swin": (Swin, (13, 17)),
+    "swin": (Swin, (10, 13, 17)),
     "falcon": (Falcon, (14, 17)),
     "opt": (OPT, (13, 17)),
-    "qwen2": (Qwen2, (13, 17)),
+    "qwen2": (Qwen2, (10, 13, 17)),
     "gemma": (Gemma, (14, 17)),  # torch.triu needs Trilu (opset 14)
     "clip-text": (CLIPText, (14, 17)),
-    "whisper-encoder": (WhisperEncoder, (13, 17)),
+    "whisper-encoder": (WhisperEncoder, (10, 13, 17)),
     "beit": (Beit, (13, 17)),
     "gpt-bigcode": (BigCode, (13, 17)),
-    "gpt-neo": (GPTNeo, (13, 17)),
+    "gpt-neo": (GPTNeo, (10, 13, 17)),
     "segformer": (Segformer, (13, 17)),
     "wav2vec2": (Wav2Vec2, (13, 17)),
-    "torch-encoder": (TorchEncoder, (13, 17)),
+    "torch-encoder": (TorchEncoder, (10, 13, 17)),
     "phi3": (Phi3, (14, 17)),  # torch.triu needs Trilu (opset 14)
-    "gpt2-merged": (GPT2Merged, (13, 17)),
+    "gpt2-merged": (GPT2Merged, (10, 13, 17)),
     "torchvision-vit": (TorchvisionViT, (13, 17)),
     "llama-hf": (LlamaHF, (14, 17)),  # torch.triu needs Trilu (opset 14)
 }
