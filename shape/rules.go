@@ -150,7 +150,7 @@ var rules = map[string]rule{
 	"RMSNormalization":             layerNorm, // opset 23; one output
 	"TopK":                         topK,
 	"NonZero":                      nonZero,
-	"OneHot": oneHot,
+	"OneHot":                       oneHot,
 
 	"QuantizeLinear":        quantize,
 	"DequantizeLinear":      dequantize,
