@@ -269,12 +269,8 @@ func nodeKey(n *ir.Node, id func(*ir.Value) int) (string, bool) {
 		}
 	}
 	buf.WriteByte('|')
-	attrs := append([]*ir.Attr(nil), n.Attrs...)
-	sort.SliceStable(attrs, func(i, j int) bool { return attrs[i].Name < attrs[j].Name })
-	for _, a := range attrs {
-		if !attrKey(&buf, a) {
-			return "", false
-		}
+	if !attrsKey(&buf, n.Attrs) {
+		return "", false
 	}
 	buf.WriteByte('|')
 	for _, kv := range n.Metadata {
@@ -282,6 +278,25 @@ func nodeKey(n *ir.Node, id func(*ir.Value) int) (string, bool) {
 		writeStr(&buf, kv.Value)
 	}
 	return buf.String(), true
+}
+
+// attrsKey writes a node's attributes in name order; false when one cannot be compared.
+func attrsKey(buf *bytes.Buffer, attrs []*ir.Attr) bool {
+	attrs = append([]*ir.Attr(nil), attrs...)
+	sort.SliceStable(attrs, func(i, j int) bool { return attrs[i].Name < attrs[j].Name })
+	for _, a := range attrs {
+		if !attrKey(buf, a) {
+			return false
+		}
+	}
+	return true
+}
+
+// SameAttrs reports whether two attribute lists are provably equal, in any order: the
+// test Dedupe applies, for rewriters that reuse a node instead of adding its twin.
+func SameAttrs(a, b []*ir.Attr) bool {
+	var ka, kb bytes.Buffer
+	return attrsKey(&ka, a) && attrsKey(&kb, b) && bytes.Equal(ka.Bytes(), kb.Bytes())
 }
 
 func writeStr(buf *bytes.Buffer, s string) {

@@ -192,7 +192,7 @@ func generalFuse(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, e
 	if causal >= 0 && env.Target == ONNX && p.hasMaskTerm() {
 		causal = -1
 	}
-	bias, why := p.bias(rw, q, k, causal)
+	bias, why := p.bias(rw, env.Model.Opset(""), q, k, causal)
 	if why != "" {
 		return nil, why, nil
 	}

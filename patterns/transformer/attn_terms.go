@@ -6,6 +6,7 @@ import (
 
 	"github.com/qcc-dev/qcc/ir"
 	"github.com/qcc-dev/qcc/patterns"
+	"github.com/qcc-dev/qcc/prune"
 	"github.com/qcc-dev/qcc/shape"
 )
 
@@ -94,7 +95,7 @@ func (p *attnPlan) termAxes(t *attnTerm) ([][]int, string) {
 
 // bias builds Σ factor·term as [B|1, N|1, S, T] over the terms but skip (-1: none), or
 // nil when no term is left.
-func (p *attnPlan) bias(rw *patterns.Rewriter, q, k *ir.Value, skip int) (*ir.Value, string) {
+func (p *attnPlan) bias(rw *patterns.Rewriter, opset int64, q, k *ir.Value, skip int) (*ir.Value, string) {
 	var sum *ir.Value
 	for i := range p.terms {
 		if i == skip {
@@ -105,7 +106,7 @@ func (p *attnPlan) bias(rw *patterns.Rewriter, q, k *ir.Value, skip int) (*ir.Va
 		if why != "" {
 			return nil, why
 		}
-		x := canonTerm(rw, t.value, axes, p.heads)
+		x := canonTerm(rw, opset, t.value, axes, p.heads)
 		if t.inner != nil {
 			x = tileBatch(rw, x, q, t.inner)
 		}
@@ -169,7 +170,7 @@ func seqLen(rw *patterns.Rewriter, x *ir.Value) *ir.Value {
 // canonTerm brings a term to the bias layout: as it is when each axis already holds its
 // group right-aligned (a [B,1,1,T] mask, an [N,S,T] bias), else a Transpose into group
 // order and a Reshape to the four groups.
-func canonTerm(rw *patterns.Rewriter, x *ir.Value, axes [][]int, heads int64) *ir.Value {
+func canonTerm(rw *patterns.Rewriter, opset int64, x *ir.Value, axes [][]int, heads int64) *ir.Value {
 	r := len(axes)
 	aligned := true
 	for j, gs := range axes {
@@ -179,8 +180,13 @@ func canonTerm(rw *patterns.Rewriter, x *ir.Value, axes [][]int, heads int64) *i
 		if r > 4 {
 			// Unit axes in front of the four (a [1, nW, 1, S, T] window mask): dropped.
 			sh := reuseNode(rw, "Shape", []*ir.Value{x}, x.Name+"_shape")
-			four := reuseNode(rw, "Slice", []*ir.Value{sh, rw.Const("attention_minus4", ir.Int64Tensor([]int64{1}, []int64{-4})),
-				rw.Const("attention_end", ir.Int64Tensor([]int64{1}, []int64{1 << 62}))}, x.Name+"_last4")
+			var four *ir.Value
+			if opset >= 10 {
+				four = reuseNode(rw, "Slice", []*ir.Value{sh, rw.Const("attention_minus4", ir.Int64Tensor([]int64{1}, []int64{-4})),
+					rw.Const("attention_end", ir.Int64Tensor([]int64{1}, []int64{1 << 62}))}, x.Name+"_last4")
+			} else {
+				four = legacySlice(rw, sh, 0, int64(r-4), int64(r), 1, x.Name+"_last4")
+			}
 			return reuseNode(rw, "Reshape", []*ir.Value{x, four}, x.Name+"_4d")
 		}
 		return x
@@ -238,6 +244,19 @@ func canonTerm(rw *patterns.Rewriter, x *ir.Value, axes [][]int, heads int64) *i
 	return reuseNode(rw, "Reshape", []*ir.Value{x, shape}, x.Name+"_bias4d")
 }
 
+// legacySlice takes [start, end) by step along axis as opsets before 10 spell it: Slice
+// with attributes, or a Gather of the indices when the step is not 1 (Slice-1 has none).
+func legacySlice(rw *patterns.Rewriter, x *ir.Value, axis, start, end, step int64, base string) *ir.Value {
+	if step == 1 {
+		return reuseNode(rw, "Slice", []*ir.Value{x}, base, ir.IntsAttr("starts", start), ir.IntsAttr("ends", end), ir.IntsAttr("axes", axis))
+	}
+	var idx []int64
+	for i := start; i < end; i += step {
+		idx = append(idx, i)
+	}
+	return reuseNode(rw, "Gather", []*ir.Value{x, rw.Const(base+"_indices", ir.Int64Tensor([]int64{int64(len(idx))}, idx))}, base, ir.IntAttr("axis", axis))
+}
+
 // reuseNode adds a node, or returns the output of an identical one (same op, inputs and
 // attributes) already in the graph: every layer's lowering of a term shared by all
 // layers then builds it once.
@@ -252,11 +271,7 @@ func reuseNode(rw *patterns.Rewriter, op string, ins []*ir.Value, base string, a
 			for i, in := range ins {
 				same = same && sameInput(n.Input(i), in)
 			}
-			for _, a := range attrs {
-				b := n.Attr(a.Name)
-				same = same && b != nil && b.Int == a.Int && slices.Equal(b.Ints, a.Ints)
-			}
-			if same && len(n.Attrs) == len(attrs) {
+			if same && prune.SameAttrs(n.Attrs, attrs) {
 				return n.Output(0)
 			}
 		}

@@ -2007,9 +2007,10 @@ class LlamaHF(Model):
             x = x + self.mlp[i](self.post_attention_layernorm[i](x))
         return self.norm(x)
 
-# Opset 10 is the legacy export (the ONNX model zoo's GPT-2 and BERT-SQuAD): no Range (arange
-# is NonZero of ConstantOfShape), Slice and Clip with other signatures; forms whose modules
-# need CumSum, Trilu or Min on integers there are exported at 13 and 17 only.
+# Opsets 9 and 10 are the legacy exports (the ONNX model zoo's RoBERTa at 9, GPT-2 at 10): no
+# Range (arange is NonZero of ConstantOfShape), Slice with attributes before 10, Clip and Pad
+# with attributes; forms whose modules need CumSum, Trilu, Min on integers or (at 9) a Slice of
+# dynamic bounds are exported at 13 and 17 only.
 FORMS = {
     "gpt2-causal": (GPT2, (10, 13, 17)),
     "llama": (Llama, (14, 17)),  # torch.triu needs Trilu (opset 14)
@@ -2017,21 +2018,21 @@ FORMS = {
     "t5": (lambda: T5(False), (13, 17)),
     "t5-geglu": (lambda: T5(True), (13, 17)),
     "bart": (Bart, (10, 13, 17)),
-    "vit": (ViT, (10, 13, 17)),
+    "vit": (ViT, (9, 13, 17)),
     "vit-fusedqkv": (DeiT, (13, 17)),
     "conv1x1": (Conv1x1, (13, 17)),
     "cross-attn": (CrossAttn, (10, 13, 17)),
     "mqa": (MQA, (14, 17)),
     "causal-range": (CausalRange, (13, 17)),
     "sdpa-like": (SDPALike, (13, 17)),
-    "distilbert-gemm": (GemmEncoder, (10, 13, 17)),
+    "distilbert-gemm": (GemmEncoder, (9, 13, 17)),
     "decoder-sinusoidal": (DecoderSinusoidal, (14, 17)),
     "nearmiss-softmax-axis": (NearMiss, (13, 17)),
     "gpt2-past": (GPT2Past, (10, 13, 17)),
     "gptj-rotary": (GPTJ, (10, 13, 17)),
     "neox": (NeoX, (10, 13, 17)),
     "bloom": (Bloom, (14, 17)),
-    "swin": (Swin, (10, 13, 17)),
+    "swin": (Swin, (9, 13, 17)),
     "falcon": (Falcon, (14, 17)),
     "opt": (OPT, (13, 17)),
     "qwen2": (Qwen2, (10, 13, 17)),
@@ -2043,7 +2044,7 @@ FORMS = {
     "gpt-neo": (GPTNeo, (10, 13, 17)),
     "segformer": (Segformer, (13, 17)),
     "wav2vec2": (Wav2Vec2, (13, 17)),
-    "torch-encoder": (TorchEncoder, (10, 13, 17)),
+    "torch-encoder": (TorchEncoder, (9, 13, 17)),
     "phi3": (Phi3, (14, 17)),  # torch.triu needs Trilu (opset 14)
     "gpt2-merged": (GPT2Merged, (10, 13, 17)),
     "torchvision-vit": (TorchvisionViT, (13, 17)),
