@@ -21,14 +21,19 @@ import (
 //     (default 1); on the last axis that is the same as opset 13's, otherwise the node
 //     becomes Flatten(axis) → op(axis=-1) → Reshape to the input's shape.
 //
-// The IR version is raised to 7 (opset 13's) when lower. Below opset 11 it refuses.
+// Below 11, opsets.Require first brings the model to 11 (Slice, TopK, Clip, Pad and the
+// rest of its table), refusing what it cannot rewrite. The IR version is raised to 7
+// (opset 13's) when lower.
 func raiseOpset13(m *ir.Model) (string, error) {
 	from := m.Opset("")
 	if from >= 13 {
 		return "", nil
 	}
 	if from < 11 {
-		return "", fmt.Errorf("per-channel weight scales need QuantizeLinear/DequantizeLinear's axis (opset 13); the model imports opset %d, and raising from below 11 is not supported: export the model at opset 13", from)
+		// The changes up to 11 (Slice, TopK, Clip, Pad, ...) are the generic upgrader's.
+		if why := opsets.Require(m, 11, 11, "per-channel weight scales (QuantizeLinear/DequantizeLinear's axis, opset 13)", nil); why != "" {
+			return "", fmt.Errorf("%s: export the model at opset 13", why)
+		}
 	}
 	counts := map[string]int{}
 	err := m.Graph.Walk(func(g *ir.Graph) error {
@@ -36,7 +41,7 @@ func raiseOpset13(m *ir.Model) (string, error) {
 			if n.Domain != "" && n.Domain != "ai.onnx" {
 				continue
 			}
-			what, err := convertNode(g, n, from)
+			what, err := convertNode(g, n, max(from, 11))
 			if err != nil {
 				return fmt.Errorf("raising opset %d to 13: %s: %w", from, n, err)
 			}

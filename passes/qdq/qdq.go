@@ -275,9 +275,6 @@ func (o *options) apply(ctx *pass.Context, br *blocks.Result) error {
 		}
 	}
 	need := neededTensors(pl.targets)
-	if v := m.Opset(""); len(need) > 0 && v < 10 {
-		return fmt.Errorf("QuantizeLinear/DequantizeLinear need opset 10 (per-channel weights 13); the model imports opset %d: export the model at opset 13", v)
-	}
 	ranges, err := o.ranges(ctx, m, need)
 	if err != nil {
 		return err
@@ -299,8 +296,8 @@ func (o *options) apply(ctx *pass.Context, br *blocks.Result) error {
 		}
 	}
 
-	// Per-channel weight scales need opset 13.
-	if anyWeight(pl.targets) && m.Opset("") < 13 {
+	// Per-channel weight scales need opset 13; Q/DQ at all, 10.
+	if (anyWeight(pl.targets) || quantizes(pl.targets) && m.Opset("") < 10) && m.Opset("") < 13 {
 		conv, err := raiseOpset13(m)
 		if err != nil {
 			return err

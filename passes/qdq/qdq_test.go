@@ -164,12 +164,59 @@ func TestRaiseOpset13(t *testing.T) {
 	}
 }
 
-func TestOpsetBelow11Refused(t *testing.T) {
+// opset9 holds what changed between 9 and 11: Slice, TopK, Pad and Clip with attributes.
+const opset9 = `<ir_version: 4, opset_import: ["" : 9]>
+op9 (float[batch,seq,4] x) => (float[batch,seq,2] y, float[batch,seq,2] k, float[batch,seq,7] pd, float[batch,seq,4] cl, float[batch,seq,4] h) <
+  float[4,4] w = {0.575, -0.49, -0.095, -0.573, -0.345, -0.791, -0.305, 0.0429, -0.538, 0.463, -0.79, -0.388, -0.434, -0.158, 0.472, -0.261}
+> {
+  y = Slice <starts = [1], ends = [3], axes = [2]> (x)
+  k, ki = TopK <axis = -1, k = 2> (x)
+  pd = Pad <pads = [0, 0, 1, 0, 0, 2], value = 0.5> (x)
+  cl = Clip <min = -0.5, max = 0.5> (x)
+  mm = MatMul (x, w)
+  h = Softmax <axis = 2> (mm)
+}
+`
+
+// TestRaiseOpset13FromOpset9: below 11 the generic upgrader takes the model to 11 first;
+// the opset-13 model computes what the opset-9 one did.
+func TestRaiseOpset13FromOpset9(t *testing.T) {
+	orttest.RequireLib(t)
+	orig := parse(t, opset9)
+	m := parse(t, opset9)
+	if _, err := shapes.Infer(m); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := raiseOpset13(m); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Verify(); err != nil {
+		t.Fatal(err)
+	}
+	if m.Opset("") != 13 || m.IRVersion != 7 {
+		t.Errorf("opset %d IR %d, want 13 and 7", m.Opset(""), m.IRVersion)
+	}
+	r := rand.New(rand.NewPCG(3, 4))
+	in := map[string]*ndarray.Array{"x": randn(r, 2, 5, 4)}
+	want := runORT(t, save(t, orig, "op9.onnx"), in)
+	got := runORT(t, save(t, m, "op13.onnx"), in)
+	if d := maxDiff(t, want, got); d > 1e-6 {
+		t.Errorf("opset-13 rewrite differs from the opset-9 model by %g", d)
+	}
+}
+
+// A model below 11 holding what has no later spelling (Resize-10's coordinate mapping) is
+// refused, naming the node; the input model is left at its opset.
+func TestOpsetRaiseRefused(t *testing.T) {
 	src := strings.Replace(strings.Replace(ffn, `"" : 13`, `"" : 10`, 1), "ir_version: 8", "ir_version: 5", 1)
-	_, err := runPipeline(t, parse(t, src), "qdq<min-gemm=2;ranges=const:1>")
-	want := "pass qdq: per-channel weight scales need QuantizeLinear/DequantizeLinear's axis (opset 13); the model imports opset 10, and raising from below 11 is not supported: export the model at opset 13"
-	if err == nil || err.Error() != want {
-		t.Errorf("error %v\nwant %s", err, want)
+	m := parse(t, src)
+	x := m.Graph.Inputs[0]
+	rs := m.Graph.Add("Resize", []*ir.Value{x, m.Graph.NewConst("scales", ir.FloatTensor([]int64{3}, []float32{1, 1, 1}))}, 1, "resized")
+	m.Graph.Outputs = append(m.Graph.Outputs, rs.Output(0))
+	_, err := runPipeline(t, m, "qdq<min-gemm=2;ranges=const:1>")
+	want := "raising from 10 is unsafe: Resize changed at opset 11 (Resize(->resized"
+	if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "export the model at opset 13") {
+		t.Errorf("error %v\nwant it to contain %s", err, want)
 	}
 }
 

@@ -8,7 +8,8 @@ import (
 
 // Random data stays within the positions a model can look up: a learned table gathered
 // at Range(0,S)+2 (BART) allows S ≤ rows-2, a constant table sliced to S allows its rows,
-// positions counted along the mask (OPT) allow S ≤ rows-2 after an offset of 2, and a
+// positions counted along the mask (OPT) allow S ≤ rows-2 after an offset of 2, an arange
+// written as NonZero of ones (opset < 11) allows the rows, and a
 // model with none of these keeps DefaultSeq.
 func TestPositionCap(t *testing.T) {
 	cases := []struct {
@@ -33,6 +34,15 @@ func TestPositionCap(t *testing.T) {
   q = Sub (m, one)
   p = Add (q, two)
   y = Gather (table, p)`, 10, true},
+		// Exported without Range (opset < 11): arange(S) as the indices of S ones.
+		{"nonzero arange", `
+  sh = Shape (ids)
+  s = Slice (sh, one1, two1)
+  ones = ConstantOfShape <value = int64[1] {1}> (s)
+  nz = NonZero (ones)
+  tr = Transpose <perm = [1, 0]> (nz)
+  p = Squeeze (tr, one1)
+  y = Gather (table, p)`, 12, true},
 		{"none", `
   y = Gather (table, ids)`, 0, false},
 	}

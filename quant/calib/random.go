@@ -430,7 +430,12 @@ func rangeOffset(v *ir.Value, depth int) (off, syms int64, ok bool) {
 				return rangeOffset(n.Input(i), depth+1)
 			}
 		}
-	case "Cast", "Identity", "Reshape", "Unsqueeze", "Squeeze", "Expand", "Slice":
+	case "NonZero":
+		// arange(S) before Range (opset < 11): the indices of S ones.
+		if p, _ := n.Input(0).Producer(); p != nil && p.OpType == "ConstantOfShape" {
+			return 0, 0, true
+		}
+	case "Cast", "Identity", "Reshape", "Unsqueeze", "Squeeze", "Expand", "Slice", "Transpose":
 		return rangeOffset(n.Input(0), depth+1)
 	}
 	return 0, 0, false
