@@ -126,15 +126,19 @@ func isBatchDim(g *ir.Graph, d ir.Dim) bool {
 // sourceLayout is the layout an operand's source is taken to have: [B,L,C] for a rank-3
 // tensor ([B,C,L] when a Conv made it: channel-first; [L,B,C] when its second dim is the
 // model's batch and its first is not: sequence-first, as nn.MultiheadAttention reads),
-// [B·L,C] for a rank-2 one (a projection on the flattened tokens).
-func sourceLayout(v *ir.Value) (layout, string) {
+// [B·L,C] for a rank-2 one (a projection on the flattened tokens). When no symbol names
+// either leading dim the batch (a static export), seqFirst picks [L,B,C]: the caller tries
+// both, and the matmuls and the softmax accept only the reading that is the math.
+func sourceLayout(v *ir.Value, seqFirst bool) (layout, string) {
 	s := attnShape(v)
 	mk := func(k atomKind, i int) *atom { return &atom{kind: k, size: s[i]} }
 	n, _ := v.Producer()
+	g := v.Graph()
 	switch {
 	case len(s) == 3 && n != nil && n.OpType == "Conv":
 		return layout{{mk(atomBatch, 0)}, {mk(atomChan, 1)}, {mk(atomSeq, 2)}}, ""
-	case len(s) == 3 && isBatchDim(v.Graph(), s[1]) && !isBatchDim(v.Graph(), s[0]):
+	case len(s) == 3 && isBatchDim(g, s[1]) && !isBatchDim(g, s[0]),
+		len(s) == 3 && seqFirst && !isBatchDim(g, s[0]) && !isBatchDim(g, s[1]):
 		return layout{{mk(atomSeq, 0)}, {mk(atomBatch, 1)}, {mk(atomChan, 2)}}, ""
 	case len(s) == 3:
 		return layout{{mk(atomBatch, 0)}, {mk(atomSeq, 1)}, {mk(atomChan, 2)}}, ""

@@ -129,9 +129,9 @@ var elementwise = map[string]bool{"Add": true, "Sub": true, "Mul": true, "Div": 
 // layoutOf is the layout of an operand's source: that of an input of the same shape when
 // an elementwise op made it (a rotary embedding applied to the heads keeps their layout),
 // else the layout its rank and producer imply.
-func layoutOf(v *ir.Value, depth int) (layout, string) {
+func layoutOf(v *ir.Value, depth int, seqFirst bool) (layout, string) {
 	if x := rotaryInput(v); x != nil && depth < 4 {
-		if op, why := followOperand("", x, anyStep, depth+1); why == "" {
+		if op, why := followOperand("", x, anyStep, depth+1, seqFirst); why == "" {
 			return op.last(), ""
 		}
 	}
@@ -142,17 +142,17 @@ func layoutOf(v *ir.Value, depth int) (layout, string) {
 			if in == nil || len(s) != len(vs) || len(vs) < 3 || !ir.SameShape(s, vs) {
 				continue
 			}
-			if op, why := followOperand("", in, anyStep, depth+1); why == "" {
+			if op, why := followOperand("", in, anyStep, depth+1, seqFirst); why == "" {
 				return op.last(), ""
 			}
 		}
 	}
 	if n, _ := v.Producer(); n != nil && depth < 4 && n.OpType == "Concat" && n.Domain == "" {
-		if l, why := concatLayout(n, depth); why == "" {
+		if l, why := concatLayout(n, depth, seqFirst); why == "" {
 			return l, ""
 		}
 	}
-	return sourceLayout(v)
+	return sourceLayout(v, seqFirst)
 }
 
 // concatLayout is the layout of a Concat whose inputs have one layout but for the
@@ -160,7 +160,7 @@ func layoutOf(v *ir.Value, depth int) (layout, string) {
 // passed-through parts) become one new channel atom; sequence parts (a key or value
 // cache before this step's keys) one new sequence atom. An input whose layout cannot be
 // followed (the cache, a graph input) must have the others' sizes on every other axis.
-func concatLayout(n *ir.Node, depth int) (layout, string) {
+func concatLayout(n *ir.Node, depth int, seqFirst bool) (layout, string) {
 	out := attnShape(n.Output(0))
 	a, ok := normAxis(n.AttrInt("axis", 0), len(out))
 	if !ok {
@@ -170,7 +170,7 @@ func concatLayout(n *ir.Node, depth int) (layout, string) {
 	var opaque []ir.Shape
 	kind := atomChan
 	for _, in := range n.Inputs() {
-		op, why := followOperand("", in, anyStep, depth+1)
+		op, why := followOperand("", in, anyStep, depth+1, seqFirst)
 		if why != "" {
 			s := attnShape(in)
 			if len(s) != len(out) {
@@ -235,10 +235,11 @@ func sameStructure(a, b []*atom) bool {
 	return true
 }
 
-// followOperand walks v back to its source and replays the steps forward.
-func followOperand(name string, v *ir.Value, ok func(layoutStep) bool, depth int) (*attnOperand, string) {
+// followOperand walks v back to its source and replays the steps forward; seqFirst reads
+// a rank-3 source whose batch no symbol names as [L, B, C] (see sourceLayout).
+func followOperand(name string, v *ir.Value, ok func(layoutStep) bool, depth int, seqFirst bool) (*attnOperand, string) {
 	steps, src := walkBack(v, ok)
-	l, why := layoutOf(src, depth)
+	l, why := layoutOf(src, depth, seqFirst)
 	if why != "" {
 		return nil, name + ": " + why
 	}

@@ -2011,6 +2011,15 @@ class LlamaHF(Model):
 # Range (arange is NonZero of ConstantOfShape), Slice with attributes before 10, Clip and Pad
 # with attributes; forms whose modules need CumSum, Trilu, Min on integers or (at 9) a Slice of
 # dynamic bounds are exported at 13 and 17 only.
+def static(ctor):
+    """The form exported with every dim fixed at the traced shape."""
+    def make():
+        m = ctor()
+        m.static = True
+        return m
+    return make
+
+
 FORMS = {
     "gpt2-causal": (GPT2, (10, 13, 17)),
     "llama": (Llama, (14, 17)),  # torch.triu needs Trilu (opset 14)
@@ -2049,6 +2058,11 @@ FORMS = {
     "gpt2-merged": (GPT2Merged, (10, 13, 17)),
     "torchvision-vit": (TorchvisionViT, (13, 17)),
     "llama-hf": (LlamaHF, (14, 17)),  # torch.triu needs Trilu (opset 14)
+    # Exported without dynamic axes, as zoo models often are: every dim a number, so no
+    # symbol says which axis is the batch; the reference run uses the traced shapes.
+    "torchvision-vit-static": (static(TorchvisionViT), (13, 17)),
+    "torch-encoder-static": (static(TorchEncoder), (13, 17)),
+    "gpt2-causal-static": (static(GPT2), (13, 17)),
 }
 
 
@@ -2212,7 +2226,8 @@ def main():
         init_weights(model, 1000 + seed)
         model.eval()
         trace = make_inputs(model, TRACE_B, TRACE_S, TRACE_S - 3, 2000 + seed)
-        ref = make_inputs(model, REF_B, REF_S, REF_T, 3000 + seed)
+        fixed = getattr(model, "static", False)
+        ref = trace if fixed else make_inputs(model, REF_B, REF_S, REF_T, 3000 + seed)
         fwd = [n for n in model.inputs if n != "use_cache_branch"]
         with torch.no_grad():
             out = model(**{n: ref[n] for n in fwd})
@@ -2227,7 +2242,8 @@ def main():
             dyn = {}
             for n in tuple(fwd) + model.outputs:
                 dims = dim_names(n, model) if n in model.inputs else output_dims(model, n)
-                dyn[n] = {i: d for i, d in enumerate(dims) if isinstance(d, str)}
+                if not fixed:
+                    dyn[n] = {i: d for i, d in enumerate(dims) if isinstance(d, str)}
             with torch.no_grad():
                 torch.onnx.export(model, tuple(trace[n] for n in fwd), path, opset_version=opset,
                                   input_names=list(fwd), output_names=list(model.outputs),
@@ -2241,8 +2257,9 @@ def main():
             ins = []
             for n in model.inputs:
                 dt = {torch.int64: "int64", torch.float32: "float32", torch.bool: "bool"}[ref[n].dtype]
-                ins.append({"name": n, "dtype": dt, "shape": dim_names(n, model)})
-            outs = [{"name": n, "dtype": "float32", "shape": output_dims(model, n)} for n in model.outputs]
+                ins.append({"name": n, "dtype": dt, "shape": list(ref[n].shape) if fixed else dim_names(n, model)})
+            outs = [{"name": n, "dtype": "float32", "shape": list(ref_out[n].shape) if fixed else output_dims(model, n)}
+                    for n in model.outputs]
             entry = {"file": name + ".onnx", "form": form, "opset": opset, "inputs": ins, "outputs": outs}
             entry.update(facts(model))
             manifest.append(entry)
