@@ -396,6 +396,9 @@ func (o *attnOperand) choosePoint(unscaled bool) string {
 		if ok && unscaled && scaleOf(o.steps[i:]) != 1 {
 			ok = false
 		}
+		if ok && castsAfter(o.steps[i:]) {
+			ok = false // the fused operator would read another type, or the value before it was rounded
+		}
 		if ok && (best < 0 || c < o.cost) {
 			best, o.cost = i, c
 		}
@@ -482,6 +485,17 @@ func materialCost(l layout, canon []*atom) (int, bool) {
 		cost++
 	}
 	return cost, true
+}
+
+// castsAfter reports whether a step casts to another type: the operand is then computed
+// in that type (float32 to float16 and back rounds it), which the fused operator must read.
+func castsAfter(steps []layoutStep) bool {
+	for _, st := range steps {
+		if st.node.OpType == "Cast" && (st.in.Type == nil || st.in.Type.DType != ir.DataType(st.node.AttrInt("to", 0))) {
+			return true
+		}
+	}
+	return false
 }
 
 // scaleAfter multiplies the scales of the steps after the operand's point.
