@@ -738,6 +738,80 @@ class T5(Model):
         return self.final_layer_norm(x)
 
 
+def t5_causal_bucket(rel, num_buckets=32, max_distance=128):
+    """Unidirectional bucket (the decoder's): only keys at or before the query count; exact
+    below num_buckets/2, log-spaced above."""
+    n = -torch.min(rel, torch.zeros_like(rel))
+    max_exact = num_buckets // 2
+    small = n < max_exact
+    large = max_exact + (torch.log(n.float() / max_exact) / math.log(max_distance / max_exact) * (num_buckets - max_exact)).to(torch.long)
+    large = torch.min(large, torch.full_like(large, num_buckets - 1))
+    return torch.where(small, n, large)
+
+
+class T5CrossAttention(Attn):
+    kind = "cross"
+
+    def __init__(self):
+        super().__init__(H)
+        self.q, self.k, self.v, self.o = (nn.Linear(E, E, bias=False) for _ in range(4))
+
+    def forward(self, x, enc, mask):
+        q, k, v = heads(self.q(x), H), heads(self.k(enc), H), heads(self.v(enc), H)
+        w = torch.matmul(q, k.transpose(3, 2)) + mask  # no position bias across
+        w = F.softmax(w.float(), dim=-1).type_as(w)
+        return self.o(merge(torch.matmul(w, v)))
+
+
+class T5EncDec(Model):
+    """T5 encoder and decoder: the decoder's self-attention adds a causal bucketed bias
+    (its own table) and the causal mask, computed once; its cross-attention reads the
+    encoder output with the encoder's padding mask."""
+
+    num_layers = 2 * L
+    inputs = ("input_ids", "attention_mask", "decoder_input_ids")
+    outputs = ("last_hidden_state", "encoder_last_hidden_state")
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(V, E)
+        self.enc_bias, self.dec_bias = nn.Embedding(32, H), nn.Embedding(32, H)
+        self.enc_ln1 = nn.ModuleList(RMSNorm(E) for _ in range(L))
+        self.enc_attn = nn.ModuleList(T5Attention() for _ in range(L))
+        self.enc_ln2 = nn.ModuleList(RMSNorm(E) for _ in range(L))
+        self.enc_ff = nn.ModuleList(T5ReluFFN() for _ in range(L))
+        self.enc_final = RMSNorm(E)
+        self.dec_ln1 = nn.ModuleList(RMSNorm(E) for _ in range(L))
+        self.dec_attn = nn.ModuleList(T5Attention() for _ in range(L))
+        self.dec_ln2 = nn.ModuleList(RMSNorm(E) for _ in range(L))
+        self.dec_cross = nn.ModuleList(T5CrossAttention() for _ in range(L))
+        self.dec_ln3 = nn.ModuleList(RMSNorm(E) for _ in range(L))
+        self.dec_ff = nn.ModuleList(T5ReluFFN() for _ in range(L))
+        self.dec_final = RMSNorm(E)
+
+    def forward(self, input_ids, attention_mask, decoder_input_ids):
+        S, T = input_ids.shape[1], decoder_input_ids.shape[1]
+        ctx, mem = torch.arange(S)[:, None], torch.arange(S)[None, :]
+        bias = self.enc_bias(t5_bucket(mem - ctx)).permute([2, 0, 1]).unsqueeze(0)
+        bias = bias + padding_bias(attention_mask)
+        x = self.embed(input_ids)
+        for i in range(L):
+            x = x + self.enc_attn[i](self.enc_ln1[i](x), bias)
+            x = x + self.enc_ff[i](self.enc_ln2[i](x))
+        enc = self.enc_final(x)
+        tq, tk = torch.arange(T)[:, None], torch.arange(T)[None, :]
+        dbias = self.dec_bias(t5_causal_bucket(tk - tq)).permute([2, 0, 1]).unsqueeze(0)  # [1,H,T,T]
+        causal = (tk <= tq).to(torch.float32)[None, None]
+        dbias = dbias + (1.0 - causal) * MIN
+        cross = padding_bias(attention_mask)
+        y = self.embed(decoder_input_ids)
+        for i in range(L):
+            y = y + self.dec_attn[i](self.dec_ln1[i](y), dbias)
+            y = y + self.dec_cross[i](self.dec_ln2[i](y), enc, cross)
+            y = y + self.dec_ff[i](self.dec_ln3[i](y))
+        return self.dec_final(y), enc
+
+
 # ---------------------------------------------------------------- bart
 
 
@@ -2063,6 +2137,7 @@ FORMS = {
     "torchvision-vit-static": (static(TorchvisionViT), (13, 17)),
     "torch-encoder-static": (static(TorchEncoder), (13, 17)),
     "gpt2-causal-static": (static(GPT2), (13, 17)),
+    "t5-encdec": (T5EncDec, (13, 17)),
 }
 
 
@@ -2163,7 +2238,7 @@ def output_dims(model, name):
         return ["batch", 17, E]
     if isinstance(model, (ViT, DeiT)):
         return ["batch", 17 if isinstance(model, ViT) else 18, E if isinstance(model, ViT) else VE]
-    if name == "last_hidden_state" and isinstance(model, Bart):
+    if name == "last_hidden_state" and isinstance(model, (Bart, T5EncDec)):
         return ["batch", "decoder_sequence", E]
     return ["batch", "sequence", E]
 
