@@ -105,6 +105,9 @@ func Run(m *ir.Model, opts Options) (*Stats, error) {
 		f.st.Notes = append(f.st.Notes, note)
 		f.count("fold: repairs", 1)
 	}
+	if k := dropTrailingAbsent(m.Graph); k > 0 {
+		f.count("fold: trailing absent inputs dropped", k)
+	}
 	for iter := 0; iter < maxIterations; iter++ {
 		f.count("fold: rounds", 1)
 		before := f.changes
@@ -144,6 +147,28 @@ func Run(m *ir.Model, opts Options) (*Stats, error) {
 		}
 	}
 	return f.st, nil
+}
+
+// dropTrailingAbsent removes the absent optional inputs ("" in the file) that end a
+// node's input list: the same node by the ONNX spec, and ONNX Runtime's optimizer (at
+// level extended) crashes on a LayerNormalization whose absent bias is spelled "".
+func dropTrailingAbsent(g *ir.Graph) int {
+	k := 0
+	g.Walk(func(g *ir.Graph) error {
+		for _, n := range g.Nodes() {
+			ins := n.Inputs()
+			j := len(ins)
+			for j > 0 && ins[j-1] == nil {
+				j--
+			}
+			if j < len(ins) {
+				n.SetInputs(append([]*ir.Value(nil), ins[:j]...))
+				k++
+			}
+		}
+		return nil
+	})
+	return k
 }
 
 func firstLine(s string) string {

@@ -501,6 +501,71 @@ class BloomAttention(Attn):
         return self.dense(ctx)
 
 
+class MPTAttention(Attn):
+    causal = True
+
+    def __init__(self):
+        super().__init__(H)
+        self.Wqkv, self.out_proj = nn.Linear(E, 3 * E, bias=False), nn.Linear(E, E, bias=False)
+
+    def forward(self, x, bias):
+        q, k, v = self.Wqkv(x).chunk(3, dim=2)
+        q, v = heads(q, H), heads(v, H)
+        k = heads(k, H).permute(0, 1, 3, 2)  # [B,H,D,T]
+        w = q.matmul(k) * (1 / math.sqrt(D)) + bias  # the ALiBi and mask term after the scale
+        return self.out_proj(merge(torch.softmax(w, dim=-1).matmul(v)))
+
+
+class BiaslessLayerNorm(nn.Module):
+    """MPT's LayerNorm without a bias (low_precision_layernorm, no_bias=True)."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(n))
+
+    def forward(self, x):
+        return F.layer_norm(x, self.weight.shape, self.weight, None, 1e-5)
+
+
+class MPT(Model):
+    """MPT: ALiBi on the key position only ([1, H, 1, T], relative to the last key: the
+    softmax is blind to a shift per query), the causal and padding masks filled into it
+    once, packed Wqkv chunked in three, no biases anywhere, LayerNorms without a bias, no
+    position embeddings."""
+
+    def __init__(self):
+        super().__init__()
+        self.wte = nn.Embedding(V, E)
+        self.norm_1 = nn.ModuleList(BiaslessLayerNorm(E) for _ in range(L))
+        self.attn = nn.ModuleList(MPTAttention() for _ in range(L))
+        self.norm_2 = nn.ModuleList(BiaslessLayerNorm(E) for _ in range(L))
+        self.ffn = nn.ModuleList(MPTFFN() for _ in range(L))
+        self.norm_f = BiaslessLayerNorm(E)
+        self.register_buffer("slopes", alibi_slopes(H), persistent=False)
+
+    def forward(self, input_ids, attention_mask):
+        B, T = input_ids.shape
+        dist = torch.arange(1 - T, 1, dtype=torch.float32).view(1, 1, 1, T)
+        bias = self.slopes.view(1, H, 1, 1) * dist  # [1,H,1,T]
+        causal = ~torch.ones(T, T, dtype=torch.bool).tril()[None, None]
+        pad = (attention_mask == 0).view(B, 1, 1, T)
+        bias = bias.masked_fill(pad, MIN).masked_fill(causal, MIN)  # [B,H,T,T]
+        x = self.wte(input_ids)
+        for i in range(L):
+            x = x + self.attn[i](self.norm_1[i](x), bias)
+            x = x + self.ffn[i](self.norm_2[i](x))
+        return self.norm_f(x)
+
+
+class MPTFFN(FFN):
+    def __init__(self):
+        super().__init__()
+        self.up_proj, self.down_proj = nn.Linear(E, FF, bias=False), nn.Linear(FF, E, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(F.gelu(self.up_proj(x)))
+
+
 class Bloom(Model):
     """BLOOM: ALiBi (slope_h · position of the key, from the cumulative sum of the padding
     mask, as [B·H, 1, S] added by baddbmm with the 1/√D scale on Q·Kᵀ), 3-D heads
@@ -2138,6 +2203,7 @@ FORMS = {
     "torch-encoder-static": (static(TorchEncoder), (13, 17)),
     "gpt2-causal-static": (static(GPT2), (13, 17)),
     "t5-encdec": (T5EncDec, (13, 17)),
+    "mpt": (MPT, (14, 17)),  # tril needs Trilu (opset 14)
 }
 
 
@@ -2247,7 +2313,7 @@ def facts(model):
     """The architecture, read off the module tree."""
     att = [m for m in model.modules() if getattr(m, "is_attention", None) is True]
     near = [m for m in model.modules() if getattr(m, "is_attention", None) is False]
-    norms = [m for m in model.modules() if isinstance(m, (nn.LayerNorm, RMSNorm))]
+    norms = [m for m in model.modules() if isinstance(m, (nn.LayerNorm, RMSNorm, BiaslessLayerNorm))]
     ffn = [m for m in model.modules() if getattr(m, "is_ffn", False)]
     k = 2 if isinstance(model, GPT2Merged) else 1  # the model once in each branch of the If
     return {
