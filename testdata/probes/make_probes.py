@@ -1926,6 +1926,48 @@ class TorchEncoder(Model):
         return y.transpose(0, 1)
 
 
+class DetrLayer(Attn):
+    """DETR's encoder layer: Q and K read the features plus the position embedding, V the
+    features alone; nn.MultiheadAttention (sequence-first), post-LN, ReLU FFN."""
+
+    def __init__(self):
+        super().__init__(H)
+        self.self_attn = nn.MultiheadAttention(E, H, dropout=0.0)
+        self.linear1, self.linear2 = nn.Linear(E, FF), nn.Linear(FF, E)
+        self.norm1, self.norm2 = nn.LayerNorm(E), nn.LayerNorm(E)
+        self.ffn_mark = FFN()
+
+    def forward(self, src, pos, pad):
+        q = k = src + pos
+        src = self.norm1(src + self.self_attn(q, k, value=src, key_padding_mask=pad, need_weights=False)[0])
+        return self.norm2(src + self.linear2(F.relu(self.linear1(src))))
+
+
+class Detr(Model):
+    """DETR's transformer encoder over a 4x4 feature map from a strided Conv: tokens
+    sequence-first [HW, B, E], a fixed 2-D sine position embedding added to Q and K in
+    every layer, a padding mask over the pixels."""
+
+    inputs = ("pixel_values", "pixel_mask")
+
+    def __init__(self):
+        super().__init__()
+        self.backbone = nn.Conv2d(3, E, kernel_size=4, stride=4)
+        self.layers = nn.ModuleList(DetrLayer() for _ in range(L))
+        y, x = torch.meshgrid(torch.arange(4.0), torch.arange(4.0), indexing="ij")
+        f = 10000 ** (torch.arange(E // 4) / (E // 4))
+        pe = torch.cat([torch.sin(y.flatten()[:, None] / f), torch.cos(y.flatten()[:, None] / f),
+                        torch.sin(x.flatten()[:, None] / f), torch.cos(x.flatten()[:, None] / f)], dim=1)
+        self.register_buffer("pos", pe[:, None, :], persistent=False)  # [HW, 1, E]
+
+    def forward(self, pixel_values, pixel_mask):
+        x = self.backbone(pixel_values).flatten(2).permute(2, 0, 1)  # [HW, B, E]
+        pad = F.max_pool2d(pixel_mask[:, None].float(), 4).flatten(1) == 0  # [B, HW]
+        for layer in self.layers:
+            x = layer(x, self.pos, pad)
+        return x.transpose(0, 1)
+
+
 # ---------------------------------------------------------------- phi3
 
 
@@ -2204,6 +2246,7 @@ FORMS = {
     "gpt2-causal-static": (static(GPT2), (13, 17)),
     "t5-encdec": (T5EncDec, (13, 17)),
     "mpt": (MPT, (14, 17)),  # tril needs Trilu (opset 14)
+    "detr": (Detr, (13, 17)),
 }
 
 
@@ -2260,6 +2303,10 @@ def make_inputs(model, B, S, T, seed):
             out[name] = torch.randn(B, MEL, 2 * S, generator=g)
         elif name == "pixel_values":
             out[name] = torch.randn(B, 3, 16, 16, generator=g)
+        elif name == "pixel_mask":
+            m = torch.ones(B, 16, 16, dtype=torch.long)
+            m[-1, :, 12:] = 0  # the last image is padded on the right
+            out[name] = m
         elif name == "hidden_states":
             out[name] = torch.randn(B, S, E, generator=g)
         elif name == "memory":
@@ -2281,6 +2328,7 @@ def dim_names(name, model=None):
         "position_ids": ["batch", "sequence"],
         "decoder_input_ids": ["batch", "decoder_sequence"],
         "pixel_values": ["batch", 3, 16, 16],
+        "pixel_mask": ["batch", 16, 16],
         "input_features": ["batch", MEL, "frames"],
         "input_values": ["batch", "samples"],
         "use_cache_branch": [],
@@ -2296,7 +2344,7 @@ def output_dims(model, name):
         return ["batch", SW_P * SW_P, E]
     if isinstance(model, Beit):
         return ["batch", BW * BW + 1, E]
-    if isinstance(model, Segformer):
+    if isinstance(model, (Segformer, Detr)):
         return ["batch", 16, E]
     if isinstance(model, (WhisperEncoder, Wav2Vec2)):
         return ["batch", "positions", E]
