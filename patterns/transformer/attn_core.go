@@ -151,14 +151,14 @@ func analyseAttention(sm *ir.Node) *attnPlan {
 	var last string
 	found := findScores(sm.Input(0), nil, func(mm *ir.Node, path []scoresStep) bool {
 		// A source whose batch no symbol names is read batch-first, then sequence-first.
-		for _, seqFirst := range []bool{false, true} {
+		for _, alt := range []bool{false, true} {
 			q := &attnPlan{softmax: sm, context: ctx, scores: mm}
-			why := q.prove(path, probsSteps, seqFirst)
+			why := q.prove(path, probsSteps, alt)
 			if why == "" {
 				*p = *q
 				return true
 			}
-			if !seqFirst {
+			if !alt {
 				last = why
 			}
 		}
@@ -174,15 +174,15 @@ func analyseAttention(sm *ir.Node) *attnPlan {
 }
 
 // prove checks one candidate Q·Kᵀ matmul and fills the plan.
-func (p *attnPlan) prove(path []scoresStep, probsSteps []layoutStep, seqFirst bool) string {
+func (p *attnPlan) prove(path []scoresStep, probsSteps []layoutStep, alt bool) string {
 	var why string
-	if p.q, why = followOperand("Q", p.scores.Input(0), anyStep, 0, seqFirst); why != "" {
+	if p.q, why = followOperand("Q", p.scores.Input(0), anyStep, 0, alt); why != "" {
 		return why
 	}
-	if p.k, why = followOperand("K", p.scores.Input(1), anyStep, 0, seqFirst); why != "" {
+	if p.k, why = followOperand("K", p.scores.Input(1), anyStep, 0, alt); why != "" {
 		return why
 	}
-	if p.v, why = followOperand("V", p.context.Input(1), anyStep, 0, seqFirst); why != "" {
+	if p.v, why = followOperand("V", p.context.Input(1), anyStep, 0, alt); why != "" {
 		return why
 	}
 	ql, kl, vl := p.q.last(), p.k.last(), p.v.last()

@@ -126,10 +126,13 @@ func isBatchDim(g *ir.Graph, d ir.Dim) bool {
 // sourceLayout is the layout an operand's source is taken to have: [B,L,C] for a rank-3
 // tensor ([B,C,L] when a Conv made it: channel-first; [L,B,C] when its second dim is the
 // model's batch and its first is not: sequence-first, as nn.MultiheadAttention reads),
-// [B·L,C] for a rank-2 one (a projection on the flattened tokens). When no symbol names
-// either leading dim the batch (a static export), seqFirst picks [L,B,C]: the caller tries
-// both, and the matmuls and the softmax accept only the reading that is the math.
-func sourceLayout(v *ir.Value, seqFirst bool) (layout, string) {
+// [B·L,C] for a rank-2 one (a projection on the flattened tokens), and [.., B,N,L,D] for a
+// rank-4 or higher one (a key/value cache or an encoder's keys fed as inputs, heads
+// first; leading axes stack layers). Where the rank leaves two readings, alt picks the
+// other: [L,B,C] when no symbol names either leading dim the batch (a static export),
+// [.., B,L,N,D] for the higher ranks. The caller tries both, and the matmuls and the
+// softmax accept only the reading that is the math.
+func sourceLayout(v *ir.Value, alt bool) (layout, string) {
 	s := attnShape(v)
 	mk := func(k atomKind, i int) *atom { return &atom{kind: k, size: s[i]} }
 	n, _ := v.Producer()
@@ -138,8 +141,18 @@ func sourceLayout(v *ir.Value, seqFirst bool) (layout, string) {
 	case len(s) == 3 && n != nil && n.OpType == "Conv":
 		return layout{{mk(atomBatch, 0)}, {mk(atomChan, 1)}, {mk(atomSeq, 2)}}, ""
 	case len(s) == 3 && isBatchDim(g, s[1]) && !isBatchDim(g, s[0]),
-		len(s) == 3 && seqFirst && !isBatchDim(g, s[0]) && !isBatchDim(g, s[1]):
+		len(s) == 3 && alt && !isBatchDim(g, s[0]) && !isBatchDim(g, s[1]):
 		return layout{{mk(atomSeq, 0)}, {mk(atomBatch, 1)}, {mk(atomChan, 2)}}, ""
+	case len(s) >= 4:
+		var l layout
+		r := len(s) - 4
+		for i := 0; i < r; i++ {
+			l = append(l, axis{mk(atomChan, i)})
+		}
+		if alt {
+			return append(l, axis{mk(atomBatch, r)}, axis{mk(atomSeq, r+1)}, axis{mk(atomChan, r+2)}, axis{mk(atomChan, r+3)}), ""
+		}
+		return append(l, axis{mk(atomBatch, r)}, axis{mk(atomChan, r+1)}, axis{mk(atomSeq, r+2)}, axis{mk(atomChan, r+3)}), ""
 	case len(s) == 3:
 		return layout{{mk(atomBatch, 0)}, {mk(atomSeq, 1)}, {mk(atomChan, 2)}}, ""
 	case len(s) == 2:
@@ -147,7 +160,7 @@ func sourceLayout(v *ir.Value, seqFirst bool) (layout, string) {
 		// names them.
 		return layout{{mk(atomTokens, 0)}, {mk(atomChan, 1)}}, ""
 	}
-	return nil, fmt.Sprintf("source %s has shape %v: not [B,S,C], [B,C,S] or [B·S,C]", v.Name, s)
+	return nil, fmt.Sprintf("source %s has shape %v: not [B,S,C], [B,C,S], [B·S,C] or [B,N,S,D]", v.Name, s)
 }
 
 // regroup is a Reshape: the atoms in row-major order, grouped anew to the output dims;

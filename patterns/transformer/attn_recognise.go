@@ -129,9 +129,9 @@ var elementwise = map[string]bool{"Add": true, "Sub": true, "Mul": true, "Div": 
 // layoutOf is the layout of an operand's source: that of an input of the same shape when
 // an elementwise op made it (a rotary embedding applied to the heads keeps their layout),
 // else the layout its rank and producer imply.
-func layoutOf(v *ir.Value, depth int, seqFirst bool) (layout, string) {
+func layoutOf(v *ir.Value, depth int, alt bool) (layout, string) {
 	if x := rotaryInput(v); x != nil && depth < 4 {
-		if op, why := followOperand("", x, anyStep, depth+1, seqFirst); why == "" {
+		if op, why := followOperand("", x, anyStep, depth+1, alt); why == "" {
 			return op.last(), ""
 		}
 	}
@@ -142,17 +142,17 @@ func layoutOf(v *ir.Value, depth int, seqFirst bool) (layout, string) {
 			if in == nil || len(s) != len(vs) || len(vs) < 3 || !ir.SameShape(s, vs) {
 				continue
 			}
-			if op, why := followOperand("", in, anyStep, depth+1, seqFirst); why == "" {
+			if op, why := followOperand("", in, anyStep, depth+1, alt); why == "" {
 				return op.last(), ""
 			}
 		}
 	}
 	if n, _ := v.Producer(); n != nil && depth < 4 && n.OpType == "Concat" && n.Domain == "" {
-		if l, why := concatLayout(n, depth, seqFirst); why == "" {
+		if l, why := concatLayout(n, depth, alt); why == "" {
 			return l, ""
 		}
 	}
-	return sourceLayout(v, seqFirst)
+	return sourceLayout(v, alt)
 }
 
 // concatLayout is the layout of a Concat whose inputs have one layout but for the
@@ -160,7 +160,7 @@ func layoutOf(v *ir.Value, depth int, seqFirst bool) (layout, string) {
 // passed-through parts) become one new channel atom; sequence parts (a key or value
 // cache before this step's keys) one new sequence atom. An input whose layout cannot be
 // followed (the cache, a graph input) must have the others' sizes on every other axis.
-func concatLayout(n *ir.Node, depth int, seqFirst bool) (layout, string) {
+func concatLayout(n *ir.Node, depth int, alt bool) (layout, string) {
 	out := attnShape(n.Output(0))
 	a, ok := normAxis(n.AttrInt("axis", 0), len(out))
 	if !ok {
@@ -170,10 +170,16 @@ func concatLayout(n *ir.Node, depth int, seqFirst bool) (layout, string) {
 	var opaque []ir.Shape
 	kind := atomChan
 	for _, in := range n.Inputs() {
-		op, why := followOperand("", in, anyStep, depth+1, seqFirst)
-		if why != "" {
+		op, why := followOperand("", in, anyStep, depth+1, alt)
+		// A cache fed as an input has this step's batch and heads, which the computed
+		// part names: like an input that cannot be followed, it only has to match sizes.
+		cache := why == "" && op.values[0].IsGraphInput() && len(op.layouts[0]) >= 4
+		if why != "" || cache {
 			s := attnShape(in)
 			if len(s) != len(out) {
+				if why == "" {
+					why = "concat of another rank"
+				}
 				return nil, why
 			}
 			opaque = append(opaque, s)
@@ -235,11 +241,11 @@ func sameStructure(a, b []*atom) bool {
 	return true
 }
 
-// followOperand walks v back to its source and replays the steps forward; seqFirst reads
+// followOperand walks v back to its source and replays the steps forward; alt reads
 // a rank-3 source whose batch no symbol names as [L, B, C] (see sourceLayout).
-func followOperand(name string, v *ir.Value, ok func(layoutStep) bool, depth int, seqFirst bool) (*attnOperand, string) {
+func followOperand(name string, v *ir.Value, ok func(layoutStep) bool, depth int, alt bool) (*attnOperand, string) {
 	steps, src := walkBack(v, ok)
-	l, why := layoutOf(src, depth, seqFirst)
+	l, why := layoutOf(src, depth, alt)
 	if why != "" {
 		return nil, name + ": " + why
 	}

@@ -276,8 +276,10 @@ func TestGeneralAttentionNearMisses(t *testing.T) {
 			want: "probs: reshape to [?,?,?] does not regroup"},
 		{name: "Q/DQ on V", src: generalNearMiss("", "  p = Softmax <axis = -1> (sd)\n  vq = QuantizeLinear (vt, qscale)\n  vd = DequantizeLinear (vq, qscale)\n  c = MatMul (p, vd)\n"),
 			want: "Q/DQ pairs inside the attention core (a fused float operator would drop them)"},
-		{name: "V of rank 4 from an input", src: generalNearMiss("float[batch,seq2,2,2] v2", "  p = Softmax <axis = -1> (sd)\n  v2t = Transpose <perm = [0, 2, 1, 3]> (v2)\n  c = MatMul (p, v2t)\n"),
-			want: "V: source v2 has shape [batch,seq2,2,2]: not [B,S,C], [B,C,S] or [B·S,C]"},
+		// Read as [B,N,S,D] (heads first), the input's sequence lands among the batch axes;
+		// read as [B,S,N,D], its keys are not K's.
+		{name: "V of rank 4 from an input, over other keys", src: generalNearMiss("float[batch,seq2,2,2] v2", "  p = Softmax <axis = -1> (sd)\n  v2t = Transpose <perm = [0, 2, 1, 3]> (v2)\n  c = MatMul (p, v2t)\n"),
+			want: "probs and V: a seq atom among the batch axes"},
 		{name: "scores from no matmul", src: generalNearMiss("float[batch,2,seq,seq] sc", "  p = Softmax <axis = -1> (sc)\n  c = MatMul (p, vt)\n"),
 			want: "the softmax input does not come from a matmul (Q·Kᵀ) through layout ops and additive terms"},
 		{name: "V over other keys", src: generalNearMiss("float[batch,seq2,4] x2", plain, "  vm = MatMul (x, wv)", "  vm = MatMul (x2, wv)"),

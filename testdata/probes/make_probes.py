@@ -970,6 +970,72 @@ class Bart(Model):
         return y, enc
 
 
+class BartPastAttention(Attn):
+    """One decoding step of BART's attention with caches, as Optimum's decoder_with_past
+    exports it: self-attention concatenates the cached keys and values [B,H,P,D] with this
+    step's; cross-attention reads the encoder's keys and values [B,H,S,D] straight from the
+    inputs, with no projection."""
+
+    def __init__(self, kind):
+        super().__init__(H)
+        self.kind = kind
+        self.causal = kind == "self"
+        self.q_proj, self.out_proj = nn.Linear(E, E), nn.Linear(E, E)
+        if kind == "self":
+            self.k_proj, self.v_proj = nn.Linear(E, E), nn.Linear(E, E)
+
+    def forward(self, x, pk, pv, mask):
+        q = heads(self.q_proj(x) * D ** -0.5, H)
+        k, v = pk, pv
+        if self.kind == "self":
+            k = torch.cat((pk, heads(self.k_proj(x), H)), dim=2)
+            v = torch.cat((pv, heads(self.v_proj(x), H)), dim=2)
+        w = F.softmax(torch.matmul(q, k.transpose(2, 3)) + mask, dim=-1)
+        return self.out_proj(merge(torch.matmul(w, v))), k, v
+
+
+class BartDecoderPastLayer(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.self_attn, self.self_attn_layer_norm = BartPastAttention("self"), nn.LayerNorm(E)
+        self.encoder_attn, self.encoder_attn_layer_norm = BartPastAttention("cross"), nn.LayerNorm(E)
+        self.ffn, self.final_layer_norm = MLP(F.gelu), nn.LayerNorm(E)
+
+    def forward(self, x, pk, pv, ck, cv, causal, cross):
+        a, k, v = self.self_attn(x, pk, pv, causal)
+        x = self.self_attn_layer_norm(x + a)
+        x = self.encoder_attn_layer_norm(x + self.encoder_attn(x, ck, cv, cross)[0])
+        return self.final_layer_norm(x + self.ffn(x)), k, v
+
+
+class BartDecoderPast(Model):
+    inputs = ("decoder_input_ids", "attention_mask", "past_key", "past_value", "cross_key", "cross_value")
+    outputs = ("last_hidden_state", "present_key", "present_value")
+
+    def __init__(self):
+        super().__init__()
+        self.shared = nn.Embedding(V, E)
+        self.dec_pos = nn.Embedding(MAXPOS + 2, E)
+        self.dec_ln = nn.LayerNorm(E)
+        self.layers = nn.ModuleList(BartDecoderPastLayer() for _ in range(L))
+
+    def forward(self, decoder_input_ids, attention_mask, past_key, past_value, cross_key, cross_value):
+        B, T = decoder_input_ids.shape
+        P = past_key.size(-2)
+        pos = torch.arange(P, P + T, dtype=torch.long) + 2
+        y = self.dec_ln(self.shared(decoder_input_ids) + self.dec_pos(pos))
+        keys = torch.arange(P + T)[None, :]
+        rows = torch.arange(T)[:, None] + P
+        causal = torch.zeros(T, P + T).masked_fill(keys > rows, MIN)[None, None]  # [1,1,T,P+T]
+        cross = padding_bias(attention_mask)
+        ks, vs = [], []
+        for i, layer in enumerate(self.layers):
+            y, k, v = layer(y, past_key[i], past_value[i], cross_key[i], cross_value[i], causal, cross)
+            ks.append(k)
+            vs.append(v)
+        return y, torch.stack(ks), torch.stack(vs)
+
+
 # ---------------------------------------------------------------- vision
 
 
@@ -2247,6 +2313,7 @@ FORMS = {
     "t5-encdec": (T5EncDec, (13, 17)),
     "mpt": (MPT, (14, 17)),  # tril needs Trilu (opset 14)
     "detr": (Detr, (13, 17)),
+    "bart-decoder-past": (BartDecoderPast, (13, 17)),
 }
 
 
@@ -2286,6 +2353,8 @@ def make_inputs(model, B, S, T, seed):
             out[name] = m
         elif name in ("past_key", "past_value"):
             out[name] = torch.randn(L, B, H, PAST, D, generator=g)
+        elif name in ("cross_key", "cross_value"):
+            out[name] = torch.randn(L, B, H, S, D, generator=g)
         elif name == "attention_mask":
             m = torch.ones(B, S, dtype=torch.long)
             if isinstance(model, LlamaHF):
@@ -2329,6 +2398,10 @@ def dim_names(name, model=None):
         "decoder_input_ids": ["batch", "decoder_sequence"],
         "pixel_values": ["batch", 3, 16, 16],
         "pixel_mask": ["batch", 16, 16],
+        "past_key": [L, "batch", H, "past_sequence", D],
+        "past_value": [L, "batch", H, "past_sequence", D],
+        "cross_key": [L, "batch", H, "sequence", D],
+        "cross_value": [L, "batch", H, "sequence", D],
         "input_features": ["batch", MEL, "frames"],
         "input_values": ["batch", "samples"],
         "use_cache_branch": [],
@@ -2352,7 +2425,7 @@ def output_dims(model, name):
         return ["batch", 17, E]
     if isinstance(model, (ViT, DeiT)):
         return ["batch", 17 if isinstance(model, ViT) else 18, E if isinstance(model, ViT) else VE]
-    if name == "last_hidden_state" and isinstance(model, (Bart, T5EncDec)):
+    if name == "last_hidden_state" and isinstance(model, (Bart, T5EncDec, BartDecoderPast)):
         return ["batch", "decoder_sequence", E]
     return ["batch", "sequence", E]
 
