@@ -25,6 +25,8 @@ var Pass = &pass.Pass{
 	Name: "fold",
 	Doc: `fold constants and shape arithmetic, remove no-op nodes, then DCE and CSE
 Repeated until nothing changes (at most 16 rounds):
+  - Calls of model-local functions (FunctionProto: torch's export_modules_as_functions
+    and dynamo exporter wrap modules in them) are replaced by the functions' bodies.
   - Constant nodes become initializers named after their output.
   - A node whose inputs are all constant and whose op the evaluator (package eval) supports
     is computed; its outputs become initializers that keep the output names. Nodes with
@@ -97,7 +99,16 @@ func Run(m *ir.Model, opts Options) (*Stats, error) {
 	if opts.MaxSize <= 0 {
 		opts.MaxSize = DefaultMaxSize
 	}
+	// Calls of model-local functions first: the blocks to fold and recognise are inside.
+	inlined, inlineErr := m.InlineFunctions()
 	f := &folder{m: m, opset: m.Opset(""), opts: opts, st: &Stats{Counts: map[string]int{}}}
+	if inlined > 0 {
+		f.count("fold: function calls inlined", inlined)
+	}
+	if inlineErr != nil {
+		// The calls stay, and so do the blocks inside them; the rest still folds.
+		f.st.Notes = append(f.st.Notes, "fold: functions left as calls: "+inlineErr.Error())
+	}
 	if f.opts.Debugf == nil {
 		f.opts.Debugf = func(string, ...any) {}
 	}

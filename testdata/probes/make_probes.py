@@ -2267,6 +2267,28 @@ def static(ctor):
     return make
 
 
+def name_outputs(path, names):
+    """The function export ignores output_names: name the graph outputs as the manifest does."""
+    m = onnx.load(path)
+    for out, new in zip(m.graph.output, names):
+        old = out.name
+        for n in m.graph.node:
+            n.output[:] = [new if o == old else o for o in n.output]
+            n.input[:] = [new if i == old else i for i in n.input]
+        out.name = new
+    onnx.save(m, path)
+
+
+def as_functions(ctor):
+    """The form exported with every module a local function (export_modules_as_functions):
+    the graph is one call, the blocks inside function bodies."""
+    def make():
+        m = ctor()
+        m.as_functions = True
+        return m
+    return make
+
+
 FORMS = {
     "gpt2-causal": (GPT2, (10, 13, 17)),
     "llama": (Llama, (14, 17)),  # torch.triu needs Trilu (opset 14)
@@ -2314,6 +2336,9 @@ FORMS = {
     "mpt": (MPT, (14, 17)),  # tril needs Trilu (opset 14)
     "detr": (Detr, (13, 17)),
     "bart-decoder-past": (BartDecoderPast, (13, 17)),
+    # export_modules_as_functions needs opset 15.
+    "vit-functions": (as_functions(ViT), (15, 17)),
+    "llama-hf-functions": (as_functions(LlamaHF), (15, 17)),
 }
 
 
@@ -2499,6 +2524,12 @@ def main():
         for o in ref_out.values():
             assert np.isfinite(o).all(), form
         for opset in opsets:
+            if getattr(model, "as_functions", False) and opset != opsets[0]:
+                # The function extraction keeps state in the module: export a fresh copy.
+                torch.manual_seed(1000 + seed)
+                model = ctor()
+                init_weights(model, 1000 + seed)
+                model.eval()
             name = f"{form}.opset{opset}"
             path = os.path.join(HERE, name + ".onnx")
             dyn = {}
@@ -2509,9 +2540,12 @@ def main():
             with torch.no_grad():
                 torch.onnx.export(model, tuple(trace[n] for n in fwd), path, opset_version=opset,
                                   input_names=list(fwd), output_names=list(model.outputs),
-                                  dynamic_axes=dyn, do_constant_folding=True)
+                                  dynamic_axes=dyn, do_constant_folding=True,
+                                  export_modules_as_functions=getattr(model, "as_functions", False))
             if len(fwd) < len(model.inputs):
                 wrap_in_if(path)
+            if getattr(model, "as_functions", False):
+                name_outputs(path, model.outputs)
             m = onnx.load(path)
             onnx.checker.check_model(m, full_check=True)
             write_npz(os.path.join(HERE, name + ".inputs.npz"), {n: t.numpy() for n, t in ref.items()})
