@@ -341,14 +341,24 @@ func nodePrefix(n *ir.Node) string {
 func materialise(rw *patterns.Rewriter, o *attnOperand) *ir.Value {
 	x := materialiseAt(rw, o, o.point, o.pointCanon())
 	if len(o.synth) > 0 {
-		// One K/V head for all query heads: [B,T,D] → [B,T,1,D] → [B,T,N,D] → [B,T,N·D].
 		n := axis(o.synth).size().Value
 		d := axis(o.canon[2+len(o.headLeaves):]).size().Value
-		split := rw.Const("attention_one_head", ir.Int64Tensor([]int64{4}, []int64{0, 0, 1, d}))
-		x = rw.Node("Reshape", "", []*ir.Value{x, split}, 1, x.Name+"_1hd").Output(0)
-		rep := rw.Const("attention_repeat_heads", ir.Int64Tensor([]int64{4}, []int64{1, 1, n, 1}))
-		x = rw.Node("Expand", "", []*ir.Value{x, rep}, 1, x.Name+"_nhd").Output(0)
-		merge := rw.Const("attention_merge_heads", ir.Int64Tensor([]int64{3}, []int64{0, 0, n * d}))
+		kv := axis(o.headLeaves[:len(o.headLeaves)-len(o.synth)]).size().Value
+		if kv == 1 {
+			// One K/V head for all query heads: [B,T,D] → [B,T,1,D] → [B,T,N,D] → [B,T,N·D].
+			split := rw.Const("attention_one_head", ir.Int64Tensor([]int64{4}, []int64{0, 0, 1, d}))
+			x = rw.Node("Reshape", "", []*ir.Value{x, split}, 1, x.Name+"_1hd").Output(0)
+			rep := rw.Const("attention_repeat_heads", ir.Int64Tensor([]int64{4}, []int64{1, 1, n, 1}))
+			x = rw.Node("Expand", "", []*ir.Value{x, rep}, 1, x.Name+"_nhd").Output(0)
+		} else {
+			// Each K/V head for n consecutive query heads: [B,T,KV·D] → [B,T,KV,1,D] →
+			// [B,T,KV,n,D] → [B,T,KV·n·D].
+			split := rw.Const("attention_group_heads", ir.Int64Tensor([]int64{5}, []int64{0, 0, kv, 1, d}))
+			x = rw.Node("Reshape", "", []*ir.Value{x, split}, 1, x.Name+"_g1d").Output(0)
+			rep := rw.Const("attention_repeat_group", ir.Int64Tensor([]int64{5}, []int64{1, 1, 1, n, 1}))
+			x = rw.Node("Expand", "", []*ir.Value{x, rep}, 1, x.Name+"_gnd").Output(0)
+		}
+		merge := rw.Const("attention_merge_heads", ir.Int64Tensor([]int64{3}, []int64{0, 0, kv * n * d}))
 		x = rw.Node("Reshape", "", []*ir.Value{x, merge}, 1, x.Name+"_bsh").Output(0)
 	}
 	return x

@@ -394,8 +394,11 @@ func (o *attnOperand) broadcastRowHeads(q *attnOperand) string {
 // for the scores only, so the scaled V itself is what it must read).
 func (o *attnOperand) choosePoint(unscaled bool) string {
 	best := -1
-	if len(o.synth) > 0 && !slices.Equal(o.synth, o.headLeaves) {
-		return fmt.Sprintf("%s is broadcast over some of the heads only", o.name)
+	// The matmul may broadcast the operand over all the heads (multi-query) or over the
+	// minor part of them (grouped-query: each of its heads serves consecutive query
+	// heads); a broadcast over a major part would interleave the groups.
+	if n := len(o.synth); n > 0 && (n > len(o.headLeaves) || !slices.Equal(o.synth, o.headLeaves[len(o.headLeaves)-n:])) {
+		return fmt.Sprintf("%s is broadcast over a major part of the heads", o.name)
 	}
 	for i, l := range o.layouts {
 		c, ok := materialCost(l, o.pointCanon())

@@ -566,6 +566,49 @@ class MPTFFN(FFN):
         return self.down_proj(F.gelu(self.up_proj(x)))
 
 
+class BroadcastGQAAttention(Attn):
+    """Grouped-query attention by matmul broadcasting, with no repeat of K and V: Q viewed
+    [B, KV, H/KV, S, D] against K [B, KV, 1, D, T] and V [B, KV, 1, T, D]."""
+
+    def __init__(self, kv_heads=2):
+        super().__init__(H, kv_heads)
+        self.q_proj = nn.Linear(E, H * D, bias=False)
+        self.k_proj, self.v_proj = nn.Linear(E, kv_heads * D, bias=False), nn.Linear(E, kv_heads * D, bias=False)
+        self.o_proj = nn.Linear(H * D, E, bias=False)
+
+    def forward(self, x, mask):
+        B, S, _ = x.shape
+        KV = self.kv_heads
+        q = self.q_proj(x).view(B, S, KV, H // KV, D).permute(0, 2, 3, 1, 4)
+        k = self.k_proj(x).view(B, S, KV, 1, D).permute(0, 2, 3, 4, 1)
+        v = self.v_proj(x).view(B, S, KV, 1, D).permute(0, 2, 3, 1, 4)
+        w = torch.softmax(torch.matmul(q, k) / math.sqrt(D) + mask[:, :, None], dim=-1)  # mask [B,1,1,1,T]
+        c = torch.matmul(w, v).reshape(B, H, S, D).transpose(1, 2).reshape(B, S, H * D)
+        return self.o_proj(c)
+
+
+class BroadcastGQA(Model):
+    """Pre-RMSNorm blocks whose attention groups the query heads by broadcasting against
+    two K/V heads, SwiGLU FFN, a padding mask."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(V, E)
+        self.ln1 = nn.ModuleList(RMSNorm(E) for _ in range(L))
+        self.attn = nn.ModuleList(BroadcastGQAAttention() for _ in range(L))
+        self.ln2 = nn.ModuleList(RMSNorm(E) for _ in range(L))
+        self.mlp = nn.ModuleList(Gated(F.silu) for _ in range(L))
+        self.norm = RMSNorm(E)
+
+    def forward(self, input_ids, attention_mask):
+        mask = padding_bias(attention_mask)
+        x = self.embed(input_ids)
+        for i in range(L):
+            x = x + self.attn[i](self.ln1[i](x), mask)
+            x = x + self.mlp[i](self.ln2[i](x))
+        return self.norm(x)
+
+
 class Bloom(Model):
     """BLOOM: ALiBi (slope_h · position of the key, from the cumulative sum of the padding
     mask, as [B·H, 1, S] added by baddbmm with the 1/√D scale on Q·Kᵀ), 3-D heads
@@ -2339,6 +2382,7 @@ FORMS = {
     # export_modules_as_functions needs opset 15.
     "vit-functions": (as_functions(ViT), (15, 17)),
     "llama-hf-functions": (as_functions(LlamaHF), (15, 17)),
+    "gqa-broadcast": (BroadcastGQA, (13, 17)),
 }
 
 
