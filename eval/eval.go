@@ -12,7 +12,9 @@
 // wrapped to their width. Transcendental functions (Exp, Log, Erf, Tanh, Sigmoid, Pow with
 // a general exponent) are the correctly rounded float64 result rounded to float32, which
 // may differ from ONNX Runtime's vectorised approximations in the last place; reductions
-// and MatMul accumulate sequentially in the element type.
+// and MatMul accumulate sequentially in the element type. Element-wise ops on float16
+// compute in float32 and round each result to float16 once, as ONNX Runtime's CPU
+// kernels do.
 package eval
 
 import (
@@ -152,7 +154,16 @@ func EvalLimit(n *ir.Node, inputs []*ir.Tensor, opset int64, maxElems int64) (re
 		}
 	}
 	c := &call{n: n, opset: opset, max: maxElems}
+	half := halfWidened[n.OpType] && dataHalf(n.OpType, inputs)
+	if half {
+		if inputs, err = castAll(inputs, ir.Float16, ir.Float); err != nil {
+			return nil, fmt.Errorf("eval: %s: %w", n.OpType, err)
+		}
+	}
 	outs, err := f(c, inputs)
+	if err == nil && half {
+		outs, err = castAll(outs, ir.Float, ir.Float16)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("eval: %s: %w", n.OpType, err)
 	}
@@ -167,6 +178,42 @@ func EvalLimit(n *ir.Node, inputs []*ir.Tensor, opset int64, maxElems int64) (re
 		res = outs
 	}
 	return res, nil
+}
+
+// halfWidened are the element-wise ops computed for float16 inputs as ONNX Runtime's CPU
+// kernels do: widened to float32, computed, each result rounded once to float16.
+// Reductions and MatMul are not: their sums would round at other places.
+var halfWidened = map[string]bool{
+	"Add": true, "Sub": true, "Mul": true, "Div": true, "Pow": true, "Neg": true, "Abs": true,
+	"Sqrt": true, "Reciprocal": true, "Exp": true, "Log": true, "Erf": true, "Tanh": true,
+	"Sigmoid": true, "Relu": true, "Max": true, "Min": true, "Where": true, "Equal": true,
+	"Less": true, "Greater": true,
+}
+
+// dataHalf reports whether the op's data input (which its float output takes the type
+// of) is float16: input 0, Where's input 1.
+func dataHalf(op string, ts []*ir.Tensor) bool {
+	i := 0
+	if op == "Where" {
+		i = 1
+	}
+	return i < len(ts) && ts[i] != nil && ts[i].DType == ir.Float16
+}
+
+// castAll casts the tensors of type from to type to, leaving the others.
+func castAll(ts []*ir.Tensor, from, to ir.DataType) ([]*ir.Tensor, error) {
+	out := make([]*ir.Tensor, len(ts))
+	for i, t := range ts {
+		out[i] = t
+		if t != nil && t.DType == from {
+			c, err := Cast(t, to)
+			if err != nil {
+				return nil, err
+			}
+			out[i] = c
+		}
+	}
+	return out, nil
 }
 
 // in returns input i or an error when it is missing.

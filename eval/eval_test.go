@@ -234,7 +234,12 @@ func TestArithmetic(t *testing.T) {
 		{"Div int truncates", nd("Div"), 13, []*ir.Tensor{i64(d(2), 7, -7), i64(scalar, 2)}, i64(d(2), 3, -3)},
 		{"Div int by 0", nd("Div"), 13, []*ir.Tensor{i64(d(1), 7), i64(scalar, 0)}, nil},
 		{"Add bool refused", nd("Add"), 13, []*ir.Tensor{bools(d(1), true), bools(d(1), true)}, nil},
-		{"Add float16 refused", nd("Add"), 13, []*ir.Tensor{f16(d(1), 0x3c00), f16(d(1), 0x3c00)}, nil},
+		// float16: widened to float32, computed, rounded once (ORT's CPU kernels alike).
+		{"Add float16", nd("Add"), 13, []*ir.Tensor{f16(d(1), 0x3c00), f16(d(1), 0x3c00)}, f16(d(1), 0x4000)},
+		{"Add float16 rounds to even", nd("Add"), 13, []*ir.Tensor{f16(d(1), 0x6800), f16(d(1), 0x3c00)}, f16(d(1), 0x6800)},
+		{"Pow float16 sqrt", nd("Pow"), 13, []*ir.Tensor{f16(d(1), 0x4800), f16(scalar, 0x3800)}, f16(d(1), 0x41a8)},
+		{"Div float16", nd("Div"), 13, []*ir.Tensor{f16(d(1), 0x3c00), f16(d(1), 0x4200)}, f16(d(1), 0x3555)},
+		{"ReduceSum float16 refused", nd("ReduceSum"), 13, []*ir.Tensor{f16(d(2), 0x3c00, 0x3c00)}, nil},
 		{"Add bad broadcast", nd("Add"), 13, []*ir.Tensor{f32(d(2), 1, 2), y}, nil},
 		{"Mod int", nd("Mod"), 13, []*ir.Tensor{i64(d(4), -7, 7, -7, 7), i64(d(4), 3, 3, -3, -3)}, i64(d(4), 2, 1, -1, -2)},
 		{"Mod fmod", nd("Mod", ir.IntAttr("fmod", 1)), 13, []*ir.Tensor{i64(d(2), -7, 7), i64(scalar, 3)}, i64(d(2), -1, 1)},

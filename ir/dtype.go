@@ -94,6 +94,22 @@ func (d DataType) IsFloat() bool {
 	return false
 }
 
+// Epsilon is the gap between 1 and the next value of a float type (0 for the others):
+// a constant stored in d is its exact value within Epsilon/2 relative.
+func (d DataType) Epsilon() float64 {
+	switch d {
+	case Double:
+		return 0x1p-52
+	case Float:
+		return 0x1p-23
+	case Float16:
+		return 0x1p-10
+	case BFloat16:
+		return 0x1p-7
+	}
+	return 0
+}
+
 // IsInt reports whether d is an integer type (bool excluded).
 func (d DataType) IsInt() bool {
 	switch d {

@@ -291,7 +291,7 @@ func checkFFN(m *patterns.Match) string {
 		}
 	}
 	if n := m.N("act_fused"); n != nil && n.OpType == "QuickGelu" {
-		if a := float64(n.AttrFloat("alpha", 1.702)); !geluNear(a, geluQuickAlpha) {
+		if a := float64(n.AttrFloat("alpha", 1.702)); !geluNear(a, geluQuickAlpha, ir.Float) {
 			return fmt.Sprintf("QuickGelu alpha %g, not 1.702", a)
 		}
 	}

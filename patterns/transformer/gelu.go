@@ -222,8 +222,13 @@ func geluScalar(m *patterns.Match, name string) (float64, string) {
 }
 
 // geluNear reports whether got is want within a relative tolerance of 1e-4 (exporters write
-// float32 constants, and some round them to 4-6 digits).
-func geluNear(got, want float64) bool { return math.Abs(got-want) <= 1e-4*math.Max(1, math.Abs(want)) }
+// float32 constants, and some round them to 4-6 digits), or within the rounding of a
+// constant stored in dt (float16 holds √2 as 1.4140625, bfloat16 as 1.4140625 too: half an
+// ulp is 2⁻¹¹ and 2⁻⁸ relative, well inside the 1% a wrong constant is off by).
+func geluNear(got, want float64, dt ir.DataType) bool {
+	tol := math.Max(1e-4*math.Max(1, math.Abs(want)), math.Abs(want)*dt.Epsilon()/2*(1+1e-9))
+	return math.Abs(got-want) <= tol
+}
 
 // geluConstChecks: a bound constant, the value it must have, how to say it when it has another.
 // An exponent must be exact: Pow(x, 3.00003) is NaN for every negative x, which no fused
@@ -278,7 +283,7 @@ func geluCheckConsts(m *patterns.Match) string {
 		if why != "" {
 			return why
 		}
-		if c.exact && v != c.want || !geluNear(v, c.want) {
+		if c.exact && v != c.want || !geluNear(v, c.want, m.Const(c.name).DType) {
 			return fmt.Sprintf(c.say, v)
 		}
 	}

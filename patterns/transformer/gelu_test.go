@@ -360,6 +360,13 @@ func geluOnly(t *testing.T, m *ir.Model) *transformer.Block {
 	return blocks[0]
 }
 
+// half is src in float16, √2 written as sqrt2 (an integer literal is a float16's bit
+// pattern in the text format: the whole numbers get a decimal point).
+func half(src, sqrt2 string) string {
+	src = strings.Replace(src, "sqrt2 = {1.4142135}", "sqrt2 = {"+sqrt2+"}", 1)
+	return strings.NewReplacer("float[", "float16[", "float ", "float16 ", "{1}", "{1.0}", "{2}", "{2.0}", "{3}", "{3.0}").Replace(src)
+}
+
 // TestGeluRefusals: a wrong constant, a non-float input, an escaping intermediate and a
 // bias of the wrong shape are refused with their reasons; a refused bias leaves the
 // unbiased GELU.
@@ -388,6 +395,14 @@ func TestGeluRefusals(t *testing.T) {
 			"sigmoid argument scaled by 1, not 1.702", ""},
 		{"double-input-ok", strings.Replace(strings.Replace(geluGraph(geluFactors["erf-div"]+geluHalves["after"], false, 13), "float[2,8]", "double[2,8]", -1), "float ", "double ", -1),
 			"", "gelu/erf-div-half-after"},
+		// A constant stored in float16 holds √2 as 1.4140625 (half an ulp off); stored in
+		// float32 the same value is off by 1.5e-4, and in float16 1.4296875 is 1% off.
+		{"half-ok", half(geluGraph(geluFactors["erf-div"]+geluHalves["after"], false, 13), "1.4140625"),
+			"", "gelu/erf-div-half-after"},
+		{"half-constant-1%-off", half(geluGraph(geluFactors["erf-div"]+geluHalves["after"], false, 13), "1.4296875"),
+			"erf argument divided by 1.4296875, not √2", ""},
+		{"float-rounded-as-half", strings.Replace(geluGraph(geluFactors["erf-div"]+geluHalves["after"], false, 13), "sqrt2 = {1.4142135}", "sqrt2 = {1.4140625}", 1),
+			"erf argument divided by 1.4140625, not √2", ""},
 		{"escaping-erf", strings.Replace(geluGraph(geluFactors["erf-div"]+geluHalves["after"], false, 13), "=> (float[2,8] y)", "=> (float[2,8] y, float[2,8] e)", 1),
 			`intermediate value "e" is a graph output`, ""},
 		{"bias-read-elsewhere", strings.Replace(geluGraph(geluFactors["erf-div"]+geluHalves["after"], true, 13), "=> (float[2,8] y)", "=> (float[2,8] y, float[2,8] x)", 1),
