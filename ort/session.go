@@ -94,6 +94,10 @@ type Session struct {
 	// Outputs then asks ORT once, which knows the shapes it inferred as well.
 	declared    []byte
 	outputsOnce sync.Once
+	// path and opts are the session's, for the temporary session Outputs asks (at ORT's
+	// default level, 1.30 crashes optimising some valid models the caller loads unoptimised).
+	path string
+	opts Options
 }
 
 // NewSession loads the model file at modelPath.
@@ -151,7 +155,7 @@ func newSession(path string, model []byte, opts Options) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	sess := &Session{inputs: ins, outputs: outs}
+	sess := &Session{inputs: ins, outputs: outs, path: path, opts: opts}
 	if declared {
 		sess.declared = model
 	}
@@ -336,7 +340,7 @@ func (s *Session) Outputs() []IOInfo {
 		if s.declared == nil {
 			return
 		}
-		_, oo, err := onnxruntime.GetInputOutputInfoWithONNXData(s.declared)
+		_, oo, err := infoOfBytes(s.path, s.declared, s.opts)
 		s.declared = nil
 		if err != nil || len(oo) != len(s.outputs) {
 			return // the session loaded this model: keep what it declares
