@@ -527,6 +527,8 @@ func embIsPositionIDs(v *ir.Value) bool {
 		switch n.OpType {
 		case "CumSum", "Range":
 			return true
+		case "NonZero":
+			return nonZeroOfOnes(n) // arange before Range (opset < 11)
 		case "Gather", "Shape":
 			return false // shape arithmetic, or another lookup
 		}
@@ -641,8 +643,17 @@ func embNonZeroArange(n *ir.Node, seq ir.Dim) bool {
 		return false
 	}
 	out := n.Output(0)
+	return nonZeroOfOnes(n) && n.Input(0).Type.Rank() == 1 && out.Type != nil && out.Type.Rank() == 2 && ir.SameDim(out.Type.Shape[1], seq)
+}
+
+// nonZeroOfOnes reports whether n is NonZero of a ConstantOfShape filled with a non-zero
+// value: the indices of every element, in order.
+func nonZeroOfOnes(n *ir.Node) bool {
+	if n.OpType != "NonZero" || n.Domain != "" {
+		return false
+	}
 	src, _ := n.Input(0).Producer()
-	if src == nil || src.OpType != "ConstantOfShape" || src.Domain != "" || n.Input(0).Type.Rank() != 1 {
+	if src == nil || src.OpType != "ConstantOfShape" || src.Domain != "" {
 		return false
 	}
 	fill := src.Attr("value")
@@ -650,7 +661,7 @@ func embNonZeroArange(n *ir.Node, seq ir.Dim) bool {
 		return false // the default fill is 0: no element is non-zero
 	}
 	vals, err := fill.Tensor.Float64s()
-	return err == nil && vals[0] != 0 && out.Type != nil && out.Type.Rank() == 2 && ir.SameDim(out.Type.Shape[1], seq)
+	return err == nil && vals[0] != 0
 }
 
 // embOneLongAxis reports whether every axis of v but one is provably 1.

@@ -297,8 +297,19 @@ func decNormalisedNext(v *ir.Value) string {
 	return ""
 }
 
+// decStepPositions reports whether the lookup adds positions computed at run time as a
+// [sequence] vector.
+func decStepPositions(m *patterns.Match) bool {
+	info, why := decAnalyse(m)
+	return why == "" && info.positions == embComputedPositions && info.posIDs != nil &&
+		info.posIDs.Type != nil && info.posIDs.Type.Rank() == 1
+}
+
 func checkDecoderEmbedding(m *patterns.Match) string {
-	if op := decNormalisedNext(m.Root); op != "" {
+	// The embedding+LayerNorm forms take ids that count from a constant, or
+	// [batch or 1, sequence] ones; a [sequence] vector computed otherwise (a decoding
+	// step's arange from the cache length) stays this form's, LayerNorm next or not.
+	if op := decNormalisedNext(m.Root); op != "" && !decStepPositions(m) {
 		return fmt.Sprintf("the sum's only reader is a LayerNorm (%s): the embedding+LayerNorm forms apply", op)
 	}
 	if !m.Has("dec_sum") {
