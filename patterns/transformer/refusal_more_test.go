@@ -181,3 +181,174 @@ func TestAttentionTermLayoutRefusals(t *testing.T) {
 	}
 	runValidRefusals(t, generalFams, cases)
 }
+
+// TestAttentionOperandRefusals: Softmaxes over a matmul that are not attention over the
+// positions (over the heads, over the channels, with no batch), and operands no fused
+// operator reads.
+func TestAttentionOperandRefusals(t *testing.T) {
+	const plain = "  p = Softmax <axis = -1> (sd)\n  c = MatMul (p, vt)\n"
+	const qt = "  qt = Transpose <perm = [0, 2, 1, 3]> (qr)"
+	const kt = "  kt = Transpose <perm = [0, 2, 3, 1]> (kr)"
+	const vt = "  vt = Transpose <perm = [0, 2, 1, 3]> (vr)"
+	const out = "  ct = Transpose <perm = [0, 2, 1, 3]> (c)"
+	near := func(inputs, core string, edits ...string) string {
+		return generalNearMiss(inputs, core, append([]string{"  float qscale = {0.01}", moreConsts}, edits...)...)
+	}
+	unbatched := `g (float[seq,4] x) => (y) <
+  float[4,4] wq = {0.1, -0.2, 0.3, 0.1, 0.2, 0.1, -0.1, 0.2, -0.3, 0.2, 0.1, 0.1, 0.2, -0.1, 0.3, 0.1},
+  float[4,4] wk = {0.2, 0.1, -0.1, 0.3, 0.1, -0.2, 0.2, 0.1, 0.3, 0.1, -0.2, 0.1, -0.1, 0.2, 0.1, 0.3},
+  float[4,4] wv = {0.3, 0.1, 0.2, -0.1, 0.1, 0.2, -0.3, 0.1, 0.2, -0.1, 0.1, 0.3, 0.1, 0.2, 0.1, -0.2},
+  int64[3] split = {0, 2, 2},
+  int64[2] merge = {0, 4}
+> {
+  q = MatMul (x, wq)
+  k = MatMul (x, wk)
+  v = MatMul (x, wv)
+  qr = Reshape (q, split)
+  qt = Transpose <perm = [1, 0, 2]> (qr)
+  kr = Reshape (k, split)
+  kt = Transpose <perm = [1, 2, 0]> (kr)
+  vr = Reshape (v, split)
+  vt = Transpose <perm = [1, 0, 2]> (vr)
+  s = MatMul (qt, kt)
+  p = Softmax <axis = -1> (s)
+  c = MatMul (p, vt)
+  ct = Transpose <perm = [1, 0, 2]> (c)
+  y = Reshape (ct, merge)
+}`
+	// fairseq's [B·N, S, D] layout over five positions, V scaled in it.
+	fairseq := `g (float[batch,5,4] x) => (y) <
+  float[4,4] wq = {0.1, -0.2, 0.3, 0.1, 0.2, 0.1, -0.1, 0.2, -0.3, 0.2, 0.1, 0.1, 0.2, -0.1, 0.3, 0.1},
+  float[4,4] wk = {0.2, 0.1, -0.1, 0.3, 0.1, -0.2, 0.2, 0.1, 0.3, 0.1, -0.2, 0.1, -0.1, 0.2, 0.1, 0.3},
+  float[4,4] wv = {0.3, 0.1, 0.2, -0.1, 0.1, 0.2, -0.3, 0.1, 0.2, -0.1, 0.1, 0.3, 0.1, 0.2, 0.1, -0.2},
+  int64[4] split = {0, 0, 2, 2},
+  int64[3] flat = {-1, 5, 2},
+  int64[4] unflat = {-1, 2, 5, 2},
+  int64[3] merge = {0, 0, 4},
+  float half = {0.5}
+> {
+  q = MatMul (x, wq)
+  k = MatMul (x, wk)
+  v = MatMul (x, wv)
+  qr = Reshape (q, split)
+  qt = Transpose <perm = [0, 2, 1, 3]> (qr)
+  q3 = Reshape (qt, flat)
+  kr = Reshape (k, split)
+  kt = Transpose <perm = [0, 2, 1, 3]> (kr)
+  k3 = Reshape (kt, flat)
+  k3t = Transpose <perm = [0, 2, 1]> (k3)
+  vr = Reshape (v, split)
+  vt = Transpose <perm = [0, 2, 1, 3]> (vr)
+  v3 = Reshape (vt, flat)
+  vs = Mul (v3, half)
+  s = MatMul (q3, k3t)
+  p = Softmax <axis = -1> (s)
+  c = MatMul (p, vs)
+  c4 = Reshape (c, unflat)
+  ct = Transpose <perm = [0, 2, 1, 3]> (c4)
+  y = Reshape (ct, merge)
+}`
+	cases := []refusalCase{
+		{name: "softmax over the heads", src: near("", "  p = Softmax <axis = -1> (sd)\n  c = MatMul (p, vr)\n", qt, "  qt = Identity (qr)", kt, "  kt = Transpose <perm = [0, 1, 3, 2]> (kr)"),
+			want: "a seq atom among the batch axes"},
+		{name: "no batch axis", src: unbatched, want: "0 batch atoms among the batch axes, want 1"},
+		// Cross-covariance attention: the softmax runs over channels, not positions.
+		{name: "softmax over the channels", src: near("", plain, qt, "  qt = Transpose <perm = [0, 2, 3, 1]> (qr)", kt, "  kt = Transpose <perm = [0, 2, 1, 3]> (kr)",
+			vt, "  vt = Transpose <perm = [0, 2, 3, 1]> (vr)", out, "  ct = Transpose <perm = [0, 3, 1, 2]> (c)"),
+			want: "Q: the sequence axis at the matmul is"},
+		{name: "Q repeated over its head size", src: near("", plain, "  qa = Add (qm, bq)", "  qa = Slice (qm, z1, t1, last)", "  qr = Reshape (qa, split)", "  qr = Reshape (qa, q1)",
+			qt, "  q1t = Transpose <perm = [0, 2, 1, 3]> (qr)\n  qt = Expand (q1t, e2)", "  int64[1] o1 = {1},", "  int64[1] o1 = {1},\n  int64[4] q1 = {0, 0, 2, 1},\n  int64[4] e2 = {1, 1, 1, 2},"),
+			want: "Q: the head-size axis at the matmul is"},
+		{name: "V scaled in the [B·N, S, D] view", src: fairseq, want: "V: no tensor after its scale holds [B,S,heads,D]"},
+		{name: "context read for its shape only", src: near("", plain, out+"\n  y = Reshape (ct, merge)", "  y = Shape (c)"),
+			want: "proved attention, but its output path was refused"},
+	}
+	for i := range cases {
+		cases[i].fused = []string{"com.microsoft.MultiHeadAttention", "com.microsoft.Attention"}
+	}
+	runValidRefusals(t, generalFams, cases)
+}
+
+// TestAttentionBERTMoreRefusals: the BERT-like family's head split and mask checks.
+func TestAttentionBERTMoreRefusals(t *testing.T) {
+	vec := make([]string, 70)
+	for i := range vec {
+		vec[i] = fmt.Sprintf("%d", -10000-i)
+	}
+	static := []string{"float[batch,seq,4] x", "float[batch,70,4] x", "int64[batch,seq] attention_mask", "int64[batch,70] attention_mask", "=> (float[batch,seq,4] y)", "=> (float[batch,70,4] y)"}
+	cases := []refusalCase{
+		// The exporter's value_info names the head count but not its size.
+		{name: "head count read at run time", src: bertNearMiss(t, "bert (float[batch,seq,4] x,", "bert (int64[1] nh, float[batch,seq,4] x,", "(kbu, klu, nheads, hsize)", "(kbu, klu, nh, hsize)",
+			"  float fone = {1},", "  float[batch,seq,heads,2] kr,\n  float fone = {1},"),
+			want: "k head split [batch,seq,heads,2]: heads or head size unknown"},
+		// A mask scaled per key by 70 values: a mask plus a bias that varies over the keys.
+		{name: "mask scaled per key", src: bertNearMiss(t, append(static, "  float fone = {1},", "  float fone = {1},\n  float[70] fvec = {"+strings.Join(vec, ", ")+"},",
+			"  [\"/Mul\"] ext = Mul (inv, fmin)", "  [\"/Mul\"] ext = Mul (inv, fvec)")...),
+			want: "mask constant fvec is not a scalar"},
+	}
+	for i := range cases {
+		cases[i].fused = []string{"com.microsoft.Attention"}
+	}
+	runValidRefusals(t, []*transformer.Family{transformer.AttentionFamily}, cases)
+}
+
+// TestDebertaLayoutRefusals: DeBERTa blocks whose projections, packed heads or relative
+// terms are not typed as the fused operator needs.
+func TestDebertaLayoutRefusals(t *testing.T) {
+	with := func(src string, edits ...string) string {
+		for i := 0; i+1 < len(edits); i += 2 {
+			if !strings.Contains(src, edits[i]) {
+				t.Fatalf("no %q in\n%s", edits[i], src)
+			}
+			src = strings.Replace(src, edits[i], edits[i+1], 1)
+		}
+		return src
+	}
+	cases := []refusalCase{
+		// The tokens flattened [B·S, H]: the head split names batch and sequence.
+		{name: "tokens flattened", src: with(dbGraph(dbOpts{v2: true}), "float[2,5,8] x", "float[10,8] x", "int64[4] split = {0, 0, 2, -1}", "int64[4] split = {2, 5, 2, -1}"),
+			want: `the query projection "qa" has rank 2, not [batch, seq, hidden]`},
+		{name: "packed split read at run time", src: dbGraph(dbOpts{dynSplit: true}),
+			want: `the packed in_proj heads "t" are typed`},
+		{name: "query slice ends at run time", src: with(dbGraph(dbOpts{}), "int64[2,2,5,5] ppos", "int64[2,2,5,5] ppos, int64[1] qend", "qs = Slice (t, s0, s4, axl)", "qs = Slice (t, s0, qend, axl)"),
+			want: "the query slice of the packed in_proj heads is typed"},
+	}
+	for i := range cases {
+		cases[i].fused = []string{"com.microsoft.MultiHeadAttention"}
+	}
+	runValidRefusals(t, debertaOnly, cases)
+}
+
+// TestQAttentionMoreRefusals: quantized attention blocks QAttention cannot take.
+func TestQAttentionMoreRefusals(t *testing.T) {
+	cases := []refusalCase{
+		{name: "k weight in float", src: qattnNearMiss(t, "  float[4] bq =", "  float[4,4] wkf = {0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6},\n  float[4] bq =",
+			"km = MatMul (kdq, wkd)", "km = MatMul (kdq, wkf)"), want: "; k weight is not a DequantizeLinear of a constant"},
+		// K's weight uint8 around 128, Q's and V's int8: QAttention packs one weight type.
+		{name: "k weight uint8", src: qattnNearMiss(t, "  int8[4,4] wk8 = {127, -127, 103, -85, -95, -107, -55, 127, -85, 23, 40, -51, 13, -122, -127, -118},", "  uint8[4,4] wk8 = {255, 1, 231, 43, 33, 21, 73, 255, 43, 151, 168, 77, 141, 6, 1, 10},",
+			"  int8[4] wkz = {0, 0, 0, 0},", "  uint8[4] wkz = {128, 128, 128, 128},"), want: "; Q, K and V weights have different types"},
+	}
+	for i := range cases {
+		cases[i].provider = "cpu"
+		cases[i].fused = []string{"com.microsoft.QAttention"}
+	}
+	runValidRefusals(t, []*transformer.Family{transformer.AttentionFamily}, cases)
+}
+
+// TestFusedQAttentionWithPast: a QAttention already in the model that carries past
+// state is not one the family describes.
+func TestFusedQAttentionWithPast(t *testing.T) {
+	src := `g (uint8[batch,seq,4] x, float[2,batch,2,past,2] past) => (y, present) <
+  uint8[4,12] w = {` + strings.TrimSuffix(strings.Repeat("130, 120, ", 24), ", ") + `},
+  float[12] b = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+  float xs = {0.02},
+  float ws = {0.01},
+  uint8 xz = {128},
+  uint8 wz = {128}
+> {
+  y, present = com.microsoft.QAttention <num_heads = 2, unidirectional = 1> (x, w, b, xs, ws, "", xz, wz, past)
+}`
+	runValidRefusals(t, []*transformer.Family{transformer.AttentionFamily}, []refusalCase{
+		{name: "past state", src: src, want: "QAttention  has past state", provider: "cpu"},
+	})
+}
