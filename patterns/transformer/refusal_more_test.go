@@ -352,3 +352,54 @@ func TestFusedQAttentionWithPast(t *testing.T) {
 		{name: "past state", src: src, want: "QAttention  has past state", provider: "cpu"},
 	})
 }
+
+// TestEmbeddingSumRefusals: LayerNorms of sums that are not an embedding block
+// EmbedLayerNormalization computes.
+func TestEmbeddingSumRefusals(t *testing.T) {
+	with := func(src string, edits ...string) string {
+		for i := 0; i+1 < len(edits); i += 2 {
+			if !strings.Contains(src, edits[i]) {
+				t.Fatalf("no %q in\n%s", edits[i], src)
+			}
+			src = strings.Replace(src, edits[i], edits[i+1], 1)
+		}
+		return src
+	}
+	cases := []refusalCase{
+		{name: "a sum of constants", src: embGraph("int64[1,5] input_ids", "float[1,5,4] y", ",\n  float[1,5,4] k1 = {...},\n  float[1,5,4] k2 = {...}", "\n  x = Add (k1, k2)"+embDecomposedLN),
+			want: "no embedding lookup in the sum"},
+		// The skip-LayerNorm form binds a constant bias: the decoder form (no LayerNorm)
+		// then refuses the sum for its LayerNorm reader.
+		{name: "skip bias read at run time", src: embGraph("int64[batch,seq] input_ids, float[4] sb", "float[batch,seq,4] y", "", embBERTPositions+`
+  w = Gather (word, input_ids)
+  p = Gather (pos, pids)
+  y = com.microsoft.SkipLayerNormalization <epsilon = 1e-12> (w, p, gamma, beta, sb)`),
+			want: "the sum's only reader is a LayerNorm (SkipLayerNormalization): the embedding+LayerNorm forms apply"},
+		{name: "no gamma in double", src: with(strings.ReplaceAll(embBERT, "float", "double"), "  sc = Mul (nrm, gamma)\n  y = Add (sc, beta)", "  y = Add (nrm, beta)"),
+			want: "no gamma, and the double ones it needs are not supported"},
+		// Batch, sequence and hidden all 4, so that the [4,4,1,1] mask broadcasts.
+		{name: "mask of rank 3", src: with(embDeBERTa, "int64[batch,seq] input_ids, int64[batch,seq] attention_mask", "int64[4,4] input_ids, int64[4,4,1] attention_mask", "float[batch,seq,4] z", "z"),
+			want: "mask is int64[4,4,1], not [batch, sequence]"},
+	}
+	for i := range cases {
+		cases[i].opset = "17"
+	}
+	runValidRefusals(t, []*transformer.Family{transformer.EmbeddingFamily}, cases)
+}
+
+// TestPackedAndLinearRefusals: a packed FFN cut along another axis, and a quantized
+// linear layer whose bias is not one per output column.
+func TestPackedAndLinearRefusals(t *testing.T) {
+	// Channel-first 1×1 convolutions: the halves are sliced on the channels, axis 1, which
+	// the check reads as not the last (as it does the Split on axis 1).
+	conv := strings.Replace(ffnSource("packed-slice", "silu", "conv", true), "int64[1] s_ax = {-1}", "int64[1] s_ax = {1}", 1)
+	runValidRefusals(t, []*transformer.Family{transformer.FFNFamily}, []refusalCase{
+		{name: "channel-first halves sliced on the channels", src: conv, want: "a packed half is sliced on axis 1, not the last"},
+	})
+	layer := "  xq = QuantizeLinear (x, xs, xz)\n  xd = DequantizeLinear (xq, xs, xz)\n  wd = DequantizeLinear <axis = 1> (w, ws, wz)\n  mm = MatMul (xd, wd)\n  y = Add (mm, b1)"
+	cases := []refusalCase{
+		{name: "one bias for every column", src: qlinGraph(",\n  float[1] b1 = {0.5}", layer), want: "bias float[1] is not float [2]", provider: "cpu",
+			fused: []string{"com.microsoft.MatMulIntegerToFloat"}},
+	}
+	runValidRefusals(t, nil, cases)
+}
