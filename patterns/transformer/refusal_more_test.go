@@ -216,38 +216,6 @@ func TestAttentionOperandRefusals(t *testing.T) {
   ct = Transpose <perm = [1, 0, 2]> (c)
   y = Reshape (ct, merge)
 }`
-	// fairseq's [B·N, S, D] layout over five positions, V scaled in it.
-	fairseq := `g (float[batch,5,4] x) => (y) <
-  float[4,4] wq = {0.1, -0.2, 0.3, 0.1, 0.2, 0.1, -0.1, 0.2, -0.3, 0.2, 0.1, 0.1, 0.2, -0.1, 0.3, 0.1},
-  float[4,4] wk = {0.2, 0.1, -0.1, 0.3, 0.1, -0.2, 0.2, 0.1, 0.3, 0.1, -0.2, 0.1, -0.1, 0.2, 0.1, 0.3},
-  float[4,4] wv = {0.3, 0.1, 0.2, -0.1, 0.1, 0.2, -0.3, 0.1, 0.2, -0.1, 0.1, 0.3, 0.1, 0.2, 0.1, -0.2},
-  int64[4] split = {0, 0, 2, 2},
-  int64[3] flat = {-1, 5, 2},
-  int64[4] unflat = {-1, 2, 5, 2},
-  int64[3] merge = {0, 0, 4},
-  float half = {0.5}
-> {
-  q = MatMul (x, wq)
-  k = MatMul (x, wk)
-  v = MatMul (x, wv)
-  qr = Reshape (q, split)
-  qt = Transpose <perm = [0, 2, 1, 3]> (qr)
-  q3 = Reshape (qt, flat)
-  kr = Reshape (k, split)
-  kt = Transpose <perm = [0, 2, 1, 3]> (kr)
-  k3 = Reshape (kt, flat)
-  k3t = Transpose <perm = [0, 2, 1]> (k3)
-  vr = Reshape (v, split)
-  vt = Transpose <perm = [0, 2, 1, 3]> (vr)
-  v3 = Reshape (vt, flat)
-  vs = Mul (v3, half)
-  s = MatMul (q3, k3t)
-  p = Softmax <axis = -1> (s)
-  c = MatMul (p, vs)
-  c4 = Reshape (c, unflat)
-  ct = Transpose <perm = [0, 2, 1, 3]> (c4)
-  y = Reshape (ct, merge)
-}`
 	cases := []refusalCase{
 		{name: "softmax over the heads", src: near("", "  p = Softmax <axis = -1> (sd)\n  c = MatMul (p, vr)\n", qt, "  qt = Identity (qr)", kt, "  kt = Transpose <perm = [0, 1, 3, 2]> (kr)"),
 			want: "a seq atom among the batch axes"},
@@ -259,7 +227,7 @@ func TestAttentionOperandRefusals(t *testing.T) {
 		{name: "Q repeated over its head size", src: near("", plain, "  qa = Add (qm, bq)", "  qa = Slice (qm, z1, t1, last)", "  qr = Reshape (qa, split)", "  qr = Reshape (qa, q1)",
 			qt, "  q1t = Transpose <perm = [0, 2, 1, 3]> (qr)\n  qt = Expand (q1t, e2)", "  int64[1] o1 = {1},", "  int64[1] o1 = {1},\n  int64[4] q1 = {0, 0, 2, 1},\n  int64[4] e2 = {1, 1, 1, 2},"),
 			want: "Q: the head-size axis at the matmul is"},
-		{name: "V scaled in the [B·N, S, D] view", src: fairseq, want: "V: no tensor after its scale holds [B,S,heads,D]"},
+		{name: "V scaled in the [B·N, S, D] view", src: fairseq3D("  vs = Mul (v3, half)", "vs", fairseqMerge), want: "V: no tensor after its scale holds [B,S,heads,D]"},
 		{name: "context read for its shape only", src: near("", plain, out+"\n  y = Reshape (ct, merge)", "  y = Shape (c)"),
 			want: "proved attention, but its output path was refused"},
 	}
@@ -402,4 +370,122 @@ func TestPackedAndLinearRefusals(t *testing.T) {
 			fused: []string{"com.microsoft.MatMulIntegerToFloat"}},
 	}
 	runValidRefusals(t, nil, cases)
+}
+
+// fairseq3D is fairseq's layout over five positions: Q, K and V viewed [B·N, S, D]; vx
+// adds nodes on V, vs is the V the context reads, and out makes y from the context c.
+func fairseq3D(vx, vs, out string) string {
+	return `<ir_version: 8, opset_import: ["" : 13]>
+g (float[batch,5,4] x) => (y) <
+  float[4,4] wq = {0.1, -0.2, 0.3, 0.1, 0.2, 0.1, -0.1, 0.2, -0.3, 0.2, 0.1, 0.1, 0.2, -0.1, 0.3, 0.1},
+  float[4,4] wk = {0.2, 0.1, -0.1, 0.3, 0.1, -0.2, 0.2, 0.1, 0.3, 0.1, -0.2, 0.1, -0.1, 0.2, 0.1, 0.3},
+  float[4,4] wv = {0.3, 0.1, 0.2, -0.1, 0.1, 0.2, -0.3, 0.1, 0.2, -0.1, 0.1, 0.3, 0.1, 0.2, 0.1, -0.2},
+  int64[4] split = {0, 0, 2, 2},
+  int64[3] flat = {-1, 5, 2},
+  int64[4] unflat = {-1, 2, 5, 2},
+  int64[3] merge = {0, 0, 4},
+  int64[1] a0 = {0},
+  int64[1] a1 = {1},
+  int64[1] a2 = {2},
+  int64 i0 = {0},
+  float half = {0.5}
+> {
+  q = MatMul (x, wq)
+  k = MatMul (x, wk)
+  v = MatMul (x, wv)
+  qr = Reshape (q, split)
+  qt = Transpose <perm = [0, 2, 1, 3]> (qr)
+  q3 = Reshape (qt, flat)
+  kr = Reshape (k, split)
+  kt = Transpose <perm = [0, 2, 1, 3]> (kr)
+  k3 = Reshape (kt, flat)
+  k3t = Transpose <perm = [0, 2, 1]> (k3)
+  vr = Reshape (v, split)
+  vt = Transpose <perm = [0, 2, 1, 3]> (vr)
+  v3 = Reshape (vt, flat)
+` + vx + `
+  s = MatMul (q3, k3t)
+  p = Softmax <axis = -1> (s)
+  c = MatMul (p, ` + vs + `)
+` + out + `
+}`
+}
+
+// fairseqMerge merges fairseq3D's context back to [B, S, N·D].
+const fairseqMerge = "  c4 = Reshape (c, unflat)\n  ct = Transpose <perm = [0, 2, 1, 3]> (c4)\n  y = Reshape (ct, merge)"
+
+// TestAttentionOutputRefusals: contexts whose value after the block no fused output
+// [B, S, N·D] can be viewed as.
+func TestAttentionOutputRefusals(t *testing.T) {
+	cases := []refusalCase{
+		{name: "the [B·N, S, D] context as the output", src: fairseq3D("", "v3", "  y = Identity (c)"),
+			want: "the output's layout [(batch(batch) chan(2)) (seq(5)) (chan(2))] needs two sizes read at run time"},
+		{name: "context reshaped to a shape read at run time", src: strings.Replace(fairseq3D("", "v3", "  y = Reshape (c, shp)"), "(float[batch,5,4] x)", "(float[batch,5,4] x, int64[r] shp)", 1),
+			want: "output: "},
+		{name: "context sliced", src: fairseq3D("", "v3", "  y = Slice (c, a0, a1, a2)"),
+			want: "is not a view of [B,S,N·D]"},
+		{name: "context of one channel", src: fairseq3D("", "v3", "  y = Gather <axis = 2> (c, i0)"),
+			want: "drops atoms"},
+	}
+	for i := range cases {
+		cases[i].fused = []string{"com.microsoft.MultiHeadAttention"}
+	}
+	runValidRefusals(t, generalFams, cases)
+}
+
+// TestAttentionHeadRefusals: heads whose count no type gives, score terms over a view
+// that splits the heads, and packed heads sliced after the batch is merged in.
+func TestAttentionHeadRefusals(t *testing.T) {
+	// Q [B, S, hid] viewed [B, S·hid, 1]: hid heads of one channel folded into the rows,
+	// against one K and V head.
+	rows := `g (float[batch,seq,hid] x, float[batch,seq,1] kin, float[batch,seq,1] vin) => (y) <
+  int64[3] rows = {0, -1, 1}
+> {
+  qf = Reshape (x, rows)
+  kt = Transpose <perm = [0, 2, 1]> (kin)
+  s = MatMul (qf, kt)
+  p = Softmax <axis = -1> (s)
+  y = MatMul (p, vin)
+}`
+	// Four heads of one channel over four positions; the scores viewed [B, 2, 2, 4, 4]
+	// for a term over the two head factors.
+	split := generalNearMiss("float[1,2,2,1,1] tb",
+		"  s5 = Reshape (sd, hv)\n  sm = Add (s5, tb)\n  p5 = Softmax <axis = -1> (sm)\n  p = Reshape (p5, h4)\n  c = MatMul (p, vt)\n",
+		"float[batch,seq,4] x", "float[batch,4,4] x", "int64[4] split = {0, 0, 2, 2}", "int64[4] split = {0, 0, 4, 1}",
+		"  float qscale = {0.01}", "  float qscale = {0.01},\n  int64[5] hv = {0, 2, 2, 4, 4},\n  int64[4] h4 = {0, 4, 4, 4}")
+	// fairseq's [B·N, S, D] layout with Q, K and V sliced from a packed per-head
+	// [B·N, S, 3·D]: no tensor before the slice holds Q's channels alone, none after it
+	// holds the batch beside the sequence.
+	packed := `g (float[batch,5,4] x) => (y) <
+  float[4,12] w = {` + strings.TrimSuffix(strings.Repeat("0.1, -0.2, 0.3, ", 16), ", ") + `},
+  int64[4] split6 = {0, 0, 2, 6},
+  int64[3] flat6 = {-1, 5, 6},
+  int64[4] unflat = {-1, 2, 5, 2},
+  int64[3] merge = {0, 0, 4},
+  int64[1] z = {0}, int64[1] t2 = {2}, int64[1] f4 = {4}, int64[1] s6 = {6}, int64[1] last = {-1}
+> {
+  qkv = MatMul (x, w)
+  r = Reshape (qkv, split6)
+  t = Transpose <perm = [0, 2, 1, 3]> (r)
+  f = Reshape (t, flat6)
+  q3 = Slice (f, z, t2, last)
+  k3 = Slice (f, t2, f4, last)
+  v3 = Slice (f, f4, s6, last)
+  k3t = Transpose <perm = [0, 2, 1]> (k3)
+  s = MatMul (q3, k3t)
+  p = Softmax <axis = -1> (s)
+  c = MatMul (p, v3)
+  c4 = Reshape (c, unflat)
+  ct = Transpose <perm = [0, 2, 1, 3]> (c4)
+  y = Reshape (ct, merge)
+}`
+	cases := []refusalCase{
+		{name: "heads of a symbolic count in the rows", src: rows, want: "the head count is unknown"},
+		{name: "term over the split heads", src: split, want: "score term tb: axis 1 holds"},
+		{name: "packed heads sliced in the [B·N, S, 3·D] view", src: packed, want: "Q: no tensor on its path holds [B,S,heads,D]"},
+	}
+	for i := range cases {
+		cases[i].fused = []string{"com.microsoft.MultiHeadAttention"}
+	}
+	runValidRefusals(t, generalFams, cases)
 }
