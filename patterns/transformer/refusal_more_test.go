@@ -57,37 +57,37 @@ func TestAttentionLayoutRefusals(t *testing.T) {
 	}
 	cases := []refusalCase{
 		{name: "Q scaled by a rank-5 constant", src: near("", plain, qt, "  q5 = Mul (qr, half5)\n  qs = Squeeze (q5, z1)\n  qt = Transpose <perm = [0, 2, 1, 3]> (qs)"),
-			want: "broadcasts its input"},
+			want: "Q: Mul(->q5) broadcasts its input"},
 		{name: "Q reshaped to a shape read at run time", src: near("int64[r] shp", plain, qt, "  qs = Reshape (qr, shp)\n  qt = Transpose <perm = [0, 2, 1, 3]> (qs)"),
-			want: "output shape unknown"},
+			want: "Q: Reshape(->qs): output shape unknown"},
 		{name: "Q sliced on the sequence", src: near("", plain, qt, "  qs = Slice (qr, z1, big1, o1)\n  qt = Transpose <perm = [0, 2, 1, 3]> (qs)"),
-			want: "takes"},
+			want: "Q: Slice(->qs) takes ? of [seq(seq)]"},
 		{name: "Q strided on the sequence", src: near("", plain, qt, "  qs = Slice (qr, z1, big1, o1, t1)\n  qt = Transpose <perm = [0, 2, 1, 3]> (qs)"),
-			want: "a strided slice of"},
+			want: "Q: Slice(->qs): a strided slice of [seq(seq)]"},
 		{name: "Q every third channel", src: near("", plain, qt, "  qs = Slice (qr, z1, big1, a3, three)\n  qt = Transpose <perm = [0, 2, 1, 3]> (qs)",
 			"  kt = Transpose <perm = [0, 2, 3, 1]> (kr)", "  ks = Slice (kr, z1, o1, a3)\n  kt = Transpose <perm = [0, 2, 3, 1]> (ks)"),
-			want: "takes every"},
+			want: "Q: Slice(->qs) takes every 3-th of 2 from 0"},
 		{name: "K shared by the batch and heads", src: near("float[seq,2] kin", plain, "  kt = Transpose <perm = [0, 2, 3, 1]> (kr)", "  kt = Transpose <perm = [1, 0]> (kin)"),
-			want: "Q and K: ranks 4 and 2"},
+			want: "Q and K: ranks 4 and 2 (a broadcast over the batch or heads)"},
 		{name: "K of one batch row", src: near("float[1,seq,4] xk", plain, "  km = MatMul (x, wk)", "  km = MatMul (xk, wk)"),
-			want: "Q and K: batch axis"},
+			want: "Q and K: batch axis 0 is [batch(batch)] against [batch(1)]"},
 		{name: "V of one batch row", src: near("float[1,seq,4] xv", plain, "  vm = MatMul (x, wv)", "  vm = MatMul (xv, wv)"),
-			want: "probs and V: batch axis"},
+			want: "probs and V: batch axis 0 is [batch(batch)] against [batch(1)]"},
 		{name: "V shared by the batch and heads", src: near("float[seq,2] vin", "  p = Softmax <axis = -1> (sd)\n  c = MatMul (p, vin)\n"),
 			want: "probs of rank 4 against V of rank 2"},
 		// One K head of two channels, repeated over the heads by a shape the graph reads.
 		{name: "K expanded to a shape read at run time", src: near("int64[4] eshape", plain, "  kr = Reshape (ka, split)",
 			"  k2 = Slice (ka, z1, t1, last)\n  kr = Reshape (k2, kv1)", "  kt = Transpose <perm = [0, 2, 3, 1]> (kr)", "  ke = Expand (kr, eshape)\n  kt = Transpose <perm = [0, 2, 3, 1]> (ke)",
 			"  int64[1] o1 = {1},", "  int64[1] o1 = {1},\n  int64[4] kv1 = {0, 0, 1, 2},"),
-			want: "grows from"},
+			want: "K: Expand(->ke): axis 2 grows from 1 to ?"},
 		{name: "K expanded to a rank read at run time", src: near("int64[r] eshape", plain, "  kt = Transpose <perm = [0, 2, 3, 1]> (kr)", "  ke = Expand (kr, eshape)\n  kt = Transpose <perm = [0, 2, 3, 1]> (ke)"),
-			want: "output shape unknown"},
+			want: "K: Expand(->ke): output shape unknown"},
 		// With two positions and two heads, probs [B, S, N, T] (heads and queries swapped)
 		// multiply V [B, N, T, D]: the rows of each product are heads, not queries.
 		{name: "probs with the heads as rows", src: near("", "  p = Softmax <axis = -1> (sd)\n  pt = Transpose <perm = [0, 2, 1, 3]> (p)\n  c = MatMul (pt, vt)\n", "float[batch,seq,4] x", "float[batch,2,4] x"),
 			want: "probs·V: the query sequence is not the second-last axis"},
 		{name: "scores reshaped to a shape read at run time", src: near("int64[4] shp", "  sr = Reshape (sd, shp)\n  p = Softmax <axis = -1> (sr)\n  c = MatMul (p, vt)\n"),
-			want: "scores: "},
+			want: "scores: reshape to [?,?,?,?] does not regroup"},
 	}
 	for i := range cases {
 		cases[i].fused = []string{"com.microsoft.MultiHeadAttention", "com.microsoft.Attention"}
@@ -169,12 +169,12 @@ func TestAttentionTermLayoutRefusals(t *testing.T) {
 		{name: "term over heads and queries", src: generalNearMiss("float[1,8,4] tb",
 			"  sr = Reshape (sd, m3)\n  sm = Add (sr, tb)\n  p3 = Softmax <axis = -1> (sm)\n  p = Reshape (p3, u4)\n  c = MatMul (p, vt)\n",
 			"float[batch,seq,4] x", "float[batch,4,4] x", "  float qscale = {0.01}", "  float qscale = {0.01},\n  int64[3] m3 = {0, 8, 4},\n  int64[4] u4 = {0, 2, 4, 4}"),
-			want: "score term tb: axis 1 merges"},
+			want: "score term tb: axis 1 merges [1 2]"},
 		{name: "term in float16", src: generalNearMiss("float16[batch,1,1,seq] tb",
 			"  sc = Cast <to = 10> (sd)\n  sm = Add (sc, tb)\n  ph = Softmax <axis = -1> (sm)\n  p = Cast <to = 1> (ph)\n  c = MatMul (p, vt)\n"),
 			want: "score term tb is float16, not float"},
 		{name: "term of too many steps", src: generalNearMiss("float[batch,1,1,seq] tb", chain.String()+"  sm = Add (sd, "+prev+")\n  p = Softmax <axis = -1> (sm)\n  c = MatMul (p, vt)\n"),
-			want: "its inputs are too many to follow"},
+			want: "score term id4000: its inputs are too many to follow"},
 	}
 	for i := range cases {
 		cases[i].fused = []string{"com.microsoft.MultiHeadAttention", "com.microsoft.Attention"}
@@ -218,15 +218,15 @@ func TestAttentionOperandRefusals(t *testing.T) {
 }`
 	cases := []refusalCase{
 		{name: "softmax over the heads", src: near("", "  p = Softmax <axis = -1> (sd)\n  c = MatMul (p, vr)\n", qt, "  qt = Identity (qr)", kt, "  kt = Transpose <perm = [0, 1, 3, 2]> (kr)"),
-			want: "a seq atom among the batch axes"},
-		{name: "no batch axis", src: unbatched, want: "0 batch atoms among the batch axes, want 1"},
+			want: "Q and K: a seq atom among the batch axes"},
+		{name: "no batch axis", src: unbatched, want: "Q and K: 0 batch atoms among the batch axes, want 1"},
 		// Cross-covariance attention: the softmax runs over channels, not positions.
 		{name: "softmax over the channels", src: near("", plain, qt, "  qt = Transpose <perm = [0, 2, 3, 1]> (qr)", kt, "  kt = Transpose <perm = [0, 2, 1, 3]> (kr)",
 			vt, "  vt = Transpose <perm = [0, 2, 3, 1]> (vr)", out, "  ct = Transpose <perm = [0, 3, 1, 2]> (c)"),
-			want: "Q: the sequence axis at the matmul is"},
+			want: "Q: the sequence axis at the matmul is [chan(2)]"},
 		{name: "Q repeated over its head size", src: near("", plain, "  qa = Add (qm, bq)", "  qa = Slice (qm, z1, t1, last)", "  qr = Reshape (qa, split)", "  qr = Reshape (qa, q1)",
 			qt, "  q1t = Transpose <perm = [0, 2, 1, 3]> (qr)\n  qt = Expand (q1t, e2)", "  int64[1] o1 = {1},", "  int64[1] o1 = {1},\n  int64[4] q1 = {0, 0, 2, 1},\n  int64[4] e2 = {1, 1, 1, 2},"),
-			want: "Q: the head-size axis at the matmul is"},
+			want: "Q: the head-size axis at the matmul is [repeat(2)]"},
 		{name: "V scaled in the [B·N, S, D] view", src: fairseq3D("  vs = Mul (v3, half)", "vs", fairseqMerge), want: "V: no tensor after its scale holds [B,S,heads,D]"},
 		{name: "context read for its shape only", src: near("", plain, out+"\n  y = Reshape (ct, merge)", "  y = Shape (c)"),
 			want: "proved attention, but its output path was refused"},
@@ -421,11 +421,11 @@ func TestAttentionOutputRefusals(t *testing.T) {
 		{name: "the [B·N, S, D] context as the output", src: fairseq3D("", "v3", "  y = Identity (c)"),
 			want: "the output's layout [(batch(batch) chan(2)) (seq(5)) (chan(2))] needs two sizes read at run time"},
 		{name: "context reshaped to a shape read at run time", src: strings.Replace(fairseq3D("", "v3", "  y = Reshape (c, shp)"), "(float[batch,5,4] x)", "(float[batch,5,4] x, int64[r] shp)", 1),
-			want: "output: "},
+			want: "output: Reshape(->y): output shape unknown"},
 		{name: "context sliced", src: fairseq3D("", "v3", "  y = Slice (c, a0, a1, a2)"),
-			want: "is not a view of [B,S,N·D]"},
+			want: "the output's layout [(batch(batch) chan(2)) (seq(5)) (chan(1))] is not a view of [B,S,N·D]"},
 		{name: "context of one channel", src: fairseq3D("", "v3", "  y = Gather <axis = 2> (c, i0)"),
-			want: "drops atoms"},
+			want: "the output's layout [(batch(batch) chan(2)) (seq(5))] drops atoms"},
 	}
 	for i := range cases {
 		cases[i].fused = []string{"com.microsoft.MultiHeadAttention"}
@@ -481,7 +481,7 @@ func TestAttentionHeadRefusals(t *testing.T) {
 }`
 	cases := []refusalCase{
 		{name: "heads of a symbolic count in the rows", src: rows, want: "the head count is unknown"},
-		{name: "term over the split heads", src: split, want: "score term tb: axis 1 holds"},
+		{name: "term over the split heads", src: split, want: "score term tb: axis 1 holds chan(2)"},
 		{name: "packed heads sliced in the [B·N, S, 3·D] view", src: packed, want: "Q: no tensor on its path holds [B,S,heads,D]"},
 	}
 	for i := range cases {
