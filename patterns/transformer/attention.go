@@ -1026,9 +1026,19 @@ func attnConcatQKV(m *patterns.Match, what string) (*ir.Tensor, error) {
 	for i, p := range []string{"q", "k", "v"} {
 		ts[i] = patterns.ConstOf(m.V(p + "_" + what))
 	}
-	if ts == [3]*ir.Tensor{} { // no bias at all: zeros of the weights' type
-		wt := patterns.ConstOf(m.V("q_weight"))
-		return ir.NewTensor(wt.DType, []int64{3 * wt.Dims[1]}, make([]byte, 3*wt.DType.ByteSize(wt.Dims[1]))), nil
+	if ts == [3]*ir.Tensor{} {
+		// No bias at all: zeros of the weights' type, float for weights a
+		// DequantizeLinear makes (QAttention's bias is float).
+		w := m.V("q_weight")
+		dt := ir.Float
+		if wt := patterns.ConstOf(w); wt != nil {
+			dt = wt.DType
+		}
+		if w.Type == nil || w.Type.Rank() != 2 || !w.Type.Shape[1].Known {
+			return nil, fmt.Errorf("q weight %s has no known width", w.Name)
+		}
+		cols := w.Type.Shape[1].Value
+		return ir.NewTensor(dt, []int64{3 * cols}, make([]byte, 3*dt.ByteSize(cols))), nil
 	}
 	return attnPackQKV(ts, what)
 }

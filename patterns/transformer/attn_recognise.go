@@ -148,7 +148,7 @@ func layoutOf(v *ir.Value, depth int, alt bool) (layout, string) {
 		}
 	}
 	if n, _ := v.Producer(); n != nil && depth < 4 && n.OpType == "Concat" && n.Domain == "" {
-		if l, why := concatLayout(n, depth, alt); why == "" {
+		if l, ok := concatLayout(n, depth, alt); ok {
 			return l, ""
 		}
 	}
@@ -160,11 +160,13 @@ func layoutOf(v *ir.Value, depth int, alt bool) (layout, string) {
 // passed-through parts) become one new channel atom; sequence parts (a key or value
 // cache before this step's keys) one new sequence atom. An input whose layout cannot be
 // followed (the cache, a graph input) must have the others' sizes on every other axis.
-func concatLayout(n *ir.Node, depth int, alt bool) (layout, string) {
+// When it is not such a concat, ok is false and the concat's output is read as a source
+// (sourceLayout says why that fails, if it does).
+func concatLayout(n *ir.Node, depth int, alt bool) (layout, bool) {
 	out := attnShape(n.Output(0))
 	a, ok := normAxis(n.AttrInt("axis", 0), len(out))
 	if !ok {
-		return nil, "concat axis unknown"
+		return nil, false
 	}
 	var first layout
 	var opaque []ir.Shape
@@ -177,17 +179,14 @@ func concatLayout(n *ir.Node, depth int, alt bool) (layout, string) {
 		if why != "" || cache {
 			s := attnShape(in)
 			if len(s) != len(out) {
-				if why == "" {
-					why = "concat of another rank"
-				}
-				return nil, why
+				return nil, false
 			}
 			opaque = append(opaque, s)
 			continue
 		}
 		l := op.last()
 		if len(l) != len(out) {
-			return nil, "concat of another rank"
+			return nil, false
 		}
 		lv := l[a].leaves()
 		switch {
@@ -196,7 +195,7 @@ func concatLayout(n *ir.Node, depth int, alt bool) (layout, string) {
 		default:
 			for _, x := range lv {
 				if x.kind != atomChan {
-					return nil, "concat along a batch axis or a merged sequence"
+					return nil, false // along a batch axis or a merged sequence
 				}
 			}
 		}
@@ -206,26 +205,26 @@ func concatLayout(n *ir.Node, depth int, alt bool) (layout, string) {
 		}
 		for i := range l {
 			if i != a && !sameStructure(l[i].leaves(), first[i].leaves()) {
-				return nil, "concat of tensors laid out differently"
+				return nil, false // tensors laid out differently
 			}
 		}
 	}
 	if first == nil {
-		return nil, "no input of the concat has a layout"
+		return nil, false // no input has a layout
 	}
 	for _, s := range opaque {
 		for i := range s {
 			if i != a && !ir.SameDim(s[i], first[i].leaves().size()) {
-				return nil, fmt.Sprintf("concat input of shape %v against %v", s, first)
+				return nil, false
 			}
 		}
 	}
 	if kind == atomChan && !out[a].Known {
-		return nil, "concat of channels to an unknown width"
+		return nil, false // channels to an unknown width
 	}
 	res := first.clone()
 	res[a] = axis{{kind: kind, size: out[a]}}
-	return res, ""
+	return res, true
 }
 
 // sameStructure compares two atom lists by kind and size.

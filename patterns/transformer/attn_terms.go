@@ -72,9 +72,6 @@ func (p *attnPlan) termAxes(t *attnTerm) ([][]int, string) {
 		if len(out[j]) > 1 && !slices.Equal(out[j], []int{groupBatch, groupHeads}) {
 			return nil, fmt.Sprintf("score term %s: axis %d merges %v", t.value.Name, j, out[j])
 		}
-		if !slices.IsSorted(out[j]) {
-			return nil, fmt.Sprintf("score term %s: axis %d holds its groups out of order", t.value.Name, j)
-		}
 	}
 	// The heads are the only group of several atoms: their order must be Q's.
 	var hs []*atom
