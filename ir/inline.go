@@ -2,6 +2,8 @@ package ir
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 
 	"google.golang.org/protobuf/proto"
@@ -85,8 +87,8 @@ func (m *Model) InlineFunctions() (int, error) {
 		}
 		total += k
 	}
-	for d, v := range in.added {
-		mp.OpsetImport = append(mp.OpsetImport, &onnxpb.OperatorSetIdProto{Domain: proto.String(d), Version: proto.Int64(v)})
+	for _, d := range slices.Sorted(maps.Keys(in.added)) {
+		mp.OpsetImport = append(mp.OpsetImport, &onnxpb.OperatorSetIdProto{Domain: proto.String(d), Version: proto.Int64(in.added[d])})
 	}
 	mp.Functions = nil
 	m2, err := fromProto(mp, m.Dir)

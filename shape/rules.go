@@ -301,17 +301,29 @@ func nonZero(c *nctx) error {
 		d = ir.D(int64(r))
 	}
 	count := unknownDim()
-	if p, _ := c.in(0).Producer(); p != nil && p.OpType == "ConstantOfShape" && p.Domain == "" {
-		if a := p.Attr("value"); a != nil && a.Tensor != nil && a.Tensor.NumElements() == 1 {
-			if f, err := a.Tensor.Float64s(); err == nil && f[0] != 0 {
-				if s, ok := c.shape(0); ok {
-					count = product(s)
-				}
-			}
-		}
+	if s, ok := c.shape(0); ok && NonZeroOfOnes(c.n) {
+		count = product(s)
 	}
 	c.set(0, ir.Int64, ir.Shape{d, count}, true)
 	return nil
+}
+
+// NonZeroOfOnes reports whether n is NonZero of a ConstantOfShape filled with a non-zero
+// value: the indices of every element, in order (arange, before Range).
+func NonZeroOfOnes(n *ir.Node) bool {
+	if n.OpType != "NonZero" || n.Domain != "" {
+		return false
+	}
+	src, _ := n.Input(0).Producer()
+	if src == nil || src.OpType != "ConstantOfShape" || src.Domain != "" {
+		return false
+	}
+	fill := src.Attr("value")
+	if fill == nil || fill.Tensor == nil || fill.Tensor.NumElements() != 1 {
+		return false // the default fill is 0: no element is non-zero
+	}
+	vals, err := fill.Tensor.Float64s()
+	return err == nil && vals[0] != 0
 }
 
 func rangeRule(c *nctx) error {

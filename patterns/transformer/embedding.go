@@ -7,6 +7,7 @@ import (
 
 	"github.com/qcc-dev/qcc/ir"
 	"github.com/qcc-dev/qcc/patterns"
+	"github.com/qcc-dev/qcc/shape"
 )
 
 // EmbeddingFamily recognises the embedding block of BERT-like encoders: the LayerNorm of
@@ -528,7 +529,7 @@ func embIsPositionIDs(v *ir.Value) bool {
 		case "CumSum", "Range":
 			return true
 		case "NonZero":
-			return nonZeroOfOnes(n) // arange before Range (opset < 11)
+			return shape.NonZeroOfOnes(n) // arange before Range (opset < 11)
 		case "Gather", "Shape":
 			return false // shape arithmetic, or another lookup
 		}
@@ -643,25 +644,7 @@ func embNonZeroArange(n *ir.Node, seq ir.Dim) bool {
 		return false
 	}
 	out := n.Output(0)
-	return nonZeroOfOnes(n) && n.Input(0).Type.Rank() == 1 && out.Type != nil && out.Type.Rank() == 2 && ir.SameDim(out.Type.Shape[1], seq)
-}
-
-// nonZeroOfOnes reports whether n is NonZero of a ConstantOfShape filled with a non-zero
-// value: the indices of every element, in order.
-func nonZeroOfOnes(n *ir.Node) bool {
-	if n.OpType != "NonZero" || n.Domain != "" {
-		return false
-	}
-	src, _ := n.Input(0).Producer()
-	if src == nil || src.OpType != "ConstantOfShape" || src.Domain != "" {
-		return false
-	}
-	fill := src.Attr("value")
-	if fill == nil || fill.Tensor == nil || fill.Tensor.NumElements() != 1 {
-		return false // the default fill is 0: no element is non-zero
-	}
-	vals, err := fill.Tensor.Float64s()
-	return err == nil && vals[0] != 0
+	return shape.NonZeroOfOnes(n) && n.Input(0).Type.Rank() == 1 && out.Type != nil && out.Type.Rank() == 2 && ir.SameDim(out.Type.Shape[1], seq)
 }
 
 // embOneLongAxis reports whether every axis of v but one is provably 1.

@@ -455,15 +455,7 @@ func TestGeluConstantAndBiasRefusals(t *testing.T) {
 
 // TestFFNMoreRefusals: the FFN checks not covered by TestFFNRefusals.
 func TestFFNMoreRefusals(t *testing.T) {
-	with := func(src string, edits ...string) string {
-		for i := 0; i+1 < len(edits); i += 2 {
-			if !strings.Contains(src, edits[i]) {
-				t.Fatalf("no %q in\n%s", edits[i], src)
-			}
-			src = strings.Replace(src, edits[i], edits[i+1], 1)
-		}
-		return src
-	}
+	with := func(src string, edits ...string) string { return editSrc(t, src, edits...) }
 	slice := ffnSource("packed-slice", "silu", "matmul-add", true)
 	split := ffnSource("packed-split", "silu", "matmul-add", true)
 	runRefusals(t, []*transformer.Family{transformer.FFNFamily}, []refusalCase{
@@ -588,6 +580,18 @@ func TestEmbeddingMoreRefusals(t *testing.T) {
 }
 
 // bertNearMiss is the BERT case of TestAttentionReasons with edits (old, new pairs).
+// editSrc replaces each edits[i] by edits[i+1] once in src, failing t when one is absent.
+func editSrc(t testing.TB, src string, edits ...string) string {
+	t.Helper()
+	for i := 0; i+1 < len(edits); i += 2 {
+		if !strings.Contains(src, edits[i]) {
+			t.Fatalf("no %q in\n%s", edits[i], src)
+		}
+		src = strings.Replace(src, edits[i], edits[i+1], 1)
+	}
+	return src
+}
+
 func bertNearMiss(t *testing.T, edits ...string) string {
 	data, err := os.ReadFile("testdata/attention-bert-add-mask.txtar")
 	if err != nil {
@@ -596,13 +600,7 @@ func bertNearMiss(t *testing.T, edits ...string) string {
 	base, _ := txtar.Parse(data).Get("input")
 	src := strings.Replace(string(base), `opset_import: ["" : 13]`, `opset_import: ["" : 13, "com.microsoft" : 1]`, 1)
 	src = strings.Replace(src, "  float fone = {1},", "  float fone = {1},\n  float fhalf = {0.5},\n  float finf = {-inf},\n  float ffill = {-10000},", 1)
-	for i := 0; i+1 < len(edits); i += 2 {
-		if !strings.Contains(src, edits[i]) {
-			t.Fatalf("no %q in the BERT case", edits[i])
-		}
-		src = strings.Replace(src, edits[i], edits[i+1], 1)
-	}
-	return src
+	return editSrc(t, src, edits...)
 }
 
 // TestAttentionMaskRefusals: the BERT-like family's mask and head checks refuse their
@@ -720,13 +718,7 @@ func qattnNearMiss(t *testing.T, edits ...string) string {
 	}
 	src, _ := txtar.Parse(data).Get("input")
 	s := strings.Replace(string(src), `opset_import: ["" : 13]`, `opset_import: ["" : 13, "com.microsoft" : 1]`, 1)
-	for i := 0; i+1 < len(edits); i += 2 {
-		if !strings.Contains(s, edits[i]) {
-			t.Fatalf("no %q in the QAttention case", edits[i])
-		}
-		s = strings.Replace(s, edits[i], edits[i+1], 1)
-	}
-	return s
+	return editSrc(t, s, edits...)
 }
 
 // TestQAttentionRefusals: a quantized attention block that QAttention cannot take is
@@ -839,15 +831,7 @@ func TestFFNUnevenPackedSplit(t *testing.T) {
 // TestEmbeddingMaskRefusals: DeBERTa's embedding (a LayerNorm whose output is multiplied
 // by the mask spread over the hidden axis) and its near misses.
 func TestEmbeddingMaskRefusals(t *testing.T) {
-	with := func(src string, edits ...string) string {
-		for i := 0; i+1 < len(edits); i += 2 {
-			if !strings.Contains(src, edits[i]) {
-				t.Fatalf("no %q in\n%s", edits[i], src)
-			}
-			src = strings.Replace(src, edits[i], edits[i+1], 1)
-		}
-		return src
-	}
+	with := func(src string, edits ...string) string { return editSrc(t, src, edits...) }
 	// Batch, sequence and hidden all 4, so that a mask spread over another axis still
 	// broadcasts.
 	static := with(embDeBERTa, "int64[batch,seq] input_ids, int64[batch,seq] attention_mask", "int64[4,4] input_ids, int64[4,4] attention_mask", "float[batch,seq,4] z", "z")

@@ -47,46 +47,48 @@ const moreConsts = `  float qscale = {0.01},
   int64[1] big1 = {1000},
   float[1,1,1,1,1] half5 = {0.5}`
 
+// moreNearMiss is generalNearMiss with this file's extra constants.
+func moreNearMiss(inputs, core string, edits ...string) string {
+	return generalNearMiss(inputs, core, append([]string{"  float qscale = {0.01}", moreConsts}, edits...)...)
+}
+
 // TestAttentionLayoutRefusals: Q, K and V paths whose layout ops or matmul pairing no
 // fused operator reads.
 func TestAttentionLayoutRefusals(t *testing.T) {
 	const plain = "  p = Softmax <axis = -1> (sd)\n  c = MatMul (p, vt)\n"
 	const qt = "  qt = Transpose <perm = [0, 2, 1, 3]> (qr)"
-	near := func(inputs, core string, edits ...string) string {
-		return generalNearMiss(inputs, core, append([]string{"  float qscale = {0.01}", moreConsts}, edits...)...)
-	}
 	cases := []refusalCase{
-		{name: "Q scaled by a rank-5 constant", src: near("", plain, qt, "  q5 = Mul (qr, half5)\n  qs = Squeeze (q5, z1)\n  qt = Transpose <perm = [0, 2, 1, 3]> (qs)"),
+		{name: "Q scaled by a rank-5 constant", src: moreNearMiss("", plain, qt, "  q5 = Mul (qr, half5)\n  qs = Squeeze (q5, z1)\n  qt = Transpose <perm = [0, 2, 1, 3]> (qs)"),
 			want: "Q: Mul(->q5) broadcasts its input"},
-		{name: "Q reshaped to a shape read at run time", src: near("int64[r] shp", plain, qt, "  qs = Reshape (qr, shp)\n  qt = Transpose <perm = [0, 2, 1, 3]> (qs)"),
+		{name: "Q reshaped to a shape read at run time", src: moreNearMiss("int64[r] shp", plain, qt, "  qs = Reshape (qr, shp)\n  qt = Transpose <perm = [0, 2, 1, 3]> (qs)"),
 			want: "Q: Reshape(->qs): output shape unknown"},
-		{name: "Q sliced on the sequence", src: near("", plain, qt, "  qs = Slice (qr, z1, big1, o1)\n  qt = Transpose <perm = [0, 2, 1, 3]> (qs)"),
+		{name: "Q sliced on the sequence", src: moreNearMiss("", plain, qt, "  qs = Slice (qr, z1, big1, o1)\n  qt = Transpose <perm = [0, 2, 1, 3]> (qs)"),
 			want: "Q: Slice(->qs) takes ? of [seq(seq)]"},
-		{name: "Q strided on the sequence", src: near("", plain, qt, "  qs = Slice (qr, z1, big1, o1, t1)\n  qt = Transpose <perm = [0, 2, 1, 3]> (qs)"),
+		{name: "Q strided on the sequence", src: moreNearMiss("", plain, qt, "  qs = Slice (qr, z1, big1, o1, t1)\n  qt = Transpose <perm = [0, 2, 1, 3]> (qs)"),
 			want: "Q: Slice(->qs): a strided slice of [seq(seq)]"},
-		{name: "Q every third channel", src: near("", plain, qt, "  qs = Slice (qr, z1, big1, a3, three)\n  qt = Transpose <perm = [0, 2, 1, 3]> (qs)",
+		{name: "Q every third channel", src: moreNearMiss("", plain, qt, "  qs = Slice (qr, z1, big1, a3, three)\n  qt = Transpose <perm = [0, 2, 1, 3]> (qs)",
 			"  kt = Transpose <perm = [0, 2, 3, 1]> (kr)", "  ks = Slice (kr, z1, o1, a3)\n  kt = Transpose <perm = [0, 2, 3, 1]> (ks)"),
 			want: "Q: Slice(->qs) takes every 3-th of 2 from 0"},
-		{name: "K shared by the batch and heads", src: near("float[seq,2] kin", plain, "  kt = Transpose <perm = [0, 2, 3, 1]> (kr)", "  kt = Transpose <perm = [1, 0]> (kin)"),
+		{name: "K shared by the batch and heads", src: moreNearMiss("float[seq,2] kin", plain, "  kt = Transpose <perm = [0, 2, 3, 1]> (kr)", "  kt = Transpose <perm = [1, 0]> (kin)"),
 			want: "Q and K: ranks 4 and 2 (a broadcast over the batch or heads)"},
-		{name: "K of one batch row", src: near("float[1,seq,4] xk", plain, "  km = MatMul (x, wk)", "  km = MatMul (xk, wk)"),
+		{name: "K of one batch row", src: moreNearMiss("float[1,seq,4] xk", plain, "  km = MatMul (x, wk)", "  km = MatMul (xk, wk)"),
 			want: "Q and K: batch axis 0 is [batch(batch)] against [batch(1)]"},
-		{name: "V of one batch row", src: near("float[1,seq,4] xv", plain, "  vm = MatMul (x, wv)", "  vm = MatMul (xv, wv)"),
+		{name: "V of one batch row", src: moreNearMiss("float[1,seq,4] xv", plain, "  vm = MatMul (x, wv)", "  vm = MatMul (xv, wv)"),
 			want: "probs and V: batch axis 0 is [batch(batch)] against [batch(1)]"},
-		{name: "V shared by the batch and heads", src: near("float[seq,2] vin", "  p = Softmax <axis = -1> (sd)\n  c = MatMul (p, vin)\n"),
+		{name: "V shared by the batch and heads", src: moreNearMiss("float[seq,2] vin", "  p = Softmax <axis = -1> (sd)\n  c = MatMul (p, vin)\n"),
 			want: "probs of rank 4 against V of rank 2"},
 		// One K head of two channels, repeated over the heads by a shape the graph reads.
-		{name: "K expanded to a shape read at run time", src: near("int64[4] eshape", plain, "  kr = Reshape (ka, split)",
+		{name: "K expanded to a shape read at run time", src: moreNearMiss("int64[4] eshape", plain, "  kr = Reshape (ka, split)",
 			"  k2 = Slice (ka, z1, t1, last)\n  kr = Reshape (k2, kv1)", "  kt = Transpose <perm = [0, 2, 3, 1]> (kr)", "  ke = Expand (kr, eshape)\n  kt = Transpose <perm = [0, 2, 3, 1]> (ke)",
 			"  int64[1] o1 = {1},", "  int64[1] o1 = {1},\n  int64[4] kv1 = {0, 0, 1, 2},"),
 			want: "K: Expand(->ke): axis 2 grows from 1 to ?"},
-		{name: "K expanded to a rank read at run time", src: near("int64[r] eshape", plain, "  kt = Transpose <perm = [0, 2, 3, 1]> (kr)", "  ke = Expand (kr, eshape)\n  kt = Transpose <perm = [0, 2, 3, 1]> (ke)"),
+		{name: "K expanded to a rank read at run time", src: moreNearMiss("int64[r] eshape", plain, "  kt = Transpose <perm = [0, 2, 3, 1]> (kr)", "  ke = Expand (kr, eshape)\n  kt = Transpose <perm = [0, 2, 3, 1]> (ke)"),
 			want: "K: Expand(->ke): output shape unknown"},
 		// With two positions and two heads, probs [B, S, N, T] (heads and queries swapped)
 		// multiply V [B, N, T, D]: the rows of each product are heads, not queries.
-		{name: "probs with the heads as rows", src: near("", "  p = Softmax <axis = -1> (sd)\n  pt = Transpose <perm = [0, 2, 1, 3]> (p)\n  c = MatMul (pt, vt)\n", "float[batch,seq,4] x", "float[batch,2,4] x"),
+		{name: "probs with the heads as rows", src: moreNearMiss("", "  p = Softmax <axis = -1> (sd)\n  pt = Transpose <perm = [0, 2, 1, 3]> (p)\n  c = MatMul (pt, vt)\n", "float[batch,seq,4] x", "float[batch,2,4] x"),
 			want: "probs·V: the query sequence is not the second-last axis"},
-		{name: "scores reshaped to a shape read at run time", src: near("int64[4] shp", "  sr = Reshape (sd, shp)\n  p = Softmax <axis = -1> (sr)\n  c = MatMul (p, vt)\n"),
+		{name: "scores reshaped to a shape read at run time", src: moreNearMiss("int64[4] shp", "  sr = Reshape (sd, shp)\n  p = Softmax <axis = -1> (sr)\n  c = MatMul (p, vt)\n"),
 			want: "scores: reshape to [?,?,?,?] does not regroup"},
 	}
 	for i := range cases {
@@ -191,9 +193,6 @@ func TestAttentionOperandRefusals(t *testing.T) {
 	const kt = "  kt = Transpose <perm = [0, 2, 3, 1]> (kr)"
 	const vt = "  vt = Transpose <perm = [0, 2, 1, 3]> (vr)"
 	const out = "  ct = Transpose <perm = [0, 2, 1, 3]> (c)"
-	near := func(inputs, core string, edits ...string) string {
-		return generalNearMiss(inputs, core, append([]string{"  float qscale = {0.01}", moreConsts}, edits...)...)
-	}
 	unbatched := `g (float[seq,4] x) => (y) <
   float[4,4] wq = {0.1, -0.2, 0.3, 0.1, 0.2, 0.1, -0.1, 0.2, -0.3, 0.2, 0.1, 0.1, 0.2, -0.1, 0.3, 0.1},
   float[4,4] wk = {0.2, 0.1, -0.1, 0.3, 0.1, -0.2, 0.2, 0.1, 0.3, 0.1, -0.2, 0.1, -0.1, 0.2, 0.1, 0.3},
@@ -217,18 +216,18 @@ func TestAttentionOperandRefusals(t *testing.T) {
   y = Reshape (ct, merge)
 }`
 	cases := []refusalCase{
-		{name: "softmax over the heads", src: near("", "  p = Softmax <axis = -1> (sd)\n  c = MatMul (p, vr)\n", qt, "  qt = Identity (qr)", kt, "  kt = Transpose <perm = [0, 1, 3, 2]> (kr)"),
+		{name: "softmax over the heads", src: moreNearMiss("", "  p = Softmax <axis = -1> (sd)\n  c = MatMul (p, vr)\n", qt, "  qt = Identity (qr)", kt, "  kt = Transpose <perm = [0, 1, 3, 2]> (kr)"),
 			want: "Q and K: a seq atom among the batch axes"},
 		{name: "no batch axis", src: unbatched, want: "Q and K: 0 batch atoms among the batch axes, want 1"},
 		// Cross-covariance attention: the softmax runs over channels, not positions.
-		{name: "softmax over the channels", src: near("", plain, qt, "  qt = Transpose <perm = [0, 2, 3, 1]> (qr)", kt, "  kt = Transpose <perm = [0, 2, 1, 3]> (kr)",
+		{name: "softmax over the channels", src: moreNearMiss("", plain, qt, "  qt = Transpose <perm = [0, 2, 3, 1]> (qr)", kt, "  kt = Transpose <perm = [0, 2, 1, 3]> (kr)",
 			vt, "  vt = Transpose <perm = [0, 2, 3, 1]> (vr)", out, "  ct = Transpose <perm = [0, 3, 1, 2]> (c)"),
 			want: "Q: the sequence axis at the matmul is [chan(2)]"},
-		{name: "Q repeated over its head size", src: near("", plain, "  qa = Add (qm, bq)", "  qa = Slice (qm, z1, t1, last)", "  qr = Reshape (qa, split)", "  qr = Reshape (qa, q1)",
+		{name: "Q repeated over its head size", src: moreNearMiss("", plain, "  qa = Add (qm, bq)", "  qa = Slice (qm, z1, t1, last)", "  qr = Reshape (qa, split)", "  qr = Reshape (qa, q1)",
 			qt, "  q1t = Transpose <perm = [0, 2, 1, 3]> (qr)\n  qt = Expand (q1t, e2)", "  int64[1] o1 = {1},", "  int64[1] o1 = {1},\n  int64[4] q1 = {0, 0, 2, 1},\n  int64[4] e2 = {1, 1, 1, 2},"),
 			want: "Q: the head-size axis at the matmul is [repeat(2)]"},
 		{name: "V scaled in the [B·N, S, D] view", src: fairseq3D("  vs = Mul (v3, half)", "vs", fairseqMerge), want: "V: no tensor after its scale holds [B,S,heads,D]"},
-		{name: "context read for its shape only", src: near("", plain, out+"\n  y = Reshape (ct, merge)", "  y = Shape (c)"),
+		{name: "context read for its shape only", src: moreNearMiss("", plain, out+"\n  y = Reshape (ct, merge)", "  y = Shape (c)"),
 			want: "proved attention, but its output path was refused"},
 	}
 	for i := range cases {
@@ -263,15 +262,7 @@ func TestAttentionBERTMoreRefusals(t *testing.T) {
 // TestDebertaLayoutRefusals: DeBERTa blocks whose projections, packed heads or relative
 // terms are not typed as the fused operator needs.
 func TestDebertaLayoutRefusals(t *testing.T) {
-	with := func(src string, edits ...string) string {
-		for i := 0; i+1 < len(edits); i += 2 {
-			if !strings.Contains(src, edits[i]) {
-				t.Fatalf("no %q in\n%s", edits[i], src)
-			}
-			src = strings.Replace(src, edits[i], edits[i+1], 1)
-		}
-		return src
-	}
+	with := func(src string, edits ...string) string { return editSrc(t, src, edits...) }
 	cases := []refusalCase{
 		// The tokens flattened [B·S, H]: the head split names batch and sequence.
 		{name: "tokens flattened", src: with(dbGraph(dbOpts{v2: true}), "float[2,5,8] x", "float[10,8] x", "int64[4] split = {0, 0, 2, -1}", "int64[4] split = {2, 5, 2, -1}"),
@@ -324,15 +315,7 @@ func TestFusedQAttentionWithPast(t *testing.T) {
 // TestEmbeddingSumRefusals: LayerNorms of sums that are not an embedding block
 // EmbedLayerNormalization computes.
 func TestEmbeddingSumRefusals(t *testing.T) {
-	with := func(src string, edits ...string) string {
-		for i := 0; i+1 < len(edits); i += 2 {
-			if !strings.Contains(src, edits[i]) {
-				t.Fatalf("no %q in\n%s", edits[i], src)
-			}
-			src = strings.Replace(src, edits[i], edits[i+1], 1)
-		}
-		return src
-	}
+	with := func(src string, edits ...string) string { return editSrc(t, src, edits...) }
 	cases := []refusalCase{
 		{name: "a sum of constants", src: embGraph("int64[1,5] input_ids", "float[1,5,4] y", ",\n  float[1,5,4] k1 = {...},\n  float[1,5,4] k2 = {...}", "\n  x = Add (k1, k2)"+embDecomposedLN),
 			want: "no embedding lookup in the sum"},
