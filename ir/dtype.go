@@ -1,6 +1,9 @@
 package ir
 
-import "fmt"
+import (
+	"fmt"
+	"math"
+)
 
 // DataType is an ONNX TensorProto.DataType code. The numbers are wire facts.
 type DataType int32
@@ -106,6 +109,22 @@ func (d DataType) Epsilon() float64 {
 		return 0x1p-10
 	case BFloat16:
 		return 0x1p-7
+	}
+	return 0
+}
+
+// MaxFinite is the largest finite value of a float type (0 for the others); its negation
+// is the lowest, what exporters write as finfo(dtype).min.
+func (d DataType) MaxFinite() float64 {
+	switch d {
+	case Double:
+		return math.MaxFloat64
+	case Float:
+		return math.MaxFloat32
+	case Float16:
+		return 65504
+	case BFloat16:
+		return 0x1.fep127
 	}
 	return 0
 }

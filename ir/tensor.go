@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 	"sync"
+
+	"github.com/qcc-dev/qcc/ndarray"
 )
 
 // Tensor is a constant: an initializer, a Constant node's value or a tensor attribute.
@@ -217,24 +219,6 @@ func (t *Tensor) Clone() *Tensor {
 		decode: t.decode, strs: t.strs, orig: t.orig, ext: t.ext, modTick: t.modTick}
 }
 
-// HalfToFloat32 converts an IEEE 754 binary16 value.
-func HalfToFloat32(h uint16) float32 {
-	sign := uint32(h>>15) << 31
-	exp := uint32(h>>10) & 0x1f
-	frac := uint32(h & 0x3ff)
-	switch {
-	case exp == 0 && frac == 0:
-		return math.Float32frombits(sign)
-	case exp == 0: // subnormal
-		e := uint32(127 - 15 + 1)
-		for frac&0x400 == 0 {
-			frac <<= 1
-			e--
-		}
-		frac &= 0x3ff
-		return math.Float32frombits(sign | e<<23 | frac<<13)
-	case exp == 0x1f:
-		return math.Float32frombits(sign | 0xff<<23 | frac<<13)
-	}
-	return math.Float32frombits(sign | (exp+127-15)<<23 | frac<<13)
-}
+// HalfToFloat32 converts an IEEE 754 binary16 value (ndarray's decoder, named here for
+// code that holds tensors).
+func HalfToFloat32(h uint16) float32 { return ndarray.HalfToFloat32(h) }

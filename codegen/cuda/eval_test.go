@@ -64,7 +64,7 @@ func elemRound(elem int) func(float64) float64 {
 		return func(x float64) float64 { return float64(ndarray.HalfToFloat32(ndarray.Float32ToHalf(float32(x)))) }
 	case elemBF16:
 		return func(x float64) float64 {
-			return float64(math.Float32frombits(uint32(toBF16(float32(x))) << 16))
+			return float64(math.Float32frombits(uint32(ir.Float32ToBFloat16(float32(x))) << 16))
 		}
 	}
 	return nil

@@ -3,7 +3,6 @@ package cuda
 import (
 	"encoding/binary"
 	"fmt"
-	"math"
 	"sort"
 	"strings"
 
@@ -369,7 +368,7 @@ func drawArray(dt ir.DataType, shape []int64, gen generator) (*ndarray.Array, er
 	case ir.BFloat16:
 		a := ndarray.New(ndarray.BFloat16, shape)
 		for i, x := range vals {
-			binary.LittleEndian.PutUint16(a.Data[2*i:], toBF16(float32(x)))
+			binary.LittleEndian.PutUint16(a.Data[2*i:], ir.Float32ToBFloat16(float32(x)))
 		}
 		return a, nil
 	case ir.Int64:
@@ -398,15 +397,6 @@ func drawArray(dt ir.DataType, shape []int64, gen generator) (*ndarray.Array, er
 		return a, nil
 	}
 	return nil, fmt.Errorf("no check data for %s values", dt)
-}
-
-// toBF16 rounds a float to bfloat16 (nearest, ties to even; NaN stays NaN).
-func toBF16(f float32) uint16 {
-	b := math.Float32bits(f)
-	if f != f {
-		return uint16(b>>16) | 0x40
-	}
-	return uint16((b + 0x7fff + (b>>16)&1) >> 16)
 }
 
 // toKernel converts a model array to a kernel parameter's element type: what the

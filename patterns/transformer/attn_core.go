@@ -87,9 +87,10 @@ func findScores(v *ir.Value, path []scoresStep, try func(mm *ir.Node, path []sco
 		return false
 	case "Max":
 		// A clamp at the lowest float (scores masked with -inf made finite) changes no
-		// softmax weight: read through it.
+		// softmax weight: read through it. Below -1e30 a float32 clamp leaves every
+		// unmasked score as it is; a narrower type's is at its lowest finite value.
 		for i := 0; i < 2; i++ {
-			if c, ok := scalarConst(n.Input(1 - i)); ok && c <= -1e30 {
+			if c, ok := scalarConst(n.Input(1 - i)); ok && c <= clampFloor(v) {
 				st := layoutStep{node: n, in: n.Input(i), out: v, scale: 1}
 				return findScores(n.Input(i), prepend(scoresStep{st: st, node: n, in: n.Input(i), out: v}), try)
 			}
@@ -667,4 +668,13 @@ func (p *attnPlan) insideValues() map[*ir.Value]bool {
 		}
 	}
 	return inside
+}
+
+// clampFloor is the highest clamp a Max on the scores v may apply and still change no
+// softmax weight: -1e30, or the lowest finite value of a narrower float type.
+func clampFloor(v *ir.Value) float64 {
+	if v.Type != nil && v.Type.DType.IsFloat() && v.Type.DType.MaxFinite() < 1e30 {
+		return -v.Type.DType.MaxFinite()
+	}
+	return -1e30
 }

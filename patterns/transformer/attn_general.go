@@ -106,6 +106,19 @@ func generalDescribe(m *patterns.Match, b *Block) {
 	b.Params["terms"] = float64(len(p.terms))
 }
 
+// loweredDType says why the target's fused operator for what (attention, rotary) cannot
+// compute in dt, or "": ONNX Runtime's contrib kernels take float and float16; the
+// ONNX-23 operators every float type but double.
+func loweredDType(target Target, dt ir.DataType, what string) string {
+	switch {
+	case dt == ir.Float || dt == ir.Float16:
+		return ""
+	case dt == ir.BFloat16 && target == ONNX:
+		return ""
+	}
+	return fmt.Sprintf("%s computes in %v: the target's fused operators take float and float16 (and bfloat16 for the ONNX-23 ones)", what, dt)
+}
+
 // describeProjection names the projection that computes an operand's source: MatMul (+
 // Add) or Gemm on a constant weight.
 func describeProjection(b *Block, o *attnOperand) {
@@ -154,8 +167,8 @@ func generalFuse(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, e
 		return nil, "softmax over axis 1 (the default before opset 13), not the last", nil
 	}
 	dt := p.q.input().Type.DType
-	if dt != ir.Float {
-		return nil, fmt.Sprintf("attention in %v: only float32 blocks are lowered", dt), nil
+	if why := loweredDType(env.Target, dt, "attention"); why != "" {
+		return nil, why, nil
 	}
 	if env.Target == ONNX {
 		if why := RequireOpset(env, 23, "Attention", b.Nodes); why != "" {
@@ -196,7 +209,7 @@ func generalFuse(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, e
 	if why != "" {
 		return nil, why, nil
 	}
-	if t := p.softmax.Input(0).Type; env.Target == ONNX && bias != nil && p.hasMaskTerm() && t != nil && t.DType == ir.Float {
+	if env.Target == ONNX && bias != nil && p.hasMaskTerm() && dt == ir.Float {
 		bias = floorLowest(rw, bias)
 	}
 	var causalAttr []*ir.Attr

@@ -93,6 +93,11 @@ func (p *attnPlan) termAxes(t *attnTerm) ([][]int, string) {
 // bias builds Σ factor·term as [B|1, N|1, S, T] over the terms but skip (-1: none), or
 // nil when no term is left.
 func (p *attnPlan) bias(rw *patterns.Rewriter, opset int64, q, k *ir.Value, skip int) (*ir.Value, string) {
+	dt := p.q.input().Type.DType // the block's float type (generalFuse checked it)
+	scalar := func(name string, v float64) *ir.Value {
+		t, _ := ir.Filled(dt, nil, v)
+		return rw.Const(name, t)
+	}
 	var sum *ir.Value
 	for i := range p.terms {
 		if i == skip {
@@ -108,17 +113,17 @@ func (p *attnPlan) bias(rw *patterns.Rewriter, opset int64, q, k *ir.Value, skip
 			x = tileBatch(rw, x, q, t.inner)
 		}
 		if t.fill != nil {
-			zero := rw.Const("attention_zero", ir.FloatTensor(nil, []float32{0}))
+			zero := scalar("attention_zero", 0)
 			if t.keepIf {
 				x = reuseNode(rw, "Where", []*ir.Value{x, zero, t.fill}, "attention_mask_bias")
 			} else {
 				x = reuseNode(rw, "Where", []*ir.Value{x, t.fill, zero}, "attention_mask_bias")
 			}
-		} else if x.Type != nil && x.Type.DType != ir.Float {
-			return nil, fmt.Sprintf("score term %s is %v, not float", t.value.Name, x.Type.DType)
+		} else if x.Type != nil && x.Type.DType != dt {
+			return nil, fmt.Sprintf("score term %s is %v, the scores %v", t.value.Name, x.Type.DType, dt)
 		}
 		if t.factor != 1 {
-			f := rw.Const("attention_term_scale", ir.FloatTensor(nil, []float32{float32(t.factor)}))
+			f := scalar("attention_term_scale", t.factor)
 			x = rw.Node("Mul", "", []*ir.Value{x, f}, 1, x.Name+"_scaled").Output(0)
 		}
 		if sum == nil {

@@ -535,24 +535,11 @@ func (o normOps) scale(rw *patterns.Rewriter, b *Block) *ir.Value {
 
 // lnOnes is a 1-D tensor of n ones of a float type.
 func lnOnes(dt ir.DataType, n int64) (*ir.Tensor, error) {
-	var one []byte
-	switch dt {
-	case ir.Float:
-		one = []byte{0x00, 0x00, 0x80, 0x3f}
-	case ir.Double:
-		one = []byte{0, 0, 0, 0, 0, 0, 0xf0, 0x3f}
-	case ir.Float16:
-		one = []byte{0x00, 0x3c}
-	case ir.BFloat16:
-		one = []byte{0x80, 0x3f}
-	default:
-		return nil, fmt.Errorf("no gamma, and no ones constant of type %s", dt)
+	t, err := ir.Filled(dt, []int64{n}, 1)
+	if err != nil {
+		return nil, fmt.Errorf("no gamma, and %v", err)
 	}
-	raw := make([]byte, 0, int(n)*len(one))
-	for i := int64(0); i < n; i++ {
-		raw = append(raw, one...)
-	}
-	return ir.NewTensor(dt, []int64{n}, raw), nil
+	return t, nil
 }
 
 // lnNode adds a block's fused node, named after the block's root node the way torch

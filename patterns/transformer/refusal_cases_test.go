@@ -161,7 +161,8 @@ func TestRotaryRefusals(t *testing.T) {
 	runRefusals(t, []*transformer.Family{transformer.RotaryFamily}, cases)
 }
 
-// TestRotaryLeftDouble: a rotary proved in float64 is left: only float32 is lowered.
+// TestRotaryLeftDouble: a rotary proved in float64 is left: the fused operators take
+// float, float16 and bfloat16 only.
 func TestRotaryLeftDouble(t *testing.T) {
 	src := `rot (double[batch,2,seq,8] x, double[1,1,seq,4] ch, double[1,1,seq,4] sh) => (y) <
   int64[1] i0 = {0}, int64[1] i4 = {4}, int64[1] i8 = {8}, int64[1] last = {-1}
@@ -170,7 +171,7 @@ func TestRotaryLeftDouble(t *testing.T) {
   sin = Concat <axis = -1> (sh, sh)
 ` + rotateHalf(rotLo, rotHi, rotCat) + "\n}"
 	runRefusals(t, []*transformer.Family{transformer.RotaryFamily}, []refusalCase{
-		{name: "float64", src: src, want: "only float32 rotaries are lowered", fused: []string{rotFusedQ}},
+		{name: "float64", src: src, want: "rotary computes in double", fused: []string{rotFusedQ}},
 	})
 }
 
@@ -748,13 +749,28 @@ func TestDebertaMoreRefusals(t *testing.T) {
 	runRefusals(t, debertaOnly, cases)
 }
 
-// TestGeneralAttentionFloat16: a float16 block is proved attention and left: only float32
-// blocks are lowered.
-func TestGeneralAttentionFloat16(t *testing.T) {
-	src := strings.ReplaceAll(strings.ReplaceAll(generalModel("  p = Softmax <axis = -1> (sd)\n  c = MatMul (p, vt)\n"), "float", "float16"), "{-10000}", "{-10000.0}")
+// TestGeneralAttentionBFloat16: a bfloat16 block is proved attention and left for
+// target=ort (MultiHeadAttention takes float and float16), fused for target=onnx
+// (Attention-23 takes bfloat16); float16 blocks fuse for both (tests.TestProbeHalf).
+func TestGeneralAttentionBFloat16(t *testing.T) {
+	src := strings.ReplaceAll(strings.ReplaceAll(generalModel("  p = Softmax <axis = -1> (sd)\n  c = MatMul (p, vt)\n"), "float", "bfloat16"), "{-10000}", "{-10000.0}")
 	runRefusals(t, []*transformer.Family{transformer.GeneralAttentionFamily}, []refusalCase{
-		{name: "float16", src: src, want: "attention in float16: only float32 blocks are lowered", fused: []string{"com.microsoft.MultiHeadAttention"}},
+		{name: "bfloat16", src: src, want: "attention computes in bfloat16: the target's fused operators take float and float16 (and bfloat16 for the ONNX-23 ones)", fused: []string{"com.microsoft.MultiHeadAttention"}},
 	})
+	m := ortcheck.Parse(t, strings.Replace(src, `["" : 13]`, `["" : 23]`, 1))
+	if _, err := shape.Infer(m); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := transformer.Fuse(m, []*transformer.Family{transformer.GeneralAttentionFamily}, &transformer.Env{Model: m, Target: transformer.ONNX})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Verify(); err != nil {
+		t.Fatalf("fused model does not verify: %v", err)
+	}
+	if rep.Ops["Attention"] != 1 {
+		t.Errorf("target=onnx: fused %v, want one Attention-23 in bfloat16", rep.Ops)
+	}
 }
 
 // TestAttentionOverIntegerProjections: after fuse turned the Q/DQ projections of an

@@ -174,7 +174,7 @@ func TestAttentionTermLayoutRefusals(t *testing.T) {
 			want: "score term tb: axis 1 merges [1 2]"},
 		{name: "term in float16", src: generalNearMiss("float16[batch,1,1,seq] tb",
 			"  sc = Cast <to = 10> (sd)\n  sm = Add (sc, tb)\n  ph = Softmax <axis = -1> (sm)\n  p = Cast <to = 1> (ph)\n  c = MatMul (p, vt)\n"),
-			want: "score term tb is float16, not float"},
+			want: "score term tb is float16, the scores float"},
 		{name: "term of too many steps", src: generalNearMiss("float[batch,1,1,seq] tb", chain.String()+"  sm = Add (sd, "+prev+")\n  p = Softmax <axis = -1> (sm)\n  c = MatMul (p, vt)\n"),
 			want: "score term id4000: its inputs are too many to follow"},
 	}

@@ -534,8 +534,12 @@ func describeRotary(m *patterns.Match, b *Block) {
 
 func fuseRotary(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, error) {
 	x := b.Role("input")
-	if x.Type == nil || x.Type.DType != ir.Float {
-		return nil, "only float32 rotaries are lowered", nil
+	dt := ir.Undefined
+	if x.Type != nil {
+		dt = x.Type.DType // cos and sin too: the graph multiplies them with x
+	}
+	if why := loweredDType(env.Target, dt, "rotary"); why != "" {
+		return nil, why, nil
 	}
 	if env.Target == ONNX {
 		if why := RequireOpset(env, 23, "RotaryEmbedding", b.Nodes); why != "" {
