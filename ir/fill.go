@@ -21,24 +21,36 @@ func Float32ToBFloat16(f float32) uint16 {
 // Filled returns a tensor of the float type dt with every element v: the constants a
 // rewrite adds beside values of that type (a zero, a scale, a mask floor).
 func Filled(dt DataType, dims []int64, v float64) (*Tensor, error) {
-	var one []byte
+	n := (&Tensor{Dims: dims}).NumElements()
+	vs := make([]float64, n)
+	for i := range vs {
+		vs[i] = v
+	}
+	return FloatsTensor(dt, dims, vs)
+}
+
+// FloatsTensor returns a tensor of the float type dt holding vs, each rounded to dt once.
+func FloatsTensor(dt DataType, dims []int64, vs []float64) (*Tensor, error) {
+	var put func(b []byte, v float64) []byte
 	switch dt {
 	case Float:
-		one = binary.LittleEndian.AppendUint32(nil, math.Float32bits(float32(v)))
+		put = func(b []byte, v float64) []byte { return binary.LittleEndian.AppendUint32(b, math.Float32bits(float32(v))) }
 	case Double:
-		one = binary.LittleEndian.AppendUint64(nil, math.Float64bits(v))
+		put = func(b []byte, v float64) []byte { return binary.LittleEndian.AppendUint64(b, math.Float64bits(v)) }
 	case Float16:
-		one = binary.LittleEndian.AppendUint16(nil, ndarray.Float32ToHalf(float32(v)))
+		put = func(b []byte, v float64) []byte { return binary.LittleEndian.AppendUint16(b, ndarray.Float32ToHalf(float32(v))) }
 	case BFloat16:
-		one = binary.LittleEndian.AppendUint16(nil, Float32ToBFloat16(float32(v)))
+		put = func(b []byte, v float64) []byte { return binary.LittleEndian.AppendUint16(b, Float32ToBFloat16(float32(v))) }
 	default:
 		return nil, fmt.Errorf("no %s constants: not a float type", dt)
 	}
 	t := &Tensor{DType: dt, Dims: append([]int64{}, dims...)}
-	n := t.NumElements()
-	t.raw = make([]byte, 0, n*int64(len(one)))
-	for i := int64(0); i < n; i++ {
-		t.raw = append(t.raw, one...)
+	if n := t.NumElements(); n != int64(len(vs)) {
+		return nil, fmt.Errorf("%d values for a %v tensor", len(vs), dims)
+	}
+	t.raw = make([]byte, 0, dt.ByteSize(int64(len(vs))))
+	for _, v := range vs {
+		t.raw = put(t.raw, v)
 	}
 	return t, nil
 }

@@ -83,8 +83,6 @@ operator below Attention-23).`,
 const debertaONNXReason = "disentangled attention has no standard ONNX operator below opset 23 " +
 	"(Attention-23's additive float mask could carry c2p+p2c, but fuse does not raise a model to opset 23); left decomposed"
 
-// dbFinfoMin is torch.finfo(float32).min, the value XSoftmax fills masked scores with.
-const dbFinfoMin = -3.4028234663852886e+38
 
 // dbp builds the patterns, recording every name it binds (the rule's Internal list: the
 // rule does its own escape check, see debertaEscapes) and which of them the fused operator
@@ -749,13 +747,20 @@ func fuseDeberta(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, e
 	if term.Type == nil || term.Type.Rank() < 3 || term.Type.Rank() > 4 {
 		return nil, fmt.Sprintf("relative term %q has unknown rank", term.Name), nil
 	}
-	if dt := m.Root.Type; dt == nil || dt.DType != ir.Float || term.Type.DType != ir.Float {
-		return nil, fmt.Sprintf("the block computes in %v, not float32 (the mask bias and row zeroing are built for float32)", m.Root.Type), nil
+	dt := ir.Undefined
+	if m.Root.Type != nil {
+		dt = m.Root.Type.DType
+	}
+	if why := loweredDType(ORT, dt, "attention"); why != "" {
+		return nil, why, nil
 	}
 	i64 := func(base string, v ...int64) *ir.Value {
 		return rw.Const(base, ir.Int64Tensor([]int64{int64(len(v))}, v))
 	}
-	f32 := func(base string, v float32) *ir.Value { return rw.Const(base, ir.FloatTensor([]int64{}, []float32{v})) }
+	scalar := func(base string, v float64) *ir.Value {
+		t, _ := ir.Filled(dt, []int64{}, v)
+		return rw.Const(base, t)
+	}
 	node := func(op string, in []*ir.Value, base string, attrs ...*ir.Attr) *ir.Value {
 		return rw.Node(op, "", in, 1, base, attrs...).Output(0)
 	}
@@ -799,10 +804,10 @@ func fuseDeberta(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, e
 	switch {
 	case m.Has("mask_fill"):
 		fill, _ := dbScalar(m.V("mask_fill_value"))
-		fill = math.Max(fill, dbFinfoMin) // -inf would turn fully masked rows into NaN before the zeroing
-		mb := dbFindMaskBias(m.V("mask"), fill)
+		fill = math.Max(fill, -dt.MaxFinite()) // -inf would turn fully masked rows into NaN before the zeroing
+		mb := dbFindMaskBias(m.V("mask"), fill, dt)
 		if mb == nil {
-			mb = node("Where", []*ir.Value{m.V("mask"), f32(base+"/fill", float32(fill)), f32(base+"/zero", 0)}, "deberta_mask_bias")
+			mb = node("Where", []*ir.Value{m.V("mask"), scalar(base+"/fill", fill), scalar(base+"/zero", 0)}, "deberta_mask_bias")
 		}
 		bias = node("Add", []*ir.Value{rel, mb}, base+"/attention_bias")
 	case m.Has("mask_add"):
@@ -814,9 +819,9 @@ func fuseDeberta(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, e
 	out := mha.Output(0)
 	out.Type = m.Root.Type.Clone()
 	if m.Has("probs") {
-		keep := dbFindRowKeep(m.V("zero_mask"))
+		keep := dbFindRowKeep(m.V("zero_mask"), dt)
 		if keep == nil {
-			keep = dbRowKeep(rw, m.V("zero_mask"), model.Opset(""))
+			keep = dbRowKeep(rw, m.V("zero_mask"), model.Opset(""), dt)
 		}
 		out = node("Mul", []*ir.Value{out, keep}, base+"/zero_masked_rows")
 	}
@@ -827,9 +832,9 @@ func fuseDeberta(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, e
 
 // dbRowKeep builds [batch, seq, 1] = 1 where a query row has at least one unmasked key, 0
 // where XSoftmax zeroes the whole row: Reshape(ReduceMax(Cast(Not(mask)), last), [0,-1,1]).
-func dbRowKeep(rw *patterns.Rewriter, mask *ir.Value, opset int64) *ir.Value {
+func dbRowKeep(rw *patterns.Rewriter, mask *ir.Value, opset int64, dt ir.DataType) *ir.Value {
 	not := rw.Node("Not", "", []*ir.Value{mask}, 1, "deberta_keep").Output(0)
-	f := rw.Node("Cast", "", []*ir.Value{not}, 1, "deberta_keep", ir.IntAttr("to", int64(ir.Float))).Output(0)
+	f := rw.Node("Cast", "", []*ir.Value{not}, 1, "deberta_keep", ir.IntAttr("to", int64(dt))).Output(0)
 	var mx *ir.Value
 	if opset >= 18 {
 		ax := rw.Const("deberta_keep_axes", ir.Int64Tensor([]int64{1}, []int64{-1}))
@@ -842,7 +847,7 @@ func dbRowKeep(rw *patterns.Rewriter, mask *ir.Value, opset int64) *ir.Value {
 }
 
 // dbFindMaskBias finds Where(mask, fill, 0) built for an earlier layer.
-func dbFindMaskBias(mask *ir.Value, fill float64) *ir.Value {
+func dbFindMaskBias(mask *ir.Value, fill float64, dt ir.DataType) *ir.Value {
 	for _, u := range mask.Uses() {
 		n := u.Node
 		if n.OpType != "Where" || n.Domain != "" || u.Index != 0 || n.Input(0) != mask {
@@ -850,7 +855,7 @@ func dbFindMaskBias(mask *ir.Value, fill float64) *ir.Value {
 		}
 		f, ok1 := dbScalar(n.Input(1))
 		z, ok2 := dbScalar(n.Input(2))
-		if ok1 && ok2 && float32(f) == float32(fill) && z == 0 && patterns.ConstOf(n.Input(2)).DType == ir.Float {
+		if ok1 && ok2 && float32(f) == float32(fill) && z == 0 && patterns.ConstOf(n.Input(2)).DType == dt {
 			return n.Output(0)
 		}
 	}
@@ -858,7 +863,7 @@ func dbFindMaskBias(mask *ir.Value, fill float64) *ir.Value {
 }
 
 // dbFindRowKeep finds the row-keep factor built for an earlier layer.
-func dbFindRowKeep(mask *ir.Value) *ir.Value {
+func dbFindRowKeep(mask *ir.Value, dt ir.DataType) *ir.Value {
 	next := func(v *ir.Value, op string, ok func(n *ir.Node) bool) *ir.Value {
 		if v == nil {
 			return nil
@@ -872,7 +877,7 @@ func dbFindRowKeep(mask *ir.Value) *ir.Value {
 	}
 	anyNode := func(*ir.Node) bool { return true }
 	v := next(mask, "Not", anyNode)
-	v = next(v, "Cast", func(n *ir.Node) bool { return n.AttrInt("to", 0) == int64(ir.Float) })
+	v = next(v, "Cast", func(n *ir.Node) bool { return n.AttrInt("to", 0) == int64(dt) })
 	v = next(v, "ReduceMax", func(n *ir.Node) bool {
 		ax, ok := n.AttrInts("axes")
 		if !ok && len(n.Inputs()) > 1 {

@@ -533,7 +533,7 @@ func TestDebertaNotPlainAttention(t *testing.T) {
 
 // TestDebertaLeft: blocks that are recognised but that fuse leaves decomposed (annotated,
 // unchanged) with the reason: target=onnx, a scale computed at run time (an unfolded
-// export), a float16 block.
+// export), a bfloat16 block (float16 ones fuse: tests.TestCorpusHalf).
 func TestDebertaLeft(t *testing.T) {
 	cases := []struct {
 		name   string
@@ -545,8 +545,8 @@ func TestDebertaLeft(t *testing.T) {
 			"attention.0 (attention/deberta-v2, layer 0): disentangled attention has no standard ONNX operator below opset 23"},
 		{"scale-input", dbGraph(dbOpts{scaleIn: true}), transformer.ORT,
 			`attention.0 (attention/deberta-v1, layer 0): the scale of Q·Kᵀ ("s") is not a scalar constant (computed at run time: run fold first)`},
-		{"float16", strings.ReplaceAll(dbGraph(dbOpts{}), "float", "float16"), transformer.ORT,
-			"attention.0 (attention/deberta-v1, layer 0): the block computes in float16[2,5,8], not float32"},
+		{"bfloat16", strings.ReplaceAll(dbGraph(dbOpts{}), "float", "bfloat16"), transformer.ORT,
+			"attention.0 (attention/deberta-v1, layer 0): attention computes in bfloat16: the target's fused operators take float and float16 (and bfloat16 for the ONNX-23 ones)"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

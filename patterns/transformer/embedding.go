@@ -447,15 +447,11 @@ func embCheckDecomposed(m *patterns.Match, info *embInfo) string {
 			return fmt.Sprintf("normalised over axes %v, not the last", axes)
 		}
 	}
-	t := m.Const("ln_eps")
-	if t == nil || t.NumElements() != 1 {
-		return "eps is not a scalar constant"
+	eps, why := lnEpsilon(m.Const("ln_eps"))
+	if why != "" {
+		return why
 	}
-	v, _ := t.Float64s()
-	if !(v[0] > 0 && v[0] <= 1e-3) {
-		return fmt.Sprintf("eps %g out of range (0, 0.001]", v[0])
-	}
-	info.eps = v[0]
+	info.eps = eps
 	return ""
 }
 
@@ -901,6 +897,9 @@ func fuseEmbedding(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string,
 	if why != "" {
 		return nil, why, nil
 	}
+	if why := loweredDType(ORT, info.dtype, "embedding"); why != "" {
+		return nil, why, nil
+	}
 	if info.pos == nil && info.perPos == nil {
 		return nil, "no position embedding (DeBERTa-style relative positions): EmbedLayerNormalization needs a position table", nil
 	}
@@ -911,20 +910,18 @@ func fuseEmbedding(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string,
 		posTable = info.pos.table
 	}
 	if info.uniform != nil || info.perPos != nil || info.offset != 0 {
-		if info.dtype != ir.Float {
-			return nil, fmt.Sprintf("constant terms would be folded into a %s position table; only float is supported", info.dtype), nil
-		}
 		rows, why := embPositionRows(info)
 		if why != "" {
 			return nil, why, nil
 		}
-		data := make([]float32, 0, len(rows)*int(info.hidden))
+		data := make([]float64, 0, len(rows)*int(info.hidden))
 		for _, r := range rows {
-			for _, x := range r {
-				data = append(data, float32(x))
-			}
+			data = append(data, r...)
 		}
-		posTable = rw.Const(base+"_position_table", ir.FloatTensor([]int64{int64(len(rows)), info.hidden}, data))
+		// Summed exactly and rounded once: a half-precision graph rounds after each
+		// term, a difference below the fused operator's own (it sums in float32).
+		t, _ := ir.FloatsTensor(info.dtype, []int64{int64(len(rows)), info.hidden}, data) // a float type: checked above
+		posTable = rw.Const(base+"_position_table", t)
 	}
 	int32ids := func(v *ir.Value, what string) *ir.Value {
 		if v.Type != nil && v.Type.DType == ir.Int32 {
@@ -934,14 +931,11 @@ func fuseEmbedding(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string,
 	}
 	gamma, beta := info.gamma, info.beta
 	if gamma == nil {
-		if info.dtype != ir.Float {
-			return nil, fmt.Sprintf("no gamma, and the %s ones it needs are not supported", info.dtype), nil
+		ones, err := lnOnes(info.dtype, info.hidden)
+		if err != nil {
+			return nil, err.Error(), nil
 		}
-		ones := make([]float32, info.hidden)
-		for i := range ones {
-			ones[i] = 1
-		}
-		gamma = rw.Const(base+"_gamma", ir.FloatTensor([]int64{info.hidden}, ones))
+		gamma = rw.Const(base+"_gamma", ones)
 	}
 	if beta == nil {
 		beta = rw.Const(base+"_beta", ir.NewTensor(info.dtype, []int64{info.hidden}, make([]byte, int(info.hidden)*info.dtype.Bits()/8)))

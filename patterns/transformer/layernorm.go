@@ -315,6 +315,11 @@ func lnEpsilon(t *ir.Tensor) (float64, string) {
 	if t.DType == ir.Float {
 		eps = lnF32(float32(eps))
 	}
+	// A half type stores an eps below its smallest subnormal (BERT's 1e-12 in float16)
+	// as 0: the graph adds nothing, and so does the fused norm.
+	if eps == 0 && (t.DType == ir.Float16 || t.DType == ir.BFloat16) {
+		return 0, ""
+	}
 	if !(eps > 0 && eps <= maxEpsilon) {
 		return eps, fmt.Sprintf("eps %g out of range (0, %g]", eps, maxEpsilon)
 	}

@@ -327,7 +327,7 @@ func TestEmbeddingSumRefusals(t *testing.T) {
   y = com.microsoft.SkipLayerNormalization <epsilon = 1e-12> (w, p, gamma, beta, sb)`),
 			want: "the sum's only reader is a LayerNorm (SkipLayerNormalization): the embedding+LayerNorm forms apply"},
 		{name: "no gamma in double", src: with(strings.ReplaceAll(embBERT, "float", "double"), "  sc = Mul (nrm, gamma)\n  y = Add (sc, beta)", "  y = Add (nrm, beta)"),
-			want: "no gamma, and the double ones it needs are not supported"},
+			want: "embedding computes in double"},
 		// Batch, sequence and hidden all 4, so that the [4,4,1,1] mask broadcasts.
 		{name: "mask of rank 3", src: with(embDeBERTa, "int64[batch,seq] input_ids, int64[batch,seq] attention_mask", "int64[4,4] input_ids, int64[4,4,1] attention_mask", "float[batch,seq,4] z", "z"),
 			want: "mask is int64[4,4,1], not [batch, sequence]"},
