@@ -98,6 +98,7 @@ func init() {
 		"Sigmoid": floatUnary(sigmoid64),
 		"CumSum":  evalCumSum,
 		"MatMul":  evalMatMul,
+		"Gemm":    evalGemm,
 		// reductions
 		"ReduceSum":  reduceOp("sum"),
 		"ReduceMean": reduceOp("mean"),
@@ -187,7 +188,7 @@ var halfWidened = map[string]bool{
 	"Add": true, "Sub": true, "Mul": true, "Div": true, "Pow": true, "Neg": true, "Abs": true,
 	"Sqrt": true, "Reciprocal": true, "Exp": true, "Log": true, "Erf": true, "Tanh": true,
 	"Sigmoid": true, "Relu": true, "Max": true, "Min": true, "Where": true, "Equal": true,
-	"Less": true, "Greater": true,
+	"Less": true, "Greater": true, "Clip": true,
 }
 
 // dataHalf reports whether the op's data input (which its float output takes the type

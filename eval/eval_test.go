@@ -310,6 +310,11 @@ func TestReduceScanMatMul(t *testing.T) {
 		{"MatMul vectors", nd("MatMul"), 13, []*ir.Tensor{i64(d(3), 1, 2, 3), i64(d(3), 4, 5, 6)}, i64(scalar, 32)},
 		{"MatMul broadcast batch", nd("MatMul"), 13, []*ir.Tensor{i64(d(2, 1, 1), 1, 2), i64(d(1, 2), 3, 4)}, i64(d(2, 1, 2), 3, 4, 6, 8)},
 		{"MatMul mismatch", nd("MatMul"), 13, []*ir.Tensor{m, m}, nil},
+		{"Gemm", nd("Gemm"), 13, []*ir.Tensor{m, f32(d(3, 2), 1, 0, 0, 1, 1, 0)}, f32(d(2, 2), 4, 2, 10, 5)},
+		{"Gemm transB alpha beta", nd("Gemm", ir.IntAttr("transB", 1), ir.FloatAttr("alpha", 2), ir.FloatAttr("beta", 0.5)), 13,
+			[]*ir.Tensor{m, f32(d(2, 3), 1, 0, 1, 0, 1, 0), f32(d(2), 1, 2)}, f32(d(2, 2), 8.5, 5, 20.5, 11)},
+		{"Gemm transA", nd("Gemm", ir.IntAttr("transA", 1)), 13, []*ir.Tensor{f32(d(3, 2), 1, 4, 2, 5, 3, 6), f32(d(3, 1), 1, 1, 1)}, f32(d(2, 1), 6, 15)},
+		{"Gemm vector", nd("Gemm"), 13, []*ir.Tensor{f32(d(3), 1, 2, 3), m}, nil},
 	})
 }
 

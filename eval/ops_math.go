@@ -814,3 +814,60 @@ func reduceIn[T elem](r reduction, x *num) ([]*ir.Tensor, error) {
 	}
 	return []*ir.Tensor{encode(x.dt, r.outDims, out)}, nil
 }
+
+// evalGemm is alpha·A'·B' + beta·C, A' and B' transposed where transA and transB say,
+// composed of the Transpose, MatMul, Mul and Add evaluators so that it rounds as they do.
+func evalGemm(c *call, in []*ir.Tensor) ([]*ir.Tensor, error) {
+	if len(in) < 2 || in[0] == nil || in[1] == nil {
+		return nil, fmt.Errorf("A and B are required")
+	}
+	sub := func(op string, attrs ...*ir.Attr) *call {
+		return &call{n: &ir.Node{OpType: op, Attrs: attrs}, opset: c.opset, max: c.max}
+	}
+	one := func(f evalFunc, cl *call, ts ...*ir.Tensor) (*ir.Tensor, error) {
+		out, err := f(cl, ts)
+		if err != nil {
+			return nil, err
+		}
+		return out[0], nil
+	}
+	scaled := func(t *ir.Tensor, k float32) (*ir.Tensor, error) {
+		if k == 1 {
+			return t, nil
+		}
+		s, err := ir.Filled(t.DType, nil, float64(k))
+		if err != nil {
+			return nil, err
+		}
+		return one(evalMul, sub("Mul"), t, s)
+	}
+	a, b := in[0], in[1]
+	if len(a.Dims) != 2 || len(b.Dims) != 2 {
+		return nil, fmt.Errorf("A %v and B %v are not matrices", a.Dims, b.Dims)
+	}
+	var err error
+	for i, t := range []**ir.Tensor{&a, &b} {
+		if c.n.AttrInt([]string{"transA", "transB"}[i], 0) != 0 {
+			if *t, err = one(evalTranspose, sub("Transpose", ir.IntsAttr("perm", 1, 0)), *t); err != nil {
+				return nil, err
+			}
+		}
+	}
+	y, err := one(evalMatMul, sub("MatMul"), a, b)
+	if err != nil {
+		return nil, err
+	}
+	if y, err = scaled(y, c.n.AttrFloat("alpha", 1)); err != nil {
+		return nil, err
+	}
+	if len(in) > 2 && in[2] != nil {
+		bias, err := scaled(in[2], c.n.AttrFloat("beta", 1))
+		if err != nil {
+			return nil, err
+		}
+		if y, err = one(evalAdd, sub("Add"), y, bias); err != nil {
+			return nil, err
+		}
+	}
+	return []*ir.Tensor{y}, nil
+}

@@ -13,16 +13,19 @@ import (
 // softmax(scale·Q·Kᵀ + Σ terms)·V, with Q, K and V as tensors outside the block, the
 // additive terms of the scores, and the path to the block's output.
 type attnPlan struct {
-	q, k, v  *attnOperand
-	softmax  *ir.Node
-	scores   *ir.Node // Q·Kᵀ
-	context  *ir.Node // probs·V
-	scale    float64
-	terms    []attnTerm
-	heads    int64 // query heads
-	kvHeads  int64 // K/V heads before any repeat
-	headSize int64
-	vHead    int64
+	q, k, v *attnOperand
+	softmax *ir.Node
+	scores  *ir.Node // Q·Kᵀ
+	context *ir.Node // probs·V
+	scale   float64
+	// headScale, when set, is a constant factor on the scores that varies over the heads
+	// only (Swin V2's learned logit scale): it is folded into Q, head by head.
+	headScale *attnTerm
+	terms     []attnTerm
+	heads     int64 // query heads
+	kvHeads   int64 // K/V heads before any repeat
+	headSize  int64
+	vHead     int64
 	// core are the nodes from the operands' points to the context matmul.
 	core []*ir.Node
 	// ctxLayout is the context matmul output's layout.
@@ -56,9 +59,11 @@ type attnTerm struct {
 type scoresStep struct {
 	st   layoutStep
 	term *attnTerm
-	node *ir.Node
-	in   *ir.Value
-	out  *ir.Value
+	// factor is a Mul by a constant that is not one number (a per-head scale).
+	factor *attnTerm
+	node   *ir.Node
+	in     *ir.Value
+	out    *ir.Value
 }
 
 // findScores walks back from the Softmax input to the Q·Kᵀ matmul through pass-through
@@ -96,6 +101,13 @@ func findScores(v *ir.Value, path []scoresStep, try func(mm *ir.Node, path []sco
 			}
 		}
 		return false
+	case "Mul":
+		for i := 0; i < 2; i++ {
+			if _, uniform := scalarConst(n.Input(1 - i)); !uniform && patterns.ConstOf(n.Input(1-i)) != nil {
+				f := &attnTerm{value: n.Input(1 - i)}
+				return findScores(n.Input(i), prepend(scoresStep{factor: f, node: n, in: n.Input(i), out: v}), try)
+			}
+		}
 	case "Where":
 		for i := 1; i < 3; i++ {
 			t := &attnTerm{value: n.Input(0), fill: n.Input(3 - i), keepIf: i == 1}
@@ -217,6 +229,19 @@ func (p *attnPlan) prove(path []scoresStep, probsSteps []layoutStep, alt bool) s
 			p.terms = append(p.terms, *s.term)
 			continue
 		}
+		if s.factor != nil {
+			switch {
+			case p.headScale != nil:
+				return "the scores are multiplied by two constant tensors"
+			case len(p.terms) > 0:
+				return fmt.Sprintf("the scores are multiplied by %s after an additive term", s.factor.value.Name)
+			case s.factor.value.Type.Rank() > len(sl):
+				return fmt.Sprintf("the factor %s broadcasts the scores", s.factor.value.Name)
+			}
+			s.factor.at = sl.clone()
+			p.headScale = s.factor
+			continue
+		}
 		for j := range p.terms {
 			p.terms[j].factor *= s.st.scale
 		}
@@ -287,8 +312,13 @@ func (p *attnPlan) prove(path []scoresStep, probsSteps []layoutStep, alt bool) s
 	}
 	p.scale = p.q.scaleAfter() * p.k.scaleAfter()
 	for _, s := range path {
-		if s.term == nil {
+		if s.term == nil && s.factor == nil {
 			p.scale *= s.st.scale
+		}
+	}
+	if p.headScale != nil {
+		if why := p.headFactors(); why != "" {
+			return why
 		}
 	}
 	if !finite(p.scale) || p.scale == 0 {
@@ -677,4 +707,28 @@ func clampFloor(v *ir.Value) float64 {
 		return -v.Type.DType.MaxFinite()
 	}
 	return -1e30
+}
+
+// headFactors checks that the scores' constant factor varies over the heads alone, in
+// Q's head order, with a finite non-zero number for each.
+func (p *attnPlan) headFactors() string {
+	f := p.headScale
+	axes, why := p.termAxes(f)
+	if why != "" {
+		return strings.Replace(why, "score term", "score factor", 1)
+	}
+	for _, gs := range axes {
+		for _, g := range gs {
+			if g != groupHeads {
+				return fmt.Sprintf("the scores' factor %s varies over more than the heads", f.value.Name)
+			}
+		}
+	}
+	vals, _ := patterns.ConstOf(f.value).Float64s() // one a head: its axes are the heads'
+	for _, x := range vals {
+		if !finite(x) || x == 0 {
+			return fmt.Sprintf("the scores' factor %s holds %g", f.value.Name, x)
+		}
+	}
+	return ""
 }

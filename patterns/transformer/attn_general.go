@@ -106,6 +106,20 @@ func generalDescribe(m *patterns.Match, b *Block) {
 	b.Params["terms"] = float64(len(p.terms))
 }
 
+// scaleHeads multiplies the [B, S, N·D] query by the scores' per-head factor: s_h·(q·k)
+// is (s_h·q)·k, so head h's D channels of Q take s_h.
+func scaleHeads(rw *patterns.Rewriter, q *ir.Value, p *attnPlan, dt ir.DataType) *ir.Value {
+	s, _ := patterns.ConstOf(p.headScale.value).Float64s() // one per head: headFactors checked
+	r := make([]float64, 0, len(s)*int(p.headSize))
+	for _, x := range s {
+		for d := int64(0); d < p.headSize; d++ {
+			r = append(r, x)
+		}
+	}
+	t, _ := ir.FloatsTensor(dt, []int64{int64(len(r))}, r)
+	return rw.Node("Mul", "", []*ir.Value{q, rw.Const(p.headScale.value.Name+"_per_channel", t)}, 1, q.Name+"_head_scaled").Output(0)
+}
+
 // loweredDType says why the target's fused operator for what (attention, rotary) cannot
 // compute in dt, or "": ONNX Runtime's contrib kernels take float and float16; the
 // ONNX-23 operators every float type but double.
@@ -178,6 +192,9 @@ func generalFuse(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, e
 		return nil, fmt.Sprintf("no attention operator for target %q", env.Target), nil
 	}
 	q := materialise(rw, p.q)
+	if p.headScale != nil {
+		q = scaleHeads(rw, q, p, dt)
+	}
 	var k, v *ir.Value
 	kvHeads := p.heads
 	if env.Target == ONNX {

@@ -284,7 +284,19 @@ func decSliceFromZero(n *ir.Node) bool {
 // decNormalisedNext reports the LayerNorm that is the only reader of v, if any.
 func decNormalisedNext(v *ir.Value) string {
 	uses := v.Uses()
-	if len(uses) != 1 || v.IsGraphOutput() {
+	if v.IsGraphOutput() {
+		return ""
+	}
+	if len(uses) == 2 && uses[0].Node.OpType != uses[1].Node.OpType && normOf(v) != nil {
+		// (v - mean(v)) / σ: only the LayerNorm's ReduceMean and Sub read v.
+		for _, u := range uses {
+			if op := u.Node.OpType; op != "ReduceMean" && op != "Sub" {
+				return ""
+			}
+		}
+		return "decomposed"
+	}
+	if len(uses) != 1 {
 		return ""
 	}
 	n := uses[0].Node

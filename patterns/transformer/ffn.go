@@ -471,7 +471,53 @@ func ffnFeedsResidual(v *ir.Value, depth int) bool {
 			}
 		}
 	}
+	// A norm between the FFN and the residual (Swin V2's res-post-norm: x + norm(ffn(x))).
+	if out := normOf(v); out != nil && ffnFeedsResidual(out, depth-1) {
+		return true
+	}
 	return false
+}
+
+// normOf is the output of the LayerNorm that normalises v: a fused norm operator, or the
+// decomposed form ((v - mean(v)) / sqrt(var + eps), times gamma, plus beta), or nil.
+func normOf(v *ir.Value) *ir.Value {
+	for _, u := range v.Uses() {
+		n := u.Node
+		if u.Index == 0 && (n.Domain == "" || n.Domain == msDomain) &&
+			(n.OpType == "LayerNormalization" || n.OpType == "SimplifiedLayerNormalization" || n.OpType == "RMSNormalization") {
+			return n.Output(0)
+		}
+	}
+	// The centred value d = v - mean(v) is divided by the deviation; the quotient takes
+	// the optional constant scale and shift.
+	var d *ir.Value
+	for _, u := range v.Uses() {
+		if n := u.Node; n.OpType == "Sub" && u.Index == 0 {
+			if m, _ := n.Input(1).Producer(); m != nil && m.OpType == "ReduceMean" && m.Input(0) == v {
+				d = n.Output(0)
+			}
+		}
+	}
+	if d == nil {
+		return nil
+	}
+	var out *ir.Value
+	for _, u := range d.Uses() {
+		if u.Node.OpType == "Div" && u.Index == 0 {
+			out = u.Node.Output(0)
+		}
+	}
+	for _, op := range []string{"Mul", "Add"} {
+		if out == nil || len(out.Uses()) != 1 {
+			break
+		}
+		n := out.Uses()[0].Node
+		if n.OpType != op || patterns.ConstOf(n.Input(1-out.Uses()[0].Index)) == nil {
+			break
+		}
+		out = n.Output(0)
+	}
+	return out
 }
 
 // ---- describe ----

@@ -773,6 +773,44 @@ func TestGeneralAttentionBFloat16(t *testing.T) {
 	}
 }
 
+// TestGeneralAttentionHeadScale: a constant factor on the scores that varies over the
+// heads only (Swin V2's logit scale) is folded into Q and the block fused; one that varies
+// over more, comes after an additive term, comes twice or holds a zero is refused.
+func TestGeneralAttentionHeadScale(t *testing.T) {
+	core := func(pre string) string {
+		return pre + "  p = Softmax <axis = -1> (hs)\n  c = MatMul (p, vt)\n"
+	}
+	scale := func(decl, pre string) string {
+		return strings.Replace(generalModel(core(pre)), "  float rs = {0.70710677},", "  float rs = {0.70710677},\n"+decl, 1)
+	}
+	m := ortcheck.Parse(t, scale("  float[2,1,1] hsc = {1.5, 0.5},", "  hs = Mul (sd, hsc)\n"))
+	if _, err := shape.Infer(m); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := transformer.Fuse(m, []*transformer.Family{transformer.GeneralAttentionFamily}, &transformer.Env{Model: m, Target: transformer.ORT})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Ops["com.microsoft.MultiHeadAttention"] != 1 {
+		t.Errorf("per-head scale: fused %v, want one MultiHeadAttention", rep.Ops)
+	}
+	batch2 := func(src string) string {
+		return strings.ReplaceAll(strings.ReplaceAll(src, "float[batch,seq,4]", "float[2,seq,4]"), "bool[batch,1,1,seq]", "bool[2,1,1,seq]")
+	}
+	runRefusals(t, []*transformer.Family{transformer.GeneralAttentionFamily}, []refusalCase{
+		{name: "per batch and head", src: batch2(scale("  float[2,2,1,1] hsc = {1.5, 0.5, 2, 1},", "  hs = Mul (sd, hsc)\n")),
+			want: "the scores' factor hsc varies over more than the heads", fused: []string{"com.microsoft.MultiHeadAttention"}},
+		{name: "after a term", src: scale("  float[2,1,1] hsc = {1.5, 0.5},\n  float[2,1,1] tb = {1, 2},", "  st = Add (sd, tb)\n  hs = Mul (st, hsc)\n"),
+			want: "the scores are multiplied by hsc after an additive term", fused: []string{"com.microsoft.MultiHeadAttention"}},
+		{name: "twice", src: scale("  float[2,1,1] hsc = {1.5, 0.5},", "  h1 = Mul (sd, hsc)\n  hs = Mul (h1, hsc)\n"),
+			want: "the scores are multiplied by two constant tensors", fused: []string{"com.microsoft.MultiHeadAttention"}},
+		{name: "zero", src: scale("  float[2,1,1] hsc = {1.5, 0},", "  hs = Mul (sd, hsc)\n"),
+			want: "the scores' factor hsc holds 0", fused: []string{"com.microsoft.MultiHeadAttention"}},
+		{name: "against the queries", src: scale("  float[2,3,1] hsc = {1, 2, 3, 4, 5, 6},", "  hs = Mul (sd, hsc)\n"),
+			want: "score factor hsc: axis 1 is 3 where the scores have seq", fused: []string{"com.microsoft.MultiHeadAttention"}},
+	})
+}
+
 // TestAttentionOverIntegerProjections: after fuse turned the Q/DQ projections of an
 // attention block QAttention could not take into MatMulIntegerToFloat, fusing again
 // refuses the block for them.

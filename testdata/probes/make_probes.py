@@ -2332,6 +2332,285 @@ def as_functions(ctor):
     return make
 
 
+
+# ---------------------------------------------------------------- more zoo forms
+
+
+class Mistral(Llama):
+    """Mistral: LLaMA's blocks with a sliding-window causal mask (a query sees the WINDOW
+    latest keys: banned where j > i or j <= i - WINDOW, from Range comparisons), combined with
+    the padding mask."""
+
+    WINDOW = 4
+
+    def forward(self, input_ids, attention_mask, position_ids):
+        B, S = input_ids.shape
+        x = self.embed_tokens(input_ids)
+        cos = self.cos_cached[:S][position_ids].unsqueeze(1)
+        sin = self.sin_cached[:S][position_ids].unsqueeze(1)
+        i = torch.arange(S)[:, None]
+        j = torch.arange(S)[None, :]
+        banned = (j > i) | (j <= i - self.WINDOW)
+        window = torch.zeros(S, S).masked_fill(banned, MIN)
+        mask = window[None, None, :, :] + padding_bias(attention_mask)
+        for i in range(L):
+            x = x + self.self_attn[i](self.input_layernorm[i](x), mask, cos, sin)
+            x = x + self.mlp[i](self.post_attention_layernorm[i](x))
+        return self.norm(x)
+
+
+class XLMAttention(Attn):
+    """XLM/Flaubert: Q scaled by 1/sqrt(D) before Q·Kᵀ, padded keys filled with -inf by
+    masked_fill, the softmax taken in float and cast back (type_as)."""
+
+    def __init__(self):
+        super().__init__(H)
+        self.q_lin, self.k_lin, self.v_lin, self.out_lin = (nn.Linear(E, E) for _ in range(4))
+
+    def forward(self, x, mask):
+        B, S, _ = x.shape
+        q = heads(self.q_lin(x), H) / math.sqrt(D)
+        k, v = heads(self.k_lin(x), H), heads(self.v_lin(x), H)
+        scores = torch.matmul(q, k.transpose(2, 3))
+        banned = (mask == 0).view(B, 1, 1, S).expand_as(scores)
+        scores = scores.masked_fill(banned, float("-inf"))
+        w = F.softmax(scores.float(), dim=-1).type_as(scores)
+        return self.out_lin(merge(torch.matmul(w, v)))
+
+
+class XLM(Model):
+    """XLM: sinusoidal positions added to the token embeddings, LayerNorm, post-LN blocks
+    with a GELU MLP, the padded positions zeroed after each block (tensor *= mask)."""
+
+    def __init__(self):
+        super().__init__()
+        self.embeddings = nn.Embedding(V, E)
+        pos = torch.arange(MAXPOS).float()[:, None] / torch.pow(10000.0, torch.arange(0, E, 2).float() / E)
+        table = torch.zeros(MAXPOS, E)
+        table[:, 0::2], table[:, 1::2] = torch.sin(pos), torch.cos(pos)
+        self.register_buffer("position_table", table, persistent=False)
+        self.layer_norm_emb = nn.LayerNorm(E, eps=1e-12)
+        self.attn = nn.ModuleList(XLMAttention() for _ in range(L))
+        self.ln1 = nn.ModuleList(nn.LayerNorm(E, eps=1e-12) for _ in range(L))
+        self.ffn = nn.ModuleList(MLP(F.gelu) for _ in range(L))
+        self.ln2 = nn.ModuleList(nn.LayerNorm(E, eps=1e-12) for _ in range(L))
+
+    def forward(self, input_ids, attention_mask):
+        B, S = input_ids.shape
+        keep = attention_mask.unsqueeze(-1).to(torch.float32)
+        x = self.embeddings(input_ids) + self.position_table[:S][None]
+        x = self.layer_norm_emb(x) * keep
+        for i in range(L):
+            x = self.ln1[i](x + self.attn[i](x, attention_mask))
+            x = self.ln2[i](x + self.ffn[i](x))
+            x = x * keep
+        return x
+
+
+class NoNorm(nn.Module):
+    """MobileBERT's NoNorm: x * weight + bias, no statistics."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.weight, self.bias = nn.Parameter(torch.ones(n)), nn.Parameter(torch.zeros(n))
+
+    def forward(self, x):
+        return x * self.weight + self.bias
+
+
+MI = 16  # mobilebert: the bottleneck width (E is the inter-block width)
+
+
+class MobileBertAttention(Attn):
+    """Q and K from the bottlenecked hidden state, V from the block's input (MobileBERT's
+    key_query_shared_bottleneck with use_bottleneck_attention off), 4 heads of MI/4."""
+
+    def __init__(self):
+        super().__init__(H)
+        self.query, self.key, self.value = nn.Linear(MI, MI), nn.Linear(MI, MI), nn.Linear(E, MI)
+
+    def forward(self, qk, x, mask):
+        q, k, v = heads(self.query(qk), H), heads(self.key(qk), H), heads(self.value(x), H)
+        w = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(MI // H) + mask, dim=-1)
+        return merge(torch.matmul(w, v))
+
+
+class MobileBertFFN(FFN):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(MI, 2 * MI), nn.Linear(2 * MI, MI)
+        self.norm = NoNorm(MI)
+
+    def forward(self, x):
+        return self.norm(x + self.fc2(F.relu(self.fc1(x))))
+
+
+class MobileBert(Model):
+    """MobileBERT: a bottleneck Linear (E -> MI) in front of each block, attention over the
+    bottleneck with V from the block input, NoNorm (element-wise affine) instead of
+    LayerNorm, stacked ReLU FFNs, an output Linear back to E with a residual and NoNorm."""
+
+    num_ffn = 2
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(V, E)
+        self.pos = nn.Embedding(MAXPOS, E)
+        self.emb_norm = NoNorm(E)
+        self.bottleneck = nn.ModuleList(nn.Linear(E, MI) for _ in range(L))
+        self.bn_norm = nn.ModuleList(NoNorm(MI) for _ in range(L))
+        self.attn = nn.ModuleList(MobileBertAttention() for _ in range(L))
+        self.attn_out = nn.ModuleList(nn.Linear(MI, MI) for _ in range(L))
+        self.attn_norm = nn.ModuleList(NoNorm(MI) for _ in range(L))
+        self.ffns = nn.ModuleList(nn.ModuleList(MobileBertFFN() for _ in range(self.num_ffn)) for _ in range(L))
+        self.out = nn.ModuleList(nn.Linear(MI, E) for _ in range(L))
+        self.out_norm = nn.ModuleList(NoNorm(E) for _ in range(L))
+
+    def forward(self, input_ids, attention_mask):
+        B, S = input_ids.shape
+        mask = padding_bias(attention_mask)
+        x = self.emb_norm(self.embed(input_ids) + self.pos(torch.arange(S))[None])
+        for i in range(L):
+            b = self.bn_norm[i](self.bottleneck[i](x))
+            a = self.attn_norm[i](b + self.attn_out[i](self.attn[i](b, x, mask)))
+            for f in self.ffns[i]:
+                a = f(a)
+            x = self.out_norm[i](x + self.out[i](a))
+        return x
+
+
+class CodeGenAttention(Attn):
+    """CodeGen: one qkv Linear without bias whose output is viewed as MP=4 groups of
+    [q, v, k] (in that order), partial rotate-every-two rotary on the first ROT channels of
+    each head (sin/cos from a position table gathered by position ids), causal mask from a
+    constant lower-triangular buffer sliced to S with torch.where, scores in float."""
+
+    causal = True
+    rotaries = 2
+    MP, ROT = 4, 4
+
+    def __init__(self):
+        super().__init__(H)
+        self.qkv_proj = nn.Linear(E, 3 * E, bias=False)
+        self.out_proj = nn.Linear(E, E, bias=False)
+        self.register_buffer("bias", torch.tril(torch.ones(MAXPOS, MAXPOS, dtype=torch.bool))[None, None], persistent=False)
+
+    def forward(self, x, mask, sin, cos):
+        B, S, _ = x.shape
+        qkv = self.qkv_proj(x).reshape(B, S, self.MP, -1)
+        local = E // self.MP
+        q, v, k = torch.split(qkv, local, dim=-1)
+
+        def split_heads(t):
+            t = t.reshape(B, S, self.MP, H // self.MP, D)
+            return t.reshape(B, S, H, D)
+
+        q, k, v = split_heads(q), split_heads(k), split_heads(v).permute(0, 2, 1, 3)
+
+        def rot(t):
+            r, p = t[..., : self.ROT], t[..., self.ROT :]
+            x1, x2 = r[..., ::2], r[..., 1::2]
+            rr = torch.stack((-x2, x1), dim=-1).flatten(-2)
+            return torch.cat([r * cos + rr * sin, p], dim=-1)
+
+        q, k = rot(q).permute(0, 2, 1, 3), rot(k).permute(0, 2, 1, 3)
+        w = torch.matmul(q.float(), k.float().transpose(-1, -2))
+        causal = self.bias[:, :, :S, :S]
+        w = torch.where(causal, w, torch.tensor(MIN))
+        w = w / math.sqrt(D) + mask
+        w = F.softmax(w, dim=-1).to(v.dtype)
+        return self.out_proj(merge(torch.matmul(w, v)))
+
+
+class CodeGen(Model):
+    """CodeGen: parallel residual (attention and MLP read the same LayerNorm), gelu_new MLP,
+    sinusoidal rotary table gathered by position ids and repeated per pair."""
+
+    inputs = ("input_ids", "attention_mask", "position_ids")
+
+    def __init__(self):
+        super().__init__()
+        self.wte = nn.Embedding(V, E)
+        self.ln = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.attn = nn.ModuleList(CodeGenAttention() for _ in range(L))
+        self.mlp = nn.ModuleList(MLP(gelu_new) for _ in range(L))
+        self.ln_f = nn.LayerNorm(E)
+        rot = CodeGenAttention.ROT
+        inv_freq = 1.0 / (10000 ** (torch.arange(0, rot, 2).float() / rot))
+        ang = torch.arange(MAXPOS).float()[:, None] * inv_freq[None]
+        self.register_buffer("embed_positions", torch.cat((torch.sin(ang), torch.cos(ang)), dim=1), persistent=False)
+
+    def forward(self, input_ids, attention_mask, position_ids):
+        sincos = self.embed_positions[position_ids]  # [B,S,ROT]
+        sin, cos = torch.split(sincos, sincos.shape[-1] // 2, dim=-1)
+        sin = torch.repeat_interleave(sin[:, :, None, :], 2, dim=3)
+        cos = torch.repeat_interleave(cos[:, :, None, :], 2, dim=3)
+        mask = padding_bias(attention_mask)
+        x = self.wte(input_ids)
+        for i in range(L):
+            h = self.ln[i](x)
+            x = x + self.attn[i](h, mask, sin, cos) + self.mlp[i](h)
+        return self.ln_f(x)
+
+
+class SwinV2Attention(Attn):
+    """Swin V2's scaled cosine attention: Q and K L2-normalised per head, Q·Kᵀ times a learned
+    per-head logit scale exp(clamp(τ, max=log 100)), plus a relative-position bias from a
+    small MLP over a constant table of log-spaced offsets (16·sigmoid), gathered by constant
+    indices; QKV in one Linear with a bias on Q and V only."""
+
+    def __init__(self, n=17):
+        super().__init__(VH)
+        self.qkv = nn.Linear(VE, 3 * VE, bias=False)
+        self.q_bias, self.v_bias = nn.Parameter(torch.zeros(VE)), nn.Parameter(torch.zeros(VE))
+        self.logit_scale = nn.Parameter(torch.log(10 * torch.ones(VH, 1, 1)))
+        self.cpb = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, VH, bias=False))
+        coords = torch.arange(-(n - 1), n).float()
+        table = torch.stack(torch.meshgrid(coords, coords, indexing="ij"), dim=-1) / (n - 1) * 8
+        table = torch.sign(table) * torch.log2(table.abs() + 1.0) / math.log2(8)
+        self.register_buffer("table", table.reshape(-1, 2), persistent=False)
+        i = torch.arange(n)
+        rel = (i[:, None] - i[None, :] + n - 1) * (2 * n - 1) + (i[:, None] - i[None, :] + n - 1)
+        self.register_buffer("index", rel.reshape(-1), persistent=False)
+        self.n, self.proj = n, nn.Linear(VE, VE)
+
+    def forward(self, x):
+        B, N, C = x.shape
+        bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
+        qkv = F.linear(x, self.qkv.weight, bias).reshape(B, N, 3, VH, C // VH).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        attn = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
+        attn = attn * torch.clamp(self.logit_scale, max=math.log(100.0)).exp()
+        rpb = self.cpb(self.table)[self.index].view(self.n, self.n, -1).permute(2, 0, 1)
+        attn = attn + (16 * torch.sigmoid(rpb))[None]
+        attn = attn.softmax(dim=-1)
+        return self.proj((attn @ v).transpose(1, 2).reshape(B, N, C))
+
+
+class SwinV2(ViT):
+    """A ViT with Swin V2's scaled cosine attention and post-norm residuals
+    (x + norm(attn(x)), res-post-norm)."""
+
+    def __init__(self):
+        super().__init__()
+        self.patch = nn.Conv2d(3, VE, kernel_size=4, stride=4)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, VE))
+        self.position_embeddings = nn.Parameter(torch.zeros(1, 17, VE))
+        self.ln_before = nn.ModuleList(nn.LayerNorm(VE) for _ in range(L))
+        self.attn = nn.ModuleList(SwinV2Attention() for _ in range(L))
+        self.ln_after = nn.ModuleList(nn.LayerNorm(VE) for _ in range(L))
+        self.mlp = nn.ModuleList(MLP(nn.GELU(), e=VE) for _ in range(L))
+        self.layernorm = nn.LayerNorm(VE)
+
+    def forward(self, pixel_values):
+        B = pixel_values.shape[0]
+        x = self.patch(pixel_values).flatten(2).transpose(1, 2)
+        x = torch.cat((self.cls_token.expand(B, -1, -1), x), dim=1) + self.position_embeddings
+        for i in range(L):
+            x = x + self.ln_before[i](self.attn[i](x))
+            x = x + self.ln_after[i](self.mlp[i](x))
+        return self.layernorm(x)
+
 FORMS = {
     "gpt2-causal": (GPT2, (10, 13, 17)),
     "llama": (Llama, (14, 17)),  # torch.triu needs Trilu (opset 14)
@@ -2383,6 +2662,11 @@ FORMS = {
     "vit-functions": (as_functions(ViT), (15, 17)),
     "llama-hf-functions": (as_functions(LlamaHF), (15, 17)),
     "gqa-broadcast": (BroadcastGQA, (13, 17)),
+    "mistral": (Mistral, (14, 17)),
+    "xlm": (XLM, (13, 17)),
+    "mobilebert": (MobileBert, (13, 17)),
+    "codegen": (CodeGen, (13, 17)),
+    "swinv2": (SwinV2, (13, 17)),
 }
 
 
