@@ -34,13 +34,19 @@ func FloatsTensor(dt DataType, dims []int64, vs []float64) (*Tensor, error) {
 	var put func(b []byte, v float64) []byte
 	switch dt {
 	case Float:
-		put = func(b []byte, v float64) []byte { return binary.LittleEndian.AppendUint32(b, math.Float32bits(float32(v))) }
+		put = func(b []byte, v float64) []byte {
+			return binary.LittleEndian.AppendUint32(b, math.Float32bits(float32(v)))
+		}
 	case Double:
 		put = func(b []byte, v float64) []byte { return binary.LittleEndian.AppendUint64(b, math.Float64bits(v)) }
 	case Float16:
-		put = func(b []byte, v float64) []byte { return binary.LittleEndian.AppendUint16(b, ndarray.Float32ToHalf(float32(v))) }
+		put = func(b []byte, v float64) []byte {
+			return binary.LittleEndian.AppendUint16(b, ndarray.Float32ToHalf(float32(v)))
+		}
 	case BFloat16:
-		put = func(b []byte, v float64) []byte { return binary.LittleEndian.AppendUint16(b, Float32ToBFloat16(float32(v))) }
+		put = func(b []byte, v float64) []byte {
+			return binary.LittleEndian.AppendUint16(b, Float32ToBFloat16(float32(v)))
+		}
 	default:
 		return nil, fmt.Errorf("no %s constants: not a float type", dt)
 	}

@@ -83,7 +83,6 @@ operator below Attention-23).`,
 const debertaONNXReason = "disentangled attention has no standard ONNX operator below opset 23 " +
 	"(Attention-23's additive float mask could carry c2p+p2c, but fuse does not raise a model to opset 23); left decomposed"
 
-
 // dbp builds the patterns, recording every name it binds (the rule's Internal list: the
 // rule does its own escape check, see debertaEscapes) and which of them the fused operator
 // replaces (core).
