@@ -54,6 +54,7 @@ func init() {
 		"Squeeze":         evalSqueeze,
 		"Concat":          evalConcat,
 		"Slice":           evalSlice,
+		"Split":           evalSplit,
 		"Reshape":         evalReshape,
 		"Expand":          evalExpand,
 		"Tile":            evalTile,

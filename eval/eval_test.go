@@ -389,3 +389,50 @@ func TestTrilu(t *testing.T) {
 		{"rank 1", nd("Trilu"), 14, []*ir.Tensor{f32(d(3), 1, 2, 3)}, nil},
 	})
 }
+
+// TestSplit: the sizes from the input (opset 13), the attribute (before 13) or equal
+// parts (the last one smaller at opset 18), on a negative axis; sizes that do not add up
+// are refused.
+func TestSplit(t *testing.T) {
+	m := f32(d(2, 3), 1, 2, 3, 4, 5, 6)
+	cases := []struct {
+		name  string
+		outs  int
+		attrs []*ir.Attr
+		in    []*ir.Tensor
+		opset int64
+		want  []*ir.Tensor // nil: an error
+	}{
+		{"input sizes", 2, []*ir.Attr{ir.IntAttr("axis", -1)}, []*ir.Tensor{m, i64(d(2), 1, 2)}, 13,
+			[]*ir.Tensor{f32(d(2, 1), 1, 4), f32(d(2, 2), 2, 3, 5, 6)}},
+		{"attribute sizes", 2, []*ir.Attr{ir.IntsAttr("split", 2, 1), ir.IntAttr("axis", 1)}, []*ir.Tensor{m}, 11,
+			[]*ir.Tensor{f32(d(2, 2), 1, 2, 4, 5), f32(d(2, 1), 3, 6)}},
+		{"equal parts", 2, nil, []*ir.Tensor{m}, 13, []*ir.Tensor{f32(d(1, 3), 1, 2, 3), f32(d(1, 3), 4, 5, 6)}},
+		{"uneven parts at 18", 2, []*ir.Attr{ir.IntAttr("axis", 1), ir.IntAttr("num_outputs", 2)}, []*ir.Tensor{m}, 18,
+			[]*ir.Tensor{f32(d(2, 2), 1, 2, 4, 5), f32(d(2, 1), 3, 6)}},
+		{"uneven parts at 13", 2, []*ir.Attr{ir.IntAttr("axis", 1)}, []*ir.Tensor{m}, 13, nil},
+		{"sizes off", 2, []*ir.Attr{ir.IntAttr("axis", 1)}, []*ir.Tensor{m, i64(d(2), 1, 1)}, 13, nil},
+	}
+	for _, c := range cases {
+		g := ir.NewGraph("g")
+		n := g.Add("Split", nil, c.outs, "y", c.attrs...)
+		got, err := Eval(n, c.in, c.opset)
+		if c.want == nil {
+			if err == nil {
+				t.Errorf("%s: evaluated; want an error", c.name)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s: %v", c.name, err)
+			continue
+		}
+		for i, w := range c.want {
+			a, _ := got[i].Float32s()
+			b, _ := w.Float32s()
+			if !slices.Equal(got[i].Dims, w.Dims) || !slices.Equal(a, b) {
+				t.Errorf("%s: output %d is %v %v, want %v %v", c.name, i, got[i].Dims, a, w.Dims, b)
+			}
+		}
+	}
+}

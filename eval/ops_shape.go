@@ -954,3 +954,69 @@ func evalTrilu(c *call, in []*ir.Tensor) ([]*ir.Tensor, error) {
 	}
 	return []*ir.Tensor{ir.NewTensor(x.DType, cloneDims(x.Dims), out)}, nil
 }
+
+// evalSplit cuts the input along axis into the node's outputs: by the split sizes (an
+// input from opset 13, an attribute before), else into equal parts (the last smaller at
+// opset 18, with num_outputs). Each part is a Slice.
+func evalSplit(c *call, in []*ir.Tensor) ([]*ir.Tensor, error) {
+	x, err := c.in(in, 0)
+	if err != nil {
+		return nil, err
+	}
+	r := int64(len(x.Dims))
+	axis := c.n.AttrInt("axis", 0)
+	if axis < 0 {
+		axis += r
+	}
+	if axis < 0 || axis >= r {
+		return nil, fmt.Errorf("axis %d out of range for rank %d", c.n.AttrInt("axis", 0), r)
+	}
+	n := int64(len(c.n.Outputs()))
+	var sizes []int64
+	switch s := opt(in, 1); {
+	case s != nil:
+		if sizes, err = int64s(s); err != nil {
+			return nil, err
+		}
+	case c.n.Attr("split") != nil:
+		sizes, _ = c.n.AttrInts("split")
+	default:
+		if n == 0 {
+			return nil, fmt.Errorf("no outputs")
+		}
+		dim := x.Dims[axis]
+		part := (dim + n - 1) / n
+		if c.opset < 18 && dim%n != 0 {
+			return nil, fmt.Errorf("%d does not split into %d equal parts", dim, n)
+		}
+		for i := int64(0); i < n; i++ {
+			sizes = append(sizes, max(0, min(part, dim-i*part)))
+		}
+	}
+	if int64(len(sizes)) != n {
+		return nil, fmt.Errorf("%d split sizes for %d outputs", len(sizes), n)
+	}
+	total := int64(0)
+	for _, s := range sizes {
+		if s < 0 {
+			return nil, fmt.Errorf("negative split size %d", s)
+		}
+		total += s
+	}
+	if total != x.Dims[axis] {
+		return nil, fmt.Errorf("split sizes %v do not add up to %d", sizes, x.Dims[axis])
+	}
+	slice := &call{n: &ir.Node{OpType: "Slice"}, opset: 13, max: c.max}
+	one := func(v int64) *ir.Tensor { return ir.Int64Tensor([]int64{1}, []int64{v}) }
+	out := make([]*ir.Tensor, 0, n)
+	start := int64(0)
+	for _, s := range sizes {
+		part, err := evalSlice(slice, []*ir.Tensor{x, one(start), one(start + s), one(axis)})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, part[0])
+		start += s
+	}
+	return out, nil
+}

@@ -294,7 +294,7 @@ func decNormalisedNext(v *ir.Value) string {
 				return ""
 			}
 		}
-		return "decomposed"
+		return uses[0].Node.OpType + "+" + uses[1].Node.OpType
 	}
 	if len(uses) != 1 {
 		return ""

@@ -292,8 +292,9 @@ func isOp(n *ir.Node, op string) bool { return n != nil && n.OpType == op && n.D
 func checkRotary(m *patterns.Match) string {
 	plan := m.Plan.(rotaryPlan)
 	x := attnShape(m.V("input"))
-	if len(x) != 4 || !x[3].Known || x[3].Value%2 != 0 || !x[1].Known {
-		return fmt.Sprintf("input %v is not [batch, heads, seq, even head size]", x)
+	heads, seq, ok := rotaryAxes(m)
+	if len(x) != 4 || !x[3].Known || x[3].Value%2 != 0 || !ok || !x[heads].Known {
+		return fmt.Sprintf("input %v is not [batch, heads, seq, even head size] or [batch, seq, heads, even head size] against cos %v", x, attnShape(m.V("cos")))
 	}
 	d := x[3].Value
 	// r channels of each head are rotated, in r/2 pairs.
@@ -338,15 +339,34 @@ func checkRotary(m *patterns.Match) string {
 	}
 	for _, t := range []string{"cos", "sin"} {
 		s := attnShape(m.V(t))
-		if len(s) != 4 || !dimIsOne(s[1]) || !ir.SameDim(s[2], x[2]) || !s[3].Known || s[3].Value != tableWidth ||
+		if len(s) != 4 || !dimIsOne(s[heads]) || !ir.SameDim(s[seq], x[seq]) || !s[3].Known || s[3].Value != tableWidth ||
 			!(dimIsOne(s[0]) || ir.SameDim(s[0], x[0])) {
-			return fmt.Sprintf("%s has shape %v, not [batch|1, 1, %v, %d]", t, s, x[2], tableWidth)
+			return fmt.Sprintf("%s has shape %v, not one angle row per batch|1 and position (%v) of width %d", t, s, x[seq], tableWidth)
 		}
 		if repeats != nil && !repeats(m.V(t), 0) {
 			return fmt.Sprintf("%s does not provably %s", t, what)
 		}
 	}
 	return ""
+}
+
+// rotaryAxes says where a rank-4 rotary input holds its heads and its positions, read off
+// cos, which broadcasts over the heads: [B, H, S, D] (cos [B|1, 1, S, w]) or, as GPT-J
+// and CodeGen rotate before moving the heads forward, [B, S, H, D] (cos [B|1, S, 1, w]).
+func rotaryAxes(m *patterns.Match) (heads, seq int, ok bool) {
+	x, c := attnShape(m.V("input")), attnShape(m.V("cos"))
+	if len(x) != 4 || len(c) != 4 {
+		return 0, 0, false
+	}
+	switch {
+	case dimIsOne(c[1]) && ir.SameDim(c[2], x[2]) && !dimIsOne(x[2]):
+		return 1, 2, true
+	case dimIsOne(c[2]) && ir.SameDim(c[1], x[1]) && !dimIsOne(x[1]):
+		return 2, 1, true
+	case dimIsOne(c[1]):
+		return 1, 2, true // one position: either reading is the same
+	}
+	return 0, 0, false
 }
 
 // sliceIs reports whether a Slice takes start:end:step of the last axis of a rank-4
@@ -386,6 +406,10 @@ type repeatProof struct {
 	pair func(i, d int) (int, int)
 	// built recognises a node that makes the repeat (from one tensor used twice).
 	built func(n *ir.Node) bool
+	// local: a pair lies within two adjacent channels, so parts that repeat, each of
+	// even width, concatenated on the last axis repeat too (torch's repeat_interleave
+	// exported column by column).
+	local bool
 }
 
 var halvesRepeat = repeatProof{
@@ -399,7 +423,8 @@ var halvesRepeat = repeatProof{
 }
 
 var pairsRepeat = repeatProof{
-	pair: func(i, d int) (int, int) { return 2 * i, 2*i + 1 },
+	pair:  func(i, d int) (int, int) { return 2 * i, 2*i + 1 },
+	local: true,
 	// Reshape(Concat(Unsqueeze(t), Unsqueeze(t))) or Reshape(Expand(Unsqueeze(t), [.., 2]))
 	// with the new last axis merged back: every channel of t twice in a row.
 	built: func(n *ir.Node) bool {
@@ -460,6 +485,17 @@ func (p repeatProof) proves(v *ir.Value, depth int) bool {
 	switch n.OpType {
 	case "Cos", "Sin":
 		return p.proves(n.Input(0), depth+1)
+	case "Concat":
+		r := len(attnShape(v))
+		if a, ok := normAxis(n.AttrInt("axis", 0), r); !p.local || !ok || a != r-1 {
+			return false
+		}
+		for _, in := range n.Inputs() {
+			if w := last(in); w < 0 || w%2 != 0 || !p.proves(in, depth+1) {
+				return false
+			}
+		}
+		return len(n.Inputs()) > 0
 	case "Unsqueeze", "Reshape", "Cast", "Expand", "Identity", "Gather", "Slice":
 		// Ops that must keep the last axis whole.
 		if last(n.Input(0)) < 0 || last(n.Input(0)) != last(v) {
@@ -523,6 +559,9 @@ func describeRotary(m *patterns.Match, b *Block) {
 	if s := attnShape(m.V("input")); len(s) == 4 && s[3].Known {
 		b.Params["head_size"] = float64(s[3].Value)
 	}
+	if _, seq, ok := rotaryAxes(m); ok && seq == 1 {
+		b.Params["heads_after_seq"] = 1 // [B, S, H, D]
+	}
 	plan := m.Plan.(rotaryPlan)
 	if plan.form.interleaved() {
 		b.Params["interleaved"] = 1
@@ -552,14 +591,24 @@ func fuseRotary(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, er
 	last, _ := b.Root.Producer()
 	name := nodePrefix(last) + "RotaryEmbedding"
 	attrs := []*ir.Attr{ir.IntAttr("interleaved", int64(b.Param("interleaved", 0)))}
-	if _, partial := b.Params["rotary_dim"]; partial {
-		attrs = append(attrs, ir.IntAttr("rotary_embedding_dim", d), ir.IntAttr("num_heads", attnShape(x)[1].Value))
+	headAxis, seqAxis := int64(1), int64(2)
+	bshd := b.Param("heads_after_seq", 0) == 1
+	if bshd {
+		headAxis, seqAxis = 2, 1
+	}
+	_, partial := b.Params["rotary_dim"]
+	if partial {
+		attrs = append(attrs, ir.IntAttr("rotary_embedding_dim", d))
+	}
+	if partial || bshd {
+		// A [B, S, H·D] input (below) is cut into heads by num_heads.
+		attrs = append(attrs, ir.IntAttr("num_heads", attnShape(x)[headAxis].Value))
 	}
 	// [B|1, 1, S, D] → [B, S, D/2]: the first half (the second repeats it), the head axis
 	// dropped, the batch spelled out.
 	shapeX := reuseNode(rw, "Shape", []*ir.Value{x}, x.Name+"_shape")
 	batch := reuseNode(rw, "Gather", []*ir.Value{shapeX, rw.Const("rotary_axis0", ir.Int64Tensor([]int64{1}, []int64{0}))}, x.Name+"_batch", ir.IntAttr("axis", 0))
-	seq := reuseNode(rw, "Gather", []*ir.Value{shapeX, rw.Const("rotary_axis2", ir.Int64Tensor([]int64{1}, []int64{2}))}, x.Name+"_seq", ir.IntAttr("axis", 0))
+	seq := reuseNode(rw, "Gather", []*ir.Value{shapeX, rw.Const(fmt.Sprintf("rotary_axis%d", seqAxis), ir.Int64Tensor([]int64{1}, []int64{seqAxis}))}, x.Name+"_seq", ir.IntAttr("axis", 0))
 	one := rw.Const("rotary_one", ir.Int64Tensor([]int64{1}, []int64{1}))
 	target := reuseNode(rw, "Concat", []*ir.Value{batch, one, one}, x.Name+"_batch11", ir.IntAttr("axis", 0))
 	cache := func(v *ir.Value) *ir.Value {
@@ -581,9 +630,14 @@ func fuseRotary(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, er
 		return reuseNode(rw, "Reshape", []*ir.Value{c, rw.Const("rotary_rows", ir.Int64Tensor([]int64{2}, []int64{-1, h}))}, v.Name+"_rows")
 	}
 	cos, sin := cache(b.Role("cos")), cache(b.Role("sin"))
+	in := x
+	if bshd {
+		// The operators take [B, H, S, D] or [B, S, H·D]: the heads merged in place.
+		in = reuseNode(rw, "Reshape", []*ir.Value{x, rw.Const("rotary_merge_heads", ir.Int64Tensor([]int64{3}, []int64{0, 0, -1}))}, x.Name+"_bsd")
+	}
 	var n *ir.Node
 	if env.Target == ONNX {
-		n = rw.Node("RotaryEmbedding", "", []*ir.Value{x, cos, sin}, 1, name+"_output_0", attrs...)
+		n = rw.Node("RotaryEmbedding", "", []*ir.Value{in, cos, sin}, 1, name+"_output_0", attrs...)
 	} else {
 		// Position ids b·S + s index the [B·S, D/2] cache: each batch row its own angles.
 		bs := reuseNode(rw, "Mul", []*ir.Value{batch, seq}, x.Name+"_rows")
@@ -602,12 +656,18 @@ func fuseRotary(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, er
 		}
 		bsShape := reuseNode(rw, "Concat", []*ir.Value{batch, seq}, x.Name+"_bs", ir.IntAttr("axis", 0))
 		pos := reuseNode(rw, "Reshape", []*ir.Value{r, bsShape}, x.Name+"_position_ids")
-		n = rw.Node("RotaryEmbedding", "com.microsoft", []*ir.Value{x, pos, cos, sin}, 1, name+"_output_0", attrs...)
+		n = rw.Node("RotaryEmbedding", "com.microsoft", []*ir.Value{in, pos, cos, sin}, 1, name+"_output_0", attrs...)
 		EnsureOpset(env.Model, "com.microsoft", 1)
 	}
 	n.Name = name // Q's and K's share it: Fuse makes node names unique
 	// The interleaved forms' Reshape reads its target from a Shape of the stack.
+	out := n.Output(0)
+	if bshd {
+		hd := attnShape(x)
+		split := rw.Const(fmt.Sprintf("rotary_split_heads_%d_%d", hd[2].Value, hd[3].Value), ir.Int64Tensor([]int64{4}, []int64{0, 0, hd[2].Value, hd[3].Value}))
+		out = rw.Node("Reshape", "", []*ir.Value{out, split}, 1, name+"_bshd").Output(0)
+	}
 	rebuildShapes(rw, b, []*ir.Value{x, b.Root})
-	rw.Replace(b.Root, n.Output(0))
+	rw.Replace(b.Root, out)
 	return n, "", nil
 }
