@@ -27,6 +27,7 @@ import (
 	"github.com/qcc-dev/qcc/ir"
 	"github.com/qcc-dev/qcc/pass"
 	"github.com/qcc-dev/qcc/passes/blocks"
+	"github.com/qcc-dev/qcc/patterns"
 	"github.com/qcc-dev/qcc/passes/qdqcheck"
 	"github.com/qcc-dev/qcc/quant/calib"
 )
@@ -226,6 +227,10 @@ func run(ctx *pass.Context) error {
 		return err
 	}
 	br := ctx.ResultOf(blocks.Pass).(*blocks.Result)
+	if n := bodyProjections(ctx.Model); n > 0 {
+		ctx.Note("%d MatMul/Gemm/Conv on constant weights inside If, Loop or Scan bodies stay float: calibration reads values as graph outputs, which a body's values are not (a merged decoder: quantize its decoder exports apart, then merge)", n)
+		ctx.Count("qdq: projections inside subgraphs left float", n)
+	}
 	if o.policy != "linear" {
 		notes := moveScales(ctx.Model, place(ctx.Model, br, o).cores)
 		for _, n := range notes {
@@ -577,5 +582,26 @@ func shareQKV(pl *placement, ranges map[string]float32) int {
 		}
 		n++
 	}
+	return n
+}
+
+// bodyProjections counts the projections (MatMul, Gemm or Conv on a constant weight) in
+// the bodies of control-flow nodes, which qdq leaves float.
+func bodyProjections(m *ir.Model) int {
+	n := 0
+	_ = m.Graph.Walk(func(g *ir.Graph) error {
+		if g == m.Graph {
+			return nil
+		}
+		for _, nd := range g.Nodes() {
+			switch nd.OpType {
+			case "MatMul", "Gemm", "Conv":
+				if nd.Domain == "" && len(nd.Inputs()) > 1 && patterns.ConstOf(nd.Input(1)) != nil {
+					n++
+				}
+			}
+		}
+		return nil
+	})
 	return n
 }

@@ -455,3 +455,35 @@ func TestQKVScaleShared(t *testing.T) {
 		}
 	}
 }
+
+// TestBodyProjectionsNoted: projections inside an If's branches stay float, and -stats
+// says how many and why, instead of a silent "0 pairs".
+func TestBodyProjectionsNoted(t *testing.T) {
+	orttest.RequireLib(t)
+	m := parse(t, `<
+  ir_version: 8,
+  opset_import: ["" : 13]
+>
+g (bool c, float[2,2] x) => (float[2,2] y) <
+  float[2,2] w = {1, 2, 3, 4}
+> {
+  y = If (c) <then_branch = then_g () => (float[2,2] a) {
+    a = MatMul (x, w)
+  }, else_branch = else_g () => (float[2,2] b) {
+    h = MatMul (x, w)
+    b = Relu (h)
+  }>
+}
+`)
+	rep, err := runPipeline(t, m, "qdq<min-gemm=1;data=random:1>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := rep.Stats[len(rep.Stats)-1]
+	if st.Counts["qdq: projections inside subgraphs left float"] != 2 {
+		t.Errorf("counts %v", st.Counts)
+	}
+	if !strings.Contains(strings.Join(st.Notes, "\n"), "2 MatMul/Gemm/Conv on constant weights inside If, Loop or Scan bodies stay float") {
+		t.Errorf("notes %v", st.Notes)
+	}
+}
