@@ -27,8 +27,8 @@ import (
 	"github.com/qcc-dev/qcc/ir"
 	"github.com/qcc-dev/qcc/pass"
 	"github.com/qcc-dev/qcc/passes/blocks"
-	"github.com/qcc-dev/qcc/patterns"
 	"github.com/qcc-dev/qcc/passes/qdqcheck"
+	"github.com/qcc-dev/qcc/patterns"
 	"github.com/qcc-dev/qcc/quant/calib"
 )
 
