@@ -15,11 +15,7 @@ import (
 // such nodes, so an intermediate that overflows float16 never does. Explicit Casts it
 // keeps. Cast, Constant and ConstantOfShape nodes are left as they are.
 func Emulate(m *ir.Model, dt ir.DataType) (*ir.Model, error) {
-	b, err := ir.Marshal(m)
-	if err != nil {
-		return nil, err
-	}
-	c, err := ir.LoadBytes(b, "")
+	c, err := copyModel(m)
 	if err != nil {
 		return nil, err
 	}
@@ -86,4 +82,13 @@ func Emulate(m *ir.Model, dt ir.DataType) (*ir.Model, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// copyModel is an independent copy of m, through its serialized form.
+func copyModel(m *ir.Model) (*ir.Model, error) {
+	b, err := ir.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	return ir.LoadBytes(b, "")
 }

@@ -16,11 +16,7 @@ import (
 // range saturate to ±65504 (torch's masks then hold finfo(float16).min), and the value
 // types are inferred again.
 func Halve(m *ir.Model) (*ir.Model, error) {
-	b, err := ir.Marshal(m)
-	if err != nil {
-		return nil, err
-	}
-	c, err := ir.LoadBytes(b, "")
+	c, err := copyModel(m)
 	if err != nil {
 		return nil, err
 	}
