@@ -813,6 +813,18 @@ func TestGeneralAttentionHeadScale(t *testing.T) {
 	})
 }
 
+// TestGeneralAttentionVectorSource: Q read from a vector input viewed into heads by a
+// Reshape to a run-time shape has no batch or sequence axis to prove: refused.
+func TestGeneralAttentionVectorSource(t *testing.T) {
+	src := generalModel("  p = Softmax <axis = -1> (sd)\n  c = MatMul (p, vt)\n")
+	src = strings.Replace(src, "bool[batch,1,1,seq] keep)", "bool[batch,1,1,seq] keep, float[n] qv)", 1)
+	src = strings.Replace(src, "  int64[1] last = {-1}", "  int64[1] last = {-1},\n  int64[1] zero1 = {0},\n  int64[1] two1 = {2},\n  int64[2] hd = {2, 2}", 1)
+	src = strings.Replace(src, "  qr = Reshape (qa, split)", "  xs = Shape (x)\n  bs = Slice (xs, zero1, two1)\n  qs = Concat <axis = 0> (bs, hd)\n  qr = Reshape (qv, qs)", 1)
+	runRefusals(t, []*transformer.Family{transformer.GeneralAttentionFamily}, []refusalCase{
+		{name: "vector", src: src, want: "source qv has shape [n]: not [B,S,C], [B,C,S], [B·S,C] or [B,N,S,D]", fused: []string{"com.microsoft.MultiHeadAttention"}},
+	})
+}
+
 // TestAttentionOverIntegerProjections: after fuse turned the Q/DQ projections of an
 // attention block QAttention could not take into MatMulIntegerToFloat, fusing again
 // refuses the block for them.
