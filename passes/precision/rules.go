@@ -49,7 +49,10 @@ func newPlan(m *ir.Model, o *options, br *blocks.Result) *plan {
 		default:
 			continue
 		}
-		if b.Fused {
+		if b.Fused || hasNormOp(b.Nodes) {
+			// A residual Add in front of LayerNormalization-17 (target=onnx's skip
+			// norm: ONNX has no fused one) is not decomposed statistics: the operator
+			// computes them in float32 (stash_type), so the Add runs narrow too.
 			continue
 		}
 		for _, n := range b.Nodes {
@@ -62,6 +65,18 @@ func newPlan(m *ir.Model, o *options, br *blocks.Result) *plan {
 		}
 	}
 	return p
+}
+
+// hasNormOp reports whether a norm block's statistics are an operator's, not
+// decomposed.
+func hasNormOp(ns []*ir.Node) bool {
+	for _, n := range ns {
+		switch n.OpType {
+		case "LayerNormalization", "SimplifiedLayerNormalization", "RMSNormalization":
+			return true
+		}
+	}
+	return false
 }
 
 func (p *plan) typeName() string {
