@@ -55,6 +55,7 @@ Cast pairs that cancel. keep-io=true keeps the graph inputs and outputs in their
 		{Name: "batch", Default: "0", Doc: "calibration batch size (0: the model's fixed batch, else the data's default)", Check: checkNonNeg},
 		{Name: "margin", Default: "2", Doc: "an activation whose calibrated |max| exceeds the type's largest value divided by margin stays float32 (with its readers)", Check: checkMargin},
 		{Name: "max-reduce", Default: "4096", Doc: "ReduceSum/ReduceMean/... over more elements than this, or over an unknown length, stay float32 (0: no limit)", Check: checkNonNeg},
+		{Name: calib.MemOption.Name, Default: calib.MemOption.Default, Doc: calib.MemOption.Doc, Check: checkNonNeg},
 		{Name: "qdq-opset", Default: "19", Doc: "19: a model with QuantizeLinear/DequantizeLinear below opset 19 is raised to 19 (the operators whose meaning changed rewritten), where the Q/DQ pairs take their neighbours' type (INT8 or FP8 scales in float16/bfloat16) | keep: the import stays, and the Q/DQ and the operators reading them stay float32", Check: oneOf("19", "keep")},
 	},
 	Run: run,
@@ -100,6 +101,7 @@ type options struct {
 	margin    float64
 	maxReduce int64
 	raiseQDQ  bool // qdq-opset=19
+	calibMem  int64
 }
 
 func parseOptions(ctx *pass.Context) *options {
@@ -114,6 +116,7 @@ func parseOptions(ctx *pass.Context) *options {
 	o.margin, _ = strconv.ParseFloat(ctx.Opt("margin"), 64)
 	o.maxReduce, _ = strconv.ParseInt(ctx.Opt("max-reduce"), 10, 64)
 	o.raiseQDQ = ctx.Opt("qdq-opset") == "19"
+	o.calibMem = calib.MaxBytesOf(ctx.Opt(calib.MemOption.Name))
 	return o
 }
 
@@ -188,7 +191,7 @@ func (p *plan) calibrate(ctx *pass.Context) error {
 	if len(need) == 0 {
 		return nil
 	}
-	stats, err := calib.CollectModel(p.m, need, p.o.data, p.o.batch)
+	stats, err := calib.CollectModel(p.m, need, p.o.data, p.o.batch, calib.Options{MaxBytes: p.o.calibMem})
 	if err != nil {
 		return fmt.Errorf("precision: range calibration: %w (data=none applies the static rules only)", err)
 	}
@@ -196,6 +199,7 @@ func (p *plan) calibrate(ctx *pass.Context) error {
 		p.ranges[name] = valueRange{abs: h.AbsMax, max: h.Max, known: h.Count > 0}
 	}
 	ctx.Count("precision: tensors calibrated", len(stats.Tensors))
+	ctx.Count("precision: calibration ORT passes", stats.Passes)
 	ctx.Note("%s", p.rangeSummary(stats.Batches))
 	return nil
 }

@@ -101,6 +101,9 @@ func (o *options) ranges(ctx *pass.Context, m *ir.Model, need []string) (map[str
 			out[n] = a
 		}
 		source = fmt.Sprintf("calibrated %s on %s (%d batches)", o.method, o.data, stats.Batches)
+		if stats.Passes > 1 {
+			source += fmt.Sprintf(" in %d ORT passes (calib-mem)", stats.Passes)
+		}
 		if o.cache != "" {
 			merged := map[string]float32{}
 			for n, a := range cached {
@@ -133,7 +136,7 @@ func (o *options) ranges(ctx *pass.Context, m *ir.Model, need []string) (map[str
 
 // calibrate collects statistics of the tensors through ONNX Runtime on the current model.
 func (o *options) calibrate(m *ir.Model, tensors []string) (*calib.Stats, error) {
-	stats, err := calib.CollectModel(m, tensors, o.data, o.batch)
+	stats, err := calib.CollectModel(m, tensors, o.data, o.batch, calib.Options{MaxBytes: o.calibMem})
 	if errors.Is(err, calib.ErrNoRuntime) {
 		return nil, fmt.Errorf("%v; or give ranges=const:V, or a cache=FILE.json that covers the %d tensors", err, len(tensors))
 	}

@@ -64,6 +64,7 @@ meaning changed. The policy is recorded in the model metadata qcc.qdq.policy.`,
 		}},
 		{Name: "data", Default: "random", Doc: "calibration inputs: FILE.npz | DIR (ONNX test-data .pb files) | random[:N[:SEED]]"},
 		{Name: "batch", Default: "0", Doc: "calibration batch size (0: the model's fixed batch, else the data's default)", Check: checkNonNeg},
+		{Name: calib.MemOption.Name, Default: calib.MemOption.Default, Doc: calib.MemOption.Doc, Check: checkNonNeg},
 		{Name: "cache", Default: "", Doc: "JSON range cache: read when it exists and covers the tensors, else written after calibrating"},
 		{Name: "trt-cache", Default: "", Doc: "also write the ranges as a TensorRT calibration cache (text)"},
 		{Name: "ranges", Default: "", Doc: "const:V gives every activation amax V (no calibration; for tests)", Check: func(s string) error {
@@ -152,6 +153,7 @@ type options struct {
 	method      calib.Method
 	data        string
 	batch       int
+	calibMem    int64 // calib-mem, as calib.Options.MaxBytes
 	cache, trt  string
 	constRange  float32
 	int8Weights bool
@@ -188,6 +190,7 @@ func parseOptions(ctx *pass.Context) (*options, error) {
 		return nil, err
 	}
 	o.batch, _ = strconv.Atoi(ctx.Opt("batch"))
+	o.calibMem = calib.MaxBytesOf(ctx.Opt(calib.MemOption.Name))
 	if o.constRange, err = parseRanges(ctx.Opt("ranges")); err != nil {
 		return nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 
 	"github.com/qcc-dev/qcc/ir"
 	"github.com/qcc-dev/qcc/ort"
@@ -15,9 +16,9 @@ var ErrNoRuntime = errors.New("calibration needs ONNX Runtime")
 
 // CollectModel is Collect for a model in memory, as a pass holds it: it loads ONNX
 // Runtime, opens the data (LoadData's spec and batch), saves m to a temporary file and
-// collects the tensors' statistics there. The qdq and precision passes calibrate
-// through it.
-func CollectModel(m *ir.Model, tensors []string, data string, batch int) (*Stats, error) {
+// collects the tensors' statistics there (opts as for Collect). The qdq and precision
+// passes calibrate through it.
+func CollectModel(m *ir.Model, tensors []string, data string, batch int, opts Options) (*Stats, error) {
 	lib, err := ort.LibraryPath("")
 	if err == nil {
 		err = ort.Init(lib)
@@ -43,5 +44,18 @@ func CollectModel(m *ir.Model, tensors []string, data string, batch int) (*Stats
 			return nil, fmt.Errorf("saving the model for calibration: %w", err)
 		}
 	}
-	return Collect(path, tensors, src, Options{})
+	return Collect(path, tensors, src, opts)
+}
+
+// MemOption is the calib-mem option of the passes that calibrate, in MiB.
+var MemOption = struct{ Name, Default, Doc string }{"calib-mem", "256",
+	"MiB of collected tensors per calibration batch: more are collected in several ORT passes over the data, so that memory stays ORT's model plus this (0: one pass, no bound)"}
+
+// MaxBytesOf converts a calib-mem value (MiB, 0 for no bound) to Options.MaxBytes.
+func MaxBytesOf(mib string) int64 {
+	v, err := strconv.ParseInt(mib, 10, 64)
+	if err != nil || v <= 0 {
+		return -1
+	}
+	return v << 20
 }
