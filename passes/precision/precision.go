@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"regexp"
 	"strconv"
+	"strings"
 
 	"github.com/qcc-dev/qcc/ir"
 	"github.com/qcc-dev/qcc/opsets"
@@ -182,6 +183,13 @@ func hasQDQ(g *ir.Graph) bool {
 
 // calibrate fills p.ranges with the calibrated ranges of the float32 activations whose
 // rules are not settled already (nodes kept by an earlier run are).
+//
+// After qdq in the same pipeline run on the same data, the ranges are the float
+// model's, which qdq's calibration measured for this step (calib.Shared): the values
+// the typing must keep within float16 are the model's, of which the Q/DQ pairs are an
+// approximation. A DequantizeLinear output, which the float model lacks, takes the
+// range its quantization grid gives the float range it reads (sharedQDQRange). Only what
+// that leaves unknown (a value a later pass made) is calibrated here.
 func (p *plan) calibrate(ctx *pass.Context) error {
 	if p.o.data == "none" {
 		ctx.Note("ranges: data=none: static rules only (constants' ranges, no calibration)")
@@ -191,15 +199,37 @@ func (p *plan) calibrate(ctx *pass.Context) error {
 	if len(need) == 0 {
 		return nil
 	}
-	stats, err := calib.CollectModel(p.m, need, p.o.data, p.o.batch, calib.Options{MaxBytes: p.o.calibMem})
-	if err != nil {
-		return fmt.Errorf("precision: range calibration: %w (data=none applies the static rules only)", err)
+	source := p.o.data
+	if sh, ok := ctx.Shared(calib.SharedKey{Data: p.o.data, Batch: p.o.batch}).(*calib.Shared); ok {
+		var rest []string
+		for _, name := range need {
+			if r, ok := sharedRange(sh, p.g.Value(name)); ok {
+				p.ranges[name] = r
+			} else {
+				rest = append(rest, name)
+			}
+		}
+		ctx.Count("precision: ranges from qdq's calibration", len(need)-len(rest))
+		ctx.Debugf("not in the shared statistics, calibrated here: %s", strings.Join(rest, ", "))
+		need = rest
+		source = fmt.Sprintf("%s by the qdq step before (float model, %d batches)", p.o.data, sh.Batches)
+		if len(rest) > 0 {
+			source += fmt.Sprintf(", %d tensors here", len(rest))
+		}
 	}
-	for name, h := range stats.Tensors {
-		p.ranges[name] = valueRange{abs: h.AbsMax, max: h.Max, known: h.Count > 0}
+	batches := 0
+	if len(need) > 0 {
+		stats, err := calib.CollectModel(p.m, need, p.o.data, p.o.batch, calib.Options{MaxBytes: p.o.calibMem})
+		if err != nil {
+			return fmt.Errorf("precision: range calibration: %w (data=none applies the static rules only)", err)
+		}
+		for name, h := range stats.Tensors {
+			p.ranges[name] = valueRange{abs: h.AbsMax, max: h.Max, known: h.Count > 0}
+		}
+		ctx.Count("precision: tensors calibrated", len(stats.Tensors))
+		ctx.Count("precision: calibration ORT passes", stats.Passes)
+		batches = stats.Batches
 	}
-	ctx.Count("precision: tensors calibrated", len(stats.Tensors))
-	ctx.Count("precision: calibration ORT passes", stats.Passes)
-	ctx.Note("%s", p.rangeSummary(stats.Batches))
+	ctx.Note("%s", p.rangeSummary(source, batches))
 	return nil
 }

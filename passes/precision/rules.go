@@ -502,7 +502,7 @@ func (p *plan) rangeReason(n *ir.Node, t opType, tn string) string {
 }
 
 // rangeSummary describes the calibrated ranges: how many, the largest, how many beyond.
-func (p *plan) rangeSummary(batches int) string {
+func (p *plan) rangeSummary(source string, batches int) string {
 	names := make([]string, 0, len(p.ranges))
 	for n := range p.ranges {
 		names = append(names, n)
@@ -518,6 +518,9 @@ func (p *plan) rangeSummary(batches int) string {
 			beyond++
 		}
 	}
-	return fmt.Sprintf("ranges: calibrated on %s (%d batches): %d tensors, |max| up to %.4g (%s); %d beyond %s's %.5g / margin %g",
-		p.o.data, batches, len(names), top, topName, beyond, p.typeName(), p.limit, p.o.margin)
+	if batches > 0 {
+		source += fmt.Sprintf(" (%d batches)", batches)
+	}
+	return fmt.Sprintf("ranges: calibrated on %s: %d tensors, |max| up to %.4g (%s); %d beyond %s's %.5g / margin %g",
+		source, len(names), top, topName, beyond, p.typeName(), p.limit, p.o.margin)
 }

@@ -323,6 +323,9 @@ func (o *options) apply(ctx *pass.Context, br *blocks.Result) error {
 	if err != nil {
 		return err
 	}
+	if sh, ok := ctx.Shared(calib.SharedKey{Data: o.data, Batch: o.batch}).(*calib.Shared); ok {
+		sh.NoteQuantizers(m) // what each pair quantizes, for precision after a fuse
+	}
 	if o.foldWeights {
 		if n := foldWeights(m.Graph); n > 0 {
 			ctx.Count("qdq: weight Q→DQ folded to int8", n)
