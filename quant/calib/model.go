@@ -36,13 +36,12 @@ func CollectModel(m *ir.Model, tensors []string, data string, batch int, opts Op
 	}
 	defer os.RemoveAll(dir)
 	path := filepath.Join(dir, "model.onnx")
-	// Inline tensors when they fit in one protobuf: calibration loads the model from
-	// bytes (it adds outputs), and ORT then looks for external data relative to the
-	// working directory, not the model's folder.
-	if err := ir.Save(m, path, ir.SaveOptions{External: ir.ExternalNever}); err != nil {
-		if err := ir.Save(m, path, ir.SaveOptions{}); err != nil {
-			return nil, fmt.Errorf("saving the model for calibration: %w", err)
-		}
+	// Tensor data goes to model.onnx.data: the graph ORT's binding rewrites (it adds the
+	// outputs) stays small, and ORT reads the weights once from the file
+	// (session.model_external_initializers_file_folder_path), instead of a whole-model
+	// buffer copied on each of Go's and ORT's sides for every tensor group.
+	if err := ir.Save(m, path, ir.SaveOptions{External: ir.ExternalAlways}); err != nil {
+		return nil, fmt.Errorf("saving the model for calibration: %w", err)
 	}
 	return Collect(path, tensors, src, opts)
 }
