@@ -45,7 +45,8 @@ kernels have no bfloat16), QuantizeLinear/DequantizeLinear below opset 19 (float
 from 19 the scale takes the narrow type: qdq-opset=19, the default, raises a model with
 Q/DQ to 19 so that INT8 and FP8 pairs take their neighbours' type), control flow, and nodes matching keep=REGEX.
 Ranges come from a calibration run through ONNX Runtime (data=, as for qdq; none for the
-static rules only). Integer tensors are never touched. One Cast per value and type; no
+static rules only); after qdq on the same data and batch in one pipeline they are the
+float model's, from qdq's own calibration run (no second run). Integer tensors are never touched. One Cast per value and type; no
 Cast pairs that cancel. keep-io=true keeps the graph inputs and outputs in their types.`,
 	Requires: []*pass.Pass{shapes.Pass, blocks.Pass},
 	Options: []pass.Option{

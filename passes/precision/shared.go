@@ -30,7 +30,7 @@ func sharedRange(sh *calib.Shared, v *ir.Value) (valueRange, bool) {
 		return constDQRange(t, s, zp, dq.AttrInt("axis", 1))
 	}
 	q := producer(x)
-	if !isStdOp(q, "QuantizeLinear") || s.NumElements() != 1 {
+	if !isStdOp(q, "QuantizeLinear") || s.NumElements() != 1 || !sameScalar(q.Input(1), dq.Input(1)) || !sameScalar(q.Input(2), dq.Input(2)) {
 		return valueRange{}, false
 	}
 	h := sh.ByQuantizer[q]
@@ -44,8 +44,13 @@ func sharedRange(sh *calib.Shared, v *ir.Value) (valueRange, bool) {
 		return valueRange{}, true // nothing seen: unknown, as a calibration would say
 	}
 	sv, err := s.Float64s()
-	if err != nil || x.Type == nil {
+	if err != nil || q.Attr("output_dtype") != nil {
 		return valueRange{}, false
+	}
+	// The quantized type: the zero point's, else uint8 (QuantizeLinear's default).
+	dt := ir.Uint8
+	if zp != nil {
+		dt = zp.DType
 	}
 	z := 0.0
 	if zp != nil {
@@ -55,7 +60,6 @@ func sharedRange(sh *calib.Shared, v *ir.Value) (valueRange, bool) {
 		}
 		z = zv[0]
 	}
-	dt := x.Type.DType
 	lo, ok1 := roundTrip(float32(h.Min), float32(sv[0]), z, dt)
 	hi, ok2 := roundTrip(float32(h.Max), float32(sv[0]), z, dt)
 	if !ok1 || !ok2 {
@@ -129,4 +133,19 @@ func constDQRange(t, s, zp *ir.Tensor, axis int64) (valueRange, bool) {
 		r.abs, r.max = math.Max(r.abs, math.Abs(d)), math.Max(r.max, d)
 	}
 	return r, true
+}
+
+// sameScalar reports whether a and b are one value, or constant scalars of one type and
+// value (a QuantizeLinear and its DequantizeLinear with their own copies of the scale).
+func sameScalar(a, b *ir.Value) bool {
+	if a == b {
+		return true
+	}
+	ta, tb := constTensor(a), constTensor(b)
+	if ta == nil || tb == nil || ta.DType != tb.DType || ta.NumElements() != 1 || tb.NumElements() != 1 {
+		return false
+	}
+	x, err1 := ta.Float64s()
+	y, err2 := tb.Float64s()
+	return err1 == nil && err2 == nil && x[0] == y[0]
 }

@@ -44,7 +44,8 @@ input of the residual Add that feeds a LayerNorm (residual=skip; both or none). 
 M or N is or can be below min-gemm stay float (pooler, classifier; a symbolic batch can be
 1), and so do attention matmuls over a known sequence above max-seq. Activation ranges come from calibration
 through ONNX Runtime on the current model (calib, data, batch; cache/trt-cache files), or
-from ranges=const:V. Quantizers belong to groups "layer<L>/<kind>" (kind qkv, attn_matmul,
+from ranges=const:V (a precision step later on the same data reads the float model's
+ranges from the same run; calib-mem bounds the bytes fetched per batch). Quantizers belong to groups "layer<L>/<kind>" (kind qkv, attn_matmul,
 attn_out, ffn, residual, other) that disable=REGEX turns off; exclude=REGEX leaves nodes
 (by name or op type) float. budget=D measures each group against the float model in ONNX
 Runtime and turns off the most harmful groups until the loss is at most D: the drop in
