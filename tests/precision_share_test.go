@@ -107,3 +107,34 @@ func TestPrecisionSharesCalibration(t *testing.T) {
 		t.Errorf("tensorrt pipeline: precision with qdq's statistics types the model differently from its own calibration")
 	}
 }
+
+// TestPrecisionSharesCalibrationCorpus: over the corpus, TensorRT's INT8 pipeline
+// calibrates once (qdq's run serves precision), and the typed model is the one precision
+// makes calibrating the quantized, fused model itself.
+func TestPrecisionSharesCalibrationCorpus(t *testing.T) {
+	orttest.RequireLib(t)
+	const data = "random:2"
+	trtQ := "fold,qdq<policy=full;residual=skip;pairs=shared;data=" + data + ">,fuse<target=onnx;opset=17>"
+	prec := "precision<type=fp16;data=" + data + ">"
+	same := 0
+	for _, cm := range corpus.Models(t, "", "trained", "invalid") {
+		t.Run(cm.Name, func(t *testing.T) {
+			shared := ortcheck.Load(t, cm.Path)
+			c0, _ := calib.Counts()
+			ortcheck.Pipeline(t, shared, trtQ+","+prec, passes.All, nil)
+			c1, _ := calib.Counts()
+			if c1-c0 != 1 {
+				t.Errorf("%d ORT collections, want 1", c1-c0)
+			}
+			apart := ortcheck.Load(t, cm.Path)
+			ortcheck.Pipeline(t, apart, trtQ, passes.All, nil)
+			ortcheck.Pipeline(t, apart, prec, passes.All, nil)
+			if ortcheck.Text(t, shared) != ortcheck.Text(t, apart) {
+				t.Errorf("precision with qdq's statistics types the model differently from its own calibration")
+			} else {
+				same++
+			}
+		})
+	}
+	t.Logf("%d models typed the same with one calibration run as with two", same)
+}

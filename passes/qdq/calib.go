@@ -10,6 +10,8 @@ import (
 
 	"github.com/qcc-dev/qcc/ir"
 	"github.com/qcc-dev/qcc/pass"
+	"github.com/qcc-dev/qcc/passes/blocks"
+	"github.com/qcc-dev/qcc/patterns/transformer"
 	"github.com/qcc-dev/qcc/quant/calib"
 )
 
@@ -151,9 +153,35 @@ func (o *options) calibrate(ctx *pass.Context, m *ir.Model, tensors []string) (*
 	if err != nil || later == "" {
 		return stats, err
 	}
-	ctx.Share(calib.SharedKey{Data: o.data, Batch: o.batch}, calib.NewShared(m, stats, o.data, o.batch))
+	sh := calib.NewShared(m, stats, o.data, o.batch)
+	noteNorms(sh, ctx.ResultOf(blocks.Pass).(*blocks.Result))
+	ctx.Share(calib.SharedKey{Data: o.data, Batch: o.batch}, sh)
 	ctx.Note("ranges: the same ORT run measured %d float32 activations of the float model for the later %s", len(stats.Tensors), later)
 	return stats.Subset(tensors), nil
+}
+
+// noteNorms records each norm block's output by the value it normalises, so that the
+// operator a later fuse makes of it finds the block's statistics. A value two blocks
+// normalise is left out: which output would be meant is not known.
+func noteNorms(sh *calib.Shared, br *blocks.Result) {
+	seen := map[*ir.Value]int{}
+	for _, b := range br.Blocks {
+		switch b.Kind {
+		case transformer.LayerNorm, transformer.RMSNorm:
+		default:
+			continue
+		}
+		in, out := b.Role(transformer.RoleInput), b.Role(transformer.RoleOutput)
+		if in == nil || out == nil {
+			continue
+		}
+		seen[in]++
+		if h := sh.ByValue[out]; h != nil && seen[in] == 1 {
+			sh.ByNormInput[in] = h
+		} else {
+			delete(sh.ByNormInput, in)
+		}
+	}
 }
 
 // precisionAhead names the later precision step that calibrates on the same data and

@@ -11,10 +11,11 @@ import (
 // activation too when a precision step on the same data follows, and precision reads
 // them instead of running the data through ONNX Runtime again. They are kept by value,
 // not by name, so that a name a later pass gives another tensor is never taken for the
-// one measured. Two more ways find a tensor a later pass made anew but that computes
-// the same (a fused LayerNormalization's output for the decomposed norm's): a graph
-// output by its name, which every pass keeps, and a value a QuantizeLinear qdq inserted
-// quantizes, by that QuantizeLinear.
+// one measured. More ways find a tensor a later pass made anew but that computes the
+// same (a fused LayerNormalization's output for the decomposed norm's): a graph output
+// by its name, which every pass keeps; a value a QuantizeLinear qdq inserted quantizes,
+// by that QuantizeLinear; the output of a norm operator by the value it normalises, as
+// the norm blocks of the measured model did (ByNormInput, which qdq fills).
 type Shared struct {
 	Data        string
 	Batch       int
@@ -22,7 +23,12 @@ type Shared struct {
 	ByValue     map[*ir.Value]*Histogram
 	ByOutput    map[string]*Histogram
 	ByQuantizer map[*ir.Node]*Histogram
+	ByNormInput map[*ir.Value]*Histogram
 }
+
+// NormOps are the operators whose output ByNormInput finds: LayerNorm and RMSNorm,
+// standard or ONNX Runtime's.
+var NormOps = map[string]bool{"LayerNormalization": true, "SimplifiedLayerNormalization": true, "RMSNormalization": true}
 
 // Lookup returns the statistics of v: its own, else as the graph output of its name,
 // else those of what a QuantizeLinear reading it was inserted to quantize.
@@ -42,6 +48,9 @@ func (sh *Shared) Lookup(v *ir.Value) *Histogram {
 		if h := sh.ByQuantizer[u.Node]; h != nil && u.Index == 0 {
 			return h
 		}
+	}
+	if n, i := v.Producer(); n != nil && i == 0 && NormOps[n.OpType] && (n.Domain == "" || n.Domain == "ai.onnx" || n.Domain == "com.microsoft") {
+		return sh.ByNormInput[n.Input(0)]
 	}
 	return nil
 }
@@ -69,7 +78,7 @@ type SharedKey struct {
 // NewShared keeps the statistics of stats by value in m's main graph.
 func NewShared(m *ir.Model, stats *Stats, data string, batch int) *Shared {
 	sh := &Shared{Data: data, Batch: batch, Batches: stats.Batches, ByValue: make(map[*ir.Value]*Histogram, len(stats.Tensors)),
-		ByOutput: map[string]*Histogram{}, ByQuantizer: map[*ir.Node]*Histogram{}}
+		ByOutput: map[string]*Histogram{}, ByQuantizer: map[*ir.Node]*Histogram{}, ByNormInput: map[*ir.Value]*Histogram{}}
 	for name, h := range stats.Tensors {
 		if v := m.Graph.Value(name); v != nil {
 			sh.ByValue[v] = h
