@@ -65,6 +65,8 @@ type Context struct {
 	debug   func(format string, args ...any)
 	notes   []string
 	data    []any
+	ahead   []Step
+	shared  map[any]any
 }
 
 // Opt returns the value of an option (the default when the pipeline did not set it).
@@ -108,6 +110,28 @@ func (c *Context) Note(format string, args ...any) {
 // Record keeps a structured result of the pass for reports (-report, -stats=json): what
 // fuse refused and why, the calibration histograms of qdq. It does not change the model.
 func (c *Context) Record(v any) { c.data = append(c.data, v) }
+
+// Ahead returns the steps that run after this one in its pipeline (none for an analysis
+// run because a pass requires it): a pass can prepare what a later step will need.
+func (c *Context) Ahead() []Step { return c.ahead }
+
+// Shared returns what an earlier pass of the same pipeline run handed on under key (see
+// Share), nil when nothing.
+func (c *Context) Shared(key any) any { return c.shared[key] }
+
+// Share hands v on to the later passes of the pipeline run under key (nil removes it):
+// the calibration statistics qdq collects for precision, say. Keys are compared with ==;
+// use a type of the package that defines the meaning. Nothing outlives the run.
+func (c *Context) Share(key, v any) {
+	if v == nil {
+		delete(c.shared, key)
+		return
+	}
+	if c.shared == nil {
+		c.shared = map[any]any{}
+	}
+	c.shared[key] = v
+}
 
 // Debugf prints when -debug-only names this pass.
 func (c *Context) Debugf(format string, args ...any) {

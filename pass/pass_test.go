@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -162,5 +163,47 @@ func TestInstrumentation(t *testing.T) {
 	r.WriteStats(&stats, true)
 	if !strings.Contains(stats.String(), "grow       nodes 1 -> 2") {
 		t.Errorf("stats:\n%s", stats.String())
+	}
+}
+
+// TestShareAhead: a pass sees the steps after it (their options with defaults) and
+// hands a value on to a later pass of the same run; a required analysis sees no steps
+// ahead, and nothing outlives the run.
+func TestShareAhead(t *testing.T) {
+	type key struct{}
+	var ahead []string
+	var got []any
+	an := &Pass{Name: "an", Analysis: true, Run: func(c *Context) error {
+		if len(c.Ahead()) != 0 {
+			t.Errorf("analysis sees %d steps ahead", len(c.Ahead()))
+		}
+		return nil
+	}}
+	give := &Pass{Name: "give", Run: func(c *Context) error {
+		for _, s := range c.Ahead() {
+			ahead = append(ahead, s.Pass.Name+":"+s.Opt("x"))
+		}
+		c.Share(key{}, 42)
+		return nil
+	}}
+	take := &Pass{Name: "take", Requires: []*Pass{an}, Options: []Option{{Name: "x", Default: "d"}}, Run: func(c *Context) error {
+		got = append(got, c.Shared(key{}))
+		return nil
+	}}
+	reg := []*Pass{an, give, take}
+	p, err := Parse("take,give,take<x=1>,take", reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &ir.Model{Graph: ir.NewGraph("g")}
+	if _, err := p.Run(context.Background(), m, nil); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(ahead) != "[take:1 take:d]" || fmt.Sprint(got) != "[<nil> 42 42]" {
+		t.Errorf("ahead %v, shared %v; want [take:1 take:d], [<nil> 42 42]", ahead, got)
+	}
+	got = nil
+	if _, err := p.Run(context.Background(), m, nil); err != nil || got[0] != nil {
+		t.Errorf("a second run starts with %v shared (%v)", got[0], err)
 	}
 }

@@ -18,6 +18,18 @@ type Step struct {
 	Opts map[string]string
 }
 
+// Opt returns the value of an option of the step, its default when the step does not
+// set it ("" for an option the pass lacks).
+func (s Step) Opt(name string) string {
+	if v, ok := s.Opts[name]; ok {
+		return v
+	}
+	if o := s.Pass.option(name); o != nil {
+		return o.Default
+	}
+	return ""
+}
+
 func (s Step) String() string {
 	if len(s.Opts) == 0 {
 		return s.Pass.Name
@@ -170,11 +182,12 @@ func (p *Pipeline) Run(ctx context.Context, m *ir.Model, inst *Instrumentation) 
 	if inst == nil {
 		inst = &Instrumentation{}
 	}
-	r := &runner{m: m, inst: inst, cache: map[*Pass]any{}, report: &Report{}}
-	for _, s := range p.Steps {
+	r := &runner{m: m, inst: inst, cache: map[*Pass]any{}, report: &Report{}, shared: map[any]any{}}
+	for i, s := range p.Steps {
 		if err := ctx.Err(); err != nil {
 			return r.report, err
 		}
+		r.ahead = p.Steps[i+1:]
 		if err := r.run(s, nil); err != nil {
 			return r.report, err
 		}
@@ -187,6 +200,8 @@ type runner struct {
 	inst   *Instrumentation
 	cache  map[*Pass]any
 	report *Report
+	ahead  []Step      // the pipeline's steps after the running one
+	shared map[any]any // what passes hand on to later ones (Context.Share)
 }
 
 func (r *runner) run(s Step, stack []*Pass) (err error) {
@@ -204,7 +219,10 @@ func (r *runner) run(s Step, stack []*Pass) (err error) {
 		}
 		results[req] = r.cache[req]
 	}
-	c := &Context{Model: r.m, Pass: s.Pass, opts: s.Opts, results: results, stats: map[string]int{}}
+	c := &Context{Model: r.m, Pass: s.Pass, opts: s.Opts, results: results, stats: map[string]int{}, shared: r.shared}
+	if len(stack) == 0 {
+		c.ahead = append([]Step(nil), r.ahead...)
+	}
 	if contains(r.inst.DebugOnly, s.Pass.Name) && r.inst.Out != nil {
 		c.debug = func(format string, args ...any) {
 			fmt.Fprintf(r.inst.Out, "[%s] %s\n", s.Pass.Name, fmt.Sprintf(format, args...))

@@ -23,7 +23,9 @@ import (
 // roundings between nodes it lacks float16 kernels for) its outputs have cosine
 // similarity >= 0.9999 to the float32 model's on the reference inputs and on another shape,
 // keeps its float32 inputs and outputs, has no Cast pair that cancels, no value cast twice
-// to one type, is left unchanged by a second run, and passes python3-onnx's checker.
+// to one type, is left unchanged by a second run, and passes python3-onnx's checker (up to
+// opset 17: after qdq, precision raises the model to 19, where the Q/DQ pairs are typed
+// float16 too, and the INT8 GEMMs with them).
 func TestPrecisionCorpus(t *testing.T) {
 	orttest.RequireLib(t)
 	dir := t.TempDir()
@@ -69,7 +71,9 @@ func TestPrecisionCorpus(t *testing.T) {
 				if after := ortcheck.Text(t, again); after != before {
 					t.Errorf("a second precision run changed the model")
 				}
-				if strings.HasPrefix(spec, "fold,fuse") {
+				// python3-onnx's checker knows opsets up to 17; precision raises a Q/DQ
+				// model to 19.
+				if strings.HasPrefix(spec, "fold,fuse") && out.Opset("") <= 17 {
 					p := filepath.Join(dir, fmt.Sprintf("%d.onnx", len(files)))
 					if err := ir.Save(out, p, ir.SaveOptions{}); err != nil {
 						t.Fatal(err)

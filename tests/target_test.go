@@ -25,7 +25,8 @@ import (
 // >= 0.99 with Q/DQ, max |diff| <= 1e-4 without. tensorrt's and onnx's outputs use
 // standard operators only and pass TensorRT's placement checker (qdqcheck); ort-cpu's
 // INT8 output has its GEMMs in integer kernels (MatMulIntegerToFloat) and no Q/DQ GEMM
-// left.
+// left. tensorrt's FP8 and FP16 outputs are typed FP16: no MatMul or Gemm with a
+// float32 output, no Cast pair that cancels, no value cast twice to one type.
 func TestTargetsCorpus(t *testing.T) {
 	orttest.RequireLib(t)
 	var rows []string
@@ -60,6 +61,14 @@ func TestTargetsCorpus(t *testing.T) {
 						if err := qdqcheck.Check(m); err != nil {
 							t.Errorf("%s: %v", spec, err)
 						}
+					}
+					if tg.Name == "tensorrt" && (prec == target.FP8 || prec == target.FP16) {
+						// TensorRT 11 runs what the model declares: typed FP16 throughout,
+						// the quantized GEMMs included, with no Cast pair that cancels.
+						if n := gemmFP32(m); n > 0 {
+							t.Errorf("%s: %d MatMul/Gemm with a float32 output", spec, n)
+						}
+						checkTyped(t, m)
 					}
 					q := ops["QuantizeLinear"] + ops["com.microsoft.MatMulIntegerToFloat"]
 					if (prec == target.INT8 || prec == target.FP8) && q == 0 {
@@ -103,4 +112,16 @@ func TestTargetsCorpus(t *testing.T) {
 	}
 	sort.Strings(rows)
 	t.Logf("each target on the corpus:\n%s", strings.Join(rows, "\n"))
+}
+
+// gemmFP32 counts the MatMul and Gemm nodes whose output is float32 (what TensorRT 11
+// runs in FP32; -stats counts them the same way).
+func gemmFP32(m *ir.Model) int {
+	n := 0
+	for _, x := range m.Graph.Nodes() {
+		if (x.OpType == "MatMul" || x.OpType == "Gemm") && x.Domain == "" && x.Output(0).Type != nil && x.Output(0).Type.DType == ir.Float {
+			n++
+		}
+	}
+	return n
 }

@@ -63,7 +63,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.target, "target", "", "runtime to compile for: "+strings.Join(target.Names(), ", ")+"; expands into the pipeline that is right and fastest there (see -print-pipeline)")
 	fs.StringVar(&o.precision, "precision", "", "with -target: "+precisionList()+" (default: the target's, int8 except ort-cuda's fp16)")
 	fs.BoolVar(&o.printPipeline, "print-pipeline", false, "print the pipeline -target/-precision (or -passes) stands for, then exit; no model needed")
-	fs.StringVar(&o.calibData, "calib-data", "", "with -target: calibration inputs for its qdq step (FILE.npz, DIR of ONNX test data, or random:N[:SEED]); default random")
+	fs.StringVar(&o.calibData, "calib-data", "", "with -target: calibration inputs for its qdq and precision steps (FILE.npz, DIR of ONNX test data, or random:N[:SEED]); default random")
 	fs.StringVar(&o.out, "o", "", "output file (required with -emit=onnx)")
 	fs.StringVar(&o.emit, "emit", "onnx", "output format: onnx, text, or cuda (kernels.h, kernels.cu, check.cu and check data in the -o folder)")
 	fs.StringVar(&o.external, "external-data", "auto", "store tensor data in OUT.data: auto (when the input did, or past 2 GB), always, never")
@@ -395,13 +395,15 @@ func selectPipeline(o options) (*selection, error) {
 	if o.calibData != "" {
 		n := 0
 		for _, s := range e.Pipeline.Steps {
-			if s.Pass.Name == "qdq" {
+			// The precision step's range rules calibrate on the same data, so that
+			// it reads the statistics the qdq step collected instead of running again.
+			if s.Pass.Name == "qdq" || s.Pass.Name == "precision" {
 				s.Opts["data"] = o.calibData
 				n++
 			}
 		}
 		if n == 0 {
-			return nil, usagef("-calib-data: -target=%s -precision=%s does not calibrate (no qdq step)", o.target, e.Precision)
+			return nil, usagef("-calib-data: -target=%s -precision=%s does not calibrate (no qdq or precision step)", o.target, e.Precision)
 		}
 	}
 	return &selection{pipe: e.Pipeline, from: fmt.Sprintf("-target=%s -precision=%s", e.Target.Name, e.Precision), notes: e.Notes}, nil

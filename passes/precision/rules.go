@@ -49,7 +49,10 @@ func newPlan(m *ir.Model, o *options, br *blocks.Result) *plan {
 		default:
 			continue
 		}
-		if b.Fused {
+		if b.Fused || hasNormOp(b.Nodes) {
+			// A residual Add in front of LayerNormalization-17 (target=onnx's skip
+			// norm: ONNX has no fused one) is not decomposed statistics: the operator
+			// computes them in float32 (stash_type), so the Add runs narrow too.
 			continue
 		}
 		for _, n := range b.Nodes {
@@ -62,6 +65,18 @@ func newPlan(m *ir.Model, o *options, br *blocks.Result) *plan {
 		}
 	}
 	return p
+}
+
+// hasNormOp reports whether a norm block's statistics are an operator's, not
+// decomposed.
+func hasNormOp(ns []*ir.Node) bool {
+	for _, n := range ns {
+		switch n.OpType {
+		case "LayerNormalization", "SimplifiedLayerNormalization", "RMSNormalization":
+			return true
+		}
+	}
+	return false
 }
 
 func (p *plan) typeName() string {
@@ -487,7 +502,7 @@ func (p *plan) rangeReason(n *ir.Node, t opType, tn string) string {
 }
 
 // rangeSummary describes the calibrated ranges: how many, the largest, how many beyond.
-func (p *plan) rangeSummary(batches int) string {
+func (p *plan) rangeSummary(source string, batches int) string {
 	names := make([]string, 0, len(p.ranges))
 	for n := range p.ranges {
 		names = append(names, n)
@@ -503,6 +518,9 @@ func (p *plan) rangeSummary(batches int) string {
 			beyond++
 		}
 	}
-	return fmt.Sprintf("ranges: calibrated on %s (%d batches): %d tensors, |max| up to %.4g (%s); %d beyond %s's %.5g / margin %g",
-		p.o.data, batches, len(names), top, topName, beyond, p.typeName(), p.limit, p.o.margin)
+	if batches > 0 {
+		source += fmt.Sprintf(" (%d batches)", batches)
+	}
+	return fmt.Sprintf("ranges: calibrated on %s: %d tensors, |max| up to %.4g (%s); %d beyond %s's %.5g / margin %g",
+		source, len(names), top, topName, beyond, p.typeName(), p.limit, p.o.margin)
 }

@@ -5,10 +5,13 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/qcc-dev/qcc/ir"
 	"github.com/qcc-dev/qcc/pass"
+	"github.com/qcc-dev/qcc/passes/blocks"
+	"github.com/qcc-dev/qcc/patterns/transformer"
 	"github.com/qcc-dev/qcc/quant/calib"
 )
 
@@ -85,7 +88,7 @@ func (o *options) ranges(ctx *pass.Context, m *ir.Model, need []string) (map[str
 			source = fmt.Sprintf("cache %s (%s, %d batches of %s)", o.cache, meta.Method, meta.Batches, meta.Data)
 			break
 		}
-		stats, err := o.calibrate(m, need)
+		stats, err := o.calibrate(ctx, m, need)
 		if err != nil {
 			return nil, err
 		}
@@ -101,6 +104,9 @@ func (o *options) ranges(ctx *pass.Context, m *ir.Model, need []string) (map[str
 			out[n] = a
 		}
 		source = fmt.Sprintf("calibrated %s on %s (%d batches)", o.method, o.data, stats.Batches)
+		if stats.Passes > 1 {
+			source += fmt.Sprintf(" in %d ORT passes (calib-mem)", stats.Passes)
+		}
 		if o.cache != "" {
 			merged := map[string]float32{}
 			for n, a := range cached {
@@ -132,12 +138,81 @@ func (o *options) ranges(ctx *pass.Context, m *ir.Model, need []string) (map[str
 }
 
 // calibrate collects statistics of the tensors through ONNX Runtime on the current model.
-func (o *options) calibrate(m *ir.Model, tensors []string) (*calib.Stats, error) {
-	stats, err := calib.CollectModel(m, tensors, o.data, o.batch)
+// When a precision step on the same data and batch follows in the pipeline, the same
+// ORT passes also collect every float32 activation, handed on to it (calib.Shared) so
+// that it does not run the data again.
+func (o *options) calibrate(ctx *pass.Context, m *ir.Model, tensors []string) (*calib.Stats, error) {
+	all, later := tensors, o.precisionAhead(ctx)
+	if later != "" {
+		all = union(tensors, calib.FloatActivations(m))
+	}
+	stats, err := calib.CollectModel(m, all, o.data, o.batch, calib.Options{MaxBytes: o.calibMem})
 	if errors.Is(err, calib.ErrNoRuntime) {
 		return nil, fmt.Errorf("%v; or give ranges=const:V, or a cache=FILE.json that covers the %d tensors", err, len(tensors))
 	}
-	return stats, err
+	if err != nil || later == "" {
+		return stats, err
+	}
+	sh := calib.NewShared(m, stats, o.data, o.batch)
+	noteNorms(sh, ctx.ResultOf(blocks.Pass).(*blocks.Result))
+	ctx.Share(calib.SharedKey{Data: o.data, Batch: o.batch}, sh)
+	ctx.Note("ranges: the same ORT run measured %d float32 activations of the float model for the later %s", len(stats.Tensors), later)
+	return stats.Subset(tensors), nil
+}
+
+// noteNorms records each norm block's output by the value it normalises, so that the
+// operator a later fuse makes of it finds the block's statistics. A value two blocks
+// normalise is left out: which output would be meant is not known.
+func noteNorms(sh *calib.Shared, br *blocks.Result) {
+	seen := map[*ir.Value]int{}
+	for _, b := range br.Blocks {
+		switch b.Kind {
+		case transformer.LayerNorm, transformer.RMSNorm:
+		default:
+			continue
+		}
+		in, out := b.Role(transformer.RoleInput), b.Role(transformer.RoleOutput)
+		if in == nil || out == nil {
+			continue
+		}
+		seen[in]++
+		if h := sh.ByValue[out]; h != nil && seen[in] == 1 {
+			sh.ByNormInput[in] = h
+		} else {
+			delete(sh.ByNormInput, in)
+		}
+	}
+}
+
+// precisionAhead names the later precision step that calibrates on the same data and
+// batch ("" when none).
+func (o *options) precisionAhead(ctx *pass.Context) string {
+	for _, s := range ctx.Ahead() {
+		if s.Pass.Name != "precision" {
+			continue
+		}
+		b, _ := strconv.Atoi(s.Opt("batch"))
+		if s.Opt("data") == o.data && b == o.batch {
+			return s.String()
+		}
+	}
+	return ""
+}
+
+// union is a followed by the names of b not in a.
+func union(a, b []string) []string {
+	seen := map[string]bool{}
+	out := append([]string(nil), a...)
+	for _, n := range a {
+		seen[n] = true
+	}
+	for _, n := range b {
+		if !seen[n] {
+			seen[n] = true
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // rangeSummary describes the ranges: how many, min/median/max amax, zero ranges.

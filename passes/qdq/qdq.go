@@ -45,7 +45,8 @@ input of the residual Add that feeds a LayerNorm (residual=skip; both or none). 
 M or N is or can be below min-gemm stay float (pooler, classifier; a symbolic batch can be
 1), and so do attention matmuls over a known sequence above max-seq. Activation ranges come from calibration
 through ONNX Runtime on the current model (calib, data, batch; cache/trt-cache files), or
-from ranges=const:V. Quantizers belong to groups "layer<L>/<kind>" (kind qkv, attn_matmul,
+from ranges=const:V (a precision step later on the same data reads the float model's
+ranges from the same run; calib-mem bounds the bytes fetched per batch). Quantizers belong to groups "layer<L>/<kind>" (kind qkv, attn_matmul,
 attn_out, ffn, residual, other) that disable=REGEX turns off; exclude=REGEX leaves nodes
 (by name or op type) float. budget=D measures each group against the float model in ONNX
 Runtime and turns off the most harmful groups until the loss is at most D: the drop in
@@ -65,6 +66,7 @@ meaning changed. The policy is recorded in the model metadata qcc.qdq.policy.`,
 		}},
 		{Name: "data", Default: "random", Doc: "calibration inputs: FILE.npz | DIR (ONNX test-data .pb files) | random[:N[:SEED]]"},
 		{Name: "batch", Default: "0", Doc: "calibration batch size (0: the model's fixed batch, else the data's default)", Check: checkNonNeg},
+		{Name: calib.MemOption.Name, Default: calib.MemOption.Default, Doc: calib.MemOption.Doc, Check: checkNonNeg},
 		{Name: "cache", Default: "", Doc: "JSON range cache: read when it exists and covers the tensors, else written after calibrating"},
 		{Name: "trt-cache", Default: "", Doc: "also write the ranges as a TensorRT calibration cache (text)"},
 		{Name: "ranges", Default: "", Doc: "const:V gives every activation amax V (no calibration; for tests)", Check: func(s string) error {
@@ -153,6 +155,7 @@ type options struct {
 	method      calib.Method
 	data        string
 	batch       int
+	calibMem    int64 // calib-mem, as calib.Options.MaxBytes
 	cache, trt  string
 	constRange  float32
 	int8Weights bool
@@ -189,6 +192,7 @@ func parseOptions(ctx *pass.Context) (*options, error) {
 		return nil, err
 	}
 	o.batch, _ = strconv.Atoi(ctx.Opt("batch"))
+	o.calibMem = calib.MaxBytesOf(ctx.Opt(calib.MemOption.Name))
 	if o.constRange, err = parseRanges(ctx.Opt("ranges")); err != nil {
 		return nil, err
 	}
@@ -324,6 +328,9 @@ func (o *options) apply(ctx *pass.Context, br *blocks.Result) error {
 	}
 	if err != nil {
 		return err
+	}
+	if sh, ok := ctx.Shared(calib.SharedKey{Data: o.data, Batch: o.batch}).(*calib.Shared); ok {
+		sh.NoteQuantizers(m) // what each pair quantizes, for precision after a fuse
 	}
 	if o.foldWeights {
 		if n := foldWeights(m.Graph); n > 0 {

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/qcc-dev/qcc/ir"
@@ -25,12 +26,31 @@ type Options struct {
 	// Progress receives the progress bar, one line rewritten in place per batch.
 	// nil means standard error when it is a terminal, and nothing otherwise.
 	Progress io.Writer
+	// MaxBytes bounds the bytes of the tensors ORT hands back for one batch: when the
+	// collected tensors' bytes per batch exceed it, they are collected in groups, one
+	// ORT pass over the data each, so that peak memory is ORT's own plus about this
+	// much whatever the number of tensors. 0 means DefaultMaxBytes; negative, no bound.
+	MaxBytes int64
 }
+
+// DefaultMaxBytes is Options.MaxBytes's default: 256 MiB of collected tensors per batch.
+const DefaultMaxBytes = 256 << 20
+
+// counters of ORT work, for tests and benchmarks (a cache that avoids a run is tested
+// by counting them).
+var collections, passes atomic.Int64
+
+// Counts returns how many collections (Collect calls that ran ORT) and ORT passes over
+// the data (a collection makes several when its tensors are grouped) this process made.
+func Counts() (collections_, passes_ int64) { return collections.Load(), passes.Load() }
 
 // Stats are the collected statistics: one Histogram per tensor.
 type Stats struct {
 	Model   string // the model's file name without .onnx
 	Batches int    // batches seen
+	// Passes is the number of ORT passes over the data the collection took (tensor
+	// groups under Options.MaxBytes); not part of the statistics.
+	Passes  int
 	Bins    int
 	Tensors map[string]*Histogram
 }
@@ -174,45 +194,67 @@ func Collect(modelPath string, tensors []string, src Source, opts Options) (*Sta
 	if len(consts) > 0 {
 		return nil, fmt.Errorf("calib: %s are constants (weights), not activations", strings.Join(consts, ", "))
 	}
+	groups, err := groupTensors(m, names, extra, src, opts.MaxBytes)
+	if err != nil {
+		return nil, err
+	}
+	collections.Add(1)
+	stats := NewStats(names, opts.Bins)
+	stats.Model = strings.TrimSuffix(filepath.Base(modelPath), ".onnx")
+	bar := newProgress(opts.Progress, len(groups)*src.Len())
+	for gi, grp := range groups {
+		if err := collectGroup(modelPath, grp, src, opts, stats, isInput, bar, gi); err != nil {
+			return nil, err
+		}
+	}
+	stats.Batches = src.Len()
+	stats.Passes = len(groups)
+	bar.done()
+	return stats, nil
+}
+
+// group is the tensors one ORT pass collects: names (inputs and outputs included) and,
+// of them, the extra outputs the session must return.
+type group struct{ names, extra []string }
+
+// collectGroup runs every batch through a session returning grp's tensors and adds them
+// to stats. Each histogram sees the same batches in the same order as in one pass, so
+// grouping changes no statistic.
+func collectGroup(modelPath string, grp group, src Source, opts Options, stats *Stats, isInput map[string]bool, bar *progress, gi int) error {
 	sess, err := ort.NewSession(modelPath, ort.Options{
 		OptLevel:       ort.OptDisabled,
 		IntraOpThreads: opts.IntraOpThreads,
-		ExtraOutputs:   extra,
+		ExtraOutputs:   grp.extra,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("calib: %w", err)
+		return fmt.Errorf("calib: %w", err)
 	}
 	defer sess.Close()
-
-	stats := NewStats(names, opts.Bins)
-	stats.Model = strings.TrimSuffix(filepath.Base(modelPath), ".onnx")
-	bar := newProgress(opts.Progress, src.Len())
+	passes.Add(1)
 	for i := 0; i < src.Len(); i++ {
 		feed, err := src.Batch(i)
 		if err != nil {
-			return nil, fmt.Errorf("calib: batch %d: %w", i, err)
+			return fmt.Errorf("calib: batch %d: %w", i, err)
 		}
 		outs, err := sess.Run(feed)
 		if err != nil {
-			return nil, fmt.Errorf("calib: batch %d: %w", i, err)
+			return fmt.Errorf("calib: batch %d: %w", i, err)
 		}
-		for _, n := range names {
+		for _, n := range grp.names {
 			a := outs[n]
 			if isInput[n] {
 				a = feed[n]
 			}
 			if a == nil {
-				return nil, fmt.Errorf("calib: batch %d: ORT returned no value for %q", i, n)
+				return fmt.Errorf("calib: batch %d: ORT returned no value for %q", i, n)
 			}
 			if err := stats.Add(n, a); err != nil {
-				return nil, err
+				return err
 			}
 		}
-		stats.Batches++
-		bar.update(i + 1)
+		bar.update(gi*src.Len() + i + 1)
 	}
-	bar.done()
-	return stats, nil
+	return nil
 }
 
 func dedupe(names []string) []string {

@@ -14,7 +14,9 @@ import (
 	"github.com/qcc-dev/qcc/ir"
 	"github.com/qcc-dev/qcc/ndarray"
 	"github.com/qcc-dev/qcc/npz"
+	"github.com/qcc-dev/qcc/ort"
 	"github.com/qcc-dev/qcc/ort/orttest"
+	"github.com/qcc-dev/qcc/shape"
 )
 
 var allMethods = []string{"max", "percentile:99.99", "entropy", "mse"}
@@ -275,5 +277,90 @@ func TestTrainedBERT(t *testing.T) {
 	}
 	if back, _, err := ReadTRT(filepath.Join(out, "c.cache")); err != nil || len(back) != len(names) {
 		t.Errorf("TRT: %v %d", err, len(back))
+	}
+}
+
+// TestCollectGroups: with a bound on the bytes per batch far below the tensors', the
+// corpus BERT's float activations are collected in many ORT passes (one per tensor at 1
+// byte), and every statistic is identical to one pass's; the tensor sizes the grouping
+// reads are the real ones.
+func TestCollectGroups(t *testing.T) {
+	orttest.RequireLib(t)
+	path := filepath.Join(corpus.Dir(t), "bert.opset13.onnx")
+	m, err := ir.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shape.Infer(m) // the types, to choose the float tensors
+	var names []string
+	for _, n := range m.Graph.Nodes() {
+		if n.OpType == "Constant" {
+			continue
+		}
+		for _, o := range n.Outputs() {
+			if o != nil && !o.IsGraphOutput() && len(names) < 40 {
+				names = append(names, o.Name)
+			}
+		}
+	}
+	names = append(names, "last_hidden_state") // a graph output: returned by every pass
+	src, err := LoadData("random:3:7", m, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Only the float tensors calibrate.
+	var float []string
+	for _, n := range names {
+		if v := m.Graph.Value(n); v != nil && v.Type != nil && v.Type.DType.IsFloat() {
+			float = append(float, n)
+		}
+	}
+	if len(float) < 10 {
+		t.Fatalf("only %d float tensors typed in the model", len(float))
+	}
+	c0, p0 := Counts()
+	one, err := Collect(path, float, src, Options{MaxBytes: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c1, p1 := Counts()
+	if one.Passes != 1 || c1-c0 != 1 || p1-p0 != 1 {
+		t.Errorf("unbounded: %d passes (counted %d collections, %d passes), want 1", one.Passes, c1-c0, p1-p0)
+	}
+	many, err := Collect(path, float, src, Options{MaxBytes: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2, p2 := Counts()
+	extra := len(float) - 1 // the graph output rides with the first group
+	if many.Passes != extra || c2-c1 != 1 || p2-p1 != int64(extra) {
+		t.Errorf("MaxBytes=1: %d passes (counted %d collections, %d passes), want %d", many.Passes, c2-c1, p2-p1, extra)
+	}
+	if many.Batches != one.Batches || len(many.Tensors) != len(one.Tensors) {
+		t.Fatalf("grouped: %d batches, %d tensors; one pass: %d, %d", many.Batches, len(many.Tensors), one.Batches, len(one.Tensors))
+	}
+	for _, n := range one.Names() {
+		a, b := one.Tensors[n], many.Tensors[n]
+		if b == nil || a.Count != b.Count || a.Min != b.Min || a.Max != b.Max || a.AbsMax != b.AbsMax || a.Width != b.Width || fmt.Sprint(a.Bins) != fmt.Sprint(b.Bins) {
+			t.Errorf("%s: grouped statistics differ from one pass's", n)
+		}
+	}
+	// A bound of a few tensors' bytes groups them, and the sizes are what ORT returns.
+	feed, _ := src.Batch(0)
+	sess, err := ort.NewSession(path, ort.Options{OptLevel: ort.OptDisabled, ExtraOutputs: float[:len(float)-1]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	outs, err := sess.Run(feed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mm, _ := ir.Load(path)
+	sizes := tensorBytes(mm, feed, float[:len(float)-1])
+	for _, n := range float[:len(float)-1] {
+		if got := int64(len(outs[n].Data)); sizes[n] != got {
+			t.Errorf("%s: estimated %d bytes per batch, ORT returns %d", n, sizes[n], got)
+		}
 	}
 }

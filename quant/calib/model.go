@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 
 	"github.com/qcc-dev/qcc/ir"
 	"github.com/qcc-dev/qcc/ort"
@@ -15,9 +16,9 @@ var ErrNoRuntime = errors.New("calibration needs ONNX Runtime")
 
 // CollectModel is Collect for a model in memory, as a pass holds it: it loads ONNX
 // Runtime, opens the data (LoadData's spec and batch), saves m to a temporary file and
-// collects the tensors' statistics there. The qdq and precision passes calibrate
-// through it.
-func CollectModel(m *ir.Model, tensors []string, data string, batch int) (*Stats, error) {
+// collects the tensors' statistics there (opts as for Collect). The qdq and precision
+// passes calibrate through it.
+func CollectModel(m *ir.Model, tensors []string, data string, batch int, opts Options) (*Stats, error) {
 	lib, err := ort.LibraryPath("")
 	if err == nil {
 		err = ort.Init(lib)
@@ -35,13 +36,25 @@ func CollectModel(m *ir.Model, tensors []string, data string, batch int) (*Stats
 	}
 	defer os.RemoveAll(dir)
 	path := filepath.Join(dir, "model.onnx")
-	// Inline tensors when they fit in one protobuf: calibration loads the model from
-	// bytes (it adds outputs), and ORT then looks for external data relative to the
-	// working directory, not the model's folder.
-	if err := ir.Save(m, path, ir.SaveOptions{External: ir.ExternalNever}); err != nil {
-		if err := ir.Save(m, path, ir.SaveOptions{}); err != nil {
-			return nil, fmt.Errorf("saving the model for calibration: %w", err)
-		}
+	// Tensor data goes to model.onnx.data: the graph ORT's binding rewrites (it adds the
+	// outputs) stays small, and ORT reads the weights once from the file
+	// (session.model_external_initializers_file_folder_path), instead of a whole-model
+	// buffer copied on each of Go's and ORT's sides for every tensor group.
+	if err := ir.Save(m, path, ir.SaveOptions{External: ir.ExternalAlways}); err != nil {
+		return nil, fmt.Errorf("saving the model for calibration: %w", err)
 	}
-	return Collect(path, tensors, src, Options{})
+	return Collect(path, tensors, src, opts)
+}
+
+// MemOption is the calib-mem option of the passes that calibrate, in MiB.
+var MemOption = struct{ Name, Default, Doc string }{"calib-mem", "256",
+	"MiB of collected tensors per calibration batch: more are collected in several ORT passes over the data, so that memory stays ORT's model plus this (0: one pass, no bound)"}
+
+// MaxBytesOf converts a calib-mem value (MiB, 0 for no bound) to Options.MaxBytes.
+func MaxBytesOf(mib string) int64 {
+	v, err := strconv.ParseInt(mib, 10, 64)
+	if err != nil || v <= 0 {
+		return -1
+	}
+	return v << 20
 }
