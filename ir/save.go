@@ -509,6 +509,9 @@ func tensorToProto(t *Tensor, name string, ext *extWriter) (*onnxpb.TensorProto,
 	orig, _ := t.orig.(*onnxpb.TensorProto)
 	size := t.DType.ByteSize(t.NumElements())
 	toExternal := ext != nil && t.DType != String && size >= ext.threshold
+	if t.sec != nil && !toExternal {
+		t.sec.m.escape() // the proto aliases the mapping and may outlive the tensor
+	}
 	if orig != nil && !toExternal && t.ext == nil && orig.GetName() == name {
 		return orig, nil
 	}

@@ -24,6 +24,7 @@ type Tensor struct {
 	strs    [][]byte               // STRING tensors
 	orig    any                    // *onnxpb.TensorProto when loaded and unmodified
 	ext     *External              // where the bytes live when stored externally
+	sec     *section               // where raw lies in the mapped model file, while it aliases it
 	modTick bool                   // data was replaced after load
 }
 
@@ -103,6 +104,9 @@ func (t *Tensor) Bytes() ([]byte, error) {
 		t.raw = b
 		t.decode = nil
 	}
+	if t.sec != nil {
+		t.sec.m.escape()
+	}
 	if t.raw == nil && t.DType != String {
 		if n := t.DType.ByteSize(t.NumElements()); n > 0 {
 			return nil, fmt.Errorf("tensor %q: no data", t.Name)
@@ -119,7 +123,7 @@ func (t *Tensor) Strings() [][]byte { return t.strs }
 func (t *Tensor) SetBytes(b []byte) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.raw, t.decode, t.orig, t.modTick = b, nil, nil, true
+	t.raw, t.decode, t.orig, t.modTick, t.sec = b, nil, nil, true, nil
 }
 
 // Float32s decodes a FLOAT tensor.
@@ -214,7 +218,7 @@ func (t *Tensor) Clone() *Tensor {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return &Tensor{Name: t.Name, DType: t.DType, Dims: append([]int64{}, t.Dims...), raw: t.raw,
-		decode: t.decode, strs: t.strs, orig: t.orig, ext: t.ext, modTick: t.modTick}
+		decode: t.decode, strs: t.strs, orig: t.orig, ext: t.ext, sec: t.sec, modTick: t.modTick}
 }
 
 // HalfToFloat32 converts an IEEE 754 binary16 value.
