@@ -21,6 +21,7 @@ type Tensor struct {
 	mu      sync.Mutex
 	raw     []byte                 // little-endian bytes, once materialised
 	decode  func() ([]byte, error) // produces raw on first use
+	lazy    func() ([]byte, error) // computes the bytes again: raw may be dropped once saved
 	strs    [][]byte               // STRING tensors
 	orig    any                    // *onnxpb.TensorProto when loaded and unmodified
 	ext     *External              // where the bytes live when stored externally
@@ -39,6 +40,24 @@ type External struct {
 // NewTensor returns a tensor holding raw little-endian bytes.
 func NewTensor(dt DataType, dims []int64, raw []byte) *Tensor {
 	return &Tensor{DType: dt, Dims: append([]int64{}, dims...), raw: raw}
+}
+
+// NewLazyTensor returns a tensor whose bytes compute computes when first asked for. A save
+// writes such tensors one at a time and drops their bytes once written, so a pass that
+// rewrites many weights (packing, transposing, converting) holds one tensor's worth of
+// new memory at a time. compute is called again if the bytes are wanted after a save; it
+// must return the same bytes each time.
+func NewLazyTensor(dt DataType, dims []int64, compute func() ([]byte, error)) *Tensor {
+	return &Tensor{DType: dt, Dims: append([]int64{}, dims...), decode: compute, lazy: compute}
+}
+
+// release drops bytes that can be computed again.
+func (t *Tensor) release() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.lazy != nil && t.raw != nil {
+		t.raw, t.decode = nil, t.lazy
+	}
 }
 
 // NewStringTensor returns a STRING tensor.
@@ -123,7 +142,7 @@ func (t *Tensor) Strings() [][]byte { return t.strs }
 func (t *Tensor) SetBytes(b []byte) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.raw, t.decode, t.orig, t.modTick, t.sec = b, nil, nil, true, nil
+	t.raw, t.decode, t.orig, t.modTick, t.sec, t.lazy = b, nil, nil, true, nil, nil
 }
 
 // Float32s decodes a FLOAT tensor.
@@ -218,7 +237,7 @@ func (t *Tensor) Clone() *Tensor {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return &Tensor{Name: t.Name, DType: t.DType, Dims: append([]int64{}, t.Dims...), raw: t.raw,
-		decode: t.decode, strs: t.strs, orig: t.orig, ext: t.ext, sec: t.sec, modTick: t.modTick}
+		decode: t.decode, lazy: t.lazy, strs: t.strs, orig: t.orig, ext: t.ext, sec: t.sec, modTick: t.modTick}
 }
 
 // HalfToFloat32 converts an IEEE 754 binary16 value.
