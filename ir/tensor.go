@@ -1,9 +1,12 @@
 package ir
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
+	"hash/maphash"
 	"math"
+	"slices"
 	"sync"
 )
 
@@ -27,6 +30,8 @@ type Tensor struct {
 	ext     *External              // where the bytes live when stored externally
 	sec     *section               // where raw lies in the mapped model file, while it aliases it
 	modTick bool                   // data was replaced after load
+	sum     uint64                 // digest of the bytes, for Equal
+	hasSum  bool
 }
 
 // External says where an externally stored tensor's bytes live.
@@ -135,6 +140,66 @@ func (t *Tensor) Bytes() ([]byte, error) {
 	return t.raw, nil
 }
 
+// ReadBytes returns the data like Bytes but keeps nothing it had to read or compute: a
+// lazy tensor computing from other tensors reads them this way, so that it, not its
+// sources, is what holds memory, and only while it is being written.
+func (t *Tensor) ReadBytes() ([]byte, error) {
+	t.mu.Lock()
+	raw, decode := t.raw, t.decode
+	t.mu.Unlock()
+	if raw != nil || decode == nil {
+		return t.Bytes()
+	}
+	return t.Clone().Bytes()
+}
+
+// Equal reports whether two tensors have the same type, dimensions and bytes. Digests
+// are kept, so comparing one new tensor with many reads each once; neither keeps the
+// bytes it read.
+func (t *Tensor) Equal(u *Tensor) (bool, error) {
+	if t == u {
+		return true, nil
+	}
+	if t.DType != u.DType || !slices.Equal(t.Dims, u.Dims) || t.DType == String {
+		return t.DType == String && u.DType == String && slices.Equal(t.Dims, u.Dims) &&
+			slices.EqualFunc(t.strs, u.strs, bytes.Equal), nil
+	}
+	a, err := t.digest()
+	if err != nil {
+		return false, err
+	}
+	b, err := u.digest()
+	if err != nil || a != b {
+		return false, err
+	}
+	x, err := t.ReadBytes()
+	if err != nil {
+		return false, err
+	}
+	y, err := u.ReadBytes()
+	return err == nil && bytes.Equal(x, y), err
+}
+
+var digestSeed = maphash.MakeSeed()
+
+func (t *Tensor) digest() (uint64, error) {
+	t.mu.Lock()
+	sum, ok := t.sum, t.hasSum
+	t.mu.Unlock()
+	if ok {
+		return sum, nil
+	}
+	b, err := t.ReadBytes()
+	if err != nil {
+		return 0, err
+	}
+	sum = maphash.Bytes(digestSeed, b)
+	t.mu.Lock()
+	t.sum, t.hasSum = sum, true
+	t.mu.Unlock()
+	return sum, nil
+}
+
 // Strings returns the elements of a STRING tensor.
 func (t *Tensor) Strings() [][]byte { return t.strs }
 
@@ -142,7 +207,7 @@ func (t *Tensor) Strings() [][]byte { return t.strs }
 func (t *Tensor) SetBytes(b []byte) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.raw, t.decode, t.orig, t.modTick, t.sec, t.lazy = b, nil, nil, true, nil, nil
+	t.raw, t.decode, t.orig, t.modTick, t.sec, t.lazy, t.hasSum = b, nil, nil, true, nil, nil, false
 }
 
 // Float32s decodes a FLOAT tensor.
@@ -237,7 +302,8 @@ func (t *Tensor) Clone() *Tensor {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return &Tensor{Name: t.Name, DType: t.DType, Dims: append([]int64{}, t.Dims...), raw: t.raw,
-		decode: t.decode, lazy: t.lazy, strs: t.strs, orig: t.orig, ext: t.ext, sec: t.sec, modTick: t.modTick}
+		decode: t.decode, lazy: t.lazy, strs: t.strs, orig: t.orig, ext: t.ext, sec: t.sec, modTick: t.modTick,
+		sum: t.sum, hasSum: t.hasSum}
 }
 
 // HalfToFloat32 converts an IEEE 754 binary16 value.
