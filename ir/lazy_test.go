@@ -61,4 +61,15 @@ func TestLazyTensor(t *testing.T) {
 	if e.Materialised() {
 		t.Fatal("Equal kept the bytes")
 	}
+	// Derived tensors compare by their parts, computing nothing.
+	fail := func() ([]byte, error) { return nil, errors.New("computed") }
+	d1 := NewDerivedTensor(Uint8, []int64{8}, "twice", []*Tensor{e, nil}, fail)
+	d2 := NewDerivedTensor(Uint8, []int64{8}, "twice", []*Tensor{same, nil}, fail)
+	d3 := NewDerivedTensor(Uint8, []int64{8}, "twice", []*Tensor{other, nil}, fail)
+	if eq, err := d1.Equal(d2); err != nil || !eq {
+		t.Errorf("derived from equal parts: Equal = %v, %v", eq, err)
+	}
+	if eq, err := d1.Equal(d3); err != nil || eq {
+		t.Errorf("derived from different parts: Equal = %v, %v", eq, err)
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"math"
+	"os"
 	"slices"
 	"sync"
 )
@@ -31,6 +32,7 @@ type Tensor struct {
 	sec     *section               // where raw lies in the mapped model file, while it aliases it
 	modTick bool                   // data was replaced after load
 	sum     uint64                 // digest of the bytes, for Equal
+	derived *derivation            // how a lazy tensor's bytes are made, for Equal
 	hasSum  bool
 }
 
@@ -153,9 +155,10 @@ func (t *Tensor) ReadBytes() ([]byte, error) {
 	return t.Clone().Bytes()
 }
 
-// Equal reports whether two tensors have the same type, dimensions and bytes. Digests
-// are kept, so comparing one new tensor with many reads each once; neither keeps the
-// bytes it read.
+// Equal reports whether two tensors have the same type, dimensions and bytes, reading as
+// little as it can: tensors sharing their data are equal unread, derived tensors (see
+// NewDerivedTensor) compare their parts, and a digest is computed (and kept) only when
+// the first bytes agree. Neither tensor keeps bytes it read.
 func (t *Tensor) Equal(u *Tensor) (bool, error) {
 	if t == u {
 		return true, nil
@@ -163,6 +166,27 @@ func (t *Tensor) Equal(u *Tensor) (bool, error) {
 	if t.DType != u.DType || !slices.Equal(t.Dims, u.Dims) || t.DType == String {
 		return t.DType == String && u.DType == String && slices.Equal(t.Dims, u.Dims) &&
 			slices.EqualFunc(t.strs, u.strs, bytes.Equal), nil
+	}
+	if t.sameData(u) {
+		return true, nil
+	}
+	if dt, du := t.derivedFrom(), u.derivedFrom(); dt != nil && du != nil && dt.op == du.op && len(dt.parts) == len(du.parts) {
+		for i, p := range dt.parts {
+			q := du.parts[i]
+			if p == nil || q == nil {
+				if p != q {
+					return false, nil
+				}
+				continue
+			}
+			if same, err := p.Equal(q); err != nil || !same {
+				return false, err
+			}
+		}
+		return true, nil
+	}
+	if ht, hu := t.head(), u.head(); ht != nil && hu != nil && !bytes.Equal(ht, hu) {
+		return false, nil
 	}
 	a, err := t.digest()
 	if err != nil {
@@ -178,6 +202,71 @@ func (t *Tensor) Equal(u *Tensor) (bool, error) {
 	}
 	y, err := u.ReadBytes()
 	return err == nil && bytes.Equal(x, y), err
+}
+
+// derivation records how a derived tensor's bytes are made from other tensors'.
+type derivation struct {
+	op    string
+	parts []*Tensor
+}
+
+// NewDerivedTensor is NewLazyTensor for bytes that op computes from parts, one to one:
+// two tensors derived by the same op are equal exactly when their parts are (nil parts
+// alike), which Equal then checks without computing either.
+func NewDerivedTensor(dt DataType, dims []int64, op string, parts []*Tensor, compute func() ([]byte, error)) *Tensor {
+	t := NewLazyTensor(dt, dims, compute)
+	t.derived = &derivation{op: op, parts: parts}
+	return t
+}
+
+func (t *Tensor) derivedFrom() *derivation {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.derived
+}
+
+// sameData reports whether t and u hold their bytes in the same place.
+func (t *Tensor) sameData(u *Tensor) bool {
+	t.mu.Lock()
+	tr, ts, te, tm := t.raw, t.sec, t.ext, t.modTick
+	t.mu.Unlock()
+	u.mu.Lock()
+	ur, us, ue, um := u.raw, u.sec, u.ext, u.modTick
+	u.mu.Unlock()
+	switch {
+	case ts != nil && us != nil:
+		return *ts == *us
+	case te != nil && ue != nil && !tm && !um && tr == nil && ur == nil:
+		return te.Path == ue.Path && te.Offset == ue.Offset && te.Length == ue.Length
+	case len(tr) > 0 && len(tr) == len(ur):
+		return &tr[0] == &ur[0]
+	}
+	return false
+}
+
+// head returns the first bytes of a tensor when they are at hand without computing the
+// tensor: in memory, in the mapped file, or a short read of its external file.
+func (t *Tensor) head() []byte {
+	const n = 64
+	t.mu.Lock()
+	raw, ext, lazy := t.raw, t.ext, t.decode != nil
+	t.mu.Unlock()
+	if raw != nil || !lazy {
+		return raw[:min(n, len(raw))]
+	}
+	if ext == nil || t.modTick {
+		return nil
+	}
+	f, err := os.Open(ext.Path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	b := make([]byte, min(n, t.DType.ByteSize(t.NumElements())))
+	if _, err := f.ReadAt(b, ext.Offset); err != nil {
+		return nil
+	}
+	return b
 }
 
 var digestSeed = maphash.MakeSeed()
@@ -207,7 +296,7 @@ func (t *Tensor) Strings() [][]byte { return t.strs }
 func (t *Tensor) SetBytes(b []byte) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.raw, t.decode, t.orig, t.modTick, t.sec, t.lazy, t.hasSum = b, nil, nil, true, nil, nil, false
+	t.raw, t.decode, t.orig, t.modTick, t.sec, t.lazy, t.hasSum, t.derived = b, nil, nil, true, nil, nil, false, nil
 }
 
 // Float32s decodes a FLOAT tensor.
@@ -303,7 +392,7 @@ func (t *Tensor) Clone() *Tensor {
 	defer t.mu.Unlock()
 	return &Tensor{Name: t.Name, DType: t.DType, Dims: append([]int64{}, t.Dims...), raw: t.raw,
 		decode: t.decode, lazy: t.lazy, strs: t.strs, orig: t.orig, ext: t.ext, sec: t.sec, modTick: t.modTick,
-		sum: t.sum, hasSum: t.hasSum}
+		sum: t.sum, hasSum: t.hasSum, derived: t.derived}
 }
 
 // HalfToFloat32 converts an IEEE 754 binary16 value.

@@ -1083,7 +1083,7 @@ func attnPackQKV(ts [3]*ir.Tensor, what string) (*ir.Tensor, error) {
 	if what == "weight" {
 		dims = []int64{rows, 3 * cols}
 	}
-	return ir.NewLazyTensor(dt, dims, func() ([]byte, error) {
+	return ir.NewDerivedTensor(dt, dims, "pack-qkv-"+what, parts[:], func() ([]byte, error) {
 		var raws [3][]byte
 		for i, p := range parts {
 			if p == nil {
