@@ -20,6 +20,13 @@ import (
 // the mapping keeps the old bytes.
 func Load(path string) (*Model, error) {
 	mf, err := openMapping(path)
+	if nr, ok := err.(*notRegular); ok {
+		m, err := LoadBytes(nr.data, filepath.Dir(path))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		return m, nil
+	}
 	if err != nil {
 		return nil, err
 	}

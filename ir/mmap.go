@@ -44,9 +44,14 @@ func openMapping(path string) (*mapping, error) {
 		return nil, err
 	}
 	if !st.Mode().IsRegular() {
-		// Pipes and devices cannot be mapped, nor copied from by offset.
+		// Pipes and devices cannot be mapped, nor copied from by offset, nor opened again
+		// (a pipe's writer is gone): read them whole from here.
+		data, err := io.ReadAll(f)
 		f.Close()
-		return nil, fmt.Errorf("%s is not a regular file", path)
+		if err != nil {
+			return nil, err
+		}
+		return nil, &notRegular{data}
 	}
 	size := st.Size()
 	if size == 0 {
@@ -75,6 +80,11 @@ func openMapping(path string) (*mapping, error) {
 	}, s)
 	return m, nil
 }
+
+// notRegular carries the contents of a file that could not be mapped.
+type notRegular struct{ data []byte }
+
+func (*notRegular) Error() string { return "not a regular file" }
 
 // escape records that a slice of the mapping left the package's control.
 func (m *mapping) escape() { m.state.escaped.Store(true) }
