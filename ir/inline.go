@@ -91,7 +91,7 @@ func (m *Model) InlineFunctions() (int, error) {
 		mp.OpsetImport = append(mp.OpsetImport, &onnxpb.OperatorSetIdProto{Domain: proto.String(d), Version: proto.Int64(in.added[d])})
 	}
 	mp.Functions = nil
-	m2, err := fromProto(mp, m.Dir)
+	m2, err := fromProto(mp, m.Dir, nil)
 	if err != nil {
 		return 0, fmt.Errorf("inlining functions: %w", err)
 	}

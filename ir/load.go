@@ -10,38 +10,56 @@ import (
 	"path/filepath"
 	"strconv"
 
-	"google.golang.org/protobuf/proto"
-
 	"github.com/qcc-dev/qcc/ir/onnxpb"
 )
 
-// Load reads an ONNX model file. Tensors stored as external data are not read until a
-// pass asks for their bytes.
+// Load reads an ONNX model file. The file is mapped read-only and inline tensors alias
+// its bytes, so tensor data is neither copied nor read until a pass or a save needs it;
+// tensors stored as external data are likewise read on first use. The file is never
+// modified; a save over the same path writes a new file and renames it into place, so
+// the mapping keeps the old bytes.
 func Load(path string) (*Model, error) {
-	data, err := os.ReadFile(path)
+	mf, err := openMapping(path)
+	if nr, ok := err.(*notRegular); ok {
+		m, err := LoadBytes(nr.data, filepath.Dir(path))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		return m, nil
+	}
 	if err != nil {
 		return nil, err
 	}
-	m, err := LoadBytes(data, filepath.Dir(path))
+	if mf == nil {
+		return nil, fmt.Errorf("%s: %w", path, errEmpty)
+	}
+	m, err := decode(mf.data, mf, filepath.Dir(path))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return m, nil
 }
 
-// LoadBytes decodes a serialized ModelProto; dir is the folder external data is relative to.
+// LoadBytes decodes a serialized ModelProto; dir is the folder external data is relative
+// to. The model keeps no reference to data.
 func LoadBytes(data []byte, dir string) (*Model, error) {
-	if len(data) == 0 {
-		return nil, errors.New("not an ONNX model: the file is empty")
-	}
-	mp := &onnxpb.ModelProto{}
-	if err := proto.Unmarshal(data, mp); err != nil {
-		return nil, fmt.Errorf("not a valid ONNX model (protobuf decoding failed: %v); is the file truncated or of another format?", err)
-	}
-	return fromProto(mp, dir)
+	return decode(data, nil, dir)
 }
 
-func fromProto(mp *onnxpb.ModelProto, dir string) (*Model, error) {
+// decode reads a ModelProto; with mf set, data is mf's bytes and inline tensors alias it.
+func decode(data []byte, mf *mapping, dir string) (*Model, error) {
+	if len(data) == 0 {
+		return nil, errEmpty
+	}
+	d := newWireDecoder(data, mf != nil)
+	mp, err := d.model()
+	if err != nil {
+		return nil, fmt.Errorf("not a valid ONNX model (protobuf decoding failed: %v); is the file truncated or of another format?", err)
+	}
+	return fromProto(mp, dir, func(tp *onnxpb.TensorProto) *section { return d.section(tp, mf) })
+}
+
+func fromProto(mp *onnxpb.ModelProto, dir string, sec func(*onnxpb.TensorProto) *section) (*Model, error) {
 	if mp.Graph == nil {
 		return nil, errors.New("not a valid ONNX model: it has no graph (truncated file, or not an ONNX model)")
 	}
@@ -63,7 +81,7 @@ func fromProto(mp *onnxpb.ModelProto, dir string) (*Model, error) {
 		m.Opsets = append(m.Opsets, OpsetID{o.GetDomain(), o.GetVersion()})
 		domainSet[o.GetDomain()] = o.Domain != nil
 	}
-	l := &loader{dir: dir}
+	l := &loader{dir: dir, sec: sec}
 	g, err := l.graph(mp.Graph, nil, nil)
 	if err != nil {
 		return nil, err
@@ -94,6 +112,7 @@ type modelExtra struct {
 
 type loader struct {
 	dir     string
+	sec     func(*onnxpb.TensorProto) *section // where an inline tensor's bytes lie in the mapped file
 	pending []pendingInputs
 }
 
@@ -453,6 +472,9 @@ func (l *loader) tensor(tp *onnxpb.TensorProto) (*Tensor, error) {
 			return nil, fmt.Errorf("raw_data has %d bytes, %s%v needs %d", len(tp.RawData), t.DType, t.Dims, want)
 		}
 		t.raw = tp.RawData
+		if l.sec != nil {
+			t.sec = l.sec(tp)
+		}
 		return t, nil
 	}
 	t.decode = func() ([]byte, error) { return decodeTyped(tp, t.DType, t.NumElements()) }

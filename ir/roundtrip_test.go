@@ -45,10 +45,28 @@ func TestRoundTripCorpus(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			m, err := LoadBytes(data, filepath.Dir(path))
+			// The wire-level decoder reads what proto.Unmarshal reads.
+			var want onnxpb.ModelProto
+			if err := proto.Unmarshal(data, &want); err != nil {
+				t.Fatal(err)
+			}
+			got, err := newWireDecoder(data, true).model()
 			if err != nil {
 				t.Fatal(err)
 			}
+			if !proto.Equal(&want, got) {
+				t.Fatal("wire-level decoding differs from proto.Unmarshal")
+			}
+			mb, err := LoadBytes(data, filepath.Dir(path))
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Load maps the file: the same model, with inline tensors aliasing the map.
+			m, err := Load(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkAliased(t, m)
 			if err := m.Verify(); err != nil {
 				t.Fatalf("Verify: %v", err)
 			}
@@ -82,7 +100,36 @@ func TestRoundTripCorpus(t *testing.T) {
 			if !m.hasExternal() && !proto.Equal(&a, &b) {
 				t.Fatal("raw data differs after round trip")
 			}
+			outb, err := Marshal(mb)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(out) != string(outb) {
+				t.Fatal("mapped and in-memory loads save differently")
+			}
 		})
+	}
+}
+
+// checkAliased checks that every inline raw_data tensor of a mapped model points into the
+// mapping rather than at a copy.
+func checkAliased(t *testing.T, m *Model) {
+	t.Helper()
+	var aliased, copied int
+	m.forEachTensor(func(tt *Tensor) {
+		tp, _ := tt.orig.(*onnxpb.TensorProto)
+		if tp == nil || len(tp.RawData) == 0 || tt.ext != nil {
+			return
+		}
+		s := tt.sec
+		if s == nil || &s.m.data[s.off] != &tt.raw[0] || s.n != int64(len(tt.raw)) {
+			copied++
+			return
+		}
+		aliased++
+	})
+	if copied > 0 {
+		t.Errorf("%d inline tensors copied, %d aliased", copied, aliased)
 	}
 }
 

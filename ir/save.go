@@ -58,7 +58,7 @@ func Save(m *Model, path string, opts SaveOptions) (err error) {
 	dir := filepath.Dir(path)
 	var ext *extWriter
 	if external {
-		f, err := os.CreateTemp(dir, "."+opts.DataFile+".tmp*")
+		f, err := createTemp(dir, "."+opts.DataFile+".tmp*")
 		if err != nil {
 			return err
 		}
@@ -70,7 +70,8 @@ func Save(m *Model, path string, opts SaveOptions) (err error) {
 			}
 		}()
 	}
-	mp, err := toProto(m, ext)
+	st := newStreamer()
+	mp, err := toProto(m, ext, st)
 	if err != nil {
 		return err
 	}
@@ -79,14 +80,14 @@ func Save(m *Model, path string, opts SaveOptions) (err error) {
 			return fmt.Errorf("writing external data: %w", err)
 		}
 	}
-	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(mp)
+	enc, err := st.model(mp)
 	if err != nil {
 		return err
 	}
-	if len(b) > 2<<30-1 {
-		return fmt.Errorf("model is %d bytes, over protobuf's 2 GB limit: save with external data", len(b))
+	if enc.size > 2<<30-1 {
+		return fmt.Errorf("model is %d bytes, over protobuf's 2 GB limit for one file: save with external data (qcc -external-data=auto or always)", enc.size)
 	}
-	if err := writeAtomic(path, b, opts.Sync); err != nil {
+	if err := writeAtomic(path, enc.write, opts.Sync); err != nil {
 		return err
 	}
 	if ext != nil {
@@ -108,7 +109,7 @@ func Save(m *Model, path string, opts SaveOptions) (err error) {
 
 // Marshal serializes m with all tensor data inline.
 func Marshal(m *Model) ([]byte, error) {
-	mp, err := toProto(m, nil)
+	mp, err := toProto(m, nil, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -116,15 +117,19 @@ func Marshal(m *Model) ([]byte, error) {
 }
 
 // WriteFileAtomic writes b to path through a temporary file renamed into place.
-func WriteFileAtomic(path string, b []byte) error { return writeAtomic(path, b, false) }
+func WriteFileAtomic(path string, b []byte) error {
+	return writeAtomic(path, func(f sinkFile) error { _, err := f.Write(b); return err }, false)
+}
 
-func writeAtomic(path string, b []byte, sync bool) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+// writeAtomic writes path through a temporary file renamed into place once write has
+// succeeded; on any failure the temporary is removed and path is left as it was.
+func writeAtomic(path string, write func(sinkFile) error, sync bool) error {
+	f, err := createTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
 	if err != nil {
 		return err
 	}
 	tmp := f.Name()
-	_, err = f.Write(b)
+	err = write(f)
 	if err == nil && sync {
 		err = f.Sync()
 	}
@@ -187,7 +192,7 @@ func (m *Model) tensorBytes() int64 {
 
 // extWriter appends tensor data to the external data file at 64-byte aligned offsets.
 type extWriter struct {
-	f         *os.File
+	f         sinkFile
 	name      string
 	threshold int64
 	off       int64
@@ -243,6 +248,7 @@ func (w *extWriter) put(t *Tensor) ([]*onnxpb.StringStringEntryProto, error) {
 			return nil, err
 		}
 		n = int64(k)
+		t.release()
 	}
 	w.off += n
 	return []*onnxpb.StringStringEntryProto{
@@ -271,7 +277,7 @@ func optStr(s string, wasSet bool) *string {
 	return &s
 }
 
-func toProto(m *Model, ext *extWriter) (*onnxpb.ModelProto, error) {
+func toProto(m *Model, ext *extWriter, st *streamer) (*onnxpb.ModelProto, error) {
 	if m.Graph == nil {
 		return nil, errors.New("model has no graph")
 	}
@@ -296,11 +302,11 @@ func toProto(m *Model, ext *extWriter) (*onnxpb.ModelProto, error) {
 		mp.OpsetImport = append(mp.OpsetImport, &onnxpb.OperatorSetIdProto{Domain: optStr(d, ex.opsetDomainSet[d]), Version: &v})
 	}
 	var err error
-	mp.Graph, err = graphToProto(m.Graph, ext)
+	mp.Graph, err = graphToProto(m.Graph, ext, st)
 	return mp, err
 }
 
-func graphToProto(g *Graph, ext *extWriter) (*onnxpb.GraphProto, error) {
+func graphToProto(g *Graph, ext *extWriter, st *streamer) (*onnxpb.GraphProto, error) {
 	ex, _ := g.rest.(*graphExtra)
 	if ex == nil {
 		ex = &graphExtra{proto: &onnxpb.GraphProto{}}
@@ -314,7 +320,7 @@ func graphToProto(g *Graph, ext *extWriter) (*onnxpb.GraphProto, error) {
 	}
 	gp.ProtoReflect().SetUnknown(ex.proto.ProtoReflect().GetUnknown())
 	for _, v := range g.Initializers {
-		tp, err := tensorToProto(v.Const, v.Name, ext)
+		tp, err := tensorToProto(v.Const, v.Name, ext, st)
 		if err != nil {
 			return nil, err
 		}
@@ -324,7 +330,7 @@ func graphToProto(g *Graph, ext *extWriter) (*onnxpb.GraphProto, error) {
 		gp.Input = append(gp.Input, valueInfo(v, ex.inputs, ex))
 	}
 	for _, n := range g.Nodes() {
-		np, err := nodeToProto(n, ext)
+		np, err := nodeToProto(n, ext, st)
 		if err != nil {
 			return nil, err
 		}
@@ -403,7 +409,7 @@ func shapeToProto(t *Type) *onnxpb.TensorShapeProto {
 	return sp
 }
 
-func nodeToProto(n *Node, ext *extWriter) (*onnxpb.NodeProto, error) {
+func nodeToProto(n *Node, ext *extWriter, st *streamer) (*onnxpb.NodeProto, error) {
 	rest, _ := n.rest.(*onnxpb.NodeProto)
 	if rest == nil {
 		rest = &onnxpb.NodeProto{}
@@ -431,7 +437,7 @@ func nodeToProto(n *Node, ext *extWriter) (*onnxpb.NodeProto, error) {
 		}
 	}
 	for _, a := range n.Attrs {
-		ap, err := attrToProto(a, ext)
+		ap, err := attrToProto(a, ext, st)
 		if err != nil {
 			return nil, fmt.Errorf("node %s attribute %s: %w", n, a.Name, err)
 		}
@@ -440,7 +446,7 @@ func nodeToProto(n *Node, ext *extWriter) (*onnxpb.NodeProto, error) {
 	return np, nil
 }
 
-func attrToProto(a *Attr, ext *extWriter) (*onnxpb.AttributeProto, error) {
+func attrToProto(a *Attr, ext *extWriter, st *streamer) (*onnxpb.AttributeProto, error) {
 	rest, _ := a.rest.(*onnxpb.AttributeProto)
 	if rest == nil {
 		rest = &onnxpb.AttributeProto{}
@@ -476,24 +482,24 @@ func attrToProto(a *Attr, ext *extWriter) (*onnxpb.AttributeProto, error) {
 	}
 	var err error
 	if a.Tensor != nil {
-		if ap.T, err = tensorToProto(a.Tensor, a.Tensor.Name, ext); err != nil {
+		if ap.T, err = tensorToProto(a.Tensor, a.Tensor.Name, ext, st); err != nil {
 			return nil, err
 		}
 	}
 	for _, t := range a.Tensors {
-		tp, err := tensorToProto(t, t.Name, ext)
+		tp, err := tensorToProto(t, t.Name, ext, st)
 		if err != nil {
 			return nil, err
 		}
 		ap.Tensors = append(ap.Tensors, tp)
 	}
 	if a.Graph != nil {
-		if ap.G, err = graphToProto(a.Graph, ext); err != nil {
+		if ap.G, err = graphToProto(a.Graph, ext, st); err != nil {
 			return nil, err
 		}
 	}
 	for _, g := range a.Graphs {
-		gp, err := graphToProto(g, ext)
+		gp, err := graphToProto(g, ext, st)
 		if err != nil {
 			return nil, err
 		}
@@ -504,11 +510,19 @@ func attrToProto(a *Attr, ext *extWriter) (*onnxpb.AttributeProto, error) {
 
 // tensorToProto writes an untouched loaded tensor back as it was read (sharing its data,
 // not copying it), inlines or externalises as the save asks, and encodes new tensors as
-// raw_data.
-func tensorToProto(t *Tensor, name string, ext *extWriter) (*onnxpb.TensorProto, error) {
+// raw_data. With st set, large raw_data is left out and recorded in st, to be streamed.
+func tensorToProto(t *Tensor, name string, ext *extWriter, st *streamer) (*onnxpb.TensorProto, error) {
 	orig, _ := t.orig.(*onnxpb.TensorProto)
 	size := t.DType.ByteSize(t.NumElements())
 	toExternal := ext != nil && t.DType != String && size >= ext.threshold
+	if st != nil && !toExternal {
+		if tp, err := st.defer_(t, name, orig); tp != nil || err != nil {
+			return tp, err
+		}
+	}
+	if t.sec != nil && !toExternal {
+		t.sec.m.escape() // the proto aliases the mapping and may outlive the tensor
+	}
 	if orig != nil && !toExternal && t.ext == nil && orig.GetName() == name {
 		return orig, nil
 	}
@@ -543,6 +557,69 @@ func tensorToProto(t *Tensor, name string, ext *extWriter) (*onnxpb.TensorProto,
 			b = []byte{}
 		}
 		tp.RawData = b
+		t.release()
 	}
+	return tp, nil
+}
+
+// defer_ returns the TensorProto of an inline tensor whose raw_data is large, without the
+// bytes, and records where they are; nil for a tensor written whole.
+func (st *streamer) defer_(t *Tensor, name string, orig *onnxpb.TensorProto) (*onnxpb.TensorProto, error) {
+	if t.DType == String {
+		return nil, nil
+	}
+	var tp *onnxpb.TensorProto
+	var n int64
+	t.mu.Lock()
+	raw, lazy := t.raw, t.lazy != nil && t.raw == nil
+	t.mu.Unlock()
+	switch {
+	case orig != nil && t.ext == nil:
+		if orig.RawData == nil || len(orig.RawData) < streamMin {
+			return nil, nil // typed fields, or small: as it was
+		}
+		n = int64(len(orig.RawData))
+		if orig.GetName() == name {
+			tp = tensorShell(orig)
+			break
+		}
+		// Renamed: as tensorToProto writes it, the typed fields kept alongside.
+		tp = &onnxpb.TensorProto{Dims: t.Dims, DataType: proto.Int32(int32(t.DType)), Name: proto.String(name),
+			DocString: orig.DocString, MetadataProps: orig.MetadataProps, FloatData: orig.FloatData,
+			Int32Data: orig.Int32Data, StringData: orig.StringData, Int64Data: orig.Int64Data,
+			DoubleData: orig.DoubleData, Uint64Data: orig.Uint64Data}
+		tp.ProtoReflect().SetUnknown(orig.ProtoReflect().GetUnknown())
+	case t.ext != nil && raw == nil && !t.modTick:
+		// External data saved inline: copied from its file.
+		e := t.ext
+		n = e.Length
+		if n < 0 {
+			st, err := os.Stat(e.Path)
+			if err != nil {
+				return nil, fmt.Errorf("tensor %q: external data: %w", t.Name, err)
+			}
+			n = st.Size() - e.Offset
+		}
+	case raw != nil:
+		n = int64(len(raw))
+	case lazy:
+		n = t.DType.ByteSize(t.NumElements())
+	default:
+		return nil, nil
+	}
+	if n < streamMin {
+		return nil, nil
+	}
+	if tp == nil {
+		tp = &onnxpb.TensorProto{Dims: t.Dims, DataType: proto.Int32(int32(t.DType))}
+		if name != "" || (orig != nil && orig.Name != nil) {
+			tp.Name = proto.String(name)
+		}
+		if orig != nil {
+			tp.DocString, tp.MetadataProps = orig.DocString, orig.MetadataProps
+			tp.ProtoReflect().SetUnknown(orig.ProtoReflect().GetUnknown())
+		}
+	}
+	st.data[tp] = &dataSource{t: t, n: n}
 	return tp, nil
 }

@@ -1,9 +1,13 @@
 package ir
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
+	"hash/maphash"
 	"math"
+	"os"
+	"slices"
 	"sync"
 
 	"github.com/qcc-dev/qcc/ndarray"
@@ -23,10 +27,15 @@ type Tensor struct {
 	mu      sync.Mutex
 	raw     []byte                 // little-endian bytes, once materialised
 	decode  func() ([]byte, error) // produces raw on first use
+	lazy    func() ([]byte, error) // computes the bytes again: raw may be dropped once saved
 	strs    [][]byte               // STRING tensors
 	orig    any                    // *onnxpb.TensorProto when loaded and unmodified
 	ext     *External              // where the bytes live when stored externally
+	sec     *section               // where raw lies in the mapped model file, while it aliases it
 	modTick bool                   // data was replaced after load
+	sum     uint64                 // digest of the bytes, for Equal
+	derived *derivation            // how a lazy tensor's bytes are made, for Equal
+	hasSum  bool
 }
 
 // External says where an externally stored tensor's bytes live.
@@ -40,6 +49,24 @@ type External struct {
 // NewTensor returns a tensor holding raw little-endian bytes.
 func NewTensor(dt DataType, dims []int64, raw []byte) *Tensor {
 	return &Tensor{DType: dt, Dims: append([]int64{}, dims...), raw: raw}
+}
+
+// NewLazyTensor returns a tensor whose bytes compute computes when first asked for. A save
+// writes such tensors one at a time and drops their bytes once written, so a pass that
+// rewrites many weights (packing, transposing, converting) holds one tensor's worth of
+// new memory at a time. compute is called again if the bytes are wanted after a save; it
+// must return the same bytes each time.
+func NewLazyTensor(dt DataType, dims []int64, compute func() ([]byte, error)) *Tensor {
+	return &Tensor{DType: dt, Dims: append([]int64{}, dims...), decode: compute, lazy: compute}
+}
+
+// release drops bytes that can be computed again.
+func (t *Tensor) release() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.lazy != nil && t.raw != nil {
+		t.raw, t.decode = nil, t.lazy
+	}
 }
 
 // NewStringTensor returns a STRING tensor.
@@ -105,6 +132,9 @@ func (t *Tensor) Bytes() ([]byte, error) {
 		t.raw = b
 		t.decode = nil
 	}
+	if t.sec != nil {
+		t.sec.m.escape()
+	}
 	if t.raw == nil && t.DType != String {
 		if n := t.DType.ByteSize(t.NumElements()); n > 0 {
 			return nil, fmt.Errorf("tensor %q: no data", t.Name)
@@ -114,6 +144,153 @@ func (t *Tensor) Bytes() ([]byte, error) {
 	return t.raw, nil
 }
 
+// ReadBytes returns the data like Bytes but keeps nothing it had to read or compute: a
+// lazy tensor computing from other tensors reads them this way, so that it, not its
+// sources, is what holds memory, and only while it is being written.
+func (t *Tensor) ReadBytes() ([]byte, error) {
+	t.mu.Lock()
+	raw, decode := t.raw, t.decode
+	t.mu.Unlock()
+	if raw != nil || decode == nil {
+		return t.Bytes()
+	}
+	return t.Clone().Bytes()
+}
+
+// Equal reports whether two tensors have the same type, dimensions and bytes, reading as
+// little as it can: tensors sharing their data are equal unread, derived tensors (see
+// NewDerivedTensor) compare their parts, and a digest is computed (and kept) only when
+// the first bytes agree. Neither tensor keeps bytes it read.
+func (t *Tensor) Equal(u *Tensor) (bool, error) {
+	if t == u {
+		return true, nil
+	}
+	if t.DType != u.DType || !slices.Equal(t.Dims, u.Dims) || t.DType == String {
+		return t.DType == String && u.DType == String && slices.Equal(t.Dims, u.Dims) &&
+			slices.EqualFunc(t.strs, u.strs, bytes.Equal), nil
+	}
+	if t.sameData(u) {
+		return true, nil
+	}
+	if dt, du := t.derivedFrom(), u.derivedFrom(); dt != nil && du != nil && dt.op == du.op && len(dt.parts) == len(du.parts) {
+		for i, p := range dt.parts {
+			q := du.parts[i]
+			if p == nil || q == nil {
+				if p != q {
+					return false, nil
+				}
+				continue
+			}
+			if same, err := p.Equal(q); err != nil || !same {
+				return false, err
+			}
+		}
+		return true, nil
+	}
+	if ht, hu := t.head(), u.head(); ht != nil && hu != nil && !bytes.Equal(ht, hu) {
+		return false, nil
+	}
+	a, err := t.digest()
+	if err != nil {
+		return false, err
+	}
+	b, err := u.digest()
+	if err != nil || a != b {
+		return false, err
+	}
+	x, err := t.ReadBytes()
+	if err != nil {
+		return false, err
+	}
+	y, err := u.ReadBytes()
+	return err == nil && bytes.Equal(x, y), err
+}
+
+// derivation records how a derived tensor's bytes are made from other tensors'.
+type derivation struct {
+	op    string
+	parts []*Tensor
+}
+
+// NewDerivedTensor is NewLazyTensor for bytes that op computes from parts, one to one:
+// two tensors derived by the same op are equal exactly when their parts are (nil parts
+// alike), which Equal then checks without computing either.
+func NewDerivedTensor(dt DataType, dims []int64, op string, parts []*Tensor, compute func() ([]byte, error)) *Tensor {
+	t := NewLazyTensor(dt, dims, compute)
+	t.derived = &derivation{op: op, parts: parts}
+	return t
+}
+
+func (t *Tensor) derivedFrom() *derivation {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.derived
+}
+
+// sameData reports whether t and u hold their bytes in the same place.
+func (t *Tensor) sameData(u *Tensor) bool {
+	t.mu.Lock()
+	tr, ts, te, tm := t.raw, t.sec, t.ext, t.modTick
+	t.mu.Unlock()
+	u.mu.Lock()
+	ur, us, ue, um := u.raw, u.sec, u.ext, u.modTick
+	u.mu.Unlock()
+	switch {
+	case ts != nil && us != nil:
+		return *ts == *us
+	case te != nil && ue != nil && !tm && !um && tr == nil && ur == nil:
+		return te.Path == ue.Path && te.Offset == ue.Offset && te.Length == ue.Length
+	case len(tr) > 0 && len(tr) == len(ur):
+		return &tr[0] == &ur[0]
+	}
+	return false
+}
+
+// head returns the first bytes of a tensor when they are at hand without computing the
+// tensor: in memory, in the mapped file, or a short read of its external file.
+func (t *Tensor) head() []byte {
+	const n = 64
+	t.mu.Lock()
+	raw, ext, lazy := t.raw, t.ext, t.decode != nil
+	t.mu.Unlock()
+	if raw != nil || !lazy {
+		return raw[:min(n, len(raw))]
+	}
+	if ext == nil || t.modTick {
+		return nil
+	}
+	f, err := os.Open(ext.Path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	b := make([]byte, min(n, t.DType.ByteSize(t.NumElements())))
+	if _, err := f.ReadAt(b, ext.Offset); err != nil {
+		return nil
+	}
+	return b
+}
+
+var digestSeed = maphash.MakeSeed()
+
+func (t *Tensor) digest() (uint64, error) {
+	t.mu.Lock()
+	sum, ok := t.sum, t.hasSum
+	t.mu.Unlock()
+	if ok {
+		return sum, nil
+	}
+	b, err := t.ReadBytes()
+	if err != nil {
+		return 0, err
+	}
+	sum = maphash.Bytes(digestSeed, b)
+	t.mu.Lock()
+	t.sum, t.hasSum = sum, true
+	t.mu.Unlock()
+	return sum, nil
+}
+
 // Strings returns the elements of a STRING tensor.
 func (t *Tensor) Strings() [][]byte { return t.strs }
 
@@ -121,7 +298,7 @@ func (t *Tensor) Strings() [][]byte { return t.strs }
 func (t *Tensor) SetBytes(b []byte) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.raw, t.decode, t.orig, t.modTick = b, nil, nil, true
+	t.raw, t.decode, t.orig, t.modTick, t.sec, t.lazy, t.hasSum, t.derived = b, nil, nil, true, nil, nil, false, nil
 }
 
 // Float32s decodes a FLOAT tensor.
@@ -216,7 +393,8 @@ func (t *Tensor) Clone() *Tensor {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return &Tensor{Name: t.Name, DType: t.DType, Dims: append([]int64{}, t.Dims...), raw: t.raw,
-		decode: t.decode, strs: t.strs, orig: t.orig, ext: t.ext, modTick: t.modTick}
+		decode: t.decode, lazy: t.lazy, strs: t.strs, orig: t.orig, ext: t.ext, sec: t.sec, modTick: t.modTick,
+		sum: t.sum, hasSum: t.hasSum, derived: t.derived}
 }
 
 // HalfToFloat32 converts an IEEE 754 binary16 value (ndarray's decoder, named here for

@@ -357,10 +357,35 @@ func convertTensor(t *ir.Tensor, dt ir.DataType) (*ir.Tensor, error) {
 	if t.DType == dt {
 		return t, nil
 	}
-	vals, err := t.Float64s()
-	if err != nil {
-		return nil, fmt.Errorf("precision: converting %s: %w", t.Name, err)
+	switch dt {
+	case ir.Float, ir.Float16, ir.BFloat16:
+	default:
+		return nil, fmt.Errorf("precision: cannot convert %s to %s", t.Name, dt)
 	}
+	if !t.DType.IsInt() && t.DType != ir.Bool && t.DType != ir.Float && t.DType != ir.Double &&
+		t.DType != ir.Float16 && t.DType != ir.BFloat16 && t.DType != ir.Float8E4M3FN {
+		return nil, fmt.Errorf("precision: converting %s: cannot read %s as numbers", t.Name, t.DType)
+	}
+	// Converted when the bytes are wanted (a save writes them and lets them go), from the
+	// source as it is now, read without keeping it.
+	src := t.Clone()
+	out := ir.NewLazyTensor(dt, t.Dims, func() ([]byte, error) {
+		raw, err := src.ReadBytes()
+		if err != nil {
+			return nil, fmt.Errorf("precision: converting %s: %w", src.Name, err)
+		}
+		vals, err := ir.NewTensor(src.DType, src.Dims, raw).Float64s()
+		if err != nil {
+			return nil, fmt.Errorf("precision: converting %s: %w", src.Name, err)
+		}
+		return convertValues(vals, dt), nil
+	})
+	out.Name = t.Name
+	return out, nil
+}
+
+// convertValues encodes vals as dt (FLOAT, FLOAT16 or BFLOAT16).
+func convertValues(vals []float64, dt ir.DataType) []byte {
 	var b []byte
 	switch dt {
 	case ir.Float:
@@ -377,12 +402,8 @@ func convertTensor(t *ir.Tensor, dt ir.DataType) (*ir.Tensor, error) {
 			}
 			binary.LittleEndian.PutUint16(b[2*i:], h)
 		}
-	default:
-		return nil, fmt.Errorf("precision: cannot convert %s to %s", t.Name, dt)
 	}
-	out := ir.NewTensor(dt, t.Dims, b)
-	out.Name = t.Name
-	return out, nil
+	return b
 }
 
 // toBF16 rounds a float32 to bfloat16, nearest even; NaN stays a quiet NaN.

@@ -210,11 +210,14 @@ func (in *inserter) weight(w *ir.Value, t *ir.Tensor, axis int64, group string) 
 		}
 		return dq, nil
 	}
-	vals, err := t.Float32s()
+	// Read through a clone, so that t keeps no bytes it had to read; the int8 weight is
+	// quantized again when a save wants its bytes, and let go once written.
+	src := t.Clone()
+	vals, err := src.Clone().Float32s()
 	if err != nil {
 		return nil, fmt.Errorf("quantizing weight %s: %w", w.Name, err)
 	}
-	scales, q := quantizeWeight(vals, t.Dims, int(axis), in.o.fp8)
+	scales, _ := quantizeWeight(vals, t.Dims, int(axis), in.o.fp8)
 	g := in.g
 	channels := t.Dims[axis]
 	scale := g.NewConst(w.Name+"_scale", ir.FloatTensor([]int64{channels}, scales))
@@ -229,7 +232,15 @@ func (in *inserter) weight(w *ir.Value, t *ir.Tensor, axis int64, group string) 
 		} else {
 			in.int8W++
 		}
-		wq := g.NewConst(w.Name+suffix, ir.NewTensor(in.o.qtype(), t.Dims, q))
+		fp8 := in.o.fp8
+		wq := g.NewConst(w.Name+suffix, ir.NewLazyTensor(in.o.qtype(), t.Dims, func() ([]byte, error) {
+			vals, err := src.Clone().Float32s()
+			if err != nil {
+				return nil, fmt.Errorf("quantizing weight %s: %w", src.Name, err)
+			}
+			_, q := quantizeWeight(vals, src.Dims, int(axis), fp8)
+			return q, nil
+		}))
 		dq = in.dequantize(w.Name, wq, scale, zp, ax, w.Type.Clone())
 		in.serve(group, dq)
 	} else {

@@ -1044,9 +1044,10 @@ func attnConcatQKV(m *patterns.Match, what string) (*ir.Tensor, error) {
 }
 
 // attnPackQKV packs three [H_in,H] weights (what "weight") or [H] vectors side by side;
-// a missing part is zeros.
+// a missing part is zeros. The packed bytes are computed when first needed (a save writes
+// them and lets them go), reading the parts without keeping them.
 func attnPackQKV(ts [3]*ir.Tensor, what string) (*ir.Tensor, error) {
-	var parts [3][]byte
+	var parts [3]*ir.Tensor
 	var dt ir.DataType
 	var rows, cols int64
 	for i, t := range ts {
@@ -1057,51 +1058,66 @@ func attnPackQKV(ts [3]*ir.Tensor, what string) (*ir.Tensor, error) {
 			return nil, fmt.Errorf("Q/K/V %ss have different types", what)
 		}
 		dt = t.DType
+		rank := 1
+		if what == "weight" {
+			rank = 2
+		}
+		if len(t.Dims) != rank {
+			return nil, fmt.Errorf("Q/K/V %s %s has rank %d, want %d", what, t.Name, len(t.Dims), rank)
+		}
 		if what == "weight" {
 			rows, cols = t.Dims[0], t.Dims[1]
 		} else {
 			rows, cols = 1, t.Dims[0]
 		}
-		raw, err := t.Bytes()
-		if err != nil {
-			return nil, err
-		}
-		parts[i] = raw
+		parts[i] = t.Clone() // what the parts hold now, whatever later happens to them
 	}
 	es := dt.ByteSize(1)
 	row := cols * es
-	out := make([]byte, 0, 3*rows*row)
-	for r := int64(0); r < rows; r++ {
-		for _, p := range parts {
-			if p == nil {
-				out = append(out, make([]byte, row)...)
-				continue
-			}
-			out = append(out, p[r*row:(r+1)*row]...)
+	for _, p := range parts {
+		if p != nil && dt.ByteSize(p.NumElements()) != rows*row {
+			return nil, fmt.Errorf("Q/K/V %ss have different shapes", what)
 		}
 	}
 	dims := []int64{3 * cols}
 	if what == "weight" {
 		dims = []int64{rows, 3 * cols}
 	}
-	return ir.NewTensor(dt, dims, out), nil
+	return ir.NewDerivedTensor(dt, dims, "pack-qkv-"+what, parts[:], func() ([]byte, error) {
+		var raws [3][]byte
+		for i, p := range parts {
+			if p == nil {
+				continue
+			}
+			raw, err := p.ReadBytes()
+			if err != nil {
+				return nil, err
+			}
+			raws[i] = raw
+		}
+		out := make([]byte, 0, 3*rows*row)
+		for r := int64(0); r < rows; r++ {
+			for _, p := range raws {
+				if p == nil {
+					out = append(out, make([]byte, row)...)
+					continue
+				}
+				out = append(out, p[r*row:(r+1)*row]...)
+			}
+		}
+		return out, nil
+	}), nil
 }
 
 // attnSharedConst returns an initializer holding t: an existing packed one (its name holds
 // kind) with the same contents, as when layers share weights (ALBERT), or a new one named
 // prefix+kind.
 func attnSharedConst(rw *patterns.Rewriter, prefix, kind string, t *ir.Tensor) *ir.Value {
-	want, _ := t.Bytes()
 	for _, v := range rw.Graph().Initializers {
-		c := v.Const
-		if !strings.Contains(v.Name, kind) || c.DType != t.DType || len(c.Dims) != len(t.Dims) {
+		if !strings.Contains(v.Name, kind) {
 			continue
 		}
-		same := true
-		for i := range c.Dims {
-			same = same && c.Dims[i] == t.Dims[i]
-		}
-		if have, err := c.Bytes(); same && err == nil && string(have) == string(want) {
+		if same, err := v.Const.Equal(t); err == nil && same {
 			return v
 		}
 	}

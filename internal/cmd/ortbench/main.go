@@ -31,6 +31,7 @@ func main() {
 	lib := flag.String("ort-lib", "", "path of libonnxruntime.so (default: QCC_ORT_LIB or the project cache)")
 	profile := flag.String("profile", "", "write ORT's per-node trace of each model into this folder and print time per op type")
 	optimized := flag.String("optimized", "", "save each model as ORT's optimizer left it into this folder")
+	saveOnly := flag.Bool("save-only", false, "with -optimized: only load each model (ORT optimizes and saves it) and exit, running nothing")
 	minCos := flag.Float64("check-cos", 0, "before timing, require every output of each model to have at least this cosine similarity to the first model's (0: no check); a wrong fast model never reports a speed-up")
 	flag.Parse()
 	levels := map[string]ort.OptLevel{"disabled": ort.OptDisabled, "basic": ort.OptBasic, "extended": ort.OptExtended, "all": ort.OptAll}
@@ -53,6 +54,20 @@ func main() {
 				fail("%v", err)
 			}
 		}
+	}
+	if *saveOnly {
+		if *optimized == "" {
+			fail("-save-only needs -optimized")
+		}
+		for _, model := range flag.Args() {
+			s, err := ort.NewSession(model, ort.Options{OptLevel: level, IntraOpThreads: *threads,
+				OptimizedModelPath: filepath.Join(*optimized, filepath.Base(model))})
+			if err != nil {
+				fail("%s: %v", model, err)
+			}
+			s.Close()
+		}
+		return
 	}
 	var ss []*session
 	for _, model := range flag.Args() {
