@@ -23,6 +23,7 @@ func TestSmallLlamaFuses(t *testing.T) {
 	for _, c := range []Config{
 		{Layers: 2, Hidden: 64, Heads: 4, KVHeads: 2, Intermediate: 160, Vocab: 256, MaxPositions: 32, DType: ir.Float, Seed: 1},
 		{Layers: 3, Hidden: 48, Heads: 3, KVHeads: 3, Intermediate: 96, Vocab: 100, MaxPositions: 16, DType: ir.Float, Seed: 2},
+		{Layers: 2, Hidden: 64, Heads: 4, KVHeads: 2, Intermediate: 160, Vocab: 256, MaxPositions: 32, DType: ir.Float16, Seed: 3},
 	} {
 		dir := t.TempDir()
 		m, err := Build(c)
@@ -34,7 +35,7 @@ func TestSmallLlamaFuses(t *testing.T) {
 			t.Fatal(err)
 		}
 		st, err := os.Stat(path + ".data")
-		if err != nil || st.Size() < c.Params()*4 {
+		if err != nil || st.Size() < c.DType.ByteSize(c.Params()) {
 			t.Fatalf("data file: %v (%d bytes for %d parameters)", err, st.Size(), c.Params())
 		}
 		fused := ortcheck.Load(t, path)
@@ -59,6 +60,17 @@ func TestSmallLlamaFuses(t *testing.T) {
 		shape := []int64{batch, seq}
 		inputs := map[string]*ndarray.Array{"input_ids": ndarray.FromInt64(shape, ids),
 			"attention_mask": ndarray.FromInt64(shape, mask), "position_ids": ndarray.FromInt64(shape, pos)}
+		if c.DType == ir.Float16 {
+			// ORT's CPU provider computes float16 nodes it lacks kernels for in float32:
+			// both models run through Emulate (each float16 node rounded), and the fused
+			// kernels' float32 sums differ from the graph's per-node rounding.
+			d := halfDiff(t, ortcheck.Load(t, path), fused, inputs)
+			if d > 2e-2 {
+				t.Errorf("%+v: fused float16 model's logits differ by %g", c, d)
+			}
+			t.Logf("%d layers, %d/%d heads, float16: fully fused, logits within %.2g", c.Layers, c.Heads, c.KVHeads, d)
+			continue
+		}
 		if d := ortcheck.Compare(t, path, out, inputs, ort.OptDisabled, ort.OptAll); d > 1e-4 {
 			t.Errorf("%+v: fused model's logits differ by %g", c, d)
 		} else {
@@ -89,4 +101,17 @@ func TestConfigRefused(t *testing.T) {
 	if _, err := Build(ok); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// halfDiff is the largest difference between the emulated float16 outputs of two models.
+func halfDiff(t *testing.T, a, b *ir.Model, inputs map[string]*ndarray.Array) float64 {
+	t.Helper()
+	run := func(m *ir.Model) map[string]*ndarray.Array {
+		e, err := ortcheck.Emulate(m, ir.Float16)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ortcheck.RunModel(t, e, inputs, ort.OptDisabled)
+	}
+	return ortcheck.MaxDiff(t, run(a), run(b))
 }
