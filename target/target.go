@@ -62,15 +62,11 @@ var (
 	fp16 = Step{Spec: "precision<type=fp16>", For: []Precision{FP16},
 		Needs: "FP16 typing (the precision pass)"}
 	fp8Needs = "FP8 Q/DQ placement (qdq<dtype=fp8>; opset 19 E4M3FN)"
-	// TensorRT 11 runs what the model declares: its FP8 is typed FP16 too. The
-	// precision pass raises a Q/DQ model to opset 19 (qdq<dtype=fp8> already has),
+	// TensorRT 11 runs what the model declares: its INT8 and FP8 are typed FP16 too.
+	// The precision pass raises a Q/DQ model to opset 19 (qdq<dtype=fp8> already has),
 	// where the Q/DQ pairs take their neighbours' precision (float16 scales), so the
-	// GEMMs between them and everything else run in FP16 instead of FP32. Not yet for
-	// INT8 (precision<type=fp16> after it works, by -passes): the attention scores'
-	// mask Add and Softmax stay float32 (the -3.4e38 mask), and the blocks analysis
-	// does not recognise an attention whose scores cross those Casts, which -report
-	// needs.
-	fp16TRT = Step{Spec: "precision<type=fp16>", For: []Precision{FP16, FP8},
+	// GEMMs between them and everything else run in FP16 instead of FP32.
+	fp16TRT = Step{Spec: "precision<type=fp16>", For: []Precision{FP16, FP8, INT8},
 		Needs: "FP16 typing (the precision pass)"}
 )
 
@@ -122,7 +118,7 @@ var Targets = []*Target{
 		Why: "TensorRT's placement: every GEMM input, both inputs of the attention BMMs (INT8 fused MHA), the residual Add's skip input (the Add fuses into the GEMM epilogue), " +
 			"one shared pair per tensor, GEMMs too small for tensor cores float; standard operators only (TensorRT parses no com.microsoft operator), " +
 			"LayerNormalization-17 and the GELU and quantized attention left for TensorRT's own fusions (which need the BMMs' Q/DQ visible); " +
-			"FP8 typed FP16 around the quantized GEMMs (Q/DQ at opset 19, float16 scales): TensorRT 11 runs what the model declares",
+			"INT8 and FP8 typed FP16 around the quantized GEMMs (Q/DQ at opset 19, float16 scales): TensorRT 11 runs what the model declares",
 	},
 	{
 		Name:    "onnx",

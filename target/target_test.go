@@ -18,7 +18,7 @@ func TestExpand(t *testing.T) {
 	}{
 		{"ort-cpu", "", "fold,qdq<policy=linear;pairs=per-reader;disable=other$>,fuse<target=ort;provider=cpu;opset=23>"},
 		{"ort-cpu", target.FP32, "fold,fuse<target=ort;provider=cpu;opset=23>"},
-		{"tensorrt", target.INT8, "fold,qdq<policy=full;residual=skip;pairs=shared>,fuse<target=onnx;opset=17>"},
+		{"tensorrt", target.INT8, "fold,qdq<policy=full;residual=skip;pairs=shared>,fuse<target=onnx;opset=17>,precision<type=fp16>"},
 		{"tensorrt", target.FP16, "fold,fuse<target=onnx;opset=17>,precision<type=fp16>"},
 		{"tensorrt", target.FP8, "fold,qdq<policy=full;residual=skip;pairs=shared;dtype=fp8>,fuse<target=onnx;opset=17>,precision<type=fp16>"},
 		{"onnx", "", "fold,qdq,fuse<target=onnx>"},

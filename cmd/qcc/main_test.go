@@ -334,7 +334,7 @@ func TestTargetStatsReport(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errs)
 	}
-	spec := "fold,qdq<data=random:2;pairs=shared;policy=full;residual=skip>,fuse<opset=17;target=onnx>"
+	spec := "fold,qdq<data=random:2;pairs=shared;policy=full;residual=skip>,fuse<opset=17;target=onnx>,precision<data=random:2;type=fp16>"
 	if !strings.HasPrefix(errs, "summary") || !strings.Contains(errs, "pipeline   "+spec+"  (from -target=tensorrt -precision=int8)") ||
 		strings.Index(errs, "blocks ") > strings.Index(errs, "fold       nodes") {
 		t.Errorf("-stats does not start with the summary and the pipeline:\n%s", errs)

@@ -422,7 +422,9 @@ func traceAttention(v *ir.Value) *patterns.Traced {
 		return nil
 	}
 	probsSrc := n.Input(0)
-	_, sm := walkBack(probsSrc, func(st layoutStep) bool { return st.scale == 1 && !st.quant })
+	// Q/DQ on the probabilities (TensorRT places a pair there) is walked through as
+	// findContext does: the block is proved, then left for its quantized core.
+	_, sm := walkBack(probsSrc, func(st layoutStep) bool { return st.scale == 1 })
 	smn, _ := sm.Producer()
 	if smn == nil || smn.OpType != "Softmax" || smn.Domain != "" {
 		return nil
