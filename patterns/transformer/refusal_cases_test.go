@@ -279,6 +279,9 @@ func TestGeneralAttentionNearMisses(t *testing.T) {
 			want: "probs: reshape to [?,?,?] does not regroup"},
 		{name: "Q/DQ on V", src: generalNearMiss("", "  p = Softmax <axis = -1> (sd)\n  vq = QuantizeLinear (vt, qscale)\n  vd = DequantizeLinear (vq, qscale)\n  c = MatMul (p, vd)\n"),
 			want: "Q/DQ pairs inside the attention core (a fused float operator would drop them)"},
+		// TensorRT's placement: a pair on the probabilities too; the block is still proved.
+		{name: "Q/DQ on V and the probabilities", src: generalNearMiss("", "  p0 = Softmax <axis = -1> (sd)\n  pq = QuantizeLinear (p0, qscale)\n  p = DequantizeLinear (pq, qscale)\n  vq = QuantizeLinear (vt, qscale)\n  vd = DequantizeLinear (vq, qscale)\n  c = MatMul (p, vd)\n"),
+			want: "Q/DQ pairs inside the attention core (a fused float operator would drop them)"},
 		// Read as [B,N,S,D] (heads first), the input's sequence lands among the batch axes;
 		// read as [B,S,N,D], its keys are not K's.
 		{name: "V of rank 4 from an input, over other keys", src: generalNearMiss("float[batch,seq2,2,2] v2", "  p = Softmax <axis = -1> (sd)\n  v2t = Transpose <perm = [0, 2, 1, 3]> (v2)\n  c = MatMul (p, v2t)\n"),
