@@ -15,16 +15,10 @@ batch=${2:-32}
 shift $(( $# > 2 ? 2 : $# ))
 bounds=("$@")
 [ ${#bounds[@]} -gt 0 ] || bounds=(0 256 64)
-large=../shared/models/large
-[ -f "$large/$model.opset13.onnx" ] || { echo "bench-calib-mem: $large/$model.opset13.onnx not found" >&2; exit 1; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-
-echo "synthesising $model weights ..."
-/usr/bin/python3 "$large/synth_weights.py" "$large/$model.opset13.onnx" --out-dir "$work/in" --seed 0 >/dev/null
-go build -o "$work/qcc" ./cmd/qcc
-src="$work/in/$model.opset13.onnx"
-size=$(( $(stat -c %s "$src") + $(stat -c %s "$src.data") ))
+source scripts/lib/bench.sh
+synth_large "$model"
 
 printf '%-10s %12s %10s %8s %10s %s\n' calib-mem "peak RSS" "vs none" wall "ORT passes" tensors
 base=""

@@ -27,18 +27,7 @@ go build -o "$work/qcc" ./cmd/qcc
 go build -o "$work/genllama" ./internal/cmd/genllama
 go build -o "$work/ortbench" ./internal/cmd/ortbench
 
-measure() { # runs "$@" $n times into an empty $work/out; prints "seconds maxrss_kib" of the fastest
-	local n=$1 best="" line
-	shift
-	for _ in $(seq "$n"); do
-		rm -rf "$work/out" && mkdir "$work/out"
-		sync
-		line=$(/usr/bin/time -f "%e %M" "$@" 2>&1 >/dev/null | tail -1)
-		if [ -z "$best" ] || awk -v a="${line%% *}" -v b="${best%% *}" 'BEGIN{exit !(a<b)}'; then best=$line; fi
-	done
-	rm -rf "$work/out"
-	echo "$best"
-}
+source scripts/lib/bench.sh
 largest() { # bytes of the largest initializer of a model stored with external data
 	/usr/bin/python3 - "$1" <<'PY'
 import sys, numpy, onnx

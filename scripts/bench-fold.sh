@@ -8,32 +8,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 model=${1:-bert-large}
 runs=${2:-3}
-large=../shared/models/large
-[ -f "$large/$model.opset13.onnx" ] || { echo "bench-fold: $large/$model.opset13.onnx not found" >&2; exit 1; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-
-echo "synthesising $model weights ..."
-/usr/bin/python3 "$large/synth_weights.py" "$large/$model.opset13.onnx" --out-dir "$work/in" --seed 0 >/dev/null
-go build -o "$work/qcc" ./cmd/qcc
-src="$work/in/$model.opset13.onnx"
-size=$(( $(stat -c %s "$src") + $(stat -c %s "$src.data") ))
+source scripts/lib/bench.sh
+synth_large "$model"
 cat "$src" "$src.data" >/dev/null # warm the page cache for both contenders
 
-measure() { # prints "seconds maxrss_kib" of the best (fastest) of $runs runs
-	local best="" line
-	for _ in $(seq "$runs"); do
-		rm -rf "$work/out" && mkdir "$work/out"
-		sync
-		line=$(/usr/bin/time -f "%e %M" "$@" 2>&1 >/dev/null | tail -1)
-		if [ -z "$best" ] || awk -v a="${line%% *}" -v b="${best%% *}" 'BEGIN{exit !(a<b)}'; then best=$line; fi
-	done
-	echo "$best"
-}
-cp_res=$(measure cp "$src" "$src.data" "$work/out/")
-qcc_res=$(measure "$work/qcc" -passes=fold "$src" -o "$work/out/$model.folded.onnx")
-sync_res=$(measure "$work/qcc" -passes=fold -fsync "$src" -o "$work/out/$model.folded.onnx")
-"$work/qcc" -passes=fold -stats "$src" -o "$work/out/$model.folded.onnx" 2>&1 | head -1
+cp_res=$(measure "$runs" cp "$src" "$src.data" "$work/out/")
+qcc_res=$(measure "$runs" "$work/qcc" -passes=fold "$src" -o "$work/out/$model.folded.onnx")
+sync_res=$(measure "$runs" "$work/qcc" -passes=fold -fsync "$src" -o "$work/out/$model.folded.onnx")
+mkdir -p "$work/out" && "$work/qcc" -passes=fold -stats "$src" -o "$work/out/$model.folded.onnx" 2>&1 | head -1
 
 read -r cp_s cp_kb <<<"$cp_res"
 read -r q_s q_kb <<<"$qcc_res"

@@ -1,14 +1,11 @@
 package precision
 
 import (
-	"encoding/binary"
 	"fmt"
-	"math"
 	"sort"
 	"strings"
 
 	"github.com/qcc-dev/qcc/ir"
-	"github.com/qcc-dev/qcc/ndarray"
 )
 
 // applyStats is what apply did, for -stats.
@@ -384,36 +381,14 @@ func convertTensor(t *ir.Tensor, dt ir.DataType) (*ir.Tensor, error) {
 	return out, nil
 }
 
-// convertValues encodes vals as dt (FLOAT, FLOAT16 or BFLOAT16).
+// convertValues encodes vals as dt (FLOAT, FLOAT16 or BFLOAT16), each rounded once.
 func convertValues(vals []float64, dt ir.DataType) []byte {
-	var b []byte
-	switch dt {
-	case ir.Float:
-		b = make([]byte, 4*len(vals))
-		for i, x := range vals {
-			binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(float32(x)))
-		}
-	case ir.Float16, ir.BFloat16:
-		b = make([]byte, 2*len(vals))
-		for i, x := range vals {
-			h := ndarray.Float32ToHalf(float32(x))
-			if dt == ir.BFloat16 {
-				h = toBF16(float32(x))
-			}
-			binary.LittleEndian.PutUint16(b[2*i:], h)
-		}
+	t, err := ir.FloatsTensor(dt, []int64{int64(len(vals))}, vals)
+	if err != nil {
+		return nil // callers convert to the float types only
 	}
+	b, _ := t.Bytes() // in memory: cannot fail
 	return b
-}
-
-// toBF16 rounds a float32 to bfloat16, nearest even; NaN stays a quiet NaN.
-func toBF16(f float32) uint16 {
-	b := math.Float32bits(f)
-	if f != f {
-		return uint16(b>>16) | 0x40
-	}
-	b += 0x7fff + (b>>16)&1
-	return uint16(b >> 16)
 }
 
 // reasonClass is the part of a reason before the first colon: keep, type, norm, ...
