@@ -97,7 +97,7 @@ func checkHalf(t *testing.T, path string, inputs map[string]*ndarray.Array, dir 
 	}
 	halfPath := ortcheck.Save(t, half, dir, "half.onnx")
 	halfIn := halveInputs(inputs)
-	refErr := halfError(t, ref, emulated(t, half, halfIn, ort.OptDisabled), inputs)
+	refErr := halfError(t, ref, ortcheck.RunEmulated(t, half, ir.Float16, halfIn, ort.OptDisabled), inputs)
 	name := strings.TrimSuffix(filepath.Base(path), ".onnx")
 	var rows []string
 	for i, pl := range probePipelines {
@@ -115,7 +115,7 @@ func checkHalf(t *testing.T, path string, inputs map[string]*ndarray.Array, dir 
 		}
 		fusedErr := 0.0
 		for _, level := range []ort.OptLevel{ort.OptDisabled, ort.OptAll} {
-			got := halfError(t, ref, emulated(t, fused, halfIn, level), inputs)
+			got := halfError(t, ref, ortcheck.RunEmulated(t, fused, ir.Float16, halfIn, level), inputs)
 			fusedErr = math.Max(fusedErr, got)
 			if bound := 2*refErr + 1e-3; got > bound {
 				t.Errorf("%s, ORT level %d: float16 error %.3g to the float32 reference, unfused %.3g (bound %.3g)", pl.spec, level, got, refErr, bound)
@@ -134,16 +134,6 @@ func checkHalf(t *testing.T, path string, inputs map[string]*ndarray.Array, dir 
 		rows = append(rows, fmt.Sprintf("%-36s %-32s fused %v of %v; float16 error %.2g fused, %.2g unfused", name, pl.spec, got, w, fusedErr, refErr))
 	}
 	return rows
-}
-
-// emulated runs m's float16 computation through ortcheck.Emulate.
-func emulated(t *testing.T, m *ir.Model, inputs map[string]*ndarray.Array, level ort.OptLevel) map[string]*ndarray.Array {
-	t.Helper()
-	e, err := ortcheck.Emulate(m, ir.Float16)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ortcheck.RunModel(t, e, inputs, level)
 }
 
 // halveInputs rounds the float32 inputs to float16, as a float16 model takes them.

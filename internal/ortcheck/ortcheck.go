@@ -306,3 +306,14 @@ print("checked", len(sys.argv) - 1, "bad", bad)
 	}
 	return nil
 }
+
+// RunEmulated runs m with its dt computation emulated (Emulate) on the inputs; a model
+// Emulate cannot rewrite fails t.
+func RunEmulated(t testing.TB, m *ir.Model, dt ir.DataType, inputs map[string]*ndarray.Array, level ort.OptLevel) map[string]*ndarray.Array {
+	t.Helper()
+	e, err := Emulate(m, dt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return RunModel(t, e, inputs, level)
+}
