@@ -21,7 +21,10 @@ type attnPlan struct {
 	// headScale, when set, is a constant factor on the scores that varies over the heads
 	// only (Swin V2's learned logit scale): it is folded into Q, head by head.
 	headScale *attnTerm
-	terms     []attnTerm
+	// softcap, when not 0, bounds the scaled scores before the terms are added:
+	// softcap·tanh(scores/softcap) (Gemma 2).
+	softcap float64
+	terms   []attnTerm
 	heads     int64 // query heads
 	kvHeads   int64 // K/V heads before any repeat
 	headSize  int64
@@ -61,7 +64,11 @@ type scoresStep struct {
 	term *attnTerm
 	// factor is a Mul by a constant that is not one number (a per-head scale).
 	factor *attnTerm
-	node   *ir.Node
+	// softcap is c in c·tanh(a·x): st.scale is then the a·c the scores take before it,
+	// and capNodes are the Tanh and the inner scale.
+	softcap  float64
+	capNodes []*ir.Node
+	node     *ir.Node
 	in     *ir.Value
 	out    *ir.Value
 }
@@ -102,6 +109,9 @@ func findScores(v *ir.Value, path []scoresStep, try func(mm *ir.Node, path []sco
 		}
 		return false
 	case "Mul":
+		if s, ok := softcapStep(n, v); ok {
+			return findScores(s.in, prepend(s), try)
+		}
 		for i := 0; i < 2; i++ {
 			if _, uniform := scalarConst(n.Input(1 - i)); !uniform && patterns.ConstOf(n.Input(1-i)) != nil {
 				f := &attnTerm{value: n.Input(1 - i)}
@@ -126,6 +136,34 @@ func findScores(v *ir.Value, path []scoresStep, try func(mm *ir.Node, path []sco
 		return false
 	}
 	return findScores(in, prepend(scoresStep{st: st, node: n, in: in, out: v}), try)
+}
+
+// softcapStep reads c·tanh(a·x), the soft cap on the scores, as one step from x: a Mul
+// by a scalar c of a Tanh of a scalar Mul or Div of x. The cap is c; the factor a·c
+// scales the scores before it (a = 1/c when the export divides by the cap).
+func softcapStep(n *ir.Node, v *ir.Value) (scoresStep, bool) {
+	for i := 0; i < 2; i++ {
+		c, ok := scalarConst(n.Input(1 - i))
+		tanh, _ := n.Input(i).Producer()
+		if !ok || c <= 0 || !finite(c) || tanh == nil || tanh.OpType != "Tanh" || tanh.Domain != "" {
+			continue
+		}
+		inner, _ := tanh.Input(0).Producer()
+		if inner == nil || inner.OpType != "Mul" && inner.OpType != "Div" {
+			continue
+		}
+		x := chainInput(inner)
+		if x == nil {
+			continue
+		}
+		st, ok := passThrough(inner, x)
+		if !ok {
+			continue
+		}
+		step := layoutStep{node: n, in: x, out: v, scale: st.scale * c}
+		return scoresStep{st: step, softcap: c, capNodes: []*ir.Node{inner, tanh}, node: n, in: x, out: v}, true
+	}
+	return scoresStep{}, false
 }
 
 // findContext follows the Softmax output forward to the matmul that reads it as probs.
@@ -223,6 +261,16 @@ func (p *attnPlan) prove(path []scoresStep, probsSteps []layoutStep, alt bool) s
 	sl := append(ql[:r-2].clone(), axis(slices.Clone(p.q.rows)), axis{p.k.seq})
 	for i := range path {
 		s := &path[i]
+		switch {
+		case s.softcap != 0 && p.softcap != 0:
+			return "the scores are soft-capped twice"
+		case s.softcap != 0 && len(p.terms) > 0:
+			return fmt.Sprintf("an additive term (%s) enters the scores before the soft cap", p.terms[0].value.Name)
+		case s.softcap != 0:
+			p.softcap = s.softcap
+		case p.softcap != 0 && (s.factor != nil || s.term == nil && s.st.scale != 1):
+			return "the scores are scaled after the soft cap"
+		}
 		if s.term != nil {
 			s.term.at = sl.clone()
 			s.term.factor = 1
@@ -330,7 +378,7 @@ func (p *attnPlan) prove(path []scoresStep, probsSteps []layoutStep, alt bool) s
 	}
 	p.core = append(p.core, p.scores)
 	for _, s := range path {
-		p.core = append(p.core, s.node)
+		p.core = append(append(p.core, s.capNodes...), s.node)
 	}
 	p.core = append(p.core, p.softmax)
 	for _, st := range probsSteps {

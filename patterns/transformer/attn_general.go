@@ -29,11 +29,13 @@ made by an elementwise op (a rotary embedding) keep the layout of their input.
 Terms: every tensor added to the scores (Add) or filled into them (Where with a large
 negative constant) that does not depend on the block's Q or K: padding masks, causal
 masks (sliced buffers, Trilu, Range comparisons), relative-position biases; their scale
-(the factors applied after them) is kept. A term computed from Q or K is refused.
+(the factors applied after them) is kept. A term computed from Q or K is refused. A soft
+cap c·tanh(scores·a) (Gemma 2) before the terms is kept as the cap c and the scale a·c.
 
 Lowering: target ort → com.microsoft.MultiHeadAttention(query, key, value,
 attention_bias = Σ terms as [B|1, N|1, S, T]); target onnx → Attention-23 (q_num_heads =
-kv_num_heads, attn_mask = Σ terms). Q, K and V are read where the fewest ops bring them to
+kv_num_heads, attn_mask = Σ terms, softcap); a soft-capped block has no ORT contrib
+operator and is left for target ort. Q, K and V are read where the fewest ops bring them to
 [B,S,N·D] (at most a Transpose and a Reshape); the output is reshaped to the block's own
 output layout. A block with Q/DQ inside its core is recognised and left decomposed.
 
@@ -190,6 +192,8 @@ func generalFuse(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, e
 		}
 	} else if env.Target != ORT {
 		return nil, fmt.Sprintf("no attention operator for target %q", env.Target), nil
+	} else if p.softcap != 0 {
+		return nil, "the scores are soft-capped: com.microsoft.MultiHeadAttention has no softcap (use target=onnx, opset 23)", nil
 	}
 	q := materialise(rw, p.q)
 	if p.headScale != nil {
@@ -254,8 +258,12 @@ func generalFuse(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, e
 		if bias != nil {
 			ins = append(ins, bias)
 		}
-		n = rw.Node("Attention", "", ins, 1, name+"_output_0",
-			append([]*ir.Attr{ir.IntAttr("q_num_heads", p.heads), ir.IntAttr("kv_num_heads", kvHeads), ir.FloatAttr("scale", float32(p.scale))}, causalAttr...)...)
+		attrs := []*ir.Attr{ir.IntAttr("q_num_heads", p.heads), ir.IntAttr("kv_num_heads", kvHeads), ir.FloatAttr("scale", float32(p.scale))}
+		if p.softcap != 0 {
+			// Attention-23 caps the scaled scores before it adds attn_mask, as the graph does.
+			attrs = append(attrs, ir.FloatAttr("softcap", float32(p.softcap)))
+		}
+		n = rw.Node("Attention", "", ins, 1, name+"_output_0", append(attrs, causalAttr...)...)
 	}
 	n.Name = name
 	out := n.Output(0)

@@ -499,7 +499,7 @@ func normOf(v *ir.Value) *ir.Value {
 		}
 	}
 	if d == nil {
-		return nil
+		return rmsOf(v)
 	}
 	var out *ir.Value
 	for _, u := range d.Uses() {
@@ -518,6 +518,71 @@ func normOf(v *ir.Value) *ir.Value {
 		out = n.Output(0)
 	}
 	return out
+}
+
+// rmsOf is the output of the decomposed RMSNorm of v: x·1/√(mean(x²)+ε) (Pow or Mul
+// for x², Sqrt and Div, or Reciprocal, or a Div of 1), x being v or a float Cast of it,
+// then the optional Casts and constant weight.
+func rmsOf(v *ir.Value) *ir.Value {
+	xs := []*ir.Value{v}
+	for _, u := range v.Uses() {
+		if u.Node.OpType == "Cast" {
+			xs = append(xs, u.Node.Output(0))
+		}
+	}
+	for _, x := range xs {
+		for _, u := range x.Uses() {
+			n := u.Node
+			if n.OpType != "Mul" && n.OpType != "Div" || n.Input(0) == n.Input(1) || n.OpType == "Div" && u.Index != 0 {
+				continue
+			}
+			if !fromMeanSquare(n.Input(1-u.Index), x) {
+				continue
+			}
+			out := n.Output(0)
+			for len(out.Uses()) == 1 {
+				m := out.Uses()[0].Node
+				if m.OpType != "Cast" && !(m.OpType == "Mul" && patterns.ConstOf(m.Input(1-out.Uses()[0].Index)) != nil) {
+					break
+				}
+				out = m.Output(0)
+			}
+			return out
+		}
+	}
+	return nil
+}
+
+// fromMeanSquare says whether r is 1/√(mean(x²)+ε) or √(mean(x²)+ε): a short chain of
+// Add, Sqrt, Reciprocal and Div back to a ReduceMean of Pow(x, 2) or x·x.
+func fromMeanSquare(r, x *ir.Value) bool {
+	for i := 0; i < 6; i++ {
+		n, _ := r.Producer()
+		if n == nil {
+			return false
+		}
+		switch n.OpType {
+		case "ReduceMean":
+			sq, _ := n.Input(0).Producer()
+			if sq == nil {
+				return false
+			}
+			two, ok := scalarConst(sq.Input(1))
+			return sq.OpType == "Mul" && sq.Input(0) == x && sq.Input(1) == x ||
+				sq.OpType == "Pow" && sq.Input(0) == x && ok && two == 2
+		case "Add", "Div":
+			if patterns.ConstOf(n.Input(0)) != nil {
+				r = n.Input(1)
+			} else {
+				r = n.Input(0)
+			}
+		case "Sqrt", "Reciprocal", "Cast":
+			r = n.Input(0)
+		default:
+			return false
+		}
+	}
+	return false
 }
 
 // ---- describe ----

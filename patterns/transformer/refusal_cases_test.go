@@ -261,6 +261,9 @@ func generalNearMiss(inputs, core string, edits ...string) string {
 	return src
 }
 
+// capConst adds the soft cap's constant to a generalNearMiss model.
+var capConst = []string{"  float qscale = {0.01}", "  float qscale = {0.01},\n  float cap = {5}"}
+
 // TestGeneralAttentionNearMisses: Softmaxes that are not provably attention, or whose Q,
 // K or V layouts the fused operators cannot read, are refused with the reason (in the
 // refusals and in the list of unfused Softmaxes).
@@ -286,6 +289,14 @@ func TestGeneralAttentionNearMisses(t *testing.T) {
 		// read as [B,S,N,D], its keys are not K's.
 		{name: "V of rank 4 from an input, over other keys", src: generalNearMiss("float[batch,seq2,2,2] v2", "  p = Softmax <axis = -1> (sd)\n  v2t = Transpose <perm = [0, 2, 1, 3]> (v2)\n  c = MatMul (p, v2t)\n"),
 			want: "probs and V: a seq atom among the batch axes"},
+		{name: "soft-capped twice", src: generalNearMiss("", "  c1 = Div (sd, cap)\n  h1 = Tanh (c1)\n  m1 = Mul (h1, cap)\n  c2 = Div (m1, cap)\n  h2 = Tanh (c2)\n  m2 = Mul (h2, cap)\n  p = Softmax <axis = -1> (m2)\n  c = MatMul (p, vt)\n", capConst...),
+			want: "the scores are soft-capped twice"},
+		{name: "term before the soft cap", src: generalNearMiss("float[batch,1,1,seq] tb", "  sm = Add (sd, tb)\n  c1 = Div (sm, cap)\n  h1 = Tanh (c1)\n  m1 = Mul (h1, cap)\n  p = Softmax <axis = -1> (m1)\n  c = MatMul (p, vt)\n", capConst...),
+			want: "an additive term (tb) enters the scores before the soft cap"},
+		{name: "scaled after the soft cap", src: generalNearMiss("", "  c1 = Div (sd, cap)\n  h1 = Tanh (c1)\n  m1 = Mul (h1, cap)\n  m2 = Mul (m1, qscale)\n  p = Softmax <axis = -1> (m2)\n  c = MatMul (p, vt)\n", capConst...),
+			want: "the scores are scaled after the soft cap"},
+		{name: "soft cap for target ort", src: generalNearMiss("", "  c1 = Div (sd, cap)\n  h1 = Tanh (c1)\n  m1 = Mul (h1, cap)\n  p = Softmax <axis = -1> (m1)\n  c = MatMul (p, vt)\n", capConst...),
+			want: "com.microsoft.MultiHeadAttention has no softcap"},
 		{name: "scores from no matmul", src: generalNearMiss("float[batch,2,seq,seq] sc", "  p = Softmax <axis = -1> (sc)\n  c = MatMul (p, vt)\n"),
 			want: "the softmax input does not come from a matmul (Q·Kᵀ) through layout ops and additive terms"},
 		{name: "V over other keys", src: generalNearMiss("float[batch,seq2,4] x2", plain, "  vm = MatMul (x, wv)", "  vm = MatMul (x2, wv)"),
@@ -311,7 +322,7 @@ func TestGeneralAttentionNearMisses(t *testing.T) {
 			want: "Q: Unsqueeze(->qu): axes not constant"},
 	}
 	for i := range cases {
-		cases[i].fused = mha
+		cases[i].fused = append(mha, "Attention")
 	}
 	runRefusals(t, generalAttnFams, cases)
 }

@@ -2359,6 +2359,76 @@ class Mistral(Llama):
         return self.norm(x)
 
 
+class Qwen3Attention(GQAttention):
+    """Qwen3 / OLMo2 / Gemma3: an RMSNorm over the head size applied to every Q and K head
+    (weights of size D) between the projection and the rotary; GQA, no Q/K/V biases."""
+
+    def __init__(self):
+        super().__init__(2, D, False, False)
+        self.q_norm, self.k_norm = RMSNorm(D), RMSNorm(D)
+
+    def forward(self, x, mask, cos, sin):
+        B, S, _ = x.shape
+        q = self.q_norm(self.q_proj(x).view(B, S, H, D)).transpose(1, 2)
+        k = self.k_norm(self.k_proj(x).view(B, S, self.kv_heads, D)).transpose(1, 2)
+        v = heads(self.v_proj(x), self.kv_heads)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        k, v = repeat_kv(k, H // self.kv_heads), repeat_kv(v, H // self.kv_heads)
+        w = torch.matmul(q, k.transpose(2, 3)) * D**-0.5 + mask
+        w = F.softmax(w, dim=-1, dtype=torch.float32).to(q.dtype)
+        return self.o_proj(merge(torch.matmul(w, v)))
+
+
+class Qwen3(Llama):
+    """Qwen3: LLaMA's blocks with QK-norm (Qwen3Attention), a Trilu causal mask plus padding."""
+
+    def __init__(self):
+        super().__init__()
+        self.self_attn = nn.ModuleList(Qwen3Attention() for _ in range(L))
+
+
+class Gemma2Attention(GQAttention):
+    """Gemma 2: the scores scaled, then soft-capped (cap * tanh(scores / cap)) before the
+    mask; two K/V heads."""
+
+    CAP = 5.0
+
+    def __init__(self):
+        super().__init__(2, GD, False, False)
+
+    def forward(self, x, mask, cos, sin):
+        q, k, v = heads(self.q_proj(x), H), heads(self.k_proj(x), self.kv_heads), heads(self.v_proj(x), self.kv_heads)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        k, v = repeat_kv(k, H // self.kv_heads), repeat_kv(v, H // self.kv_heads)
+        w = torch.matmul(q, k.transpose(2, 3)) * self.d**-0.5
+        w = torch.tanh(w / self.CAP) * self.CAP + mask
+        w = F.softmax(w, dim=-1, dtype=torch.float32).to(q.dtype)
+        return self.o_proj(merge(torch.matmul(w, v)))
+
+
+class Gemma2(Gemma):
+    """Gemma 2: (1 + w) RMSNorms before and after both the attention and the FFN (sandwich
+    norms), soft-capped scores, GeGLU."""
+
+    def __init__(self):
+        super().__init__()
+        self.self_attn = nn.ModuleList(Gemma2Attention() for _ in range(L))
+        self.pre_ffn_norm = nn.ModuleList(GemmaRMSNorm(E) for _ in range(L))
+        self.post_ffn_norm = nn.ModuleList(GemmaRMSNorm(E) for _ in range(L))
+
+    def forward(self, input_ids, attention_mask, position_ids):
+        S = input_ids.shape[1]
+        x = self.embed_tokens(input_ids) * torch.tensor(E**0.5)
+        cos, sin = rotary_from_positions(self.inv_freq, position_ids)
+        mask = torch.triu(torch.full((S, S), MIN), diagonal=1)[None, None] + padding_bias(attention_mask)
+        for l in range(L):
+            x = x + self.post_attention_layernorm[l](self.self_attn[l](self.input_layernorm[l](x), mask, cos, sin))
+            x = x + self.post_ffn_norm[l](self.mlp[l](self.pre_ffn_norm[l](x)))
+        return self.norm(x)
+
+
 class XLMAttention(Attn):
     """XLM/Flaubert: Q scaled by 1/sqrt(D) before Q·Kᵀ, padded keys filled with -inf by
     masked_fill, the softmax taken in float and cast back (type_as)."""
@@ -2667,6 +2737,8 @@ FORMS = {
     "mobilebert": (MobileBert, (13, 17)),
     "codegen": (CodeGen, (13, 17)),
     "swinv2": (SwinV2, (13, 17)),
+    "qwen3": (Qwen3, (14, 17)),  # torch.triu needs Trilu (opset 14)
+    "gemma2": (Gemma2, (14, 17)),
 }
 
 
