@@ -23,12 +23,12 @@ type attnPlan struct {
 	headScale *attnTerm
 	// softcap, when not 0, bounds the scaled scores before the terms are added:
 	// softcap·tanh(scores/softcap) (Gemma 2).
-	softcap float64
-	terms   []attnTerm
-	heads     int64 // query heads
-	kvHeads   int64 // K/V heads before any repeat
-	headSize  int64
-	vHead     int64
+	softcap  float64
+	terms    []attnTerm
+	heads    int64 // query heads
+	kvHeads  int64 // K/V heads before any repeat
+	headSize int64
+	vHead    int64
 	// core are the nodes from the operands' points to the context matmul.
 	core []*ir.Node
 	// ctxLayout is the context matmul output's layout.
@@ -69,8 +69,8 @@ type scoresStep struct {
 	softcap  float64
 	capNodes []*ir.Node
 	node     *ir.Node
-	in     *ir.Value
-	out    *ir.Value
+	in       *ir.Value
+	out      *ir.Value
 }
 
 // findScores walks back from the Softmax input to the Q·Kᵀ matmul through pass-through
