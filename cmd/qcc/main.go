@@ -15,6 +15,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"text/tabwriter"
 
@@ -49,6 +50,7 @@ type options struct {
 	report                      string
 	listPasses, showVersion     bool
 	overwrite, fsync            bool
+	cpuProfile                  string
 	ortLib                      string
 	target, precision           string
 	printPipeline               bool
@@ -78,6 +80,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
 	fs.BoolVar(&o.overwrite, "overwrite-input", false, "allow -o to name the input file")
 	fs.StringVar(&o.ortLib, "ort-lib", "", "ONNX Runtime library for passes that run the model (qdq calibration); default $QCC_ORT_LIB, then the project cache that scripts/setup.sh fills")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the run (load, passes, save) to this file, for go tool pprof")
 	fs.BoolVar(&o.fsync, "fsync", false, "flush the output to disk before renaming it into place (durable across power loss)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: qcc [flags] MODEL.onnx\n\nflags:\n")
@@ -121,6 +124,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if o.ortLib != "" {
 		// Passes find the library through ort.LibraryPath, which reads the variable.
 		os.Setenv(ort.EnvLib, o.ortLib)
+	}
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "qcc: -cpuprofile: %v\n", err)
+			return exitUsage
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
 	if err := compile(positional, o, stdout, stderr); err != nil {
 		fmt.Fprintf(stderr, "qcc: %v\n", err)

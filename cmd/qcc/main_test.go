@@ -388,3 +388,25 @@ func TestTargetStatsReport(t *testing.T) {
 		t.Errorf("report page: not a self-contained page naming the target")
 	}
 }
+
+// TestCPUProfile: -cpuprofile writes a profile go tool pprof reads (gzipped protobuf),
+// and an unwritable path is a usage error that names the flag.
+func TestCPUProfile(t *testing.T) {
+	dir := t.TempDir()
+	in := writeText(t, dir, "m.onnx", small)
+	prof := filepath.Join(dir, "cpu.prof")
+	if code, _, stderr := qcc(t, "-passes=fold", "-cpuprofile", prof, in, "-o", filepath.Join(dir, "out.onnx")); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	b, err := os.ReadFile(prof)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b {
+		t.Errorf("profile is %d bytes and not gzip", len(b))
+	}
+	code, _, stderr := qcc(t, "-passes=fold", "-cpuprofile", filepath.Join(dir, "no", "such", "dir", "p"), in, "-o", filepath.Join(dir, "out2.onnx"))
+	if code != exitUsage || !strings.Contains(stderr, "-cpuprofile") {
+		t.Errorf("exit %d, stderr %q: want a usage error naming -cpuprofile", code, stderr)
+	}
+}
