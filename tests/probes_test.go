@@ -54,11 +54,7 @@ type probe struct {
 // logs its counts and fails once it reaches its architecture's counts under every
 // pipeline (take it off the list); every other probe must reach them. Numerics and
 // idempotence are checked for every probe, listed or not.
-var probeGaps = map[string]string{
-	// Soft-capped scores fuse as Attention-23 (softcap); ORT's contrib attention operators
-	// have no soft cap beside an additive mask, so target=ort leaves the block, with why.
-	"gemma2": "target=ort: com.microsoft.MultiHeadAttention has no softcap",
-}
+var probeGaps = map[string]string{}
 
 // Block kinds by what the manifest counts. A kind the recognisers add is counted once it
 // is listed here.

@@ -34,8 +34,9 @@ cap c·tanh(scores·a) (Gemma 2) before the terms is kept as the cap c and the s
 
 Lowering: target ort → com.microsoft.MultiHeadAttention(query, key, value,
 attention_bias = Σ terms as [B|1, N|1, S, T]); target onnx → Attention-23 (q_num_heads =
-kv_num_heads, attn_mask = Σ terms, softcap); a soft-capped block has no ORT contrib
-operator and is left for target ort. Q, K and V are read where the fewest ops bring them to
+kv_num_heads, attn_mask = Σ terms, softcap). A soft-capped block is, for target ort,
+com.microsoft.GroupQueryAttention (softcap, attention_bias = the terms but the causal
+one; causal only, head size a multiple of 8), the one contrib attention with a soft cap. Q, K and V are read where the fewest ops bring them to
 [B,S,N·D] (at most a Transpose and a Reshape); the output is reshaped to the block's own
 output layout. A block with Q/DQ inside its core is recognised and left decomposed.
 
@@ -45,6 +46,7 @@ Gemm on a constant weight computes it. Params: num_heads, kv_num_heads, head_siz
 terms.`,
 	Rules: []*patterns.Rule{
 		{Name: "attention/general-mha", Pattern: patterns.Op("MultiHeadAttention").In("com.microsoft").As("attention")},
+		{Name: "attention/general-gqa", Pattern: patterns.Op("GroupQueryAttention").In("com.microsoft").As("attention")},
 		{Name: "attention/general-onnx", Pattern: patterns.Op("Attention").As("attention")},
 		{Name: "attention/general", Pattern: patterns.Trace("attention", traceAttention), Check: generalCheck, Escapes: generalEscapes},
 	},
@@ -78,8 +80,11 @@ func generalDescribe(m *patterns.Match, b *Block) {
 		b.Fused = true
 		b.Roles["query"], b.Roles["key"], b.Roles["value"] = n.Input(0), n.Input(1), n.Input(2)
 		bias, heads, kv := n.Input(5), n.AttrInt("num_heads", 0), n.AttrInt("num_heads", 0)
-		if n.Domain == "" { // Attention-23
+		switch {
+		case n.Domain == "": // Attention-23
 			bias, heads, kv = n.Input(3), n.AttrInt("q_num_heads", 0), n.AttrInt("kv_num_heads", 0)
+		case n.OpType == "GroupQueryAttention":
+			bias, kv = n.Input(10), n.AttrInt("kv_num_heads", 0)
 		}
 		if bias != nil {
 			b.Roles["attention_bias"] = bias
@@ -192,8 +197,6 @@ func generalFuse(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, e
 		}
 	} else if env.Target != ORT {
 		return nil, fmt.Sprintf("no attention operator for target %q", env.Target), nil
-	} else if p.softcap != 0 {
-		return nil, "the scores are soft-capped: com.microsoft.MultiHeadAttention has no softcap (use target=onnx, opset 23)", nil
 	}
 	q := materialise(rw, p.q)
 	if p.headScale != nil {
@@ -201,7 +204,10 @@ func generalFuse(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, e
 	}
 	var k, v *ir.Value
 	kvHeads := p.heads
-	if env.Target == ONNX {
+	// Soft-capped scores: target ort has GroupQueryAttention's softcap, which reads K and
+	// V before their repeat too.
+	gqa := env.Target == ORT && p.softcap != 0
+	if env.Target == ONNX || gqa {
 		kp, kc, kn, kok := p.k.kvNative()
 		vp, vc, vn, vok := p.v.kvNative()
 		if kok && vok && kn == vn {
@@ -226,6 +232,12 @@ func generalFuse(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, e
 	if causal >= 0 && env.Target == ONNX && p.hasMaskTerm() {
 		causal = -1
 	}
+	switch {
+	case gqa && causal < 0:
+		return nil, "the scores are soft-capped and not causal: of ORT's contrib attention operators only GroupQueryAttention has a softcap, and it is causal only (use target=onnx, opset 23)", nil
+	case gqa && p.headSize%8 != 0:
+		return nil, fmt.Sprintf("the scores are soft-capped and the head size %d is not a multiple of 8: ORT's GroupQueryAttention, the only contrib attention with a softcap, needs one (use target=onnx, opset 23)", p.headSize), nil
+	}
 	bias, why := p.bias(rw, env.Model.Opset(""), q, k, causal)
 	if why != "" {
 		return nil, why, nil
@@ -234,7 +246,7 @@ func generalFuse(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, e
 		bias = floorLowest(rw, bias)
 	}
 	var causalAttr []*ir.Attr
-	if causal >= 0 {
+	if causal >= 0 && !gqa {
 		name := map[Target]string{ORT: "unidirectional", ONNX: "is_causal"}[env.Target]
 		causalAttr = append(causalAttr, ir.IntAttr(name, 1))
 		if env.Target == ORT {
@@ -245,7 +257,10 @@ func generalFuse(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, e
 	}
 	name := rw.Graph().FreshName(nodePrefix(p.softmax) + "Attention")
 	var n *ir.Node
-	if env.Target == ORT {
+	if gqa {
+		n = groupQueryAttention(rw, name, q, k, v, bias, p, kvHeads)
+		EnsureOpset(env.Model, "com.microsoft", 1)
+	} else if env.Target == ORT {
 		ins := []*ir.Value{q, k, v}
 		if bias != nil {
 			ins = append(ins, nil, nil, bias)
@@ -279,6 +294,30 @@ func generalFuse(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, e
 	rebuildShapes(rw, b, []*ir.Value{p.q.input(), p.k.input(), p.v.input(), b.Root})
 	rw.Replace(b.Root, out)
 	return n, "", nil
+}
+
+// groupQueryAttention is com.microsoft.GroupQueryAttention computing a causal block
+// without a cache: every query sees the keys up to its own position, softcap bounds the
+// scaled scores before the other terms (attention_bias) are added. With no past,
+// seqlens_k is S-1 for every sequence and total_sequence_length S, read off Q.
+func groupQueryAttention(rw *patterns.Rewriter, name string, q, k, v, bias *ir.Value, p *attnPlan, kvHeads int64) *ir.Node {
+	shp := reuseNode(rw, "Shape", []*ir.Value{q}, q.Name+"_shape")
+	one := rw.Const("attention_axis", ir.Int64Tensor(nil, []int64{1}))
+	s := reuseNode(rw, "Gather", []*ir.Value{shp, one}, q.Name+"_seq", ir.IntAttr("axis", 0))
+	total := reuseNode(rw, "Cast", []*ir.Value{s}, q.Name+"_total", ir.IntAttr("to", int64(ir.Int32)))
+	one32 := rw.Const("attention_one", ir.NewTensor(ir.Int32, nil, []byte{1, 0, 0, 0}))
+	last := reuseNode(rw, "Sub", []*ir.Value{total, one32}, q.Name+"_last")
+	zero := rw.Const("attention_axis", ir.Int64Tensor([]int64{1}, []int64{0}))
+	b := reuseNode(rw, "Gather", []*ir.Value{shp, zero}, q.Name+"_batch", ir.IntAttr("axis", 0))
+	seqlens := reuseNode(rw, "Expand", []*ir.Value{last, b}, q.Name+"_seqlens_k")
+	ins := []*ir.Value{q, k, v, nil, nil, seqlens, total}
+	if bias != nil {
+		ins = append(ins, nil, nil, nil, bias)
+	}
+	n := rw.Node("GroupQueryAttention", "com.microsoft", ins, 3, name+"_output_0",
+		ir.IntAttr("num_heads", p.heads), ir.IntAttr("kv_num_heads", kvHeads),
+		ir.FloatAttr("scale", float32(p.scale)), ir.FloatAttr("softcap", float32(p.softcap)))
+	return n
 }
 
 // rebuildShapes gives the Shape readers of the block's intermediate values (an exporter's

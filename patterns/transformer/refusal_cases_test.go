@@ -296,7 +296,20 @@ func TestGeneralAttentionNearMisses(t *testing.T) {
 		{name: "scaled after the soft cap", src: generalNearMiss("", "  c1 = Div (sd, cap)\n  h1 = Tanh (c1)\n  m1 = Mul (h1, cap)\n  m2 = Mul (m1, qscale)\n  p = Softmax <axis = -1> (m2)\n  c = MatMul (p, vt)\n", capConst...),
 			want: "the scores are scaled after the soft cap"},
 		{name: "soft cap for target ort", src: generalNearMiss("", "  c1 = Div (sd, cap)\n  h1 = Tanh (c1)\n  m1 = Mul (h1, cap)\n  p = Softmax <axis = -1> (m1)\n  c = MatMul (p, vt)\n", capConst...),
-			want: "com.microsoft.MultiHeadAttention has no softcap"},
+			want: "the scores are soft-capped and not causal"},
+		{name: "causal soft cap of head size 2 for target ort", src: generalNearMiss("", `  c1 = Div (sd, cap)
+  h1 = Tanh (c1)
+  m1 = Mul (h1, cap)
+  sh = Shape (x)
+  s1 = Slice (sh, one1, two1)
+  ss = Concat <axis = 0> (s1, s1)
+  low = Expand (lowest, ss)
+  fut = Trilu <upper = 1> (low, kone)
+  sf = Add (m1, fut)
+  p = Softmax <axis = -1> (sf)
+  c = MatMul (p, vt)
+`, "  float qscale = {0.01}", "  float qscale = {0.01},\n  float cap = {5},\n  int64[1] one1 = {1},\n  int64[1] two1 = {2},\n  float lowest = {-3.4028235e38},\n  int64 kone = {1}", `"" : 13`, `"" : 17`),
+			want: "the head size 2 is not a multiple of 8"},
 		{name: "scores from no matmul", src: generalNearMiss("float[batch,2,seq,seq] sc", "  p = Softmax <axis = -1> (sc)\n  c = MatMul (p, vt)\n"),
 			want: "the softmax input does not come from a matmul (Q·Kᵀ) through layout ops and additive terms"},
 		{name: "V over other keys", src: generalNearMiss("float[batch,seq2,4] x2", plain, "  vm = MatMul (x, wv)", "  vm = MatMul (x2, wv)"),
