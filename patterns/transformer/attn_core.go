@@ -64,13 +64,14 @@ type scoresStep struct {
 	term *attnTerm
 	// factor is a Mul by a constant that is not one number (a per-head scale).
 	factor *attnTerm
-	// softcap is c in c·tanh(a·x): st.scale is then the a·c the scores take before it,
-	// and capNodes are the Tanh and the inner scale.
-	softcap  float64
-	capNodes []*ir.Node
-	node     *ir.Node
-	in       *ir.Value
-	out      *ir.Value
+	// softcap is c in c·tanh(a·x): st.scale is then the a·c the scores take before it.
+	softcap float64
+	// extra are the step's nodes besides node: a soft cap's Tanh and inner scale, the
+	// reduction a row maximum subtracted is computed by.
+	extra []*ir.Node
+	node  *ir.Node
+	in    *ir.Value
+	out   *ir.Value
 }
 
 // findScores walks back from the Softmax input to the Q·Kᵀ matmul through pass-through
@@ -118,6 +119,14 @@ func findScores(v *ir.Value, path []scoresStep, try func(mm *ir.Node, path []sco
 				return findScores(n.Input(i), prepend(scoresStep{factor: f, node: n, in: n.Input(i), out: v}), try)
 			}
 		}
+	case "Sub":
+		// Scores minus their row maximum (a stable softmax written out, LayoutLMv3's
+		// PB-Relax): the softmax over the keys is the same without it.
+		if extra := rowConstant(n.Input(1), n.Input(0)); extra != nil {
+			st := layoutStep{node: n, in: n.Input(0), out: v, scale: 1}
+			return findScores(n.Input(0), prepend(scoresStep{st: st, extra: extra, node: n, in: n.Input(0), out: v}), try)
+		}
+		return false
 	case "Where":
 		for i := 1; i < 3; i++ {
 			t := &attnTerm{value: n.Input(0), fill: n.Input(3 - i), keepIf: i == 1}
@@ -161,9 +170,48 @@ func softcapStep(n *ir.Node, v *ir.Value) (scoresStep, bool) {
 			continue
 		}
 		step := layoutStep{node: n, in: x, out: v, scale: st.scale * c}
-		return scoresStep{st: step, softcap: c, capNodes: []*ir.Node{inner, tanh}, node: n, in: x, out: v}, true
+		return scoresStep{st: step, softcap: c, extra: []*ir.Node{inner, tanh}, node: n, in: x, out: v}, true
 	}
 	return scoresStep{}, false
+}
+
+// rowConstant returns the nodes that compute c as a reduction of x over its last axis
+// alone, broadcast back over it (kept, or dropped and unsqueezed there): a constant per
+// row of the scores, which a softmax over the keys ignores. Nil when c is not one.
+func rowConstant(c, x *ir.Value) []*ir.Node {
+	if x.Type == nil {
+		return nil
+	}
+	rank := x.Type.Rank()
+	last := func(axes []int64, ok bool) bool {
+		if !ok || len(axes) != 1 {
+			return false
+		}
+		i, in := normAxis(axes[0], rank)
+		return in && i == rank-1
+	}
+	n, _ := c.Producer()
+	var nodes []*ir.Node
+	keep := int64(1)
+	if n != nil && n.OpType == "Unsqueeze" {
+		if !last(reduceAxes(n)) {
+			return nil
+		}
+		nodes, keep = append(nodes, n), 0
+		n, _ = n.Input(0).Producer()
+	}
+	if n == nil || n.Domain != "" || n.Input(0) != x || n.AttrInt("keepdims", 1) != keep {
+		return nil
+	}
+	switch n.OpType {
+	case "ReduceMax", "ReduceMin", "ReduceMean":
+	default:
+		return nil
+	}
+	if !last(reduceAxes(n)) {
+		return nil
+	}
+	return append(nodes, n)
 }
 
 // findContext follows the Softmax output forward to the matmul that reads it as probs.
@@ -378,7 +426,7 @@ func (p *attnPlan) prove(path []scoresStep, probsSteps []layoutStep, alt bool) s
 	}
 	p.core = append(p.core, p.scores)
 	for _, s := range path {
-		p.core = append(append(p.core, s.capNodes...), s.node)
+		p.core = append(append(p.core, s.extra...), s.node)
 	}
 	p.core = append(p.core, p.softmax)
 	for _, st := range probsSteps {

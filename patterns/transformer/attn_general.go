@@ -31,6 +31,8 @@ negative constant) that does not depend on the block's Q or K: padding masks, ca
 masks (sliced buffers, Trilu, Range comparisons), relative-position biases; their scale
 (the factors applied after them) is kept. A term computed from Q or K is refused. A soft
 cap c·tanh(scores·a) (Gemma 2) before the terms is kept as the cap c and the scale a·c.
+A maximum, minimum or mean of the scores over the keys subtracted from them (a stable
+softmax written out, LayoutLMv3's PB-Relax) changes no weight and is read through.
 
 Lowering: target ort → com.microsoft.MultiHeadAttention(query, key, value,
 attention_bias = Σ terms as [B|1, N|1, S, T]); target onnx → Attention-23 (q_num_heads =

@@ -146,6 +146,16 @@ func TestGeneralAttentionFuses(t *testing.T) {
   p = Softmax <axis = -1> (sm)
   c = MatMul (p, vt)
 `},
+		// PB-Relax (LayoutLMv3): (s/α - max(s/α))·α; the row maximum is no-op for the softmax.
+		{"row max subtracted", `  sa = Div (sd, alpha)
+  mx = ReduceMax <axes = [-1], keepdims = 0> (sa)
+  mu = Unsqueeze (mx, minus1)
+  sb = Sub (sa, mu)
+  sc = Mul (sb, alpha)
+  sm = Where (keep, sc, big)
+  p = Softmax <axis = -1> (sm)
+  c = MatMul (p, vt)
+`},
 		{"3d scores", `  sh = Shape (sd)
   tail = Slice (sh, two, four)
   m3 = Concat <axis = 0> (minus1, tail)
@@ -165,7 +175,7 @@ func TestGeneralAttentionFuses(t *testing.T) {
 			}
 			t.Run(c.name+"/"+string(target), func(t *testing.T) {
 				src := generalModel(c.core)
-				src = strings.Replace(src, "  int64[1] last", "  int64[1] two = {2},\n  int64[1] four = {4},\n  int64[1] minus1 = {-1},\n  float lowest = {-3.4028235e38},\n  int64[1] one1 = {1},\n  int64[1] two1 = {2},\n  int64 kone = {1},\n  float[2] g2 = {1.5, 0.5},\n  float[2] b2 = {0.1, -0.2},\n  float half = {0.5},\n  float cap = {0.5},\n  float rscap = {1.4142135},\n  int64[1] last", 1)
+				src = strings.Replace(src, "  int64[1] last", "  int64[1] two = {2},\n  int64[1] four = {4},\n  int64[1] minus1 = {-1},\n  float lowest = {-3.4028235e38},\n  int64[1] one1 = {1},\n  int64[1] two1 = {2},\n  int64 kone = {1},\n  float[2] g2 = {1.5, 0.5},\n  float[2] b2 = {0.1, -0.2},\n  float half = {0.5},\n  float cap = {0.5},\n  float alpha = {32},\n  float rscap = {1.4142135},\n  int64[1] last", 1)
 				if strings.Contains(c.core, "LayerNormalization") || strings.Contains(c.core, "Trilu") {
 					src = strings.Replace(src, `"" : 13`, `"" : 17`, 1)
 				}

@@ -330,7 +330,7 @@ func (st layoutStep) apply(in layout) (layout, string) {
 	n := st.node
 	outShape := attnShape(st.out)
 	switch n.OpType {
-	case "Identity", "Dropout", "Cast", "QuantizeLinear", "DequantizeLinear", "Mul", "Div", "Max":
+	case "Identity", "Dropout", "Cast", "QuantizeLinear", "DequantizeLinear", "Mul", "Div", "Max", "Sub":
 		if st.out.Type.Rank() != len(in) {
 			return nil, fmt.Sprintf("%s broadcasts its input", n)
 		}

@@ -18,7 +18,7 @@ var EmbeddingFamily = &Family{
 over the last axis, optionally followed by DeBERTa's y * Cast(Unsqueeze(mask, 2)).
 
 The sum has 1 to 4 terms, added in any order and association; each is a Gather (axis 0) of
-a constant 2-D table or a constant (a lookup that fold evaluated: a static model's position
+a constant 2-D table (a position lookup by [seq] ids may be unsqueezed to [1, seq, hidden]) or a constant (a lookup that fold evaluated: a static model's position
 embeddings, RoBERTa's zero token-type lookup). The lookups are told apart by their ids:
 position ids are a constant arange (or a Slice of one from 0, or a Range from 0, the BERT
 buffer, possibly plus a constant offset: BART's arange(S) + 2), or are computed from a CumSum or Range (RoBERTa's padding-aware positions), or
@@ -79,10 +79,13 @@ func embLeaf(i int, constOK bool) patterns.Pattern {
 	Op, Bind, Const, Any := patterns.Op, patterns.Bind, patterns.Const, patterns.Any
 	gather := Op("Gather", Bind(fmt.Sprintf("table%d", i), Const()), Bind(fmt.Sprintf("ids%d", i), Any())).
 		AttrIs("axis", 0, 0).As(fmt.Sprintf("gather%d", i))
+	// A [seq] position lookup made [1, seq, hidden] (torch's pos_emb(arange(S))[None]).
+	unsq := fmt.Sprintf("unsqueeze%d", i)
+	lookup := patterns.Or(gather, Op("Unsqueeze", gather).As(unsq), Op("Unsqueeze", gather, Const()).As(unsq))
 	if !constOK {
-		return gather
+		return lookup
 	}
-	return patterns.Or(gather, Bind(fmt.Sprintf("addend%d", i), Const()))
+	return patterns.Or(lookup, Bind(fmt.Sprintf("addend%d", i), Const()))
 }
 
 // embSums are the Add trees over n terms numbered from base. The terms are all alike and
@@ -252,6 +255,12 @@ func embAnalyse(m *patterns.Match) (*embInfo, string) {
 	var consts []*ir.Tensor
 	for i := 0; i < 2*embMaxTerms; i++ {
 		if n := m.N(fmt.Sprintf("gather%d", i)); n != nil {
+			if u := m.N(fmt.Sprintf("unsqueeze%d", i)); u != nil {
+				ids := m.V(fmt.Sprintf("ids%d", i))
+				if axes, ok := reduceAxes(u); !ok || len(axes) != 1 || axes[0] != 0 || ids.Type.Rank() != 1 || !embIsPositionIDs(ids) {
+					return nil, fmt.Sprintf("lookup %s is unsqueezed (%s): only a [seq] position lookup made [1, seq, hidden] is a term", n.Output(0).Name, u.Output(0).Name)
+				}
+			}
 			lookups = append(lookups, &embLookup{table: m.V(fmt.Sprintf("table%d", i)), ids: m.V(fmt.Sprintf("ids%d", i)), node: n})
 		} else if t := m.Const(fmt.Sprintf("addend%d", i)); t != nil {
 			consts = append(consts, t)

@@ -273,15 +273,9 @@ func lnLastAxis(m *patterns.Match, name string, rank int) string {
 	if k := n.AttrInt("keepdims", 1); k != 1 {
 		return fmt.Sprintf("%s ReduceMean has keepdims=%d", name, k)
 	}
-	var axes []int64
-	if a := n.Input(1); a != nil {
-		t := patterns.ConstOf(a)
-		if t == nil {
-			return fmt.Sprintf("%s ReduceMean's axes are not a constant", name)
-		}
-		axes, _ = t.Int64s()
-	} else {
-		axes, _ = n.AttrInts("axes")
+	axes, ok := reduceAxes(n)
+	if !ok {
+		return fmt.Sprintf("%s ReduceMean's axes are not a constant", name)
 	}
 	if len(axes) == 0 {
 		return fmt.Sprintf("%s ReduceMean reduces every axis", name)
@@ -297,6 +291,22 @@ func lnLastAxis(m *patterns.Match, name string, rank int) string {
 		return fmt.Sprintf("normalised over axis %d, not the last (rank %d)", axes[0], rank)
 	}
 	return ""
+}
+
+// reduceAxes reads a Reduce*'s or an Unsqueeze's axes: an attribute before opset 18 (13
+// for Unsqueeze and ReduceSum), a constant input after; false when the input is not a
+// constant. Empty: none given (a reduction over every axis).
+func reduceAxes(n *ir.Node) ([]int64, bool) {
+	if a := n.Input(1); a != nil {
+		t := patterns.ConstOf(a)
+		if t == nil {
+			return nil, false
+		}
+		axes, err := t.Int64s()
+		return axes, err == nil
+	}
+	axes, _ := n.AttrInts("axes")
+	return axes, true
 }
 
 // lnEpsilon reads a scalar epsilon and checks its range.

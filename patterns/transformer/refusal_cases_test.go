@@ -310,6 +310,9 @@ func TestGeneralAttentionNearMisses(t *testing.T) {
   c = MatMul (p, vt)
 `, "  float qscale = {0.01}", "  float qscale = {0.01},\n  float cap = {5},\n  int64[1] one1 = {1},\n  int64[1] two1 = {2},\n  float lowest = {-3.4028235e38},\n  int64 kone = {1}", `"" : 13`, `"" : 17`),
 			want: "the head size 2 is not a multiple of 8"},
+		// A maximum over the queries is not constant along the keys: not a no-op for the softmax.
+		{name: "row maximum over the queries", src: generalNearMiss("", "  mx = ReduceMax <axes = [2]> (sd)\n  sb = Sub (sd, mx)\n  p = Softmax <axis = -1> (sb)\n  c = MatMul (p, vt)\n"),
+			want: "the softmax input does not come from a matmul (Q·Kᵀ) through layout ops and additive terms"},
 		{name: "scores from no matmul", src: generalNearMiss("float[batch,2,seq,seq] sc", "  p = Softmax <axis = -1> (sc)\n  c = MatMul (p, vt)\n"),
 			want: "the softmax input does not come from a matmul (Q·Kᵀ) through layout ops and additive terms"},
 		{name: "V over other keys", src: generalNearMiss("float[batch,seq2,4] x2", plain, "  vm = MatMul (x, wv)", "  vm = MatMul (x2, wv)"),
@@ -569,6 +572,8 @@ func TestEmbeddingMoreRefusals(t *testing.T) {
 		src         func(t *testing.T) string
 		want        string
 	}{
+		{"word lookup unsqueezed", "17", bert("17", "  w = Gather (word, input_ids)", "  w0 = Gather (word, input_ids)\n  w = Unsqueeze (w0, a0)", "=> (float[batch,seq,4] y)", "=> (y)"),
+			"only a [seq] position lookup made [1, seq, hidden] is a term"},
 		{"two position lookups", "17", bert("17", "  x = Add (wt, p)", "  x0 = Add (wt, p)\n  p2 = Gather (pos, pids)\n  x = Add (x0, p2)"), "two position lookups"},
 		{"no word lookup", "17", bert("17", "  w = Gather (word, input_ids)\n", "", "  tt = Gather (seg, token_type_ids)\n", "", "  wt = Add (w, tt)\n", "  wt = Gather (word, i0)\n"), "no lookup by input ids (word embedding)"},
 		{"three lookups by ids", "17", bert("17", ins, "g (int64[batch,seq] input_ids, int64[batch,seq] token_type_ids, int64[batch,seq] lang_ids)",

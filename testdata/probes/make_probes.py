@@ -2429,6 +2429,170 @@ class Gemma2(Gemma):
         return self.norm(x)
 
 
+class ESMAttention(Attn):
+    """ESM-2: Q scaled by 1/sqrt(D) right after the head split, then the rotate-half rotary
+    on Q and K (the scale moves through it: the rotary is linear)."""
+
+    rotaries = 2
+
+    def __init__(self):
+        super().__init__(H)
+        self.query, self.key, self.value, self.dense = (nn.Linear(E, E) for _ in range(4))
+
+    def forward(self, x, mask, cos, sin):
+        q = heads(self.query(x), H) * D**-0.5
+        k, v = heads(self.key(x), H), heads(self.value(x), H)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        w = torch.matmul(q, k.transpose(-1, -2)) + mask
+        return self.dense(merge(torch.matmul(F.softmax(w, dim=-1), v)))
+
+
+class ESM(Model):
+    """ESM-2: token embeddings (no positions: rotary), pre-LayerNorm blocks, GELU (erf) MLP,
+    a final LayerNorm; padding mask."""
+
+    def __init__(self):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(V, E)
+        self.ln1 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.attn = nn.ModuleList(ESMAttention() for _ in range(L))
+        self.ln2 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.mlp = nn.ModuleList(MLP(nn.GELU()) for _ in range(L))
+        self.emb_layer_norm_after = nn.LayerNorm(E)
+        inv_freq = 1.0 / (10000 ** (torch.arange(0, D, 2).float() / D))
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def forward(self, input_ids, attention_mask):
+        S = input_ids.shape[1]
+        x = self.word_embeddings(input_ids)
+        t = torch.arange(S).float()
+        freqs = torch.outer(t, self.inv_freq)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        cos, sin = emb.cos()[None, None], emb.sin()[None, None]
+        mask = padding_bias(attention_mask)
+        for i in range(L):
+            x = x + self.attn[i](self.ln1[i](x), mask, cos, sin)
+            x = x + self.mlp[i](self.ln2[i](x))
+        return self.emb_layer_norm_after(x)
+
+
+class MAPHead(Attn):
+    """SigLIP's attention pooling: a learned probe token, repeated over the batch, attends
+    to the patches through torch's nn.MultiheadAttention (packed in_proj, batch_first)."""
+
+    kind = "cross"
+
+    def __init__(self):
+        super().__init__(H)
+        self.probe = nn.Parameter(torch.zeros(1, 1, E))
+        self.attention = nn.MultiheadAttention(E, H, batch_first=True)
+
+    def forward(self, x):
+        probe = self.probe.repeat(x.shape[0], 1, 1)
+        return self.attention(probe, x, x, need_weights=False)[0]
+
+
+class SigLIPAttention(Attn):
+    def __init__(self):
+        super().__init__(H)
+        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(E, E) for _ in range(4))
+
+    def forward(self, x):
+        q, k, v = heads(self.q_proj(x), H), heads(self.k_proj(x), H), heads(self.v_proj(x), H)
+        w = F.softmax(torch.matmul(q, k.transpose(2, 3)) * D**-0.5, dim=-1, dtype=torch.float32)
+        return self.out_proj(merge(torch.matmul(w, v)))
+
+
+class SigLIP(Model):
+    """SigLIP's vision tower: patches without a class token plus learned positions,
+    pre-LayerNorm blocks with the tanh GELU, a final LayerNorm, then the MAP head
+    (probe attention, LayerNorm, MLP residual) pooling to one vector."""
+
+    inputs = ("pixel_values",)
+    outputs = ("pooler_output",)
+
+    def __init__(self):
+        super().__init__()
+        self.patch = nn.Conv2d(3, E, kernel_size=4, stride=4)
+        self.position_embedding = nn.Parameter(torch.zeros(1, 16, E))
+        self.ln1 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.attn = nn.ModuleList(SigLIPAttention() for _ in range(L))
+        self.ln2 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.mlp = nn.ModuleList(MLP(nn.GELU(approximate="tanh")) for _ in range(L))
+        self.post_layernorm = nn.LayerNorm(E)
+        self.head = MAPHead()
+        self.head_ln = nn.LayerNorm(E)
+        self.head_mlp = MLP(nn.GELU(approximate="tanh"))
+
+    def forward(self, pixel_values):
+        x = self.patch(pixel_values).flatten(2).transpose(1, 2) + self.position_embedding
+        for i in range(L):
+            x = x + self.attn[i](self.ln1[i](x))
+            x = x + self.mlp[i](self.ln2[i](x))
+        x = self.post_layernorm(x)
+        h = self.head(x)
+        h = h + self.head_mlp(self.head_ln(h))
+        return h[:, 0]
+
+
+def layoutlm_bucket(rel, num_buckets=32, max_distance=128):
+    """LayoutLMv3's relative position bucket (bidirectional, log-spaced beyond num_buckets/4)."""
+    return t5_bucket(rel, num_buckets, max_distance)
+
+
+class LayoutLMv3Attention(Attn):
+    """LayoutLMv3: Q scaled before Q·Kᵀ, a relative-position bias divided by sqrt(D), the
+    padding filled with the lowest float, and the PB-Relax softmax: scores/α minus their
+    row maximum, times α (softmax is unchanged by a per-row constant)."""
+
+    ALPHA = 32.0
+
+    def __init__(self):
+        super().__init__(H)
+        self.query, self.key, self.value, self.dense = (nn.Linear(E, E) for _ in range(4))
+
+    def forward(self, x, rel_pos, banned):
+        q, k, v = heads(self.query(x), H), heads(self.key(x), H), heads(self.value(x), H)
+        scores = torch.matmul(q / math.sqrt(D), k.transpose(-1, -2))
+        scores = scores + rel_pos / math.sqrt(D)
+        scores = scores.float().masked_fill(banned, MIN)
+        scaled = scores / self.ALPHA
+        scores = (scaled - scaled.amax(dim=-1).unsqueeze(-1)) * self.ALPHA
+        w = F.softmax(scores, dim=-1)
+        return self.dense(merge(torch.matmul(w, v)))
+
+
+class LayoutLMv3(Model):
+    """LayoutLMv3's text side: word + position embeddings, LayerNorm, post-LayerNorm BERT
+    blocks with a shared relative-position bias (bucketed, a learned [buckets, H] table
+    gathered by constant indices) and the PB-Relax softmax."""
+
+    def __init__(self):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(V, E)
+        self.position_embeddings = nn.Embedding(MAXPOS, E)
+        self.emb_ln = nn.LayerNorm(E)
+        self.rel_pos_bias = nn.Linear(32, H, bias=False)
+        self.attn = nn.ModuleList(LayoutLMv3Attention() for _ in range(L))
+        self.ln1 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.mlp = nn.ModuleList(MLP(nn.GELU()) for _ in range(L))
+        self.ln2 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+
+    def forward(self, input_ids, attention_mask):
+        S = input_ids.shape[1]
+        pos = torch.arange(S)
+        x = self.emb_ln(self.word_embeddings(input_ids) + self.position_embeddings(pos)[None])
+        rel = pos[None, :] - pos[:, None]
+        onehot = F.one_hot(layoutlm_bucket(rel), num_classes=32).float()
+        rel_pos = self.rel_pos_bias(onehot).permute(2, 0, 1)[None]  # [1, H, S, S]
+        banned = (attention_mask == 0)[:, None, None, :]
+        for i in range(L):
+            x = self.ln1[i](x + self.attn[i](x, rel_pos, banned))
+            x = self.ln2[i](x + self.mlp[i](x))
+        return x
+
+
 class XLMAttention(Attn):
     """XLM/Flaubert: Q scaled by 1/sqrt(D) before Q·Kᵀ, padded keys filled with -inf by
     masked_fill, the softmax taken in float and cast back (type_as)."""
@@ -2739,6 +2903,9 @@ FORMS = {
     "swinv2": (SwinV2, (13, 17)),
     "qwen3": (Qwen3, (14, 17)),  # torch.triu needs Trilu (opset 14)
     "gemma2": (Gemma2, (14, 17)),
+    "esm": (ESM, (13, 17)),
+    "siglip": (SigLIP, (14, 17)),  # nn.MultiheadAttention's export needs opset 14
+    "layoutlmv3": (LayoutLMv3, (13, 17)),
 }
 
 
@@ -2848,6 +3015,8 @@ def output_dims(model, name):
         return ["batch", "positions", E]
     if isinstance(model, TorchvisionViT):
         return ["batch", 17, E]
+    if isinstance(model, SigLIP):
+        return ["batch", E]
     if isinstance(model, (ViT, DeiT)):
         return ["batch", 17 if isinstance(model, ViT) else 18, E if isinstance(model, ViT) else VE]
     if name == "last_hidden_state" and isinstance(model, (Bart, T5EncDec, BartDecoderPast)):
