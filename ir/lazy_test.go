@@ -1,9 +1,12 @@
 package ir
 
 import (
+	"bytes"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -71,5 +74,59 @@ func TestLazyTensor(t *testing.T) {
 	}
 	if eq, err := d1.Equal(d3); err != nil || eq {
 		t.Errorf("derived from different parts: Equal = %v, %v", eq, err)
+	}
+}
+
+// TestStreamedTensorSave: a save writes a streamed tensor through its stream, not its
+// compute, inline and external; a stream that writes the wrong length fails the save.
+func TestStreamedTensorSave(t *testing.T) {
+	want := make([]byte, 4*streamMin)
+	for i := range want {
+		want[i] = byte(i * 7)
+	}
+	for _, mode := range []ExternalMode{ExternalNever, ExternalAlways} {
+		for _, short := range []bool{false, true} {
+			computed := false
+			st := NewStreamedTensor(Float, []int64{streamMin}, "test", nil,
+				func() ([]byte, error) { computed = true; return want, nil },
+				func(w io.Writer) error {
+					b := want
+					if short {
+						b = b[:len(b)-4]
+					}
+					for len(b) > 0 { // in pieces
+						k := min(len(b), 1000)
+						if _, err := w.Write(b[:k]); err != nil {
+							return err
+						}
+						b = b[k:]
+					}
+					return nil
+				})
+			g := NewGraph("g")
+			g.AddInitializer("s", st)
+			m := &Model{IRVersion: 8, Opsets: []OpsetID{{Version: 13}}, Graph: g}
+			out := filepath.Join(t.TempDir(), "m.onnx")
+			err := Save(m, out, SaveOptions{External: mode})
+			if short {
+				if err == nil || !strings.Contains(err.Error(), "streamed") {
+					t.Errorf("mode %d: a short stream saved (err %v)", mode, err)
+				}
+				continue
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if computed {
+				t.Errorf("mode %d: the save computed the tensor instead of streaming it", mode)
+			}
+			back, err := Load(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, err := back.Graph.Initializer("s").Bytes(); err != nil || !bytes.Equal(got, want) {
+				t.Errorf("mode %d: saved bytes differ (%v)", mode, err)
+			}
+		}
 	}
 }

@@ -238,6 +238,11 @@ func (w *extWriter) put(t *Tensor) ([]*onnxpb.StringStringEntryProto, error) {
 		if err != nil {
 			return nil, fmt.Errorf("tensor %q: %w", t.Name, err)
 		}
+	} else if ok, err := t.writeStreamed(w.f, t.DType.ByteSize(t.NumElements())); ok {
+		if err != nil {
+			return nil, err
+		}
+		n = t.DType.ByteSize(t.NumElements())
 	} else {
 		b, err := t.Bytes()
 		if err != nil {

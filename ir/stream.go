@@ -301,6 +301,9 @@ func (d *dataSource) write(bw *bufio.Writer, f sinkFile) error {
 		defer src.Close()
 		return fileCopy(src, e.Offset, d.n, func() func() { return func() {} })
 	}
+	if ok, err := t.writeStreamed(bw, d.n); ok {
+		return err
+	}
 	b, err := t.Bytes()
 	if err != nil {
 		return err

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/maphash"
+	"io"
 	"math"
 	"os"
 	"slices"
@@ -35,6 +36,7 @@ type Tensor struct {
 	modTick bool                   // data was replaced after load
 	sum     uint64                 // digest of the bytes, for Equal
 	derived *derivation            // how a lazy tensor's bytes are made, for Equal
+	stream  func(io.Writer) error  // writes the bytes in pieces without holding them
 	hasSum  bool
 }
 
@@ -219,6 +221,79 @@ func NewDerivedTensor(dt DataType, dims []int64, op string, parts []*Tensor, com
 	t := NewLazyTensor(dt, dims, compute)
 	t.derived = &derivation{op: op, parts: parts}
 	return t
+}
+
+// NewStreamedTensor is NewDerivedTensor whose bytes a save can also write in pieces:
+// stream writes exactly the bytes compute returns, holding only a small buffer, so that
+// rewriting large weights (packing Q, K and V) never holds a whole tensor.
+func NewStreamedTensor(dt DataType, dims []int64, op string, parts []*Tensor, compute func() ([]byte, error), stream func(io.Writer) error) *Tensor {
+	t := NewDerivedTensor(dt, dims, op, parts, compute)
+	t.stream = stream
+	return t
+}
+
+// streamer is the tensor's stream function while its bytes are not in memory.
+func (t *Tensor) streamer() func(io.Writer) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.raw != nil {
+		return nil
+	}
+	return t.stream
+}
+
+// OpenBytes returns a reader of the tensor's bytes that reads only what is asked for:
+// from memory (the mapped model file included) or from the external-data file; a tensor
+// computed lazily is computed, and not kept. done releases the reader.
+func (t *Tensor) OpenBytes() (r io.ReaderAt, done func() error, err error) {
+	t.mu.Lock()
+	raw, ext, mod := t.raw, t.ext, t.modTick
+	t.mu.Unlock()
+	nop := func() error { return nil }
+	if raw == nil && ext != nil && !mod {
+		f, err := os.Open(ext.Path)
+		if err != nil {
+			return nil, nil, fmt.Errorf("tensor %q: external data: %w", t.Name, err)
+		}
+		n := ext.Length
+		if n < 0 {
+			n = t.DType.ByteSize(t.NumElements())
+		}
+		return io.NewSectionReader(f, ext.Offset, n), f.Close, nil
+	}
+	b, err := t.ReadBytes()
+	if err != nil {
+		return nil, nil, err
+	}
+	return bytes.NewReader(b), nop, nil
+}
+
+// writeStreamed writes a streamed tensor's n bytes to w; false when t has no stream to
+// write from (its bytes are in memory, or it has none).
+func (t *Tensor) writeStreamed(w io.Writer, n int64) (bool, error) {
+	s := t.streamer()
+	if s == nil {
+		return false, nil
+	}
+	cw := &countingWriter{w: w}
+	if err := s(cw); err != nil {
+		return true, fmt.Errorf("tensor %q: %w", t.Name, err)
+	}
+	if cw.n != n {
+		return true, fmt.Errorf("tensor %q: streamed %d bytes, want %d", t.Name, cw.n, n)
+	}
+	return true, nil
+}
+
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	k, err := c.w.Write(p)
+	c.n += int64(k)
+	return k, err
 }
 
 func (t *Tensor) derivedFrom() *derivation {

@@ -1,7 +1,9 @@
 package transformer
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"math"
 	"slices"
 	"strings"
@@ -1083,30 +1085,61 @@ func attnPackQKV(ts [3]*ir.Tensor, what string) (*ir.Tensor, error) {
 	if what == "weight" {
 		dims = []int64{rows, 3 * cols}
 	}
-	return ir.NewDerivedTensor(dt, dims, "pack-qkv-"+what, parts[:], func() ([]byte, error) {
-		var raws [3][]byte
-		for i, p := range parts {
-			if p == nil {
+	compute := func() ([]byte, error) {
+		var b bytes.Buffer
+		b.Grow(int(3 * rows * row))
+		err := packRows(&b, parts, rows, row)
+		return b.Bytes(), err
+	}
+	stream := func(w io.Writer) error { return packRows(w, parts, rows, row) }
+	return ir.NewStreamedTensor(dt, dims, "pack-qkv-"+what, parts[:], compute, stream), nil
+}
+
+// packRows writes the rows of the parts side by side, [q_r k_r v_r] for each row r (zeros
+// for an absent part), reading them a block of rows at a time from where they are (the
+// mapped model, external data), so that it holds a few MiB whatever the weights' size.
+func packRows(w io.Writer, parts [3]*ir.Tensor, rows, row int64) error {
+	var src [3]io.ReaderAt
+	for i, p := range parts {
+		if p == nil {
+			continue
+		}
+		r, done, err := p.OpenBytes()
+		if err != nil {
+			return err
+		}
+		defer done()
+		src[i] = r
+	}
+	const block = 1 << 20
+	n := max(1, min(rows, block/max(row, 1)))
+	out := make([]byte, 3*n*row)
+	var in [3][]byte
+	for i := range in {
+		in[i] = make([]byte, n*row)
+	}
+	for r0 := int64(0); r0 < rows; r0 += n {
+		k := min(n, rows-r0)
+		for i, r := range src {
+			if r == nil {
+				clear(in[i][:k*row])
 				continue
 			}
-			raw, err := p.ReadBytes()
-			if err != nil {
-				return nil, err
-			}
-			raws[i] = raw
-		}
-		out := make([]byte, 0, 3*rows*row)
-		for r := int64(0); r < rows; r++ {
-			for _, p := range raws {
-				if p == nil {
-					out = append(out, make([]byte, row)...)
-					continue
-				}
-				out = append(out, p[r*row:(r+1)*row]...)
+			if _, err := r.ReadAt(in[i][:k*row], r0*row); err != nil {
+				return fmt.Errorf("packing Q/K/V: %s: %w", parts[i].Name, err)
 			}
 		}
-		return out, nil
-	}), nil
+		o := out[:0]
+		for j := int64(0); j < k; j++ {
+			for i := range in {
+				o = append(o, in[i][j*row:(j+1)*row]...)
+			}
+		}
+		if _, err := w.Write(o); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // attnSharedConst returns an initializer holding t: an existing packed one (its name holds

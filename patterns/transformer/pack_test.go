@@ -2,6 +2,9 @@ package transformer
 
 import (
 	"bytes"
+	"fmt"
+	"math/rand"
+	"path/filepath"
 	"testing"
 
 	"github.com/qcc-dev/qcc/ir"
@@ -34,5 +37,69 @@ func TestPackQKVLazy(t *testing.T) {
 	}
 	if _, err := attnPackQKV([3]*ir.Tensor{q, ir.FloatTensor([]int64{3}, []float32{1, 2, 3}), v}, "weight"); err == nil {
 		t.Error("parts of different shapes packed")
+	}
+}
+
+// TestPackQKVStreamed: a save streams the packed weight a block of rows at a time from
+// where its parts are (memory, external data; an absent part is zeros): the saved bytes,
+// inline and external, are the interleaved rows, across block boundaries too.
+func TestPackQKVStreamed(t *testing.T) {
+	const rows, cols = 700, 512 // 1.4 MB a part: more than one block of rows
+	r := rand.New(rand.NewSource(3))
+	vals := func() []float32 {
+		v := make([]float32, rows*cols)
+		for i := range v {
+			v[i] = r.Float32()
+		}
+		return v
+	}
+	q, k := ir.FloatTensor([]int64{rows, cols}, vals()), ir.FloatTensor([]int64{rows, cols}, vals())
+	dir := t.TempDir()
+	// K as external data: saved with -external-data and loaded back lazily.
+	model := func(name string, t *ir.Tensor) *ir.Model {
+		g := ir.NewGraph("g")
+		g.AddInitializer(name, t)
+		return &ir.Model{IRVersion: 8, Opsets: []ir.OpsetID{{Version: 13}}, Graph: g}
+	}
+	src := model("k", k)
+	kPath := filepath.Join(dir, "k.onnx")
+	if err := ir.Save(src, kPath, ir.SaveOptions{External: ir.ExternalAlways}); err != nil {
+		t.Fatal(err)
+	}
+	km, err := ir.Load(kPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kExt := km.Graph.Initializer("k")
+	packed, err := attnPackQKV([3]*ir.Tensor{q, kExt, nil}, "weight")
+	if err != nil {
+		t.Fatal(err)
+	}
+	qb, _ := q.Bytes()
+	kb, _ := k.Bytes()
+	row := cols * 4
+	var want []byte
+	for i := 0; i < rows; i++ {
+		want = append(want, qb[i*row:(i+1)*row]...)
+		want = append(want, kb[i*row:(i+1)*row]...)
+		want = append(want, make([]byte, row)...)
+	}
+	for _, mode := range []ir.ExternalMode{ir.ExternalNever, ir.ExternalAlways} {
+		m := model("qkv", packed)
+		out := filepath.Join(dir, fmt.Sprintf("out%d.onnx", mode))
+		if err := ir.Save(m, out, ir.SaveOptions{External: mode}); err != nil {
+			t.Fatal(err)
+		}
+		back, err := ir.Load(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := back.Graph.Initializer("qkv").Bytes()
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("mode %d: saved packed weight differs from the interleaved rows (%v)", mode, err)
+		}
+	}
+	if got, err := packed.Bytes(); err != nil || !bytes.Equal(got, want) {
+		t.Errorf("computed packed weight differs from the interleaved rows (%v)", err)
 	}
 }
