@@ -28,16 +28,35 @@ func blockKeys(bs []*transformer.Block) []string {
 			if b.Kind == transformer.Embedding {
 				keys = append(keys, string(b.Kind))
 			}
-			if !norms[b.Root] {
+			key := normalised(b)
+			if !norms[key] {
 				keys = append(keys, "norm")
 			}
-			norms[b.Root] = true
+			norms[key] = true
 			continue
 		}
 		keys = append(keys, string(b.Kind))
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// normalised is the value a norm block normalises to: its root, or for an embedding
+// masked after its LayerNorm (DeBERTa, XLM) the multiply's other input, the LayerNorm's.
+func normalised(b *transformer.Block) *ir.Value {
+	if b.Kind != transformer.Embedding || b.Role("mask") == nil {
+		return b.Root
+	}
+	mul, _ := b.Root.Producer()
+	if mul == nil || mul.OpType != "Mul" {
+		return b.Root
+	}
+	for i := 0; i < 2; i++ {
+		if p, _ := mul.Input(i).Producer(); p == nil || p.OpType != "Cast" {
+			return mul.Input(i)
+		}
+	}
+	return b.Root
 }
 
 // TestBlocksAgreeWithFuse: the blocks analysis and fuse run one driver, so they agree on

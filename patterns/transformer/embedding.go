@@ -81,7 +81,12 @@ func embLeaf(i int, constOK bool) patterns.Pattern {
 		AttrIs("axis", 0, 0).As(fmt.Sprintf("gather%d", i))
 	// A [seq] position lookup made [1, seq, hidden] (torch's pos_emb(arange(S))[None]).
 	unsq := fmt.Sprintf("unsqueeze%d", i)
-	lookup := patterns.Or(gather, Op("Unsqueeze", gather).As(unsq), Op("Unsqueeze", gather, Const()).As(unsq))
+	// Or the first S rows of a position table sliced off (XLM's position_table[:S]).
+	sl := fmt.Sprintf("slice%d", i)
+	table := Bind(fmt.Sprintf("table%d", i), Const())
+	slice := patterns.Or(Op("Slice", table, Any(), Any(), Any(), Any()).As(sl), Op("Slice", table, Any(), Any(), Any()).As(sl))
+	lookup := patterns.Or(gather, Op("Unsqueeze", gather).As(unsq), Op("Unsqueeze", gather, Const()).As(unsq),
+		slice, Op("Unsqueeze", slice).As(unsq), Op("Unsqueeze", slice, Const()).As(unsq))
 	if !constOK {
 		return lookup
 	}
@@ -186,7 +191,10 @@ func embMasked(y patterns.Pattern) patterns.Pattern {
 }
 
 func embRules() []*patterns.Rule {
-	var internal []string // a lookup may be read elsewhere (DistilBERT takes the shape of its word lookup)
+	// A lookup may be read elsewhere (DistilBERT takes the shape of its word lookup), and
+	// so may the mask's cast (XLM multiplies every layer's output by it): the fused op
+	// replaces the LayerNorm's output and the mask multiply stays.
+	internal := []string{"mask_cast", "mask_unsqueeze"}
 	for i := 0; i < 2*embMaxTerms; i++ {
 		internal = append(internal, fmt.Sprintf("gather%d", i))
 	}
@@ -208,8 +216,9 @@ func embRules() []*patterns.Rule {
 
 // embLookup is one Gather term of the sum.
 type embLookup struct {
-	table, ids *ir.Value
+	table, ids *ir.Value // ids nil: the first S rows of the table sliced off
 	node       *ir.Node
+	unsqueeze  *ir.Node // a sliced lookup's Unsqueeze to [1, S, hidden], if any
 }
 
 // Position forms (the "positions" param).
@@ -254,6 +263,13 @@ func embAnalyse(m *patterns.Match) (*embInfo, string) {
 	var lookups []*embLookup
 	var consts []*ir.Tensor
 	for i := 0; i < 2*embMaxTerms; i++ {
+		if n := m.N(fmt.Sprintf("slice%d", i)); n != nil {
+			if info.pos != nil {
+				return nil, "two position lookups"
+			}
+			info.pos = &embLookup{table: n.Input(0), node: n, unsqueeze: m.N(fmt.Sprintf("unsqueeze%d", i))}
+			continue
+		}
 		if n := m.N(fmt.Sprintf("gather%d", i)); n != nil {
 			if u := m.N(fmt.Sprintf("unsqueeze%d", i)); u != nil {
 				ids := m.V(fmt.Sprintf("ids%d", i))
@@ -337,7 +353,12 @@ func embAnalyse(m *patterns.Match) (*embInfo, string) {
 		}
 	}
 	// Positions.
-	if info.pos != nil {
+	if info.pos != nil && info.pos.ids == nil {
+		if why := embSlicedPositions(info.pos.node, info.pos.unsqueeze, ids); why != "" {
+			return nil, why
+		}
+		info.positions = embDefaultPositions
+	} else if info.pos != nil {
 		p := info.pos.ids
 		off, base := decOffset(p)
 		rows := patterns.ConstOf(info.pos.table).Dims[0]
@@ -392,6 +413,38 @@ func embAnalyse(m *patterns.Match) (*embInfo, string) {
 		return nil, why
 	}
 	return info, ""
+}
+
+// embSlicedPositions checks that a Slice of the position table takes its rows 0..S-1, S
+// the input ids' sequence length: from 0, along axis 0, step 1, as many rows as the ids
+// have positions (and an Unsqueeze after it adds the leading axis).
+func embSlicedPositions(sl, unsq *ir.Node, ids *ir.Value) string {
+	ints := func(i int, def int64) (int64, bool) {
+		if sl.Input(i) == nil {
+			return def, true
+		}
+		v, ok := constInts(sl.Input(i))
+		if !ok || len(v) != 1 {
+			return 0, false
+		}
+		return v[0], true
+	}
+	start, ok1 := ints(1, 0)
+	axis, ok2 := ints(3, 0)
+	step, ok3 := ints(4, 1)
+	out := sl.Output(0)
+	switch {
+	case !ok1 || !ok2 || !ok3 || start != 0 || axis != 0 || step != 1:
+		return fmt.Sprintf("slice %s of the position table does not take its first rows (start 0, axis 0, step 1)", out.Name)
+	case out.Type == nil || out.Type.Rank() != 2 || ids.Type.Rank() != 2 || !ir.SameDim(out.Type.Shape[0], ids.Type.Shape[1]):
+		return fmt.Sprintf("slice %s of the position table is %v, not the input ids' %v positions", out.Name, out.Type, ids.Type)
+	}
+	if unsq != nil {
+		if axes, ok := reduceAxes(unsq); !ok || len(axes) != 1 || axes[0] != 0 {
+			return fmt.Sprintf("the sliced positions are unsqueezed by %s, not at axis 0", unsq.Output(0).Name)
+		}
+	}
+	return ""
 }
 
 // embCheckLayerNorm reads the normalisation's parameters into info.
@@ -831,7 +884,9 @@ func describeEmbedding(m *patterns.Match, b *Block) {
 	b.Roles["word_embedding"] = info.word.table
 	b.Params["vocab"] = float64(patterns.ConstOf(info.word.table).Dims[0])
 	if info.pos != nil {
-		b.Roles["position_ids"] = info.pos.ids
+		if info.pos.ids != nil {
+			b.Roles["position_ids"] = info.pos.ids
+		}
 		b.Roles["position_embedding"] = info.pos.table
 		b.Params["max_positions"] = float64(patterns.ConstOf(info.pos.table).Dims[0])
 	}

@@ -283,6 +283,11 @@ func TestEmbeddingVariants(t *testing.T) {
 			[]string{"input_ids", "position_ids"}, []string{"segment_ids"}, 7},
 		{"bart-offset", `"" : 17`, embBART, all, "embedding/layernorm", 1,
 			[]string{"input_ids", "position_ids", "position_embedding"}, []string{"segment_ids"}, 7},
+		// XLM's position_table[:S][None] and pos_emb(arange(S))[None]: no position ids.
+		{"sliced-positions", `"" : 13`, strings.Replace(embBERT, "  p = Gather (pos, pids)", "  p0 = Slice (pos, a0, slu, a0)\n  p = Unsqueeze (p0, a0)", 1), alone, "embedding/decomposed", 1,
+			[]string{"input_ids", "segment_ids", "position_embedding"}, []string{"position_ids"}, 7},
+		{"unsqueezed-lookup", `"" : 13`, strings.Replace(embBERT, "  p = Gather (pos, pids)", "  pr = Range (i0, sl, i1)\n  p0 = Gather (pos, pr)\n  p = Unsqueeze (p0, a0)", 1), alone, "embedding/decomposed", 1,
+			[]string{"input_ids", "segment_ids", "position_ids", "position_embedding"}, nil, 7},
 		{"static", `"" : 13`, embStatic, alone, "embedding/decomposed", 3,
 			[]string{"input_ids", "segment_ids"}, []string{"position_ids", "position_embedding"}, 7},
 	}

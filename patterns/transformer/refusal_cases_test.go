@@ -574,6 +574,12 @@ func TestEmbeddingMoreRefusals(t *testing.T) {
 	}{
 		{"word lookup unsqueezed", "17", bert("17", "  w = Gather (word, input_ids)", "  w0 = Gather (word, input_ids)\n  w = Unsqueeze (w0, a0)", "=> (float[batch,seq,4] y)", "=> (y)"),
 			"only a [seq] position lookup made [1, seq, hidden] is a term"},
+		{"positions sliced from row 1", "17", bert("17", "  p = Gather (pos, pids)", "  p0 = Slice (pos, a1, slu, a0)\n  p = Unsqueeze (p0, a0)", "=> (float[batch,seq,4] y)", "=> (y)"),
+			"does not take its first rows (start 0, axis 0, step 1)"},
+		{"three positions sliced off", "17", bert("17", "  float eps = {1e-12}", "  float eps = {1e-12},\n  int64[1] e3 = {3}", "  p = Gather (pos, pids)", "  p0 = Slice (pos, a0, e3, a0)\n  p = Unsqueeze (p0, a0)", "=> (float[batch,seq,4] y)", "=> (y)"),
+			"not the input ids' int64[batch,seq] positions"},
+		{"sliced positions unsqueezed at axis 1", "17", bert("17", "  p = Gather (pos, pids)", "  p0 = Slice (pos, a0, slu, a0)\n  p = Unsqueeze (p0, a1)", "=> (float[batch,seq,4] y)", "=> (y)"),
+			"the sliced positions are unsqueezed by p, not at axis 0"},
 		{"two position lookups", "17", bert("17", "  x = Add (wt, p)", "  x0 = Add (wt, p)\n  p2 = Gather (pos, pids)\n  x = Add (x0, p2)"), "two position lookups"},
 		{"no word lookup", "17", bert("17", "  w = Gather (word, input_ids)\n", "", "  tt = Gather (seg, token_type_ids)\n", "", "  wt = Add (w, tt)\n", "  wt = Gather (word, i0)\n"), "no lookup by input ids (word embedding)"},
 		{"three lookups by ids", "17", bert("17", ins, "g (int64[batch,seq] input_ids, int64[batch,seq] token_type_ids, int64[batch,seq] lang_ids)",
@@ -938,7 +944,6 @@ func TestEmbeddingMaskRefusals(t *testing.T) {
 	gin := strings.Replace(strings.Replace(embBERT, "int64[batch,seq] token_type_ids", "int64[batch,seq] token_type_ids, float[4] g2", 1), "sc = Mul (nrm, gamma)", "sc = Mul (nrm, g2)", 1)
 	cases := []struct{ name, src, want string }{
 		{"mask spread over the sequence", with(static, "mu = Unsqueeze (attention_mask, a2)", "mu = Unsqueeze (attention_mask, a1)"), "mask unsqueezed at [1], not the last axis"},
-		{"mask cast read elsewhere", with(embDeBERTa, "float[batch,seq,4] z", "float[batch,seq,4] z, float[batch,seq,1] mc"), "the normalised value is masked next; the block ends at the mask multiply"},
 		{"gamma read at run time", gin, "the normalisation continues into Mul; the block is not its prefix"},
 	}
 	for _, c := range cases {
@@ -949,6 +954,17 @@ func TestEmbeddingMaskRefusals(t *testing.T) {
 			expectReason(t, refusalReasons(refs), c.want)
 		})
 	}
+	// The mask's cast read elsewhere too (XLM masks every layer's output with it): the
+	// block still ends at the mask multiply, which stays after the fused op, and so does
+	// the cast for its other reader.
+	t.Run("mask cast read elsewhere", func(t *testing.T) {
+		m := geParse(t, `"" : 13`, with(embDeBERTa, "float[batch,seq,4] z", "float[batch,seq,4] z, float[batch,seq,1] mc"))
+		geFillRandom(m)
+		b, refs := embOnly(t, m, []*transformer.Family{transformer.EmbeddingFamily})
+		if b == nil || !strings.HasSuffix(b.Variant, "+mask") {
+			t.Fatalf("block %v, refusals %v: want the +mask form", b, refusalReasons(refs))
+		}
+	})
 }
 
 // TestEmbeddingFoldRefusals: fuse leaves an embedding whose constant terms it cannot fold
