@@ -1,6 +1,7 @@
 package shape
 
 import (
+	"fmt"
 	"math"
 	"strings"
 
@@ -98,6 +99,7 @@ var rules = map[string]rule{
 	},
 	"GatherND":  gatherND,
 	"Expand":    expand,
+	"Resize":    resize,
 	"Tile":      tile,
 	"Reshape":   reshape,
 	"Transpose": transpose,
@@ -525,6 +527,67 @@ func expand(c *nctx) error {
 	return nil
 }
 
+// resize: X resized to sizes (read symbolically: a vision model's position grid resized to
+// the patch grid its input has) or by constant scales, over every axis or the axes given;
+// the rank of X whatever is unknown. Opset 10's form is (X, scales).
+func resize(c *nctx) error {
+	dt := c.dtype(0)
+	in, ok := c.shape(0)
+	if !ok {
+		c.set(0, dt, nil, false)
+		return nil
+	}
+	axes := make([]int, len(in))
+	for i := range axes {
+		axes[i] = i
+	}
+	if a, ok := c.n.AttrInts("axes"); ok {
+		var err error
+		if axes, err = normAxes(a, len(in)); err != nil {
+			return err
+		}
+	}
+	out := cloneShape(in)
+	scalesAt := 2
+	if c.nin() == 2 {
+		scalesAt = 1
+	}
+	sizes, okSizes := c.value(3)
+	switch {
+	case c.n.AttrString("keep_aspect_ratio_policy", "stretch") != "stretch":
+		for _, a := range axes {
+			out[a] = unknownDim()
+		}
+	case c.has(3) && okSizes && len(sizes) == len(axes):
+		for k, a := range axes {
+			out[a] = sizes[k]
+		}
+	case c.has(scalesAt) && c.in(scalesAt).Const != nil:
+		scales, err := c.in(scalesAt).Const.Float64s()
+		if err != nil || len(scales) != len(axes) {
+			return fmt.Errorf("Resize: %d scales for %d axes", len(scales), len(axes))
+		}
+		for k, a := range axes {
+			d := in[a]
+			switch x := scales[k]; {
+			case x == 1:
+			case d.Known:
+				out[a] = ir.D(int64(math.Floor(float64(d.Value) * x)))
+			case x == math.Trunc(x) && x > 0:
+				out[a] = mulDims(d, ir.D(int64(x)))
+			default:
+				out[a] = unknownDim()
+			}
+		}
+	default:
+		for _, a := range axes {
+			out[a] = unknownDim()
+		}
+	}
+	c.set(0, dt, out, true)
+	return nil
+}
+
 func tile(c *nctx) error {
 	dt := c.dtype(0)
 	in, ok := c.shape(0)
@@ -880,7 +943,11 @@ func sliceDim(d, start, end ir.Dim, step int64) ir.Dim {
 		return b
 	}
 	if end.Known && end.Value >= 0 && end.Value < bigEnd {
-		// [a:5] of a runtime size may hold fewer than 5 - a: unknown.
+		// [a:5] of a runtime size may hold fewer than 5 - a: unknown, unless the size is
+		// provably at least 5 (x[:, :1] of a class token + patches, 1 + h·w of them).
+		if start.Known && start.Value >= 0 && start.Value <= end.Value && nonNegative(subDims(d, end)) {
+			return ir.D(end.Value - start.Value)
+		}
 		return unknownDim()
 	}
 	return symbolicLen(subDims(fromEnd(end), fromEnd(start)))

@@ -410,6 +410,32 @@ func TestDataMovement(t *testing.T) {
 		{name: "slice opset 9 attrs", opset: 9, build: func(b *builder) *ir.Value {
 			return b.op("Slice", vs(b.in("x", ir.Float, "10,20")), ir.IntsAttr("starts", 1), ir.IntsAttr("ends", 4), ir.IntsAttr("axes", 1))
 		}, want: "float[10,3]"},
+		// x[:, :1] of 1 + h·w tokens: the size is provably at least 1.
+		{name: "slice head of a size at least its end", build: func(b *builder) *ir.Value {
+			x := b.in("x", ir.Float, "batch,3,height,width")
+			flat := b.op("Reshape", vs(x, b.ints(0, 3, -1)))
+			tok := b.op("Concat", vs(b.in("cls", ir.Float, "batch,3,1"), flat), ir.IntAttr("axis", 2))
+			return b.op("Slice", vs(tok, b.ints(0), b.ints(1), b.ints(2)))
+		}, want: "float[batch,3,1]"},
+		{name: "slice head of a size that may be smaller", build: func(b *builder) *ir.Value {
+			return b.op("Slice", vs(b.in("x", ir.Float, "batch,sequence"), b.ints(0), b.ints(2), b.ints(1)))
+		}, want: "float[batch,?]"},
+		// A position grid resized to the patch grid of the input (DINOv2 at any image size).
+		{name: "resize to sizes read off a shape", build: func(b *builder) *ir.Value {
+			px := b.in("px", ir.Float, "batch,3,height,width")
+			s := b.op("Shape", vs(px))
+			h := b.op("Div", vs(b.op("Gather", vs(s, b.ints(2))), b.ints(4)))
+			w := b.op("Div", vs(b.op("Gather", vs(s, b.ints(3))), b.ints(4)))
+			sizes := b.op("Concat", vs(b.ints(1, 32), h, w), ir.IntAttr("axis", 0))
+			return b.op("Resize", vs(b.floats([]int64{1, 32, 4, 4}), nil, nil, sizes), ir.StringAttr("mode", "cubic"))
+		}, want: "float[1,32,floor(height/4),floor(width/4)]"},
+		{name: "resize by scales", build: func(b *builder) *ir.Value {
+			sc := b.g.NewConst("sc", ir.FloatTensor([]int64{4}, []float32{1, 1, 2, 0.5}))
+			return b.op("Resize", vs(b.in("x", ir.Float, "batch,8,height,6"), nil, sc))
+		}, want: "float[batch,8,2*height,3]"},
+		{name: "resize of axes, sizes unknown", build: func(b *builder) *ir.Value {
+			return b.op("Resize", vs(b.in("x", ir.Float, "batch,8,5,6"), nil, nil, b.in("sz", ir.Int64, "2")), ir.IntsAttr("axes", 2, 3))
+		}, want: "float[batch,8,?,?]"},
 		{name: "slice runtime starts", build: func(b *builder) *ir.Value {
 			return b.op("Slice", vs(b.in("x", ir.Float, "batch,20"), b.in("s", ir.Int64, "1"), b.ints(9), b.ints(1)))
 		}, want: "float[batch,?]"},

@@ -2593,6 +2593,120 @@ class LayoutLMv3(Model):
         return x
 
 
+class DINOv2(Model):
+    """DINOv2 as exported for any image size: class and register tokens, position
+    embeddings bicubically resized to the patch grid the input has (sizes read off its
+    shape), pre-LayerNorm blocks with layer scale (x + γ·f(x)), GELU MLP, final LayerNorm."""
+
+    inputs = ("pixel_values",)
+    GRID, REGS = 4, 2  # trained on a 4x4 patch grid; 2 register tokens
+
+    def __init__(self):
+        super().__init__()
+        self.patch = nn.Conv2d(3, E, kernel_size=4, stride=4)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, E))
+        self.register_tokens = nn.Parameter(torch.zeros(1, self.REGS, E))
+        self.position_embeddings = nn.Parameter(torch.zeros(1, 1 + self.GRID * self.GRID, E))
+        self.norm1 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.attn = nn.ModuleList(SigLIPAttention() for _ in range(L))
+        self.ls1 = nn.ParameterList(nn.Parameter(torch.ones(E)) for _ in range(L))
+        self.norm2 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.mlp = nn.ModuleList(MLP(nn.GELU()) for _ in range(L))
+        self.ls2 = nn.ParameterList(nn.Parameter(torch.ones(E)) for _ in range(L))
+        self.layernorm = nn.LayerNorm(E)
+
+    def forward(self, pixel_values):
+        B, _, Hh, Ww = pixel_values.shape
+        x = self.patch(pixel_values).flatten(2).transpose(1, 2)
+        cls_pos, patch_pos = self.position_embeddings[:, :1], self.position_embeddings[:, 1:]
+        grid = patch_pos.reshape(1, self.GRID, self.GRID, E).permute(0, 3, 1, 2)
+        grid = F.interpolate(grid, size=(Hh // 4, Ww // 4), mode="bicubic", align_corners=False)
+        patch_pos = grid.permute(0, 2, 3, 1).reshape(1, -1, E)
+        x = torch.cat((self.cls_token.expand(B, -1, -1), x), dim=1) + torch.cat((cls_pos, patch_pos), dim=1)
+        x = torch.cat((x[:, :1], self.register_tokens.expand(B, -1, -1), x[:, 1:]), dim=1)
+        for i in range(L):
+            x = x + self.ls1[i] * self.attn[i](self.norm1[i](x))
+            x = x + self.ls2[i] * self.mlp[i](self.norm2[i](x))
+        return self.layernorm(x)
+
+
+class OLMoAttention(GQAttention):
+    """OLMo: Q, K and V from one packed projection split in three, clipped to ±CLIP
+    (clip_qkv), no biases; rotary; causal."""
+
+    CLIP = 2.0
+
+    def __init__(self):
+        super().__init__(H, D, False, False)
+        self.att_proj = nn.Linear(E, 3 * E, bias=False)
+
+    def forward(self, x, mask, cos, sin):
+        qkv = self.att_proj(x).clamp(min=-self.CLIP, max=self.CLIP)
+        q, k, v = qkv.split(E, dim=-1)
+        q, k, v = heads(q, H), heads(k, H), heads(v, H)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        w = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(D) + mask
+        return self.o_proj(merge(torch.matmul(F.softmax(w, dim=-1), v)))
+
+
+class NonParametricLN(nn.LayerNorm):
+    """OLMo's LayerNorm without weight or bias."""
+
+    def __init__(self, n):
+        super().__init__(n, elementwise_affine=False)
+
+
+class OLMo(Llama):
+    """OLMo: LLaMA's layout with non-parametric LayerNorms (no weight, no bias), the
+    clipped packed QKV projection (OLMoAttention), SwiGLU, a final non-parametric norm."""
+
+    def __init__(self):
+        super().__init__()
+        self.input_layernorm = nn.ModuleList(NonParametricLN(E) for _ in range(L))
+        self.self_attn = nn.ModuleList(OLMoAttention() for _ in range(L))
+        self.post_attention_layernorm = nn.ModuleList(NonParametricLN(E) for _ in range(L))
+        self.norm = NonParametricLN(E)
+
+
+class GraniteAttention(LlamaAttention):
+    """LLaMA's attention with Granite's own scale (attention_multiplier) for Q·Kᵀ."""
+
+    ATT = 0.05
+
+    def forward(self, x, mask, cos, sin):
+        q, k, v = heads(self.q_proj(x), H), heads(self.k_proj(x), self.kv_heads), heads(self.v_proj(x), self.kv_heads)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        k, v = repeat_kv(k, H // self.kv_heads), repeat_kv(v, H // self.kv_heads)
+        w = torch.matmul(q, k.transpose(2, 3)) * self.ATT + mask
+        w = F.softmax(w, dim=-1, dtype=torch.float32).to(q.dtype)
+        return self.o_proj(merge(torch.matmul(w, v)))
+
+
+class Granite(Llama):
+    """Granite: LLaMA's blocks with the µP multipliers: embeddings times 12, an attention
+    scale of its own (not 1/sqrt(D)), each residual branch times 0.22."""
+
+    EMB, RES = 12.0, 0.22
+
+    def __init__(self):
+        super().__init__()
+        self.self_attn = nn.ModuleList(GraniteAttention() for _ in range(L))
+
+    def forward(self, input_ids, attention_mask, position_ids):
+        B, S = input_ids.shape
+        x = self.embed_tokens(input_ids) * self.EMB
+        cos = self.cos_cached[:S][position_ids].unsqueeze(1)
+        sin = self.sin_cached[:S][position_ids].unsqueeze(1)
+        causal = torch.triu(torch.full((S, S), MIN), diagonal=1)
+        mask = causal[None, None, :, :] + padding_bias(attention_mask)
+        for i in range(L):
+            x = x + self.self_attn[i](self.input_layernorm[i](x), mask, cos, sin) * self.RES
+            x = x + self.mlp[i](self.post_attention_layernorm[i](x)) * self.RES
+        return self.norm(x)
+
+
 class XLMAttention(Attn):
     """XLM/Flaubert: Q scaled by 1/sqrt(D) before Q·Kᵀ, padded keys filled with -inf by
     masked_fill, the softmax taken in float and cast back (type_as)."""
@@ -2906,6 +3020,9 @@ FORMS = {
     "esm": (ESM, (13, 17)),
     "siglip": (SigLIP, (14, 17)),  # nn.MultiheadAttention's export needs opset 14
     "layoutlmv3": (LayoutLMv3, (13, 17)),
+    "dinov2": (DINOv2, (13, 17)),
+    "olmo": (OLMo, (14, 16)),  # Trilu needs 14; at 17 torch 1.13 exports a weightless LayerNorm with an empty scale input
+    "granite": (Granite, (14, 17)),
 }
 
 
@@ -2963,7 +3080,10 @@ def make_inputs(model, B, S, T, seed):
         elif name == "input_features":
             out[name] = torch.randn(B, MEL, 2 * S, generator=g)
         elif name == "pixel_values":
-            out[name] = torch.randn(B, 3, 16, 16, generator=g)
+            # DINOv2 resizes its positions to the input's patch grid: the reference run
+            # takes another image size than the trace.
+            hw = (24, 20) if isinstance(model, DINOv2) and B == REF_B else (16, 16)
+            out[name] = torch.randn(B, 3, *hw, generator=g)
         elif name == "pixel_mask":
             m = torch.ones(B, 16, 16, dtype=torch.long)
             m[-1, :, 12:] = 0  # the last image is padded on the right
@@ -2978,6 +3098,8 @@ def make_inputs(model, B, S, T, seed):
 
 
 def dim_names(name, model=None):
+    if isinstance(model, DINOv2) and name == "pixel_values":
+        return ["batch", 3, "height", "width"]
     if isinstance(model, GPT2Past):
         if name == "attention_mask":
             return ["batch", "total_sequence"]
@@ -3017,6 +3139,8 @@ def output_dims(model, name):
         return ["batch", 17, E]
     if isinstance(model, SigLIP):
         return ["batch", E]
+    if isinstance(model, DINOv2):
+        return ["batch", "tokens", E]
     if isinstance(model, (ViT, DeiT)):
         return ["batch", 17 if isinstance(model, ViT) else 18, E if isinstance(model, ViT) else VE]
     if name == "last_hidden_state" and isinstance(model, (Bart, T5EncDec, BartDecoderPast)):
