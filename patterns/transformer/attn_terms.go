@@ -46,8 +46,13 @@ func (p *attnPlan) termAxes(t *attnTerm) ([][]int, string) {
 			continue
 		}
 		// A symbol against the scores' axis: the graph's own Add makes them equal (a
-		// symbol is not 1 unless the file says so), whatever the exporter named them.
-		if !ir.SameDim(d, ax.size()) && (d.Known || dimIsOne(ax.size())) {
+		// symbol is not 1 unless the file says so), whatever the exporter named them. So
+		// does a number against the keys (or the queries of self-attention, which are the
+		// keys): probs·V contracts the keys with V's, so the graph runs only where they are
+		// that number (BEiT's [1,H,17,17] bias in a model exported for any image size).
+		pinned := d.Known && !ax.size().Known && len(ax) == 1 &&
+			(ax[0] == p.k.seq || ax[0] == p.q.seq && ir.SameDim(p.q.seq.size, p.k.seq.size))
+		if !ir.SameDim(d, ax.size()) && (d.Known || dimIsOne(ax.size())) && !pinned {
 			return nil, fmt.Sprintf("score term %s: axis %d is %v where the scores have %v", t.value.Name, j, d, ax.size())
 		}
 		for k, a := range ax {

@@ -261,6 +261,14 @@ func generalNearMiss(inputs, core string, edits ...string) string {
 	return src
 }
 
+// crossSeq2 makes a generalModel a cross-attention: K and V from x2 of another length, so
+// a number against the query axis pins nothing.
+func crossSeq2(src string) string {
+	src = strings.Replace(src, "bool[batch,1,1,seq] keep", "bool[batch,1,1,seq] keep, float[batch,seq2,4] x2", 1)
+	src = strings.Replace(src, "  km = MatMul (x, wk)", "  km = MatMul (x2, wk)", 1)
+	return strings.Replace(src, "  vm = MatMul (x, wv)", "  vm = MatMul (x2, wv)", 1)
+}
+
 // capConst adds the soft cap's constant to a generalNearMiss model.
 var capConst = []string{"  float qscale = {0.01}", "  float qscale = {0.01},\n  float cap = {5}"}
 
@@ -272,10 +280,10 @@ func TestGeneralAttentionNearMisses(t *testing.T) {
 	const qt = "  qt = Transpose <perm = [0, 2, 1, 3]> (qr)"
 	mha := []string{"com.microsoft.MultiHeadAttention", "com.microsoft.Attention"}
 	cases := []refusalCase{
-		{name: "term wider than the keys", src: generalNearMiss("float[1,1,1,3] tb", "  sm = Add (sd, tb)\n  p = Softmax <axis = -1> (sm)\n  c = MatMul (p, vt)\n"),
-			want: "score term tb: axis 3 is 3 where the scores have seq"},
-		{name: "mask input wider than the keys", src: generalNearMiss("float[1,1,1,3] tb", "  sm = Add (sd, tb)\n  p = Softmax <axis = -1> (sm)\n  c = MatMul (p, vt)\n"),
-			want: "mask of an unknown form: additive mask input tb has shape [1,1,1,3]"},
+		// A number against a symbolic key axis pins it (the graph runs only there); against
+		// a known one that differs it is refused.
+		{name: "term of 3 queries in cross-attention", src: crossSeq2(generalNearMiss("float[1,1,3,1] tb", "  sm = Add (sd, tb)\n  p = Softmax <axis = -1> (sm)\n  c = MatMul (p, vt)\n")),
+			want: "score term tb: axis 2 is 3 where the scores have seq"},
 		{name: "softmax over the queries, transposed", src: generalNearMiss("", "  st = Transpose <perm = [0, 1, 3, 2]> (sd)\n  p0 = Softmax <axis = -1> (st)\n  p = Transpose <perm = [0, 1, 3, 2]> (p0)\n  c = MatMul (p, vt)\n"),
 			want: "the softmax runs over [seq(seq)], not the key sequence"},
 		{name: "probs regrouped", src: generalNearMiss("int64[3] m3", "  p = Softmax <axis = -1> (sd)\n  pr = Reshape (p, m3)\n  c = MatMul (pr, vt)\n"),
@@ -341,6 +349,11 @@ func TestGeneralAttentionNearMisses(t *testing.T) {
 		cases[i].fused = append(mha, "Attention")
 	}
 	runRefusals(t, generalAttnFams, cases)
+	// An input of 2 batches added to scores of any batch: no mask the encoder family knows,
+	// no bias the general one can lay out.
+	runRefusals(t, generalAttnFams, []refusalCase{{name: "mask input of two batches",
+		src:  generalNearMiss("float[2,1,1,seq] tb", "  sm = Add (sd, tb)\n  p = Softmax <axis = -1> (sm)\n  c = MatMul (p, vt)\n"),
+		want: "mask of an unknown form: additive mask input tb has shape [2,1,1,seq]", fused: mha}})
 }
 
 // TestLeftThenFused: a block the BERT-like family leaves (its mask is a sum of two inputs)
@@ -846,7 +859,7 @@ func TestGeneralAttentionHeadScale(t *testing.T) {
 			want: "the scores are multiplied by two constant tensors", fused: []string{"com.microsoft.MultiHeadAttention"}},
 		{name: "zero", src: scale("  float[2,1,1] hsc = {1.5, 0},", "  hs = Mul (sd, hsc)\n"),
 			want: "the scores' factor hsc holds 0", fused: []string{"com.microsoft.MultiHeadAttention"}},
-		{name: "against the queries", src: scale("  float[2,3,1] hsc = {1, 2, 3, 4, 5, 6},", "  hs = Mul (sd, hsc)\n"),
+		{name: "against the queries", src: crossSeq2(scale("  float[2,3,1] hsc = {1, 2, 3, 4, 5, 6},", "  hs = Mul (sd, hsc)\n")),
 			want: "score factor hsc: axis 1 is 3 where the scores have seq", fused: []string{"com.microsoft.MultiHeadAttention"}},
 	})
 }

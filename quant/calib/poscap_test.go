@@ -1,6 +1,7 @@
 package calib
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/qcc-dev/qcc/ir/text"
@@ -60,5 +61,52 @@ g (int64[batch,seq] ids, int64[batch,seq] attention_mask) => (float[?,4] y) <
 		if got != c.want || ok != c.ok {
 			t.Errorf("%s: cap %d, %v; want %d, %v", c.name, got, ok, c.want, c.ok)
 		}
+	}
+}
+
+// Random data for a model exported for any image size that runs at one only (position
+// embeddings of a fixed 2x2 grid added to 4x4 patches: 8x8 images) draws images of that
+// size, found by shape inference; a model that shape inference finds consistent with
+// DefaultSeq keeps it, and the model's types are as they were after.
+func TestRunnableImageSize(t *testing.T) {
+	src := `<ir_version: 8, opset_import: ["" : 17]>
+g (float[batch,3,height,width] px) => (y) <
+  float[8,3,4,4] w = {...},
+  float[1,4,8] pos = {...},
+  int64[3] flat = {0, 8, -1}
+> {
+  c = Conv <strides = [4, 4]> (px, w)
+  f = Reshape (c, flat)
+  p = Transpose <perm = [0, 2, 1]> (f)
+  y = Add (p, pos)
+}`
+	m, err := text.Parse(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := m.Graph.Inputs[0].Type.String()
+	src0, err := NewRandomSource(m, 2, 1, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := src0.Batch(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := b["px"].Shape; len(got) != 4 || got[2] != 8 || got[3] != 8 {
+		t.Errorf("random images are %v, want [2 3 8 8]", got)
+	}
+	if after := m.Graph.Inputs[0].Type.String(); after != before {
+		t.Errorf("input type %s after drawing, was %s", after, before)
+	}
+	// Without the fixed grid any size fits: DefaultSeq.
+	free, err := text.Parse(strings.Replace(src, "  y = Add (p, pos)", "  y = Identity (p)", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s1, _ := NewRandomSource(free, 2, 1, 1)
+	b1, _ := s1.Batch(0)
+	if got := b1["px"].Shape; got[2] != DefaultSeq {
+		t.Errorf("free model: random images are %v, want height %d", got, DefaultSeq)
 	}
 }

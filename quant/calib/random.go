@@ -10,6 +10,7 @@ import (
 
 	"github.com/qcc-dev/qcc/ir"
 	"github.com/qcc-dev/qcc/ndarray"
+	"github.com/qcc-dev/qcc/shape"
 )
 
 // Defaults of the random source.
@@ -83,6 +84,7 @@ func NewRandomSource(m *ir.Model, batch, n int, seed uint64) (Source, error) {
 			batchSym[t.Shape[0].Param] = true
 		}
 	}
+	seq = runnableSize(m, batchSym, int64(batch), seq)
 	for _, in := range modelInputs(m) {
 		t := in.Type
 		if t == nil || t.Kind != ir.TensorType || !t.HasShape {
@@ -154,6 +156,77 @@ func parseRandom(spec string, m *ir.Model, batch int) (Source, error) {
 		seed = v
 	}
 	return NewRandomSource(m, batch, n, seed)
+}
+
+// sizeCandidates are the sizes tried for the symbolic dims after seq, in order: small
+// image and sequence sizes, then the usual vision resolutions.
+var sizeCandidates = []int64{16, 8, 64, 128, 224, 256, 384, 512}
+
+// runnableSize picks the size for every non-batch symbolic dim: seq when shape inference
+// finds the model consistent with it, else the first candidate it does. A vision model
+// exported for any image size may run at one size only (position embeddings of a fixed
+// grid added to the patches), which a fixed default would miss. Inference cannot see
+// every mismatch: when none is found consistent, seq stays.
+func runnableSize(m *ir.Model, batchSym map[string]bool, batch, seq int64) int64 {
+	inputs := modelInputs(m)
+	saved := make([]*ir.Type, len(inputs))
+	symbolic := false
+	for i, in := range inputs {
+		saved[i] = in.Type
+		if t := in.Type; t != nil && t.HasShape {
+			for j, d := range t.Shape {
+				symbolic = symbolic || !d.Known && j > 0 && !batchSym[d.Param]
+			}
+		}
+	}
+	if !symbolic {
+		return seq
+	}
+	// Every value's type as it was, for after each trial.
+	types := map[*ir.Value]*ir.Type{}
+	for _, n := range m.Graph.Nodes() {
+		for _, o := range n.Outputs() {
+			if o != nil {
+				types[o] = o.Type
+			}
+		}
+	}
+	restore := func() {
+		for v, t := range types {
+			v.Type = t
+		}
+		for i, in := range inputs {
+			in.Type = saved[i]
+		}
+	}
+	fits := func(size int64) bool {
+		for i, in := range inputs {
+			t := saved[i]
+			if t == nil || !t.HasShape {
+				continue
+			}
+			st := t.Clone()
+			for j, d := range st.Shape {
+				switch {
+				case d.Known:
+				case j == 0 || batchSym[d.Param]:
+					st.Shape[j] = ir.D(batch)
+				default:
+					st.Shape[j] = ir.D(size)
+				}
+			}
+			in.Type = st
+		}
+		_, err := shape.Infer(m)
+		restore() // a trial's types would read as declared in the next
+		return err == nil
+	}
+	for _, c := range append([]int64{seq}, sizeCandidates...) {
+		if fits(c) {
+			return c
+		}
+	}
+	return seq
 }
 
 func (s *randomSource) Len() int { return s.n }

@@ -2310,6 +2310,17 @@ def static(ctor):
     return make
 
 
+def any_image(ctor):
+    """The form exported as vision exporters do by default: pixel_values with a dynamic
+    height and width (the reference run keeps the traced 16x16, which the fixed position
+    embeddings need)."""
+    def make():
+        m = ctor()
+        m.any_image = True
+        return m
+    return make
+
+
 def name_outputs(path, names):
     """The function export ignores output_names: name the graph outputs as the manifest does."""
     m = onnx.load(path)
@@ -3023,6 +3034,10 @@ FORMS = {
     "dinov2": (DINOv2, (13, 17)),
     "olmo": (OLMo, (14, 16)),  # Trilu needs 14; at 17 torch 1.13 exports a weightless LayerNorm with an empty scale input
     "granite": (Granite, (14, 17)),
+    "vit-any-image": (any_image(ViT), (13, 17)),
+    "beit-any-image": (any_image(Beit), (13, 17)),
+    "torchvision-vit-any-image": (any_image(TorchvisionViT), (13, 17)),
+    "segformer-any-image": (any_image(Segformer), (13, 17)),
 }
 
 
@@ -3098,7 +3113,7 @@ def make_inputs(model, B, S, T, seed):
 
 
 def dim_names(name, model=None):
-    if isinstance(model, DINOv2) and name == "pixel_values":
+    if (isinstance(model, DINOv2) or getattr(model, "any_image", False)) and name == "pixel_values":
         return ["batch", 3, "height", "width"]
     if isinstance(model, GPT2Past):
         if name == "attention_mask":
