@@ -65,17 +65,21 @@ func Fuse(m *ir.Model, fams []*Family, env *Env) (*Report, error) {
 // a body (its graph's name) apart from the main graph's.
 func fuseGraph(m *ir.Model, g *ir.Graph, prefix string, fams []*Family, env *Env, rep *Report) error {
 	left := map[string]string{}
+	dirty := true // the graph changed since types were inferred and the nodes sorted
 	for _, f := range fams {
-		// What an earlier family replaced may stay alive through Shape readers until
-		// they are dead too; later families must not see it.
-		prune.RemoveDead(g)
-		if _, err := shape.Infer(m); err != nil {
-			return fmt.Errorf("before %s fusion: %w", f.Kind, err)
-		}
-		// Nodes an earlier family added sit at the end of the list; Find sweeps from
-		// the end, so restore the order first.
-		if err := g.TopoSort(); err != nil {
-			return err
+		if dirty {
+			// What an earlier family replaced may stay alive through Shape readers until
+			// they are dead too; later families must not see it.
+			prune.RemoveDead(g)
+			if _, err := shape.Infer(m); err != nil {
+				return fmt.Errorf("before %s fusion: %w", f.Kind, err)
+			}
+			// Nodes an earlier family added sit at the end of the list; Find sweeps from
+			// the end, so restore the order first.
+			if err := g.TopoSort(); err != nil {
+				return err
+			}
+			dirty = false
 		}
 		found, refs := patterns.Find(g, f.Rules)
 		rep.Refusals = append(rep.Refusals, refs...)
@@ -109,6 +113,7 @@ func fuseGraph(m *ir.Model, g *ir.Graph, prefix string, fams []*Family, env *Env
 				continue
 			}
 			rw := patterns.NewRewriter(g, fd.Match)
+			dirty = true // a lowering that refuses may leave the nodes it added, dead
 			n, reason, err := f.Fuse(rw, b, env)
 			if err != nil {
 				return fmt.Errorf("fusing %s (%s) at %s: %w", f.Kind, b.Variant, b.Root.Name, err)

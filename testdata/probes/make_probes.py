@@ -3038,6 +3038,7 @@ FORMS = {
     "beit-any-image": (any_image(Beit), (13, 17)),
     "torchvision-vit-any-image": (any_image(TorchvisionViT), (13, 17)),
     "segformer-any-image": (any_image(Segformer), (13, 17)),
+    "swin-any-image": (any_image(Swin), (13, 17)),
 }
 
 
