@@ -98,3 +98,24 @@ func TestCacheArithmetic(t *testing.T) {
 		t.Errorf("concat of sizes: contents %v %v", got, ok)
 	}
 }
+
+// Atoms and EvalDim read a symbolic dim as its polynomial: optimum names a cache model's
+// mask "past_sequence_length + sequence_length".
+func TestEvalDim(t *testing.T) {
+	d := ir.Sym("past_sequence_length + sequence_length")
+	if got := Atoms(d); len(got) != 2 || got[0] != "past_sequence_length" || got[1] != "sequence_length" {
+		t.Errorf("Atoms = %v", got)
+	}
+	if v, ok := EvalDim(d, map[string]int64{"past_sequence_length": 3, "sequence_length": 5}); !ok || v != 8 {
+		t.Errorf("EvalDim = %d, %v; want 8", v, ok)
+	}
+	if v, ok := EvalDim(ir.Sym("2*batch + 1"), map[string]int64{"batch": 4}); !ok || v != 9 {
+		t.Errorf("EvalDim(2*batch + 1) = %d, %v; want 9", v, ok)
+	}
+	if _, ok := EvalDim(ir.Sym("heads"), map[string]int64{}); ok {
+		t.Error("EvalDim of a missing atom is ok")
+	}
+	if v, ok := EvalDim(ir.D(7), nil); !ok || v != 7 {
+		t.Errorf("EvalDim(7) = %d, %v", v, ok)
+	}
+}

@@ -110,3 +110,27 @@ g (float[batch,3,height,width] px) => (y) <
 		t.Errorf("free model: random images are %v, want height %d", got, DefaultSeq)
 	}
 }
+
+// A dim named as a sum of symbols (optimum's cache models: the mask spans
+// "past_sequence_length + sequence_length") is drawn as the sum of their sizes.
+func TestDrawnSumDim(t *testing.T) {
+	m, err := text.Parse(`<ir_version: 8, opset_import: ["" : 17]>
+g (int64[batch,sequence_length] ids, int64[batch,"past_sequence_length + sequence_length"] attention_mask, float[batch,2,past_sequence_length,4] past) => (y) {
+  y = Identity (past)
+}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := NewRandomSource(m, 2, 1, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := src.Batch(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, mask, past := b["ids"].Shape, b["attention_mask"].Shape, b["past"].Shape
+	if mask[1] != ids[1]+past[2] || ids[1] != DefaultSeq {
+		t.Errorf("ids %v, mask %v, past %v: want the mask over past + sequence", ids, mask, past)
+	}
+}

@@ -95,14 +95,7 @@ func NewRandomSource(m *ir.Model, batch, n int, seed uint64) (Source, error) {
 			return nil, fmt.Errorf("calib: random data: input %q has unsupported type %v", in.Name, t.DType)
 		}
 		for i, d := range t.Shape {
-			switch {
-			case d.Known:
-				g.shape = append(g.shape, d.Value)
-			case i == 0 || batchSym[d.Param]:
-				g.shape = append(g.shape, int64(batch))
-			default:
-				g.shape = append(g.shape, seq)
-			}
+			g.shape = append(g.shape, drawnDim(d, i, batchSym, int64(batch), seq))
 		}
 		lower := strings.ToLower(in.Name)
 		rows, hasTable := embeddingRows(in)
@@ -158,6 +151,29 @@ func parseRandom(spec string, m *ir.Model, batch int) (Source, error) {
 	return NewRandomSource(m, batch, n, seed)
 }
 
+// drawnDim is the size random data gives dim j of an input: its number; the batch for
+// dim 0 or the batch's symbol; else size for each symbol it is a polynomial of, so that a
+// cache model's mask over "past_sequence_length + sequence_length" spans both.
+func drawnDim(d ir.Dim, j int, batchSym map[string]bool, batch, size int64) int64 {
+	switch {
+	case d.Known:
+		return d.Value
+	case j == 0 || batchSym[d.Param]:
+		return batch
+	}
+	env := map[string]int64{}
+	for _, a := range shape.Atoms(d) {
+		env[a] = size
+		if batchSym[a] {
+			env[a] = batch
+		}
+	}
+	if v, ok := shape.EvalDim(d, env); ok && v > 0 {
+		return v
+	}
+	return size
+}
+
 // sizeCandidates are the sizes tried for the symbolic dims after seq, in order: small
 // image and sequence sizes, then the usual vision resolutions.
 var sizeCandidates = []int64{16, 8, 64, 128, 224, 256, 384, 512}
@@ -207,13 +223,7 @@ func runnableSize(m *ir.Model, batchSym map[string]bool, batch, seq int64) int64
 			}
 			st := t.Clone()
 			for j, d := range st.Shape {
-				switch {
-				case d.Known:
-				case j == 0 || batchSym[d.Param]:
-					st.Shape[j] = ir.D(batch)
-				default:
-					st.Shape[j] = ir.D(size)
-				}
+				st.Shape[j] = ir.D(drawnDim(d, j, batchSym, batch, size))
 			}
 			in.Type = st
 		}

@@ -2718,6 +2718,47 @@ class Granite(Llama):
         return self.norm(x)
 
 
+class LlamaPastAttention(LlamaAttention):
+    """LLaMA attention with a key/value cache: the rotary applied to this step's Q and K at
+    their absolute positions, K and V then appended to the cache, the mask given whole."""
+
+    def __init__(self):
+        super().__init__(kv_heads=H)
+
+    def forward(self, x, mask, cos, sin, pk, pv):
+        q, k, v = heads(self.q_proj(x), H), heads(self.k_proj(x), H), heads(self.v_proj(x), H)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        k, v = torch.cat((pk, k), dim=-2), torch.cat((pv, v), dim=-2)
+        w = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(D) + mask
+        w = F.softmax(w, dim=-1, dtype=torch.float32).to(q.dtype)
+        return self.o_proj(merge(torch.matmul(w, v)))
+
+
+class LlamaPast(Llama):
+    """LLaMA decoding with a cache, as exported for generation: past keys and values per
+    layer, positions P..P+S-1 from the cache length, a causal mask of S rows over the P+S
+    keys (triu from diagonal P+1) plus the padding of the whole mask."""
+
+    inputs = ("input_ids", "attention_mask", "past_key", "past_value")
+
+    def __init__(self):
+        super().__init__()
+        self.self_attn = nn.ModuleList(LlamaPastAttention() for _ in range(L))
+
+    def forward(self, input_ids, attention_mask, past_key, past_value):
+        S, P = input_ids.shape[1], past_key.shape[-2]
+        pos = torch.arange(P, P + S)
+        cos, sin = self.cos_cached[pos][None, None], self.sin_cached[pos][None, None]
+        causal = torch.triu(torch.full((S, P + S), MIN), diagonal=P + 1)
+        mask = causal[None, None] + padding_bias(attention_mask)
+        x = self.embed_tokens(input_ids)
+        for i in range(L):
+            x = x + self.self_attn[i](self.input_layernorm[i](x), mask, cos, sin, past_key[i], past_value[i])
+            x = x + self.mlp[i](self.post_attention_layernorm[i](x))
+        return self.norm(x)
+
+
 class XLMAttention(Attn):
     """XLM/Flaubert: Q scaled by 1/sqrt(D) before Q·Kᵀ, padded keys filled with -inf by
     masked_fill, the softmax taken in float and cast back (type_as)."""
@@ -3039,6 +3080,7 @@ FORMS = {
     "torchvision-vit-any-image": (any_image(TorchvisionViT), (13, 17)),
     "segformer-any-image": (any_image(Segformer), (13, 17)),
     "swin-any-image": (any_image(Swin), (13, 17)),
+    "llama-past": (LlamaPast, (14, 17)),  # torch.triu needs Trilu (opset 14)
 }
 
 
@@ -3072,7 +3114,7 @@ def make_inputs(model, B, S, T, seed):
     for name in model.inputs:
         if name in ("input_ids", "decoder_input_ids"):
             out[name] = torch.randint(0, V, (B, T if name.startswith("decoder") else S), generator=g)
-        elif name == "attention_mask" and isinstance(model, GPT2Past):
+        elif name == "attention_mask" and isinstance(model, (GPT2Past, LlamaPast)):
             m = torch.ones(B, PAST + S, dtype=torch.long)
             m[-1, :2] = 0  # the last row's oldest cached positions are padding (left padding)
             out[name] = m
@@ -3116,7 +3158,9 @@ def make_inputs(model, B, S, T, seed):
 def dim_names(name, model=None):
     if (isinstance(model, DINOv2) or getattr(model, "any_image", False)) and name == "pixel_values":
         return ["batch", 3, "height", "width"]
-    if isinstance(model, GPT2Past):
+    if isinstance(model, LlamaPast) and name == "attention_mask":
+        return ["batch", "past_sequence + sequence"]  # optimum's naming: a sum
+    if isinstance(model, (GPT2Past, LlamaPast)):
         if name == "attention_mask":
             return ["batch", "total_sequence"]
         if name in ("past_key", "past_value"):
