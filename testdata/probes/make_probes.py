@@ -2759,6 +2759,41 @@ class LlamaPast(Llama):
         return self.norm(x)
 
 
+class MobileViT(Model):
+    """MobileViT's transformer block: a conv stem, the feature map unfolded into 2x2
+    patches so that attention runs over [B·4, patches, C] (every pixel of a patch attends
+    to the same pixel of the other patches), pre-LayerNorm blocks (q/k/v Linear, SiLU MLP),
+    folded back to [B, C, H, W] and flattened to [B, H·W, C]."""
+
+    inputs = ("pixel_values",)
+    PH = PW = 2
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, E, kernel_size=3, stride=2, padding=1)
+        self.ln1 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.attn = nn.ModuleList(SigLIPAttention() for _ in range(L))
+        self.ln2 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.mlp = nn.ModuleList(MLP(nn.SiLU()) for _ in range(L))
+        self.norm = nn.LayerNorm(E)
+
+    def forward(self, pixel_values):
+        f = self.stem(pixel_values)  # [B, C, 8, 8]
+        B, C, Hh, Ww = f.shape
+        nh, nw = Hh // self.PH, Ww // self.PW
+        p = f.reshape(B * C * nh, self.PH, nw, self.PW).transpose(1, 2)
+        p = p.reshape(B, C, nh * nw, self.PH * self.PW).transpose(1, 3)
+        x = p.reshape(B * self.PH * self.PW, nh * nw, C)
+        for i in range(L):
+            x = x + self.attn[i](self.ln1[i](x))
+            x = x + self.mlp[i](self.ln2[i](x))
+        x = self.norm(x)
+        p = x.contiguous().view(B, self.PH * self.PW, nh * nw, C).transpose(1, 3)
+        p = p.reshape(B * C * nh, nw, self.PH, self.PW).transpose(1, 2)
+        f = p.reshape(B, C, Hh, Ww)
+        return f.flatten(2).transpose(1, 2)
+
+
 class XLMAttention(Attn):
     """XLM/Flaubert: Q scaled by 1/sqrt(D) before Q·Kᵀ, padded keys filled with -inf by
     masked_fill, the softmax taken in float and cast back (type_as)."""
@@ -3081,6 +3116,7 @@ FORMS = {
     "segformer-any-image": (any_image(Segformer), (13, 17)),
     "swin-any-image": (any_image(Swin), (13, 17)),
     "llama-past": (LlamaPast, (14, 17)),  # torch.triu needs Trilu (opset 14)
+    "mobilevit": (MobileViT, (13, 17)),
 }
 
 
@@ -3201,6 +3237,8 @@ def output_dims(model, name):
         return ["batch", E]
     if isinstance(model, DINOv2):
         return ["batch", "tokens", E]
+    if isinstance(model, MobileViT):
+        return ["batch", 64, E]
     if isinstance(model, (ViT, DeiT)):
         return ["batch", 17 if isinstance(model, ViT) else 18, E if isinstance(model, ViT) else VE]
     if name == "last_hidden_state" and isinstance(model, (Bart, T5EncDec, BartDecoderPast)):
