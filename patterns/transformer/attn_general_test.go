@@ -64,6 +64,15 @@ func generalModel(core string) string {
 	return b.String()
 }
 
+// causalFuture is a causal term over generalModel's scores, fut: the lowest float above
+// the diagonal.
+const causalFuture = `  sh = Shape (x)
+  s1 = Slice (sh, one1, two1)
+  ss = Concat <axis = 0> (s1, s1)
+  low = Expand (lowest, ss)
+  fut = Trilu <upper = 1> (low, kone)
+`
+
 var generalFams = []*transformer.Family{transformer.GeneralAttentionFamily}
 
 // TestGeneralAttentionRefusals: near-misses of attention are refused with the reason
@@ -107,12 +116,7 @@ func TestGeneralAttentionFuses(t *testing.T) {
 	cases := []struct{ name, core string }{
 		{"plain", "  p = Softmax <axis = -1> (sd)\n  c = MatMul (p, vt)\n"},
 		{"where-mask", "  sm = Where (keep, sd, big)\n  p = Softmax <axis = -1> (sm)\n  c = MatMul (p, vt)\n"},
-		{"causal", `  sh = Shape (x)
-  s1 = Slice (sh, one1, two1)
-  ss = Concat <axis = 0> (s1, s1)
-  low = Expand (lowest, ss)
-  fut = Trilu <upper = 1> (low, kone)
-  sf = Add (sd, fut)
+		{"causal", causalFuture + `  sf = Add (sd, fut)
   sm = Where (keep, sf, big)
   p = Softmax <axis = -1> (sm)
   c = MatMul (p, vt)
@@ -136,12 +140,7 @@ func TestGeneralAttentionFuses(t *testing.T) {
 		{"softcap causal", `  sc = Div (sd, cap)
   th = Tanh (sc)
   sp = Mul (th, cap)
-  sh = Shape (x)
-  s1 = Slice (sh, one1, two1)
-  ss = Concat <axis = 0> (s1, s1)
-  low = Expand (lowest, ss)
-  fut = Trilu <upper = 1> (low, kone)
-  sf = Add (sp, fut)
+` + causalFuture + `  sf = Add (sp, fut)
   sm = Where (keep, sf, big)
   p = Softmax <axis = -1> (sm)
   c = MatMul (p, vt)

@@ -2504,15 +2504,13 @@ class MAPHead(Attn):
         return self.attention(probe, x, x, need_weights=False)[0]
 
 
-class SigLIPAttention(Attn):
-    def __init__(self):
-        super().__init__(H)
-        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(E, E) for _ in range(4))
+class SigLIPAttention(ViTAttention):
+    """ViT's attention with the scale multiplied and the softmax taken in float32."""
 
     def forward(self, x):
-        q, k, v = heads(self.q_proj(x), H), heads(self.k_proj(x), H), heads(self.v_proj(x), H)
+        q, k, v = heads(self.query(x), H), heads(self.key(x), H), heads(self.value(x), H)
         w = F.softmax(torch.matmul(q, k.transpose(2, 3)) * D**-0.5, dim=-1, dtype=torch.float32)
-        return self.out_proj(merge(torch.matmul(w, v)))
+        return self.dense(merge(torch.matmul(w, v)))
 
 
 class SigLIP(Model):
