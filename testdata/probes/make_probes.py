@@ -2792,6 +2792,74 @@ class MobileViT(Model):
         return f.flatten(2).transpose(1, 2)
 
 
+class ModernBertAttention(Attn):
+    """ModernBERT: one packed Wqkv without bias viewed as [B, S, 3, H, D], rotary on Q and
+    K in an encoder, the scale on the scores, a mask given whole (global or local)."""
+
+    rotaries = 2
+
+    def __init__(self):
+        super().__init__(H)
+        self.Wqkv, self.Wo = nn.Linear(E, 3 * E, bias=False), nn.Linear(E, E, bias=False)
+
+    def forward(self, x, mask, cos, sin):
+        B, S, _ = x.shape
+        qkv = self.Wqkv(x).view(B, S, 3, H, D)
+        q, k, v = qkv.transpose(3, 1).unbind(dim=2)  # [B, H, S, D] each
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        w = torch.matmul(q, k.transpose(-1, -2)) * D**-0.5 + mask
+        return self.Wo(merge(torch.matmul(F.softmax(w, dim=-1), v)))
+
+
+class ModernBert(Model):
+    """ModernBERT: token embeddings and a LayerNorm (no bias anywhere), pre-norm blocks
+    whose attention alternates global (padding mask) and local (a bidirectional sliding
+    window |i - j| <= 2 from Range comparisons, plus the padding), rotary positions, a
+    GeGLU MLP with one packed Wi split in two, a final norm."""
+
+    WINDOW = 4
+
+    def __init__(self):
+        super().__init__()
+        self.tok_embeddings = nn.Embedding(V, E)
+        self.emb_norm = BiaslessLayerNorm(E)
+        self.attn_norm = nn.ModuleList([nn.Identity()] + [BiaslessLayerNorm(E) for _ in range(L - 1)])
+        self.attn = nn.ModuleList(ModernBertAttention() for _ in range(L))
+        self.mlp_norm = nn.ModuleList(BiaslessLayerNorm(E) for _ in range(L))
+        self.mlp = nn.ModuleList(ModernBertMLP() for _ in range(L))
+        self.final_norm = BiaslessLayerNorm(E)
+        self.register_buffer("inv_freq", 1.0 / (10000 ** (torch.arange(0, D, 2).float() / D)), persistent=False)
+
+    def forward(self, input_ids, attention_mask):
+        S = input_ids.shape[1]
+        freqs = torch.outer(torch.arange(S).float(), self.inv_freq)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        cos, sin = emb.cos()[None, None], emb.sin()[None, None]
+        glob = padding_bias(attention_mask)
+        i = torch.arange(S)
+        near = (i[:, None] - i[None, :]).abs() <= self.WINDOW // 2
+        local = glob.masked_fill(~near[None, None], MIN)
+        x = self.emb_norm(self.tok_embeddings(input_ids))
+        for l in range(L):
+            mask = glob if l % 2 == 0 else local
+            x = x + self.attn[l](self.attn_norm[l](x), mask, cos, sin)
+            x = x + self.mlp[l](self.mlp_norm[l](x))
+        return self.final_norm(x)
+
+
+class ModernBertMLP(FFN):
+    """GeGLU with one packed input projection chunked into the input and the gate."""
+
+    def __init__(self):
+        super().__init__()
+        self.Wi, self.Wo = nn.Linear(E, 2 * FF, bias=False), nn.Linear(FF, E, bias=False)
+
+    def forward(self, x):
+        inp, gate = self.Wi(x).chunk(2, dim=-1)
+        return self.Wo(F.gelu(inp) * gate)
+
+
 class XLMAttention(Attn):
     """XLM/Flaubert: Q scaled by 1/sqrt(D) before Q·Kᵀ, padded keys filled with -inf by
     masked_fill, the softmax taken in float and cast back (type_as)."""
@@ -3115,6 +3183,7 @@ FORMS = {
     "swin-any-image": (any_image(Swin), (13, 17)),
     "llama-past": (LlamaPast, (14, 17)),  # torch.triu needs Trilu (opset 14)
     "mobilevit": (MobileViT, (13, 17)),
+    "modernbert": (ModernBert, (13, 17)),
 }
 
 
