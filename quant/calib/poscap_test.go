@@ -134,3 +134,24 @@ g (int64[batch,sequence_length] ids, int64[batch,"past_sequence_length + sequenc
 		t.Errorf("ids %v, mask %v, past %v: want the mask over past + sequence", ids, mask, past)
 	}
 }
+
+// A fused EmbedLayerNormalization looks its position table up at 0..S-1 without
+// position ids: the table's rows cap the sequence (the precision pass calibrates models
+// fuse has rewritten).
+func TestPositionCapFused(t *testing.T) {
+	m, err := text.Parse(`<ir_version: 8, opset_import: ["" : 13, "com.microsoft" : 1]>
+g (int32[batch,seq] ids) => (y) <
+  float[30,4] word = {...},
+  float[12,4] pos = {...},
+  float[4] gamma = {1, 1, 1, 1},
+  float[4] beta = {0, 0, 0, 0}
+> {
+  y, mi = com.microsoft.EmbedLayerNormalization <epsilon = 1e-5> (ids, "", word, pos, "", gamma, beta)
+}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := positionCap(m.Graph); !ok || got != 12 {
+		t.Errorf("cap %d, %v; want 12 (the position table's rows)", got, ok)
+	}
+}

@@ -443,14 +443,25 @@ func positionCap(g *ir.Graph) (int64, bool) {
 			}
 			continue
 		}
-		if n.OpType != "Gather" || n.Domain != "" || n.AttrInt("axis", 0) != 0 {
+		table, ids := n.Input(0), n.Input(1)
+		switch {
+		case n.OpType == "EmbedLayerNormalization" && n.Domain == "com.microsoft":
+			// A fused embedding: its position table, at 0..S-1 without position ids.
+			table, ids = n.Input(3), n.Input(8)
+			if t := constTensor(table); ids == nil && t != nil && len(t.Dims) == 2 {
+				if c := t.Dims[0]; c > 0 && (!found || c < best) {
+					best, found = c, true
+				}
+				continue
+			}
+		case n.OpType != "Gather" || n.Domain != "" || n.AttrInt("axis", 0) != 0:
 			continue
 		}
-		t := constTensor(n.Input(0))
+		t := constTensor(table)
 		if t == nil || len(t.Dims) != 2 {
 			continue
 		}
-		off, syms, ok := rangeOffset(n.Input(1), 0)
+		off, syms, ok := rangeOffset(ids, 0)
 		if !ok {
 			continue
 		}
