@@ -308,7 +308,7 @@ func TestGeneralAttentionNearMisses(t *testing.T) {
 		{name: "causal soft cap of head size 2 for target ort", src: generalNearMiss("", `  c1 = Div (sd, cap)
   h1 = Tanh (c1)
   m1 = Mul (h1, cap)
-` + causalFuture + `  sf = Add (m1, fut)
+`+causalFuture+`  sf = Add (m1, fut)
   p = Softmax <axis = -1> (sf)
   c = MatMul (p, vt)
 `, "  float qscale = {0.01}", "  float qscale = {0.01},\n  float cap = {5},\n  int64[1] one1 = {1},\n  int64[1] two1 = {2},\n  float lowest = {-3.4028235e38},\n  int64 kone = {1}", `"" : 13`, `"" : 17`),

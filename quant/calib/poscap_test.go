@@ -155,3 +155,27 @@ g (int32[batch,seq] ids) => (y) <
 		t.Errorf("cap %d, %v; want 12 (the position table's rows)", got, ok)
 	}
 }
+
+// A lookup inside an If body (a merged decoder's branches) caps the sequence too.
+func TestPositionCapInBody(t *testing.T) {
+	m, err := text.Parse(`<ir_version: 8, opset_import: ["" : 13]>
+g (int64[batch,seq] ids, bool c) => (y) <
+  float[10,4] table = {...},
+  int64 zero = {0}, int64 one = {1}
+> {
+  y = If (c) <then_branch = t () => (float[?,4] a) {
+    sh = Shape (ids)
+    s = Gather <axis = 0> (sh, one)
+    r = Range (zero, s, one)
+    a = Gather (table, r)
+  }, else_branch = e () => (float[?,4] b) {
+    b = Gather (table, zero)
+  }>
+}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := positionCap(m.Graph); !ok || got != 10 {
+		t.Errorf("cap %d, %v; want 10 (the table in the then branch)", got, ok)
+	}
+}

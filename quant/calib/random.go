@@ -431,11 +431,15 @@ func constTensor(v *ir.Value) *ir.Tensor {
 // positionCap is the longest sequence the model's computed position lookups allow: for
 // each Gather from a constant 2-D table whose indices the model computes (a Range of the
 // sequence length, plus a constant offset as in BART's learned positions), the table's
-// rows less the offset. ok is false when there is no such lookup.
+// rows less the offset, in the graph and its bodies. ok is false when there is no such
+// lookup.
 func positionCap(g *ir.Graph) (int64, bool) {
 	var best int64
 	found := false
-	for _, n := range g.Nodes() {
+	// The lookups of If/Loop bodies count too (a merged decoder's branches).
+	var nodes []*ir.Node
+	g.Walk(func(sg *ir.Graph) error { nodes = append(nodes, sg.Nodes()...); return nil })
+	for _, n := range nodes {
 		if n.OpType == "Slice" && n.Domain == "" {
 			// A constant table sliced to the sequence length (sinusoidal positions).
 			if c, ok := sliceCap(n); ok && (!found || c < best) {
