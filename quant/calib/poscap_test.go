@@ -179,3 +179,29 @@ g (int64[batch,seq] ids, bool c) => (y) <
 		t.Errorf("cap %d, %v; want 10 (the table in the then branch)", got, ok)
 	}
 }
+
+// A cache model whose mask's dim has a name of its own ("total") that the graph adds to
+// the past and the step: random data draws it as their sum, found by shape inference.
+func TestRunnableTotalSize(t *testing.T) {
+	m, err := text.Parse(`<ir_version: 8, opset_import: ["" : 13]>
+g (float[batch,seq,4] x, float[batch,total] mask, float[batch,past,4] p) => (y) <int64[1] ax2 = {2}> {
+  c = Concat <axis = 1> (p, x)
+  r = ReduceSum <keepdims = 0> (c, ax2)
+  y = Add (r, mask)
+}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := NewRandomSource(m, 2, 1, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := src.Batch(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, mask, p := b["x"].Shape, b["mask"].Shape, b["p"].Shape
+	if mask[1] != x[1]+p[1] {
+		t.Errorf("x %v, mask %v, past %v: want the mask over past + seq", x, mask, p)
+	}
+}

@@ -84,7 +84,7 @@ func NewRandomSource(m *ir.Model, batch, n int, seed uint64) (Source, error) {
 			batchSym[t.Shape[0].Param] = true
 		}
 	}
-	seq = runnableSize(m, batchSym, int64(batch), seq)
+	sizes := runnableSizes(m, batchSym, int64(batch), seq)
 	for _, in := range modelInputs(m) {
 		t := in.Type
 		if t == nil || t.Kind != ir.TensorType || !t.HasShape {
@@ -95,7 +95,7 @@ func NewRandomSource(m *ir.Model, batch, n int, seed uint64) (Source, error) {
 			return nil, fmt.Errorf("calib: random data: input %q has unsupported type %v", in.Name, t.DType)
 		}
 		for i, d := range t.Shape {
-			g.shape = append(g.shape, drawnDim(d, i, batchSym, int64(batch), seq))
+			g.shape = append(g.shape, drawnDim(d, i, batchSym, int64(batch), sizes, seq))
 		}
 		lower := strings.ToLower(in.Name)
 		rows, hasTable := embeddingRows(in)
@@ -152,9 +152,10 @@ func parseRandom(spec string, m *ir.Model, batch int) (Source, error) {
 }
 
 // drawnDim is the size random data gives dim j of an input: its number; the batch for
-// dim 0 or the batch's symbol; else size for each symbol it is a polynomial of, so that a
-// cache model's mask over "past_sequence_length + sequence_length" spans both.
-func drawnDim(d ir.Dim, j int, batchSym map[string]bool, batch, size int64) int64 {
+// dim 0 or the batch's symbol; else, for each symbol it is a polynomial of, the symbol's
+// size in sizes, or size, so that a cache model's mask over "past_sequence_length +
+// sequence_length" spans both.
+func drawnDim(d ir.Dim, j int, batchSym map[string]bool, batch int64, sizes map[string]int64, size int64) int64 {
 	switch {
 	case d.Known:
 		return d.Value
@@ -163,10 +164,14 @@ func drawnDim(d ir.Dim, j int, batchSym map[string]bool, batch, size int64) int6
 	}
 	env := map[string]int64{}
 	for _, a := range shape.Atoms(d) {
-		env[a] = size
-		if batchSym[a] {
-			env[a] = batch
+		v, ok := sizes[a]
+		switch {
+		case batchSym[a]:
+			v = batch
+		case !ok:
+			v = size
 		}
+		env[a] = v
 	}
 	if v, ok := shape.EvalDim(d, env); ok && v > 0 {
 		return v
@@ -178,25 +183,36 @@ func drawnDim(d ir.Dim, j int, batchSym map[string]bool, batch, size int64) int6
 // image and sequence sizes, then the usual vision resolutions.
 var sizeCandidates = []int64{16, 8, 64, 128, 224, 256, 384, 512}
 
-// runnableSize picks the size for every non-batch symbolic dim: seq when shape inference
-// finds the model consistent with it, else the first candidate it does. A vision model
-// exported for any image size may run at one size only (position embeddings of a fixed
-// grid added to the patches), which a fixed default would miss. Inference cannot see
-// every mismatch: when none is found consistent, seq stays.
-func runnableSize(m *ir.Model, batchSym map[string]bool, batch, seq int64) int64 {
+// runnableSizes picks the sizes of the non-batch symbols of the inputs: seq for all when
+// shape inference finds the model consistent with it, else the first candidate size it
+// does, else one symbol at twice the others (a cache model's mask over a
+// "total_sequence" that is past + sequence). A vision model exported for any image size
+// may run at one size only (position embeddings of a fixed grid added to the patches),
+// which a fixed default would miss. Inference cannot see every mismatch: when nothing is
+// found consistent, seq stays for all. nil: every symbol takes seq.
+func runnableSizes(m *ir.Model, batchSym map[string]bool, batch, seq int64) map[string]int64 {
 	inputs := modelInputs(m)
 	saved := make([]*ir.Type, len(inputs))
-	symbolic := false
+	var syms []string
+	seen := map[string]bool{}
 	for i, in := range inputs {
 		saved[i] = in.Type
 		if t := in.Type; t != nil && t.HasShape {
 			for j, d := range t.Shape {
-				symbolic = symbolic || !d.Known && j > 0 && !batchSym[d.Param]
+				if d.Known || j == 0 || batchSym[d.Param] {
+					continue
+				}
+				for _, a := range shape.Atoms(d) {
+					if !seen[a] && !batchSym[a] {
+						seen[a] = true
+						syms = append(syms, a)
+					}
+				}
 			}
 		}
 	}
-	if !symbolic {
-		return seq
+	if len(syms) == 0 {
+		return nil
 	}
 	// Every value's type as it was, for after each trial.
 	types := map[*ir.Value]*ir.Type{}
@@ -215,7 +231,7 @@ func runnableSize(m *ir.Model, batchSym map[string]bool, batch, seq int64) int64
 			in.Type = saved[i]
 		}
 	}
-	fits := func(size int64) bool {
+	fits := func(sizes map[string]int64, size int64) bool {
 		for i, in := range inputs {
 			t := saved[i]
 			if t == nil || !t.HasShape {
@@ -223,7 +239,7 @@ func runnableSize(m *ir.Model, batchSym map[string]bool, batch, seq int64) int64
 			}
 			st := t.Clone()
 			for j, d := range st.Shape {
-				st.Shape[j] = ir.D(drawnDim(d, j, batchSym, batch, size))
+				st.Shape[j] = ir.D(drawnDim(d, j, batchSym, batch, sizes, size))
 			}
 			in.Type = st
 		}
@@ -231,12 +247,32 @@ func runnableSize(m *ir.Model, batchSym map[string]bool, batch, seq int64) int64
 		restore() // a trial's types would read as declared in the next
 		return err == nil
 	}
-	for _, c := range append([]int64{seq}, sizeCandidates...) {
-		if fits(c) {
-			return c
+	sizes := append([]int64{seq}, sizeCandidates...)
+	for _, c := range sizes {
+		if fits(nil, c) {
+			return uniform(syms, c)
 		}
 	}
-	return seq
+	if len(syms) > 1 {
+		for _, c := range sizes {
+			for _, s := range syms {
+				if fits(map[string]int64{s: 2 * c}, c) {
+					sz := uniform(syms, c)
+					sz[s] = 2 * c
+					return sz
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func uniform(syms []string, size int64) map[string]int64 {
+	out := map[string]int64{}
+	for _, s := range syms {
+		out[s] = size
+	}
+	return out
 }
 
 func (s *randomSource) Len() int { return s.n }
