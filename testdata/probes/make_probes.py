@@ -2860,6 +2860,78 @@ class ModernBertMLP(FFN):
         return self.Wo(F.gelu(inp) * gate)
 
 
+class MLAAttention(Attn):
+    """DeepSeek-V2's multi-head latent attention: Q from a low-rank projection with an
+    RMSNorm, each head's Q and K split into a part without position (NOPE) and a rotary
+    part (ROPE); K's rotary part is one per token, shared by the heads (expanded); K's and
+    V's other parts come from a compressed latent (RMSNorm, up-projection); V's head size
+    (VD) is not Q's and K's (NOPE + ROPE)."""
+
+    causal = True
+    rotaries = 2
+    NOPE, ROPE, VD, QR, KVR = 8, 4, 6, 16, 16
+
+    def __init__(self):
+        super().__init__(H)
+        self.q_a, self.q_norm = nn.Linear(E, self.QR, bias=False), RMSNorm(self.QR)
+        self.q_b = nn.Linear(self.QR, H * (self.NOPE + self.ROPE), bias=False)
+        self.kv_a = nn.Linear(E, self.KVR + self.ROPE, bias=False)
+        self.kv_norm = RMSNorm(self.KVR)
+        self.kv_b = nn.Linear(self.KVR, H * (self.NOPE + self.VD), bias=False)
+        self.o_proj = nn.Linear(H * self.VD, E, bias=False)
+
+    def forward(self, x, mask, cos, sin):
+        B, S, _ = x.shape
+        q = self.q_b(self.q_norm(self.q_a(x))).view(B, S, H, self.NOPE + self.ROPE).transpose(1, 2)
+        q_nope, q_pe = q.split([self.NOPE, self.ROPE], dim=-1)
+        ckv = self.kv_a(x)
+        latent, k_pe = ckv.split([self.KVR, self.ROPE], dim=-1)
+        k_pe = k_pe.view(B, S, 1, self.ROPE).transpose(1, 2)
+        kv = self.kv_b(self.kv_norm(latent)).view(B, S, H, self.NOPE + self.VD).transpose(1, 2)
+        k_nope, v = kv.split([self.NOPE, self.VD], dim=-1)
+        q_pe = q_pe * cos + rotate_half(q_pe) * sin
+        k_pe = k_pe * cos + rotate_half(k_pe) * sin
+        q = torch.cat((q_nope, q_pe), dim=-1)
+        k = torch.cat((k_nope, k_pe.expand(B, H, S, self.ROPE)), dim=-1)
+        w = torch.matmul(q, k.transpose(2, 3)) * (self.NOPE + self.ROPE) ** -0.5 + mask
+        w = F.softmax(w, dim=-1, dtype=torch.float32).to(q.dtype)
+        return self.o_proj(torch.matmul(w, v).transpose(1, 2).reshape(B, S, H * self.VD))
+
+
+class DeepSeekV2(Model):
+    """DeepSeek-V2's attention (MLA) in LLaMA's blocks: RMSNorm pre-norm, rotary tables of
+    the rotary part's size gathered by position ids, causal Trilu mask plus padding,
+    SwiGLU."""
+
+    inputs = ("input_ids", "attention_mask", "position_ids")
+
+    def __init__(self):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(V, E)
+        self.input_layernorm = nn.ModuleList(RMSNorm(E) for _ in range(L))
+        self.self_attn = nn.ModuleList(MLAAttention() for _ in range(L))
+        self.post_attention_layernorm = nn.ModuleList(RMSNorm(E) for _ in range(L))
+        self.mlp = nn.ModuleList(Gated(F.silu) for _ in range(L))
+        self.norm = RMSNorm(E)
+        r = MLAAttention.ROPE
+        inv_freq = 1.0 / (10000 ** (torch.arange(0, r, 2).float() / r))
+        freqs = torch.outer(torch.arange(MAXPOS).float(), inv_freq)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        self.register_buffer("cos_cached", emb.cos(), persistent=False)
+        self.register_buffer("sin_cached", emb.sin(), persistent=False)
+
+    def forward(self, input_ids, attention_mask, position_ids):
+        S = input_ids.shape[1]
+        x = self.embed_tokens(input_ids)
+        cos = self.cos_cached[:S][position_ids].unsqueeze(1)
+        sin = self.sin_cached[:S][position_ids].unsqueeze(1)
+        mask = torch.triu(torch.full((S, S), MIN), diagonal=1)[None, None] + padding_bias(attention_mask)
+        for i in range(L):
+            x = x + self.self_attn[i](self.input_layernorm[i](x), mask, cos, sin)
+            x = x + self.mlp[i](self.post_attention_layernorm[i](x))
+        return self.norm(x)
+
+
 class XLMAttention(Attn):
     """XLM/Flaubert: Q scaled by 1/sqrt(D) before Q·Kᵀ, padded keys filled with -inf by
     masked_fill, the softmax taken in float and cast back (type_as)."""
@@ -3184,6 +3256,7 @@ FORMS = {
     "llama-past": (LlamaPast, (14, 17)),  # torch.triu needs Trilu (opset 14)
     "mobilevit": (MobileViT, (13, 17)),
     "modernbert": (ModernBert, (13, 17)),
+    "deepseek-mla": (DeepSeekV2, (14, 17)),  # torch.triu needs Trilu (opset 14)
 }
 
 
