@@ -2932,6 +2932,47 @@ class DeepSeekV2(Model):
         return self.norm(x)
 
 
+class AlibiBertAttention(Attn):
+    """MosaicBERT / Jina BERT: BERT's attention with a symmetric ALiBi bias, -slope·|i - j|
+    per head, computed from the sequence length, added with the padding mask."""
+
+    def __init__(self):
+        super().__init__(H)
+        self.Wqkv, self.dense = nn.Linear(E, 3 * E), nn.Linear(E, E)
+
+    def forward(self, x, bias):
+        q, k, v = self.Wqkv(x).split(E, dim=-1)
+        q, k, v = heads(q, H), heads(k, H), heads(v, H)
+        w = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(D) + bias
+        return self.dense(merge(torch.matmul(F.softmax(w, dim=-1), v)))
+
+
+class AlibiBert(Model):
+    """A post-LayerNorm BERT without position embeddings whose attention carries a
+    symmetric ALiBi bias, GeGLU FFN (as MosaicBERT)."""
+
+    def __init__(self):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(V, E)
+        self.emb_ln = nn.LayerNorm(E)
+        self.attn = nn.ModuleList(AlibiBertAttention() for _ in range(L))
+        self.ln1 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.mlp = nn.ModuleList(Gated(F.gelu) for _ in range(L))
+        self.ln2 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.register_buffer("slopes", alibi_slopes(H), persistent=False)
+
+    def forward(self, input_ids, attention_mask):
+        S = input_ids.shape[1]
+        i = torch.arange(S)
+        dist = (i[None, :] - i[:, None]).abs().float()
+        bias = -self.slopes[None, :, None, None] * dist[None, None] + padding_bias(attention_mask)
+        x = self.emb_ln(self.word_embeddings(input_ids))
+        for l in range(L):
+            x = self.ln1[l](x + self.attn[l](x, bias))
+            x = self.ln2[l](x + self.mlp[l](x))
+        return x
+
+
 class XLMAttention(Attn):
     """XLM/Flaubert: Q scaled by 1/sqrt(D) before Q·Kᵀ, padded keys filled with -inf by
     masked_fill, the softmax taken in float and cast back (type_as)."""
@@ -3257,6 +3298,7 @@ FORMS = {
     "mobilevit": (MobileViT, (13, 17)),
     "modernbert": (ModernBert, (13, 17)),
     "deepseek-mla": (DeepSeekV2, (14, 17)),  # torch.triu needs Trilu (opset 14)
+    "alibi-bert": (AlibiBert, (13, 17)),
 }
 
 
