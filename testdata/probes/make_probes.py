@@ -2973,6 +2973,57 @@ class AlibiBert(Model):
         return x
 
 
+def sdpa_as_exported(q, k, v, mask=None, causal=False):
+    """F.scaled_dot_product_attention as torch 2's ONNX exporter writes it out: the scale
+    computed in the graph from Q's last dim (1/sqrt(E), its square root applied to Q and
+    to Kᵀ), a causal mask built from a Trilu of ones turned into 0/-inf, a boolean mask
+    turned into 0/-inf by Where, then Add, Softmax, MatMul."""
+    e = torch.tensor(q.shape[-1], dtype=torch.float32)
+    s = torch.sqrt(1.0 / torch.sqrt(e))
+    w = torch.matmul(q * s, k.transpose(-2, -1) * s)
+    if causal:
+        L_, S_ = q.shape[-2], k.shape[-2]
+        keep = torch.ones(L_, S_, dtype=torch.float32).tril()
+        w = w + torch.where(keep == 0, torch.tensor(float("-inf")), torch.tensor(0.0))
+    if mask is not None:
+        w = w + torch.where(mask, torch.tensor(0.0), torch.tensor(float("-inf")))
+    return torch.matmul(torch.softmax(w, dim=-1), v)
+
+
+class Torch2SDPAAttention(Attn):
+    causal = True
+
+    def __init__(self):
+        super().__init__(H)
+        self.q_proj, self.k_proj, self.v_proj, self.o_proj = (nn.Linear(E, E) for _ in range(4))
+
+    def forward(self, x, keep):
+        q, k, v = heads(self.q_proj(x), H), heads(self.k_proj(x), H), heads(self.v_proj(x), H)
+        return self.o_proj(merge(sdpa_as_exported(q, k, v, keep, causal=True)))
+
+
+class Torch2SDPA(Model):
+    """A pre-LayerNorm causal decoder whose attention is F.scaled_dot_product_attention(
+    is_causal=True plus a boolean padding mask) as torch 2 exports it (sdpa_as_exported)."""
+
+    def __init__(self):
+        super().__init__()
+        self.tok, self.pos = nn.Embedding(V, E), nn.Embedding(MAXPOS, E)
+        self.ln1 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.attn = nn.ModuleList(Torch2SDPAAttention() for _ in range(L))
+        self.ln2 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.mlp = nn.ModuleList(MLP(nn.GELU()) for _ in range(L))
+        self.ln_f = nn.LayerNorm(E)
+
+    def forward(self, input_ids, attention_mask):
+        x = self.tok(input_ids) + self.pos(torch.arange(input_ids.shape[1]))[None]
+        keep = (attention_mask != 0)[:, None, None, :]
+        for i in range(L):
+            x = x + self.attn[i](self.ln1[i](x), keep)
+            x = x + self.mlp[i](self.ln2[i](x))
+        return self.ln_f(x)
+
+
 class XLMAttention(Attn):
     """XLM/Flaubert: Q scaled by 1/sqrt(D) before Q·Kᵀ, padded keys filled with -inf by
     masked_fill, the softmax taken in float and cast back (type_as)."""
@@ -3299,6 +3350,7 @@ FORMS = {
     "modernbert": (ModernBert, (13, 17)),
     "deepseek-mla": (DeepSeekV2, (14, 17)),  # torch.triu needs Trilu (opset 14)
     "alibi-bert": (AlibiBert, (13, 17)),
+    "sdpa-torch2": (Torch2SDPA, (14, 17)),  # tril needs Trilu (opset 14)
 }
 
 
