@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/qcc-dev/qcc/ndarray"
+
 	"github.com/qcc-dev/qcc/ir/text"
 )
 
@@ -100,12 +102,7 @@ g (float[batch,3,height,width] px) => (y) <
 		t.Errorf("input type %s after drawing, was %s", after, before)
 	}
 	// Without the fixed grid any size fits: DefaultSeq.
-	free, err := text.Parse(strings.Replace(src, "  y = Add (p, pos)", "  y = Identity (p)", 1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s1, _ := NewRandomSource(free, 2, 1, 1)
-	b1, _ := s1.Batch(0)
+	b1 := firstRandomBatch(t, strings.Replace(src, "  y = Add (p, pos)", "  y = Identity (p)", 1))
 	if got := b1["px"].Shape; got[2] != DefaultSeq {
 		t.Errorf("free model: random images are %v, want height %d", got, DefaultSeq)
 	}
@@ -114,21 +111,10 @@ g (float[batch,3,height,width] px) => (y) <
 // A dim named as a sum of symbols (optimum's cache models: the mask spans
 // "past_sequence_length + sequence_length") is drawn as the sum of their sizes.
 func TestDrawnSumDim(t *testing.T) {
-	m, err := text.Parse(`<ir_version: 8, opset_import: ["" : 17]>
+	b := firstRandomBatch(t, `<ir_version: 8, opset_import: ["" : 17]>
 g (int64[batch,sequence_length] ids, int64[batch,"past_sequence_length + sequence_length"] attention_mask, float[batch,2,past_sequence_length,4] past) => (y) {
   y = Identity (past)
 }`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	src, err := NewRandomSource(m, 2, 1, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := src.Batch(0)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ids, mask, past := b["ids"].Shape, b["attention_mask"].Shape, b["past"].Shape
 	if mask[1] != ids[1]+past[2] || ids[1] != DefaultSeq {
 		t.Errorf("ids %v, mask %v, past %v: want the mask over past + sequence", ids, mask, past)
@@ -183,25 +169,32 @@ g (int64[batch,seq] ids, bool c) => (y) <
 // A cache model whose mask's dim has a name of its own ("total") that the graph adds to
 // the past and the step: random data draws it as their sum, found by shape inference.
 func TestRunnableTotalSize(t *testing.T) {
-	m, err := text.Parse(`<ir_version: 8, opset_import: ["" : 13]>
+	b := firstRandomBatch(t, `<ir_version: 8, opset_import: ["" : 13]>
 g (float[batch,seq,4] x, float[batch,total] mask, float[batch,past,4] p) => (y) <int64[1] ax2 = {2}> {
   c = Concat <axis = 1> (p, x)
   r = ReduceSum <keepdims = 0> (c, ax2)
   y = Add (r, mask)
 }`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	src, err := NewRandomSource(m, 2, 1, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := src.Batch(0)
-	if err != nil {
-		t.Fatal(err)
-	}
 	x, mask, p := b["x"].Shape, b["mask"].Shape, b["p"].Shape
 	if mask[1] != x[1]+p[1] {
 		t.Errorf("x %v, mask %v, past %v: want the mask over past + seq", x, mask, p)
 	}
+}
+
+// firstRandomBatch is the first batch of random data, batch 2, for the model src.
+func firstRandomBatch(t *testing.T, src string) map[string]*ndarray.Array {
+	t.Helper()
+	m, err := text.Parse(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := NewRandomSource(m, 2, 1, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := rs.Batch(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -2898,39 +2898,20 @@ class MLAAttention(Attn):
         return self.o_proj(torch.matmul(w, v).transpose(1, 2).reshape(B, S, H * self.VD))
 
 
-class DeepSeekV2(Model):
-    """DeepSeek-V2's attention (MLA) in LLaMA's blocks: RMSNorm pre-norm, rotary tables of
-    the rotary part's size gathered by position ids, causal Trilu mask plus padding,
-    SwiGLU."""
-
-    inputs = ("input_ids", "attention_mask", "position_ids")
+class DeepSeekV2(Llama):
+    """DeepSeek-V2's attention (MLA) in LLaMA's blocks (RMSNorm pre-norm, causal Trilu mask
+    plus padding, SwiGLU), the rotary tables of the rotary part's size gathered by
+    position ids."""
 
     def __init__(self):
         super().__init__()
-        self.embed_tokens = nn.Embedding(V, E)
-        self.input_layernorm = nn.ModuleList(RMSNorm(E) for _ in range(L))
         self.self_attn = nn.ModuleList(MLAAttention() for _ in range(L))
-        self.post_attention_layernorm = nn.ModuleList(RMSNorm(E) for _ in range(L))
-        self.mlp = nn.ModuleList(Gated(F.silu) for _ in range(L))
-        self.norm = RMSNorm(E)
         r = MLAAttention.ROPE
         inv_freq = 1.0 / (10000 ** (torch.arange(0, r, 2).float() / r))
         freqs = torch.outer(torch.arange(MAXPOS).float(), inv_freq)
         emb = torch.cat((freqs, freqs), dim=-1)
         self.register_buffer("cos_cached", emb.cos(), persistent=False)
         self.register_buffer("sin_cached", emb.sin(), persistent=False)
-
-    def forward(self, input_ids, attention_mask, position_ids):
-        S = input_ids.shape[1]
-        x = self.embed_tokens(input_ids)
-        cos = self.cos_cached[:S][position_ids].unsqueeze(1)
-        sin = self.sin_cached[:S][position_ids].unsqueeze(1)
-        mask = torch.triu(torch.full((S, S), MIN), diagonal=1)[None, None] + padding_bias(attention_mask)
-        for i in range(L):
-            x = x + self.self_attn[i](self.input_layernorm[i](x), mask, cos, sin)
-            x = x + self.mlp[i](self.post_attention_layernorm[i](x))
-        return self.norm(x)
-
 
 class AlibiBertAttention(Attn):
     """MosaicBERT / Jina BERT: BERT's attention with a symmetric ALiBi bias, -slope·|i - j|
