@@ -2440,6 +2440,23 @@ class Gemma2(Gemma):
         return self.norm(x)
 
 
+def pre_norm_blocks(m, attn, act):
+    """Gives m L pre-LayerNorm encoder blocks: ln1, attn (attn()), ln2, mlp (an MLP with
+    act); run them with run_pre_norm_blocks."""
+    m.ln1 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+    m.attn = nn.ModuleList(attn() for _ in range(L))
+    m.ln2 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+    m.mlp = nn.ModuleList(MLP(act) for _ in range(L))
+
+
+def run_pre_norm_blocks(m, x, *args):
+    """x + attn(ln1(x), *args), then x + mlp(ln2(x)), for each of m's blocks."""
+    for i in range(L):
+        x = x + m.attn[i](m.ln1[i](x), *args)
+        x = x + m.mlp[i](m.ln2[i](x))
+    return x
+
+
 class ESMAttention(Attn):
     """ESM-2: Q scaled by 1/sqrt(D) right after the head split, then the rotate-half rotary
     on Q and K (the scale moves through it: the rotary is linear)."""
@@ -2466,10 +2483,7 @@ class ESM(Model):
     def __init__(self):
         super().__init__()
         self.word_embeddings = nn.Embedding(V, E)
-        self.ln1 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
-        self.attn = nn.ModuleList(ESMAttention() for _ in range(L))
-        self.ln2 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
-        self.mlp = nn.ModuleList(MLP(nn.GELU()) for _ in range(L))
+        pre_norm_blocks(self, ESMAttention, nn.GELU())
         self.emb_layer_norm_after = nn.LayerNorm(E)
         inv_freq = 1.0 / (10000 ** (torch.arange(0, D, 2).float() / D))
         self.register_buffer("inv_freq", inv_freq, persistent=False)
@@ -2481,10 +2495,7 @@ class ESM(Model):
         freqs = torch.outer(t, self.inv_freq)
         emb = torch.cat((freqs, freqs), dim=-1)
         cos, sin = emb.cos()[None, None], emb.sin()[None, None]
-        mask = padding_bias(attention_mask)
-        for i in range(L):
-            x = x + self.attn[i](self.ln1[i](x), mask, cos, sin)
-            x = x + self.mlp[i](self.ln2[i](x))
+        x = run_pre_norm_blocks(self, x, padding_bias(attention_mask), cos, sin)
         return self.emb_layer_norm_after(x)
 
 
@@ -2525,10 +2536,7 @@ class SigLIP(Model):
         super().__init__()
         self.patch = nn.Conv2d(3, E, kernel_size=4, stride=4)
         self.position_embedding = nn.Parameter(torch.zeros(1, 16, E))
-        self.ln1 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
-        self.attn = nn.ModuleList(SigLIPAttention() for _ in range(L))
-        self.ln2 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
-        self.mlp = nn.ModuleList(MLP(nn.GELU(approximate="tanh")) for _ in range(L))
+        pre_norm_blocks(self, SigLIPAttention, nn.GELU(approximate="tanh"))
         self.post_layernorm = nn.LayerNorm(E)
         self.head = MAPHead()
         self.head_ln = nn.LayerNorm(E)
@@ -2536,10 +2544,7 @@ class SigLIP(Model):
 
     def forward(self, pixel_values):
         x = self.patch(pixel_values).flatten(2).transpose(1, 2) + self.position_embedding
-        for i in range(L):
-            x = x + self.attn[i](self.ln1[i](x))
-            x = x + self.mlp[i](self.ln2[i](x))
-        x = self.post_layernorm(x)
+        x = self.post_layernorm(run_pre_norm_blocks(self, x))
         h = self.head(x)
         h = h + self.head_mlp(self.head_ln(h))
         return h[:, 0]
@@ -2769,10 +2774,7 @@ class MobileViT(Model):
     def __init__(self):
         super().__init__()
         self.stem = nn.Conv2d(3, E, kernel_size=3, stride=2, padding=1)
-        self.ln1 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
-        self.attn = nn.ModuleList(SigLIPAttention() for _ in range(L))
-        self.ln2 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
-        self.mlp = nn.ModuleList(MLP(nn.SiLU()) for _ in range(L))
+        pre_norm_blocks(self, SigLIPAttention, nn.SiLU())
         self.norm = nn.LayerNorm(E)
 
     def forward(self, pixel_values):
@@ -2781,11 +2783,7 @@ class MobileViT(Model):
         nh, nw = Hh // self.PH, Ww // self.PW
         p = f.reshape(B * C * nh, self.PH, nw, self.PW).transpose(1, 2)
         p = p.reshape(B, C, nh * nw, self.PH * self.PW).transpose(1, 3)
-        x = p.reshape(B * self.PH * self.PW, nh * nw, C)
-        for i in range(L):
-            x = x + self.attn[i](self.ln1[i](x))
-            x = x + self.mlp[i](self.ln2[i](x))
-        x = self.norm(x)
+        x = self.norm(run_pre_norm_blocks(self, p.reshape(B * self.PH * self.PW, nh * nw, C)))
         p = x.contiguous().view(B, self.PH * self.PW, nh * nw, C).transpose(1, 3)
         p = p.reshape(B * C * nh, nw, self.PH, self.PW).transpose(1, 2)
         f = p.reshape(B, C, Hh, Ww)
