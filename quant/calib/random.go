@@ -54,7 +54,9 @@ type randomSource struct {
 //
 //   - dim 0, when symbolic or unknown, is batch (DefaultBatch when batch <= 0); every
 //     later symbolic or unknown dimension is DefaultSeq, or fewer when the model looks
-//     positions up in a smaller table (positionCap);
+//     positions up in a smaller table (positionCap), or the sizes shape inference finds
+//     the model consistent with when it is not with those (runnableSizes); a dim named
+//     as a sum of symbols is the sum of their sizes;
 //   - inputs whose name contains "mask" are all ones except a random number (up to a
 //     quarter of the row, none in the first row) of trailing zeros along the last axis;
 //   - integer inputs whose name contains "token_type" or "segment" are 0 up to a random
