@@ -1627,11 +1627,16 @@ class Gemma(Model):
         self.norm = GemmaRMSNorm(E)
         self.register_buffer("inv_freq", 1.0 / (10000 ** (torch.arange(0, GD, 2).float() / GD)), persistent=False)
 
-    def forward(self, input_ids, attention_mask, position_ids):
+    def embed(self, input_ids, attention_mask, position_ids):
+        """The scaled embeddings, rotary cos and sin, and the causal mask plus padding."""
         S = input_ids.shape[1]
         x = self.embed_tokens(input_ids) * torch.tensor(E**0.5)
         cos, sin = rotary_from_positions(self.inv_freq, position_ids)
         mask = torch.triu(torch.full((S, S), MIN), diagonal=1)[None, None] + padding_bias(attention_mask)
+        return x, cos, sin, mask
+
+    def forward(self, input_ids, attention_mask, position_ids):
+        x, cos, sin, mask = self.embed(input_ids, attention_mask, position_ids)
         for l in range(L):
             x = x + self.self_attn[l](self.input_layernorm[l](x), mask, cos, sin)
             x = x + self.mlp[l](self.post_attention_layernorm[l](x))
@@ -2430,10 +2435,7 @@ class Gemma2(Gemma):
         self.post_ffn_norm = nn.ModuleList(GemmaRMSNorm(E) for _ in range(L))
 
     def forward(self, input_ids, attention_mask, position_ids):
-        S = input_ids.shape[1]
-        x = self.embed_tokens(input_ids) * torch.tensor(E**0.5)
-        cos, sin = rotary_from_positions(self.inv_freq, position_ids)
-        mask = torch.triu(torch.full((S, S), MIN), diagonal=1)[None, None] + padding_bias(attention_mask)
+        x, cos, sin, mask = self.embed(input_ids, attention_mask, position_ids)
         for l in range(L):
             x = x + self.post_attention_layernorm[l](self.self_attn[l](self.input_layernorm[l](x), mask, cos, sin))
             x = x + self.post_ffn_norm[l](self.mlp[l](self.pre_ffn_norm[l](x)))
