@@ -3005,6 +3005,24 @@ class Torch2SDPA(Model):
         return self.ln_f(x)
 
 
+class Gemma2Sliding(Gemma2):
+    """Gemma 2 with its local layers: every other layer's mask is the causal mask with the
+    keys more than WINDOW behind also filled with the lowest float, written as HF does
+    (Where over a tril of ones shaped like the 4-D mask)."""
+
+    WINDOW = 3
+
+    def forward(self, input_ids, attention_mask, position_ids):
+        x, cos, sin, mask = self.embed(input_ids, attention_mask, position_ids)
+        far = torch.tril(torch.ones_like(mask, dtype=torch.bool), diagonal=-self.WINDOW)
+        local = torch.where(far, torch.tensor(MIN), mask)
+        for l in range(L):
+            m = local if l % 2 == 0 else mask
+            x = x + self.post_attention_layernorm[l](self.self_attn[l](self.input_layernorm[l](x), m, cos, sin))
+            x = x + self.post_ffn_norm[l](self.mlp[l](self.pre_ffn_norm[l](x)))
+        return self.norm(x)
+
+
 class XLMAttention(Attn):
     """XLM/Flaubert: Q scaled by 1/sqrt(D) before Q·Kᵀ, padded keys filled with -inf by
     masked_fill, the softmax taken in float and cast back (type_as)."""
@@ -3332,6 +3350,7 @@ FORMS = {
     "deepseek-mla": (DeepSeekV2, (14, 17)),  # torch.triu needs Trilu (opset 14)
     "alibi-bert": (AlibiBert, (13, 17)),
     "sdpa-torch2": (Torch2SDPA, (14, 17)),  # tril needs Trilu (opset 14)
+    "gemma2-sliding": (Gemma2Sliding, (14, 17)),
 }
 
 
