@@ -54,12 +54,7 @@ type probe struct {
 // logs its counts and fails once it reaches its architecture's counts under every
 // pipeline (take it off the list); every other probe must reach them. Numerics and
 // idempotence are checked for every probe, listed or not.
-var probeGaps = map[string]string{
-	// Attention-23 (target onnx) fuses every layer. For target ort only GroupQueryAttention
-	// has a softcap, and it is causal only: the local layers' mask (a Where over a tril of
-	// ones, filled into the causal mask and padding) is not proved to mask every later key.
-	"gemma2-sliding": "target=ort: the local layers' soft-capped attention has a mask not proved causal",
-}
+var probeGaps = map[string]string{}
 
 // Block kinds by what the manifest counts. A kind the recognisers add is counted once it
 // is listed here.

@@ -208,3 +208,57 @@ func (p *attnPlan) splitCausal(opset int64) {
 		}
 	}
 }
+
+// masksFuture reports whether term t masks at least every key after its query, whatever
+// the padding: a causal term; a Where that fills a large negative constant into such a
+// term (Gemma 2's local layers mask the far keys too); such a term plus one that is never
+// positive (a padding bias: 0 at kept and negative at masked positions of its one input).
+// GroupQueryAttention, causal by itself, then computes the same scores with every term
+// as its bias.
+func (p *attnPlan) masksFuture(t *attnTerm, opset int64, depth int) bool {
+	if depth > 8 {
+		return false
+	}
+	sub := func(v *ir.Value) *attnTerm {
+		s := *t
+		s.value, s.fill = v, nil
+		kind, why := termDepends(v, p.insideValues())
+		if why != "" {
+			return nil
+		}
+		s.kind = kind
+		if _, why := p.termAxes(&s); why != "" {
+			return nil
+		}
+		return &s
+	}
+	if t.fill == nil && p.isCausal(t, opset) {
+		return true
+	}
+	n, _ := t.value.Producer()
+	if n == nil || n.Domain != "" {
+		return false
+	}
+	switch n.OpType {
+	case "Where":
+		for i := 1; i < 3; i++ {
+			if f, ok := scalarConst(n.Input(i)); ok && (f <= -1e4 || math.IsInf(f, -1)) {
+				if s := sub(n.Input(3 - i)); s != nil && p.masksFuture(s, opset, depth+1) {
+					return true
+				}
+			}
+		}
+	case "Add":
+		for i := 0; i < 2; i++ {
+			s := sub(n.Input(i))
+			if s == nil || !p.masksFuture(s, opset, depth+1) {
+				continue
+			}
+			e := &attnMaskEval{}
+			if val, _, ok := e.eval(n.Input(1-i), 0); ok && val[0] <= 0 && val[1] <= 0 {
+				return true
+			}
+		}
+	}
+	return false
+}

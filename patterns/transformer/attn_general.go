@@ -38,7 +38,8 @@ Lowering: target ort → com.microsoft.MultiHeadAttention(query, key, value,
 attention_bias = Σ terms as [B|1, N|1, S, T]); target onnx → Attention-23 (q_num_heads =
 kv_num_heads, attn_mask = Σ terms, softcap). A soft-capped block is, for target ort,
 com.microsoft.GroupQueryAttention (softcap, attention_bias = the terms but the causal
-one; causal only, head size a multiple of 8), the one contrib attention with a soft cap. Q, K and V are read where the fewest ops bring them to
+one, or all of them when one masks every later key already, as Gemma 2's local layers'
+does; causal only, head size a multiple of 8), the one contrib attention with a soft cap. Q, K and V are read where the fewest ops bring them to
 [B,S,N·D] (at most a Transpose and a Reshape); the output is reshaped to the block's own
 output layout. A block with Q/DQ inside its core is recognised and left decomposed.
 
@@ -234,6 +235,16 @@ func generalFuse(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, e
 	if causal >= 0 && env.Target == ONNX && p.hasMaskTerm() {
 		causal = -1
 	}
+	if gqa && causal < 0 {
+		// GroupQueryAttention masks the later keys by itself: a term that masks them
+		// already (and maybe more) goes whole into its bias.
+		for i := range p.terms {
+			if p.masksFuture(&p.terms[i], env.Model.Opset(""), 0) {
+				causal = len(p.terms) // no term is the causal attribute
+				break
+			}
+		}
+	}
 	switch {
 	case gqa && causal < 0:
 		return nil, "the scores are soft-capped and not causal: of ORT's contrib attention operators only GroupQueryAttention has a softcap, and it is causal only (use target=onnx, opset 23)", nil
@@ -244,7 +255,7 @@ func generalFuse(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, e
 	if why != "" {
 		return nil, why, nil
 	}
-	if env.Target == ONNX && bias != nil && p.hasMaskTerm() && dt == ir.Float {
+	if (env.Target == ONNX || gqa) && bias != nil && p.hasMaskTerm() && dt == ir.Float {
 		bias = floorLowest(rw, bias)
 	}
 	var causalAttr []*ir.Attr

@@ -269,6 +269,27 @@ func crossSeq2(src string) string {
 	return strings.Replace(src, "  vm = MatMul (x, wv)", "  vm = MatMul (x2, wv)", 1)
 }
 
+// windowedCap is a soft-capped generalModel whose mask is Gemma 2's local one: the keys 2
+// or more behind filled with the lowest float into the causal term plus the padding
+// (keep as 0/-10000), or into the padding alone.
+func windowedCap(causal bool) string {
+	mask := "  pad = Where (keep, zero, big)\n  m4 = Add (fut, pad)\n"
+	if !causal {
+		mask = "  m4 = Where (keep, zero, big)\n"
+	}
+	return generalNearMiss("", `  c1 = Div (sd, cap)
+  h1 = Tanh (c1)
+  m1 = Mul (h1, cap)
+`+causalFuture+`  ones = Expand (onef, ss)
+  far = Trilu <upper = 0> (ones, mtwo)
+  farb = Cast <to = 9> (far)
+`+mask+`  loc = Where (farb, lowest, m4)
+  sf = Add (m1, loc)
+  p = Softmax <axis = -1> (sf)
+  c = MatMul (p, vt)
+`, "  float qscale = {0.01}", "  float qscale = {0.01},\n  float cap = {5},\n  int64[1] one1 = {1},\n  int64[1] two1 = {2},\n  float lowest = {-3.4028235e38},\n  int64 kone = {1},\n  float onef = {1},\n  int64 mtwo = {-2}", `"" : 13`, `"" : 17`)
+}
+
 // capConst adds the soft cap's constant to a generalNearMiss model.
 var capConst = []string{"  float qscale = {0.01}", "  float qscale = {0.01},\n  float cap = {5}"}
 
@@ -313,6 +334,11 @@ func TestGeneralAttentionNearMisses(t *testing.T) {
   c = MatMul (p, vt)
 `, "  float qscale = {0.01}", "  float qscale = {0.01},\n  float cap = {5},\n  int64[1] one1 = {1},\n  int64[1] two1 = {2},\n  float lowest = {-3.4028235e38},\n  int64 kone = {1}", `"" : 13`, `"" : 17`),
 			want: "the head size 2 is not a multiple of 8"},
+		// Gemma 2's local layers: the far keys filled into causal + padding. The mask covers
+		// the later keys (GroupQueryAttention's own causal adds nothing), so only the head
+		// size refuses; without the causal term it is refused as not causal.
+		{name: "windowed soft cap of head size 2 for target ort", src: windowedCap(true), want: "the head size 2 is not a multiple of 8"},
+		{name: "windowed soft cap without causal term for target ort", src: windowedCap(false), want: "the scores are soft-capped and not causal"},
 		// A maximum over the queries is not constant along the keys: not a no-op for the softmax.
 		{name: "row maximum over the queries", src: generalNearMiss("", "  mx = ReduceMax <axes = [2]> (sd)\n  sb = Sub (sd, mx)\n  p = Softmax <axis = -1> (sb)\n  c = MatMul (p, vt)\n"),
 			want: "the softmax input does not come from a matmul (Q·Kᵀ) through layout ops and additive terms"},
