@@ -20,10 +20,10 @@ var Classes = []string{
 	"base", "commute", "scale-mul", "scale-q", "scale-k", "scale-qk", "kt-two-transposes",
 	"heads-3d", "k-rolled-heads", "shape-arith", "cast", "qdq",
 	"where-mask", "gemm-proj", "ln-op", "causal", "mask-query-axis",
-	"rotary-half", "rotary-interleaved", "rotary-partial",
+	"rotary-half", "rotary-interleaved", "rotary-partial", "row-max", "softcap",
 	"nm-softmax-axis", "nm-eps-outside", "nm-mean-axis", "nm-mask-after-softmax",
 	"nm-gamma-input", "nm-gelu-const", "nm-residual-broadcast",
-	"nm-gelu-split-input", "nm-var-uncentred", "nm-rotary-halves",
+	"nm-gelu-split-input", "nm-var-uncentred", "nm-rotary-halves", "nm-row-max-queries",
 }
 
 // IsNearMiss reports whether a class changes the math.
@@ -200,6 +200,11 @@ func (g *blockGen) attention(x val) val {
 	default:
 		scores = g.op1("Div", []val{scores, g.scalarF(float32(math.Sqrt(float64(g.d))))}, ir.Float, scores.sh)
 	}
+	if g.class == "softcap" { // Gemma 2: cap·tanh(scores/cap), before the mask
+		c := g.scalarF(1.5)
+		t := g.op1("Tanh", []val{g.op1("Div", []val{scores, c}, ir.Float, scores.sh)}, ir.Float, scores.sh)
+		scores = g.comm1("Mul", t, c)
+	}
 	// BERT's padding mask: (1 - mask[:, None, None, :]) · -10000; mask-query-axis puts
 	// it on the query axis ([B, 1, S, 1]), where it adds a constant to each row of the
 	// scores, which softmax ignores.
@@ -235,12 +240,22 @@ func (g *blockGen) attention(x val) val {
 		term := g.op1("Where", []val{keep, g.scalarF(0), g.scalarF(-10000)}, ir.Float, shape{s, s})
 		scores = g.comm1("Add", scores, term)
 	}
+	if g.class == "row-max" || g.class == "nm-row-max-queries" {
+		// A stable softmax written out: the scores less their maximum over the keys, which
+		// changes no weight; over the queries (the near-miss) it does.
+		ax := int64(3)
+		if g.class == "nm-row-max-queries" {
+			ax = 2
+		}
+		mx, _ := g.reduce("ReduceMax", scores, []int64{ax}, true)
+		scores = g.op1("Sub", []val{scores, mx}, ir.Float, scores.sh)
+	}
 	axis := int64(-1)
 	if g.class == "nm-softmax-axis" {
 		axis = []int64{1, 2, -2}[g.r.Intn(3)]
 	}
 	probs, sm := g.opN("Softmax", []val{scores}, ir.Float, scores.sh, ir.IntAttr("axis", axis))
-	g.witness(sm, attnKinds, g.class == "nm-softmax-axis" || g.class == "nm-mask-after-softmax")
+	g.witness(sm, attnKinds, g.class == "nm-softmax-axis" || g.class == "nm-mask-after-softmax" || g.class == "nm-row-max-queries")
 	if g.class == "nm-mask-after-softmax" {
 		probs = g.comm1("Add", probs, m)
 	}
