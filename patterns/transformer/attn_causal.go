@@ -185,28 +185,29 @@ func (p *attnPlan) splitCausal(opset int64) {
 		if t.fill != nil || n == nil || n.OpType != "Add" || n.Domain != "" {
 			continue
 		}
-		parts := []attnTerm{t, t}
-		parts[0].value, parts[1].value = n.Input(0), n.Input(1)
 		inside := p.insideValues()
-		ok, causal := true, false
-		for j := range parts {
-			kind, why := termDepends(parts[j].value, inside)
-			if why != "" {
-				ok = false
-				break
-			}
-			parts[j].kind = kind
-			if _, why := p.termAxes(&parts[j]); why != "" {
-				ok = false
-				break
-			}
-			causal = causal || p.isCausal(&parts[j], opset)
-		}
-		if ok && causal {
-			p.terms = append(append(p.terms[:i:i], parts...), p.terms[i+1:]...)
+		a, b := p.subTerm(&t, n.Input(0), inside), p.subTerm(&t, n.Input(1), inside)
+		if a != nil && b != nil && (p.isCausal(a, opset) || p.isCausal(b, opset)) {
+			p.terms = append(append(p.terms[:i:i], *a, *b), p.terms[i+1:]...)
 			i++
 		}
 	}
+}
+
+// subTerm is v, a part of term t, as a term of its own at t's place; nil when v reads the
+// block or has no bias layout.
+func (p *attnPlan) subTerm(t *attnTerm, v *ir.Value, inside map[*ir.Value]bool) *attnTerm {
+	s := *t
+	s.value, s.fill = v, nil
+	kind, why := termDepends(v, inside)
+	if why != "" {
+		return nil
+	}
+	s.kind = kind
+	if _, why := p.termAxes(&s); why != "" {
+		return nil
+	}
+	return &s
 }
 
 // masksFuture reports whether term t masks at least every key after its query, whatever
@@ -215,22 +216,13 @@ func (p *attnPlan) splitCausal(opset int64) {
 // positive (a padding bias: 0 at kept and negative at masked positions of its one input).
 // GroupQueryAttention, causal by itself, then computes the same scores with every term
 // as its bias.
-func (p *attnPlan) masksFuture(t *attnTerm, opset int64, depth int) bool {
+func (p *attnPlan) masksFuture(t *attnTerm, opset int64) bool {
+	return p.masksFutureIn(t, opset, p.insideValues(), 0)
+}
+
+func (p *attnPlan) masksFutureIn(t *attnTerm, opset int64, inside map[*ir.Value]bool, depth int) bool {
 	if depth > 8 {
 		return false
-	}
-	sub := func(v *ir.Value) *attnTerm {
-		s := *t
-		s.value, s.fill = v, nil
-		kind, why := termDepends(v, p.insideValues())
-		if why != "" {
-			return nil
-		}
-		s.kind = kind
-		if _, why := p.termAxes(&s); why != "" {
-			return nil
-		}
-		return &s
 	}
 	if t.fill == nil && p.isCausal(t, opset) {
 		return true
@@ -243,15 +235,15 @@ func (p *attnPlan) masksFuture(t *attnTerm, opset int64, depth int) bool {
 	case "Where":
 		for i := 1; i < 3; i++ {
 			if f, ok := scalarConst(n.Input(i)); ok && (f <= -1e4 || math.IsInf(f, -1)) {
-				if s := sub(n.Input(3 - i)); s != nil && p.masksFuture(s, opset, depth+1) {
+				if s := p.subTerm(t, n.Input(3-i), inside); s != nil && p.masksFutureIn(s, opset, inside, depth+1) {
 					return true
 				}
 			}
 		}
 	case "Add":
 		for i := 0; i < 2; i++ {
-			s := sub(n.Input(i))
-			if s == nil || !p.masksFuture(s, opset, depth+1) {
+			s := p.subTerm(t, n.Input(i), inside)
+			if s == nil || !p.masksFutureIn(s, opset, inside, depth+1) {
 				continue
 			}
 			e := &attnMaskEval{}

@@ -235,18 +235,14 @@ func generalFuse(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, e
 	if causal >= 0 && env.Target == ONNX && p.hasMaskTerm() {
 		causal = -1
 	}
-	if gqa && causal < 0 {
-		// GroupQueryAttention masks the later keys by itself: a term that masks them
-		// already (and maybe more) goes whole into its bias.
-		for i := range p.terms {
-			if p.masksFuture(&p.terms[i], env.Model.Opset(""), 0) {
-				causal = len(p.terms) // no term is the causal attribute
-				break
-			}
-		}
+	// GroupQueryAttention masks the later keys by itself: with no causal term split off, a
+	// term that masks them already (and maybe more) goes whole into its bias.
+	covered := causal >= 0
+	for i := 0; gqa && !covered && i < len(p.terms); i++ {
+		covered = p.masksFuture(&p.terms[i], env.Model.Opset(""))
 	}
 	switch {
-	case gqa && causal < 0:
+	case gqa && !covered:
 		return nil, "the scores are soft-capped and not causal: of ORT's contrib attention operators only GroupQueryAttention has a softcap, and it is causal only (use target=onnx, opset 23)", nil
 	case gqa && p.headSize%8 != 0:
 		return nil, fmt.Sprintf("the scores are soft-capped and the head size %d is not a multiple of 8: ORT's GroupQueryAttention, the only contrib attention with a softcap, needs one (use target=onnx, opset 23)", p.headSize), nil

@@ -293,20 +293,13 @@ func lnLastAxis(m *patterns.Match, name string, rank int) string {
 	return ""
 }
 
-// reduceAxes reads a Reduce*'s or an Unsqueeze's axes: an attribute before opset 18 (13
-// for Unsqueeze and ReduceSum), a constant input after; false when the input is not a
-// constant. Empty: none given (a reduction over every axis).
+// reduceAxes reads a Reduce*'s or an Unsqueeze's axes (axesOf); empty and ok when none
+// are given (a reduction over every axis).
 func reduceAxes(n *ir.Node) ([]int64, bool) {
-	if a := n.Input(1); a != nil {
-		t := patterns.ConstOf(a)
-		if t == nil {
-			return nil, false
-		}
-		axes, err := t.Int64s()
-		return axes, err == nil
+	if _, ok := n.AttrInts("axes"); !ok && n.Input(1) == nil {
+		return nil, true
 	}
-	axes, _ := n.AttrInts("axes")
-	return axes, true
+	return axesOf(n, 1)
 }
 
 // lnEpsilon reads a scalar epsilon and checks its range.
