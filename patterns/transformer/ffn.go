@@ -24,25 +24,27 @@ var FFNFamily = &Family{
 y = (act(x·W_gate + b_gate) ⊙ (x·W_up + b_up))·W_down + b_down (SwiGLU, GeGLU).
 
 Rules "ffn/<structure>-<activation>": structure "plain", "gated" (two projections of x),
-or "packed" (one projection of x to 2·F, halved by Split or two Slices of the last axis,
-one half through the activation: torch's chunk(2, -1)); activation "relu", "gelu" (any
-erf form GeluFamily knows, com.microsoft Gelu/BiasGelu, Gelu-20), "gelu_tanh" (the tanh
-forms, FastGelu, Gelu-20 tanh), "quick_gelu" (x·sigmoid(1.702·x), QuickGelu), "silu"
-(x·sigmoid(x), or x / (1 + exp(-x))). A projection is MatMul(x, W) with or without a
-bias Add (either operand order), Gemm(x, W[, b]) (transB either way; with the Reshapes to
-and from 2-D that GPT-2's Conv1D writes), a 1×1 Conv on channel-first [B, C, S]
-(SqueezeBERT), or MatMulIntegerToFloat (fuse's CPU form of a
-Q/DQ linear layer); x may come through a QuantizeLinear/DequantizeLinear pair and W be a
-DequantizeLinear of a constant. Modifiers: "+gemm", "+quant" (Q/DQ or integer matmuls),
-"+fusedact" (the activation is a fused operator).
+or "packed" (one projection of x to 2·F, halved by Split or two Slices of its feature
+axis, one half through the activation: torch's chunk(2, -1), or chunk(2, 1) after a
+channel-first 1×1 Conv); activation "relu", "gelu" (any erf form GeluFamily knows,
+com.microsoft Gelu/BiasGelu, Gelu-20), "gelu_tanh" (the tanh forms, FastGelu, Gelu-20
+tanh), "quick_gelu" (x·sigmoid(1.702·x), QuickGelu), "silu" (x·sigmoid(x), or
+x / (1 + exp(-x))). A projection is MatMul(x, W) with or without a bias Add (either
+operand order), Gemm(x, W[, b]) (transB either way; with the Reshapes to and from 2-D
+that GPT-2's Conv1D writes), a 1×1 Conv on channel-first [B, C, S] (SqueezeBERT), or
+MatMulIntegerToFloat (fuse's CPU form of a Q/DQ linear layer); x may come through a
+QuantizeLinear/DequantizeLinear pair and W be a DequantizeLinear of a constant.
+Modifiers: "+gemm", "+quant" (Q/DQ or integer matmuls), "+fusedact" (the activation is
+a fused operator).
 
 Checks: x a float tensor; weights 2-D constants whose sizes chain (x's last axis = up's
 input = gate's input, up's output = gate's output = down's input; packed: 2·F); Gemm with
 transA=0 and alpha = beta = 1; biases 1-D of their projection's output size; the GELU
-and SiLU constants as GeluFamily checks them; packed halves that split the last axis in
-two equal halves; the output added to a residual (Add or Sum with a non-constant
-operand, or a fused skip normalisation, through a bias Add or a per-channel scale), which
-tells a layer's FFN from a classifier head of the same shape.
+and SiLU constants as GeluFamily checks them; packed halves that cut the feature axis
+(the last; a 1×1 Conv's channels, axis 1) in two equal halves; the output added to a
+residual (Add or Sum with a non-constant operand, or a fused skip normalisation, through
+a bias Add or a per-channel scale), which tells a layer's FFN from a classifier head of
+the same shape.
 
 Roles: input, output, up_weight, up_bias, gate_weight and gate_bias (gated; packed: the
 packed weight is both up_weight and gate_weight), down_weight, down_bias, hidden (what
@@ -360,12 +362,12 @@ func ffnBias(p string, v *ir.Value, n int64) string {
 }
 
 // ffnCheckHalves checks that the packed projection is cut into its two halves of f
-// along the last axis, and which half is the gate.
+// along its feature axis (ffnFeatureAxis), and which half is the gate.
 func ffnCheckHalves(m *patterns.Match, f int64) string {
 	if n := m.N("split"); n != nil {
-		rank := m.V("packed").Type.Rank()
-		if a := n.AttrInt("axis", 0); a != -1 && (rank < 0 || a != int64(rank-1)) {
-			return fmt.Sprintf("the packed projection is split on axis %d, not the last", a)
+		if a := n.AttrInt("axis", 0); !ffnOnFeatures(m, a) {
+			_, want := ffnFeatureAxis(m)
+			return fmt.Sprintf("the packed projection is split on axis %d, not %s", a, want)
 		}
 		if len(n.Outputs()) != 2 {
 			return fmt.Sprintf("the packed projection is split in %d, not 2", len(n.Outputs()))
@@ -385,11 +387,11 @@ func ffnCheckHalves(m *patterns.Match, f int64) string {
 		}
 		return ""
 	}
-	gate, why := ffnSliceHalf(m.N("gate_slice"), m.V("packed"), f)
+	gate, why := ffnSliceHalf(m, m.N("gate_slice"), f)
 	if why != "" {
 		return why
 	}
-	up, why := ffnSliceHalf(m.N("up_slice"), m.V("packed"), f)
+	up, why := ffnSliceHalf(m, m.N("up_slice"), f)
 	if why != "" {
 		return why
 	}
@@ -399,8 +401,9 @@ func ffnCheckHalves(m *patterns.Match, f int64) string {
 	return ""
 }
 
-// ffnSliceHalf reads which half (0 or 1) of the last axis a Slice takes.
-func ffnSliceHalf(n *ir.Node, packed *ir.Value, f int64) (int, string) {
+// ffnSliceHalf reads which half (0 or 1) of the packed projection's features a Slice
+// takes.
+func ffnSliceHalf(m *patterns.Match, n *ir.Node, f int64) (int, string) {
 	ints := func(i int) []int64 {
 		if t := patterns.ConstOf(n.Input(i)); t != nil {
 			v, _ := t.Int64s()
@@ -412,9 +415,9 @@ func ffnSliceHalf(n *ir.Node, packed *ir.Value, f int64) (int, string) {
 	if len(starts) != 1 || len(ends) != 1 || len(axes) != 1 {
 		return 0, "a packed half is not a constant one-axis Slice"
 	}
-	rank := packed.Type.Rank()
-	if axes[0] != -1 && (rank < 0 || axes[0] != int64(rank-1)) {
-		return 0, fmt.Sprintf("a packed half is sliced on axis %d, not the last", axes[0])
+	if !ffnOnFeatures(m, axes[0]) {
+		_, want := ffnFeatureAxis(m)
+		return 0, fmt.Sprintf("a packed half is sliced on axis %d, not %s", axes[0], want)
 	}
 	if n.Input(4) != nil {
 		if st := ints(4); len(st) != 1 || st[0] != 1 {
@@ -436,6 +439,29 @@ func ffnSliceHalf(n *ir.Node, packed *ir.Value, f int64) (int, string) {
 		return 1, ""
 	}
 	return 0, fmt.Sprintf("a packed half is [%d:%d], not a half of %d", starts[0], ends[0], 2*f)
+}
+
+// ffnFeatureAxis is the packed projection's output-feature axis, where its halves are
+// cut, and its name for reasons: the last for x·W, the channels for a 1×1 Conv on
+// channel-first [B, C, S].
+func ffnFeatureAxis(m *patterns.Match) (int64, string) {
+	if n := m.N("up_matmul"); n != nil && n.OpType == "Conv" {
+		return 1, "the channels (axis 1)"
+	}
+	return -1, "the last"
+}
+
+// ffnOnFeatures says whether axis a of the packed projection is its feature axis; an
+// axis written the other way round (rank-1 for -1, 1-rank for 1) needs the rank.
+func ffnOnFeatures(m *patterns.Match, a int64) bool {
+	feature, _ := ffnFeatureAxis(m)
+	if a == feature {
+		return true
+	}
+	rank := m.V("packed").Type.Rank()
+	i, ok := normAxis(a, rank)
+	j, _ := normAxis(feature, rank)
+	return rank >= 0 && ok && i == j
 }
 
 // ffnFeedsResidual reports whether v is added to a residual: read by an Add or Sum with a
@@ -652,7 +678,7 @@ func ffnGateHalf(m *patterns.Match) int {
 		return 0
 	}
 	_, out, _ := ffnShape(m, "up")
-	if h, _ := ffnSliceHalf(m.N("gate_slice"), m.V("packed"), out/2); h == 1 {
+	if h, _ := ffnSliceHalf(m, m.N("gate_slice"), out/2); h == 1 {
 		return 1
 	}
 	return 0

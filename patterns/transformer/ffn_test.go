@@ -111,9 +111,15 @@ func (g *ffnGraph) act(a, in, out string) {
 }
 
 // ffnSource writes the graph of one FFN: structure plain, gated, packed-split,
-// packed-split-second (the second half through the activation) or packed-slice.
+// packed-split-second (the second half through the activation), packed-slice or
+// packed-slice-second (packed-slice-same: both Slices take the first half). The
+// packed halves are cut on the features: the last axis, a 1×1 Conv's channels (axis 1).
 func ffnSource(structure, act, form string, residual bool) string {
 	g := &ffnGraph{rng: rand.New(rand.NewSource(int64(len(structure)*31 + len(act)*7 + len(form))))}
+	axis := -1
+	if form == "conv" {
+		axis = 1
+	}
 	g.init("float c_sqrt2", math.Sqrt2)
 	g.init("float c_one", 1)
 	g.init("float c_half", 0.5)
@@ -134,22 +140,27 @@ func ffnSource(structure, act, form string, residual bool) string {
 		g.proj(form, "up", "x", "p", ffnH, 2*ffnF)
 		g.init("int64[2] halves", ffnF, ffnF)
 		if structure == "packed-split" {
-			g.node("gt, u = Split <axis = -1> (p, halves)")
+			g.node("gt, u = Split <axis = %d> (p, halves)", axis)
 		} else {
-			g.node("u, gt = Split <axis = -1> (p, halves)")
+			g.node("u, gt = Split <axis = %d> (p, halves)", axis)
 		}
 		g.act(act, "gt", "a")
 		g.node("h = Mul (u, a)")
-	case "packed-slice", "packed-slice-same":
+	case "packed-slice", "packed-slice-second", "packed-slice-same":
 		g.proj(form, "up", "x", "p", ffnH, 2*ffnF)
 		g.init("int64[1] s_lo", 0)
 		g.init("int64[1] s_mid", ffnF)
 		g.init("int64[1] s_hi", 1<<40)
-		g.init("int64[1] s_ax", -1)
-		g.node("gt = Slice (p, s_lo, s_mid, s_ax)")
-		if structure == "packed-slice" {
+		g.init("int64[1] s_ax", float64(axis))
+		switch structure {
+		case "packed-slice":
+			g.node("gt = Slice (p, s_lo, s_mid, s_ax)")
 			g.node("u = Slice (p, s_mid, s_hi, s_ax)")
-		} else {
+		case "packed-slice-second":
+			g.node("u = Slice (p, s_lo, s_mid, s_ax)")
+			g.node("gt = Slice (p, s_mid, s_hi, s_ax)")
+		default: // both the first half
+			g.node("gt = Slice (p, s_lo, s_mid, s_ax)")
 			g.node("u = Slice (p, s_lo, s_mid, s_ax)")
 		}
 		g.act(act, "gt", "a")
@@ -207,8 +218,9 @@ type ffnCase struct {
 
 func (c ffnCase) name() string { return c.structure + "-" + c.act + "-" + c.form }
 
-// ffnCases covers every structure with every activation (MatMul + Add projections), and
-// every projection form with a plain and a gated FFN.
+// ffnCases covers every structure with every activation (MatMul + Add projections),
+// every projection form with a plain and a gated FFN, and the packed halves in both
+// orders and both node forms on the channels of 1×1 convolutions.
 func ffnCases() []ffnCase {
 	var cs []ffnCase
 	for _, s := range []string{"plain", "gated", "packed-split", "packed-split-second", "packed-slice"} {
@@ -219,7 +231,9 @@ func ffnCases() []ffnCase {
 	for _, f := range []string{"matmul", "gemm", "conv"} {
 		cs = append(cs, ffnCase{"plain", "gelu", f}, ffnCase{"gated", "silu", f})
 	}
-	return cs
+	return append(cs, ffnCase{"packed-slice-second", "silu", "matmul-add"},
+		ffnCase{"packed-split", "silu", "conv"}, ffnCase{"packed-split-second", "gelu", "conv"},
+		ffnCase{"packed-slice", "gelu_tanh", "conv"}, ffnCase{"packed-slice-second", "silu", "conv"})
 }
 
 // TestFFNVariants: each structure, activation and projection form is recognised as one
@@ -258,8 +272,8 @@ func TestFFNVariants(t *testing.T) {
 			if b.Params["intermediate"] != ffnF {
 				t.Errorf("intermediate %g, want %d", b.Params["intermediate"], ffnF)
 			}
-			if c.structure == "packed-split-second" && b.Params["gate_half"] != 1 || c.structure == "packed-split" && b.Params["gate_half"] != 0 {
-				t.Errorf("gate_half %g for %s", b.Params["gate_half"], c.structure)
+			if half := b.Params["gate_half"]; structure == "packed" && (half == 1) != strings.HasSuffix(c.structure, "-second") {
+				t.Errorf("gate_half %g for %s", half, c.structure)
 			}
 			if b.Role(transformer.RoleInput).Name != "x" || b.Role(transformer.RoleHidden).Name != "h" && structure != "plain" {
 				t.Errorf("input %s hidden %s", b.Role(transformer.RoleInput).Name, b.Role(transformer.RoleHidden).Name)
@@ -304,6 +318,33 @@ func TestFFNVariants(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestFFNPackedAxisWritten: the feature axis a packed projection is cut on may be written
+// from either end (rank 3: the last is 2 or -1, a Conv's channels 1 or -2).
+func TestFFNPackedAxisWritten(t *testing.T) {
+	cases := []struct {
+		structure, form, from, to string
+		gateHalf                  float64
+	}{
+		{"packed-split", "matmul-add", "Split <axis = -1>", "Split <axis = 2>", 0},
+		{"packed-split-second", "conv", "Split <axis = 1>", "Split <axis = -2>", 1},
+		{"packed-slice", "conv", "int64[1] s_ax = {1}", "int64[1] s_ax = {-2}", 0},
+		{"packed-slice-second", "matmul", "int64[1] s_ax = {-1}", "int64[1] s_ax = {2}", 1},
+	}
+	for _, c := range cases {
+		src := editSrc(t, ffnSource(c.structure, "silu", c.form, true), c.from, c.to)
+		blocks, refs := ffnRecognize(t, geParse(t, `"" : 13`, src))
+		if len(blocks) != 1 {
+			t.Errorf("%s %s, %s: %d blocks, refusals %q; want one packed FFN", c.structure, c.form, c.to, len(blocks), refs)
+			continue
+		}
+		b := blocks[0]
+		if b.Params["packed"] != 1 || b.Params["gate_half"] != c.gateHalf || b.Role(transformer.RoleGateWeight) != b.Role(transformer.RoleUpWeight) {
+			t.Errorf("%s %s, %s: %s packed %g gate_half %g (want %g), gate weight %v, up weight %v", c.structure, c.form, c.to, b.Variant,
+				b.Params["packed"], b.Params["gate_half"], c.gateHalf, b.Role(transformer.RoleGateWeight), b.Role(transformer.RoleUpWeight))
+		}
 	}
 }
 

@@ -38,6 +38,7 @@ var reasonDirs = []string{"patterns", "patterns/transformer", "opsets"}
 var (
 	notReasons = map[string]bool{
 		"String": true, "variant": true, "typeOrNone": true, "shapeString": true, "lnNames": true,
+		"ffnFeatureAxis": true,
 	}
 	notReasonResult = map[string]int{"termDepends": 0}
 )

@@ -525,9 +525,24 @@ func TestFFNMoreRefusals(t *testing.T) {
 	with := func(src string, edits ...string) string { return editSrc(t, src, edits...) }
 	slice := ffnSource("packed-slice", "silu", "matmul-add", true)
 	split := ffnSource("packed-split", "silu", "matmul-add", true)
+	convSplit := ffnSource("packed-split", "silu", "conv", true)
+	convSlice := ffnSource("packed-slice", "silu", "conv", true)
+	unsized := func(src, shape string) string {
+		return with(src, "g (float"+shape+" x)", "g (float"+shape+" x0, int64[r] dims)", "> {\n", "> {\n  x = Reshape (x0, dims)\n")
+	}
 	runRefusals(t, []*transformer.Family{transformer.FFNFamily}, []refusalCase{
-		{name: "channel-first halves split on the channels", src: with(ffnSource("packed-split", "silu", "conv", true), "Split <axis = -1>", "Split <axis = 1>"),
+		// The halves are cut on the features: the last axis of x·W, the channels (axis 1)
+		// of a channel-first 1×1 Conv. The down projection then reads 2·F features, so
+		// no cut on another axis makes a valid model: x is reshaped to a shape of a rank
+		// shape inference does not know.
+		{name: "halves split on the positions", src: with(unsized(split, "[2,3,8]"), "Split <axis = -1>", "Split <axis = 1>"),
 			want: "the packed projection is split on axis 1, not the last"},
+		{name: "channel-first halves split on the positions", src: with(unsized(convSplit, "[2,8,3]"), "Split <axis = 1>", "Split <axis = -1>"),
+			want: "the packed projection is split on axis -1, not the channels (axis 1)"},
+		{name: "halves sliced on the positions", src: with(unsized(slice, "[2,3,8]"), "int64[1] s_ax = {-1}", "int64[1] s_ax = {-2}"),
+			want: "a packed half is sliced on axis -2, not the last"},
+		{name: "channel-first halves sliced on the positions", src: with(unsized(convSlice, "[2,8,3]"), "int64[1] s_ax = {1}", "int64[1] s_ax = {2}"),
+			want: "a packed half is sliced on axis 2, not the channels (axis 1)"},
 		{name: "split in three", src: with(split, "int64[2] halves = {16, 16}", "int64[3] halves = {16, 16, 0}", "gt, u = Split", "gt, u, rest = Split"),
 			want: "the packed projection is split in 3, not 2"},
 		{name: "split sizes an input", src: with(split, "g (float[2,3,8] x)", "g (float[2,3,8] x, int64[2] hv)", "(p, halves)", "(p, hv)"),
