@@ -89,6 +89,14 @@ func place(m *ir.Model, br *blocks.Result, o *options) *placement {
 			cores = append(cores, c)
 		case transformer.Gelu:
 			markFFN(b.Role("input"), b.Role("output"), ffnIn, ffnOut)
+		case transformer.FFN:
+			// The block's weights name its projections where the activation does not:
+			// a half of a packed projection (whichever axis it is cut on), or SiLU, which
+			// is no block of its own.
+			for _, r := range []string{transformer.RoleUpWeight, transformer.RoleGateWeight} {
+				markWeightReaders(b.Role(r), ffnIn)
+			}
+			markWeightReaders(b.Role(transformer.RoleDownWeight), ffnOut)
 		case transformer.LayerNorm, transformer.RMSNorm, transformer.SkipLayerNorm:
 			norms = append(norms, b)
 		}
@@ -418,5 +426,17 @@ func markFFN(in, out *ir.Value, ffnIn, ffnOut map[*ir.Node]bool) {
 	}
 	for _, r := range weightedReaders(out) {
 		ffnOut[r] = true
+	}
+}
+
+// markWeightReaders records the weighted ops that take w as their weight.
+func markWeightReaders(w *ir.Value, into map[*ir.Node]bool) {
+	if w == nil {
+		return
+	}
+	for _, u := range w.Uses() {
+		if i, ok := qdqcheck.WeightInput(u.Node); ok && i == u.Index {
+			into[u.Node] = true
+		}
 	}
 }
