@@ -495,7 +495,9 @@ func (b *builder) rowsShape(bl *transformer.Block, v *ir.Value, h int64) ([]int6
 func (b *builder) rowsOf(bl *transformer.Block, in *ir.Value, vs ...*ir.Value) (shape []int64, rows, h int64, ok bool) {
 	h, ok = width(vs...)
 	if !ok {
-		b.skip(bl.ID, bl.Variant, "row length unknown")
+		// Kernels are specialised on the row length: a channel-first activation, which
+		// ends in the sequence, has none.
+		b.skip(bl.ID, bl.Variant, fmt.Sprintf("row length unknown: input %s does not end in a constant dimension", typeString(in)))
 		return nil, 0, 0, false
 	}
 	shape, rows, ok = b.rowsShape(bl, in, h)
