@@ -1223,6 +1223,27 @@ class Conv1x1(Model):
         return x.permute(0, 2, 1)
 
 
+class ConvGLUFFN(FFN):
+    """A gated FFN channel-first: one 1x1 Conv makes gate and up (2F channels), halved on
+    the channels."""
+
+    gated = True
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2 = nn.Conv1d(E, 2 * FF, 1), nn.Conv1d(FF, E, 1)
+
+    def forward(self, x):
+        gate, up = self.c1(x).chunk(2, dim=1)
+        return self.c2(F.silu(gate) * up)
+
+
+class Conv1x1GLU(Conv1x1):
+    def __init__(self):
+        super().__init__()
+        self.ffn = nn.ModuleList(ConvGLUFFN() for _ in range(L))
+
+
 # ---------------------------------------------------------------- cross-attn
 
 
@@ -3351,6 +3372,7 @@ FORMS = {
     "alibi-bert": (AlibiBert, (13, 17)),
     "sdpa-torch2": (Torch2SDPA, (14, 17)),  # tril needs Trilu (opset 14)
     "gemma2-sliding": (Gemma2Sliding, (14, 17)),
+    "conv1x1-glu": (Conv1x1GLU, (13, 17)),
 }
 
 
@@ -3499,7 +3521,7 @@ def facts(model):
         "norms": k * len(norms),
         "norm_kind": "rms" if all(isinstance(m, RMSNorm) for m in norms) else "layernorm",
         "ffn_activations": k * len(ffn),
-        "gated_ffn": all(isinstance(m, Gated) for m in ffn),
+        "gated_ffn": all(isinstance(m, Gated) or getattr(m, "gated", False) for m in ffn),
         "rotaries": k * sum(getattr(m, "rotaries", 0) for m in att),
     }
 
