@@ -12,9 +12,9 @@
 // wrapped to their width. Transcendental functions (Exp, Log, Erf, Tanh, Sigmoid, Pow with
 // a general exponent) are the correctly rounded float64 result rounded to float32, which
 // may differ from ONNX Runtime's vectorised approximations in the last place; reductions
-// and MatMul accumulate sequentially in the element type. Element-wise ops on float16
-// compute in float32 and round each result to float16 once, as ONNX Runtime's CPU
-// kernels do.
+// and MatMul accumulate sequentially in the element type. Element-wise ops, MatMul and
+// reductions on float16 compute in float32 and round each result to float16 once, as
+// ONNX Runtime's CPU kernels do.
 package eval
 
 import (
@@ -182,24 +182,37 @@ func EvalLimit(n *ir.Node, inputs []*ir.Tensor, opset int64, maxElems int64) (re
 	return res, nil
 }
 
-// halfWidened are the element-wise ops computed for float16 inputs as ONNX Runtime's CPU
-// kernels do: widened to float32, computed, each result rounded once to float16.
-// Reductions and MatMul are not: their sums would round at other places.
+// halfWidened are the ops computed for float16 inputs as ONNX Runtime's CPU kernels
+// compute them: widened to float32, computed, each result rounded once to float16. For
+// MatMul and the reductions that means float32 sums rounded at the end, not float16 ones:
+// ORT converts float16 operands to float32 for MLAS and its reductions (or inserts the
+// Casts around an op it has no float16 kernel for).
 var halfWidened = map[string]bool{
 	"Add": true, "Sub": true, "Mul": true, "Div": true, "Pow": true, "Neg": true, "Abs": true,
 	"Sqrt": true, "Reciprocal": true, "Exp": true, "Log": true, "Erf": true, "Tanh": true,
 	"Sigmoid": true, "Relu": true, "Max": true, "Min": true, "Where": true, "Equal": true,
 	"Less": true, "Greater": true, "Clip": true,
+	"MatMul": true, "ReduceSum": true, "ReduceMean": true, "ReduceProd": true,
+	"ReduceMax": true, "ReduceMin": true,
 }
 
 // dataHalf reports whether the op's data input (which its float output takes the type
-// of) is float16: input 0, Where's input 1.
+// of) is float16: input 0, Where's input 1. With a float32 or float64 input beside it
+// (which only Pow's exponent may be) nothing is widened, so that the op refuses the mix.
 func dataHalf(op string, ts []*ir.Tensor) bool {
 	i := 0
 	if op == "Where" {
 		i = 1
 	}
-	return i < len(ts) && ts[i] != nil && ts[i].DType == ir.Float16
+	if i >= len(ts) || ts[i] == nil || ts[i].DType != ir.Float16 {
+		return false
+	}
+	for _, t := range ts {
+		if t != nil && op != "Pow" && (t.DType == ir.Float || t.DType == ir.Double) {
+			return false
+		}
+	}
+	return true
 }
 
 // castAll casts the tensors of type from to type to, leaving the others.

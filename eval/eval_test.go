@@ -17,6 +17,13 @@ func i32(dims []int64, v ...int64) *ir.Tensor   { return intTensor(ir.Int32, dim
 func u8(dims []int64, v ...int64) *ir.Tensor    { return intTensor(ir.Uint8, dims, v) }
 func f64(dims []int64, v ...float64) *ir.Tensor { return newF64(dims, v).tensor() }
 func bools(dims []int64, v ...bool) *ir.Tensor  { return boolTensor(dims, v) }
+func half(dims []int64, v ...float32) *ir.Tensor {
+	h := make([]uint16, len(v))
+	for i, x := range v {
+		h[i] = ndarray.Float32ToHalf(x)
+	}
+	return f16(dims, h...)
+}
 func f16(dims []int64, v ...uint16) *ir.Tensor {
 	b := make([]byte, 2*len(v))
 	for i, h := range v {
@@ -239,7 +246,8 @@ func TestArithmetic(t *testing.T) {
 		{"Add float16 rounds to even", nd("Add"), 13, []*ir.Tensor{f16(d(1), 0x6800), f16(d(1), 0x3c00)}, f16(d(1), 0x6800)},
 		{"Pow float16 sqrt", nd("Pow"), 13, []*ir.Tensor{f16(d(1), 0x4800), f16(scalar, 0x3800)}, f16(d(1), 0x41a8)},
 		{"Div float16", nd("Div"), 13, []*ir.Tensor{f16(d(1), 0x3c00), f16(d(1), 0x4200)}, f16(d(1), 0x3555)},
-		{"ReduceSum float16 refused", nd("ReduceSum"), 13, []*ir.Tensor{f16(d(2), 0x3c00, 0x3c00)}, nil},
+		{"Add float16 float32 refused", nd("Add"), 13, []*ir.Tensor{half(d(1), 1), f32(d(1), 1)}, nil},
+		{"Pow float16 float32 exponent", nd("Pow"), 13, []*ir.Tensor{half(d(1), 3), f32(scalar, 2)}, half(d(1), 9)},
 		{"Add bad broadcast", nd("Add"), 13, []*ir.Tensor{f32(d(2), 1, 2), y}, nil},
 		{"Mod int", nd("Mod"), 13, []*ir.Tensor{i64(d(4), -7, 7, -7, 7), i64(d(4), 3, 3, -3, -3)}, i64(d(4), 2, 1, -1, -2)},
 		{"Mod fmod", nd("Mod", ir.IntAttr("fmod", 1)), 13, []*ir.Tensor{i64(d(2), -7, 7), i64(scalar, 3)}, i64(d(2), -1, 1)},
@@ -315,6 +323,33 @@ func TestReduceScanMatMul(t *testing.T) {
 			[]*ir.Tensor{m, f32(d(2, 3), 1, 0, 1, 0, 1, 0), f32(d(2), 1, 2)}, f32(d(2, 2), 8.5, 5, 20.5, 11)},
 		{"Gemm transA", nd("Gemm", ir.IntAttr("transA", 1)), 13, []*ir.Tensor{f32(d(3, 2), 1, 4, 2, 5, 3, 6), f32(d(3, 1), 1, 1, 1)}, f32(d(2, 1), 6, 15)},
 		{"Gemm vector", nd("Gemm"), 13, []*ir.Tensor{f32(d(3), 1, 2, 3), m}, nil},
+	})
+}
+
+// Float16 MatMul and reductions sum in float32 and round once (2048+1+1 is 2050, where
+// float16 sums would stay at 2048), as ONNX Runtime's CPU provider does; fold's ORT tests
+// check the bits against it.
+func TestHalfReduceMatMul(t *testing.T) {
+	big := half(d(3), 2048, 1, 1)
+	x := half(d(2, 3), 1, 2, 3, 4, 5, 6.5)
+	keep0 := ir.IntAttr("keepdims", 0)
+	runCases(t, []evalCase{
+		{"MatMul sums in float32", nd("MatMul"), 13, []*ir.Tensor{big, half(d(3), 1, 1, 1)}, half(scalar, 2050)},
+		{"MatMul odd shapes", nd("MatMul"), 13, []*ir.Tensor{x, half(d(3, 1), 1, 0.5, 0.25)}, half(d(2, 1), 2.75, 8.125)},
+		{"MatMul broadcast batch", nd("MatMul"), 13, []*ir.Tensor{half(d(2, 1, 1, 2), 1, 2, 3, 4), half(d(3, 2, 1), 1, 1, 1, 0, 0, 1)},
+			half(d(2, 3, 1, 1), 3, 1, 2, 7, 3, 4)},
+		{"MatMul rounds once", nd("MatMul"), 13, []*ir.Tensor{half(d(1, 2), 2048, 1), half(d(2, 1), 1, 1)}, half(d(1, 1), 2048)}, // 2049 ties to even
+		{"MatMul mixed types", nd("MatMul"), 13, []*ir.Tensor{big, f32(d(3), 1, 1, 1)}, nil},
+		{"ReduceSum sums in float32", nd("ReduceSum", keep0), 13, []*ir.Tensor{big, i64(d(1), 0)}, half(scalar, 2050)},
+		{"ReduceSum keepdims", nd("ReduceSum"), 13, []*ir.Tensor{x, i64(d(1), -1)}, half(d(2, 1), 6, 15.5)},
+		{"ReduceSum all", nd("ReduceSum", keep0), 13, []*ir.Tensor{x}, half(scalar, 21.5)},
+		{"ReduceMean attr axes", nd("ReduceMean", ir.IntsAttr("axes", 0)), 13, []*ir.Tensor{x}, half(d(1, 3), 2.5, 3.5, 4.75)},
+		{"ReduceMean input axes at 18", nd("ReduceMean", keep0), 18, []*ir.Tensor{x, i64(d(1), 1)}, half(d(2), 2, 15.5/3)},
+		{"ReduceMean sums in float32", nd("ReduceMean", keep0), 18, []*ir.Tensor{half(d(4), 2048, 1, 1, 1), i64(d(1), 0)}, half(scalar, 512.75)},
+		{"ReduceMax", nd("ReduceMax", keep0), 18, []*ir.Tensor{x, i64(d(1), 0)}, half(d(3), 4, 5, 6.5)},
+		{"ReduceMin keepdims", nd("ReduceMin", ir.IntsAttr("axes", 1)), 13, []*ir.Tensor{x}, half(d(2, 1), 1, 4)},
+		{"ReduceProd", nd("ReduceProd", keep0), 18, []*ir.Tensor{x, i64(d(1), 1)}, half(d(2), 6, 130)},
+		{"ReduceMax NaN refused", nd("ReduceMax"), 18, []*ir.Tensor{half(d(2), float32(math.NaN()), 1)}, nil},
 	})
 }
 

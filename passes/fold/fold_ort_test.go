@@ -1,18 +1,26 @@
 package fold
 
 import (
+	"fmt"
+	"math/rand/v2"
 	"os"
 	"strings"
 	"testing"
 
 	"github.com/qcc-dev/qcc/internal/corpus"
 	"github.com/qcc-dev/qcc/internal/ortcheck"
+	"github.com/qcc-dev/qcc/ir"
+	"github.com/qcc-dev/qcc/ndarray"
 	"github.com/qcc-dev/qcc/npz"
 	"github.com/qcc-dev/qcc/ort"
 	"github.com/qcc-dev/qcc/ort/orttest"
 )
 
 const ortTol = 1e-5
+
+// halfTol bounds a float16 chain that fold rounds between ops: a few float16 ulps of the
+// chain's values (below 8).
+const halfTol = 1e-2
 
 // TestFoldORT checks with ONNX Runtime that folding preserves every corpus model's
 // outputs, and that the repaired DeBERTa opset-11 exports (which ORT refuses as exported)
@@ -52,6 +60,122 @@ func TestFoldORT(t *testing.T) {
 			}
 			want := ortcheck.Run(t, cm.Path, in, ort.OptDisabled)
 			ortcheck.CheckOutputs(t, "folded vs original (ORT)", want, got, ortTol)
+		})
+	}
+}
+
+// halfCase is one float16 op whose inputs are all initializers.
+type halfCase struct {
+	op    string
+	dims  [][]int64 // of the float16 inputs
+	axes  []int64   // an int64 input after them when not nil
+	attrs []*ir.Attr
+}
+
+// halfModel builds a graph computing each case from seeded random float16 initializers,
+// times a float16 input one of shape [1] (exact, and not foldable, so the case's value reaches a
+// graph output unchanged), then chain = ReduceMean(MatMul) + x, whose intermediate float16
+// rounding fold keeps. Two runs build the same model.
+func halfModel(t *testing.T, opset int64, cases []halfCase) *ir.Model {
+	t.Helper()
+	r := rand.New(rand.NewPCG(1, uint64(opset)))
+	g := ir.NewGraph("g")
+	one, _ := g.AddInput("one", ir.TensorOf(ir.Float16, ir.D(1)))
+	x, _ := g.AddInput("x", ir.TensorOf(ir.Float16, ir.D(3), ir.D(1)))
+	random := func(dims ...int64) *ir.Value {
+		vs := make([]float64, numel(dims))
+		for i := range vs {
+			vs[i] = 2*r.Float64() - 1
+		}
+		c, err := ir.FloatsTensor(ir.Float16, dims, vs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g.NewConst("w", c)
+	}
+	for i, c := range cases {
+		var ins []*ir.Value
+		for _, d := range c.dims {
+			ins = append(ins, random(d...))
+		}
+		if c.axes != nil {
+			ins = append(ins, g.NewConst("axes", i64([]int64{int64(len(c.axes))}, c.axes...)))
+		}
+		n := g.Add(c.op, ins, 1, c.op, c.attrs...)
+		y := g.Add("Mul", []*ir.Value{n.Output(0), one}, 1, fmt.Sprintf("y%d", i))
+		g.Outputs = append(g.Outputs, y.Output(0))
+	}
+	mm := g.Add("MatMul", []*ir.Value{random(3, 40), random(40, 6)}, 1, "mm")
+	mean := g.Add("ReduceMean", []*ir.Value{mm.Output(0), g.NewConst("axes", i64([]int64{1}, 1))}, 1, "mean")
+	if opset < 18 {
+		mean.SetInputs(mean.Inputs()[:1])
+		mean.Attrs = []*ir.Attr{ir.IntsAttr("axes", 1)}
+	}
+	chain := g.Add("Add", []*ir.Value{mean.Output(0), x}, 1, "chain")
+	g.Outputs = append(g.Outputs, chain.Output(0))
+	return model(g, opset)
+}
+
+func numel(dims []int64) int {
+	n := 1
+	for _, d := range dims {
+		n *= int(d)
+	}
+	return n
+}
+
+// TestFoldHalfORT folds float16 MatMul and reductions of initializers and checks with ONNX
+// Runtime that every folded value is the one its CPU provider computes, bit for bit, and
+// that a folded chain stays within a float16 rounding of the original.
+func TestFoldHalfORT(t *testing.T) {
+	orttest.RequireLib(t)
+	keep := func(k int64) *ir.Attr { return ir.IntAttr("keepdims", k) }
+	matmuls := []halfCase{
+		{op: "MatMul", dims: [][]int64{{3, 5}, {5, 7}}},
+		{op: "MatMul", dims: [][]int64{{2, 1, 3, 4}, {3, 4, 5}}}, // batch broadcast both ways
+		{op: "MatMul", dims: [][]int64{{9}, {2, 9, 3}}},          // vector times a batch
+		{op: "MatMul", dims: [][]int64{{4, 300}, {300}}},         // long sums
+	}
+	for _, tc := range []struct {
+		opset int64
+		cases []halfCase
+	}{
+		{13, append(matmuls,
+			halfCase{op: "ReduceSum", dims: [][]int64{{3, 7, 5}}, axes: []int64{1}, attrs: []*ir.Attr{keep(0)}},
+			halfCase{op: "ReduceSum", dims: [][]int64{{3, 7, 5}}, axes: []int64{}},
+			halfCase{op: "ReduceMean", dims: [][]int64{{3, 7, 5}}, attrs: []*ir.Attr{ir.IntsAttr("axes", -1)}},
+			halfCase{op: "ReduceMean", dims: [][]int64{{3, 7, 5}}, attrs: []*ir.Attr{ir.IntsAttr("axes", 0, 2), keep(0)}},
+			halfCase{op: "ReduceMax", dims: [][]int64{{4, 9}}, attrs: []*ir.Attr{ir.IntsAttr("axes", 1)}},
+			halfCase{op: "ReduceMin", dims: [][]int64{{4, 9}}, attrs: []*ir.Attr{keep(0)}},
+			halfCase{op: "ReduceProd", dims: [][]int64{{5, 3}}, attrs: []*ir.Attr{ir.IntsAttr("axes", 0)}},
+		)},
+		{18, []halfCase{
+			{op: "ReduceSum", dims: [][]int64{{2, 200}}, axes: []int64{-1}, attrs: []*ir.Attr{keep(0)}},
+			{op: "ReduceMean", dims: [][]int64{{3, 7, 5}}, axes: []int64{0, 2}},
+			{op: "ReduceMean", dims: [][]int64{{6, 130}}, axes: []int64{1}, attrs: []*ir.Attr{keep(0)}},
+			{op: "ReduceMax", dims: [][]int64{{4, 9}}, axes: []int64{0}},
+			{op: "ReduceMin", dims: [][]int64{{4, 9}}, axes: []int64{1}, attrs: []*ir.Attr{keep(0)}},
+			{op: "ReduceProd", dims: [][]int64{{5, 3}}, axes: []int64{1}},
+		}},
+	} {
+		t.Run(fmt.Sprintf("opset%d", tc.opset), func(t *testing.T) {
+			in := map[string]*ndarray.Array{
+				"one": ndarray.FromFloat16([]int64{1}, []float32{1}),
+				"x":   ndarray.FromFloat16([]int64{3, 1}, []float32{0.5, -1.25, 2}),
+			}
+			orig := halfModel(t, tc.opset, tc.cases)
+			want := ortcheck.RunModel(t, orig, in, ort.OptDisabled)
+			m := halfModel(t, tc.opset, tc.cases)
+			before := m.Graph.NumNodes()
+			runFold(t, m, "fold")
+			if after := m.Graph.NumNodes(); after != before-len(tc.cases)-2 {
+				t.Errorf("%d nodes folded to %d, want %d:\n%s", before, after, before-len(tc.cases)-2, ortcheck.Text(t, m))
+			}
+			got := ortcheck.RunModel(t, m, in, ort.OptDisabled)
+			chain := map[string]*ndarray.Array{"chain": want["chain"]}
+			delete(want, "chain")
+			ortcheck.CheckOutputs(t, "folded vs original (ORT)", want, got, 0)
+			ortcheck.CheckOutputs(t, "folded chain vs original (ORT)", chain, got, halfTol)
 		})
 	}
 }
