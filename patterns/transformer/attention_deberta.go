@@ -744,7 +744,7 @@ func fuseDeberta(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, e
 		term = p2c
 	}
 	if term.Type == nil || term.Type.Rank() < 3 || term.Type.Rank() > 4 {
-		return nil, fmt.Sprintf("relative term %q has unknown rank", term.Name), nil
+		return nil, fmt.Sprintf("relative term %q is typed %v, not of rank 3 or 4", term.Name, term.Type), nil
 	}
 	dt := ir.Undefined
 	if m.Root.Type != nil {

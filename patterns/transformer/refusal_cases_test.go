@@ -834,6 +834,11 @@ func TestQAttentionRefusals(t *testing.T) {
 func TestDebertaMoreRefusals(t *testing.T) {
 	cases := []refusalCase{
 		{name: "divided by zero", src: strings.Replace(dbGraph(dbOpts{}), "float sc = {3.4641016}", "float sc = {0}", 1), want: "Q·Kᵀ is divided by 0"},
+		// v2 with the position table [1, 1, b·h, 2k, d]: c2p is [1, 1, b·h, s, s] until the
+		// scores' Reshape makes the sum 4-D.
+		{name: "rank-5 relative term", src: editSrc(t, dbGraph(dbOpts{v2: true}), "float[4,6,4] pk", "float[1,1,4,6,4] pk",
+			"int64[4,5,5] cpos", "int64[1,1,4,5,5] cpos", "pkt = Transpose <perm = [0, 2, 1]> (pk)", "pkt = Transpose <perm = [0, 1, 2, 4, 3]> (pk)"),
+			want: `relative term "c2p" is typed float[1,1,4,5,5], not of rank 3 or 4`},
 	}
 	runRefusals(t, debertaOnly, cases)
 }
