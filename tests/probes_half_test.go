@@ -56,9 +56,9 @@ func TestProbeHalf(t *testing.T) {
 
 // TestCorpusHalf: every corpus model exported in float16 fuses at least what its float32
 // export does (checkHalf), DeBERTa's disentangled attention and the embeddings included.
-// At least: fold leaves float16 reductions and matmuls on constants to run time (their
-// sums would round elsewhere), so a LayerNorm of DeBERTa-v2's relative embeddings that
-// fold computes away in float32 stays, and fuses, in float16.
+// fold computes float16 matmuls and reductions on constants as it does float32 ones
+// (passes/fold's TestFoldHalfCorpusORT), so the LayerNorm of DeBERTa-v2's relative
+// embeddings folds away in both and the counts match.
 func TestCorpusHalf(t *testing.T) {
 	orttest.RequireLib(t)
 	dir := t.TempDir()

@@ -179,3 +179,50 @@ func TestFoldHalfORT(t *testing.T) {
 		})
 	}
 }
+
+// TestFoldHalfCorpusORT folds each corpus model exported in float16 (ortcheck.Halve) and
+// checks that it keeps no more MatMuls and reductions than the float32 export folded (the
+// constant ones, such as DeBERTa-v2's projected relative embeddings, are computed), and
+// that ONNX Runtime computes the same outputs from both, every float16 node computed in
+// float32 and rounded (ortcheck.Emulate, as fold computes them).
+func TestFoldHalfCorpusORT(t *testing.T) {
+	orttest.RequireLib(t)
+	summed := []string{"MatMul", "Gemm", "ReduceSum", "ReduceMean", "ReduceProd", "ReduceMax", "ReduceMin"}
+	for _, cm := range corpus.Models(t, "", "trained") {
+		if cm.Inputs == "" {
+			continue
+		}
+		t.Run(cm.Name, func(t *testing.T) {
+			in := map[string]*ndarray.Array{}
+			for k, a := range ortcheck.Inputs(t, cm) {
+				if a.DType == ndarray.Float32 {
+					a = ndarray.FromFloat16(a.Shape, a.Float32s())
+				}
+				in[k] = a
+			}
+			full := ortcheck.Load(t, cm.Path)
+			if _, err := Run(full, Options{}); err != nil {
+				t.Fatal(err)
+			}
+			orig, err := ortcheck.Halve(ortcheck.Load(t, cm.Path))
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := ortcheck.RunEmulated(t, orig, ir.Float16, in, ort.OptDisabled)
+			m, _ := ortcheck.Halve(ortcheck.Load(t, cm.Path))
+			if _, err := Run(m, Options{}); err != nil {
+				t.Fatal(err)
+			}
+			before, after, f32 := ortcheck.Ops(orig.Graph), ortcheck.Ops(m.Graph), ortcheck.Ops(full.Graph)
+			for _, op := range summed {
+				if after[op] > f32[op] {
+					t.Errorf("%d %s left in float16, %d in float32 (%d before folding)", after[op], op, f32[op], before[op])
+				} else if after[op] < before[op] {
+					t.Logf("%s: %d folded to %d", op, before[op], after[op])
+				}
+			}
+			got := ortcheck.RunEmulated(t, m, ir.Float16, in, ort.OptDisabled)
+			ortcheck.CheckOutputs(t, "folded vs original float16 (ORT, emulated)", want, got, 0)
+		})
+	}
+}
