@@ -182,11 +182,10 @@ func EvalLimit(n *ir.Node, inputs []*ir.Tensor, opset int64, maxElems int64) (re
 	return res, nil
 }
 
-// halfWidened are the ops computed for float16 inputs as ONNX Runtime's CPU kernels
-// compute them: widened to float32, computed, each result rounded once to float16. For
-// MatMul and the reductions that means float32 sums rounded at the end, not float16 ones:
-// ORT converts float16 operands to float32 for MLAS and its reductions (or inserts the
-// Casts around an op it has no float16 kernel for).
+// halfWidened are the ops computed for float16 inputs as ONNX Runtime's CPU provider
+// computes them: widened to float32, computed, each result rounded once to float16. For
+// MatMul and the reductions that means float32 sums rounded at the end, not float16 ones
+// (passes/fold's TestFoldHalfORT checks the bits against ORT).
 var halfWidened = map[string]bool{
 	"Add": true, "Sub": true, "Mul": true, "Div": true, "Pow": true, "Neg": true, "Abs": true,
 	"Sqrt": true, "Reciprocal": true, "Exp": true, "Log": true, "Erf": true, "Tanh": true,

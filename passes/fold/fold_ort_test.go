@@ -73,9 +73,9 @@ type halfCase struct {
 }
 
 // halfModel builds a graph computing each case from seeded random float16 initializers,
-// times a float16 input one of shape [1] (exact, and not foldable, so the case's value reaches a
-// graph output unchanged), then chain = ReduceMean(MatMul) + x, whose intermediate float16
-// rounding fold keeps. Two runs build the same model.
+// times a float16 input one of shape [1] (exact, and not foldable: the case's value
+// reaches a graph output unchanged), then chain = ReduceMean(MatMul) + x, whose
+// intermediate float16 rounding fold keeps. Two calls build the same model.
 func halfModel(t *testing.T, opset int64, cases []halfCase) *ir.Model {
 	t.Helper()
 	r := rand.New(rand.NewPCG(1, uint64(opset)))
@@ -83,7 +83,8 @@ func halfModel(t *testing.T, opset int64, cases []halfCase) *ir.Model {
 	one, _ := g.AddInput("one", ir.TensorOf(ir.Float16, ir.D(1)))
 	x, _ := g.AddInput("x", ir.TensorOf(ir.Float16, ir.D(3), ir.D(1)))
 	random := func(dims ...int64) *ir.Value {
-		vs := make([]float64, numel(dims))
+		n, _ := ndarray.NumElements(dims)
+		vs := make([]float64, n)
 		for i := range vs {
 			vs[i] = 2*r.Float64() - 1
 		}
@@ -93,35 +94,27 @@ func halfModel(t *testing.T, opset int64, cases []halfCase) *ir.Model {
 		}
 		return g.NewConst("w", c)
 	}
-	for i, c := range cases {
-		var ins []*ir.Value
+	node := func(c halfCase, ins ...*ir.Value) *ir.Value {
 		for _, d := range c.dims {
 			ins = append(ins, random(d...))
 		}
 		if c.axes != nil {
 			ins = append(ins, g.NewConst("axes", i64([]int64{int64(len(c.axes))}, c.axes...)))
 		}
-		n := g.Add(c.op, ins, 1, c.op, c.attrs...)
-		y := g.Add("Mul", []*ir.Value{n.Output(0), one}, 1, fmt.Sprintf("y%d", i))
+		return g.Add(c.op, ins, 1, c.op, c.attrs...).Output(0)
+	}
+	for i, c := range cases {
+		y := g.Add("Mul", []*ir.Value{node(c), one}, 1, fmt.Sprintf("y%d", i))
 		g.Outputs = append(g.Outputs, y.Output(0))
 	}
-	mm := g.Add("MatMul", []*ir.Value{random(3, 40), random(40, 6)}, 1, "mm")
-	mean := g.Add("ReduceMean", []*ir.Value{mm.Output(0), g.NewConst("axes", i64([]int64{1}, 1))}, 1, "mean")
+	mean := halfCase{op: "ReduceMean", axes: []int64{1}}
 	if opset < 18 {
-		mean.SetInputs(mean.Inputs()[:1])
-		mean.Attrs = []*ir.Attr{ir.IntsAttr("axes", 1)}
+		mean = halfCase{op: "ReduceMean", attrs: []*ir.Attr{ir.IntsAttr("axes", 1)}}
 	}
-	chain := g.Add("Add", []*ir.Value{mean.Output(0), x}, 1, "chain")
+	mm := node(halfCase{op: "MatMul", dims: [][]int64{{3, 40}, {40, 6}}})
+	chain := g.Add("Add", []*ir.Value{node(mean, mm), x}, 1, "chain")
 	g.Outputs = append(g.Outputs, chain.Output(0))
 	return model(g, opset)
-}
-
-func numel(dims []int64) int {
-	n := 1
-	for _, d := range dims {
-		n *= int(d)
-	}
-	return n
 }
 
 // TestFoldHalfORT folds float16 MatMul and reductions of initializers and checks with ONNX
