@@ -13,8 +13,8 @@
 // a general exponent) are the correctly rounded float64 result rounded to float32, which
 // may differ from ONNX Runtime's vectorised approximations in the last place; reductions
 // and MatMul accumulate sequentially in the element type. Element-wise ops, MatMul and
-// reductions on float16 compute in float32 and round each result to float16 once, as
-// ONNX Runtime's CPU kernels do.
+// reductions on float16 and bfloat16 compute in float32 and round each result once, as
+// ONNX Runtime's CPU kernels do for float16.
 package eval
 
 import (
@@ -156,15 +156,18 @@ func EvalLimit(n *ir.Node, inputs []*ir.Tensor, opset int64, maxElems int64) (re
 		}
 	}
 	c := &call{n: n, opset: opset, max: maxElems}
-	half := halfWidened[n.OpType] && dataHalf(n.OpType, inputs)
-	if half {
-		if inputs, err = castAll(inputs, ir.Float16, ir.Float); err != nil {
+	narrow := ir.Undefined
+	if halfWidened[n.OpType] {
+		narrow = narrowData(n.OpType, inputs)
+	}
+	if narrow != ir.Undefined {
+		if inputs, err = castAll(inputs, narrow, ir.Float); err != nil {
 			return nil, fmt.Errorf("eval: %s: %w", n.OpType, err)
 		}
 	}
 	outs, err := f(c, inputs)
-	if err == nil && half {
-		outs, err = castAll(outs, ir.Float, ir.Float16)
+	if err == nil && narrow != ir.Undefined {
+		outs, err = castAll(outs, ir.Float, narrow)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("eval: %s: %w", n.OpType, err)
@@ -182,10 +185,12 @@ func EvalLimit(n *ir.Node, inputs []*ir.Tensor, opset int64, maxElems int64) (re
 	return res, nil
 }
 
-// halfWidened are the ops computed for float16 inputs as ONNX Runtime's CPU provider
-// computes them: widened to float32, computed, each result rounded once to float16. For
-// MatMul and the reductions that means float32 sums rounded at the end, not float16 ones
-// (passes/fold's TestFoldHalfORT checks the bits against ORT).
+// halfWidened are the ops computed for float16 and bfloat16 inputs as ONNX Runtime's CPU
+// provider computes float16 ones: widened to float32, computed, each result rounded once
+// to the narrow type (to nearest even). For MatMul and the reductions that means float32
+// sums rounded at the end, not narrow ones (passes/fold's TestFoldHalfORT checks the bits
+// against ORT). ORT's CPU provider has no bfloat16 kernels; GPU kernels compute bfloat16
+// the same way.
 var halfWidened = map[string]bool{
 	"Add": true, "Sub": true, "Mul": true, "Div": true, "Pow": true, "Neg": true, "Abs": true,
 	"Sqrt": true, "Reciprocal": true, "Exp": true, "Log": true, "Erf": true, "Tanh": true,
@@ -195,23 +200,25 @@ var halfWidened = map[string]bool{
 	"ReduceMax": true, "ReduceMin": true,
 }
 
-// dataHalf reports whether the op's data input (which its float output takes the type
-// of) is float16: input 0, Where's input 1. With a float32 or float64 input beside it
-// (which only Pow's exponent may be) nothing is widened, so that the op refuses the mix.
-func dataHalf(op string, ts []*ir.Tensor) bool {
+// narrowData returns the type of the op's data input (which its float output takes the
+// type of: input 0, Where's input 1) when it is float16 or bfloat16, else Undefined. With
+// a float input of another type beside it (which only Pow's exponent may be) it returns
+// Undefined too, nothing is widened, and the op refuses the mix.
+func narrowData(op string, ts []*ir.Tensor) ir.DataType {
 	i := 0
 	if op == "Where" {
 		i = 1
 	}
-	if i >= len(ts) || ts[i] == nil || ts[i].DType != ir.Float16 {
-		return false
+	if i >= len(ts) || ts[i] == nil || (ts[i].DType != ir.Float16 && ts[i].DType != ir.BFloat16) {
+		return ir.Undefined
 	}
+	dt := ts[i].DType
 	for _, t := range ts {
-		if t != nil && op != "Pow" && (t.DType == ir.Float || t.DType == ir.Double) {
-			return false
+		if t != nil && op != "Pow" && t.DType.IsFloat() && t.DType != dt {
+			return ir.Undefined
 		}
 	}
-	return true
+	return dt
 }
 
 // castAll casts the tensors of type from to type to, leaving the others.

@@ -24,6 +24,10 @@ func half(dims []int64, v ...float32) *ir.Tensor {
 	}
 	return f16(dims, h...)
 }
+func bf16(dims []int64, v ...float64) *ir.Tensor {
+	t, _ := ir.FloatsTensor(ir.BFloat16, dims, v)
+	return t
+}
 func f16(dims []int64, v ...uint16) *ir.Tensor {
 	b := make([]byte, 2*len(v))
 	for i, h := range v {
@@ -176,6 +180,10 @@ func TestCast(t *testing.T) {
 			f16(d(6), 0x3c00, 0xc000, 0x7c00, 0, 0x2e66, 0x0001)},
 		{"f16->f32", to(ir.Float), 13, []*ir.Tensor{f16(d(3), 0x3c00, 0x0001, 0xfc00)}, f32(d(3), 1, 5.9604645e-08, float32(math.Inf(-1)))},
 		{"f16->i64", to(ir.Int64), 13, []*ir.Tensor{f16(d(1), 0xc100)}, i64(d(1), -2)},
+		{"f32->bf16 ties to even", to(ir.BFloat16), 13, []*ir.Tensor{f32(d(4), 1+1.0/256, 1+3.0/256, 3.4028235e38, -0.1)},
+			bf16(d(4), 1, 1+1.0/64, math.Inf(1), -0.10009765625)},
+		{"bf16->f32", to(ir.Float), 13, []*ir.Tensor{bf16(d(2), 1.5, -0.10009765625)}, f32(d(2), 1.5, -0.10009765625)},
+		{"i64->bf16", to(ir.BFloat16), 13, []*ir.Tensor{i64(d(1), 257)}, bf16(d(1), 256)},
 		{"NaN->int refused", to(ir.Int64), 13, []*ir.Tensor{f32(d(1), nan)}, nil},
 		{"big->int32 refused", to(ir.Int32), 13, []*ir.Tensor{f32(d(1), 3e9)}, nil},
 		{"-3.4e38->int64 refused", to(ir.Int64), 13, []*ir.Tensor{f32(d(1), -3.4028235e38)}, nil},
@@ -326,9 +334,9 @@ func TestReduceScanMatMul(t *testing.T) {
 	})
 }
 
-// Float16 MatMul and reductions sum in float32 and round once (2048+1+1 is 2050, where
-// float16 sums would stay at 2048), as ONNX Runtime's CPU provider does; fold's ORT tests
-// check the bits against it.
+// Float16 and bfloat16 MatMul and reductions sum in float32 and round once (2048+1+1 is
+// 2050, where float16 sums would stay at 2048), as ONNX Runtime's CPU provider does for
+// float16; fold's ORT tests check the bits against it.
 func TestHalfReduceMatMul(t *testing.T) {
 	big := half(d(3), 2048, 1, 1)
 	x := half(d(2, 3), 1, 2, 3, 4, 5, 6.5)
@@ -350,6 +358,12 @@ func TestHalfReduceMatMul(t *testing.T) {
 		{"ReduceMin keepdims", nd("ReduceMin", ir.IntsAttr("axes", 1)), 13, []*ir.Tensor{x}, half(d(2, 1), 1, 4)},
 		{"ReduceProd", nd("ReduceProd", keep0), 18, []*ir.Tensor{x, i64(d(1), 1)}, half(d(2), 6, 130)},
 		{"ReduceMax NaN refused", nd("ReduceMax"), 18, []*ir.Tensor{half(d(2), float32(math.NaN()), 1)}, nil},
+		// bfloat16 alike: 256+1+1 is 258, where bfloat16 sums stay at 256.
+		{"MatMul bfloat16", nd("MatMul"), 13, []*ir.Tensor{bf16(d(3), 256, 1, 1), bf16(d(3), 1, 1, 1)}, bf16(scalar, 258)},
+		{"ReduceSum bfloat16", nd("ReduceSum", keep0), 18, []*ir.Tensor{bf16(d(2, 3), 256, 1, 1, 1, 2, 3)}, bf16(scalar, 264)},
+		{"ReduceMean bfloat16", nd("ReduceMean", keep0), 18, []*ir.Tensor{bf16(d(2, 3), 256, 1, 1, 1, 2, 3), i64(d(1), 1)}, bf16(d(2), 86, 2)},
+		{"Add bfloat16", nd("Add"), 13, []*ir.Tensor{bf16(d(1), 256), bf16(d(1), 1)}, bf16(d(1), 256)}, // 257 ties to even
+		{"Add bfloat16 float16 refused", nd("Add"), 13, []*ir.Tensor{bf16(d(1), 1), half(d(1), 1)}, nil},
 	})
 }
 

@@ -772,7 +772,7 @@ func (c *call) rangeCount(f float64) (int, error) {
 
 // castable lists the types Cast converts between.
 var castable = map[ir.DataType]bool{
-	ir.Float: true, ir.Double: true, ir.Float16: true, ir.Bool: true,
+	ir.Float: true, ir.Double: true, ir.Float16: true, ir.BFloat16: true, ir.Bool: true,
 	ir.Int8: true, ir.Uint8: true, ir.Int16: true, ir.Uint16: true,
 	ir.Int32: true, ir.Uint32: true, ir.Int64: true,
 }
@@ -824,7 +824,7 @@ func Cast(x *ir.Tensor, to ir.DataType) (*ir.Tensor, error) {
 	if !castable[x.DType] || !castable[to] {
 		return nil, fmt.Errorf("cast from %s to %s is not supported", x.DType, to)
 	}
-	if x.DType == ir.Float16 {
+	if x.DType == ir.Float16 || x.DType == ir.BFloat16 {
 		f, err := x.Float64s() // exact
 		if err != nil {
 			return nil, err
@@ -837,15 +837,20 @@ func Cast(x *ir.Tensor, to ir.DataType) (*ir.Tensor, error) {
 	}
 	dims := cloneDims(x.Dims)
 	switch {
-	case to == ir.Float16:
-		// ONNX Runtime converts double through float (two roundings); so do we.
+	case to == ir.Float16 || to == ir.BFloat16:
+		// ONNX Runtime converts double through float (two roundings); so do we. Both
+		// round to nearest even.
+		round := ndarray.Float32ToHalf
+		if to == ir.BFloat16 {
+			round = ir.Float32ToBFloat16
+		}
 		f32 := convert[float32](v)
 		b := make([]byte, 2*len(f32))
 		for i, f := range f32 {
-			h := ndarray.Float32ToHalf(f)
+			h := round(f)
 			b[2*i], b[2*i+1] = byte(h), byte(h>>8)
 		}
-		return ir.NewTensor(ir.Float16, dims, b), nil
+		return ir.NewTensor(to, dims, b), nil
 	case to == ir.Float:
 		return newF32(dims, convert[float32](v)).tensor(), nil
 	case to == ir.Double:
