@@ -64,10 +64,10 @@ func TestFoldORT(t *testing.T) {
 	}
 }
 
-// halfCase is one float16 op whose inputs are all initializers.
+// halfCase is one op on the narrow float type whose inputs are all initializers.
 type halfCase struct {
 	op    string
-	dims  [][]int64 // of the float16 inputs
+	dims  [][]int64 // of the narrow float inputs
 	axes  []int64   // an int64 input after them when not nil
 	attrs []*ir.Attr
 }
@@ -251,10 +251,10 @@ func TestFoldHalfCorpusORT(t *testing.T) {
 			if _, err := Run(m, Options{}); err != nil {
 				t.Fatal(err)
 			}
-			before, after, f32 := ortcheck.Ops(orig.Graph), ortcheck.Ops(m.Graph), ortcheck.Ops(full.Graph)
+			before, after, float32s := ortcheck.Ops(orig.Graph), ortcheck.Ops(m.Graph), ortcheck.Ops(full.Graph)
 			for _, op := range summed {
-				if after[op] > f32[op] {
-					t.Errorf("%d %s left in float16, %d in float32 (%d before folding)", after[op], op, f32[op], before[op])
+				if after[op] > float32s[op] {
+					t.Errorf("%d %s left in float16, %d in float32 (%d before folding)", after[op], op, float32s[op], before[op])
 				} else if after[op] < before[op] {
 					t.Logf("%s: %d folded to %d", op, before[op], after[op])
 				}
