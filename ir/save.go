@@ -3,6 +3,7 @@ package ir
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -189,48 +190,70 @@ func (m *Model) tensorBytes() int64 {
 	return n
 }
 
-// extWriter lays tensor data out in the external data file at 64-byte aligned offsets;
-// flush writes it all (see writePieces).
+// extWriter appends tensor data to the external data file at 64-byte aligned offsets.
 type extWriter struct {
 	f         sinkFile
 	name      string
 	threshold int64
 	off       int64
-	pieces    []piece
 }
 
 func (w *extWriter) flush(sync bool) error {
-	if err := writePieces(w.f, w.pieces); err != nil {
-		return err
-	}
-	w.pieces = nil
 	if sync {
 		return w.f.Sync()
 	}
 	return nil
 }
 
-// put places t's bytes in the file, to be copied from its source file when it has not
-// been read, and returns the external_data entries that point at them.
+// put writes t's bytes, streaming from its source file when it has not been read, and
+// returns the external_data entries that point at them.
 func (w *extWriter) put(t *Tensor) ([]*onnxpb.StringStringEntryProto, error) {
 	if pad := (64 - w.off%64) % 64; pad > 0 {
-		w.pieces = append(w.pieces, piece{off: w.off, lit: make([]byte, pad)})
+		if _, err := w.f.Write(make([]byte, pad)); err != nil {
+			return nil, err
+		}
 		w.off += pad
 	}
 	start := w.off
-	n := t.DType.ByteSize(t.NumElements())
+	var n int64
 	if e := t.External(); e != nil && !t.Materialised() {
-		if n = e.Length; n < 0 {
-			st, err := os.Stat(e.Path)
-			if err != nil {
-				return nil, fmt.Errorf("tensor %q: external data: %w", t.Name, err)
-			}
-			n = st.Size() - e.Offset
+		src, err := os.Open(e.Path)
+		if err != nil {
+			return nil, fmt.Errorf("tensor %q: external data: %w", t.Name, err)
 		}
-	}
-	var err error
-	if w.pieces, err = (&dataSource{t: t, n: n}).pieces(start, w.pieces); err != nil {
-		return nil, err
+		length := e.Length
+		if length < 0 {
+			st, _ := src.Stat()
+			length = st.Size() - e.Offset
+		}
+		// A LimitedReader over the file lets io.Copy use copy_file_range: the bytes move
+		// inside the kernel and never pass through this process.
+		if _, err = src.Seek(e.Offset, io.SeekStart); err == nil {
+			n, err = io.Copy(w.f, io.LimitReader(src, length))
+		}
+		src.Close()
+		if err == nil && n != length {
+			err = fmt.Errorf("external data %s is short: %d of %d bytes", e.Location, n, length)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("tensor %q: %w", t.Name, err)
+		}
+	} else if ok, err := t.writeStreamed(w.f, t.DType.ByteSize(t.NumElements())); ok {
+		if err != nil {
+			return nil, err
+		}
+		n = t.DType.ByteSize(t.NumElements())
+	} else {
+		b, err := t.Bytes()
+		if err != nil {
+			return nil, err
+		}
+		k, err := w.f.Write(b)
+		if err != nil {
+			return nil, err
+		}
+		n = int64(k)
+		t.release()
 	}
 	w.off += n
 	return []*onnxpb.StringStringEntryProto{

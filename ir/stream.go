@@ -1,6 +1,7 @@
 package ir
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"os"
@@ -247,35 +248,60 @@ func copyField(dst protoreflect.Message, fd protoreflect.FieldDescriptor, v prot
 	}
 }
 
-// write writes e to f: its literal bytes and its tensors' data, at their offsets, in
-// parallel (see writePieces).
+// write streams e to w: literal bytes through a buffer, tensor data from where it lives.
 func (e *encoded) write(f sinkFile) error {
-	var ps []piece
-	var off int64
+	bw := bufio.NewWriterSize(f, 1<<20)
 	for _, p := range e.parts {
 		if p.src == nil {
-			if k := len(ps) - 1; k >= 0 && ps[k].lit != nil && ps[k].off+int64(len(ps[k].lit)) == off {
-				ps[k].lit = append(ps[k].lit[:len(ps[k].lit):len(ps[k].lit)], p.lit...) // a copy: lit aliases the marshalled messages
-			} else {
-				ps = append(ps, piece{off: off, lit: p.lit})
+			if _, err := bw.Write(p.lit); err != nil {
+				return err
 			}
-			off += int64(len(p.lit))
 			continue
 		}
-		var err error
-		if ps, err = p.src.pieces(off, ps); err != nil {
+		if err := p.src.write(bw, f); err != nil {
 			return err
 		}
-		off += p.src.n
 	}
-	return writePieces(f, ps)
+	return bw.Flush()
 }
 
-// writeData writes a tensor's data from memory, or computed a block at a time when it is
-// streamed; a tensor whose bytes can be computed again drops them once written.
-func (d *dataSource) writeData(w io.Writer) error {
+// write puts the tensor's bytes out: bytes still in a file (the mapped input, external
+// data) are copied from file to file by the kernel, others written from memory; a tensor
+// whose bytes can be computed again drops them once written.
+func (d *dataSource) write(bw *bufio.Writer, f sinkFile) error {
 	t := d.t
-	if ok, err := t.writeStreamed(w, d.n); ok {
+	fileCopy := func(src *os.File, off, n int64, lock func() func()) error {
+		if err := bw.Flush(); err != nil {
+			return err
+		}
+		defer lock()()
+		if _, err := src.Seek(off, io.SeekStart); err != nil {
+			return err
+		}
+		k, err := f.ReadFrom(io.LimitReader(src, n))
+		if err == nil && k != n {
+			err = fmt.Errorf("%s is short: %d of %d bytes at offset %d", src.Name(), k, n, off)
+		}
+		if err != nil {
+			return fmt.Errorf("tensor %q: %w", t.Name, err)
+		}
+		return nil
+	}
+	t.mu.Lock()
+	sec, raw := t.sec, t.raw
+	t.mu.Unlock()
+	if sec != nil {
+		return fileCopy(sec.m.f, sec.off, sec.n, func() func() { sec.m.mu.Lock(); return sec.m.mu.Unlock })
+	}
+	if e := t.External(); e != nil && raw == nil {
+		src, err := os.Open(e.Path)
+		if err != nil {
+			return fmt.Errorf("tensor %q: external data: %w", t.Name, err)
+		}
+		defer src.Close()
+		return fileCopy(src, e.Offset, d.n, func() func() { return func() {} })
+	}
+	if ok, err := t.writeStreamed(bw, d.n); ok {
 		return err
 	}
 	b, err := t.Bytes()
@@ -285,7 +311,7 @@ func (d *dataSource) writeData(w io.Writer) error {
 	if int64(len(b)) != d.n {
 		return fmt.Errorf("tensor %q: %d bytes of data, want %d", t.Name, len(b), d.n)
 	}
-	if _, err := w.Write(b); err != nil {
+	if _, err := bw.Write(b); err != nil {
 		return err
 	}
 	t.release()
@@ -296,7 +322,6 @@ func (d *dataSource) writeData(w io.Writer) error {
 type sinkFile interface {
 	io.Writer
 	io.ReaderFrom
-	io.Seeker
 	Name() string
 	Sync() error
 	Close() error

@@ -8,8 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -182,90 +180,26 @@ func TestSaveOverInput(t *testing.T) {
 	}
 }
 
-// TestSaveChunkedCopies: with file copies cut into pieces of an odd size, shared among the
-// workers, every save writes the same bytes: inline and external, copied from the mapped
-// model and from external data.
-func TestSaveChunkedCopies(t *testing.T) {
-	defer func(old int64) { copyChunk = old }(copyChunk)
-	copyChunk = 1000
-	dir := t.TempDir()
-	m, err := Load(streamModel(t, dir))
-	if err != nil {
-		t.Fatal(err)
-	}
-	want, err := Marshal(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	check := func(m *Model, how string) *Model {
-		t.Helper()
-		for _, mode := range []ExternalMode{ExternalNever, ExternalAlways} {
-			out := filepath.Join(t.TempDir(), "out.onnx")
-			if err := Save(m, out, SaveOptions{External: mode, Threshold: 16}); err != nil {
-				t.Fatal(err)
-			}
-			back, err := Load(out)
-			if err != nil {
-				t.Fatal(err)
-			}
-			got, err := Marshal(back)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if mode == ExternalAlways {
-				if !back.hasExternal() {
-					t.Fatalf("%s: the external save wrote no external data", how)
-				}
-				// Marshal reads the external bytes back inline.
-				if !bytes.Equal(got, want) {
-					t.Fatalf("%s, external: saved data differs", how)
-				}
-				return back
-			}
-			if raw, _ := os.ReadFile(out); !bytes.Equal(raw, want) || !bytes.Equal(got, want) {
-				t.Fatalf("%s, inline: saved bytes differ from Marshal", how)
-			}
-		}
-		return nil
-	}
-	ext := check(m, "from the mapped model")
-	check(ext, "from external data")
-}
-
 var errDiskFull = errors.New("disk full (test)")
 
-// diskBudget is the bytes a save may still write before the disk is full; a save writes
-// through several descriptors at once, so they share it.
-type diskBudget struct {
-	mu   sync.Mutex
+// failingFile fails once `left` bytes have been written, by Write or by a file copy.
+type failingFile struct {
+	*os.File
 	left int64
 }
 
-// sharedFailingFile fails once the budget is spent, by Write or by a file copy.
-type sharedFailingFile struct {
-	*os.File
-	budget *diskBudget
-}
-
-func (f *sharedFailingFile) Write(b []byte) (int, error) {
-	f.budget.mu.Lock()
-	defer f.budget.mu.Unlock()
-	if left := f.budget.left; int64(len(b)) > left {
-		n, _ := f.File.Write(b[:left])
-		f.budget.left = 0
+func (f *failingFile) Write(b []byte) (int, error) {
+	if int64(len(b)) > f.left {
+		n, _ := f.File.Write(b[:f.left])
+		f.left = 0
 		return n, errDiskFull
 	}
-	f.budget.left -= int64(len(b))
+	f.left -= int64(len(b))
 	return f.File.Write(b)
 }
 
-func (f *sharedFailingFile) ReadFrom(r io.Reader) (int64, error) {
+func (f *failingFile) ReadFrom(r io.Reader) (int64, error) {
 	return io.Copy(struct{ io.Writer }{f}, r)
-}
-
-func (f *sharedFailingFile) reopen() (sinkFile, error) {
-	g, err := os.OpenFile(f.Name(), os.O_WRONLY, 0)
-	return &sharedFailingFile{File: g, budget: f.budget}, err
 }
 
 // TestSaveFailingWrites: a save whose writes fail at byte N, for N across the whole
@@ -286,16 +220,15 @@ func TestSaveFailingWrites(t *testing.T) {
 	defer func(old func(string, string) (sinkFile, error)) { createTemp = old }(createTemp)
 	for _, mode := range []ExternalMode{ExternalNever, ExternalAlways} {
 		// The bytes a successful save writes, to place the failures.
-		var written atomic.Int64
+		var total int64
 		createTemp = func(d, p string) (sinkFile, error) {
 			f, err := os.CreateTemp(d, p)
-			return &countingFile{File: f, n: &written}, err
+			return &countingFile{File: f, n: &total}, err
 		}
 		ok := filepath.Join(t.TempDir(), "ok.onnx")
 		if err := Save(m, ok, SaveOptions{External: mode}); err != nil {
 			t.Fatal(err)
 		}
-		total := written.Load()
 		if total < 4*streamMin {
 			t.Fatalf("mode %d: only %d bytes written", mode, total)
 		}
@@ -305,10 +238,10 @@ func TestSaveFailingWrites(t *testing.T) {
 		}
 		points = append(points, 1, total-1)
 		for _, n := range points {
-			budget := &diskBudget{left: n} // shared by both files of one save, as a full disk is
+			budget := n // shared by both files of one save, as a full disk would be
 			createTemp = func(d, p string) (sinkFile, error) {
 				f, err := os.CreateTemp(d, p)
-				return &sharedFailingFile{File: f, budget: budget}, err
+				return &sharedFailingFile{File: f, left: &budget}, err
 			}
 			err := Save(m, out, SaveOptions{External: mode})
 			if !errors.Is(err, errDiskFull) {
@@ -323,12 +256,12 @@ func TestSaveFailingWrites(t *testing.T) {
 
 type countingFile struct {
 	*os.File
-	n *atomic.Int64
+	n *int64
 }
 
 func (f *countingFile) Write(b []byte) (int, error) {
 	k, err := f.File.Write(b)
-	f.n.Add(int64(k))
+	*f.n += int64(k)
 	return k, err
 }
 
@@ -336,9 +269,20 @@ func (f *countingFile) ReadFrom(r io.Reader) (int64, error) {
 	return io.Copy(struct{ io.Writer }{f}, r)
 }
 
-func (f *countingFile) reopen() (sinkFile, error) {
-	g, err := os.OpenFile(f.Name(), os.O_WRONLY, 0)
-	return &countingFile{File: g, n: f.n}, err
+type sharedFailingFile struct {
+	*os.File
+	left *int64
+}
+
+func (f *sharedFailingFile) Write(b []byte) (int, error) {
+	ff := &failingFile{File: f.File, left: *f.left}
+	n, err := ff.Write(b)
+	*f.left = ff.left
+	return n, err
+}
+
+func (f *sharedFailingFile) ReadFrom(r io.Reader) (int64, error) {
+	return io.Copy(struct{ io.Writer }{f}, r)
 }
 
 // listDir describes a folder's files and their contents' sizes and first bytes.
