@@ -1244,6 +1244,86 @@ class Conv1x1GLU(Conv1x1):
         self.ffn = nn.ModuleList(ConvGLUFFN() for _ in range(L))
 
 
+# ---------------------------------------------------------------- sd-spatial
+
+CTX = 24  # the text encoder's width, another than the image tokens'
+
+
+class SDAttention(Attn):
+    """diffusers' CrossAttention with its classic processor: Q, K, V without bias, heads
+    folded into the batch ([B*H, S, D]), scores by baddbmm(empty, q, kT, beta=0,
+    alpha=scale), bmm with V, heads unfolded; to_out with bias."""
+
+    def __init__(self, ctx=None):
+        super().__init__(H)
+        self.kind = "self" if ctx is None else "cross"
+        self.to_q = nn.Linear(E, E, bias=False)
+        self.to_k, self.to_v = nn.Linear(ctx or E, E, bias=False), nn.Linear(ctx or E, E, bias=False)
+        self.to_out = nn.Linear(E, E)
+        self.scale = D**-0.5
+
+    @staticmethod
+    def fold(x):
+        B, S, _ = x.shape
+        return x.reshape(B, S, H, D).permute(0, 2, 1, 3).reshape(B * H, S, D)
+
+    def forward(self, x, ctx=None):
+        ctx = x if ctx is None else ctx
+        q, k, v = self.fold(self.to_q(x)), self.fold(self.to_k(ctx)), self.fold(self.to_v(ctx))
+        empty = torch.empty(q.shape[0], q.shape[1], k.shape[1], dtype=q.dtype)
+        scores = torch.baddbmm(empty, q, k.transpose(-1, -2), beta=0, alpha=self.scale)
+        out = torch.bmm(scores.softmax(dim=-1), v)
+        BH, S, _ = out.shape
+        out = out.reshape(BH // H, H, S, D).permute(0, 2, 1, 3).reshape(BH // H, S, E)
+        return self.to_out(out)
+
+
+class GEGLUFFN(FFN):
+    """diffusers' FeedForward: one projection to 2F halved into hidden and gate,
+    hidden * gelu(gate), then the down projection."""
+
+    gated = True
+
+    def __init__(self):
+        super().__init__()
+        self.proj, self.out = nn.Linear(E, 2 * FF), nn.Linear(FF, E)
+
+    def forward(self, x):
+        hidden, gate = self.proj(x).chunk(2, dim=-1)
+        return self.out(hidden * F.gelu(gate))
+
+
+class SDSpatial(Model):
+    """Stable Diffusion's Transformer2DModel, twice, over a conv's feature map: GroupNorm,
+    a 1x1 Conv in, the map as tokens [B, h*w, C]; pre-LN self-attention, cross-attention
+    to the text states and GEGLU FFN; back to the map, a 1x1 Conv out, the residual."""
+
+    inputs = ("pixel_values", "encoder_hidden_states")
+
+    def __init__(self):
+        super().__init__()
+        self.conv_in = nn.Conv2d(3, E, 3, stride=2, padding=1)
+        self.gn = nn.ModuleList(nn.GroupNorm(8, E, eps=1e-6) for _ in range(L))
+        self.proj_in = nn.ModuleList(nn.Conv2d(E, E, 1) for _ in range(L))
+        self.norm1, self.norm2, self.norm3 = (nn.ModuleList(nn.LayerNorm(E) for _ in range(L)) for _ in range(3))
+        self.attn1 = nn.ModuleList(SDAttention() for _ in range(L))
+        self.attn2 = nn.ModuleList(SDAttention(CTX) for _ in range(L))
+        self.ff = nn.ModuleList(GEGLUFFN() for _ in range(L))
+        self.proj_out = nn.ModuleList(nn.Conv2d(E, E, 1) for _ in range(L))
+
+    def forward(self, pixel_values, encoder_hidden_states):
+        x = self.conv_in(pixel_values)
+        B, C, h, w = x.shape
+        for i in range(L):
+            res = x
+            t = self.proj_in[i](self.gn[i](x)).permute(0, 2, 3, 1).reshape(B, h * w, C)
+            t = self.attn1[i](self.norm1[i](t)) + t
+            t = self.attn2[i](self.norm2[i](t), encoder_hidden_states) + t
+            t = self.ff[i](self.norm3[i](t)) + t
+            x = self.proj_out[i](t.reshape(B, h, w, C).permute(0, 3, 1, 2)) + res
+        return x
+
+
 # ---------------------------------------------------------------- cross-attn
 
 
@@ -3373,6 +3453,7 @@ FORMS = {
     "sdpa-torch2": (Torch2SDPA, (14, 17)),  # tril needs Trilu (opset 14)
     "gemma2-sliding": (Gemma2Sliding, (14, 17)),
     "conv1x1-glu": (Conv1x1GLU, (13, 17)),
+    "sd-spatial": (SDSpatial, (13, 17)),
 }
 
 
@@ -3442,6 +3523,8 @@ def make_inputs(model, B, S, T, seed):
             out[name] = torch.randn(B, S, E, generator=g)
         elif name == "memory":
             out[name] = torch.randn(B, T, E, generator=g)
+        elif name == "encoder_hidden_states":
+            out[name] = torch.randn(B, T, CTX, generator=g)
         else:
             raise ValueError(name)
     return out
@@ -3473,6 +3556,7 @@ def dim_names(name, model=None):
         "use_cache_branch": [],
         "hidden_states": ["batch", "sequence", E],
         "memory": ["batch", "memory_sequence", E],
+        "encoder_hidden_states": ["batch", "text_sequence", CTX],
     }[name]
 
 
@@ -3485,6 +3569,8 @@ def output_dims(model, name):
         return ["batch", BW * BW + 1, E]
     if isinstance(model, (Segformer, Detr)):
         return ["batch", 16, E]
+    if isinstance(model, SDSpatial):
+        return ["batch", E, 8, 8]
     if isinstance(model, (WhisperEncoder, Wav2Vec2)):
         return ["batch", "positions", E]
     if isinstance(model, TorchvisionViT):
