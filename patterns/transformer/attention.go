@@ -200,11 +200,12 @@ func attnPattern(form attnMaskForm) patterns.Pattern {
 // attnEscapes refuses a match whose intermediate values are used outside it, except by
 // Shape nodes: exporters read the batch and sequence sizes off the projections and the
 // context, and that shape arithmetic is dead once the block is fused.
-func attnEscapes(m *patterns.Match) string { return escapesButShape(m.All, m.Root) }
+func attnEscapes(m *patterns.Match) string { return escapesButShape(m.All, m.Root, nil) }
 
 // escapesButShape says which value computed by nodes (other than out) a node outside
-// them reads, other than for its shape (readsShapeOnly), or that is a graph output.
-func escapesButShape(nodes []*ir.Node, out *ir.Value) string {
+// them reads, other than for its shape (readsShapeOnly) or a reader in also, or that is a
+// graph output.
+func escapesButShape(nodes []*ir.Node, out *ir.Value, also map[*ir.Node]bool) string {
 	in := map[*ir.Node]bool{}
 	for _, n := range nodes {
 		in[n] = true
@@ -218,7 +219,7 @@ func escapesButShape(nodes []*ir.Node, out *ir.Value) string {
 				return fmt.Sprintf("intermediate value %q is a graph output", o.Name)
 			}
 			for _, u := range o.Uses() {
-				if !in[u.Node] && !readsShapeOnly(u.Node, 0) {
+				if !in[u.Node] && !also[u.Node] && !readsShapeOnly(u.Node, 0) {
 					return fmt.Sprintf("intermediate value %q is also used outside the block by %s", o.Name, u.Node)
 				}
 			}

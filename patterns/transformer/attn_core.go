@@ -52,7 +52,7 @@ type attnTerm struct {
 	keepIf bool      // Where: cond true keeps the score
 	at     layout    // the scores' layout where it is added
 	factor float64   // the scales applied after it
-	kind   string    // what it depends on: "mask", "bias", "constant"
+	kind   string    // what it depends on: "mask", "constant", "query" (see termDepends)
 	// inner is set when the term varies over the inner factor of a split batch only
 	// (Swin's window mask over B·nW): the bias repeats it over the outer factor.
 	inner *atom
@@ -448,7 +448,7 @@ func softmaxAxis(sm *ir.Node, rank int) string {
 }
 
 // classifyTerms says what each additive term depends on, and refuses a term computed
-// from the block's own Q or K (a query-dependent position term no operator adds).
+// from the scores themselves.
 func (p *attnPlan) classifyTerms() string {
 	inside := p.insideValues()
 	for i := range p.terms {
@@ -471,12 +471,15 @@ func (p *attnPlan) classifyTerms() string {
 	return ""
 }
 
-// termDepends walks a term's inputs: "mask" when it reads a graph input, "constant"
-// when it reads only constants (and shapes), and a refusal when it reads the block.
+// termDepends walks a term's inputs: "query" when it reads Q, K or V on their way to
+// the matmuls (SAM's decomposed relative positions, q·Rᵀ: the fused operator takes it as
+// its bias, computed beside it from the same projections), "mask" when it reads a graph
+// input, "constant" when it reads only constants (and shapes), and a refusal when it
+// reads the scores.
 func termDepends(v *ir.Value, inside map[*ir.Value]bool) (string, string) {
 	seen := map[*ir.Value]bool{}
 	stack := []*ir.Value{v}
-	input := false
+	input, query := false, false
 	for len(stack) > 0 && len(seen) < 4000 {
 		x := stack[len(stack)-1]
 		stack = stack[:len(stack)-1]
@@ -484,8 +487,12 @@ func termDepends(v *ir.Value, inside map[*ir.Value]bool) (string, string) {
 			continue
 		}
 		seen[x] = true
-		if inside[x] {
-			return "", fmt.Sprintf("score term %s depends on the block's Q or K (a query-dependent term)", v.Name)
+		if core, ok := inside[x]; ok {
+			if core {
+				return "", fmt.Sprintf("score term %s depends on the block's scores", v.Name)
+			}
+			query = true
+			continue // an operand is computed before the scores, and so can the term be
 		}
 		if x.IsGraphInput() {
 			input = true
@@ -501,6 +508,9 @@ func termDepends(v *ir.Value, inside map[*ir.Value]bool) (string, string) {
 	}
 	if len(stack) > 0 {
 		return "", fmt.Sprintf("score term %s: its inputs are too many to follow", v.Name)
+	}
+	if query {
+		return "query", ""
 	}
 	if input {
 		return "mask", ""
@@ -637,8 +647,30 @@ func (p *attnPlan) outputLayout() string {
 	seen := 0
 	inOrder := true
 	used := map[int]bool{}
-	for _, ax := range l {
+	// grid[i] is the size of output axis i when it holds a factor of the sequence (the
+	// output viewed as a grid of tokens, [B, h, w, C]): the outer one, then the inner one
+	// on the next axis.
+	grid := map[int]int64{}
+	var outer *atom
+	for i, ax := range l {
 		lv := ax.leaves()
+		if len(lv) == 1 && lv[0].kind == atomSeq && lv[0].parent == p.q.seq && lv[0].size.Known {
+			a := lv[0]
+			switch {
+			case a.outer && !used[1]:
+				outer = a
+				used[1] = true
+				inOrder = inOrder && seen == 1
+				seen++
+			case !a.outer && outer != nil && grid[i-1] == outer.size.Value:
+				outer = nil
+			default:
+				return fmt.Sprintf("the output's layout %v is not a view of [B,S,N·D]", l)
+			}
+			grid[i] = a.size.Value
+			runs = append(runs, []int{1})
+			continue
+		}
 		var run []int
 		for k, a := range lv {
 			q, ok := pos[a]
@@ -654,6 +686,9 @@ func (p *attnPlan) outputLayout() string {
 			seen += len(run)
 		}
 		runs = append(runs, run)
+	}
+	if outer != nil { // the outer factor without the inner one after it
+		return fmt.Sprintf("the output's layout %v is not a view of [B,S,N·D]", l)
 	}
 	if seen != len(canon) {
 		return fmt.Sprintf("the output's layout %v drops atoms", l)
@@ -678,6 +713,10 @@ func (p *attnPlan) outputLayout() string {
 	var dims []int64
 	free := false
 	for i, r := range runs {
+		if g, ok := grid[i]; ok {
+			dims = append(dims, g)
+			continue
+		}
 		size := int64(1)
 		bs := false
 		for _, q := range r {
@@ -723,9 +762,9 @@ func (p *attnPlan) variant() string {
 	for _, t := range p.terms {
 		kinds[t.kind] = true
 	}
-	for _, k := range []string{"mask", "constant"} {
+	for _, k := range []string{"mask", "constant", "query"} {
 		if kinds[k] {
-			tags = append(tags, map[string]string{"mask": "masked", "constant": "biased"}[k])
+			tags = append(tags, map[string]string{"mask": "masked", "constant": "biased", "query": "qbiased"}[k])
 		}
 	}
 	if len(tags) == 0 {
@@ -780,19 +819,23 @@ func rootInput(v *ir.Value) *ir.Value {
 
 // coreEscapes says which value of the core (Q, K, V's steps to the context matmul) a node
 // outside it reads, other than for its shape.
-func (p *attnPlan) coreEscapes() string { return escapesButShape(p.core, p.context.Output(0)) }
+func (p *attnPlan) coreEscapes() string {
+	return escapesButShape(p.core, p.context.Output(0), p.termNodes())
+}
 
-// insideValues are the values a score term must not read: Q, K and V's paths and the core.
+// insideValues are the block's values a score term may read, false (Q, K and V's
+// paths), and those it must not, true (the core's).
 func (p *attnPlan) insideValues() map[*ir.Value]bool {
 	inside := map[*ir.Value]bool{}
-	for _, o := range []*attnOperand{p.q, p.k, p.v} {
-		for _, v := range o.values {
-			inside[v] = true
-		}
-	}
 	for _, n := range p.core {
 		for _, o := range n.Outputs() {
 			inside[o] = true
+		}
+	}
+	// The operands' steps the fused operator replaces stay where a term reads them.
+	for _, o := range []*attnOperand{p.q, p.k, p.v} {
+		for _, v := range o.values {
+			inside[v] = false
 		}
 	}
 	return inside

@@ -70,12 +70,43 @@ func generalCheck(m *patterns.Match) string {
 }
 
 // generalEscapes refuses a block whose intermediate values are read outside it, except
-// by Shape nodes (exporters read sizes off Q, K and the scores).
+// by Shape nodes (exporters read sizes off Q, K and the scores) and by the score terms
+// computed from Q, K or V, which stay to compute the fused operator's bias.
 func generalEscapes(m *patterns.Match) string {
-	if p := planOf(m); p == nil || p.why != "" {
+	p := planOf(m)
+	if p == nil || p.why != "" {
 		return ""
 	}
-	return attnEscapes(m)
+	return escapesButShape(m.All, m.Root, p.termNodes())
+}
+
+// termNodes are the nodes that compute the score terms read from Q, K or V, back to them.
+func (p *attnPlan) termNodes() map[*ir.Node]bool {
+	inside := p.insideValues()
+	nodes := map[*ir.Node]bool{}
+	var stack []*ir.Value
+	for _, t := range p.terms {
+		if t.kind == "query" {
+			stack = append(stack, t.value)
+		}
+	}
+	seen := map[*ir.Value]bool{}
+	for len(stack) > 0 {
+		v := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if v == nil || seen[v] {
+			continue
+		}
+		seen[v] = true
+		if _, in := inside[v]; in {
+			continue
+		}
+		if n, _ := v.Producer(); n != nil {
+			nodes[n] = true
+			stack = append(stack, n.Inputs()...)
+		}
+	}
+	return nodes
 }
 
 func generalDescribe(m *patterns.Match, b *Block) {
@@ -143,27 +174,43 @@ func loweredDType(target Target, dt ir.DataType, what string) string {
 	return fmt.Sprintf("%s computes in %v: the target's fused operators take float and float16 (and bfloat16 for the ONNX-23 ones)", what, dt)
 }
 
-// describeProjection names the projection that computes an operand's source: MatMul (+
-// Add) or Gemm on a constant weight.
-func describeProjection(b *Block, o *attnOperand) {
-	p := map[string]string{"Q": "q", "K": "k", "V": "v"}[o.name]
-	v := o.values[0]
+// projection is the MatMul or Gemm on a constant weight (or a DequantizeLinear of one)
+// that computes v, directly or through an Add of a constant bias; nil when none does.
+func projection(v *ir.Value) *ir.Node {
 	n, _ := v.Producer()
 	if n != nil && n.OpType == "Add" {
 		for i := 0; i < 2; i++ {
 			if mm, _ := n.Input(i).Producer(); mm != nil && mm.OpType == "MatMul" && patterns.ConstOf(n.Input(1-i)) != nil {
-				b.Roles[p+"_bias"] = n.Input(1 - i)
 				n = mm
 				break
 			}
 		}
 	}
 	if n == nil || n.OpType != "MatMul" && n.OpType != "Gemm" {
-		return
+		return nil
 	}
 	if patterns.ConstOf(n.Input(1)) == nil {
 		if dq, _ := n.Input(1).Producer(); dq == nil || dq.OpType != "DequantizeLinear" {
-			return
+			return nil
+		}
+	}
+	return n
+}
+
+// describeProjection names the projection that computes an operand's source: MatMul (+
+// Add) or Gemm on a constant weight.
+func describeProjection(b *Block, o *attnOperand) {
+	p := map[string]string{"Q": "q", "K": "k", "V": "v"}[o.name]
+	v := o.values[0]
+	n := projection(v)
+	if n == nil {
+		return
+	}
+	if add, _ := v.Producer(); add != n {
+		for i := 0; i < 2; i++ {
+			if add.Input(i) == n.Output(0) {
+				b.Roles[p+"_bias"] = add.Input(1 - i)
+			}
 		}
 	}
 	b.Roles[p+"_matmul"] = n.Output(0)
@@ -454,8 +501,18 @@ func materialise(rw *patterns.Rewriter, o *attnOperand) *ir.Value {
 // [B,S,rest]: a Transpose into canonical order and a Reshape, each only when needed.
 func materialiseAt(rw *patterns.Rewriter, o *attnOperand, i int, canon []*atom) *ir.Value {
 	x := o.values[i]
-	l := o.layouts[i]
-	perm, _ := materialPerm(l, canon)
+	l, perm, split, _ := materialOrder(o.layouts[i], canon)
+	if split {
+		dims := make([]int64, len(l))
+		for j, ax := range l {
+			dims[j] = -1
+			if d := ax[0].size; d.Known {
+				dims[j] = d.Value
+			}
+		}
+		shape := rw.Const("attention_unfold", ir.Int64Tensor([]int64{int64(len(dims))}, dims))
+		x = rw.Node("Reshape", "", []*ir.Value{x, shape}, 1, x.Name+"_unfolded").Output(0)
+	}
 	ident := true
 	for i, p := range perm {
 		ident = ident && p == i

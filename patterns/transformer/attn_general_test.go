@@ -79,7 +79,7 @@ var generalFams = []*transformer.Family{transformer.GeneralAttentionFamily}
 // that names what is wrong, and are not rewritten.
 func TestGeneralAttentionRefusals(t *testing.T) {
 	cases := []struct{ name, core, want string }{
-		{"term from Q", "  qs = ReduceSum <keepdims = 1> (qt, last)\n  sm = Add (sd, qs)\n  p = Softmax <axis = -1> (sm)\n  c = MatMul (p, vt)\n", "depends on the block's Q or K"},
+		{"term from the scores", "  ss = ReduceSum <keepdims = 1> (sd, last)\n  sm = Add (sd, ss)\n  p = Softmax <axis = -1> (sm)\n  c = MatMul (p, vt)\n", "depends on the block's scores"},
 		{"Where fills 0", "  sm = Where (keep, sd, zero)\n  p = Softmax <axis = -1> (sm)\n  c = MatMul (p, vt)\n", "not a large negative constant"},
 		{"softmax over the queries", "  p = Softmax <axis = 2> (sd)\n  c = MatMul (p, vt)\n", "not the last"},
 		{"mask after the softmax", "  p0 = Softmax <axis = -1> (sd)\n  p = Add (p0, zero)\n  c = MatMul (p, vt)\n", "does not reach a matmul"},
@@ -115,6 +115,9 @@ func TestGeneralAttentionFuses(t *testing.T) {
 	orttest.RequireLib(t)
 	cases := []struct{ name, core string }{
 		{"plain", "  p = Softmax <axis = -1> (sd)\n  c = MatMul (p, vt)\n"},
+		// A term computed from Q (a relative position read off the queries, as SAM's
+		// q·Rᵀ): the fused operator's bias, computed beside it from the same projection.
+		{"term from Q", "  qs = ReduceSum <keepdims = 1> (qt, last)\n  sm = Add (sd, qs)\n  p = Softmax <axis = -1> (sm)\n  c = MatMul (p, vt)\n"},
 		{"where-mask", "  sm = Where (keep, sd, big)\n  p = Softmax <axis = -1> (sm)\n  c = MatMul (p, vt)\n"},
 		{"causal", causalFuture + `  sf = Add (sd, fut)
   sm = Where (keep, sf, big)

@@ -38,10 +38,11 @@ type atom struct {
 	// children replace the atom once a reshape split it (row-major: children[0] is the
 	// most significant factor).
 	children []*atom
-	// parent is the batch atom this one is a factor of (outer: the most significant
-	// one), when a reshape split the batch for a while (Swin adds its window mask on a
-	// [B, nW, N, S, S] view of [B·nW, N, S, S] scores); unlike children, the split is
-	// local to the layouts that hold the factors, and merging them back gives the parent.
+	// parent is the batch or sequence atom this one is a factor of (outer: the most
+	// significant one), when a reshape split the batch for a while (Swin adds its window
+	// mask on a [B, nW, N, S, S] view of [B·nW, N, S, S] scores) or the source is a grid
+	// of tokens ([B, h, w, C]: SAM's image encoder); unlike children, the split is local
+	// to the layouts that hold the factors, and merging them back gives the parent.
 	parent *atom
 	outer  bool
 }
@@ -143,6 +144,11 @@ func sourceLayout(v *ir.Value, alt bool) (layout, string) {
 	case len(s) == 3 && isBatchDim(g, s[1]) && !isBatchDim(g, s[0]),
 		len(s) == 3 && alt && !isBatchDim(g, s[0]) && !isBatchDim(g, s[1]):
 		return layout{{mk(atomSeq, 0)}, {mk(atomBatch, 1)}, {mk(atomChan, 2)}}, ""
+	case len(s) == 4 && alt && projection(v) != nil:
+		// A projection over a grid of tokens [B, h, w, C]: its sequence is h·w, row-major.
+		seq := &atom{kind: atomSeq, size: shape.MulDims(s[1], s[2])}
+		hi, lo := &atom{kind: atomSeq, size: s[1], parent: seq, outer: true}, &atom{kind: atomSeq, size: s[2], parent: seq}
+		return layout{{mk(atomBatch, 0)}, {hi}, {lo}, {mk(atomChan, 3)}}, ""
 	case len(s) >= 4:
 		var l layout
 		r := len(s) - 4
@@ -203,10 +209,11 @@ func regroup(in layout, out ir.Shape) (layout, string) {
 				flat = slices.Insert(slices.Delete(flat, i, i+1), i, hi, lo)
 				continue
 			}
-			// A batch that is a product (B·nW) splits into two factors.
-			if ok && a.kind == atomBatch && a.parent == nil && len(group) == 0 {
+			// A batch that is a product (B·nW), or a sequence viewed as its grid (SAM adds
+			// its relative positions on [B·N, h, w, h, w] scores), splits into two factors.
+			if ok && (a.kind == atomBatch || a.kind == atomSeq) && a.parent == nil && len(group) == 0 {
 				if lo, ok := shape.DivDims(a.size, f); ok && !dimIsOne(lo) && !dimIsOne(f) && (lo.Known || f.Known) {
-					hi, lo := &atom{kind: atomBatch, size: f, parent: a, outer: true}, &atom{kind: atomBatch, size: lo, parent: a}
+					hi, lo := &atom{kind: a.kind, size: f, parent: a, outer: true}, &atom{kind: a.kind, size: lo, parent: a}
 					flat = slices.Insert(slices.Delete(flat, i, i+1), i, hi, lo)
 					continue
 				}
@@ -221,7 +228,7 @@ func regroup(in layout, out ir.Shape) (layout, string) {
 			}
 			return nil, fmt.Sprintf("reshape to %v does not regroup %v", out, in)
 		}
-		res[j] = mergeBatchFactors(group)
+		res[j] = mergeFactors(group)
 	}
 	for ; i < len(flat); i++ {
 		if !dimIsOne(flat[i].size) {
@@ -231,8 +238,9 @@ func regroup(in layout, out ir.Shape) (layout, string) {
 	return res, ""
 }
 
-// mergeBatchFactors gives back the batch atom whose two factors sit in order in one axis.
-func mergeBatchFactors(ax axis) axis {
+// mergeFactors gives back the batch or sequence atom whose two factors sit in order in
+// one axis.
+func mergeFactors(ax axis) axis {
 	for k := 0; k+1 < len(ax); k++ {
 		if a, b := ax[k], ax[k+1]; a.parent != nil && a.outer && b.parent == a.parent && !b.outer {
 			return append(append(append(axis(nil), ax[:k]...), a.parent), ax[k+2:]...)

@@ -2,7 +2,9 @@ package transformer_test
 
 import (
 	"fmt"
+	"maps"
 	"math/rand"
+	"slices"
 	"strings"
 	"testing"
 
@@ -206,6 +208,89 @@ layer (float[batch,seq,4] x) => (float[batch,seq,?] y) <
 	}
 }
 
+// TestUnfoldedOperands: operands whose only [B,S,N,D]-like tensors hold the heads folded
+// into the batch ([B·N, S, D]: V scaled there, Q, K and V sliced from a packed per-head
+// tensor, SAM's unbind of [3, B·N, S, D]) are read after a Reshape unfolding the batch and
+// the heads, and compute what the graph does.
+func TestUnfoldedOperands(t *testing.T) {
+	orttest.RequireLib(t)
+	cases := map[string]string{
+		"V scaled in the [B·N, S, D] view": fairseq3D("  vs = Mul (v3, half)", "vs", fairseqMerge),
+		"packed per head":                  packedPerHead,
+	}
+	for _, name := range slices.Sorted(maps.Keys(cases)) {
+		for _, target := range []transformer.Target{transformer.ORT, transformer.ONNX} {
+			t.Run(name+"/"+string(target), func(t *testing.T) { fuseAndCompare(t, cases[name], target, true, 5) })
+		}
+	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// gridModel is one attention layer over a 2×2 grid of tokens [B, h, w, C] (SAM's image
+// encoder layout): separate projections of the grid, two heads of two, term added on the
+// scores viewed as [B, N, h, w, h, w], the output a grid again.
+func gridModel(term string) string {
+	return `<ir_version: 8, opset_import: ["" : 13]>
+g (float[batch,2,2,4] x) => (y) <
+  float[4,4] wq = {0.1, -0.2, 0.3, 0.1, 0.2, 0.1, -0.1, 0.2, -0.3, 0.2, 0.1, 0.1, 0.2, -0.1, 0.3, 0.1},
+  float[4,4] wk = {0.2, 0.1, -0.1, 0.3, 0.1, -0.2, 0.2, 0.1, 0.3, 0.1, -0.2, 0.1, -0.1, 0.2, 0.1, 0.3},
+  float[4,4] wv = {0.3, 0.1, 0.2, -0.1, 0.1, 0.2, -0.3, 0.1, 0.2, -0.1, 0.1, 0.3, 0.1, 0.2, 0.1, -0.2},
+  int64[4] split = {-1, 4, 2, 2},
+  int64[6] view = {-1, 2, 2, 2, 2, 2},
+  int64[4] back = {-1, 2, 4, 4},
+  int64[5] qgrid = {-1, 2, 2, 2, 2},
+  int64[4] out = {-1, 2, 2, 4},
+  int64[1] a4 = {4},
+  float rs = {0.70710677},
+  float[2,2] rk = {0.5, -1.0, 1.5, 0.25},
+  float[1,1,2,2,2,1] ch = {0.5, -1.0, 0.25, 2.0, -0.5, 1.0, 0.0, -2.0},
+  float[2,2,1,2] cw = {1.0, -0.5, 0.3, 0.7, -1.2, 0.4, 0.9, -0.1}
+> {
+  q = MatMul (x, wq)
+  k = MatMul (x, wk)
+  v = MatMul (x, wv)
+  qr = Reshape (q, split)
+  qt = Transpose <perm = [0, 2, 1, 3]> (qr)
+  kr = Reshape (k, split)
+  kt = Transpose <perm = [0, 2, 3, 1]> (kr)
+  vr = Reshape (v, split)
+  vt = Transpose <perm = [0, 2, 1, 3]> (vr)
+  s = MatMul (qt, kt)
+  sd = Mul (s, rs)
+  s6 = Reshape (sd, view)
+` + term + `
+  sm = Reshape (t6, back)
+  p = Softmax <axis = -1> (sm)
+  c = MatMul (p, vt)
+  ct = Transpose <perm = [0, 2, 1, 3]> (c)
+  y = Reshape (ct, out)
+}`
+}
+
+// TestGridAttention: attention over a grid of tokens [B, h, w, C], with terms added on
+// the scores viewed as [B, N, h, w, h, w] — constant, of a lower rank, and computed from
+// Q (SAM's q·Rwᵀ over the key columns) — becomes one fused attention whose bias is each
+// term expanded over the grid and merged back, and computes what the graph does.
+func TestGridAttention(t *testing.T) {
+	orttest.RequireLib(t)
+	cases := map[string]string{
+		"constant over the rows":  "  t6 = Add (s6, ch)",
+		"lower rank":              "  t6 = Add (s6, cw)",
+		"from Q over the columns": "  qg = Reshape (qt, qgrid)\n  rw = MatMul (qg, rk)\n  ru = Unsqueeze (rw, a4)\n  t6 = Add (s6, ru)",
+	}
+	for _, name := range slices.Sorted(maps.Keys(cases)) {
+		for _, target := range []transformer.Target{transformer.ORT, transformer.ONNX} {
+			t.Run(name+"/"+string(target), func(t *testing.T) { fuseAndCompare(t, gridModel(cases[name]), target, true, 6) })
+		}
+	}
+}
+
 // fuseAndCompare fuses the one-layer model src for target, checks that it became one
 // fused attention exactly when fuses says so, and that ORT computes the same y either way.
 func fuseAndCompare(t *testing.T, src string, target transformer.Target, fuses bool, seed int64) {
@@ -227,12 +312,19 @@ func fuseAndCompare(t *testing.T, src string, target transformer.Target, fuses b
 	if got := rep.Ops[op] == 1; got != fuses {
 		t.Fatalf("fused %v, want %v: ops %v, left %v, refused %v", got, fuses, rep.Ops, rep.Left, rep.Refusals)
 	}
+	// x as the model declares it, a batch of 2.
+	var dims []int64
+	n := int64(1)
+	for _, d := range orig.Graph.Inputs[0].Type.Shape {
+		dims = append(dims, max(d.Value, 2*int64(btoi(!d.Known))))
+		n *= dims[len(dims)-1]
+	}
 	r := rand.New(rand.NewSource(seed))
-	x := make([]float32, 2*5*4)
+	x := make([]float32, n)
 	for i := range x {
 		x[i] = float32(r.NormFloat64())
 	}
-	in := map[string]*ndarray.Array{"x": ndarray.FromFloat32([]int64{2, 5, 4}, x)}
+	in := map[string]*ndarray.Array{"x": ndarray.FromFloat32(dims, x)}
 	for _, lv := range []ort.OptLevel{ort.OptDisabled, ort.OptAll} {
 		ortcheck.CheckOutputs(t, "y", ortcheck.RunModel(t, orig, in, lv), ortcheck.RunModel(t, m, in, lv), 1e-5)
 	}

@@ -467,11 +467,44 @@ func materialPerm(l layout, canon []*atom) ([]int, bool) {
 	return append(perm, empty...), true
 }
 
+// materialOrder is materialPerm, or when an axis holds atoms the canonical order keeps
+// apart (heads folded into the batch, [B·N, S, D]) materialPerm of the layout a Reshape
+// makes with every atom an axis of its own (split).
+func materialOrder(l layout, canon []*atom) (layout, []int, bool, bool) {
+	if perm, ok := materialPerm(l, canon); ok {
+		return l, perm, false, true
+	}
+	u, ok := unfolded(l)
+	if !ok {
+		return nil, nil, false, false
+	}
+	perm, ok := materialPerm(u, canon)
+	return u, perm, true, ok
+}
+
+// unfolded is l with every atom an axis of its own; false when no axis holds two atoms,
+// or more than one atom's size is unknown (the Reshape spells the sizes, -1 for one).
+func unfolded(l layout) (layout, bool) {
+	var out layout
+	merged, unknown := false, 0
+	for _, ax := range l {
+		lv := ax.leaves()
+		merged = merged || len(lv) > 1
+		for _, a := range lv {
+			if !a.size.Known {
+				unknown++
+			}
+			out = append(out, axis{a})
+		}
+	}
+	return out, merged && unknown <= 1
+}
+
 // materialCost counts the ops that make a tensor of layout l into [B,S,N·D]: a
 // Transpose when its axes are out of order, a Reshape unless it already is [B][S][N·D].
 // Batch and sequence must be axes of their own (Reshape copies them with 0).
 func materialCost(l layout, canon []*atom) (int, bool) {
-	perm, ok := materialPerm(l, canon)
+	l, perm, split, ok := materialOrder(l, canon)
 	if !ok {
 		return 0, false
 	}
@@ -483,6 +516,9 @@ func materialCost(l layout, canon []*atom) (int, bool) {
 		return 0, false
 	}
 	cost := 0
+	if split {
+		cost++
+	}
 	for i, p := range perm {
 		if p != i {
 			cost++

@@ -33,7 +33,23 @@ func (p *attnPlan) groupOf() map[*atom]int {
 // sit whole in one axis, its atoms in order.
 func (p *attnPlan) termAxes(t *attnTerm) ([][]int, string) {
 	s := attnShape(t.value)
-	rc := len(t.at)
+	at := t.at
+	if v, ok := splitView(at); ok && s != nil && len(s) <= len(at) {
+		_, reshape, why := v.unsplit(s)
+		if why != "" {
+			return nil, fmt.Sprintf("score term %s: %s", t.value.Name, why)
+		}
+		// The term as the merged view reads it (bias makes it so); its one unknown dim is
+		// a symbol, equal to the scores' there.
+		at, s = v.merged, make(ir.Shape, len(reshape))
+		for j, d := range reshape {
+			s[j] = ir.D(d)
+			if d < 0 {
+				s[j] = at[j].leaves().size()
+			}
+		}
+	}
+	rc := len(at)
 	if s == nil || len(s) > rc {
 		return nil, fmt.Sprintf("score term %s has shape %v against scores of rank %d", t.value.Name, s, rc)
 	}
@@ -41,7 +57,7 @@ func (p *attnPlan) termAxes(t *attnTerm) ([][]int, string) {
 	out := make([][]int, len(s))
 	seen := map[int]bool{}
 	for j, d := range s {
-		ax := t.at[j+rc-len(s)].leaves()
+		ax := at[j+rc-len(s)].leaves()
 		if dimIsOne(d) && !dimIsOne(ax.size()) {
 			continue
 		}
@@ -82,7 +98,7 @@ func (p *attnPlan) termAxes(t *attnTerm) ([][]int, string) {
 	var hs []*atom
 	for j, gs := range out {
 		if slices.Contains(gs, groupHeads) {
-			for _, a := range t.at[j+rc-len(s)].leaves() {
+			for _, a := range at[j+rc-len(s)].leaves() {
 				if gr[a] == groupHeads {
 					hs = append(hs, a)
 				}
@@ -113,7 +129,13 @@ func (p *attnPlan) bias(rw *patterns.Rewriter, opset int64, q, k *ir.Value, skip
 		if why != "" {
 			return nil, why
 		}
-		x := canonTerm(rw, opset, t.value, axes, p.heads)
+		x := t.value
+		if v, ok := splitView(t.at); ok {
+			expand, reshape, _ := v.unsplit(attnShape(x)) // Expand gives the term the view's rank
+			x = rw.Node("Expand", "", []*ir.Value{x, rw.Const("attention_term_grid", ir.Int64Tensor([]int64{int64(len(expand))}, expand))}, 1, x.Name+"_grid").Output(0)
+			x = rw.Node("Reshape", "", []*ir.Value{x, rw.Const("attention_term_merged", ir.Int64Tensor([]int64{int64(len(reshape))}, reshape))}, 1, x.Name+"_merged").Output(0)
+		}
+		x = canonTerm(rw, opset, x, axes, p.heads)
 		if t.inner != nil {
 			x = tileBatch(rw, x, q, t.inner)
 		}
@@ -298,4 +320,64 @@ func sameInput(v, w *ir.Value) bool {
 	x, err1 := a.Bytes()
 	y, err2 := b.Bytes()
 	return err1 == nil && err2 == nil && string(x) == string(y)
+}
+
+// gridView is a view of the scores that splits the query or key sequence into the factors
+// of its grid, each an axis ([B·N, h, w, h, w]: SAM adds its relative positions there).
+type gridView struct {
+	at     layout
+	pairs  map[int]bool // the first axis of each split pair
+	merged layout       // at with each pair one axis again
+}
+
+// splitView finds the pairs of axes of at that hold, in order, the two factors of one
+// sequence atom; false when there are none.
+func splitView(at layout) (gridView, bool) {
+	v := gridView{at: at, pairs: map[int]bool{}}
+	for j := 0; j < len(at); j++ {
+		if j+1 < len(at) {
+			a, b := at[j].leaves(), at[j+1].leaves()
+			if len(a) == 1 && len(b) == 1 && a[0].kind == atomSeq && a[0].parent != nil && a[0].outer && b[0].parent == a[0].parent && !b[0].outer {
+				v.pairs[j] = true
+				v.merged = append(v.merged, axis{a[0].parent})
+				j++
+				continue
+			}
+		}
+		v.merged = append(v.merged, at[j])
+	}
+	return v, len(v.pairs) > 0
+}
+
+// unsplit says how a term of shape s (the view's rank or less) becomes a term of the merged
+// view: Expand to the factors' sizes over each pair (1 elsewhere), then Reshape with each
+// pair one axis (its parent's size; the term's own dims elsewhere, -1 for one unknown).
+func (v gridView) unsplit(s ir.Shape) (expand, reshape []int64, why string) {
+	for len(s) < len(v.at) {
+		s = append(ir.Shape{ir.D(1)}, s...) // broadcast from the right
+	}
+	unknown := 0
+	for j := 0; j < len(v.at); j++ {
+		if v.pairs[j] {
+			hi, lo := v.at[j].leaves()[0].size, v.at[j+1].leaves()[0].size
+			if !hi.Known || !lo.Known {
+				return nil, nil, fmt.Sprintf("the sequence is split into %v and %v, not numbers", hi, lo)
+			}
+			expand = append(expand, hi.Value, lo.Value)
+			reshape = append(reshape, hi.Value*lo.Value)
+			j++
+			continue
+		}
+		expand = append(expand, 1)
+		d := s[j]
+		if !d.Known {
+			if unknown++; unknown > 1 {
+				return nil, nil, fmt.Sprintf("shape %v has more than one unknown dim beside the split sequence", s)
+			}
+			reshape = append(reshape, -1)
+			continue
+		}
+		reshape = append(reshape, d.Value)
+	}
+	return expand, reshape, ""
 }

@@ -96,7 +96,7 @@ func visAnalyse(m *patterns.Match) (*visInfo, string) {
 	info := &visInfo{}
 	// Anything the block computes may be read outside it only by the exporter's shape
 	// arithmetic.
-	if why := escapesButShape(m.All, m.Root); why != "" {
+	if why := escapesButShape(m.All, m.Root, nil); why != "" {
 		return nil, why
 	}
 	// The convolution.

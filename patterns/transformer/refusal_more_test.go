@@ -226,7 +226,6 @@ func TestAttentionOperandRefusals(t *testing.T) {
 		{name: "Q repeated over its head size", src: moreNearMiss("", plain, "  qa = Add (qm, bq)", "  qa = Slice (qm, z1, t1, last)", "  qr = Reshape (qa, split)", "  qr = Reshape (qa, q1)",
 			qt, "  q1t = Transpose <perm = [0, 2, 1, 3]> (qr)\n  qt = Expand (q1t, e2)", "  int64[1] o1 = {1},", "  int64[1] o1 = {1},\n  int64[4] q1 = {0, 0, 2, 1},\n  int64[4] e2 = {1, 1, 1, 2},"),
 			want: "Q: the head-size axis at the matmul is [repeat(2)]"},
-		{name: "V scaled in the [B·N, S, D] view", src: fairseq3D("  vs = Mul (v3, half)", "vs", fairseqMerge), want: "V: no tensor after its scale holds [B,S,heads,D]"},
 		{name: "context read for its shape only", src: moreNearMiss("", plain, out+"\n  y = Reshape (ct, merge)", "  y = Shape (c)"),
 			want: "proved attention, but its output path was refused"},
 	}
@@ -388,6 +387,48 @@ g (float[batch,5,4] x) => (y) <
 }`
 }
 
+// packedPerHead is fairseq's [B·N, S, D] layout with Q, K and V sliced from a packed
+// per-head [B·N, S, 3·D]: no tensor before the slice holds Q's channels alone, none after
+// it holds the batch beside the sequence, so the fused operator reads Q, K and V unfolded
+// from the slices ([B·N,S,D] → [B,N,S,D], a Reshape of the known heads and sequence).
+var packedPerHead = `<ir_version: 8, opset_import: ["" : 13]>
+g (float[batch,5,4] x) => (y) <
+  float[4,12] w = {` + strings.TrimSuffix(strings.Repeat("0.1, -0.2, 0.3, ", 16), ", ") + `},
+  int64[4] split6 = {0, 0, 2, 6},
+  int64[3] flat6 = {-1, 5, 6},
+  int64[4] unflat = {-1, 2, 5, 2},
+  int64[3] merge = {0, 0, 4},
+  int64[1] z = {0}, int64[1] t2 = {2}, int64[1] f4 = {4}, int64[1] s6 = {6}, int64[1] last = {-1}
+> {
+  qkv = MatMul (x, w)
+  r = Reshape (qkv, split6)
+  t = Transpose <perm = [0, 2, 1, 3]> (r)
+  f = Reshape (t, flat6)
+  q3 = Slice (f, z, t2, last)
+  k3 = Slice (f, t2, f4, last)
+  v3 = Slice (f, f4, s6, last)
+  k3t = Transpose <perm = [0, 2, 1]> (k3)
+  s = MatMul (q3, k3t)
+  p = Softmax <axis = -1> (s)
+  c = MatMul (p, v3)
+  c4 = Reshape (c, unflat)
+  ct = Transpose <perm = [0, 2, 1, 3]> (c4)
+  y = Reshape (ct, merge)
+}`
+
+// symbolicSeq makes a fairseq-layout model's sequence symbolic, its reshapes reading it
+// off x: the heads folded into the batch then stand beside two unknown dims, which no
+// Reshape spells out.
+func symbolicSeq(src string) string {
+	r := strings.NewReplacer(
+		"(float[batch,5,4] x)", "(float[batch,seq,4] x)",
+		"  int64[3] flat = {-1, 5, 2},\n", "",
+		"  int64[3] flat6 = {-1, 5, 6},\n", "",
+		"  int64[4] unflat = {-1, 2, 5, 2},\n", "  int64[1] m1 = {-1}, int64[1] c1 = {1}, int64[1] c2 = {2}, int64[1] c6 = {6},\n",
+		"> {\n", "> {\n  sh = Shape (x)\n  sq = Slice (sh, c1, c2)\n  flat = Concat <axis = 0> (m1, sq, c2)\n  flat6 = Concat <axis = 0> (m1, sq, c6)\n  unflat = Concat <axis = 0> (m1, c2, sq, c2)\n")
+	return r.Replace(src)
+}
+
 // fairseqMerge merges fairseq3D's context back to [B, S, N·D].
 const fairseqMerge = "  c4 = Reshape (c, unflat)\n  ct = Transpose <perm = [0, 2, 1, 3]> (c4)\n  y = Reshape (ct, merge)"
 
@@ -430,36 +471,11 @@ func TestAttentionHeadRefusals(t *testing.T) {
 		"  s5 = Reshape (sd, hv)\n  sm = Add (s5, tb)\n  p5 = Softmax <axis = -1> (sm)\n  p = Reshape (p5, h4)\n  c = MatMul (p, vt)\n",
 		"float[batch,seq,4] x", "float[batch,4,4] x", "int64[4] split = {0, 0, 2, 2}", "int64[4] split = {0, 0, 4, 1}",
 		"  float qscale = {0.01}", "  float qscale = {0.01},\n  int64[5] hv = {0, 2, 2, 4, 4},\n  int64[4] h4 = {0, 4, 4, 4}")
-	// fairseq's [B·N, S, D] layout with Q, K and V sliced from a packed per-head
-	// [B·N, S, 3·D]: no tensor before the slice holds Q's channels alone, none after it
-	// holds the batch beside the sequence.
-	packed := `g (float[batch,5,4] x) => (y) <
-  float[4,12] w = {` + strings.TrimSuffix(strings.Repeat("0.1, -0.2, 0.3, ", 16), ", ") + `},
-  int64[4] split6 = {0, 0, 2, 6},
-  int64[3] flat6 = {-1, 5, 6},
-  int64[4] unflat = {-1, 2, 5, 2},
-  int64[3] merge = {0, 0, 4},
-  int64[1] z = {0}, int64[1] t2 = {2}, int64[1] f4 = {4}, int64[1] s6 = {6}, int64[1] last = {-1}
-> {
-  qkv = MatMul (x, w)
-  r = Reshape (qkv, split6)
-  t = Transpose <perm = [0, 2, 1, 3]> (r)
-  f = Reshape (t, flat6)
-  q3 = Slice (f, z, t2, last)
-  k3 = Slice (f, t2, f4, last)
-  v3 = Slice (f, f4, s6, last)
-  k3t = Transpose <perm = [0, 2, 1]> (k3)
-  s = MatMul (q3, k3t)
-  p = Softmax <axis = -1> (s)
-  c = MatMul (p, v3)
-  c4 = Reshape (c, unflat)
-  ct = Transpose <perm = [0, 2, 1, 3]> (c4)
-  y = Reshape (ct, merge)
-}`
 	cases := []refusalCase{
+		{name: "packed heads sliced in the [B·N, S, 3·D] view of a symbolic sequence", src: symbolicSeq(packedPerHead), want: "Q: no tensor on its path holds [B,S,heads,D]"},
+		{name: "V scaled in the [B·N, S, D] view of a symbolic sequence", src: symbolicSeq(fairseq3D("  vs = Mul (v3, half)", "vs", fairseqMerge)), want: "V: no tensor after its scale holds [B,S,heads,D]"},
 		{name: "heads of a symbolic count in the rows", src: rows, want: "the head count is unknown"},
 		{name: "term over the split heads", src: split, want: "score term tb: axis 1 holds chan(2)"},
-		{name: "packed heads sliced in the [B·N, S, 3·D] view", src: packed, want: "Q: no tensor on its path holds [B,S,heads,D]"},
 	}
 	for i := range cases {
 		cases[i].fused = []string{"com.microsoft.MultiHeadAttention"}

@@ -1324,6 +1324,96 @@ class SDSpatial(Model):
         return x
 
 
+# ---------------------------------------------------------------- sam
+
+
+SAM_GRID, SAM_WIN = 8, 4  # the patch grid of a 32x32 image, and the window of the local layers
+
+
+def sam_rel_pos(size, table):
+    """The table's rows for every (query, key) offset along one axis: [size, size, D]."""
+    q = torch.arange(size)[:, None]
+    k = torch.arange(size)[None, :]
+    return table[(q - k + size - 1).long()]
+
+
+class SAMAttention(Attn):
+    """SAM's image-encoder attention over a [B, h, w, C] grid: packed qkv, heads folded into
+    the batch, scores (q·scale)·kᵀ plus the decomposed relative positions — q·Rhᵀ and
+    q·Rwᵀ (einsum of the unscaled q with tables gathered by offset) broadcast over the
+    scores viewed as [B·H, h, w, h, w]."""
+
+    def __init__(self, size):
+        super().__init__(H)
+        self.qkv, self.proj = nn.Linear(E, 3 * E), nn.Linear(E, E)
+        self.rel_h = nn.Parameter(torch.randn(2 * size - 1, D) * 0.1)
+        self.rel_w = nn.Parameter(torch.randn(2 * size - 1, D) * 0.1)
+        self.scale = D**-0.5
+
+    def forward(self, x):
+        B, h, w, _ = x.shape
+        qkv = self.qkv(x).reshape(B, h * w, 3, H, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.reshape(3, B * H, h * w, -1).unbind(0)
+        attn = (q * self.scale) @ k.transpose(-2, -1)
+        Rh, Rw = sam_rel_pos(h, self.rel_h), sam_rel_pos(w, self.rel_w)
+        r_q = q.reshape(B * H, h, w, D)
+        rel_h = torch.einsum("bhwc,hkc->bhwk", r_q, Rh)
+        rel_w = torch.einsum("bhwc,wkc->bhwk", r_q, Rw)
+        attn = (attn.view(B * H, h, w, h, w) + rel_h[:, :, :, :, None] + rel_w[:, :, :, None, :]).view(B * H, h * w, h * w)
+        attn = attn.softmax(dim=-1)
+        x = (attn @ v).view(B, H, h, w, -1).permute(0, 2, 3, 1, 4).reshape(B, h, w, -1)
+        return self.proj(x)
+
+
+class SAMBlock(nn.Module):
+    def __init__(self, window):
+        super().__init__()
+        self.window = window
+        self.norm1, self.norm2 = nn.LayerNorm(E, eps=1e-6), nn.LayerNorm(E, eps=1e-6)
+        self.attn = SAMAttention(window or SAM_GRID)
+        self.mlp = MLP(nn.GELU())
+
+    def forward(self, x):
+        shortcut = x
+        x = self.norm1(x)
+        if self.window:
+            B, h, w, C = x.shape
+            n = self.window
+            x = x.view(B, h // n, n, w // n, n, C).permute(0, 1, 3, 2, 4, 5).reshape(-1, n, n, C)
+            x = self.attn(x)
+            x = x.view(B, h // n, w // n, n, n, C).permute(0, 1, 3, 2, 4, 5).reshape(B, h, w, C)
+        else:
+            x = self.attn(x)
+        x = shortcut + x
+        return x + self.mlp(self.norm2(x))
+
+
+class SAMEncoder(Model):
+    """SAM's ViT image encoder: a 4x4 patch Conv kept as a [B, h, w, C] grid plus absolute
+    positions [1, h, w, C]; a windowed block (4x4 windows) then a global one; the neck, a
+    1x1 Conv and a channel LayerNorm written out (over axis 1, not a transformer norm)."""
+
+    inputs = ("pixel_values",)
+
+    def __init__(self):
+        super().__init__()
+        self.patch = nn.Conv2d(3, E, 4, stride=4)
+        self.pos = nn.Parameter(torch.randn(1, SAM_GRID, SAM_GRID, E) * 0.02)
+        self.blocks = nn.ModuleList([SAMBlock(SAM_WIN), SAMBlock(0)])
+        self.neck = nn.Conv2d(E, E, 1, bias=False)
+        self.neck_w, self.neck_b = nn.Parameter(torch.ones(E) + 0.1 * torch.randn(E)), nn.Parameter(0.1 * torch.randn(E))
+
+    def forward(self, pixel_values):
+        x = self.patch(pixel_values).permute(0, 2, 3, 1) + self.pos
+        for b in self.blocks:
+            x = b(x)
+        x = self.neck(x.permute(0, 3, 1, 2))
+        u = x.mean(1, keepdim=True)
+        s = (x - u).pow(2).mean(1, keepdim=True)
+        x = (x - u) / torch.sqrt(s + 1e-6)
+        return self.neck_w[:, None, None] * x + self.neck_b[:, None, None]
+
+
 # ---------------------------------------------------------------- cross-attn
 
 
@@ -3454,6 +3544,7 @@ FORMS = {
     "gemma2-sliding": (Gemma2Sliding, (14, 17)),
     "conv1x1-glu": (Conv1x1GLU, (13, 17)),
     "sd-spatial": (SDSpatial, (13, 17)),
+    "sam": (SAMEncoder, (13, 17)),
 }
 
 
@@ -3514,6 +3605,8 @@ def make_inputs(model, B, S, T, seed):
             # DINOv2 resizes its positions to the input's patch grid: the reference run
             # takes another image size than the trace.
             hw = (24, 20) if isinstance(model, DINOv2) and B == REF_B else (16, 16)
+            if isinstance(model, SAMEncoder):
+                hw = (4 * SAM_GRID, 4 * SAM_GRID)
             out[name] = torch.randn(B, 3, *hw, generator=g)
         elif name == "pixel_mask":
             m = torch.ones(B, 16, 16, dtype=torch.long)
@@ -3545,7 +3638,7 @@ def dim_names(name, model=None):
         "attention_mask": ["batch", "sequence"],
         "position_ids": ["batch", "sequence"],
         "decoder_input_ids": ["batch", "decoder_sequence"],
-        "pixel_values": ["batch", 3, 16, 16],
+        "pixel_values": ["batch", 3, 4 * SAM_GRID, 4 * SAM_GRID] if isinstance(model, SAMEncoder) else ["batch", 3, 16, 16],
         "pixel_mask": ["batch", 16, 16],
         "past_key": [L, "batch", H, "past_sequence", D],
         "past_value": [L, "batch", H, "past_sequence", D],
@@ -3571,6 +3664,8 @@ def output_dims(model, name):
         return ["batch", 16, E]
     if isinstance(model, SDSpatial):
         return ["batch", E, 8, 8]
+    if isinstance(model, SAMEncoder):
+        return ["batch", E, SAM_GRID, SAM_GRID]
     if isinstance(model, (WhisperEncoder, Wav2Vec2)):
         return ["batch", "positions", E]
     if isinstance(model, TorchvisionViT):
