@@ -2,6 +2,7 @@ package transformer
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 
@@ -67,63 +68,32 @@ func fuseGraph(m *ir.Model, g *ir.Graph, prefix string, fams []*Family, env *Env
 	left := map[string]string{}
 	dirty := true // the graph changed since types were inferred and the nodes sorted
 	for _, f := range fams {
-		if dirty {
-			// What an earlier family replaced may stay alive through Shape readers until
-			// they are dead too; later families must not see it.
-			prune.RemoveDead(g)
-			if _, err := shape.Infer(m); err != nil {
-				return fmt.Errorf("before %s fusion: %w", f.Kind, err)
+		// A block whose nodes another block of the family held (a norm whose output a
+		// larger norm also reads) is found once that one is fused: match again while a
+		// fused block leaves nodes that compute values still read, a few rounds at most.
+		for round := 0; round < 3; round++ {
+			if dirty {
+				// What an earlier family replaced may stay alive through Shape readers until
+				// they are dead too; later families must not see it.
+				prune.RemoveDead(g)
+				if _, err := shape.Infer(m); err != nil {
+					return fmt.Errorf("before %s fusion: %w", f.Kind, err)
+				}
+				// Nodes an earlier family added sit at the end of the list; Find sweeps from
+				// the end, so restore the order first.
+				if err := g.TopoSort(); err != nil {
+					return err
+				}
+				dirty = false
 			}
-			// Nodes an earlier family added sit at the end of the list; Find sweeps from
-			// the end, so restore the order first.
-			if err := g.TopoSort(); err != nil {
+			var fused [][]*ir.Node
+			added := map[*ir.Node]bool{}
+			if err := fuseFound(g, f, env, rep, left, &dirty, &fused, added); err != nil {
 				return err
 			}
-			dirty = false
-		}
-		found, refs := patterns.Find(g, f.Rules)
-		rep.Refusals = append(rep.Refusals, refs...)
-		for _, fd := range found {
-			// An earlier rewrite in this family may have replaced a value this match
-			// bound (a skip block's residual is the previous block's output): match
-			// again at the root, which no other block covers, and check again.
-			if p, _ := fd.Match.Root.Producer(); p == nil || p.Graph() != g {
-				continue
+			if !survive(g, fused, added) {
+				break
 			}
-			fd.Match = patterns.MatchValue(fd.Rule.Pattern, fd.Match.Root)
-			if fd.Match == nil {
-				continue
-			}
-			if why := fd.Rule.EscapeCheck(fd.Match); why != "" {
-				rep.Refusals = append(rep.Refusals, patterns.Refusal{Rule: fd.Rule.Name, At: fd.Match.Root.Name, Reason: why})
-				continue
-			}
-			if fd.Rule.Check != nil {
-				if why := fd.Rule.Check(fd.Match); why != "" {
-					rep.Refusals = append(rep.Refusals, patterns.Refusal{Rule: fd.Rule.Name, At: fd.Match.Root.Name, Reason: why})
-					continue
-				}
-			}
-			b := &Block{Kind: f.Kind, Variant: fd.Rule.Name, Match: fd.Match, Nodes: fd.Match.All,
-				Root: fd.Match.Root, Roles: map[string]*ir.Value{}, Params: map[string]float64{}, Layer: -1}
-			if f.Describe != nil {
-				f.Describe(fd.Match, b)
-			}
-			if b.Fused || f.Fuse == nil {
-				continue
-			}
-			rw := patterns.NewRewriter(g, fd.Match)
-			dirty = true // a lowering that refuses may leave the nodes it added, dead
-			n, reason, err := f.Fuse(rw, b, env)
-			if err != nil {
-				return fmt.Errorf("fusing %s (%s) at %s: %w", f.Kind, b.Variant, b.Root.Name, err)
-			}
-			if reason != "" {
-				left[leftKey(b)] = reason
-				continue
-			}
-			rw.Commit()
-			_ = n
 		}
 	}
 	// What stays of quantized linear layers (the Q/DQ MatMuls outside fused attention).
@@ -163,6 +133,95 @@ func fuseGraph(m *ir.Model, g *ir.Graph, prefix string, fams []*Family, env *Env
 	rep.Blocks = append(rep.Blocks, blocks...)
 	uniqueNodeNames(g)
 	return nil
+}
+
+// fuseFound finds family f's blocks in g and fuses each it can, recording in fused the
+// nodes of each block it fused and in added the nodes the rewrites made. A refusal is
+// reported once, whatever the rounds.
+func fuseFound(g *ir.Graph, f *Family, env *Env, rep *Report, left map[string]string, dirty *bool, fused *[][]*ir.Node, added map[*ir.Node]bool) error {
+	found, refs := patterns.Find(g, f.Rules)
+	refuse := func(r patterns.Refusal) {
+		if !slices.Contains(rep.Refusals, r) {
+			rep.Refusals = append(rep.Refusals, r)
+		}
+	}
+	for _, r := range refs {
+		refuse(r)
+	}
+	for _, fd := range found {
+		// An earlier rewrite in this family may have replaced a value this match
+		// bound (a skip block's residual is the previous block's output): match
+		// again at the root, which no other block covers, and check again.
+		if p, _ := fd.Match.Root.Producer(); p == nil || p.Graph() != g {
+			continue
+		}
+		fd.Match = patterns.MatchValue(fd.Rule.Pattern, fd.Match.Root)
+		if fd.Match == nil {
+			continue
+		}
+		if why := fd.Rule.EscapeCheck(fd.Match); why != "" {
+			refuse(patterns.Refusal{Rule: fd.Rule.Name, At: fd.Match.Root.Name, Reason: why})
+			continue
+		}
+		if fd.Rule.Check != nil {
+			if why := fd.Rule.Check(fd.Match); why != "" {
+				refuse(patterns.Refusal{Rule: fd.Rule.Name, At: fd.Match.Root.Name, Reason: why})
+				continue
+			}
+		}
+		b := &Block{Kind: f.Kind, Variant: fd.Rule.Name, Match: fd.Match, Nodes: fd.Match.All,
+			Root: fd.Match.Root, Roles: map[string]*ir.Value{}, Params: map[string]float64{}, Layer: -1}
+		if f.Describe != nil {
+			f.Describe(fd.Match, b)
+		}
+		if b.Fused || f.Fuse == nil {
+			continue
+		}
+		rw := patterns.NewRewriter(g, fd.Match)
+		*dirty = true // a lowering that refuses may leave the nodes it added, dead
+		n, reason, err := f.Fuse(rw, b, env)
+		if err != nil {
+			return fmt.Errorf("fusing %s (%s) at %s: %w", f.Kind, b.Variant, b.Root.Name, err)
+		}
+		if reason != "" {
+			left[leftKey(b)] = reason
+			continue
+		}
+		rw.Commit()
+		_ = n
+		*fused = append(*fused, fd.Match.All)
+		for _, a := range rw.Added() {
+			added[a] = true
+		}
+	}
+	return nil
+}
+
+// survive reports whether a fused block left nodes in g whose values are still read,
+// other than for their shape or by the rewrites (or are graph outputs): another block
+// may hold them.
+func survive(g *ir.Graph, fused [][]*ir.Node, added map[*ir.Node]bool) bool {
+	for _, nodes := range fused {
+		for _, n := range nodes {
+			if n.Graph() != g {
+				continue
+			}
+			for _, o := range n.Outputs() {
+				if o == nil {
+					continue
+				}
+				if o.IsGraphOutput() {
+					return true
+				}
+				for _, u := range o.Uses() {
+					if !added[u.Node] && !readsShapeOnly(u.Node, 0) {
+						return true
+					}
+				}
+			}
+		}
+	}
+	return false
 }
 
 // fusedStandardOps are the default-domain operators fuse emits.
