@@ -20,10 +20,11 @@ var Classes = []string{
 	"base", "commute", "scale-mul", "scale-q", "scale-k", "scale-qk", "kt-two-transposes",
 	"heads-3d", "k-rolled-heads", "shape-arith", "cast", "qdq",
 	"where-mask", "gemm-proj", "ln-op", "causal", "mask-query-axis",
-	"rotary-half", "rotary-interleaved", "rotary-partial", "row-max", "softcap",
+	"rotary-half", "rotary-interleaved", "rotary-partial", "row-max", "softcap", "q-term",
 	"nm-softmax-axis", "nm-eps-outside", "nm-mean-axis", "nm-mask-after-softmax",
 	"nm-gamma-input", "nm-gelu-const", "nm-residual-broadcast",
 	"nm-gelu-split-input", "nm-var-uncentred", "nm-rotary-halves", "nm-row-max-queries",
+	"nm-scores-term",
 }
 
 // IsNearMiss reports whether a class changes the math.
@@ -240,6 +241,19 @@ func (g *blockGen) attention(x val) val {
 		term := g.op1("Where", []val{keep, g.scalarF(0), g.scalarF(-10000)}, ir.Float, shape{s, s})
 		scores = g.comm1("Add", scores, term)
 	}
+	switch g.class {
+	case "q-term":
+		// A term computed from Q and K themselves, (Q·W)·Kᵀ (a content term through
+		// another projection, as relative-position attention adds): the fused
+		// operator's bias, computed beside it.
+		qw := g.op1("MatMul", []val{qh, g.weight(g.d, g.d)}, ir.Float, qh.sh)
+		scores = g.comm1("Add", scores, g.op1("MatMul", []val{qw, kt}, ir.Float, scores.sh))
+	case "nm-scores-term":
+		// A term read off the scores (their sum over the queries, per key) changes the
+		// weights: no bias computed apart from the scores can stand for it.
+		sum, _ := g.reduce("ReduceSum", scores, []int64{2}, true)
+		scores = g.comm1("Add", scores, g.comm1("Mul", sum, g.scalarF(0.5)))
+	}
 	if g.class == "row-max" || g.class == "nm-row-max-queries" {
 		// A stable softmax written out: the scores less their maximum over the keys, which
 		// changes no weight; over the queries (the near-miss) it does.
@@ -255,7 +269,7 @@ func (g *blockGen) attention(x val) val {
 		axis = []int64{1, 2, -2}[g.r.Intn(3)]
 	}
 	probs, sm := g.opN("Softmax", []val{scores}, ir.Float, scores.sh, ir.IntAttr("axis", axis))
-	g.witness(sm, attnKinds, g.class == "nm-softmax-axis" || g.class == "nm-mask-after-softmax" || g.class == "nm-row-max-queries")
+	g.witness(sm, attnKinds, g.class == "nm-softmax-axis" || g.class == "nm-mask-after-softmax" || g.class == "nm-row-max-queries" || g.class == "nm-scores-term")
 	if g.class == "nm-mask-after-softmax" {
 		probs = g.comm1("Add", probs, m)
 	}
