@@ -1414,6 +1414,72 @@ class SAMEncoder(Model):
         return self.neck_w[:, None, None] * x + self.neck_b[:, None, None]
 
 
+# ---------------------------------------------------------------- conformer-relpos
+
+
+def rel_shift(x):
+    """Transformer-XL's shift of [B, H, S, 2S-1] scores over relative offsets to [B, H, S, S]
+    over keys: a zero column in front, viewed [B, H, 2S, S], its first row dropped, viewed
+    back, the first S columns kept."""
+    B, H_, S, P = x.shape
+    xp = torch.cat([torch.zeros((B, H_, S, 1), dtype=x.dtype), x], dim=-1)
+    xp = xp.view(B, H_, P + 1, S)
+    return xp[:, :, 1:].view_as(x)[:, :, :, : P // 2 + 1]
+
+
+class RelPosAttention(Attn):
+    """Conformer's (and Transformer-XL's) relative-position self-attention, as
+    wav2vec2-conformer writes it: ((q + u)·kᵀ + rel_shift((q + v)·pᵀ)) / √d, with p the
+    projected sinusoidal embeddings of the 2S-1 offsets and u, v learned per-head biases."""
+
+    def __init__(self):
+        super().__init__(H)
+        self.q, self.k, self.v, self.o = (nn.Linear(E, E) for _ in range(4))
+        self.pos = nn.Linear(E, E, bias=False)
+        self.bias_u = nn.Parameter(torch.randn(H, D) * 0.1)
+        self.bias_v = nn.Parameter(torch.randn(H, D) * 0.1)
+
+    def forward(self, x, pos_emb, pad):
+        B, S, _ = x.shape
+        q = self.q(x).view(B, S, H, D)
+        k, v = heads(self.k(x), H), heads(self.v(x), H)
+        p = self.pos(pos_emb).view(1, -1, H, D)
+        ac = (q + self.bias_u).transpose(1, 2) @ k.transpose(-2, -1)
+        bd = rel_shift((q + self.bias_v).transpose(1, 2) @ p.permute(0, 2, 3, 1))
+        w = F.softmax((ac + bd) / math.sqrt(D) + pad, dim=-1)
+        return self.o(merge(w @ v))
+
+
+class ConformerRelPos(Model):
+    """A Conformer-style encoder's attention path: token embeddings, sinusoidal
+    embeddings of the relative offsets S-1 … -(S-1) sliced from a table around its centre,
+    pre-LN blocks of relative-position attention and a SiLU FFN, a final LayerNorm."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(V, E)
+        pos = torch.arange(MAXPOS - 1, -MAXPOS, -1, dtype=torch.float32)[:, None]
+        div = torch.exp(torch.arange(0, E, 2, dtype=torch.float32) * (-math.log(10000.0) / E))
+        pe = torch.zeros(2 * MAXPOS - 1, E)
+        pe[:, 0::2], pe[:, 1::2] = torch.sin(pos * div), torch.cos(pos * div)
+        self.register_buffer("pe", pe[None], persistent=False)
+        self.ln1 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.attn = nn.ModuleList(RelPosAttention() for _ in range(L))
+        self.ln2 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.ffn = nn.ModuleList(MLP(F.silu) for _ in range(L))
+        self.norm = nn.LayerNorm(E)
+
+    def forward(self, input_ids, attention_mask):
+        S = input_ids.shape[1]
+        x = self.embed(input_ids)
+        pos_emb = self.pe[:, MAXPOS - S : MAXPOS + S - 1]
+        pad = padding_bias(attention_mask)
+        for i in range(L):
+            x = x + self.attn[i](self.ln1[i](x), pos_emb, pad)
+            x = x + self.ffn[i](self.ln2[i](x))
+        return self.norm(x)
+
+
 # ---------------------------------------------------------------- cross-attn
 
 
@@ -3545,6 +3611,7 @@ FORMS = {
     "conv1x1-glu": (Conv1x1GLU, (13, 17)),
     "sd-spatial": (SDSpatial, (13, 17)),
     "sam": (SAMEncoder, (13, 17)),
+    "conformer-relpos": (ConformerRelPos, (13, 17)),
 }
 
 
