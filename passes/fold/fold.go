@@ -229,6 +229,10 @@ func (f *folder) node(g *ir.Graph, n *ir.Node) {
 	switch n.OpType {
 	case "Dropout":
 		f.dropout(g, n)
+	case "Einsum":
+		f.einsum(g, n)
+	case "Softmax":
+		f.softmaxLast(g, n)
 	default:
 		f.noop(g, n)
 	}

@@ -53,7 +53,7 @@ func TestFusePass(t *testing.T) {
 				continue
 			}
 			if st.Counts[c.op] != 0 || !strings.Contains(notes, "fully fused: no: no attention") ||
-				!strings.Contains(notes, "not attention: softmax /attn.0/Softmax: softmax over axis -2 of rank 4, not the last") {
+				!strings.Contains(notes, "not attention: softmax /attn.0/Softmax: the softmax runs over [seq(sequence)], not the key sequence") {
 				t.Errorf("%s %s: counts %v\n%s", c.spec, file, st.Counts, notes)
 			}
 		}

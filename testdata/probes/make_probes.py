@@ -1480,6 +1480,64 @@ class ConformerRelPos(Model):
         return self.norm(x)
 
 
+# ---------------------------------------------------------------- einsum
+
+
+class EinsumAttention(Attn):
+    """Attention written with einsum, as research code and Funnel write it: scores
+    einsum("bhid,bhjd->bhij"), context einsum("bhij,bhjd->bhid"), heads merged by
+    einsum over the output projection's [H, D, E] weight ("bihd,hde->bie")."""
+
+    def __init__(self):
+        super().__init__(H)
+        self.q, self.k, self.v = (nn.Linear(E, E) for _ in range(3))
+        self.o = nn.Parameter(torch.randn(H, D, E) * 0.1)
+
+    def forward(self, x, pad):
+        q, k, v = heads(self.q(x), H), heads(self.k(x), H), heads(self.v(x), H)
+        w = F.softmax(torch.einsum("bhid,bhjd->bhij", q, k) * D**-0.5 + pad, dim=-1)
+        ctx = torch.einsum("bhij,bhjd->bhid", w, v)
+        return torch.einsum("bhid,hde->bie", ctx, self.o)
+
+
+class XLEinsumAttention(Attn):
+    """Transformer-XL's layout: sequence-first [S, B, H, D] heads, scores
+    einsum("ibnd,jbnd->ijbn") normalised over j (axis 1), context einsum("ijbn,jbnd->ibnd")."""
+
+    def __init__(self):
+        super().__init__(H)
+        self.qkv, self.o = nn.Linear(E, 3 * E, bias=False), nn.Linear(E, E, bias=False)
+
+    def forward(self, x, pad):
+        S, B, _ = x.shape
+        q, k, v = self.qkv(x).view(S, B, 3, H, D).unbind(2)
+        s = torch.einsum("ibnd,jbnd->ijbn", q, k) * D**-0.5 + pad
+        ctx = torch.einsum("ijbn,jbnd->ibnd", F.softmax(s, dim=1), v)
+        return self.o(ctx.reshape(S, B, E))
+
+
+class EinsumEncoder(Model):
+    """Post-LN encoder layers: one of einsum attention on [B, S, E], one of Transformer-XL's
+    sequence-first einsum attention (its padding mask as [1, S, B, 1] over the keys)."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(V, E)
+        self.a0, self.a1 = EinsumAttention(), XLEinsumAttention()
+        self.ln = nn.ModuleList(nn.LayerNorm(E) for _ in range(2 * L))
+        self.ffn = nn.ModuleList(MLP(nn.GELU()) for _ in range(L))
+
+    def forward(self, input_ids, attention_mask):
+        x = self.embed(input_ids)
+        pad = padding_bias(attention_mask)
+        x = self.ln[0](x + self.a0(x, pad))
+        x = self.ln[1](x + self.ffn[0](x))
+        xs = x.transpose(0, 1)
+        xs = xs + self.a1(xs, pad[:, 0, 0, :].transpose(0, 1)[None, :, :, None])
+        x = self.ln[2](xs.transpose(0, 1))
+        return self.ln[3](x + self.ffn[1](x))
+
+
 # ---------------------------------------------------------------- cross-attn
 
 
@@ -3612,6 +3670,7 @@ FORMS = {
     "sd-spatial": (SDSpatial, (13, 17)),
     "sam": (SAMEncoder, (13, 17)),
     "conformer-relpos": (ConformerRelPos, (13, 17)),
+    "einsum": (EinsumEncoder, (13, 17)),
 }
 
 
