@@ -112,21 +112,24 @@ func (f *folder) einsum(g *ir.Graph, n *ir.Node) {
 		}
 	}
 	base := n.Output(0).Name
-	transpose := func(x *ir.Value, perm []int64, name string) *ir.Value {
-		if perm == nil || slices.Equal(perm, identity(len(perm))) {
-			return x
-		}
-		out := g.NewValue(name, nil)
-		t, _ := g.AddNode(&ir.Node{OpType: "Transpose", Attrs: []*ir.Attr{ir.IntsAttr("perm", perm...)}}, []*ir.Value{x}, []*ir.Value{out})
-		t.Name = out.Name
-		return out
-	}
 	mm := g.NewValue(base+"_matmul", nil)
-	node, _ := g.AddNode(&ir.Node{OpType: "MatMul"}, []*ir.Value{transpose(a, e.permA, base+"_lhs"), transpose(b, e.permB, base+"_rhs")}, []*ir.Value{mm})
+	node, _ := g.AddNode(&ir.Node{OpType: "MatMul"}, []*ir.Value{addTranspose(g, a, e.permA, base+"_lhs"), addTranspose(g, b, e.permB, base+"_rhs")}, []*ir.Value{mm})
 	node.Name = n.Name // it stands for the exporter's Einsum, which goes
-	if f.forward(g, n, transpose(mm, e.permOut, base+"_out")) {
+	if f.forward(g, n, addTranspose(g, mm, e.permOut, base+"_out")) {
 		f.count("fold: Einsum as MatMul", 1)
 	}
+}
+
+// addTranspose adds a Transpose of x by perm, named after name; x itself when perm is
+// nil or the identity.
+func addTranspose(g *ir.Graph, x *ir.Value, perm []int64, name string) *ir.Value {
+	if perm == nil || slices.Equal(perm, identity(len(perm))) {
+		return x
+	}
+	out := g.NewValue(name, nil)
+	t, _ := g.AddNode(&ir.Node{OpType: "Transpose", Attrs: []*ir.Attr{ir.IntsAttr("perm", perm...)}}, []*ir.Value{x}, []*ir.Value{out})
+	t.Name = out.Name
+	return out
 }
 
 func identity(n int) []int64 {

@@ -25,16 +25,10 @@ func (f *folder) softmaxLast(g *ir.Graph, n *ir.Node) {
 	perm := identity(r)
 	perm[a], perm[r-1] = perm[r-1], perm[a] // its own inverse
 	base := y.Name
-	transpose := func(in *ir.Value, name string) *ir.Value {
-		out := g.NewValue(name, nil)
-		t, _ := g.AddNode(&ir.Node{OpType: "Transpose", Attrs: []*ir.Attr{ir.IntsAttr("perm", perm...)}}, []*ir.Value{in}, []*ir.Value{out})
-		t.Name = out.Name
-		return out
-	}
 	sm := g.NewValue(base+"_last", nil)
-	node, _ := g.AddNode(&ir.Node{OpType: "Softmax", Attrs: []*ir.Attr{ir.IntAttr("axis", -1)}}, []*ir.Value{transpose(x, base+"_moved")}, []*ir.Value{sm})
+	node, _ := g.AddNode(&ir.Node{OpType: "Softmax", Attrs: []*ir.Attr{ir.IntAttr("axis", -1)}}, []*ir.Value{addTranspose(g, x, perm, base+"_moved")}, []*ir.Value{sm})
 	node.Name = n.Name // it stands for the exporter's Softmax, which goes
-	if f.forward(g, n, transpose(sm, base+"_back")) {
+	if f.forward(g, n, addTranspose(g, sm, perm, base+"_back")) {
 		f.count("fold: Softmax moved to the last axis", 1)
 	}
 }
