@@ -36,6 +36,9 @@ type attnPlan struct {
 	// why is set when the block was found (a Softmax between two matmuls) but cannot be
 	// proved attention or cannot be fused.
 	why string
+	// proved counts the stages of prove passed: of two readings that fail, the one that
+	// got further says why.
+	proved int
 	// root-specific: the steps from the context matmul to the block's output.
 	out      []layoutStep
 	outShape []int64 // Reshape of the fused [B,S,N·Dv] to the output's layout; nil: none
@@ -249,7 +252,10 @@ func analyseAttention(sm *ir.Node) *attnPlan {
 	p.context = ctx
 	var last string
 	found := findScores(sm.Input(0), nil, func(mm *ir.Node, path []scoresStep) bool {
-		// A source whose batch no symbol names is read batch-first, then sequence-first.
+		// A source is read first as its rank and producer suggest (batch-first), then
+		// the other way (sequence-first; a grid of tokens); the reading that got further
+		// says why neither is attention.
+		best := -1
 		for _, alt := range []bool{false, true} {
 			q := &attnPlan{softmax: sm, context: ctx, scores: mm}
 			why := q.prove(path, probsSteps, alt)
@@ -257,8 +263,8 @@ func analyseAttention(sm *ir.Node) *attnPlan {
 				*p = *q
 				return true
 			}
-			if !alt {
-				last = why
+			if q.proved > best {
+				best, last = q.proved, why
 			}
 		}
 		return false
@@ -278,12 +284,15 @@ func (p *attnPlan) prove(path []scoresStep, probsSteps []layoutStep, alt bool) s
 	if p.q, why = followOperand("Q", p.scores.Input(0), anyStep, 0, alt); why != "" {
 		return why
 	}
+	p.proved++
 	if p.k, why = followOperand("K", p.scores.Input(1), anyStep, 0, alt); why != "" {
 		return why
 	}
+	p.proved++
 	if p.v, why = followOperand("V", p.context.Input(1), anyStep, 0, alt); why != "" {
 		return why
 	}
+	p.proved++
 	ql, kl, vl := p.q.last(), p.k.last(), p.v.last()
 	r := len(ql)
 	if r < 3 {
@@ -293,12 +302,15 @@ func (p *attnPlan) prove(path []scoresStep, probsSteps []layoutStep, alt bool) s
 	if why := pairBatchAxes(ql, kl); why != "" {
 		return "Q and K: " + why
 	}
+	p.proved++
 	if why := p.q.canonical(r-2, r-1); why != "" {
 		return why
 	}
+	p.proved++
 	if why := p.k.canonical(r-1, r-2); why != "" {
 		return why
 	}
+	p.proved++
 	if why := p.k.keyHeads(p.q); why != "" {
 		return why
 	}
@@ -346,9 +358,11 @@ func (p *attnPlan) prove(path []scoresStep, probsSteps []layoutStep, alt bool) s
 			return "scores: " + why
 		}
 	}
+	p.proved++
 	if why := softmaxAxis(p.softmax, len(sl)); why != "" {
 		return why
 	}
+	p.proved++
 	if lk := sl[len(sl)-1].leaves(); len(lk) != 1 || lk[0] != p.k.seq {
 		return fmt.Sprintf("the softmax runs over %v, not the key sequence", lk)
 	}
@@ -368,10 +382,12 @@ func (p *attnPlan) prove(path []scoresStep, probsSteps []layoutStep, alt bool) s
 	if lq := pl[len(pl)-2].leaves(); !slices.Equal(lq, p.q.rows) {
 		return "probs·V: the query sequence is not the second-last axis"
 	}
+	p.proved++
 	p.v.broadcastHeads(pl)
 	if why := pairBatchAxes(pl, vl); why != "" {
 		return "probs and V: " + why
 	}
+	p.proved++
 	if why := p.v.canonical(len(vl)-2, len(vl)-1); why != "" {
 		return why
 	}
@@ -385,6 +401,7 @@ func (p *attnPlan) prove(path []scoresStep, probsSteps []layoutStep, alt bool) s
 	if axis(p.q.headLeaves).size() != axis(p.k.headLeaves).size() || axis(p.q.headLeaves).size() != axis(p.v.headLeaves).size() {
 		return "Q, K and V have different head counts"
 	}
+	p.proved++
 	p.ctxLayout = append(pl[:len(pl)-1].clone(), axis(p.v.last()[len(vl)-1].leaves()))
 	for _, o := range []*attnOperand{p.q, p.k, p.v} {
 		if why := o.choosePoint(o == p.v); why != "" {

@@ -291,6 +291,22 @@ func TestGridAttention(t *testing.T) {
 	}
 }
 
+// TestGridAttentionRefusals: a grid whose width is a symbol cannot have a term on its
+// [B, N, h, w, h, w] view expanded over the grid (Expand spells the factors' sizes).
+func TestGridAttentionRefusals(t *testing.T) {
+	src := strings.NewReplacer(
+		"(float[batch,2,2,4] x)", "(float[batch,2,width,4] x)",
+		"  int64[4] split = {-1, 4, 2, 2},\n", "  int64[4] split = {0, -1, 2, 2},\n  int64[1] m1 = {-1}, int64[1] c2 = {2}, int64[1] c3 = {3},\n  float[1,1,2,1,2,1] rows = {0.5, -1.0, 0.25, 2.0},\n",
+		"  int64[6] view = {-1, 2, 2, 2, 2, 2},\n", "",
+		"  int64[4] back = {-1, 2, 4, 4},\n", "",
+		"  int64[4] out = {-1, 2, 2, 4},\n", "  int64[4] out = {0, 2, -1, 4},\n",
+		"> {\n", "> {\n  sh = Shape (x)\n  wd = Slice (sh, c2, c3)\n  sq = Mul (wd, c2)\n  view = Concat <axis = 0> (m1, c2, c2, wd, c2, wd)\n  back = Concat <axis = 0> (m1, c2, sq, sq)\n",
+	).Replace(gridModel("  t6 = Add (s6, rows)"))
+	runValidRefusals(t, generalFams, []refusalCase{
+		{name: "term on a grid of symbolic width", src: src, want: "the sequence is split into 2 and width, not numbers"},
+	})
+}
+
 // fuseAndCompare fuses the one-layer model src for target, checks that it became one
 // fused attention exactly when fuses says so, and that ORT computes the same y either way.
 func fuseAndCompare(t *testing.T, src string, target transformer.Target, fuses bool, seed int64) {

@@ -315,9 +315,9 @@ func TestGeneralAttentionNearMisses(t *testing.T) {
 		{name: "Q/DQ on V and the probabilities", src: generalNearMiss("", "  p0 = Softmax <axis = -1> (sd)\n  pq = QuantizeLinear (p0, qscale)\n  p = DequantizeLinear (pq, qscale)\n  vq = QuantizeLinear (vt, qscale)\n  vd = DequantizeLinear (vq, qscale)\n  c = MatMul (p, vd)\n"),
 			want: "Q/DQ pairs inside the attention core (a fused float operator would drop them)"},
 		// Read as [B,N,S,D] (heads first), the input's sequence lands among the batch axes;
-		// read as [B,S,N,D], its keys are not K's.
+		// read as [B,S,N,D], which gets further, its keys are not K's: that is the reason.
 		{name: "V of rank 4 from an input, over other keys", src: generalNearMiss("float[batch,seq2,2,2] v2", "  p = Softmax <axis = -1> (sd)\n  v2t = Transpose <perm = [0, 2, 1, 3]> (v2)\n  c = MatMul (p, v2t)\n"),
-			want: "probs and V: a seq atom among the batch axes"},
+			want: "K's sequence seq and V's seq2 differ"},
 		{name: "soft-capped twice", src: generalNearMiss("", "  c1 = Div (sd, cap)\n  h1 = Tanh (c1)\n  m1 = Mul (h1, cap)\n  c2 = Div (m1, cap)\n  h2 = Tanh (c2)\n  m2 = Mul (h2, cap)\n  p = Softmax <axis = -1> (m2)\n  c = MatMul (p, vt)\n", capConst...),
 			want: "the scores are soft-capped twice"},
 		{name: "term before the soft cap", src: generalNearMiss("float[batch,1,1,seq] tb", "  sm = Add (sd, tb)\n  c1 = Div (sm, cap)\n  h1 = Tanh (c1)\n  m1 = Mul (h1, cap)\n  p = Softmax <axis = -1> (m1)\n  c = MatMul (p, vt)\n", capConst...),
