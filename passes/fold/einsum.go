@@ -103,13 +103,8 @@ func (f *folder) einsum(g *ir.Graph, n *ir.Node) {
 		return
 	}
 	a, b := n.Input(0), n.Input(1)
-	for _, x := range []struct {
-		v    *ir.Value
-		rank int
-	}{{a, len(e.permA)}, {b, len(e.permB)}} {
-		if x.v.Type == nil || x.v.Type.Rank() != x.rank {
-			return // the equation does not name every axis
-		}
+	if a.Type.Rank() != len(e.permA) || b.Type.Rank() != len(e.permB) {
+		return // the equation does not name every axis, or the rank is unknown
 	}
 	base := n.Output(0).Name
 	mm := g.NewValue(base+"_matmul", nil)

@@ -11,7 +11,7 @@ import (
 // the recognisers read. Elsewhere (a classifier's softmax over channels) it stays.
 func (f *folder) softmaxLast(g *ir.Graph, n *ir.Node) {
 	x, y := n.Input(0), n.Output(0)
-	if f.opset < 13 || x == nil || y == nil || x.Type == nil || x.Type.Rank() < 2 || !feedsMatMul(y) {
+	if f.opset < 13 || x == nil || y == nil || x.Type.Rank() < 2 || !feedsMatMul(y) {
 		return
 	}
 	r := x.Type.Rank()

@@ -199,7 +199,7 @@ func (p *attnPlan) splitCausal(opset int64) {
 func (p *attnPlan) subTerm(t *attnTerm, v *ir.Value, inside map[*ir.Value]bool) *attnTerm {
 	s := *t
 	s.value, s.fill = v, nil
-	kind, why := termDepends(v, inside)
+	kind, why := termDepends(v, inside, nil)
 	if why != "" {
 		return nil
 	}

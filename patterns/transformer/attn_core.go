@@ -2,6 +2,7 @@ package transformer
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -39,6 +40,9 @@ type attnPlan struct {
 	// proved counts the stages of prove passed: of two readings that fail, the one that
 	// got further says why.
 	proved int
+	// termReaders are the nodes that compute the terms read from Q, K or V: they stay
+	// beside the fused operator to compute its bias, and may read the block's values.
+	termReaders map[*ir.Node]bool
 	// root-specific: the steps from the context matmul to the block's output.
 	out      []layoutStep
 	outShape []int64 // Reshape of the fused [B,S,N·Dv] to the output's layout; nil: none
@@ -468,11 +472,16 @@ func softmaxAxis(sm *ir.Node, rank int) string {
 // from the scores themselves.
 func (p *attnPlan) classifyTerms() string {
 	inside := p.insideValues()
+	p.termReaders = map[*ir.Node]bool{}
 	for i := range p.terms {
 		t := &p.terms[i]
-		kind, why := termDepends(t.value, inside)
+		nodes := map[*ir.Node]bool{}
+		kind, why := termDepends(t.value, inside, nodes)
 		if why != "" {
 			return why
+		}
+		if kind == "query" {
+			maps.Copy(p.termReaders, nodes)
 		}
 		t.kind = kind
 		if _, why := p.termAxes(t); why != "" {
@@ -492,8 +501,8 @@ func (p *attnPlan) classifyTerms() string {
 // the matmuls (SAM's decomposed relative positions, q·Rᵀ: the fused operator takes it as
 // its bias, computed beside it from the same projections), "mask" when it reads a graph
 // input, "constant" when it reads only constants (and shapes), and a refusal when it
-// reads the scores.
-func termDepends(v *ir.Value, inside map[*ir.Value]bool) (string, string) {
+// reads the scores. nodes, when not nil, gets the nodes the walk passed.
+func termDepends(v *ir.Value, inside map[*ir.Value]bool, nodes map[*ir.Node]bool) (string, string) {
 	seen := map[*ir.Value]bool{}
 	stack := []*ir.Value{v}
 	input, query := false, false
@@ -517,6 +526,9 @@ func termDepends(v *ir.Value, inside map[*ir.Value]bool) (string, string) {
 		n, _ := x.Producer()
 		if n == nil {
 			continue
+		}
+		if nodes != nil {
+			nodes[n] = true
 		}
 		if n.OpType == "Shape" || n.OpType == "Size" {
 			continue // sizes, not values
@@ -679,7 +691,7 @@ func (p *attnPlan) outputLayout() string {
 				used[1] = true
 				inOrder = inOrder && seen == 1
 				seen++
-			case !a.outer && outer != nil && grid[i-1] == outer.size.Value:
+			case outer != nil && factorPair(outer, a) && grid[i-1] != 0: // on the next axis
 				outer = nil
 			default:
 				return fmt.Sprintf("the output's layout %v is not a view of [B,S,N·D]", l)
@@ -837,7 +849,7 @@ func rootInput(v *ir.Value) *ir.Value {
 // coreEscapes says which value of the core (Q, K, V's steps to the context matmul) a node
 // outside it reads, other than for its shape.
 func (p *attnPlan) coreEscapes() string {
-	return escapesButShape(p.core, p.context.Output(0), p.termNodes())
+	return escapesButShape(p.core, p.context.Output(0), p.termReaders)
 }
 
 // insideValues are the block's values a score term may read, false (Q, K and V's

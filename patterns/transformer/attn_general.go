@@ -77,36 +77,7 @@ func generalEscapes(m *patterns.Match) string {
 	if p == nil || p.why != "" {
 		return ""
 	}
-	return escapesButShape(m.All, m.Root, p.termNodes())
-}
-
-// termNodes are the nodes that compute the score terms read from Q, K or V, back to them.
-func (p *attnPlan) termNodes() map[*ir.Node]bool {
-	inside := p.insideValues()
-	nodes := map[*ir.Node]bool{}
-	var stack []*ir.Value
-	for _, t := range p.terms {
-		if t.kind == "query" {
-			stack = append(stack, t.value)
-		}
-	}
-	seen := map[*ir.Value]bool{}
-	for len(stack) > 0 {
-		v := stack[len(stack)-1]
-		stack = stack[:len(stack)-1]
-		if v == nil || seen[v] {
-			continue
-		}
-		seen[v] = true
-		if _, in := inside[v]; in {
-			continue
-		}
-		if n, _ := v.Producer(); n != nil {
-			nodes[n] = true
-			stack = append(stack, n.Inputs()...)
-		}
-	}
-	return nodes
+	return escapesButShape(m.All, m.Root, p.termReaders)
 }
 
 func generalDescribe(m *patterns.Match, b *Block) {

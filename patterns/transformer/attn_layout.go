@@ -238,11 +238,17 @@ func regroup(in layout, out ir.Shape) (layout, string) {
 	return res, ""
 }
 
+// factorPair reports whether a and b are, in order, the outer and inner factors of one
+// atom.
+func factorPair(a, b *atom) bool {
+	return a.parent != nil && a.outer && b.parent == a.parent && !b.outer
+}
+
 // mergeFactors gives back the batch or sequence atom whose two factors sit in order in
 // one axis.
 func mergeFactors(ax axis) axis {
 	for k := 0; k+1 < len(ax); k++ {
-		if a, b := ax[k], ax[k+1]; a.parent != nil && a.outer && b.parent == a.parent && !b.outer {
+		if a := ax[k]; factorPair(a, ax[k+1]) {
 			return append(append(append(axis(nil), ax[:k]...), a.parent), ax[k+2:]...)
 		}
 	}

@@ -337,7 +337,7 @@ func splitView(at layout) (gridView, bool) {
 	for j := 0; j < len(at); j++ {
 		if j+1 < len(at) {
 			a, b := at[j].leaves(), at[j+1].leaves()
-			if len(a) == 1 && len(b) == 1 && a[0].kind == atomSeq && a[0].parent != nil && a[0].outer && b[0].parent == a[0].parent && !b[0].outer {
+			if len(a) == 1 && len(b) == 1 && a[0].kind == atomSeq && factorPair(a[0], b[0]) {
 				v.pairs[j] = true
 				v.merged = append(v.merged, axis{a[0].parent})
 				j++

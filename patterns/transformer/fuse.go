@@ -86,12 +86,12 @@ func fuseGraph(m *ir.Model, g *ir.Graph, prefix string, fams []*Family, env *Env
 				}
 				dirty = false
 			}
-			var fused [][]*ir.Node
-			added := map[*ir.Node]bool{}
-			if err := fuseFound(g, f, env, rep, left, &dirty, &fused, added); err != nil {
+			changed, again, err := fuseFound(g, f, env, rep, left)
+			if err != nil {
 				return err
 			}
-			if !survive(g, fused, added) {
+			dirty = dirty || changed
+			if !again {
 				break
 			}
 		}
@@ -135,11 +135,14 @@ func fuseGraph(m *ir.Model, g *ir.Graph, prefix string, fams []*Family, env *Env
 	return nil
 }
 
-// fuseFound finds family f's blocks in g and fuses each it can, recording in fused the
-// nodes of each block it fused and in added the nodes the rewrites made. A refusal is
-// reported once, whatever the rounds.
-func fuseFound(g *ir.Graph, f *Family, env *Env, rep *Report, left map[string]string, dirty *bool, fused *[][]*ir.Node, added map[*ir.Node]bool) error {
+// fuseFound finds family f's blocks in g and fuses each it can. changed says that the
+// graph changed; again that a block it fused left nodes whose values are still read
+// other than for their shape or by the rewrites: another block of the family may hold
+// them. A refusal is reported once, whatever the rounds.
+func fuseFound(g *ir.Graph, f *Family, env *Env, rep *Report, left map[string]string) (changed, again bool, err error) {
 	found, refs := patterns.Find(g, f.Rules)
+	var fused [][]*ir.Node
+	added := map[*ir.Node]bool{}
 	refuse := func(r patterns.Refusal) {
 		if !slices.Contains(rep.Refusals, r) {
 			rep.Refusals = append(rep.Refusals, r)
@@ -178,50 +181,26 @@ func fuseFound(g *ir.Graph, f *Family, env *Env, rep *Report, left map[string]st
 			continue
 		}
 		rw := patterns.NewRewriter(g, fd.Match)
-		*dirty = true // a lowering that refuses may leave the nodes it added, dead
-		n, reason, err := f.Fuse(rw, b, env)
-		if err != nil {
-			return fmt.Errorf("fusing %s (%s) at %s: %w", f.Kind, b.Variant, b.Root.Name, err)
-		}
-		if reason != "" {
+		changed = true // a lowering that refuses may leave the nodes it added, dead
+		if _, reason, err := f.Fuse(rw, b, env); err != nil {
+			return changed, false, fmt.Errorf("fusing %s (%s) at %s: %w", f.Kind, b.Variant, b.Root.Name, err)
+		} else if reason != "" {
 			left[leftKey(b)] = reason
 			continue
 		}
 		rw.Commit()
-		_ = n
-		*fused = append(*fused, fd.Match.All)
+		fused = append(fused, fd.Match.All)
 		for _, a := range rw.Added() {
 			added[a] = true
 		}
 	}
-	return nil
-}
-
-// survive reports whether a fused block left nodes in g whose values are still read,
-// other than for their shape or by the rewrites (or are graph outputs): another block
-// may hold them.
-func survive(g *ir.Graph, fused [][]*ir.Node, added map[*ir.Node]bool) bool {
 	for _, nodes := range fused {
-		for _, n := range nodes {
-			if n.Graph() != g {
-				continue
-			}
-			for _, o := range n.Outputs() {
-				if o == nil {
-					continue
-				}
-				if o.IsGraphOutput() {
-					return true
-				}
-				for _, u := range o.Uses() {
-					if !added[u.Node] && !readsShapeOnly(u.Node, 0) {
-						return true
-					}
-				}
-			}
+		alive := slices.DeleteFunc(slices.Clone(nodes), func(n *ir.Node) bool { return n.Graph() != g })
+		if escapesButShape(alive, nil, added) != "" {
+			return changed, true, nil
 		}
 	}
-	return false
+	return changed, false, nil
 }
 
 // fusedStandardOps are the default-domain operators fuse emits.
