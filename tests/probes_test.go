@@ -236,17 +236,13 @@ func recognised(t *testing.T, m *ir.Model) *blocks.Result {
 }
 
 // recognisedAll is recognised's blocks and those of the bodies of If, Loop and Scan
-// nodes (a merged decoder's branches), which the blocks analysis leaves out.
+// nodes (a merged decoder's branches).
 func recognisedAll(t *testing.T, m *ir.Model) []*transformer.Block {
 	t.Helper()
-	bs := recognised(t, m).Blocks
-	_ = m.Graph.Walk(func(g *ir.Graph) error {
-		if g != m.Graph {
-			sub, _ := transformer.Recognize(g, transformer.Families)
-			bs = append(bs, sub...)
-		}
-		return nil
-	})
+	var bs []*transformer.Block
+	for _, r := range recognised(t, m).All() {
+		bs = append(bs, r.Blocks...)
+	}
 	return bs
 }
 
