@@ -127,6 +127,11 @@ func TestRotaryRefusals(t *testing.T) {
 			"  xr = "+head+"\n  pa = "+pass+"\n  lo = Slice (xr, i0, "+h+", last)\n  hi = Slice (xr, "+h+", "+rw+
 				", last)\n  nh = Neg (hi)\n  rh = Concat <axis = -1> (nh, lo)\n  a = Mul (xr, cos)\n  b = Mul (rh, sin)\n  r = Add (a, b)\n  y = "+join)
 	}
+	gathered := func(view, even, odd string) string {
+		src := rotaryModel(rotX, rotTable, "  p = "+view+"\n"+everyTwo(even, odd, rotUa, rotUb, rotStack, rotMerge))
+		return strings.Replace(src, "int64[4] merge = {0, 0, 0, 8}",
+			"int64[4] merge = {0, 0, 0, 8}, int64[5] pairs = {0, 0, 0, 4, 2}, int64[5] halves = {0, 0, 0, 2, 4}, int64 g0 = {0}, int64 g1 = {1}", 1)
+	}
 	cases := []refusalCase{
 		{name: "rank 3", src: rotaryModel("[batch,seq,8]", "[1,seq,8]", rotateHalf(rotLo, rotHi, rotCat)),
 			want: "input [batch,seq,8] is not [batch, heads, seq, even head size]"},
@@ -146,8 +151,13 @@ func TestRotaryRefusals(t *testing.T) {
 		{name: "merge to another shape", src: strings.Replace(rotaryModel("[1,2,seq,8]", rotTable, everyTwo(rotEven, rotOdd, rotUa, rotUb, rotStack, "Reshape (st, merge2)")),
 			"int64[4] merge = {0, 0, 0, 8}", "int64[4] merge = {0, 0, 0, 8}, int64[4] merge2 = {2, 1, 0, 8}", 1),
 			want: "gives [2,1,seq,8], not [1,2,seq,8]"},
+		// ChatGLM's pairs: p = x viewed [..., D/2, 2], even and odd its channels 0 and 1.
+		{name: "pairs gathered swapped", src: gathered("Reshape (x, pairs)", "Gather <axis = -1> (p, g1)", "Gather <axis = -1> (p, g0)"),
+			want: "does not take channel 0 of each pair"},
+		{name: "pairs viewed as [2, 4]", src: gathered("Reshape (x, halves)", "Gather <axis = 3> (p, g0)", "Gather <axis = 3> (p, g1)"),
+			want: "gives [batch,2,seq,2,4], not the channels of [batch,2,seq,8] as [4, 2] pairs"},
 		{name: "cos per head", src: rotaryModel(rotX, "[1,2,seq,8]", rotateHalf(rotLo, rotHi, rotCat)),
-			want: "input [batch,2,seq,8] is not [batch, heads, seq, even head size] or [batch, seq, heads, even head size] against cos [1,2,seq,8]"},
+			want: "input [batch,2,seq,8] is not [batch, heads, seq, even head size], [batch, seq, heads, even head size] or [seq, batch, heads, even head size] against cos [1,2,seq,8]"},
 		{name: "cos per other batch", src: rotaryModel(rotX, "[2,1,seq,8]", rotateHalf(rotLo, rotHi, rotCat)),
 			want: "cos has shape [2,1,seq,8], not one angle row per batch|1 and position (seq) of width 8"},
 		{name: "partial odd", src: partial("Slice (x, i0, i3, last)", "Slice (x, i3, i8, last)", "Concat <axis = -1> (r, pa)", 3),

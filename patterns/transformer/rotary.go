@@ -100,13 +100,14 @@ func traceRotateEveryTwo(v *ir.Value) *patterns.Traced {
 		if !isOp(neg, "Neg") {
 			return nil, nil
 		}
-		odd, _ := neg.Input(0).Producer()
-		even, _ := b.Producer()
-		if !isOp(odd, "Slice") || !isOp(even, "Slice") || odd.Input(0) != x || even.Input(0) != x {
+		src, pn, pairs := pairSource(b, neg.Input(0))
+		if src != x {
 			return nil, nil
 		}
-		named["even"], named["odd"] = even, odd
-		return append([]*ir.Node{even, odd, neg}, nodes...), named
+		for k, n := range pairs {
+			named[k] = n
+		}
+		return append(append(pn, neg), nodes...), named
 	})
 }
 
@@ -164,9 +165,8 @@ func traceRotaryPairs(v *ir.Value) *patterns.Traced {
 		for k := 0; k < 2; k++ {
 			e, cos := ma.Input(j), ma.Input(1-j)
 			o, sin := mb.Input(k), mb.Input(1-k)
-			even, _ := e.Producer()
-			odd, _ := o.Producer()
-			if !isOp(even, "Slice") || !isOp(odd, "Slice") || even.Input(0) != odd.Input(0) {
+			x, pn, pairs := pairSource(e, o)
+			if x == nil {
 				continue
 			}
 			// The second component: Mul(e, sin) + Mul(o, cos), in any order.
@@ -181,10 +181,12 @@ func traceRotaryPairs(v *ir.Value) *patterns.Traced {
 			if !mulOf(mc, e, sin) || !mulOf(md, o, cos) {
 				continue
 			}
-			named["even"], named["odd"] = even, odd
+			for k, n := range pairs {
+				named[k] = n
+			}
 			return &patterns.Traced{
-				Nodes:  append([]*ir.Node{even, odd, ma, mb, sub, mc, md, add}, nodes...),
-				Values: map[string]*ir.Value{"input": even.Input(0), "rotated": even.Input(0), "cos": cos, "sin": sin, "output": v},
+				Nodes:  append(append(pn, ma, mb, sub, mc, md, add), nodes...),
+				Values: map[string]*ir.Value{"input": x, "rotated": x, "cos": cos, "sin": sin, "output": v},
 				Named:  named,
 				Plan:   rotaryPlan{form: interleavedPairs},
 			}
@@ -228,6 +230,53 @@ func traceRotaryPartial(v *ir.Value) *patterns.Traced {
 // mulOf reports whether n multiplies a by b, in either order.
 func mulOf(n *ir.Node, a, b *ir.Value) bool {
 	return (n.Input(0) == a && n.Input(1) == b) || (n.Input(0) == b && n.Input(1) == a)
+}
+
+// pairSource matches the channels of each rotated pair taken apart: e = x[..., 0::2] and
+// o = x[..., 1::2] as two Slices, or e = p[..., 0] and o = p[..., 1] as two Gathers of
+// one Reshape p of x to [..., D/2, 2] (ChatGLM's view of the head as pairs). It returns
+// x, the nodes and their names; checkPairs checks the steps and axes.
+func pairSource(e, o *ir.Value) (x *ir.Value, nodes []*ir.Node, named map[string]*ir.Node) {
+	even, _ := e.Producer()
+	odd, _ := o.Producer()
+	switch {
+	case isOp(even, "Slice") && isOp(odd, "Slice") && even.Input(0) == odd.Input(0):
+		return even.Input(0), []*ir.Node{even, odd}, map[string]*ir.Node{"even": even, "odd": odd}
+	case isOp(even, "Gather") && isOp(odd, "Gather") && even.Input(0) == odd.Input(0):
+		view, _ := even.Input(0).Producer()
+		if !isOp(view, "Reshape") {
+			return nil, nil, nil
+		}
+		return view.Input(0), []*ir.Node{view, even, odd}, map[string]*ir.Node{"even": even, "odd": odd, "pairs": view}
+	}
+	return nil, nil, nil
+}
+
+// checkPairs checks a pairSource match on x whose first r channels are rotated: the
+// Slices step by two from 0 and 1, or the Reshape splits exactly the last axis into
+// [r/2, 2] and the Gathers take index 0 and 1 of the new last axis.
+func checkPairs(m *patterns.Match, r int64) string {
+	even, odd := m.N("even"), m.N("odd")
+	view := m.N("pairs")
+	if view == nil {
+		if !sliceIs(even, 0, r, 2) || !sliceIs(odd, 1, r, 2) {
+			return "the pairs are not x[..., 0::2] and x[..., 1::2]"
+		}
+		return ""
+	}
+	x, p := attnShape(view.Input(0)), attnShape(view.Output(0))
+	if len(x) != 4 || len(p) != 5 || !ir.SameShape(p[:3], x[:3]) || !x[3].Known || x[3].Value != r ||
+		!p[3].Known || p[3].Value != r/2 || !p[4].Known || p[4].Value != 2 {
+		return fmt.Sprintf("%s gives %v, not the channels of %v as [%d, 2] pairs", view, p, x, r/2)
+	}
+	for i, g := range []*ir.Node{even, odd} {
+		idx := patterns.ConstOf(g.Input(1))
+		at, ok := constInts(g.Input(1))
+		if a, aok := normAxis(g.AttrInt("axis", 0), 5); idx == nil || len(idx.Dims) != 0 || !ok || at[0] != int64(i) || !aok || a != 4 {
+			return fmt.Sprintf("%s does not take channel %d of each pair", g, i)
+		}
+	}
+	return ""
 }
 
 // traceInterleave matches v = Reshape(Concat(Unsqueeze(a), Unsqueeze(b))): a stack of a and
@@ -292,9 +341,9 @@ func isOp(n *ir.Node, op string) bool { return n != nil && n.OpType == op && n.D
 func checkRotary(m *patterns.Match) string {
 	plan := m.Plan.(rotaryPlan)
 	x := attnShape(m.V("input"))
-	heads, seq, ok := rotaryAxes(m)
+	batch, heads, seq, ok := rotaryAxes(m)
 	if len(x) != 4 || !x[3].Known || x[3].Value%2 != 0 || !ok || !x[heads].Known {
-		return fmt.Sprintf("input %v is not [batch, heads, seq, even head size] or [batch, seq, heads, even head size] against cos %v", x, attnShape(m.V("cos")))
+		return fmt.Sprintf("input %v is not [batch, heads, seq, even head size], [batch, seq, heads, even head size] or [seq, batch, heads, even head size] against cos %v", x, attnShape(m.V("cos")))
 	}
 	d := x[3].Value
 	// r channels of each head are rotated, in r/2 pairs.
@@ -325,8 +374,8 @@ func checkRotary(m *patterns.Match) string {
 			return fmt.Sprintf("the halves are not x[..., %d:] and x[..., :%d]", h, h)
 		}
 	case interleavedPairs, rotateEveryTwo:
-		if !sliceIs(m.N("even"), 0, r, 2) || !sliceIs(m.N("odd"), 1, r, 2) {
-			return "the pairs are not x[..., 0::2] and x[..., 1::2]"
+		if why := checkPairs(m, r); why != "" {
+			return why
 		}
 		if why := checkInterleave(m, attnShape(m.V("rotated"))); why != "" {
 			return why
@@ -340,7 +389,7 @@ func checkRotary(m *patterns.Match) string {
 	for _, t := range []string{"cos", "sin"} {
 		s := attnShape(m.V(t))
 		if len(s) != 4 || !dimIsOne(s[heads]) || !ir.SameDim(s[seq], x[seq]) || !s[3].Known || s[3].Value != tableWidth ||
-			!(dimIsOne(s[0]) || ir.SameDim(s[0], x[0])) {
+			!(dimIsOne(s[batch]) || ir.SameDim(s[batch], x[batch])) {
 			return fmt.Sprintf("%s has shape %v, not one angle row per batch|1 and position (%v) of width %d", t, s, x[seq], tableWidth)
 		}
 		if repeats != nil && !repeats(m.V(t), 0) {
@@ -350,23 +399,28 @@ func checkRotary(m *patterns.Match) string {
 	return ""
 }
 
-// rotaryAxes says where a rank-4 rotary input holds its heads and its positions, read off
-// cos, which broadcasts over the heads: [B, H, S, D] (cos [B|1, 1, S, w]) or, as GPT-J
-// and CodeGen rotate before moving the heads forward, [B, S, H, D] (cos [B|1, S, 1, w]).
-func rotaryAxes(m *patterns.Match) (heads, seq int, ok bool) {
+// rotaryAxes says where a rank-4 rotary input holds its batch, heads and positions, read
+// off cos, which broadcasts over the heads: [B, H, S, D] (cos [B|1, 1, S, w]); [B, S, H,
+// D] as GPT-J and CodeGen rotate before moving the heads forward (cos [B|1, S, 1, w]); or
+// sequence-first [S, B, H, D] as ChatGLM rotates (cos [S, 1, 1, w]). Any reading in which
+// cos broadcasts over the heads computes the same rotation, so the names only steer the
+// lowering's transposes.
+func rotaryAxes(m *patterns.Match) (batch, heads, seq int, ok bool) {
 	x, c := attnShape(m.V("input")), attnShape(m.V("cos"))
 	if len(x) != 4 || len(c) != 4 {
-		return 0, 0, false
+		return 0, 0, 0, false
 	}
 	switch {
 	case dimIsOne(c[1]) && ir.SameDim(c[2], x[2]) && !dimIsOne(x[2]):
-		return 1, 2, true
+		return 0, 1, 2, true
 	case dimIsOne(c[2]) && ir.SameDim(c[1], x[1]) && !dimIsOne(x[1]):
-		return 2, 1, true
+		return 0, 2, 1, true
+	case dimIsOne(c[1]) && dimIsOne(c[2]) && ir.SameDim(c[0], x[0]) && !dimIsOne(x[0]):
+		return 1, 2, 0, true
 	case dimIsOne(c[1]):
-		return 1, 2, true // one position: either reading is the same
+		return 0, 1, 2, true // one position: either reading is the same
 	}
-	return 0, 0, false
+	return 0, 0, 0, false
 }
 
 // sliceIs reports whether a Slice takes start:end:step of the last axis of a rank-4
@@ -559,8 +613,11 @@ func describeRotary(m *patterns.Match, b *Block) {
 	if s := attnShape(m.V("input")); len(s) == 4 && s[3].Known {
 		b.Params["head_size"] = float64(s[3].Value)
 	}
-	if _, seq, ok := rotaryAxes(m); ok && seq == 1 {
-		b.Params["heads_after_seq"] = 1 // [B, S, H, D]
+	if _, _, seq, ok := rotaryAxes(m); ok && seq != 2 {
+		b.Params["heads_after_seq"] = 1 // [B, S, H, D] or [S, B, H, D]
+		if seq == 0 {
+			b.Params["seq_first"] = 1 // [S, B, H, D]
+		}
 	}
 	plan := m.Plan.(rotaryPlan)
 	if plan.form.interleaved() {
@@ -596,13 +653,23 @@ func fuseRotary(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, er
 	if bshd {
 		headAxis, seqAxis = 2, 1
 	}
+	// A sequence-first [S, B, H, D] input is lowered as [B, S, H, D] between two
+	// Transposes, and so is its cos and sin.
+	seqFirst := b.Param("seq_first", 0) == 1
+	swap := func(v *ir.Value, name string) *ir.Value {
+		if !seqFirst {
+			return v
+		}
+		return reuseNode(rw, "Transpose", []*ir.Value{v}, name, ir.IntsAttr("perm", 1, 0, 2, 3))
+	}
+	x = swap(x, x.Name+"_bshd")
 	_, partial := b.Params["rotary_dim"]
 	if partial {
 		attrs = append(attrs, ir.IntAttr("rotary_embedding_dim", d))
 	}
 	if partial || bshd {
 		// A [B, S, H·D] input (below) is cut into heads by num_heads.
-		attrs = append(attrs, ir.IntAttr("num_heads", attnShape(x)[headAxis].Value))
+		attrs = append(attrs, ir.IntAttr("num_heads", attnShape(b.Role("input"))[headAxis].Value))
 	}
 	// [B|1, 1, S, D] → [B, S, D/2]: the first half (the second repeats it), the head axis
 	// dropped, the batch spelled out.
@@ -629,7 +696,7 @@ func fuseRotary(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, er
 		}
 		return reuseNode(rw, "Reshape", []*ir.Value{c, rw.Const("rotary_rows", ir.Int64Tensor([]int64{2}, []int64{-1, h}))}, v.Name+"_rows")
 	}
-	cos, sin := cache(b.Role("cos")), cache(b.Role("sin"))
+	cos, sin := cache(swap(b.Role("cos"), b.Role("cos").Name+"_bs")), cache(swap(b.Role("sin"), b.Role("sin").Name+"_bs"))
 	in := x
 	if bshd {
 		// The operators take [B, H, S, D] or [B, S, H·D]: the heads merged in place.
@@ -663,11 +730,14 @@ func fuseRotary(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, er
 	// The interleaved forms' Reshape reads its target from a Shape of the stack.
 	out := n.Output(0)
 	if bshd {
-		hd := attnShape(x)
+		hd := attnShape(b.Role("input"))
 		split := rw.Const(fmt.Sprintf("rotary_split_heads_%d_%d", hd[2].Value, hd[3].Value), ir.Int64Tensor([]int64{4}, []int64{0, 0, hd[2].Value, hd[3].Value}))
 		out = rw.Node("Reshape", "", []*ir.Value{out, split}, 1, name+"_bshd").Output(0)
 	}
-	rebuildShapes(rw, b, []*ir.Value{x, b.Root})
+	if seqFirst {
+		out = rw.Node("Transpose", "", []*ir.Value{out}, 1, name+"_sbhd", ir.IntsAttr("perm", 1, 0, 2, 3)).Output(0)
+	}
+	rebuildShapes(rw, b, []*ir.Value{b.Role("input"), b.Root})
 	rw.Replace(b.Root, out)
 	return n, "", nil
 }

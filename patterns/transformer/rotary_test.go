@@ -15,16 +15,24 @@ import (
 // Each rotary form of the probes (LLaMA's rotate-half with cos/sin gathered from
 // [positions, D] tables; the pair-by-pair interleaved form with computed [S, D/2] angles;
 // GPT-J's rotate-every-two with each gathered angle repeated by a stack and by an
-// expand; GPT-NeoX's rotate-half on the first half of each head, the rest passed through) becomes one RotaryEmbedding per Q and K per layer for both targets, recognised
+// expand; GPT-NeoX's rotate-half on the first half of each head, the rest passed through;
+// ChatGLM's pairs on a sequence-first layout) becomes one RotaryEmbedding per Q and K per layer for both targets, recognised
 // by its variant (their numerics are checked with the probes in tests/). A cos or sin
 // that does not repeat one angle per pair is refused with the reason, since the fused
 // operators take one angle per pair.
 func TestRotaryFamily(t *testing.T) {
-	for _, c := range []struct{ probe, variant string }{
-		{"llama.opset17", "rotary/rotate-half"},
-		{"rotary-interleaved.opset17", "rotary/interleaved-pairs"},
-		{"gptj-rotary.opset17", "rotary/rotate-every-two"},
-		{"neox.opset17", "rotary/partial"},
+	for _, c := range []struct {
+		probe, variant string
+		interleaved    int64
+		dim            int64 // rotary_embedding_dim: the channels rotated when not all
+	}{
+		{"llama.opset17", "rotary/rotate-half", 0, 0},
+		{"rotary-interleaved.opset17", "rotary/interleaved-pairs", 1, 0},
+		{"gptj-rotary.opset17", "rotary/rotate-every-two", 1, 0},
+		{"neox.opset17", "rotary/partial", 0, 4},
+		// Sequence-first [S, B, H, D], the pairs as Gathers of a [..., D/4, 2] view, on
+		// the first half of each head.
+		{"chatglm.opset17", "rotary/partial", 1, 4},
 	} {
 		path := probePath(t, c.probe)
 		m := ortcheck.Fold(t, path, passes.All)
@@ -52,24 +60,15 @@ func TestRotaryFamily(t *testing.T) {
 			if rep.Ops[op] != 4 {
 				t.Errorf("%s, %s: %v, want 4 %s (Q and K of 2 layers); refused %v", c.probe, target, rep.Ops, op, rep.Refusals)
 			}
-			want := int64(1)
-			if c.variant == "rotary/rotate-half" || c.variant == "rotary/partial" { // NeoX's is rotate-half
-				want = 0
-			}
-			// NeoX rotates the first 4 of each head's 8 channels.
-			wantDim := int64(0)
-			if c.variant == "rotary/partial" {
-				wantDim = 4
-			}
 			for _, n := range m.Graph.Nodes() {
 				if n.OpType != "RotaryEmbedding" {
 					continue
 				}
-				if n.AttrInt("interleaved", -1) != want {
-					t.Errorf("%s, %s: %s has interleaved=%d, want %d", c.probe, target, n.Name, n.AttrInt("interleaved", -1), want)
+				if n.AttrInt("interleaved", -1) != c.interleaved {
+					t.Errorf("%s, %s: %s has interleaved=%d, want %d", c.probe, target, n.Name, n.AttrInt("interleaved", -1), c.interleaved)
 				}
-				if got := n.AttrInt("rotary_embedding_dim", 0); got != wantDim {
-					t.Errorf("%s, %s: %s has rotary_embedding_dim=%d, want %d", c.probe, target, n.Name, got, wantDim)
+				if got := n.AttrInt("rotary_embedding_dim", 0); got != c.dim {
+					t.Errorf("%s, %s: %s has rotary_embedding_dim=%d, want %d", c.probe, target, n.Name, got, c.dim)
 				}
 			}
 		}

@@ -1538,6 +1538,90 @@ class EinsumEncoder(Model):
         return self.ln[3](x + self.ffn[1](x))
 
 
+# ---------------------------------------------------------------- chatglm
+
+
+def glm_rope(x, cache):
+    """ChatGLM2's rotary on the first half of each head, pairs interleaved: x [S, B, H, D],
+    cache [S, 1, D/4, 2] of (cos, sin); the second half passes through."""
+    rot = cache.shape[-2] * 2
+    x, x_pass = x[..., :rot], x[..., rot:]
+    S = x.size(0)
+    xs = x.reshape(S, -1, x.size(2), rot // 2, 2)
+    c = cache.view(S, -1, 1, xs.size(3), 2)
+    out = torch.stack(
+        [xs[..., 0] * c[..., 0] - xs[..., 1] * c[..., 1], xs[..., 1] * c[..., 0] + xs[..., 0] * c[..., 1]], -1
+    )
+    return torch.cat((out.flatten(3), x_pass), dim=-1)
+
+
+class GLMAttention(Attn):
+    """ChatGLM2/3's self-attention, sequence-first [S, B, E]: one projection with biases
+    split by sizes into Q (H heads) and K, V (2 groups); rotary on half of each head; K and V
+    repeated by unsqueeze/expand/view; the scores of [S, B·H, D] operands by baddbmm into an
+    uninitialised buffer with beta 0 and alpha 1/(√D·coeff), then times coeff (the layer
+    number: query-key layer scaling), filled with −inf where the boolean mask is set."""
+
+    causal = True
+    rotaries = 2
+
+    def __init__(self, layer):
+        super().__init__(H, 2)
+        self.coeff = float(layer + 1)
+        self.query_key_value = nn.Linear(E, (H + 2 * 2) * D)
+        self.dense = nn.Linear(H * D, E, bias=False)
+
+    def forward(self, x, mask, cache):
+        S, B, _ = x.shape
+        q, k, v = self.query_key_value(x).split([H * D, 2 * D, 2 * D], dim=-1)
+        q, k, v = q.view(S, B, H, D), k.view(S, B, 2, D), v.view(S, B, 2, D)
+        q, k = glm_rope(q, cache), glm_rope(k, cache)
+        k = k.unsqueeze(-2).expand(-1, -1, -1, H // 2, -1).contiguous().view(S, B, H, D)
+        v = v.unsqueeze(-2).expand(-1, -1, -1, H // 2, -1).contiguous().view(S, B, H, D)
+        q, k = q.view(S, B * H, D), k.view(S, B * H, D)
+        buf = torch.empty(B * H, S, S, dtype=q.dtype)
+        w = torch.baddbmm(buf, q.transpose(0, 1), k.transpose(0, 1).transpose(1, 2), beta=0.0, alpha=1.0 / (math.sqrt(D) * self.coeff))
+        w = w.view(B, H, S, S).float() * self.coeff
+        w = w.masked_fill(mask, float("-inf"))
+        w = F.softmax(w, dim=-1).type_as(v)
+        ctx = torch.bmm(w.view(B * H, S, S), v.view(S, B * H, D).transpose(0, 1))
+        ctx = ctx.view(B, H, S, D).permute(2, 0, 1, 3).contiguous().view(S, B, H * D)
+        return self.dense(ctx)
+
+
+class ChatGLM(Model):
+    """ChatGLM2/3: embeddings transposed to sequence-first, pre-RMSNorm blocks of GLM
+    attention and a packed SwiGLU (one projection chunked into gate and up), a final
+    RMSNorm; the mask from a tril of ones times the padding, minus (padding − 1) on the
+    query rows, kept where ≥ 0.5."""
+
+    def __init__(self):
+        super().__init__()
+        self.embedding = nn.Embedding(V, E)
+        self.input_layernorm = nn.ModuleList(RMSNorm(E, 1e-5) for _ in range(L))
+        self.self_attention = nn.ModuleList(GLMAttention(i) for i in range(L))
+        self.post_attention_layernorm = nn.ModuleList(RMSNorm(E, 1e-5) for _ in range(L))
+        self.mlp = nn.ModuleList(PackedGated() for _ in range(L))
+        self.final_layernorm = RMSNorm(E, 1e-5)
+        rot = D // 2
+        theta = 1.0 / (10000 ** (torch.arange(0, rot, 2).float() / rot))
+        idx = torch.outer(torch.arange(MAXPOS).float(), theta)
+        self.register_buffer("rope", torch.stack([idx.cos(), idx.sin()], -1)[:, None], persistent=False)
+
+    def forward(self, input_ids, attention_mask):
+        B, S = input_ids.shape
+        x = self.embedding(input_ids).transpose(0, 1)
+        pad = attention_mask.float()
+        full = torch.ones(B, S, S).tril() * pad.unsqueeze(1)
+        full = full - (pad.unsqueeze(-1) - 1)
+        mask = (full < 0.5).unsqueeze(1)
+        cache = self.rope[:S]
+        for i in range(L):
+            x = x + self.self_attention[i](self.input_layernorm[i](x), mask, cache)
+            x = x + self.mlp[i](self.post_attention_layernorm[i](x))
+        return self.final_layernorm(x).transpose(0, 1)
+
+
 # ---------------------------------------------------------------- cross-attn
 
 
@@ -3671,6 +3755,7 @@ FORMS = {
     "sam": (SAMEncoder, (13, 17)),
     "conformer-relpos": (ConformerRelPos, (13, 17)),
     "einsum": (EinsumEncoder, (13, 17)),
+    "chatglm": (ChatGLM, (14, 17)),
 }
 
 
