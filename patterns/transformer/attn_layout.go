@@ -443,7 +443,7 @@ func (st layoutStep) apply(in layout) (layout, string) {
 	return nil, fmt.Sprintf("%s is not a layout op", n)
 }
 
-// selectAxis is Split, Slice or Gather with a constant scalar index: a part of one axis.
+// selectAxis is Split, Slice or Gather with one constant index: a part of one axis.
 // The part is a new channel atom when the axis is one channel atom (a packed q|k|v),
 // or the axis without its most significant atom when the part is one index of it.
 func (st layoutStep) selectAxis(in layout, outShape ir.Shape) (layout, string) {
@@ -482,11 +482,15 @@ func (st layoutStep) selectAxis(in layout, outShape ir.Shape) (layout, string) {
 	}
 	leaves := in[i].leaves()
 	out := in.clone()
+	// A Gather by a scalar index drops the axis; by a one-element list (x[:, [i]]) it
+	// keeps it, as a Slice of width one does.
 	removed := n.OpType == "Gather"
 	if removed {
-		if idx, ok := constInts(n.Input(1)); !ok || len(idx) != 1 || n.Input(1).Type.Rank() != 0 {
-			return nil, fmt.Sprintf("%s: index is not a constant scalar", n)
+		idx, ok := constInts(n.Input(1))
+		if !ok || len(idx) != 1 || n.Input(1).Type.Rank() > 1 {
+			return nil, fmt.Sprintf("%s: index is not a constant scalar or a one-element list", n)
 		}
+		removed = n.Input(1).Type.Rank() == 0
 	}
 	var part ir.Dim
 	if removed {

@@ -370,7 +370,7 @@ func TestGeneralAttentionNearMisses(t *testing.T) {
 		{name: "Q sliced with a step read at run time", src: generalNearMiss("int64[1] stp", plain, qt, "  qsl = Slice (qr, z1, t1, a3, stp)\n  qt = Transpose <perm = [0, 2, 1, 3]> (qsl)"),
 			want: "Q: Slice(->qsl): step is not a positive constant"},
 		{name: "Q gathered at an index read at run time", src: generalNearMiss("int64 gi", plain, qt, "  qu = Unsqueeze (qr, z1)\n  qg = Gather <axis = 0> (qu, gi)\n  qt = Transpose <perm = [0, 2, 1, 3]> (qg)"),
-			want: "Q: Gather(->qg): index is not a constant scalar"},
+			want: "Q: Gather(->qg): index is not a constant scalar or a one-element list"},
 		{name: "Q squeezed on the batch", src: generalNearMiss("", plain, qt, "  qq = Squeeze (qr, z1)\n  qu = Unsqueeze (qq, z1)\n  qt = Transpose <perm = [0, 2, 1, 3]> (qu)"),
 			want: "Q: Squeeze(->qq) squeezes a non-unit axis"},
 		{name: "Q unsqueezed on axes read at run time", src: generalNearMiss("int64[1] ua", plain, qt, "  qu = Unsqueeze (qr, ua)\n  qq = Squeeze (qu, ua)\n  qt = Transpose <perm = [0, 2, 1, 3]> (qq)"),

@@ -785,6 +785,56 @@ class Falcon(Model):
         return self.ln_f(x)
 
 
+class Falcon40BAttention(Attn):
+    """Falcon-40B's (new_decoder_architecture) grouped attention: one projection viewed
+    [B, S, KV, H/KV + 2, D], each group's query heads then its key and its value; K and V
+    taken by index lists ([-2], [-1]) and expanded to the queries' shape, then the groups
+    and heads flattened into H heads."""
+
+    causal = True
+    rotaries = 2
+
+    def __init__(self):
+        super().__init__(H, 2)
+        self.query_key_value = nn.Linear(E, (H + 2 * 2) * D, bias=False)
+        self.dense = nn.Linear(E, E, bias=False)
+
+    def forward(self, x, mask, cos, sin):
+        B, S, _ = x.shape
+        qkv = self.query_key_value(x).view(B, S, 2, H // 2 + 2, D)
+        q = qkv[:, :, :, :-2]
+        k = qkv[:, :, :, [-2]].expand(q.shape)
+        v = qkv[:, :, :, [-1]].expand(q.shape)
+        q, k, v = (t.flatten(2, 3).transpose(1, 2) for t in (q, k, v))
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        w = (q @ k.transpose(-1, -2)) / math.sqrt(D) + mask
+        w = F.softmax(w, dim=-1)
+        return self.dense(merge(w @ v))
+
+
+class Falcon40B(Falcon):
+    """Falcon-40B: grouped attention from one interleaved projection, two LayerNorms per
+    layer (ln_attn, ln_mlp) feeding attention and MLP in parallel."""
+
+    def __init__(self):
+        super().__init__()
+        self.attn = nn.ModuleList(Falcon40BAttention() for _ in range(L))
+        self.ln_mlp = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+
+    def forward(self, input_ids, attention_mask):
+        S = input_ids.shape[1]
+        t = torch.arange(S, dtype=torch.float32)
+        freqs = torch.outer(t, self.inv_freq)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        cos, sin = emb.cos()[None, None], emb.sin()[None, None]
+        mask = torch.triu(torch.full((S, S), MIN), diagonal=1)[None, None] + padding_bias(attention_mask)
+        x = self.word_embeddings(input_ids)
+        for i in range(L):
+            x = x + self.attn[i](self.ln[i](x), mask, cos, sin) + self.mlp[i](self.ln_mlp[i](x))
+        return self.ln_f(x)
+
+
 # ---------------------------------------------------------------- t5
 
 
@@ -3756,6 +3806,7 @@ FORMS = {
     "conformer-relpos": (ConformerRelPos, (13, 17)),
     "einsum": (EinsumEncoder, (13, 17)),
     "chatglm": (ChatGLM, (14, 17)),
+    "falcon40b": (Falcon40B, (14, 17)),
 }
 
 
