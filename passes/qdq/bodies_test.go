@@ -58,7 +58,7 @@ func quantizedProjections(m *ir.Model) (map[string]int, string) {
 func TestMergedDecoder(t *testing.T) {
 	orttest.RequireLib(t)
 	const spec = "qdq<min-gemm=2;data=random:4>"
-	for _, opset := range []int{13, 17} {
+	for _, opset := range []int{10, 13, 17} {
 		t.Run(fmt.Sprintf("opset%d", opset), func(t *testing.T) {
 			base := fmt.Sprintf("%sgpt2-%%s.opset%d.%%s", probes, opset)
 			causal := load(t, fmt.Sprintf(base, "causal", "onnx"))

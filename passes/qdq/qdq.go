@@ -282,6 +282,23 @@ func (o *options) apply(ctx *pass.Context, br *blocks.Result) error {
 			t.skip = o.screen(m.Graph, t)
 		}
 	}
+	raise13 := func() error {
+		conv, err := raiseOpset13(m)
+		if err != nil {
+			return err
+		}
+		ctx.Note("%s", conv)
+		changed = true
+		return nil
+	}
+	// If before opset 11 merges its branches' shapes strictly, which the empty tensors
+	// that pass a branch's values out for calibration break: the raise that per-channel
+	// weights need comes first then.
+	if m.Opset("") < 11 && anyWeight(pl.targets) && inBody(neededTensors(pl.targets)) {
+		if err := raise13(); err != nil {
+			return err
+		}
+	}
 	need := neededTensors(pl.targets)
 	ranges, err := o.ranges(ctx, m, need)
 	if err != nil {
@@ -306,12 +323,9 @@ func (o *options) apply(ctx *pass.Context, br *blocks.Result) error {
 
 	// Per-channel weight scales need opset 13; Q/DQ at all, 10.
 	if (anyWeight(pl.targets) || quantizes(pl.targets) && m.Opset("") < 10) && m.Opset("") < 13 {
-		conv, err := raiseOpset13(m)
-		if err != nil {
+		if err := raise13(); err != nil {
 			return err
 		}
-		ctx.Note("%s", conv)
-		changed = true
 	}
 	if o.fp8 && m.Opset("") < 19 && quantizes(pl.targets) {
 		if err := raiseOpset19(ctx, m); err != nil {

@@ -105,19 +105,25 @@ func (e *exposer) ifOutput(own *ir.Node, g *ir.Graph, v *ir.Value, t *ir.Type) (
 			return own.Output(i), nil
 		}
 	}
-	dt, rank := ir.Float, -1 // what calibration reads, when the type is unknown
+	dt := ir.Float // what calibration reads, when the type is unknown
+	var shape ir.Shape
 	if t != nil && t.DType != ir.Undefined {
 		dt = t.DType
 		if t.HasShape {
-			rank = len(t.Shape)
+			shape = t.Shape
 		}
 	}
+	// The outputs declare their element type only: shapes the branches disagree on
+	// are ORT's to union, not to merge with a declaration.
 	for _, b := range own.Subgraphs() {
 		if b == g {
+			if v.Type == nil {
+				v.Type = &ir.Type{Kind: ir.TensorType, DType: dt}
+			}
 			b.Outputs = append(b.Outputs, v)
 			continue
 		}
-		b.Outputs = append(b.Outputs, emptyOf(b, dt, rank, v.Name))
+		b.Outputs = append(b.Outputs, emptyOf(b, dt, shape, v.Name))
 	}
 	p := own.Graph()
 	out := p.NewValue(v.Name+"_calib", &ir.Type{Kind: ir.TensorType, DType: dt})
@@ -135,19 +141,25 @@ func (e *exposer) ifOutput(own *ir.Node, g *ir.Graph, v *ir.Value, t *ir.Type) (
 	return out, nil
 }
 
-// emptyOf adds to g a Constant holding an empty tensor of type dt (of the given rank, or
-// rank 1 when unknown) and returns it.
-func emptyOf(g *ir.Graph, dt ir.DataType, rank int, base string) *ir.Value {
-	if rank < 1 {
-		rank = 1
+// emptyOf adds to g a Constant holding an empty tensor of type dt shaped like shape:
+// its known dims, and 0 for the others (for a shape with none, or unknown, every dim is
+// 0). If before opset 11 merges the branches' shapes strictly, so the known dims must
+// agree.
+func emptyOf(g *ir.Graph, dt ir.DataType, shape ir.Shape, base string) *ir.Value {
+	dims := make([]int64, max(len(shape), 1))
+	unknown := false
+	for i, d := range shape {
+		if d.Known {
+			dims[i] = d.Value
+		} else {
+			unknown = true
+		}
 	}
-	dims := make([]int64, rank)
-	shape := make([]ir.Dim, rank)
-	for i := range shape {
-		shape[i] = ir.D(0)
+	if !unknown {
+		clear(dims)
 	}
 	c := g.Add("Constant", nil, 1, base+"_empty", ir.TensorAttr("value", ir.NewTensor(dt, dims, nil)))
-	c.Output(0).Type = ir.TensorOf(dt, shape...)
+	c.Output(0).Type = &ir.Type{Kind: ir.TensorType, DType: dt}
 	return c.Output(0)
 }
 
