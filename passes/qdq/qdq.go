@@ -54,7 +54,9 @@ eval the drop in the outputs' cosine similarity on the calibration data. The sea
 on part of that data and reports the result on the rest (holdout=F of the batches), or
 on report-eval=FILE.npz; -stats says which figure comes from which data. pairs=per-reader
 gives each reader of an activation its own Q/DQ pair (what ONNX Runtime's x86 int8
-kernels need). Models already carrying Q/DQ are not quantized twice. An opset-11/12 model is raised to 13 (per-channel axis), converting the operators whose
+kernels need). Inside If branches (a merged decoder) each branch is placed from its own
+blocks and calibrated through the If's outputs, every batch run once per value of a boolean
+input that is an If's condition; Loop and Scan bodies stay float. Models already carrying Q/DQ are not quantized twice. An opset-11/12 model is raised to 13 (per-channel axis), converting the operators whose
 meaning changed. The policy is recorded in the model metadata qcc.qdq.policy.`,
 	Requires: []*pass.Pass{blocks.Pass},
 	Options: []pass.Option{
