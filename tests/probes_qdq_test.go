@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"errors"
 	"fmt"
 	"path/filepath"
 	"testing"
@@ -63,28 +64,35 @@ func TestProbeQDQ(t *testing.T) {
 	}
 }
 
-// unquantizedProjection names a projection left float.
+// unquantizedProjection names a projection left float, in the main graph or any body.
 func unquantizedProjection(m *ir.Model) string {
 	dq := func(v *ir.Value) bool {
 		n, _ := v.Producer()
 		return n != nil && n.OpType == "DequantizeLinear"
 	}
-	for _, n := range m.Graph.Nodes() {
-		switch {
-		case n.OpType == "MatMul" || n.OpType == "Gemm" || n.OpType == "Conv":
-		default:
-			continue
+	why := ""
+	_ = m.Graph.Walk(func(g *ir.Graph) error {
+		for _, n := range g.Nodes() {
+			switch {
+			case n.OpType == "MatMul" || n.OpType == "Gemm" || n.OpType == "Conv":
+			default:
+				continue
+			}
+			w := n.Input(1)
+			if patterns.ConstOf(w) == nil && !dq(w) {
+				continue // an attention matmul of two activations: policy=linear leaves it float
+			}
+			if _, float := n.Meta("qcc.qdq.skip"); float {
+				continue
+			}
+			if !dq(n.Input(0)) || !dq(w) {
+				why = fmt.Sprintf("projection %s in graph %s is not quantized", n, g.Name)
+				return errStop
+			}
 		}
-		w := n.Input(1)
-		if patterns.ConstOf(w) == nil && !dq(w) {
-			continue // an attention matmul of two activations: policy=linear leaves it float
-		}
-		if _, float := n.Meta("qcc.qdq.skip"); float {
-			continue
-		}
-		if !dq(n.Input(0)) || !dq(w) {
-			return fmt.Sprintf("projection %s is not quantized", n)
-		}
-	}
-	return ""
+		return nil
+	})
+	return why
 }
+
+var errStop = errors.New("stop")

@@ -376,7 +376,7 @@ func (s *budgetSearch) reportHeld(held *eval.Data, what string, off []string) er
 // hasRanges: every activation the target quantizes anew has a range.
 func hasRanges(t *target, ranges map[string]float32) bool {
 	for _, i := range t.acts {
-		if x := t.node.Input(i); !qdqcheck.Dequantized(x) && reusablePair(x) == nil && ranges[x.Name] == 0 {
+		if x := t.node.Input(i); !qdqcheck.Dequantized(x) && reusablePair(x, t.node.Graph()) == nil && ranges[rangeKey(x)] == 0 {
 			return false
 		}
 	}

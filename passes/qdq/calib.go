@@ -15,19 +15,19 @@ import (
 	"github.com/qcc-dev/qcc/quant/calib"
 )
 
-// ranges returns the amax of every tensor in need that can be quantized (a tensor whose
-// range came out zero is absent): ranges=const:V, else the JSON cache when it covers
-// them all, else calibration through ONNX Runtime on the current model (then written to
-// the cache). trt-cache=FILE also gets them in TensorRT's format.
-func (o *options) ranges(ctx *pass.Context, m *ir.Model, need []string) (map[string]float32, error) {
+// ranges returns the amax of every tensor in need that can be quantized, by rangeKey (a
+// tensor whose range came out zero is absent): ranges=const:V, else the JSON cache when it
+// covers them all, else calibration through ONNX Runtime on the current model (then
+// written to the cache). trt-cache=FILE also gets them in TensorRT's format.
+func (o *options) ranges(ctx *pass.Context, m *ir.Model, vals []*ir.Value) (map[string]float32, error) {
 	out := map[string]float32{}
-	if len(need) == 0 {
+	if len(vals) == 0 {
 		return out, nil
 	}
 	if o.given != nil {
-		for _, n := range need {
-			if a, ok := o.given[n]; ok {
-				out[n] = a
+		for _, v := range vals {
+			if a, ok := o.given[rangeKey(v)]; ok {
+				out[rangeKey(v)] = a
 			}
 		}
 		return out, nil
@@ -35,25 +35,29 @@ func (o *options) ranges(ctx *pass.Context, m *ir.Model, need []string) (map[str
 	// A tensor whose values all come from one constant (DeBERTa's relative position
 	// embeddings, tiled per batch at run time) takes the constant's range: nothing to
 	// calibrate.
-	var rest []string
+	var rest []*ir.Value
 	fromConst := 0
-	for _, n := range need {
-		if t := constSource(m.Graph.Lookup(n)); t != nil {
+	for _, v := range vals {
+		if t := constSource(v); t != nil {
 			if a := constAmax(t); a > 0 {
-				out[n] = a
+				out[rangeKey(v)] = a
 				fromConst++
 				continue
 			}
 		}
-		rest = append(rest, n)
+		rest = append(rest, v)
 	}
 	if fromConst > 0 {
 		ctx.Count("qdq: ranges read from constants", fromConst)
 	}
-	need = rest
-	if len(need) == 0 {
+	vals = rest
+	if len(vals) == 0 {
 		ctx.Count("qdq: activation ranges", len(out))
 		return out, nil
+	}
+	need := make([]string, len(vals))
+	for i, v := range vals {
+		need[i] = rangeKey(v)
 	}
 	source := ""
 	var zero []string
@@ -88,7 +92,7 @@ func (o *options) ranges(ctx *pass.Context, m *ir.Model, need []string) (map[str
 			source = fmt.Sprintf("cache %s (%s, %d batches of %s)", o.cache, meta.Method, meta.Batches, meta.Data)
 			break
 		}
-		stats, err := o.calibrate(ctx, m, need)
+		stats, err := o.calibrate(ctx, m, vals)
 		if err != nil {
 			return nil, err
 		}
@@ -137,11 +141,19 @@ func (o *options) ranges(ctx *pass.Context, m *ir.Model, need []string) (map[str
 	return out, nil
 }
 
-// calibrate collects statistics of the tensors through ONNX Runtime on the current model.
-// When a precision step on the same data and batch follows in the pipeline, the same
-// ORT passes also collect every float32 activation, handed on to it (calib.Shared) so
-// that it does not run the data again.
-func (o *options) calibrate(ctx *pass.Context, m *ir.Model, tensors []string) (*calib.Stats, error) {
+// calibrate collects statistics of the values through ONNX Runtime on the current
+// model, by rangeKey. When a precision step on the same data and batch follows in the
+// pipeline, the same ORT passes also collect every float32 activation, handed on to it
+// (calib.Shared) so that it does not run the data again. Values inside If branches are
+// collected on a copy of the model that passes them out (see calibrateBodies).
+func (o *options) calibrate(ctx *pass.Context, m *ir.Model, vals []*ir.Value) (*calib.Stats, error) {
+	if inBody(vals) {
+		return o.calibrateBodies(ctx, m, vals)
+	}
+	tensors := make([]string, len(vals))
+	for i, v := range vals {
+		tensors[i] = v.Name
+	}
 	all, later := tensors, o.precisionAhead(ctx)
 	if later != "" {
 		all = union(tensors, calib.FloatActivations(m))
@@ -158,6 +170,82 @@ func (o *options) calibrate(ctx *pass.Context, m *ir.Model, tensors []string) (*
 	ctx.Share(calib.SharedKey{Data: o.data, Batch: o.batch}, sh)
 	ctx.Note("ranges: the same ORT run measured %d float32 activations of the float model for the later %s", len(stats.Tensors), later)
 	return stats.Subset(tensors), nil
+}
+
+// calibrateBodies collects the values, some inside If branches, on a copy of m that
+// passes them out through the Ifs (calib.ExposeBodies). A boolean input that is an If's
+// condition decides which branch runs, so every batch runs once with each of its values
+// (calib.EachSelector): random data would reach one branch by chance, and real data
+// often holds one value. A later precision step calibrates on its own.
+func (o *options) calibrateBodies(ctx *pass.Context, m *ir.Model, vals []*ir.Value) (*calib.Stats, error) {
+	cm, names, err := calib.ExposeBodies(m, vals)
+	if err != nil {
+		return nil, err
+	}
+	fetch := make([]string, len(vals))
+	for i, v := range vals {
+		fetch[i] = names[v]
+	}
+	sel := calib.Selectors(cm)
+	stats, err := calib.CollectModel(cm, fetch, o.data, o.batch, calib.Options{MaxBytes: o.calibMem, EachValue: sel})
+	if errors.Is(err, calib.ErrNoRuntime) {
+		return nil, fmt.Errorf("%v; or give ranges=const:V, or a cache=FILE.json that covers the %d tensors", err, len(vals))
+	}
+	if err != nil {
+		return nil, err
+	}
+	byKey := make(map[string]*calib.Histogram, len(vals))
+	for i, v := range vals {
+		byKey[rangeKey(v)] = stats.Tensors[fetch[i]]
+	}
+	stats.Tensors = byKey
+	if len(sel) > 0 {
+		ctx.Note("ranges: values inside If branches calibrated with every batch run once per value of %s", strings.Join(sel, ", "))
+	}
+	return stats, nil
+}
+
+// inBody reports whether a value is defined inside a subgraph.
+func inBody(vals []*ir.Value) bool {
+	for _, v := range vals {
+		if g := v.Graph(); g != nil && g.Parent != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// rangeKey names a value's range (in the ranges, the cache and the statistics): its name
+// in the main graph; inside an If branch, the name after the path of If outputs and
+// branch attributes that leads to it ("out.then_branch/name"), since two branches may
+// use the same names.
+func rangeKey(v *ir.Value) string {
+	key := v.Name
+	for g := v.Graph(); g != nil && g.Parent != nil && g.Owner != nil; g = g.Parent {
+		key = scopeOf(g) + "/" + key
+	}
+	return key
+}
+
+// scopeOf names a body by its owner's first output (unique in the owner's graph) and the
+// attribute that holds it.
+func scopeOf(g *ir.Graph) string {
+	own := g.Owner
+	where := own.OpType
+	if o := own.Output(0); o != nil {
+		where = o.Name
+	}
+	for _, a := range own.Attrs {
+		if a.Graph == g {
+			return where + "." + a.Name
+		}
+		for i, b := range a.Graphs {
+			if b == g {
+				return fmt.Sprintf("%s.%s[%d]", where, a.Name, i)
+			}
+		}
+	}
+	return where
 }
 
 // noteNorms records each norm block's output by the value it normalises, so that the

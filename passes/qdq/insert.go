@@ -12,23 +12,39 @@ import (
 	"github.com/qcc-dev/qcc/quant/calib"
 )
 
+// weightKey is a weight quantized along axis, as read in graph g (nil for the quantized
+// constants, which every graph that sees the weight shares).
 type weightKey struct {
 	v    *ir.Value
 	axis int64
+	g    *ir.Graph
 }
 
+// actKey is an activation as read in graph g: a pair made in one If branch is out of
+// scope in the other.
+type actKey struct {
+	v *ir.Value
+	g *ir.Graph
+}
+
+// quantWeight are the constants of a quantized weight, in the weight's own graph: its
+// per-channel scale and zero point, and the quantized tensor (weights=int8).
+type quantWeight struct{ scale, zp, q *ir.Value }
+
 // inserter adds the Q/DQ nodes, sharing one pair per activation tensor and one
-// dequantized weight per (weight, axis).
+// dequantized weight per (weight, axis) in each graph. g is the graph of the node whose
+// inputs are being quantized: the new nodes go there, and an activation's scale.
 type inserter struct {
 	m        *ir.Model
 	g        *ir.Graph
 	o        *options
-	ranges   map[string]float32
+	ranges   map[string]float32 // by rangeKey
 	weightDQ map[weightKey]*ir.Value
-	actDQ    map[*ir.Value]*ir.Value
+	weightQ  map[weightKey]*quantWeight
+	actDQ    map[actKey]*ir.Value
 	groups   map[*ir.Node]map[string]bool // new Q/DQ nodes → the groups they serve
 	replaced []*ir.Value                  // float weights now read through a DQ
-	made     map[*ir.Value]int            // pairs this run made per activation (pairs=per-reader)
+	made     map[actKey]int               // pairs this run made per activation (pairs=per-reader)
 	scales   Scales
 
 	pairs, int8W, fp8W, qdqW, already int
@@ -74,6 +90,7 @@ func (in *inserter) insert(ts []*target) (bool, error) {
 			continue
 		}
 		group := t.Group()
+		in.g = t.node.Graph()
 		for _, i := range t.acts {
 			x := t.node.Input(i)
 			if qdqcheck.Dequantized(x) {
@@ -114,9 +131,9 @@ func (in *inserter) insert(ts []*target) (bool, error) {
 			continue
 		}
 		if p, _ := w.Producer(); p != nil {
-			in.g.RemoveNode(p)
+			w.Graph().RemoveNode(p)
 		} else {
-			in.g.RemoveValue(w)
+			w.Graph().RemoveValue(w)
 		}
 	}
 	return changed, nil
@@ -135,37 +152,39 @@ func (in *inserter) serve(group string, nodes ...*ir.Node) {
 // already has, or a new per-tensor pair. With pairs=per-reader every reader gets a pair
 // of its own (same scale), except where x came with a pair.
 func (in *inserter) activation(x *ir.Value, group string) *ir.Value {
-	if dq := in.actDQ[x]; dq != nil && !in.o.perReader {
+	key := actKey{x, in.g}
+	if dq := in.actDQ[key]; dq != nil && !in.o.perReader {
 		p, _ := dq.Producer()
 		q, _ := p.Input(0).Producer()
 		in.serve(group, q, p)
 		return dq
 	}
-	if in.made[x] == 0 {
-		if dq := reusablePair(x); dq != nil {
-			in.actDQ[x] = dq
+	if in.made[key] == 0 {
+		if dq := reusablePair(x, in.g); dq != nil {
+			in.actDQ[key] = dq
 			in.already++
 			return dq
 		}
 	}
 	if in.made == nil {
-		in.made = map[*ir.Value]int{}
+		in.made = map[actKey]int{}
 	}
 	base := x.Name
-	if k := in.made[x]; k > 0 {
+	if k := in.made[key]; k > 0 {
 		base = fmt.Sprintf("%s_%d", x.Name, k)
 	}
-	in.made[x]++
+	in.made[key]++
 	g := in.g
-	scale := g.NewConst(base+"_scale", ir.FloatTensor(nil, []float32{in.o.scaleOf(in.ranges[x.Name])}))
+	rk := rangeKey(x)
+	scale := g.NewConst(base+"_scale", ir.FloatTensor(nil, []float32{in.o.scaleOf(in.ranges[rk])}))
 	zp := g.NewConst(base+"_zero_point", in.o.zeroPoint(nil, 1))
-	in.scales.ByName[scale.Name] = x.Name
-	if v := in.o.scaleOf(in.ranges[x.Name]); !slices.Contains(in.scales.ByValue[v], x.Name) {
-		in.scales.ByValue[v] = append(in.scales.ByValue[v], x.Name)
+	in.scales.ByName[scale.Name] = rk
+	if v := in.o.scaleOf(in.ranges[rk]); !slices.Contains(in.scales.ByValue[v], rk) {
+		in.scales.ByValue[v] = append(in.scales.ByValue[v], rk)
 	}
 	q, dq := in.pair(x, base, scale, zp, nil)
 	in.pairs++
-	in.actDQ[x] = dq.Output(0)
+	in.actDQ[key] = dq.Output(0)
 	in.serve(group, q, dq)
 	return dq.Output(0)
 }
@@ -201,7 +220,7 @@ func (in *inserter) dequantize(base string, x, scale, zp *ir.Value, axis *ir.Att
 // weight through a QuantizeLinear/DequantizeLinear pair (weights=qdq). Scales are max|w|
 // per channel / 127 (fp8: / 448).
 func (in *inserter) weight(w *ir.Value, t *ir.Tensor, axis int64, group string) (*ir.Value, error) {
-	key := weightKey{w, axis}
+	key := weightKey{w, axis, in.g}
 	if dq := in.weightDQ[key]; dq != nil {
 		p, _ := dq.Producer()
 		in.serve(group, p)
@@ -209,6 +228,34 @@ func (in *inserter) weight(w *ir.Value, t *ir.Tensor, axis int64, group string) 
 			in.serve(group, q)
 		}
 		return dq, nil
+	}
+	qw, err := in.weightConsts(w, t, axis)
+	if err != nil {
+		return nil, err
+	}
+	ax := ir.IntAttr("axis", axis)
+	var dq *ir.Node
+	if qw.q != nil {
+		dq = in.dequantize(w.Name, qw.q, qw.scale, qw.zp, ax, w.Type.Clone())
+		in.serve(group, dq)
+	} else {
+		var qn *ir.Node
+		qn, dq = in.pair(w, w.Name, qw.scale, qw.zp, ax)
+		in.qdqW++
+		in.serve(group, qn, dq)
+	}
+	in.weightDQ[key] = dq.Output(0)
+	in.replaced = append(in.replaced, w)
+	return dq.Output(0), nil
+}
+
+// weightConsts makes (once per weight and axis, in the weight's graph, so that every
+// branch reading it shares them) the per-channel scale and zero point of w, and with
+// weights=int8 the quantized tensor.
+func (in *inserter) weightConsts(w *ir.Value, t *ir.Tensor, axis int64) (*quantWeight, error) {
+	key := weightKey{w, axis, nil}
+	if qw := in.weightQ[key]; qw != nil {
+		return qw, nil
 	}
 	// Read through a clone, so that t keeps no bytes it had to read; the int8 weight is
 	// quantized again when a save wants its bytes, and let go once written.
@@ -218,12 +265,12 @@ func (in *inserter) weight(w *ir.Value, t *ir.Tensor, axis int64, group string) 
 		return nil, fmt.Errorf("quantizing weight %s: %w", w.Name, err)
 	}
 	scales, _ := quantizeWeight(vals, t.Dims, int(axis), in.o.fp8)
-	g := in.g
+	g := w.Graph()
 	channels := t.Dims[axis]
-	scale := g.NewConst(w.Name+"_scale", ir.FloatTensor([]int64{channels}, scales))
-	zp := g.NewConst(w.Name+"_zero_point", in.o.zeroPoint([]int64{channels}, channels))
-	ax := ir.IntAttr("axis", axis)
-	var dq *ir.Node
+	qw := &quantWeight{
+		scale: g.NewConst(w.Name+"_scale", ir.FloatTensor([]int64{channels}, scales)),
+		zp:    g.NewConst(w.Name+"_zero_point", in.o.zeroPoint([]int64{channels}, channels)),
+	}
 	if in.o.int8Weights {
 		suffix := "_int8"
 		if in.o.fp8 {
@@ -233,7 +280,7 @@ func (in *inserter) weight(w *ir.Value, t *ir.Tensor, axis int64, group string) 
 			in.int8W++
 		}
 		fp8 := in.o.fp8
-		wq := g.NewConst(w.Name+suffix, ir.NewLazyTensor(in.o.qtype(), t.Dims, func() ([]byte, error) {
+		qw.q = g.NewConst(w.Name+suffix, ir.NewLazyTensor(in.o.qtype(), t.Dims, func() ([]byte, error) {
 			vals, err := src.Clone().Float32s()
 			if err != nil {
 				return nil, fmt.Errorf("quantizing weight %s: %w", src.Name, err)
@@ -241,17 +288,9 @@ func (in *inserter) weight(w *ir.Value, t *ir.Tensor, axis int64, group string) 
 			_, q := quantizeWeight(vals, src.Dims, int(axis), fp8)
 			return q, nil
 		}))
-		dq = in.dequantize(w.Name, wq, scale, zp, ax, w.Type.Clone())
-		in.serve(group, dq)
-	} else {
-		var qn *ir.Node
-		qn, dq = in.pair(w, w.Name, scale, zp, ax)
-		in.qdqW++
-		in.serve(group, qn, dq)
 	}
-	in.weightDQ[key] = dq.Output(0)
-	in.replaced = append(in.replaced, w)
-	return dq.Output(0), nil
+	in.weightQ[key] = qw
+	return qw, nil
 }
 
 // quantizeWeight computes per-channel symmetric int8: scale_c = max|w_c|/127 (1 for an
@@ -293,14 +332,15 @@ func quantizeWeight(w []float32, dims []int64, axis int, fp8 bool) ([]float32, [
 }
 
 // reusablePair returns the DequantizeLinear output of a symmetric int8 or fp8 per-tensor
-// Q/DQ pair already on x, nil when there is none.
-func reusablePair(x *ir.Value) *ir.Value {
+// Q/DQ pair already on x that a node of graph g can read (in g or a graph around it),
+// nil when there is none.
+func reusablePair(x *ir.Value, g *ir.Graph) *ir.Value {
 	if x == nil {
 		return nil
 	}
 	for _, u := range x.Uses() {
 		q := u.Node
-		if !qdqcheck.IsOp(q, "QuantizeLinear") || u.Index != 0 || !symmetricZero(q.Input(2)) {
+		if !qdqcheck.IsOp(q, "QuantizeLinear") || u.Index != 0 || !symmetricZero(q.Input(2)) || !encloses(q.Graph(), g) {
 			continue
 		}
 		if s := constOf(q.Input(1)); s == nil || s.NumElements() != 1 {
@@ -313,6 +353,16 @@ func reusablePair(x *ir.Value) *ir.Value {
 		}
 	}
 	return nil
+}
+
+// encloses reports whether a value of graph outer is in scope in graph g.
+func encloses(outer, g *ir.Graph) bool {
+	for ; g != nil; g = g.Parent {
+		if g == outer {
+			return true
+		}
+	}
+	return false
 }
 
 func symmetricZero(zp *ir.Value) bool {
@@ -378,11 +428,11 @@ func foldWeights(g *ir.Graph) int {
 		}
 		w := q.Input(0)
 		g.RemoveNode(q)
-		if len(w.Uses()) == 0 && !w.IsGraphInput() && !w.IsGraphOutput() {
+		if wg := w.Graph(); wg != nil && len(w.Uses()) == 0 && !w.IsGraphInput() && !w.IsGraphOutput() {
 			if p, _ := w.Producer(); p != nil {
-				g.RemoveNode(p)
+				wg.RemoveNode(p)
 			} else {
-				g.RemoveValue(w)
+				wg.RemoveValue(w)
 			}
 		}
 		folded++

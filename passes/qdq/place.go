@@ -7,6 +7,7 @@ import (
 	"github.com/qcc-dev/qcc/ir"
 	"github.com/qcc-dev/qcc/passes/blocks"
 	"github.com/qcc-dev/qcc/passes/qdqcheck"
+	"github.com/qcc-dev/qcc/patterns"
 	"github.com/qcc-dev/qcc/patterns/transformer"
 )
 
@@ -32,11 +33,12 @@ type target struct {
 	weight int   // the weight input (per channel), -1 for none
 	pos    int
 	skip   string // why the node stays float ("" to quantize)
+	scope  string // "<body>/" for a node inside an If branch, as blocks names its blocks
 }
 
 // Group is the target's quantizer group, "layer<L>/<kind>" (L = -1 before the first
-// encoder layer).
-func (t *target) Group() string { return fmt.Sprintf("layer%d/%s", t.layer, t.kind) }
+// encoder layer), after the branch's name for a node inside an If branch.
+func (t *target) Group() string { return fmt.Sprintf("%slayer%d/%s", t.scope, t.layer, t.kind) }
 
 // core is one attention block as placement sees it.
 type core struct {
@@ -52,16 +54,63 @@ type placement struct {
 	targets []*target
 	cores   []*core
 	notes   []string
+	// loops counts the projections in Loop and Scan bodies, which stay float.
+	loops int
 }
 
-// place finds the targets of a policy from the blocks analysis, with the structural
-// definitions of qdqcheck as the backstop (so that what the checker demands is always
-// placed): weighted ops (every policy), attention matmuls (attention, full), residual
-// adds (full).
+// place finds the targets of a policy in the main graph and in every If branch, each
+// from its own blocks.
 func place(m *ir.Model, br *blocks.Result, o *options) *placement {
-	g := m.Graph
-	policy := o.policy
 	pl := &placement{}
+	for _, r := range br.All() {
+		g := r.Graph
+		if g == nil {
+			g = m.Graph
+		}
+		if !inBranches(g) {
+			pl.loops += projectionCount(g)
+			continue
+		}
+		placeGraph(pl, g, r, o)
+	}
+	return pl
+}
+
+// inBranches reports whether g is the main graph or inside If branches only: calibration
+// reads a branch's values through the If's outputs, which a Loop or Scan body lacks.
+func inBranches(g *ir.Graph) bool {
+	for ; g.Parent != nil; g = g.Parent {
+		if own := g.Owner; own == nil || !qdqcheck.IsOp(own, "If") {
+			return false
+		}
+	}
+	return true
+}
+
+// projectionCount counts g's MatMul, Gemm and Conv nodes on a constant weight.
+func projectionCount(g *ir.Graph) int {
+	n := 0
+	for _, nd := range g.Nodes() {
+		switch nd.OpType {
+		case "MatMul", "Gemm", "Conv":
+			if nd.Domain == "" && len(nd.Inputs()) > 1 && patterns.ConstOf(nd.Input(1)) != nil {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// placeGraph adds the targets of a policy in g (the main graph or an If branch) from
+// its blocks, with the structural definitions of qdqcheck as the backstop (so that what
+// the checker demands is always placed): weighted ops (every policy), attention matmuls
+// (attention, full), residual adds (full).
+func placeGraph(pl *placement, g *ir.Graph, br *blocks.Result, o *options) {
+	policy := o.policy
+	scope := ""
+	if g.Parent != nil {
+		scope = g.Name + "/"
+	}
 	pos := map[*ir.Node]int{}
 	for i, n := range g.Nodes() {
 		pos[n] = i
@@ -118,7 +167,7 @@ func place(m *ir.Model, br *blocks.Result, o *options) *placement {
 		}
 	}
 	sort.SliceStable(cores, func(i, j int) bool { return cores[i].start < cores[j].start })
-	pl.cores = cores
+	pl.cores = append(pl.cores, cores...)
 	qkv, attnMM, attnOut := map[*ir.Node]int{}, map[*ir.Node]int{}, map[*ir.Node]int{}
 	for i, c := range cores {
 		c.layer = i
@@ -159,7 +208,7 @@ func place(m *ir.Model, br *blocks.Result, o *options) *placement {
 		}
 	}
 	for _, n := range g.Nodes() {
-		t := &target{node: n, weight: -1, pos: pos[n], layer: layerAt(pos[n])}
+		t := &target{node: n, weight: -1, pos: pos[n], layer: layerAt(pos[n]), scope: scope}
 		if w, ok := qdqcheck.WeightInput(n); ok {
 			t.weight = w
 			t.acts = qdqcheck.ActivationInputs(n)
@@ -197,7 +246,6 @@ func place(m *ir.Model, br *blocks.Result, o *options) *placement {
 		}
 		pl.targets = append(pl.targets, t)
 	}
-	return pl
 }
 
 func has(m map[*ir.Node]int, n *ir.Node) bool { _, ok := m[n]; return ok }

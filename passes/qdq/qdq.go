@@ -28,7 +28,6 @@ import (
 	"github.com/qcc-dev/qcc/pass"
 	"github.com/qcc-dev/qcc/passes/blocks"
 	"github.com/qcc-dev/qcc/passes/qdqcheck"
-	"github.com/qcc-dev/qcc/patterns"
 	"github.com/qcc-dev/qcc/quant/calib"
 )
 
@@ -55,7 +54,9 @@ eval the drop in the outputs' cosine similarity on the calibration data. The sea
 on part of that data and reports the result on the rest (holdout=F of the batches), or
 on report-eval=FILE.npz; -stats says which figure comes from which data. pairs=per-reader
 gives each reader of an activation its own Q/DQ pair (what ONNX Runtime's x86 int8
-kernels need). Models already carrying Q/DQ are not quantized twice. An opset-11/12 model is raised to 13 (per-channel axis), converting the operators whose
+kernels need). Inside If branches (a merged decoder) each branch is placed from its own
+blocks and calibrated through the If's outputs, every batch run once per value of a boolean
+input that is an If's condition; Loop and Scan bodies stay float. Models already carrying Q/DQ are not quantized twice. An opset-11/12 model is raised to 13 (per-channel axis), converting the operators whose
 meaning changed. The policy is recorded in the model metadata qcc.qdq.policy.`,
 	Requires: []*pass.Pass{blocks.Pass},
 	Options: []pass.Option{
@@ -231,12 +232,8 @@ func run(ctx *pass.Context) error {
 		return err
 	}
 	br := ctx.ResultOf(blocks.Pass).(*blocks.Result)
-	if n := bodyProjections(ctx.Model); n > 0 {
-		ctx.Note("%d MatMul/Gemm/Conv on constant weights inside If, Loop or Scan bodies stay float: calibration reads values as graph outputs, which a body's values are not (a merged decoder: quantize its decoder exports apart, then merge)", n)
-		ctx.Count("qdq: projections inside subgraphs left float", n)
-	}
 	if o.policy != "linear" {
-		notes := moveScales(ctx.Model, place(ctx.Model, br, o).cores)
+		notes := moveScales(place(ctx.Model, br, o).cores)
 		for _, n := range notes {
 			ctx.Note("%s", n)
 			if !strings.Contains(n, "stays on the scores") {
@@ -276,11 +273,32 @@ func (o *options) apply(ctx *pass.Context, br *blocks.Result) error {
 	for _, n := range pl.notes {
 		ctx.Note("%s", n)
 	}
+	if pl.loops > 0 {
+		ctx.Note("%d MatMul/Gemm/Conv on constant weights inside Loop or Scan bodies stay float: calibration reads a body's values through its If's outputs, and a loop body passes out only its loop outputs", pl.loops)
+		ctx.Count("qdq: projections inside loop bodies left float", pl.loops)
+	}
 	// Decide what stays float before calibrating, so that only what is quantized is
 	// calibrated.
 	for _, t := range pl.targets {
 		if t.skip == "" {
 			t.skip = o.screen(m.Graph, t)
+		}
+	}
+	raise13 := func() error {
+		conv, err := raiseOpset13(m)
+		if err != nil {
+			return err
+		}
+		ctx.Note("%s", conv)
+		changed = true
+		return nil
+	}
+	// If before opset 11 merges its branches' shapes strictly, which the empty tensors
+	// that pass a branch's values out for calibration break: the raise that per-channel
+	// weights need comes first then.
+	if m.Opset("") < 11 && anyWeight(pl.targets) && inBody(neededTensors(pl.targets)) {
+		if err := raise13(); err != nil {
+			return err
 		}
 	}
 	need := neededTensors(pl.targets)
@@ -298,7 +316,7 @@ func (o *options) apply(ctx *pass.Context, br *blocks.Result) error {
 			continue
 		}
 		for _, i := range t.acts {
-			if x := t.node.Input(i); !qdqcheck.Dequantized(x) && reusablePair(x) == nil && ranges[x.Name] == 0 {
+			if x := t.node.Input(i); !qdqcheck.Dequantized(x) && reusablePair(x, t.node.Graph()) == nil && ranges[rangeKey(x)] == 0 {
 				t.skip = fmt.Sprintf("zero calibration range for %s", x.Name)
 				break
 			}
@@ -307,12 +325,9 @@ func (o *options) apply(ctx *pass.Context, br *blocks.Result) error {
 
 	// Per-channel weight scales need opset 13; Q/DQ at all, 10.
 	if (anyWeight(pl.targets) || quantizes(pl.targets) && m.Opset("") < 10) && m.Opset("") < 13 {
-		conv, err := raiseOpset13(m)
-		if err != nil {
+		if err := raise13(); err != nil {
 			return err
 		}
-		ctx.Note("%s", conv)
-		changed = true
 	}
 	if o.fp8 && m.Opset("") < 19 && quantizes(pl.targets) {
 		if err := raiseOpset19(ctx, m); err != nil {
@@ -320,7 +335,7 @@ func (o *options) apply(ctx *pass.Context, br *blocks.Result) error {
 		}
 		changed = true
 	}
-	ins := &inserter{m: m, g: m.Graph, o: o, ranges: ranges, weightDQ: map[weightKey]*ir.Value{}, actDQ: map[*ir.Value]*ir.Value{}, scales: Scales{ByName: map[string]string{}, ByValue: map[float32][]string{}}}
+	ins := &inserter{m: m, g: m.Graph, o: o, ranges: ranges, weightDQ: map[weightKey]*ir.Value{}, weightQ: map[weightKey]*quantWeight{}, actDQ: map[actKey]*ir.Value{}, scales: Scales{ByName: map[string]string{}, ByValue: map[float32][]string{}}}
 	added, err := ins.insert(pl.targets)
 	ctx.Record(ins.scales)
 	if added {
@@ -333,7 +348,12 @@ func (o *options) apply(ctx *pass.Context, br *blocks.Result) error {
 		sh.NoteQuantizers(m) // what each pair quantizes, for precision after a fuse
 	}
 	if o.foldWeights {
-		if n := foldWeights(m.Graph); n > 0 {
+		n := 0
+		_ = m.Graph.Walk(func(g *ir.Graph) error {
+			n += foldWeights(g)
+			return nil
+		})
+		if n > 0 {
 			ctx.Count("qdq: weight Q→DQ folded to int8", n)
 			changed = true
 		}
@@ -403,24 +423,25 @@ func (o *options) screen(g *ir.Graph, t *target) string {
 	return ""
 }
 
-// neededTensors are the activations that get a new Q/DQ pair (and so need a range).
-func neededTensors(ts []*target) []string {
-	seen := map[string]bool{}
-	var out []string
+// neededTensors are the activations that get a new Q/DQ pair (and so need a range), in
+// the order of their range keys.
+func neededTensors(ts []*target) []*ir.Value {
+	seen := map[*ir.Value]bool{}
+	var out []*ir.Value
 	for _, t := range ts {
 		if t.skip != "" {
 			continue
 		}
 		for _, i := range t.acts {
 			x := t.node.Input(i)
-			if qdqcheck.Dequantized(x) || reusablePair(x) != nil || seen[x.Name] {
+			if qdqcheck.Dequantized(x) || reusablePair(x, t.node.Graph()) != nil || seen[x] {
 				continue
 			}
-			seen[x.Name] = true
-			out = append(out, x.Name)
+			seen[x] = true
+			out = append(out, x)
 		}
 	}
-	sort.Strings(out)
+	sort.SliceStable(out, func(i, j int) bool { return rangeKey(out[i]) < rangeKey(out[j]) })
 	return out
 }
 
@@ -576,8 +597,8 @@ func shareQKV(pl *placement, ranges map[string]float32) int {
 		var names []string
 		amax := float32(0)
 		for _, v := range []*ir.Value{c.mms[0].Input(0), c.mms[0].Input(1), c.mms[1].Input(1)} {
-			if a, ok := ranges[v.Name]; ok && a > 0 {
-				names = append(names, v.Name)
+			if a, ok := ranges[rangeKey(v)]; ok && a > 0 {
+				names = append(names, rangeKey(v))
 				amax = max(amax, a)
 			}
 		}
@@ -589,26 +610,5 @@ func shareQKV(pl *placement, ranges map[string]float32) int {
 		}
 		n++
 	}
-	return n
-}
-
-// bodyProjections counts the projections (MatMul, Gemm or Conv on a constant weight) in
-// the bodies of control-flow nodes, which qdq leaves float.
-func bodyProjections(m *ir.Model) int {
-	n := 0
-	_ = m.Graph.Walk(func(g *ir.Graph) error {
-		if g == m.Graph {
-			return nil
-		}
-		for _, nd := range g.Nodes() {
-			switch nd.OpType {
-			case "MatMul", "Gemm", "Conv":
-				if nd.Domain == "" && len(nd.Inputs()) > 1 && patterns.ConstOf(nd.Input(1)) != nil {
-					n++
-				}
-			}
-		}
-		return nil
-	})
 	return n
 }

@@ -13,7 +13,7 @@ import (
 // longer move it there. When Q is computed by a projection X·W + b with constant W and b
 // that nothing else reads (through the head reshapes), s is folded into W and b; else a
 // Mul on Q's edge into Q·Kᵀ carries it. It returns notes on what it did.
-func moveScales(m *ir.Model, cores []*core) []string {
+func moveScales(cores []*core) []string {
 	var notes []string
 	for _, c := range cores {
 		if len(c.mms) == 0 {
@@ -33,22 +33,23 @@ func moveScales(m *ir.Model, cores []*core) []string {
 		for _, u := range append([]ir.Use(nil), out.Uses()...) {
 			u.Node.SetInput(u.Index, s)
 		}
-		m.Graph.RemoveNode(sc)
+		g := qk.Graph()
+		g.RemoveNode(sc)
 		for _, in := range sc.Inputs() {
 			if in != nil && in.Const != nil && len(in.Uses()) == 0 && !in.IsGraphInput() && !in.IsGraphOutput() {
-				m.Graph.RemoveValue(in) // the scale constant nothing reads any more
+				in.Graph().RemoveValue(in) // the scale constant nothing reads any more
 			}
 		}
 		if w, b := qProjection(qk.Input(0)); w != nil {
-			scaleConst(m.Graph, w, f)
-			scaleConst(m.Graph, b, f)
+			scaleConst(w, f)
+			scaleConst(b, f)
 			notes = append(notes, fmt.Sprintf("attention scale %g of %s folded into the Q projection's weight %s and bias %s", f, qdqcheck.NodeName(qk), w.Name, b.Name))
 			continue
 		}
 		q := qk.Input(0)
-		k := m.Graph.NewConst(q.Name+"_attn_scale", ir.FloatTensor(nil, []float32{f}))
-		mul := m.Graph.Add("Mul", []*ir.Value{q, k}, 1, q.Name+"_scaled")
-		mul.Name = m.Graph.FreshName(q.Name + "_attn_scale_Mul")
+		k := g.NewConst(q.Name+"_attn_scale", ir.FloatTensor(nil, []float32{f}))
+		mul := g.Add("Mul", []*ir.Value{q, k}, 1, q.Name+"_scaled")
+		mul.Name = g.FreshName(q.Name + "_attn_scale_Mul")
 		if q.Type != nil {
 			mul.Output(0).Type = q.Type.Clone()
 		}
@@ -139,8 +140,9 @@ func lastDim(t *ir.Tensor) int64 {
 	return t.Dims[len(t.Dims)-1]
 }
 
-// scaleConst replaces the constant v (read once) with v·f.
-func scaleConst(g *ir.Graph, v *ir.Value, f float32) {
+// scaleConst replaces the constant v (read once) with v·f, in v's graph.
+func scaleConst(v *ir.Value, f float32) {
+	g := v.Graph()
 	vals, err := v.Const.Float32s()
 	if err != nil {
 		return

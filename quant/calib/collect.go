@@ -31,6 +31,9 @@ type Options struct {
 	// ORT pass over the data each, so that peak memory is ORT's own plus about this
 	// much whatever the number of tensors. 0 means DefaultMaxBytes; negative, no bound.
 	MaxBytes int64
+	// EachValue names boolean inputs (If conditions, see Selectors) that CollectModel
+	// sets to each value for every batch of the data (see EachSelector).
+	EachValue []string
 }
 
 // DefaultMaxBytes is Options.MaxBytes's default: 256 MiB of collected tensors per batch.

@@ -30,6 +30,7 @@ func CollectModel(m *ir.Model, tensors []string, data string, batch int, opts Op
 	if err != nil {
 		return nil, err
 	}
+	src = EachSelector(src, opts.EachValue)
 	dir, err := os.MkdirTemp("", "qcc-calib-")
 	if err != nil {
 		return nil, err
