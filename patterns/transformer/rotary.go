@@ -541,8 +541,11 @@ func (p repeatProof) proves(v *ir.Value, depth int) bool {
 		return p.proves(n.Input(0), depth+1)
 	case "Concat":
 		r := len(attnShape(v))
-		if a, ok := normAxis(n.AttrInt("axis", 0), r); !p.local || !ok || a != r-1 {
+		if a, ok := normAxis(n.AttrInt("axis", 0), r); !ok || a != r-1 {
 			return false
+		}
+		if !p.local {
+			return p.provesByChannels(v, depth)
 		}
 		for _, in := range n.Inputs() {
 			if w := last(in); w < 0 || w%2 != 0 || !p.proves(in, depth+1) {
@@ -574,6 +577,163 @@ func (p repeatProof) proves(v *ir.Value, depth int) bool {
 		return p.proves(n.Input(0), depth+1)
 	}
 	return false
+}
+
+// provesByChannels proves the repeat of a value assembled on its last axis from parts of
+// other values (Qwen2-VL's multimodal rotary: cos split into sections, each section taken
+// from the row of its own position kind, concatenated): the two channels of every pair
+// come from the same value under the same selection, either the same channel or a pair
+// of a value that repeats itself.
+func (p repeatProof) provesByChannels(v *ir.Value, depth int) bool {
+	src := channelSources(v, 0)
+	d := len(src)
+	if d == 0 || d%2 != 0 {
+		return false
+	}
+	proved := map[*ir.Value]bool{}
+	for i := 0; i < d/2; i++ {
+		a, b := p.pair(i, d)
+		sa, sb := src[a], src[b]
+		if sa.base != sb.base || sa.sel != sb.sel {
+			return false
+		}
+		if sa.ch == sb.ch {
+			continue
+		}
+		w := int(lastDim(sa.base))
+		if !p.isPair(sa.ch, sb.ch, w) {
+			return false
+		}
+		if ok, seen := proved[sa.base]; seen && !ok {
+			return false
+		} else if !seen {
+			proved[sa.base] = p.proves(sa.base, depth+1)
+			if !proved[sa.base] {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// isPair reports whether channels a and b of a row of width w form one of the proof's pairs.
+func (p repeatProof) isPair(a, b, w int) bool {
+	for j := 0; j < w/2; j++ {
+		if x, y := p.pair(j, w); x == a && y == b {
+			return true
+		}
+	}
+	return false
+}
+
+// chanSource is where one channel of a value comes from: channel ch of base, read
+// through the selections sel on other axes (Gathers by a constant index), so that two
+// channels with the same base and sel hold equal values when base's channels do.
+type chanSource struct {
+	base *ir.Value
+	sel  string
+	ch   int
+}
+
+// lastDim is the known size of v's last axis, or -1.
+func lastDim(v *ir.Value) int64 {
+	s := attnShape(v)
+	if len(s) == 0 || !s[len(s)-1].Known {
+		return -1
+	}
+	return s[len(s)-1].Value
+}
+
+// channelSources follows v's last axis back through Concats, Slices and Splits on it and
+// through Gathers by a constant index on other axes, Unsqueezes, Casts and Identities,
+// and lists each channel's source; nil when a width is unknown.
+func channelSources(v *ir.Value, depth int) []chanSource {
+	w := lastDim(v)
+	if w < 0 || w > 1<<16 {
+		return nil
+	}
+	whole := func() []chanSource {
+		out := make([]chanSource, w)
+		for i := range out {
+			out[i] = chanSource{base: v, ch: i}
+		}
+		return out
+	}
+	n, _ := v.Producer()
+	if n == nil || n.Domain != "" || depth > 12 {
+		return whole()
+	}
+	r := len(attnShape(n.Input(0)))
+	onLast := func(a int64) bool { i, ok := normAxis(a, r); return ok && i == r-1 }
+	switch n.OpType {
+	case "Concat":
+		if !onLast(n.AttrInt("axis", 0)) {
+			return whole()
+		}
+		var out []chanSource
+		for _, in := range n.Inputs() {
+			s := channelSources(in, depth+1)
+			if s == nil {
+				return nil
+			}
+			out = append(out, s...)
+		}
+		if int64(len(out)) != w {
+			return nil
+		}
+		return out
+	case "Split", "Slice":
+		start := int64(0)
+		if n.OpType == "Split" {
+			if !onLast(n.AttrInt("axis", 0)) {
+				return whole()
+			}
+			for _, o := range n.Outputs() {
+				if o == v {
+					break
+				}
+				if lastDim(o) < 0 {
+					return nil
+				}
+				start += lastDim(o)
+			}
+		} else {
+			st, ok1 := constInts(n.Input(1))
+			axes, ok2 := constInts(n.Input(3))
+			steps := []int64{1}
+			if n.Input(4) != nil {
+				steps, _ = constInts(n.Input(4))
+			}
+			if !ok1 || !ok2 || len(st) != 1 || len(axes) != 1 || !onLast(axes[0]) || len(steps) != 1 || steps[0] != 1 {
+				return whole()
+			}
+			start = st[0]
+			if start < 0 {
+				start += lastDim(n.Input(0))
+			}
+		}
+		in := channelSources(n.Input(0), depth+1)
+		if in == nil || start < 0 || start+w > int64(len(in)) {
+			return nil
+		}
+		return in[start : start+w]
+	case "Gather":
+		idx, ok := constInts(n.Input(1))
+		if !ok || len(idx) != 1 || n.Input(1).Type.Rank() != 0 || onLast(n.AttrInt("axis", 0)) {
+			return whole()
+		}
+		in := channelSources(n.Input(0), depth+1)
+		for i := range in {
+			in[i].sel += fmt.Sprintf("[axis %d = %d]", n.AttrInt("axis", 0), idx[0])
+		}
+		return in
+	case "Unsqueeze", "Cast", "Identity":
+		if lastDim(n.Input(0)) != w {
+			return whole()
+		}
+		return channelSources(n.Input(0), depth+1)
+	}
+	return whole()
 }
 
 // constRepeats checks a constant's rows: the two channels of every pair are equal.

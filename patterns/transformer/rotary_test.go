@@ -33,6 +33,8 @@ func TestRotaryFamily(t *testing.T) {
 		// Sequence-first [S, B, H, D], the pairs as Gathers of a [..., D/4, 2] view, on
 		// the first half of each head.
 		{"chatglm.opset17", "rotary/partial", 1, 4},
+		// cos and sin assembled from three position kinds' sections (M-RoPE).
+		{"qwen2-vl.opset17", "rotary/rotate-half", 0, 0},
 	} {
 		path := probePath(t, c.probe)
 		m := ortcheck.Fold(t, path, passes.All)
@@ -105,6 +107,28 @@ func TestRotaryRefusesUnrepeatedAngles(t *testing.T) {
 		}
 		if changed == 0 {
 			t.Fatal("no [positions, 8] table in the probe")
+		}
+		refused(t, m, "does not provably repeat its first half in its second")
+	})
+	t.Run("sections", func(t *testing.T) {
+		// Qwen2-VL's assembled cos and sin with the first section of the second half read
+		// from the height row instead of the time row.
+		m := ortcheck.Fold(t, probePath(t, "qwen2-vl.opset17"), passes.All)
+		changed := 0
+		for _, n := range m.Graph.Nodes() {
+			if n.OpType != "Concat" || len(n.Inputs()) != 6 {
+				continue
+			}
+			g3, _ := n.Input(3).Producer()
+			g1, _ := n.Input(1).Producer()
+			if g3 == nil || g1 == nil || g3.OpType != "Gather" || g1.OpType != "Gather" {
+				continue
+			}
+			g3.SetInput(1, g1.Input(1))
+			changed++
+		}
+		if changed != 2 {
+			t.Fatalf("%d assembled cos and sin in the probe, want 2 (computed once for every layer)", changed)
 		}
 		refused(t, m, "does not provably repeat its first half in its second")
 	})

@@ -2047,6 +2047,32 @@ class Qwen2(Model):
         return self.norm(x)
 
 
+class Qwen2VL(Qwen2):
+    """Qwen2-VL's text decoder: Qwen2's blocks with multimodal rotary (M-RoPE). The
+    position ids are [3, B, S] (time, height, width); cos and sin are computed for each of
+    the three, [3, B, S, D], then assembled channel by channel: split into the sections
+    (1, 1, 2) repeated for the second half, section i taken from row i mod 3, concatenated."""
+
+    section = [1, 1, 2]  # sums to D/2
+
+    def forward(self, input_ids, attention_mask, position_ids):
+        S = input_ids.shape[1]
+        x = self.embed_tokens(input_ids)
+        f = self.inv_freq[None, None, :, None].expand(3, position_ids.shape[1], -1, 1) @ position_ids[:, :, None, :].float()
+        emb = torch.cat((f.transpose(2, 3), f.transpose(2, 3)), dim=-1)  # [3, B, S, D]
+
+        def assemble(t):
+            parts = t.split(self.section * 2, dim=-1)
+            return torch.cat([m[i % 3] for i, m in enumerate(parts)], dim=-1).unsqueeze(1)
+
+        cos, sin = assemble(emb.cos()), assemble(emb.sin())
+        mask = torch.triu(torch.full((S, S), MIN), diagonal=1)[None, None] + padding_bias(attention_mask)
+        for l in range(L):
+            x = x + self.self_attn[l](self.input_layernorm[l](x), mask, cos, sin)
+            x = x + self.mlp[l](self.post_attention_layernorm[l](x))
+        return self.norm(x)
+
+
 class GemmaRMSNorm(RMSNorm):
     """Gemma's norm: the weight is an offset from 1, applied in float32."""
 
@@ -3807,6 +3833,7 @@ FORMS = {
     "einsum": (EinsumEncoder, (13, 17)),
     "chatglm": (ChatGLM, (14, 17)),
     "falcon40b": (Falcon40B, (14, 17)),
+    "qwen2-vl": (Qwen2VL, (14, 17)),
 }
 
 
@@ -3855,6 +3882,10 @@ def make_inputs(model, B, S, T, seed):
             else:
                 m[-1, S - 3 :] = 0  # the last row is padded
             out[name] = m.to(torch.bool) if isinstance(model, SDPALike) else m
+        elif name == "position_ids" and isinstance(model, Qwen2VL):
+            # Text positions then a 2-D grid's: time, height and width differ.
+            i = torch.arange(S)
+            out[name] = torch.stack([i, i // 3, i % 3 + i // 3]).unsqueeze(1).expand(3, B, S).contiguous()
         elif name == "position_ids":
             out[name] = torch.arange(S).unsqueeze(0).expand(B, S).contiguous()
         elif name == "use_cache_branch":
@@ -3888,6 +3919,8 @@ def make_inputs(model, B, S, T, seed):
 def dim_names(name, model=None):
     if (isinstance(model, DINOv2) or getattr(model, "any_image", False)) and name == "pixel_values":
         return ["batch", 3, "height", "width"]
+    if isinstance(model, Qwen2VL) and name == "position_ids":
+        return [3, "batch", "sequence"]
     if isinstance(model, LlamaPast) and name == "attention_mask":
         return ["batch", "past_sequence + sequence"]  # optimum's naming: a sum
     if isinstance(model, (GPT2Past, LlamaPast)):
