@@ -1,6 +1,7 @@
 // Package cuda is qcc's CUDA emitter: from a model's transformer blocks (the blocks
-// analysis) and its INT8 Q/DQ nodes it writes kernels specialised to the model's shapes
-// and constants, with a plain C launch API and a test harness.
+// analysis) and its INT8 Q/DQ nodes, in the main graph and in every If, Loop and Scan
+// body (a merged decoder's branches), it writes kernels specialised to the model's
+// shapes and constants, with a plain C launch API and a test harness.
 //
 // Emit writes into a folder:
 //

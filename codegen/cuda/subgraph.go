@@ -358,21 +358,21 @@ func (sub *subgraph) copyNode(g *ir.Graph, n *ir.Node, vals map[*ir.Value]*ir.Va
 // home is the graph that computes the instance's outputs: the main graph, or the
 // body that holds the block.
 func (in *instance) home() (*ir.Graph, error) {
-	var g *ir.Graph
+	var first *ir.Value
 	for _, t := range in.Tensors {
 		v := in.bound[t.Param]
-		if !t.Out || v == nil {
-			continue
+		switch {
+		case !t.Out || v == nil:
+		case first == nil:
+			first = v
+		case v.Graph() != first.Graph():
+			return nil, fmt.Errorf("outputs %s and %s are computed in different graphs", sanitize(first.Name), sanitize(v.Name))
 		}
-		if g != nil && v.Graph() != g {
-			return nil, fmt.Errorf("outputs %s and %s are computed in different graphs", sanitize(t.Param), sanitize(v.Name))
-		}
-		g = v.Graph()
 	}
-	if g == nil {
-		return nil, fmt.Errorf("no output is bound to a model value")
+	if first == nil || first.Graph() == nil {
+		return nil, fmt.Errorf("no output is bound to a value of the model")
 	}
-	return g, nil
+	return first.Graph(), nil
 }
 
 // outerLeaves draws the activations of enclosing graphs that a body's block reads
