@@ -1,6 +1,7 @@
 // Package cuda is qcc's CUDA emitter: from a model's transformer blocks (the blocks
-// analysis) and its INT8 Q/DQ nodes it writes kernels specialised to the model's shapes
-// and constants, with a plain C launch API and a test harness.
+// analysis) and its INT8 Q/DQ nodes, in the main graph and in every If, Loop and Scan
+// body (a merged decoder's branches), it writes kernels specialised to the model's
+// shapes and constants, with a plain C launch API and a test harness.
 //
 // Emit writes into a folder:
 //
@@ -91,10 +92,21 @@ func analyse(m *ir.Model, source string, sz sizer) (*plan, error) {
 		return nil, err
 	}
 	b := newBuilder(source, sz)
-	for _, bl := range res.Blocks {
-		b.block(bl)
+	// The main graph and then every body: a merged decoder holds its whole model in
+	// the branches of an If, each planned like a main graph (the kernels are shared).
+	for _, r := range res.All() {
+		b.prefix = r.IDPrefix()
+		for _, bl := range r.Blocks {
+			b.block(bl)
+		}
+		b.nodes(r.Graph)
 	}
-	for _, n := range m.Graph.Nodes() {
+	return b.p, nil
+}
+
+// nodes plans g's Q/DQ nodes and records its fused rotaries.
+func (b *builder) nodes(g *ir.Graph) {
+	for _, n := range g.Nodes() {
 		std := n.Domain == "" || n.Domain == "ai.onnx"
 		switch {
 		case (n.OpType == "QuantizeLinear" || n.OpType == "DequantizeLinear") && (std || n.Domain == msDomain):
@@ -103,7 +115,6 @@ func analyse(m *ir.Model, source string, sz sizer) (*plan, error) {
 			b.rotary(n)
 		}
 	}
-	return b.p, nil
 }
 
 // Emit writes the CUDA code for m into dir (created if needed).

@@ -363,20 +363,15 @@ func verifyCheckData(t *testing.T, p *plan, dir string) {
 			}
 			arrays[tt.Param] = decode(tt.DType, data)
 		}
-		for param, got := range emulate(t, in, arrays) {
-			want := arrays[param]
-			atol, rtol := in.Tol[in.Elem][0], in.Tol[in.Elem][1]
-			bad := 0
-			for k := range want {
-				if d := abs(got[k] - want[k]); !(d <= atol+rtol*abs(want[k])) {
-					if bad == 0 {
-						t.Errorf("%s: %s[%d]: Go says %g, ONNX Runtime %g", in.ID, param, k, got[k], want[k])
-					}
-					bad++
-				}
+		want := map[string][]float64{}
+		for _, tt := range in.Tensors {
+			if tt.Out {
+				want[tt.Param] = arrays[tt.Param]
 			}
-			if bad > 0 {
-				t.Errorf("%s: %s: %d of %d elements disagree", in.ID, param, bad, len(want))
+		}
+		for param, e := range compareOutputs(in, emulate(t, in, arrays), want) {
+			if e.bad > 0 {
+				t.Errorf("%s: %s: %d of %d elements disagree; first %s", in.ID, param, e.bad, e.n, e.first)
 			}
 		}
 	}

@@ -63,7 +63,10 @@ type scalar struct{ CType, Name string }
 
 // instance is one block (or Q/DQ node) of the model, bound to its kernel.
 type instance struct {
-	ID      string
+	ID string
+	// Fn is the check function's name, a C identifier unique in the plan (a body's
+	// block ids hold its graph's name: "then/attention.0").
+	Fn      string
 	Layer   int
 	Where   string // "layer 3", "before the encoder", "node NAME"
 	Variant string
@@ -164,7 +167,7 @@ type dim struct {
 // tensor is one array of the check data.
 type tensor struct {
 	Param  string // the kernel parameter
-	File   string
+	File   string // in check/, named by the instance when the builder adds it
 	DType  ir.DataType
 	Shape  []int64
 	Out    bool
@@ -293,12 +296,12 @@ func cBool(b bool) string {
 
 func cInt(n int64) string { return strconv.FormatInt(n, 10) }
 
-// sanitize makes a model name safe inside a // comment: printable ASCII, no
-// backslash (which could splice lines).
+// sanitize makes a model name safe inside a // comment and a string literal:
+// printable ASCII, no backslash (which could splice lines) and no double quote.
 func sanitize(s string) string {
 	b := []byte(s)
 	for i, c := range b {
-		if c < 0x20 || c > 0x7e || c == '\\' {
+		if c < 0x20 || c > 0x7e || c == '\\' || c == '"' {
 			b[i] = '?'
 		}
 	}
@@ -315,15 +318,20 @@ func typeString(v *ir.Value) string {
 // ---- building ----
 
 type builder struct {
-	p       *plan
-	sz      sizer
-	byKey   map[string]*kernel
-	names   map[string]int
+	p     *plan
+	sz    sizer
+	byKey map[string]*kernel
+	// names are the kernel names, check functions and data file stems taken.
+	names map[string]bool
+	// counter numbers the node instances (quantize, dequantize, rotary) per graph.
 	counter map[string]int
+	// prefix names the graph whose nodes are planned: "" for the main graph,
+	// "<name>/" for a body, as the blocks analysis names its blocks.
+	prefix string
 }
 
 func newBuilder(source string, sz sizer) *builder {
-	return &builder{p: &plan{Source: source}, sz: sz, byKey: map[string]*kernel{}, names: map[string]int{}, counter: map[string]int{}}
+	return &builder{p: &plan{Source: source}, sz: sz, byKey: map[string]*kernel{}, names: map[string]bool{}, counter: map[string]int{}}
 }
 
 func (b *builder) skip(id, variant, why string) {
@@ -350,11 +358,7 @@ func (b *builder) kernelFor(k *kernel) *kernel {
 	if old, ok := b.byKey[k.key]; ok {
 		return old
 	}
-	base := k.Name
-	if n := b.names[base]; n > 0 {
-		k.Name = fmt.Sprintf("%s_%d", base, n)
-	}
-	b.names[base]++
+	k.Name = b.fresh(k.Name)
 	k.Struct = structName(k.Name)
 	b.byKey[k.key] = k
 	b.p.Kernels = append(b.p.Kernels, k)
@@ -373,10 +377,36 @@ func structName(name string) string {
 	return s.String() + "Spec"
 }
 
+// fresh returns base, or base_1, base_2, ... when base is taken, and takes it.
+func (b *builder) fresh(base string) string {
+	name := base
+	for i := 1; b.names[name]; i++ {
+		name = fmt.Sprintf("%s_%d", base, i)
+	}
+	b.names[name] = true
+	return name
+}
+
 func (b *builder) add(in *instance, k *kernel) {
 	in.Kernel = b.kernelFor(k)
 	in.Kernel.Instances = append(in.Kernel.Instances, in)
+	in.Fn = b.fresh("Check" + identifier(in.ID))
+	stem := b.fresh(fileStem(in.ID))
+	for _, t := range in.Tensors {
+		t.File = stem + "." + t.Param + ".bin"
+	}
 	b.p.Instances = append(b.p.Instances, in)
+}
+
+// fileStem makes a block id a file name in check/: a body's graph name may hold
+// a '/' or anything else a path should not.
+func fileStem(id string) string {
+	return strings.Map(func(c rune) rune {
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '-' {
+			return c
+		}
+		return '_'
+	}, id)
 }
 
 // bind records the model value behind each parameter; the first of the kernel's
@@ -405,24 +435,22 @@ func nameOf(v *ir.Value) string {
 	return v.Name
 }
 
-func fileName(id, param string) string { return id + "." + param + ".bin" }
-
 // constOrRandom is a check-data input: the model's constant when there is
 // one, else deterministic random values of the given shape.
-func constOrRandom(id, param string, v *ir.Value, shape []int64, gen generator) *tensor {
-	t := &tensor{Param: param, File: fileName(id, param), DType: ir.Float, Shape: shape, Source: "random", gen: gen}
+func constOrRandom(param string, v *ir.Value, shape []int64, gen generator) *tensor {
+	t := &tensor{Param: param, DType: ir.Float, Shape: shape, Source: "random", gen: gen}
 	if c := patterns.ConstOf(v); c != nil && c.DType == ir.Float && prod(c.Dims) == prod(shape) {
 		t.Source, t.from, t.Shape = "model", c, append([]int64{}, c.Dims...)
 	}
 	return t
 }
 
-func random(id, param string, dt ir.DataType, shape []int64, gen generator) *tensor {
-	return &tensor{Param: param, File: fileName(id, param), DType: dt, Shape: shape, Source: "random", gen: gen}
+func random(param string, dt ir.DataType, shape []int64, gen generator) *tensor {
+	return &tensor{Param: param, DType: dt, Shape: shape, Source: "random", gen: gen}
 }
 
-func expected(id, param string, dt ir.DataType, shape []int64) *tensor {
-	return &tensor{Param: param, File: fileName(id, param), DType: dt, Shape: shape, Out: true, Source: "onnxruntime"}
+func expected(param string, dt ir.DataType, shape []int64) *tensor {
+	return &tensor{Param: param, DType: dt, Shape: shape, Out: true, Source: "onnxruntime"}
 }
 
 // The tolerances: |got - want| <= atol + rtol * |want|, in float and in half.
@@ -507,9 +535,9 @@ func (b *builder) rowsOf(bl *transformer.Block, in *ir.Value, vs ...*ir.Value) (
 // normTensors makes the gamma tensor and, when the block has one, the beta
 // tensor of a LayerNorm-like block with rows of h.
 func normTensors(bl *transformer.Block, gamma, beta *ir.Value, h int64) []*tensor {
-	ts := []*tensor{constOrRandom(bl.ID, "gamma", gamma, []int64{h}, uniform(bl.ID+".gamma", 0.5, 1.5))}
+	ts := []*tensor{constOrRandom("gamma", gamma, []int64{h}, uniform(bl.ID+".gamma", 0.5, 1.5))}
 	if beta != nil {
-		ts = append(ts, constOrRandom(bl.ID, "beta", beta, []int64{h}, uniform(bl.ID+".beta", -0.5, 0.5)))
+		ts = append(ts, constOrRandom("beta", beta, []int64{h}, uniform(bl.ID+".beta", -0.5, 0.5)))
 	}
 	return ts
 }
@@ -557,8 +585,8 @@ func (b *builder) layerNorm(bl *transformer.Block, centred bool) {
 	}
 	inst := b.newInstance(bl)
 	inst.Dims = []dim{{"int", "rows", rows}}
-	inst.Tensors = append([]*tensor{random(bl.ID, "input", ir.Float, shape, uniform(bl.ID+".input", -2, 2))}, normTensors(bl, gamma, beta, h)...)
-	inst.Tensors = append(inst.Tensors, expected(bl.ID, "output", ir.Float, shape))
+	inst.Tensors = append([]*tensor{random("input", ir.Float, shape, uniform(bl.ID+".input", -2, 2))}, normTensors(bl, gamma, beta, h)...)
+	inst.Tensors = append(inst.Tensors, expected("output", ir.Float, shape))
 	inst.bytes = func(e int) float64 { return float64(e) * float64(2*rows*h+2*h) }
 	inst.Tol = tolNorm
 	b.bind(inst, k, map[string]*ir.Value{"input": in, "gamma": gamma, "beta": beta, "output": bl.Role("output")})
@@ -608,16 +636,16 @@ func (b *builder) skipLayerNorm(bl *transformer.Block, centred bool) {
 	inst := b.newInstance(bl)
 	inst.Dims = []dim{{"int", "rows", rows}}
 	inst.Tensors = []*tensor{
-		random(bl.ID, "input", ir.Float, shape, uniform(bl.ID+".input", -2, 2)),
-		random(bl.ID, "skip", ir.Float, shape, uniform(bl.ID+".skip", -2, 2)),
+		random("input", ir.Float, shape, uniform(bl.ID+".input", -2, 2)),
+		random("skip", ir.Float, shape, uniform(bl.ID+".skip", -2, 2)),
 	}
 	if bias != nil {
-		inst.Tensors = append(inst.Tensors, constOrRandom(bl.ID, "bias", bias, []int64{h}, uniform(bl.ID+".bias", -0.5, 0.5)))
+		inst.Tensors = append(inst.Tensors, constOrRandom("bias", bias, []int64{h}, uniform(bl.ID+".bias", -0.5, 0.5)))
 	}
 	inst.Tensors = append(inst.Tensors, normTensors(bl, gamma, beta, h)...)
-	inst.Tensors = append(inst.Tensors, expected(bl.ID, "output", ir.Float, shape))
+	inst.Tensors = append(inst.Tensors, expected("output", ir.Float, shape))
 	if sum != nil {
-		inst.Tensors = append(inst.Tensors, expected(bl.ID, "sum", ir.Float, shape))
+		inst.Tensors = append(inst.Tensors, expected("sum", ir.Float, shape))
 	}
 	outs := int64(1)
 	if sum != nil {
@@ -674,11 +702,11 @@ func (b *builder) gelu(bl *transformer.Block) {
 	}
 	inst := b.newInstance(bl)
 	inst.Dims = []dim{{"int", "rows", rows}}
-	inst.Tensors = []*tensor{random(bl.ID, "input", ir.Float, shape, uniform(bl.ID+".input", -4, 4))}
+	inst.Tensors = []*tensor{random("input", ir.Float, shape, uniform(bl.ID+".input", -4, 4))}
 	if bias != nil {
-		inst.Tensors = append(inst.Tensors, constOrRandom(bl.ID, "bias", bias, []int64{n}, uniform(bl.ID+".bias", -0.5, 0.5)))
+		inst.Tensors = append(inst.Tensors, constOrRandom("bias", bias, []int64{n}, uniform(bl.ID+".bias", -0.5, 0.5)))
 	}
-	inst.Tensors = append(inst.Tensors, expected(bl.ID, "output", ir.Float, shape))
+	inst.Tensors = append(inst.Tensors, expected("output", ir.Float, shape))
 	inst.bytes = func(e int) float64 { return float64(e) * float64(2*rows*n+n) }
 	inst.Tol = tolGelu
 	b.bind(inst, k, map[string]*ir.Value{"input": in, "bias": bias, "output": bl.Role("output")})
@@ -747,21 +775,21 @@ func (b *builder) embedding(bl *transformer.Block) {
 	inst := b.newInstance(bl)
 	inst.Dims = []dim{{"int", "batch", batch}, {"int", "seq", seq}}
 	bs := []int64{batch, seq}
-	inst.Tensors = []*tensor{random(bl.ID, "input_ids", ir.Int32, bs, ints(bl.ID+".input_ids", wd[0]))}
+	inst.Tensors = []*tensor{random("input_ids", ir.Int32, bs, ints(bl.ID+".input_ids", wd[0]))}
 	if typeVocab > 0 {
-		inst.Tensors = append(inst.Tensors, random(bl.ID, "segment_ids", ir.Int32, bs, ints(bl.ID+".segment_ids", typeVocab)))
+		inst.Tensors = append(inst.Tensors, random("segment_ids", ir.Int32, bs, ints(bl.ID+".segment_ids", typeVocab)))
 	}
 	if posIDs != nil {
-		inst.Tensors = append(inst.Tensors, random(bl.ID, "position_ids", ir.Int32, bs, ints(bl.ID+".position_ids", pd[0])))
+		inst.Tensors = append(inst.Tensors, random("position_ids", ir.Int32, bs, ints(bl.ID+".position_ids", pd[0])))
 	}
 	inst.Tensors = append(inst.Tensors,
-		constOrRandom(bl.ID, "word_embedding", word, wd, uniform(bl.ID+".word", -1, 1)),
-		constOrRandom(bl.ID, "position_embedding", pos, pd, uniform(bl.ID+".position", -1, 1)))
+		constOrRandom("word_embedding", word, wd, uniform(bl.ID+".word", -1, 1)),
+		constOrRandom("position_embedding", pos, pd, uniform(bl.ID+".position", -1, 1)))
 	if typeVocab > 0 {
-		inst.Tensors = append(inst.Tensors, constOrRandom(bl.ID, "segment_embedding", seg, sd, uniform(bl.ID+".segment", -1, 1)))
+		inst.Tensors = append(inst.Tensors, constOrRandom("segment_embedding", seg, sd, uniform(bl.ID+".segment", -1, 1)))
 	}
 	inst.Tensors = append(inst.Tensors, normTensors(bl, gamma, beta, h)...)
-	inst.Tensors = append(inst.Tensors, expected(bl.ID, "output", ir.Float, []int64{batch, seq, h}))
+	inst.Tensors = append(inst.Tensors, expected("output", ir.Float, []int64{batch, seq, h}))
 	tables := int64(2)
 	if typeVocab > 0 {
 		tables = 3
@@ -776,11 +804,18 @@ func (b *builder) embedding(bl *transformer.Block) {
 	b.add(inst, k)
 }
 
+// nodeID numbers a node instance of kind in the graph being planned, named like
+// the blocks there.
+func (b *builder) nodeID(kind string) string {
+	id := fmt.Sprintf("%s%s.%d", b.prefix, kind, b.counter[b.prefix+kind])
+	b.counter[b.prefix+kind]++
+	return id
+}
+
 // rotary records a fused rotary embedding (RotaryEmbedding-23 or ONNX Runtime's):
 // it has no kernel, and the reason says where the rotation happens instead.
 func (b *builder) rotary(n *ir.Node) {
-	id := fmt.Sprintf("rotary.%d", b.counter["rotary"])
-	b.counter["rotary"]++
+	id := b.nodeID("rotary")
 	variant := n.OpType
 	if n.Domain != "" && n.Domain != "ai.onnx" {
 		variant = n.Domain + "." + n.OpType
@@ -792,8 +827,7 @@ func (b *builder) rotary(n *ir.Node) {
 func (b *builder) qdq(n *ir.Node) {
 	quant := n.OpType == "QuantizeLinear"
 	kind := map[bool]string{true: "quantize", false: "dequantize"}[quant]
-	id := fmt.Sprintf("%s.%d", kind, b.counter[kind])
-	b.counter[kind]++
+	id := b.nodeID(kind)
 	variant := n.OpType
 	if n.Domain != "" {
 		variant = n.Domain + "." + n.OpType
@@ -885,22 +919,22 @@ func (b *builder) qdq(n *ir.Node) {
 		b.skip(id, variant, "scale is not readable")
 		return
 	}
-	xt := random(id, "x", ir.Float, shape, quantInput(id+".x", scales, inner))
+	xt := random("x", ir.Float, shape, quantInput(id+".x", scales, inner))
 	if !quant {
-		xt = &tensor{Param: "x", File: fileName(id, "x"), DType: ir.Int8, Shape: shape, Source: "random", gen: ints(id+".x", 256)}
+		xt = &tensor{Param: "x", DType: ir.Int8, Shape: shape, Source: "random", gen: ints(id+".x", 256)}
 		if c := patterns.ConstOf(x); c != nil {
 			xt.Source, xt.from = "model", c
 		}
 	}
-	inst.Tensors = []*tensor{xt, {Param: "scale", File: fileName(id, "scale"), DType: ir.Float, Shape: append([]int64{}, scale.Dims...), Source: "model", from: scale}}
+	inst.Tensors = []*tensor{xt, {Param: "scale", DType: ir.Float, Shape: append([]int64{}, scale.Dims...), Source: "model", from: scale}}
 	if zpV != nil {
-		inst.Tensors = append(inst.Tensors, &tensor{Param: "zero_point", File: fileName(id, "zero_point"), DType: ir.Int8, Shape: append([]int64{}, zp.Dims...), Source: "model", from: zp})
+		inst.Tensors = append(inst.Tensors, &tensor{Param: "zero_point", DType: ir.Int8, Shape: append([]int64{}, zp.Dims...), Source: "model", from: zp})
 	}
 	outDT := ir.Int8
 	if !quant {
 		outDT = ir.Float
 	}
-	inst.Tensors = append(inst.Tensors, expected(id, "y", outDT, shape))
+	inst.Tensors = append(inst.Tensors, expected("y", outDT, shape))
 	inst.bytes = func(e int) float64 {
 		return float64(count) + float64(e)*float64(count) + float64(5*channels)
 	}

@@ -484,9 +484,9 @@ func (b *builder) attention(bl *transformer.Block) {
 	// com.microsoft.Attention also holds a negative value (ORT keeps keys > 0).
 	pad := paddingMask(batch, kvSeq, f.packed)
 	inst.Tensors = []*tensor{
-		random(bl.ID, "q", ir.Float, act, uniform(bl.ID+".q", -2, 2)),
-		random(bl.ID, "k", ir.Float, kv, uniform(bl.ID+".k", -2, 2)),
-		random(bl.ID, "v", ir.Float, kv, uniform(bl.ID+".v", -2, 2)),
+		random("q", ir.Float, act, uniform(bl.ID+".q", -2, 2)),
+		random("k", ir.Float, kv, uniform(bl.ID+".k", -2, 2)),
+		random("v", ir.Float, kv, uniform(bl.ID+".v", -2, 2)),
 	}
 	if f.packed {
 		for _, t := range inst.Tensors {
@@ -494,19 +494,19 @@ func (b *builder) attention(bl *transformer.Block) {
 		}
 	}
 	if f.mask != nil {
-		inst.Tensors = append(inst.Tensors, random(bl.ID, "mask", ir.Int32, []int64{batch, kvSeq}, pad))
+		inst.Tensors = append(inst.Tensors, random("mask", ir.Int32, []int64{batch, kvSeq}, pad))
 	}
 	if f.bias != nil {
 		gen := maskedBias(bl.ID+".bias", batch, heads, seq, true)
 		if f.rowScale == nil || kvSeq != seq {
 			gen = additiveBias(bl.ID+".bias", biasShape)
 		}
-		inst.Tensors = append(inst.Tensors, random(bl.ID, "bias", ir.Float, biasShape, gen))
+		inst.Tensors = append(inst.Tensors, random("bias", ir.Float, biasShape, gen))
 	}
 	if f.rowScale != nil {
-		inst.Tensors = append(inst.Tensors, random(bl.ID, "row_scale", ir.Float, []int64{batch, seq, 1}, rowKeep(batch, seq)))
+		inst.Tensors = append(inst.Tensors, random("row_scale", ir.Float, []int64{batch, seq, 1}, rowKeep(batch, seq)))
 	}
-	inst.Tensors = append(inst.Tensors, expected(bl.ID, "output", ir.Float, act))
+	inst.Tensors = append(inst.Tensors, expected("output", ir.Float, act))
 	kvElems := prod(kv)
 	inst.bytes = func(e int) float64 {
 		n := float64(e) * float64(2*batch*seq*hidden+2*kvElems)

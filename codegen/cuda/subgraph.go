@@ -125,9 +125,16 @@ func (in *instance) extract(m *ir.Model, widened bool) (*subgraph, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Walk back from the outputs to the leaves and constants.
+	home, err := in.home()
+	if err != nil {
+		return nil, err
+	}
+	// Walk back from the outputs to the leaves and constants. A block in a body stops
+	// at the values of the enclosing graphs too: their initializers and Constant nodes
+	// are the subgraph's constants, their activations its inputs (see outerLeaves).
 	need := map[*ir.Node]bool{}
 	consts := map[*ir.Value]*ir.Tensor{}
+	outer := map[*ir.Value]bool{}
 	var walk func(v *ir.Value) error
 	walk = func(v *ir.Value) error {
 		if _, ok := leaves[v]; ok {
@@ -135,6 +142,14 @@ func (in *instance) extract(m *ir.Model, widened bool) (*subgraph, error) {
 		}
 		if v.Const != nil {
 			consts[v] = v.Const
+			return nil
+		}
+		if v.Graph() != home {
+			if c := patterns.ConstOf(v); c != nil {
+				consts[v] = c
+			} else {
+				outer[v] = true
+			}
 			return nil
 		}
 		n, _ := v.Producer()
@@ -180,6 +195,16 @@ func (in *instance) extract(m *ir.Model, widened bool) (*subgraph, error) {
 	}
 	if in.gemm != nil {
 		order = append(order, in.gemm.x, in.gemm.w, in.gemm.b)
+	}
+	if len(outer) > 0 {
+		extra, err := in.outerLeaves(outer)
+		if err != nil {
+			return nil, err
+		}
+		for _, v := range sortedValues(outer) {
+			leaves[v] = extra[v]
+			order = append(order, v)
+		}
 	}
 	// A block of constants only (a weight's DequantizeLinear) is fed its first
 	// constant: ONNX Runtime runs no model without inputs.
@@ -237,12 +262,7 @@ func (in *instance) extract(m *ir.Model, widened bool) (*subgraph, error) {
 		}
 		sub.feeds[v.Name] = a
 	}
-	var inner []*ir.Value // the block's own constants, by name
-	for v := range consts {
-		inner = append(inner, v)
-	}
-	sort.Slice(inner, func(i, j int) bool { return inner[i].Name < inner[j].Name })
-	for _, v := range inner {
+	for _, v := range sortedValues(consts) { // the block's own constants
 		if vals[v] == nil {
 			wc, err := widenConst(consts[v], widened)
 			if err != nil {
@@ -256,52 +276,11 @@ func (in *instance) extract(m *ir.Model, widened bool) (*subgraph, error) {
 		}
 	}
 	// Nodes in the model's order (which is topological).
-	var src *ir.Graph
-	for n := range need {
-		src = n.Graph()
-		break
-	}
-	if src != nil {
-		for _, n := range src.Nodes() {
-			if !need[n] {
-				continue
-			}
-			ins := make([]*ir.Value, len(n.Inputs()))
-			for i, x := range n.Inputs() {
-				if x != nil {
-					if ins[i] = vals[x]; ins[i] == nil {
-						return nil, fmt.Errorf("node %s reads %s before it is computed", sanitize(n.Name), sanitize(x.Name))
-					}
-				}
-			}
-			outsN := make([]*ir.Value, len(n.Outputs()))
-			for i, o := range n.Outputs() {
-				if o != nil {
-					outsN[i] = &ir.Value{Name: o.Name}
-					vals[o] = outsN[i]
-				}
-			}
-			attrs := n.Attrs
-			if widened && n.OpType == "Cast" && (n.Domain == "" || n.Domain == "ai.onnx") && n.AttrInt("to", 0) == int64(ir.BFloat16) {
-				// A cast to bfloat16 rounds and then widens back to float.
-				attrs = nil
-				for _, a := range n.Attrs {
-					if a.Name == "to" {
-						cp := *a
-						cp.Int = int64(ir.Float)
-						a = &cp
-					}
-					attrs = append(attrs, a)
-				}
-			}
-			if _, err := g.AddNode(&ir.Node{Name: n.Name, OpType: n.OpType, Domain: n.Domain, Attrs: attrs}, ins, outsN); err != nil {
+	for _, n := range home.Nodes() {
+		if need[n] {
+			if err := sub.copyNode(g, n, vals); err != nil {
 				return nil, err
 			}
-			op := n.OpType
-			if n.Domain != "" && n.Domain != "ai.onnx" {
-				op = n.Domain + "." + op
-			}
-			sub.ops = append(sub.ops, op)
 		}
 	}
 	for _, t := range in.Tensors {
@@ -332,6 +311,99 @@ func (in *instance) extract(m *ir.Model, widened bool) (*subgraph, error) {
 	}
 	sub.model = b
 	return sub, nil
+}
+
+// copyNode adds n to g, reading and defining the values vals maps to g's, and
+// lists its operator.
+func (sub *subgraph) copyNode(g *ir.Graph, n *ir.Node, vals map[*ir.Value]*ir.Value) error {
+	ins := make([]*ir.Value, len(n.Inputs()))
+	for i, x := range n.Inputs() {
+		if x != nil {
+			if ins[i] = vals[x]; ins[i] == nil {
+				return fmt.Errorf("node %s reads %s before it is computed", sanitize(n.Name), sanitize(x.Name))
+			}
+		}
+	}
+	outs := make([]*ir.Value, len(n.Outputs()))
+	for i, o := range n.Outputs() {
+		if o != nil {
+			outs[i] = &ir.Value{Name: o.Name}
+			vals[o] = outs[i]
+		}
+	}
+	attrs := n.Attrs
+	if sub.widened && n.OpType == "Cast" && (n.Domain == "" || n.Domain == "ai.onnx") && n.AttrInt("to", 0) == int64(ir.BFloat16) {
+		// A cast to bfloat16 rounds and then widens back to float.
+		attrs = nil
+		for _, a := range n.Attrs {
+			if a.Name == "to" {
+				cp := *a
+				cp.Int = int64(ir.Float)
+				a = &cp
+			}
+			attrs = append(attrs, a)
+		}
+	}
+	if _, err := g.AddNode(&ir.Node{Name: n.Name, OpType: n.OpType, Domain: n.Domain, Attrs: attrs}, ins, outs); err != nil {
+		return err
+	}
+	op := n.OpType
+	if n.Domain != "" && n.Domain != "ai.onnx" {
+		op = n.Domain + "." + op
+	}
+	sub.ops = append(sub.ops, op)
+	return nil
+}
+
+// home is the graph that computes the instance's outputs: the main graph, or the
+// body that holds the block.
+func (in *instance) home() (*ir.Graph, error) {
+	var first *ir.Value
+	for _, t := range in.Tensors {
+		v := in.bound[t.Param]
+		switch {
+		case !t.Out || v == nil:
+		case first == nil:
+			first = v
+		case v.Graph() != first.Graph():
+			return nil, fmt.Errorf("outputs %s and %s are computed in different graphs", sanitize(first.Name), sanitize(v.Name))
+		}
+	}
+	if first == nil || first.Graph() == nil {
+		return nil, fmt.Errorf("no output is bound to a value of the model")
+	}
+	return first.Graph(), nil
+}
+
+// outerLeaves draws the activations of enclosing graphs that a body's block reads
+// besides its bound inputs (a shape or a flag computed before the If): float
+// values like the activations, integers and booleans as 0 or 1, which index,
+// mask and count validly.
+func (in *instance) outerLeaves(outer map[*ir.Value]bool) (map[*ir.Value]leafGen, error) {
+	out := map[*ir.Value]leafGen{}
+	for v := range outer {
+		shape, ok := in.sz.shape(v)
+		if !ok {
+			return nil, fmt.Errorf("the block reads %s of an enclosing graph, which has no shape", sanitize(v.Name))
+		}
+		seed := in.ID + "." + v.Name
+		gen := ints(seed, 2)
+		if isFloat(v.Type.DType) {
+			gen = uniform(seed, -2, 2)
+		}
+		out[v] = leafGen{shape, gen}
+	}
+	return out, nil
+}
+
+// sortedValues are the keys of a map by value, by name.
+func sortedValues[T any](m map[*ir.Value]T) []*ir.Value {
+	vs := make([]*ir.Value, 0, len(m))
+	for v := range m {
+		vs = append(vs, v)
+	}
+	sort.Slice(vs, func(i, j int) bool { return vs[i].Name < vs[j].Name })
+	return vs
 }
 
 func containsValue(vs []*ir.Value, v *ir.Value) bool {

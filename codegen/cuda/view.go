@@ -34,7 +34,7 @@ type defView struct{ Proto, Body string }
 
 type instanceView struct {
 	*instance
-	Fn      string
+	ID      string   // the block id, safe in a string literal
 	Header  []string // comment lines for the header's instance table
 	Loads   []loadView
 	Pack    string // the statement packing q, k, v for a packed kernel
@@ -124,7 +124,7 @@ func newKernelView(k *kernel) *kernelView {
 	}
 	var ids []string
 	for _, in := range k.Instances {
-		ids = append(ids, in.ID)
+		ids = append(ids, sanitize(in.ID))
 	}
 	kv.Comment = append(kv.Comment, wrapText("Blocks: "+strings.Join(ids, ", ")+".", lineWidth-3)...)
 	for _, c := range k.Consts {
@@ -165,8 +165,8 @@ func fmtTol(f float64) string {
 
 func newInstanceView(in *instance) *instanceView {
 	k := in.Kernel
-	iv := &instanceView{instance: in, Kernel: k, Fn: "Check" + identifier(in.ID)}
-	iv.Summary = fmt.Sprintf("%s (%s, %s): %s", in.ID, in.Where, sanitize(in.Variant), k.Name)
+	iv := &instanceView{instance: in, Kernel: k, ID: sanitize(in.ID)}
+	iv.Summary = fmt.Sprintf("%s (%s, %s): %s", iv.ID, in.Where, sanitize(in.Variant), k.Name)
 	iv.Header = []string{iv.Summary}
 	w := 0
 	for _, b := range in.Bind {

@@ -42,6 +42,16 @@ func (r *Result) All() []*Result {
 	return append([]*Result{r}, r.Bodies...)
 }
 
+// IDPrefix is what the ids of r's blocks start with: nothing in the main graph,
+// the body's graph name and a '/' in a body. Passes that number nodes of their own
+// in a body name them alike.
+func (r *Result) IDPrefix() string {
+	if r.Graph == nil || r.Graph.Parent == nil {
+		return ""
+	}
+	return r.Graph.Name + "/"
+}
+
 // Recognize is the analysis on m: the main graph's blocks, with every body's below.
 func Recognize(m *ir.Model) *Result {
 	var r *Result
@@ -53,7 +63,7 @@ func Recognize(m *ir.Model) *Result {
 			return nil
 		}
 		for _, b := range bs {
-			b.ID = g.Name + "/" + b.ID
+			b.ID = res.IDPrefix() + b.ID
 		}
 		r.Bodies = append(r.Bodies, res)
 		return nil
