@@ -233,6 +233,8 @@ func (f *folder) node(g *ir.Graph, n *ir.Node) {
 		f.einsum(g, n)
 	case "Softmax":
 		f.softmaxLast(g, n)
+	case "BatchNormalization":
+		f.linearBN(g, n)
 	default:
 		f.noop(g, n)
 	}

@@ -2,6 +2,7 @@ package transformer
 
 import (
 	"fmt"
+	"math"
 	"strings"
 
 	"github.com/qcc-dev/qcc/ir"
@@ -15,6 +16,7 @@ const (
 	FFNGeluTanh  = 3 // 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))
 	FFNQuickGelu = 4 // x·sigmoid(1.702·x)
 	FFNSilu      = 5 // x·sigmoid(x)
+	FFNHardSwish = 6 // x·min(max(x/6 + 1/2, 0), 1)
 )
 
 // FFNFamily recognises the feed-forward sublayer of a transformer layer.
@@ -29,7 +31,8 @@ axis, one half through the activation: torch's chunk(2, -1), or chunk(2, 1) afte
 channel-first 1×1 Conv); activation "relu", "gelu" (any erf form GeluFamily knows,
 com.microsoft Gelu/BiasGelu, Gelu-20), "gelu_tanh" (the tanh forms, FastGelu, Gelu-20
 tanh), "quick_gelu" (x·sigmoid(1.702·x), QuickGelu), "silu" (x·sigmoid(x), or
-x / (1 + exp(-x))). A projection is MatMul(x, W) with or without a bias Add (either
+x / (1 + exp(-x))), "hardswish" (HardSwish, or x·HardSigmoid(x) with α = 1/6: LeViT,
+MobileViT). A projection is MatMul(x, W) with or without a bias Add (either
 operand order), Gemm(x, W[, b]) (transB either way; with the Reshapes to and from 2-D
 that GPT-2's Conv1D writes), a 1×1 Conv on channel-first [B, C, S] (SqueezeBERT), or
 MatMulIntegerToFloat (fuse's CPU form of a Q/DQ linear layer); x may come through a
@@ -49,7 +52,7 @@ the same shape.
 Roles: input, output, up_weight, up_bias, gate_weight and gate_bias (gated; packed: the
 packed weight is both up_weight and gate_weight), down_weight, down_bias, hidden (what
 the down projection multiplies). Params: activation (FFNRelu, FFNGelu, FFNGeluTanh,
-FFNQuickGelu, FFNSilu), gated and packed (0/1), gate_half (packed: 0 when the first half
+FFNQuickGelu, FFNSilu, FFNHardSwish), gated and packed (0/1), gate_half (packed: 0 when the first half
 goes through the activation, 1 for the second), intermediate (F, when known).
 
 Fuse: none here. The block is an annotation for qdq and codegen: its projections are
@@ -103,6 +106,15 @@ var ffnActivations = []ffnActivation{
 	}},
 	{"relu", FFNRelu, func(x, _, _ patterns.Pattern) []patterns.Pattern {
 		return []patterns.Pattern{gOp("Relu", x)}
+	}},
+	// HardSwish from opset 14; before it torch writes x·HardSigmoid(x) with α = 1/6.
+	{"hardswish", FFNHardSwish, func(x, _, _ patterns.Pattern) []patterns.Pattern {
+		return []patterns.Pattern{
+			gOp("HardSwish", x),
+			gOp("Mul", x, gOp("HardSigmoid", x).If("alpha=1/6, beta=1/2", func(n *ir.Node) bool {
+				return math.Abs(float64(n.AttrFloat("alpha", 0.2))-1.0/6) < 1e-6 && n.AttrFloat("beta", 0.5) == 0.5
+			})),
+		}
 	}},
 }
 

@@ -102,6 +102,12 @@ func (g *ffnGraph) act(a, in, out string) {
 	case "silu":
 		g.node("%s_s = Sigmoid (%s)", out, in)
 		g.node("%s = Mul (%s_s, %s)", out, out, in)
+	case "hardswish": // x·HardSigmoid(x) with α = 1/6 (torch before opset 14)
+		g.node("%s_s = HardSigmoid <alpha = 0.16666667> (%s)", out, in)
+		g.node("%s = Mul (%s, %s_s)", out, in, out)
+	case "hardsigmoid-default": // x·HardSigmoid(x) with the default α = 0.2: not HardSwish
+		g.node("%s_s = HardSigmoid (%s)", out, in)
+		g.node("%s = Mul (%s, %s_s)", out, in, out)
 	case "silu-div": // x / (1 + exp(-x))
 		g.node("%s_n = Neg (%s)", out, in)
 		g.node("%s_e = Exp (%s_n)", out, out)
@@ -210,6 +216,7 @@ func ffnRecognize(t *testing.T, m *ir.Model) ([]*transformer.Block, []string) {
 var ffnActCode = map[string]float64{
 	"relu": transformer.FFNRelu, "gelu": transformer.FFNGelu, "gelu_tanh": transformer.FFNGeluTanh,
 	"quick_gelu": transformer.FFNQuickGelu, "silu": transformer.FFNSilu, "silu-div": transformer.FFNSilu,
+	"hardswish": transformer.FFNHardSwish,
 }
 
 type ffnCase struct {
@@ -224,7 +231,7 @@ func (c ffnCase) name() string { return c.structure + "-" + c.act + "-" + c.form
 func ffnCases() []ffnCase {
 	var cs []ffnCase
 	for _, s := range []string{"plain", "gated", "packed-split", "packed-split-second", "packed-slice"} {
-		for _, a := range []string{"relu", "gelu", "gelu_tanh", "quick_gelu", "silu", "silu-div"} {
+		for _, a := range []string{"relu", "gelu", "gelu_tanh", "quick_gelu", "silu", "silu-div", "hardswish"} {
 			cs = append(cs, ffnCase{s, a, "matmul-add"})
 		}
 	}
@@ -234,6 +241,15 @@ func ffnCases() []ffnCase {
 	return append(cs, ffnCase{"packed-slice-second", "silu", "matmul-add"},
 		ffnCase{"packed-split", "silu", "conv"}, ffnCase{"packed-split-second", "gelu", "conv"},
 		ffnCase{"packed-slice", "gelu_tanh", "conv"}, ffnCase{"packed-slice-second", "silu", "conv"})
+}
+
+// TestFFNHardSigmoidNotHardSwish: x·HardSigmoid(x) is HardSwish only with α = 1/6 and
+// β = 1/2; with HardSigmoid's default α = 0.2 it is another function and no FFN.
+func TestFFNHardSigmoidNotHardSwish(t *testing.T) {
+	m := geParse(t, `"" : 13`, ffnSource("plain", "hardsigmoid-default", "matmul-add", true))
+	if blocks, refs := ffnRecognize(t, m); len(blocks) != 0 {
+		t.Errorf("%d FFN blocks (%s), want none; refusals %v", len(blocks), blocks[0].Variant, refs)
+	}
 }
 
 // TestFFNVariants: each structure, activation and projection form is recognised as one

@@ -1672,6 +1672,91 @@ class ChatGLM(Model):
         return self.final_layernorm(x).transpose(0, 1)
 
 
+# ---------------------------------------------------------------- levit
+
+
+class LinearBN(nn.Module):
+    """LeViT's MLPLayerWithBN: a bias-free Linear, then BatchNorm1d over the tokens
+    flattened to [B·N, C] and reshaped back."""
+
+    def __init__(self, cin, cout):
+        super().__init__()
+        self.linear = nn.Linear(cin, cout, bias=False)
+        self.batch_norm = nn.BatchNorm1d(cout)
+
+    def forward(self, x):
+        y = self.linear(x)
+        return self.batch_norm(y.flatten(0, 1)).reshape_as(y)
+
+
+LV_KD, LV_R, LV_RES = 4, 2, 4  # levit: key size, value ratio, grid side
+
+
+class LevitAttention(Attn):
+    """LeViT's attention: one LinearBN viewed [B, N, H, -1] and split per head into Q, K
+    (key size 4) and V (8 = ratio · key size); scores · key_size^−½ plus a learned bias
+    per head and token offset, gathered by a constant index table; Hardswish before the
+    output LinearBN."""
+
+    def __init__(self):
+        super().__init__(H)
+        self.qkv = LinearBN(E, H * (2 * LV_KD + LV_R * LV_KD))
+        self.proj = LinearBN(H * LV_R * LV_KD, E)
+        pts = [(i, j) for i in range(LV_RES) for j in range(LV_RES)]
+        offsets, idx = {}, []
+        for p1 in pts:
+            for p2 in pts:
+                off = (abs(p1[0] - p2[0]), abs(p1[1] - p2[1]))
+                offsets.setdefault(off, len(offsets))
+                idx.append(offsets[off])
+        self.attention_biases = nn.Parameter(torch.zeros(H, len(offsets)))
+        self.register_buffer("idx", torch.tensor(idx).view(len(pts), len(pts)), persistent=False)
+
+    def forward(self, x):
+        B, N, _ = x.shape
+        q, k, v = self.qkv(x).view(B, N, H, -1).split([LV_KD, LV_KD, LV_R * LV_KD], dim=3)
+        q, k, v = q.permute(0, 2, 1, 3), k.permute(0, 2, 1, 3), v.permute(0, 2, 1, 3)
+        w = q @ k.transpose(-2, -1) * LV_KD**-0.5 + self.attention_biases[:, self.idx]
+        w = w.softmax(dim=-1)
+        y = (w @ v).transpose(1, 2).reshape(B, N, H * LV_R * LV_KD)
+        return self.proj(F.hardswish(y))
+
+
+class LevitMLP(FFN):
+    def __init__(self):
+        super().__init__()
+        self.up, self.down = LinearBN(E, 2 * E), LinearBN(2 * E, E)
+
+    def forward(self, x):
+        return self.down(F.hardswish(self.up(x)))
+
+
+class Levit(Model):
+    """LeViT: a conv stem (Conv + BatchNorm + Hardswish, stride 4) to a 4x4 grid of
+    tokens; residual blocks of LeViT attention and a LinearBN MLP, with no LayerNorm."""
+
+    inputs = ("pixel_values",)
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, E, 4, 4), nn.BatchNorm2d(E), nn.Hardswish())
+        self.attn = nn.ModuleList(LevitAttention() for _ in range(L))
+        self.mlp = nn.ModuleList(LevitMLP() for _ in range(L))
+        # Running statistics of a trained model (init_weights sets parameters only).
+        g = torch.Generator().manual_seed(7)
+        for mod in self.modules():
+            if isinstance(mod, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                mod.running_mean.copy_(0.2 * torch.randn(mod.num_features, generator=g))
+                mod.running_var.copy_(0.5 + torch.rand(mod.num_features, generator=g))
+
+    def forward(self, pixel_values):
+        x = self.stem(pixel_values).flatten(2).transpose(1, 2)
+        for i in range(L):
+            x = x + self.attn[i](x)
+            x = x + self.mlp[i](x)
+        return x
+
+
 # ---------------------------------------------------------------- cross-attn
 
 
@@ -3834,6 +3919,7 @@ FORMS = {
     "chatglm": (ChatGLM, (14, 17)),
     "falcon40b": (Falcon40B, (14, 17)),
     "qwen2-vl": (Qwen2VL, (14, 17)),
+    "levit": (Levit, (13, 17)),
 }
 
 
@@ -3971,6 +4057,8 @@ def output_dims(model, name):
         return ["batch", "tokens", E]
     if isinstance(model, MobileViT):
         return ["batch", 64, E]
+    if isinstance(model, Levit):
+        return ["batch", LV_RES * LV_RES, E]
     if isinstance(model, (ViT, DeiT)):
         return ["batch", 17 if isinstance(model, ViT) else 18, E if isinstance(model, ViT) else VE]
     if name == "last_hidden_state" and isinstance(model, (Bart, T5EncDec, BartDecoderPast)):
