@@ -89,16 +89,10 @@ g (float[2,3,5,4] q, float[2,3,5,4] k, float[5,2,3,4] qs, float[5,2,3,4] ks, flo
 	in := map[string]*ndarray.Array{}
 	for _, v := range orig.Graph.Inputs {
 		var dims []int64
-		n := 1
 		for _, d := range v.Type.Shape {
 			dims = append(dims, d.Value)
-			n *= int(d.Value)
 		}
-		x := make([]float32, n)
-		for i := range x {
-			x[i] = float32(r.NormFloat64())
-		}
-		in[v.Name] = ndarray.FromFloat32(dims, x)
+		in[v.Name] = randn(r, dims...)
 	}
 	for _, lv := range []ort.OptLevel{ort.OptDisabled, ort.OptAll} {
 		ortcheck.CheckOutputs(t, fmt.Sprintf("level %d", lv), ortcheck.RunModel(t, orig, in, lv), ortcheck.RunModel(t, m, in, lv), ortTol)
