@@ -770,14 +770,16 @@ class Falcon(Model):
         self.ln_f = nn.LayerNorm(E)
         self.register_buffer("inv_freq", 1.0 / (10000 ** (torch.arange(0, D, 2).float() / D)), persistent=False)
 
-    def forward(self, input_ids, attention_mask):
-        S = input_ids.shape[1]
+    def rotary_and_mask(self, S, attention_mask):
+        """cos, sin [1, 1, S, D] computed from arange(S); causal + padding mask."""
         t = torch.arange(S, dtype=torch.float32)
         freqs = torch.outer(t, self.inv_freq)
         emb = torch.cat((freqs, freqs), dim=-1)
-        cos, sin = emb.cos()[None, None], emb.sin()[None, None]
-        causal = torch.triu(torch.full((S, S), MIN), diagonal=1)
-        mask = causal[None, None] + padding_bias(attention_mask)
+        mask = torch.triu(torch.full((S, S), MIN), diagonal=1)[None, None] + padding_bias(attention_mask)
+        return emb.cos()[None, None], emb.sin()[None, None], mask
+
+    def forward(self, input_ids, attention_mask):
+        cos, sin, mask = self.rotary_and_mask(input_ids.shape[1], attention_mask)
         x = self.word_embeddings(input_ids)
         for i in range(L):
             h = self.ln[i](x)
@@ -823,12 +825,7 @@ class Falcon40B(Falcon):
         self.ln_mlp = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
 
     def forward(self, input_ids, attention_mask):
-        S = input_ids.shape[1]
-        t = torch.arange(S, dtype=torch.float32)
-        freqs = torch.outer(t, self.inv_freq)
-        emb = torch.cat((freqs, freqs), dim=-1)
-        cos, sin = emb.cos()[None, None], emb.sin()[None, None]
-        mask = torch.triu(torch.full((S, S), MIN), diagonal=1)[None, None] + padding_bias(attention_mask)
+        cos, sin, mask = self.rotary_and_mask(input_ids.shape[1], attention_mask)
         x = self.word_embeddings(input_ids)
         for i in range(L):
             x = x + self.attn[i](self.ln[i](x), mask, cos, sin) + self.mlp[i](self.ln_mlp[i](x))
