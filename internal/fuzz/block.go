@@ -20,11 +20,11 @@ var Classes = []string{
 	"base", "commute", "scale-mul", "scale-q", "scale-k", "scale-qk", "kt-two-transposes",
 	"heads-3d", "k-rolled-heads", "shape-arith", "cast", "qdq",
 	"where-mask", "gemm-proj", "ln-op", "causal", "mask-query-axis",
-	"rotary-half", "rotary-interleaved", "rotary-partial", "row-max", "softcap", "q-term",
+	"rotary-half", "rotary-interleaved", "rotary-partial", "rotary-gathered-pairs", "row-max", "softcap", "q-term",
 	"nm-softmax-axis", "nm-eps-outside", "nm-mean-axis", "nm-mask-after-softmax",
 	"nm-gamma-input", "nm-gelu-const", "nm-residual-broadcast",
 	"nm-gelu-split-input", "nm-var-uncentred", "nm-rotary-halves", "nm-row-max-queries",
-	"nm-scores-term",
+	"nm-scores-term", "nm-rotary-pairs-swapped",
 }
 
 // IsNearMiss reports whether a class changes the math.
@@ -185,7 +185,7 @@ func (g *blockGen) attention(x val) val {
 		hi := g.op1("Slice", []val{kh, g.ints(1), g.ints(g.n), g.ints(1)}, ir.Float, sh1)
 		lo := g.op1("Slice", []val{kh, g.ints(0), g.ints(1), g.ints(1)}, ir.Float, sh2)
 		kt = g.transpose(g.op1("Concat", []val{hi, lo}, ir.Float, kh.sh, ir.IntAttr("axis", 1)), 0, 1, 3, 2)
-	case "rotary-half", "rotary-interleaved", "rotary-partial", "nm-rotary-halves":
+	case "rotary-half", "rotary-interleaved", "rotary-partial", "rotary-gathered-pairs", "nm-rotary-halves", "nm-rotary-pairs-swapped":
 		kh := g.heads4(k, 0, 2, 1, 3)
 		cos, sin := g.angles()
 		qh, kh = g.rotary(qh, cos, sin), g.rotary(kh, cos, sin)
@@ -290,7 +290,7 @@ const rotaryPositions = 64
 func (g *blockGen) angles() (cos, sin val) {
 	w, pairs := g.d, g.d/2
 	switch g.class {
-	case "rotary-interleaved":
+	case "rotary-interleaved", "rotary-gathered-pairs", "nm-rotary-pairs-swapped":
 		w = g.d / 2
 	case "rotary-partial":
 		w, pairs = g.d/2, g.d/4
@@ -334,10 +334,25 @@ func (g *blockGen) rotary(x, cos, sin val) val {
 		rot := g.op1("Concat", []val{hi, last(t, 0, d/2, 1)}, ir.Float, t.sh, ir.IntAttr("axis", -1))
 		return g.comm1("Add", g.comm1("Mul", t, cos), g.comm1("Mul", rot, sin))
 	}
+	// pairs takes each pair's channels apart: strided Slices, or (ChatGLM) index 0 and 1
+	// of x viewed [B, N, S, D/2, 2]; the near miss swaps the indices.
+	pairs := func() (e, o val) {
+		if g.class == "rotary-interleaved" {
+			return last(x, 0, g.d, 2), last(x, 1, g.d, 2)
+		}
+		p := g.op1("Reshape", []val{x, g.ints(0, 0, 0, g.d/2, 2)}, ir.Float, append(sh[:3:3], sd(g.d/2), sd(2)))
+		i, j := int64(0), int64(1)
+		if g.class == "nm-rotary-pairs-swapped" {
+			i, j = 1, 0
+		}
+		half := append(sh[:3:3], sd(g.d/2))
+		return g.op1("Gather", []val{p, g.constI(nil, []int64{i})}, ir.Float, half, ir.IntAttr("axis", 4)),
+			g.op1("Gather", []val{p, g.constI(nil, []int64{j})}, ir.Float, half, ir.IntAttr("axis", -1))
+	}
 	var y val
 	switch g.class {
-	case "rotary-interleaved":
-		e, o := last(x, 0, g.d, 2), last(x, 1, g.d, 2)
+	case "rotary-interleaved", "rotary-gathered-pairs", "nm-rotary-pairs-swapped":
+		e, o := pairs()
 		a := g.op1("Sub", []val{g.comm1("Mul", e, cos), g.comm1("Mul", o, sin)}, ir.Float, e.sh)
 		b := g.comm1("Add", g.comm1("Mul", e, sin), g.comm1("Mul", o, cos))
 		st := append(e.sh.clone(), sd(2))
@@ -350,7 +365,7 @@ func (g *blockGen) rotary(x, cos, sin val) val {
 		y = half(x, cos, sin)
 	}
 	n, _ := y.v.Producer()
-	g.witness(n, rotKinds, g.class == "nm-rotary-halves")
+	g.witness(n, rotKinds, IsNearMiss(g.class))
 	return y
 }
 

@@ -67,7 +67,7 @@ func TestFixedSeeds(t *testing.T) {
 	}
 	// The plain block, and each rotary form, must be recognised (else the near-miss
 	// verdicts would be vacuous).
-	for _, class := range []string{"base", "rotary-half", "rotary-interleaved", "rotary-partial"} {
+	for _, class := range []string{"base", "rotary-half", "rotary-interleaved", "rotary-partial", "rotary-gathered-pairs"} {
 		if matched[class] != 2 {
 			t.Errorf("class %s was recognised %d times of 2", class, matched[class])
 		}
