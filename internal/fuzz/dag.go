@@ -24,6 +24,7 @@ var dagOps = []dagOp{
 	{"matmul", 4, (*dag).matmul},
 	{"matmul-pair", 2, (*dag).matmulPair},
 	{"gemm", 2, (*dag).gemm},
+	{"linear-bn", 2, (*dag).linearBN},
 	{"reshape", 4, (*dag).reshape},
 	{"transpose", 3, (*dag).transposeOp},
 	{"slice", 3, (*dag).slice},
@@ -300,6 +301,34 @@ func (d *dag) matmul() bool {
 		out = d.op1("Add", ins, ir.Float, out.sh)
 	}
 	return d.push(out)
+}
+
+// linearBN is a projection followed by an inference BatchNormalization of its output
+// channels: on a rank-2 projection directly, or on a rank-3 one flattened to [B·S, n]
+// and reshaped back by its Shape (LeViT's Linear+BN), which fold moves into the weights.
+func (d *dag) linearBN() bool {
+	x := d.pick()
+	k, ok := d.lastStatic(x)
+	if !ok || (x.rank() != 2 && x.rank() != 3) {
+		return false
+	}
+	n := int64(1 + d.r.Intn(6))
+	sh := append(x.sh[:x.rank()-1:x.rank()-1], sd(n))
+	y := d.op1("MatMul", []val{x, d.weight(k, n)}, ir.Float, sh)
+	in := y
+	if x.rank() == 3 {
+		in = d.op1("Flatten", []val{y}, ir.Float, shape{{sym: d.fresh("rows")}, sd(n)}, ir.IntAttr("axis", 2))
+	}
+	variance := d.randF(int(n), 0.5)
+	for i := range variance {
+		variance[i] = 0.6 + variance[i]*variance[i]
+	}
+	bn := d.op1("BatchNormalization", []val{in, d.randConst([]int64{n}, 1), d.randConst([]int64{n}, 0.5),
+		d.randConst([]int64{n}, 0.5), d.constF([]int64{n}, variance)}, ir.Float, in.sh)
+	if x.rank() == 3 {
+		bn = d.op1("Reshape", []val{bn, d.shapeOf(y)}, ir.Float, sh)
+	}
+	return d.push(bn)
 }
 
 // matmulPair multiplies x by the transpose of its last two axes (x·xᵀ or x·yᵀ), as
