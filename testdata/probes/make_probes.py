@@ -1757,6 +1757,198 @@ class Levit(Model):
         return x
 
 
+# ---------------------------------------------------------------- decoders: internlm2, stablelm2, cohere, gpt-oss sinks
+
+
+class InternLM2Attention(LlamaAttention):
+    """InternLM2: one bias-free wqkv viewed [B, S, KV, H/KV + 2, D] (each group: its query
+    heads, its key, its value); q = the first H/KV of the group axis merged to H heads,
+    k and v taken by a scalar index (-2, -1), which drops the axis."""
+
+    def __init__(self):
+        super().__init__(2)
+        self.wqkv = nn.Linear(E, (H + 2 * self.kv_heads) * D, bias=False)
+        del self.q_proj, self.k_proj, self.v_proj
+
+    def forward(self, x, mask, cos, sin):
+        B, S, _ = x.shape
+        KV, G = self.kv_heads, H // self.kv_heads
+        qkv = self.wqkv(x).view(B, S, KV, G + 2, D)
+        q = qkv[..., :G, :].reshape(B, S, H, D).transpose(1, 2)
+        k, v = qkv[..., -2, :].transpose(1, 2), qkv[..., -1, :].transpose(1, 2)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        k, v = repeat_kv(k, G), repeat_kv(v, G)
+        w = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(D) + mask
+        w = F.softmax(w, dim=-1, dtype=torch.float32).to(q.dtype)
+        return self.o_proj(merge(torch.matmul(w, v)))
+
+
+class InternLM2(Llama):
+    def __init__(self):
+        super().__init__()
+        self.self_attn = nn.ModuleList(InternLM2Attention() for _ in range(L))
+
+
+class PerHeadLayerNorm(nn.Module):
+    """StableLM-2's QK LayerNorm: one bias-free LayerNorm per head over [B, 1, S, D] slices of
+    [B, n, S, D], concatenated back on the head axis."""
+
+    def __init__(self, n, d):
+        super().__init__()
+        self.norms = nn.ModuleList(BiaslessLayerNorm(d) for _ in range(n))
+
+    def forward(self, x):
+        return torch.cat([f(t) for f, t in zip(self.norms, torch.split(x, 1, dim=1))], dim=1)
+
+
+class StableLM2Attention(Attn):
+    """StableLM-2: Q/K/V with biases, GQA, per-head QK LayerNorms, partial rotate-half
+    rotary on the first quarter of each head (16 channels, 4 rotated)."""
+
+    causal = True
+    rotaries = 2
+    d, rot = 16, 4
+
+    def __init__(self):
+        super().__init__(H, 2)
+        d = self.d
+        self.q_proj, self.k_proj, self.v_proj = nn.Linear(E, H * d), nn.Linear(E, 2 * d), nn.Linear(E, 2 * d)
+        self.o_proj = nn.Linear(H * d, E, bias=False)
+        self.q_layernorm, self.k_layernorm = PerHeadLayerNorm(H, d), PerHeadLayerNorm(2, d)
+
+    def forward(self, x, mask, cos, sin):
+        q, k, v = heads(self.q_proj(x), H), heads(self.k_proj(x), 2), heads(self.v_proj(x), 2)
+        q, k = self.q_layernorm(q), self.k_layernorm(k)
+        r = self.rot
+        q = torch.cat((q[..., :r] * cos + rotate_half(q[..., :r]) * sin, q[..., r:]), dim=-1)
+        k = torch.cat((k[..., :r] * cos + rotate_half(k[..., :r]) * sin, k[..., r:]), dim=-1)
+        k, v = repeat_kv(k, H // 2), repeat_kv(v, H // 2)
+        w = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(self.d) + mask
+        w = F.softmax(w, dim=-1, dtype=torch.float32).to(v.dtype)
+        return self.o_proj(merge(torch.matmul(w, v)))
+
+
+class StableLM2(Model):
+    """StableLM-2 (12B layout): one LayerNorm with bias feeding attention and a SwiGLU MLP
+    in parallel, rotary computed from the position ids, Trilu causal mask plus padding."""
+
+    inputs = ("input_ids", "attention_mask", "position_ids")
+
+    def __init__(self):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(V, E)
+        self.input_layernorm = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.self_attn = nn.ModuleList(StableLM2Attention() for _ in range(L))
+        self.mlp = nn.ModuleList(Gated(F.silu) for _ in range(L))
+        self.norm = nn.LayerNorm(E)
+        r = StableLM2Attention.rot
+        self.register_buffer("inv_freq", 1.0 / (10000 ** (torch.arange(0, r, 2).float() / r)), persistent=False)
+
+    def forward(self, input_ids, attention_mask, position_ids):
+        S = input_ids.shape[1]
+        cos, sin = rotary_from_positions(self.inv_freq, position_ids)
+        mask = torch.triu(torch.full((S, S), MIN), diagonal=1)[None, None] + padding_bias(attention_mask)
+        x = self.embed_tokens(input_ids)
+        for i in range(L):
+            h = self.input_layernorm[i](x)
+            x = x + self.self_attn[i](h, mask, cos, sin) + self.mlp[i](h)
+        return self.norm(x)
+
+
+class CohereLayerNorm(BiaslessLayerNorm):
+    """Cohere's LayerNorm without a bias, written out in float32: mean, centred variance,
+    rsqrt, weight."""
+
+    def forward(self, x):
+        dt = x.dtype
+        x = x.to(torch.float32)
+        mean = x.mean(-1, keepdim=True)
+        var = (x - mean).pow(2).mean(-1, keepdim=True)
+        x = (x - mean) * torch.rsqrt(var + 1e-5)
+        return (self.weight.to(torch.float32) * x).to(dt)
+
+
+class CohereAttention(LlamaAttention):
+    """Cohere / Command-R: GQA, rotate-every-two rotary applied in float32, cos and sin
+    with each angle repeated in two adjacent channels."""
+
+    def forward(self, x, mask, cos, sin):
+        q, k, v = heads(self.q_proj(x), H), heads(self.k_proj(x), self.kv_heads), heads(self.v_proj(x), self.kv_heads)
+        dt = q.dtype
+        q, k = q.float(), k.float()
+        q = (q * cos + rotate_every_two(q) * sin).to(dt)
+        k = (k * cos + rotate_every_two(k) * sin).to(dt)
+        k, v = repeat_kv(k, H // self.kv_heads), repeat_kv(v, H // self.kv_heads)
+        w = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(D) + mask
+        w = F.softmax(w, dim=-1, dtype=torch.float32).to(q.dtype)
+        return self.o_proj(merge(torch.matmul(w, v)))
+
+
+class Cohere(Model):
+    """Cohere / Command-R: one bias-free LayerNorm feeding attention and a SwiGLU MLP in
+    parallel, rotary from the position ids, the final norm scaled by the logit scale."""
+
+    inputs = ("input_ids", "attention_mask", "position_ids")
+    logit_scale = 0.0625
+
+    def __init__(self):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(V, E)
+        self.input_layernorm = nn.ModuleList(CohereLayerNorm(E) for _ in range(L))
+        self.self_attn = nn.ModuleList(CohereAttention() for _ in range(L))
+        self.mlp = nn.ModuleList(Gated(F.silu) for _ in range(L))
+        self.norm = CohereLayerNorm(E)
+        self.register_buffer("inv_freq", 1.0 / (10000 ** (torch.arange(0, D, 2).float() / D)), persistent=False)
+
+    def forward(self, input_ids, attention_mask, position_ids):
+        S = input_ids.shape[1]
+        B = position_ids.shape[0]
+        f = (self.inv_freq[None, :, None].expand(B, -1, 1) @ position_ids[:, None, :].float()).transpose(1, 2)
+        # repeat_interleave(f, 2, dim=-1) as newer exporters write it (torch 1.13's Loop
+        # export bakes the traced sizes into the graph's reshapes).
+        emb = f[..., None].expand(*f.shape, 2).flatten(-2)  # [B,S,D]
+        cos, sin = emb.cos()[:, None], emb.sin()[:, None]
+        mask = torch.triu(torch.full((S, S), MIN), diagonal=1)[None, None] + padding_bias(attention_mask)
+        x = self.embed_tokens(input_ids)
+        for i in range(L):
+            h = self.input_layernorm[i](x)
+            x = x + self.self_attn[i](h, mask, cos, sin) + self.mlp[i](h)
+        return self.norm(x) * self.logit_scale
+
+
+class SinkAttention(LlamaAttention):
+    """GPT-OSS: a learned logit per head concatenated to every row of the scores before the
+    softmax and dropped after, so each row's weights sum to less than one. Not the
+    attention any fused operator here computes."""
+
+    is_attention = False
+
+    def __init__(self):
+        super().__init__(2)
+        self.q_proj, self.k_proj, self.v_proj = nn.Linear(E, H * D), nn.Linear(E, 2 * D), nn.Linear(E, 2 * D)
+        self.o_proj = nn.Linear(H * D, E)
+        self.sinks = nn.Parameter(torch.zeros(H))
+
+    def forward(self, x, mask, cos, sin):
+        q, k, v = heads(self.q_proj(x), H), heads(self.k_proj(x), self.kv_heads), heads(self.v_proj(x), self.kv_heads)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        k, v = repeat_kv(k, H // self.kv_heads), repeat_kv(v, H // self.kv_heads)
+        w = torch.matmul(q, k.transpose(2, 3)) * D**-0.5 + mask
+        B, _, S, _ = w.shape
+        c = torch.cat([w, self.sinks.reshape(1, -1, 1, 1).expand(B, -1, S, 1)], dim=-1)
+        c = c - c.max(dim=-1, keepdim=True).values
+        p = F.softmax(c, dim=-1, dtype=torch.float32)[..., :-1]
+        return self.o_proj(merge(torch.matmul(p, v)))
+
+
+class GPTOSSSinks(Llama):
+    def __init__(self):
+        super().__init__()
+        self.self_attn = nn.ModuleList(SinkAttention() for _ in range(L))
+
+
 # ---------------------------------------------------------------- cross-attn
 
 
@@ -3920,6 +4112,10 @@ FORMS = {
     "falcon40b": (Falcon40B, (14, 17)),
     "qwen2-vl": (Qwen2VL, (14, 17)),
     "levit": (Levit, (13, 17)),
+    "internlm2": (InternLM2, (14, 17)),  # torch.triu needs Trilu (opset 14)
+    "stablelm2": (StableLM2, (14, 17)),
+    "cohere": (Cohere, (14, 17)),
+    "gpt-oss-sinks": (GPTOSSSinks, (14, 17)),
 }
 
 
@@ -4086,7 +4282,7 @@ def facts(model):
         "norm_kind": "rms" if all(isinstance(m, RMSNorm) for m in norms) else "layernorm",
         "ffn_activations": k * len(ffn),
         "gated_ffn": all(isinstance(m, Gated) or getattr(m, "gated", False) for m in ffn),
-        "rotaries": k * sum(getattr(m, "rotaries", 0) for m in att),
+        "rotaries": k * sum(getattr(m, "rotaries", 0) for m in att + near),
     }
 
 
