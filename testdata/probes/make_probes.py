@@ -1949,6 +1949,160 @@ class GPTOSSSinks(Llama):
         self.self_attn = nn.ModuleList(SinkAttention() for _ in range(L))
 
 
+class BaichuanAttention(Attn):
+    """Baichuan-13B: one bias-free W_pack whose output [B, S, 3E] is unflattened to
+    [B, S, 3, E], moved to [3, B, S, E] by unsqueeze, transpose and squeeze, and indexed
+    0, 1, 2 into Q, K and V; the ALiBi-and-causal mask added after the scale."""
+
+    causal = True
+
+    def __init__(self):
+        super().__init__(H)
+        self.W_pack, self.o_proj = nn.Linear(E, 3 * E, bias=False), nn.Linear(E, E, bias=False)
+
+    def forward(self, x, mask):
+        B, S, _ = x.shape
+        p = self.W_pack(x).view(B, S, 3, E).unsqueeze(0).transpose(0, -2).squeeze(-2)  # unflatten
+        q, k, v = heads(p[0], H), heads(p[1], H), heads(p[2], H)
+        w = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(D) + mask
+        w = F.softmax(w, dim=-1)
+        return self.o_proj(merge(torch.matmul(w, v)))
+
+
+class Baichuan(Model):
+    """Baichuan-13B: ALiBi on the key position (slope_h · j) plus the −inf causal mask as one
+    constant [H, positions, positions] buffer sliced to [:, :S, :S], with the padding
+    added; RMSNorm, SwiGLU, no position embeddings."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(V, E)
+        self.input_layernorm = nn.ModuleList(RMSNorm(E) for _ in range(L))
+        self.self_attn = nn.ModuleList(BaichuanAttention() for _ in range(L))
+        self.post_attention_layernorm = nn.ModuleList(RMSNorm(E) for _ in range(L))
+        self.mlp = nn.ModuleList(Gated(F.silu) for _ in range(L))
+        self.norm = RMSNorm(E)
+        alibi = alibi_slopes(H)[:, None, None] * torch.arange(MAXPOS).float()[None, None, :]
+        future = torch.triu(torch.full((MAXPOS, MAXPOS), float("-inf")), 1)
+        self.register_buffer("alibi_mask", future[None] + alibi, persistent=False)
+
+    def forward(self, input_ids, attention_mask):
+        S = input_ids.shape[1]
+        mask = self.alibi_mask[:, :S, :S][None] + padding_bias(attention_mask)
+        x = self.embed_tokens(input_ids)
+        for i in range(L):
+            x = x + self.self_attn[i](self.input_layernorm[i](x), mask)
+            x = x + self.mlp[i](self.post_attention_layernorm[i](x))
+        return self.norm(x)
+
+
+class OpenELMAttention(Attn):
+    """OpenELM: a layer's own head counts; one bias-free qkv_proj viewed
+    [B, S, q + 2kv, D], transposed to [B, q + 2kv, S, D] and split on the head axis into
+    Q, K and V; RMSNorm over the head size on Q and K; rotate-half rotary; K and V
+    repeated to the query heads."""
+
+    causal = True
+    rotaries = 2
+
+    def __init__(self, q_heads, kv_heads):
+        super().__init__(q_heads, kv_heads)
+        self.qkv_proj = nn.Linear(E, (q_heads + 2 * kv_heads) * D, bias=False)
+        self.q_norm, self.k_norm = RMSNorm(D), RMSNorm(D)
+        self.out_proj = nn.Linear(q_heads * D, E, bias=False)
+
+    def forward(self, x, mask, cos, sin):
+        B, S, _ = x.shape
+        h, kv = self.heads, self.kv_heads
+        qkv = self.qkv_proj(x).view(B, S, h + 2 * kv, D).transpose(1, 2)
+        q, k, v = qkv.split([h, kv, kv], dim=1)
+        q, k = self.q_norm(q), self.k_norm(k)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        k, v = repeat_kv(k, h // kv), repeat_kv(v, h // kv)
+        w = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(D) + mask
+        w = F.softmax(w, dim=-1, dtype=torch.float32).to(v.dtype)
+        return self.out_proj(merge(torch.matmul(w, v)))
+
+
+class OpenELMFFN(FFN):
+    """OpenELM's GLU with one proj_1 to twice a layer's own width, chunked into gate and up."""
+
+    gated = True
+
+    def __init__(self, ff):
+        super().__init__()
+        self.proj_1, self.proj_2 = nn.Linear(E, 2 * ff, bias=False), nn.Linear(ff, E, bias=False)
+
+    def forward(self, x):
+        g, u = self.proj_1(x).chunk(2, dim=-1)
+        return self.proj_2(F.silu(g) * u)
+
+
+class OpenELM(Llama):
+    """OpenELM: layer-wise scaling, each layer its own query and K/V head counts (2/1, then
+    4/2) and FFN width; RMSNorm; a Trilu causal mask plus padding."""
+
+    def __init__(self):
+        super().__init__()
+        self.self_attn = nn.ModuleList(OpenELMAttention(h, kv) for h, kv in ((2, 1), (4, 2)))
+        self.mlp = nn.ModuleList(OpenELMFFN(ff) for ff in (24, 48))
+
+
+class Phi2Attention(Attn):
+    """Phi-2: Q, K, V and dense with biases, head size 10 (H·D ≠ hidden), partial
+    rotate-half rotary on the first 4 channels of each head (40%), scores in float32."""
+
+    causal = True
+    rotaries = 2
+    d, rot = 10, 4
+
+    def __init__(self):
+        super().__init__(H)
+        self.q_proj, self.k_proj, self.v_proj = (nn.Linear(E, H * self.d) for _ in range(3))
+        self.dense = nn.Linear(H * self.d, E)
+
+    def forward(self, x, mask, cos, sin):
+        q, k, v = heads(self.q_proj(x), H), heads(self.k_proj(x), H), heads(self.v_proj(x), H)
+        r = self.rot
+        q = torch.cat((q[..., :r] * cos + rotate_half(q[..., :r]) * sin, q[..., r:]), dim=-1)
+        k = torch.cat((k[..., :r] * cos + rotate_half(k[..., :r]) * sin, k[..., r:]), dim=-1)
+        w = torch.matmul(q.to(torch.float32), k.to(torch.float32).transpose(2, 3)) / math.sqrt(self.d) + mask
+        w = F.softmax(w, dim=-1, dtype=torch.float32).to(v.dtype)
+        return self.dense(merge(torch.matmul(w, v)))
+
+
+class Phi2(Model):
+    """Phi-2: one LayerNorm feeding attention and a gelu_new MLP in parallel, cos/sin from a
+    [positions, rot] table gathered by position ids, triu causal mask plus padding."""
+
+    inputs = ("input_ids", "attention_mask", "position_ids")
+
+    def __init__(self):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(V, E)
+        self.input_layernorm = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.self_attn = nn.ModuleList(Phi2Attention() for _ in range(L))
+        self.mlp = nn.ModuleList(MLP(gelu_new) for _ in range(L))
+        self.final_layernorm = nn.LayerNorm(E)
+        r = Phi2Attention.rot
+        inv_freq = 1.0 / (10000 ** (torch.arange(0, r, 2).float() / r))
+        emb = torch.outer(torch.arange(MAXPOS).float(), inv_freq).repeat(1, 2)
+        self.register_buffer("cos_cached", emb.cos(), persistent=False)
+        self.register_buffer("sin_cached", emb.sin(), persistent=False)
+
+    def forward(self, input_ids, attention_mask, position_ids):
+        S = input_ids.shape[1]
+        cos = self.cos_cached[:S][position_ids].unsqueeze(1)
+        sin = self.sin_cached[:S][position_ids].unsqueeze(1)
+        mask = torch.triu(torch.full((S, S), MIN), diagonal=1)[None, None] + padding_bias(attention_mask)
+        x = self.embed_tokens(input_ids)
+        for i in range(L):
+            h = self.input_layernorm[i](x)
+            x = x + self.self_attn[i](h, mask, cos, sin) + self.mlp[i](h)
+        return self.final_layernorm(x)
+
+
 # ---------------------------------------------------------------- cross-attn
 
 
@@ -4116,6 +4270,9 @@ FORMS = {
     "stablelm2": (StableLM2, (14, 17)),
     "cohere": (Cohere, (14, 17)),
     "gpt-oss-sinks": (GPTOSSSinks, (14, 17)),
+    "baichuan": (Baichuan, (13, 17)),
+    "openelm": (OpenELM, (14, 17)),  # torch.triu needs Trilu (opset 14)
+    "phi2": (Phi2, (14, 17)),
 }
 
 
