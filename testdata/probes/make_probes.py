@@ -2103,6 +2103,101 @@ class Phi2(Model):
         return self.final_layernorm(x)
 
 
+def relu_squared(x):
+    """Squared ReLU (Primer, Persimmon, Nemotron's relu2): torch.square(relu(x))."""
+    return torch.square(F.relu(x))
+
+
+def relu_pow2(x):
+    """Squared ReLU written relu(x) ** 2."""
+    return F.relu(x) ** 2
+
+
+class PersimmonAttention(Attn):
+    """Persimmon: Q, K and V packed per head as [B, S, H, 3, D] with biases; a LayerNorm
+    over the head size (with bias, shared by the heads) on Q and K in the [B, S, H, D]
+    layout; partial rotate-half rotary on the first half of each head."""
+
+    causal = True
+    rotaries = 2
+
+    def __init__(self):
+        super().__init__(H)
+        self.query_key_value, self.dense = nn.Linear(E, 3 * E), nn.Linear(E, E)
+        self.q_layernorm, self.k_layernorm = nn.LayerNorm(D), nn.LayerNorm(D)
+
+    def forward(self, x, mask, cos, sin):
+        B, S, _ = x.shape
+        qkv = self.query_key_value(x).view(B, S, H, 3, D)
+        q, k, v = self.q_layernorm(qkv[..., 0, :]), self.k_layernorm(qkv[..., 1, :]), qkv[..., 2, :]
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        r = D // 2
+        q = torch.cat((q[..., :r] * cos + rotate_half(q[..., :r]) * sin, q[..., r:]), dim=-1)
+        k = torch.cat((k[..., :r] * cos + rotate_half(k[..., :r]) * sin, k[..., r:]), dim=-1)
+        w = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(D) + mask
+        w = F.softmax(w, dim=-1, dtype=torch.float32).to(q.dtype)
+        return self.dense(merge(torch.matmul(w, v)))
+
+
+class Persimmon(Model):
+    """Persimmon / Nemotron: pre-LayerNorm blocks whose MLP is up, squared ReLU, down (the
+    first layer's written torch.square(relu(x)), the second's relu(x) ** 2); rotary from
+    the position ids; triu causal mask plus padding; final LayerNorm."""
+
+    inputs = ("input_ids", "attention_mask", "position_ids")
+
+    def __init__(self):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(V, E)
+        self.input_layernorm = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.self_attn = nn.ModuleList(PersimmonAttention() for _ in range(L))
+        self.post_attention_layernorm = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.mlp = nn.ModuleList(MLP(a) for a in (relu_squared, relu_pow2))
+        self.final_layernorm = nn.LayerNorm(E)
+        r = D // 2
+        self.register_buffer("inv_freq", 1.0 / (10000 ** (torch.arange(0, r, 2).float() / r)), persistent=False)
+
+    def forward(self, input_ids, attention_mask, position_ids):
+        S = input_ids.shape[1]
+        cos, sin = rotary_from_positions(self.inv_freq, position_ids)
+        mask = torch.triu(torch.full((S, S), MIN), diagonal=1)[None, None] + padding_bias(attention_mask)
+        x = self.embed_tokens(input_ids)
+        for i in range(L):
+            x = x + self.self_attn[i](self.input_layernorm[i](x), mask, cos, sin)
+            x = x + self.mlp[i](self.post_attention_layernorm[i](x))
+        return self.final_layernorm(x)
+
+
+class CohereQKNormAttention(CohereAttention):
+    """Command-R+: Cohere's attention with QK-norm: its bias-free float32 LayerNorm over the
+    head size with a weight per head ([heads, D]), on Q and K viewed [B, S, heads, D]."""
+
+    def __init__(self):
+        super().__init__()
+        self.q_norm, self.k_norm = CohereLayerNorm(H * D), CohereLayerNorm(self.kv_heads * D)
+        self.q_norm.weight, self.k_norm.weight = nn.Parameter(torch.ones(H, D)), nn.Parameter(torch.ones(self.kv_heads, D))
+
+    def forward(self, x, mask, cos, sin):
+        B, S, _ = x.shape
+        q = self.q_norm(self.q_proj(x).view(B, S, H, D)).transpose(1, 2)
+        k = self.k_norm(self.k_proj(x).view(B, S, self.kv_heads, D)).transpose(1, 2)
+        v = heads(self.v_proj(x), self.kv_heads)
+        dt = q.dtype
+        q, k = q.float(), k.float()
+        q = (q * cos + rotate_every_two(q) * sin).to(dt)
+        k = (k * cos + rotate_every_two(k) * sin).to(dt)
+        k, v = repeat_kv(k, H // self.kv_heads), repeat_kv(v, H // self.kv_heads)
+        w = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(D) + mask
+        w = F.softmax(w, dim=-1, dtype=torch.float32).to(q.dtype)
+        return self.o_proj(merge(torch.matmul(w, v)))
+
+
+class CohereQKNorm(Cohere):
+    def __init__(self):
+        super().__init__()
+        self.self_attn = nn.ModuleList(CohereQKNormAttention() for _ in range(L))
+
+
 # ---------------------------------------------------------------- cross-attn
 
 
@@ -4273,6 +4368,8 @@ FORMS = {
     "baichuan": (Baichuan, (13, 17)),
     "openelm": (OpenELM, (14, 17)),  # torch.triu needs Trilu (opset 14)
     "phi2": (Phi2, (14, 17)),
+    "persimmon": (Persimmon, (14, 17)),
+    "cohere-qknorm": (CohereQKNorm, (14, 17)),
 }
 
 
