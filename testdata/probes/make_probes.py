@@ -2198,6 +2198,74 @@ class CohereQKNorm(Cohere):
         self.self_attn = nn.ModuleList(CohereQKNormAttention() for _ in range(L))
 
 
+class QWenAttention(Attn):
+    """Qwen (v1): one c_attn with biases split by sizes into Q, K, V viewed [B, S, H, D];
+    rotate-half rotary applied in float32 in that layout (cos/sin [1, S, 1, D] from
+    arange(S)), then the heads permuted; causal by Where of a tril of ones sized by the
+    keys; the padding added; no bias on c_proj."""
+
+    causal = True
+    rotaries = 2
+
+    def __init__(self):
+        super().__init__(H)
+        self.c_attn, self.c_proj = nn.Linear(E, 3 * E), nn.Linear(E, E, bias=False)
+
+    def forward(self, x, pad, cos, sin):
+        B, S, _ = x.shape
+        q, k, v = self.c_attn(x).split(E, dim=2)
+        q, k, v = q.view(B, S, H, D), k.view(B, S, H, D), v.view(B, S, H, D)
+        q = (q.float() * cos + rotate_half(q.float()) * sin).type_as(q)
+        k = (k.float() * cos + rotate_half(k.float()) * sin).type_as(k)
+        q, k, v = q.permute(0, 2, 1, 3), k.permute(0, 2, 1, 3), v.permute(0, 2, 1, 3)
+        w = torch.matmul(q, k.transpose(-1, -2)) / torch.full([], v.size(-1) ** 0.5, dtype=q.dtype)
+        T = k.size(-2)
+        causal = torch.tril(torch.ones((T, T), dtype=torch.bool)).view(1, 1, T, T)
+        w = torch.where(causal, w, torch.tensor(MIN, dtype=w.dtype)) + pad
+        w = F.softmax(w, dim=-1)
+        return self.c_proj(merge(torch.matmul(w, v)))
+
+
+class QWenMLP(FFN):
+    """Qwen (v1): c_proj(w1(x) * silu(w2(x))), the up projection on the left."""
+
+    gated = True
+
+    def __init__(self):
+        super().__init__()
+        self.w1, self.w2, self.c_proj = nn.Linear(E, FF, bias=False), nn.Linear(E, FF, bias=False), nn.Linear(FF, E, bias=False)
+
+    def forward(self, x):
+        return self.c_proj(self.w1(x) * F.silu(self.w2(x)))
+
+
+class QWen(Model):
+    """Qwen (v1): RMSNorm pre-norm blocks, rotary in the [B, S, H, D] layout, SwiGLU with the
+    up projection first."""
+
+    def __init__(self):
+        super().__init__()
+        self.wte = nn.Embedding(V, E)
+        self.ln_1 = nn.ModuleList(RMSNorm(E) for _ in range(L))
+        self.attn = nn.ModuleList(QWenAttention() for _ in range(L))
+        self.ln_2 = nn.ModuleList(RMSNorm(E) for _ in range(L))
+        self.mlp = nn.ModuleList(QWenMLP() for _ in range(L))
+        self.ln_f = RMSNorm(E)
+        self.register_buffer("inv_freq", 1.0 / (10000 ** (torch.arange(0, D, 2).float() / D)), persistent=False)
+
+    def forward(self, input_ids, attention_mask):
+        S = input_ids.shape[1]
+        freqs = torch.outer(torch.arange(S, dtype=torch.float32), self.inv_freq)
+        emb = torch.cat((freqs, freqs), dim=-1)[None, :, None, :]  # [1,S,1,D]
+        cos, sin = emb.cos(), emb.sin()
+        pad = padding_bias(attention_mask)
+        x = self.wte(input_ids)
+        for i in range(L):
+            x = x + self.attn[i](self.ln_1[i](x), pad, cos, sin)
+            x = x + self.mlp[i](self.ln_2[i](x))
+        return self.ln_f(x)
+
+
 # ---------------------------------------------------------------- cross-attn
 
 
@@ -4370,6 +4438,7 @@ FORMS = {
     "phi2": (Phi2, (14, 17)),
     "persimmon": (Persimmon, (14, 17)),
     "cohere-qknorm": (CohereQKNorm, (14, 17)),
+    "qwen1": (QWen, (14, 17)),  # torch.tril needs Trilu (opset 14)
 }
 
 
