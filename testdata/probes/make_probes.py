@@ -1760,6 +1760,11 @@ class Levit(Model):
 # ---------------------------------------------------------------- decoders: internlm2, stablelm2, cohere, gpt-oss sinks
 
 
+def partial_rotate_half(x, r, cos, sin):
+    """Rotate-half rotary on the first r channels of each head, the rest passed through."""
+    return torch.cat((x[..., :r] * cos + rotate_half(x[..., :r]) * sin, x[..., r:]), dim=-1)
+
+
 class InternLM2Attention(LlamaAttention):
     """InternLM2: one bias-free wqkv viewed [B, S, KV, H/KV + 2, D] (each group: its query
     heads, its key, its value); q = the first H/KV of the group axis merged to H heads,
@@ -1821,8 +1826,8 @@ class StableLM2Attention(Attn):
         q, k, v = heads(self.q_proj(x), H), heads(self.k_proj(x), 2), heads(self.v_proj(x), 2)
         q, k = self.q_layernorm(q), self.k_layernorm(k)
         r = self.rot
-        q = torch.cat((q[..., :r] * cos + rotate_half(q[..., :r]) * sin, q[..., r:]), dim=-1)
-        k = torch.cat((k[..., :r] * cos + rotate_half(k[..., :r]) * sin, k[..., r:]), dim=-1)
+        q = partial_rotate_half(q, r, cos, sin)
+        k = partial_rotate_half(k, r, cos, sin)
         k, v = repeat_kv(k, H // 2), repeat_kv(v, H // 2)
         w = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(self.d) + mask
         w = F.softmax(w, dim=-1, dtype=torch.float32).to(v.dtype)
@@ -1873,8 +1878,11 @@ class CohereAttention(LlamaAttention):
     """Cohere / Command-R: GQA, rotate-every-two rotary applied in float32, cos and sin
     with each angle repeated in two adjacent channels."""
 
+    def project(self, x):
+        return heads(self.q_proj(x), H), heads(self.k_proj(x), self.kv_heads), heads(self.v_proj(x), self.kv_heads)
+
     def forward(self, x, mask, cos, sin):
-        q, k, v = heads(self.q_proj(x), H), heads(self.k_proj(x), self.kv_heads), heads(self.v_proj(x), self.kv_heads)
+        q, k, v = self.project(x)
         dt = q.dtype
         q, k = q.float(), k.float()
         q = (q * cos + rotate_every_two(q) * sin).to(dt)
@@ -2065,8 +2073,8 @@ class Phi2Attention(Attn):
     def forward(self, x, mask, cos, sin):
         q, k, v = heads(self.q_proj(x), H), heads(self.k_proj(x), H), heads(self.v_proj(x), H)
         r = self.rot
-        q = torch.cat((q[..., :r] * cos + rotate_half(q[..., :r]) * sin, q[..., r:]), dim=-1)
-        k = torch.cat((k[..., :r] * cos + rotate_half(k[..., :r]) * sin, k[..., r:]), dim=-1)
+        q = partial_rotate_half(q, r, cos, sin)
+        k = partial_rotate_half(k, r, cos, sin)
         w = torch.matmul(q.to(torch.float32), k.to(torch.float32).transpose(2, 3)) / math.sqrt(self.d) + mask
         w = F.softmax(w, dim=-1, dtype=torch.float32).to(v.dtype)
         return self.dense(merge(torch.matmul(w, v)))
@@ -2132,8 +2140,8 @@ class PersimmonAttention(Attn):
         q, k, v = self.q_layernorm(qkv[..., 0, :]), self.k_layernorm(qkv[..., 1, :]), qkv[..., 2, :]
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         r = D // 2
-        q = torch.cat((q[..., :r] * cos + rotate_half(q[..., :r]) * sin, q[..., r:]), dim=-1)
-        k = torch.cat((k[..., :r] * cos + rotate_half(k[..., :r]) * sin, k[..., r:]), dim=-1)
+        q = partial_rotate_half(q, r, cos, sin)
+        k = partial_rotate_half(k, r, cos, sin)
         w = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(D) + mask
         w = F.softmax(w, dim=-1, dtype=torch.float32).to(q.dtype)
         return self.dense(merge(torch.matmul(w, v)))
@@ -2177,19 +2185,11 @@ class CohereQKNormAttention(CohereAttention):
         self.q_norm, self.k_norm = CohereLayerNorm(H * D), CohereLayerNorm(self.kv_heads * D)
         self.q_norm.weight, self.k_norm.weight = nn.Parameter(torch.ones(H, D)), nn.Parameter(torch.ones(self.kv_heads, D))
 
-    def forward(self, x, mask, cos, sin):
+    def project(self, x):
         B, S, _ = x.shape
         q = self.q_norm(self.q_proj(x).view(B, S, H, D)).transpose(1, 2)
         k = self.k_norm(self.k_proj(x).view(B, S, self.kv_heads, D)).transpose(1, 2)
-        v = heads(self.v_proj(x), self.kv_heads)
-        dt = q.dtype
-        q, k = q.float(), k.float()
-        q = (q * cos + rotate_every_two(q) * sin).to(dt)
-        k = (k * cos + rotate_every_two(k) * sin).to(dt)
-        k, v = repeat_kv(k, H // self.kv_heads), repeat_kv(v, H // self.kv_heads)
-        w = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(D) + mask
-        w = F.softmax(w, dim=-1, dtype=torch.float32).to(q.dtype)
-        return self.o_proj(merge(torch.matmul(w, v)))
+        return q, k, heads(self.v_proj(x), self.kv_heads)
 
 
 class CohereQKNorm(Cohere):
