@@ -278,7 +278,7 @@ func analyseAttention(sm *ir.Node) *attnPlan {
 		switch {
 		case p.why != "":
 		case joinedOnAxis(sm):
-			p.why = "the softmax normalises the scores joined with other logits on its axis (attention sinks); fused attention normalises over the keys alone"
+			p.why = "the softmax normalises the scores joined with other logits on its axis (attention sinks): the weights of the keys sum to less than one"
 		default:
 			p.why = "the softmax input does not come from a matmul (Q·Kᵀ) through layout ops and additive terms"
 		}

@@ -1927,8 +1927,8 @@ class Cohere(Model):
 
 class SinkAttention(LlamaAttention):
     """GPT-OSS: a learned logit per head concatenated to every row of the scores before the
-    softmax and dropped after, so each row's weights sum to less than one. Not the
-    attention any fused operator here computes."""
+    softmax and dropped after, so each row's weights sum to less than one. Not
+    what Attention-23 or MultiHeadAttention computes."""
 
     is_attention = False
 
