@@ -314,14 +314,19 @@ func TestProbeFuse(t *testing.T) {
 						}
 					}
 					// Grouped- and multi-query attention read K/V before their repeat, unless
-					// the model repeats them before a per-head op (probeKVRepeated).
-					kv := int64(p.KVHeads)
+					// the model repeats them before a per-head op (probeKVRepeated). The
+					// group size is checked, not the counts: layers may have heads of their own.
+					group := int64(p.Heads / p.KVHeads)
 					if _, ok := probeKVRepeated[p.Form]; ok {
-						kv = int64(p.Heads)
+						group = 1
 					}
 					for _, n := range out.Graph.Nodes() {
-						if n.OpType == "Attention" && n.Domain == "" && n.AttrInt("kv_num_heads", 0) != kv {
-							t.Errorf("%s: %s has kv_num_heads %d, want %d (the architecture has %d)", pl.spec, n.Name, n.AttrInt("kv_num_heads", 0), kv, p.KVHeads)
+						if n.OpType != "Attention" || n.Domain != "" {
+							continue
+						}
+						q, kv := n.AttrInt("q_num_heads", 0), n.AttrInt("kv_num_heads", 0)
+						if kv <= 0 || q != group*kv {
+							t.Errorf("%s: %s has q_num_heads %d, kv_num_heads %d, want %d query heads a K/V head (the architecture has %d of %d)", pl.spec, n.Name, q, kv, group, p.KVHeads, p.Heads)
 						}
 					}
 				}

@@ -275,11 +275,44 @@ func analyseAttention(sm *ir.Node) *attnPlan {
 	})
 	if !found {
 		p.why = last
-		if p.why == "" {
+		switch {
+		case p.why != "":
+		case joinedOnAxis(sm):
+			p.why = "the softmax normalises the scores joined with other logits on its axis (attention sinks): the weights of the keys sum to less than one"
+		default:
 			p.why = "the softmax input does not come from a matmul (Q·Kᵀ) through layout ops and additive terms"
 		}
 	}
 	return p
+}
+
+// joinedOnAxis reports whether the softmax input is, through steps that change no weight
+// (a row maximum taken off, a Cast), a Concat on the softmax axis: the scores share the
+// normaliser with logits that are no key's (GPT-OSS's sinks).
+func joinedOnAxis(sm *ir.Node) bool {
+	v := sm.Input(0)
+	for range maxSteps {
+		n, idx := v.Producer()
+		if n == nil || idx != 0 || n.Domain != "" || v.Type == nil {
+			return false
+		}
+		switch n.OpType {
+		case "Concat":
+			rank := v.Type.Rank()
+			a, ok := normAxis(n.AttrInt("axis", 0), rank)
+			b, okSm := normAxis(sm.AttrInt("axis", -1), rank)
+			return ok && okSm && a == b
+		case "Sub":
+			if rowConstant(n.Input(1), n.Input(0)) == nil {
+				return false
+			}
+		case "Cast":
+		default:
+			return false
+		}
+		v = n.Input(0)
+	}
+	return false
 }
 
 // prove checks one candidate Q·Kᵀ matmul and fills the plan.

@@ -17,6 +17,7 @@ const (
 	FFNQuickGelu = 4 // x·sigmoid(1.702·x)
 	FFNSilu      = 5 // x·sigmoid(x)
 	FFNHardSwish = 6 // x·min(max(x/6 + 1/2, 0), 1)
+	FFNReluSq    = 7 // max(x, 0)²
 )
 
 // FFNFamily recognises the feed-forward sublayer of a transformer layer.
@@ -32,7 +33,8 @@ channel-first 1×1 Conv); activation "relu", "gelu" (any erf form GeluFamily kno
 com.microsoft Gelu/BiasGelu, Gelu-20), "gelu_tanh" (the tanh forms, FastGelu, Gelu-20
 tanh), "quick_gelu" (x·sigmoid(1.702·x), QuickGelu), "silu" (x·sigmoid(x), or
 x / (1 + exp(-x))), "hardswish" (HardSwish, or x·HardSigmoid(x) with α = 1/6: LeViT,
-MobileViT). A projection is MatMul(x, W) with or without a bias Add (either
+MobileViT), "relu_squared" (Relu(x)·Relu(x) or Pow(Relu(x), 2): Primer, Persimmon,
+Nemotron's relu2). A projection is MatMul(x, W) with or without a bias Add (either
 operand order), Gemm(x, W[, b]) (transB either way; with the Reshapes to and from 2-D
 that GPT-2's Conv1D writes), a 1×1 Conv on channel-first [B, C, S] (SqueezeBERT), or
 MatMulIntegerToFloat (fuse's CPU form of a Q/DQ linear layer); x may come through a
@@ -52,7 +54,7 @@ the same shape.
 Roles: input, output, up_weight, up_bias, gate_weight and gate_bias (gated; packed: the
 packed weight is both up_weight and gate_weight), down_weight, down_bias, hidden (what
 the down projection multiplies). Params: activation (FFNRelu, FFNGelu, FFNGeluTanh,
-FFNQuickGelu, FFNSilu, FFNHardSwish), gated and packed (0/1), gate_half (packed: 0 when the first half
+FFNQuickGelu, FFNSilu, FFNHardSwish, FFNReluSq), gated and packed (0/1), gate_half (packed: 0 when the first half
 goes through the activation, 1 for the second), intermediate (F, when known).
 
 Fuse: none here. The block is an annotation for qdq and codegen: its projections are
@@ -106,6 +108,11 @@ var ffnActivations = []ffnActivation{
 	}},
 	{"relu", FFNRelu, func(x, _, _ patterns.Pattern) []patterns.Pattern {
 		return []patterns.Pattern{gOp("Relu", x)}
+	}},
+	// torch.square writes r·r, ** 2 a Pow.
+	{"relu_squared", FFNReluSq, func(x, _, _ patterns.Pattern) []patterns.Pattern {
+		r := gBind("act_relu", gOp("Relu", x))
+		return []patterns.Pattern{gOp("Mul", r, r), gOp("Pow", r, patterns.ConstNear(2, 0))}
 	}},
 	// HardSwish from opset 14; before it torch writes x·HardSigmoid(x) with α = 1/6.
 	{"hardswish", FFNHardSwish, func(x, _, _ patterns.Pattern) []patterns.Pattern {

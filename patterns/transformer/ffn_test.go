@@ -105,6 +105,15 @@ func (g *ffnGraph) act(a, in, out string) {
 	case "hardswish": // x·HardSigmoid(x) with α = 1/6 (torch before opset 14)
 		g.node("%s_s = HardSigmoid <alpha = 0.16666667> (%s)", out, in)
 		g.node("%s = Mul (%s, %s_s)", out, in, out)
+	case "relu_squared": // torch.square(relu(x))
+		g.node("%s_r = Relu (%s)", out, in)
+		g.node("%s = Mul (%s_r, %s_r)", out, out, out)
+	case "relu_squared-pow": // relu(x) ** 2
+		g.node("%s_r = Relu (%s)", out, in)
+		g.node("%s = Pow (%s_r, c_two)", out, out)
+	case "relu-cubed": // relu(x) ** 3: no activation of these
+		g.node("%s_r = Relu (%s)", out, in)
+		g.node("%s = Pow (%s_r, c_three)", out, out)
 	case "hardsigmoid-default": // x·HardSigmoid(x) with the default α = 0.2: not HardSwish
 		g.node("%s_s = HardSigmoid (%s)", out, in)
 		g.node("%s = Mul (%s, %s_s)", out, in, out)
@@ -129,6 +138,7 @@ func ffnSource(structure, act, form string, residual bool) string {
 	g.init("float c_sqrt2", math.Sqrt2)
 	g.init("float c_one", 1)
 	g.init("float c_half", 0.5)
+	g.init("float c_two", 2)
 	g.init("float c_three", 3)
 	g.init("float c_kappa", 0.044715)
 	g.init("float c_beta", math.Sqrt(2/math.Pi))
@@ -216,7 +226,7 @@ func ffnRecognize(t *testing.T, m *ir.Model) ([]*transformer.Block, []string) {
 var ffnActCode = map[string]float64{
 	"relu": transformer.FFNRelu, "gelu": transformer.FFNGelu, "gelu_tanh": transformer.FFNGeluTanh,
 	"quick_gelu": transformer.FFNQuickGelu, "silu": transformer.FFNSilu, "silu-div": transformer.FFNSilu,
-	"hardswish": transformer.FFNHardSwish,
+	"hardswish": transformer.FFNHardSwish, "relu_squared": transformer.FFNReluSq, "relu_squared-pow": transformer.FFNReluSq,
 }
 
 type ffnCase struct {
@@ -231,7 +241,7 @@ func (c ffnCase) name() string { return c.structure + "-" + c.act + "-" + c.form
 func ffnCases() []ffnCase {
 	var cs []ffnCase
 	for _, s := range []string{"plain", "gated", "packed-split", "packed-split-second", "packed-slice"} {
-		for _, a := range []string{"relu", "gelu", "gelu_tanh", "quick_gelu", "silu", "silu-div", "hardswish"} {
+		for _, a := range []string{"relu", "gelu", "gelu_tanh", "quick_gelu", "silu", "silu-div", "hardswish", "relu_squared", "relu_squared-pow"} {
 			cs = append(cs, ffnCase{s, a, "matmul-add"})
 		}
 	}
@@ -241,6 +251,14 @@ func ffnCases() []ffnCase {
 	return append(cs, ffnCase{"packed-slice-second", "silu", "matmul-add"},
 		ffnCase{"packed-split", "silu", "conv"}, ffnCase{"packed-split-second", "gelu", "conv"},
 		ffnCase{"packed-slice", "gelu_tanh", "conv"}, ffnCase{"packed-slice-second", "silu", "conv"})
+}
+
+// TestFFNReluCubedNotSquared: Relu(x) to the power 3 is no activation of these.
+func TestFFNReluCubedNotSquared(t *testing.T) {
+	m := geParse(t, `"" : 13`, ffnSource("plain", "relu-cubed", "matmul-add", true))
+	if blocks, refs := ffnRecognize(t, m); len(blocks) != 0 {
+		t.Errorf("%d FFN blocks (%s), want none; refusals %v", len(blocks), blocks[0].Variant, refs)
+	}
 }
 
 // TestFFNHardSigmoidNotHardSwish: x·HardSigmoid(x) is HardSwish only with α = 1/6 and
@@ -270,7 +288,7 @@ func TestFFNVariants(t *testing.T) {
 			}
 			b := blocks[0]
 			structure, _, _ := strings.Cut(c.structure, "-")
-			act := strings.TrimSuffix(c.act, "-div")
+			act, _, _ := strings.Cut(c.act, "-") // silu-div, relu_squared-pow: another form
 			wantVariant := "ffn/" + structure + "-" + act
 			if base, _, _ := strings.Cut(b.Variant, "+"); base != wantVariant {
 				t.Errorf("variant %s, want %s", b.Variant, wantVariant)

@@ -1754,6 +1754,515 @@ class Levit(Model):
         return x
 
 
+# ---------------------------------------------------------------- decoders: internlm2, stablelm2, cohere, gpt-oss sinks
+
+
+def partial_rotate_half(x, r, cos, sin):
+    """Rotate-half rotary on the first r channels of each head, the rest passed through."""
+    return torch.cat((x[..., :r] * cos + rotate_half(x[..., :r]) * sin, x[..., r:]), dim=-1)
+
+
+class InternLM2Attention(LlamaAttention):
+    """InternLM2: one bias-free wqkv viewed [B, S, KV, H/KV + 2, D] (each group: its query
+    heads, its key, its value); q = the first H/KV of the group axis merged to H heads,
+    k and v taken by a scalar index (-2, -1), which drops the axis."""
+
+    def __init__(self):
+        super().__init__(2)
+        self.wqkv = nn.Linear(E, (H + 2 * self.kv_heads) * D, bias=False)
+        del self.q_proj, self.k_proj, self.v_proj
+
+    def forward(self, x, mask, cos, sin):
+        B, S, _ = x.shape
+        KV, G = self.kv_heads, H // self.kv_heads
+        qkv = self.wqkv(x).view(B, S, KV, G + 2, D)
+        q = qkv[..., :G, :].reshape(B, S, H, D).transpose(1, 2)
+        k, v = qkv[..., -2, :].transpose(1, 2), qkv[..., -1, :].transpose(1, 2)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        k, v = repeat_kv(k, G), repeat_kv(v, G)
+        w = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(D) + mask
+        w = F.softmax(w, dim=-1, dtype=torch.float32).to(q.dtype)
+        return self.o_proj(merge(torch.matmul(w, v)))
+
+
+class InternLM2(Llama):
+    def __init__(self):
+        super().__init__()
+        self.self_attn = nn.ModuleList(InternLM2Attention() for _ in range(L))
+
+
+class PerHeadLayerNorm(nn.Module):
+    """StableLM-2's QK LayerNorm: one bias-free LayerNorm per head over [B, 1, S, D] slices of
+    [B, n, S, D], concatenated back on the head axis."""
+
+    def __init__(self, n, d):
+        super().__init__()
+        self.norms = nn.ModuleList(BiaslessLayerNorm(d) for _ in range(n))
+
+    def forward(self, x):
+        return torch.cat([f(t) for f, t in zip(self.norms, torch.split(x, 1, dim=1))], dim=1)
+
+
+class StableLM2Attention(Attn):
+    """StableLM-2: Q/K/V with biases, GQA, per-head QK LayerNorms, partial rotate-half
+    rotary on the first quarter of each head (16 channels, 4 rotated)."""
+
+    causal = True
+    rotaries = 2
+    d, rot = 16, 4
+
+    def __init__(self):
+        super().__init__(H, 2)
+        d = self.d
+        self.q_proj, self.k_proj, self.v_proj = nn.Linear(E, H * d), nn.Linear(E, 2 * d), nn.Linear(E, 2 * d)
+        self.o_proj = nn.Linear(H * d, E, bias=False)
+        self.q_layernorm, self.k_layernorm = PerHeadLayerNorm(H, d), PerHeadLayerNorm(2, d)
+
+    def forward(self, x, mask, cos, sin):
+        q, k, v = heads(self.q_proj(x), H), heads(self.k_proj(x), 2), heads(self.v_proj(x), 2)
+        q, k = self.q_layernorm(q), self.k_layernorm(k)
+        r = self.rot
+        q = partial_rotate_half(q, r, cos, sin)
+        k = partial_rotate_half(k, r, cos, sin)
+        k, v = repeat_kv(k, H // 2), repeat_kv(v, H // 2)
+        w = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(self.d) + mask
+        w = F.softmax(w, dim=-1, dtype=torch.float32).to(v.dtype)
+        return self.o_proj(merge(torch.matmul(w, v)))
+
+
+class StableLM2(Model):
+    """StableLM-2 (12B layout): one LayerNorm with bias feeding attention and a SwiGLU MLP
+    in parallel, rotary computed from the position ids, Trilu causal mask plus padding."""
+
+    inputs = ("input_ids", "attention_mask", "position_ids")
+
+    def __init__(self):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(V, E)
+        self.input_layernorm = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.self_attn = nn.ModuleList(StableLM2Attention() for _ in range(L))
+        self.mlp = nn.ModuleList(Gated(F.silu) for _ in range(L))
+        self.norm = nn.LayerNorm(E)
+        r = StableLM2Attention.rot
+        self.register_buffer("inv_freq", 1.0 / (10000 ** (torch.arange(0, r, 2).float() / r)), persistent=False)
+
+    def forward(self, input_ids, attention_mask, position_ids):
+        S = input_ids.shape[1]
+        cos, sin = rotary_from_positions(self.inv_freq, position_ids)
+        mask = torch.triu(torch.full((S, S), MIN), diagonal=1)[None, None] + padding_bias(attention_mask)
+        x = self.embed_tokens(input_ids)
+        for i in range(L):
+            h = self.input_layernorm[i](x)
+            x = x + self.self_attn[i](h, mask, cos, sin) + self.mlp[i](h)
+        return self.norm(x)
+
+
+class CohereLayerNorm(BiaslessLayerNorm):
+    """Cohere's LayerNorm without a bias, written out in float32: mean, centred variance,
+    rsqrt, weight."""
+
+    def forward(self, x):
+        dt = x.dtype
+        x = x.to(torch.float32)
+        mean = x.mean(-1, keepdim=True)
+        var = (x - mean).pow(2).mean(-1, keepdim=True)
+        x = (x - mean) * torch.rsqrt(var + 1e-5)
+        return (self.weight.to(torch.float32) * x).to(dt)
+
+
+class CohereAttention(LlamaAttention):
+    """Cohere / Command-R: GQA, rotate-every-two rotary applied in float32, cos and sin
+    with each angle repeated in two adjacent channels."""
+
+    def project(self, x):
+        return heads(self.q_proj(x), H), heads(self.k_proj(x), self.kv_heads), heads(self.v_proj(x), self.kv_heads)
+
+    def forward(self, x, mask, cos, sin):
+        q, k, v = self.project(x)
+        dt = q.dtype
+        q, k = q.float(), k.float()
+        q = (q * cos + rotate_every_two(q) * sin).to(dt)
+        k = (k * cos + rotate_every_two(k) * sin).to(dt)
+        k, v = repeat_kv(k, H // self.kv_heads), repeat_kv(v, H // self.kv_heads)
+        w = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(D) + mask
+        w = F.softmax(w, dim=-1, dtype=torch.float32).to(q.dtype)
+        return self.o_proj(merge(torch.matmul(w, v)))
+
+
+class Cohere(Model):
+    """Cohere / Command-R: one bias-free LayerNorm feeding attention and a SwiGLU MLP in
+    parallel, rotary from the position ids, the final norm scaled by the logit scale."""
+
+    inputs = ("input_ids", "attention_mask", "position_ids")
+    logit_scale = 0.0625
+
+    def __init__(self):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(V, E)
+        self.input_layernorm = nn.ModuleList(CohereLayerNorm(E) for _ in range(L))
+        self.self_attn = nn.ModuleList(CohereAttention() for _ in range(L))
+        self.mlp = nn.ModuleList(Gated(F.silu) for _ in range(L))
+        self.norm = CohereLayerNorm(E)
+        self.register_buffer("inv_freq", 1.0 / (10000 ** (torch.arange(0, D, 2).float() / D)), persistent=False)
+
+    def forward(self, input_ids, attention_mask, position_ids):
+        S = input_ids.shape[1]
+        B = position_ids.shape[0]
+        f = (self.inv_freq[None, :, None].expand(B, -1, 1) @ position_ids[:, None, :].float()).transpose(1, 2)
+        # repeat_interleave(f, 2, dim=-1) as newer exporters write it (torch 1.13's Loop
+        # export bakes the traced sizes into the graph's reshapes).
+        emb = f[..., None].expand(*f.shape, 2).flatten(-2)  # [B,S,D]
+        cos, sin = emb.cos()[:, None], emb.sin()[:, None]
+        mask = torch.triu(torch.full((S, S), MIN), diagonal=1)[None, None] + padding_bias(attention_mask)
+        x = self.embed_tokens(input_ids)
+        for i in range(L):
+            h = self.input_layernorm[i](x)
+            x = x + self.self_attn[i](h, mask, cos, sin) + self.mlp[i](h)
+        return self.norm(x) * self.logit_scale
+
+
+class SinkAttention(LlamaAttention):
+    """GPT-OSS: a learned logit per head concatenated to every row of the scores before the
+    softmax and dropped after, so each row's weights sum to less than one. Not
+    what Attention-23 or MultiHeadAttention computes."""
+
+    is_attention = False
+
+    def __init__(self):
+        super().__init__(2)
+        self.q_proj, self.k_proj, self.v_proj = nn.Linear(E, H * D), nn.Linear(E, 2 * D), nn.Linear(E, 2 * D)
+        self.o_proj = nn.Linear(H * D, E)
+        self.sinks = nn.Parameter(torch.zeros(H))
+
+    def forward(self, x, mask, cos, sin):
+        q, k, v = heads(self.q_proj(x), H), heads(self.k_proj(x), self.kv_heads), heads(self.v_proj(x), self.kv_heads)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        k, v = repeat_kv(k, H // self.kv_heads), repeat_kv(v, H // self.kv_heads)
+        w = torch.matmul(q, k.transpose(2, 3)) * D**-0.5 + mask
+        B, _, S, _ = w.shape
+        c = torch.cat([w, self.sinks.reshape(1, -1, 1, 1).expand(B, -1, S, 1)], dim=-1)
+        c = c - c.max(dim=-1, keepdim=True).values
+        p = F.softmax(c, dim=-1, dtype=torch.float32)[..., :-1]
+        return self.o_proj(merge(torch.matmul(p, v)))
+
+
+class GPTOSSSinks(Llama):
+    def __init__(self):
+        super().__init__()
+        self.self_attn = nn.ModuleList(SinkAttention() for _ in range(L))
+
+
+class BaichuanAttention(Attn):
+    """Baichuan-13B: one bias-free W_pack whose output [B, S, 3E] is unflattened to
+    [B, S, 3, E], moved to [3, B, S, E] by unsqueeze, transpose and squeeze, and indexed
+    0, 1, 2 into Q, K and V; the ALiBi-and-causal mask added after the scale."""
+
+    causal = True
+
+    def __init__(self):
+        super().__init__(H)
+        self.W_pack, self.o_proj = nn.Linear(E, 3 * E, bias=False), nn.Linear(E, E, bias=False)
+
+    def forward(self, x, mask):
+        B, S, _ = x.shape
+        p = self.W_pack(x).view(B, S, 3, E).unsqueeze(0).transpose(0, -2).squeeze(-2)  # unflatten
+        q, k, v = heads(p[0], H), heads(p[1], H), heads(p[2], H)
+        w = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(D) + mask
+        w = F.softmax(w, dim=-1)
+        return self.o_proj(merge(torch.matmul(w, v)))
+
+
+class Baichuan(Model):
+    """Baichuan-13B: ALiBi on the key position (slope_h · j) plus the −inf causal mask as one
+    constant [H, positions, positions] buffer sliced to [:, :S, :S], with the padding
+    added; RMSNorm, SwiGLU, no position embeddings."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(V, E)
+        self.input_layernorm = nn.ModuleList(RMSNorm(E) for _ in range(L))
+        self.self_attn = nn.ModuleList(BaichuanAttention() for _ in range(L))
+        self.post_attention_layernorm = nn.ModuleList(RMSNorm(E) for _ in range(L))
+        self.mlp = nn.ModuleList(Gated(F.silu) for _ in range(L))
+        self.norm = RMSNorm(E)
+        alibi = alibi_slopes(H)[:, None, None] * torch.arange(MAXPOS).float()[None, None, :]
+        future = torch.triu(torch.full((MAXPOS, MAXPOS), float("-inf")), 1)
+        self.register_buffer("alibi_mask", future[None] + alibi, persistent=False)
+
+    def forward(self, input_ids, attention_mask):
+        S = input_ids.shape[1]
+        mask = self.alibi_mask[:, :S, :S][None] + padding_bias(attention_mask)
+        x = self.embed_tokens(input_ids)
+        for i in range(L):
+            x = x + self.self_attn[i](self.input_layernorm[i](x), mask)
+            x = x + self.mlp[i](self.post_attention_layernorm[i](x))
+        return self.norm(x)
+
+
+class OpenELMAttention(Attn):
+    """OpenELM: a layer's own head counts; one bias-free qkv_proj viewed
+    [B, S, q + 2kv, D], transposed to [B, q + 2kv, S, D] and split on the head axis into
+    Q, K and V; RMSNorm over the head size on Q and K; rotate-half rotary; K and V
+    repeated to the query heads."""
+
+    causal = True
+    rotaries = 2
+
+    def __init__(self, q_heads, kv_heads):
+        super().__init__(q_heads, kv_heads)
+        self.qkv_proj = nn.Linear(E, (q_heads + 2 * kv_heads) * D, bias=False)
+        self.q_norm, self.k_norm = RMSNorm(D), RMSNorm(D)
+        self.out_proj = nn.Linear(q_heads * D, E, bias=False)
+
+    def forward(self, x, mask, cos, sin):
+        B, S, _ = x.shape
+        h, kv = self.heads, self.kv_heads
+        qkv = self.qkv_proj(x).view(B, S, h + 2 * kv, D).transpose(1, 2)
+        q, k, v = qkv.split([h, kv, kv], dim=1)
+        q, k = self.q_norm(q), self.k_norm(k)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        k, v = repeat_kv(k, h // kv), repeat_kv(v, h // kv)
+        w = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(D) + mask
+        w = F.softmax(w, dim=-1, dtype=torch.float32).to(v.dtype)
+        return self.out_proj(merge(torch.matmul(w, v)))
+
+
+class OpenELMFFN(FFN):
+    """OpenELM's GLU with one proj_1 to twice a layer's own width, chunked into gate and up."""
+
+    gated = True
+
+    def __init__(self, ff):
+        super().__init__()
+        self.proj_1, self.proj_2 = nn.Linear(E, 2 * ff, bias=False), nn.Linear(ff, E, bias=False)
+
+    def forward(self, x):
+        g, u = self.proj_1(x).chunk(2, dim=-1)
+        return self.proj_2(F.silu(g) * u)
+
+
+class OpenELM(Llama):
+    """OpenELM: layer-wise scaling, each layer its own query and K/V head counts (2/1, then
+    4/2) and FFN width; RMSNorm; a Trilu causal mask plus padding."""
+
+    def __init__(self):
+        super().__init__()
+        self.self_attn = nn.ModuleList(OpenELMAttention(h, kv) for h, kv in ((2, 1), (4, 2)))
+        self.mlp = nn.ModuleList(OpenELMFFN(ff) for ff in (24, 48))
+
+
+class Phi2Attention(Attn):
+    """Phi-2: Q, K, V and dense with biases, head size 10 (H·D ≠ hidden), partial
+    rotate-half rotary on the first 4 channels of each head (40%), scores in float32."""
+
+    causal = True
+    rotaries = 2
+    d, rot = 10, 4
+
+    def __init__(self):
+        super().__init__(H)
+        self.q_proj, self.k_proj, self.v_proj = (nn.Linear(E, H * self.d) for _ in range(3))
+        self.dense = nn.Linear(H * self.d, E)
+
+    def forward(self, x, mask, cos, sin):
+        q, k, v = heads(self.q_proj(x), H), heads(self.k_proj(x), H), heads(self.v_proj(x), H)
+        r = self.rot
+        q = partial_rotate_half(q, r, cos, sin)
+        k = partial_rotate_half(k, r, cos, sin)
+        w = torch.matmul(q.to(torch.float32), k.to(torch.float32).transpose(2, 3)) / math.sqrt(self.d) + mask
+        w = F.softmax(w, dim=-1, dtype=torch.float32).to(v.dtype)
+        return self.dense(merge(torch.matmul(w, v)))
+
+
+class Phi2(Model):
+    """Phi-2: one LayerNorm feeding attention and a gelu_new MLP in parallel, cos/sin from a
+    [positions, rot] table gathered by position ids, triu causal mask plus padding."""
+
+    inputs = ("input_ids", "attention_mask", "position_ids")
+
+    def __init__(self):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(V, E)
+        self.input_layernorm = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.self_attn = nn.ModuleList(Phi2Attention() for _ in range(L))
+        self.mlp = nn.ModuleList(MLP(gelu_new) for _ in range(L))
+        self.final_layernorm = nn.LayerNorm(E)
+        r = Phi2Attention.rot
+        inv_freq = 1.0 / (10000 ** (torch.arange(0, r, 2).float() / r))
+        emb = torch.outer(torch.arange(MAXPOS).float(), inv_freq).repeat(1, 2)
+        self.register_buffer("cos_cached", emb.cos(), persistent=False)
+        self.register_buffer("sin_cached", emb.sin(), persistent=False)
+
+    def forward(self, input_ids, attention_mask, position_ids):
+        S = input_ids.shape[1]
+        cos = self.cos_cached[:S][position_ids].unsqueeze(1)
+        sin = self.sin_cached[:S][position_ids].unsqueeze(1)
+        mask = torch.triu(torch.full((S, S), MIN), diagonal=1)[None, None] + padding_bias(attention_mask)
+        x = self.embed_tokens(input_ids)
+        for i in range(L):
+            h = self.input_layernorm[i](x)
+            x = x + self.self_attn[i](h, mask, cos, sin) + self.mlp[i](h)
+        return self.final_layernorm(x)
+
+
+def relu_squared(x):
+    """Squared ReLU (Primer, Persimmon, Nemotron's relu2): torch.square(relu(x))."""
+    return torch.square(F.relu(x))
+
+
+def relu_pow2(x):
+    """Squared ReLU written relu(x) ** 2."""
+    return F.relu(x) ** 2
+
+
+class PersimmonAttention(Attn):
+    """Persimmon: Q, K and V packed per head as [B, S, H, 3, D] with biases; a LayerNorm
+    over the head size (with bias, shared by the heads) on Q and K in the [B, S, H, D]
+    layout; partial rotate-half rotary on the first half of each head."""
+
+    causal = True
+    rotaries = 2
+
+    def __init__(self):
+        super().__init__(H)
+        self.query_key_value, self.dense = nn.Linear(E, 3 * E), nn.Linear(E, E)
+        self.q_layernorm, self.k_layernorm = nn.LayerNorm(D), nn.LayerNorm(D)
+
+    def forward(self, x, mask, cos, sin):
+        B, S, _ = x.shape
+        qkv = self.query_key_value(x).view(B, S, H, 3, D)
+        q, k, v = self.q_layernorm(qkv[..., 0, :]), self.k_layernorm(qkv[..., 1, :]), qkv[..., 2, :]
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        r = D // 2
+        q = partial_rotate_half(q, r, cos, sin)
+        k = partial_rotate_half(k, r, cos, sin)
+        w = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(D) + mask
+        w = F.softmax(w, dim=-1, dtype=torch.float32).to(q.dtype)
+        return self.dense(merge(torch.matmul(w, v)))
+
+
+class Persimmon(Model):
+    """Persimmon / Nemotron: pre-LayerNorm blocks whose MLP is up, squared ReLU, down (the
+    first layer's written torch.square(relu(x)), the second's relu(x) ** 2); rotary from
+    the position ids; triu causal mask plus padding; final LayerNorm."""
+
+    inputs = ("input_ids", "attention_mask", "position_ids")
+
+    def __init__(self):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(V, E)
+        self.input_layernorm = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.self_attn = nn.ModuleList(PersimmonAttention() for _ in range(L))
+        self.post_attention_layernorm = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.mlp = nn.ModuleList(MLP(a) for a in (relu_squared, relu_pow2))
+        self.final_layernorm = nn.LayerNorm(E)
+        r = D // 2
+        self.register_buffer("inv_freq", 1.0 / (10000 ** (torch.arange(0, r, 2).float() / r)), persistent=False)
+
+    def forward(self, input_ids, attention_mask, position_ids):
+        S = input_ids.shape[1]
+        cos, sin = rotary_from_positions(self.inv_freq, position_ids)
+        mask = torch.triu(torch.full((S, S), MIN), diagonal=1)[None, None] + padding_bias(attention_mask)
+        x = self.embed_tokens(input_ids)
+        for i in range(L):
+            x = x + self.self_attn[i](self.input_layernorm[i](x), mask, cos, sin)
+            x = x + self.mlp[i](self.post_attention_layernorm[i](x))
+        return self.final_layernorm(x)
+
+
+class CohereQKNormAttention(CohereAttention):
+    """Command-R+: Cohere's attention with QK-norm: its bias-free float32 LayerNorm over the
+    head size with a weight per head ([heads, D]), on Q and K viewed [B, S, heads, D]."""
+
+    def __init__(self):
+        super().__init__()
+        self.q_norm, self.k_norm = CohereLayerNorm(H * D), CohereLayerNorm(self.kv_heads * D)
+        self.q_norm.weight, self.k_norm.weight = nn.Parameter(torch.ones(H, D)), nn.Parameter(torch.ones(self.kv_heads, D))
+
+    def project(self, x):
+        B, S, _ = x.shape
+        q = self.q_norm(self.q_proj(x).view(B, S, H, D)).transpose(1, 2)
+        k = self.k_norm(self.k_proj(x).view(B, S, self.kv_heads, D)).transpose(1, 2)
+        return q, k, heads(self.v_proj(x), self.kv_heads)
+
+
+class CohereQKNorm(Cohere):
+    def __init__(self):
+        super().__init__()
+        self.self_attn = nn.ModuleList(CohereQKNormAttention() for _ in range(L))
+
+
+class QWenAttention(Attn):
+    """Qwen (v1): one c_attn with biases split by sizes into Q, K, V viewed [B, S, H, D];
+    rotate-half rotary applied in float32 in that layout (cos/sin [1, S, 1, D] from
+    arange(S)), then the heads permuted; causal by Where of a tril of ones sized by the
+    keys; the padding added; no bias on c_proj."""
+
+    causal = True
+    rotaries = 2
+
+    def __init__(self):
+        super().__init__(H)
+        self.c_attn, self.c_proj = nn.Linear(E, 3 * E), nn.Linear(E, E, bias=False)
+
+    def forward(self, x, pad, cos, sin):
+        B, S, _ = x.shape
+        q, k, v = self.c_attn(x).split(E, dim=2)
+        q, k, v = q.view(B, S, H, D), k.view(B, S, H, D), v.view(B, S, H, D)
+        q = (q.float() * cos + rotate_half(q.float()) * sin).type_as(q)
+        k = (k.float() * cos + rotate_half(k.float()) * sin).type_as(k)
+        q, k, v = q.permute(0, 2, 1, 3), k.permute(0, 2, 1, 3), v.permute(0, 2, 1, 3)
+        w = torch.matmul(q, k.transpose(-1, -2)) / torch.full([], v.size(-1) ** 0.5, dtype=q.dtype)
+        T = k.size(-2)
+        causal = torch.tril(torch.ones((T, T), dtype=torch.bool)).view(1, 1, T, T)
+        w = torch.where(causal, w, torch.tensor(MIN, dtype=w.dtype)) + pad
+        w = F.softmax(w, dim=-1)
+        return self.c_proj(merge(torch.matmul(w, v)))
+
+
+class QWenMLP(FFN):
+    """Qwen (v1): c_proj(w1(x) * silu(w2(x))), the up projection on the left."""
+
+    gated = True
+
+    def __init__(self):
+        super().__init__()
+        self.w1, self.w2, self.c_proj = nn.Linear(E, FF, bias=False), nn.Linear(E, FF, bias=False), nn.Linear(FF, E, bias=False)
+
+    def forward(self, x):
+        return self.c_proj(self.w1(x) * F.silu(self.w2(x)))
+
+
+class QWen(Model):
+    """Qwen (v1): RMSNorm pre-norm blocks, rotary in the [B, S, H, D] layout, SwiGLU with the
+    up projection first."""
+
+    def __init__(self):
+        super().__init__()
+        self.wte = nn.Embedding(V, E)
+        self.ln_1 = nn.ModuleList(RMSNorm(E) for _ in range(L))
+        self.attn = nn.ModuleList(QWenAttention() for _ in range(L))
+        self.ln_2 = nn.ModuleList(RMSNorm(E) for _ in range(L))
+        self.mlp = nn.ModuleList(QWenMLP() for _ in range(L))
+        self.ln_f = RMSNorm(E)
+        self.register_buffer("inv_freq", 1.0 / (10000 ** (torch.arange(0, D, 2).float() / D)), persistent=False)
+
+    def forward(self, input_ids, attention_mask):
+        S = input_ids.shape[1]
+        freqs = torch.outer(torch.arange(S, dtype=torch.float32), self.inv_freq)
+        emb = torch.cat((freqs, freqs), dim=-1)[None, :, None, :]  # [1,S,1,D]
+        cos, sin = emb.cos(), emb.sin()
+        pad = padding_bias(attention_mask)
+        x = self.wte(input_ids)
+        for i in range(L):
+            x = x + self.attn[i](self.ln_1[i](x), pad, cos, sin)
+            x = x + self.mlp[i](self.ln_2[i](x))
+        return self.ln_f(x)
+
+
 # ---------------------------------------------------------------- cross-attn
 
 
@@ -3917,6 +4426,16 @@ FORMS = {
     "falcon40b": (Falcon40B, (14, 17)),
     "qwen2-vl": (Qwen2VL, (14, 17)),
     "levit": (Levit, (13, 17)),
+    "internlm2": (InternLM2, (14, 17)),  # torch.triu needs Trilu (opset 14)
+    "stablelm2": (StableLM2, (14, 17)),
+    "cohere": (Cohere, (14, 17)),
+    "gpt-oss-sinks": (GPTOSSSinks, (14, 17)),
+    "baichuan": (Baichuan, (13, 17)),
+    "openelm": (OpenELM, (14, 17)),  # torch.triu needs Trilu (opset 14)
+    "phi2": (Phi2, (14, 17)),
+    "persimmon": (Persimmon, (14, 17)),
+    "cohere-qknorm": (CohereQKNorm, (14, 17)),
+    "qwen1": (QWen, (14, 17)),  # torch.tril needs Trilu (opset 14)
 }
 
 
@@ -4083,7 +4602,7 @@ def facts(model):
         "norm_kind": "rms" if all(isinstance(m, RMSNorm) for m in norms) else "layernorm",
         "ffn_activations": k * len(ffn),
         "gated_ffn": all(isinstance(m, Gated) or getattr(m, "gated", False) for m in ffn),
-        "rotaries": k * sum(getattr(m, "rotaries", 0) for m in att),
+        "rotaries": k * sum(getattr(m, "rotaries", 0) for m in att + near),
     }
 
 
