@@ -1760,6 +1760,24 @@ class Levit(Model):
 CA_N = 16  # cait: a 4x4 grid of patches
 
 
+def layer_scaled_blocks(m, attn, prefix=""):
+    """Gives m L layer-scaled pre-LayerNorm blocks (CaiT, XCiT), named with prefix: norm1,
+    attn (attn()), gamma1, norm2, mlp (GELU), gamma2; run one with layer_scaled."""
+    ln = lambda: nn.LayerNorm(E, eps=1e-6)
+    gamma = lambda: nn.Parameter(torch.ones(E))
+    for name, mk in (("norm1", ln), ("attn", attn), ("gamma1", gamma), ("norm2", ln), ("mlp", lambda: MLP(nn.GELU())), ("gamma2", gamma)):
+        lst = nn.ParameterList if mk is gamma else nn.ModuleList
+        setattr(m, prefix + name, lst(mk() for _ in range(L)))
+
+
+def layer_scaled(m, i, x, prefix="", attn_in=None):
+    """Block i of layer_scaled_blocks: x + γ1·attn(norm1(attn_in)), then x + γ2·mlp(norm2(x));
+    attn_in is x unless given (CaiT's class attention reads cat(cls, patches))."""
+    blk = lambda name: getattr(m, prefix + name)[i]
+    x = x + blk("gamma1") * blk("attn")(blk("norm1")(x if attn_in is None else attn_in))
+    return x + blk("gamma2") * blk("mlp")(blk("norm2")(x))
+
+
 class TalkingHeads(nn.Module):
     """CaiT's talking-heads self-attention: the heads are mixed by a Linear over the head
     axis before the softmax and again after it, so every head's weights read every head's
@@ -1815,31 +1833,18 @@ class CaiT(Model):
         self.patch = nn.Conv2d(3, E, kernel_size=4, stride=4)
         self.pos_embed = nn.Parameter(torch.zeros(1, CA_N, E))
         self.cls_token = nn.Parameter(torch.zeros(1, 1, E))
-        self.sa_norm1 = nn.ModuleList(nn.LayerNorm(E, eps=1e-6) for _ in range(L))
-        self.sa_attn = nn.ModuleList(TalkingHeads() for _ in range(L))
-        self.sa_gamma1 = nn.ParameterList(nn.Parameter(torch.ones(E)) for _ in range(L))
-        self.sa_norm2 = nn.ModuleList(nn.LayerNorm(E, eps=1e-6) for _ in range(L))
-        self.sa_mlp = nn.ModuleList(MLP(nn.GELU()) for _ in range(L))
-        self.sa_gamma2 = nn.ParameterList(nn.Parameter(torch.ones(E)) for _ in range(L))
-        self.ca_norm1 = nn.ModuleList(nn.LayerNorm(E, eps=1e-6) for _ in range(L))
-        self.ca_attn = nn.ModuleList(ClassAttention() for _ in range(L))
-        self.ca_gamma1 = nn.ParameterList(nn.Parameter(torch.ones(E)) for _ in range(L))
-        self.ca_norm2 = nn.ModuleList(nn.LayerNorm(E, eps=1e-6) for _ in range(L))
-        self.ca_mlp = nn.ModuleList(MLP(nn.GELU()) for _ in range(L))
-        self.ca_gamma2 = nn.ParameterList(nn.Parameter(torch.ones(E)) for _ in range(L))
+        layer_scaled_blocks(self, TalkingHeads, "sa_")
+        layer_scaled_blocks(self, ClassAttention, "ca_")
         self.norm = nn.LayerNorm(E, eps=1e-6)
 
     def forward(self, pixel_values):
         B = pixel_values.shape[0]
         x = self.patch(pixel_values).flatten(2).transpose(1, 2) + self.pos_embed
         for i in range(L):
-            x = x + self.sa_gamma1[i] * self.sa_attn[i](self.sa_norm1[i](x))
-            x = x + self.sa_gamma2[i] * self.sa_mlp[i](self.sa_norm2[i](x))
+            x = layer_scaled(self, i, x, "sa_")
         cls = self.cls_token.expand(B, -1, -1)
         for i in range(L):
-            u = torch.cat((cls, x), dim=1)
-            cls = cls + self.ca_gamma1[i] * self.ca_attn[i](self.ca_norm1[i](u))
-            cls = cls + self.ca_gamma2[i] * self.ca_mlp[i](self.ca_norm2[i](cls))
+            cls = layer_scaled(self, i, cls, "ca_", torch.cat((cls, x), dim=1))
         return self.norm(torch.cat((cls, x), dim=1))
 
 
@@ -1968,19 +1973,13 @@ class XCiT(Model):
         super().__init__()
         self.patch = nn.Conv2d(3, E, kernel_size=4, stride=4)
         self.pos_embed = nn.Parameter(torch.zeros(1, CA_N, E))
-        self.norm1 = nn.ModuleList(nn.LayerNorm(E, eps=1e-6) for _ in range(L))
-        self.attn = nn.ModuleList(XCA() for _ in range(L))
-        self.gamma1 = nn.ParameterList(nn.Parameter(torch.ones(E)) for _ in range(L))
-        self.norm2 = nn.ModuleList(nn.LayerNorm(E, eps=1e-6) for _ in range(L))
-        self.mlp = nn.ModuleList(MLP(nn.GELU()) for _ in range(L))
-        self.gamma2 = nn.ParameterList(nn.Parameter(torch.ones(E)) for _ in range(L))
+        layer_scaled_blocks(self, XCA)
         self.norm = nn.LayerNorm(E, eps=1e-6)
 
     def forward(self, pixel_values):
         x = self.patch(pixel_values).flatten(2).transpose(1, 2) + self.pos_embed
         for i in range(L):
-            x = x + self.gamma1[i] * self.attn[i](self.norm1[i](x))
-            x = x + self.gamma2[i] * self.mlp[i](self.norm2[i](x))
+            x = layer_scaled(self, i, x)
         return self.norm(x)
 
 
