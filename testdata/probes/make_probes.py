@@ -1934,10 +1934,21 @@ class Funnel(Model):
         for i in range(L):
             q = x
             if i == 1:
-                q = F.avg_pool2d(x[:, None], (2, 1), stride=(2, 1), ceil_mode=True)[:, 0]
+                q = F.avg_pool2d(self.before_pool(x)[:, None], (2, 1), stride=(2, 1), ceil_mode=True)[:, 0]
             x = self.ln1[i](q + self.attn[i](q, x, pad))
             x = self.ln2[i](x + self.mlp[i](x))
         return x
+
+    def before_pool(self, x):
+        return x
+
+
+class FunnelSeparateCls(Funnel):
+    """Funnel as the HF model pools by default (separate_cls, truncate_seq): the first token
+    put in front of all but the last, cat(x[:, :1], x[:, :-1]), before the pooling."""
+
+    def before_pool(self, x):
+        return torch.cat((x[:, :1], x[:, :-1]), dim=1)
 
 
 class XCA(nn.Module):
@@ -4270,6 +4281,7 @@ FORMS = {
     "xcit": (XCiT, (13, 17)),
     "timesformer": (TimeSformer, (13, 17)),
     "patchtst": (PatchTST, (13, 17)),
+    "funnel-separate-cls": (FunnelSeparateCls, (13, 17)),
 }
 
 
@@ -4429,7 +4441,7 @@ def output_dims(model, name):
     if isinstance(model, Perceiver):
         return ["batch", PV_N, E]
     if isinstance(model, Funnel):
-        return ["batch", "pooled_sequence", E]
+        return ["batch", "pooled_sequence", E]  # FunnelSeparateCls too
     if isinstance(model, (ViT, DeiT)):
         return ["batch", 17 if isinstance(model, ViT) else 18, E if isinstance(model, ViT) else VE]
     if name == "last_hidden_state" and isinstance(model, (Bart, T5EncDec, BartDecoderPast)):
