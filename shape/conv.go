@@ -82,14 +82,23 @@ func (w window) spatial(i int, d ir.Dim) ir.Dim {
 			return ir.D(0)
 		}
 		if w.ceil {
-			return ir.D(ceilDiv(num, s) + 1)
+			out := ceilDiv(num, s) + 1
+			if (out-1)*s >= d.Value+w.pads[i] {
+				out-- // the last window would start in the end padding: ONNX drops it
+			}
+			return ir.D(out)
 		}
 		return ir.D(num/s + 1)
 	}
 	// floor((d + pads - span) / stride) + 1, symbolically where it can be written.
 	num := addDims(d, ir.D(total-span))
 	if w.ceil && s != 1 {
-		return unknownDim()
+		// ceil(n/s) = floor((n+s-1)/s). Without padding and with windows at least a stride
+		// wide, no window starts past the input, so none is dropped (ONNX's ceil rule).
+		if total != 0 || span < s {
+			return unknownDim()
+		}
+		num = addDims(num, ir.D(s-1))
 	}
 	return addDims(floorDiv(num, s), ir.D(1))
 }

@@ -27,7 +27,14 @@ func TestConvAndPool(t *testing.T) {
 		{name: "strided padded window", build: conv("batch,8,frames", []int64{8, 8, 3}, ir.IntsAttr("strides", 2), ir.IntsAttr("pads", 1, 1)), want: "float[batch,8,floor((frames-1)/2) + 1]"},
 		{name: "ceil mode strided symbol", build: func(b *builder) *ir.Value {
 			return b.op("MaxPool", vs(b.in("x", ir.Float, "batch,8,height,10")), ir.IntsAttr("kernel_shape", 2, 2), ir.IntsAttr("strides", 2, 2), ir.IntAttr("ceil_mode", 1))
+		}, want: "float[batch,8,floor((height-1)/2) + 1,5]"},
+		// A window narrower than its stride may start past the input: ONNX drops it.
+		{name: "ceil mode sparse window", build: func(b *builder) *ir.Value {
+			return b.op("MaxPool", vs(b.in("x", ir.Float, "batch,8,height,10")), ir.IntsAttr("kernel_shape", 1, 1), ir.IntsAttr("strides", 2, 2), ir.IntAttr("ceil_mode", 1))
 		}, want: "float[batch,8,?,5]"},
+		{name: "ceil mode padded", build: func(b *builder) *ir.Value {
+			return b.op("AveragePool", vs(b.in("x", ir.Float, "batch,8,height,10")), ir.IntsAttr("kernel_shape", 2, 2), ir.IntsAttr("strides", 2, 2), ir.IntsAttr("pads", 1, 1, 1, 1), ir.IntAttr("ceil_mode", 1))
+		}, want: "float[batch,8,?,6]"},
 		{name: "auto_pad same upper", build: conv("batch,8,15,height", []int64{8, 8, 3, 3}, ir.IntsAttr("strides", 2, 1), ir.StringAttr("auto_pad", "SAME_UPPER")), want: "float[batch,8,8,height]"},
 		{name: "auto_pad valid", build: conv("batch,8,15,15", []int64{8, 8, 3, 3}, ir.IntsAttr("strides", 2, 2), ir.StringAttr("auto_pad", "VALID")), want: "float[batch,8,7,7]"},
 		{name: "1x1 conv over a sequence", build: conv("batch,64,sequence", []int64{192, 64, 1}), want: "float[batch,192,sequence]"},

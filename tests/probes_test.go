@@ -55,7 +55,10 @@ type probe struct {
 // logs its counts and fails once it reaches its architecture's counts under every
 // pipeline (take it off the list); every other probe must reach them. Numerics and
 // idempotence are checked for every probe, listed or not.
-var probeGaps = map[string]string{}
+var probeGaps = map[string]string{
+	"funnel-separate-cls": "the pooled queries read cat(x[:, :1], x[:, :-1]): the shape engine takes x[:, :1] of a runtime length to be unknown (empty when the length is 0) while x[:, :-1] is taken as length - 1, so the concatenation is not proved to be the length and Q's reshape to heads is not read",
+	"patchtst": "residual attention: the first layer's scores are also the second layer's bias, so its block has an intermediate read outside it; fusing it would leave Q·Kᵀ computed twice (the second layer fuses, the scores as its bias)",
+}
 
 // probeKVRepeated are the grouped-query forms whose K and V are repeated to every query
 // head before a per-head op the attention reads them after, so the fused attention reads
@@ -337,8 +340,8 @@ func TestProbeFuse(t *testing.T) {
 				case !inGaps:
 					t.Errorf("%s: fused %v, the architecture has %v", pl.spec, got, p.want())
 				}
-				if p.NotAttention > 0 && got.attention > 0 {
-					t.Errorf("%s: %d attention blocks fused in a model without attention", pl.spec, got.attention)
+				if p.NotAttention > 0 && got.attention > p.Attention {
+					t.Errorf("%s: %d attention blocks fused in a model with %d (and %d near misses)", pl.spec, got.attention, p.Attention, p.NotAttention)
 				}
 				rows = append(rows, fmt.Sprintf("%-36s %-32s fused %v of %v", p.name, pl.spec, got, p.want()))
 			}
@@ -355,8 +358,9 @@ func TestProbeFuse(t *testing.T) {
 	t.Logf("probes:\n%s", strings.Join(rows, "\n"))
 }
 
-// TestProbeNearMiss: a softmax over the query axis is not attention: no attention block
-// is recognised in the near-miss probes, before or after fuse.
+// TestProbeNearMiss: a softmax over the query axis, or talking heads' scores mixed
+// across heads, is not attention: the near-miss probes recognise no more attention
+// blocks than their real ones, before or after fuse.
 func TestProbeNearMiss(t *testing.T) {
 	n := 0
 	for _, p := range loadProbes(t) {
@@ -367,10 +371,14 @@ func TestProbeNearMiss(t *testing.T) {
 		t.Run(p.name, func(t *testing.T) {
 			m := ortcheck.Fold(t, p.path, passes.All)
 			check := func(when string, bs []*transformer.Block) {
+				var found []string
 				for _, b := range bs {
 					if attentionKinds[b.Kind] {
-						t.Errorf("%s: %s (%s) recognised as attention", when, b.ID, b.Variant)
+						found = append(found, fmt.Sprintf("%s (%s)", b.ID, b.Variant))
 					}
+				}
+				if len(found) > p.Attention {
+					t.Errorf("%s: %d attention blocks recognised, the architecture has %d: %s", when, len(found), p.Attention, strings.Join(found, ", "))
 				}
 			}
 			check("after fold", recognised(t, m).Blocks)

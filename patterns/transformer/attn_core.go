@@ -244,6 +244,26 @@ func findContext(sm *ir.Node) (*ir.Node, []layoutStep) {
 	return nil, nil
 }
 
+// headMixing says why a candidate is talking-heads attention: the scores, or the
+// probabilities, multiplied by a constant weight (a Linear over the head axis mixes the
+// heads) where Q·Kᵀ and probs·V should be. Each head's weights then read every head's
+// scores, which no fused attention computes.
+func headMixing(scores, context *ir.Node) string {
+	mixes := func(mm *ir.Node, from string) bool {
+		_, w := walkBack(mm.Input(1), anyStep)
+		_, x := walkBack(mm.Input(0), anyStep)
+		n, _ := x.Producer()
+		return w.IsConst() && n != nil && n.OpType == from && (from != "MatMul" || !n.Input(1).IsConst())
+	}
+	switch {
+	case mixes(scores, "MatMul"):
+		return "the scores are multiplied by a constant weight before the softmax (talking heads: a projection mixing the heads), not Q·Kᵀ: no fused attention mixes heads"
+	case mixes(context, "Softmax"):
+		return "the probabilities are multiplied by a constant weight after the softmax (talking heads: a projection mixing the heads), not by V: no fused attention mixes heads"
+	}
+	return ""
+}
+
 // analyseAttention proves that a Softmax is the core of an attention block, or says why
 // not. It never changes the graph.
 func analyseAttention(sm *ir.Node) *attnPlan {
@@ -317,6 +337,9 @@ func joinedOnAxis(sm *ir.Node) bool {
 
 // prove checks one candidate Q·Kᵀ matmul and fills the plan.
 func (p *attnPlan) prove(path []scoresStep, probsSteps []layoutStep, alt bool) string {
+	if why := headMixing(p.scores, p.context); why != "" {
+		return why
+	}
 	var why string
 	if p.q, why = followOperand("Q", p.scores.Input(0), anyStep, 0, alt); why != "" {
 		return why

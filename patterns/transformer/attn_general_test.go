@@ -113,21 +113,30 @@ func TestGeneralAttentionRefusals(t *testing.T) {
 // (target ort) or Attention-23 (target onnx) computing the same outputs in ORT.
 func TestGeneralAttentionFuses(t *testing.T) {
 	orttest.RequireLib(t)
-	cases := []struct{ name, core string }{
-		{"plain", "  p = Softmax <axis = -1> (sd)\n  c = MatMul (p, vt)\n"},
+	cases := []struct {
+		name, core string
+		edits      []string // pairs: text of generalModel and its replacement
+	}{
+		{name: "plain", core: "  p = Softmax <axis = -1> (sd)\n  c = MatMul (p, vt)\n"},
+		// CaiT's class attention: Q projected from the first token alone ([B, C], a
+		// sequence of one), K and V from every token.
+		{name: "class token queries", core: "  p = Softmax <axis = -1> (sd)\n  c = MatMul (p, vt)\n", edits: []string{
+			"  qm = MatMul (x, wq)", "  x0 = Gather <axis = 1> (x, i0)\n  qm = MatMul (x0, wq)",
+			"  qr = Reshape (qa, split)", "  qu = Unsqueeze (qa, one1)\n  qr = Reshape (qu, split)",
+			"=> (float[batch,seq,4] y)", "=> (float[batch,1,4] y)"}},
 		// A term computed from Q (a relative position read off the queries, as SAM's
 		// q·Rᵀ): the fused operator's bias, computed beside it from the same projection.
-		{"term from Q", "  qs = ReduceSum <keepdims = 1> (qt, last)\n  sm = Add (sd, qs)\n  p = Softmax <axis = -1> (sm)\n  c = MatMul (p, vt)\n"},
-		{"where-mask", "  sm = Where (keep, sd, big)\n  p = Softmax <axis = -1> (sm)\n  c = MatMul (p, vt)\n"},
-		{"causal", causalFuture + `  sf = Add (sd, fut)
+		{name: "term from Q", core: "  qs = ReduceSum <keepdims = 1> (qt, last)\n  sm = Add (sd, qs)\n  p = Softmax <axis = -1> (sm)\n  c = MatMul (p, vt)\n"},
+		{name: "where-mask", core: "  sm = Where (keep, sd, big)\n  p = Softmax <axis = -1> (sm)\n  c = MatMul (p, vt)\n"},
+		{name: "causal", core: causalFuture + `  sf = Add (sd, fut)
   sm = Where (keep, sf, big)
   p = Softmax <axis = -1> (sm)
   c = MatMul (p, vt)
 `},
 		// A scalar scale on V is not the score scale: the fused operator reads V after it.
-		{"scaled V", "  p = Softmax <axis = -1> (sd)\n  vs = Mul (vt, half)\n  c = MatMul (p, vs)\n"},
-		{"clamped", "  mx = Max (sd, lowest)\n  p = Softmax <axis = -1> (mx)\n  c = MatMul (p, vt)\n"},
-		{"qk-norm", `  qn = LayerNormalization <axis = -1> (qt, g2, b2)
+		{name: "scaled V", core: "  p = Softmax <axis = -1> (sd)\n  vs = Mul (vt, half)\n  c = MatMul (p, vs)\n"},
+		{name: "clamped", core: "  mx = Max (sd, lowest)\n  p = Softmax <axis = -1> (mx)\n  c = MatMul (p, vt)\n"},
+		{name: "qk-norm", core: `  qn = LayerNormalization <axis = -1> (qt, g2, b2)
   kh = Transpose <perm = [0, 2, 1, 3]> (kr)
   kn = LayerNormalization <axis = -1> (kh, g2, b2)
   knt = Transpose <perm = [0, 1, 3, 2]> (kn)
@@ -137,10 +146,10 @@ func TestGeneralAttentionFuses(t *testing.T) {
 `},
 		// Gemma 2's soft cap, cap·tanh(scores/cap), before the mask: Attention-23's softcap
 		// (MultiHeadAttention has none). Folded, the scale and 1/cap are one factor.
-		{"softcap", "  sc = Div (sd, cap)\n  th = Tanh (sc)\n  sp = Mul (th, cap)\n  sm = Where (keep, sp, big)\n  p = Softmax <axis = -1> (sm)\n  c = MatMul (p, vt)\n"},
-		{"softcap folded", "  sc = Mul (s, rscap)\n  th = Tanh (sc)\n  sp = Mul (cap, th)\n  sm = Where (keep, sp, big)\n  p = Softmax <axis = -1> (sm)\n  c = MatMul (p, vt)\n"},
+		{name: "softcap", core: "  sc = Div (sd, cap)\n  th = Tanh (sc)\n  sp = Mul (th, cap)\n  sm = Where (keep, sp, big)\n  p = Softmax <axis = -1> (sm)\n  c = MatMul (p, vt)\n"},
+		{name: "softcap folded", core: "  sc = Mul (s, rscap)\n  th = Tanh (sc)\n  sp = Mul (cap, th)\n  sm = Where (keep, sp, big)\n  p = Softmax <axis = -1> (sm)\n  c = MatMul (p, vt)\n"},
 		// Causal and soft-capped: GroupQueryAttention for target ort.
-		{"softcap causal", `  sc = Div (sd, cap)
+		{name: "softcap causal", core: `  sc = Div (sd, cap)
   th = Tanh (sc)
   sp = Mul (th, cap)
 ` + causalFuture + `  sf = Add (sp, fut)
@@ -149,7 +158,7 @@ func TestGeneralAttentionFuses(t *testing.T) {
   c = MatMul (p, vt)
 `},
 		// PB-Relax (LayoutLMv3): (s/α - max(s/α))·α; the row maximum is no-op for the softmax.
-		{"row max subtracted", `  sa = Div (sd, alpha)
+		{name: "row max subtracted", core: `  sa = Div (sd, alpha)
   mx = ReduceMax <axes = [-1], keepdims = 0> (sa)
   mu = Unsqueeze (mx, minus1)
   sb = Sub (sa, mu)
@@ -160,8 +169,8 @@ func TestGeneralAttentionFuses(t *testing.T) {
 `},
 		// A [1,1,5,5] constant bias against the symbolic sequence pins it to 5 (BEiT's
 		// relative bias in a model exported for any image size).
-		{"pinned bias", "  sm = Add (sd, b55)\n  p = Softmax <axis = -1> (sm)\n  c = MatMul (p, vt)\n"},
-		{"3d scores", `  sh = Shape (sd)
+		{name: "pinned bias", core: "  sm = Add (sd, b55)\n  p = Softmax <axis = -1> (sm)\n  c = MatMul (p, vt)\n"},
+		{name: "3d scores", core: `  sh = Shape (sd)
   tail = Slice (sh, two, four)
   m3 = Concat <axis = 0> (minus1, tail)
   s3 = Reshape (sd, m3)
@@ -180,7 +189,10 @@ func TestGeneralAttentionFuses(t *testing.T) {
 			}
 			t.Run(c.name+"/"+string(target), func(t *testing.T) {
 				src := generalModel(c.core)
-				src = strings.Replace(src, "  int64[1] last", "  int64[1] two = {2},\n  int64[1] four = {4},\n  int64[1] minus1 = {-1},\n  float lowest = {-3.4028235e38},\n  int64[1] one1 = {1},\n  int64[1] two1 = {2},\n  int64 kone = {1},\n  float[2] g2 = {1.5, 0.5},\n  float[2] b2 = {0.1, -0.2},\n  float half = {0.5},\n  float cap = {0.5},\n  float alpha = {32},\n  float[1,1,5,5] b55 = {0.1, -0.2, 0.3, 0, 0.5, -0.6, 0.7, 0.8, -0.9, 1, 0, 0.2, 0.4, -0.6, 0.8, 1, -1, 0.5, 0.25, 0, 0.3, 0.1, -0.1, 0.2, 0.6},\n  float rscap = {1.4142135},\n  int64[1] last", 1)
+				for i := 0; i+1 < len(c.edits); i += 2 {
+					src = strings.Replace(src, c.edits[i], c.edits[i+1], 1)
+				}
+				src = strings.Replace(src, "  int64[1] last", "  int64 i0 = {0},\n  int64[1] two = {2},\n  int64[1] four = {4},\n  int64[1] minus1 = {-1},\n  float lowest = {-3.4028235e38},\n  int64[1] one1 = {1},\n  int64[1] two1 = {2},\n  int64 kone = {1},\n  float[2] g2 = {1.5, 0.5},\n  float[2] b2 = {0.1, -0.2},\n  float half = {0.5},\n  float cap = {0.5},\n  float alpha = {32},\n  float[1,1,5,5] b55 = {0.1, -0.2, 0.3, 0, 0.5, -0.6, 0.7, 0.8, -0.9, 1, 0, 0.2, 0.4, -0.6, 0.8, 1, -1, 0.5, 0.25, 0, 0.3, 0.1, -0.1, 0.2, 0.6},\n  float rscap = {1.4142135},\n  int64[1] last", 1)
 				if strings.Contains(c.core, "LayerNormalization") || strings.Contains(c.core, "Trilu") {
 					src = strings.Replace(src, `"" : 13`, `"" : 17`, 1)
 				}

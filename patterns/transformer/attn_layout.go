@@ -127,7 +127,8 @@ func isBatchDim(g *ir.Graph, d ir.Dim) bool {
 // sourceLayout is the layout an operand's source is taken to have: [B,L,C] for a rank-3
 // tensor ([B,C,L] when a Conv made it: channel-first; [L,B,C] when its second dim is the
 // model's batch and its first is not: sequence-first, as nn.MultiheadAttention reads),
-// [B·L,C] for a rank-2 one (a projection on the flattened tokens), and [.., B,N,L,D] for a
+// [B·L,C] for a rank-2 one (a projection on the flattened tokens; the other reading, [B,C]
+// where its first dim is the batch: one token each), and [.., B,N,L,D] for a
 // rank-4 or higher one (a key/value cache or an encoder's keys fed as inputs, heads
 // first; leading axes stack layers). Where the rank leaves two readings, alt picks the
 // other: [L,B,C] when no symbol names either leading dim the batch (a static export),
@@ -161,6 +162,10 @@ func sourceLayout(v *ir.Value, alt bool) (layout, string) {
 		return append(l, axis{mk(atomBatch, r)}, axis{mk(atomChan, r+1)}, axis{mk(atomSeq, r+2)}, axis{mk(atomChan, r+3)}), ""
 	case len(s) == 3:
 		return layout{{mk(atomBatch, 0)}, {mk(atomSeq, 1)}, {mk(atomChan, 2)}}, ""
+	case len(s) == 2 && alt && isBatchDim(g, s[0]):
+		// [B, C]: one token per batch (CaiT's class attention reads Q off x[:, 0]), a
+		// sequence of one.
+		return layout{{mk(atomBatch, 0), &atom{kind: atomSeq, size: ir.D(1)}}, {mk(atomChan, 1)}}, ""
 	case len(s) == 2:
 		// [B·L, C]: one tokens atom, split into batch and sequence by the reshape that
 		// names them.

@@ -333,6 +333,12 @@ func (o *attnOperand) canonical(seqAxis, depthAxis int) string {
 			ok = false
 		}
 	}
+	if seq == nil && len(rowHeads) == len(rows) && slices.ContainsFunc(l[depthAxis].leaves(), func(a *atom) bool { return a.kind == atomSeq }) {
+		// XCiT: a channel-by-channel map whose head size is the token count, a size
+		// of the input, outside what the fused kernels are built for; exact only
+		// through a transposed Q, K and V with a per-head temperature: left as is.
+		return fmt.Sprintf("%s: channels as the rows at the matmul and the tokens contracted (cross-covariance attention): no fused attention contracts the tokens", o.name)
+	}
 	if !ok || seq == nil || (len(rowHeads) > 0 && rows[0] != seq && rows[len(rows)-1] != seq) {
 		return fmt.Sprintf("%s: the sequence axis at the matmul is %v", o.name, rows)
 	}

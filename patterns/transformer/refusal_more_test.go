@@ -47,6 +47,9 @@ const moreConsts = `  float qscale = {0.01},
   int64[1] big1 = {1000},
   float[1,1,1,1,1] half5 = {0.5}`
 
+// headMix adds talking heads' [heads, heads] weight to a moreNearMiss model.
+var headMix = []string{"  int64[1] big1 = {1000},", "  int64[1] big1 = {1000},\n  float[2,2] wh = {0.5, -0.3, 0.2, 0.9},"}
+
 // moreNearMiss is generalNearMiss with this file's extra constants.
 func moreNearMiss(inputs, core string, edits ...string) string {
 	return generalNearMiss(inputs, core, append([]string{"  float qscale = {0.01}", moreConsts}, edits...)...)
@@ -88,6 +91,16 @@ func TestAttentionLayoutRefusals(t *testing.T) {
 		// multiply V [B, N, T, D]: the rows of each product are heads, not queries.
 		{name: "probs with the heads as rows", src: moreNearMiss("", "  p = Softmax <axis = -1> (sd)\n  pt = Transpose <perm = [0, 2, 1, 3]> (p)\n  c = MatMul (pt, vt)\n", "float[batch,seq,4] x", "float[batch,2,4] x"),
 			want: "probs·V: the query sequence is not the second-last axis"},
+		// Talking heads (CaiT): a Linear over the head axis of the scores before the
+		// softmax, or of the probabilities after it, mixes the heads.
+		{name: "scores mixed across heads", src: moreNearMiss("", "  sp = Transpose <perm = [0, 2, 3, 1]> (sd)\n  sl = MatMul (sp, wh)\n  sb = Transpose <perm = [0, 3, 1, 2]> (sl)\n  p = Softmax <axis = -1> (sb)\n  c = MatMul (p, vt)\n", headMix...),
+			want: "the scores are multiplied by a constant weight before the softmax (talking heads"},
+		{name: "probabilities mixed across heads", src: moreNearMiss("", "  p = Softmax <axis = -1> (sd)\n  pp = Transpose <perm = [0, 2, 3, 1]> (p)\n  pl = MatMul (pp, wh)\n  pb = Transpose <perm = [0, 3, 1, 2]> (pl)\n  c = MatMul (pb, vt)\n", headMix...),
+			want: "the probabilities are multiplied by a constant weight after the softmax (talking heads"},
+		// Every query row repeated three times in Q's rows: the rows are not the sequence.
+		{name: "Q rows repeated", src: moreNearMiss("", plain, qt, "  qu = Unsqueeze (qr, t1)\n  qe = Expand (qu, e5)\n  q3 = Reshape (qe, r3)\n  qt = Transpose <perm = [0, 2, 1, 3]> (q3)",
+			"  int64[1] big1 = {1000},", "  int64[1] big1 = {1000},\n  int64[5] e5 = {1, 1, 3, 1, 1},\n  int64[4] r3 = {0, -1, 2, 2},"),
+			want: "Q: the sequence axis at the matmul is ["},
 		{name: "scores reshaped to a shape read at run time", src: moreNearMiss("int64[4] shp", "  sr = Reshape (sd, shp)\n  p = Softmax <axis = -1> (sr)\n  c = MatMul (p, vt)\n"),
 			want: "scores: reshape to [?,?,?,?] does not regroup"},
 	}
@@ -222,7 +235,7 @@ func TestAttentionOperandRefusals(t *testing.T) {
 		// Cross-covariance attention: the softmax runs over channels, not positions.
 		{name: "softmax over the channels", src: moreNearMiss("", plain, qt, "  qt = Transpose <perm = [0, 2, 3, 1]> (qr)", kt, "  kt = Transpose <perm = [0, 2, 1, 3]> (kr)",
 			vt, "  vt = Transpose <perm = [0, 2, 3, 1]> (vr)", out, "  ct = Transpose <perm = [0, 3, 1, 2]> (c)"),
-			want: "Q: the sequence axis at the matmul is [chan(2)]"},
+			want: "Q: channels as the rows at the matmul and the tokens contracted (cross-covariance attention)"},
 		{name: "Q repeated over its head size", src: moreNearMiss("", plain, "  qa = Add (qm, bq)", "  qa = Slice (qm, z1, t1, last)", "  qr = Reshape (qa, split)", "  qr = Reshape (qa, q1)",
 			qt, "  q1t = Transpose <perm = [0, 2, 1, 3]> (qr)\n  qt = Expand (q1t, e2)", "  int64[1] o1 = {1},", "  int64[1] o1 = {1},\n  int64[4] q1 = {0, 0, 2, 1},\n  int64[4] e2 = {1, 1, 1, 2},"),
 			want: "Q: the head-size axis at the matmul is [repeat(2)]"},

@@ -254,6 +254,8 @@ func skipFoldLayerScale(rw *patterns.Rewriter, b *Block) (in, bias *ir.Value) {
 	if mm.Name != "" {
 		nm.Name = mm.Name + "_scaled"
 	}
+	// The same product: what qdq noted on it (left float, and why) still holds.
+	nm.Metadata = append([]ir.KV(nil), mm.Metadata...)
 	if bt == nil {
 		return nm.Output(0), nil
 	}

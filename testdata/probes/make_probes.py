@@ -2261,6 +2261,359 @@ class QWen(Model):
             x = x + self.attn[i](self.ln_1[i](x), pad, cos, sin)
             x = x + self.mlp[i](self.ln_2[i](x))
         return self.ln_f(x)
+CA_N = 16  # cait: a 4x4 grid of patches
+
+
+def layer_scaled_blocks(m, attn, prefix=""):
+    """Gives m L layer-scaled pre-LayerNorm blocks (CaiT, XCiT), named with prefix: norm1,
+    attn (attn()), gamma1, norm2, mlp (GELU), gamma2; run one with layer_scaled."""
+    ln = lambda: nn.LayerNorm(E, eps=1e-6)
+    gamma = lambda: nn.Parameter(torch.ones(E))
+    for name, mk in (("norm1", ln), ("attn", attn), ("gamma1", gamma), ("norm2", ln), ("mlp", lambda: MLP(nn.GELU())), ("gamma2", gamma)):
+        lst = nn.ParameterList if mk is gamma else nn.ModuleList
+        setattr(m, prefix + name, lst(mk() for _ in range(L)))
+
+
+def layer_scaled(m, i, x, prefix="", attn_in=None):
+    """Block i of layer_scaled_blocks: x + γ1·attn(norm1(attn_in)), then x + γ2·mlp(norm2(x));
+    attn_in is x unless given (CaiT's class attention reads cat(cls, patches))."""
+    blk = lambda name: getattr(m, prefix + name)[i]
+    x = x + blk("gamma1") * blk("attn")(blk("norm1")(x if attn_in is None else attn_in))
+    return x + blk("gamma2") * blk("mlp")(blk("norm2")(x))
+
+
+class TalkingHeads(nn.Module):
+    """CaiT's talking-heads self-attention: the heads are mixed by a Linear over the head
+    axis before the softmax and again after it, so every head's weights read every head's
+    scores. Softmax-shaped, but not attention per head: it must never fuse as attention."""
+
+    is_attention = False
+    heads = kv_heads = H
+
+    def __init__(self):
+        super().__init__()
+        self.qkv, self.proj = nn.Linear(E, 3 * E), nn.Linear(E, E)
+        self.proj_l, self.proj_w = nn.Linear(H, H), nn.Linear(H, H)
+
+    def forward(self, x):
+        B, N, C = x.shape
+        q, k, v = self.qkv(x).reshape(B, N, 3, H, D).permute(2, 0, 3, 1, 4)
+        w = (q * D**-0.5) @ k.transpose(-2, -1)
+        w = self.proj_l(w.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        w = w.softmax(dim=-1)
+        w = self.proj_w(w.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return self.proj((w @ v).transpose(1, 2).reshape(B, N, C))
+
+
+class ClassAttention(Attn):
+    """CaiT's class attention: Q from the class token alone (x[:, 0]), K and V from the
+    class token and the patches; Q scaled."""
+
+    kind = "cross"
+
+    def __init__(self):
+        super().__init__(H)
+        self.q, self.k, self.v, self.proj = (nn.Linear(E, E) for _ in range(4))
+
+    def forward(self, x):
+        B, N, C = x.shape
+        q = self.q(x[:, 0]).unsqueeze(1).reshape(B, 1, H, D).permute(0, 2, 1, 3)
+        k = self.k(x).reshape(B, N, H, D).permute(0, 2, 1, 3)
+        v = self.v(x).reshape(B, N, H, D).permute(0, 2, 1, 3)
+        w = ((q * D**-0.5) @ k.transpose(-2, -1)).softmax(dim=-1)
+        return self.proj((w @ v).transpose(1, 2).reshape(B, 1, C))
+
+
+class CaiT(Model):
+    """CaiT: patches plus learned positions (no class token yet) through layer-scaled
+    pre-LayerNorm blocks with talking-heads self-attention; then the class token joins in
+    class-attention blocks: cls + γ·CA(LN(cat(cls, patches))), cls + γ·MLP(LN(cls)); the
+    patches are not updated there; final LayerNorm over cat(cls, patches)."""
+
+    inputs = ("pixel_values",)
+
+    def __init__(self):
+        super().__init__()
+        self.patch = nn.Conv2d(3, E, kernel_size=4, stride=4)
+        self.pos_embed = nn.Parameter(torch.zeros(1, CA_N, E))
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, E))
+        layer_scaled_blocks(self, TalkingHeads, "sa_")
+        layer_scaled_blocks(self, ClassAttention, "ca_")
+        self.norm = nn.LayerNorm(E, eps=1e-6)
+
+    def forward(self, pixel_values):
+        B = pixel_values.shape[0]
+        x = self.patch(pixel_values).flatten(2).transpose(1, 2) + self.pos_embed
+        for i in range(L):
+            x = layer_scaled(self, i, x, "sa_")
+        cls = self.cls_token.expand(B, -1, -1)
+        for i in range(L):
+            cls = layer_scaled(self, i, cls, "ca_", torch.cat((cls, x), dim=1))
+        return self.norm(torch.cat((cls, x), dim=1))
+
+
+PV_N, PV_C = 6, 24  # perceiver: latents, input channels
+
+
+class PerceiverAttention(Attn):
+    """Perceiver's attention: Q from the (normed) latents, K and V from the (normed)
+    inputs of their own width; scores / √d plus the inputs' padding (cross), or latent
+    self-attention with no mask."""
+
+    def __init__(self, kind, n, kv_dim):
+        super().__init__(n)
+        self.kind, self.d = kind, E // n
+        self.query, self.key, self.value = nn.Linear(E, E), nn.Linear(kv_dim, E), nn.Linear(kv_dim, E)
+        self.dense = nn.Linear(E, E)
+
+    def forward(self, x, kv, mask=None):
+        q, k, v = heads(self.query(x), self.heads), heads(self.key(kv), self.heads), heads(self.value(kv), self.heads)
+        w = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.d)
+        if mask is not None:
+            w = w + mask
+        return self.dense(merge(torch.matmul(F.softmax(w, dim=-1), v)))
+
+
+class Perceiver(Model):
+    """Perceiver: a learned latent array [N, E] expanded to the batch queries the inputs
+    [B, S, C] (one head, LayerNorms on both sides, the inputs' padding masked), an MLP
+    residual; then latent self-attention blocks (pre-LayerNorm, GELU MLP)."""
+
+    inputs = ("inputs", "attention_mask")
+
+    def __init__(self):
+        super().__init__()
+        self.latents = nn.Parameter(torch.zeros(PV_N, E))
+        self.ln_q, self.ln_kv = nn.LayerNorm(E), nn.LayerNorm(PV_C)
+        self.cross = PerceiverAttention("cross", 1, PV_C)
+        self.ln_c, self.mlp_c = nn.LayerNorm(E), MLP(nn.GELU())
+        pre_norm_blocks(self, lambda: PerceiverAttention("self", H, E), nn.GELU())
+
+    def forward(self, inputs, attention_mask):
+        B = inputs.shape[0]
+        z = self.latents.expand(B, -1, -1)
+        z = z + self.cross(self.ln_q(z), self.ln_kv(inputs), padding_bias(attention_mask))
+        z = z + self.mlp_c(self.ln_c(z))
+        for i in range(L):
+            h = self.ln1[i](z)
+            z = z + self.attn[i](h, h)
+            z = z + self.mlp[i](self.ln2[i](z))
+        return z
+
+
+class FunnelAttention(Attn):
+    """Funnel's attention: Q from x (all tokens, or the pooled sequence), K and V from the
+    full sequence, scores / √D plus its padding."""
+
+    def __init__(self, kind):
+        super().__init__(H)
+        self.kind = kind
+        self.q_head = nn.Linear(E, E, bias=False)
+        self.k_head, self.v_head, self.post_proj = nn.Linear(E, E), nn.Linear(E, E), nn.Linear(E, E)
+
+    def forward(self, q_in, kv, pad):
+        q, k, v = heads(self.q_head(q_in), H), heads(self.k_head(kv), H), heads(self.v_head(kv), H)
+        w = torch.matmul(q * D**-0.5, k.transpose(-1, -2)) + pad
+        return self.post_proj(merge(torch.matmul(F.softmax(w, dim=-1), v)))
+
+
+class Funnel(Model):
+    """Funnel Transformer: post-LayerNorm blocks; the second block's queries are the
+    sequence mean-pooled to half its length (stride 2, the last odd token alone), its keys
+    and values the full sequence, and its residual is the pooled sequence; GELU MLP;
+    embedding LayerNorm."""
+
+    def __init__(self):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(V, E)
+        self.emb_ln = nn.LayerNorm(E)
+        self.attn = nn.ModuleList([FunnelAttention("self"), FunnelAttention("cross")])
+        self.ln1 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.mlp = nn.ModuleList(MLP(nn.GELU()) for _ in range(L))
+        self.ln2 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+
+    def forward(self, input_ids, attention_mask):
+        x = self.emb_ln(self.word_embeddings(input_ids))
+        pad = padding_bias(attention_mask)
+        for i in range(L):
+            q = x
+            if i == 1:
+                q = F.avg_pool2d(self.before_pool(x)[:, None], (2, 1), stride=(2, 1), ceil_mode=True)[:, 0]
+            x = self.ln1[i](q + self.attn[i](q, x, pad))
+            x = self.ln2[i](x + self.mlp[i](x))
+        return x
+
+    def before_pool(self, x):
+        return x
+
+
+class FunnelSeparateCls(Funnel):
+    """Funnel as the HF model pools by default (separate_cls, truncate_seq): the first token
+    put in front of all but the last, cat(x[:, :1], x[:, :-1]), before the pooling."""
+
+    def before_pool(self, x):
+        return torch.cat((x[:, :1], x[:, :-1]), dim=1)
+
+
+class XCA(nn.Module):
+    """XCiT's cross-covariance attention: q, k, v as [B, H, D, N] (channels as rows), q
+    and k L2-normalised over the tokens, softmax(q̂·k̂ᵀ · τ_h) over the channel axis (a
+    [D, D] map per head, τ a learned temperature per head), times v, back to [B, N, C].
+    Softmax-shaped, but the product contracts the tokens: counted as not attention."""
+
+    is_attention = False
+    heads = kv_heads = H
+
+    def __init__(self):
+        super().__init__()
+        self.qkv, self.proj = nn.Linear(E, 3 * E), nn.Linear(E, E)
+        self.temperature = nn.Parameter(torch.ones(H, 1, 1))
+
+    def forward(self, x):
+        B, N, C = x.shape
+        q, k, v = self.qkv(x).reshape(B, N, 3, H, D).permute(2, 0, 3, 1, 4)
+        q, k, v = q.transpose(-2, -1), k.transpose(-2, -1), v.transpose(-2, -1)
+        q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
+        w = ((q @ k.transpose(-2, -1)) * self.temperature).softmax(dim=-1)
+        return self.proj((w @ v).permute(0, 3, 1, 2).reshape(B, N, C))
+
+
+class XCiT(Model):
+    """XCiT's blocks over patches plus learned positions: x + γ1·XCA(LN(x)),
+    x + γ2·MLP(LN(x)) (the local patch interaction left out); final LayerNorm."""
+
+    inputs = ("pixel_values",)
+
+    def __init__(self):
+        super().__init__()
+        self.patch = nn.Conv2d(3, E, kernel_size=4, stride=4)
+        self.pos_embed = nn.Parameter(torch.zeros(1, CA_N, E))
+        layer_scaled_blocks(self, XCA)
+        self.norm = nn.LayerNorm(E, eps=1e-6)
+
+    def forward(self, pixel_values):
+        x = self.patch(pixel_values).flatten(2).transpose(1, 2) + self.pos_embed
+        for i in range(L):
+            x = layer_scaled(self, i, x)
+        return self.norm(x)
+
+
+TS_T, TS_G = 2, 2  # timesformer: frames, patch grid side (8x8 frames, 4x4 patches)
+
+
+class TimeSformer(Model):
+    """TimeSformer's divided space-time attention over video [B, T, 3, 8, 8]: per-frame
+    patches (h, w, t order) plus a class token, spatial and temporal positions; each layer
+    attends over time ([B·h·w, T, C], pre-LN, a dense after it) added to the patches, then
+    over space ([B·T, 1 + h·w, C] with the class token repeated to every frame, pre-LN),
+    the class token's outputs averaged over the frames; both residuals added to the
+    concatenated tokens; pre-LN GELU MLP; final LN."""
+
+    inputs = ("pixel_values",)
+
+    def __init__(self):
+        super().__init__()
+        self.patch = nn.Conv2d(3, VE, kernel_size=4, stride=4)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, VE))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + TS_G * TS_G, VE))
+        self.time_embed = nn.Parameter(torch.zeros(1, TS_T, VE))
+        self.temporal_layernorm = nn.ModuleList(nn.LayerNorm(VE, eps=1e-6) for _ in range(L))
+        self.temporal_attention = nn.ModuleList(FusedQKVAttention() for _ in range(L))
+        self.temporal_dense = nn.ModuleList(nn.Linear(VE, VE) for _ in range(L))
+        self.layernorm_before = nn.ModuleList(nn.LayerNorm(VE, eps=1e-6) for _ in range(L))
+        self.attention = nn.ModuleList(FusedQKVAttention() for _ in range(L))
+        self.layernorm_after = nn.ModuleList(nn.LayerNorm(VE, eps=1e-6) for _ in range(L))
+        self.mlp = nn.ModuleList(MLP(nn.GELU(), VE) for _ in range(L))
+        self.layernorm = nn.LayerNorm(VE, eps=1e-6)
+
+    def forward(self, pixel_values):
+        B, T, C3, Hh, Ww = pixel_values.shape
+        N, C = TS_G * TS_G, VE
+        x = self.patch(pixel_values.reshape(B * T, C3, Hh, Ww)).flatten(2).transpose(1, 2)  # [B·T, N, C]
+        x = x + self.pos_embed[:, 1:]
+        cls = (self.cls_token + self.pos_embed[:, :1]).expand(B, -1, -1)
+        x = x.reshape(B, T, N, C).permute(0, 2, 1, 3).reshape(B * N, T, C) + self.time_embed
+        x = torch.cat((cls, x.reshape(B, N * T, C)), dim=1)  # patches in (h, w, t) order
+        for i in range(L):
+            t = x[:, 1:].reshape(B * N, T, C)
+            t = self.temporal_dense[i](self.temporal_attention[i](self.temporal_layernorm[i](t)))
+            temporal = x[:, 1:] + t.reshape(B, N * T, C)
+            init_cls = x[:, :1]
+            cls = init_cls.repeat(1, T, 1).reshape(B * T, 1, C)
+            s = temporal.reshape(B, N, T, C).permute(0, 2, 1, 3).reshape(B * T, N, C)
+            s = self.attention[i](self.layernorm_before[i](torch.cat((cls, s), dim=1)))
+            cls = s[:, 0].reshape(B, T, C).mean(1, keepdim=True)
+            s = s[:, 1:].reshape(B, T, N, C).permute(0, 2, 1, 3).reshape(B, N * T, C)
+            x = torch.cat((init_cls, temporal), dim=1) + torch.cat((cls, s), dim=1)
+            x = x + self.mlp[i](self.layernorm_after[i](x))
+        return self.layernorm(x)
+
+
+PT_P = 12  # patchtst: patch length
+
+
+class BatchNormTokens(nn.Module):
+    """PatchTST's norm: BatchNorm1d over the features, through transposes ([B, S, E] to
+    [B, E, S] and back)."""
+
+    def __init__(self):
+        super().__init__()
+        self.bn = nn.BatchNorm1d(E)
+
+    def forward(self, x):
+        return self.bn(x.transpose(1, 2)).transpose(1, 2)
+
+
+class ResidualAttention(Attn):
+    """PatchTST's residual attention: K projected straight to [B, H, D, S]; scores =
+    Q·Kᵀ·D^−½ plus the previous layer's scores (before their softmax), returned for the
+    next layer."""
+
+    def __init__(self):
+        super().__init__(H)
+        self.W_Q, self.W_K, self.W_V, self.to_out = (nn.Linear(E, E) for _ in range(4))
+
+    def forward(self, x, prev):
+        B, S, _ = x.shape
+        q = self.W_Q(x).view(B, S, H, D).transpose(1, 2)
+        k = self.W_K(x).view(B, S, H, D).permute(0, 2, 3, 1)
+        v = self.W_V(x).view(B, S, H, D).transpose(1, 2)
+        scores = torch.matmul(q, k) * D**-0.5
+        if prev is not None:
+            scores = scores + prev
+        out = torch.matmul(F.softmax(scores, dim=-1), v)
+        return self.to_out(out.transpose(1, 2).reshape(B, S, E)), scores
+
+
+class PatchTST(Model):
+    """PatchTST's encoder over patches [B, S, 12]: a Linear to the model width plus learned
+    positions sliced to S; post-norm blocks whose norms are BatchNorm1d through
+    transposes (trained running statistics); residual attention; GELU MLP."""
+
+    inputs = ("patches",)
+
+    def __init__(self):
+        super().__init__()
+        self.W_P = nn.Linear(PT_P, E)
+        self.W_pos = nn.Parameter(torch.zeros(MAXPOS, E))
+        self.attn = nn.ModuleList(ResidualAttention() for _ in range(L))
+        self.norm_attn = nn.ModuleList(BatchNormTokens() for _ in range(L))
+        self.mlp = nn.ModuleList(MLP(nn.GELU()) for _ in range(L))
+        self.norm_ffn = nn.ModuleList(BatchNormTokens() for _ in range(L))
+        g = torch.Generator().manual_seed(11)
+        for mod in self.modules():
+            if isinstance(mod, nn.BatchNorm1d):
+                mod.running_mean.copy_(0.2 * torch.randn(mod.num_features, generator=g))
+                mod.running_var.copy_(0.5 + torch.rand(mod.num_features, generator=g))
+
+    def forward(self, patches):
+        x = self.W_P(patches) + self.W_pos[: patches.shape[1]]
+        scores = None
+        for i in range(L):
+            a, scores = self.attn[i](x, scores)
+            x = self.norm_attn[i](x + a)
+            x = self.norm_ffn[i](x + self.mlp[i](x))
+        return x
 
 
 # ---------------------------------------------------------------- cross-attn
@@ -4436,6 +4789,13 @@ FORMS = {
     "persimmon": (Persimmon, (14, 17)),
     "cohere-qknorm": (CohereQKNorm, (14, 17)),
     "qwen1": (QWen, (14, 17)),  # torch.tril needs Trilu (opset 14)
+    "cait": (CaiT, (13, 17)),
+    "perceiver": (Perceiver, (13, 17)),
+    "funnel": (Funnel, (13, 17)),
+    "xcit": (XCiT, (13, 17)),
+    "timesformer": (TimeSformer, (13, 17)),
+    "patchtst": (PatchTST, (13, 17)),
+    "funnel-separate-cls": (FunnelSeparateCls, (13, 17)),
 }
 
 
@@ -4502,6 +4862,9 @@ def make_inputs(model, B, S, T, seed):
             hw = (24, 20) if isinstance(model, DINOv2) and B == REF_B else (16, 16)
             if isinstance(model, SAMEncoder):
                 hw = (4 * SAM_GRID, 4 * SAM_GRID)
+            if isinstance(model, TimeSformer):
+                out[name] = torch.randn(B, TS_T, 3, 4 * TS_G, 4 * TS_G, generator=g)
+                continue
             out[name] = torch.randn(B, 3, *hw, generator=g)
         elif name == "pixel_mask":
             m = torch.ones(B, 16, 16, dtype=torch.long)
@@ -4511,6 +4874,10 @@ def make_inputs(model, B, S, T, seed):
             out[name] = torch.randn(B, S, E, generator=g)
         elif name == "memory":
             out[name] = torch.randn(B, T, E, generator=g)
+        elif name == "inputs":
+            out[name] = torch.randn(B, S, PV_C, generator=g)
+        elif name == "patches":
+            out[name] = torch.randn(B, S, PT_P, generator=g)
         elif name == "encoder_hidden_states":
             out[name] = torch.randn(B, T, CTX, generator=g)
         else:
@@ -4521,6 +4888,8 @@ def make_inputs(model, B, S, T, seed):
 def dim_names(name, model=None):
     if (isinstance(model, DINOv2) or getattr(model, "any_image", False)) and name == "pixel_values":
         return ["batch", 3, "height", "width"]
+    if isinstance(model, TimeSformer) and name == "pixel_values":
+        return ["batch", TS_T, 3, 4 * TS_G, 4 * TS_G]
     if isinstance(model, Qwen2VL) and name == "position_ids":
         return [3, "batch", "sequence"]
     if isinstance(model, LlamaPast) and name == "attention_mask":
@@ -4546,6 +4915,8 @@ def dim_names(name, model=None):
         "use_cache_branch": [],
         "hidden_states": ["batch", "sequence", E],
         "memory": ["batch", "memory_sequence", E],
+        "inputs": ["batch", "sequence", PV_C],
+        "patches": ["batch", "sequence", PT_P],
         "encoder_hidden_states": ["batch", "text_sequence", CTX],
     }[name]
 
@@ -4575,6 +4946,16 @@ def output_dims(model, name):
         return ["batch", 64, E]
     if isinstance(model, Levit):
         return ["batch", LV_RES * LV_RES, E]
+    if isinstance(model, CaiT):
+        return ["batch", CA_N + 1, E]
+    if isinstance(model, XCiT):
+        return ["batch", CA_N, E]
+    if isinstance(model, TimeSformer):
+        return ["batch", 1 + TS_G * TS_G * TS_T, VE]
+    if isinstance(model, Perceiver):
+        return ["batch", PV_N, E]
+    if isinstance(model, Funnel):
+        return ["batch", "pooled_sequence", E]  # FunnelSeparateCls too
     if isinstance(model, (ViT, DeiT)):
         return ["batch", 17 if isinstance(model, ViT) else 18, E if isinstance(model, ViT) else VE]
     if name == "last_hidden_state" and isinstance(model, (Bart, T5EncDec, BartDecoderPast)):
