@@ -510,6 +510,9 @@ func ffnFeedsResidual(v *ir.Value, depth int) bool {
 			if constOther && ffnFeedsResidual(n.Output(0), depth-1) {
 				return true
 			}
+			if n.OpType == "Mul" && ffnRowWeighted(n, u.Index) && ffnFeedsResidual(n.Output(0), depth-1) {
+				return true
+			}
 		case n.Domain == "" && (n.OpType == "Cast" || n.OpType == "QuantizeLinear" || n.OpType == "DequantizeLinear"):
 			if ffnFeedsResidual(n.Output(0), depth-1) {
 				return true
@@ -521,6 +524,23 @@ func ffnFeedsResidual(v *ir.Value, depth int) bool {
 		return true
 	}
 	return false
+}
+
+// ffnRowWeighted reports whether Mul n scales its input i by a computed weight of one
+// feature per row (a mixture of experts' routing weight, a shared expert's sigmoid gate):
+// the FFN's rows are weighted, not mixed, so it is still a layer's FFN.
+func ffnRowWeighted(n *ir.Node, i int) bool {
+	if len(n.Inputs()) != 2 {
+		return false
+	}
+	x, w := n.Input(i), n.Input(1-i)
+	if w == nil || patterns.ConstOf(w) != nil || x.Type == nil || w.Type == nil || !x.Type.HasShape || !w.Type.HasShape {
+		return false
+	}
+	xs, ws := x.Type.Shape, w.Type.Shape
+	last := ws[len(ws)-1]
+	return len(xs) > 0 && len(ws) > 0 && len(ws) <= len(xs) && last.Known && last.Value == 1 &&
+		!(xs[len(xs)-1].Known && xs[len(xs)-1].Value == 1)
 }
 
 // normOf is the output of the LayerNorm that normalises v: a fused norm operator, or the

@@ -504,3 +504,24 @@ func ffnGateBroadcast() string {
 	j = strings.Index(src[i:], "}")
 	return src[:i] + "float[1] b_gate = {0.1" + src[i+j:]
 }
+
+// TestFFNRowWeighted: an expert of a mixture, its output weighted per token by a
+// computed gate before it reaches the residual, is a layer's FFN; weighted by a
+// computed tensor of every feature it is not (the rows would be mixed with another value).
+func TestFFNRowWeighted(t *testing.T) {
+	src := ffnSource("gated", "silu", "matmul", true)
+	gate := "  r = Sigmoid (r_mm)\n  ow = Mul (o, r)\n  y = Add (x, ow)"
+	src = strings.Replace(src, "  y = Add (x, o)", "  r_mm = MatMul (x, w_r)\n"+gate, 1)
+	src = strings.Replace(src, "float c_sqrt2", "float[8,1] w_r = {0.1, -0.2, 0.3, 0.1, 0.2, -0.1, 0.05, 0.4},\n  float c_sqrt2", 1)
+	blocks, refs := ffnRecognize(t, geParse(t, `"" : 13`, src))
+	if len(blocks) != 1 {
+		t.Fatalf("%d FFN blocks, refusals %q; want the routed expert", len(blocks), refs)
+	}
+	wide := strings.Replace(src, "float[8,1] w_r = {0.1, -0.2, 0.3, 0.1, 0.2, -0.1, 0.05, 0.4}",
+		"float[8,8] w_r = {"+strings.TrimSuffix(strings.Repeat("0.1, ", 64), ", ")+"}", 1)
+	blocks, refs = ffnRecognize(t, geParse(t, `"" : 13`, wide))
+	if len(blocks) != 0 {
+		t.Errorf("recognised %s weighted by a tensor of every feature, want it refused", blocks[0].Variant)
+	}
+	expectExactReason(t, refs, "the output is not added to a residual: a head of this shape, not a layer's FFN")
+}
