@@ -4694,6 +4694,249 @@ class SwinV2(ViT):
             x = x + self.ln_after[i](self.mlp[i](x))
         return self.layernorm(x)
 
+
+# ---------------------------------------------------------------- llama4, gemma3, bitnet
+
+
+def llama3_inv_freq(d, base, factor=8.0, low=1.0, high=4.0, ctx=64):
+    """Llama 3.1's rope scaling: wavelengths shorter than ctx/high kept, longer than
+    ctx/low divided by factor, those between smoothed from one to the other."""
+    inv = 1.0 / (base ** (torch.arange(0, d, 2).float() / d))
+    wl = 2 * math.pi / inv
+    scaled = torch.where(wl > ctx / low, inv / factor, inv)
+    smooth = (ctx / wl - low) / (high - low)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = (wl >= ctx / high) & (wl <= ctx / low)
+    return torch.where(medium, smoothed, scaled)
+
+
+class L2Norm(RMSNorm):
+    """Llama 4's QK norm: x / sqrt(mean(x^2) + eps) in float32, without a weight."""
+
+    def __init__(self, eps=1e-6):
+        super().__init__(1, eps)
+        del self.weight
+
+    def forward(self, x):
+        x32 = x.float()
+        return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x)
+
+
+class Llama4Attention(Attn):
+    """Llama 4: rotary layers rotate Q and K interleaved in the [B, S, H, D] layout, then
+    L2-normalise them (no weight); NoPE layers have no rotary and scale Q by the
+    temperature of its position instead."""
+
+    causal = True
+
+    def __init__(self, rope):
+        super().__init__(H, 2)
+        self.rope, self.rotaries = rope, 2 if rope else 0
+        self.q_proj = nn.Linear(E, H * D, bias=False)
+        self.k_proj = nn.Linear(E, 2 * D, bias=False)
+        self.v_proj = nn.Linear(E, 2 * D, bias=False)
+        self.o_proj = nn.Linear(H * D, E, bias=False)
+        if rope:
+            self.q_norm, self.k_norm = L2Norm(), L2Norm()
+
+    def forward(self, x, mask, cos, sin, temp):
+        B, S, _ = x.shape
+        q, k = self.q_proj(x).view(B, S, H, D), self.k_proj(x).view(B, S, 2, D)
+        if self.rope:
+            q, k = rotate_interleaved(q, cos, sin), rotate_interleaved(k, cos, sin)
+            q, k = self.q_norm(q), self.k_norm(k)
+        else:
+            q = q * temp
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), heads(self.v_proj(x), 2)
+        k, v = repeat_kv(k, H // 2), repeat_kv(v, H // 2)
+        w = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(D) + mask
+        w = F.softmax(w, dim=-1, dtype=torch.float32).to(q.dtype)
+        return self.o_proj(merge(torch.matmul(w, v)))
+
+
+class Llama4(Model):
+    """Llama 4 text: every fourth layer NoPE with a causal mask and temperature-tuned Q,
+    log(floor((p + 1) / FLOOR) + 1) * TEMP + 1; the others rotary (Llama 3.1 scaled
+    frequencies) with QK L2-norm and a chunked causal mask (a query sees the keys of its
+    own CHUNK positions only); RMSNorm, SwiGLU."""
+
+    inputs = ("input_ids", "attention_mask", "position_ids")
+    num_layers = 4
+    CHUNK, FLOOR, TEMP = 4, 4.0, 0.1
+
+    def __init__(self):
+        super().__init__()
+        n = self.num_layers
+        self.embed_tokens = nn.Embedding(V, E)
+        self.input_layernorm = nn.ModuleList(RMSNorm(E) for _ in range(n))
+        self.self_attn = nn.ModuleList(Llama4Attention((l + 1) % 4 != 0) for l in range(n))
+        self.post_attention_layernorm = nn.ModuleList(RMSNorm(E) for _ in range(n))
+        self.mlp = nn.ModuleList(Gated(F.silu) for _ in range(n))
+        self.norm = RMSNorm(E)
+        self.register_buffer("inv_freq", llama3_inv_freq(D, 10000.0), persistent=False)
+
+    def forward(self, input_ids, attention_mask, position_ids):
+        S = input_ids.shape[1]
+        x = self.embed_tokens(input_ids)
+        f = position_ids[:, :, None, None].float() * self.inv_freq  # [B, S, 1, D/2]
+        cos, sin = f.cos(), f.sin()
+        p = torch.arange(S).float()
+        temp = (torch.log(torch.floor((p + 1.0) / self.FLOOR) + 1.0) * self.TEMP + 1.0).view(1, S, 1, 1)
+        i, j = torch.arange(S)[:, None], torch.arange(S)[None, :]
+        pad = padding_bias(attention_mask)
+        other = torch.div(i, self.CHUNK, rounding_mode="floor") != torch.div(j, self.CHUNK, rounding_mode="floor")
+        chunked = torch.zeros(S, S).masked_fill((j > i) | other, MIN)[None, None] + pad
+        causal = torch.triu(torch.full((S, S), MIN), diagonal=1)[None, None] + pad
+        for l in range(self.num_layers):
+            a = self.self_attn[l]
+            x = x + a(self.input_layernorm[l](x), chunked if a.rope else causal, cos, sin, temp)
+            x = x + self.mlp[l](self.post_attention_layernorm[l](x))
+        return self.norm(x)
+
+
+class Gemma3Attention(GQAttention):
+    """Gemma 3: (1 + w) RMSNorm over the head size on Q and K after the heads transpose,
+    then the rotary; the scores scaled by query_pre_attn_scalar^-1/2 (not the head size)."""
+
+    SCALAR = 24
+
+    def __init__(self):
+        super().__init__(2, GD, False, False)
+        self.q_norm, self.k_norm = GemmaRMSNorm(GD), GemmaRMSNorm(GD)
+
+    def forward(self, x, mask, cos, sin):
+        q = self.q_norm(heads(self.q_proj(x), H))
+        k = self.k_norm(heads(self.k_proj(x), self.kv_heads))
+        v = heads(self.v_proj(x), self.kv_heads)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        k, v = repeat_kv(k, H // self.kv_heads), repeat_kv(v, H // self.kv_heads)
+        w = torch.matmul(q, k.transpose(2, 3)) * self.SCALAR**-0.5 + mask
+        w = F.softmax(w, dim=-1, dtype=torch.float32).to(q.dtype)
+        return self.o_proj(merge(torch.matmul(w, v)))
+
+
+class Gemma3(Gemma2):
+    """Gemma 3: Gemma 2's sandwich norms without the soft cap, QK-norm, local layers
+    (sliding window, rotary base 10^4) alternating with global ones (causal, base 10^6)."""
+
+    WINDOW = 3
+
+    def __init__(self):
+        super().__init__()
+        self.self_attn = nn.ModuleList(Gemma3Attention() for _ in range(L))
+        self.register_buffer("global_inv_freq", 1.0 / (1e6 ** (torch.arange(0, GD, 2).float() / GD)), persistent=False)
+
+    def forward(self, input_ids, attention_mask, position_ids):
+        x, cos, sin, mask = self.embed(input_ids, attention_mask, position_ids)
+        gcos, gsin = rotary_from_positions(self.global_inv_freq, position_ids)
+        far = torch.tril(torch.ones_like(mask, dtype=torch.bool), diagonal=-self.WINDOW)
+        local = torch.where(far, torch.tensor(MIN), mask)
+        for l in range(L):
+            r = (local, cos, sin) if l % 2 == 0 else (mask, gcos, gsin)
+            x = x + self.post_attention_layernorm[l](self.self_attn[l](self.input_layernorm[l](x), *r))
+            x = x + self.post_ffn_norm[l](self.mlp[l](self.pre_ffn_norm[l](x)))
+        return self.norm(x)
+
+
+def act_quant(x):
+    """BitNet b1.58's activations: absmax-quantised per token to 8 bits and back."""
+    s = 127.0 / x.abs().max(dim=-1, keepdim=True).values.clamp(min=1e-5)
+    return (x * s).round().clamp(-128, 127) / s
+
+
+class BitLinear(nn.Linear):
+    """A bias-free Linear on quantised activations, its weight ternary: round(W / mean|W|)
+    clamped to [-1, 1], times mean|W| (a constant once folded)."""
+
+    def __init__(self, nin, nout):
+        super().__init__(nin, nout, bias=False)
+
+    def forward(self, x):
+        ws = 1.0 / self.weight.abs().mean().clamp(min=1e-5)
+        w = (self.weight * ws).round().clamp(-1, 1) / ws
+        return F.linear(act_quant(x), w)
+
+
+class BitNetAttention(Attn):
+    """BitNet: LLaMA's attention on BitLinear projections, with an RMSNorm (the sub-norm) on
+    the merged heads before the output projection."""
+
+    causal = True
+    rotaries = 2
+
+    def __init__(self):
+        super().__init__(H, 2)
+        self.q_proj, self.k_proj, self.v_proj = BitLinear(E, H * D), BitLinear(E, 2 * D), BitLinear(E, 2 * D)
+        self.o_proj, self.attn_sub_norm = BitLinear(H * D, E), RMSNorm(E)
+
+    def forward(self, x, mask, cos, sin):
+        q, k, v = heads(self.q_proj(x), H), heads(self.k_proj(x), 2), heads(self.v_proj(x), 2)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        k, v = repeat_kv(k, H // 2), repeat_kv(v, H // 2)
+        w = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(D) + mask
+        w = F.softmax(w, dim=-1, dtype=torch.float32).to(q.dtype)
+        return self.o_proj(self.attn_sub_norm(merge(torch.matmul(w, v))))
+
+
+class BitNetMLP(FFN):
+    """down(subnorm(relu(gate(x))^2 * up(x))) on BitLinear projections."""
+
+    gated = True
+
+    def __init__(self):
+        super().__init__()
+        self.gate_proj, self.up_proj, self.down_proj = BitLinear(E, FF), BitLinear(E, FF), BitLinear(FF, E)
+        self.ffn_sub_norm = RMSNorm(FF)
+
+    def forward(self, x):
+        return self.down_proj(self.ffn_sub_norm(relu_squared(self.gate_proj(x)) * self.up_proj(x)))
+
+
+class BitNet(Llama):
+    """BitNet b1.58: LLaMA's decoder (rotary table gathered by position ids, Trilu causal
+    mask plus padding) with BitLinear projections and sub-norms in attention and MLP."""
+
+    def __init__(self):
+        super().__init__()
+        self.self_attn = nn.ModuleList(BitNetAttention() for _ in range(L))
+        self.mlp = nn.ModuleList(BitNetMLP() for _ in range(L))
+
+
+class MoEFFN(nn.Module):
+    """Qwen2-MoE's sparse FFN: router softmax, the top-K experts weighted by their
+    probabilities (not renormalised) as a dense [B, S, N] weight scattered from TopK,
+    each expert a SwiGLU MLP, plus a shared SwiGLU expert gated by sigmoid(x·w)."""
+
+    N, K = 4, 2
+
+    def __init__(self):
+        super().__init__()
+        self.gate = nn.Linear(E, self.N, bias=False)
+        self.experts = nn.ModuleList(Gated(F.silu, ff=16) for _ in range(self.N))
+        self.shared_expert = Gated(F.silu)
+        self.shared_expert_gate = nn.Linear(E, 1, bias=False)
+
+    def forward(self, x):
+        p = F.softmax(self.gate(x), dim=-1, dtype=torch.float32)
+        topw, topi = torch.topk(p, self.K, dim=-1)
+        route = torch.zeros_like(p).scatter(-1, topi, topw)
+        out = torch.sigmoid(self.shared_expert_gate(x)) * self.shared_expert(x)
+        for e, ex in enumerate(self.experts):
+            out = out + ex(x) * route[..., e : e + 1]
+        return out
+
+
+class QwenMoE(Llama):
+    """A Qwen2-MoE / Mixtral decoder: LLaMA's attention and RMSNorms, MoEFFN in place of
+    the MLP."""
+
+    def __init__(self):
+        super().__init__()
+        self.mlp = nn.ModuleList(MoEFFN() for _ in range(L))
+
+
 FORMS = {
     "gpt2-causal": (GPT2, (10, 13, 17)),
     "llama": (Llama, (14, 17)),  # torch.triu needs Trilu (opset 14)
@@ -4796,6 +5039,10 @@ FORMS = {
     "timesformer": (TimeSformer, (13, 17)),
     "patchtst": (PatchTST, (13, 17)),
     "funnel-separate-cls": (FunnelSeparateCls, (13, 17)),
+    "llama4": (Llama4, (14, 17)),  # torch.triu needs Trilu (opset 14)
+    "gemma3": (Gemma3, (14, 17)),
+    "bitnet": (BitNet, (14, 17)),  # torch.triu needs Trilu (opset 14)
+    "qwen-moe": (QwenMoE, (14, 17)),  # torch.triu needs Trilu (opset 14)
 }
 
 
