@@ -4937,6 +4937,53 @@ class QwenMoE(Llama):
         self.mlp = nn.ModuleList(MoEFFN() for _ in range(L))
 
 
+class LayerNorm1P(nn.LayerNorm):
+    """Nemotron's LayerNorm1P: the weight an offset from 1, weight + 1 in the graph."""
+
+    def forward(self, x):
+        return F.layer_norm(x, self.normalized_shape, self.weight + 1, self.bias, self.eps)
+
+
+class NemotronAttention(LlamaAttention):
+    """Nemotron: GQA without biases, rotate-half rotary on the first half of each head."""
+
+    def forward(self, x, mask, cos, sin):
+        q, k, v = heads(self.q_proj(x), H), heads(self.k_proj(x), self.kv_heads), heads(self.v_proj(x), self.kv_heads)
+        q, k = partial_rotate_half(q, D // 2, cos, sin), partial_rotate_half(k, D // 2, cos, sin)
+        k, v = repeat_kv(k, H // self.kv_heads), repeat_kv(v, H // self.kv_heads)
+        w = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(D) + mask
+        w = F.softmax(w, dim=-1, dtype=torch.float32).to(q.dtype)
+        return self.o_proj(merge(torch.matmul(w, v)))
+
+
+class Nemotron(Model):
+    """Nemotron-4 / Minitron: LayerNorm1P pre-norms, partial rotary (half of each head) from
+    the position ids, squared-ReLU MLP (up, relu², down), Trilu causal mask plus padding."""
+
+    inputs = ("input_ids", "attention_mask", "position_ids")
+
+    def __init__(self):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(V, E)
+        self.input_layernorm = nn.ModuleList(LayerNorm1P(E) for _ in range(L))
+        self.self_attn = nn.ModuleList(NemotronAttention() for _ in range(L))
+        self.post_attention_layernorm = nn.ModuleList(LayerNorm1P(E) for _ in range(L))
+        self.mlp = nn.ModuleList(MLP(relu_squared) for _ in range(L))
+        self.norm = LayerNorm1P(E)
+        r = D // 2
+        self.register_buffer("inv_freq", 1.0 / (10000 ** (torch.arange(0, r, 2).float() / r)), persistent=False)
+
+    def forward(self, input_ids, attention_mask, position_ids):
+        S = input_ids.shape[1]
+        cos, sin = rotary_from_positions(self.inv_freq, position_ids)
+        mask = torch.triu(torch.full((S, S), MIN), diagonal=1)[None, None] + padding_bias(attention_mask)
+        x = self.embed_tokens(input_ids)
+        for i in range(L):
+            x = x + self.self_attn[i](self.input_layernorm[i](x), mask, cos, sin)
+            x = x + self.mlp[i](self.post_attention_layernorm[i](x))
+        return self.norm(x)
+
+
 FORMS = {
     "gpt2-causal": (GPT2, (10, 13, 17)),
     "llama": (Llama, (14, 17)),  # torch.triu needs Trilu (opset 14)
@@ -5043,6 +5090,7 @@ FORMS = {
     "gemma3": (Gemma3, (14, 17)),
     "bitnet": (BitNet, (14, 17)),  # torch.triu needs Trilu (opset 14)
     "qwen-moe": (QwenMoE, (14, 17)),  # torch.triu needs Trilu (opset 14)
+    "nemotron": (Nemotron, (14, 17)),  # torch.triu needs Trilu (opset 14)
 }
 
 
