@@ -553,6 +553,8 @@ func (p repeatProof) proves(v *ir.Value, depth int) bool {
 			}
 		}
 		return len(n.Inputs()) > 0
+	case "Mul", "Div", "Add", "Sub":
+		return p.provesElementwise(n, last(v), depth)
 	case "Unsqueeze", "Reshape", "Cast", "Expand", "Identity", "Gather", "Slice":
 		// Ops that must keep the last axis whole.
 		if last(n.Input(0)) < 0 || last(n.Input(0)) != last(v) {
@@ -577,6 +579,29 @@ func (p repeatProof) proves(v *ir.Value, depth int) bool {
 		return p.proves(n.Input(0), depth+1)
 	}
 	return false
+}
+
+// provesElementwise proves the repeat of an elementwise op's output of width w (cos and
+// sin times an attention factor, as LongRoPE and YaRN scale them): each operand either
+// holds one value per row (a last axis of 1, or a scalar), which keeps equal channels
+// equal, or has width w and repeats.
+func (p repeatProof) provesElementwise(n *ir.Node, w int64, depth int) bool {
+	if w < 0 || len(n.Inputs()) != 2 {
+		return false
+	}
+	for _, in := range n.Inputs() {
+		if in == nil || in.Type == nil || !in.Type.HasShape {
+			return false
+		}
+		s := in.Type.Shape
+		if len(s) == 0 || dimIsOne(s[len(s)-1]) {
+			continue
+		}
+		if !s[len(s)-1].Known || s[len(s)-1].Value != w || !p.proves(in, depth+1) {
+			return false
+		}
+	}
+	return true
 }
 
 // provesByChannels proves the repeat of a value assembled on its last axis from parts of

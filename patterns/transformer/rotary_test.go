@@ -1,6 +1,7 @@
 package transformer_test
 
 import (
+	"math"
 	"path/filepath"
 	"testing"
 
@@ -8,6 +9,7 @@ import (
 	"github.com/qcc-dev/qcc/internal/ortcheck"
 	"github.com/qcc-dev/qcc/ir"
 	"github.com/qcc-dev/qcc/passes"
+	"github.com/qcc-dev/qcc/patterns"
 	"github.com/qcc-dev/qcc/patterns/transformer"
 	"github.com/qcc-dev/qcc/shape"
 )
@@ -171,4 +173,60 @@ func probePath(t *testing.T, name string) string {
 		t.Fatal(err)
 	}
 	return filepath.Join(root, "testdata", "probes", name+".onnx")
+}
+
+// TestRotaryScaledTables: cos and sin times an attention factor (LongRoPE, YaRN) still
+// hold one angle per pair; times a factor per channel that breaks the repeat they do not.
+func TestRotaryScaledTables(t *testing.T) {
+	load := func(t *testing.T) (*ir.Model, []*ir.Node) {
+		m := ortcheck.Fold(t, probePath(t, "longrope.opset17"), passes.All)
+		var scaled []*ir.Node
+		for _, n := range m.Graph.Nodes() {
+			if n.OpType != "Mul" {
+				continue
+			}
+			// The factor √(1 + ln 4 / ln 8), a scalar.
+			if v, ok := patterns.UniformConst(n.Input(1)); ok && len(patterns.ConstOf(n.Input(1)).Dims) == 0 && math.Abs(v-math.Sqrt(1+math.Log(4)/math.Log(8))) < 1e-6 {
+				scaled = append(scaled, n)
+			}
+		}
+		if len(scaled) != 2 {
+			t.Fatalf("%d scaled cos and sin in the probe, want 2", len(scaled))
+		}
+		if _, err := shape.Infer(m); err != nil {
+			t.Fatal(err)
+		}
+		return m, scaled
+	}
+	fuse := func(t *testing.T, m *ir.Model) *transformer.Report {
+		rep, err := transformer.Fuse(m, []*transformer.Family{transformer.RotaryFamily}, &transformer.Env{Model: m, Target: transformer.ORT})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rep
+	}
+	t.Run("scalar", func(t *testing.T) {
+		m, _ := load(t)
+		if rep := fuse(t, m); rep.Ops["com.microsoft.RotaryEmbedding"] != 4 {
+			t.Errorf("ops %v, refusals %v; want 4 RotaryEmbedding", rep.Ops, rep.Refusals)
+		}
+	})
+	t.Run("per-channel", func(t *testing.T) {
+		m, scaled := load(t)
+		f, err := m.Graph.AddInitializer("per_channel_factor", ir.FloatTensor([]int64{8}, []float32{1, 1, 1, 1, 1, 1, 1, 1.5}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range scaled {
+			n.SetInput(1, f)
+		}
+		if _, err := shape.Infer(m); err != nil {
+			t.Fatal(err)
+		}
+		rep := fuse(t, m)
+		if rep.Ops["com.microsoft.RotaryEmbedding"] != 0 {
+			t.Errorf("ops %v; want none fused", rep.Ops)
+		}
+		expectReason(t, refusalReasons(rep.Refusals), "does not provably repeat its first half in its second")
+	})
 }

@@ -4984,6 +4984,31 @@ class Nemotron(Model):
         return self.norm(x)
 
 
+class LongRoPE(Llama):
+    """Phi-3.5 / Phi-4-mini's LongRoPE (and YaRN's attention factor): LLaMA's blocks with
+    inv_freq divided per frequency by rescale factors, cos and sin computed from the
+    position ids and both multiplied by √(1 + ln(scale) / ln(original context))."""
+
+    FACTORS, SCALE, ORIGINAL = (1.0, 1.5, 3.0, 6.0), 4.0, 8
+
+    def __init__(self):
+        super().__init__()
+        ext = torch.tensor(self.FACTORS)
+        self.register_buffer("inv_freq", 1.0 / (ext * 10000 ** (torch.arange(0, D, 2).float() / D)), persistent=False)
+        self.mscale = math.sqrt(1 + math.log(self.SCALE) / math.log(self.ORIGINAL))
+
+    def forward(self, input_ids, attention_mask, position_ids):
+        S = input_ids.shape[1]
+        x = self.embed_tokens(input_ids)
+        cos, sin = rotary_from_positions(self.inv_freq, position_ids)
+        cos, sin = cos * self.mscale, sin * self.mscale
+        mask = torch.triu(torch.full((S, S), MIN), diagonal=1)[None, None] + padding_bias(attention_mask)
+        for i in range(L):
+            x = x + self.self_attn[i](self.input_layernorm[i](x), mask, cos, sin)
+            x = x + self.mlp[i](self.post_attention_layernorm[i](x))
+        return self.norm(x)
+
+
 FORMS = {
     "gpt2-causal": (GPT2, (10, 13, 17)),
     "llama": (Llama, (14, 17)),  # torch.triu needs Trilu (opset 14)
@@ -5091,6 +5116,7 @@ FORMS = {
     "bitnet": (BitNet, (14, 17)),  # torch.triu needs Trilu (opset 14)
     "qwen-moe": (QwenMoE, (14, 17)),  # torch.triu needs Trilu (opset 14)
     "nemotron": (Nemotron, (14, 17)),  # torch.triu needs Trilu (opset 14)
+    "longrope": (LongRoPE, (14, 17)),  # torch.triu needs Trilu (opset 14)
 }
 
 
