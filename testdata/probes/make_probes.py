@@ -4956,32 +4956,17 @@ class NemotronAttention(LlamaAttention):
         return self.o_proj(merge(torch.matmul(w, v)))
 
 
-class Nemotron(Model):
-    """Nemotron-4 / Minitron: LayerNorm1P pre-norms, partial rotary (half of each head) from
-    the position ids, squared-ReLU MLP (up, relu², down), Trilu causal mask plus padding."""
-
-    inputs = ("input_ids", "attention_mask", "position_ids")
+class Nemotron(Persimmon):
+    """Nemotron-4 / Minitron: Persimmon's layout with LayerNorm1P norms, NemotronAttention
+    (no QK LayerNorm, GQA) and a squared-ReLU MLP (up, torch.square(relu), down)."""
 
     def __init__(self):
         super().__init__()
-        self.embed_tokens = nn.Embedding(V, E)
         self.input_layernorm = nn.ModuleList(LayerNorm1P(E) for _ in range(L))
         self.self_attn = nn.ModuleList(NemotronAttention() for _ in range(L))
         self.post_attention_layernorm = nn.ModuleList(LayerNorm1P(E) for _ in range(L))
         self.mlp = nn.ModuleList(MLP(relu_squared) for _ in range(L))
-        self.norm = LayerNorm1P(E)
-        r = D // 2
-        self.register_buffer("inv_freq", 1.0 / (10000 ** (torch.arange(0, r, 2).float() / r)), persistent=False)
-
-    def forward(self, input_ids, attention_mask, position_ids):
-        S = input_ids.shape[1]
-        cos, sin = rotary_from_positions(self.inv_freq, position_ids)
-        mask = torch.triu(torch.full((S, S), MIN), diagonal=1)[None, None] + padding_bias(attention_mask)
-        x = self.embed_tokens(input_ids)
-        for i in range(L):
-            x = x + self.self_attn[i](self.input_layernorm[i](x), mask, cos, sin)
-            x = x + self.mlp[i](self.post_attention_layernorm[i](x))
-        return self.norm(x)
+        self.final_layernorm = LayerNorm1P(E)
 
 
 class LongRoPE(Llama):
