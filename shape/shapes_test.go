@@ -744,6 +744,36 @@ func TestControlFlow(t *testing.T) {
 	}
 }
 
+// TestLoopCounterDeclaredOneElement: torch declares a Loop body's iteration number [1]
+// rather than a scalar; the body is typed with the declared rank.
+func TestLoopCounterDeclaredOneElement(t *testing.T) {
+	b := newBuilder(t, 13)
+	x := b.in("x", ir.Float, "batch,8")
+	body := ir.NewGraph("body")
+	body.Parent = b.g
+	i, _ := body.AddInput("i", ir.TensorOf(ir.Int64, ir.D(1)))
+	bc, _ := body.AddInput("cond", ir.TensorOf(ir.Bool))
+	acc, _ := body.AddInput("acc", nil)
+	row := body.Add("Gather", vs(x, i), 1, "row").Output(0)
+	body.Outputs = vs(body.Add("Identity", vs(bc), 1, "cond_out").Output(0), acc, row)
+	loop, err := b.g.AddNode(&ir.Node{OpType: "Loop", Attrs: []*ir.Attr{{Name: "body", Type: ir.AttrGraph, Graph: body}}},
+		vs(b.scalar(3), nil, x), vs(b.g.NewValue("final", nil), b.g.NewValue("scan", nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body.Owner = loop
+	b.infer()
+	if got := i.Type.String(); got != "int64[1]" {
+		t.Errorf("iteration number: %s", got)
+	}
+	if got := row.Type.String(); got != "float[1,8]" {
+		t.Errorf("row: %s", got)
+	}
+	if got := loop.Output(1).Type.String(); got != "float[3,1,8]" {
+		t.Errorf("Loop scan output: %s", got)
+	}
+}
+
 func TestNoRuleAndStats(t *testing.T) {
 	b := newBuilder(t, 13)
 	x := b.in("x", ir.Float, "batch,8")
