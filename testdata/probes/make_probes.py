@@ -2616,6 +2616,210 @@ class PatchTST(Model):
         return x
 
 
+# ---------------------------------------------------------------- conformer-block
+
+
+class ConformerRotaryAttention(Attn):
+    """wav2vec2-conformer's rotary self-attention: the rotary (rotate-half, cos and sin
+    [S, 1, 1, D]) is applied to the hidden states viewed [S, B, H, D], before linear_q and
+    linear_k (V reads the hidden states as they are); scores / √d plus the padding."""
+
+    rotaries = 1  # one rotary a layer, on the input Q and K share
+
+    def __init__(self):
+        super().__init__(H)
+        self.linear_q, self.linear_k, self.linear_v, self.linear_out = (nn.Linear(E, E) for _ in range(4))
+
+    def forward(self, x, cos, sin, pad):
+        B, S, _ = x.shape
+        h = x.transpose(0, 1).view(S, B, H, D)
+        r = (h * cos + rotate_half(h) * sin).view(S, B, E).transpose(0, 1)
+        q, k, v = heads(self.linear_q(r), H), heads(self.linear_k(r), H), heads(self.linear_v(x), H)
+        w = F.softmax(torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(D) + pad, dim=-1)
+        return self.linear_out(merge(torch.matmul(w, v)))
+
+
+class ConformerConvModule(nn.Module):
+    """The Conformer convolution module channel-first: LayerNorm, pointwise Conv1d to 2E, GLU
+    over the channels, padding zeroed (Wav2Vec2-BERT), depthwise Conv1d (kernel 5, same
+    padding), BatchNorm1d, SiLU, pointwise Conv1d back to E."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer_norm = nn.LayerNorm(E)
+        self.pointwise_conv1 = nn.Conv1d(E, 2 * E, 1, bias=False)
+        self.depthwise_conv = nn.Conv1d(E, E, 5, padding=2, groups=E, bias=False)
+        self.batch_norm = nn.BatchNorm1d(E)
+        self.pointwise_conv2 = nn.Conv1d(E, E, 1, bias=False)
+
+    def forward(self, x, keep):
+        x = self.layer_norm(x).transpose(1, 2)
+        x = F.glu(self.pointwise_conv1(x), dim=1)
+        x = x.masked_fill(~keep[:, None, :], 0.0)
+        x = F.silu(self.batch_norm(self.depthwise_conv(x)))
+        return self.pointwise_conv2(x).transpose(1, 2)
+
+
+class ConformerBlock(Model):
+    """Full Conformer blocks (wav2vec2-conformer with rotary positions): x + ½·FFN(LN(x)),
+    x + rotary attention(LN(x)), x + conv module(x), x + ½·FFN(LN(x)), then the block's
+    final LayerNorm; the FFNs Linear, SiLU, Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(V, E)
+        mods = lambda f: nn.ModuleList(f() for _ in range(L))
+        self.ffn1_ln, self.ffn1 = mods(lambda: nn.LayerNorm(E)), mods(lambda: MLP(F.silu))
+        self.attn_ln, self.attn = mods(lambda: nn.LayerNorm(E)), mods(ConformerRotaryAttention)
+        self.conv = mods(ConformerConvModule)
+        self.ffn2_ln, self.ffn2 = mods(lambda: nn.LayerNorm(E)), mods(lambda: MLP(F.silu))
+        self.final_ln = mods(lambda: nn.LayerNorm(E))
+        self.register_buffer("inv_freq", 1.0 / (10000 ** (torch.arange(0, D, 2).float() / D)), persistent=False)
+        g = torch.Generator().manual_seed(13)
+        for mod in self.modules():
+            if isinstance(mod, nn.BatchNorm1d):
+                mod.running_mean.copy_(0.2 * torch.randn(mod.num_features, generator=g))
+                mod.running_var.copy_(0.5 + torch.rand(mod.num_features, generator=g))
+
+    def forward(self, input_ids, attention_mask):
+        S = input_ids.shape[1]
+        x = self.embed(input_ids)
+        f = torch.einsum("i,j->ij", torch.arange(S, dtype=torch.float32), self.inv_freq)
+        emb = torch.cat((f, f), dim=-1)
+        cos, sin = emb.cos()[:, None, None, :], emb.sin()[:, None, None, :]
+        pad = padding_bias(attention_mask)
+        keep = attention_mask.to(torch.bool)
+        for i in range(L):
+            x = x + 0.5 * self.ffn1[i](self.ffn1_ln[i](x))
+            x = x + self.attn[i](self.attn_ln[i](x), cos, sin, pad)
+            x = x + self.conv[i](x, keep)
+            x = x + 0.5 * self.ffn2[i](self.ffn2_ln[i](x))
+            x = self.final_ln[i](x)
+        return x
+
+
+# ---------------------------------------------------------------- mask2former-masked
+
+M2F_N = 6  # mask2former: object queries
+
+
+class Mask2FormerLayer(nn.Module):
+    """Mask2Former's decoder layer (post-norm): masked cross-attention (Q the queries plus
+    their position embedding, K the features plus theirs, V the features; a boolean mask
+    per head), self-attention (Q and K with the query positions, V without), a ReLU FFN;
+    nn.MultiheadAttention, sequence-first."""
+
+    def __init__(self):
+        super().__init__()
+        self.cross_attn = nn.MultiheadAttention(E, H, dropout=0.0)
+        self.self_attn = nn.MultiheadAttention(E, H, dropout=0.0)
+        self.norm1, self.norm2, self.norm3 = nn.LayerNorm(E), nn.LayerNorm(E), nn.LayerNorm(E)
+        self.mlp = MLP(F.relu)
+        self.marks = nn.ModuleList([Attn(H), Attn(H)])
+        self.marks[0].kind = "cross"
+
+    def forward(self, q, qpos, mem, mpos, mask):
+        a = self.cross_attn(q + qpos, mem + mpos, value=mem, attn_mask=mask, need_weights=False)[0]
+        q = self.norm1(q + a)
+        a = self.self_attn(q + qpos, q + qpos, value=q, need_weights=False)[0]
+        q = self.norm2(q + a)
+        return self.norm3(q + self.mlp(q))
+
+
+class Mask2Former(Model):
+    """Mask2Former's transformer decoder over a 4x4 feature map (strided Conv, sine 2-D
+    positions): learned query features and positions [N, E] expanded to the batch; before
+    each layer a mask prediction, einsum(LN(q) MLP, features), thresholded:
+    sigmoid(m) < 0.5 masks a feature, rows that mask every feature reset to unmasked,
+    repeated to each head [B·H, N, HW]; a final LayerNorm."""
+
+    inputs = ("pixel_values",)
+
+    def __init__(self):
+        super().__init__()
+        self.backbone = nn.Conv2d(3, E, kernel_size=4, stride=4)
+        self.query_feat, self.query_embed = nn.Embedding(M2F_N, E), nn.Embedding(M2F_N, E)
+        self.layers = nn.ModuleList(Mask2FormerLayer() for _ in range(L))
+        self.pred_norm = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.mask_embed = nn.ModuleList(nn.Sequential(nn.Linear(E, E), nn.ReLU(), nn.Linear(E, E)) for _ in range(L))
+        self.decoder_norm = nn.LayerNorm(E)
+        y, x = torch.meshgrid(torch.arange(4.0), torch.arange(4.0), indexing="ij")
+        f = 10000 ** (torch.arange(E // 4) / (E // 4))
+        pe = torch.cat([torch.sin(y.flatten()[:, None] / f), torch.cos(y.flatten()[:, None] / f),
+                        torch.sin(x.flatten()[:, None] / f), torch.cos(x.flatten()[:, None] / f)], dim=1)
+        self.register_buffer("pos", pe[:, None, :], persistent=False)  # [HW, 1, E]
+
+    def attn_mask(self, i, q, feat):
+        """[B·H, N, HW] boolean: True where the query may not look."""
+        m = torch.einsum("bqc,bcs->bqs", self.mask_embed[i](self.pred_norm[i](q.transpose(0, 1))), feat)
+        m = m.sigmoid() < 0.5
+        m = m & ~(m.sum(-1, keepdim=True) == m.shape[-1])
+        return m[:, None].repeat(1, H, 1, 1).flatten(0, 1)
+
+    def forward(self, pixel_values):
+        feat = self.backbone(pixel_values).flatten(2)  # [B, E, HW]
+        mem = feat.permute(2, 0, 1)  # [HW, B, E]
+        B = pixel_values.shape[0]
+        q = self.query_feat.weight[:, None].expand(-1, B, -1)
+        qpos = self.query_embed.weight[:, None].expand(-1, B, -1)
+        for i, layer in enumerate(self.layers):
+            q = layer(q, qpos, mem, self.pos, self.attn_mask(i, q, feat))
+        return self.decoder_norm(q).transpose(0, 1)
+
+
+# ---------------------------------------------------------------- speecht5-relpos
+
+ST5_MAX = 4  # speecht5: relative distances clipped to [-max, max - 1]
+
+
+class SpeechT5Attention(Attn):
+    """SpeechT5's self-attention on [B·H, S, D] by bmm: Q scaled after its projection;
+    scores plus q·relᵀ, with the queries [S, B·H, D] multiplied by the [S, S, D]
+    relative embeddings transposed, then back to [B·H, S, S]; the padding mask added."""
+
+    def __init__(self):
+        super().__init__(H)
+        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(E, E) for _ in range(4))
+
+    def forward(self, x, rel, mask):
+        B, S, _ = x.shape
+        shape = lambda t: t.view(B, S, H, D).transpose(1, 2).reshape(B * H, S, D)
+        q, k, v = shape(self.q_proj(x) * D ** -0.5), shape(self.k_proj(x)), shape(self.v_proj(x))
+        w = torch.bmm(q, k.transpose(1, 2))
+        rq = q.view(B * H, -1, D).transpose(0, 1)
+        w = w + torch.matmul(rq, rel.transpose(-2, -1)).transpose(0, 1).view(B * H, S, S)
+        w = (w.view(B, H, S, S) + mask).view(B * H, S, S)
+        o = torch.bmm(F.softmax(w, dim=-1), v)
+        return self.out_proj(o.view(B, H, S, D).transpose(1, 2).reshape(B, S, E))
+
+
+class SpeechT5(Model):
+    """SpeechT5's encoder: token embeddings, a LayerNorm, post-LN layers of relative-position
+    self-attention and a GELU FFN. The relative embedding pe_k(clamp(i - j, -max, max - 1)
+    + max) [S, S, D] is computed once, shared by the layers."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(V, E)
+        self.layer_norm = nn.LayerNorm(E)
+        self.pe_k = nn.Embedding(2 * ST5_MAX, D)
+        self.attn = nn.ModuleList(SpeechT5Attention() for _ in range(L))
+        self.ln1 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.mlp = nn.ModuleList(MLP(F.gelu) for _ in range(L))
+        self.ln2 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+
+    def forward(self, input_ids, attention_mask):
+        x = self.layer_norm(self.embed(input_ids))
+        S = x.shape[1]
+        i = torch.arange(0, S)
+        rel = self.pe_k(torch.clamp(i[:, None] - i[None, :], -ST5_MAX, ST5_MAX - 1) + ST5_MAX)
+        mask = padding_bias(attention_mask)
+        for l in range(L):
+            x = self.ln1[l](x + self.attn[l](x, rel, mask))
+            x = self.ln2[l](x + self.mlp[l](x))
+        return x
+
+
 # ---------------------------------------------------------------- cross-attn
 
 
@@ -4796,6 +5000,9 @@ FORMS = {
     "timesformer": (TimeSformer, (13, 17)),
     "patchtst": (PatchTST, (13, 17)),
     "funnel-separate-cls": (FunnelSeparateCls, (13, 17)),
+    "conformer-block": (ConformerBlock, (13, 17)),
+    "mask2former-masked": (Mask2Former, (14, 17)),  # nn.MultiheadAttention's boolean mask
+    "speecht5-relpos": (SpeechT5, (13, 17)),
 }
 
 
@@ -4954,6 +5161,8 @@ def output_dims(model, name):
         return ["batch", 1 + TS_G * TS_G * TS_T, VE]
     if isinstance(model, Perceiver):
         return ["batch", PV_N, E]
+    if isinstance(model, Mask2Former):
+        return ["batch", M2F_N, E]
     if isinstance(model, Funnel):
         return ["batch", "pooled_sequence", E]  # FunnelSeparateCls too
     if isinstance(model, (ViT, DeiT)):
