@@ -2820,6 +2820,125 @@ class SpeechT5(Model):
         return x
 
 
+# ---------------------------------------------------------------- detr-decoder
+
+DD_N = 5  # detr-decoder: object queries
+
+
+class DetrAttention(Attn):
+    """HF DETR's attention on [B, N, E]: position embeddings added to the queries' input
+    (Q) and to the keys' input (K) but not to V's; Q scaled after its projection; bmm
+    on [B·H, N, D]; an additive mask on a [B, H, N, T] view."""
+
+    def __init__(self, kind):
+        super().__init__(H)
+        self.kind = kind
+        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(E, E) for _ in range(4))
+
+    def forward(self, x, qpos, kv, kpos, mask=None):
+        B, N, _ = x.shape
+        T = kv.shape[1]
+        shape = lambda t, n: t.view(B, n, H, D).transpose(1, 2).reshape(B * H, n, D)
+        q = shape(self.q_proj(x + qpos) * D ** -0.5, N)
+        k, v = shape(self.k_proj(kv + kpos), T), shape(self.v_proj(kv), T)
+        w = torch.bmm(q, k.transpose(1, 2))
+        if mask is not None:
+            w = (w.view(B, H, N, T) + mask).view(B * H, N, T)
+        o = torch.bmm(F.softmax(w, dim=-1), v)
+        return self.out_proj(o.view(B, H, N, D).transpose(1, 2).reshape(B, N, E))
+
+
+class DetrDecoder(Model):
+    """DETR's decoder over a 4x4 feature map (strided Conv, sine 2-D positions), as HF
+    writes it: the queries start at zeros (zeros_like of the learned query positions
+    expanded to the batch); post-LN layers of self-attention (Q and K read the queries
+    plus their positions, V the queries), cross-attention (Q the queries plus positions, K
+    the features plus theirs, V the features, the pixels' padding masked) and a ReLU FFN;
+    a final LayerNorm."""
+
+    inputs = ("pixel_values", "pixel_mask")
+
+    def __init__(self):
+        super().__init__()
+        self.backbone = nn.Conv2d(3, E, kernel_size=4, stride=4)
+        self.query_position_embeddings = nn.Embedding(DD_N, E)
+        self.self_attn = nn.ModuleList(DetrAttention("self") for _ in range(L))
+        self.cross_attn = nn.ModuleList(DetrAttention("cross") for _ in range(L))
+        self.mlp = nn.ModuleList(MLP(F.relu) for _ in range(L))
+        self.ln1, self.ln2, self.ln3 = (nn.ModuleList(nn.LayerNorm(E) for _ in range(L)) for _ in range(3))
+        self.layernorm = nn.LayerNorm(E)
+        y, x = torch.meshgrid(torch.arange(4.0), torch.arange(4.0), indexing="ij")
+        f = 10000 ** (torch.arange(E // 4) / (E // 4))
+        pe = torch.cat([torch.sin(y.flatten()[:, None] / f), torch.cos(y.flatten()[:, None] / f),
+                        torch.sin(x.flatten()[:, None] / f), torch.cos(x.flatten()[:, None] / f)], dim=1)
+        self.register_buffer("pos", pe[None], persistent=False)  # [1, HW, E]
+
+    def forward(self, pixel_values, pixel_mask):
+        mem = self.backbone(pixel_values).flatten(2).transpose(1, 2)  # [B, HW, E]
+        keep = F.max_pool2d(pixel_mask[:, None].float(), 4).flatten(1)  # [B, HW]
+        B = pixel_values.shape[0]
+        qpos = self.query_position_embeddings.weight.unsqueeze(0).repeat(B, 1, 1)
+        h = torch.zeros_like(qpos)
+        for i in range(L):
+            h = self.ln1[i](h + self.self_attn[i](h, qpos, h, qpos))
+            h = self.ln2[i](h + self.cross_attn[i](h, qpos, mem, self.pos, padding_bias(keep)))
+            h = self.ln3[i](h + self.mlp[i](h))
+        return self.layernorm(h)
+
+
+# ---------------------------------------------------------------- qformer
+
+QF_N = 6  # qformer: query tokens
+
+
+class QFormerAttention(Attn):
+    """BERT's attention as BLIP-2's Q-Former has it: Q from the queries, K and V from the
+    queries (self) or the image features of their own width (cross); scores / √d plus
+    the extended mask of an all-ones attention mask; dense, then LN(x + h)."""
+
+    def __init__(self, kind, kv_dim):
+        super().__init__(H)
+        self.kind = kind
+        self.query, self.key, self.value = nn.Linear(E, E), nn.Linear(kv_dim, E), nn.Linear(kv_dim, E)
+        self.dense, self.ln = nn.Linear(E, E), nn.LayerNorm(E, eps=1e-12)
+
+    def forward(self, x, kv, mask):
+        q, k, v = heads(self.query(x), H), heads(self.key(kv), H), heads(self.value(kv), H)
+        w = F.softmax(torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(D) + mask, dim=-1)
+        return self.ln(x + self.dense(merge(torch.matmul(w, v))))
+
+
+class QFormer(Model):
+    """BLIP-2's Q-Former over image features [B, T, CTX]: learned query tokens [1, N, E]
+    expanded to the batch and LayerNormed; BERT post-LN layers: self-attention over the
+    queries, cross-attention to the image features in every other layer (the first),
+    a GELU FFN with LN(x + h). The masks are HF's extended masks of all-ones masks built
+    from the shapes."""
+
+    inputs = ("encoder_hidden_states",)
+
+    def __init__(self):
+        super().__init__()
+        self.query_tokens = nn.Parameter(torch.zeros(1, QF_N, E))
+        self.layernorm = nn.LayerNorm(E, eps=1e-12)
+        self.attention = nn.ModuleList(QFormerAttention("self", E) for _ in range(L))
+        self.crossattention = nn.ModuleList(QFormerAttention("cross", CTX) for i in range(L) if i % 2 == 0)
+        self.mlp = nn.ModuleList(MLP(nn.GELU()) for _ in range(L))
+        self.ln_out = nn.ModuleList(nn.LayerNorm(E, eps=1e-12) for _ in range(L))
+
+    def forward(self, encoder_hidden_states):
+        B, T = encoder_hidden_states.shape[:2]
+        x = self.layernorm(self.query_tokens.expand(B, -1, -1))
+        qmask = padding_bias(torch.ones(x.shape[:-1], dtype=torch.long))
+        emask = padding_bias(torch.ones(B, T, dtype=torch.long))
+        for i in range(L):
+            x = self.attention[i](x, x, qmask)
+            if i % 2 == 0:
+                x = self.crossattention[i // 2](x, encoder_hidden_states, emask)
+            x = self.ln_out[i](x + self.mlp[i](x))
+        return x
+
+
 # ---------------------------------------------------------------- cross-attn
 
 
@@ -5003,6 +5122,8 @@ FORMS = {
     "conformer-block": (ConformerBlock, (13, 17)),
     "mask2former-masked": (Mask2Former, (14, 17)),  # nn.MultiheadAttention's boolean mask
     "speecht5-relpos": (SpeechT5, (13, 17)),
+    "detr-decoder": (DetrDecoder, (13, 17)),
+    "qformer": (QFormer, (13, 17)),
 }
 
 
@@ -5163,6 +5284,10 @@ def output_dims(model, name):
         return ["batch", PV_N, E]
     if isinstance(model, Mask2Former):
         return ["batch", M2F_N, E]
+    if isinstance(model, DetrDecoder):
+        return ["batch", DD_N, E]
+    if isinstance(model, QFormer):
+        return ["batch", QF_N, E]
     if isinstance(model, Funnel):
         return ["batch", "pooled_sequence", E]  # FunnelSeparateCls too
     if isinstance(model, (ViT, DeiT)):
