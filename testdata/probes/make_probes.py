@@ -2939,6 +2939,59 @@ class QFormer(Model):
         return x
 
 
+# ---------------------------------------------------------------- pix2struct
+
+P2S_P = 12  # pix2struct: values per flattened patch (after the row and column ids)
+
+
+class Pix2StructAttention(Attn):
+    """Pix2Struct's vision attention: Q, K, V and output without biases, no scaling of the
+    scores; the position bias zeros [1, H, S, S] plus the extended mask, added, the scores
+    clamped below at the most negative float, softmax in float32."""
+
+    def __init__(self):
+        super().__init__(H)
+        self.query, self.key, self.value, self.output = (nn.Linear(E, E, bias=False) for _ in range(4))
+
+    def forward(self, x, bias):
+        q, k, v = heads(self.query(x), H), heads(self.key(x), H), heads(self.value(x), H)
+        s = torch.matmul(q, k.transpose(3, 2)) + bias
+        s = torch.max(s, torch.tensor(MIN))
+        w = F.softmax(s, dim=-1, dtype=torch.float32).type_as(s)
+        return self.output(merge(torch.matmul(w, v)))
+
+
+class Pix2Struct(Model):
+    """Pix2Struct's vision encoder over flattened_patches [B, S, 2 + P]: the first two
+    columns are 1-based row and column ids (floats cast to long) whose learned embeddings
+    are added to the patches' projection; pre-RMSNorm (T5's, no mean) blocks of attention
+    without scaling and a gated gelu_new MLP; the position bias built once, zeros plus the
+    extended mask; a final RMSNorm."""
+
+    inputs = ("flattened_patches", "attention_mask")
+
+    def __init__(self):
+        super().__init__()
+        self.patch_projection = nn.Linear(P2S_P, E)
+        self.row_embedder, self.column_embedder = nn.Embedding(MAXPOS, E), nn.Embedding(MAXPOS, E)
+        self.ln1 = nn.ModuleList(RMSNorm(E) for _ in range(L))
+        self.attn = nn.ModuleList(Pix2StructAttention() for _ in range(L))
+        self.ln2 = nn.ModuleList(RMSNorm(E) for _ in range(L))
+        self.mlp = nn.ModuleList(Gated(gelu_new) for _ in range(L))
+        self.layernorm = RMSNorm(E)
+
+    def forward(self, flattened_patches, attention_mask):
+        rows, cols = flattened_patches[:, :, 0].long(), flattened_patches[:, :, 1].long()
+        x = self.patch_projection(flattened_patches[:, :, 2:])
+        x = x + self.row_embedder(rows) + self.column_embedder(cols)
+        S = x.shape[1]
+        bias = torch.zeros((1, H, S, S), dtype=x.dtype) + padding_bias(attention_mask)
+        for i in range(L):
+            x = x + self.attn[i](self.ln1[i](x), bias)
+            x = x + self.mlp[i](self.ln2[i](x))
+        return self.layernorm(x)
+
+
 # ---------------------------------------------------------------- cross-attn
 
 
@@ -5124,6 +5177,7 @@ FORMS = {
     "speecht5-relpos": (SpeechT5, (13, 17)),
     "detr-decoder": (DetrDecoder, (13, 17)),
     "qformer": (QFormer, (13, 17)),
+    "pix2struct": (Pix2Struct, (13, 17)),
 }
 
 
@@ -5204,6 +5258,13 @@ def make_inputs(model, B, S, T, seed):
             out[name] = torch.randn(B, T, E, generator=g)
         elif name == "inputs":
             out[name] = torch.randn(B, S, PV_C, generator=g)
+        elif name == "flattened_patches":
+            # 1-based row and column ids of a grid four patches wide; padding is all zeros.
+            i = torch.arange(S, dtype=torch.float32)
+            ids = torch.stack([i // 4 + 1, i % 4 + 1], dim=-1).expand(B, S, 2)
+            x = torch.cat([ids, torch.randn(B, S, P2S_P, generator=g)], dim=-1)
+            x[-1, S - 3 :] = 0
+            out[name] = x
         elif name == "patches":
             out[name] = torch.randn(B, S, PT_P, generator=g)
         elif name == "encoder_hidden_states":
@@ -5245,6 +5306,7 @@ def dim_names(name, model=None):
         "memory": ["batch", "memory_sequence", E],
         "inputs": ["batch", "sequence", PV_C],
         "patches": ["batch", "sequence", PT_P],
+        "flattened_patches": ["batch", "sequence", 2 + P2S_P],
         "encoder_hidden_states": ["batch", "text_sequence", CTX],
     }[name]
 
