@@ -508,6 +508,9 @@ func TestDataMovement(t *testing.T) {
 		{name: "pad", build: func(b *builder) *ir.Value {
 			return b.op("Pad", vs(b.in("x", ir.Float, "batch,10"), b.ints(0, 1, 0, 2)))
 		}, want: "float[batch,13]"},
+		{name: "pad symbolic", build: func(b *builder) *ir.Value {
+			return b.op("Pad", vs(b.in("x", ir.Float, "batch,8,sequence"), b.ints(0, 0, 4, 0, 0, 0)))
+		}, want: "float[batch,8,sequence + 4]"},
 		{name: "topk", build: func(b *builder) *ir.Value {
 			return b.op("TopK", vs(b.in("x", ir.Float, "batch,10"), b.ints(3)))
 		}, want: "float[batch,3]"},
