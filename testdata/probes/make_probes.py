@@ -2992,6 +2992,76 @@ class Pix2Struct(Model):
         return self.layernorm(x)
 
 
+# ---------------------------------------------------------------- w2v-bert
+
+W2B_LEFT, W2B_RIGHT = 4, 2  # w2v-bert: relative distances clipped to [-left, right]
+
+
+class W2VBertAttention(Attn):
+    """Wav2Vec2-BERT's relative_key self-attention: scores q·kᵀ/√d plus
+    einsum("bhld,lrd->bhlr", q, emb(clamp(j - i, -left, right) + left))/√d, the [S, S, D]
+    distance embeddings gathered from a learned table; the padding added."""
+
+    def __init__(self):
+        super().__init__(H)
+        self.linear_q, self.linear_k, self.linear_v, self.linear_out = (nn.Linear(E, E) for _ in range(4))
+        self.distance_embedding = nn.Embedding(W2B_LEFT + W2B_RIGHT + 1, D)
+
+    def forward(self, x, pad):
+        q, k, v = heads(self.linear_q(x), H), heads(self.linear_k(x), H), heads(self.linear_v(x), H)
+        s = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(D)
+        S = x.shape[1]
+        pl, pr = torch.arange(S).view(-1, 1), torch.arange(S).view(1, -1)
+        dist = torch.clamp(pr - pl, -W2B_LEFT, W2B_RIGHT)
+        rel = self.distance_embedding(dist + W2B_LEFT)
+        s = s + torch.einsum("bhld,lrd->bhlr", q, rel) / math.sqrt(D)
+        w = F.softmax(s + pad, dim=-1)
+        return self.linear_out(merge(torch.matmul(w, v)))
+
+
+class W2VBertConvModule(nn.Module):
+    """Wav2Vec2-BERT's convolution module: LayerNorm, padding zeroed, pointwise Conv1d to 2E,
+    GLU over the channels, left (causal) padding by F.pad, depthwise Conv1d (kernel 5, no
+    padding), a LayerNorm over the channels through transposes, SiLU, pointwise Conv1d."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer_norm = nn.LayerNorm(E)
+        self.pointwise_conv1 = nn.Conv1d(E, 2 * E, 1, bias=False)
+        self.depthwise_conv = nn.Conv1d(E, E, 5, groups=E, bias=False)
+        self.depthwise_layer_norm = nn.LayerNorm(E)
+        self.pointwise_conv2 = nn.Conv1d(E, E, 1, bias=False)
+
+    def forward(self, x, keep):
+        x = self.layer_norm(x).masked_fill(~keep[:, :, None], 0.0).transpose(1, 2)
+        x = F.glu(self.pointwise_conv1(x), dim=1)
+        x = self.depthwise_conv(F.pad(x, (4, 0)))
+        x = self.depthwise_layer_norm(x.transpose(1, 2)).transpose(1, 2)
+        return self.pointwise_conv2(F.silu(x)).transpose(1, 2)
+
+
+class W2VBert(ConformerBlock):
+    """Wav2Vec2-BERT's Conformer blocks: macaron FFNs, relative_key attention, its
+    convolution module, a final LayerNorm per block."""
+
+    def __init__(self):
+        super().__init__()
+        self.attn = nn.ModuleList(W2VBertAttention() for _ in range(L))
+        self.conv = nn.ModuleList(W2VBertConvModule() for _ in range(L))
+
+    def forward(self, input_ids, attention_mask):
+        x = self.embed(input_ids)
+        pad = padding_bias(attention_mask)
+        keep = attention_mask.to(torch.bool)
+        for i in range(L):
+            x = x + 0.5 * self.ffn1[i](self.ffn1_ln[i](x))
+            x = x + self.attn[i](self.attn_ln[i](x), pad)
+            x = x + self.conv[i](x, keep)
+            x = x + 0.5 * self.ffn2[i](self.ffn2_ln[i](x))
+            x = self.final_ln[i](x)
+        return x
+
+
 # ---------------------------------------------------------------- cross-attn
 
 
@@ -5178,6 +5248,7 @@ FORMS = {
     "detr-decoder": (DetrDecoder, (13, 17)),
     "qformer": (QFormer, (13, 17)),
     "pix2struct": (Pix2Struct, (13, 17)),
+    "w2v-bert": (W2VBert, (13, 17)),
 }
 
 
