@@ -68,6 +68,7 @@ func TestProbeQDQ(t *testing.T) {
 // (a threshold), which int8 error flips: their cosine is logged, not gated.
 var probeQDQDecisions = map[string]string{
 	"mask2former-masked": "the cross-attention masks threshold the mask logits at zero (sigmoid < 0.5); noise of 0.3% of the logits' range alone takes torch's output to cosine 0.87",
+	"mask2former-hf":     "mask2former-masked's masks, written as HF does",
 }
 
 // unquantizedProjection names a projection left float, in the main graph or any body.

@@ -2767,6 +2767,18 @@ class Mask2Former(Model):
         return self.decoder_norm(q).transpose(0, 1)
 
 
+class Mask2FormerHF(Mask2Former):
+    """Mask2Former's masks as HF writes them: sigmoid, flatten, repeated to the heads,
+    < 0.5, then the rows that mask everything reset by index assignment at
+    torch.where(mask.sum(-1) == mask.shape[-1])."""
+
+    def attn_mask(self, i, q, feat):
+        m = torch.einsum("bqc,bcs->bqs", self.mask_embed[i](self.pred_norm[i](q.transpose(0, 1))), feat)
+        m = m.sigmoid().unsqueeze(1).repeat(1, H, 1, 1).flatten(0, 1) < 0.5
+        m[torch.where(m.sum(-1) == m.shape[-1])] = False
+        return m
+
+
 # ---------------------------------------------------------------- speecht5-relpos
 
 ST5_MAX = 4  # speecht5: relative distances clipped to [-max, max - 1]
@@ -5249,6 +5261,7 @@ FORMS = {
     "qformer": (QFormer, (13, 17)),
     "pix2struct": (Pix2Struct, (13, 17)),
     "w2v-bert": (W2VBert, (13, 17)),
+    "mask2former-hf": (Mask2FormerHF, (14, 17)),
 }
 
 
