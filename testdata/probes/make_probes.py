@@ -2951,6 +2951,39 @@ class QFormer(Model):
         return x
 
 
+class QFormerText(QFormer):
+    """BLIP-2's Q-Former with text: the query tokens and the text's embeddings (words plus
+    learned positions) concatenated and LayerNormed; self-attention over both under
+    cat(ones for the queries, the text's padding); cross-attention to the image
+    features for the queries alone (x[:, :N]); the queries' FFN on x[:, :N], the text's
+    own FFN on x[:, N:], concatenated back."""
+
+    inputs = ("encoder_hidden_states", "input_ids", "attention_mask")
+
+    def __init__(self):
+        super().__init__()
+        self.word_embeddings, self.position_embeddings = nn.Embedding(V, E), nn.Embedding(MAXPOS, E)
+        self.mlp_text = nn.ModuleList(MLP(nn.GELU()) for _ in range(L))
+        self.ln_text = nn.ModuleList(nn.LayerNorm(E, eps=1e-12) for _ in range(L))
+
+    def forward(self, encoder_hidden_states, input_ids, attention_mask):
+        B, T = encoder_hidden_states.shape[:2]
+        S = input_ids.shape[1]
+        text = self.word_embeddings(input_ids) + self.position_embeddings(torch.arange(S)[None])
+        x = self.layernorm(torch.cat([self.query_tokens.expand(B, -1, -1), text], dim=1))
+        mask = padding_bias(torch.cat([torch.ones(B, QF_N, dtype=torch.long), attention_mask], dim=1))
+        emask = padding_bias(torch.ones(B, T, dtype=torch.long))
+        for i in range(L):
+            x = self.attention[i](x, x, mask)
+            q, t = x[:, :QF_N], x[:, QF_N:]
+            if i % 2 == 0:
+                q = self.crossattention[i // 2](q, encoder_hidden_states, emask)
+            q = self.ln_out[i](q + self.mlp[i](q))
+            t = self.ln_text[i](t + self.mlp_text[i](t))
+            x = torch.cat([q, t], dim=1)
+        return x
+
+
 # ---------------------------------------------------------------- pix2struct
 
 P2S_P = 12  # pix2struct: values per flattened patch (after the row and column ids)
@@ -5262,6 +5295,7 @@ FORMS = {
     "pix2struct": (Pix2Struct, (13, 17)),
     "w2v-bert": (W2VBert, (13, 17)),
     "mask2former-hf": (Mask2FormerHF, (14, 17)),
+    "qformer-text": (QFormerText, (13, 17)),
 }
 
 
@@ -5432,6 +5466,8 @@ def output_dims(model, name):
         return ["batch", M2F_N, E]
     if isinstance(model, DetrDecoder):
         return ["batch", DD_N, E]
+    if isinstance(model, QFormerText):
+        return ["batch", "queries_and_sequence", E]
     if isinstance(model, QFormer):
         return ["batch", QF_N, E]
     if isinstance(model, Funnel):
