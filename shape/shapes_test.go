@@ -723,12 +723,7 @@ func TestControlFlow(t *testing.T) {
 	cOut := body.Add("Identity", vs(bc), 1, "cond_out").Output(0)
 	each := body.Add("Identity", vs(x), 1, "each").Output(0)
 	body.Outputs = vs(cOut, dbl, each)
-	loop, err := b.g.AddNode(&ir.Node{OpType: "Loop", Attrs: []*ir.Attr{{Name: "body", Type: ir.AttrGraph, Graph: body}}},
-		vs(b.scalar(3), nil, x), vs(b.g.NewValue("final", nil), b.g.NewValue("scan", nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	body.Owner = loop
+	loop := b.loop3(body, x)
 	b.infer()
 	if got := ifn.Output(0).Type.String(); got != "float[?,?]" {
 		t.Errorf("If: %s", got)
@@ -747,6 +742,19 @@ func TestControlFlow(t *testing.T) {
 	}
 }
 
+// loop3 adds a Loop of three iterations over body, x its one loop-carried value, with a
+// final and a scan output.
+func (b *builder) loop3(body *ir.Graph, x *ir.Value) *ir.Node {
+	b.t.Helper()
+	loop, err := b.g.AddNode(&ir.Node{OpType: "Loop", Attrs: []*ir.Attr{{Name: "body", Type: ir.AttrGraph, Graph: body}}},
+		vs(b.scalar(3), nil, x), vs(b.g.NewValue("final", nil), b.g.NewValue("scan", nil)))
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	body.Owner = loop
+	return loop
+}
+
 // TestLoopCounterDeclaredOneElement: torch declares a Loop body's iteration number [1]
 // rather than a scalar; the body is typed with the declared rank.
 func TestLoopCounterDeclaredOneElement(t *testing.T) {
@@ -759,12 +767,7 @@ func TestLoopCounterDeclaredOneElement(t *testing.T) {
 	acc, _ := body.AddInput("acc", nil)
 	row := body.Add("Gather", vs(x, i), 1, "row").Output(0)
 	body.Outputs = vs(body.Add("Identity", vs(bc), 1, "cond_out").Output(0), acc, row)
-	loop, err := b.g.AddNode(&ir.Node{OpType: "Loop", Attrs: []*ir.Attr{{Name: "body", Type: ir.AttrGraph, Graph: body}}},
-		vs(b.scalar(3), nil, x), vs(b.g.NewValue("final", nil), b.g.NewValue("scan", nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	body.Owner = loop
+	loop := b.loop3(body, x)
 	b.infer()
 	if got := i.Type.String(); got != "int64[1]" {
 		t.Errorf("iteration number: %s", got)

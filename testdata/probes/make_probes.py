@@ -2743,10 +2743,7 @@ class Mask2Former(Model):
         self.pred_norm = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
         self.mask_embed = nn.ModuleList(nn.Sequential(nn.Linear(E, E), nn.ReLU(), nn.Linear(E, E)) for _ in range(L))
         self.decoder_norm = nn.LayerNorm(E)
-        y, x = torch.meshgrid(torch.arange(4.0), torch.arange(4.0), indexing="ij")
-        f = 10000 ** (torch.arange(E // 4) / (E // 4))
-        pe = torch.cat([torch.sin(y.flatten()[:, None] / f), torch.cos(y.flatten()[:, None] / f),
-                        torch.sin(x.flatten()[:, None] / f), torch.cos(x.flatten()[:, None] / f)], dim=1)
+        pe = sine_positions_2d()
         self.register_buffer("pos", pe[:, None, :], persistent=False)  # [HW, 1, E]
 
     def attn_mask(self, i, q, feat):
@@ -2879,10 +2876,7 @@ class DetrDecoder(Model):
         self.mlp = nn.ModuleList(MLP(F.relu) for _ in range(L))
         self.ln1, self.ln2, self.ln3 = (nn.ModuleList(nn.LayerNorm(E) for _ in range(L)) for _ in range(3))
         self.layernorm = nn.LayerNorm(E)
-        y, x = torch.meshgrid(torch.arange(4.0), torch.arange(4.0), indexing="ij")
-        f = 10000 ** (torch.arange(E // 4) / (E // 4))
-        pe = torch.cat([torch.sin(y.flatten()[:, None] / f), torch.cos(y.flatten()[:, None] / f),
-                        torch.sin(x.flatten()[:, None] / f), torch.cos(x.flatten()[:, None] / f)], dim=1)
+        pe = sine_positions_2d()
         self.register_buffer("pos", pe[None], persistent=False)  # [1, HW, E]
 
     def forward(self, pixel_values, pixel_mask):
@@ -3950,6 +3944,15 @@ class TorchEncoder(Model):
         return y.transpose(0, 1)
 
 
+def sine_positions_2d():
+    """DETR's fixed 2-D sine position embedding of a 4x4 grid: [HW, E], sin and cos of the
+    row, then of the column, over E/4 frequencies each."""
+    y, x = torch.meshgrid(torch.arange(4.0), torch.arange(4.0), indexing="ij")
+    f = 10000 ** (torch.arange(E // 4) / (E // 4))
+    return torch.cat([torch.sin(y.flatten()[:, None] / f), torch.cos(y.flatten()[:, None] / f),
+                      torch.sin(x.flatten()[:, None] / f), torch.cos(x.flatten()[:, None] / f)], dim=1)
+
+
 class DetrLayer(Attn):
     """DETR's encoder layer: Q and K read the features plus the position embedding, V the
     features alone; nn.MultiheadAttention (sequence-first), post-LN, ReLU FFN."""
@@ -3978,10 +3981,7 @@ class Detr(Model):
         super().__init__()
         self.backbone = nn.Conv2d(3, E, kernel_size=4, stride=4)
         self.layers = nn.ModuleList(DetrLayer() for _ in range(L))
-        y, x = torch.meshgrid(torch.arange(4.0), torch.arange(4.0), indexing="ij")
-        f = 10000 ** (torch.arange(E // 4) / (E // 4))
-        pe = torch.cat([torch.sin(y.flatten()[:, None] / f), torch.cos(y.flatten()[:, None] / f),
-                        torch.sin(x.flatten()[:, None] / f), torch.cos(x.flatten()[:, None] / f)], dim=1)
+        pe = sine_positions_2d()
         self.register_buffer("pos", pe[:, None, :], persistent=False)  # [HW, 1, E]
 
     def forward(self, pixel_values, pixel_mask):
