@@ -24,6 +24,16 @@ func (c *nctx) typeInput(v *ir.Value, t *ir.Type) error {
 	return nil
 }
 
+// typeCounter types a Loop body's iteration number or condition: a scalar, or the
+// one-element [1] the body declares (torch declares the iteration number so, and ONNX
+// Runtime feeds the rank the body declares).
+func (c *nctx) typeCounter(v *ir.Value, dt ir.DataType) error {
+	if t := v.Type; isTensor(t) && t.HasShape && len(t.Shape) == 1 && t.Shape[0].Known && t.Shape[0].Value == 1 {
+		return c.typeInput(v, ir.TensorOf(dt, ir.D(1)))
+	}
+	return c.typeInput(v, ir.TensorOf(dt))
+}
+
 // joinTypes is the type of a value that is either a or b: dims that differ become
 // unknown, ranks that differ make the rank unknown.
 func joinTypes(a, b *ir.Type) (*ir.Type, error) {
@@ -111,10 +121,10 @@ func loopRule(c *nctx) error {
 	if nCarried < 0 || len(body.Inputs) != 2+nCarried {
 		return errf("body has %d inputs for %d loop-carried values", len(body.Inputs), max(nCarried, 0))
 	}
-	if err := c.typeInput(body.Inputs[0], ir.TensorOf(ir.Int64)); err != nil {
+	if err := c.typeCounter(body.Inputs[0], ir.Int64); err != nil {
 		return err
 	}
-	if err := c.typeInput(body.Inputs[1], ir.TensorOf(ir.Bool)); err != nil {
+	if err := c.typeCounter(body.Inputs[1], ir.Bool); err != nil {
 		return err
 	}
 	for i := range nCarried {

@@ -1071,7 +1071,8 @@ func pad(c *nctx) error {
 		case in[ax].Known:
 			out[ax] = ir.D(in[ax].Value + b + e)
 		default:
-			out[ax] = unknownDim()
+			// A symbolic length padded (a causal conv's left padding) stays symbolic.
+			out[ax] = addDims(in[ax], ir.D(b+e))
 		}
 	}
 	c.set(0, dt, out, true)

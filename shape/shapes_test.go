@@ -508,6 +508,9 @@ func TestDataMovement(t *testing.T) {
 		{name: "pad", build: func(b *builder) *ir.Value {
 			return b.op("Pad", vs(b.in("x", ir.Float, "batch,10"), b.ints(0, 1, 0, 2)))
 		}, want: "float[batch,13]"},
+		{name: "pad symbolic", build: func(b *builder) *ir.Value {
+			return b.op("Pad", vs(b.in("x", ir.Float, "batch,8,sequence"), b.ints(0, 0, 4, 0, 0, 0)))
+		}, want: "float[batch,8,sequence + 4]"},
 		{name: "topk", build: func(b *builder) *ir.Value {
 			return b.op("TopK", vs(b.in("x", ir.Float, "batch,10"), b.ints(3)))
 		}, want: "float[batch,3]"},
@@ -720,12 +723,7 @@ func TestControlFlow(t *testing.T) {
 	cOut := body.Add("Identity", vs(bc), 1, "cond_out").Output(0)
 	each := body.Add("Identity", vs(x), 1, "each").Output(0)
 	body.Outputs = vs(cOut, dbl, each)
-	loop, err := b.g.AddNode(&ir.Node{OpType: "Loop", Attrs: []*ir.Attr{{Name: "body", Type: ir.AttrGraph, Graph: body}}},
-		vs(b.scalar(3), nil, x), vs(b.g.NewValue("final", nil), b.g.NewValue("scan", nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	body.Owner = loop
+	loop := b.loop3(body, x)
 	b.infer()
 	if got := ifn.Output(0).Type.String(); got != "float[?,?]" {
 		t.Errorf("If: %s", got)
@@ -741,6 +739,44 @@ func TestControlFlow(t *testing.T) {
 	}
 	if got := cOut.Type.String(); got != "bool[]" {
 		t.Errorf("Loop body cond: %s", got)
+	}
+}
+
+// loop3 adds a Loop of three iterations over body, x its one loop-carried value, with a
+// final and a scan output.
+func (b *builder) loop3(body *ir.Graph, x *ir.Value) *ir.Node {
+	b.t.Helper()
+	loop, err := b.g.AddNode(&ir.Node{OpType: "Loop", Attrs: []*ir.Attr{{Name: "body", Type: ir.AttrGraph, Graph: body}}},
+		vs(b.scalar(3), nil, x), vs(b.g.NewValue("final", nil), b.g.NewValue("scan", nil)))
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	body.Owner = loop
+	return loop
+}
+
+// TestLoopCounterDeclaredOneElement: torch declares a Loop body's iteration number [1]
+// rather than a scalar; the body is typed with the declared rank.
+func TestLoopCounterDeclaredOneElement(t *testing.T) {
+	b := newBuilder(t, 13)
+	x := b.in("x", ir.Float, "batch,8")
+	body := ir.NewGraph("body")
+	body.Parent = b.g
+	i, _ := body.AddInput("i", ir.TensorOf(ir.Int64, ir.D(1)))
+	bc, _ := body.AddInput("cond", ir.TensorOf(ir.Bool))
+	acc, _ := body.AddInput("acc", nil)
+	row := body.Add("Gather", vs(x, i), 1, "row").Output(0)
+	body.Outputs = vs(body.Add("Identity", vs(bc), 1, "cond_out").Output(0), acc, row)
+	loop := b.loop3(body, x)
+	b.infer()
+	if got := i.Type.String(); got != "int64[1]" {
+		t.Errorf("iteration number: %s", got)
+	}
+	if got := row.Type.String(); got != "float[1,8]" {
+		t.Errorf("row: %s", got)
+	}
+	if got := loop.Output(1).Type.String(); got != "float[3,1,8]" {
+		t.Errorf("Loop scan output: %s", got)
 	}
 }
 

@@ -2616,6 +2616,491 @@ class PatchTST(Model):
         return x
 
 
+# ---------------------------------------------------------------- conformer-block
+
+
+class ConformerRotaryAttention(Attn):
+    """wav2vec2-conformer's rotary self-attention: the rotary (rotate-half, cos and sin
+    [S, 1, 1, D]) is applied to the hidden states viewed [S, B, H, D], before linear_q and
+    linear_k (V reads the hidden states as they are); scores / √d plus the padding."""
+
+    rotaries = 1  # one rotary a layer, on the input Q and K share
+
+    def __init__(self):
+        super().__init__(H)
+        self.linear_q, self.linear_k, self.linear_v, self.linear_out = (nn.Linear(E, E) for _ in range(4))
+
+    def forward(self, x, cos, sin, pad):
+        B, S, _ = x.shape
+        h = x.transpose(0, 1).view(S, B, H, D)
+        r = (h * cos + rotate_half(h) * sin).view(S, B, E).transpose(0, 1)
+        q, k, v = heads(self.linear_q(r), H), heads(self.linear_k(r), H), heads(self.linear_v(x), H)
+        w = F.softmax(torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(D) + pad, dim=-1)
+        return self.linear_out(merge(torch.matmul(w, v)))
+
+
+class ConformerConvModule(nn.Module):
+    """The Conformer convolution module channel-first: LayerNorm, pointwise Conv1d to 2E, GLU
+    over the channels, padding zeroed (Wav2Vec2-BERT), depthwise Conv1d (kernel 5, same
+    padding), BatchNorm1d, SiLU, pointwise Conv1d back to E."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer_norm = nn.LayerNorm(E)
+        self.pointwise_conv1 = nn.Conv1d(E, 2 * E, 1, bias=False)
+        self.depthwise_conv = nn.Conv1d(E, E, 5, padding=2, groups=E, bias=False)
+        self.batch_norm = nn.BatchNorm1d(E)
+        self.pointwise_conv2 = nn.Conv1d(E, E, 1, bias=False)
+
+    def forward(self, x, keep):
+        x = self.layer_norm(x).transpose(1, 2)
+        x = F.glu(self.pointwise_conv1(x), dim=1)
+        x = x.masked_fill(~keep[:, None, :], 0.0)
+        x = F.silu(self.batch_norm(self.depthwise_conv(x)))
+        return self.pointwise_conv2(x).transpose(1, 2)
+
+
+class ConformerBlock(Model):
+    """Full Conformer blocks (wav2vec2-conformer with rotary positions): x + ½·FFN(LN(x)),
+    x + rotary attention(LN(x)), x + conv module(x), x + ½·FFN(LN(x)), then the block's
+    final LayerNorm; the FFNs Linear, SiLU, Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(V, E)
+        mods = lambda f: nn.ModuleList(f() for _ in range(L))
+        self.ffn1_ln, self.ffn1 = mods(lambda: nn.LayerNorm(E)), mods(lambda: MLP(F.silu))
+        self.attn_ln, self.attn = mods(lambda: nn.LayerNorm(E)), mods(ConformerRotaryAttention)
+        self.conv = mods(ConformerConvModule)
+        self.ffn2_ln, self.ffn2 = mods(lambda: nn.LayerNorm(E)), mods(lambda: MLP(F.silu))
+        self.final_ln = mods(lambda: nn.LayerNorm(E))
+        self.register_buffer("inv_freq", 1.0 / (10000 ** (torch.arange(0, D, 2).float() / D)), persistent=False)
+        g = torch.Generator().manual_seed(13)
+        for mod in self.modules():
+            if isinstance(mod, nn.BatchNorm1d):
+                mod.running_mean.copy_(0.2 * torch.randn(mod.num_features, generator=g))
+                mod.running_var.copy_(0.5 + torch.rand(mod.num_features, generator=g))
+
+    def forward(self, input_ids, attention_mask):
+        S = input_ids.shape[1]
+        x = self.embed(input_ids)
+        f = torch.einsum("i,j->ij", torch.arange(S, dtype=torch.float32), self.inv_freq)
+        emb = torch.cat((f, f), dim=-1)
+        cos, sin = emb.cos()[:, None, None, :], emb.sin()[:, None, None, :]
+        pad = padding_bias(attention_mask)
+        keep = attention_mask.to(torch.bool)
+        for i in range(L):
+            x = x + 0.5 * self.ffn1[i](self.ffn1_ln[i](x))
+            x = x + self.attn[i](self.attn_ln[i](x), cos, sin, pad)
+            x = x + self.conv[i](x, keep)
+            x = x + 0.5 * self.ffn2[i](self.ffn2_ln[i](x))
+            x = self.final_ln[i](x)
+        return x
+
+
+# ---------------------------------------------------------------- mask2former-masked
+
+M2F_N = 6  # mask2former: object queries
+
+
+class Mask2FormerLayer(nn.Module):
+    """Mask2Former's decoder layer (post-norm): masked cross-attention (Q the queries plus
+    their position embedding, K the features plus theirs, V the features; a boolean mask
+    per head), self-attention (Q and K with the query positions, V without), a ReLU FFN;
+    nn.MultiheadAttention, sequence-first."""
+
+    def __init__(self):
+        super().__init__()
+        self.cross_attn = nn.MultiheadAttention(E, H, dropout=0.0)
+        self.self_attn = nn.MultiheadAttention(E, H, dropout=0.0)
+        self.norm1, self.norm2, self.norm3 = nn.LayerNorm(E), nn.LayerNorm(E), nn.LayerNorm(E)
+        self.mlp = MLP(F.relu)
+        self.marks = nn.ModuleList([Attn(H), Attn(H)])
+        self.marks[0].kind = "cross"
+
+    def forward(self, q, qpos, mem, mpos, mask):
+        a = self.cross_attn(q + qpos, mem + mpos, value=mem, attn_mask=mask, need_weights=False)[0]
+        q = self.norm1(q + a)
+        a = self.self_attn(q + qpos, q + qpos, value=q, need_weights=False)[0]
+        q = self.norm2(q + a)
+        return self.norm3(q + self.mlp(q))
+
+
+class Mask2Former(Model):
+    """Mask2Former's transformer decoder over a 4x4 feature map (strided Conv, sine 2-D
+    positions): learned query features and positions [N, E] expanded to the batch; before
+    each layer a mask prediction, einsum(LN(q) MLP, features), thresholded:
+    sigmoid(m) < 0.5 masks a feature, rows that mask every feature reset to unmasked,
+    repeated to each head [B·H, N, HW]; a final LayerNorm."""
+
+    inputs = ("pixel_values",)
+
+    def __init__(self):
+        super().__init__()
+        self.backbone = nn.Conv2d(3, E, kernel_size=4, stride=4)
+        self.query_feat, self.query_embed = nn.Embedding(M2F_N, E), nn.Embedding(M2F_N, E)
+        self.layers = nn.ModuleList(Mask2FormerLayer() for _ in range(L))
+        self.pred_norm = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.mask_embed = nn.ModuleList(nn.Sequential(nn.Linear(E, E), nn.ReLU(), nn.Linear(E, E)) for _ in range(L))
+        self.decoder_norm = nn.LayerNorm(E)
+        pe = sine_positions_2d()
+        self.register_buffer("pos", pe[:, None, :], persistent=False)  # [HW, 1, E]
+
+    def attn_mask(self, i, q, feat):
+        """[B·H, N, HW] boolean: True where the query may not look."""
+        m = torch.einsum("bqc,bcs->bqs", self.mask_embed[i](self.pred_norm[i](q.transpose(0, 1))), feat)
+        m = m.sigmoid() < 0.5
+        m = m & ~(m.sum(-1, keepdim=True) == m.shape[-1])
+        return m[:, None].repeat(1, H, 1, 1).flatten(0, 1)
+
+    def forward(self, pixel_values):
+        feat = self.backbone(pixel_values).flatten(2)  # [B, E, HW]
+        mem = feat.permute(2, 0, 1)  # [HW, B, E]
+        B = pixel_values.shape[0]
+        q = self.query_feat.weight[:, None].expand(-1, B, -1)
+        qpos = self.query_embed.weight[:, None].expand(-1, B, -1)
+        for i, layer in enumerate(self.layers):
+            q = layer(q, qpos, mem, self.pos, self.attn_mask(i, q, feat))
+        return self.decoder_norm(q).transpose(0, 1)
+
+
+class Mask2FormerHF(Mask2Former):
+    """Mask2Former's masks as HF writes them: sigmoid, flatten, repeated to the heads,
+    < 0.5, then the rows that mask everything reset by index assignment at
+    torch.where(mask.sum(-1) == mask.shape[-1])."""
+
+    def attn_mask(self, i, q, feat):
+        m = torch.einsum("bqc,bcs->bqs", self.mask_embed[i](self.pred_norm[i](q.transpose(0, 1))), feat)
+        m = m.sigmoid().unsqueeze(1).repeat(1, H, 1, 1).flatten(0, 1) < 0.5
+        m[torch.where(m.sum(-1) == m.shape[-1])] = False
+        return m
+
+
+# ---------------------------------------------------------------- speecht5-relpos
+
+ST5_MAX = 4  # speecht5: relative distances clipped to [-max, max - 1]
+
+
+class SpeechT5Attention(Attn):
+    """SpeechT5's self-attention on [B·H, S, D] by bmm: Q scaled after its projection;
+    scores plus q·relᵀ, with the queries [S, B·H, D] multiplied by the [S, S, D]
+    relative embeddings transposed, then back to [B·H, S, S]; the padding mask added."""
+
+    def __init__(self):
+        super().__init__(H)
+        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(E, E) for _ in range(4))
+
+    def forward(self, x, rel, mask):
+        B, S, _ = x.shape
+        shape = lambda t: t.view(B, S, H, D).transpose(1, 2).reshape(B * H, S, D)
+        q, k, v = shape(self.q_proj(x) * D ** -0.5), shape(self.k_proj(x)), shape(self.v_proj(x))
+        w = torch.bmm(q, k.transpose(1, 2))
+        rq = q.view(B * H, -1, D).transpose(0, 1)
+        w = w + torch.matmul(rq, rel.transpose(-2, -1)).transpose(0, 1).view(B * H, S, S)
+        w = (w.view(B, H, S, S) + mask).view(B * H, S, S)
+        o = torch.bmm(F.softmax(w, dim=-1), v)
+        return self.out_proj(o.view(B, H, S, D).transpose(1, 2).reshape(B, S, E))
+
+
+class SpeechT5(Model):
+    """SpeechT5's encoder: token embeddings, a LayerNorm, post-LN layers of relative-position
+    self-attention and a GELU FFN. The relative embedding pe_k(clamp(i - j, -max, max - 1)
+    + max) [S, S, D] is computed once, shared by the layers."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(V, E)
+        self.layer_norm = nn.LayerNorm(E)
+        self.pe_k = nn.Embedding(2 * ST5_MAX, D)
+        self.attn = nn.ModuleList(SpeechT5Attention() for _ in range(L))
+        self.ln1 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.mlp = nn.ModuleList(MLP(F.gelu) for _ in range(L))
+        self.ln2 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+
+    def forward(self, input_ids, attention_mask):
+        x = self.layer_norm(self.embed(input_ids))
+        S = x.shape[1]
+        i = torch.arange(0, S)
+        rel = self.pe_k(torch.clamp(i[:, None] - i[None, :], -ST5_MAX, ST5_MAX - 1) + ST5_MAX)
+        mask = padding_bias(attention_mask)
+        for l in range(L):
+            x = self.ln1[l](x + self.attn[l](x, rel, mask))
+            x = self.ln2[l](x + self.mlp[l](x))
+        return x
+
+
+# ---------------------------------------------------------------- detr-decoder
+
+DD_N = 5  # detr-decoder: object queries
+
+
+class DetrAttention(Attn):
+    """HF DETR's attention on [B, N, E]: position embeddings added to the queries' input
+    (Q) and to the keys' input (K) but not to V's; Q scaled after its projection; bmm
+    on [B·H, N, D]; an additive mask on a [B, H, N, T] view."""
+
+    def __init__(self, kind):
+        super().__init__(H)
+        self.kind = kind
+        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(E, E) for _ in range(4))
+
+    def forward(self, x, qpos, kv, kpos, mask=None):
+        B, N, _ = x.shape
+        T = kv.shape[1]
+        shape = lambda t, n: t.view(B, n, H, D).transpose(1, 2).reshape(B * H, n, D)
+        q = shape(self.q_proj(x + qpos) * D ** -0.5, N)
+        k, v = shape(self.k_proj(kv + kpos), T), shape(self.v_proj(kv), T)
+        w = torch.bmm(q, k.transpose(1, 2))
+        if mask is not None:
+            w = (w.view(B, H, N, T) + mask).view(B * H, N, T)
+        o = torch.bmm(F.softmax(w, dim=-1), v)
+        return self.out_proj(o.view(B, H, N, D).transpose(1, 2).reshape(B, N, E))
+
+
+class DetrDecoder(Model):
+    """DETR's decoder over a 4x4 feature map (strided Conv, sine 2-D positions), as HF
+    writes it: the queries start at zeros (zeros_like of the learned query positions
+    expanded to the batch); post-LN layers of self-attention (Q and K read the queries
+    plus their positions, V the queries), cross-attention (Q the queries plus positions, K
+    the features plus theirs, V the features, the pixels' padding masked) and a ReLU FFN;
+    a final LayerNorm."""
+
+    inputs = ("pixel_values", "pixel_mask")
+
+    def __init__(self):
+        super().__init__()
+        self.backbone = nn.Conv2d(3, E, kernel_size=4, stride=4)
+        self.query_position_embeddings = nn.Embedding(DD_N, E)
+        self.self_attn = nn.ModuleList(DetrAttention("self") for _ in range(L))
+        self.cross_attn = nn.ModuleList(DetrAttention("cross") for _ in range(L))
+        self.mlp = nn.ModuleList(MLP(F.relu) for _ in range(L))
+        self.ln1, self.ln2, self.ln3 = (nn.ModuleList(nn.LayerNorm(E) for _ in range(L)) for _ in range(3))
+        self.layernorm = nn.LayerNorm(E)
+        pe = sine_positions_2d()
+        self.register_buffer("pos", pe[None], persistent=False)  # [1, HW, E]
+
+    def forward(self, pixel_values, pixel_mask):
+        mem = self.backbone(pixel_values).flatten(2).transpose(1, 2)  # [B, HW, E]
+        keep = F.max_pool2d(pixel_mask[:, None].float(), 4).flatten(1)  # [B, HW]
+        B = pixel_values.shape[0]
+        qpos = self.query_position_embeddings.weight.unsqueeze(0).repeat(B, 1, 1)
+        h = torch.zeros_like(qpos)
+        for i in range(L):
+            h = self.ln1[i](h + self.self_attn[i](h, qpos, h, qpos))
+            h = self.ln2[i](h + self.cross_attn[i](h, qpos, mem, self.pos, padding_bias(keep)))
+            h = self.ln3[i](h + self.mlp[i](h))
+        return self.layernorm(h)
+
+
+# ---------------------------------------------------------------- qformer
+
+QF_N = 6  # qformer: query tokens
+
+
+class QFormerAttention(Attn):
+    """BERT's attention as BLIP-2's Q-Former has it: Q from the queries, K and V from the
+    queries (self) or the image features of their own width (cross); scores / √d plus
+    the extended mask of an all-ones attention mask; dense, then LN(x + h)."""
+
+    def __init__(self, kind, kv_dim):
+        super().__init__(H)
+        self.kind = kind
+        self.query, self.key, self.value = nn.Linear(E, E), nn.Linear(kv_dim, E), nn.Linear(kv_dim, E)
+        self.dense, self.ln = nn.Linear(E, E), nn.LayerNorm(E, eps=1e-12)
+
+    def forward(self, x, kv, mask):
+        q, k, v = heads(self.query(x), H), heads(self.key(kv), H), heads(self.value(kv), H)
+        w = F.softmax(torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(D) + mask, dim=-1)
+        return self.ln(x + self.dense(merge(torch.matmul(w, v))))
+
+
+class QFormer(Model):
+    """BLIP-2's Q-Former over image features [B, T, CTX]: learned query tokens [1, N, E]
+    expanded to the batch and LayerNormed; BERT post-LN layers: self-attention over the
+    queries, cross-attention to the image features in every other layer (the first),
+    a GELU FFN with LN(x + h). The masks are HF's extended masks of all-ones masks built
+    from the shapes."""
+
+    inputs = ("encoder_hidden_states",)
+
+    def __init__(self):
+        super().__init__()
+        self.query_tokens = nn.Parameter(torch.zeros(1, QF_N, E))
+        self.layernorm = nn.LayerNorm(E, eps=1e-12)
+        self.attention = nn.ModuleList(QFormerAttention("self", E) for _ in range(L))
+        self.crossattention = nn.ModuleList(QFormerAttention("cross", CTX) for i in range(L) if i % 2 == 0)
+        self.mlp = nn.ModuleList(MLP(nn.GELU()) for _ in range(L))
+        self.ln_out = nn.ModuleList(nn.LayerNorm(E, eps=1e-12) for _ in range(L))
+
+    def forward(self, encoder_hidden_states):
+        B, T = encoder_hidden_states.shape[:2]
+        x = self.layernorm(self.query_tokens.expand(B, -1, -1))
+        qmask = padding_bias(torch.ones(x.shape[:-1], dtype=torch.long))
+        emask = padding_bias(torch.ones(B, T, dtype=torch.long))
+        for i in range(L):
+            x = self.attention[i](x, x, qmask)
+            if i % 2 == 0:
+                x = self.crossattention[i // 2](x, encoder_hidden_states, emask)
+            x = self.ln_out[i](x + self.mlp[i](x))
+        return x
+
+
+class QFormerText(QFormer):
+    """BLIP-2's Q-Former with text: the query tokens and the text's embeddings (words plus
+    learned positions) concatenated and LayerNormed; self-attention over both under
+    cat(ones for the queries, the text's padding); cross-attention to the image
+    features for the queries alone (x[:, :N]); the queries' FFN on x[:, :N], the text's
+    own FFN on x[:, N:], concatenated back."""
+
+    inputs = ("encoder_hidden_states", "input_ids", "attention_mask")
+
+    def __init__(self):
+        super().__init__()
+        self.word_embeddings, self.position_embeddings = nn.Embedding(V, E), nn.Embedding(MAXPOS, E)
+        self.mlp_text = nn.ModuleList(MLP(nn.GELU()) for _ in range(L))
+        self.ln_text = nn.ModuleList(nn.LayerNorm(E, eps=1e-12) for _ in range(L))
+
+    def forward(self, encoder_hidden_states, input_ids, attention_mask):
+        B, T = encoder_hidden_states.shape[:2]
+        S = input_ids.shape[1]
+        text = self.word_embeddings(input_ids) + self.position_embeddings(torch.arange(S)[None])
+        x = self.layernorm(torch.cat([self.query_tokens.expand(B, -1, -1), text], dim=1))
+        mask = padding_bias(torch.cat([torch.ones(B, QF_N, dtype=torch.long), attention_mask], dim=1))
+        emask = padding_bias(torch.ones(B, T, dtype=torch.long))
+        for i in range(L):
+            x = self.attention[i](x, x, mask)
+            q, t = x[:, :QF_N], x[:, QF_N:]
+            if i % 2 == 0:
+                q = self.crossattention[i // 2](q, encoder_hidden_states, emask)
+            q = self.ln_out[i](q + self.mlp[i](q))
+            t = self.ln_text[i](t + self.mlp_text[i](t))
+            x = torch.cat([q, t], dim=1)
+        return x
+
+
+# ---------------------------------------------------------------- pix2struct
+
+P2S_P = 12  # pix2struct: values per flattened patch (after the row and column ids)
+
+
+class Pix2StructAttention(Attn):
+    """Pix2Struct's vision attention: Q, K, V and output without biases, no scaling of the
+    scores; the position bias zeros [1, H, S, S] plus the extended mask, added, the scores
+    clamped below at the most negative float, softmax in float32."""
+
+    def __init__(self):
+        super().__init__(H)
+        self.query, self.key, self.value, self.output = (nn.Linear(E, E, bias=False) for _ in range(4))
+
+    def forward(self, x, bias):
+        q, k, v = heads(self.query(x), H), heads(self.key(x), H), heads(self.value(x), H)
+        s = torch.matmul(q, k.transpose(3, 2)) + bias
+        s = torch.max(s, torch.tensor(MIN))
+        w = F.softmax(s, dim=-1, dtype=torch.float32).type_as(s)
+        return self.output(merge(torch.matmul(w, v)))
+
+
+class Pix2Struct(Model):
+    """Pix2Struct's vision encoder over flattened_patches [B, S, 2 + P]: the first two
+    columns are 1-based row and column ids (floats cast to long) whose learned embeddings
+    are added to the patches' projection; pre-RMSNorm (T5's, no mean) blocks of attention
+    without scaling and a gated gelu_new MLP; the position bias built once, zeros plus the
+    extended mask; a final RMSNorm."""
+
+    inputs = ("flattened_patches", "attention_mask")
+
+    def __init__(self):
+        super().__init__()
+        self.patch_projection = nn.Linear(P2S_P, E)
+        self.row_embedder, self.column_embedder = nn.Embedding(MAXPOS, E), nn.Embedding(MAXPOS, E)
+        self.ln1 = nn.ModuleList(RMSNorm(E) for _ in range(L))
+        self.attn = nn.ModuleList(Pix2StructAttention() for _ in range(L))
+        self.ln2 = nn.ModuleList(RMSNorm(E) for _ in range(L))
+        self.mlp = nn.ModuleList(Gated(gelu_new) for _ in range(L))
+        self.layernorm = RMSNorm(E)
+
+    def forward(self, flattened_patches, attention_mask):
+        rows, cols = flattened_patches[:, :, 0].long(), flattened_patches[:, :, 1].long()
+        x = self.patch_projection(flattened_patches[:, :, 2:])
+        x = x + self.row_embedder(rows) + self.column_embedder(cols)
+        S = x.shape[1]
+        bias = torch.zeros((1, H, S, S), dtype=x.dtype) + padding_bias(attention_mask)
+        for i in range(L):
+            x = x + self.attn[i](self.ln1[i](x), bias)
+            x = x + self.mlp[i](self.ln2[i](x))
+        return self.layernorm(x)
+
+
+# ---------------------------------------------------------------- w2v-bert
+
+W2B_LEFT, W2B_RIGHT = 4, 2  # w2v-bert: relative distances clipped to [-left, right]
+
+
+class W2VBertAttention(Attn):
+    """Wav2Vec2-BERT's relative_key self-attention: scores q·kᵀ/√d plus
+    einsum("bhld,lrd->bhlr", q, emb(clamp(j - i, -left, right) + left))/√d, the [S, S, D]
+    distance embeddings gathered from a learned table; the padding added."""
+
+    def __init__(self):
+        super().__init__(H)
+        self.linear_q, self.linear_k, self.linear_v, self.linear_out = (nn.Linear(E, E) for _ in range(4))
+        self.distance_embedding = nn.Embedding(W2B_LEFT + W2B_RIGHT + 1, D)
+
+    def forward(self, x, pad):
+        q, k, v = heads(self.linear_q(x), H), heads(self.linear_k(x), H), heads(self.linear_v(x), H)
+        s = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(D)
+        S = x.shape[1]
+        pl, pr = torch.arange(S).view(-1, 1), torch.arange(S).view(1, -1)
+        dist = torch.clamp(pr - pl, -W2B_LEFT, W2B_RIGHT)
+        rel = self.distance_embedding(dist + W2B_LEFT)
+        s = s + torch.einsum("bhld,lrd->bhlr", q, rel) / math.sqrt(D)
+        w = F.softmax(s + pad, dim=-1)
+        return self.linear_out(merge(torch.matmul(w, v)))
+
+
+class W2VBertConvModule(nn.Module):
+    """Wav2Vec2-BERT's convolution module: LayerNorm, padding zeroed, pointwise Conv1d to 2E,
+    GLU over the channels, left (causal) padding by F.pad, depthwise Conv1d (kernel 5, no
+    padding), a LayerNorm over the channels through transposes, SiLU, pointwise Conv1d."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer_norm = nn.LayerNorm(E)
+        self.pointwise_conv1 = nn.Conv1d(E, 2 * E, 1, bias=False)
+        self.depthwise_conv = nn.Conv1d(E, E, 5, groups=E, bias=False)
+        self.depthwise_layer_norm = nn.LayerNorm(E)
+        self.pointwise_conv2 = nn.Conv1d(E, E, 1, bias=False)
+
+    def forward(self, x, keep):
+        x = self.layer_norm(x).masked_fill(~keep[:, :, None], 0.0).transpose(1, 2)
+        x = F.glu(self.pointwise_conv1(x), dim=1)
+        x = self.depthwise_conv(F.pad(x, (4, 0)))
+        x = self.depthwise_layer_norm(x.transpose(1, 2)).transpose(1, 2)
+        return self.pointwise_conv2(F.silu(x)).transpose(1, 2)
+
+
+class W2VBert(ConformerBlock):
+    """Wav2Vec2-BERT's Conformer blocks: macaron FFNs, relative_key attention, its
+    convolution module, a final LayerNorm per block."""
+
+    def __init__(self):
+        super().__init__()
+        self.attn = nn.ModuleList(W2VBertAttention() for _ in range(L))
+        self.conv = nn.ModuleList(W2VBertConvModule() for _ in range(L))
+
+    def forward(self, input_ids, attention_mask):
+        x = self.embed(input_ids)
+        pad = padding_bias(attention_mask)
+        keep = attention_mask.to(torch.bool)
+        for i in range(L):
+            x = x + 0.5 * self.ffn1[i](self.ffn1_ln[i](x))
+            x = x + self.attn[i](self.attn_ln[i](x), pad)
+            x = x + self.conv[i](x, keep)
+            x = x + 0.5 * self.ffn2[i](self.ffn2_ln[i](x))
+            x = self.final_ln[i](x)
+        return x
+
+
 # ---------------------------------------------------------------- cross-attn
 
 
@@ -3459,6 +3944,15 @@ class TorchEncoder(Model):
         return y.transpose(0, 1)
 
 
+def sine_positions_2d():
+    """DETR's fixed 2-D sine position embedding of a 4x4 grid: [HW, E], sin and cos of the
+    row, then of the column, over E/4 frequencies each."""
+    y, x = torch.meshgrid(torch.arange(4.0), torch.arange(4.0), indexing="ij")
+    f = 10000 ** (torch.arange(E // 4) / (E // 4))
+    return torch.cat([torch.sin(y.flatten()[:, None] / f), torch.cos(y.flatten()[:, None] / f),
+                      torch.sin(x.flatten()[:, None] / f), torch.cos(x.flatten()[:, None] / f)], dim=1)
+
+
 class DetrLayer(Attn):
     """DETR's encoder layer: Q and K read the features plus the position embedding, V the
     features alone; nn.MultiheadAttention (sequence-first), post-LN, ReLU FFN."""
@@ -3487,10 +3981,7 @@ class Detr(Model):
         super().__init__()
         self.backbone = nn.Conv2d(3, E, kernel_size=4, stride=4)
         self.layers = nn.ModuleList(DetrLayer() for _ in range(L))
-        y, x = torch.meshgrid(torch.arange(4.0), torch.arange(4.0), indexing="ij")
-        f = 10000 ** (torch.arange(E // 4) / (E // 4))
-        pe = torch.cat([torch.sin(y.flatten()[:, None] / f), torch.cos(y.flatten()[:, None] / f),
-                        torch.sin(x.flatten()[:, None] / f), torch.cos(x.flatten()[:, None] / f)], dim=1)
+        pe = sine_positions_2d()
         self.register_buffer("pos", pe[:, None, :], persistent=False)  # [HW, 1, E]
 
     def forward(self, pixel_values, pixel_mask):
@@ -5102,6 +5593,15 @@ FORMS = {
     "qwen-moe": (QwenMoE, (14, 17)),  # torch.triu needs Trilu (opset 14)
     "nemotron": (Nemotron, (14, 17)),  # torch.triu needs Trilu (opset 14)
     "longrope": (LongRoPE, (14, 17)),  # torch.triu needs Trilu (opset 14)
+    "conformer-block": (ConformerBlock, (13, 17)),
+    "mask2former-masked": (Mask2Former, (14, 17)),  # nn.MultiheadAttention's boolean mask
+    "speecht5-relpos": (SpeechT5, (13, 17)),
+    "detr-decoder": (DetrDecoder, (13, 17)),
+    "qformer": (QFormer, (13, 17)),
+    "pix2struct": (Pix2Struct, (13, 17)),
+    "w2v-bert": (W2VBert, (13, 17)),
+    "mask2former-hf": (Mask2FormerHF, (14, 17)),
+    "qformer-text": (QFormerText, (13, 17)),
 }
 
 
@@ -5182,6 +5682,13 @@ def make_inputs(model, B, S, T, seed):
             out[name] = torch.randn(B, T, E, generator=g)
         elif name == "inputs":
             out[name] = torch.randn(B, S, PV_C, generator=g)
+        elif name == "flattened_patches":
+            # 1-based row and column ids of a grid four patches wide; padding is all zeros.
+            i = torch.arange(S, dtype=torch.float32)
+            ids = torch.stack([i // 4 + 1, i % 4 + 1], dim=-1).expand(B, S, 2)
+            x = torch.cat([ids, torch.randn(B, S, P2S_P, generator=g)], dim=-1)
+            x[-1, S - 3 :] = 0
+            out[name] = x
         elif name == "patches":
             out[name] = torch.randn(B, S, PT_P, generator=g)
         elif name == "encoder_hidden_states":
@@ -5223,6 +5730,7 @@ def dim_names(name, model=None):
         "memory": ["batch", "memory_sequence", E],
         "inputs": ["batch", "sequence", PV_C],
         "patches": ["batch", "sequence", PT_P],
+        "flattened_patches": ["batch", "sequence", 2 + P2S_P],
         "encoder_hidden_states": ["batch", "text_sequence", CTX],
     }[name]
 
@@ -5260,6 +5768,14 @@ def output_dims(model, name):
         return ["batch", 1 + TS_G * TS_G * TS_T, VE]
     if isinstance(model, Perceiver):
         return ["batch", PV_N, E]
+    if isinstance(model, Mask2Former):
+        return ["batch", M2F_N, E]
+    if isinstance(model, DetrDecoder):
+        return ["batch", DD_N, E]
+    if isinstance(model, QFormerText):
+        return ["batch", "queries_and_sequence", E]
+    if isinstance(model, QFormer):
+        return ["batch", QF_N, E]
     if isinstance(model, Funnel):
         return ["batch", "pooled_sequence", E]  # FunnelSeparateCls too
     if isinstance(model, (ViT, DeiT)):
