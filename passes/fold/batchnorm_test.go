@@ -69,16 +69,5 @@ g (float[batch,3,4] x, float[batch,4] x2) => (float[batch,3,5] z, float[batch,5]
 		ortcheck.CheckOutputs(t, fmt.Sprintf("level %d", lv), ortcheck.RunModel(t, orig, in, lv), ortcheck.RunModel(t, m, in, lv), ortTol)
 	}
 }
-
-// randn is an array of the given shape with standard normal elements drawn from r.
-func randn(r *rand.Rand, dims ...int64) *ndarray.Array {
-	n := int64(1)
-	for _, d := range dims {
-		n *= d
-	}
-	v := make([]float32, n)
-	for i := range v {
-		v[i] = float32(r.NormFloat64())
-	}
-	return ndarray.FromFloat32(dims, v)
-}
+// randn is ndarray.RandNormal.
+var randn = ndarray.RandNormal

@@ -103,17 +103,8 @@ func runORT(t *testing.T, path string, in map[string]*ndarray.Array) map[string]
 	return out
 }
 
-func randn(r *rand.Rand, shape ...int64) *ndarray.Array {
-	n := int64(1)
-	for _, d := range shape {
-		n *= d
-	}
-	v := make([]float32, n)
-	for i := range v {
-		v[i] = float32(r.NormFloat64())
-	}
-	return ndarray.FromFloat32(shape, v)
-}
+// randn is ndarray.RandNormal.
+var randn = ndarray.RandNormal
 
 func maxDiff(t *testing.T, a, b map[string]*ndarray.Array) float64 {
 	t.Helper()
