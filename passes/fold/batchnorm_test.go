@@ -69,5 +69,6 @@ g (float[batch,3,4] x, float[batch,4] x2) => (float[batch,3,5] z, float[batch,5]
 		ortcheck.CheckOutputs(t, fmt.Sprintf("level %d", lv), ortcheck.RunModel(t, orig, in, lv), ortcheck.RunModel(t, m, in, lv), ortTol)
 	}
 }
+
 // randn is ndarray.RandNormal.
 var randn = ndarray.RandNormal
