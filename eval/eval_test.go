@@ -293,6 +293,8 @@ func TestUnary(t *testing.T) {
 		{"Sign int", nd("Sign"), 13, []*ir.Tensor{i64(d(3), -2, 0, 3)}, i64(d(3), -1, 0, 1)},
 		{"Ceil", nd("Ceil"), 13, []*ir.Tensor{v}, f32(d(4), -1, float32(math.Copysign(0, -1)), 1, 2)},
 		{"Floor", nd("Floor"), 13, []*ir.Tensor{v}, f32(d(4), -2, -1, 0, 2)},
+		{"Round half to even", nd("Round"), 13, []*ir.Tensor{f32(d(5), -2.5, -1.5, 0.5, 1.5, 2.4)}, f32(d(5), -2, -2, 0, 2, 2)},
+		{"Reciprocal", nd("Reciprocal"), 13, []*ir.Tensor{f32(d(3), 4, -0.5, 3)}, f32(d(3), 0.25, -2, float32(1.0/3))},
 		{"Sqrt", nd("Sqrt"), 13, []*ir.Tensor{f32(d(2), 4, 48)}, f32(d(2), 2, float32(math.Sqrt(48)))},
 		{"Log", nd("Log"), 13, []*ir.Tensor{f32(d(2), 1, 2)}, f32(d(2), r(math.Log, 1, 2)...)},
 		{"Exp", nd("Exp"), 13, []*ir.Tensor{f32(d(2), 0, 1)}, f32(d(2), r(math.Exp, 0, 1)...)},

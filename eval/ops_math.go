@@ -401,6 +401,9 @@ func viaF64(f func(float64) float64) func(float32) float32 {
 
 func sigmoid64(x float64) float64 { return 1 / (1 + math.Exp(-x)) }
 
+// reciprocal64 is 1/x; through float64 it is the correctly rounded float32 quotient too.
+func reciprocal64(x float64) float64 { return 1 / x }
+
 func neg[T elem](x T) T { return -x }
 
 // sign is -1, 0 or 1 as x is negative, zero or positive; NaN stays NaN.

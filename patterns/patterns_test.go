@@ -135,3 +135,31 @@ func TestFind(t *testing.T) {
 		t.Fatalf("found %d, refusals %v, nodes %d", len(found), refs, g.NumNodes())
 	}
 }
+
+// TestTraceThrough: the recogniser's nodes, names and plan join the match, which goes on
+// at the inner value it returns; when the inner pattern fails, nothing stays bound.
+func TestTraceThrough(t *testing.T) {
+	g := parse(t, `g (float[4] x) => (float[4] y, float[4] w) {
+  r = Relu (x)
+  n = Neg (r)
+  y = Abs (n)
+  s = Sigmoid (x)
+  u = Neg (s)
+  w = Abs (u)
+}`)
+	negs := func(v *ir.Value) (*Traced, *ir.Value) {
+		n, _ := v.Producer()
+		if n == nil || n.OpType != "Neg" {
+			return nil, nil
+		}
+		return &Traced{Nodes: []*ir.Node{n}, Values: map[string]*ir.Value{"negated": v}, Plan: "neg"}, n.Input(0)
+	}
+	p := Op("Abs", TraceThrough("neg", negs, Op("Relu", Var("x")).As("relu"))).As("abs")
+	m := MatchValue(p, g.Value("y"))
+	if m == nil || m.V("x") != g.Value("x") || m.V("negated") != g.Value("n") || m.Plan != "neg" || len(m.All) != 3 {
+		t.Fatalf("Abs(Neg(Relu(x))) did not match through the Neg: %+v", m)
+	}
+	if m := MatchValue(p, g.Value("w")); m != nil {
+		t.Fatalf("Abs(Neg(Sigmoid(x))) matched: %+v", m)
+	}
+}

@@ -31,6 +31,18 @@ func (p *tracePat) match(s *state, v *ir.Value, k func(*state) bool) bool {
 	if t == nil {
 		return false
 	}
+	m, prev := s.bindTraced(t)
+	if k(s) {
+		return true
+	}
+	s.plan = prev
+	s.undo(m)
+	return false
+}
+
+// bindTraced joins t's nodes, names and plan to the match; it returns the mark and the
+// plan to restore when the match backtracks.
+func (s *state) bindTraced(t *Traced) (mark, any) {
 	m := s.mark()
 	for _, n := range t.Nodes {
 		s.visit("", n, nil)
@@ -45,7 +57,35 @@ func (p *tracePat) match(s *state, v *ir.Value, k func(*state) bool) bool {
 	}
 	prev := s.plan
 	s.plan = t.Plan
-	if k(s) {
+	return m, prev
+}
+
+func (p *tracePat) String() string { return "Trace(" + p.desc + ")" }
+
+type throughPat struct {
+	desc string
+	f    func(v *ir.Value) (*Traced, *ir.Value)
+	p    Pattern
+}
+
+// TraceThrough matches a value when f, a recogniser written as code, walks back from it
+// to an inner value that p matches: a stretch of a subgraph with more forms than a
+// pattern lists (a normalisation, fused or decomposed, between two parts of a block).
+// f's bindings join the match like Trace's.
+func TraceThrough(desc string, f func(v *ir.Value) (*Traced, *ir.Value), p Pattern) Pattern {
+	return &throughPat{desc, f, p}
+}
+
+func (p *throughPat) match(s *state, v *ir.Value, k func(*state) bool) bool {
+	if v == nil {
+		return false
+	}
+	t, in := p.f(v)
+	if t == nil || in == nil {
+		return false
+	}
+	m, prev := s.bindTraced(t)
+	if p.p.match(s, in, k) {
 		return true
 	}
 	s.plan = prev
@@ -53,4 +93,4 @@ func (p *tracePat) match(s *state, v *ir.Value, k func(*state) bool) bool {
 	return false
 }
 
-func (p *tracePat) String() string { return "Trace(" + p.desc + ")" }
+func (p *throughPat) String() string { return "TraceThrough(" + p.desc + ", " + p.p.String() + ")" }

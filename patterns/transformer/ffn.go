@@ -20,6 +20,13 @@ const (
 	FFNReluSq    = 7 // max(x, 0)²
 )
 
+// Normalisations of the hidden before the down projection, as the block's "hidden_norm"
+// parameter.
+const (
+	FFNHiddenLayerNorm = 1 // (h - mean(h)) / √(var(h) + ε)·γ + β: Magneto's Sub-LN, NormFormer
+	FFNHiddenRMSNorm   = 2 // h / √(mean(h²) + ε)·γ: BitNet's ffn_sub_norm
+)
+
 // FFNFamily recognises the feed-forward sublayer of a transformer layer.
 var FFNFamily = &Family{
 	Kind: FFN,
@@ -39,8 +46,13 @@ operand order), Gemm(x, W[, b]) (transB either way; with the Reshapes to and fro
 that GPT-2's Conv1D writes), a 1×1 Conv on channel-first [B, C, S] (SqueezeBERT), or
 MatMulIntegerToFloat (fuse's CPU form of a Q/DQ linear layer); x may come through a
 QuantizeLinear/DequantizeLinear pair and W be a DequantizeLinear of a constant.
+Between the hidden and the down projection may come a normalisation over the last axis
+(Magneto's Sub-LN, NormFormer, BitNet's ffn_sub_norm: any form LayerNormFamily or
+RMSNormFamily knows, decomposed or fused) and BitNet's absmax fake quantisation of
+activations (s = 127 / max(|h|, eps) over the last axis, clamp(round(h·s), -128, 127) / s),
+each optional: both act per row, so the down projection is still h's.
 Modifiers: "+gemm", "+quant" (Q/DQ or integer matmuls), "+fusedact" (the activation is
-a fused operator).
+a fused operator), "+subnorm" (the hidden normalised), "+actquant" (absmax-quantised).
 
 Checks: x a float tensor; weights 2-D constants whose sizes chain (x's last axis = up's
 input = gate's input, up's output = gate's output = down's input; packed: 2·F); Gemm with
@@ -49,13 +61,17 @@ and SiLU constants as GeluFamily checks them; packed halves that cut the feature
 (the last; a 1×1 Conv's channels, axis 1) in two equal halves; the output added to a
 residual (Add or Sum with a non-constant operand, or a fused skip normalisation, through
 a bias Add or a per-channel scale), which tells a layer's FFN from a classifier head of
-the same shape.
+the same shape; a hidden's normalisation passes its family's checks, the absmax's floor
+is an eps and its maximum is taken over the last axis alone.
 
 Roles: input, output, up_weight, up_bias, gate_weight and gate_bias (gated; packed: the
 packed weight is both up_weight and gate_weight), down_weight, down_bias, hidden (what
-the down projection multiplies). Params: activation (FFNRelu, FFNGelu, FFNGeluTanh,
+the down projection multiplies, or normalises first), hidden_norm (the normalised
+hidden, when normalised). Params: activation (FFNRelu, FFNGelu, FFNGeluTanh,
 FFNQuickGelu, FFNSilu, FFNHardSwish, FFNReluSq), gated and packed (0/1), gate_half (packed: 0 when the first half
-goes through the activation, 1 for the second), intermediate (F, when known).
+goes through the activation, 1 for the second), intermediate (F, when known),
+hidden_norm (FFNHiddenLayerNorm, FFNHiddenRMSNorm; absent when none), hidden_quant (1 when
+absmax-quantised).
 
 Fuse: none here. The block is an annotation for qdq and codegen: its projections are
 quantization sites and kernels. Activations with an ONNX Runtime operator (GELU in every
@@ -222,7 +238,7 @@ func ffnRules() []*patterns.Rule {
 			hidden := gBind("hidden", ffnHidden(s, a))
 			rules = append(rules, &patterns.Rule{
 				Name:    "ffn/" + s + "-" + a.name,
-				Pattern: ffnProj("down", hidden),
+				Pattern: ffnProj("down", gOr(hidden, patterns.TraceThrough("hidden norm", ffnSubNormOf, hidden))),
 				Check:   checkFFN,
 				// The Q/DQ pairs of x may be shared with its other readers.
 				Internal: []string{"up_a_q", "up_a_dq", "gate_a_q", "gate_a_dq", "up_qu8", "gate_qu8"},
@@ -230,6 +246,87 @@ func ffnRules() []*patterns.Rule {
 		}
 	}
 	return rules
+}
+
+// ffnSubNorm is what lies between the hidden and the down projection: a normalisation
+// over the last axis, BitNet's absmax fake quantisation, or both; why is the first
+// check that refuses it.
+type ffnSubNorm struct {
+	norm  int // FFNHiddenLayerNorm, FFNHiddenRMSNorm, or 0
+	quant bool
+	why   string
+}
+
+// ffnNormRules are the norm families' rules, tried on the value the down projection
+// reads: fuse applies the norms first, so the FFN sees them fused or decomposed.
+var ffnNormRules = append(append([]*patterns.Rule{}, layerNormRules...), rmsNormRules...)
+
+// ffnAbsmax is BitNet's 8-bit fake quantisation of activations, elementwise per row:
+// s = 127 / max(|q_in|, eps) over the last axis, clamp(round(q_in·s), -128, 127) / s.
+var ffnAbsmax = func() patterns.Pattern {
+	Op, Var, ConstNear := patterns.Op, patterns.Var, patterns.ConstNear
+	x := Var("q_in")
+	amax := gOr(Op("ReduceMax", Op("Abs", x)).As("q_max"), Op("ReduceMax", Op("Abs", x), Var("q_axes")).As("q_max"))
+	floor := Op("Clip", amax, gBind("q_eps", gConst()))
+	s := gBind("q_scale", gOr(
+		Op("Mul", Op("Reciprocal", floor), ConstNear(127, 0)),
+		Op("Div", ConstNear(127, 0), floor)))
+	return Op("Div", Op("Clip", Op("Round", Op("Mul", x, s)), ConstNear(-128, 0), ConstNear(127, 0)), s)
+}()
+
+// ffnSubNormOf walks back from v, the down projection's input, through the absmax
+// quantisation and the normalisation (either optional, one present) to the hidden.
+func ffnSubNormOf(v *ir.Value) (*patterns.Traced, *ir.Value) {
+	t := &patterns.Traced{Values: map[string]*ir.Value{}}
+	plan := &ffnSubNorm{}
+	if m := patterns.MatchValue(ffnAbsmax, v); m != nil {
+		plan.quant, plan.why = true, ffnCheckAbsmax(m)
+		t.Nodes = append(t.Nodes, m.All...)
+		v = m.V("q_in")
+	}
+	if m, kind, why := ffnNormOf(v); m != nil {
+		plan.norm = kind
+		if plan.why == "" {
+			plan.why = why
+		}
+		t.Nodes = append(t.Nodes, m.All...)
+		t.Values["hidden_norm"] = v
+		v = m.V("x")
+	}
+	if plan.norm == 0 && !plan.quant {
+		return nil, nil
+	}
+	t.Plan = plan
+	return t, v
+}
+
+// ffnNormOf matches the norm families' rules at v: the match, the norm's kind, and why
+// the family's check refuses it.
+func ffnNormOf(v *ir.Value) (*patterns.Match, int, string) {
+	for _, r := range ffnNormRules {
+		if m := patterns.MatchValue(r.Pattern, v); m != nil {
+			kind := FFNHiddenRMSNorm
+			if strings.HasPrefix(r.Name, "layernorm/") {
+				kind = FFNHiddenLayerNorm
+			}
+			return m, kind, r.Check(m)
+		}
+	}
+	return nil, 0, ""
+}
+
+// ffnCheckAbsmax requires the quantisation's scale to be per row, its floor an epsilon.
+func ffnCheckAbsmax(m *patterns.Match) string {
+	if _, why := lnEpsilon(m.Const("q_eps")); why != "" {
+		return why
+	}
+	n := m.N("q_max")
+	axes, ok := reduceAxes(n)
+	rank := m.V("q_in").Type.Rank()
+	if k := n.AttrInt("keepdims", 1); !ok || k != 1 || len(axes) != 1 || !(axes[0] == -1 || rank > 0 && axes[0] == int64(rank-1)) {
+		return fmt.Sprintf("the hidden's absmax is taken over axes %v (keepdims %d), not per row", axes, k)
+	}
+	return ""
 }
 
 // ---- checks ----
@@ -302,6 +399,9 @@ func checkFFN(m *patterns.Match) string {
 	x := m.V("x")
 	if why := lnFloatInput("input", x); why != "" {
 		return why
+	}
+	if sub, ok := m.Plan.(*ffnSubNorm); ok && sub.why != "" {
+		return sub.why
 	}
 	if why := geluCheckConsts(m); why != "" {
 		return why
@@ -703,9 +803,28 @@ func describeFFN(m *patterns.Match, b *Block) {
 	if m.Has("act_fused") {
 		mods = append(mods, "fusedact")
 	}
+	if sub, ok := m.Plan.(*ffnSubNorm); ok {
+		mods = append(mods, ffnDescribeSubNorm(sub, m, b)...)
+	}
 	if len(mods) > 0 {
 		b.Variant += "+" + strings.Join(mods, "+")
 	}
+}
+
+// ffnDescribeSubNorm records the hidden's normalisation and quantisation before the down
+// projection, and returns their variant modifiers.
+func ffnDescribeSubNorm(sub *ffnSubNorm, m *patterns.Match, b *Block) []string {
+	var mods []string
+	if sub.norm != 0 {
+		b.Params["hidden_norm"] = float64(sub.norm)
+		b.Roles[RoleHiddenNorm] = m.V("hidden_norm")
+		mods = append(mods, "subnorm")
+	}
+	if sub.quant {
+		b.Params["hidden_quant"] = 1
+		mods = append(mods, "actquant")
+	}
+	return mods
 }
 
 // ffnGateHalf says which half of a packed projection goes through the activation.

@@ -525,3 +525,118 @@ func TestFFNRowWeighted(t *testing.T) {
 	}
 	expectExactReason(t, refs, "the output is not added to a residual: a head of this shape, not a layer's FFN")
 }
+
+// ffnSubNormSource is a gated SiLU FFN whose down projection reads sub(h) instead of h:
+// sub writes nodes from h to "hs" (the hidden norms are Magneto's Sub-LN, NormFormer's
+// LayerNorm after the activation, BitNet's ffn_sub_norm and absmax quantisation).
+func ffnSubNormSource(sub ...string) string {
+	g := &ffnGraph{rng: rand.New(rand.NewSource(11))}
+	g.random(fmt.Sprintf("float[%d] sn_gamma", ffnF), ffnF, 0.2)
+	g.random(fmt.Sprintf("float[%d] sn_beta", ffnF), ffnF, 0.1)
+	g.init("float sn_eps", 1e-5)
+	g.init("float q_127", 127)
+	g.init("float q_m128", -128)
+	src := ffnSource("gated", "silu", "matmul", true)
+	src = strings.Replace(src, "\n> {\n", ",\n"+strings.Join(g.inits, ",\n")+"\n> {\n", 1)
+	return strings.Replace(src, "  o = MatMul (h, w_down)", "  "+strings.Join(sub, "\n  ")+"\n  o = MatMul (hs, w_down)", 1)
+}
+
+// The hidden's normalisations, each written out as the norm families know them.
+var (
+	ffnSubLayerNorm = []string{
+		"sn_mu = ReduceMean <axes = [-1]> (h)", "sn_d = Sub (h, sn_mu)", "sn_sq = Pow (sn_d, c_two)",
+		"sn_var = ReduceMean <axes = [-1]> (sn_sq)", "sn_ve = Add (sn_var, sn_eps)", "sn_sd = Sqrt (sn_ve)",
+		"sn_nm = Div (sn_d, sn_sd)", "sn_sc = Mul (sn_nm, sn_gamma)", "hn = Add (sn_sc, sn_beta)",
+	}
+	ffnSubRMSNorm = []string{
+		"sn_sq = Pow (h, c_two)", "sn_ms = ReduceMean <axes = [-1]> (sn_sq)", "sn_ve = Add (sn_ms, sn_eps)",
+		"sn_sd = Sqrt (sn_ve)", "sn_nm = Div (h, sn_sd)", "hn = Mul (sn_nm, sn_gamma)",
+	}
+)
+
+// ffnAbsmax is BitNet's per-row absmax quantisation of in to 8 bits and back, over axis.
+func ffnAbsmax(in, axis string) []string {
+	return []string{
+		"q_abs = Abs (" + in + ")", "q_max = ReduceMax <axes = [" + axis + "]> (q_abs)", "q_fl = Clip (q_max, sn_eps)",
+		"q_rc = Reciprocal (q_fl)", "q_s = Mul (q_rc, q_127)", "q_m = Mul (" + in + ", q_s)", "q_r = Round (q_m)",
+		"q_c = Clip (q_r, q_m128, q_127)", "hs = Div (q_c, q_s)",
+	}
+}
+
+// ffnInto has lines' last node write hs, what the down projection reads.
+func ffnInto(lines []string) []string {
+	out := append([]string{}, lines...)
+	out[len(out)-1] = strings.Replace(out[len(out)-1], "hn =", "hs =", 1)
+	return out
+}
+
+func ffnSubNormCases() []struct {
+	name, opsets string
+	sub          []string
+	norm, quant  float64
+} {
+	return []struct {
+		name, opsets string
+		sub          []string
+		norm, quant  float64
+	}{
+		{"layernorm", `"" : 13`, ffnInto(ffnSubLayerNorm), transformer.FFNHiddenLayerNorm, 0},
+		{"layernorm-fused", `"" : 17`, []string{"hs = LayerNormalization <axis = -1, epsilon = 1e-5> (h, sn_gamma, sn_beta)"}, transformer.FFNHiddenLayerNorm, 0},
+		{"rmsnorm", `"" : 13`, ffnInto(ffnSubRMSNorm), transformer.FFNHiddenRMSNorm, 0},
+		{"rmsnorm-fused-ms", `"" : 17, "com.microsoft" : 1`, []string{"hs = com.microsoft.SimplifiedLayerNormalization <axis = -1, epsilon = 1e-6> (h, sn_gamma)"}, transformer.FFNHiddenRMSNorm, 0},
+		{"rmsnorm-absmax", `"" : 13`, append(append([]string{}, ffnSubRMSNorm...), ffnAbsmax("hn", "-1")...), transformer.FFNHiddenRMSNorm, 1},
+		{"absmax", `"" : 13`, ffnAbsmax("h", "-1"), 0, 1},
+	}
+}
+
+// TestFFNHiddenNorm: a normalisation of the hidden over the last axis, or BitNet's absmax
+// quantisation, before the down projection leaves the FFN one.
+func TestFFNHiddenNorm(t *testing.T) {
+	for _, c := range ffnSubNormCases() {
+		t.Run(c.name, func(t *testing.T) {
+			m := geParse(t, c.opsets, ffnSubNormSource(c.sub...))
+			blocks, refs := ffnRecognize(t, m)
+			if len(blocks) != 1 {
+				t.Fatalf("%d FFN blocks, want one; refusals %v", len(blocks), refs)
+			}
+			b := blocks[0]
+			if b.Params["hidden_norm"] != c.norm || b.Params["hidden_quant"] != c.quant {
+				t.Errorf("%s: hidden_norm %g, hidden_quant %g; want %g, %g", b.Variant, b.Params["hidden_norm"], b.Params["hidden_quant"], c.norm, c.quant)
+			}
+			if b.Role(transformer.RoleHidden).Name != "h" {
+				t.Errorf("hidden %s, want h", b.Role(transformer.RoleHidden).Name)
+			}
+			if hn := b.Role(transformer.RoleHiddenNorm); (hn != nil) != (c.norm != 0) {
+				t.Errorf("hidden_norm role %v with norm %g", hn, c.norm)
+			}
+		})
+	}
+}
+
+// TestFFNHiddenNormNearMiss: a norm or an absmax over another axis mixes positions, and a
+// softmax is no normalisation: the FFN is not taken.
+func TestFFNHiddenNormNearMiss(t *testing.T) {
+	axis1 := strings.ReplaceAll(strings.Join(ffnSubRMSNorm, "\n"), "axes = [-1]", "axes = [1]")
+	cases := []struct {
+		name, opsets string
+		sub          []string
+		reason       string
+	}{
+		{"rmsnorm-axis", `"" : 13`, ffnInto(strings.Split(axis1, "\n")), "normalised over axis 1, not the last (rank 3)"},
+		{"layernorm-fused-axis", `"" : 17`, []string{"hs = LayerNormalization <axis = 1, epsilon = 1e-5> (h, sn_gamma, sn_beta)"}, "normalised from axis 1, not the last (rank 3)"},
+		{"absmax-axis", `"" : 13`, ffnAbsmax("h", "1"), "the hidden's absmax is taken over axes [1] (keepdims 1), not per row"},
+		{"softmax", `"" : 13`, []string{"hs = Softmax <axis = -1> (h)"}, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			m := geParse(t, c.opsets, ffnSubNormSource(c.sub...))
+			blocks, refs := ffnRecognize(t, m)
+			if len(blocks) != 0 {
+				t.Fatalf("recognised %s, want none", blocks[0].Variant)
+			}
+			if c.reason != "" {
+				expectExactReason(t, refs, c.reason)
+			}
+		})
+	}
+}

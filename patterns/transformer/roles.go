@@ -21,7 +21,8 @@ const (
 	RoleGateBias   = "gate_bias"   //
 	RoleDownWeight = "down_weight" // the projection back to the model width
 	RoleDownBias   = "down_bias"   //
-	RoleHidden     = "hidden"      // what the down projection multiplies: act(up), or act(gate)·up
+	RoleHidden     = "hidden"      // act(up), or act(gate)·up: what the down projection multiplies, or normalises first
+	RoleHiddenNorm = "hidden_norm" // the hidden normalised before the down projection (Sub-LN)
 
 	// Attention recognised from its math (GeneralAttentionFamily).
 	RoleQuery         = "query"          // Q as the fused operator reads it, [B,S,N·D]
@@ -71,6 +72,6 @@ var KindRoles = map[Kind]RoleSet{
 	Gelu:          {Required: []string{RoleInput, RoleOutput}, Optional: []string{RoleBias}},
 	FFN: {
 		Required: []string{RoleInput, RoleOutput, RoleUpWeight, RoleDownWeight, RoleHidden},
-		Optional: []string{RoleUpBias, RoleGateWeight, RoleGateBias, RoleDownBias},
+		Optional: []string{RoleUpBias, RoleGateWeight, RoleGateBias, RoleDownBias, RoleHiddenNorm},
 	},
 }

@@ -3101,6 +3101,26 @@ class W2VBert(ConformerBlock):
         return x
 
 
+class NormFormerMLP(FFN):
+    """fc2(LayerNorm(gelu(fc1(x)))): NormFormer's and Magneto's Sub-LN FFN, the hidden
+    normalised over its F features before the down projection."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2, self.ffn_layernorm = nn.Linear(E, FF), nn.Linear(FF, E), nn.LayerNorm(FF)
+
+    def forward(self, x):
+        return self.fc2(self.ffn_layernorm(F.gelu(self.fc1(x))))
+
+
+class NormFormer(ViT):
+    """ViT's pre-LN encoder with NormFormer's FFN (a LayerNorm on the FFN hidden)."""
+
+    def __init__(self):
+        super().__init__()
+        self.mlp = nn.ModuleList(NormFormerMLP() for _ in range(L))
+
+
 # ---------------------------------------------------------------- cross-attn
 
 
@@ -5602,6 +5622,7 @@ FORMS = {
     "w2v-bert": (W2VBert, (13, 17)),
     "mask2former-hf": (Mask2FormerHF, (14, 17)),
     "qformer-text": (QFormerText, (13, 17)),
+    "normformer": (NormFormer, (13, 17)),
 }
 
 
