@@ -41,7 +41,18 @@ func generalModel(core string) string {
 		b.WriteString(w("b"+p, 4))
 	}
 	b.WriteString("  int64[4] split = {0, 0, 2, 2},\n  int64[3] merge = {0, 0, 4},\n  float rs = {0.70710677},\n  float zero = {0},\n  float big = {-10000},\n  int64[1] last = {-1}\n> {\n")
-	b.WriteString(`  qm = MatMul (x, wq)
+	b.WriteString(generalScores)
+	b.WriteString(core)
+	b.WriteString(`  ct = Transpose <perm = [0, 2, 1, 3]> (c)
+  y = Reshape (ct, merge)
+}
+`)
+	return b.String()
+}
+
+// generalScores projects x (weights w*, biases b*), splits the heads (split) and scales
+// Q·Kᵀ by rs into sd; V's heads are vt.
+const generalScores = `  qm = MatMul (x, wq)
   qa = Add (qm, bq)
   km = MatMul (x, wk)
   ka = Add (bk, km)
@@ -55,14 +66,7 @@ func generalModel(core string) string {
   vt = Transpose <perm = [0, 2, 1, 3]> (vr)
   s = MatMul (qt, kt)
   sd = Mul (s, rs)
-`)
-	b.WriteString(core)
-	b.WriteString(`  ct = Transpose <perm = [0, 2, 1, 3]> (c)
-  y = Reshape (ct, merge)
-}
-`)
-	return b.String()
-}
+`
 
 // causalFuture is a causal term over generalModel's scores, fut: the lowest float above
 // the diagonal.
