@@ -227,20 +227,7 @@ func TestGeneralAttentionFuses(t *testing.T) {
 				if rep.Ops[op] != 1 {
 					t.Fatalf("ops %v, left %v, refused %v", rep.Ops, rep.Left, rep.Refusals)
 				}
-				r := rand.New(rand.NewSource(1))
-				x := make([]float32, 2*5*4)
-				for i := range x {
-					x[i] = float32(r.NormFloat64())
-				}
-				keep := make([]bool, 2*5)
-				for i := range keep {
-					// Batch 0 pads its last two keys, batch 1 its last one. (A query whose
-					// every visible key is masked, as left padding under a causal mask
-					// makes, has no defined answer the fused operators share with the
-					// graph: such rows are not compared.)
-					keep[i] = i%5 < 3+i/5
-				}
-				in := map[string]*ndarray.Array{"x": ndarray.FromFloat32([]int64{2, 5, 4}, x), "keep": ndarray.FromBool([]int64{2, 1, 1, 5}, keep)}
+				in := layerInputs(4)
 				for _, lv := range []ort.OptLevel{ort.OptDisabled, ort.OptAll} {
 					want := ortcheck.RunModel(t, orig, in, lv)
 					got := ortcheck.RunModel(t, m, in, lv)
@@ -258,6 +245,23 @@ func TestGeneralAttentionFuses(t *testing.T) {
 			})
 		}
 	}
+}
+
+// layerInputs are x [2,5,e] drawn from a normal and keep [2,1,1,5] where batch 0 pads its
+// last two keys, batch 1 its last one. (A query whose every visible key is masked, as left
+// padding under a causal mask makes, has no defined answer the fused operators share with
+// the graph: such rows are not compared.)
+func layerInputs(e int64) map[string]*ndarray.Array {
+	r := rand.New(rand.NewSource(1))
+	x := make([]float32, 2*5*e)
+	for i := range x {
+		x[i] = float32(r.NormFloat64())
+	}
+	keep := make([]bool, 2*5)
+	for i := range keep {
+		keep[i] = i%5 < 3+i/5
+	}
+	return map[string]*ndarray.Array{"x": ndarray.FromFloat32([]int64{2, 5, e}, x), "keep": ndarray.FromBool([]int64{2, 1, 1, 5}, keep)}
 }
 
 // TestGeneralAttentionRoles: on every probe export, before and after fuse (both targets),

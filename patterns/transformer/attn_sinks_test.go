@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"github.com/qcc-dev/qcc/internal/ortcheck"
-	"github.com/qcc-dev/qcc/ndarray"
 	"github.com/qcc-dev/qcc/ort"
 	"github.com/qcc-dev/qcc/ort/orttest"
 	"github.com/qcc-dev/qcc/patterns/transformer"
@@ -118,16 +117,7 @@ func TestSinkAttentionFuses(t *testing.T) {
 			t.Errorf("%s left beside the fused attention", n)
 		}
 	}
-	r := rand.New(rand.NewSource(1))
-	x := make([]float32, 2*5*16)
-	for i := range x {
-		x[i] = float32(r.NormFloat64())
-	}
-	keep := make([]bool, 2*5)
-	for i := range keep {
-		keep[i] = i%5 < 3+i/5 // right padding: every query sees a key
-	}
-	in := map[string]*ndarray.Array{"x": ndarray.FromFloat32([]int64{2, 5, 16}, x), "keep": ndarray.FromBool([]int64{2, 1, 1, 5}, keep)}
+	in := layerInputs(16)
 	for _, lv := range []ort.OptLevel{ort.OptDisabled, ort.OptAll} {
 		want := ortcheck.RunModel(t, orig, in, lv)
 		got := ortcheck.RunModel(t, m, in, lv)
