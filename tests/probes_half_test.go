@@ -40,12 +40,12 @@ func TestProbeHalf(t *testing.T) {
 	for _, form := range forms {
 		p := newest[form]
 		t.Run(p.name, func(t *testing.T) {
-			want := func(int) (probeCounts, bool) {
+			want := func(i int) (probeCounts, bool) {
 				if gap, ok := probeGaps[p.Form]; ok {
 					t.Logf("gap: %s", gap) // counts as far as float32 gets, not checked
 					return probeCounts{}, false
 				}
-				return p.want(), true
+				return p.wantFor(probePipelines[i].spec), true
 			}
 			rows = append(rows, checkHalf(t, p.path, p.sidecar(t, "inputs"), filepath.Join(dir, p.name), want)...)
 		})

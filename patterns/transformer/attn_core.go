@@ -24,12 +24,16 @@ type attnPlan struct {
 	headScale *attnTerm
 	// softcap, when not 0, bounds the scaled scores before the terms are added:
 	// softcap·tanh(scores/softcap) (Gemma 2).
-	softcap  float64
-	terms    []attnTerm
-	heads    int64 // query heads
-	kvHeads  int64 // K/V heads before any repeat
-	headSize int64
-	vHead    int64
+	softcap float64
+	// sink, when set, joins a logit per head to the scores before the softmax (attention
+	// sinks); sinkLogits are those logits once the lowering has proved them.
+	sink       *sinkJoin
+	sinkLogits []float64
+	terms      []attnTerm
+	heads      int64 // query heads
+	kvHeads    int64 // K/V heads before any repeat
+	headSize   int64
+	vHead      int64
 	// core are the nodes from the operands' points to the context matmul.
 	core []*ir.Node
 	// ctxLayout is the context matmul output's layout.
@@ -274,14 +278,21 @@ func analyseAttention(sm *ir.Node) *attnPlan {
 		return p
 	}
 	p.context = ctx
+	// Attention sinks: the scores are what is joined to the logits, the probs what is
+	// left once their column is dropped.
+	scoresIn, sink := sm.Input(0), findSink(sm, probsSteps)
+	if sink != nil {
+		scoresIn = sink.concat.Input(0)
+		probsSteps = append(probsSteps[:sink.slice:sink.slice], probsSteps[sink.slice+1:]...)
+	}
 	var last string
-	found := findScores(sm.Input(0), nil, func(mm *ir.Node, path []scoresStep) bool {
+	found := findScores(scoresIn, nil, func(mm *ir.Node, path []scoresStep) bool {
 		// A source is read first as its rank and producer suggest (batch-first), then
 		// the other way (sequence-first; a grid of tokens); the reading that got further
 		// says why neither is attention.
 		best := -1
 		for _, alt := range []bool{false, true} {
-			q := &attnPlan{softmax: sm, context: ctx, scores: mm}
+			q := &attnPlan{softmax: sm, context: ctx, scores: mm, sink: sink}
 			why := q.prove(path, probsSteps, alt)
 			if why == "" {
 				*p = *q
@@ -310,29 +321,43 @@ func analyseAttention(sm *ir.Node) *attnPlan {
 // (a row maximum taken off, a Cast), a Concat on the softmax axis: the scores share the
 // normaliser with logits that are no key's (GPT-OSS's sinks).
 func joinedOnAxis(sm *ir.Node) bool {
+	n, _ := joinedConcat(sm)
+	return n != nil
+}
+
+// joinedConcat is the Concat on the softmax axis that the softmax input is through a row
+// constant taken off and Casts, with the nodes of those steps; nil when there is none.
+func joinedConcat(sm *ir.Node) (*ir.Node, []*ir.Node) {
 	v := sm.Input(0)
+	var nodes []*ir.Node
 	for range maxSteps {
 		n, idx := v.Producer()
 		if n == nil || idx != 0 || n.Domain != "" || v.Type == nil {
-			return false
+			return nil, nil
 		}
 		switch n.OpType {
 		case "Concat":
 			rank := v.Type.Rank()
 			a, ok := normAxis(n.AttrInt("axis", 0), rank)
 			b, okSm := normAxis(sm.AttrInt("axis", -1), rank)
-			return ok && okSm && a == b
-		case "Sub":
-			if rowConstant(n.Input(1), n.Input(0)) == nil {
-				return false
+			if !ok || !okSm || a != b {
+				return nil, nil
 			}
+			return n, nodes
+		case "Sub":
+			extra := rowConstant(n.Input(1), n.Input(0))
+			if extra == nil {
+				return nil, nil
+			}
+			nodes = append(append(nodes, n), extra...)
 		case "Cast":
+			nodes = append(nodes, n)
 		default:
-			return false
+			return nil, nil
 		}
 		v = n.Input(0)
 	}
-	return false
+	return nil, nil
 }
 
 // prove checks one candidate Q·Kᵀ matmul and fills the plan.
@@ -417,6 +442,11 @@ func (p *attnPlan) prove(path []scoresStep, probsSteps []layoutStep, alt bool) s
 		if sl, why = s.st.apply(sl); why != "" {
 			return "scores: " + why
 		}
+	}
+	if p.sink != nil {
+		s := *p.sink
+		s.at = sl.clone()
+		p.sink = &s
 	}
 	p.proved++
 	if why := softmaxAxis(p.softmax, len(sl)); why != "" {
@@ -506,6 +536,9 @@ func (p *attnPlan) prove(path []scoresStep, probsSteps []layoutStep, alt bool) s
 		p.core = append(append(p.core, s.extra...), s.node)
 	}
 	p.core = append(p.core, p.softmax)
+	if p.sink != nil {
+		p.core = append(p.core, p.sink.nodes...)
+	}
 	for _, st := range probsSteps {
 		p.core = append(p.core, st.node)
 	}

@@ -33,13 +33,17 @@ masks (sliced buffers, Trilu, Range comparisons), relative-position biases; thei
 cap c·tanh(scores·a) (Gemma 2) before the terms is kept as the cap c and the scale a·c.
 A maximum, minimum or mean of the scores over the keys subtracted from them (a stable
 softmax written out, LayoutLMv3's PB-Relax) changes no weight and is read through.
+Attention sinks (GPT-OSS): a constant logit per head joined to the scores on the key
+axis, the softmax over the joined row, exactly that column sliced off after it.
 
 Lowering: target ort → com.microsoft.MultiHeadAttention(query, key, value,
 attention_bias = Σ terms as [B|1, N|1, S, T]); target onnx → Attention-23 (q_num_heads =
 kv_num_heads, attn_mask = Σ terms, softcap). A soft-capped block is, for target ort,
 com.microsoft.GroupQueryAttention (softcap, attention_bias = the terms but the causal
 one, or all of them when one masks every later key already, as Gemma 2's local layers'
-does; causal only, head size a multiple of 8), the one contrib attention with a soft cap. Q, K and V are read where the fewest ops bring them to
+does; causal only, head size a multiple of 8), the one contrib attention with a soft cap, and
+a block with sinks is GroupQueryAttention with them as head_sink (target onnx refuses
+it: Attention-23 has no sink). Q, K and V are read where the fewest ops bring them to
 [B,S,N·D] (at most a Transpose and a Reshape); the output is reshaped to the block's own
 output layout. A block with Q/DQ inside its core is recognised and left decomposed.
 
@@ -219,6 +223,16 @@ func generalFuse(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, e
 	} else if env.Target != ORT {
 		return nil, fmt.Sprintf("no attention operator for target %q", env.Target), nil
 	}
+	var sink *ir.Tensor
+	if p.sink != nil {
+		if why := p.sinkLowering(env); why != "" {
+			return nil, why, nil
+		}
+		// loweredDType let float and float16 through for target ort.
+		if sink = p.sinkTensor(dt); sink == nil {
+			return nil, "", fmt.Errorf("attention at %s: no head_sink of %v", b.Root.Name, dt)
+		}
+	}
 	q := materialise(rw, p.q)
 	if p.headScale != nil {
 		q = scaleHeads(rw, q, p, dt)
@@ -227,7 +241,7 @@ func generalFuse(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, e
 	kvHeads := p.heads
 	// Soft-capped scores: target ort has GroupQueryAttention's softcap, which reads K and
 	// V before their repeat too.
-	gqa := env.Target == ORT && p.softcap != 0
+	gqa := env.Target == ORT && (p.softcap != 0 || sink != nil)
 	if env.Target == ONNX || gqa {
 		kp, kc, kn, kok := p.k.kvNative()
 		vp, vc, vn, vok := p.v.kvNative()
@@ -260,6 +274,10 @@ func generalFuse(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, e
 		covered = p.masksFuture(&p.terms[i], env.Model.Opset(""))
 	}
 	switch {
+	case sink != nil && !covered:
+		return nil, sinkWhat + " and the block is not causal: of ORT's attention operators only GroupQueryAttention has a head_sink, and it is causal only", nil
+	case sink != nil && p.headSize%8 != 0:
+		return nil, fmt.Sprintf("%s and the head size %d is not a multiple of 8: ORT's GroupQueryAttention, the only attention with a head_sink, needs one", sinkWhat, p.headSize), nil
 	case gqa && !covered:
 		return nil, "the scores are soft-capped and not causal: of ORT's contrib attention operators only GroupQueryAttention has a softcap, and it is causal only (use target=onnx, opset 23)", nil
 	case gqa && p.headSize%8 != 0:
@@ -285,7 +303,7 @@ func generalFuse(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, e
 	name := rw.Graph().FreshName(nodePrefix(p.softmax) + "Attention")
 	var n *ir.Node
 	if gqa {
-		n = groupQueryAttention(rw, name, q, k, v, bias, p, kvHeads)
+		n = groupQueryAttention(rw, name, q, k, v, bias, sink, p, kvHeads)
 		EnsureOpset(env.Model, "com.microsoft", 1)
 	} else if env.Target == ORT {
 		ins := []*ir.Value{q, k, v}
@@ -323,11 +341,23 @@ func generalFuse(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, e
 	return n, "", nil
 }
 
+// sinkLowering proves the sink logits and says whether target can lower them: only ORT's
+// GroupQueryAttention has a sink input (head_sink), Attention-23 none.
+func (p *attnPlan) sinkLowering(env *Env) string {
+	if why := p.proveSink(env.Model.Opset("")); why != "" {
+		return why
+	}
+	if env.Target != ORT {
+		return sinkWhat + ": Attention-23 has no sink input (use target=ort: GroupQueryAttention's head_sink, on a causal block)"
+	}
+	return ""
+}
+
 // groupQueryAttention is com.microsoft.GroupQueryAttention computing a causal block
 // without a cache: every query sees the keys up to its own position, softcap bounds the
 // scaled scores before the other terms (attention_bias) are added. With no past,
 // seqlens_k is S-1 for every sequence and total_sequence_length S, read off Q.
-func groupQueryAttention(rw *patterns.Rewriter, name string, q, k, v, bias *ir.Value, p *attnPlan, kvHeads int64) *ir.Node {
+func groupQueryAttention(rw *patterns.Rewriter, name string, q, k, v, bias *ir.Value, sink *ir.Tensor, p *attnPlan, kvHeads int64) *ir.Node {
 	shp := reuseNode(rw, "Shape", []*ir.Value{q}, q.Name+"_shape")
 	one := rw.Const("attention_axis", ir.Int64Tensor(nil, []int64{1}))
 	s := reuseNode(rw, "Gather", []*ir.Value{shp, one}, q.Name+"_seq", ir.IntAttr("axis", 0))
@@ -338,8 +368,13 @@ func groupQueryAttention(rw *patterns.Rewriter, name string, q, k, v, bias *ir.V
 	b := reuseNode(rw, "Gather", []*ir.Value{shp, zero}, q.Name+"_batch", ir.IntAttr("axis", 0))
 	seqlens := reuseNode(rw, "Expand", []*ir.Value{last, b}, q.Name+"_seqlens_k")
 	ins := []*ir.Value{q, k, v, nil, nil, seqlens, total}
-	if bias != nil {
+	if bias != nil || sink != nil {
 		ins = append(ins, nil, nil, nil, bias)
+	}
+	if sink != nil {
+		// head_sink: each head's logit joins the softmax's normaliser, as the graph's
+		// dropped column does.
+		ins = append(ins, rw.Const(name+"_head_sink", sink))
 	}
 	n := rw.Node("GroupQueryAttention", "com.microsoft", ins, 3, name+"_output_0",
 		ir.IntAttr("num_heads", p.heads), ir.IntAttr("kv_num_heads", kvHeads),

@@ -41,7 +41,18 @@ func generalModel(core string) string {
 		b.WriteString(w("b"+p, 4))
 	}
 	b.WriteString("  int64[4] split = {0, 0, 2, 2},\n  int64[3] merge = {0, 0, 4},\n  float rs = {0.70710677},\n  float zero = {0},\n  float big = {-10000},\n  int64[1] last = {-1}\n> {\n")
-	b.WriteString(`  qm = MatMul (x, wq)
+	b.WriteString(generalScores)
+	b.WriteString(core)
+	b.WriteString(`  ct = Transpose <perm = [0, 2, 1, 3]> (c)
+  y = Reshape (ct, merge)
+}
+`)
+	return b.String()
+}
+
+// generalScores projects x (weights w*, biases b*), splits the heads (split) and scales
+// Q·Kᵀ by rs into sd; V's heads are vt.
+const generalScores = `  qm = MatMul (x, wq)
   qa = Add (qm, bq)
   km = MatMul (x, wk)
   ka = Add (bk, km)
@@ -55,14 +66,7 @@ func generalModel(core string) string {
   vt = Transpose <perm = [0, 2, 1, 3]> (vr)
   s = MatMul (qt, kt)
   sd = Mul (s, rs)
-`)
-	b.WriteString(core)
-	b.WriteString(`  ct = Transpose <perm = [0, 2, 1, 3]> (c)
-  y = Reshape (ct, merge)
-}
-`)
-	return b.String()
-}
+`
 
 // causalFuture is a causal term over generalModel's scores, fut: the lowest float above
 // the diagonal.
@@ -223,20 +227,7 @@ func TestGeneralAttentionFuses(t *testing.T) {
 				if rep.Ops[op] != 1 {
 					t.Fatalf("ops %v, left %v, refused %v", rep.Ops, rep.Left, rep.Refusals)
 				}
-				r := rand.New(rand.NewSource(1))
-				x := make([]float32, 2*5*4)
-				for i := range x {
-					x[i] = float32(r.NormFloat64())
-				}
-				keep := make([]bool, 2*5)
-				for i := range keep {
-					// Batch 0 pads its last two keys, batch 1 its last one. (A query whose
-					// every visible key is masked, as left padding under a causal mask
-					// makes, has no defined answer the fused operators share with the
-					// graph: such rows are not compared.)
-					keep[i] = i%5 < 3+i/5
-				}
-				in := map[string]*ndarray.Array{"x": ndarray.FromFloat32([]int64{2, 5, 4}, x), "keep": ndarray.FromBool([]int64{2, 1, 1, 5}, keep)}
+				in := layerInputs(4)
 				for _, lv := range []ort.OptLevel{ort.OptDisabled, ort.OptAll} {
 					want := ortcheck.RunModel(t, orig, in, lv)
 					got := ortcheck.RunModel(t, m, in, lv)
@@ -254,6 +245,23 @@ func TestGeneralAttentionFuses(t *testing.T) {
 			})
 		}
 	}
+}
+
+// layerInputs are x [2,5,e] drawn from a normal and keep [2,1,1,5] where batch 0 pads its
+// last two keys, batch 1 its last one. (A query whose every visible key is masked, as left
+// padding under a causal mask makes, has no defined answer the fused operators share with
+// the graph: such rows are not compared.)
+func layerInputs(e int64) map[string]*ndarray.Array {
+	r := rand.New(rand.NewSource(1))
+	x := make([]float32, 2*5*e)
+	for i := range x {
+		x[i] = float32(r.NormFloat64())
+	}
+	keep := make([]bool, 2*5)
+	for i := range keep {
+		keep[i] = i%5 < 3+i/5
+	}
+	return map[string]*ndarray.Array{"x": ndarray.FromFloat32([]int64{2, 5, e}, x), "keep": ndarray.FromBool([]int64{2, 1, 1, 5}, keep)}
 }
 
 // TestGeneralAttentionRoles: on every probe export, before and after fuse (both targets),

@@ -352,10 +352,10 @@ func TestGeneralAttentionNearMisses(t *testing.T) {
 		// A maximum over the queries is not constant along the keys: not a no-op for the softmax.
 		{name: "row maximum over the queries", src: generalNearMiss("", "  mx = ReduceMax <axes = [2]> (sd)\n  sb = Sub (sd, mx)\n  p = Softmax <axis = -1> (sb)\n  c = MatMul (p, vt)\n"),
 			want: "the softmax input does not come from a matmul (Q·Kᵀ) through layout ops and additive terms"},
-		// GPT-OSS's attention sinks: a logit per row joined to the scores, normalised with
-		// them and dropped; the weights of the keys sum to less than one.
+		// GPT-OSS's attention sinks with the logits read at run time: head_sink is a
+		// constant of the block (TestSinkAttentionFuses has the constant ones).
 		{name: "scores joined with sink logits", src: generalNearMiss("float[batch,2,seq,1] snk", "  sk = Concat <axis = -1> (sd, snk)\n  mx = ReduceMax <axes = [-1]> (sk)\n  sb = Sub (sk, mx)\n  p = Softmax <axis = -1> (sb)\n  ps = Slice (p, z1, last, a3)\n  c = MatMul (ps, vt)\n"),
-			want: "the softmax normalises the scores joined with other logits on its axis (attention sinks): the weights of the keys sum to less than one"},
+			want: "(attention sinks): the logits snk are not computed from constants and sizes: snk is an input"},
 		{name: "scores from no matmul", src: generalNearMiss("float[batch,2,seq,seq] sc", "  p = Softmax <axis = -1> (sc)\n  c = MatMul (p, vt)\n"),
 			want: "the softmax input does not come from a matmul (Q·Kᵀ) through layout ops and additive terms"},
 		{name: "V over other keys", src: generalNearMiss("float[batch,seq2,4] x2", plain, "  vm = MatMul (x, wv)", "  vm = MatMul (x2, wv)"),

@@ -1924,10 +1924,11 @@ class Cohere(Model):
 
 class SinkAttention(LlamaAttention):
     """GPT-OSS: a learned logit per head concatenated to every row of the scores before the
-    softmax and dropped after, so each row's weights sum to less than one. Not
-    what Attention-23 or MultiHeadAttention computes."""
+    softmax and dropped after, so each row's weights sum to less than one. Attention with
+    sinks: GroupQueryAttention's head_sink computes it (causal), Attention-23 and
+    MultiHeadAttention do not."""
 
-    is_attention = False
+    has_sinks = True
 
     def __init__(self):
         super().__init__(2)
@@ -5827,7 +5828,14 @@ def facts(model):
         "ffn_activations": k * len(ffn),
         "gated_ffn": all(isinstance(m, Gated) or getattr(m, "gated", False) for m in ffn),
         "rotaries": k * sum(getattr(m, "rotaries", 0) for m in att + near),
-    }
+    } | sink_facts(att)
+
+
+def sink_facts(att):
+    """Attention blocks with sinks (a logit per head joined to the scores), only where
+    there are any: Attention-23 has no sink, so target=onnx leaves them decomposed."""
+    n = sum(1 for m in att if getattr(m, "has_sinks", False))
+    return {"sink_attention": n} if n else {}
 
 
 def write_npz(path, arrays):
