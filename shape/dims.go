@@ -11,6 +11,8 @@ import (
 
 // Dimension arithmetic. A dim is a known number, a symbol (a name such as "batch" that
 // stands for one runtime size, assumed not to be 1 unless the file says so) or unknown.
+// A symbol stands for a size of at least 1: an empty batch or sequence is not compiled
+// for, so x[:, :-1] of a runtime length L keeps L - 1 and x[:, :1] keeps 1 (atLeast).
 
 func unknownDim() ir.Dim { return ir.Dim{} }
 
@@ -382,20 +384,27 @@ func product(ds ir.Shape) ir.Dim {
 	return p
 }
 
-// nonNegative reports whether d is known not to be negative (sizes never are): a
-// polynomial of sizes with no negative coefficient.
-func nonNegative(d ir.Dim) bool {
+// atLeast reports whether d is provably at least n. Every symbol being at least 1, a
+// polynomial with no negative coefficient beside its constant is smallest with every
+// symbol 1, where it is the sum of its coefficients: sequence - 1 is at least 0 and
+// 1 + height*width at least 2, while nothing bounds sequence - 2 or height - width.
+func atLeast(d ir.Dim, n int64) bool {
 	p, ok := polyOf(d)
 	if !ok {
 		return false
 	}
-	for _, c := range p {
-		if c < 0 {
+	var least int64
+	for key, c := range p {
+		if key != "" && c < 0 {
 			return false
 		}
+		least += c
 	}
-	return true
+	return least >= n
 }
+
+// nonNegative reports whether d is provably not negative.
+func nonNegative(d ir.Dim) bool { return atLeast(d, 0) }
 
 // sumDims adds dims (Concat's axis); unknown when any is.
 func sumDims(ds []ir.Dim) ir.Dim {

@@ -45,9 +45,25 @@ func TestDimArithmetic(t *testing.T) {
 			t.Errorf("%s: got %q, want %q", c.name, got, c.want)
 		}
 	}
-	for d, want := range map[string]bool{"sequence": true, "past + sequence": true, "sequence - 1": false, "4*batch": true} {
-		if got := nonNegative(ir.Sym(d)); got != want {
-			t.Errorf("nonNegative(%s) = %v, want %v", d, got, want)
+	// A size is at least 1.
+	bounds := []struct {
+		d    string
+		n    int64
+		want bool
+	}{
+		{"sequence", 0, true},
+		{"sequence", 1, true},
+		{"sequence", 2, false},
+		{"past + sequence", 2, true},
+		{"sequence - 1", 0, true},
+		{"sequence - 2", 0, false},
+		{"4*batch", 4, true},
+		{"height*width + 1", 2, true},
+		{"height - width", 0, false},
+	}
+	for _, c := range bounds {
+		if got := atLeast(ir.Sym(c.d), c.n); got != c.want {
+			t.Errorf("atLeast(%s, %d) = %v, want %v", c.d, c.n, got, c.want)
 		}
 	}
 }

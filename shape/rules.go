@@ -944,8 +944,8 @@ func sliceDim(d, start, end ir.Dim, step int64) ir.Dim {
 	}
 	if end.Known && end.Value >= 0 && end.Value < bigEnd {
 		// [a:5] of a runtime size may hold fewer than 5 - a: unknown, unless the size is
-		// provably at least 5 (x[:, :1] of a class token + patches, 1 + h·w of them).
-		if start.Known && start.Value >= 0 && start.Value <= end.Value && nonNegative(subDims(d, end)) {
+		// provably at least 5 (x[:, :1] of any runtime length, a size being at least 1).
+		if start.Known && start.Value >= 0 && start.Value <= end.Value && atLeast(d, end.Value) {
 			return ir.D(end.Value - start.Value)
 		}
 		return unknownDim()

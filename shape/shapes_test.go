@@ -420,6 +420,22 @@ func TestDataMovement(t *testing.T) {
 		{name: "slice head of a size that may be smaller", build: func(b *builder) *ir.Value {
 			return b.op("Slice", vs(b.in("x", ir.Float, "batch,sequence"), b.ints(0), b.ints(2), b.ints(1)))
 		}, want: "float[batch,?]"},
+		// Funnel's pooled queries: cat(x[:, :1], x[:, :-1]) keeps the runtime length, a
+		// size being at least 1.
+		{name: "slice head and all but the last of a runtime length", build: func(b *builder) *ir.Value {
+			x := b.in("x", ir.Float, "batch,sequence,8")
+			head := b.op("Slice", vs(x, b.ints(0), b.ints(1), b.ints(1)))
+			rest := b.op("Slice", vs(x, b.ints(0), b.ints(-1), b.ints(1)))
+			return b.op("Concat", vs(head, rest), ir.IntAttr("axis", 1))
+		}, want: "float[batch,sequence,8]"},
+		{name: "slice head past the least size", build: func(b *builder) *ir.Value {
+			return b.op("Slice", vs(b.in("x", ir.Float, "batch,sequence"), b.ints(1), b.ints(2), b.ints(1)))
+		}, want: "float[batch,?]"},
+		// ONNX clamps a start of -1 to 0 on an empty axis; a size is at least 1, so it is
+		// the last element.
+		{name: "slice last of a runtime length", build: func(b *builder) *ir.Value {
+			return b.op("Slice", vs(b.in("x", ir.Float, "batch,sequence"), b.ints(-1), b.ints(9223372036854775807), b.ints(1)))
+		}, want: "float[batch,1]"},
 		// A position grid resized to the patch grid of the input (DINOv2 at any image size).
 		{name: "resize to sizes read off a shape", build: func(b *builder) *ir.Value {
 			px := b.in("px", ir.Float, "batch,3,height,width")

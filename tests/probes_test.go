@@ -59,8 +59,7 @@ type probe struct {
 // pipeline (take it off the list); every other probe must reach them. Numerics and
 // idempotence are checked for every probe, listed or not.
 var probeGaps = map[string]string{
-	"funnel-separate-cls": "the pooled queries read cat(x[:, :1], x[:, :-1]): the shape engine takes x[:, :1] of a runtime length to be unknown (empty when the length is 0) while x[:, :-1] is taken as length - 1, so the concatenation is not proved to be the length and Q's reshape to heads is not read",
-	"patchtst":            "residual attention: the first layer's scores are also the second layer's bias, so its block has an intermediate read outside it; fusing it would leave Q·Kᵀ computed twice (the second layer fuses, the scores as its bias)",
+	"patchtst": "residual attention: the first layer's scores are also the second layer's bias, so its block has an intermediate read outside it; fusing it would leave Q·Kᵀ computed twice (the second layer fuses, the scores as its bias)",
 }
 
 // probeKVRepeated are the grouped-query forms whose K and V are repeated to every query

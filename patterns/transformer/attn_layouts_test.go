@@ -302,8 +302,12 @@ func TestGridAttentionRefusals(t *testing.T) {
 		"  int64[4] out = {-1, 2, 2, 4},\n", "  int64[4] out = {0, 2, -1, 4},\n",
 		"> {\n", "> {\n  sh = Shape (x)\n  wd = Slice (sh, c2, c3)\n  sq = Mul (wd, c2)\n  view = Concat <axis = 0> (m1, c2, c2, wd, c2, wd)\n  back = Concat <axis = 0> (m1, c2, sq, sq)\n",
 	).Replace(gridModel("  t6 = Add (s6, rows)"))
+	// A bias given per example and head, the file naming its head count: two unknown
+	// dims beside the grid leave its merged view without one Reshape.
+	perHead := strings.Replace(gridModel("  t6 = Add (s6, tb)"), "(float[batch,2,2,4] x)", "(float[batch,2,2,4] x, float[batch,heads,2,2,2,2] tb)", 1)
 	runValidRefusals(t, generalFams, []refusalCase{
 		{name: "term on a grid of symbolic width", src: src, want: "the sequence is split into 2 and width, not numbers"},
+		{name: "term of two symbols beside the grid", src: perHead, want: "has more than one unknown dim beside the split sequence"},
 	})
 }
 

@@ -50,7 +50,10 @@ func (p *attnPlan) termAxes(t *attnTerm) ([][]int, string) {
 		}
 	}
 	rc := len(at)
-	if s == nil || len(s) > rc {
+	if s == nil {
+		return nil, fmt.Sprintf("score term %s has an unknown shape", t.value.Name)
+	}
+	if len(s) > rc {
 		return nil, fmt.Sprintf("score term %s has shape %v against scores of rank %d", t.value.Name, s, rc)
 	}
 	gr := p.groupOf()

@@ -178,6 +178,8 @@ func TestAttentionTermLayoutRefusals(t *testing.T) {
 	cases := []refusalCase{
 		{name: "term of rank 5", src: generalNearMiss("float[1,1,1,1,seq] t5", "  sm = Add (sd, t5)\n  p = Softmax <axis = -1> (sm)\n  c5 = MatMul (p, vt)\n  c = Squeeze (c5, z1)\n"),
 			want: "score term t5 has shape [1,1,1,1,seq] against scores of rank 4"},
+		{name: "term of a shape read at run time", src: generalNearMiss("float[batch,1,1,seq] tb, int64[r] shp", "  tr = Reshape (tb, shp)\n  sm = Add (sd, tr)\n  p = Softmax <axis = -1> (sm)\n  c = MatMul (p, vt)\n"),
+			want: "score term tr has an unknown shape"},
 		{name: "term over each head axis", src: heads5D(", float[1,2,2,1,1] tb", "tb"), want: "score term tb splits the heads over axes"},
 		{name: "term over the outer heads", src: heads5D(", float[1,2,1,1,1] tb", "tb"), want: "score term tb holds the heads in another order"},
 		// Four positions: the scores [B, 2, 4, 4] viewed as [B, 8, 4] for the term.
