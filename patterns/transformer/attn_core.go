@@ -67,6 +67,10 @@ type attnTerm struct {
 	// inner is set when the term varies over the inner factor of a split batch only
 	// (Swin's window mask over B·nW): the bias repeats it over the outer factor.
 	inner *atom
+	// heads are the head atoms the term varies over when they are some of Q's, in Q's
+	// order (MaxViT's per-head bias, broadcast over the windows that the heads hold
+	// too): the bias expands it over the others. Nil when it varies over all or none.
+	heads []*atom
 }
 
 // scoresStep is a step on the scores path: a pass-through step or a term.
@@ -288,12 +292,12 @@ func analyseAttention(sm *ir.Node) *attnPlan {
 	var last string
 	found := findScores(scoresIn, nil, func(mm *ir.Node, path []scoresStep) bool {
 		// A source is read first as its rank and producer suggest (batch-first), then
-		// the other way (sequence-first; a grid of tokens); the reading that got further
-		// says why neither is attention.
+		// the other ways (sequence-first; a grid of tokens); the reading that got
+		// furthest says why none is attention.
 		best := -1
-		for _, alt := range []bool{false, true} {
+		for _, r := range readings {
 			q := &attnPlan{softmax: sm, context: ctx, scores: mm, sink: sink}
-			why := q.prove(path, probsSteps, alt)
+			why := q.prove(path, probsSteps, r)
 			if why == "" {
 				*p = *q
 				return true
@@ -361,20 +365,20 @@ func joinedConcat(sm *ir.Node) (*ir.Node, []*ir.Node) {
 }
 
 // prove checks one candidate Q·Kᵀ matmul and fills the plan.
-func (p *attnPlan) prove(path []scoresStep, probsSteps []layoutStep, alt bool) string {
+func (p *attnPlan) prove(path []scoresStep, probsSteps []layoutStep, rd reading) string {
 	if why := headMixing(p.scores, p.context); why != "" {
 		return why
 	}
 	var why string
-	if p.q, why = followOperand("Q", p.scores.Input(0), anyStep, 0, alt); why != "" {
+	if p.q, why = followOperand("Q", p.scores.Input(0), anyStep, 0, rd); why != "" {
 		return why
 	}
 	p.proved++
-	if p.k, why = followOperand("K", p.scores.Input(1), anyStep, 0, alt); why != "" {
+	if p.k, why = followOperand("K", p.scores.Input(1), anyStep, 0, rd); why != "" {
 		return why
 	}
 	p.proved++
-	if p.v, why = followOperand("V", p.context.Input(1), anyStep, 0, alt); why != "" {
+	if p.v, why = followOperand("V", p.context.Input(1), anyStep, 0, rd); why != "" {
 		return why
 	}
 	p.proved++
@@ -975,6 +979,10 @@ func (p *attnPlan) headFactors() string {
 	axes, why := p.termAxes(f)
 	if why != "" {
 		return strings.Replace(why, "score term", "score factor", 1)
+	}
+	if f.heads != nil {
+		// Its values are read one a head below.
+		return fmt.Sprintf("the scores' factor %s varies over some of the heads only", f.value.Name)
 	}
 	for _, gs := range axes {
 		for _, g := range gs {

@@ -120,6 +120,7 @@ func TestGeneralAttentionFuses(t *testing.T) {
 	cases := []struct {
 		name, core string
 		edits      []string // pairs: text of generalModel and its replacement
+		seqFirst   bool     // x is [seq, batch, 4]
 	}{
 		{name: "plain", core: "  p = Softmax <axis = -1> (sd)\n  c = MatMul (p, vt)\n"},
 		// CaiT's class attention: Q projected from the first token alone ([B, C], a
@@ -128,6 +129,15 @@ func TestGeneralAttentionFuses(t *testing.T) {
 			"  qm = MatMul (x, wq)", "  x0 = Gather <axis = 1> (x, i0)\n  qm = MatMul (x0, wq)",
 			"  qr = Reshape (qa, split)", "  qu = Unsqueeze (qa, one1)\n  qr = Reshape (qu, split)",
 			"=> (float[batch,seq,4] y)", "=> (float[batch,1,4] y)"}},
+		// nn.Transformer's own sequence-first inputs: x is [S, B, E], so the symbol
+		// inputs have first is the sequence (the mask still has the batch first).
+		{name: "sequence-first input", core: "  sm = Where (keep, sd, big)\n  p = Softmax <axis = -1> (sm)\n  c = MatMul (p, vt)\n", seqFirst: true, edits: []string{
+			"layer (float[batch,seq,4] x,", "layer (float[seq,batch,4] x,",
+			"=> (float[batch,seq,4] y)", "=> (float[seq,batch,4] y)",
+			"  qt = Transpose <perm = [0, 2, 1, 3]> (qr)", "  qt = Transpose <perm = [1, 2, 0, 3]> (qr)",
+			"  kt = Transpose <perm = [0, 2, 3, 1]> (kr)", "  kt = Transpose <perm = [1, 2, 3, 0]> (kr)",
+			"  vt = Transpose <perm = [0, 2, 1, 3]> (vr)", "  vt = Transpose <perm = [1, 2, 0, 3]> (vr)",
+			"  ct = Transpose <perm = [0, 2, 1, 3]> (c)", "  ct = Transpose <perm = [2, 0, 1, 3]> (c)"}},
 		// A term computed from Q (a relative position read off the queries, as SAM's
 		// q·Rᵀ): the fused operator's bias, computed beside it from the same projection.
 		{name: "term from Q", core: "  qs = ReduceSum <keepdims = 1> (qt, last)\n  sm = Add (sd, qs)\n  p = Softmax <axis = -1> (sm)\n  c = MatMul (p, vt)\n"},
@@ -228,6 +238,9 @@ func TestGeneralAttentionFuses(t *testing.T) {
 					t.Fatalf("ops %v, left %v, refused %v", rep.Ops, rep.Left, rep.Refusals)
 				}
 				in := layerInputs(4)
+				if c.seqFirst {
+					in["x"] = ndarray.FromFloat32([]int64{5, 2, 4}, in["x"].Float32s())
+				}
 				for _, lv := range []ort.OptLevel{ort.OptDisabled, ort.OptAll} {
 					want := ortcheck.RunModel(t, orig, in, lv)
 					got := ortcheck.RunModel(t, m, in, lv)

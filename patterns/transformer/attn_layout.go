@@ -124,26 +124,44 @@ func isBatchDim(g *ir.Graph, d ir.Dim) bool {
 	return g != nil && !d.Known && d.Param != "" && g.BatchDims()[d.Param]
 }
 
+// A reading says how sourceLayout takes a source whose rank leaves more than one layout.
+// The caller tries them in order, and the matmuls and the softmax accept only the reading
+// that is the math; where none does, the one that got further gives the reason.
+type reading int
+
+const (
+	readAsNamed  reading = iota // as the rank, the producer and the batch symbol suggest
+	readOther                   // the other reading of a rank whose dims leave two
+	readSeqFirst                // rank 3 as [L, B, C] even where L is some input's first dim
+)
+
+var readings = []reading{readAsNamed, readOther, readSeqFirst}
+
 // sourceLayout is the layout an operand's source is taken to have: [B,L,C] for a rank-3
 // tensor ([B,C,L] when a Conv made it: channel-first; [L,B,C] when its second dim is the
 // model's batch and its first is not: sequence-first, as nn.MultiheadAttention reads),
 // [B·L,C] for a rank-2 one (a projection on the flattened tokens; the other reading, [B,C]
 // where its first dim is the batch: one token each), and [.., B,N,L,D] for a
 // rank-4 or higher one (a key/value cache or an encoder's keys fed as inputs, heads
-// first; leading axes stack layers). Where the rank leaves two readings, alt picks the
-// other: [L,B,C] when no symbol names either leading dim the batch (a static export),
-// [.., B,L,N,D] for the higher ranks. The caller tries both, and the matmuls and the
-// softmax accept only the reading that is the math.
-func sourceLayout(v *ir.Value, alt bool) (layout, string) {
+// first; leading axes stack layers). readOther takes the other reading where the rank
+// leaves two: [L,B,C] when no symbol names either leading dim the batch (a static export),
+// [.., B,L,N,D] for the higher ranks. readSeqFirst takes every rank-3 source as [L,B,C],
+// for where the batch symbol misleads: a model whose inputs are themselves
+// sequence-first (nn.Transformer called on [S, B, E]) has the sequence first in them, so
+// the symbols inputs have first include the sequence, and the batch is first in none or
+// only in a mask.
+func sourceLayout(v *ir.Value, r reading) (layout, string) {
 	s := attnShape(v)
 	mk := func(k atomKind, i int) *atom { return &atom{kind: k, size: s[i]} }
+	alt := r == readOther
 	n, _ := v.Producer()
 	g := v.Graph()
 	switch {
 	case len(s) == 3 && n != nil && n.OpType == "Conv":
 		return layout{{mk(atomBatch, 0)}, {mk(atomChan, 1)}, {mk(atomSeq, 2)}}, ""
 	case len(s) == 3 && isBatchDim(g, s[1]) && !isBatchDim(g, s[0]),
-		len(s) == 3 && alt && !isBatchDim(g, s[0]) && !isBatchDim(g, s[1]):
+		len(s) == 3 && alt && !isBatchDim(g, s[0]) && !isBatchDim(g, s[1]),
+		len(s) == 3 && r == readSeqFirst:
 		return layout{{mk(atomSeq, 0)}, {mk(atomBatch, 1)}, {mk(atomChan, 2)}}, ""
 	case len(s) == 4 && alt && projection(v) != nil:
 		// A projection over a grid of tokens [B, h, w, C]: its sequence is h·w, row-major.

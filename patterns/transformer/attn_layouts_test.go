@@ -291,6 +291,24 @@ func TestGridAttention(t *testing.T) {
 	}
 }
 
+// TestPartialHeadTerms: heads held in two axes, [B, G, H, S, T] (MaxViT's windows and
+// heads), and a constant term that varies over one of them only: the bias expands it over
+// the other, and the fused attention computes what the graph did.
+func TestPartialHeadTerms(t *testing.T) {
+	orttest.RequireLib(t)
+	cases := map[string]string{
+		"outer heads":         "float[1,2,1,1,1] tb = {0.5, -1.5}",
+		"inner heads":         "float[2,1,1] tb = {0.75, -0.25}",
+		"inner heads, rank 5": "float[1,1,2,1,1] tb = {-0.5, 1}",
+	}
+	for _, name := range slices.Sorted(maps.Keys(cases)) {
+		src := `<ir_version: 8, opset_import: ["" : 13]>` + "\n" + strings.Replace(heads5D("", "tb"), "  int64[3] merge = {0, 0, 4}", "  int64[3] merge = {0, 0, 4},\n  "+cases[name], 1)
+		for _, target := range []transformer.Target{transformer.ORT, transformer.ONNX} {
+			t.Run(name+"/"+string(target), func(t *testing.T) { fuseAndCompare(t, src, target, true, 5) })
+		}
+	}
+}
+
 // TestGridAttentionRefusals: a grid whose width is a symbol cannot have a term on its
 // [B, N, h, w, h, w] view expanded over the grid (Expand spells the factors' sizes).
 func TestGridAttentionRefusals(t *testing.T) {

@@ -129,9 +129,9 @@ var elementwise = map[string]bool{"Add": true, "Sub": true, "Mul": true, "Div": 
 // layoutOf is the layout of an operand's source: that of an input of the same shape when
 // an elementwise op made it (a rotary embedding applied to the heads keeps their layout),
 // else the layout its rank and producer imply.
-func layoutOf(v *ir.Value, depth int, alt bool) (layout, string) {
+func layoutOf(v *ir.Value, depth int, r reading) (layout, string) {
 	if x := rotaryInput(v); x != nil && depth < 4 {
-		if op, why := followOperand("", x, anyStep, depth+1, alt); why == "" {
+		if op, why := followOperand("", x, anyStep, depth+1, r); why == "" {
 			return op.last(), ""
 		}
 	}
@@ -142,17 +142,17 @@ func layoutOf(v *ir.Value, depth int, alt bool) (layout, string) {
 			if in == nil || len(s) != len(vs) || len(vs) < 3 || !ir.SameShape(s, vs) {
 				continue
 			}
-			if op, why := followOperand("", in, anyStep, depth+1, alt); why == "" {
+			if op, why := followOperand("", in, anyStep, depth+1, r); why == "" {
 				return op.last(), ""
 			}
 		}
 	}
 	if n, _ := v.Producer(); n != nil && depth < 4 && n.OpType == "Concat" && n.Domain == "" {
-		if l, ok := concatLayout(n, depth, alt); ok {
+		if l, ok := concatLayout(n, depth, r); ok {
 			return l, ""
 		}
 	}
-	return sourceLayout(v, alt)
+	return sourceLayout(v, r)
 }
 
 // concatLayout is the layout of a Concat whose inputs have one layout but for the
@@ -162,7 +162,7 @@ func layoutOf(v *ir.Value, depth int, alt bool) (layout, string) {
 // followed (the cache, a graph input) must have the others' sizes on every other axis.
 // When it is not such a concat, ok is false and the concat's output is read as a source
 // (sourceLayout says why that fails, if it does).
-func concatLayout(n *ir.Node, depth int, alt bool) (layout, bool) {
+func concatLayout(n *ir.Node, depth int, r reading) (layout, bool) {
 	out := attnShape(n.Output(0))
 	a, ok := normAxis(n.AttrInt("axis", 0), len(out))
 	if !ok {
@@ -172,7 +172,7 @@ func concatLayout(n *ir.Node, depth int, alt bool) (layout, bool) {
 	var opaque []ir.Shape
 	kind := atomChan
 	for _, in := range n.Inputs() {
-		op, why := followOperand("", in, anyStep, depth+1, alt)
+		op, why := followOperand("", in, anyStep, depth+1, r)
 		// A cache fed as an input has this step's batch and heads, which the computed
 		// part names: like an input that cannot be followed, it only has to match sizes.
 		cache := why == "" && op.values[0].IsGraphInput() && len(op.layouts[0]) >= 4
@@ -240,11 +240,11 @@ func sameStructure(a, b []*atom) bool {
 	return true
 }
 
-// followOperand walks v back to its source and replays the steps forward; alt reads
-// a rank-3 source whose batch no symbol names as [L, B, C] (see sourceLayout).
-func followOperand(name string, v *ir.Value, ok func(layoutStep) bool, depth int, alt bool) (*attnOperand, string) {
+// followOperand walks v back to its source and replays the steps forward, the source
+// taken in reading r (see sourceLayout).
+func followOperand(name string, v *ir.Value, ok func(layoutStep) bool, depth int, r reading) (*attnOperand, string) {
 	steps, src := walkBack(v, ok)
-	l, why := layoutOf(src, depth, alt)
+	l, why := layoutOf(src, depth, r)
 	if why != "" {
 		return nil, name + ": " + why
 	}

@@ -108,10 +108,56 @@ func (p *attnPlan) termAxes(t *attnTerm) ([][]int, string) {
 			}
 		}
 	}
+	t.heads = nil
 	if len(hs) > 0 && !slices.Equal(hs, p.q.headLeaves) {
-		return nil, fmt.Sprintf("score term %s holds the heads in another order", t.value.Name)
+		if !partialHeads(hs, p.q.headLeaves) {
+			return nil, fmt.Sprintf("score term %s holds the heads in another order", t.value.Name)
+		}
+		t.heads = hs
 	}
 	return out, ""
+}
+
+// partialHeads reports whether hs are some of Q's head atoms all, in their order, and
+// every head atom has a known size, so that a term over hs can be expanded over the rest.
+func partialHeads(hs, all []*atom) bool {
+	i := 0
+	for _, a := range all {
+		if !a.size.Known {
+			return false
+		}
+		if i < len(hs) && hs[i] == a {
+			i++
+		}
+	}
+	return i == len(hs)
+}
+
+// expandHeads gives a [b, n, S, T] term over some of the head atoms (has, n their
+// product) every head: viewed as one axis per head atom (1 where it does not vary), it
+// is expanded over them and merged back, so head h of the merged heads reads the term at
+// h's coordinates in the atoms it has.
+func expandHeads(rw *patterns.Rewriter, x *ir.Value, has, all []*atom) *ir.Value {
+	view, full := make([]int64, len(all)), make([]int64, len(all)+3)
+	n := int64(1)
+	for i, a := range all {
+		view[i], full[i+1] = 1, a.size.Value
+		if slices.Contains(has, a) {
+			view[i] = a.size.Value
+		}
+		n *= a.size.Value
+	}
+	full[0], full[len(full)-2], full[len(full)-1] = 1, 1, 1
+	// A term of lower rank (an [N, S, T] bias, aligned) gets its unit axes in front.
+	x = reuseNode(rw, "Expand", []*ir.Value{x, rw.Const("attention_ones4", ir.Int64Tensor([]int64{4}, []int64{1, 1, 1, 1}))}, x.Name+"_rank4")
+	sh := reuseNode(rw, "Shape", []*ir.Value{x}, x.Name+"_shape")
+	b := reuseNode(rw, "Gather", []*ir.Value{sh, rw.Const("attention_axis_0", ir.Int64Tensor([]int64{1}, []int64{0}))}, x.Name+"_b", ir.IntAttr("axis", 0))
+	st := reuseNode(rw, "Gather", []*ir.Value{sh, rw.Const("attention_axes_st", ir.Int64Tensor([]int64{2}, []int64{2, 3}))}, x.Name+"_st", ir.IntAttr("axis", 0))
+	vs := reuseNode(rw, "Concat", []*ir.Value{b, rw.Const("attention_head_view", ir.Int64Tensor([]int64{int64(len(view))}, view)), st}, x.Name+"_head_view_shape", ir.IntAttr("axis", 0))
+	x = reuseNode(rw, "Reshape", []*ir.Value{x, vs}, x.Name+"_head_view")
+	x = reuseNode(rw, "Expand", []*ir.Value{x, rw.Const("attention_head_grid", ir.Int64Tensor([]int64{int64(len(full))}, full))}, x.Name+"_heads")
+	ms := reuseNode(rw, "Concat", []*ir.Value{b, rw.Const("attention_head_count", ir.Int64Tensor([]int64{1}, []int64{n})), st}, x.Name+"_shape4", ir.IntAttr("axis", 0))
+	return reuseNode(rw, "Reshape", []*ir.Value{x, ms}, x.Name+"_4d")
 }
 
 // bias builds Σ factor·term as [B|1, N|1, S, T] over the terms but skip (-1: none), or
@@ -138,7 +184,17 @@ func (p *attnPlan) bias(rw *patterns.Rewriter, opset int64, q, k *ir.Value, skip
 			x = rw.Node("Expand", "", []*ir.Value{x, rw.Const("attention_term_grid", ir.Int64Tensor([]int64{int64(len(expand))}, expand))}, 1, x.Name+"_grid").Output(0)
 			x = rw.Node("Reshape", "", []*ir.Value{x, rw.Const("attention_term_merged", ir.Int64Tensor([]int64{int64(len(reshape))}, reshape))}, 1, x.Name+"_merged").Output(0)
 		}
-		x = canonTerm(rw, opset, x, axes, p.heads)
+		n := p.heads
+		if t.heads != nil {
+			n = 1
+			for _, a := range t.heads {
+				n *= a.size.Value
+			}
+		}
+		x = canonTerm(rw, opset, x, axes, n)
+		if t.heads != nil {
+			x = expandHeads(rw, x, t.heads, p.q.headLeaves)
+		}
 		if t.inner != nil {
 			x = tileBatch(rw, x, q, t.inner)
 		}
@@ -201,7 +257,8 @@ func seqLen(rw *patterns.Rewriter, x *ir.Value) *ir.Value {
 
 // canonTerm brings a term to the bias layout: as it is when each axis already holds its
 // group right-aligned (a [B,1,1,T] mask, an [N,S,T] bias), else a Transpose into group
-// order and a Reshape to the four groups.
+// order and a Reshape to the four groups. heads is the number of heads the term varies
+// over (a merged [B·N] axis gives B as its size over it).
 func canonTerm(rw *patterns.Rewriter, opset int64, x *ir.Value, axes [][]int, heads int64) *ir.Value {
 	r := len(axes)
 	aligned := true

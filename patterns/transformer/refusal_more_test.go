@@ -181,7 +181,15 @@ func TestAttentionTermLayoutRefusals(t *testing.T) {
 		{name: "term of a shape read at run time", src: generalNearMiss("float[batch,1,1,seq] tb, int64[r] shp", "  tr = Reshape (tb, shp)\n  sm = Add (sd, tr)\n  p = Softmax <axis = -1> (sm)\n  c = MatMul (p, vt)\n"),
 			want: "score term tr has an unknown shape"},
 		{name: "term over each head axis", src: heads5D(", float[1,2,2,1,1] tb", "tb"), want: "score term tb splits the heads over axes"},
-		{name: "term over the outer heads", src: heads5D(", float[1,2,1,1,1] tb", "tb"), want: "score term tb holds the heads in another order"},
+		// The heads viewed inner-first, [B, H·G, S, T], for the term.
+		{name: "term over the heads in another order", src: strings.NewReplacer(
+			"  sm = Add (s, tb)\n  p = Softmax <axis = -1> (sm)\n  c = MatMul (p, vt)",
+			"  sw = Transpose <perm = [0, 2, 1, 3, 4]> (s)\n  sh = Shape (sw)\n  sb = Slice (sh, z1, o1)\n  sst = Slice (sh, t3, f5)\n  hg = Concat <axis = 0> (sb, four, sst)\n  sv = Reshape (sw, hg)\n  sm = Add (sv, tb)\n  p4 = Softmax <axis = -1> (sm)\n  pu = Reshape (p4, sh)\n  p = Transpose <perm = [0, 2, 1, 3, 4]> (pu)\n  c = MatMul (p, vt)",
+			"  int64[3] merge = {0, 0, 4}", "  int64[3] merge = {0, 0, 4},\n  int64[1] z1 = {0}, int64[1] o1 = {1}, int64[1] t3 = {3}, int64[1] f5 = {5}, int64[1] four = {4}",
+		).Replace(heads5D(", float[1,4,1,1] tb", "tb")), want: "score term tb holds the heads in another order"},
+		{name: "factor over the outer heads", src: strings.NewReplacer("  sm = Add (s, tb)", "  sm = Mul (s, tb)",
+			"  int64[3] merge = {0, 0, 4}", "  int64[3] merge = {0, 0, 4},\n  float[1,2,1,1,1] tb = {0.5, 2}").Replace(heads5D("", "tb")),
+			want: "the scores' factor tb varies over some of the heads only"},
 		// Four positions: the scores [B, 2, 4, 4] viewed as [B, 8, 4] for the term.
 		{name: "term over heads and queries", src: generalNearMiss("float[1,8,4] tb",
 			"  sr = Reshape (sd, m3)\n  sm = Add (sr, tb)\n  p3 = Softmax <axis = -1> (sm)\n  p = Reshape (p3, u4)\n  c = MatMul (p, vt)\n",

@@ -5506,6 +5506,120 @@ class LongRoPE(Llama):
         return self.norm(x)
 
 
+# ---------------------------------------------------------------- torch-seq-first
+
+
+class TorchSeqFirst(Model):
+    """nn.Transformer (batch_first=False) called on its own sequence-first float inputs:
+    src [S, B, E] and tgt [T, B, E] are the graph inputs, so no input has the batch first
+    and only the attention's math tells the batch from the sequence. Causal decoder
+    self-attention (the square subsequent mask built from T in the graph), cross-attention
+    on the encoder output, post-LN layers, ReLU FFN, the final encoder and decoder norms."""
+
+    num_layers = 2 * L  # L encoder and L decoder layers
+    inputs = ("src", "tgt")
+    mha_fan_in = True
+
+    def __init__(self):
+        super().__init__()
+        self.tx = nn.Transformer(E, H, L, L, FF, dropout=0.0)
+        marks = [TorchEncoderLayer(H) for _ in range(2 * L)] + [TorchEncoderLayer(H) for _ in range(L)]
+        for m in marks[L : 2 * L]:
+            m.causal = True
+        for m in marks[2 * L :]:
+            m.kind = "cross"
+        self.marks = nn.ModuleList(marks)
+        self.ffn_marks = nn.ModuleList(FFN() for _ in range(2 * L))
+
+    def forward(self, src, tgt):
+        T = tgt.shape[0]
+        causal = torch.triu(torch.full((T, T), float("-inf")), diagonal=1)
+        return self.tx(src, tgt, tgt_mask=causal)
+
+
+# ---------------------------------------------------------------- maxvit
+
+MV_P = 4  # window and grid size; the 8x8 feature map holds 4 of each
+
+
+class MaxViTAttention(Attn):
+    """MaxViT's relative multi-head attention on partitioned tokens [B, G, P², C]: the
+    heads split inside each group, [B, G, N, P², D], so the scores are 5-D with the groups
+    and heads on separate axes; the scale on K; a relative position bias [N, P², P²]
+    gathered from a learned [(2P-1)², N] table by constant indices and added to every
+    group (broadcast over G and the batch)."""
+
+    def __init__(self):
+        super().__init__(H)
+        self.to_qkv, self.merge = nn.Linear(E, 3 * E), nn.Linear(E, E)
+        self.table = nn.Parameter(torch.zeros((2 * MV_P - 1) ** 2, H))
+        c = torch.stack(torch.meshgrid(torch.arange(MV_P), torch.arange(MV_P), indexing="ij")).flatten(1)
+        rel = (c[:, :, None] - c[:, None, :]).permute(1, 2, 0) + (MV_P - 1)
+        self.register_buffer("index", rel[..., 0] * (2 * MV_P - 1) + rel[..., 1], persistent=False)
+
+    def forward(self, x):
+        B, G, P, _ = x.shape
+        q, k, v = self.to_qkv(x).chunk(3, dim=-1)
+        q, k, v = (t.reshape(B, G, P, H, D).permute(0, 1, 3, 2, 4) for t in (q, k, v))
+        k = k * D ** -0.5
+        bias = self.table[self.index.reshape(-1)].reshape(P, P, H).permute(2, 0, 1).unsqueeze(0)
+        w = F.softmax(torch.matmul(q, k.transpose(-2, -1)) + bias, dim=-1)
+        return self.merge(torch.matmul(w, v).permute(0, 1, 3, 2, 4).reshape(B, G, P, E))
+
+
+class MaxViT(Model):
+    """A MaxViT block's two attention layers on an 8x8 feature map (a stride-2 patch Conv
+    of a 16x16 image): block attention in 4x4 windows, then grid attention over a 4x4
+    dilated grid; each pre-LN with the partition's own residual and a GELU FFN, the
+    feature map partitioned into [B, G, P², C] and back by view and permute."""
+
+    inputs = ("pixel_values",)
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, E, 2, stride=2)
+        self.ln1 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.attn = nn.ModuleList(MaxViTAttention() for _ in range(L))
+        self.ln2 = nn.ModuleList(nn.LayerNorm(E) for _ in range(L))
+        self.mlp = nn.ModuleList(MLP(F.gelu) for _ in range(L))
+
+    @staticmethod
+    def window(x):
+        B, Hh, W, C = x.shape
+        x = x.view(B, Hh // MV_P, MV_P, W // MV_P, MV_P, C).permute(0, 1, 3, 2, 4, 5)
+        return x.reshape(B, -1, MV_P * MV_P, C)
+
+    @staticmethod
+    def unwindow(x, Hh, W):
+        B, _, _, C = x.shape
+        x = x.view(B, Hh // MV_P, W // MV_P, MV_P, MV_P, C).permute(0, 1, 3, 2, 4, 5)
+        return x.reshape(B, Hh, W, C)
+
+    @staticmethod
+    def grid(x):
+        B, Hh, W, C = x.shape
+        x = x.view(B, MV_P, Hh // MV_P, MV_P, W // MV_P, C).permute(0, 2, 4, 1, 3, 5)
+        return x.reshape(B, -1, MV_P * MV_P, C)
+
+    @staticmethod
+    def ungrid(x, Hh, W):
+        B, _, _, C = x.shape
+        x = x.view(B, Hh // MV_P, W // MV_P, MV_P, MV_P, C).permute(0, 3, 1, 4, 2, 5)
+        return x.reshape(B, Hh, W, C)
+
+    def forward(self, pixel_values):
+        x = self.stem(pixel_values).permute(0, 2, 3, 1)  # [B, 8, 8, E]
+        Hh, W = x.shape[1], x.shape[2]
+        parts = ((self.window, self.unwindow), (self.grid, self.ungrid))
+        for i in range(L):
+            split, join = parts[i % 2]
+            t = split(x)
+            t = t + self.attn[i](self.ln1[i](t))
+            t = t + self.mlp[i](self.ln2[i](t))
+            x = join(t, Hh, W)
+        return x.reshape(x.shape[0], -1, E)
+
+
 FORMS = {
     "gpt2-causal": (GPT2, (10, 13, 17)),
     "llama": (Llama, (14, 17)),  # torch.triu needs Trilu (opset 14)
@@ -5624,6 +5738,8 @@ FORMS = {
     "mask2former-hf": (Mask2FormerHF, (14, 17)),
     "qformer-text": (QFormerText, (13, 17)),
     "normformer": (NormFormer, (13, 17)),
+    "torch-seq-first": (TorchSeqFirst, (14, 17)),
+    "maxvit": (MaxViT, (13, 17)),
 }
 
 
@@ -5643,6 +5759,11 @@ def init_weights(model, seed):
                     normal(p, 1.0 / math.sqrt(p[0].numel()))
                 elif isinstance(mod, Conv1D) and pname == "weight":
                     normal(p, 1.0 / math.sqrt(p.shape[0]))
+                elif isinstance(mod, nn.MultiheadAttention) and pname == "in_proj_weight" and getattr(model, "mha_fan_in", False):
+                    # A projection like any other (std 0.5 saturates the softmax, and a
+                    # deep stack of such layers amplifies any rounding); the forms made
+                    # before this keep their weights.
+                    normal(p, 1.0 / math.sqrt(p.shape[1]))
                 elif isinstance(mod, nn.Embedding) or p.dim() >= 2:
                     normal(p, 0.5)
                 elif pname == "weight" or isinstance(mod, nn.ParameterList):
@@ -5702,6 +5823,10 @@ def make_inputs(model, B, S, T, seed):
             out[name] = torch.randn(B, S, E, generator=g)
         elif name == "memory":
             out[name] = torch.randn(B, T, E, generator=g)
+        elif name == "src":
+            out[name] = torch.randn(S, B, E, generator=g)
+        elif name == "tgt":
+            out[name] = torch.randn(T, B, E, generator=g)
         elif name == "inputs":
             out[name] = torch.randn(B, S, PV_C, generator=g)
         elif name == "flattened_patches":
@@ -5750,6 +5875,8 @@ def dim_names(name, model=None):
         "use_cache_branch": [],
         "hidden_states": ["batch", "sequence", E],
         "memory": ["batch", "memory_sequence", E],
+        "src": ["sequence", "batch", E],
+        "tgt": ["decoder_sequence", "batch", E],
         "inputs": ["batch", "sequence", PV_C],
         "patches": ["batch", "sequence", PT_P],
         "flattened_patches": ["batch", "sequence", 2 + P2S_P],
@@ -5800,6 +5927,10 @@ def output_dims(model, name):
         return ["batch", QF_N, E]
     if isinstance(model, Funnel):
         return ["batch", "pooled_sequence", E]  # FunnelSeparateCls too
+    if isinstance(model, TorchSeqFirst):
+        return ["decoder_sequence", "batch", E]
+    if isinstance(model, MaxViT):
+        return ["batch", 64, E]
     if isinstance(model, (ViT, DeiT)):
         return ["batch", 17 if isinstance(model, ViT) else 18, E if isinstance(model, ViT) else VE]
     if name == "last_hidden_state" and isinstance(model, (Bart, T5EncDec, BartDecoderPast)):
