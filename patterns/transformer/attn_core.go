@@ -1,6 +1,7 @@
 package transformer
 
 import (
+	"cmp"
 	"fmt"
 	"maps"
 	"slices"
@@ -230,26 +231,35 @@ func rowConstant(c, x *ir.Value) []*ir.Node {
 }
 
 // findContext follows the Softmax output forward to the matmul that reads it as probs.
-func findContext(sm *ir.Node) (*ir.Node, []layoutStep) {
+func findContext(sm *ir.Node) (*ir.Node, []layoutStep, string) {
 	v := sm.Output(0)
 	var steps []layoutStep
 	for len(steps) < maxSteps {
 		uses := v.Uses()
+		if len(uses) > 1 {
+			// nn.MultiheadAttention's need_weights, output_attentions: the
+			// probabilities leave the block, and the fused operators keep them inside.
+			var readers []string
+			for _, u := range uses {
+				readers = append(readers, u.Node.OpType)
+			}
+			return nil, nil, fmt.Sprintf("the probabilities %s are read outside the block too (%d readers: %s): no fused attention outputs them", v.Name, len(readers), strings.Join(readers, ", "))
+		}
 		if len(uses) != 1 {
-			return nil, nil
+			return nil, nil, ""
 		}
 		n := uses[0].Node
 		if n.OpType == "MatMul" && uses[0].Index == 0 && n.Domain == "" {
-			return n, steps
+			return n, steps, ""
 		}
 		st, ok := passThrough(n, v)
 		if !ok || st.scale != 1 || n.OpType == "Split" || n.OpType == "Gather" {
-			return nil, nil
+			return nil, nil, ""
 		}
 		steps = append(steps, st)
 		v = st.out
 	}
-	return nil, nil
+	return nil, nil, ""
 }
 
 // headMixing says why a candidate is talking-heads attention: the scores, or the
@@ -276,9 +286,9 @@ func headMixing(scores, context *ir.Node) string {
 // not. It never changes the graph.
 func analyseAttention(sm *ir.Node) *attnPlan {
 	p := &attnPlan{softmax: sm}
-	ctx, probsSteps := findContext(sm)
+	ctx, probsSteps, why := findContext(sm)
 	if ctx == nil {
-		p.why = "the softmax output does not reach a matmul (probs·V) through layout ops alone"
+		p.why = cmp.Or(why, "the softmax output does not reach a matmul (probs·V) through layout ops alone")
 		return p
 	}
 	p.context = ctx

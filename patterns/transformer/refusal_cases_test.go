@@ -317,6 +317,10 @@ func TestGeneralAttentionNearMisses(t *testing.T) {
 			want: "score term tb: axis 2 is 3 where the scores have seq"},
 		{name: "softmax over the queries, transposed", src: generalNearMiss("", "  st = Transpose <perm = [0, 1, 3, 2]> (sd)\n  p0 = Softmax <axis = -1> (st)\n  p = Transpose <perm = [0, 1, 3, 2]> (p0)\n  c = MatMul (p, vt)\n"),
 			want: "the softmax runs over [seq(seq)], not the key sequence"},
+		// nn.MultiheadAttention's need_weights: the probabilities averaged over the heads
+		// are a second output.
+		{name: "probabilities averaged for an output", src: generalNearMiss("", "  p = Softmax <axis = -1> (sd)\n  w = ReduceMean <axes = [1], keepdims = 0> (p)\n  c = MatMul (p, vt)\n", "=> (y)", "=> (y, w)"),
+			want: "the probabilities p are read outside the block too (2 readers: ReduceMean, MatMul): no fused attention outputs them"},
 		{name: "probs regrouped", src: generalNearMiss("int64[3] m3", "  p = Softmax <axis = -1> (sd)\n  pr = Reshape (p, m3)\n  c = MatMul (pr, vt)\n"),
 			want: "probs: reshape to [?,?,?] does not regroup"},
 		{name: "Q/DQ on V", src: generalNearMiss("", "  p = Softmax <axis = -1> (sd)\n  vq = QuantizeLinear (vt, qscale)\n  vd = DequantizeLinear (vq, qscale)\n  c = MatMul (p, vd)\n"),
