@@ -239,3 +239,45 @@ func TestErrorReportIfBranches(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestErrorReportLoopBody: report=FILE.json on a model with a block inside a Loop body
+// (a GELU, which stays float as every loop body does) measures the main graph's blocks
+// and leaves the body's out: a loop body passes out only its loop outputs.
+func TestErrorReportLoopBody(t *testing.T) {
+	orttest.RequireLib(t)
+	src := strings.Replace(strings.Replace(ffn, "=> (float[batch,seq,4] y) <", "=> (float[batch,seq,4] y, float[batch,seq,4] z) <\n  int64 n = {2},\n  bool go = {1},", 1),
+		"  [\"/F/out/Add\"] y = Add (b2, o)\n", `  ["/F/out/Add"] y = Add (b2, o)
+  z = Loop (n, go, y) <body = body_g (int64 i, bool c, float[batch,seq,4] a) => (bool co, float[batch,seq,4] b) {
+    co = Identity (c)
+    ld = Div (a, sqrt2)
+    le = Erf (ld)
+    le1 = Add (le, one)
+    lm = Mul (a, le1)
+    b = Mul (lm, half)
+  }>
+`, 1)
+	out := filepath.Join(t.TempDir(), "report.json")
+	m := parse(t, src)
+	if _, err := runPipeline(t, m, "qdq<min-gemm=2;data=random:2;report="+out+">"); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep ErrorReport
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	var blocks []string
+	for _, bl := range rep.Blocks {
+		blocks = append(blocks, bl.Block)
+		if bl.Graph != "" {
+			t.Errorf("block %s of graph %s measured", bl.Block, bl.Graph)
+		}
+	}
+	if len(blocks) == 0 {
+		t.Errorf("no main-graph block measured:\n%s", b)
+	}
+	t.Logf("blocks %v", blocks)
+}

@@ -206,6 +206,9 @@ func blockErrors(br *blocks.Result, float, quant []byte, d *eval.Data, opts ort.
 		graph := ""
 		if r.Graph != nil && r.Graph.Parent != nil {
 			graph = r.Graph.Name
+			if !inBranches(r.Graph) {
+				continue // a Loop or Scan body passes out only its loop outputs, and stays float
+			}
 		}
 		byOut := map[string]bool{}
 		for _, b := range r.Blocks {
