@@ -550,10 +550,10 @@ func describeOff(off []string) string {
 	return strings.Join(off, ", ")
 }
 
-// countQuantizers counts the DequantizeLinear nodes qdq made in every graph of m, in all
-// and per group, unit mapping each group to what it is counted under (a weight's
-// DequantizeLinear in the main graph serves its readers in every branch: one quantizer
-// for the unit they share).
+// countQuantizers counts the DequantizeLinear nodes qdq made in every graph of m (each
+// If branch has its own, on the int8 weights of the main graph), in all and per group,
+// unit mapping each group to what it is counted under: a node serving several groups of
+// one unit counts once for it.
 func countQuantizers(m *ir.Model, unit func(string) string) (total int, per map[string]int) {
 	per = map[string]int{}
 	_ = m.Graph.Walk(func(g *ir.Graph) error {
