@@ -32,6 +32,15 @@ package qdq
 // report-eval=FILE.npz; the notes say which figure is on which data, and the held-out
 // one is the one to quote.
 //
+// Inside If branches (a merged decoder holds its model in both) every quantizer counts,
+// wherever its DequantizeLinear is, and every batch runs once per value of a boolean
+// input that is an If's condition, so each branch is measured. The search decides units
+// rather than groups: a group in a branch together with its twins, the same layer and
+// kind in the If's other branches ("{then,else}/layer0/qkv", target.Unit). Both branches
+// are the same layers on two paths; a user budgeting a merged decoder wants the same
+// layers float whichever path runs, and the two decisions would each be measured on half
+// the data. Main-graph groups are their own units.
+//
 // Every step is deterministic: groups are visited in sorted order with explicit
 // tie-breakers, each distinct set of groups is measured once, and the data is read in
 // order. The groups turned off are recorded in the skip reason of their nodes; a later
@@ -77,10 +86,10 @@ func checkBudget(s string) error {
 
 // measurement is one candidate's score.
 type measurement struct {
-	off      []string // groups off, sorted
+	off      []string // groups (units) off, sorted
 	res      eval.Result
-	quant    int            // quantizers placed (DequantizeLinear nodes qdq made)
-	perGroup map[string]int // quantizers serving each group
+	quant    int            // quantizers placed (DequantizeLinear nodes qdq made, in every graph)
+	perGroup map[string]int // quantizers serving each unit
 }
 
 // budgetSearch measures candidates.
@@ -94,6 +103,9 @@ type budgetSearch struct {
 	acc     bool // accuracy (eval=) rather than cosine similarity
 	allowed int  // accuracy: predictions that may be lost
 	seen    map[string]*measurement
+	// unitOf maps a group to the unit the search decides it by (target.Unit); a group
+	// absent is its own unit.
+	unitOf map[string]string
 }
 
 // searchBudget runs the search and records in o.off the groups to leave float, and in
@@ -106,11 +118,14 @@ func (o *options) searchBudget(ctx *pass.Context, br *blocks.Result) error {
 		// A model qcc quantized already: the nodes a budget left float stay float (by
 		// node, whatever group placement now gives them).
 		o.keep = map[*ir.Node]string{}
-		for _, n := range m.Graph.Nodes() {
-			if why, ok := n.Meta(qdqcheck.SkipKey); ok && strings.Contains(why, budgetMark) {
-				o.keep[n] = why
+		_ = m.Graph.Walk(func(g *ir.Graph) error {
+			for _, n := range g.Nodes() {
+				if why, ok := n.Meta(qdqcheck.SkipKey); ok && strings.Contains(why, budgetMark) {
+					o.keep[n] = why
+				}
 			}
-		}
+			return nil
+		})
 		ctx.Note("budget: the model carries qcc's Q/DQ already (%s %s): nothing measured again; the %d nodes a budget left float stay float", qdqcheck.PolicyKey, p, len(o.keep))
 		return nil
 	}
@@ -128,22 +143,35 @@ func (o *options) searchBudget(ctx *pass.Context, br *blocks.Result) error {
 		return err
 	}
 	o.given = ranges
+	// The search decides units: groups, twins in the branches of an If as one (see
+	// target.Unit).
 	var groups []string
-	seenGroup := map[string]bool{}
+	o.units = map[string][]string{}
+	unitOf := map[string]string{}
 	for _, t := range pl.targets {
-		if t.skip != "" || seenGroup[t.Group()] || !hasRanges(t, ranges) {
+		if t.skip != "" || !hasRanges(t, ranges) {
 			continue
 		}
-		seenGroup[t.Group()] = true
-		groups = append(groups, t.Group())
+		g, u := t.Group(), t.Unit()
+		if _, ok := unitOf[g]; ok {
+			continue
+		}
+		unitOf[g] = u
+		if o.units[u] == nil {
+			groups = append(groups, u)
+		}
+		o.units[u] = append(o.units[u], g)
 	}
 	sort.Strings(groups)
 	if len(groups) == 0 {
 		ctx.Note("budget: no quantizer group to measure")
 		return nil
 	}
+	if twins := len(unitOf) - len(groups); twins > 0 {
+		ctx.Note("budget: %d groups in If branches decided with their twins in the other branches: %d decisions for %d groups", twins, len(groups), len(unitOf))
+	}
 
-	s := &budgetSearch{o: o, ctx: ctx, dir: m.Dir, seen: map[string]*measurement{}}
+	s := &budgetSearch{o: o, ctx: ctx, dir: m.Dir, seen: map[string]*measurement{}, unitOf: unitOf}
 	if s.float, err = ir.Marshal(m); err != nil {
 		return fmt.Errorf("budget: serializing the float model: %w", err)
 	}
@@ -472,20 +500,13 @@ func (s *budgetSearch) measure(off []string) (*measurement, error) {
 	if err != nil {
 		return nil, fmt.Errorf("budget: evaluating with %s off: %w", describeOff(off), err)
 	}
-	m := &measurement{off: off, res: res, perGroup: map[string]int{}}
-	for _, n := range clone.Graph.Nodes() {
-		if n.OpType != "DequantizeLinear" {
-			continue
+	m := &measurement{off: off, res: res}
+	m.quant, m.perGroup = countQuantizers(clone, func(g string) string {
+		if u, ok := s.unitOf[g]; ok {
+			return u
 		}
-		gs, ok := n.Meta(qdqcheck.GroupKey)
-		if !ok {
-			continue
-		}
-		m.quant++
-		for _, g := range strings.Split(gs, ",") {
-			m.perGroup[g]++
-		}
-	}
+		return g
+	})
 	s.ctx.Debugf("budget: %s off: %s, %d quantizers", describeOff(off), s.describe(res), m.quant)
 	s.seen[key] = m
 	return m, nil
@@ -527,4 +548,30 @@ func describeOff(off []string) string {
 		return "no group"
 	}
 	return strings.Join(off, ", ")
+}
+
+// countQuantizers counts the DequantizeLinear nodes qdq made in every graph of m (each
+// If branch has its own, on the int8 weights of the main graph), in all and per group,
+// unit mapping each group to what it is counted under: a node serving several groups of
+// one unit counts once for it.
+func countQuantizers(m *ir.Model, unit func(string) string) (total int, per map[string]int) {
+	per = map[string]int{}
+	_ = m.Graph.Walk(func(g *ir.Graph) error {
+		for _, n := range g.Nodes() {
+			gs, ok := n.Meta(qdqcheck.GroupKey)
+			if !ok || n.OpType != "DequantizeLinear" {
+				continue
+			}
+			total++
+			seen := map[string]bool{}
+			for _, g := range strings.Split(gs, ",") {
+				if u := unit(g); !seen[u] {
+					seen[u] = true
+					per[u]++
+				}
+			}
+		}
+		return nil
+	})
+	return total, per
 }

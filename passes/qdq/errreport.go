@@ -15,8 +15,11 @@ package qdq
 //     the gain over every group on: exactly the budget search's leave-one-out step, so
 //     the ranking is the order budget=D turns groups off in.
 //
-// Groups are ranked by gain (most harmful first), blocks by relative error (worst
-// first). With budget=D, the report gives the disable= expression that turns off the
+// Both see every graph the pass places in: the groups and blocks of an If's branches (a
+// merged decoder) are listed with their graph named, their outputs fetched through the
+// If (calib.ExposeBodies), and every batch runs once per value of a boolean input that
+// is an If's condition, so each branch is measured. Groups are ranked by gain (most
+// harmful first), blocks by relative error (worst first). With budget=D, the report gives the disable= expression that turns off the
 // groups the search chose. The file is JSON; -stats shows the same as a table, and the
 // -report page charts the largest relative error of each layer.
 
@@ -34,7 +37,7 @@ import (
 	"github.com/qcc-dev/qcc/ort"
 	"github.com/qcc-dev/qcc/pass"
 	"github.com/qcc-dev/qcc/passes/blocks"
-	"github.com/qcc-dev/qcc/passes/qdqcheck"
+	"github.com/qcc-dev/qcc/quant/calib"
 	"github.com/qcc-dev/qcc/quant/eval"
 )
 
@@ -60,7 +63,9 @@ type ErrorReport struct {
 
 // GroupError is one quantizer group's effect on the model output.
 type GroupError struct {
-	Group      string  `json:"group"`
+	Group string `json:"group"`
+	// Graph is the If branch the group's sites are in ("" for the main graph).
+	Graph      string  `json:"graph,omitempty"`
 	Quantizers int     `json:"quantizers"` // DequantizeLinear nodes serving it
 	Without    float64 `json:"without"`    // the measure with this group off, the rest on
 	Gain       float64 `json:"gain"`       // Without - AllOn: what turning it off buys
@@ -69,7 +74,9 @@ type GroupError struct {
 
 // BlockError is the error of one block's output with every group quantized.
 type BlockError struct {
-	Block  string `json:"block"`
+	Block string `json:"block"`
+	// Graph is the If branch the block is in ("" for the main graph).
+	Graph  string `json:"graph,omitempty"`
 	Kind   string `json:"kind"`
 	Layer  int    `json:"layer"`
 	Output string `json:"output"`
@@ -127,14 +134,7 @@ func (o *options) errorReport(ctx *pass.Context, br *blocks.Result, float []byte
 		return fmt.Errorf("report: %w", err)
 	}
 	rep.AllOn = measure(allRes)
-	perGroup := map[string]int{}
-	for _, n := range all.Graph.Nodes() {
-		if gs, ok := n.Meta(qdqcheck.GroupKey); ok && n.OpType == "DequantizeLinear" {
-			for _, g := range strings.Split(gs, ",") {
-				perGroup[g]++
-			}
-		}
-	}
+	_, perGroup := countQuantizers(all, func(g string) string { return g })
 	for _, g := range sortedKeys(perGroup) {
 		b, _, err := s.build([]string{g})
 		if err != nil {
@@ -144,7 +144,7 @@ func (o *options) errorReport(ctx *pass.Context, br *blocks.Result, float []byte
 		if err != nil {
 			return fmt.Errorf("report: %w", err)
 		}
-		rep.Groups = append(rep.Groups, GroupError{Group: g, Quantizers: perGroup[g], Without: measure(r), Gain: measure(r) - rep.AllOn, Cosine: r.Cosine})
+		rep.Groups = append(rep.Groups, GroupError{Group: g, Graph: groupGraph(g), Quantizers: perGroup[g], Without: measure(r), Gain: measure(r) - rep.AllOn, Cosine: r.Cosine})
 	}
 	sort.SliceStable(rep.Groups, func(i, j int) bool {
 		a, b := rep.Groups[i], rep.Groups[j]
@@ -169,9 +169,16 @@ func (o *options) errorReport(ctx *pass.Context, br *blocks.Result, float []byte
 		}
 		sort.Strings(rep.Off)
 		if len(rep.Off) > 0 {
-			q := make([]string, len(rep.Off))
-			for i, g := range rep.Off {
-				q[i] = regexp.QuoteMeta(g)
+			// A unit of twins in If branches is off in each of its groups.
+			var q []string
+			for _, u := range rep.Off {
+				gs := o.units[u]
+				if len(gs) == 0 {
+					gs = []string{u}
+				}
+				for _, g := range gs {
+					q = append(q, regexp.QuoteMeta(g))
+				}
 			}
 			rep.Disable = "^(" + strings.Join(q, "|") + ")$"
 		}
@@ -185,40 +192,90 @@ func (o *options) errorReport(ctx *pass.Context, br *blocks.Result, float []byte
 }
 
 // blockErrors runs the float and the quantized model over the data with every block's
-// output fetched and sums the squared values and errors per block.
+// output fetched (a branch's through its If) and sums the squared values and errors per
+// block.
 func blockErrors(br *blocks.Result, float, quant []byte, d *eval.Data, opts ort.Options) ([]BlockError, error) {
 	type acc struct {
 		b        BlockError
+		graph    int // the block's graph, in walk order
+		typ      *ir.Type
 		sig, err float64
 	}
 	var accs []*acc
-	byOut := map[string]*acc{}
-	var extra []string
-	for _, b := range br.Blocks {
-		v := b.Root
-		if v == nil || v.Type == nil || v.Type.DType != ir.Float || byOut[v.Name] != nil {
-			continue
+	for gi, r := range br.All() {
+		graph := ""
+		if r.Graph != nil && r.Graph.Parent != nil {
+			graph = r.Graph.Name
+			if !inBranches(r.Graph) {
+				continue // a Loop or Scan body passes out only its loop outputs, and stays float
+			}
 		}
-		a := &acc{b: BlockError{Block: b.ID, Kind: string(b.Kind), Layer: b.Layer, Output: v.Name}}
-		accs = append(accs, a)
-		byOut[v.Name] = a
-		if !v.IsGraphOutput() {
-			extra = append(extra, v.Name)
+		byOut := map[string]bool{}
+		for _, b := range r.Blocks {
+			v := b.Root
+			if v == nil || v.Type == nil || v.Type.DType != ir.Float || byOut[v.Name] {
+				continue
+			}
+			byOut[v.Name] = true
+			accs = append(accs, &acc{b: BlockError{Block: b.ID, Graph: graph, Kind: string(b.Kind), Layer: b.Layer, Output: v.Name}, graph: gi, typ: v.Type})
 		}
 	}
 	if len(accs) == 0 {
 		return nil, nil
 	}
-	o := opts
-	o.ExtraOutputs = extra
-	fs, err := ort.NewSessionFromBytes(float, o)
+	// open exposes the block outputs of a serialized model and opens a session on it;
+	// names[i] is what accs[i]'s output is fetched as.
+	open := func(model []byte, what string) (*ort.Session, []string, error) {
+		m, err := ir.LoadBytes(model, "")
+		if err != nil {
+			return nil, nil, fmt.Errorf("report: %s model: %w", what, err)
+		}
+		var graphs []*ir.Graph
+		_ = m.Graph.Walk(func(g *ir.Graph) error { graphs = append(graphs, g); return nil })
+		vals := make([]*ir.Value, len(accs))
+		for i, a := range accs {
+			var v *ir.Value
+			if a.graph < len(graphs) {
+				v = graphs[a.graph].Value(a.b.Output)
+			}
+			if v == nil {
+				return nil, nil, fmt.Errorf("report: %s model: block %s output %s missing", what, a.b.Block, a.b.Output)
+			}
+			if v.Type == nil {
+				v.Type = a.typ
+			}
+			vals[i] = v
+		}
+		cm, byVal, err := calib.ExposeBodies(m, vals)
+		if err != nil {
+			return nil, nil, fmt.Errorf("report: %s model: %w", what, err)
+		}
+		names := make([]string, len(vals))
+		o := opts
+		for i, v := range vals {
+			names[i] = byVal[v]
+			if out := cm.Graph.Value(names[i]); out == nil || !out.IsGraphOutput() {
+				o.ExtraOutputs = append(o.ExtraOutputs, names[i])
+			}
+		}
+		b, err := ir.Marshal(cm)
+		if err != nil {
+			return nil, nil, fmt.Errorf("report: %s model: %w", what, err)
+		}
+		sess, err := ort.NewSessionFromBytes(b, o)
+		if err != nil {
+			return nil, nil, fmt.Errorf("report: %s model: %w", what, err)
+		}
+		return sess, names, nil
+	}
+	fs, fnames, err := open(float, "float")
 	if err != nil {
-		return nil, fmt.Errorf("report: float model: %w", err)
+		return nil, err
 	}
 	defer fs.Close()
-	qs, err := ort.NewSessionFromBytes(quant, o)
+	qs, qnames, err := open(quant, "quantized")
 	if err != nil {
-		return nil, fmt.Errorf("report: quantized model: %w", err)
+		return nil, err
 	}
 	defer qs.Close()
 	for i, b := range d.Batches {
@@ -230,8 +287,8 @@ func blockErrors(br *blocks.Result, float, quant []byte, d *eval.Data, opts ort.
 		if err != nil {
 			return nil, fmt.Errorf("report: quantized model, batch %d: %w", i, err)
 		}
-		for _, a := range accs {
-			f, q := fo[a.b.Output], qo[a.b.Output]
+		for j, a := range accs {
+			f, q := fo[fnames[j]], qo[qnames[j]]
 			if f == nil || q == nil {
 				return nil, fmt.Errorf("report: block %s output %s missing", a.b.Block, a.b.Output)
 			}
@@ -265,6 +322,14 @@ func blockErrors(br *blocks.Result, float, quant []byte, d *eval.Data, opts ort.
 		return out[i].Block < out[j].Block
 	})
 	return out, nil
+}
+
+// groupGraph is the If branch a group is in: its name's scope ("" in the main graph).
+func groupGraph(g string) string {
+	if i := strings.LastIndex(g, "/layer"); i >= 0 {
+		return g[:i]
+	}
+	return ""
 }
 
 // sumSquares returns Σ f² and Σ (q − f)².

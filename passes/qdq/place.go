@@ -3,6 +3,7 @@ package qdq
 import (
 	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/qcc-dev/qcc/ir"
 	"github.com/qcc-dev/qcc/passes/blocks"
@@ -39,6 +40,26 @@ type target struct {
 // Group is the target's quantizer group, "layer<L>/<kind>" (L = -1 before the first
 // encoder layer), after the branch's name for a node inside an If branch.
 func (t *target) Group() string { return fmt.Sprintf("%slayer%d/%s", t.scope, t.layer, t.kind) }
+
+// Unit is what budget=D decides on: the group, except that a group inside an If branch
+// is one decision with its twins, the same layer and kind in the If's other branches,
+// named after all of them ("{then,else}/layer0/qkv"). A merged decoder runs the same
+// layers in either branch; deciding each branch alone could leave a layer float on one
+// path and quantized on the other, for a loss measured on whichever branch the data ran.
+func (t *target) Unit() string {
+	g := t.node.Graph()
+	if t.scope == "" || g == nil || g.Owner == nil {
+		return t.Group()
+	}
+	var names []string
+	for _, b := range g.Owner.Subgraphs() {
+		names = append(names, b.Name)
+	}
+	if len(names) < 2 {
+		return t.Group()
+	}
+	return fmt.Sprintf("{%s}/layer%d/%s", strings.Join(names, ","), t.layer, t.kind)
+}
 
 // core is one attention block as placement sees it.
 type core struct {

@@ -14,7 +14,9 @@
 // Every quantized input belongs to a group "layer<L>/<kind>", kind one of qkv,
 // attn_matmul, attn_out, ffn, residual, other (L = -1 before the first encoder layer);
 // disable=REGEX leaves whole groups float, and budget=D turns off the groups that cost
-// the most accuracy until the loss is at most D (see budget.go).
+// the most accuracy until the loss is at most D (see budget.go; a group inside an If
+// branch is "<branch>/layer<L>/<kind>", and budget decides it with its twins in the
+// If's other branches).
 package qdq
 
 import (
@@ -56,7 +58,9 @@ on report-eval=FILE.npz; -stats says which figure comes from which data. pairs=p
 gives each reader of an activation its own Q/DQ pair (what ONNX Runtime's x86 int8
 kernels need). Inside If branches (a merged decoder) each branch is placed from its own
 blocks and calibrated through the If's outputs, every batch run once per value of a boolean
-input that is an If's condition; Loop and Scan bodies stay float. Models already carrying Q/DQ are not quantized twice. An opset-11/12 model is raised to 13 (per-channel axis), converting the operators whose
+input that is an If's condition; budget= and report= measure them alike (a branch's group
+is named after it, "then/layer0/qkv", and budget decides it with its twins in the other
+branches, "{then,else}/layer0/qkv"); Loop and Scan bodies stay float. Models already carrying Q/DQ are not quantized twice. An opset-11/12 model is raised to 13 (per-channel axis), converting the operators whose
 meaning changed. The policy is recorded in the model metadata qcc.qdq.policy.`,
 	Requires: []*pass.Pass{blocks.Pass},
 	Options: []pass.Option{
@@ -180,6 +184,8 @@ type options struct {
 	// left float in an earlier run.
 	off  map[string]string
 	keep map[*ir.Node]string
+	// units are the groups of each unit the budget search decided (target.Unit).
+	units map[string][]string
 	// given are ranges computed already (by the budget search): authoritative, a tensor
 	// absent from them has a zero range.
 	given map[string]float32
@@ -389,6 +395,9 @@ func (o *options) screen(g *ir.Graph, t *target) string {
 		return fmt.Sprintf("group %s disabled (disable=%s)", t.Group(), o.disable)
 	}
 	if why, ok := o.off[t.Group()]; ok {
+		return why
+	}
+	if why, ok := o.off[t.Unit()]; ok {
 		return why
 	}
 	if why, ok := o.keep[n]; ok {

@@ -22,14 +22,31 @@ var causalSizes = []int64{3, 6}
 
 // isCausal reports whether term t masks exactly the keys after each query.
 func (p *attnPlan) isCausal(t *attnTerm, opset int64) bool {
-	if t.kind != "constant" || !ir.SameDim(p.q.seq.size, p.k.seq.size) || p.q.seq.size.Known {
+	qi, ki, ok := p.queryKeyAxes(t)
+	if !ok {
 		return false
+	}
+	for _, s := range causalSizes {
+		v, err := p.evalAt(t, s, opset)
+		if err != nil || !bandPattern(v, qi, ki, s, 0, t) {
+			return false
+		}
+	}
+	return true
+}
+
+// queryKeyAxes are the axes of the query and the key of a constant term over a self
+// attention's one sequence symbol that varies over nothing else; ok false for any other
+// term.
+func (p *attnPlan) queryKeyAxes(t *attnTerm) (qi, ki int, ok bool) {
+	if t.kind != "constant" || !ir.SameDim(p.q.seq.size, p.k.seq.size) || p.q.seq.size.Known {
+		return 0, 0, false
 	}
 	axes, why := p.termAxes(t)
 	if why != "" {
-		return false
+		return 0, 0, false
 	}
-	qi, ki := -1, -1
+	qi, ki = -1, -1
 	for j, gs := range axes {
 		for _, g := range gs {
 			switch g {
@@ -38,33 +55,100 @@ func (p *attnPlan) isCausal(t *attnTerm, opset int64) bool {
 			case groupKey:
 				ki = j
 			default:
-				return false // a causal mask does not vary over batch or heads
+				return 0, 0, false // a causal mask does not vary over batch or heads
 			}
 		}
 		if len(gs) > 1 {
-			return false
+			return 0, 0, false
 		}
 	}
-	if qi < 0 || ki < 0 {
-		return false
-	}
-	for _, s := range causalSizes {
-		sizes := map[string]int64{p.q.seq.size.Param: s, p.q.canon[0].size.Param: 1}
-		v, err := evalTerm(t.value, sizes, opset, 0)
-		if err != nil {
-			return false
-		}
-		if !causalPattern(v, qi, ki, s, t) {
-			return false
-		}
-	}
-	return true
+	return qi, ki, qi >= 0 && ki >= 0
 }
 
-// causalPattern checks an evaluated term: an added term is 0 on and below the diagonal
-// and at most -1e4 (or -inf) above it; a Where's condition selects exactly the keys above
-// (masked) or on and below (kept).
-func causalPattern(v *ir.Tensor, qi, ki int, s int64, t *attnTerm) bool {
+// evalAt evaluates term t at sequence length s (batch 1).
+func (p *attnPlan) evalAt(t *attnTerm, s, opset int64) (*ir.Tensor, error) {
+	return evalTerm(t.value, map[string]int64{p.q.seq.size.Param: s, p.q.canon[0].size.Param: 1}, opset, 0)
+}
+
+// windowSizes are the sequence lengths a sliding window is looked for at: its width is
+// seen when it is below the length.
+var windowSizes = []int64{16, 256}
+
+// slidingWindow reports whether term t masks exactly the keys after each query and those
+// w or more before it, and w: a query sees its w latest keys, itself included (Mistral's
+// and GPT-OSS's sliding windows). The width is read off the last query at the shortest
+// length that shows it and the pattern checked there and at w+2, where the first query
+// the window cuts is the second to last.
+func (p *attnPlan) slidingWindow(t *attnTerm, opset int64) (int64, bool) {
+	qi, ki, ok := p.queryKeyAxes(t)
+	if !ok {
+		return 0, false
+	}
+	for _, s := range windowSizes {
+		v, err := p.evalAt(t, s, opset)
+		if err != nil {
+			return 0, false
+		}
+		w := keptBefore(v, qi, ki, s, t)
+		if w <= 0 || w == s {
+			continue // no band, or wider than s
+		}
+		if !bandPattern(v, qi, ki, s, w, t) {
+			return 0, false
+		}
+		v, err = p.evalAt(t, w+2, opset)
+		return w, err == nil && bandPattern(v, qi, ki, w+2, w, t)
+	}
+	return 0, false
+}
+
+// keptBefore counts the keys the last query of an evaluated term keeps; -1 when the term
+// does not read as a mask there.
+func keptBefore(v *ir.Tensor, qi, ki int, s int64, t *attnTerm) int64 {
+	if len(v.Dims) <= qi || len(v.Dims) <= ki || v.Dims[qi] != s || v.Dims[ki] != s || v.NumElements() != s*s {
+		return -1
+	}
+	vals, err := v.Float64s()
+	if err != nil {
+		return -1
+	}
+	sq, sk := termStride(v, qi), termStride(v, ki)
+	n := int64(0)
+	for j := int64(0); j < s; j++ {
+		if !maskedAt(vals[(s-1)*sq+j*sk], t) {
+			n++
+		}
+	}
+	return n
+}
+
+// termStride is the stride of an axis of an evaluated term.
+func termStride(v *ir.Tensor, axis int) int64 {
+	st := int64(1)
+	for a := len(v.Dims) - 1; a > axis; a-- {
+		st *= v.Dims[a]
+	}
+	return st
+}
+
+// maskedAt reads one element of an evaluated term: a Where's condition selects the kept
+// (keepIf) or the masked positions; an added term masks with at most -1e4 (or -inf) and
+// keeps with 0. ok false for anything between.
+func maskedAt(x float64, t *attnTerm) bool {
+	switch {
+	case t.fill != nil && t.keepIf:
+		return x == 0
+	case t.fill != nil:
+		return x != 0
+	}
+	return x <= -1e4 || math.IsInf(x, -1)
+}
+
+// bandPattern checks an evaluated term: an added term is 0 where a key is seen and at
+// most -1e4 (or -inf) where it is masked; a Where's condition selects exactly the masked
+// or the seen keys. Masked are the keys after the query and, for a window w > 0, those w
+// or more before it.
+func bandPattern(v *ir.Tensor, qi, ki int, s, w int64, t *attnTerm) bool {
 	if len(v.Dims) <= qi || len(v.Dims) <= ki || v.Dims[qi] != s || v.Dims[ki] != s || v.NumElements() != s*s {
 		return false
 	}
@@ -73,28 +157,21 @@ func causalPattern(v *ir.Tensor, qi, ki int, s int64, t *attnTerm) bool {
 		return false
 	}
 	// Strides of the query and key axes (every other axis has size 1).
-	stride := func(axis int) int64 {
-		st := int64(1)
-		for a := len(v.Dims) - 1; a > axis; a-- {
-			st *= v.Dims[a]
-		}
-		return st
-	}
-	sq, sk := stride(qi), stride(ki)
+	sq, sk := termStride(v, qi), termStride(v, ki)
 	for i := int64(0); i < s; i++ {
 		for j := int64(0); j < s; j++ {
 			x := vals[i*sq+j*sk]
-			above := j > i
+			masked := j > i || w > 0 && j <= i-w
 			switch {
 			case t.fill != nil && t.keepIf: // Where(c, scores, fill): c true where kept
-				if (x != 0) == above {
+				if (x != 0) == masked {
 					return false
 				}
 			case t.fill != nil: // Where(c, fill, scores): c true where masked
-				if (x != 0) != above {
+				if (x != 0) != masked {
 					return false
 				}
-			case above:
+			case masked:
 				if !(x <= -1e4 || math.IsInf(x, -1)) {
 					return false
 				}
@@ -179,6 +256,18 @@ func evalTerm(v *ir.Value, sizes map[string]int64, opset int64, depth int) (*ir.
 // padding mask added to it before the scores) by its two parts, so that the causal part
 // can become the operator's attribute.
 func (p *attnPlan) splitCausal(opset int64) {
+	p.splitTerms(func(t *attnTerm) bool { return p.isCausal(t, opset) })
+}
+
+// splitWindow is splitCausal for a sliding-window causal mask, which GroupQueryAttention
+// computes with local_window_size.
+func (p *attnPlan) splitWindow(opset int64) {
+	p.splitTerms(func(t *attnTerm) bool { _, ok := p.slidingWindow(t, opset); return ok })
+}
+
+// splitTerms replaces a term that is the sum of two, one of which is what the operator
+// has an attribute for, by its two parts.
+func (p *attnPlan) splitTerms(attr func(*attnTerm) bool) {
 	for i := 0; i < len(p.terms); i++ {
 		t := p.terms[i]
 		n, _ := t.value.Producer()
@@ -187,7 +276,7 @@ func (p *attnPlan) splitCausal(opset int64) {
 		}
 		inside := p.insideValues()
 		a, b := p.subTerm(&t, n.Input(0), inside), p.subTerm(&t, n.Input(1), inside)
-		if a != nil && b != nil && (p.isCausal(a, opset) || p.isCausal(b, opset)) {
+		if a != nil && b != nil && (attr(a) || attr(b)) {
 			p.terms = append(append(p.terms[:i:i], *a, *b), p.terms[i+1:]...)
 			i++
 		}

@@ -43,7 +43,9 @@ com.microsoft.GroupQueryAttention (softcap, attention_bias = the terms but the c
 one, or all of them when one masks every later key already, as Gemma 2's local layers'
 does; causal only, head size a multiple of 8), the one contrib attention with a soft cap, and
 a block with sinks is GroupQueryAttention with them as head_sink (target onnx refuses
-it: Attention-23 has no sink). Q, K and V are read where the fewest ops bring them to
+it: Attention-23 has no sink). For GroupQueryAttention a sliding-window causal term (a
+query sees its W latest keys, from Range comparisons: Mistral's and GPT-OSS's local
+layers) becomes local_window_size = W, the rest of the terms its bias. Q, K and V are read where the fewest ops bring them to
 [B,S,N·D] (at most a Transpose and a Reshape); the output is reshaped to the block's own
 output layout. A block with Q/DQ inside its core is recognised and left decomposed.
 
@@ -261,6 +263,18 @@ func generalFuse(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, e
 			break
 		}
 	}
+	// GroupQueryAttention's local_window_size computes a sliding-window causal term: a
+	// query sees its window latest keys.
+	window := int64(0)
+	if gqa && causal < 0 {
+		p.splitWindow(env.Model.Opset(""))
+		for i := range p.terms {
+			if w, ok := p.slidingWindow(&p.terms[i], env.Model.Opset("")); ok {
+				causal, window = i, w
+				break
+			}
+		}
+	}
 	// Attention-23 has no filter value to set: with a padding mask beside the causal
 	// term, a query whose earlier keys are all padding (left padding) would not weigh
 	// them as the graph does, so the causal term stays in the additive mask.
@@ -303,7 +317,7 @@ func generalFuse(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, e
 	name := rw.Graph().FreshName(nodePrefix(p.softmax) + "Attention")
 	var n *ir.Node
 	if gqa {
-		n = groupQueryAttention(rw, name, q, k, v, bias, sink, p, kvHeads)
+		n = groupQueryAttention(rw, name, q, k, v, bias, sink, p, kvHeads, window)
 		EnsureOpset(env.Model, "com.microsoft", 1)
 	} else if env.Target == ORT {
 		ins := []*ir.Value{q, k, v}
@@ -354,10 +368,11 @@ func (p *attnPlan) sinkLowering(env *Env) string {
 }
 
 // groupQueryAttention is com.microsoft.GroupQueryAttention computing a causal block
-// without a cache: every query sees the keys up to its own position, softcap bounds the
-// scaled scores before the other terms (attention_bias) are added. With no past,
-// seqlens_k is S-1 for every sequence and total_sequence_length S, read off Q.
-func groupQueryAttention(rw *patterns.Rewriter, name string, q, k, v, bias *ir.Value, sink *ir.Tensor, p *attnPlan, kvHeads int64) *ir.Node {
+// without a cache: every query sees the keys up to its own position (and, for a sliding
+// window w > 0, none w or more before it), softcap bounds the scaled scores before the
+// other terms (attention_bias) are added. With no past, seqlens_k is S-1 for every
+// sequence and total_sequence_length S, read off Q.
+func groupQueryAttention(rw *patterns.Rewriter, name string, q, k, v, bias *ir.Value, sink *ir.Tensor, p *attnPlan, kvHeads, window int64) *ir.Node {
 	shp := reuseNode(rw, "Shape", []*ir.Value{q}, q.Name+"_shape")
 	one := rw.Const("attention_axis", ir.Int64Tensor(nil, []int64{1}))
 	s := reuseNode(rw, "Gather", []*ir.Value{shp, one}, q.Name+"_seq", ir.IntAttr("axis", 0))
@@ -376,10 +391,15 @@ func groupQueryAttention(rw *patterns.Rewriter, name string, q, k, v, bias *ir.V
 		// dropped column does.
 		ins = append(ins, rw.Const(name+"_head_sink", sink))
 	}
-	n := rw.Node("GroupQueryAttention", "com.microsoft", ins, 3, name+"_output_0",
-		ir.IntAttr("num_heads", p.heads), ir.IntAttr("kv_num_heads", kvHeads),
-		ir.FloatAttr("scale", float32(p.scale)), ir.FloatAttr("softcap", float32(p.softcap)))
-	return n
+	attrs := []*ir.Attr{ir.IntAttr("num_heads", p.heads), ir.IntAttr("kv_num_heads", kvHeads),
+		ir.FloatAttr("scale", float32(p.scale)), ir.FloatAttr("softcap", float32(p.softcap))}
+	if window > 0 {
+		// local_window_size counts the keys a query sees, its own included, as the
+		// graph's window does (microsoft/onnxruntime#25927; before it, ORT kept one key
+		// more).
+		attrs = append(attrs, ir.IntAttr("local_window_size", window))
+	}
+	return rw.Node("GroupQueryAttention", "com.microsoft", ins, 3, name+"_output_0", attrs...)
 }
 
 // rebuildShapes gives the Shape readers of the block's intermediate values (an exporter's

@@ -87,6 +87,79 @@ const sinkCausal = `  sh = Shape (x)
   st = Where (keep, sf, big)
 `
 
+// sinkWindow is a sliding-window causal mask from Range comparisons (a query sees its 3
+// latest keys: banned where j > i or j <= i-3, GPT-OSS's and Mistral's form) and a
+// padding mask (Where keep) on sd.
+const sinkWindow = `  sh = Shape (x)
+  s1 = Slice (sh, one1, two1)
+  n = Squeeze (s1, zero1)
+  r = Range (kzero, n, kone)
+  ri = Unsqueeze (r, one1)
+  rj = Unsqueeze (r, zero1)
+  fut = Greater (rj, ri)
+  lo = Sub (ri, win)
+  far = LessOrEqual (rj, lo)
+  ban = Or (fut, far)
+  wm = Where (ban, lowest, fzero)
+  sf = Add (sd, wm)
+  st = Where (keep, sf, big)
+`
+
+// sinkWindowConsts are sinkWindow's constants, as an edit of sinkModel.
+var sinkWindowConsts = []string{"  int64 kone", "  int64 kzero = {0},\n  int64 win = {3},\n  float fzero = {0},\n  int64 kone"}
+
+// TestSinkAttentionSlidingWindow: a block with sinks behind a sliding-window causal mask
+// becomes GroupQueryAttention with local_window_size 3 (the keys a query sees, its own
+// included) and head_sink, the window out of its bias, computing the graph's outputs in
+// ORT where the window cuts (sequence 5); the full causal mask gets no window.
+func TestSinkAttentionSlidingWindow(t *testing.T) {
+	orttest.RequireLib(t)
+	for _, c := range []struct {
+		name   string
+		terms  string
+		edits  []string
+		window int64
+	}{
+		{"window", sinkWindow, sinkWindowConsts, 3},
+		{"causal", sinkCausal, nil, -1},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			src := sinkModel(16, c.terms, c.edits...)
+			orig := ortcheck.Parse(t, src)
+			m := ortcheck.Parse(t, src)
+			if _, err := shape.Infer(m); err != nil {
+				t.Fatal(err)
+			}
+			rep, err := transformer.Fuse(m, generalFams, &transformer.Env{Model: m, Target: transformer.ORT})
+			if err != nil {
+				t.Fatal(err)
+			}
+			prune.RemoveDead(m.Graph)
+			if err := m.Verify(); err != nil {
+				t.Fatal(err)
+			}
+			if rep.Ops["com.microsoft.GroupQueryAttention"] != 1 {
+				t.Fatalf("ops %v, left %v, refused %v", rep.Ops, rep.Left, rep.Refusals)
+			}
+			for _, n := range m.Graph.Nodes() {
+				if n.OpType == "GroupQueryAttention" && n.AttrInt("local_window_size", -1) != c.window {
+					t.Errorf("%s: local_window_size %d, want %d", n, n.AttrInt("local_window_size", -1), c.window)
+				}
+				if n.OpType == "LessOrEqual" {
+					t.Errorf("the window's %s left beside the fused attention", n)
+				}
+			}
+			in := layerInputs(16)
+			for _, lv := range []ort.OptLevel{ort.OptDisabled, ort.OptAll} {
+				want := ortcheck.RunModel(t, orig, in, lv)
+				got := ortcheck.RunModel(t, m, in, lv)
+				d := ortcheck.CheckOutputs(t, c.name, want, got, 1e-4)
+				t.Logf("ORT level %d: max abs diff %g", lv, d)
+			}
+		})
+	}
+}
+
 // TestSinkAttentionFuses: a causal block with sinks becomes one GroupQueryAttention with
 // the sink logits as head_sink (target ort), computing the same outputs in ORT.
 func TestSinkAttentionFuses(t *testing.T) {
@@ -147,6 +220,8 @@ func TestSinkAttentionRefusals(t *testing.T) {
 	}{
 		{"onnx", 16, sinkCausal, nil, transformer.ONNX, "Attention-23 has no sink input"},
 		{"not causal", 16, "  st = Where (keep, sd, big)\n", nil, transformer.ORT, "(attention sinks) and the block is not causal"},
+		// Masked beyond the window but not after the query: no causal window.
+		{"window not causal", 16, strings.Replace(sinkWindow, "ban = Or (fut, far)", "ban = Identity (far)", 1), sinkWindowConsts, transformer.ORT, "(attention sinks) and the block is not causal"},
 		{"head size 2", 4, sinkCausal, nil, transformer.ORT, "the head size 2 is not a multiple of 8"},
 		{"two columns", 16, sinkCausal, []string{"float[1,2,1,1] sk = {0.75, -1.5}", "float[1,2,1,2] sk = {0.75, -1.5, 1, 2}", "sh4 = Concat <axis = 0> (s3, one1)", "sh4 = Concat <axis = 0> (s3, two1)"},
 			transformer.ORT, "are not one column of a finite logit per head"},

@@ -216,15 +216,24 @@ func runnableSizes(m *ir.Model, batchSym map[string]bool, batch, seq int64) map[
 	if len(syms) == 0 {
 		return nil
 	}
-	// Every value's type as it was, for after each trial.
+	// Every value's type as it was, for after each trial, in the bodies too (inference
+	// types a branch's values and outputs).
 	types := map[*ir.Value]*ir.Type{}
-	for _, n := range m.Graph.Nodes() {
-		for _, o := range n.Outputs() {
-			if o != nil {
-				types[o] = o.Type
+	_ = m.Graph.Walk(func(g *ir.Graph) error {
+		for _, n := range g.Nodes() {
+			for _, o := range n.Outputs() {
+				if o != nil {
+					types[o] = o.Type
+				}
 			}
 		}
-	}
+		if g.Parent != nil {
+			for _, in := range g.Inputs {
+				types[in] = in.Type
+			}
+		}
+		return nil
+	})
 	restore := func() {
 		for v, t := range types {
 			v.Type = t

@@ -2,6 +2,7 @@ package calib
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -395,4 +396,44 @@ func lenOf(s Source) int {
 		return -1
 	}
 	return s.Len()
+}
+
+// TestRandomSourceKeepsBodyTypes: drawing random data tries sizes by shape inference on
+// the model itself and puts every type back after, the values inside an If's branches
+// too (a branch output left typed at a trial's sizes makes ORT refuse any other size).
+func TestRandomSourceKeepsBodyTypes(t *testing.T) {
+	m, err := text.Parse(`<ir_version: 8, opset_import: ["" : 13]>
+g (bool c, float[batch,seq,4] x) => (float[batch,seq,4] y) {
+  y = If (c) <then_branch = then () => (float[batch,seq,4] a) {
+    a = Relu (x)
+  }, else_branch = else () => (float[batch,seq,4] b) {
+    h = Neg (x)
+    b = Relu (h)
+  }>
+}
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	types := func() map[string]string {
+		out := map[string]string{}
+		_ = m.Graph.Walk(func(g *ir.Graph) error {
+			for _, n := range g.Nodes() {
+				for _, o := range n.Outputs() {
+					out[g.Name+"/"+o.Name] = fmt.Sprint(o.Type)
+				}
+			}
+			return nil
+		})
+		return out
+	}
+	want := types()
+	if _, err := LoadData("random:2", m, 0); err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range types() {
+		if v != want[k] {
+			t.Errorf("%s: type %s after drawing random data, was %s", k, v, want[k])
+		}
+	}
 }

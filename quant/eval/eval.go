@@ -10,7 +10,9 @@ package eval
 
 import (
 	"fmt"
+	"maps"
 	"math"
+	"slices"
 	"sort"
 
 	"github.com/qcc-dev/qcc/ir"
@@ -36,6 +38,10 @@ type Data struct {
 	Batches []map[string]*ndarray.Array
 	Rows    []int   // rows of each batch
 	Labels  []int64 // one per row in batch order; nil when the data has none
+	// Each is how many consecutive batches are one batch of the source, run once per
+	// value of the boolean inputs that are If conditions (calib.EachSelector), so that
+	// every branch of a merged decoder is measured; 0 or 1 when the model has none.
+	Each int
 }
 
 // Len is the number of rows.
@@ -50,14 +56,16 @@ func (d *Data) Len() int {
 // Split divides d by whole batches into the part a search tunes on and the part held
 // out to report on: a fraction frac of the batches, spread evenly over the data (batch i
 // is held out when floor((i+1)·frac) > floor(i·frac), so frac 0.5 holds out every other
-// batch), the labels following their rows. held is nil when d has fewer than two batches
-// or frac gives one part nothing.
+// batch), the labels following their rows. The Each batches of one source batch stay
+// together, so that both parts run every branch. held is nil when d has fewer than two
+// source batches or frac gives one part nothing.
 func (d *Data) Split(frac float64) (tune, held *Data) {
-	tune, held = &Data{}, &Data{}
+	each := max(d.Each, 1)
+	tune, held = &Data{Each: d.Each}, &Data{Each: d.Each}
 	row := 0
 	for i, b := range d.Batches {
 		part := tune
-		if math.Floor(float64(i+1)*frac) > math.Floor(float64(i)*frac) {
+		if j := i / each; math.Floor(float64(j+1)*frac) > math.Floor(float64(j)*frac) {
 			part = held
 		}
 		part.Batches = append(part.Batches, b)
@@ -84,7 +92,8 @@ func AutoBatch(rows, width int) int {
 // Load reads evaluation data for model m from spec (anything calib.LoadData accepts).
 // batch <= 0 picks one: the model's fixed batch, or AutoBatch for an .npz file. With
 // needLabels, spec must be an .npz file with a LabelsKey array of one integer label per
-// row.
+// row. A model whose boolean inputs choose If branches gets every batch once per value of
+// them (Data.Each), the labels repeated with their rows.
 func Load(spec string, m *ir.Model, batch int, needLabels bool) (*Data, error) {
 	var arrays map[string]*ndarray.Array
 	if isNPZ(spec) {
@@ -96,22 +105,25 @@ func Load(spec string, m *ir.Model, batch int, needLabels bool) (*Data, error) {
 			batch = autoBatchOf(arrays, m)
 		}
 	}
-	src, err := calib.LoadData(spec, m, batch)
+	base, err := calib.LoadData(spec, m, batch)
 	if err != nil {
 		return nil, fmt.Errorf("eval: %w", err)
 	}
-	d := &Data{}
+	src := calib.EachSelector(base, calib.Selectors(m))
+	d := &Data{Each: src.Len() / max(base.Len(), 1)}
 	for i := 0; i < src.Len(); i++ {
 		b, err := src.Batch(i)
 		if err != nil {
 			return nil, fmt.Errorf("eval: %w", err)
 		}
+		// The rows are the first axis of the inputs that have one (an If's condition is a
+		// scalar).
 		rows := 0
-		for _, a := range b {
-			if len(a.Shape) > 0 {
+		for _, k := range slices.Sorted(maps.Keys(b)) {
+			if a := b[k]; len(a.Shape) > 0 {
 				rows = int(a.Shape[0])
+				break
 			}
-			break
 		}
 		d.Batches = append(d.Batches, b)
 		d.Rows = append(d.Rows, rows)
@@ -127,10 +139,16 @@ func Load(spec string, m *ir.Model, batch int, needLabels bool) (*Data, error) {
 		return nil, fmt.Errorf("eval: %s: %q is %v, want integers", spec, LabelsKey, lab.DType)
 	}
 	labels := lab.Int64s()
-	if len(labels) < d.Len() {
-		return nil, fmt.Errorf("eval: %s: %d labels for %d rows", spec, len(labels), d.Len())
+	if rows := d.Len() / max(d.Each, 1); len(labels) < rows {
+		return nil, fmt.Errorf("eval: %s: %d labels for %d rows", spec, len(labels), rows)
 	}
-	d.Labels = labels[:d.Len()]
+	row := 0
+	for i, n := range d.Rows {
+		d.Labels = append(d.Labels, labels[row:row+n]...)
+		if (i+1)%max(d.Each, 1) == 0 {
+			row += n
+		}
+	}
 	return d, nil
 }
 

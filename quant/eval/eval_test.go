@@ -155,3 +155,40 @@ func TestSplit(t *testing.T) {
 		t.Errorf("one batch split into %+v and %+v", tune, held)
 	}
 }
+
+// TestLoadSelectors: a model whose boolean input is an If's condition gets every batch
+// once per value of it, consecutive (Each 2); Split keeps the two runs of a batch in one
+// part, so each part runs both branches.
+func TestLoadSelectors(t *testing.T) {
+	m, err := text.Parse(`<ir_version: 8, opset_import: ["" : 13]>
+g (bool c, float[n,3] x) => (float[n,3] y) {
+  y = If (c) <then_branch = then () => (float[n,3] a) {
+    a = Relu (x)
+  }, else_branch = else () => (float[n,3] b) {
+    b = Neg (x)
+  }>
+}
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := Load("random:3", m, 2, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conds := func(d *Data) string {
+		var out []bool
+		for _, b := range d.Batches {
+			out = append(out, b["c"].Bools()[0])
+		}
+		return fmt.Sprint(out)
+	}
+	if d.Each != 2 || fmt.Sprint(d.Rows) != "[2 2 2 2 2 2]" || conds(d) != "[false true false true false true]" {
+		t.Errorf("each %d rows %v conditions %s", d.Each, d.Rows, conds(d))
+	}
+	tune, held := d.Split(0.5)
+	if held == nil || len(tune.Batches) != 4 || conds(held) != "[false true]" || held.Each != 2 ||
+		fmt.Sprint(held.Batches[0]["x"].Float32s()) != fmt.Sprint(d.Batches[2]["x"].Float32s()) || fmt.Sprint(held.Batches[1]["x"].Float32s()) != fmt.Sprint(d.Batches[2]["x"].Float32s()) {
+		t.Errorf("split: tune %v, held %+v", tune.Rows, held)
+	}
+}

@@ -1955,6 +1955,31 @@ class GPTOSSSinks(Llama):
         self.self_attn = nn.ModuleList(SinkAttention() for _ in range(L))
 
 
+class GPTOSSSliding(GPTOSSSinks):
+    """GPT-OSS's alternation: layer 0 attends through a sliding window (a query sees the
+    WINDOW latest keys, itself included: banned where j > i or j <= i - WINDOW, from Range
+    comparisons), layer 1 through the full causal mask (Trilu); both with sinks, both masks
+    with the padding added."""
+
+    WINDOW = 4
+
+    def forward(self, input_ids, attention_mask, position_ids):
+        B, S = input_ids.shape
+        x = self.embed_tokens(input_ids)
+        cos = self.cos_cached[:S][position_ids].unsqueeze(1)
+        sin = self.sin_cached[:S][position_ids].unsqueeze(1)
+        i = torch.arange(S)[:, None]
+        j = torch.arange(S)[None, :]
+        window = torch.zeros(S, S).masked_fill((j > i) | (j <= i - self.WINDOW), MIN)
+        causal = torch.triu(torch.full((S, S), MIN), diagonal=1)
+        pad = padding_bias(attention_mask)
+        masks = (window[None, None, :, :] + pad, causal[None, None, :, :] + pad)
+        for l in range(L):
+            x = x + self.self_attn[l](self.input_layernorm[l](x), masks[l % 2], cos, sin)
+            x = x + self.mlp[l](self.post_attention_layernorm[l](x))
+        return self.norm(x)
+
+
 class BaichuanAttention(Attn):
     """Baichuan-13B: one bias-free W_pack whose output [B, S, 3E] is unflattened to
     [B, S, 3, E], moved to [3, B, S, E] by unsqueeze, transpose and squeeze, and indexed
@@ -5740,6 +5765,7 @@ FORMS = {
     "normformer": (NormFormer, (13, 17)),
     "torch-seq-first": (TorchSeqFirst, (14, 17)),
     "maxvit": (MaxViT, (13, 17)),
+    "gpt-oss-sliding": (GPTOSSSliding, (14, 17)),  # torch.triu needs Trilu (opset 14)
 }
 
 
