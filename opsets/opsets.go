@@ -5,6 +5,7 @@ package opsets
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 
 	"github.com/qcc-dev/qcc/ir"
@@ -61,6 +62,14 @@ func Require(m *ir.Model, allow, need int64, op string, skip []*ir.Node) string 
 	}
 	if have < MinRaiseFrom {
 		return fmt.Sprintf("%s needs opset %d; the model is at %d, and raising from below %d is not attempted (element-wise ops broadcast by attribute before 7)", op, need, have, MinRaiseFrom)
+	}
+	// The bodies of model-local functions import the default domain themselves and are
+	// not rewritten here; fold inlines them before any pass needs a raise.
+	fops := m.FunctionOpsets("")
+	for _, f := range slices.Sorted(maps.Keys(fops)) {
+		if v := fops[f]; v < need {
+			return fmt.Sprintf("%s needs opset %d; the model-local function %s imports opset %d and its body is not raised (inline the functions first: fold does)", op, need, f, v)
+		}
 	}
 	// changed lists, per op, the versions in (have, need] at which it changed.
 	changed := map[string][]int64{}

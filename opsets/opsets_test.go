@@ -204,3 +204,39 @@ func TestRequireUpgradesSkippedNodes(t *testing.T) {
 		t.Fatalf("a skipped node without an upgrade blocked the raise: %q", why)
 	}
 }
+
+// The bodies of model-local functions import the default domain themselves: raising the
+// model's import past their version would leave the body of llama-hf-functions' RMSNorm
+// (a ReduceMean with an axes attribute) read at 18, an invalid model. The raise is
+// refused until the functions are inlined, and then upgrades what was inside them.
+func TestRequireFunctionBodies(t *testing.T) {
+	m, err := ir.Load("../testdata/probes/llama-hf-functions.opset17.onnx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.FunctionCalls() == 0 || m.FunctionOpsets("")["__main__.RMSNorm.1"] != 17 {
+		t.Fatalf("the probe has %d function calls, function opsets %v", m.FunctionCalls(), m.FunctionOpsets(""))
+	}
+	why := Require(m, 18, 18, "Attention", nil)
+	if !strings.Contains(why, "model-local function") || m.Opset("") != 17 {
+		t.Fatalf("raise with functions at opset 17: opset %d, reason %q", m.Opset(""), why)
+	}
+	if _, err := m.InlineFunctions(); err != nil {
+		t.Fatal(err)
+	}
+	if why := Require(m, 18, 18, "Attention", nil); why != "" {
+		t.Fatalf("raise after inlining refused: %s", why)
+	}
+	reductions := 0
+	for _, n := range m.Graph.Nodes() {
+		if n.OpType == "ReduceMean" {
+			reductions++
+			if n.Attr("axes") != nil || len(n.Inputs()) != 2 {
+				t.Errorf("%s: axes attribute %v, %d inputs", n.Name, n.Attr("axes"), len(n.Inputs()))
+			}
+		}
+	}
+	if reductions == 0 {
+		t.Error("no ReduceMean inlined")
+	}
+}
