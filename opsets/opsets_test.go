@@ -240,3 +240,32 @@ func TestRequireFunctionBodies(t *testing.T) {
 		t.Error("no ReduceMean inlined")
 	}
 }
+
+// GroupNormalization-21 takes its scale and bias per channel, 18 per group: the raise
+// repeats constant ones over each group's channels; with the channel count unknown the
+// node blocks the raise. (tests/TestRaiseGroupNormORT checks the numbers in ONNX Runtime.)
+func TestRequireGroupNormPerChannel(t *testing.T) {
+	build := func(channels ir.Dim) (*ir.Model, *ir.Node) {
+		m := &ir.Model{Graph: ir.NewGraph("g"), IRVersion: 8}
+		m.SetOpset("", 18)
+		x, _ := m.Graph.AddInput("x", ir.TensorOf(ir.Float, ir.Sym("b"), channels, ir.D(5)))
+		scale := m.Graph.NewConst("scale", ir.FloatTensor([]int64{3}, []float32{1, 2, 3}))
+		bias := m.Graph.NewConst("bias", ir.FloatTensor([]int64{3}, []float32{10, 20, 30}))
+		n := m.Graph.Add("GroupNormalization", []*ir.Value{x, scale, bias}, 1, "gn", ir.IntAttr("num_groups", 3))
+		return m, n
+	}
+	m, n := build(ir.D(6))
+	if why := Require(m, 21, 21, "Attention", nil); why != "" {
+		t.Fatalf("raise refused: %s", why)
+	}
+	for i, want := range [][]float32{{1, 1, 2, 2, 3, 3}, {10, 10, 20, 20, 30, 30}} {
+		got, err := n.Input(i + 1).Const.Float32s()
+		if err != nil || !slices.Equal(got, want) {
+			t.Errorf("input %d: %v (%v), want %v", i+1, got, err, want)
+		}
+	}
+	m, _ = build(ir.Sym("c"))
+	if why := Require(m, 21, 21, "Attention", nil); !strings.Contains(why, "GroupNormalization changed at opset 21") || m.Opset("") != 18 {
+		t.Errorf("channel count unknown: opset %d, reason %q", m.Opset(""), why)
+	}
+}
