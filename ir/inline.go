@@ -47,6 +47,34 @@ func (m *Model) functions() map[string]*onnxpb.FunctionProto {
 	return out
 }
 
+// FunctionOpsets is, for each model-local function whose body imports domain, that
+// version, by the function's name (domain-qualified when it has one). A raise of the
+// model's import must reach these bodies too: a body at another version of the default
+// domain than the model's leaves the model invalid.
+func (m *Model) FunctionOpsets(domain string) map[string]int64 {
+	if domain == "ai.onnx" {
+		domain = ""
+	}
+	out := map[string]int64{}
+	for _, f := range m.functions() {
+		for _, o := range f.OpsetImport {
+			d := o.GetDomain()
+			if d == "ai.onnx" {
+				d = ""
+			}
+			if d != domain {
+				continue
+			}
+			name := f.GetName()
+			if f.GetDomain() != "" {
+				name = f.GetDomain() + "." + name
+			}
+			out[name] = o.GetVersion()
+		}
+	}
+	return out
+}
+
 func funcKey(domain, name, overload string) string { return domain + "\x00" + name + "\x00" + overload }
 
 // InlineFunctions replaces every call of a model-local function by the function's body,

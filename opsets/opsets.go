@@ -5,6 +5,7 @@ package opsets
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 
 	"github.com/qcc-dev/qcc/ir"
@@ -61,6 +62,14 @@ func Require(m *ir.Model, allow, need int64, op string, skip []*ir.Node) string 
 	}
 	if have < MinRaiseFrom {
 		return fmt.Sprintf("%s needs opset %d; the model is at %d, and raising from below %d is not attempted (element-wise ops broadcast by attribute before 7)", op, need, have, MinRaiseFrom)
+	}
+	// The bodies of model-local functions import the default domain themselves and are
+	// not rewritten here; fold inlines them before any pass needs a raise.
+	fops := m.FunctionOpsets("")
+	for _, f := range slices.Sorted(maps.Keys(fops)) {
+		if v := fops[f]; v < need {
+			return fmt.Sprintf("%s needs opset %d; the model-local function %s imports opset %d and its body is not raised (inline the functions first: fold does)", op, need, f, v)
+		}
 	}
 	// changed lists, per op, the versions in (have, need] at which it changed.
 	changed := map[string][]int64{}
@@ -232,6 +241,48 @@ func inferenceBatchNorm(at int64) Upgrade {
 	return Upgrade{At: at, Can: func(n *ir.Node) bool { return len(n.Outputs()) == 1 }, Do: func(*ir.Node) {}}
 }
 
+// perChannelGroupNorm: GroupNormalization-18 takes a scale and a bias per group, 21 one
+// per channel (channel c in group c / (C/G)); constant float scales and biases of a
+// known channel count are repeated over each group's channels. stash_type, new at 21,
+// defaults to computing in float32, which is what 18 does for float32 data.
+var perChannelGroupNorm = Upgrade{
+	At: 21,
+	Can: func(n *ir.Node) bool {
+		_, ok := groupNormChannels(n)
+		return ok
+	},
+	Do: func(n *ir.Node) {
+		c, _ := groupNormChannels(n)
+		for i := 1; i <= 2; i++ {
+			per, _ := n.Input(i).Const.Float32s()
+			k := c / int64(len(per))
+			out := make([]float32, c)
+			for j := range out {
+				out[j] = per[int64(j)/k]
+			}
+			n.SetInput(i, n.Graph().NewConst(n.Name+"_"+[]string{"", "scale", "bias"}[i], ir.FloatTensor([]int64{c}, out)))
+		}
+	},
+}
+
+// groupNormChannels is the channel count of a GroupNormalization-18 whose float32 scale
+// and bias are constants of num_groups elements and whose channel count (input axis 1)
+// is known and a multiple of num_groups.
+func groupNormChannels(n *ir.Node) (int64, bool) {
+	g := n.AttrInt("num_groups", 0)
+	t := n.Input(0).Type
+	if g <= 0 || len(n.Inputs()) != 3 || n.Graph() == nil || t.Rank() < 2 || !t.Shape[1].Known {
+		return 0, false
+	}
+	for _, v := range n.Inputs()[1:] {
+		if v == nil || v.Const == nil || v.Const.DType != ir.Float || v.Const.NumElements() != g {
+			return 0, false
+		}
+	}
+	c := t.Shape[1].Value
+	return c, c > 0 && c%g == 0
+}
+
 // upgradeAt is op's upgrade across its change at opset v.
 func upgradeAt(op string, v int64) (Upgrade, bool) {
 	for _, up := range Upgrades[op] {
@@ -258,4 +309,5 @@ var Upgrades = map[string][]Upgrade{
 	"ReduceMean": {axesToInput}, "ReduceMax": {axesToInput}, "ReduceMin": {axesToInput},
 	"ReduceProd": {axesToInput}, "ReduceSumSquare": {axesToInput}, "ReduceL1": {axesToInput},
 	"ReduceL2": {axesToInput}, "ReduceLogSum": {axesToInput}, "ReduceLogSumExp": {axesToInput},
+	"GroupNormalization": {perChannelGroupNorm},
 }

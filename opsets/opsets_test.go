@@ -204,3 +204,68 @@ func TestRequireUpgradesSkippedNodes(t *testing.T) {
 		t.Fatalf("a skipped node without an upgrade blocked the raise: %q", why)
 	}
 }
+
+// The bodies of model-local functions import the default domain themselves: raising the
+// model's import past their version would leave the body of llama-hf-functions' RMSNorm
+// (a ReduceMean with an axes attribute) read at 18, an invalid model. The raise is
+// refused until the functions are inlined, and then upgrades what was inside them.
+func TestRequireFunctionBodies(t *testing.T) {
+	m, err := ir.Load("../testdata/probes/llama-hf-functions.opset17.onnx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.FunctionCalls() == 0 || m.FunctionOpsets("")["__main__.RMSNorm.1"] != 17 {
+		t.Fatalf("the probe has %d function calls, function opsets %v", m.FunctionCalls(), m.FunctionOpsets(""))
+	}
+	why := Require(m, 18, 18, "Attention", nil)
+	if !strings.Contains(why, "model-local function") || m.Opset("") != 17 {
+		t.Fatalf("raise with functions at opset 17: opset %d, reason %q", m.Opset(""), why)
+	}
+	if _, err := m.InlineFunctions(); err != nil {
+		t.Fatal(err)
+	}
+	if why := Require(m, 18, 18, "Attention", nil); why != "" {
+		t.Fatalf("raise after inlining refused: %s", why)
+	}
+	reductions := 0
+	for _, n := range m.Graph.Nodes() {
+		if n.OpType == "ReduceMean" {
+			reductions++
+			if n.Attr("axes") != nil || len(n.Inputs()) != 2 {
+				t.Errorf("%s: axes attribute %v, %d inputs", n.Name, n.Attr("axes"), len(n.Inputs()))
+			}
+		}
+	}
+	if reductions == 0 {
+		t.Error("no ReduceMean inlined")
+	}
+}
+
+// GroupNormalization-21 takes its scale and bias per channel, 18 per group: the raise
+// repeats constant ones over each group's channels; with the channel count unknown the
+// node blocks the raise. (tests/TestRaiseGroupNormORT checks the numbers in ONNX Runtime.)
+func TestRequireGroupNormPerChannel(t *testing.T) {
+	build := func(channels ir.Dim) (*ir.Model, *ir.Node) {
+		m := &ir.Model{Graph: ir.NewGraph("g"), IRVersion: 8}
+		m.SetOpset("", 18)
+		x, _ := m.Graph.AddInput("x", ir.TensorOf(ir.Float, ir.Sym("b"), channels, ir.D(5)))
+		scale := m.Graph.NewConst("scale", ir.FloatTensor([]int64{3}, []float32{1, 2, 3}))
+		bias := m.Graph.NewConst("bias", ir.FloatTensor([]int64{3}, []float32{10, 20, 30}))
+		n := m.Graph.Add("GroupNormalization", []*ir.Value{x, scale, bias}, 1, "gn", ir.IntAttr("num_groups", 3))
+		return m, n
+	}
+	m, n := build(ir.D(6))
+	if why := Require(m, 21, 21, "Attention", nil); why != "" {
+		t.Fatalf("raise refused: %s", why)
+	}
+	for i, want := range [][]float32{{1, 1, 2, 2, 3, 3}, {10, 10, 20, 20, 30, 30}} {
+		got, err := n.Input(i + 1).Const.Float32s()
+		if err != nil || !slices.Equal(got, want) {
+			t.Errorf("input %d: %v (%v), want %v", i+1, got, err, want)
+		}
+	}
+	m, _ = build(ir.Sym("c"))
+	if why := Require(m, 21, 21, "Attention", nil); !strings.Contains(why, "GroupNormalization changed at opset 21") || m.Opset("") != 18 {
+		t.Errorf("channel count unknown: opset %d, reason %q", m.Opset(""), why)
+	}
+}

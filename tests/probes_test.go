@@ -14,6 +14,7 @@ import (
 	"github.com/qcc-dev/qcc/ir"
 	"github.com/qcc-dev/qcc/ndarray"
 	"github.com/qcc-dev/qcc/npz"
+	"github.com/qcc-dev/qcc/opsets"
 	"github.com/qcc-dev/qcc/ort"
 	"github.com/qcc-dev/qcc/ort/orttest"
 	"github.com/qcc-dev/qcc/pass"
@@ -52,6 +53,7 @@ type probe struct {
 	// ort fuses (GroupQueryAttention's head_sink): Attention-23 has no sink.
 	SinkAttention   int `json:"sink_attention"`
 	path, name, dir string
+	order           int // position among the manifest's probes at its opset
 }
 
 // probeGaps lists the forms the recognisers do not handle yet, with why. A listed probe
@@ -82,6 +84,58 @@ func kindSet(kinds ...string) map[transformer.Kind]bool {
 		s[transformer.Kind(k)] = true
 	}
 	return s
+}
+
+// Real exports are often at opsets the probes are not written at (torch 2's exporters
+// write 18, optimum 14 to 18), where reductions read their axes from an input and Split
+// says how many parts. TestProbeFuse also raises the opset-17 probes, every node
+// upgraded (opsets.Require): each to 18, and every third (by manifest order) also to
+// 21 and 23, where no node of theirs changes again but the import does (21: the last
+// change, GroupNormalization's; 23: the fused standard operators' own opset, so
+// target=onnx raises nothing). The raised model must reproduce torch's outputs and fuse
+// as the probe does.
+var probeRaises = []int64{18, 21, 23}
+
+// raiseGaps lists raised probes ONNX Runtime cannot run, by subtest name, with why.
+var raiseGaps = map[string]string{}
+
+// raises are the opsets TestProbeFuse raises p to (see probeRaises).
+func (p *probe) raises() []int64 {
+	switch {
+	case p.Opset != 17:
+		return nil
+	case p.order%3 != 0:
+		return probeRaises[:1]
+	}
+	return probeRaises
+}
+
+// raisedName names p raised to opset to, as its subtest and raiseGaps do.
+func (p *probe) raisedName(to int64) string { return fmt.Sprintf("%sto%d", p.name, to) }
+
+// raise writes p raised to opset to into dir and returns the path.
+func (p *probe) raise(t *testing.T, to int64, dir string) string {
+	t.Helper()
+	return raiseModel(t, p.path, to, filepath.Join(dir, fmt.Sprintf("%s.opset%d.onnx", p.Form, to)))
+}
+
+// raiseModel writes the model at path raised to opset to (every node upgraded, as
+// opsets.Require does) as out and returns out. A raise does not reach the bodies of
+// model-local functions (Require refuses), so those are inlined first, as fold does:
+// what a raised model tests is the blocks inside.
+func raiseModel(t *testing.T, path string, to int64, out string) string {
+	t.Helper()
+	m := ortcheck.Load(t, path)
+	if _, err := m.InlineFunctions(); err != nil {
+		t.Fatal(err)
+	}
+	if why := opsets.Require(m, to, to, fmt.Sprintf("the raised %s", filepath.Base(path)), nil); why != "" {
+		t.Fatal(why)
+	}
+	if got := m.Opset(""); got != to {
+		t.Fatalf("raised to opset %d, the model imports %d", to, got)
+	}
+	return ortcheck.Save(t, m, filepath.Dir(out), filepath.Base(out))
 }
 
 // probePipelines are the pipelines every probe goes through, and the fuse stage run again
@@ -115,7 +169,10 @@ func loadProbes(t *testing.T) []*probe {
 	if len(man.Probes) == 0 {
 		t.Fatal("probe manifest lists no probes")
 	}
+	at := map[int]int{}
 	for _, p := range man.Probes {
+		p.order = at[p.Opset]
+		at[p.Opset]++
 		p.dir = dir
 		p.path = filepath.Join(dir, p.File)
 		p.name = strings.TrimSuffix(p.File, ".onnx")
@@ -204,6 +261,17 @@ func TestProbeFiles(t *testing.T) {
 	for form := range probeGaps {
 		if opsets[form] == nil {
 			t.Errorf("probeGaps names %s, which no probe has", form)
+		}
+	}
+	raised := map[string]bool{}
+	for _, p := range probes {
+		for _, to := range p.raises() {
+			raised[p.raisedName(to)] = true
+		}
+	}
+	for name := range raiseGaps {
+		if !raised[name] {
+			t.Errorf("raiseGaps names %s, which is no raised probe", name)
 		}
 	}
 }
@@ -313,79 +381,97 @@ func fusedCounts(bs []*transformer.Block) probeCounts {
 // fold,fuse<target=onnx;opset=23>: ONNX Runtime's outputs equal the original's (optimizer
 // off and on), fuse run again changes nothing, target=onnx emits standard operators only,
 // and the fused attention, norm and activation counts equal the architecture's, except
-// for the forms in probeGaps, which must not reach them yet.
+// for the forms in probeGaps, which must not reach them yet. The opset-17 probes go
+// through it raised too (probeRaises), after ONNX Runtime on the raised model is checked
+// against torch's outputs.
 func TestProbeFuse(t *testing.T) {
 	orttest.RequireLib(t)
 	dir := t.TempDir()
 	var rows []string
 	for _, p := range loadProbes(t) {
-		p := p
-		t.Run(p.name, func(t *testing.T) {
-			inputs := p.sidecar(t, "inputs")
-			want := ortcheck.Run(t, p.path, inputs, ort.OptDisabled)
-			gap, inGaps := probeGaps[p.Form]
-			matched := 0
-			for i, pl := range probePipelines {
-				sub := filepath.Join(dir, fmt.Sprint(i))
-				os.MkdirAll(sub, 0o755)
-				_, out, outPath := compile(t, p.path, pl.spec, sub)
-				for _, level := range []ort.OptLevel{ort.OptDisabled, ort.OptAll} {
-					got := ortcheck.Run(t, outPath, inputs, level)
-					ortcheck.CheckOutputs(t, fmt.Sprintf("%s, ORT level %d", pl.spec, level), want, got, probeTol)
-				}
-				before := ortcheck.Text(t, out)
-				ortcheck.Pipeline(t, out, pl.again, passes.All, &pass.Instrumentation{VerifyEach: true})
-				if after := ortcheck.Text(t, out); after != before {
-					t.Errorf("%s: %s again changes the model (not idempotent):\n%s", pl.spec, pl.again, firstDiff(before, after, 3))
-				}
-				if strings.Contains(pl.spec, "target=onnx") {
-					for op := range ortcheck.Ops(out.Graph) {
-						if strings.Contains(op, ".") {
-							t.Errorf("%s emitted non-standard operator %s", pl.spec, op)
-						}
-					}
-					// Grouped- and multi-query attention read K/V before their repeat, unless
-					// the model repeats them before a per-head op (probeKVRepeated). The
-					// group size is checked, not the counts: layers may have heads of their own.
-					group := int64(p.Heads / p.KVHeads)
-					if _, ok := probeKVRepeated[p.Form]; ok {
-						group = 1
-					}
-					for _, n := range out.Graph.Nodes() {
-						if n.OpType != "Attention" || n.Domain != "" {
-							continue
-						}
-						q, kv := n.AttrInt("q_num_heads", 0), n.AttrInt("kv_num_heads", 0)
-						if kv <= 0 || q != group*kv {
-							t.Errorf("%s: %s has q_num_heads %d, kv_num_heads %d, want %d query heads a K/V head (the architecture has %d of %d)", pl.spec, n.Name, q, kv, group, p.KVHeads, p.Heads)
-						}
-					}
-				}
-				got := fusedCounts(recognisedAll(t, out))
-				switch {
-				case got == p.wantFor(pl.spec):
-					matched++
-				case !inGaps:
-					t.Errorf("%s: fused %v, the architecture has %v", pl.spec, got, p.wantFor(pl.spec))
-				}
-				if p.SinkAttention > 0 && strings.Contains(pl.spec, "target=onnx") {
-					if n := sinkRefusals(t, ortcheck.Load(t, outPath)); n != p.SinkAttention {
-						t.Errorf("%s: %d blocks refused for their sinks, the architecture has %d", pl.spec, n, p.SinkAttention)
-					}
-				}
-				if p.NotAttention > 0 && got.attention > p.Attention {
-					t.Errorf("%s: %d attention blocks fused in a model with %d (and %d near misses)", pl.spec, got.attention, p.Attention, p.NotAttention)
-				}
-				rows = append(rows, fmt.Sprintf("%-36s %-32s fused %v of %v", p.name, pl.spec, got, p.wantFor(pl.spec)))
+		for _, to := range append([]int64{0}, p.raises()...) {
+			p, to := p, to
+			name := p.name
+			if to > 0 {
+				name = p.raisedName(to)
 			}
-			if inGaps {
-				if matched == len(probePipelines) {
-					t.Errorf("%s is listed in probeGaps (%s) but now fuses as its architecture says: take it off the list", p.Form, gap)
-				} else {
-					t.Logf("gap: %s", gap)
+			t.Run(name, func(t *testing.T) {
+				inputs := p.sidecar(t, "inputs")
+				path := p.path
+				if to > 0 {
+					if why, ok := raiseGaps[name]; ok {
+						t.Skipf("ONNX Runtime cannot run it: %s", why)
+					}
+					path = p.raise(t, to, t.TempDir())
 				}
-			}
-		})
+				want := ortcheck.Run(t, path, inputs, ort.OptDisabled)
+				if to > 0 {
+					ortcheck.CheckOutputs(t, "ORT on the raised model vs torch", p.sidecar(t, "outputs"), want, probeTol)
+				}
+				gap, inGaps := probeGaps[p.Form]
+				matched := 0
+				for i, pl := range probePipelines {
+					sub := filepath.Join(dir, fmt.Sprint(i))
+					os.MkdirAll(sub, 0o755)
+					_, out, outPath := compile(t, path, pl.spec, sub)
+					for _, level := range []ort.OptLevel{ort.OptDisabled, ort.OptAll} {
+						got := ortcheck.Run(t, outPath, inputs, level)
+						ortcheck.CheckOutputs(t, fmt.Sprintf("%s, ORT level %d", pl.spec, level), want, got, probeTol)
+					}
+					before := ortcheck.Text(t, out)
+					ortcheck.Pipeline(t, out, pl.again, passes.All, &pass.Instrumentation{VerifyEach: true})
+					if after := ortcheck.Text(t, out); after != before {
+						t.Errorf("%s: %s again changes the model (not idempotent):\n%s", pl.spec, pl.again, firstDiff(before, after, 3))
+					}
+					if strings.Contains(pl.spec, "target=onnx") {
+						for op := range ortcheck.Ops(out.Graph) {
+							if strings.Contains(op, ".") {
+								t.Errorf("%s emitted non-standard operator %s", pl.spec, op)
+							}
+						}
+						// Grouped- and multi-query attention read K/V before their repeat, unless
+						// the model repeats them before a per-head op (probeKVRepeated). The
+						// group size is checked, not the counts: layers may have heads of their own.
+						group := int64(p.Heads / p.KVHeads)
+						if _, ok := probeKVRepeated[p.Form]; ok {
+							group = 1
+						}
+						for _, n := range out.Graph.Nodes() {
+							if n.OpType != "Attention" || n.Domain != "" {
+								continue
+							}
+							q, kv := n.AttrInt("q_num_heads", 0), n.AttrInt("kv_num_heads", 0)
+							if kv <= 0 || q != group*kv {
+								t.Errorf("%s: %s has q_num_heads %d, kv_num_heads %d, want %d query heads a K/V head (the architecture has %d of %d)", pl.spec, n.Name, q, kv, group, p.KVHeads, p.Heads)
+							}
+						}
+					}
+					got := fusedCounts(recognisedAll(t, out))
+					switch {
+					case got == p.wantFor(pl.spec):
+						matched++
+					case !inGaps:
+						t.Errorf("%s: fused %v, the architecture has %v", pl.spec, got, p.wantFor(pl.spec))
+					}
+					if p.SinkAttention > 0 && strings.Contains(pl.spec, "target=onnx") {
+						if n := sinkRefusals(t, ortcheck.Load(t, outPath)); n != p.SinkAttention {
+							t.Errorf("%s: %d blocks refused for their sinks, the architecture has %d", pl.spec, n, p.SinkAttention)
+						}
+					}
+					if p.NotAttention > 0 && got.attention > p.Attention {
+						t.Errorf("%s: %d attention blocks fused in a model with %d (and %d near misses)", pl.spec, got.attention, p.Attention, p.NotAttention)
+					}
+					rows = append(rows, fmt.Sprintf("%-36s %-32s fused %v of %v", name, pl.spec, got, p.wantFor(pl.spec)))
+				}
+				if inGaps {
+					if matched == len(probePipelines) {
+						t.Errorf("%s is listed in probeGaps (%s) but now fuses as its architecture says: take it off the list", p.Form, gap)
+					} else {
+						t.Logf("gap: %s", gap)
+					}
+				}
+			})
+		}
 	}
 	sort.Strings(rows)
 	t.Logf("probes:\n%s", strings.Join(rows, "\n"))
