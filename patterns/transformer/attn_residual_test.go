@@ -75,6 +75,18 @@ func residualModel(terms1, read1 string, edits ...string) string {
 	return src
 }
 
+// residualFuture adds a causal term (the lowest float above the diagonal) to sd1.
+const residualFuture = `  sh = Shape (x)
+  sq = Slice (sh, one1, two1)
+  ss = Concat <axis = 0> (sq, sq)
+  low = Expand (lowest, ss)
+  fut = Trilu <upper = 1> (low, kone)
+  st1 = Add (sd1, fut)
+`
+
+// residualCausal declares the constants residualFuture reads.
+var residualCausal = []string{"  float big", "  int64[1] one1 = {1},\n  int64[1] two1 = {2},\n  int64 kone = {1},\n  float lowest = {-3.4028235e38},\n  float big"}
+
 // residualPadding is a padding mask on the first layer's scores.
 const residualPadding = "  st1 = Where (keep, sd1, big)\n"
 
@@ -87,17 +99,21 @@ func TestResidualAttentionFuses(t *testing.T) {
 	cases := []struct {
 		name          string
 		terms1, read1 string
+		edits         []string
 		target        transformer.Target
 		op            string
 	}{
-		{"no term onnx", "  st1 = Identity (sd1)\n", "st1", transformer.ONNX, "Attention"},
-		{"no term ort", "  st1 = Identity (sd1)\n", "st1", transformer.ORT, "com.microsoft.MultiHeadAttention"},
-		{"before the mask onnx", residualPadding, "sd1", transformer.ONNX, "Attention"},
-		{"after the mask ort", residualPadding, "st1", transformer.ORT, "com.microsoft.MultiHeadAttention"},
+		{"no term onnx", "  st1 = Identity (sd1)\n", "st1", nil, transformer.ONNX, "Attention"},
+		{"no term ort", "  st1 = Identity (sd1)\n", "st1", nil, transformer.ORT, "com.microsoft.MultiHeadAttention"},
+		{"before the mask onnx", residualPadding, "sd1", nil, transformer.ONNX, "Attention"},
+		{"after the mask ort", residualPadding, "st1", nil, transformer.ORT, "com.microsoft.MultiHeadAttention"},
+		// A causal term stays in attention_bias: MultiHeadAttention's qk holds the bias alone.
+		{"causal ort", residualFuture, "st1", residualCausal, transformer.ORT, "com.microsoft.MultiHeadAttention"},
+		{"causal onnx", residualFuture, "sd1", residualCausal, transformer.ONNX, "Attention"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			src := residualModel(c.terms1, c.read1)
+			src := residualModel(c.terms1, c.read1, c.edits...)
 			orig := ortcheck.Parse(t, src)
 			m := ortcheck.Parse(t, src)
 			if _, err := shape.Infer(m); err != nil {
