@@ -316,6 +316,21 @@ func (rw *Rewriter) Node(op, domain string, inputs []*ir.Value, nOut int, base s
 	return n
 }
 
+// NodeOptional adds a node as Node does, with output i only where used[i] (an operator's
+// optional outputs left empty); output 0 is always there.
+func (rw *Rewriter) NodeOptional(op, domain string, inputs []*ir.Value, used []bool, base string, attrs ...*ir.Attr) *ir.Node {
+	outs := make([]*ir.Value, len(used))
+	for i, u := range used {
+		if u || i == 0 {
+			outs[i] = rw.g.NewValue(base, nil)
+		}
+	}
+	n, _ := rw.g.AddNode(&ir.Node{OpType: op, Domain: domain, Attrs: attrs}, inputs, outs)
+	n.Name = outs[0].Name
+	rw.added = append(rw.added, n)
+	return n
+}
+
 // Const adds an initializer.
 func (rw *Rewriter) Const(base string, t *ir.Tensor) *ir.Value { return rw.g.NewConst(base, t) }
 

@@ -60,9 +60,7 @@ type probe struct {
 // logs its counts and fails once it reaches its architecture's counts under every
 // pipeline (take it off the list); every other probe must reach them. Numerics and
 // idempotence are checked for every probe, listed or not.
-var probeGaps = map[string]string{
-	"patchtst": "residual attention: the first layer's scores are also the second layer's bias, so its block has an intermediate read outside it; fusing it would leave Q·Kᵀ computed twice (the second layer fuses, the scores as its bias)",
-}
+var probeGaps = map[string]string{}
 
 // probeKVRepeated are the grouped-query forms whose K and V are repeated to every query
 // head before a per-head op the attention reads them after, so the fused attention reads

@@ -23,6 +23,12 @@ func Emulate(m *ir.Model, dt ir.DataType) (*ir.Model, error) {
 		return nil, fmt.Errorf("emulate: %w", err)
 	}
 	g := c.Graph
+	// Values typed by value_info only (an operator output whose type is a constraint of
+	// its own): their float32 copies are typed there too.
+	listed := map[*ir.Value]bool{}
+	for _, v := range g.ValueInfo {
+		listed[v] = true
+	}
 	narrow := func(v *ir.Value) bool { return v != nil && v.Type != nil && v.Type.DType == dt }
 	wide := map[*ir.Value]*ir.Value{}
 	widen := func(v *ir.Value) *ir.Value {
@@ -60,6 +66,7 @@ func Emulate(m *ir.Model, dt ir.DataType) (*ir.Model, error) {
 		outs := append([]*ir.Value(nil), n.Outputs()...)
 		g.RemoveNode(n)
 		var rounds [][2]*ir.Value
+		var typed []*ir.Value
 		for i, o := range outs {
 			if narrow(o) {
 				t := o.Type.Clone()
@@ -67,11 +74,15 @@ func Emulate(m *ir.Model, dt ir.DataType) (*ir.Model, error) {
 				w := &ir.Value{Name: g.FreshName(o.Name + "_emu32"), Type: t}
 				rounds = append(rounds, [2]*ir.Value{w, o})
 				outs[i] = w
+				if listed[o] {
+					typed = append(typed, w)
+				}
 			}
 		}
 		if _, err := g.AddNode(&ir.Node{Name: n.Name, OpType: n.OpType, Domain: n.Domain, Attrs: n.Attrs}, ins, outs); err != nil {
 			return nil, fmt.Errorf("emulate %s: %w", n, err)
 		}
+		g.ValueInfo = append(g.ValueInfo, typed...)
 		for _, r := range rounds {
 			if _, err := g.AddNode(&ir.Node{OpType: "Cast", Attrs: []*ir.Attr{ir.IntAttr("to", int64(dt))}}, []*ir.Value{r[0]}, []*ir.Value{r[1]}); err != nil {
 				return nil, fmt.Errorf("emulate %s: %w", n, err)

@@ -54,6 +54,20 @@ type attnPlan struct {
 	// outSplit and outPerm, when set, first split the fused output into its atoms and
 	// transpose them (an output whose axes are not in [B,S,N·D] order).
 	outSplit, outPerm []int64
+	// scoresAt is what each value on the scores path holds; scoresRead, when set, is the
+	// one a node outside the block reads (a residual attention's next layer adds the
+	// scores to its own), which the fused operator must output too.
+	scoresAt   map[*ir.Value]scoresPoint
+	scoresRead *ir.Value
+	path       []scoresStep
+}
+
+// scoresPoint is what a value on the scores path holds: the scores in layout at, after
+// steps of the path (0: the Q·Kᵀ product itself) with terms of the additive terms added.
+type scoresPoint struct {
+	at    layout
+	steps int
+	terms int
 }
 
 // attnTerm is one additive term of the scores, as the graph computes it: Add(scores,
@@ -418,8 +432,12 @@ func (p *attnPlan) prove(path []scoresStep, probsSteps []layoutStep, rd reading)
 	}
 	// The scores: Q's batch axes, Q's sequence, K's sequence; replayed to the softmax.
 	sl := append(ql[:r-2].clone(), axis(slices.Clone(p.q.rows)), axis{p.k.seq})
+	p.path, p.scoresAt = path, map[*ir.Value]scoresPoint{p.scores.Output(0): {at: sl.clone()}}
 	for i := range path {
 		s := &path[i]
+		if i > 0 {
+			p.scoresAt[path[i-1].out] = scoresPoint{at: sl.clone(), steps: i, terms: len(p.terms)}
+		}
 		switch {
 		case s.softcap != 0 && p.softcap != 0:
 			return "the scores are soft-capped twice"
@@ -456,6 +474,9 @@ func (p *attnPlan) prove(path []scoresStep, probsSteps []layoutStep, rd reading)
 		if sl, why = s.st.apply(sl); why != "" {
 			return "scores: " + why
 		}
+	}
+	if len(path) > 0 {
+		p.scoresAt[path[len(path)-1].out] = scoresPoint{at: sl.clone(), steps: len(path), terms: len(p.terms)}
 	}
 	if p.sink != nil {
 		s := *p.sink

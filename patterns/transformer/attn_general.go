@@ -2,6 +2,7 @@ package transformer
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 
@@ -49,6 +50,12 @@ layers) becomes local_window_size = W, the rest of the terms its bias. Q, K and 
 [B,S,N·D] (at most a Transpose and a Reshape); the output is reshaped to the block's own
 output layout. A block with Q/DQ inside its core is recognised and left decomposed.
 
+Residual attention (PatchTST): one value of the scores read outside the block (the next
+layer adds it to its own) comes out of the fused operator when it is exactly what the
+operator outputs, in [B, N, S, T]: Attention-23's qk_matmul_output (mode 0) for the scaled
+Q·Kᵀ with no term added; MultiHeadAttention's qk for the softmax's input, every term
+added (a causal term then goes to attention_bias). Other scores read outside are refused.
+
 Roles: query, key, value (the fused operator's inputs), scores, probs, context, output,
 and for each of q, k, v the projection (q_matmul, q_weight, q_bias, ...) when a MatMul or
 Gemm on a constant weight computes it. Params: num_heads, kv_num_heads, head_size, scale,
@@ -76,14 +83,21 @@ func generalCheck(m *patterns.Match) string {
 }
 
 // generalEscapes refuses a block whose intermediate values are read outside it, except
-// by Shape nodes (exporters read sizes off Q, K and the scores) and by the score terms
-// computed from Q, K or V, which stay to compute the fused operator's bias.
+// by Shape nodes (exporters read sizes off Q, K and the scores), by the score terms
+// computed from Q, K or V, which stay to compute the fused operator's bias, and by the
+// readers of one value of the scores (residual attention), which the lowering outputs
+// or refuses.
 func generalEscapes(m *patterns.Match) string {
 	p := planOf(m)
 	if p == nil || p.why != "" {
 		return ""
 	}
-	return escapesButShape(m.All, m.Root, p.termReaders)
+	also := maps.Clone(p.termReaders)
+	if also == nil {
+		also = map[*ir.Node]bool{}
+	}
+	maps.Copy(also, p.readScores(m))
+	return escapesButShape(m.All, m.Root, also)
 }
 
 func generalDescribe(m *patterns.Match, b *Block) {
@@ -225,6 +239,11 @@ func generalFuse(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, e
 	} else if env.Target != ORT {
 		return nil, fmt.Sprintf("no attention operator for target %q", env.Target), nil
 	}
+	if p.scoresRead != nil {
+		if why := p.scoresReadWhy(env.Target); why != "" {
+			return nil, why, nil
+		}
+	}
 	var sink *ir.Tensor
 	if p.sink != nil {
 		if why := p.sinkLowering(env); why != "" {
@@ -254,11 +273,12 @@ func generalFuse(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, e
 	if k == nil {
 		k, v = materialise(rw, p.k), materialise(rw, p.v)
 	}
-	// A causal term becomes the operator's causal attribute.
+	// A causal term becomes the operator's causal attribute, but for MultiHeadAttention
+	// outputting the scores: its qk output holds the bias alone.
 	p.splitCausal(env.Model.Opset(""))
 	causal := -1
 	for i := range p.terms {
-		if p.isCausal(&p.terms[i], env.Model.Opset("")) {
+		if p.isCausal(&p.terms[i], env.Model.Opset("")) && !(env.Target == ORT && p.scoresRead != nil) {
 			causal = i
 			break
 		}
@@ -324,7 +344,8 @@ func generalFuse(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, e
 		if bias != nil {
 			ins = append(ins, nil, nil, bias)
 		}
-		n = rw.Node("MultiHeadAttention", "com.microsoft", ins, 1, name+"_output_0",
+		// output, present_key, present_value, qk
+		n = rw.NodeOptional("MultiHeadAttention", "com.microsoft", ins, []bool{true, false, false, p.scoresRead != nil}, name+"_output_0",
 			append([]*ir.Attr{ir.IntAttr("num_heads", p.heads), ir.FloatAttr("scale", float32(p.scale))}, causalAttr...)...)
 		EnsureOpset(env.Model, "com.microsoft", 1)
 	} else {
@@ -337,9 +358,23 @@ func generalFuse(rw *patterns.Rewriter, b *Block, env *Env) (*ir.Node, string, e
 			// Attention-23 caps the scaled scores before it adds attn_mask, as the graph does.
 			attrs = append(attrs, ir.FloatAttr("softcap", float32(p.softcap)))
 		}
-		n = rw.Node("Attention", "", ins, 1, name+"_output_0", append(attrs, causalAttr...)...)
+		if p.scoresRead != nil {
+			// qk_matmul_output: scale·Q·Kᵀ (mode 0).
+			attrs = append(attrs, ir.IntAttr("qk_matmul_output_mode", 0))
+		}
+		// Y, present_key, present_value, qk_matmul_output
+		n = rw.NodeOptional("Attention", "", ins, []bool{true, false, false, p.scoresRead != nil}, name+"_output_0", append(attrs, causalAttr...)...)
 	}
 	n.Name = name
+	if p.scoresRead != nil {
+		qk := n.Output(3)
+		rw.Replace(p.scoresRead, qk)
+		if n.OpType == "MultiHeadAttention" {
+			// The qk output's type is a constraint of its own: ONNX Runtime reads it from
+			// value_info, not from the inputs.
+			rw.Graph().ValueInfo = append(rw.Graph().ValueInfo, qk)
+		}
+	}
 	out := n.Output(0)
 	if p.outSplit != nil {
 		split := rw.Const("attention_output_atoms", ir.Int64Tensor([]int64{int64(len(p.outSplit))}, p.outSplit))
