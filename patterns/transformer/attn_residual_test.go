@@ -7,10 +7,8 @@ import (
 	"testing"
 
 	"github.com/qcc-dev/qcc/internal/ortcheck"
-	"github.com/qcc-dev/qcc/ort"
 	"github.com/qcc-dev/qcc/ort/orttest"
 	"github.com/qcc-dev/qcc/patterns/transformer"
-	"github.com/qcc-dev/qcc/prune"
 	"github.com/qcc-dev/qcc/shape"
 )
 
@@ -113,21 +111,7 @@ func TestResidualAttentionFuses(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			src := residualModel(c.terms1, c.read1, c.edits...)
-			orig := ortcheck.Parse(t, src)
-			m := ortcheck.Parse(t, src)
-			if _, err := shape.Infer(m); err != nil {
-				t.Fatal(err)
-			}
-			env := &transformer.Env{Model: m, Target: c.target, RaiseOpset: 23}
-			rep, err := transformer.Fuse(m, generalFams, env)
-			if err != nil {
-				t.Fatal(err)
-			}
-			prune.RemoveDead(m.Graph)
-			if err := m.Verify(); err != nil {
-				t.Fatal(err)
-			}
+			orig, m, env, rep := parseAndFuse(t, residualModel(c.terms1, c.read1, c.edits...), c.target, 23)
 			if rep.Ops[c.op] != 2 {
 				t.Fatalf("ops %v, left %v, refused %v", rep.Ops, rep.Left, rep.Refusals)
 			}
@@ -143,21 +127,7 @@ func TestResidualAttentionFuses(t *testing.T) {
 			if scores != 1 {
 				t.Errorf("%d fused operators output their scores, want 1", scores)
 			}
-			in := layerInputs(8)
-			for _, lv := range []ort.OptLevel{ort.OptDisabled, ort.OptAll} {
-				want := ortcheck.RunModel(t, orig, in, lv)
-				got := ortcheck.RunModel(t, m, in, lv)
-				d := ortcheck.CheckOutputs(t, "residual", want, got, 1e-4)
-				t.Logf("ORT level %d: max abs diff %g", lv, d)
-			}
-			before := ortcheck.Text(t, m)
-			if _, err := transformer.Fuse(m, generalFams, env); err != nil {
-				t.Fatal(err)
-			}
-			prune.RemoveDead(m.Graph)
-			if after := ortcheck.Text(t, m); after != before {
-				t.Fatalf("not idempotent:\n%s\n---\n%s", before, after)
-			}
+			checkFusedRuns(t, "residual", orig, m, env, layerInputs(8), 1e-4)
 		})
 	}
 }

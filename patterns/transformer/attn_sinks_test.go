@@ -10,7 +10,6 @@ import (
 	"github.com/qcc-dev/qcc/ort"
 	"github.com/qcc-dev/qcc/ort/orttest"
 	"github.com/qcc-dev/qcc/patterns/transformer"
-	"github.com/qcc-dev/qcc/prune"
 	"github.com/qcc-dev/qcc/shape"
 )
 
@@ -124,20 +123,7 @@ func TestSinkAttentionSlidingWindow(t *testing.T) {
 		{"causal", sinkCausal, nil, -1},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			src := sinkModel(16, c.terms, c.edits...)
-			orig := ortcheck.Parse(t, src)
-			m := ortcheck.Parse(t, src)
-			if _, err := shape.Infer(m); err != nil {
-				t.Fatal(err)
-			}
-			rep, err := transformer.Fuse(m, generalFams, &transformer.Env{Model: m, Target: transformer.ORT})
-			if err != nil {
-				t.Fatal(err)
-			}
-			prune.RemoveDead(m.Graph)
-			if err := m.Verify(); err != nil {
-				t.Fatal(err)
-			}
+			orig, m, _, rep := parseAndFuse(t, sinkModel(16, c.terms, c.edits...), transformer.ORT, 0)
 			if rep.Ops["com.microsoft.GroupQueryAttention"] != 1 {
 				t.Fatalf("ops %v, left %v, refused %v", rep.Ops, rep.Left, rep.Refusals)
 			}
@@ -164,21 +150,7 @@ func TestSinkAttentionSlidingWindow(t *testing.T) {
 // the sink logits as head_sink (target ort), computing the same outputs in ORT.
 func TestSinkAttentionFuses(t *testing.T) {
 	orttest.RequireLib(t)
-	src := sinkModel(16, sinkCausal)
-	orig := ortcheck.Parse(t, src)
-	m := ortcheck.Parse(t, src)
-	if _, err := shape.Infer(m); err != nil {
-		t.Fatal(err)
-	}
-	env := &transformer.Env{Model: m, Target: transformer.ORT}
-	rep, err := transformer.Fuse(m, generalFams, env)
-	if err != nil {
-		t.Fatal(err)
-	}
-	prune.RemoveDead(m.Graph)
-	if err := m.Verify(); err != nil {
-		t.Fatal(err)
-	}
+	orig, m, env, rep := parseAndFuse(t, sinkModel(16, sinkCausal), transformer.ORT, 0)
 	if rep.Ops["com.microsoft.GroupQueryAttention"] != 1 {
 		t.Fatalf("ops %v, left %v, refused %v", rep.Ops, rep.Left, rep.Refusals)
 	}
@@ -190,21 +162,7 @@ func TestSinkAttentionFuses(t *testing.T) {
 			t.Errorf("%s left beside the fused attention", n)
 		}
 	}
-	in := layerInputs(16)
-	for _, lv := range []ort.OptLevel{ort.OptDisabled, ort.OptAll} {
-		want := ortcheck.RunModel(t, orig, in, lv)
-		got := ortcheck.RunModel(t, m, in, lv)
-		d := ortcheck.CheckOutputs(t, "sinks", want, got, 1e-4)
-		t.Logf("ORT level %d: max abs diff %g", lv, d)
-	}
-	before := ortcheck.Text(t, m)
-	if _, err := transformer.Fuse(m, generalFams, env); err != nil {
-		t.Fatal(err)
-	}
-	prune.RemoveDead(m.Graph)
-	if after := ortcheck.Text(t, m); after != before {
-		t.Fatalf("not idempotent:\n%s\n---\n%s", before, after)
-	}
+	checkFusedRuns(t, "sinks", orig, m, env, layerInputs(16), 1e-4)
 }
 
 // TestSinkAttentionRefusals: sinks no target computes, and joins that are not exactly
