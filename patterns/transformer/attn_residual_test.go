@@ -2,7 +2,6 @@ package transformer_test
 
 import (
 	"fmt"
-	"math/rand"
 	"strings"
 	"testing"
 
@@ -17,20 +16,7 @@ import (
 // where read1 names them, to its own scaled ones. terms1 turns the first layer's scaled
 // scores sd1 into st1, its softmax input; edits are pairs of text and its replacement.
 func residualModel(terms1, read1 string, edits ...string) string {
-	r := rand.New(rand.NewSource(5))
-	w := func(name string, dims ...int) string {
-		n := 1
-		ds := make([]string, len(dims))
-		for i, d := range dims {
-			n *= d
-			ds[i] = fmt.Sprint(d)
-		}
-		v := make([]string, n)
-		for i := range v {
-			v[i] = fmt.Sprintf("%.3f", r.Float64()-0.5)
-		}
-		return fmt.Sprintf("  float[%s] %s = {%s},\n", strings.Join(ds, ","), name, strings.Join(v, ", "))
-	}
+	w := randomInitializer(5)
 	var b strings.Builder
 	b.WriteString("<ir_version: 8, opset_import: [\"\" : 17]>\n")
 	b.WriteString("layers (float[batch,seq,8] x, bool[batch,1,1,seq] keep) => (float[batch,seq,8] y) <\n")

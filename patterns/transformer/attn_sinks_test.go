@@ -2,7 +2,6 @@ package transformer_test
 
 import (
 	"fmt"
-	"math/rand"
 	"strings"
 	"testing"
 
@@ -19,20 +18,7 @@ import (
 // into st (a causal and a padding mask, or none); edits are pairs of text and its
 // replacement.
 func sinkModel(e int, terms string, edits ...string) string {
-	r := rand.New(rand.NewSource(11))
-	w := func(name string, dims ...int) string {
-		n := 1
-		ds := make([]string, len(dims))
-		for i, d := range dims {
-			n *= d
-			ds[i] = fmt.Sprint(d)
-		}
-		v := make([]string, n)
-		for i := range v {
-			v[i] = fmt.Sprintf("%.3f", r.Float64()-0.5)
-		}
-		return fmt.Sprintf("  float[%s] %s = {%s},\n", strings.Join(ds, ","), name, strings.Join(v, ", "))
-	}
+	w := randomInitializer(11)
 	var b strings.Builder
 	b.WriteString("<ir_version: 8, opset_import: [\"\" : 17]>\n")
 	fmt.Fprintf(&b, "layer (float[batch,seq,%d] x, bool[batch,1,1,seq] keep) => (float[batch,seq,%d] y) <\n", e, e)

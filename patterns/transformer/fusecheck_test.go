@@ -1,6 +1,9 @@
 package transformer_test
 
 import (
+	"fmt"
+	"math/rand"
+	"strings"
 	"testing"
 
 	"github.com/qcc-dev/qcc/internal/ortcheck"
@@ -49,5 +52,24 @@ func checkFusedRuns(t *testing.T, what string, orig, m *ir.Model, env *transform
 	prune.RemoveDead(m.Graph)
 	if after := ortcheck.Text(t, m); after != before {
 		t.Fatalf("not idempotent:\n%s\n---\n%s", before, after)
+	}
+}
+
+// randomInitializer returns a writer of initializer lines for ONNX text: name, float
+// dims, and values uniform in [-0.5, 0.5) drawn from seed in order.
+func randomInitializer(seed int64) func(name string, dims ...int) string {
+	r := rand.New(rand.NewSource(seed))
+	return func(name string, dims ...int) string {
+		n := 1
+		ds := make([]string, len(dims))
+		for i, d := range dims {
+			n *= d
+			ds[i] = fmt.Sprint(d)
+		}
+		v := make([]string, n)
+		for i := range v {
+			v[i] = fmt.Sprintf("%.3f", r.Float64()-0.5)
+		}
+		return fmt.Sprintf("  float[%s] %s = {%s},\n", strings.Join(ds, ","), name, strings.Join(v, ", "))
 	}
 }
