@@ -1097,47 +1097,42 @@ func attnPackQKV(ts [3]*ir.Tensor, what string) (*ir.Tensor, error) {
 }
 
 // packRows writes the rows of the parts side by side, [q_r k_r v_r] for each row r (zeros
-// for an absent part), reading them a block of rows at a time from where they are (the
-// mapped model, external data), so that it holds a few MiB whatever the weights' size.
+// for an absent part). The parts are viewed where they lie (memory, the mapped model,
+// mapped external data) and their rows handed to the writer in batches, so the bytes are
+// copied once, into the output, and nothing of the weights' size is held.
 func packRows(w io.Writer, parts [3]*ir.Tensor, rows, row int64) error {
-	var src [3]io.ReaderAt
+	var src [3][]byte
+	var zero []byte
 	for i, p := range parts {
 		if p == nil {
+			zero = make([]byte, row)
 			continue
 		}
-		r, done, err := p.OpenBytes()
+		b, done, err := p.View()
 		if err != nil {
-			return err
+			return fmt.Errorf("packing Q/K/V: %s: %w", p.Name, err)
 		}
 		defer done()
-		src[i] = r
+		if int64(len(b)) != rows*row {
+			return fmt.Errorf("packing Q/K/V: %s holds %d bytes, want %d", p.Name, len(b), rows*row)
+		}
+		src[i] = b
 	}
-	const block = 1 << 20
-	n := max(1, min(rows, block/max(row, 1)))
-	out := make([]byte, 3*n*row)
-	var in [3][]byte
-	for i := range in {
-		in[i] = make([]byte, n*row)
-	}
-	for r0 := int64(0); r0 < rows; r0 += n {
-		k := min(n, rows-r0)
-		for i, r := range src {
-			if r == nil {
-				clear(in[i][:k*row])
-				continue
-			}
-			if _, err := r.ReadAt(in[i][:k*row], r0*row); err != nil {
-				return fmt.Errorf("packing Q/K/V: %s: %w", parts[i].Name, err)
+	const batch = 1020 // rows·3 buffers per gathered write, under writev's 1024
+	bufs := make([][]byte, 0, batch)
+	for r := int64(0); r < rows; r++ {
+		for _, b := range src {
+			if b == nil {
+				bufs = append(bufs, zero)
+			} else {
+				bufs = append(bufs, b[r*row:(r+1)*row])
 			}
 		}
-		o := out[:0]
-		for j := int64(0); j < k; j++ {
-			for i := range in {
-				o = append(o, in[i][j*row:(j+1)*row]...)
+		if len(bufs) == batch || r == rows-1 {
+			if _, err := ir.WriteVec(w, bufs); err != nil {
+				return err
 			}
-		}
-		if _, err := w.Write(o); err != nil {
-			return err
+			bufs = bufs[:0]
 		}
 	}
 	return nil
