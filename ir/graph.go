@@ -213,6 +213,10 @@ func (n *Node) Output(i int) *Value {
 // Graph returns the graph n belongs to, nil after removal.
 func (n *Node) Graph() *Graph { return n.graph }
 
+// Order is n's place in its graph's node order: of two nodes of one graph, the one with
+// the smaller Order comes first in Nodes. Removing nodes keeps the order of the others.
+func (n *Node) Order() int { return n.index }
+
 // Attr returns the named attribute or nil.
 func (n *Node) Attr(name string) *Attr {
 	for _, a := range n.Attrs {
@@ -718,6 +722,37 @@ func (g *Graph) RemoveValue(v *Value) error {
 	g.Inputs = removeVal(g.Inputs, v)
 	g.ValueInfo = removeVal(g.ValueInfo, v)
 	v.graph = nil
+	return nil
+}
+
+// RemoveValues removes several unused values as RemoveValue does, each of the graph's
+// lists filtered once (removing them one by one copies a list per value). Nothing is
+// removed when one of them is still in use.
+func (g *Graph) RemoveValues(vs []*Value) error {
+	gone := make(map[*Value]bool, len(vs))
+	for _, v := range vs {
+		if len(v.uses) > 0 || v.producer != nil || v.IsGraphOutput() {
+			return fmt.Errorf("value %q is still in use", v.Name)
+		}
+		gone[v] = true
+	}
+	if len(gone) == 0 {
+		return nil
+	}
+	for _, v := range vs {
+		delete(g.values, v.Name)
+		v.graph = nil
+	}
+	drop := func(l []*Value) []*Value {
+		out := make([]*Value, 0, len(l))
+		for _, v := range l {
+			if !gone[v] {
+				out = append(out, v)
+			}
+		}
+		return out
+	}
+	g.Initializers, g.Inputs, g.ValueInfo = drop(g.Initializers), drop(g.Inputs), drop(g.ValueInfo)
 	return nil
 }
 

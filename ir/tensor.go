@@ -37,6 +37,7 @@ type Tensor struct {
 	sum     uint64                 // digest of the bytes, for Equal
 	derived *derivation            // how a lazy tensor's bytes are made, for Equal
 	stream  func(io.Writer) error  // writes the bytes in pieces without holding them
+	extHead []byte                 // the first bytes of ext, once read (see head)
 	hasSum  bool
 }
 
@@ -326,13 +327,16 @@ func (t *Tensor) sameData(u *Tensor) bool {
 func (t *Tensor) head() []byte {
 	const n = 64
 	t.mu.Lock()
-	raw, ext, lazy := t.raw, t.ext, t.decode != nil
+	raw, ext, lazy, cached := t.raw, t.ext, t.decode != nil, t.extHead
 	t.mu.Unlock()
 	if raw != nil || !lazy {
 		return raw[:min(n, len(raw))]
 	}
 	if ext == nil || t.modTick {
 		return nil
+	}
+	if cached != nil {
+		return cached
 	}
 	f, err := os.Open(ext.Path)
 	if err != nil {
@@ -343,6 +347,11 @@ func (t *Tensor) head() []byte {
 	if _, err := f.ReadAt(b, ext.Offset); err != nil {
 		return nil
 	}
+	// Kept: comparing each new packed weight with every earlier one (attnSharedConst)
+	// would otherwise open the file each time.
+	t.mu.Lock()
+	t.extHead = b
+	t.mu.Unlock()
 	return b
 }
 

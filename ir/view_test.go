@@ -138,3 +138,36 @@ func TestStreamedGatherSave(t *testing.T) {
 		}
 	}
 }
+
+// TestRemoveValues: several unused initializers go from every list at once; one still in
+// use refuses the call and nothing is removed.
+func TestRemoveValues(t *testing.T) {
+	g := NewGraph("g")
+	var vs []*Value
+	for _, name := range []string{"a", "b", "c", "d"} {
+		v, err := g.AddInitializer(name, NewTensor(Float, []int64{1}, make([]byte, 4)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		vs = append(vs, v)
+	}
+	g.ValueInfo = append(g.ValueInfo, vs[1])
+	used := g.Add("Neg", []*Value{vs[3]}, 1, "n")
+	g.Outputs = append(g.Outputs, used.Output(0))
+	if err := g.RemoveValues([]*Value{vs[0], vs[3]}); err == nil || !strings.Contains(err.Error(), `"d"`) {
+		t.Fatalf("removing a used value: err = %v", err)
+	}
+	if len(g.Initializers) != 4 || g.Value("a") != vs[0] {
+		t.Fatalf("a refused call removed something: %d initializers", len(g.Initializers))
+	}
+	if err := g.RemoveValues([]*Value{vs[0], vs[1]}); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, v := range g.Initializers {
+		names = append(names, v.Name)
+	}
+	if strings.Join(names, ",") != "c,d" || len(g.ValueInfo) != 0 || g.Value("a") != nil || g.Value("b") != nil || vs[0].Graph() != nil {
+		t.Errorf("after removing a and b: initializers %v, value info %d, a %v, b %v", names, len(g.ValueInfo), g.Value("a"), g.Value("b"))
+	}
+}

@@ -58,11 +58,14 @@ func (s *state) result(root *ir.Value) *Match {
 			m.All = append(m.All, n)
 		}
 	}
-	order := map[*ir.Node]int{}
-	for i, n := range root.Graph().Nodes() {
-		order[n] = i
+	g := root.Graph()
+	order := func(n *ir.Node) int {
+		if n.Graph() != g {
+			return 0
+		}
+		return n.Order()
 	}
-	sort.SliceStable(m.All, func(i, j int) bool { return order[m.All[i]] < order[m.All[j]] })
+	sort.SliceStable(m.All, func(i, j int) bool { return order(m.All[i]) < order(m.All[j]) })
 	return m
 }
 

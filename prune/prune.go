@@ -138,12 +138,11 @@ func dedupe(root *ir.Graph) (nodes, inits int) {
 }
 
 func dedupeInits(g *ir.Graph, live map[*ir.Value]bool) int {
-	merged := 0
 	seen := map[string]*ir.Value{}
-	var keep []*ir.Value
+	var keep, merged []*ir.Value
 	for _, v := range g.Initializers {
 		t := v.Const
-		if t == nil || v.IsGraphInput() || v.IsGraphOutput() || live[v] || t.DType == ir.String ||
+		if t == nil || v.IsGraphInput() || v.IsGraphOutput() || live[v] || producedBy(v) || t.DType == ir.String ||
 			t.DType.ByteSize(t.NumElements()) > maxDedupeBytes {
 			keep = append(keep, v)
 			continue
@@ -161,15 +160,15 @@ func dedupeInits(g *ir.Graph, live map[*ir.Value]bool) int {
 			continue
 		}
 		v.ReplaceAllUsesWith(orig)
-		if err := g.RemoveValue(v); err != nil {
-			keep = append(keep, v)
-			continue
-		}
-		merged++
+		merged = append(merged, v)
+	}
+	// Unused now, with no producer and not an output: removable together.
+	if err := g.RemoveValues(merged); err != nil {
+		return 0
 	}
 	g.Initializers = keep
 	pruneValueInfo(g)
-	return merged
+	return len(merged)
 }
 
 func tensorKey(t *ir.Tensor, b []byte) string {
@@ -379,3 +378,5 @@ func tensorAttrKey(buf *bytes.Buffer, t *ir.Tensor) bool {
 	writeStr(buf, tensorKey(t, b))
 	return true
 }
+
+func producedBy(v *ir.Value) bool { n, _ := v.Producer(); return n != nil }
