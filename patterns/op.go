@@ -3,6 +3,7 @@ package patterns
 import (
 	"fmt"
 	"strings"
+	"sync"
 
 	"github.com/qcc-dev/qcc/ir"
 )
@@ -189,6 +190,18 @@ type undoRec struct {
 
 func newState() *state {
 	return &state{values: map[string]*ir.Value{}, nodes: map[string]*ir.Node{}}
+}
+
+// statePool keeps states between matches: a pass tries patterns at most of a graph's
+// values, and a Match copies what it keeps out of the state.
+var statePool = sync.Pool{New: func() any { return newState() }}
+
+func (s *state) release() {
+	clear(s.values)
+	clear(s.nodes)
+	clear(s.seen)
+	s.seen, s.trail, s.plan = s.seen[:0], s.trail[:0], nil
+	statePool.Put(s)
 }
 
 type mark struct{ trail, seen int }

@@ -34,7 +34,8 @@ func (m *Match) Has(name string) bool { _, ok := m.Values[name]; return ok }
 
 // MatchValue matches p against v and returns the first complete match, or nil.
 func MatchValue(p Pattern, v *ir.Value) *Match {
-	s := newState()
+	s := statePool.Get().(*state)
+	defer s.release()
 	var res *Match
 	p.match(s, v, func(s *state) bool {
 		res = s.result(v)
@@ -110,6 +111,18 @@ func (r *Rule) rootSet() map[string]bool {
 		}
 	})
 	return r.roots
+}
+
+// Match matches the rule's pattern at v, or nil; a v whose producer cannot be the
+// pattern's root is refused without trying.
+func (r *Rule) Match(v *ir.Value) *Match {
+	if roots := r.rootSet(); roots != nil {
+		p, _ := v.Producer()
+		if p == nil || !roots[p.OpType] {
+			return nil
+		}
+	}
+	return MatchValue(r.Pattern, v)
 }
 
 // EscapeCheck runs the rule's escape check: its own, or Escapes with its Internal

@@ -1,6 +1,7 @@
 package shape
 
 import (
+	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -108,15 +109,23 @@ func polyOf(d ir.Dim) (poly, bool) {
 	case d.Param == "":
 		return nil, false
 	}
+	if plainSymbol(d.Param) { // most dims: a name as the exporter gave it
+		return poly{d.Param: 1}, true
+	}
+	return parsePoly(d.Param), true
+}
+
+// parsePoly reads a dim's text as a sum of terms.
+func parsePoly(s string) poly {
 	p := poly{}
-	for _, term := range strings.Split(strings.ReplaceAll(d.Param, " - ", " + -"), " + ") {
+	for _, term := range strings.Split(strings.ReplaceAll(s, " - ", " + -"), " + ") {
 		key, k, ok := parseTerm(term)
 		if !ok {
-			return poly{d.Param: 1}, true // not one of ours: an opaque name
+			return poly{s: 1} // not one of ours: an opaque name
 		}
 		p[key] += k
 	}
-	return p.trim(), true
+	return p.trim()
 }
 
 // parseTerm reads "k*a*b" (k optional, "-a" for -1*a) as its key and coefficient.
@@ -127,7 +136,7 @@ func parseTerm(t string) (string, int64, bool) {
 	}
 	var syms []string
 	for _, f := range factors(t) {
-		if x, err := strconv.ParseInt(f, 10, 64); err == nil {
+		if x, err := parseCoefficient(f); err == nil {
 			k *= x
 		} else if f != "" && !strings.ContainsAny(f, " ") {
 			syms = append(syms, f)
@@ -137,6 +146,28 @@ func parseTerm(t string) (string, int64, bool) {
 	}
 	sort.Strings(syms)
 	return strings.Join(syms, "*"), k, true
+}
+
+// plainSymbol reports whether s is one symbol, as parseTerm would read it alone: no
+// operator, parenthesis or space, and not a number.
+func plainSymbol(s string) bool {
+	if s == "" || s[0] >= '0' && s[0] <= '9' {
+		return false
+	}
+	return !strings.ContainsAny(s, " *()+-/")
+}
+
+// errNotNumber is parseCoefficient's answer for what is not a decimal integer; most
+// factors are symbols, and strconv's error would be built for each.
+var errNotNumber = errors.New("not a number")
+
+// parseCoefficient is strconv.ParseInt(f, 10, 64) that refuses non-numbers cheaply.
+func parseCoefficient(f string) (int64, error) {
+	digits := strings.TrimPrefix(strings.TrimPrefix(f, "-"), "+")
+	if digits == "" || strings.ContainsFunc(digits, func(r rune) bool { return r < '0' || r > '9' }) {
+		return 0, errNotNumber
+	}
+	return strconv.ParseInt(f, 10, 64)
 }
 
 // factors splits a product at the "*" outside parentheses: "4*floor(a*b/3)" is 4 and

@@ -304,7 +304,7 @@ func ffnSubNormOf(v *ir.Value) (*patterns.Traced, *ir.Value) {
 // the family's check refuses it.
 func ffnNormOf(v *ir.Value) (*patterns.Match, int, string) {
 	for _, r := range ffnNormRules {
-		if m := patterns.MatchValue(r.Pattern, v); m != nil {
+		if m := r.Match(v); m != nil {
 			kind := FFNHiddenRMSNorm
 			if strings.HasPrefix(r.Name, "layernorm/") {
 				kind = FFNHiddenLayerNorm
