@@ -301,7 +301,7 @@ func (d *dataSource) write(bw *bufio.Writer, f sinkFile) error {
 		defer src.Close()
 		return fileCopy(src, e.Offset, d.n, func() func() { return func() {} })
 	}
-	if ok, err := t.writeStreamed(fileSink{bw, f}, d.n); ok {
+	if ok, err := t.writeStreamed(bw, d.n); ok {
 		return err
 	}
 	b, err := t.Bytes()

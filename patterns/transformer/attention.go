@@ -1097,42 +1097,45 @@ func attnPackQKV(ts [3]*ir.Tensor, what string) (*ir.Tensor, error) {
 }
 
 // packRows writes the rows of the parts side by side, [q_r k_r v_r] for each row r (zeros
-// for an absent part). The parts are viewed where they lie (memory, the mapped model,
-// mapped external data) and their rows handed to the writer in batches, so the bytes are
-// copied once, into the output, and nothing of the weights' size is held.
+// for an absent part), a block of rows at a time: each part's rows are read straight
+// into their places in the block (a scatter read from the file they lie in), so the
+// bytes are copied once into the block and once into the output, and a few MiB are
+// held whatever the weights' size.
 func packRows(w io.Writer, parts [3]*ir.Tensor, rows, row int64) error {
-	var src [3][]byte
-	var zero []byte
+	var src [3]ir.ScatterReader
 	for i, p := range parts {
 		if p == nil {
-			zero = make([]byte, row)
 			continue
 		}
-		b, done, err := p.View()
+		r, done, err := p.OpenScatter()
 		if err != nil {
 			return fmt.Errorf("packing Q/K/V: %s: %w", p.Name, err)
 		}
 		defer done()
-		if int64(len(b)) != rows*row {
-			return fmt.Errorf("packing Q/K/V: %s holds %d bytes, want %d", p.Name, len(b), rows*row)
-		}
-		src[i] = b
+		src[i] = r
 	}
-	const batch = 1020 // rows·3 buffers per gathered write, under writev's 1024
-	bufs := make([][]byte, 0, batch)
-	for r := int64(0); r < rows; r++ {
-		for _, b := range src {
-			if b == nil {
-				bufs = append(bufs, zero)
-			} else {
-				bufs = append(bufs, b[r*row:(r+1)*row])
+	const block = 3 << 20
+	n := max(1, min(rows, block/max(3*row, 1)))
+	buf := make([]byte, 3*n*row)
+	dst := make([][]byte, n)
+	for r0 := int64(0); r0 < rows; r0 += n {
+		k := min(n, rows-r0)
+		for i, r := range src {
+			for j := range k {
+				dst[j] = buf[(3*j+int64(i))*row : (3*j+int64(i)+1)*row]
+			}
+			if r == nil {
+				for _, d := range dst[:k] {
+					clear(d)
+				}
+				continue
+			}
+			if err := r.ReadScattered(r0*row, dst[:k]); err != nil {
+				return fmt.Errorf("packing Q/K/V: %s: %w", parts[i].Name, err)
 			}
 		}
-		if len(bufs) == batch || r == rows-1 {
-			if _, err := ir.WriteVec(w, bufs); err != nil {
-				return err
-			}
-			bufs = bufs[:0]
+		if _, err := w.Write(buf[:3*k*row]); err != nil {
+			return err
 		}
 	}
 	return nil
