@@ -7,6 +7,7 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/qcc-dev/qcc/ir"
 	"github.com/qcc-dev/qcc/ndarray"
@@ -1114,9 +1115,9 @@ func packRows(w io.Writer, parts [3]*ir.Tensor, rows, row int64) error {
 		defer done()
 		src[i] = r
 	}
-	const block = 3 << 20
-	n := max(1, min(rows, block/max(3*row, 1)))
-	buf := make([]byte, 3*n*row)
+	n := max(1, min(rows, packBlock/max(3*row, 1)))
+	buf := packBuf(3 * n * row)
+	defer packBufs.Put(&buf)
 	dst := make([][]byte, n)
 	for r0 := int64(0); r0 < rows; r0 += n {
 		k := min(n, rows-r0)
@@ -1139,6 +1140,20 @@ func packRows(w io.Writer, parts [3]*ir.Tensor, rows, row int64) error {
 		}
 	}
 	return nil
+}
+
+// packBlock is the bytes of packed rows packRows holds at a time.
+const packBlock = 3 << 20
+
+// packBufs keeps packRows' block between the weights of a save (fresh large buffers
+// are zeroed, page by page, each time).
+var packBufs sync.Pool
+
+func packBuf(n int64) []byte {
+	if b, ok := packBufs.Get().(*[]byte); ok && int64(cap(*b)) >= n {
+		return (*b)[:n]
+	}
+	return make([]byte, n, max(n, packBlock))
 }
 
 // attnSharedConst returns an initializer holding t: an existing packed one (its name holds
