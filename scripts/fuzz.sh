@@ -5,7 +5,8 @@
 # testdata/fuzz/ (replayed by `go test ./internal/fuzz`), and ends with
 #   graphs=N mismatches=M panics=P
 # then the other failure kinds and matched / refused per mutation class.
-# Usage: scripts/fuzz.sh DURATION [extra flags of internal/cmd/fuzz, e.g. -seed 1]
+# Usage: scripts/fuzz.sh DURATION [extra flags of internal/cmd/fuzz, e.g. -seed 1,
+# -classes seq-first,nm-seq-first-softmax-batch]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration=${1:?usage: scripts/fuzz.sh DURATION [flags]}

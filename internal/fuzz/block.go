@@ -21,10 +21,11 @@ var Classes = []string{
 	"heads-3d", "k-rolled-heads", "shape-arith", "cast", "qdq",
 	"where-mask", "gemm-proj", "ln-op", "causal", "mask-query-axis",
 	"rotary-half", "rotary-interleaved", "rotary-partial", "rotary-gathered-pairs", "row-max", "softcap", "q-term",
+	"sliding-window", "seq-first", "head-bias", "scores-read",
 	"nm-softmax-axis", "nm-eps-outside", "nm-mean-axis", "nm-mask-after-softmax",
 	"nm-gamma-input", "nm-gelu-const", "nm-residual-broadcast",
 	"nm-gelu-split-input", "nm-var-uncentred", "nm-rotary-halves", "nm-row-max-queries",
-	"nm-scores-term", "nm-rotary-pairs-swapped",
+	"nm-scores-term", "nm-rotary-pairs-swapped", "nm-seq-first-softmax-batch",
 }
 
 // IsNearMiss reports whether a class changes the math.
@@ -45,6 +46,18 @@ type blockGen struct {
 	n, d, h int64 // heads, head size, hidden
 	x, mask val
 	wit     []Witness
+	// scoresOut: class scores-read's reading of the scores, added into the block's output
+	// (add) or a second graph output.
+	scoresOut val
+	add       bool
+	// sinks: GPT-OSS's per-head sink logits joined to the scores (sliding-window only),
+	// the form qcc lowers to GroupQueryAttention with local_window_size.
+	sinks bool
+}
+
+// seqFirst reports whether the class's input is sequence-first, [S, B, C].
+func (g *blockGen) seqFirst() bool {
+	return g.class == "seq-first" || g.class == "nm-seq-first-softmax-batch"
 }
 
 // GenBlock returns a transformer block of the given class (a random one when class is
@@ -66,8 +79,13 @@ func GenBlock(seed int64, class string) *Case {
 	if r.Intn(4) == 0 {
 		seq = sd(int64(3 + r.Intn(4)))
 	}
-	g.x = g.input("x", ir.Float, shape{{sym: "batch"}, seq, sd(g.h)})
-	if class != "heads-3d" {
+	if g.seqFirst() {
+		// nn.MultiheadAttention without batch_first; no padding mask (as heads-3d).
+		g.x = g.input("x", ir.Float, shape{seq, {sym: "batch"}, sd(g.h)})
+	} else {
+		g.x = g.input("x", ir.Float, shape{{sym: "batch"}, seq, sd(g.h)})
+	}
+	if class != "heads-3d" && !g.seqFirst() {
 		g.mask = g.input("mask", ir.Int64, shape{{sym: "batch"}, seq})
 	}
 	x := g.x
@@ -78,7 +96,13 @@ func GenBlock(seed int64, class string) *Case {
 	y := g.norm(g.residual(g.x, a, class == "nm-residual-broadcast"), class)
 	f := g.ffn(y)
 	z := g.norm(g.residual(y, f, false), "")
+	if g.scoresOut.v != nil && g.add {
+		z = g.comm1("Add", z, g.scoresOut)
+	}
 	g.output(z)
+	if g.scoresOut.v != nil && !g.add {
+		g.output(g.scoresOut)
+	}
 	return &Case{Model: g.m, Class: class, NearMiss: IsNearMiss(class), Witnesses: g.wit}
 }
 
@@ -167,6 +191,9 @@ func (g *blockGen) attention(x val) val {
 	if g.class == "heads-3d" {
 		return g.attention3d(q, k, v)
 	}
+	if g.seqFirst() {
+		return g.attentionSeqFirst(q, k, v)
+	}
 	qh := g.heads4(q, 0, 2, 1, 3)
 	vh := g.heads4(v, 0, 2, 1, 3)
 	var kt val
@@ -201,6 +228,8 @@ func (g *blockGen) attention(x val) val {
 	default:
 		scores = g.op1("Div", []val{scores, g.scalarF(float32(math.Sqrt(float64(g.d))))}, ir.Float, scores.sh)
 	}
+	// scale·Q·Kᵀ, before any term.
+	scaled := scores
 	if g.class == "softcap" { // Gemma 2: cap·tanh(scores/cap), before the mask
 		c := g.scalarF(1.5)
 		t := g.op1("Tanh", []val{g.op1("Div", []val{scores, c}, ir.Float, scores.sh)}, ir.Float, scores.sh)
@@ -242,6 +271,12 @@ func (g *blockGen) attention(x val) val {
 		scores = g.comm1("Add", scores, term)
 	}
 	switch g.class {
+	case "sliding-window":
+		scores = g.slidingWindow(scores)
+	case "head-bias":
+		scores = g.comm1("Add", scores, g.headBias())
+	}
+	switch g.class {
 	case "q-term":
 		// A term computed from Q and K themselves, (Q·W)·Kᵀ (a content term through
 		// another projection, as relative-position attention adds): the fused
@@ -264,11 +299,27 @@ func (g *blockGen) attention(x val) val {
 		mx, _ := g.reduce("ReduceMax", scores, []int64{ax}, true)
 		scores = g.op1("Sub", []val{scores, mx}, ir.Float, scores.sh)
 	}
+	if g.class == "scores-read" {
+		// The softmax's input, every term added (MultiHeadAttention's qk output), or
+		// now and then scale·Q·Kᵀ alone (Attention-23's qk_matmul_output).
+		if g.r.Intn(3) == 0 {
+			g.readScores(scaled)
+		} else {
+			g.readScores(scores)
+		}
+	}
 	axis := int64(-1)
 	if g.class == "nm-softmax-axis" {
 		axis = []int64{1, 2, -2}[g.r.Intn(3)]
 	}
-	probs, sm := g.opN("Softmax", []val{scores}, ir.Float, scores.sh, ir.IntAttr("axis", axis))
+	smIn := scores
+	if g.sinks {
+		smIn = g.joinSinks(scores)
+	}
+	probs, sm := g.opN("Softmax", []val{smIn}, ir.Float, smIn.sh, ir.IntAttr("axis", axis))
+	if g.sinks { // the sink column dropped
+		probs = g.op1("Slice", []val{probs, g.ints(0), g.ints(-1), g.ints(-1)}, ir.Float, scores.sh)
+	}
 	g.witness(sm, attnKinds, g.class == "nm-softmax-axis" || g.class == "nm-mask-after-softmax" || g.class == "nm-row-max-queries" || g.class == "nm-scores-term")
 	if g.class == "nm-mask-after-softmax" {
 		probs = g.comm1("Add", probs, m)
@@ -386,6 +437,139 @@ func (g *blockGen) attention3d(q, k, v val) val {
 	ctx = g.op1("Reshape", []val{ctx, g.reshapeTarget([]int64{-1, g.n, 0, g.d}, map[int]int{2: 1})}, ir.Float, shape{g.x.sh[0], sd(g.n), s, sd(g.d)})
 	ctx = g.transpose(ctx, 0, 2, 1, 3)
 	ctx = g.op1("Reshape", []val{ctx, g.reshapeTarget([]int64{0, 0, g.h}, map[int]int{0: 0, 1: 1})}, ir.Float, g.x.sh)
+	return g.linear(ctx, g.h, g.h)
+}
+
+// seqLen is the sequence length read off x, as exporters read it: a scalar (Gather of
+// the Shape) or int64[1].
+func (g *blockGen) seqLen(scalar bool) val {
+	axis := int64(1)
+	if g.seqFirst() {
+		axis = 0
+	}
+	if scalar {
+		return g.op1("Gather", []val{g.shapeOf(g.x), g.constI(nil, []int64{axis})}, ir.Int64, shape{}, ir.IntAttr("axis", 0))
+	}
+	return g.op1("Gather", []val{g.shapeOf(g.x), g.constI([]int64{1}, []int64{axis})}, ir.Int64, shape{sd(1)}, ir.IntAttr("axis", 0))
+}
+
+// positions are Range(0, S) as keys ([S]) and as queries ([S, 1]).
+func (g *blockGen) positions() (keys, queries val) {
+	s := g.x.sh[1]
+	rg := g.op1("Range", []val{g.constI(nil, []int64{0}), g.seqLen(true), g.constI(nil, []int64{1})}, ir.Int64, shape{s})
+	return rg, g.unsqueeze(rg, 1)
+}
+
+// slidingWindow adds Mistral's sliding-window causal mask to the scores: key j is masked
+// when j > i or j <= i - W (a query sees its W latest keys), as one Where over the Or of
+// the two comparisons, or as two added terms (a causal one and the window's far side),
+// which qcc must read apart: the first is causal alone.
+func (g *blockGen) slidingWindow(scores val) val {
+	s := g.x.sh[1]
+	w := int64(1 + g.r.Intn(4))
+	rj, qi := g.positions()
+	fut := g.op1("Greater", []val{rj, qi}, ir.Bool, shape{s, s})
+	lo := g.op1("Sub", []val{qi, g.constI(nil, []int64{w})}, ir.Int64, qi.sh)
+	far := g.op1("LessOrEqual", []val{rj, lo}, ir.Bool, shape{s, s})
+	zero := g.scalarF(0)
+	g.sinks = g.r.Intn(2) == 0
+	if g.r.Intn(2) == 0 {
+		ban := g.comm1("Or", fut, far)
+		fill := g.scalarF([]float32{-10000, -1e9, -3.4028234663852886e38}[g.r.Intn(3)])
+		return g.comm1("Add", scores, g.op1("Where", []val{ban, fill, zero}, ir.Float, shape{s, s}))
+	}
+	fill := g.scalarF(-10000) // two terms of the lowest float would sum to -inf
+	scores = g.comm1("Add", scores, g.op1("Where", []val{fut, fill, zero}, ir.Float, shape{s, s}))
+	return g.comm1("Add", scores, g.op1("Where", []val{far, fill, zero}, ir.Float, shape{s, s}))
+}
+
+// joinSinks joins each head's sink logit to the scores' rows on the key axis, then (at
+// random) takes the joined row's maximum off, as GPT-OSS's export does.
+func (g *blockGen) joinSinks(scores val) val {
+	b, s := g.x.sh[0], g.x.sh[1]
+	sk := g.randConst([]int64{1, g.n, 1, 1}, 1.5)
+	s3 := g.op1("Slice", []val{g.shapeOf(scores), g.ints(0), g.ints(3)}, ir.Int64, shape{sd(3)})
+	sh4 := g.op1("Concat", []val{s3, g.ints(1)}, ir.Int64, shape{sd(4)}, ir.IntAttr("axis", 0))
+	snk := g.op1("Expand", []val{sk, sh4}, ir.Float, shape{b, sd(g.n), s, sd(1)})
+	joined := shape{b, sd(g.n), s, dim{sym: g.fresh("keys")}}
+	sc := g.op1("Concat", []val{scores, snk}, ir.Float, joined, ir.IntAttr("axis", -1))
+	if g.r.Intn(2) == 0 {
+		mx, _ := g.reduce("ReduceMax", sc, []int64{-1}, true)
+		sc = g.op1("Sub", []val{sc, mx}, ir.Float, joined)
+	}
+	return sc
+}
+
+// headPositions bounds the sequence the head-bias tables cover.
+const headPositions = 8
+
+// headBias is a per-head additive bias [1, N, S, S] that no mask makes: a constant
+// [1, N, P, P] table sliced to the sequence length (ALiBi-like tables stored whole), or
+// T5's relative-position bias, a [2P-1, N] table gathered by j - i.
+func (g *blockGen) headBias() val {
+	s := g.x.sh[1]
+	out := shape{sd(1), sd(g.n), s, s}
+	if g.r.Intn(2) == 0 {
+		table := g.randConst([]int64{1, g.n, headPositions, headPositions}, 1)
+		n := g.seqLen(false)
+		ends := g.op1("Concat", []val{n, n}, ir.Int64, shape{sd(2)}, ir.IntAttr("axis", 0))
+		return g.op1("Slice", []val{table, g.ints(0, 0), ends, g.ints(2, 3)}, ir.Float, out)
+	}
+	table := g.randConst([]int64{2*headPositions - 1, g.n}, 1)
+	rj, qi := g.positions()
+	rel := g.op1("Sub", []val{rj, qi}, ir.Int64, shape{s, s})
+	idx := g.comm1("Add", rel, g.constI(nil, []int64{headPositions - 1}))
+	b := g.op1("Gather", []val{table, idx}, ir.Float, shape{s, s, sd(g.n)}, ir.IntAttr("axis", 0))
+	return g.unsqueeze(g.transpose(b, 2, 0, 1), 0)
+}
+
+// readScores reads the scores outside the block, as PatchTST's residual attention does
+// (a node that is no term of them): the mean over the heads as a second graph output,
+// or the mean over the heads of each query's largest score added into the block output.
+func (g *blockGen) readScores(scores val) {
+	if g.r.Intn(2) == 0 {
+		g.scoresOut, _ = g.reduce("ReduceMean", scores, []int64{1}, true)
+		return
+	}
+	mx, _ := g.reduce("ReduceMax", scores, []int64{3}, false)
+	mean, _ := g.reduce("ReduceMean", mx, []int64{1}, false)
+	g.scoresOut, g.add = g.unsqueeze(mean, -1), true
+}
+
+// attentionSeqFirst is torch.nn.MultiheadAttention's export without batch_first: x is
+// [S, B, C], the heads are viewed [S, B·N, D] and transposed to [B·N, S, D], the context
+// transposed back and viewed [S, B, C]. Q is scaled before the product (as torch does)
+// or the scores after it; nm-seq-first-softmax-batch takes the softmax over B·N.
+func (g *blockGen) attentionSeqFirst(q, k, v val) val {
+	s := g.x.sh[0]
+	bn := dim{sym: g.fresh("bn")}
+	split := func(t val) val {
+		return g.op1("Reshape", []val{t, g.ints(0, -1, g.d)}, ir.Float, shape{s, bn, sd(g.d)})
+	}
+	scaleQ := g.r.Intn(2) == 0
+	if scaleQ {
+		q = g.comm1("Mul", q, g.scalarF(float32(1/math.Sqrt(float64(g.d)))))
+	}
+	qh, vh := g.transpose(split(q), 1, 0, 2), g.transpose(split(v), 1, 0, 2)
+	var kt val
+	if g.r.Intn(2) == 0 {
+		kt = g.transpose(split(k), 1, 2, 0)
+	} else {
+		kt = g.transpose(g.transpose(split(k), 1, 0, 2), 0, 2, 1)
+	}
+	scores := g.op1("MatMul", []val{qh, kt}, ir.Float, shape{bn, s, s})
+	if !scaleQ {
+		scores = g.op1("Div", []val{scores, g.scalarF(float32(math.Sqrt(float64(g.d))))}, ir.Float, scores.sh)
+	}
+	axis := int64(-1)
+	if g.class == "nm-seq-first-softmax-batch" {
+		axis = 0
+	}
+	probs, sm := g.opN("Softmax", []val{scores}, ir.Float, scores.sh, ir.IntAttr("axis", axis))
+	g.witness(sm, attnKinds, IsNearMiss(g.class))
+	ctx := g.op1("MatMul", []val{probs, vh}, ir.Float, shape{bn, s, sd(g.d)})
+	ctx = g.transpose(ctx, 1, 0, 2)
+	ctx = g.op1("Reshape", []val{ctx, g.ints(0, -1, g.h)}, ir.Float, g.x.sh)
 	return g.linear(ctx, g.h, g.h)
 }
 

@@ -17,8 +17,9 @@ import (
 )
 
 // TestFixedSeeds is a short fuzzing run with fixed seeds: DAGs and two blocks of every
-// class, each through every pipeline. No failure is allowed, and the plain block and the
-// rotary forms must be recognised.
+// class, each through every pipeline. No failure is allowed, and the plain block, the
+// rotary forms and the readings the attention recogniser gained (sliding window,
+// sequence-first, per-head bias, scores read outside) must be recognised.
 func TestFixedSeeds(t *testing.T) {
 	orttest.RequireLib(t)
 	type job struct {
@@ -66,8 +67,12 @@ func TestFixedSeeds(t *testing.T) {
 		}
 	}
 	// The plain block, and each rotary form, must be recognised (else the near-miss
-	// verdicts would be vacuous).
-	for _, class := range []string{"base", "rotary-half", "rotary-interleaved", "rotary-partial", "rotary-gathered-pairs"} {
+	// verdicts would be vacuous); so must the newer readings, in every draw: recognition
+	// does not depend on the target, so a sliding window with sinks at a static length
+	// (which fuse leaves: GroupQueryAttention needs the causal term, read only over a
+	// symbolic length) or scores read as no operator outputs them still count.
+	for _, class := range []string{"base", "rotary-half", "rotary-interleaved", "rotary-partial", "rotary-gathered-pairs",
+		"sliding-window", "seq-first", "head-bias", "scores-read"} {
 		if matched[class] != 2 {
 			t.Errorf("class %s was recognised %d times of 2", class, matched[class])
 		}

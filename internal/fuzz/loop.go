@@ -22,6 +22,9 @@ type Options struct {
 	PerSignature int
 	ShrinkTime   time.Duration
 	Log          io.Writer // progress and failures (nil: quiet)
+	// Classes restricts the run to these block classes ("dag" for random DAGs), seed k
+	// taking the (k mod len)-th; empty: Gen's mix of DAGs and every class.
+	Classes []string
 }
 
 // Summary counts what a run saw.
@@ -102,7 +105,7 @@ func Run(opts Options) *Summary {
 				if opts.Count > 0 && seed-opts.Seed >= opts.Count {
 					return
 				}
-				c, r := genCheck(seed)
+				c, r := genCheck(seed, opts.Classes)
 				mu.Lock()
 				s.Graphs++
 				if r.Matched {
@@ -154,13 +157,26 @@ func firstLine(s string) string {
 
 // genCheck generates and checks one case; a generator panic is a failure of the case
 // (kind Invalid), not the end of the run.
-func genCheck(seed int64) (c *Case, r *Result) {
+func genCheck(seed int64, classes []string) (c *Case, r *Result) {
 	defer func() {
 		if x := recover(); x != nil {
 			c = &Case{Class: "dag"}
 			r = &Result{Failures: []Failure{{Kind: Invalid, Detail: fmt.Sprintf("generator panic: %v", x)}}}
 		}
 	}()
-	c = Gen(seed)
+	c = genClass(seed, classes)
 	return c, Check(c, seed)
+}
+
+// genClass is Gen restricted to classes (none: Gen itself), deterministic by seed.
+func genClass(seed int64, classes []string) *Case {
+	if len(classes) == 0 {
+		return Gen(seed)
+	}
+	switch class := classes[int(uint64(seed)%uint64(len(classes)))]; class {
+	case "dag":
+		return GenDAG(seed)
+	default:
+		return GenBlock(seed, class)
+	}
 }

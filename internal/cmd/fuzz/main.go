@@ -6,9 +6,11 @@
 //	graphs=N mismatches=M panics=P
 //
 // then the other failure kinds and, per mutation class, how often the block was
-// recognised (matched) or not (refused).
+// recognised (matched) or not (refused). -classes restricts the run to some block classes
+// (comma-separated, "dag" for the random DAGs), as after adding a class.
 //
 //	go run ./internal/cmd/fuzz -duration 10m -out testdata/fuzz
+//	go run ./internal/cmd/fuzz -duration 5m -classes seq-first,nm-seq-first-softmax-batch
 package main
 
 import (
@@ -18,6 +20,8 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/qcc-dev/qcc/internal/fuzz"
@@ -34,8 +38,19 @@ func main() {
 	shrinkTime := flag.Duration("shrink-time", 2*time.Minute, "time limit of one shrink")
 	quiet := flag.Bool("q", false, "print only the summary")
 	lib := flag.String("ort-lib", "", "path of libonnxruntime.so (default: QCC_ORT_LIB or the project cache)")
+	classes := flag.String("classes", "", "comma-separated block classes to generate, \"dag\" for random DAGs (default: all, half DAGs)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	flag.Parse()
+	var only []string
+	if *classes != "" {
+		only = strings.Split(*classes, ",")
+		for _, c := range only {
+			if c != "dag" && !slices.Contains(fuzz.Classes, c) {
+				fmt.Fprintf(os.Stderr, "fuzz: unknown class %q (classes: dag %s)\n", c, strings.Join(fuzz.Classes, " "))
+				os.Exit(2)
+			}
+		}
+	}
 	path, err := ort.LibraryPath(*lib)
 	if err == nil {
 		err = ort.Init(path)
@@ -48,7 +63,7 @@ func main() {
 		*seed = time.Now().UnixNano() & (1<<40 - 1)
 	}
 	opts := fuzz.Options{Workers: *workers, Seed: *seed, Count: *count, Duration: *duration,
-		Dir: *out, PerSignature: *per, ShrinkTime: *shrinkTime}
+		Dir: *out, PerSignature: *per, ShrinkTime: *shrinkTime, Classes: only}
 	if !*quiet {
 		opts.Log = os.Stderr
 	}
