@@ -9,7 +9,9 @@ import (
 
 	"github.com/qcc-dev/qcc/internal/corpus"
 	"github.com/qcc-dev/qcc/ir"
+	"github.com/qcc-dev/qcc/ir/text"
 	"github.com/qcc-dev/qcc/ort/orttest"
+	"github.com/qcc-dev/qcc/patterns/transformer"
 )
 
 // The tests below pin the bindings that computed something other than the model: each
@@ -386,6 +388,84 @@ func TestRotaryReason(t *testing.T) {
 	} {
 		if !strings.Contains(all, want) {
 			t.Errorf("no %q; skipped:\n%s", want, all)
+		}
+	}
+}
+
+// afterOperator is a model whose attention operators' outputs go through one more
+// node each: an Attention-23 (a1) and a MultiHeadAttention (a2) followed by a Relu,
+// and a MultiHeadAttention (a3) whose output is multiplied by another value than a
+// row mask's product with it (its Relu times a [batch, seq, 1] mask).
+const afterOperator = `<ir_version: 10, opset_import: ["" : 23, "com.microsoft" : 1]>
+after (float[batch,seq,12] q, float[batch,seq,12] k, float[batch,seq,12] v, float[batch,seq,1] keep) => (float[batch,seq,12] y1, float[batch,seq,12] y2, float[batch,seq,12] y3) {
+  [onnx] a1 = Attention <q_num_heads = 2, kv_num_heads = 2> (q, k, v)
+  [onnx_after] y1 = Relu (a1)
+  [mha] a2 = com.microsoft.MultiHeadAttention <num_heads = 2> (q, k, v)
+  [mha_after] y2 = Relu (a2)
+  [mha3] a3 = com.microsoft.MultiHeadAttention <num_heads = 2> (q, k, v)
+  [mha3_relu] r3 = Relu (a3)
+  [mha3_mul] y3 = Mul (r3, keep)
+}`
+
+// TestRefusalsAfterOperator: a block whose output is computed after its fused
+// attention operator's is refused, as the kernel computes only the operator (for
+// MultiHeadAttention, the operator times a row mask, DeBERTa's padded-row zeroing).
+// The recognisers end the fused forms' blocks at the operator (or at DeBERTa's
+// row-zeroing Mul), so each block here is the recognised one extended by the nodes
+// after its operator, as a recogniser that took them in would give it.
+func TestRefusalsAfterOperator(t *testing.T) {
+	m, err := text.Parse(afterOperator)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bs, _ := transformer.Recognize(m.Graph, transformer.Families)
+	for _, c := range []struct{ root, why string }{
+		{"y1", "the block's output y1 is computed after the operator's: the kernel computes only the operator"},
+		{"y2", "the block's output y2 is not MultiHeadAttention's output or its product with a row mask"},
+		{"y3", "the block's output y3 is not MultiHeadAttention's output or its product with a row mask"},
+	} {
+		root := m.Graph.Value(c.root)
+		var bl *transformer.Block
+		for _, b := range bs {
+			if b.Kind != transformer.Attention || attnOp(b) == nil {
+				continue
+			}
+			// The block of the operator root is computed from.
+			for v := root; v != nil && bl == nil; {
+				p, _ := v.Producer()
+				if p == nil {
+					break
+				}
+				if p == attnOp(b) {
+					bl = b
+				}
+				v = p.Input(0)
+			}
+		}
+		if bl == nil {
+			t.Fatalf("%s: no attention block under it (blocks %v)", c.root, bs)
+		}
+		// The operator's block as it is gets a kernel; extended to root, it is refused.
+		for _, extend := range []bool{false, true} {
+			cp := *bl
+			if extend {
+				cp.Root = root
+				cp.Nodes = append([]*ir.Node{}, bl.Nodes...)
+				for v := root; v != bl.Root; {
+					p, _ := v.Producer()
+					cp.Nodes = append(cp.Nodes, p)
+					v = p.Input(0)
+				}
+			}
+			b := newBuilder("after", sizer{defaultBatch, defaultSeq})
+			b.block(&cp)
+			all := strings.Join(b.p.Skipped, "\n")
+			switch {
+			case !extend && (len(b.p.Skipped) > 0 || len(b.p.Instances) != 1):
+				t.Errorf("%s: the operator's own block: %d instances, skipped %q", c.root, len(b.p.Instances), all)
+			case extend && (len(b.p.Instances) > 0 || !strings.Contains(all, c.why)):
+				t.Errorf("%s: %d instances, skipped %q; want the refusal %q", c.root, len(b.p.Instances), all, c.why)
+			}
 		}
 	}
 }
