@@ -1,15 +1,20 @@
 package cuda
 
 import (
+	"fmt"
+	"io/fs"
 	"math"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 
+	cudakernels "github.com/qcc-dev/qcc/cuda_kernels"
 	"github.com/qcc-dev/qcc/internal/corpus"
 	"github.com/qcc-dev/qcc/ir"
+	"github.com/qcc-dev/qcc/ir/text"
 	"github.com/qcc-dev/qcc/ort/orttest"
+	"github.com/qcc-dev/qcc/patterns/transformer"
 )
 
 // The tests below pin the bindings that computed something other than the model: each
@@ -388,4 +393,237 @@ func TestRotaryReason(t *testing.T) {
 			t.Errorf("no %q; skipped:\n%s", want, all)
 		}
 	}
+}
+
+// afterOperator is a model whose attention operators' outputs go through one more
+// node each: an Attention-23 (a1) and a MultiHeadAttention (a2) followed by a Relu,
+// and a MultiHeadAttention (a3) whose output is multiplied by another value than a
+// row mask's product with it (its Relu times a [batch, seq, 1] mask).
+const afterOperator = `<ir_version: 10, opset_import: ["" : 23, "com.microsoft" : 1]>
+after (float[batch,seq,12] q, float[batch,seq,12] k, float[batch,seq,12] v, float[batch,seq,1] keep) => (float[batch,seq,12] y1, float[batch,seq,12] y2, float[batch,seq,12] y3) {
+  [onnx] a1 = Attention <q_num_heads = 2, kv_num_heads = 2> (q, k, v)
+  [onnx_after] y1 = Relu (a1)
+  [mha] a2 = com.microsoft.MultiHeadAttention <num_heads = 2> (q, k, v)
+  [mha_after] y2 = Relu (a2)
+  [mha3] a3 = com.microsoft.MultiHeadAttention <num_heads = 2> (q, k, v)
+  [mha3_relu] r3 = Relu (a3)
+  [mha3_mul] y3 = Mul (r3, keep)
+}`
+
+// TestRefusalsAfterOperator: a block whose output is computed after its fused
+// attention operator's is refused, as the kernel computes only the operator (for
+// MultiHeadAttention, the operator times a row mask, DeBERTa's padded-row zeroing).
+// The recognisers end the fused forms' blocks at the operator (or at DeBERTa's
+// row-zeroing Mul), so each block here is the recognised one extended by the nodes
+// after its operator, as a recogniser that took them in would give it.
+func TestRefusalsAfterOperator(t *testing.T) {
+	m, err := text.Parse(afterOperator)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bs, _ := transformer.Recognize(m.Graph, transformer.Families)
+	for _, c := range []struct{ root, why string }{
+		{"y1", "the block's output y1 is computed after the operator's: the kernel computes only the operator"},
+		{"y2", "the block's output y2 is not MultiHeadAttention's output or its product with a row mask"},
+		{"y3", "the block's output y3 is not MultiHeadAttention's output or its product with a row mask"},
+	} {
+		root := m.Graph.Value(c.root)
+		var bl *transformer.Block
+		for _, b := range bs {
+			if b.Kind != transformer.Attention || attnOp(b) == nil {
+				continue
+			}
+			// The block of the operator root is computed from.
+			for v := root; v != nil && bl == nil; {
+				p, _ := v.Producer()
+				if p == nil {
+					break
+				}
+				if p == attnOp(b) {
+					bl = b
+				}
+				v = p.Input(0)
+			}
+		}
+		if bl == nil {
+			t.Fatalf("%s: no attention block under it (blocks %v)", c.root, bs)
+		}
+		// The operator's block as it is gets a kernel; extended to root, it is refused.
+		for _, extend := range []bool{false, true} {
+			cp := *bl
+			if extend {
+				cp.Root = root
+				cp.Nodes = append([]*ir.Node{}, bl.Nodes...)
+				for v := root; v != bl.Root; {
+					p, _ := v.Producer()
+					cp.Nodes = append(cp.Nodes, p)
+					v = p.Input(0)
+				}
+			}
+			b := newBuilder("after", sizer{defaultBatch, defaultSeq})
+			b.block(&cp)
+			all := strings.Join(b.p.Skipped, "\n")
+			switch {
+			case !extend && (len(b.p.Skipped) > 0 || len(b.p.Instances) != 1):
+				t.Errorf("%s: the operator's own block: %d instances, skipped %q", c.root, len(b.p.Instances), all)
+			case extend && (len(b.p.Instances) > 0 || !strings.Contains(all, c.why)):
+				t.Errorf("%s: %d instances, skipped %q; want the refusal %q", c.root, len(b.p.Instances), all, c.why)
+			}
+		}
+	}
+}
+
+// channelLayouts is per-channel QuantizeLinear, and DequantizeLinear of its output, on
+// the axis cases QuantizeKernel tells apart: the last axis (kInner 1), a middle axis and
+// axis 0, with channels of a multiple of the vector width or not, so that vectors of
+// float (4) and half (8) lie in one channel, in consecutive channels, or across a
+// channel boundary inside a channel of several elements.
+const channelLayouts = `<ir_version: 10, opset_import: ["" : 17]>
+layouts (float[2,3,8] last8, float[2,3,6] last6, float[2,4,2] mid4x2, float[2,2,3] mid2x3, float[2,3,8] mid3x8, float[4,6] first4x6, float[3,8] first3x8, float[8,1] first8x1) => (float[2,3,8] d_last8, float[2,3,6] d_last6, float[2,4,2] d_mid4x2, float[2,2,3] d_mid2x3, float[2,3,8] d_mid3x8, float[4,6] d_first4x6, float[3,8] d_first3x8, float[8,1] d_first8x1) <
+  float[8] s8 = {0.5, 0.25, 0.125, 0.0625, 0.03125, 0.1, 0.3, 0.7},
+  int8[8] z8 = {0, 1, -1, 2, -2, 3, -3, 4},
+  float[6] s6 = {0.5, 0.25, 0.125, 0.0625, 0.03125, 0.1},
+  int8[6] z6 = {0, 1, -1, 2, -2, 3},
+  float[4] s4 = {0.5, 0.25, 0.125, 0.0625},
+  int8[4] z4 = {0, 1, -1, 2},
+  float[3] s3 = {0.5, 0.25, 0.125},
+  int8[3] z3 = {0, 1, -1},
+  float[2] s2 = {0.5, 0.125},
+  int8[2] z2 = {1, -1}
+> {
+  q_last8 = QuantizeLinear <axis = 2> (last8, s8, z8)
+  d_last8 = DequantizeLinear <axis = 2> (q_last8, s8, z8)
+  q_last6 = QuantizeLinear <axis = -1> (last6, s6, z6)
+  d_last6 = DequantizeLinear <axis = -1> (q_last6, s6, z6)
+  q_mid4x2 = QuantizeLinear <axis = 1> (mid4x2, s4, z4)
+  d_mid4x2 = DequantizeLinear <axis = 1> (q_mid4x2, s4, z4)
+  q_mid2x3 = QuantizeLinear <axis = 1> (mid2x3, s2, z2)
+  d_mid2x3 = DequantizeLinear <axis = 1> (q_mid2x3, s2, z2)
+  q_mid3x8 = QuantizeLinear <axis = 1> (mid3x8, s3, z3)
+  d_mid3x8 = DequantizeLinear <axis = 1> (q_mid3x8, s3, z3)
+  q_first4x6 = QuantizeLinear <axis = 0> (first4x6, s4, z4)
+  d_first4x6 = DequantizeLinear <axis = 0> (q_first4x6, s4, z4)
+  q_first3x8 = QuantizeLinear <axis = 0> (first3x8, s3, z3)
+  d_first3x8 = DequantizeLinear <axis = 0> (q_first3x8, s3, z3)
+  q_first8x1 = QuantizeLinear <axis = 0> (first8x1, s8, z8)
+  d_first8x1 = DequantizeLinear <axis = 0> (q_first8x1, s8, z8)
+}`
+
+// TestQuantizeChannelVectors: per-channel QuantizeKernel finds a vector's channel once
+// (ch0, from the vector's first element) and steps through the vector from it; its
+// emulation (qdqSpec.run) follows that indexing, for the vector widths of the float and
+// the half launch, and agrees exactly with ONNX Runtime's QuantizeLinear and
+// DequantizeLinear on every axis case, including vectors that span channels. Taking
+// ch0 for the whole vector (the mapping the kernel must not fall into) disagrees
+// wherever a vector spans channels: the check data can see it. The kernel's lines the
+// emulation transcribes are pinned, so a change to them fails here until the
+// emulation follows.
+func TestQuantizeChannelVectors(t *testing.T) {
+	orttest.RequireLib(t)
+	src, err := fs.ReadFile(cudakernels.Headers, "qcc/quantize.cuh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range []string{
+		"return Spec::kPerChannel ? static_cast<int>((i / Spec::kInner) % Spec::kChannels) : 0;",
+		"return Spec::kPerChannel ? VecWidth<T>(Spec::kChannels * Spec::kInner) : VecWidth<T>(16);",
+		"const long long i0 = whole ? c * V : chunks * V + (c - chunks);",
+		"const int ch0 = Spec::kPerChannel ? QuantChannel<Spec>(i0) : 0;",
+		"const int ch = Spec::kInner % V == 0 ? ch0 : (Spec::kInner == 1 ? ch0 + j : QuantChannel<Spec>(i0 + j));",
+	} {
+		if !strings.Contains(string(src), line) {
+			t.Errorf("qcc/quantize.cuh no longer has the line the emulation transcribes (update qdqSpec in eval_test.go): %s", line)
+		}
+	}
+	m, err := text.Parse(channelLayouts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := planOf(t, m, "layouts")
+	if len(p.Skipped) > 0 {
+		t.Errorf("skipped %v", p.Skipped)
+	}
+	branches := map[string]bool{}
+	n := 0
+	for _, in := range p.Instances {
+		if in.Kernel.Launcher != "qcc::QuantizeLinear" && in.Kernel.Launcher != "qcc::DequantizeLinear" {
+			continue
+		}
+		n++
+		c := func(name string) float64 {
+			f, err := strconv.ParseFloat(constOf(t, in, name), 64)
+			if err != nil {
+				b, _ := strconv.ParseBool(constOf(t, in, name))
+				f = map[bool]float64{true: 1}[b]
+			}
+			return f
+		}
+		q := qdqSpecOf(in, c)
+		if !q.perChannel {
+			t.Errorf("%s: kernel %s is per tensor", in.ID, in.Kernel.Name)
+			continue
+		}
+		ref, err := in.reference(m)
+		if err != nil {
+			t.Fatalf("%s: %v", in.ID, err)
+		}
+		a := map[string][]float64{}
+		for p, arr := range ref.Inputs {
+			a[p] = arr.Float64s()
+		}
+		want := ref.Outputs["y"].Float64s()
+		perVector := func(i0, _, _ int) int { return q.quantChannel(i0) }
+		for _, tBytes := range []int{4, 2} {
+			v := q.vec(tBytes)
+			spans := false
+			for i0 := 0; i0 < len(want); i0 += v {
+				spans = spans || q.quantChannel(i0) != q.quantChannel(i0+v-1)
+			}
+			branch := "ch0 + j"
+			switch {
+			case q.inner%v == 0:
+				branch = "ch0"
+			case q.inner != 1:
+				branch = "QuantChannel(i0 + j)"
+			}
+			branches[fmt.Sprintf("%d/%s", tBytes, branch)] = true
+			where := fmt.Sprintf("%s (%s, %d channels of %d) with %d-byte T, vectors of %d (%s)", in.ID, in.Kernel.Name, q.channels, q.inner, tBytes, v, branch)
+			if bad, first := differing(q.run(a, tBytes, q.channel), want); bad > 0 {
+				t.Errorf("%s: %d of %d elements disagree with ONNX Runtime; first %s", where, bad, len(want), first)
+			}
+			bad, _ := differing(q.run(a, tBytes, perVector), want)
+			switch {
+			case spans && bad == 0:
+				t.Errorf("%s: vectors span channels, yet one channel per vector agrees with ONNX Runtime: the check cannot see it", where)
+			case !spans && bad > 0:
+				t.Errorf("%s: no vector spans channels, yet one channel per vector disagrees in %d elements", where, bad)
+			case spans:
+				t.Logf("%s: one channel per vector: %d of %d elements disagree", where, bad, len(want))
+			}
+		}
+	}
+	if n != 16 {
+		t.Errorf("%d Q/DQ instances, want 16", n)
+	}
+	for _, tBytes := range []int{4, 2} {
+		for _, b := range []string{"ch0", "ch0 + j", "QuantChannel(i0 + j)"} {
+			if !branches[fmt.Sprintf("%d/%s", tBytes, b)] {
+				t.Errorf("no layout takes the kernel's %s with %d-byte T", b, tBytes)
+			}
+		}
+	}
+}
+
+// differing counts the elements of got that are not exactly want's.
+func differing(got, want []float64) (int, string) {
+	bad, first := 0, ""
+	for i := range want {
+		if got[i] != want[i] {
+			if bad == 0 {
+				first = fmt.Sprintf("[%d]: emulated %g, ONNX Runtime %g", i, got[i], want[i])
+			}
+			bad++
+		}
+	}
+	return bad, first
 }

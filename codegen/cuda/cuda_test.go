@@ -225,6 +225,88 @@ func TestCompileGolden(t *testing.T) {
 	}
 }
 
+// TestCompileProbeModels compiles the probe models' emitted kernels (causal
+// com.microsoft.Attention, grouped-query and causal Attention-23, rows of 10 for the
+// norms, GELU and Q/DQ), which the oracle emulates, with nvcc: every model's
+// kernels.cu and check.cu in one translation unit and one nvcc run, linked into one
+// program (not run) whose main calls each harness's. Each model's kernels.h becomes
+// <model>.h, with its own include guard, and its check.cu (main and all) is put in a
+// namespace of the model's; the headers both include are included once, first. The
+// headers must also be valid C.
+func TestCompileProbeModels(t *testing.T) {
+	nvcc.Require(t)
+	dir := t.TempDir()
+	all := []string{"#include <cstdio>", "#include <vector>", ""}
+	var checks []string
+	kernels := map[string]string{}
+	for i, pm := range probeModels {
+		out := filepath.Join(t.TempDir(), pm.name)
+		res, err := Emit(load(t, pm.path), out, Options{Source: filepath.Base(pm.path)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range res.Kernels {
+			if prev, ok := kernels[k]; ok {
+				t.Fatalf("%s and %s both have kernel %s: they cannot share a translation unit", prev, pm.name, k)
+			}
+			kernels[k] = pm.name
+		}
+		if i == 0 {
+			if err := os.CopyFS(dir, os.DirFS(out)); err != nil { // qcc/ and the first model's files
+				t.Fatal(err)
+			}
+		}
+		id := strings.ReplaceAll(pm.name, "-", "_")
+		files := map[string]string{}
+		for _, name := range generated {
+			b, err := os.ReadFile(filepath.Join(out, name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			files[name] = string(b)
+		}
+		h := strings.ReplaceAll(files["kernels.h"], "QCC_KERNELS_H_", fmt.Sprintf("QCC_KERNELS_H_%d_", i))
+		if strings.Count(h, fmt.Sprintf("QCC_KERNELS_H_%d_", i)) < 2 {
+			t.Fatalf("%s: kernels.h has no include guard QCC_KERNELS_H_", pm.name)
+		}
+		write := func(name, src string) {
+			if err := os.WriteFile(filepath.Join(dir, name), []byte(src), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		write(id+".h", h)
+		for _, name := range []string{"kernels.cu", "check.cu"} {
+			src := files[name]
+			if strings.Count(src, `#include "kernels.h"`) != 1 {
+				t.Fatalf("%s: %s does not include kernels.h once", pm.name, name)
+			}
+			write(id+"_"+name, strings.Replace(src, `#include "kernels.h"`, `#include "`+id+`.h"`, 1))
+		}
+		all = append(all, `#include "`+id+`_kernels.cu"`)
+		checks = append(checks, "namespace "+id+" {", `#include "`+id+`_check.cu"`, "}  // namespace "+id, "")
+		if gcc, err := exec.LookPath("gcc"); err == nil {
+			cmd := exec.Command(gcc, "-std=c11", "-Wall", "-Wextra", "-Werror", "-fsyntax-only", "-x", "c", id+".h")
+			cmd.Dir = dir
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Errorf("%s: kernels.h is not valid C: %v\n%s", pm.name, err, out)
+			}
+		}
+	}
+	all = append(append(append(all, "", `#include "qcc/check.cuh"`, ""), checks...), "int main(int argc, char** argv) {", "  int rc = 0;")
+	for _, pm := range probeModels {
+		all = append(all, fmt.Sprintf("  rc |= %s::main(argc, argv);", strings.ReplaceAll(pm.name, "-", "_")))
+	}
+	all = append(all, "  return rc;", "}", "")
+	if err := os.WriteFile(filepath.Join(dir, "probes.cu"), []byte(strings.Join(all, "\n")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d, err := nvcc.Compile(context.Background(), dir, "-o", "qcc_check_probes", "probes.cu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d models, %d kernels: nvcc (sm_%s) %.1fs", len(probeModels), len(kernels), strings.Join(nvcc.Archs, ", sm_"), d.Seconds())
+}
+
 // TestCorpus emits CUDA for every model of the shared corpus after fold,fuse and
 // compiles it for sm_80 and sm_90: the first model of each architecture fully (kernels.cu,
 // and check.cu linked into the harness), the others' kernels.cu only, and only when it

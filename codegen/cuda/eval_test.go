@@ -194,24 +194,8 @@ func emulateKernel(t *testing.T, in *instance, a map[string][]float64, rnd func(
 		}
 		return map[string][]float64{"output": layerNorm(x, h, f32(c("kEpsilon")), a["gamma"], beta, c("kCentred") == 1)}
 	case "qcc::QuantizeLinear", "qcc::DequantizeLinear":
-		ch, inner := int(c("kChannels")), int(c("kInner"))
-		out := make([]float64, len(a["x"]))
-		for i, x := range a["x"] {
-			cc := 0
-			if c("kPerChannel") == 1 {
-				cc = (i / inner) % ch
-			}
-			scale, zp := a["scale"][cc], 0.0
-			if c("kHasZeroPoint") == 1 {
-				zp = a["zero_point"][cc]
-			}
-			if k.Launcher == "qcc::QuantizeLinear" {
-				out[i] = math.Max(-128, math.Min(127, math.RoundToEven(f32(x/scale))+zp))
-			} else {
-				out[i] = f32((x - zp) * scale)
-			}
-		}
-		return map[string][]float64{"y": out}
+		q := qdqSpecOf(in, c)
+		return map[string][]float64{"y": q.run(a, elemBytes(in.Elem), q.channel)}
 	}
 	t.Fatalf("no emulation of %s", k.Launcher)
 	return nil
@@ -619,3 +603,102 @@ func decode(dt ir.DataType, b []byte) []float64 {
 }
 
 func abs(x float64) float64 { return math.Abs(x) }
+
+// qdqSpec is a QuantizeKernel specialisation (qcc/quantize.cuh): its Spec and whether
+// it quantizes (else it dequantizes).
+type qdqSpec struct {
+	perChannel, hasZP, quant bool
+	channels, inner          int
+}
+
+func qdqSpecOf(in *instance, c func(string) float64) qdqSpec {
+	return qdqSpec{perChannel: c("kPerChannel") == 1, hasZP: c("kHasZeroPoint") == 1, quant: in.Kernel.Launcher == "qcc::QuantizeLinear",
+		channels: int(c("kChannels")), inner: int(c("kInner"))}
+}
+
+// elemBytes is sizeof(T) of an element type.
+func elemBytes(e int) int {
+	if e == elemFloat {
+		return 4
+	}
+	return 2
+}
+
+// vecWidth is VecWidth<T>(n) (qcc/common.cuh): the largest power of two of T's
+// elements within 16 bytes that divides n.
+func vecWidth(tBytes, n int) int {
+	w := 16 / tBytes
+	for w > 1 && n%w != 0 {
+		w /= 2
+	}
+	return w
+}
+
+// vec is QuantVec<T, Spec>.
+func (q qdqSpec) vec(tBytes int) int {
+	if q.perChannel {
+		return vecWidth(tBytes, q.channels*q.inner)
+	}
+	return vecWidth(tBytes, 16)
+}
+
+// quantChannel is QuantChannel<Spec>(i).
+func (q qdqSpec) quantChannel(i int) int {
+	if !q.perChannel {
+		return 0
+	}
+	return (i / q.inner) % q.channels
+}
+
+// channel is the channel of element j of the vector of v elements at i0, as
+// QuantizeKernel finds it: ch0 = QuantChannel(i0) once per vector, then ch0 for every
+// element when v divides kInner, ch0 + j when kInner is 1, else QuantChannel(i0 + j).
+func (q qdqSpec) channel(i0, j, v int) int {
+	ch0 := q.quantChannel(i0)
+	switch {
+	case q.inner%v == 0:
+		return ch0
+	case q.inner == 1:
+		return ch0 + j
+	}
+	return q.quantChannel(i0 + j)
+}
+
+// run is QuantizeKernel's loop (every thread's chunks together, in order): the n / V
+// whole vectors of V = QuantVec elements at multiples of V, then the elements past the
+// last whole vector one by one (a vector of one), each element with the scale and zero
+// point of the channel channel(i0, j, V) gives it. T is tBytes wide (4 float, 2 half):
+// it sets V. The arithmetic is the kernel's, in float: quantize rint(x / scale) + zero
+// point saturated to [-128, 127], dequantize (x - zero point) * scale.
+func (q qdqSpec) run(a map[string][]float64, tBytes int, channel func(i0, j, v int) int) []float64 {
+	x, scale, zp := a["x"], a["scale"], a["zero_point"]
+	n, v := len(x), q.vec(tBytes)
+	chunks := n / v
+	out := make([]float64, n)
+	for c := 0; c < chunks+(n-chunks*v); c++ {
+		whole := c < chunks
+		i0, count := chunks*v+(c-chunks), 1
+		if whole {
+			i0, count = c*v, v
+		}
+		for j := 0; j < count; j++ {
+			s, z := scale[0], 0.0
+			if q.hasZP {
+				z = zp[0]
+			}
+			if q.perChannel {
+				ch := channel(i0, j, v)
+				s = scale[ch]
+				if q.hasZP {
+					z = zp[ch]
+				}
+			}
+			if q.quant {
+				out[i0+j] = math.Max(-128, math.Min(127, math.RoundToEven(f32(x[i0+j]/s))+z))
+			} else {
+				out[i0+j] = f32((x[i0+j] - z) * s)
+			}
+		}
+	}
+	return out
+}
