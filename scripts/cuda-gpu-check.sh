@@ -27,8 +27,8 @@
 #   At the end the attention lines of every run are printed together.
 #
 # Without a GPU (nvidia-smi missing or failing) it says so and exits 0.
-# Needs: go, nvcc, python3 with numpy and onnx, and the ONNX Runtime library
-# (QCC_ORT_LIB, or .cache/onnxruntime from scripts/setup.sh).
+# Needs: go (or a qcc built elsewhere, QCC_BIN), nvcc, python3 with numpy and onnx, and
+# the ONNX Runtime library (QCC_ORT_LIB, or .cache/onnxruntime from scripts/setup.sh).
 #
 # Environment:
 #   QCC_GPU_WORK=DIR        where to build and write (default: a temporary folder,
@@ -38,13 +38,15 @@
 #                           testing this script on a machine without one
 #   QCC_GPU_SKIP_LARGE=1    leave out BERT-base (its weights take ~440 MB)
 #   QCC_PYTHON=python3      the Python with numpy and onnx
+#   QCC_BIN=PATH            a qcc built elsewhere, for a GPU machine without Go
+#   QCC_MODELS=DIR          the model corpus (default ../shared/models)
 #
 # The exit status is 1 when a check failed or a step could not run.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-MODELS="$ROOT/../shared/models"
+MODELS="${QCC_MODELS:-$ROOT/../shared/models}"
 
 say() { printf 'cuda-gpu-check: %s\n' "$*"; }
 die() {
@@ -67,7 +69,9 @@ else
 	say "dry run: building and compiling only, nothing runs on a GPU"
 fi
 
-for tool in go nvcc; do
+tools=(nvcc)
+[ -n "${QCC_BIN:-}" ] || tools+=(go)
+for tool in "${tools[@]}"; do
 	command -v "$tool" >/dev/null || die "$tool not found (scripts/setup.sh installs what qcc needs)"
 done
 # The first python3 with numpy and onnx (a pyenv shim may shadow Debian's).
@@ -137,8 +141,13 @@ emit() {
 	run "$name" "$out" ./qcc_check check
 }
 
-say "building qcc"
-go build -o "$WORK/qcc" ./cmd/qcc
+if [ -n "${QCC_BIN:-}" ]; then
+	say "qcc: $QCC_BIN"
+	cp "$QCC_BIN" "$WORK/qcc"
+else
+	say "building qcc"
+	go build -o "$WORK/qcc" ./cmd/qcc
+fi
 
 say "selftest: nvcc cuda_kernels/selftest.cu"
 "${NVCC[@]}" -I cuda_kernels -o "$WORK/selftest" cuda_kernels/selftest.cu
