@@ -371,7 +371,9 @@ bool TestAttention(const char* name, int batch, int seq, int kv_seq = 0) {
             s += BiasShared ? bias[size_t(i) * kvs + j] : bias[((size_t(b) * Heads + h) * seq + i) * kvs + j];
           }
           if (Mask == qcc::kMaskKeyPadding && mask[size_t(b) * kvs + j] <= 0) {
-            s += S::kMaskFilter;
+            // In float, as the model adds it: next to the filter a score keeps about 1e-3
+            // of its value, which decides the weights of a row with every key padded.
+            s = static_cast<float>(static_cast<float>(s) + S::kMaskFilter);
           }
           p[j] = s;
           m = std::fmax(m, s);
