@@ -13,9 +13,10 @@ import (
 // it (unidirectional, is_causal) that runs faster than an explicit bias and lets TensorRT
 // pick its causal kernels, so the lowering uses it for a term proved causal: one that
 // depends on no graph input (a sliced triangular buffer, Trilu, Range comparisons) and,
-// evaluated at two sequence lengths, masks exactly the keys after each query. Only when the
-// query and key sequences are the same symbol: with a cache (more keys than queries) the
-// operators' alignment is not the graph's.
+// evaluated at two sequence lengths, masks exactly the keys after each query (at its one
+// length, when the model's sequence is fixed). Only when the query and key sequences are
+// the same: with a cache (more keys than queries) the operators' alignment is not the
+// graph's.
 
 // causalSizes are the sequence lengths a term is evaluated at.
 var causalSizes = []int64{3, 6}
@@ -26,7 +27,7 @@ func (p *attnPlan) isCausal(t *attnTerm, opset int64) bool {
 	if !ok {
 		return false
 	}
-	for _, s := range causalSizes {
+	for _, s := range p.seqLengths(causalSizes) {
 		v, err := p.evalAt(t, s, opset)
 		if err != nil || !bandPattern(v, qi, ki, s, 0, t) {
 			return false
@@ -35,11 +36,20 @@ func (p *attnPlan) isCausal(t *attnTerm, opset int64) bool {
 	return true
 }
 
+// seqLengths are the lengths a term is evaluated at: sizes when the sequence is a symbol,
+// its own length when it is fixed (the model runs at no other).
+func (p *attnPlan) seqLengths(sizes []int64) []int64 {
+	if d := p.q.seq.size; d.Known {
+		return []int64{d.Value}
+	}
+	return sizes
+}
+
 // queryKeyAxes are the axes of the query and the key of a constant term over a self
-// attention's one sequence symbol that varies over nothing else; ok false for any other
-// term.
+// attention's one sequence (a symbol, or a fixed length) that varies over nothing else;
+// ok false for any other term.
 func (p *attnPlan) queryKeyAxes(t *attnTerm) (qi, ki int, ok bool) {
-	if t.kind != "constant" || !ir.SameDim(p.q.seq.size, p.k.seq.size) || p.q.seq.size.Known {
+	if t.kind != "constant" || !ir.SameDim(p.q.seq.size, p.k.seq.size) || !p.q.seq.size.Known && p.q.seq.size.Param == "" {
 		return 0, 0, false
 	}
 	axes, why := p.termAxes(t)
@@ -65,9 +75,18 @@ func (p *attnPlan) queryKeyAxes(t *attnTerm) (qi, ki int, ok bool) {
 	return qi, ki, qi >= 0 && ki >= 0
 }
 
-// evalAt evaluates term t at sequence length s (batch 1).
+// evalAt evaluates term t at sequence length s (batch 1), s one of seqLengths.
 func (p *attnPlan) evalAt(t *attnTerm, s, opset int64) (*ir.Tensor, error) {
-	return evalTerm(t.value, map[string]int64{p.q.seq.size.Param: s, p.q.canon[0].size.Param: 1}, opset, 0)
+	sizes := map[string]int64{}
+	for _, d := range []struct {
+		dim ir.Dim
+		n   int64
+	}{{p.q.seq.size, s}, {p.q.canon[0].size, 1}} {
+		if !d.dim.Known && d.dim.Param != "" {
+			sizes[d.dim.Param] = d.n
+		}
+	}
+	return evalTerm(t.value, sizes, opset, 0)
 }
 
 // windowSizes are the sequence lengths a sliding window is looked for at: its width is
@@ -84,7 +103,7 @@ func (p *attnPlan) slidingWindow(t *attnTerm, opset int64) (int64, bool) {
 	if !ok {
 		return 0, false
 	}
-	for _, s := range windowSizes {
+	for _, s := range p.seqLengths(windowSizes) {
 		v, err := p.evalAt(t, s, opset)
 		if err != nil {
 			return 0, false
@@ -95,6 +114,9 @@ func (p *attnPlan) slidingWindow(t *attnTerm, opset int64) (int64, bool) {
 		}
 		if !bandPattern(v, qi, ki, s, w, t) {
 			return 0, false
+		}
+		if p.q.seq.size.Known {
+			return w, true // the band was seen over every query there is
 		}
 		v, err = p.evalAt(t, w+2, opset)
 		return w, err == nil && bandPattern(v, qi, ki, w+2, w, t)

@@ -2,6 +2,7 @@ package transformer_test
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -93,6 +94,10 @@ const sinkWindow = `  sh = Shape (x)
 // sinkWindowConsts are sinkWindow's constants, as an edit of sinkModel.
 var sinkWindowConsts = []string{"  int64 kone", "  int64 kzero = {0},\n  int64 win = {3},\n  float fzero = {0},\n  int64 kone"}
 
+// fixedSeq edits sinkModel's signature to a sequence of 5, layerInputs' length.
+var fixedSeq = []string{"float[batch,seq,16] x, bool[batch,1,1,seq] keep) => (float[batch,seq,16] y)",
+	"float[batch,5,16] x, bool[batch,1,1,5] keep) => (float[batch,5,16] y)"}
+
 // TestSinkAttentionSlidingWindow: a block with sinks behind a sliding-window causal mask
 // becomes GroupQueryAttention with local_window_size 3 (the keys a query sees, its own
 // included) and head_sink, the window out of its bias, computing the graph's outputs in
@@ -107,6 +112,9 @@ func TestSinkAttentionSlidingWindow(t *testing.T) {
 	}{
 		{"window", sinkWindow, sinkWindowConsts, 3},
 		{"causal", sinkCausal, nil, -1},
+		// Exported at a fixed length: the mask is read at that length alone.
+		{"window fixed length", sinkWindow, append(slices.Clone(sinkWindowConsts), fixedSeq...), 3},
+		{"causal fixed length", sinkCausal, fixedSeq, -1},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			orig, m, _, rep := parseAndFuse(t, sinkModel(16, c.terms, c.edits...), transformer.ORT, 0)
