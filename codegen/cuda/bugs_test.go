@@ -563,15 +563,8 @@ func TestQuantizeChannelVectors(t *testing.T) {
 			t.Errorf("%s: kernel %s is per tensor", in.ID, in.Kernel.Name)
 			continue
 		}
-		ref, err := in.reference(m)
-		if err != nil {
-			t.Fatalf("%s: %v", in.ID, err)
-		}
-		a := map[string][]float64{}
-		for p, arr := range ref.Inputs {
-			a[p] = arr.Float64s()
-		}
-		want := ref.Outputs["y"].Float64s()
+		a, outs := referenceValues(t, m, in)
+		want := outs["y"]
 		perVector := func(i0, _, _ int) int { return q.quantChannel(i0) }
 		for _, tBytes := range []int{4, 2} {
 			v := q.vec(tBytes)

@@ -78,19 +78,26 @@ func sortedKeys(m map[string]*errs) []string {
 // and the emulation of its kernel on the same inputs, and compares them.
 func emulateInstance(t *testing.T, m *ir.Model, in *instance) map[string]*errs {
 	t.Helper()
+	a, want := referenceValues(t, m, in)
+	return compareOutputs(in, emulate(t, in, a), want)
+}
+
+// referenceValues runs the instance's reference and returns its inputs and outputs by
+// parameter, as float64.
+func referenceValues(t *testing.T, m *ir.Model, in *instance) (inputs, outputs map[string][]float64) {
+	t.Helper()
 	ref, err := in.reference(m)
 	if err != nil {
 		t.Fatalf("%s: %v", in.ID, err)
 	}
-	a := map[string][]float64{}
+	inputs, outputs = map[string][]float64{}, map[string][]float64{}
 	for p, arr := range ref.Inputs {
-		a[p] = arr.Float64s()
+		inputs[p] = arr.Float64s()
 	}
-	want := map[string][]float64{}
 	for p, arr := range ref.Outputs {
-		want[p] = arr.Float64s()
+		outputs[p] = arr.Float64s()
 	}
-	return compareOutputs(in, emulate(t, in, a), want)
+	return inputs, outputs
 }
 
 // TestEmulation is the oracle: for every kernel instance of the golden, probe and corpus
