@@ -243,32 +243,6 @@ func (t *Tensor) streamer() func(io.Writer) error {
 	return t.stream
 }
 
-// OpenBytes returns a reader of the tensor's bytes that reads only what is asked for:
-// from memory (the mapped model file included) or from the external-data file; a tensor
-// computed lazily is computed, and not kept. done releases the reader.
-func (t *Tensor) OpenBytes() (r io.ReaderAt, done func() error, err error) {
-	t.mu.Lock()
-	raw, ext, mod := t.raw, t.ext, t.modTick
-	t.mu.Unlock()
-	nop := func() error { return nil }
-	if raw == nil && ext != nil && !mod {
-		f, err := os.Open(ext.Path)
-		if err != nil {
-			return nil, nil, fmt.Errorf("tensor %q: external data: %w", t.Name, err)
-		}
-		n := ext.Length
-		if n < 0 {
-			n = t.DType.ByteSize(t.NumElements())
-		}
-		return io.NewSectionReader(f, ext.Offset, n), f.Close, nil
-	}
-	b, err := t.ReadBytes()
-	if err != nil {
-		return nil, nil, err
-	}
-	return bytes.NewReader(b), nop, nil
-}
-
 // writeStreamed writes a streamed tensor's n bytes to w; false when t has no stream to
 // write from (its bytes are in memory, or it has none).
 func (t *Tensor) writeStreamed(w io.Writer, n int64) (bool, error) {
