@@ -369,6 +369,15 @@ func (p poly) dim() ir.Dim {
 // mulDims, divDims, addDims and subDims are products, exact quotients, sums and
 // differences of dims, unknown when not polynomials.
 func mulDims(a, b ir.Dim) ir.Dim {
+	// The common cases, as the polynomials would give them.
+	switch {
+	case a.Known && b.Known:
+		return ir.D(a.Value * b.Value)
+	case a.Known && a.Value == 1 && plainSymbol(b.Param):
+		return ir.Sym(b.Param)
+	case b.Known && b.Value == 1 && plainSymbol(a.Param):
+		return ir.Sym(a.Param)
+	}
 	x, ok1 := polyOf(a)
 	y, ok2 := polyOf(b)
 	if !ok1 || !ok2 {
