@@ -5,6 +5,7 @@ package ir
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 )
@@ -713,19 +714,9 @@ func (g *Graph) RemoveNode(n *Node) {
 }
 
 // RemoveValue deletes an unused value that has no producer (an initializer or input).
-func (g *Graph) RemoveValue(v *Value) error {
-	if len(v.uses) > 0 || v.producer != nil || v.IsGraphOutput() {
-		return fmt.Errorf("value %q is still in use", v.Name)
-	}
-	delete(g.values, v.Name)
-	g.Initializers = removeVal(g.Initializers, v)
-	g.Inputs = removeVal(g.Inputs, v)
-	g.ValueInfo = removeVal(g.ValueInfo, v)
-	v.graph = nil
-	return nil
-}
+func (g *Graph) RemoveValue(v *Value) error { return g.RemoveValues([]*Value{v}) }
 
-// RemoveValues removes several unused values as RemoveValue does, each of the graph's
+// RemoveValues removes several unused values that have no producer, each of the graph's
 // lists filtered once (removing them one by one copies a list per value). Nothing is
 // removed when one of them is still in use.
 func (g *Graph) RemoveValues(vs []*Value) error {
@@ -736,33 +727,20 @@ func (g *Graph) RemoveValues(vs []*Value) error {
 		}
 		gone[v] = true
 	}
-	if len(gone) == 0 {
-		return nil
-	}
 	for _, v := range vs {
 		delete(g.values, v.Name)
 		v.graph = nil
 	}
+	// A list holding none of them is kept as it is; else a new one is made, so that a
+	// caller ranging over the old one is not disturbed.
 	drop := func(l []*Value) []*Value {
-		out := make([]*Value, 0, len(l))
-		for _, v := range l {
-			if !gone[v] {
-				out = append(out, v)
-			}
+		if !slices.ContainsFunc(l, func(v *Value) bool { return gone[v] }) {
+			return l
 		}
-		return out
+		return slices.DeleteFunc(slices.Clone(l), func(v *Value) bool { return gone[v] })
 	}
 	g.Initializers, g.Inputs, g.ValueInfo = drop(g.Initializers), drop(g.Inputs), drop(g.ValueInfo)
 	return nil
-}
-
-func removeVal(vs []*Value, v *Value) []*Value {
-	for i, x := range vs {
-		if x == v {
-			return append(vs[:i:i], vs[i+1:]...)
-		}
-	}
-	return vs
 }
 
 // Walk calls f for every graph reachable from g (g first, then subgraphs in node order).

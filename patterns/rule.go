@@ -322,14 +322,11 @@ func (rw *Rewriter) Graph() *ir.Graph { return rw.g }
 
 // Node adds a node with nOut fresh outputs named after base.
 func (rw *Rewriter) Node(op, domain string, inputs []*ir.Value, nOut int, base string, attrs ...*ir.Attr) *ir.Node {
-	outs := make([]*ir.Value, nOut)
-	for i := range outs {
-		outs[i] = rw.g.NewValue(base, nil)
+	used := make([]bool, nOut)
+	for i := range used {
+		used[i] = true
 	}
-	n, _ := rw.g.AddNode(&ir.Node{OpType: op, Domain: domain, Attrs: attrs}, inputs, outs)
-	n.Name = outs[0].Name
-	rw.added = append(rw.added, n)
-	return n
+	return rw.NodeOptional(op, domain, inputs, used, base, attrs...)
 }
 
 // NodeOptional adds a node as Node does, with output i only where used[i] (an operator's

@@ -142,7 +142,7 @@ func dedupeInits(g *ir.Graph, live map[*ir.Value]bool) int {
 	var keep, merged []*ir.Value
 	for _, v := range g.Initializers {
 		t := v.Const
-		if t == nil || v.IsGraphInput() || v.IsGraphOutput() || live[v] || producedBy(v) || t.DType == ir.String ||
+		if t == nil || v.IsGraphInput() || v.IsGraphOutput() || live[v] || t.DType == ir.String ||
 			t.DType.ByteSize(t.NumElements()) > maxDedupeBytes {
 			keep = append(keep, v)
 			continue
@@ -162,7 +162,7 @@ func dedupeInits(g *ir.Graph, live map[*ir.Value]bool) int {
 		v.ReplaceAllUsesWith(orig)
 		merged = append(merged, v)
 	}
-	// Unused now, with no producer and not an output: removable together.
+	// Unused now, initializers and not outputs: removable together.
 	if err := g.RemoveValues(merged); err != nil {
 		return 0
 	}
@@ -378,5 +378,3 @@ func tensorAttrKey(buf *bytes.Buffer, t *ir.Tensor) bool {
 	writeStr(buf, tensorKey(t, b))
 	return true
 }
-
-func producedBy(v *ir.Value) bool { n, _ := v.Producer(); return n != nil }

@@ -1,10 +1,8 @@
 package qdq
 
 import (
-	"encoding/json"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -170,19 +168,8 @@ func TestBudgetIfBranches(t *testing.T) {
 // its disable= list names both twins the budget turned off.
 func TestErrorReportIfBranches(t *testing.T) {
 	orttest.RequireLib(t)
-	out := filepath.Join(t.TempDir(), "report.json")
 	m := parse(t, ifAttention(t))
-	if _, err := runPipeline(t, m, "qdq<min-gemm=2;data=random:4;cache="+ifCache(t)+";budget=0.01;report="+out+">"); err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rep ErrorReport
-	if err := json.Unmarshal(b, &rep); err != nil {
-		t.Fatal(err)
-	}
+	_, rep, b := runReport(t, m, "min-gemm=2;data=random:4;cache="+ifCache(t)+";budget=0.01")
 	t.Logf("%s", b)
 	groups := map[string]GroupError{}
 	for _, g := range rep.Groups {
@@ -256,19 +243,8 @@ func TestErrorReportLoopBody(t *testing.T) {
     b = Mul (lm, half)
   }>
 `, 1)
-	out := filepath.Join(t.TempDir(), "report.json")
 	m := parse(t, src)
-	if _, err := runPipeline(t, m, "qdq<min-gemm=2;data=random:2;report="+out+">"); err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rep ErrorReport
-	if err := json.Unmarshal(b, &rep); err != nil {
-		t.Fatal(err)
-	}
+	_, rep, b := runReport(t, m, "min-gemm=2;data=random:2")
 	var blocks []string
 	for _, bl := range rep.Blocks {
 		blocks = append(blocks, bl.Block)

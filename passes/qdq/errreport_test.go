@@ -13,6 +13,7 @@ import (
 	"github.com/qcc-dev/qcc/ndarray"
 	"github.com/qcc-dev/qcc/npz"
 	"github.com/qcc-dev/qcc/ort/orttest"
+	"github.com/qcc-dev/qcc/pass"
 )
 
 // TestErrorReportHandComputed: qdq<report=FILE.json> on the FFN, with fixed ranges, gives
@@ -34,20 +35,8 @@ func TestErrorReportHandComputed(t *testing.T) {
 	if err := npz.Write(data, map[string]*ndarray.Array{"x": ndarray.FromFloat32([]int64{rows, seq, 4}, x)}); err != nil {
 		t.Fatal(err)
 	}
-	out := filepath.Join(dir, "report.json")
 	m := parse(t, ffn)
-	rep, err := runPipeline(t, m, "qdq<min-gemm=2;ranges=const:4;data="+data+";batch=2;report="+out+">")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got ErrorReport
-	if err := json.Unmarshal(b, &got); err != nil {
-		t.Fatal(err)
-	}
+	rep, got, b := runReport(t, m, "min-gemm=2;ranges=const:4;data="+data+";batch=2")
 	notes := strings.Join(lastStat(rep).Notes, "\n")
 	t.Logf("%s\nnotes:\n%s", b, notes)
 
@@ -158,20 +147,9 @@ func initFloats(t *testing.T, m *ir.Model, name string) []float32 {
 // groups are ranked by what turning them off buys.
 func TestErrorReportBudget(t *testing.T) {
 	orttest.RequireLib(t)
-	out := filepath.Join(t.TempDir(), "report.json")
 	cache := budgetCache(t)
 	m := parse(t, attention)
-	if _, err := runPipeline(t, m, "qdq<min-gemm=2;data=random:4;cache="+cache+";budget=0.01;report="+out+">"); err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got ErrorReport
-	if err := json.Unmarshal(b, &got); err != nil {
-		t.Fatal(err)
-	}
+	_, got, b := runReport(t, m, "min-gemm=2;data=random:4;cache="+cache+";budget=0.01")
 	if got.Disable != "^(layer0/attn_out)$" || len(got.Groups) != 2 || got.Groups[0].Group != "layer0/attn_out" || !(got.Groups[0].Gain > got.Groups[1].Gain) {
 		t.Fatalf("report:\n%s", b)
 	}
@@ -191,6 +169,26 @@ func TestErrorReportBudget(t *testing.T) {
 	if _, err := os.Stat(out2); err == nil || !strings.Contains(strings.Join(lastStat(rep).Notes, "\n"), "no float model to measure against") {
 		t.Errorf("report over a quantized model: %v %v", err, lastStat(rep).Notes)
 	}
+}
+
+// runReport runs qdq<opts;report=FILE> on m and returns the pipeline's report and the
+// error report it wrote, decoded and as written.
+func runReport(t *testing.T, m *ir.Model, opts string) (*pass.Report, ErrorReport, []byte) {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "report.json")
+	rep, err := runPipeline(t, m, "qdq<"+opts+";report="+out+">")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got ErrorReport
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	return rep, got, b
 }
 
 func countOp(m *ir.Model, op string) int {

@@ -15,7 +15,7 @@ import (
 // PatchTST's residual attention: the second layer adds the first layer's scores, read
 // where read1 names them, to its own scaled ones. terms1 turns the first layer's scaled
 // scores sd1 into st1, its softmax input; edits are pairs of text and its replacement.
-func residualModel(terms1, read1 string, edits ...string) string {
+func residualModel(t testing.TB, terms1, read1 string, edits ...string) string {
 	w := randomInitializer(5)
 	var b strings.Builder
 	b.WriteString("<ir_version: 8, opset_import: [\"\" : 17]>\n")
@@ -52,11 +52,7 @@ func residualModel(terms1, read1 string, edits ...string) string {
 	b.WriteString("  x2 = Add (x, y1)\n")
 	layer("2", "x2", "  st2 = Add (sd2, "+read1+")\n")
 	b.WriteString("  y = Add (x2, y2)\n}\n")
-	src := b.String()
-	for i := 0; i+1 < len(edits); i += 2 {
-		src = strings.Replace(src, edits[i], edits[i+1], 1)
-	}
-	return src
+	return editSrc(t, b.String(), edits...)
 }
 
 // residualFuture adds a causal term (the lowest float above the diagonal) to sd1.
@@ -97,7 +93,7 @@ func TestResidualAttentionFuses(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			orig, m, env, rep := parseAndFuse(t, residualModel(c.terms1, c.read1, c.edits...), c.target, 23)
+			orig, m, env, rep := parseAndFuse(t, residualModel(t, c.terms1, c.read1, c.edits...), c.target, 23)
 			if rep.Ops[c.op] != 2 {
 				t.Fatalf("ops %v, left %v, refused %v", rep.Ops, rep.Left, rep.Refusals)
 			}
@@ -140,7 +136,7 @@ func TestResidualAttentionRefusals(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			m := ortcheck.Parse(t, residualModel(c.terms1, c.read1, c.edits...))
+			m := ortcheck.Parse(t, residualModel(t, c.terms1, c.read1, c.edits...))
 			if _, err := shape.Infer(m); err != nil {
 				t.Fatal(err)
 			}

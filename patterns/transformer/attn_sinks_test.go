@@ -18,7 +18,7 @@ import (
 // taken off, the softmax, the joined column dropped. terms turns the scaled scores sd
 // into st (a causal and a padding mask, or none); edits are pairs of text and its
 // replacement.
-func sinkModel(e int, terms string, edits ...string) string {
+func sinkModel(t testing.TB, e int, terms string, edits ...string) string {
 	w := randomInitializer(11)
 	var b strings.Builder
 	b.WriteString("<ir_version: 8, opset_import: [\"\" : 17]>\n")
@@ -55,11 +55,7 @@ func sinkModel(e int, terms string, edits ...string) string {
   y = Reshape (ct, merge)
 }
 `)
-	src := b.String()
-	for i := 0; i+1 < len(edits); i += 2 {
-		src = strings.Replace(src, edits[i], edits[i+1], 1)
-	}
-	return src
+	return editSrc(t, b.String(), edits...)
 }
 
 // sinkCausal is a causal mask (the lowest float above the diagonal) and a padding mask
@@ -117,7 +113,7 @@ func TestSinkAttentionSlidingWindow(t *testing.T) {
 		{"causal fixed length", sinkCausal, fixedSeq, -1},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			orig, m, _, rep := parseAndFuse(t, sinkModel(16, c.terms, c.edits...), transformer.ORT, 0)
+			orig, m, _, rep := parseAndFuse(t, sinkModel(t, 16, c.terms, c.edits...), transformer.ORT, 0)
 			if rep.Ops["com.microsoft.GroupQueryAttention"] != 1 {
 				t.Fatalf("ops %v, left %v, refused %v", rep.Ops, rep.Left, rep.Refusals)
 			}
@@ -144,7 +140,7 @@ func TestSinkAttentionSlidingWindow(t *testing.T) {
 // the sink logits as head_sink (target ort), computing the same outputs in ORT.
 func TestSinkAttentionFuses(t *testing.T) {
 	orttest.RequireLib(t)
-	orig, m, env, rep := parseAndFuse(t, sinkModel(16, sinkCausal), transformer.ORT, 0)
+	orig, m, env, rep := parseAndFuse(t, sinkModel(t, 16, sinkCausal), transformer.ORT, 0)
 	if rep.Ops["com.microsoft.GroupQueryAttention"] != 1 {
 		t.Fatalf("ops %v, left %v, refused %v", rep.Ops, rep.Left, rep.Refusals)
 	}
@@ -188,7 +184,7 @@ func TestSinkAttentionRefusals(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			m := ortcheck.Parse(t, sinkModel(c.e, c.terms, c.edits...))
+			m := ortcheck.Parse(t, sinkModel(t, c.e, c.terms, c.edits...))
 			if _, err := shape.Infer(m); err != nil {
 				t.Fatal(err)
 			}
