@@ -293,6 +293,17 @@ func blockCore(b *transformer.Block, pos map[*ir.Node]int, pl *placement) *core 
 	for _, r := range []string{"q_matmul", "k_matmul", "v_matmul", "qkv_matmul"} {
 		addQKV(b.Role(r))
 	}
+	// The operands as the block names them, for projections its roles do not name.
+	for _, r := range []string{transformer.RoleQuery, transformer.RoleKey, transformer.RoleValue} {
+		if v := b.Role(r); v != nil {
+			for _, n := range projections(v, operandNodes) {
+				if !seen[n] {
+					seen[n] = true
+					c.qkv = append(c.qkv, n)
+				}
+			}
+		}
+	}
 	if s := scoresMatMul(b.Role("scores"), 4); s != nil {
 		c.mms = append(c.mms, s)
 	}
@@ -321,6 +332,10 @@ func blockCore(b *transformer.Block, pos map[*ir.Node]int, pl *placement) *core 
 	}
 	return c
 }
+
+// operandNodes bounds the walk back from an attention operand to its projections: the
+// ops between them (head split, rotary embedding, Q/K norm, cache) number a few dozen.
+const operandNodes = 48
 
 // scoresMatMul finds the Q·Kᵀ MatMul behind a scores value (through its scaling).
 func scoresMatMul(v *ir.Value, depth int) *ir.Node {
@@ -395,7 +410,7 @@ func softmaxCore(sm *ir.Node, pos map[*ir.Node]int) *core {
 	}
 	seen := map[*ir.Node]bool{}
 	add := func(v *ir.Value) {
-		for _, n := range projections(v, 8) {
+		for _, n := range projections(v, operandNodes) {
 			if !seen[n] {
 				seen[n] = true
 				c.qkv = append(c.qkv, n)
@@ -420,63 +435,82 @@ func softmaxCore(sm *ir.Node, pos map[*ir.Node]int) *core {
 	return c
 }
 
-// projections follows an attention operand back through head reshapes, transposes,
-// slices, scaling and bias adds to the weighted MatMuls that computed it.
-func projections(v *ir.Value, depth int) []*ir.Node {
-	n, _ := producerOf(v)
-	if n == nil || depth == 0 || n.Domain != "" {
-		return nil
-	}
-	if _, ok := qdqcheck.WeightInput(n); ok && n.OpType == "MatMul" {
-		return []*ir.Node{n}
-	}
-	switch n.OpType {
-	case "Reshape", "Transpose", "Slice", "Split", "Squeeze", "Unsqueeze", "Cast", "Identity",
-		"Gather", "QuantizeLinear", "DequantizeLinear":
-		return projections(n.Input(0), depth-1)
-	case "Add", "Mul", "Div", "Sub":
-		var out []*ir.Node
-		for i := 0; i < 2; i++ {
-			if in := n.Input(i); in != nil && in.Const == nil {
-				out = append(out, projections(in, depth-1)...)
-			}
-		}
-		return out
-	case "Concat":
-		var out []*ir.Node
-		for _, in := range n.Inputs() {
-			out = append(out, projections(in, depth-1)...)
-		}
-		return out
-	}
-	return nil
-}
-
-// weightedReaders are the weighted ops that read v through reshapes and transposes.
-func weightedReaders(v *ir.Value) []*ir.Node {
+// projections are the weighted ops (MatMul, Gemm, Conv on a constant weight) whose outputs
+// reach an attention operand v through unweighted ops only: the Q, K or V projections
+// behind it, through head reshapes, a split or gather of a packed projection, scaling, a
+// rotary embedding, a Q/K norm or a cache Concat, whatever ops the export wrote them with.
+// The walk does not enter a Shape or Size (a target shape is not the operand's data) or a
+// Softmax (no operand comes through one), and visits at most maxNodes nodes, nearest first.
+func projections(v *ir.Value, maxNodes int) []*ir.Node {
 	var out []*ir.Node
-	var walk func(v *ir.Value, depth int)
-	walk = func(v *ir.Value, depth int) {
-		if v == nil || depth == 0 {
-			return
+	seen := map[*ir.Node]bool{}
+	queue := []*ir.Value{v}
+	for len(queue) > 0 && len(seen) < maxNodes {
+		n, _ := producerOf(queue[0])
+		queue = queue[1:]
+		if n == nil || seen[n] {
+			continue
 		}
-		for _, u := range v.Uses() {
-			n := u.Node
-			if _, ok := qdqcheck.WeightInput(n); ok && u.Index == 0 {
-				out = append(out, n)
-				continue
-			}
-			switch n.OpType {
-			case "Reshape", "Transpose", "Flatten", "Identity", "Squeeze", "Unsqueeze", "QuantizeLinear", "DequantizeLinear":
-				if u.Index == 0 {
-					walk(n.Output(0), depth-1)
-				}
+		seen[n] = true
+		if _, ok := qdqcheck.WeightInput(n); ok {
+			out = append(out, n)
+			continue
+		}
+		switch n.OpType {
+		case "Shape", "Size", "Softmax":
+			continue
+		}
+		for _, in := range n.Inputs() {
+			if in != nil && in.Const == nil {
+				queue = append(queue, in)
 			}
 		}
 	}
-	walk(v, 4)
 	return out
 }
+
+// weightedReaders are the weighted ops that read v (as their activation) through
+// unweighted ops only: an attention's output projection through the head merge, a
+// sub-norm (BitNet) or an activation (LeViT's Hardswish); an FFN's down projection through
+// its gate. The walk stops at an Add of two activations (a residual: what reads the sum is
+// the next block's), does not enter a Shape or Size, and visits at most readerNodes nodes.
+func weightedReaders(v *ir.Value) []*ir.Node {
+	var out []*ir.Node
+	seen := map[*ir.Node]bool{}
+	queue := []*ir.Value{v}
+	for len(queue) > 0 && len(seen) < readerNodes {
+		x := queue[0]
+		queue = queue[1:]
+		if x == nil {
+			continue
+		}
+		for _, u := range x.Uses() {
+			n := u.Node
+			if seen[n] {
+				continue
+			}
+			seen[n] = true
+			if _, ok := qdqcheck.WeightInput(n); ok {
+				if u.Index == 0 {
+					out = append(out, n)
+				}
+				continue
+			}
+			switch {
+			case n.OpType == "Shape" || n.OpType == "Size":
+				continue
+			case n.OpType == "Add" && len(n.Inputs()) == 2 && n.Input(0).Const == nil && n.Input(1).Const == nil && patterns.ConstOf(n.Input(0)) == nil && patterns.ConstOf(n.Input(1)) == nil:
+				continue
+			}
+			queue = append(queue, n.Outputs()...)
+		}
+	}
+	return out
+}
+
+// readerNodes bounds weightedReaders' walk: a head merge, a norm or an activation is a
+// dozen ops.
+const readerNodes = 24
 
 // markFFN records the weighted op before an activation (through its bias Add) and the
 // ones reading its output.

@@ -188,12 +188,27 @@ func projection(v *ir.Value) *ir.Node {
 	return n
 }
 
+// sourceProjection is the projection behind an operand's source: the source's own, or
+// the one behind what a rotary embedding or a Q/K norm applied to the heads read (through
+// the layout steps before it), as layoutOf follows them.
+func sourceProjection(v *ir.Value, depth int) (*ir.Node, *ir.Value) {
+	if n := projection(v); n != nil || depth >= 4 {
+		return n, v
+	}
+	for _, in := range headOpInputs(v) {
+		_, src := walkBack(in, anyStep)
+		if n, w := sourceProjection(src, depth+1); n != nil {
+			return n, w
+		}
+	}
+	return nil, nil
+}
+
 // describeProjection names the projection that computes an operand's source: MatMul (+
-// Add) or Gemm on a constant weight.
+// Add) or Gemm on a constant weight, before any rotary embedding or Q/K norm.
 func describeProjection(b *Block, o *attnOperand) {
 	p := map[string]string{"Q": "q", "K": "k", "V": "v"}[o.name]
-	v := o.values[0]
-	n := projection(v)
+	n, v := sourceProjection(o.values[0], 0)
 	if n == nil {
 		return
 	}

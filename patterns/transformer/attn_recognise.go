@@ -126,22 +126,31 @@ var elementwise = map[string]bool{"Add": true, "Sub": true, "Mul": true, "Div": 
 	"LayerNormalization": true, "SimplifiedLayerNormalization": true, "RMSNormalization": true,
 	"RotaryEmbedding": true}
 
+// headOpInputs are the tensors an operand's source was computed from by an op that keeps
+// the heads' layout: a rotary embedding's input, then the inputs of the source's shape of
+// an elementwise op or a last-axis norm (a Q/K norm on the head size).
+func headOpInputs(v *ir.Value) []*ir.Value {
+	var ins []*ir.Value
+	if x := rotaryInput(v); x != nil {
+		ins = append(ins, x)
+	}
+	if n, _ := v.Producer(); n != nil && elementwise[n.OpType] && (n.Domain == "" || n.Domain == "ai.onnx" || n.OpType == "RotaryEmbedding") {
+		vs := attnShape(v)
+		for _, in := range n.Inputs() {
+			if s := attnShape(in); in != nil && len(s) == len(vs) && len(vs) >= 3 && ir.SameShape(s, vs) {
+				ins = append(ins, in)
+			}
+		}
+	}
+	return ins
+}
+
 // layoutOf is the layout of an operand's source: that of an input of the same shape when
 // an elementwise op made it (a rotary embedding applied to the heads keeps their layout),
 // else the layout its rank and producer imply.
 func layoutOf(v *ir.Value, depth int, r reading) (layout, string) {
-	if x := rotaryInput(v); x != nil && depth < 4 {
-		if op, why := followOperand("", x, anyStep, depth+1, r); why == "" {
-			return op.last(), ""
-		}
-	}
-	if n, _ := v.Producer(); n != nil && depth < 4 && elementwise[n.OpType] && (n.Domain == "" || n.Domain == "ai.onnx" || n.OpType == "RotaryEmbedding") {
-		vs := attnShape(v)
-		for _, in := range n.Inputs() {
-			s := attnShape(in)
-			if in == nil || len(s) != len(vs) || len(vs) < 3 || !ir.SameShape(s, vs) {
-				continue
-			}
+	if depth < 4 {
+		for _, in := range headOpInputs(v) {
 			if op, why := followOperand("", in, anyStep, depth+1, r); why == "" {
 				return op.last(), ""
 			}
