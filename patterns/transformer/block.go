@@ -133,8 +133,10 @@ func Recognize(g *ir.Graph, fams []*Family) ([]*Block, []patterns.Refusal) {
 	return blocks, refusals
 }
 
-// AssignIDs numbers blocks per kind in graph order and gives each the layer of the last
-// attention block at or before it (attention blocks count the layers).
+// AssignIDs numbers blocks per kind in graph order and gives each its layer: attention
+// blocks count the layers, and a layer holds what follows the residual stream value its
+// attention reads (layerStream): pre-LN, the norm before the attention; post-LN, the
+// norms after it; the attention's rotary embeddings; its FFN.
 func AssignIDs(g *ir.Graph, blocks []*Block) {
 	pos := map[*ir.Node]int{}
 	for i, n := range g.Nodes() {
@@ -148,15 +150,125 @@ func AssignIDs(g *ir.Graph, blocks []*Block) {
 	}
 	sort.SliceStable(blocks, func(i, j int) bool { return at(blocks[i]) < at(blocks[j]) })
 	count := map[Kind]int{}
+	var bounds []int // per attention, the position after which its layer begins
+	for _, b := range blocks {
+		b.ID = fmt.Sprintf("%s.%d", lower(b.Kind), count[b.Kind])
+		count[b.Kind]++
+		if b.Kind == Attention {
+			bounds = append(bounds, layerStream(b, pos, at(b)))
+		}
+	}
 	layer := -1
 	for _, b := range blocks {
 		if b.Kind == Attention {
 			layer++
+			b.Layer = layer
+			continue
 		}
-		b.Layer = layer
-		b.ID = fmt.Sprintf("%s.%d", lower(b.Kind), count[b.Kind])
-		count[b.Kind]++
+		b.Layer = -1
+		for i, s := range bounds {
+			if s < at(b) {
+				b.Layer = i
+			}
+		}
 	}
+}
+
+// layerStream is the graph position of the producer of the residual stream value that
+// attention a's projections read: walking back from what they read, the nearest value
+// that a residual Add after the attention also reads (pre-LN: the norm's input; post-LN:
+// the previous layer's last norm). -1 for a graph input; without a residual, the
+// position just before the attention's output, as when layers began there.
+func layerStream(a *Block, pos map[*ir.Node]int, root int) int {
+	best := -2
+	for _, in := range projectionInputs(a) {
+		seen := map[*ir.Node]bool{}
+		queue := []*ir.Value{in}
+		for len(queue) > 0 && len(seen) < 48 {
+			v := queue[0]
+			queue = queue[1:]
+			if v == nil || patterns.ConstOf(v) != nil {
+				continue
+			}
+			around := false
+			for _, u := range v.Uses() {
+				around = around || residual(u.Node) && pos[u.Node] > root
+			}
+			n, _ := v.Producer()
+			if around {
+				p := -1
+				if n != nil {
+					p = pos[n]
+				}
+				best = max(best, p)
+				break
+			}
+			if n == nil || seen[n] || weighted(n) || isOp(n, "Shape") || isOp(n, "Size") {
+				continue
+			}
+			seen[n] = true
+			queue = append(queue, n.Inputs()...)
+		}
+	}
+	if best == -2 {
+		return root - 1
+	}
+	return best
+}
+
+// projectionInputs are the values attention a's projections read: the inputs of the
+// weighted ops its roles name, or that its Q, K and V come from through unweighted ops.
+func projectionInputs(a *Block) []*ir.Value {
+	var ins []*ir.Value
+	seen := map[*ir.Node]bool{}
+	for _, r := range []string{"q_matmul", "k_matmul", "v_matmul", "qkv_matmul", RoleQuery, RoleKey, RoleValue} {
+		queue := []*ir.Value{a.Role(r)}
+		for len(queue) > 0 && len(seen) < 96 {
+			v := queue[0]
+			queue = queue[1:]
+			if v == nil {
+				continue
+			}
+			n, _ := v.Producer()
+			if n == nil || seen[n] {
+				continue
+			}
+			seen[n] = true
+			if weighted(n) {
+				ins = append(ins, n.Input(0))
+				continue
+			}
+			if isOp(n, "Shape") || isOp(n, "Size") || isOp(n, "Softmax") {
+				continue
+			}
+			for _, in := range n.Inputs() {
+				if in != nil && patterns.ConstOf(in) == nil {
+					queue = append(queue, in)
+				}
+			}
+		}
+	}
+	return ins
+}
+
+// weighted reports whether n is a MatMul, Gemm or Conv on a constant (or dequantized)
+// weight.
+func weighted(n *ir.Node) bool {
+	if !isOp(n, "MatMul") && !isOp(n, "Gemm") && !isOp(n, "Conv") || len(n.Inputs()) < 2 || n.Input(1) == nil {
+		return false
+	}
+	if patterns.ConstOf(n.Input(1)) != nil {
+		return true
+	}
+	dq, _ := n.Input(1).Producer()
+	return isOp(dq, "DequantizeLinear")
+}
+
+// residual reports whether n is an Add of two activations: a residual, where the stream
+// goes on around the block that read it.
+func residual(n *ir.Node) bool {
+	return isOp(n, "Add") && len(n.Inputs()) == 2 &&
+		patterns.ConstOf(n.Input(0)) == nil && patterns.ConstOf(n.Input(1)) == nil
 }
 
 func lower(k Kind) string {
