@@ -726,7 +726,7 @@ func roundingUnstable(refBytes []byte, inputs []map[string]*ndarray.Array, want 
 			f := float32(PerturbTol * sign(r, signs))
 			moved := g.Add("Mul", []*ir.Value{v, g.NewConst(v.Name+"_jitter", ir.FloatTensor(nil, []float32{1 + f}))}, 1, v.Name+"_jittered").Output(0)
 			if scaled {
-				moved = jitterScaled(g, v, moved, float32(PerturbTol*sign(r, signs)))
+				moved = jitterScaled(g, v, moved, float32(PerturbTol*sign(r, signs)), boundedRange[n.OpType])
 			}
 			for _, u := range uses {
 				u.Node.SetInput(u.Index, moved)
@@ -752,10 +752,17 @@ func roundingUnstable(refBytes []byte, inputs []map[string]*ndarray.Array, want 
 	return ""
 }
 
+// boundedRange are the ops whose result lies in [-1, 1] (or [0, 1]): an approximate
+// kernel's error is relative to that range, however small the tensor's own elements (ORT's
+// Sigmoid returns 0 for Sigmoid(-22) = 2e-10, a single such value its whole tensor).
+var boundedRange = map[string]bool{"Sigmoid": true, "HardSigmoid": true, "Tanh": true, "Erf": true,
+	"Softsign": true, "Softmax": true}
+
 // jitterScaled adds to g the value moved + abs·max|v|, the max over v's finite
-// elements: a kernel's error is relative to the tensor's scale, not to each element (an
-// approximate Sigmoid returns 0 for 3e-10), so an element near zero may move across it.
-func jitterScaled(g *ir.Graph, v, moved *ir.Value, abs float32) *ir.Value {
+// elements, and at least 1 for an op of bounded range: a kernel's error is relative to the
+// tensor's scale, not to each element (an approximate Sigmoid returns 0 for 3e-10), so an
+// element near zero may move across it.
+func jitterScaled(g *ir.Graph, v, moved *ir.Value, abs float32, bounded bool) *ir.Value {
 	node := func(op string, base string, attrs []*ir.Attr, in ...*ir.Value) *ir.Value {
 		return g.Add(op, in, 1, v.Name+base, attrs...).Output(0)
 	}
@@ -763,6 +770,9 @@ func jitterScaled(g *ir.Graph, v, moved *ir.Value, abs float32) *ir.Value {
 	bad := node("Or", "_jitter_bad", nil, node("IsInf", "_jitter_inf", nil, mag), node("IsNaN", "_jitter_nan", nil, mag))
 	zero := g.NewConst(v.Name+"_jitter_zero", ir.FloatTensor(nil, []float32{0}))
 	scale := node("ReduceMax", "_jitter_scale", []*ir.Attr{ir.IntAttr("keepdims", 0)}, node("Where", "_jitter_finite", nil, bad, zero, mag))
+	if bounded {
+		scale = node("Max", "_jitter_range", nil, scale, g.NewConst(v.Name+"_jitter_one", ir.FloatTensor(nil, []float32{1})))
+	}
 	factor := g.NewConst(v.Name+"_jitter_abs_factor", ir.FloatTensor(nil, []float32{abs}))
 	return node("Add", "_jitter_scaled", nil, moved, node("Mul", "_jitter_abs_term", nil, scale, factor))
 }
