@@ -281,27 +281,9 @@ func producerOf(v *ir.Value) (*ir.Node, int) {
 // blockCore reads a recognised attention block.
 func blockCore(b *transformer.Block, pos map[*ir.Node]int, pl *placement) *core {
 	c := &core{start: -1}
-	seen := map[*ir.Node]bool{}
-	addQKV := func(v *ir.Value) {
-		if n, _ := producerOf(v); n != nil && !seen[n] {
-			if _, ok := qdqcheck.WeightInput(n); ok {
-				seen[n] = true
-				c.qkv = append(c.qkv, n)
-			}
-		}
-	}
-	for _, r := range []string{"q_matmul", "k_matmul", "v_matmul", "qkv_matmul"} {
-		addQKV(b.Role(r))
-	}
-	// The operands as the block names them, for projections its roles do not name.
-	for _, r := range []string{transformer.RoleQuery, transformer.RoleKey, transformer.RoleValue} {
-		if v := b.Role(r); v != nil {
-			for _, n := range projections(v, operandNodes) {
-				if !seen[n] {
-					seen[n] = true
-					c.qkv = append(c.qkv, n)
-				}
-			}
+	for _, n := range b.Projections() {
+		if _, ok := qdqcheck.WeightInput(n); ok {
+			c.qkv = append(c.qkv, n)
 		}
 	}
 	if s := scoresMatMul(b.Role("scores"), 4); s != nil {
@@ -332,10 +314,6 @@ func blockCore(b *transformer.Block, pos map[*ir.Node]int, pl *placement) *core 
 	}
 	return c
 }
-
-// operandNodes bounds the walk back from an attention operand to its projections: the
-// ops between them (head split, rotary embedding, Q/K norm, cache) number a few dozen.
-const operandNodes = 48
 
 // scoresMatMul finds the Q·Kᵀ MatMul behind a scores value (through its scaling).
 func scoresMatMul(v *ir.Value, depth int) *ir.Node {
@@ -410,8 +388,8 @@ func softmaxCore(sm *ir.Node, pos map[*ir.Node]int) *core {
 	}
 	seen := map[*ir.Node]bool{}
 	add := func(v *ir.Value) {
-		for _, n := range projections(v, operandNodes) {
-			if !seen[n] {
+		for _, n := range transformer.ProjectionsBehind(v, transformer.OperandNodes) {
+			if _, ok := qdqcheck.WeightInput(n); ok && !seen[n] {
 				seen[n] = true
 				c.qkv = append(c.qkv, n)
 			}
@@ -433,40 +411,6 @@ func softmaxCore(sm *ir.Node, pos map[*ir.Node]int) *core {
 		}
 	}
 	return c
-}
-
-// projections are the weighted ops (MatMul, Gemm, Conv on a constant weight) whose outputs
-// reach an attention operand v through unweighted ops only: the Q, K or V projections
-// behind it, through head reshapes, a split or gather of a packed projection, scaling, a
-// rotary embedding, a Q/K norm or a cache Concat, whatever ops the export wrote them with.
-// The walk does not enter a Shape or Size (a target shape is not the operand's data) or a
-// Softmax (no operand comes through one), and visits at most maxNodes nodes, nearest first.
-func projections(v *ir.Value, maxNodes int) []*ir.Node {
-	var out []*ir.Node
-	seen := map[*ir.Node]bool{}
-	queue := []*ir.Value{v}
-	for len(queue) > 0 && len(seen) < maxNodes {
-		n, _ := producerOf(queue[0])
-		queue = queue[1:]
-		if n == nil || seen[n] {
-			continue
-		}
-		seen[n] = true
-		if _, ok := qdqcheck.WeightInput(n); ok {
-			out = append(out, n)
-			continue
-		}
-		switch n.OpType {
-		case "Shape", "Size", "Softmax":
-			continue
-		}
-		for _, in := range n.Inputs() {
-			if in != nil && in.Const == nil {
-				queue = append(queue, in)
-			}
-		}
-	}
-	return out
 }
 
 // weightedReaders are the weighted ops that read v (as their activation) through
@@ -499,7 +443,7 @@ func weightedReaders(v *ir.Value) []*ir.Node {
 			switch {
 			case n.OpType == "Shape" || n.OpType == "Size":
 				continue
-			case n.OpType == "Add" && len(n.Inputs()) == 2 && n.Input(0).Const == nil && n.Input(1).Const == nil && patterns.ConstOf(n.Input(0)) == nil && patterns.ConstOf(n.Input(1)) == nil:
+			case transformer.Residual(n):
 				continue
 			}
 			queue = append(queue, n.Outputs()...)

@@ -192,7 +192,7 @@ func layerStream(a *Block, pos map[*ir.Node]int, root int) int {
 			}
 			around := false
 			for _, u := range v.Uses() {
-				around = around || residual(u.Node) && pos[u.Node] > root
+				around = around || Residual(u.Node) && pos[u.Node] > root
 			}
 			n, _ := v.Producer()
 			if around {
@@ -216,39 +216,83 @@ func layerStream(a *Block, pos map[*ir.Node]int, root int) int {
 	return best
 }
 
-// projectionInputs are the values attention a's projections read: the inputs of the
-// weighted ops its roles name, or that its Q, K and V come from through unweighted ops.
+// projectionInputs are the values attention a's projections read.
 func projectionInputs(a *Block) []*ir.Value {
 	var ins []*ir.Value
+	for _, n := range a.Projections() {
+		ins = append(ins, n.Input(0))
+	}
+	return ins
+}
+
+// Projections are the projections behind an attention block's Q, K and V: the weighted
+// ops its q/k/v_matmul roles name, and those behind its query, key and value
+// (ProjectionsBehind), once each, nearest first.
+func (b *Block) Projections() []*ir.Node {
+	var out []*ir.Node
 	seen := map[*ir.Node]bool{}
-	for _, r := range []string{"q_matmul", "k_matmul", "v_matmul", "qkv_matmul", RoleQuery, RoleKey, RoleValue} {
-		queue := []*ir.Value{a.Role(r)}
-		for len(queue) > 0 && len(seen) < 96 {
-			v := queue[0]
-			queue = queue[1:]
-			if v == nil {
-				continue
-			}
-			n, _ := v.Producer()
-			if n == nil || seen[n] {
-				continue
-			}
+	add := func(n *ir.Node) {
+		if n != nil && !seen[n] && weighted(n) {
 			seen[n] = true
-			if weighted(n) {
-				ins = append(ins, n.Input(0))
-				continue
-			}
-			if isOp(n, "Shape") || isOp(n, "Size") || isOp(n, "Softmax") {
-				continue
-			}
-			for _, in := range n.Inputs() {
-				if in != nil && patterns.ConstOf(in) == nil {
-					queue = append(queue, in)
-				}
+			out = append(out, n)
+		}
+	}
+	for _, r := range []string{"q_matmul", "k_matmul", "v_matmul", "qkv_matmul"} {
+		if v := b.Role(r); v != nil {
+			n, _ := v.Producer()
+			add(n)
+		}
+	}
+	for _, r := range []string{RoleQuery, RoleKey, RoleValue} {
+		if v := b.Role(r); v != nil {
+			for _, n := range ProjectionsBehind(v, OperandNodes) {
+				add(n)
 			}
 		}
 	}
-	return ins
+	return out
+}
+
+// OperandNodes bounds the walk back from an attention operand to its projections: the
+// ops between them (head split, rotary embedding, Q/K norm, cache) number a few dozen.
+const OperandNodes = 48
+
+// ProjectionsBehind are the weighted ops (MatMul, Gemm, Conv on a constant or dequantized
+// weight) whose outputs reach v through unweighted ops only: an attention operand's Q, K
+// or V projections, through head reshapes, a split or gather of a packed projection,
+// scaling, a rotary embedding, a Q/K norm or a cache Concat, whatever ops the export wrote
+// them with. The walk does not enter a Shape or Size (a target shape is not the operand's
+// data) or a Softmax (no operand comes through one), and visits at most maxNodes nodes,
+// nearest first.
+func ProjectionsBehind(v *ir.Value, maxNodes int) []*ir.Node {
+	var out []*ir.Node
+	seen := map[*ir.Node]bool{}
+	queue := []*ir.Value{v}
+	for len(queue) > 0 && len(seen) < maxNodes {
+		x := queue[0]
+		queue = queue[1:]
+		if x == nil {
+			continue
+		}
+		n, _ := x.Producer()
+		if n == nil || seen[n] {
+			continue
+		}
+		seen[n] = true
+		if weighted(n) {
+			out = append(out, n)
+			continue
+		}
+		if isOp(n, "Shape") || isOp(n, "Size") || isOp(n, "Softmax") {
+			continue
+		}
+		for _, in := range n.Inputs() {
+			if in != nil && patterns.ConstOf(in) == nil {
+				queue = append(queue, in)
+			}
+		}
+	}
+	return out
 }
 
 // weighted reports whether n is a MatMul, Gemm or Conv on a constant (or dequantized)
@@ -264,9 +308,9 @@ func weighted(n *ir.Node) bool {
 	return isOp(dq, "DequantizeLinear")
 }
 
-// residual reports whether n is an Add of two activations: a residual, where the stream
+// Residual reports whether n is an Add of two activations: a residual, where the stream
 // goes on around the block that read it.
-func residual(n *ir.Node) bool {
+func Residual(n *ir.Node) bool {
 	return isOp(n, "Add") && len(n.Inputs()) == 2 &&
 		patterns.ConstOf(n.Input(0)) == nil && patterns.ConstOf(n.Input(1)) == nil
 }
