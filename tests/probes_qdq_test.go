@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -242,4 +244,55 @@ func readsAttention(v *ir.Value, weighted func(*ir.Node) bool) bool {
 		}
 	}
 	return false
+}
+
+// TestProbeQDQLayerOps: under qdq<disable=other$> (-target=ort-cpu's policy), every
+// weighted op of a layer is quantized — those placement ties to no block too (a
+// bottleneck, a convolution module, a low-rank projection: kind "inner") — while the
+// heads, embeddings and stems stay float. A layer's op is told by the exporter's module
+// path alone: its node name holds exactly one index ("/mlp.0/…", "/conv.1/…").
+func TestProbeQDQLayerOps(t *testing.T) {
+	orttest.RequireLib(t)
+	index := regexp.MustCompile(`\.(\d+)`)
+	checked := 0
+	for _, p := range loadProbes(t) {
+		if p.Opset != 17 || strings.HasPrefix(p.Form, "nearmiss-") {
+			continue
+		}
+		m := ortcheck.Load(t, p.path)
+		runPipeline(t, m, "fold,qdq<disable=other$;min-gemm=2>")
+		except := probeLayerOpsFloat[p.Form]
+		_ = m.Graph.Walk(func(g *ir.Graph) error {
+			for _, n := range g.Nodes() {
+				why, float := n.Meta(qdqcheck.SkipKey)
+				if _, ok := qdqcheck.WeightInput(n); !ok || len(index.FindAllString(n.Name, -1)) != 1 {
+					continue
+				}
+				checked++
+				if float && strings.Contains(why, "disable=") && !slices.Contains(except.nodes, n.Name) {
+					t.Errorf("%s: layer op %s left float: %s", p.name, n.Name, why)
+				}
+			}
+			return nil
+		})
+	}
+	t.Logf("%d layer ops checked", checked)
+}
+
+// probeLayerOpsFloat are the weighted ops with a layer's index in their name that stay
+// "other", by form, and why.
+var probeLayerOpsFloat = map[string]struct {
+	nodes []string
+	why   string
+}{
+	"qwen-moe": {[]string{"/mlp.0/gate/MatMul", "/mlp.1/gate/MatMul"},
+		"MoE routers: int8 may flip which experts a token goes to"},
+	"conformer-relpos": {[]string{"/attn.0/pos/MatMul", "/attn.1/pos/MatMul"},
+		"the position projection reads positions computed from the input's shape, no token's data"},
+	"levit":      {[]string{"/stem/stem.0/Conv"}, "a stem: the index is the stem's own, no layer's"},
+	"mobilebert": {[]string{"/bottleneck.0/MatMul"}, "the first layer's input bottleneck comes before the stream value its attention reads, where the layers are taken to begin"},
+	"sd-spatial": {[]string{"/proj_in.0/Conv"}, "as mobilebert: the first block's input projection precedes the layers' start"},
+	"cait": {[]string{"/sa_attn.0/qkv/MatMul", "/sa_attn.0/proj_l/MatMul", "/sa_attn.0/proj_w/MatMul", "/sa_attn.0/proj/MatMul",
+		"/sa_attn.1/qkv/MatMul", "/sa_attn.1/proj_l/MatMul", "/sa_attn.1/proj_w/MatMul", "/sa_attn.1/proj/MatMul"},
+		"talking-heads attention: no family recognises it, so its projections come before the first layer placement knows (its FFNs are found from their GELU)"},
 }

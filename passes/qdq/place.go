@@ -19,11 +19,12 @@ const (
 	KindAttnOut    = "attn_out"    // the attention output projection
 	KindFFN        = "ffn"         // the feed-forward projections around the activation
 	KindResidual   = "residual"    // the residual Add that feeds a LayerNorm
-	KindOther      = "other"       // every other weighted op (embedding projections, pooler, classifier)
+	KindInner      = "inner"       // another weighted op inside the layers (a bottleneck, a convolution module)
+	KindOther      = "other"       // every other weighted op (embedding projections, pooler, classifier, LM head, router)
 )
 
 // Kinds in report order.
-var Kinds = []string{KindQKV, KindAttnMatMul, KindAttnOut, KindFFN, KindResidual, KindOther}
+var Kinds = []string{KindQKV, KindAttnMatMul, KindAttnOut, KindFFN, KindResidual, KindInner, KindOther}
 
 // target is one node whose inputs the policy quantizes.
 type target struct {
@@ -228,6 +229,18 @@ func placeGraph(pl *placement, g *ir.Graph, br *blocks.Result, o *options) {
 			}
 		}
 	}
+	// The layers begin after the stream value the first attention reads (its block
+	// knows; an attention found from its Softmax alone, at its first projection).
+	layersFrom := -1
+	if len(cores) > 0 {
+		layersFrom = cores[0].start - 1
+	}
+	for _, b := range br.Blocks {
+		if b.Kind == transformer.Attention {
+			layersFrom = b.LayerFrom
+			break
+		}
+	}
 	for _, n := range g.Nodes() {
 		t := &target{node: n, weight: -1, pos: pos[n], layer: layerAt(pos[n]), scope: scope}
 		if w, ok := qdqcheck.WeightInput(n); ok {
@@ -240,6 +253,8 @@ func placeGraph(pl *placement, g *ir.Graph, br *blocks.Result, o *options) {
 				t.kind, t.layer = KindAttnOut, attnOut[n]
 			case ffnIn[n] || ffnOut[n]:
 				t.kind = KindFFN
+			case layersFrom >= 0 && pos[n] > layersFrom && inner(n):
+				t.kind = KindInner
 			default:
 				t.kind = KindOther
 			}
@@ -411,6 +426,71 @@ func softmaxCore(sm *ir.Node, pos map[*ir.Node]int) *core {
 		}
 	}
 	return c
+}
+
+// inner reports whether weighted op n, placed after the layers begin, works inside them:
+// it reads the token stream (its input depends on a graph input's data, not on constants
+// and shapes alone, as a relative-position projection's does) and its output returns to
+// the residual stream (an Add of two activations) within innerNodes nodes, through any
+// ops, without choosing among experts (TopK: a router, whose ranking int8 may flip). The
+// heads (pooler, classifier, LM head) and routers stay "other".
+func inner(n *ir.Node) bool {
+	if !readsInputs(n.Input(0)) {
+		return false
+	}
+	seen := map[*ir.Node]bool{}
+	queue := []*ir.Value{n.Output(0)}
+	residual := false
+	for len(queue) > 0 && len(seen) < innerNodes {
+		x := queue[0]
+		queue = queue[1:]
+		if x == nil {
+			continue
+		}
+		for _, u := range x.Uses() {
+			m := u.Node
+			if seen[m] {
+				continue
+			}
+			seen[m] = true
+			switch {
+			case m.OpType == "TopK":
+				return false
+			case transformer.Residual(m):
+				residual = true
+				continue
+			}
+			queue = append(queue, m.Outputs()...)
+		}
+	}
+	return residual
+}
+
+// innerNodes bounds inner's walk: a bottleneck, a convolution module or a Mix-FFN is
+// a few dozen ops.
+const innerNodes = 48
+
+// readsInputs reports whether v depends on a graph input (through any ops).
+func readsInputs(v *ir.Value) bool {
+	seen := map[*ir.Node]bool{}
+	queue := []*ir.Value{v}
+	for len(queue) > 0 {
+		x := queue[0]
+		queue = queue[1:]
+		if x == nil || patterns.ConstOf(x) != nil {
+			continue
+		}
+		p, _ := x.Producer()
+		if p == nil {
+			return true // a graph input (or a value from an enclosing graph)
+		}
+		if seen[p] || p.OpType == "Shape" || p.OpType == "Size" {
+			continue // a shape is no token's data: positions computed from it are not
+		}
+		seen[p] = true
+		queue = append(queue, p.Inputs()...)
+	}
+	return false
 }
 
 // weightedReaders are the weighted ops that read v (as their activation) through

@@ -52,6 +52,10 @@ type Block struct {
 	// Layer is the encoder layer the block belongs to, -1 for blocks before the first
 	// attention (embeddings) or when unknown.
 	Layer int
+	// LayerFrom is, for an attention block, the graph position of the node after which its
+	// layer begins: the producer of the residual stream value its projections read (-1
+	// for a graph input).
+	LayerFrom int
 	// Root is the block's output value.
 	Root *ir.Value
 	// Roles names the values the block reads and writes: "input", "output", "gamma",
@@ -155,7 +159,8 @@ func AssignIDs(g *ir.Graph, blocks []*Block) {
 		b.ID = fmt.Sprintf("%s.%d", lower(b.Kind), count[b.Kind])
 		count[b.Kind]++
 		if b.Kind == Attention {
-			bounds = append(bounds, layerStream(b, pos, at(b)))
+			b.LayerFrom = layerStream(b, pos, at(b))
+			bounds = append(bounds, b.LayerFrom)
 		}
 	}
 	layer := -1
