@@ -12,7 +12,7 @@
 // qdqcheck's structural definitions as the backstop.
 //
 // Every quantized input belongs to a group "layer<L>/<kind>", kind one of qkv,
-// attn_matmul, attn_out, ffn, residual, other (L = -1 before the first encoder layer);
+// attn_matmul, attn_out, ffn, residual, inner, other (L = -1 before the first encoder layer);
 // disable=REGEX leaves whole groups float, and budget=D turns off the groups that cost
 // the most accuracy until the loss is at most D (see budget.go; a group inside an If
 // branch is "<branch>/layer<L>/<kind>", and budget decides it with its twins in the
@@ -48,7 +48,7 @@ M or N is or can be below min-gemm stay float (pooler, classifier; a symbolic ba
 through ONNX Runtime on the current model (calib, data, batch; cache/trt-cache files), or
 from ranges=const:V (a precision step later on the same data reads the float model's
 ranges from the same run; calib-mem bounds the bytes fetched per batch). Quantizers belong to groups "layer<L>/<kind>" (kind qkv, attn_matmul,
-attn_out, ffn (an FFN block's projections, and those around a GELU or ReLU), residual, other) that disable=REGEX turns off; exclude=REGEX leaves nodes
+attn_out, ffn (an FFN block's projections, and those around a GELU or ReLU), residual, inner (another weighted op inside the layers), other (embedding projections, heads, routers)) that disable=REGEX turns off; exclude=REGEX leaves nodes
 (by name or op type) float. budget=D measures each group against the float model in ONNX
 Runtime and turns off the most harmful groups until the loss is at most D: the drop in
 accuracy (argmax of the first output against the labels of eval=FILE.npz), or without
