@@ -2,6 +2,7 @@ package qdq
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -241,6 +242,7 @@ func placeGraph(pl *placement, g *ir.Graph, br *blocks.Result, o *options) {
 			break
 		}
 	}
+	data := tokenData(g)
 	for _, n := range g.Nodes() {
 		t := &target{node: n, weight: -1, pos: pos[n], layer: layerAt(pos[n]), scope: scope}
 		if w, ok := qdqcheck.WeightInput(n); ok {
@@ -253,7 +255,7 @@ func placeGraph(pl *placement, g *ir.Graph, br *blocks.Result, o *options) {
 				t.kind, t.layer = KindAttnOut, attnOut[n]
 			case ffnIn[n] || ffnOut[n]:
 				t.kind = KindFFN
-			case layersFrom >= 0 && pos[n] > layersFrom && inner(n):
+			case layersFrom >= 0 && pos[n] > layersFrom && inner(n, data):
 				t.kind = KindInner
 			default:
 				t.kind = KindOther
@@ -429,13 +431,13 @@ func softmaxCore(sm *ir.Node, pos map[*ir.Node]int) *core {
 }
 
 // inner reports whether weighted op n, placed after the layers begin, works inside them:
-// it reads the token stream (its input depends on a graph input's data, not on constants
-// and shapes alone, as a relative-position projection's does) and its output returns to
-// the residual stream (an Add of two activations) within innerNodes nodes, through any
-// ops, without choosing among experts (TopK: a router, whose ranking int8 may flip). The
-// heads (pooler, classifier, LM head) and routers stay "other".
-func inner(n *ir.Node) bool {
-	if !readsInputs(n.Input(0)) {
+// it reads the token stream (data: its input depends on a graph input's data, not on
+// constants and shapes alone, as a relative-position projection's does) and its output
+// returns to the residual stream (an Add of two activations) within innerNodes nodes,
+// through any ops, without choosing among experts (TopK: a router, whose ranking int8 may
+// flip). The heads (pooler, classifier, LM head) and routers stay "other".
+func inner(n *ir.Node, data map[*ir.Value]bool) bool {
+	if !data[n.Input(0)] {
 		return false
 	}
 	seen := map[*ir.Node]bool{}
@@ -470,27 +472,31 @@ func inner(n *ir.Node) bool {
 // a few dozen ops.
 const innerNodes = 48
 
-// readsInputs reports whether v depends on a graph input (through any ops).
-func readsInputs(v *ir.Value) bool {
-	seen := map[*ir.Node]bool{}
-	queue := []*ir.Value{v}
-	for len(queue) > 0 {
-		x := queue[0]
-		queue = queue[1:]
-		if x == nil || patterns.ConstOf(x) != nil {
+// tokenData marks, in one pass over g in graph order, the values that depend on a graph
+// input's data (an input, or a value of an enclosing graph) and not on constants and
+// shapes alone: positions computed from an input's shape are no token's data.
+func tokenData(g *ir.Graph) map[*ir.Value]bool {
+	data := map[*ir.Value]bool{}
+	reads := func(v *ir.Value) bool {
+		if v == nil || patterns.ConstOf(v) != nil {
+			return false
+		}
+		if p, _ := v.Producer(); p == nil || p.Graph() != g {
+			return true
+		}
+		return data[v]
+	}
+	for _, n := range g.Nodes() {
+		if n.OpType == "Shape" || n.OpType == "Size" || !slices.ContainsFunc(n.Inputs(), reads) {
 			continue
 		}
-		p, _ := x.Producer()
-		if p == nil {
-			return true // a graph input (or a value from an enclosing graph)
+		for _, o := range n.Outputs() {
+			if o != nil {
+				data[o] = true
+			}
 		}
-		if seen[p] || p.OpType == "Shape" || p.OpType == "Size" {
-			continue // a shape is no token's data: positions computed from it are not
-		}
-		seen[p] = true
-		queue = append(queue, p.Inputs()...)
 	}
-	return false
+	return data
 }
 
 // weightedReaders are the weighted ops that read v (as their activation) through

@@ -154,25 +154,20 @@ func AssignIDs(g *ir.Graph, blocks []*Block) {
 	}
 	sort.SliceStable(blocks, func(i, j int) bool { return at(blocks[i]) < at(blocks[j]) })
 	count := map[Kind]int{}
-	var bounds []int // per attention, the position after which its layer begins
+	var attns []*Block
 	for _, b := range blocks {
 		b.ID = fmt.Sprintf("%s.%d", lower(b.Kind), count[b.Kind])
 		count[b.Kind]++
 		if b.Kind == Attention {
 			b.LayerFrom = layerStream(b, pos, at(b))
-			bounds = append(bounds, b.LayerFrom)
+			attns = append(attns, b)
 		}
 	}
-	layer := -1
 	for _, b := range blocks {
-		if b.Kind == Attention {
-			layer++
-			b.Layer = layer
-			continue
-		}
 		b.Layer = -1
-		for i, s := range bounds {
-			if s < at(b) {
+		p := at(b)
+		for i, a := range attns {
+			if a == b || b.Kind != Attention && a.LayerFrom < p {
 				b.Layer = i
 			}
 		}
@@ -186,9 +181,9 @@ func AssignIDs(g *ir.Graph, blocks []*Block) {
 // position just before the attention's output, as when layers began there.
 func layerStream(a *Block, pos map[*ir.Node]int, root int) int {
 	best := -2
-	for _, in := range projectionInputs(a) {
+	for _, proj := range a.Projections() {
 		seen := map[*ir.Node]bool{}
-		queue := []*ir.Value{in}
+		queue := []*ir.Value{proj.Input(0)}
 		for len(queue) > 0 && len(seen) < 48 {
 			v := queue[0]
 			queue = queue[1:]
@@ -219,15 +214,6 @@ func layerStream(a *Block, pos map[*ir.Node]int, root int) int {
 		return root - 1
 	}
 	return best
-}
-
-// projectionInputs are the values attention a's projections read.
-func projectionInputs(a *Block) []*ir.Value {
-	var ins []*ir.Value
-	for _, n := range a.Projections() {
-		ins = append(ins, n.Input(0))
-	}
-	return ins
 }
 
 // Projections are the projections behind an attention block's Q, K and V: the weighted
