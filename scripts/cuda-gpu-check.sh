@@ -24,6 +24,11 @@
 #      a decoder's 16 heads of 128, causal, 512 tokens): the tensor-core kernel's
 #      errors, its fraction of the memory floor (of_copy: q, k, v and the output
 #      moved once) and of the GPU's nominal dense FP16 tensor-core peak (of_tc).
+#   6. Every probe model (testdata/probes, opset 17: the architectures beyond BERT,
+#      written from their equations) in float (fold,fuse) and half
+#      (fold,fuse<target=ort>,precision<type=fp16>): each model's check.cu is compiled
+#      (in parallel, one nvcc per core) and run like the BERTs'. A model for which
+#      qcc plans no kernel is listed and skipped.
 #   At the end the attention lines of every run are printed together.
 #
 # Without a GPU (nvidia-smi missing or failing) it says so and exits 0.
@@ -37,6 +42,10 @@
 #   QCC_GPU_CHECK_DRY=1     do everything but run on the GPU (no GPU needed): for
 #                           testing this script on a machine without one
 #   QCC_GPU_SKIP_LARGE=1    leave out BERT-base (its weights take ~440 MB)
+#   QCC_GPU_PROBES_ONLY=1   run step 6 alone
+#   QCC_GPU_PROBE_TYPES=f32 step 6's variants (default "f32 f16")
+#   QCC_GPU_PROBES=GLOB     the probe models of step 6 (default testdata/probes/*.opset17.onnx;
+#                           empty: none)
 #   QCC_PYTHON=python3      the Python with numpy and onnx
 #   QCC_BIN=PATH            a qcc built elsewhere, for a GPU machine without Go
 #   QCC_MODELS=DIR          the model corpus (default ../shared/models)
@@ -149,11 +158,12 @@ else
 	go build -o "$WORK/qcc" ./cmd/qcc
 fi
 
+FP16='fold,fuse<target=ort>,precision<type=fp16>'
+if [ "${QCC_GPU_PROBES_ONLY:-0}" != 1 ]; then
 say "selftest: nvcc cuda_kernels/selftest.cu"
 "${NVCC[@]}" -I cuda_kernels -o "$WORK/selftest" cuda_kernels/selftest.cu
 run selftest "$WORK" ./selftest
 
-FP16='fold,fuse<target=ort>,precision<type=fp16>'
 emit bert "$MODELS/bert.opset13.onnx"
 emit bert-fp16 "$MODELS/bert.opset13.onnx" "$FP16"
 
@@ -215,10 +225,64 @@ PY
 for name in attention-fp16-d64 attention-fp16-d128-causal; do
 	emit "$name" "$WORK/$name.onnx"
 done
+fi
+
+# Probe models: emit every one first (qcc is quick), compile in parallel (nvcc is
+# not), then run them four at a time: they are small, so their timings mean little.
+probes=()
+if [ -n "${QCC_GPU_PROBES-x}" ]; then
+	for model in ${QCC_GPU_PROBES:-testdata/probes/*.opset17.onnx}; do
+		base=$(basename "$model" .onnx)
+		base=${base%.opset17}
+		for variant in ${QCC_GPU_PROBE_TYPES:-f32 f16}; do
+			name="probe-$base-$variant" out="$WORK/probe-$base-$variant"
+			passes=fold,fuse
+			[ "$variant" = f16 ] && passes="$FP16"
+			rm -rf "$out"
+			"$WORK/qcc" -passes="$passes" -stats -emit=cuda -o "$out" "$model" 2>"$WORK/$name.stats" ||
+				die "$name: qcc failed: $(tail -n 3 "$WORK/$name.stats")"
+			if grep -q '^emit-cuda  *kernels 0 ' "$WORK/$name.stats"; then
+				say "$name: no kernel planned; skipped"
+				continue
+			fi
+			[ -f "$out/check/manifest.json" ] || die "$name: qcc wrote no check data (is ONNX Runtime loadable?)"
+			probes+=("$name")
+		done
+	done
+	say "probes: compiling ${#probes[@]} check binaries, $(nproc) at a time"
+	compile_probe() { cd "$1" && "${@:2}" -o qcc_check check.cu kernels.cu >nvcc.log 2>&1 || rm -f qcc_check; }
+	export -f compile_probe
+	printf '%s\n' "${probes[@]}" | xargs -P "$(nproc)" -I{} bash -c 'compile_probe "$@"' _ "$WORK/{}" "${NVCC[@]}"
+	built=()
+	for name in "${probes[@]}"; do
+		if [ -x "$WORK/$name/qcc_check" ]; then
+			built+=("$name")
+		else
+			sed "s|^|$name: nvcc: |" "$WORK/$name/nvcc.log"
+			failed+=("$name (nvcc)")
+		fi
+	done
+	probes=("${built[@]}")
+	if [ "$DRY" = 1 ]; then
+		say "probes: built (dry run: not run)"
+	else
+		run_probe() { (cd "$1" && ./qcc_check check >"$1.log" 2>&1; echo $? >"$1.rc"); }
+		export -f run_probe
+		printf '%s\n' "${probes[@]}" | xargs -P 4 -I{} bash -c 'run_probe "$@"' _ "$WORK/{}"
+		for name in "${probes[@]}"; do
+			sed "s|^|$name: |" "$WORK/$name.log"
+			if [ "$(cat "$WORK/$name.rc")" != 0 ] || grep -q 'FAILED' "$WORK/$name.log"; then
+				failed+=("$name")
+			fi
+		done
+		say "probes: ${#probes[@]} run"
+	fi
+fi
 
 if [ "$DRY" != 1 ]; then
 	say "attention (of_copy: fraction of the memory floor; of_tc: of the nominal dense FP16 tensor-core peak):"
 	for log in "$WORK"/*.log; do
+		case "$(basename "$log")" in probe-*) continue ;; esac
 		grep -E '^attention' "$log" | sed "s|^|cuda-gpu-check: $(basename "$log" .log): |" || true
 	done
 fi
