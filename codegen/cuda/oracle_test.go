@@ -32,7 +32,8 @@ type errs struct {
 }
 
 // compareOutputs compares the emulated outputs with ONNX Runtime's under the
-// instance's float tolerance. A NaN is only equal to a NaN.
+// instance's tolerance, as check.cuh's Matches does on a GPU: a NaN is only equal to
+// a NaN, an infinity only to itself.
 func compareOutputs(in *instance, got, want map[string][]float64) map[string]*errs {
 	res := map[string]*errs{}
 	atol, rtol := in.Tol[in.Elem][0], in.Tol[in.Elem][1]
@@ -46,7 +47,9 @@ func compareOutputs(in *instance, got, want map[string][]float64) map[string]*er
 		}
 		for i := range w {
 			ok := math.IsNaN(w[i]) && math.IsNaN(g[i])
-			if !ok {
+			if math.IsInf(w[i], 0) || math.IsInf(g[i], 0) {
+				ok = g[i] == w[i]
+			} else if !ok {
 				d := abs(g[i] - w[i])
 				ok = d <= atol+rtol*abs(w[i])
 				if !math.IsNaN(d) {
@@ -65,6 +68,21 @@ func compareOutputs(in *instance, got, want map[string][]float64) map[string]*er
 	return res
 }
 
+// tally keeps the largest errors per launcher, a float block's run in half (the
+// outputs emulateInstance names "param in half") apart from its run in float.
+func tally(worst map[string]*errs, in *instance, param string, e *errs) {
+	key := strings.TrimPrefix(in.Kernel.Launcher, "qcc::")
+	if _, elem, ok := strings.Cut(param, " in "); ok {
+		key += " in " + elem
+	}
+	w := worst[key]
+	if w == nil {
+		w = &errs{}
+		worst[key] = w
+	}
+	w.maxAbs, w.maxRel, w.n = math.Max(w.maxAbs, e.maxAbs), math.Max(w.maxRel, e.maxRel), w.n+1
+}
+
 func sortedKeys(m map[string]*errs) []string {
 	var ks []string
 	for k := range m {
@@ -76,10 +94,44 @@ func sortedKeys(m map[string]*errs) []string {
 
 // emulateInstance runs the instance's reference (the model's subgraph in ONNX Runtime)
 // and the emulation of its kernel on the same inputs, and compares them.
+// A float block is also emulated in half, as check.cu runs it (instance.checked), under
+// half's tolerance against the same float outputs, unless an input leaves half's range
+// (check.cuh skips that case: Representable); those outputs are named "param in half".
 func emulateInstance(t *testing.T, m *ir.Model, in *instance) map[string]*errs {
 	t.Helper()
 	a, want := referenceValues(t, m, in)
-	return compareOutputs(in, emulate(t, in, a), want)
+	res := compareOutputs(in, emulate(t, in, a), want)
+	for _, e := range in.checked() {
+		if in.Elem != elemFloat || e != elemHalf || !representable(in, a, e) {
+			continue
+		}
+		v := *in
+		v.Elem = e
+		for param, er := range compareOutputs(&v, emulate(t, &v, a), want) {
+			res[param+" in "+elemNames[e]] = er
+		}
+	}
+	return res
+}
+
+// representable reports whether every finite value of the instance's typed inputs stays
+// finite in element type e.
+func representable(in *instance, a map[string][]float64, e int) bool {
+	rnd := elemRound(e)
+	if rnd == nil { // float holds every float
+		return true
+	}
+	for _, p := range in.Kernel.Params {
+		if p.Elem != "T" || p.Out {
+			continue
+		}
+		for _, x := range a[p.Name] {
+			if !math.IsInf(x, 0) && !math.IsNaN(x) && math.IsInf(rnd(x), 0) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // referenceValues runs the instance's reference and returns its inputs and outputs by
@@ -123,13 +175,7 @@ func TestEmulation(t *testing.T) {
 					if e.bad > 0 {
 						t.Errorf("%s (%s): %d of %d elements of %s disagree; first %s", in.ID, in.Kernel.Name, e.bad, e.n, param, e.first)
 					}
-					launcher := strings.TrimPrefix(in.Kernel.Launcher, "qcc::")
-					w := worst[launcher]
-					if w == nil {
-						w = &errs{}
-						worst[launcher] = w
-					}
-					w.maxAbs, w.maxRel, w.n = math.Max(w.maxAbs, e.maxAbs), math.Max(w.maxRel, e.maxRel), w.n+1
+					tally(worst, in, param, e)
 				}
 			}
 			var line []string

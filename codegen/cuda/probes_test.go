@@ -3,7 +3,6 @@ package cuda
 import (
 	"context"
 	"fmt"
-	"math"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -82,17 +81,11 @@ func TestProbeEmulation(t *testing.T) {
 				}
 				worst := map[string]*errs{}
 				for _, in := range p.Instances {
-					launcher := strings.TrimPrefix(in.Kernel.Launcher, "qcc::")
-					w := worst[launcher]
-					if w == nil {
-						w = &errs{}
-						worst[launcher] = w
-					}
 					for param, e := range emulateInstance(t, m, in) {
 						if e.bad > 0 {
 							t.Errorf("%s (%s): %d of %d elements of %s disagree; first %s", in.ID, in.Kernel.Name, e.bad, e.n, param, e.first)
 						}
-						w.maxAbs, w.maxRel, w.n = math.Max(w.maxAbs, e.maxAbs), math.Max(w.maxRel, e.maxRel), w.n+1
+						tally(worst, in, param, e)
 					}
 				}
 				for _, l := range want[form] {
