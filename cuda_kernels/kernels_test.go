@@ -93,4 +93,3 @@ func TestStyle(t *testing.T) {
 		}
 	}
 }
-
