@@ -135,16 +135,26 @@ run() {
 	fi
 }
 
-# emit NAME MODEL [PASSES]: qcc -emit=cuda into $WORK/NAME (after PASSES,
-# default fold,fuse) and compile its check binary.
-emit() {
+# generate NAME MODEL [PASSES]: qcc -emit=cuda into $WORK/NAME (after PASSES,
+# default fold,fuse), with its check data; fails (1) when qcc plans no kernel.
+generate() {
 	local name="$1" model="$2" passes="${3:-fold,fuse}" out="$WORK/$1"
 	rm -rf "$out"
-	say "$name: qcc -passes=$passes -emit=cuda $(basename "$model")"
 	"$WORK/qcc" -passes="$passes" -stats -emit=cuda -o "$out" "$model" 2>"$WORK/$name.stats" ||
 		die "$name: qcc failed: $(tail -n 3 "$WORK/$name.stats")"
-	grep 'note: kernel: attention' "$WORK/$name.stats" | sed "s/^ *note: kernel: /cuda-gpu-check: $name: /" || true
+	if grep -q '^emit-cuda  *kernels 0 ' "$WORK/$name.stats"; then
+		say "$name: no kernel planned; skipped"
+		return 1
+	fi
 	[ -f "$out/check/manifest.json" ] || die "$name: qcc wrote no check data (is ONNX Runtime loadable?)"
+}
+
+# emit NAME MODEL [PASSES]: generate, then compile and run its check binary.
+emit() {
+	local name="$1" model="$2" passes="${3:-fold,fuse}" out="$WORK/$1"
+	say "$name: qcc -passes=$passes -emit=cuda $(basename "$model")"
+	generate "$name" "$model" "$passes" || return 0
+	grep 'note: kernel: attention' "$WORK/$name.stats" | sed "s/^ *note: kernel: /cuda-gpu-check: $name: /" || true
 	say "$name: nvcc check.cu kernels.cu"
 	(cd "$out" && "${NVCC[@]}" -o qcc_check check.cu kernels.cu)
 	run "$name" "$out" ./qcc_check check
@@ -235,18 +245,10 @@ if [ -n "${QCC_GPU_PROBES-x}" ]; then
 		base=$(basename "$model" .onnx)
 		base=${base%.opset17}
 		for variant in ${QCC_GPU_PROBE_TYPES:-f32 f16}; do
-			name="probe-$base-$variant" out="$WORK/probe-$base-$variant"
+			name="probe-$base-$variant"
 			passes=fold,fuse
 			[ "$variant" = f16 ] && passes="$FP16"
-			rm -rf "$out"
-			"$WORK/qcc" -passes="$passes" -stats -emit=cuda -o "$out" "$model" 2>"$WORK/$name.stats" ||
-				die "$name: qcc failed: $(tail -n 3 "$WORK/$name.stats")"
-			if grep -q '^emit-cuda  *kernels 0 ' "$WORK/$name.stats"; then
-				say "$name: no kernel planned; skipped"
-				continue
-			fi
-			[ -f "$out/check/manifest.json" ] || die "$name: qcc wrote no check data (is ONNX Runtime loadable?)"
-			probes+=("$name")
+			generate "$name" "$model" "$passes" && probes+=("$name")
 		done
 	done
 	say "probes: compiling ${#probes[@]} check binaries, $(nproc) at a time"
