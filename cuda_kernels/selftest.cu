@@ -284,10 +284,12 @@ bool TestGelu(const char* name, int rows) {
 // ---- attention ----
 
 template <int Heads, int KvHeads, int D, int Ld, int KvLd, int Layout, bool Causal, int Mask, bool Bias, bool RowScale,
-          bool BiasShared>
+          bool BiasShared, int DV, int VLd>
 struct AttnSpec {
   static constexpr int kHeads = Heads;
   static constexpr int kHeadSize = D;
+  static constexpr int kVHeadSize = DV;
+  static constexpr int kVLd = VLd;
   static constexpr float kScale = 0.125f;
   static constexpr int kLd = Ld;
   static constexpr int kKvHeads = KvHeads;
@@ -311,21 +313,27 @@ struct AttnSpec {
 // pads; with three or more sequences the last is all padding), a bias ([batch,
 // heads, seq, kv_seq], or with BiasShared one [seq, kv_seq] for every batch
 // entry and head)
-// and a row scale; kv_seq > 0 is a key sequence of its own (cross-attention).
+// and a row scale; kv_seq > 0 is a key sequence of its own (cross-attention);
+// VD > 0 makes v's heads VD wide instead of D (and the output's).
 template <typename T, int Heads, int KvHeads, int D, bool Packed, int Layout, bool Causal, int Mask, bool Bias,
-          bool RowScale, bool BiasShared = false, bool Flash = false>
+          bool RowScale, bool BiasShared = false, bool Flash = false, int VD = 0>
 bool TestAttention(const char* name, int batch, int seq, int kv_seq = 0) {
   const int kvs = kv_seq > 0 ? kv_seq : seq;
+  constexpr int DV = VD > 0 ? VD : D;
   constexpr int H = Heads * D;
+  constexpr int HV = Heads * DV;  // the output's width
   constexpr int KvH = KvHeads * D;
+  constexpr int VH = KvHeads * DV;
   constexpr int Ld = Packed ? 3 * H : H;
   constexpr int KvLd = Packed ? 3 * H : KvH;
-  static_assert(!Packed || (KvHeads == Heads && Layout == qcc::kLayoutBSH), "packed q/k/v share one layout");
-  using S = AttnSpec<Heads, KvHeads, D, Ld, KvLd, Layout, Causal, Mask, Bias, RowScale, BiasShared>;
+  constexpr int VLd = Packed ? 3 * H : VH;
+  static_assert(!Packed || (KvHeads == Heads && Layout == qcc::kLayoutBSH && DV == D), "packed q/k/v share one layout");
+  using S = AttnSpec<Heads, KvHeads, D, Ld, KvLd, Layout, Causal, Mask, Bias, RowScale, BiasShared, DV, VLd>;
   const size_t rows = size_t(batch) * seq;
   const size_t qn = rows * Ld;
-  const size_t kvn = Packed ? 0 : size_t(batch) * kvs * KvH;
-  const std::vector<float> buf = Through<T>(Random(qn + 2 * kvn, 10));
+  const size_t kn = Packed ? 0 : size_t(batch) * kvs * KvH;
+  const size_t vn = Packed ? 0 : size_t(batch) * kvs * VH;
+  const std::vector<float> buf = Through<T>(Random(qn + kn + vn, 10));
   const std::vector<float> bias = Through<T>(Random(size_t(batch) * Heads * seq * kvs, 11));
   const std::vector<float> rs = Through<T>(Random(rows, 12));
   std::vector<int32_t> mask(size_t(batch) * kvs, 1);
@@ -337,20 +345,21 @@ bool TestAttention(const char* name, int batch, int seq, int kv_seq = 0) {
       }
     }
   }
-  const size_t koff = Packed ? H : qn, voff = Packed ? 2 * H : qn + kvn;
-  auto kv = [&](int b, int j, int kvh, int d) -> size_t {
+  const size_t koff = Packed ? H : qn, voff = Packed ? 2 * H : qn + kn;
+  // Dim d of key (value) j of head kvh: heads w wide, rows ld apart.
+  auto kv = [&](int b, int j, int kvh, int d, int w, int ld) -> size_t {
     if (Layout == qcc::kLayoutBNSH) {
-      return ((size_t(b) * KvHeads + kvh) * kvs + j) * D + d;
+      return ((size_t(b) * KvHeads + kvh) * kvs + j) * w + d;
     }
-    return (size_t(b) * kvs + j) * KvLd + kvh * D + d;
+    return (size_t(b) * kvs + j) * ld + kvh * w + d;
   };
-  Dev<T> dbuf(buf.size()), dbias(bias.size()), drs(rs.size()), dout(rows * H);
+  Dev<T> dbuf(buf.size()), dbias(bias.size()), drs(rs.size()), dout(rows * HV);
   Dev<int32_t> dmask(mask.size());
   dbuf.Put(buf);
   dbias.Put(bias);
   drs.Put(rs);
   dmask.PutRaw(mask);
-  std::vector<float> want(rows * H);
+  std::vector<float> want(rows * HV);
   std::vector<double> p(kvs);
   for (int b = 0; b < batch; ++b) {
     for (int h = 0; h < Heads; ++h) {
@@ -364,7 +373,7 @@ bool TestAttention(const char* name, int batch, int seq, int kv_seq = 0) {
           }
           double s = 0;
           for (int d = 0; d < D; ++d) {
-            s += buf[(size_t(b) * seq + i) * Ld + h * D + d] * buf[koff + kv(b, j, kvh, d)];
+            s += buf[(size_t(b) * seq + i) * Ld + h * D + d] * buf[koff + kv(b, j, kvh, d, D, KvLd)];
           }
           s *= S::kScale;
           if (Bias) {
@@ -384,12 +393,12 @@ bool TestAttention(const char* name, int batch, int seq, int kv_seq = 0) {
           sum += p[j];
         }
         const double scale = RowScale ? rs[size_t(b) * seq + i] : 1.0;
-        for (int d = 0; d < D; ++d) {
+        for (int d = 0; d < DV; ++d) {
           double o = 0;
           for (int j = 0; j < kvs; ++j) {
-            o += p[j] / sum * buf[voff + kv(b, j, kvh, d)];
+            o += p[j] / sum * buf[voff + kv(b, j, kvh, d, DV, VLd)];
           }
-          want[(size_t(b) * seq + i) * H + h * D + d] = static_cast<float>(o * scale);
+          want[(size_t(b) * seq + i) * HV + h * DV + d] = static_cast<float>(o * scale);
         }
       }
     }
@@ -569,6 +578,16 @@ int main() {
   TestAttention<__half, 4, 4, 32, true, kBSH, false, kPad, true, false>("attention f16 d32", 2, 100);
   TestAttention<__half, 2, 2, 64, false, kBSH, false, kPad, false, false>("attention f16 d64", 3, 256);
   TestAttention<__half, 4, 4, 16, false, kBNSH, true, kPad, true, true>("attention f16 d16 bnsh causal", 3, 64);
+  // Value heads of another width than query and key heads (multi-head latent
+  // attention: 192 and 128; LeViT: 16 and 32), narrower, wider, not a multiple of 32.
+  TestAttention<float, 2, 2, 48, false, kBSH, true, kPad, false, false, false, false, 32>(
+      "attention f32 qk48 v32 causal", 3, 70);
+  TestAttention<float, 4, 4, 16, false, kBSH, false, qcc::kMaskNone, true, false, false, false, 32>(
+      "attention f32 qk16 v32 biased", 2, 49);
+  TestAttention<float, 4, 2, 12, false, kBNSH, false, kPad, false, true, false, false, 40>(
+      "attention f32 qk12 v40 bnsh grouped-query rowscale", 3, 45);
+  TestAttention<__half, 2, 2, 192, false, kBSH, true, qcc::kMaskNone, false, false, false, false, 128>(
+      "attention f16 qk192 v128 causal", 1, 130);
   // The tensor-core path: tiles of 64 queries and 64 keys, so sequences that are
   // not multiples of 64, a single token, head sizes 32 to 128, every layout.
   using bf16 = __nv_bfloat16;

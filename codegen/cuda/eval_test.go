@@ -205,8 +205,9 @@ func f32(x float64) float64 { return float64(float32(x)) }
 
 // emulateAttention follows qcc/attention.cuh: the launch check.cu makes (a packed
 // kernel gets one [rows, 3 * hidden] buffer with k and v at offsets hidden and
-// 2 * hidden), the row strides kLd and kKvLd or the [batch, kv_heads, kv_seq, d]
-// layout over kv_seq keys, the key/value head shared by kHeads / kKvHeads query heads, causal keys
+// 2 * hidden), the row strides kLd, kKvLd and kVLd or the [batch, kv_heads, kv_seq,
+// d] layout over kv_seq keys, value heads kVHeadSize wide (the output's heads too),
+// the key/value head shared by kHeads / kKvHeads query heads, causal keys
 // excluded, kMaskFilter added to keys whose mask is <= 0, the bias (broadcast over
 // the axes whose kBiasBatch, kBiasHeads, kBiasRows is false), a softmax whose
 // row with no admissible key is 0 (kEmptyRowZero: every score <= the lowest float)
@@ -217,7 +218,8 @@ func emulateAttention(in *instance, c func(string) float64, a map[string][]float
 	if x == nil {
 		return nil
 	}
-	heads, d, hid, kvHeads := x.heads, x.d, x.heads*x.d, x.kvHeads
+	heads, d, dv, kvHeads := x.heads, x.d, x.dv, x.kvHeads
+	hid := heads * dv // the output's width
 	b, s, kvS := x.batch, x.seq, x.kvSeq
 	out := make([]float64, b*s*hid)
 	p := make([]float64, kvS)
@@ -240,8 +242,8 @@ func emulateAttention(in *instance, c func(string) float64, a map[string][]float
 					m = math.Max(m, sc)
 				}
 				if x.emptyZero && m <= -math.MaxFloat32 {
-					for e := 0; e < d; e++ {
-						out[(bi*s+i)*hid+h*d+e] = 0
+					for e := 0; e < dv; e++ {
+						out[(bi*s+i)*hid+h*dv+e] = 0
 					}
 					continue
 				}
@@ -254,14 +256,14 @@ func emulateAttention(in *instance, c func(string) float64, a map[string][]float
 				if sum > 0 {
 					inv = 1 / sum
 				}
-				for e := 0; e < d; e++ {
+				for e := 0; e < dv; e++ {
 					o := 0.0
 					for j := 0; j < kvS; j++ {
 						if p[j] != 0 {
 							o += p[j] * inv * x.v(bi, j, kvh, e)
 						}
 					}
-					out[(bi*s+i)*hid+h*d+e] = o * x.rowScale(bi, i)
+					out[(bi*s+i)*hid+h*dv+e] = o * x.rowScale(bi, i)
 				}
 			}
 		}
@@ -288,8 +290,8 @@ const (
 // -inf NaN (kEmptyRowNaN).
 func emulateFlash(in *instance, c func(string) float64, a map[string][]float64, rnd func(float64) float64) []float64 {
 	x := attnData(in, c, a)
-	if x == nil {
-		return nil
+	if x == nil || x.dv != x.d {
+		return nil // the kernel's static_assert: value heads as wide as the others
 	}
 	heads, d, hid, kvHeads := x.heads, x.d, x.heads*x.d, x.kvHeads
 	b, s, kvS := x.batch, x.seq, x.kvSeq
@@ -368,13 +370,13 @@ func emulateFlash(in *instance, c func(string) float64, a map[string][]float64, 
 
 // attnInputs are an attention kernel's inputs as its Spec reads them.
 type attnInputs struct {
-	heads, d, kvHeads int
-	batch, seq, kvSeq int
-	causal, emptyZero bool
-	scale             float64
-	q, k, v           func(bi, i, h, e int) float64 // q by query head, k and v by key/value head
-	addTerms          func(s float64, bi, h, i, j int) float64
-	rowScale          func(bi, i int) float64
+	heads, d, dv, kvHeads int // dv: the value heads' width
+	batch, seq, kvSeq     int
+	causal, emptyZero     bool
+	scale                 float64
+	q, k, v               func(bi, i, h, e int) float64 // q by query head, k and v by key/value head
+	addTerms              func(s float64, bi, h, i, j int) float64
+	rowScale              func(bi, i int) float64
 }
 
 // attnData reads an attention instance's inputs: the launch check.cu makes (a
@@ -384,8 +386,8 @@ type attnInputs struct {
 // predicate and filter; nil when a read would fall outside a buffer (a launch
 // that faults).
 func attnData(in *instance, c func(string) float64, a map[string][]float64) *attnInputs {
-	heads, d := int(c("kHeads")), int(c("kHeadSize"))
-	kvHeads, ld, kvLd := int(c("kKvHeads")), int(c("kLd")), int(c("kKvLd"))
+	heads, d, dv := int(c("kHeads")), int(c("kHeadSize")), int(c("kVHeadSize"))
+	kvHeads, ld, kvLd, vLd := int(c("kKvHeads")), int(c("kLd")), int(c("kKvLd")), int(c("kVLd"))
 	bnsh, causal := c("kKvLayout") == 1, c("kCausal") == 1
 	scale, filter := f32(c("kScale")), f32(c("kMaskFilter"))
 	maskOn, biasOn, rowOn := c("kMaskKind") == 1, c("kHasBias") == 1, c("kHasRowScale") == 1
@@ -424,25 +426,27 @@ func attnData(in *instance, c func(string) float64, a map[string][]float64) *att
 		}
 		q, kk, v, kOff, vOff = packed, packed, packed, hid, 2*hid
 	}
-	kvIndex := func(bi, j, kvh, e int) int {
+	// Dim e of key (value) j of head kvh: heads w wide, rows rowLd apart.
+	kvIndex := func(bi, j, kvh, e, w, rowLd int) int {
 		if bnsh {
-			return ((bi*kvHeads+kvh)*kvS+j)*d + e
+			return ((bi*kvHeads+kvh)*kvS+j)*w + e
 		}
-		return (bi*kvS+j)*kvLd + kvh*d + e
+		return (bi*kvS+j)*rowLd + kvh*w + e
 	}
 	// A read past the end of a buffer is a launch that faults (or reads garbage):
 	// no output.
-	if need := kvIndex(b-1, kvS-1, kvHeads-1, d-1) + 1; vOff+need > len(v) || kOff+need > len(kk) || (b*s-1)*ld+hid > len(q) {
+	if kOff+kvIndex(b-1, kvS-1, kvHeads-1, d-1, d, kvLd)+1 > len(kk) || vOff+kvIndex(b-1, kvS-1, kvHeads-1, dv-1, dv, vLd)+1 > len(v) ||
+		(b*s-1)*ld+hid > len(q) {
 		return nil
 	}
 	if biasOn && biasRow(b-1, heads-1, s-1)+kvS > len(a["bias"]) {
 		return nil
 	}
-	x := &attnInputs{heads: heads, d: d, kvHeads: kvHeads, batch: b, seq: s, kvSeq: kvS, causal: causal,
+	x := &attnInputs{heads: heads, d: d, dv: dv, kvHeads: kvHeads, batch: b, seq: s, kvSeq: kvS, causal: causal,
 		emptyZero: c("kEmptyRow") == 1, scale: scale}
 	x.q = func(bi, i, h, e int) float64 { return q[qOff+(bi*s+i)*ld+h*d+e] }
-	x.k = func(bi, j, kvh, e int) float64 { return kk[kOff+kvIndex(bi, j, kvh, e)] }
-	x.v = func(bi, j, kvh, e int) float64 { return v[vOff+kvIndex(bi, j, kvh, e)] }
+	x.k = func(bi, j, kvh, e int) float64 { return kk[kOff+kvIndex(bi, j, kvh, e, d, kvLd)] }
+	x.v = func(bi, j, kvh, e int) float64 { return v[vOff+kvIndex(bi, j, kvh, e, dv, vLd)] }
 	x.addTerms = func(sc float64, bi, h, i, j int) float64 {
 		if biasOn {
 			sc = f32(sc + a["bias"][biasRow(bi, h, i)+j])

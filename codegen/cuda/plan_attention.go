@@ -21,7 +21,8 @@ type attnForm struct {
 	x, w, qkvB   *ir.Value
 	q, k, v      *ir.Value // the operator's Q, K, V otherwise
 	kvHeads      int64
-	kvBNSH       bool // K and V are [batch, kv_heads, seq, head_size]
+	dv           int64 // V's head size (and the output's): Q's and K's, or its own
+	kvBNSH       bool  // K and V are [batch, kv_heads, seq, head_size]
 	causal       bool
 	mask         *ir.Value // a [batch, seq] integer key padding mask
 	maskFilter   float64
@@ -101,7 +102,7 @@ func (f *attnForm) fromORT(n *ir.Node, heads, hidden int64) string {
 			return fmt.Sprintf("bias %s is not a constant [3 * %d]", typeString(f.qkvB), hidden)
 		}
 	}
-	f.kvHeads = heads
+	f.kvHeads, f.dv = heads, hidden/heads
 	f.causal = n.AttrInt("unidirectional", 0) != 0
 	if m := n.Input(3); m != nil {
 		if rankOf(m) != 2 || m.Type.DType != ir.Int32 {
@@ -134,10 +135,11 @@ func (f *attnForm) fromONNX(n *ir.Node, bl *transformer.Block, heads, d int64) s
 	if w, ok := lastDim(f.q); rankOf(f.q) != 3 || !ok || w != heads*d {
 		return fmt.Sprintf("Q %s is not [batch, seq, %d]", typeString(f.q), heads*d)
 	}
-	for _, kv := range []*ir.Value{f.k, f.v} {
-		if w, ok := lastDim(kv); rankOf(kv) != 3 || !ok || w != f.kvHeads*d {
-			return fmt.Sprintf("K/V %s is not [batch, seq, kv_num_heads * head_size = %d]", typeString(kv), f.kvHeads*d)
-		}
+	if w, ok := lastDim(f.k); rankOf(f.k) != 3 || !ok || w != f.kvHeads*d {
+		return fmt.Sprintf("K %s is not [batch, seq, kv_num_heads * head_size = %d]", typeString(f.k), f.kvHeads*d)
+	}
+	if f.dv = valueHeadSize(f.v, 3, f.kvHeads); f.dv == 0 {
+		return fmt.Sprintf("V %s is not [batch, seq, kv_num_heads (%d) * v_head_size]", typeString(f.v), f.kvHeads)
 	}
 	f.causal = n.AttrInt("is_causal", 0) != 0
 	am, m := n.Input(3), bl.Role("mask")
@@ -192,18 +194,19 @@ func (f *attnForm) fromMHA(n *ir.Node, bl *transformer.Block, heads, d int64) st
 	}
 	switch rankOf(f.k) {
 	case 3:
-		for _, kv := range []*ir.Value{f.k, f.v} {
-			if w, ok := lastDim(kv); rankOf(kv) != 3 || !ok || w != heads*d {
-				return fmt.Sprintf("key/value %s is not [batch, seq, %d]", typeString(kv), heads*d)
-			}
+		if w, ok := lastDim(f.k); !ok || w != heads*d {
+			return fmt.Sprintf("key %s is not [batch, seq, %d]", typeString(f.k), heads*d)
+		}
+		if f.dv = valueHeadSize(f.v, 3, heads); f.dv == 0 {
+			return fmt.Sprintf("value %s is not [batch, seq, %d * v_head_size]", typeString(f.v), heads)
 		}
 	case 4:
 		f.kvBNSH = true
-		for _, kv := range []*ir.Value{f.k, f.v} {
-			s := kv.Type.Shape
-			if rankOf(kv) != 4 || !s[1].Known || s[1].Value != heads || !s[3].Known || s[3].Value != d {
-				return fmt.Sprintf("key/value %s is not [batch, %d, seq, %d]", typeString(kv), heads, d)
-			}
+		if s := f.k.Type.Shape; !s[1].Known || s[1].Value != heads || !s[3].Known || s[3].Value != d {
+			return fmt.Sprintf("key %s is not [batch, %d, seq, %d]", typeString(f.k), heads, d)
+		}
+		if f.dv = valueHeadSize(f.v, 4, heads); f.dv == 0 {
+			return fmt.Sprintf("value %s is not [batch, %d, seq, v_head_size]", typeString(f.v), heads)
 		}
 	default:
 		return fmt.Sprintf("key %s is neither [batch, seq, hidden] nor [batch, heads, seq, head_size]", typeString(f.k))
@@ -225,6 +228,26 @@ func (f *attnForm) fromMHA(n *ir.Node, bl *transformer.Block, heads, d int64) st
 		f.rowScale, f.output = keep, root
 	}
 	return ""
+}
+
+// valueHeadSize is the width of v's heads: v is [batch, seq, heads * width] (rank
+// 3) or [batch, heads, seq, width] (rank 4), the width known; 0 when it is not.
+// It may differ from Q's and K's (DeepSeek's multi-head latent attention, LeViT).
+func valueHeadSize(v *ir.Value, rank int, heads int64) int64 {
+	if rankOf(v) != rank {
+		return 0
+	}
+	w, ok := lastDim(v)
+	if rank == 4 {
+		if s := v.Type.Shape[1]; !s.Known || s.Value != heads {
+			return 0
+		}
+		heads = 1
+	}
+	if !ok || w <= 0 || w%heads != 0 {
+		return 0
+	}
+	return w / heads
 }
 
 // attnSizes reads the heads off the fused operator (num_heads, or Attention-23's
@@ -389,18 +412,22 @@ func (b *builder) attention(bl *transformer.Block) {
 		}
 	}
 	elem := elemOf(in)
-	flash, path := attnPath(elem, d)
+	dv := f.dv
+	flash, path := attnPath(elem, d, dv)
 	b.note(bl.ID, bl.Variant, path)
 	name := fmt.Sprintf("qcc_attention_n%d_d%d", heads, d)
 	if flash {
 		name = fmt.Sprintf("qcc_flash_attention_n%d_d%d", heads, d)
 	}
-	ld, kvLd := hidden, f.kvHeads*d
+	if dv != d {
+		name += fmt.Sprintf("_v%d", dv)
+	}
+	ld, kvLd, vLd := hidden, f.kvHeads*d, f.kvHeads*dv
 	layout := "separate [batch, seq, hidden] tensors"
 	switch {
 	case f.packed:
 		name += "_qkv"
-		ld, kvLd = 3*hidden, 3*hidden
+		ld, kvLd, vLd = 3*hidden, 3*hidden, 3*hidden
 		layout = "the [batch, seq, 3 * hidden] QKV GEMM output: q = qkv, k = qkv + hidden, v = qkv + 2 * hidden"
 	case f.kvBNSH:
 		name += "_kvbnsh"
@@ -425,9 +452,12 @@ func (b *builder) attention(bl *transformer.Block) {
 	if f.rowScale != nil {
 		name += "_rowscale"
 	}
-	kvShape := fmt.Sprintf("[batch, kv_seq, %d]", kvLd)
+	kShape, vShape := fmt.Sprintf("[batch, kv_seq, %d]", kvLd), fmt.Sprintf("[batch, kv_seq, %d]", vLd)
 	if f.kvBNSH {
-		kvShape = "[batch, heads, kv_seq, head_size]"
+		kShape, vShape = "[batch, heads, kv_seq, head_size]", "[batch, heads, kv_seq, v_head_size]"
+	}
+	if dv != d {
+		layout += fmt.Sprintf("; value heads %d wide", dv)
 	}
 	k := &kernel{
 		Name: name, Launcher: "qcc::Attention", Header: "qcc/attention.cuh",
@@ -442,6 +472,8 @@ func (b *builder) attention(bl *transformer.Block) {
 			{"kLd", "int", cInt(ld)},
 			{"kKvHeads", "int", cInt(f.kvHeads)},
 			{"kKvLd", "int", cInt(kvLd)},
+			{"kVHeadSize", "int", cInt(dv)},
+			{"kVLd", "int", cInt(vLd)},
 			{"kKvLayout", "int", map[bool]string{false: "qcc::kLayoutBSH", true: "qcc::kLayoutBNSH"}[f.kvBNSH]},
 			{"kCausal", "bool", cBool(f.causal)},
 			{"kMaskKind", "int", maskKind},
@@ -456,12 +488,12 @@ func (b *builder) attention(bl *transformer.Block) {
 		},
 		Params: []param{
 			{Name: "q", Elem: "T", Present: true, Doc: fmt.Sprintf("[batch, seq, %d]", ld)},
-			{Name: "k", Elem: "T", Present: true, Doc: kvShape},
-			{Name: "v", Elem: "T", Present: true, Doc: kvShape},
+			{Name: "k", Elem: "T", Present: true, Doc: kShape},
+			{Name: "v", Elem: "T", Present: true, Doc: vShape},
 			{Name: "mask", Elem: "int32_t", Present: f.mask != nil, Doc: "[batch, kv_seq], <= 0: padding key"},
 			{Name: "bias", Elem: "T", Present: f.bias != nil, Doc: biasDoc(f.biasAxes)},
 			{Name: "row_scale", Elem: "T", Present: f.rowScale != nil, Doc: "[batch, seq]: multiplies each output row"},
-			{Name: "output", Elem: "T", Out: true, Present: true, Doc: "[batch, seq, hidden]"},
+			{Name: "output", Elem: "T", Out: true, Present: true, Doc: fmt.Sprintf("[batch, seq, %d]", heads*dv)},
 		},
 		Scalars: []scalar{{"int", "batch"}, {"int", "seq"}, {"int", "kv_seq"}},
 	}
@@ -472,13 +504,13 @@ func (b *builder) attention(bl *transformer.Block) {
 	inst.Packed, inst.Hidden = f.packed, hidden
 	inst.Dims = []dim{{"int", "batch", batch}, {"int", "seq", seq}, {"int", "kv_seq", kvSeq}}
 	inst.sz = sizer{batch: batch, seq: seq}
-	act := []int64{batch, seq, hidden}
-	kv := []int64{batch, kvSeq, kvLd}
+	act, out := []int64{batch, seq, hidden}, []int64{batch, seq, heads * dv}
+	kv, vs := []int64{batch, kvSeq, kvLd}, []int64{batch, kvSeq, vLd}
 	if f.kvBNSH {
-		kv = []int64{batch, heads, kvSeq, d}
+		kv, vs = []int64{batch, heads, kvSeq, d}, []int64{batch, heads, kvSeq, dv}
 	}
 	if f.packed {
-		kv = act
+		kv, vs = act, act
 	}
 	// The check data's masks: padding keys, one fully padded sequence; the raw mask of
 	// com.microsoft.Attention also holds a negative value (ORT keeps keys > 0).
@@ -486,7 +518,7 @@ func (b *builder) attention(bl *transformer.Block) {
 	inst.Tensors = []*tensor{
 		random("q", ir.Float, act, uniform(bl.ID+".q", -2, 2)),
 		random("k", ir.Float, kv, uniform(bl.ID+".k", -2, 2)),
-		random("v", ir.Float, kv, uniform(bl.ID+".v", -2, 2)),
+		random("v", ir.Float, vs, uniform(bl.ID+".v", -2, 2)),
 	}
 	if f.packed {
 		for _, t := range inst.Tensors {
@@ -506,10 +538,9 @@ func (b *builder) attention(bl *transformer.Block) {
 	if f.rowScale != nil {
 		inst.Tensors = append(inst.Tensors, random("row_scale", ir.Float, []int64{batch, seq, 1}, rowKeep(batch, seq)))
 	}
-	inst.Tensors = append(inst.Tensors, expected("output", ir.Float, act))
-	kvElems := prod(kv)
+	inst.Tensors = append(inst.Tensors, expected("output", ir.Float, out))
 	inst.bytes = func(e int) float64 {
-		n := float64(e) * float64(2*batch*seq*hidden+2*kvElems)
+		n := float64(e) * float64(prod(act)+prod(out)+prod(kv)+prod(vs))
 		if f.mask != nil {
 			n += float64(4 * batch * kvSeq)
 		}
@@ -525,7 +556,7 @@ func (b *builder) attention(bl *transformer.Block) {
 	if flash {
 		inst.Tol = tolFlash
 	}
-	inst.flops = float64(4 * batch * heads * seq * kvSeq * d) // Q K^T and P V
+	inst.flops = float64(2 * batch * heads * seq * kvSeq * (d + dv)) // Q K^T and P V
 	values := map[string]*ir.Value{"mask": f.mask, "bias": f.bias, "row_scale": f.rowScale, "output": f.output}
 	if f.packed {
 		inst.gemm = &gemm{x: f.x, w: f.w, b: f.qkvB, hidden: hidden}
@@ -547,13 +578,16 @@ func (b *builder) attention(bl *transformer.Block) {
 }
 
 // attnPath chooses the attention kernel for a block whose values are of the
-// element type elem and whose heads are d wide: the tensor-core kernel for half
-// and bfloat16 when its 16-wide tiles fit the head, else the FP32-arithmetic
-// kernel (float sums of the values widened to float). It says which and why.
-func attnPath(elem int, d int64) (flash bool, why string) {
+// element type elem, whose query and key heads are d wide and value heads dv: the
+// tensor-core kernel for half and bfloat16 when its 16-wide tiles fit the head,
+// else the FP32-arithmetic kernel (float sums of the values widened to float). It
+// says which and why.
+func attnPath(elem int, d, dv int64) (flash bool, why string) {
 	switch {
 	case elem == elemFloat:
 		return false, "attention in float arithmetic (qcc::Attention): the model's values are float; half or bfloat16 models (precision<type=fp16|bf16>) get the tensor-core kernel"
+	case dv != d:
+		return false, fmt.Sprintf("attention in float arithmetic (qcc::Attention) on %s values: the tensor-core kernel takes value heads as wide as query and key heads, not %d and %d", elemNames[elem], dv, d)
 	case d%16 != 0 || d > 128:
 		return false, fmt.Sprintf("attention in float arithmetic (qcc::Attention) on %s values: the tensor-core kernel takes head sizes that are multiples of 16 up to 128, not %d", elemNames[elem], d)
 	}

@@ -62,6 +62,8 @@ func TestProbeEmulation(t *testing.T) {
 		"cross-attn":         {"Attention"},
 		"causal-range":       {"Attention"},
 		"rotary-interleaved": {"Attention", "LayerNorm", "SkipLayerNorm"},
+		"deepseek-mla":       {"Attention"}, // value heads narrower than query and key heads
+		"levit":              {"Attention"}, // value heads wider
 	}
 	paths, err := filepath.Glob(filepath.Join(probeDir, "*.onnx"))
 	if err != nil || len(paths) == 0 {
@@ -120,11 +122,12 @@ func TestProbeEmulation(t *testing.T) {
 
 // TestCompileProbes emits the decoder and encoder–decoder probes' kernels (RMSNorm and
 // skip+RMSNorm, attention with a broadcast additive bias, grouped-query heads after an
-// explicit repeat, a merged decoder's If branches) for both targets and compiles them and the check harness with nvcc.
+// explicit repeat, a merged decoder's If branches, LeViT's value heads wider than its
+// query and key heads) for both targets and compiles them and the check harness with nvcc.
 func TestCompileProbes(t *testing.T) {
 	nvcc.Require(t)
 	for _, pl := range probePipelines {
-		for _, form := range []string{"llama", "gpt2-causal", "gpt2-merged", "t5", "bart", "mqa"} {
+		for _, form := range []string{"llama", "gpt2-causal", "gpt2-merged", "t5", "bart", "mqa", "levit"} {
 			name := pl.name + "/" + form + ".opset17"
 			t.Run(name, func(t *testing.T) {
 				path := filepath.Join(probeDir, form+".opset17.onnx")

@@ -7,10 +7,12 @@
 // GEMM, where k = q + hidden and v = q + 2 * hidden). k and v are either
 // [batch, kv_seq, kv_heads * head_size] rows kKvLd apart (kLayoutBSH) or
 // [batch, kv_heads, kv_seq, head_size] (kLayoutBNSH, DeBERTa's key and value);
+// v's heads are kVHeadSize wide, which may differ from Q's and K's (DeepSeek's
+// multi-head latent attention, LeViT), its rows kVLd apart;
 // kv_seq is seq for self-attention (and for a packed QKV) and the memory's
 // length for cross-attention, up to kMaxSeq; query head h reads key/value head
 // h / (kHeads / kKvHeads) (grouped-query attention when kKvHeads < kHeads).
-// out is [batch, seq, hidden]; mask is [batch, kv_seq] int32 (a key whose
+// out is [batch, seq, heads * kVHeadSize]; mask is [batch, kv_seq] int32 (a key whose
 // mask is <= 0 is padding, as ONNX Runtime's mask_index); bias is [batch | 1,
 // heads | 1, seq | 1, kv_seq], added to the scores (the sum of a
 // model's additive terms: causal and padding masks, relative-position biases),
@@ -27,7 +29,8 @@
 // gives the softmax of the filtered scores, as adding it does.
 //
 // A block of 4 warps takes kRows query rows of one (batch, head). Keys and
-// values stream through shared memory 32 at a time; lane l scores key l of a
+// values stream through shared memory 32 at a time (one buffer, as wide as the
+// wider of their heads); lane l scores key l of a
 // tile against a query row, the scores of a row are kept in shared memory
 // (kMaxSeq floats per row), a warp turns each of its rows into probabilities
 // with shuffles, and lane l then accumulates output dims l, l + 32, ... All
@@ -44,7 +47,9 @@
 //   kScale             float  the factor on Q K^T
 //   kLd                int    elements between consecutive rows of q
 //   kKvHeads           int    key/value heads (divides kHeads)
-//   kKvLd              int    elements between consecutive rows of k, v (kLayoutBSH)
+//   kKvLd              int    elements between consecutive rows of k (kLayoutBSH)
+//   kVHeadSize         int    the width of v's heads, and so of the output's
+//   kVLd               int    elements between consecutive rows of v (kLayoutBSH)
 //   kKvLayout          int    kLayoutBSH or kLayoutBNSH
 //   kCausal            bool   keys after the query are left out
 //   kMaskKind          int    kMaskNone or kMaskKeyPadding
@@ -91,8 +96,12 @@ constexpr int AttentionSharedBytes(int rows, int d, int tile, int max_seq) {
 template <typename Spec>
 struct AttentionShape {
   static constexpr int kD = Spec::kHeadSize;
+  static constexpr int kDV = Spec::kVHeadSize;
   static constexpr bool kSkewed = kD % kWarpSize == 0 || kWarpSize % kD == 0;
-  static constexpr int kTileFloats = kSkewed ? kAttentionKeyTile * kD : kAttentionKeyTile * (kD + 1);
+  // A tile of keys (skewed or padded, see KeyIndex) or of values (kDV a row).
+  static constexpr int kKeyTileFloats = kSkewed ? kAttentionKeyTile * kD : kAttentionKeyTile * (kD + 1);
+  static constexpr int kTileFloats =
+      kKeyTileFloats > kAttentionKeyTile * kDV ? kKeyTileFloats : kAttentionKeyTile * kDV;
   // Query rows per block: 16, or fewer when the head is too wide for 48 KiB.
   static constexpr int kRows =
       AttentionSharedBytes(16, kD, kTileFloats, Spec::kMaxSeq) <= kAttentionSharedBytes  ? 16
@@ -104,13 +113,20 @@ struct AttentionShape {
   static_assert(kRows % kAttentionWarps == 0, "rows per block must be a multiple of the warps");
   static_assert(Spec::kKvHeads > 0 && Spec::kHeads % Spec::kKvHeads == 0, "kKvHeads must divide kHeads");
 
-  // KvRow is the offset of dim 0 of key (or value) key of head kvh in batch
-  // entry b.
+  // KvRow is the offset of dim 0 of key key of head kvh in batch entry b, in k
+  // (Width kD, rows Ld = kKvLd apart) or v (kDV, kVLd).
+  template <int Width, int Ld>
   __device__ __forceinline__ static size_t KvRow(int b, int key, int kvh, int kv_seq) {
     if (Spec::kKvLayout == kLayoutBNSH) {
-      return ((static_cast<size_t>(b) * Spec::kKvHeads + kvh) * kv_seq + key) * kD;
+      return ((static_cast<size_t>(b) * Spec::kKvHeads + kvh) * kv_seq + key) * Width;
     }
-    return (static_cast<size_t>(b) * kv_seq + key) * Spec::kKvLd + static_cast<size_t>(kvh) * kD;
+    return (static_cast<size_t>(b) * kv_seq + key) * Ld + static_cast<size_t>(kvh) * Width;
+  }
+  __device__ __forceinline__ static size_t KRow(int b, int key, int kvh, int kv_seq) {
+    return KvRow<kD, Spec::kKvLd>(b, key, kvh, kv_seq);
+  }
+  __device__ __forceinline__ static size_t VRow(int b, int key, int kvh, int kv_seq) {
+    return KvRow<kDV, Spec::kVLd>(b, key, kvh, kv_seq);
   }
 
   // BiasRow is the offset of the bias row of query i of head h in batch entry b:
@@ -143,12 +159,13 @@ __global__ void __launch_bounds__(kAttentionWarps* kWarpSize)
                     T* __restrict__ out, int seq, int kv_seq) {
   using A = AttentionShape<Spec>;
   constexpr int D = Spec::kHeadSize;
+  constexpr int DV = Spec::kVHeadSize;
   constexpr int R = A::kRows;
   constexpr int kRowsPerWarp = R / kAttentionWarps;
-  constexpr int kDimsPerLane = (D + kWarpSize - 1) / kWarpSize;
+  constexpr int kDimsPerLane = (DV + kWarpSize - 1) / kWarpSize;
   constexpr int kKeysPerLane = Spec::kMaxSeq / kWarpSize;
   constexpr int kThreads = kAttentionWarps * kWarpSize;
-  constexpr int kHidden = Spec::kHeads * D;
+  constexpr int kOutLd = Spec::kHeads * DV;
   __shared__ float qs[R][D];
   __shared__ float kv[A::kTileFloats];
   __shared__ float ps[R][Spec::kMaxSeq];
@@ -178,7 +195,7 @@ __global__ void __launch_bounds__(kAttentionWarps* kWarpSize)
       const int j = e / D;
       const int d = e % D;
       const int key = t0 + j;
-      kv[A::KeyIndex(j, d)] = key < kv_seq ? Convert<T>::in(k[A::KvRow(b, key, kvh, kv_seq) + d]) : 0.0f;
+      kv[A::KeyIndex(j, d)] = key < kv_seq ? Convert<T>::in(k[A::KRow(b, key, kvh, kv_seq) + d]) : 0.0f;
     }
     __syncthreads();
     const int key = t0 + lane;
@@ -240,11 +257,11 @@ __global__ void __launch_bounds__(kAttentionWarps* kWarpSize)
   }
   for (int t0 = 0; t0 < kv_seq; t0 += kAttentionKeyTile) {
     __syncthreads();  // the previous tile is consumed, the probabilities written
-    for (int e = tid; e < kAttentionKeyTile * D; e += kThreads) {
-      const int j = e / D;
-      const int d = e % D;
+    for (int e = tid; e < kAttentionKeyTile * DV; e += kThreads) {
+      const int j = e / DV;
+      const int d = e % DV;
       const int key = t0 + j;
-      kv[j * D + d] = key < kv_seq ? Convert<T>::in(v[A::KvRow(b, key, kvh, kv_seq) + d]) : 0.0f;
+      kv[j * DV + d] = key < kv_seq ? Convert<T>::in(v[A::VRow(b, key, kvh, kv_seq) + d]) : 0.0f;
     }
     __syncthreads();
     const int n = min(kAttentionKeyTile, kv_seq - t0);
@@ -257,8 +274,8 @@ __global__ void __launch_bounds__(kAttentionWarps* kWarpSize)
 #pragma unroll
           for (int c = 0; c < kDimsPerLane; ++c) {
             const int d = lane + c * kWarpSize;
-            if (d < D) {
-              acc[rr][c] += p * kv[j * D + d];
+            if (d < DV) {
+              acc[rr][c] += p * kv[j * DV + d];
             }
           }
         }
@@ -274,8 +291,8 @@ __global__ void __launch_bounds__(kAttentionWarps* kWarpSize)
 #pragma unroll
       for (int c = 0; c < kDimsPerLane; ++c) {
         const int d = lane + c * kWarpSize;
-        if (d < D) {
-          out[(rows0 + i) * kHidden + head + d] = Convert<T>::out(acc[rr][c] * rs);
+        if (d < DV) {
+          out[(rows0 + i) * kOutLd + h * DV + d] = Convert<T>::out(acc[rr][c] * rs);
         }
       }
     }

@@ -23,7 +23,8 @@
 // is -inf (a row of lowest floats is uniform, as in the IEEE softmax).
 //
 // Constraints (the plan refuses the rest with a reason and keeps the FP32
-// kernel): kHeadSize a multiple of 16 up to 128; kLd and kKvLd multiples of 8
+// kernel): kHeadSize a multiple of 16 up to 128, v's heads as wide
+// (kVHeadSize = kHeadSize, kVLd = kKvLd); kLd and kKvLd multiples of 8
 // and q, k, v, out 16-byte aligned (the launcher checks), for 16-byte loads.
 // With kCausal the tiles after a block's last query are not read.
 #pragma once
@@ -60,6 +61,7 @@ struct FlashShape {
   static_assert(kD % 16 == 0 && kD >= 16 && kD <= 128, "head size must be a multiple of 16 up to 128");
   static_assert(Spec::kLd % 8 == 0 && Spec::kKvLd % 8 == 0, "rows of q, k and v must be 16-byte multiples");
   static_assert(Spec::kKvHeads > 0 && Spec::kHeads % Spec::kKvHeads == 0, "kKvHeads must divide kHeads");
+  static_assert(Spec::kVHeadSize == kD && Spec::kVLd == Spec::kKvLd, "v's heads must be as wide as q's and k's");
 };
 
 // FlashCopy16 moves 8 elements (16 bytes) from global to shared memory, zeros
@@ -129,7 +131,7 @@ __global__ void __launch_bounds__(kFlashWarps* kWarpSize)
       const int j = e / (D / kVec);
       const int c = e % (D / kVec) * kVec;
       const int key = t0 + j;
-      const size_t off = key < kv_seq ? A::KvRow(b, key, kvh, kv_seq) + c : 0;
+      const size_t off = key < kv_seq ? A::KRow(b, key, kvh, kv_seq) + c : 0;
       FlashCopy16(ks + j * F::kLdT + c, k + off, key < kv_seq);
       FlashCopy16(vs + j * F::kLdT + c, v + off, key < kv_seq);
     }
