@@ -284,7 +284,7 @@ bool TestGelu(const char* name, int rows) {
 // ---- attention ----
 
 template <int Heads, int KvHeads, int D, int Ld, int KvLd, int Layout, bool Causal, int Mask, bool Bias, bool RowScale,
-          bool BiasShared, int DV, int VLd>
+          bool BiasShared, int DV, int VLd, int Window, int Softcap, bool Sink>
 struct AttnSpec {
   static constexpr int kHeads = Heads;
   static constexpr int kHeadSize = D;
@@ -296,6 +296,9 @@ struct AttnSpec {
   static constexpr int kKvLd = KvLd;
   static constexpr int kKvLayout = Layout;
   static constexpr bool kCausal = Causal;
+  static constexpr int kWindow = Window;
+  static constexpr float kSoftcap = static_cast<float>(Softcap);
+  static constexpr bool kHasSink = Sink;
   static constexpr int kMaskKind = Mask;
   static constexpr float kMaskFilter = -10000.0f;
   static constexpr bool kHasBias = Bias;
@@ -314,9 +317,12 @@ struct AttnSpec {
 // heads, seq, kv_seq], or with BiasShared one [seq, kv_seq] for every batch
 // entry and head)
 // and a row scale; kv_seq > 0 is a key sequence of its own (cross-attention);
-// VD > 0 makes v's heads VD wide instead of D (and the output's).
+// VD > 0 makes v's heads VD wide instead of D (and the output's); Window > 0 a
+// causal query sees its Window latest keys; Softcap > 0 caps the scaled scores;
+// Sink joins a logit per head to every row's softmax.
 template <typename T, int Heads, int KvHeads, int D, bool Packed, int Layout, bool Causal, int Mask, bool Bias,
-          bool RowScale, bool BiasShared = false, bool Flash = false, int VD = 0>
+          bool RowScale, bool BiasShared = false, bool Flash = false, int VD = 0, int Window = 0, int Softcap = 0,
+          bool Sink = false>
 bool TestAttention(const char* name, int batch, int seq, int kv_seq = 0) {
   const int kvs = kv_seq > 0 ? kv_seq : seq;
   constexpr int DV = VD > 0 ? VD : D;
@@ -328,7 +334,8 @@ bool TestAttention(const char* name, int batch, int seq, int kv_seq = 0) {
   constexpr int KvLd = Packed ? 3 * H : KvH;
   constexpr int VLd = Packed ? 3 * H : VH;
   static_assert(!Packed || (KvHeads == Heads && Layout == qcc::kLayoutBSH && DV == D), "packed q/k/v share one layout");
-  using S = AttnSpec<Heads, KvHeads, D, Ld, KvLd, Layout, Causal, Mask, Bias, RowScale, BiasShared, DV, VLd>;
+  using S = AttnSpec<Heads, KvHeads, D, Ld, KvLd, Layout, Causal, Mask, Bias, RowScale, BiasShared, DV, VLd, Window,
+                     Softcap, Sink>;
   const size_t rows = size_t(batch) * seq;
   const size_t qn = rows * Ld;
   const size_t kn = Packed ? 0 : size_t(batch) * kvs * KvH;
@@ -336,6 +343,7 @@ bool TestAttention(const char* name, int batch, int seq, int kv_seq = 0) {
   const std::vector<float> buf = Through<T>(Random(qn + kn + vn, 10));
   const std::vector<float> bias = Through<T>(Random(size_t(batch) * Heads * seq * kvs, 11));
   const std::vector<float> rs = Through<T>(Random(rows, 12));
+  const std::vector<float> sinks = Through<T>(Random(Heads, 13));
   std::vector<int32_t> mask(size_t(batch) * kvs, 1);
   for (int b = 0; b < batch; ++b) {
     for (int s = 0; s < kvs; ++s) {
@@ -353,11 +361,12 @@ bool TestAttention(const char* name, int batch, int seq, int kv_seq = 0) {
     }
     return (size_t(b) * kvs + j) * ld + kvh * w + d;
   };
-  Dev<T> dbuf(buf.size()), dbias(bias.size()), drs(rs.size()), dout(rows * HV);
+  Dev<T> dbuf(buf.size()), dbias(bias.size()), drs(rs.size()), dsink(sinks.size()), dout(rows * HV);
   Dev<int32_t> dmask(mask.size());
   dbuf.Put(buf);
   dbias.Put(bias);
   drs.Put(rs);
+  dsink.Put(sinks);
   dmask.PutRaw(mask);
   std::vector<float> want(rows * HV);
   std::vector<double> p(kvs);
@@ -367,7 +376,7 @@ bool TestAttention(const char* name, int batch, int seq, int kv_seq = 0) {
       for (int i = 0; i < seq; ++i) {
         double m = -INFINITY;
         for (int j = 0; j < kvs; ++j) {
-          if (Causal && j > i) {
+          if ((Causal && j > i) || (Window > 0 && j <= i - Window)) {
             p[j] = -INFINITY;
             continue;
           }
@@ -376,6 +385,9 @@ bool TestAttention(const char* name, int batch, int seq, int kv_seq = 0) {
             s += buf[(size_t(b) * seq + i) * Ld + h * D + d] * buf[koff + kv(b, j, kvh, d, D, KvLd)];
           }
           s *= S::kScale;
+          if constexpr (Softcap > 0) {
+            s = Softcap * std::tanh(s / Softcap);
+          }
           if (Bias) {
             s += BiasShared ? bias[size_t(i) * kvs + j] : bias[((size_t(b) * Heads + h) * seq + i) * kvs + j];
           }
@@ -388,6 +400,10 @@ bool TestAttention(const char* name, int batch, int seq, int kv_seq = 0) {
           m = std::fmax(m, s);
         }
         double sum = 0;
+        if (Sink) {
+          m = std::fmax(m, sinks[h]);
+          sum = std::exp(sinks[h] - m);
+        }
         for (int j = 0; j < kvs; ++j) {
           p[j] = std::exp(p[j] - m);
           sum += p[j];
@@ -404,11 +420,11 @@ bool TestAttention(const char* name, int batch, int seq, int kv_seq = 0) {
     }
   }
   if constexpr (Flash) {
-    CUDA_OK((qcc::FlashAttention<T, S>(dbuf.p, dbuf.p + koff, dbuf.p + voff, dmask.p, dbias.p, drs.p, dout.p, batch,
-                                       seq, kvs, 0)));
+    CUDA_OK((qcc::FlashAttention<T, S>(dbuf.p, dbuf.p + koff, dbuf.p + voff, dmask.p, dbias.p, drs.p, dsink.p, dout.p,
+                                       batch, seq, kvs, 0)));
   } else {
-    CUDA_OK((qcc::Attention<T, S>(dbuf.p, dbuf.p + koff, dbuf.p + voff, dmask.p, dbias.p, drs.p, dout.p, batch, seq,
-                                  kvs, 0)));
+    CUDA_OK((qcc::Attention<T, S>(dbuf.p, dbuf.p + koff, dbuf.p + voff, dmask.p, dbias.p, drs.p, dsink.p, dout.p, batch,
+                                  seq, kvs, 0)));
   }
   CUDA_OK(cudaDeviceSynchronize());
   return Report(name, dout.Get(), want, Atol<T>(), Atol<T>());
@@ -588,6 +604,13 @@ int main() {
       "attention f32 qk12 v40 bnsh grouped-query rowscale", 3, 45);
   TestAttention<__half, 2, 2, 192, false, kBSH, true, qcc::kMaskNone, false, false, false, false, 128>(
       "attention f16 qk192 v128 causal", 1, 130);
+  // Gemma 2's soft cap and local layers, GPT-OSS's sinks and sliding window.
+  TestAttention<float, 4, 2, 16, false, kBSH, true, qcc::kMaskNone, true, false, false, false, 0, 0, 2>(
+      "attention f32 softcap causal grouped-query biased", 2, 70);
+  TestAttention<float, 4, 2, 16, false, kBSH, true, qcc::kMaskNone, false, false, false, false, 0, 7, 0, true>(
+      "attention f32 window 7 sinks", 2, 70);
+  TestAttention<__half, 4, 1, 32, false, kBSH, true, qcc::kMaskNone, false, false, false, false, 0, 40, 1, true>(
+      "attention f16 window 40 softcap sinks mqa", 2, 130);
   // The tensor-core path: tiles of 64 queries and 64 keys, so sequences that are
   // not multiples of 64, a single token, head sizes 32 to 128, every layout.
   using bf16 = __nv_bfloat16;
@@ -603,6 +626,10 @@ int main() {
   TestAttention<__half, 2, 2, 32, false, kBNSH, false, qcc::kMaskNone, true, true, false, true>(
       "flash f16 d32 cross bnsh rowscale (70 queries, 33 keys)", 2, 70, 33);
   TestAttention<bf16, 2, 2, 64, false, kBSH, true, kPad, false, false, false, true>("flash bf16 d64 causal", 3, 77);
+  TestAttention<__half, 4, 2, 64, false, kBSH, true, qcc::kMaskNone, true, false, false, true, 0, 0, 2>(
+      "flash f16 d64 softcap causal grouped-query biased", 2, 130);
+  TestAttention<__half, 4, 2, 64, false, kBSH, true, qcc::kMaskNone, false, false, false, true, 0, 70, 0, true>(
+      "flash f16 d64 window 70 sinks", 2, 200);
   TestEmbedding<float>("embed layernorm f32");
   TestEmbedding<__half>("embed layernorm f16");
   TestQuantize<float, false, 1, 1>("quantize f32 per tensor", 1001);

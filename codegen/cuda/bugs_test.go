@@ -164,11 +164,11 @@ func TestBugDebertaRowZeroing(t *testing.T) {
 }
 
 // TestRefusals: forms the kernel does not compute are refused, with the reason, instead
-// of getting a kernel that computes something else. Two attention blocks of the model
-// are forms the kernel computes, checked by the oracle: y5's float attn_mask (computed
-// from a float [batch, seq] mask and the shape of q, [batch, 1, seq, seq]) is an
-// additive bias shared by the heads, and y7 is cross-attention over keys of their own
-// length.
+// of getting a kernel that computes something else. Three attention blocks of the
+// model are forms the kernel computes, checked by the oracle: y4's soft-capped scores,
+// y5's float attn_mask (computed from a float [batch, seq] mask and the shape of q,
+// [batch, 1, seq, seq]) is an additive bias shared by the heads, and y7 is
+// cross-attention over keys of their own length.
 func TestRefusals(t *testing.T) {
 	orttest.RequireLib(t)
 	m := load(t, "testdata/probe-refused.onnx.txt")
@@ -180,6 +180,10 @@ func TestRefusals(t *testing.T) {
 		}
 		out := in.bound["output"].Name
 		switch out {
+		case "y4":
+			if got := constOf(t, in, "kSoftcap"); got != "30.0f" {
+				t.Errorf("%s: kSoftcap %s, want 30.0f", in.ID, got)
+			}
 		case "y5":
 			if got := [3]string{constOf(t, in, "kBiasBatch"), constOf(t, in, "kBiasHeads"), constOf(t, in, "kBiasRows")}; got != [3]string{"true", "false", "true"} {
 				t.Errorf("%s: bias axes (batch, heads, rows) %v, want true, false, true", in.ID, got)
@@ -197,15 +201,14 @@ func TestRefusals(t *testing.T) {
 			t.Errorf("%s: %d elements disagree with the model's subgraph; first %s", in.ID, bad, first)
 		}
 	}
-	if !computed["y5"] || !computed["y7"] {
-		t.Errorf("kernels for %v, want y5 and y7", computed)
+	if !computed["y4"] || !computed["y5"] || !computed["y7"] {
+		t.Errorf("kernels for %v, want y4, y5 and y7", computed)
 	}
 	all := strings.Join(p.Skipped, "\n")
 	for _, why := range []string{
 		"past state (past, past_sequence_length)",
 		"mask_index int32[batch] is not an int32 [batch, seq] key padding mask",
 		"past_key/past_value",
-		"softcap has no kernel",
 		"attn_mask bool[batch,1,seq,seq] is not float: a boolean attn_mask has no kernel",
 		"output present_k is used",
 		"causal attention of query float[batch,seq,12] over keys float[batch,kvseq,12] of another length has no kernel",
@@ -619,4 +622,16 @@ func differing(got, want []float64) (int, string) {
 		}
 	}
 	return bad, first
+}
+
+// Bug 5: a com.microsoft attention operator without a scale attribute (a model fused
+// by ONNX Runtime's optimizer) computes with 1/sqrt(head_size); the kernel took the
+// block's scale parameter, which is 0 there, and scaled every score to 0.
+func TestBugDefaultScale(t *testing.T) {
+	orttest.RequireLib(t)
+	m, in := attentionOf(t, "testdata/mha-default-scale.onnx.txt")
+	if got := constOf(t, in, "kScale"); got == "0.0f" {
+		t.Errorf("kScale %s", got)
+	}
+	fixedAndBroken(t, m, in, map[string]string{"kScale": "0.0f"})
 }

@@ -207,12 +207,13 @@ func f32(x float64) float64 { return float64(float32(x)) }
 // kernel gets one [rows, 3 * hidden] buffer with k and v at offsets hidden and
 // 2 * hidden), the row strides kLd, kKvLd and kVLd or the [batch, kv_heads, kv_seq,
 // d] layout over kv_seq keys, value heads kVHeadSize wide (the output's heads too),
-// the key/value head shared by kHeads / kKvHeads query heads, causal keys
-// excluded, kMaskFilter added to keys whose mask is <= 0, the bias (broadcast over
+// the key/value head shared by kHeads / kKvHeads query heads, causal keys (and
+// those kWindow or more before the query) excluded, the scaled score soft-capped
+// (kSoftcap), kMaskFilter added to keys whose mask is <= 0, the bias (broadcast over
 // the axes whose kBiasBatch, kBiasHeads, kBiasRows is false), a softmax whose
 // row with no admissible key is 0 (kEmptyRowZero: every score <= the lowest float)
-// or what IEEE arithmetic gives (kEmptyRowNaN: NaN for a row of -inf), and the row
-// scale.
+// or what IEEE arithmetic gives (kEmptyRowNaN: NaN for a row of -inf), a head's
+// sink logit in the softmax's maximum and normaliser, and the row scale.
 func emulateAttention(in *instance, c func(string) float64, a map[string][]float64) []float64 {
 	x := attnData(in, c, a)
 	if x == nil {
@@ -229,7 +230,7 @@ func emulateAttention(in *instance, c func(string) float64, a map[string][]float
 			for i := 0; i < s; i++ {
 				m := math.Inf(-1)
 				for j := 0; j < kvS; j++ {
-					if x.causal && j > i {
+					if x.excluded(i, j) {
 						p[j] = math.Inf(-1)
 						continue
 					}
@@ -237,10 +238,12 @@ func emulateAttention(in *instance, c func(string) float64, a map[string][]float
 					for e := 0; e < d; e++ {
 						dot += f32(x.q(bi, i, h, e)*x.scale) * x.k(bi, j, kvh, e)
 					}
-					sc := x.addTerms(f32(dot), bi, h, i, j)
+					sc := x.addTerms(x.capped(f32(dot)), bi, h, i, j)
 					p[j] = sc
 					m = math.Max(m, sc)
 				}
+				sink := x.sink(h)
+				m = math.Max(m, sink)
 				if x.emptyZero && m <= -math.MaxFloat32 {
 					for e := 0; e < dv; e++ {
 						out[(bi*s+i)*hid+h*dv+e] = 0
@@ -248,6 +251,9 @@ func emulateAttention(in *instance, c func(string) float64, a map[string][]float
 					continue
 				}
 				sum := 0.0
+				if !math.IsInf(sink, -1) {
+					sum = math.Exp(sink - m)
+				}
 				for j := range p {
 					p[j] = math.Exp(p[j] - m)
 					sum += p[j]
@@ -307,21 +313,24 @@ func emulateFlash(in *instance, c func(string) float64, a map[string][]float64, 
 				if x.causal {
 					end = min(kvS, i/flashRows*flashRows+flashRows)
 				}
-				m, l := math.Inf(-1), 0.0
+				m, l := x.sink(h), 0.0 // a sink is a logit seen before every key
+				if !math.IsInf(m, -1) {
+					l = 1
+				}
 				clear(o)
 				for t0 := 0; t0 < end; t0 += flashKeys {
 					tileMax := math.Inf(-1)
 					for j := range sc {
 						key := t0 + j
 						sc[j] = math.Inf(-1)
-						if key >= kvS || x.causal && key > i {
+						if key >= kvS || x.excluded(i, key) {
 							continue
 						}
 						dot := 0.0 // products of two half (or bfloat16) values are exact in float
 						for e := 0; e < d; e++ {
 							dot += x.q(bi, i, h, e) * x.k(bi, key, kvh, e)
 						}
-						sc[j] = x.addTerms(f32(f32(dot)*x.scale), bi, h, i, key)
+						sc[j] = x.addTerms(x.capped(f32(f32(dot)*x.scale)), bi, h, i, key)
 						tileMax = math.Max(tileMax, sc[j])
 					}
 					mNew := math.Max(m, tileMax)
@@ -377,6 +386,23 @@ type attnInputs struct {
 	q, k, v               func(bi, i, h, e int) float64 // q by query head, k and v by key/value head
 	addTerms              func(s float64, bi, h, i, j int) float64
 	rowScale              func(bi, i int) float64
+	sink                  func(h int) float64 // -inf without sinks
+	window                int                 // 0, or the keys a causal query sees
+	softcap               float64             // 0, or the cap on the scaled scores
+}
+
+// excluded reports whether key j is left out of query i's row: after it (causal), or
+// kWindow or more before it.
+func (x *attnInputs) excluded(i, j int) bool {
+	return x.causal && j > i || x.window > 0 && j <= i-x.window
+}
+
+// capped is the soft cap on a scaled score, in float as the kernels compute it.
+func (x *attnInputs) capped(s float64) float64 {
+	if x.softcap <= 0 {
+		return s
+	}
+	return f32(x.softcap * f32(math.Tanh(f32(s/x.softcap))))
 }
 
 // attnData reads an attention instance's inputs: the launch check.cu makes (a
@@ -442,7 +468,10 @@ func attnData(in *instance, c func(string) float64, a map[string][]float64) *att
 	if biasOn && biasRow(b-1, heads-1, s-1)+kvS > len(a["bias"]) {
 		return nil
 	}
-	x := &attnInputs{heads: heads, d: d, dv: dv, kvHeads: kvHeads, batch: b, seq: s, kvSeq: kvS, causal: causal,
+	if c("kHasSink") == 1 && len(a["sink"]) < heads {
+		return nil
+	}
+	x := &attnInputs{window: int(c("kWindow")), softcap: f32(c("kSoftcap")), heads: heads, d: d, dv: dv, kvHeads: kvHeads, batch: b, seq: s, kvSeq: kvS, causal: causal,
 		emptyZero: c("kEmptyRow") == 1, scale: scale}
 	x.q = func(bi, i, h, e int) float64 { return q[qOff+(bi*s+i)*ld+h*d+e] }
 	x.k = func(bi, j, kvh, e int) float64 { return kk[kOff+kvIndex(bi, j, kvh, e, d, kvLd)] }
@@ -455,6 +484,12 @@ func attnData(in *instance, c func(string) float64, a map[string][]float64) *att
 			sc = f32(sc + filter)
 		}
 		return sc
+	}
+	x.sink = func(h int) float64 {
+		if c("kHasSink") == 1 {
+			return a["sink"][h]
+		}
+		return math.Inf(-1)
 	}
 	x.rowScale = func(bi, i int) float64 {
 		if rowOn {

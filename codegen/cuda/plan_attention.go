@@ -3,9 +3,11 @@ package cuda
 import (
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 
 	"github.com/qcc-dev/qcc/ir"
+	"github.com/qcc-dev/qcc/patterns"
 	"github.com/qcc-dev/qcc/patterns/transformer"
 )
 
@@ -24,6 +26,9 @@ type attnForm struct {
 	dv           int64 // V's head size (and the output's): Q's and K's, or its own
 	kvBNSH       bool  // K and V are [batch, kv_heads, seq, head_size]
 	causal       bool
+	window       int64     // 0, or the keys a causal query sees, its own included
+	softcap      float64   // 0, or c in c * tanh(scores / c) on the scaled scores
+	sink         *ir.Value // [heads]: a logit per head joined to every row's softmax
 	mask         *ir.Value // a [batch, seq] integer key padding mask
 	maskFilter   float64
 	bias         *ir.Value // [batch|1, heads|1, seq|1, seq] added to the scores
@@ -38,7 +43,7 @@ func attnOp(bl *transformer.Block) *ir.Node {
 	for _, n := range bl.Nodes {
 		switch {
 		case n.OpType == "Attention" && (n.Domain == msDomain || n.Domain == "" || n.Domain == "ai.onnx"),
-			n.OpType == "MultiHeadAttention" && n.Domain == msDomain:
+			(n.OpType == "MultiHeadAttention" || n.OpType == "GroupQueryAttention") && n.Domain == msDomain:
 			return n
 		}
 	}
@@ -122,8 +127,6 @@ func (f *attnForm) fromONNX(n *ir.Node, bl *transformer.Block, heads, d int64) s
 		return "past_key/past_value: the kernel has no incremental decoding"
 	case usedOutput(n, 1) != "":
 		return fmt.Sprintf("output %s is used: the kernel writes only Y", usedOutput(n, 1))
-	case n.AttrFloat("softcap", 0) != 0:
-		return "softcap has no kernel"
 	case n.AttrInt("q_num_heads", 0) != heads:
 		return fmt.Sprintf("q_num_heads %d is not the block's %d heads", n.AttrInt("q_num_heads", 0), heads)
 	}
@@ -142,6 +145,7 @@ func (f *attnForm) fromONNX(n *ir.Node, bl *transformer.Block, heads, d int64) s
 		return fmt.Sprintf("V %s is not [batch, seq, kv_num_heads (%d) * v_head_size]", typeString(f.v), f.kvHeads)
 	}
 	f.causal = n.AttrInt("is_causal", 0) != 0
+	f.softcap = max(float64(n.AttrFloat("softcap", 0)), 0)
 	am, m := n.Input(3), bl.Role("mask")
 	switch {
 	case am == nil:
@@ -228,6 +232,109 @@ func (f *attnForm) fromMHA(n *ir.Node, bl *transformer.Block, heads, d int64) st
 		f.rowScale, f.output = keep, root
 	}
 	return ""
+}
+
+// fromGQA reads com.microsoft.GroupQueryAttention as fuse writes it for a prompt
+// with no cache (soft-capped scores, attention sinks, sliding windows): query, key,
+// value, past_key, past_value, seqlens_k, total_sequence_length, cos_cache,
+// sin_cache, position_ids, attention_bias, head_sink; outputs output, present_key,
+// present_value, output_qk. It is causal, over a window of local_window_size keys
+// when that is > 0.
+func (f *attnForm) fromGQA(n *ir.Node, heads, d int64) string {
+	switch {
+	case n.Input(3) != nil || n.Input(4) != nil:
+		return "past_key/past_value: the kernel has no incremental decoding"
+	case n.AttrInt("do_rotary", 0) != 0 || n.Input(7) != nil || n.Input(8) != nil || n.Input(9) != nil:
+		return "rotary embedding inside the operator (do_rotary, cos/sin caches, position_ids) has no kernel"
+	case n.AttrInt("smooth_softmax", 0) != 0:
+		return "smooth_softmax has no kernel"
+	case usedOutput(n, 1) != "":
+		return fmt.Sprintf("output %s is used: the kernel writes only the first", usedOutput(n, 1))
+	}
+	f.q, f.k, f.v = n.Input(0), n.Input(1), n.Input(2)
+	if f.k == nil || f.v == nil {
+		return "GroupQueryAttention with packed query/key/value (no key or value input) has no kernel"
+	}
+	f.kvHeads = n.AttrInt("kv_num_heads", 0)
+	if f.kvHeads <= 0 || heads%f.kvHeads != 0 {
+		return fmt.Sprintf("kv_num_heads %d does not divide num_heads %d", f.kvHeads, heads)
+	}
+	if w, ok := lastDim(f.k); rankOf(f.k) != 3 || !ok || w != f.kvHeads*d {
+		return fmt.Sprintf("key %s is not [batch, seq, kv_num_heads * head_size = %d]", typeString(f.k), f.kvHeads*d)
+	}
+	if f.dv = valueHeadSize(f.v, 3, f.kvHeads); f.dv == 0 {
+		return fmt.Sprintf("value %s is not [batch, seq, kv_num_heads (%d) * head_size]", typeString(f.v), f.kvHeads)
+	}
+	if !promptLengths(n.Input(5), n.Input(6), f.q) {
+		return "seqlens_k and total_sequence_length are not S - 1 and S for the query's length S (a prompt with no cache): per-sequence lengths have no kernel"
+	}
+	f.causal = true
+	f.window = max(n.AttrInt("local_window_size", -1), 0)
+	f.softcap = max(float64(n.AttrFloat("softcap", 0)), 0)
+	f.bias = n.Input(10)
+	if f.sink = n.Input(11); f.sink != nil {
+		if s := f.sink.Type; rankOf(f.sink) != 1 || !isFloat(s.DType) || !s.Shape[0].Known || s.Shape[0].Value != heads {
+			return fmt.Sprintf("head_sink %s is not [%d]", typeString(f.sink), heads)
+		}
+	}
+	f.output = n.Output(0)
+	return ""
+}
+
+// promptLengths proves that GroupQueryAttention's seqlens_k and
+// total_sequence_length describe a prompt with no cache and no padding: total is
+// the query's length S and every entry of seqlens_k is S - 1, as fuse writes them
+// from Shape(query), or as constants once the length is known. Then the operator is
+// causal attention over the S keys. Lengths from the model's inputs (a padded batch)
+// are not proved, and have no kernel.
+func promptLengths(seqlens, total, q *ir.Value) bool {
+	if rankOf(q) != 3 {
+		return false
+	}
+	s := q.Type.Shape[1]
+	ints := func(v *ir.Value) []int64 {
+		if t := patterns.ConstOf(v); t != nil {
+			if xs, err := t.Int64s(); err == nil {
+				return xs
+			}
+		}
+		return nil
+	}
+	// isLen: v is S, a constant or Cast(Gather(Shape(x), 1)) of an x whose axis 1 is S.
+	isLen := func(v *ir.Value) bool {
+		if xs := ints(v); xs != nil {
+			return len(xs) == 1 && s.Known && xs[0] == s.Value
+		}
+		n, _ := v.Producer()
+		if n != nil && n.OpType == "Cast" && n.Domain == "" {
+			n, _ = n.Input(0).Producer()
+		}
+		if n == nil || n.OpType != "Gather" || n.Domain != "" || n.AttrInt("axis", 0) != 0 || !slices.Equal(ints(n.Input(1)), []int64{1}) {
+			return false
+		}
+		sh, _ := n.Input(0).Producer()
+		if sh == nil || sh.OpType != "Shape" || sh.Domain != "" || sh.AttrInt("start", 0) != 0 || rankOf(sh.Input(0)) < 2 {
+			return false
+		}
+		return ir.SameDim(sh.Input(0).Type.Shape[1], s)
+	}
+	// isLast: every entry of v is S - 1: constants, or Sub(S, 1) (expanded).
+	isLast := func(v *ir.Value) bool {
+		if xs := ints(v); xs != nil {
+			for _, x := range xs {
+				if !s.Known || x != s.Value-1 {
+					return false
+				}
+			}
+			return len(xs) > 0
+		}
+		n, _ := v.Producer()
+		if n != nil && n.OpType == "Expand" && n.Domain == "" {
+			n, _ = n.Input(0).Producer()
+		}
+		return n != nil && n.OpType == "Sub" && n.Domain == "" && isLen(n.Input(0)) && slices.Equal(ints(n.Input(1)), []int64{1})
+	}
+	return seqlens != nil && total != nil && isLen(total) && isLast(seqlens)
 }
 
 // valueHeadSize is the width of v's heads: v is [batch, seq, heads * width] (rank
@@ -340,6 +447,8 @@ func (b *builder) attention(bl *transformer.Block) {
 		why = f.fromORT(n, heads, hidden)
 	case n.OpType == "Attention":
 		why = f.fromONNX(n, bl, heads, d)
+	case n.OpType == "GroupQueryAttention":
+		why = f.fromGQA(n, heads, d)
 	default:
 		why = f.fromMHA(n, bl, heads, d)
 	}
@@ -369,11 +478,12 @@ func (b *builder) attention(bl *transformer.Block) {
 			return
 		}
 	}
-	scale := bl.Param("scale", 1/math.Sqrt(float64(d)))
+	// The operator's scale, or its default 1/sqrt(head_size) when it has none (or, for
+	// com.microsoft's operators, 0): what the operator computes, whatever the block's
+	// own parameters say.
+	scale := 1 / math.Sqrt(float64(d))
 	if a := n.Attr("scale"); a != nil && (a.Float != 0 || n.Domain != msDomain) {
-		scale = float64(a.Float) // com.microsoft's operators take scale 0 for the default
-	} else if a != nil {
-		scale = 1 / math.Sqrt(float64(d))
+		scale = float64(a.Float)
 	}
 	in := f.q
 	if f.packed {
@@ -439,6 +549,15 @@ func (b *builder) attention(bl *transformer.Block) {
 	if f.causal {
 		name += "_causal"
 	}
+	if f.window > 0 {
+		name += fmt.Sprintf("_window%d", f.window)
+	}
+	if f.softcap > 0 {
+		name += "_softcap"
+	}
+	if f.sink != nil {
+		name += "_sink"
+	}
 	maskKind, filter := "qcc::kMaskNone", f.maskFilter
 	if f.mask != nil {
 		name += "_mask"
@@ -461,8 +580,9 @@ func (b *builder) attention(bl *transformer.Block) {
 	}
 	k := &kernel{
 		Name: name, Launcher: "qcc::Attention", Header: "qcc/attention.cuh",
-		Doc: fmt.Sprintf("softmax(%s * Q K^T%s%s%s) V%s for %d heads of %d, up to %d tokens; %s.", trimF(cFloat(scale)),
+		Doc: fmt.Sprintf("softmax(%s%s%s%s%s%s) V%s for %d heads of %d, up to %d tokens; %s.", scores(scale, f.softcap),
 			plusIf(f.bias != nil, " + bias"), plusIf(f.mask != nil, " + mask"), plusIf(f.causal, ", causal"),
+			plusIf(f.window > 0, fmt.Sprintf(" over the %d latest keys", f.window)), plusIf(f.sink != nil, ", a sink logit per head"),
 			plusIf(f.rowScale != nil, " * row_scale"), heads, d, maxSeq, layout) +
 			plusIf(flash, " On tensor cores (flash-style: online softmax over tiles of 64 keys, float sums)."),
 		Consts: []constant{
@@ -476,6 +596,9 @@ func (b *builder) attention(bl *transformer.Block) {
 			{"kVLd", "int", cInt(vLd)},
 			{"kKvLayout", "int", map[bool]string{false: "qcc::kLayoutBSH", true: "qcc::kLayoutBNSH"}[f.kvBNSH]},
 			{"kCausal", "bool", cBool(f.causal)},
+			{"kWindow", "int", cInt(f.window)},
+			{"kSoftcap", "float", cFloat(f.softcap)},
+			{"kHasSink", "bool", cBool(f.sink != nil)},
 			{"kMaskKind", "int", maskKind},
 			{"kMaskFilter", "float", cFloat(filter)},
 			{"kHasBias", "bool", cBool(f.bias != nil)},
@@ -493,6 +616,7 @@ func (b *builder) attention(bl *transformer.Block) {
 			{Name: "mask", Elem: "int32_t", Present: f.mask != nil, Doc: "[batch, kv_seq], <= 0: padding key"},
 			{Name: "bias", Elem: "T", Present: f.bias != nil, Doc: biasDoc(f.biasAxes)},
 			{Name: "row_scale", Elem: "T", Present: f.rowScale != nil, Doc: "[batch, seq]: multiplies each output row"},
+			{Name: "sink", Elem: "T", Present: f.sink != nil, Doc: "[heads]: each head's sink logit"},
 			{Name: "output", Elem: "T", Out: true, Present: true, Doc: fmt.Sprintf("[batch, seq, %d]", heads*dv)},
 		},
 		Scalars: []scalar{{"int", "batch"}, {"int", "seq"}, {"int", "kv_seq"}},
@@ -538,6 +662,9 @@ func (b *builder) attention(bl *transformer.Block) {
 	if f.rowScale != nil {
 		inst.Tensors = append(inst.Tensors, random("row_scale", ir.Float, []int64{batch, seq, 1}, rowKeep(batch, seq)))
 	}
+	if f.sink != nil {
+		inst.Tensors = append(inst.Tensors, constOrRandom("sink", f.sink, []int64{heads}, uniform(bl.ID+".sink", -1, 3)))
+	}
 	inst.Tensors = append(inst.Tensors, expected("output", ir.Float, out))
 	inst.bytes = func(e int) float64 {
 		n := float64(e) * float64(prod(act)+prod(out)+prod(kv)+prod(vs))
@@ -557,7 +684,7 @@ func (b *builder) attention(bl *transformer.Block) {
 		inst.Tol = tolFlash
 	}
 	inst.flops = float64(2 * batch * heads * seq * kvSeq * (d + dv)) // Q K^T and P V
-	values := map[string]*ir.Value{"mask": f.mask, "bias": f.bias, "row_scale": f.rowScale, "output": f.output}
+	values := map[string]*ir.Value{"mask": f.mask, "bias": f.bias, "row_scale": f.rowScale, "sink": f.sink, "output": f.output}
 	if f.packed {
 		inst.gemm = &gemm{x: f.x, w: f.w, b: f.qkvB, hidden: hidden}
 		// The QKV GEMM is part of com.microsoft.Attention: its output is not a graph value.
@@ -575,6 +702,16 @@ func (b *builder) attention(bl *transformer.Block) {
 		}
 	}
 	b.add(inst, k)
+}
+
+// scores is the kernel doc's score term: scale * Q K^T, soft-capped when softcap > 0.
+func scores(scale, softcap float64) string {
+	s := trimF(cFloat(scale)) + " * Q K^T"
+	if softcap > 0 {
+		c := trimF(cFloat(softcap))
+		return fmt.Sprintf("%s * tanh(%s / %s)", c, s, c)
+	}
+	return s
 }
 
 // attnPath chooses the attention kernel for a block whose values are of the

@@ -51,7 +51,7 @@ func loadWith(t testing.TB, path, pipeline string) *ir.Model {
 // largest errors per probe and kernel.
 func TestProbeEmulation(t *testing.T) {
 	orttest.RequireLib(t)
-	want := map[string][]string{ // launchers each form must use
+	want := map[string][]string{ // launchers each form (or pipeline/form) must use
 		"gpt2-causal":        {"Attention", "LayerNorm", "SkipLayerNorm"},
 		"gpt2-merged":        {"Attention", "LayerNorm", "SkipLayerNorm"}, // in both branches of an If
 		"llama":              {"Attention", "LayerNorm", "SkipLayerNorm"},
@@ -64,6 +64,12 @@ func TestProbeEmulation(t *testing.T) {
 		"rotary-interleaved": {"Attention", "LayerNorm", "SkipLayerNorm"},
 		"deepseek-mla":       {"Attention"}, // value heads narrower than query and key heads
 		"levit":              {"Attention"}, // value heads wider
+		"gemma2":             {"Attention"}, // soft-capped scores
+		"gemma2-sliding":     {"Attention"}, // and local layers
+		// Attention sinks, and a sliding window: fused for target ort only (Attention-23
+		// has no sink input).
+		"ort/gpt-oss-sinks":   {"Attention"},
+		"ort/gpt-oss-sliding": {"Attention"},
 	}
 	paths, err := filepath.Glob(filepath.Join(probeDir, "*.onnx"))
 	if err != nil || len(paths) == 0 {
@@ -90,12 +96,16 @@ func TestProbeEmulation(t *testing.T) {
 						tally(worst, in, param, e)
 					}
 				}
-				for _, l := range want[form] {
+				wants := want[pl.name+"/"+form]
+				if wants == nil {
+					wants = want[form]
+				}
+				for _, l := range wants {
 					if worst[l] == nil {
 						t.Errorf("no %s kernel (skipped: %v)", l, p.Skipped)
 					}
 				}
-				if want[form] != nil {
+				if wants != nil {
 					// Decomposed embeddings and fused rotaries have no kernel: the rotary
 					// runs as the model's operator, the attention kernel reads its output.
 					for _, s := range p.Skipped {
@@ -123,11 +133,12 @@ func TestProbeEmulation(t *testing.T) {
 // TestCompileProbes emits the decoder and encoder–decoder probes' kernels (RMSNorm and
 // skip+RMSNorm, attention with a broadcast additive bias, grouped-query heads after an
 // explicit repeat, a merged decoder's If branches, LeViT's value heads wider than its
-// query and key heads) for both targets and compiles them and the check harness with nvcc.
+// query and key heads, GPT-OSS's sinks and sliding window) for both targets and compiles
+// them and the check harness with nvcc.
 func TestCompileProbes(t *testing.T) {
 	nvcc.Require(t)
 	for _, pl := range probePipelines {
-		for _, form := range []string{"llama", "gpt2-causal", "gpt2-merged", "t5", "bart", "mqa", "levit"} {
+		for _, form := range []string{"llama", "gpt2-causal", "gpt2-merged", "t5", "bart", "mqa", "levit", "gpt-oss-sliding"} {
 			name := pl.name + "/" + form + ".opset17"
 			t.Run(name, func(t *testing.T) {
 				path := filepath.Join(probeDir, form+".opset17.onnx")
@@ -205,4 +216,64 @@ func TestProbeBindings(t *testing.T) {
 		m, in = probeInstance(t, "llama.opset17.onnx", onnx23, "qcc::Attention")
 		fixedAndBroken(t, m, in, map[string]string{"kEmptyRow": "qcc::kEmptyRowNaN"})
 	})
+}
+
+// TestProbeAttentionTerms: the score terms of modern decoders reach the kernel's Spec
+// and matter there. Each probe's attention kernel agrees with ONNX Runtime on the
+// block's subgraph, and the same kernel without the term disagrees: Gemma 2's soft
+// cap (GroupQueryAttention for target ort, Attention-23 for onnx), GPT-OSS's attention
+// sinks and sliding window (GroupQueryAttention's head_sink and local_window_size).
+func TestProbeAttentionTerms(t *testing.T) {
+	orttest.RequireLib(t)
+	for _, c := range []struct {
+		file, pipeline string
+		without        map[string]string // the Spec without the term
+	}{
+		{"gemma2.opset17.onnx", "fold,fuse<target=ort>", map[string]string{"kSoftcap": "0.0f"}},
+		{"gemma2.opset17.onnx", "fold,fuse<target=onnx;opset=23>", map[string]string{"kSoftcap": "0.0f"}},
+		{"gpt-oss-sinks.opset17.onnx", "fold,fuse<target=ort>", map[string]string{"kHasSink": "false"}},
+		{"gpt-oss-sliding.opset17.onnx", "fold,fuse<target=ort>", map[string]string{"kWindow": "0"}},
+		{"gpt-oss-sliding.opset17.onnx", "fold,fuse<target=ort>", map[string]string{"kHasSink": "false"}},
+	} {
+		t.Run(c.file+"/"+c.pipeline, func(t *testing.T) {
+			m := loadWith(t, filepath.Join(probeDir, c.file), c.pipeline)
+			p := planOf(t, m, c.file)
+			var found *instance
+			for _, in := range p.Instances {
+				off := in.Kernel.Launcher == "qcc::Attention"
+				for name, v := range c.without {
+					off = off && constOf(t, in, name) != v
+				}
+				if off && found == nil {
+					found = in
+				}
+			}
+			if found == nil {
+				t.Fatalf("no attention kernel with %v otherwise (skipped: %v)", c.without, p.Skipped)
+			}
+			fixedAndBroken(t, m, found, c.without)
+		})
+	}
+}
+
+// TestGroupQueryAttentionLengths: GroupQueryAttention gets the attention kernel only
+// when its seqlens_k and total_sequence_length are proved to be a prompt's S - 1 and S
+// (here constants of a fixed-length model, with a window, a soft cap and sinks: the
+// kernel agrees with ONNX Runtime); lengths the model takes as inputs (a padded batch)
+// are refused with the reason.
+func TestGroupQueryAttentionLengths(t *testing.T) {
+	orttest.RequireLib(t)
+	m, in := attentionOf(t, "testdata/gqa-fixed.onnx.txt")
+	for name, want := range map[string]string{"kWindow": "9", "kHasSink": "true", "kKvHeads": "2", "kCausal": "true"} {
+		if got := constOf(t, in, name); got != want {
+			t.Errorf("%s = %s, want %s", name, got, want)
+		}
+	}
+	if bad, first := disagreements(t, m, in); bad > 0 {
+		t.Errorf("%d elements disagree with ONNX Runtime; first %s", bad, first)
+	}
+	p := planOf(t, load(t, "testdata/gqa-padded.onnx.txt"), "gqa-padded")
+	if len(p.Instances) != 0 || len(p.Skipped) != 1 || !strings.Contains(p.Skipped[0], "per-sequence lengths have no kernel") {
+		t.Errorf("padded lengths: %d instances, skipped %q; want the block refused for its lengths", len(p.Instances), p.Skipped)
+	}
 }

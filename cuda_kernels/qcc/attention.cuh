@@ -20,8 +20,15 @@
 // seq] and multiplies each output row (DeBERTa zeroes the rows of padding
 // queries).
 //
+// Scores: scale * q . k, soft-capped to kSoftcap * tanh(score / kSoftcap) when
+// kSoftcap > 0 (Gemma 2), then the bias and the mask added.
+//
 // Masking: a padding key gets kMaskFilter added to its score; with kCausal a
-// key after the query is left out (as if its score were -inf). A row with no
+// key after the query is left out (as if its score were -inf), and with kWindow
+// > 0 also a key kWindow or more before it (a sliding window: a query sees its
+// kWindow latest keys, its own included). With kHasSink, sink[h] is one more
+// logit of each row of head h, in the softmax's maximum and normaliser but with
+// no value (attention sinks, GPT-OSS). A row with no
 // admissible key comes out as kEmptyRow says: kEmptyRowZero, 0 when every score
 // is <= the lowest float (ONNX Runtime's Attention-23); kEmptyRowNaN, the IEEE
 // softmax (NaN for a row of -inf, as ONNX Runtime's com.microsoft operators and
@@ -52,6 +59,9 @@
 //   kVLd               int    elements between consecutive rows of v (kLayoutBSH)
 //   kKvLayout          int    kLayoutBSH or kLayoutBNSH
 //   kCausal            bool   keys after the query are left out
+//   kWindow            int    0, or the keys a query sees (its own included; with kCausal)
+//   kSoftcap           float  0, or the soft cap on the scaled scores
+//   kHasSink           bool   sink is a [heads] logit joined to every row's softmax
 //   kMaskKind          int    kMaskNone or kMaskKeyPadding
 //   kMaskFilter        float  added to the score of a padding key
 //   kHasBias           bool   bias is added to the scores
@@ -112,6 +122,7 @@ struct AttentionShape {
   static_assert(Spec::kMaxSeq % kWarpSize == 0, "kMaxSeq must be a multiple of 32");
   static_assert(kRows % kAttentionWarps == 0, "rows per block must be a multiple of the warps");
   static_assert(Spec::kKvHeads > 0 && Spec::kHeads % Spec::kKvHeads == 0, "kKvHeads must divide kHeads");
+  static_assert(Spec::kWindow >= 0 && (Spec::kWindow == 0 || Spec::kCausal), "a sliding window is causal");
 
   // KvRow is the offset of dim 0 of key key of head kvh in batch entry b, in k
   // (Width kD, rows Ld = kKvLd apart) or v (kDV, kVLd).
@@ -156,7 +167,7 @@ template <typename T, typename Spec>
 __global__ void __launch_bounds__(kAttentionWarps* kWarpSize)
     AttentionKernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                     const int32_t* __restrict__ mask, const T* __restrict__ bias, const T* __restrict__ row_scale,
-                    T* __restrict__ out, int seq, int kv_seq) {
+                    const T* __restrict__ sink, T* __restrict__ out, int seq, int kv_seq) {
   using A = AttentionShape<Spec>;
   constexpr int D = Spec::kHeadSize;
   constexpr int DV = Spec::kVHeadSize;
@@ -209,6 +220,9 @@ __global__ void __launch_bounds__(kAttentionWarps* kWarpSize)
       for (int d = 0; d < D; ++d) {
         s += qs[r][d] * kv[A::KeyIndex(lane, d)];
       }
+      if constexpr (Spec::kSoftcap > 0.0f) {
+        s = Spec::kSoftcap * tanhf(s / Spec::kSoftcap);
+      }
       if (key < kv_seq) {
         if (Spec::kHasBias) {
           s += Convert<T>::in(bias[A::BiasRow(b, h, i, seq, kv_seq) + key]);
@@ -216,7 +230,7 @@ __global__ void __launch_bounds__(kAttentionWarps* kWarpSize)
         if (Spec::kMaskKind == kMaskKeyPadding && mask[static_cast<size_t>(b) * kv_seq + key] <= 0) {
           s += Spec::kMaskFilter;
         }
-        if (Spec::kCausal && key > i) {
+        if ((Spec::kCausal && key > i) || (Spec::kWindow > 0 && key <= i - Spec::kWindow)) {
           s = -INFINITY;
         }
         ps[r][key] = s;
@@ -236,7 +250,8 @@ __global__ void __launch_bounds__(kAttentionWarps* kWarpSize)
       const int j = lane + c * kWarpSize;
       s[c] = j < kv_seq ? ps[r][j] : 0.0f;
     }
-    WarpSoftmax<kKeysPerLane, Spec::kEmptyRow == kEmptyRowZero>(s, kv_seq);
+    WarpSoftmax<kKeysPerLane, Spec::kEmptyRow == kEmptyRowZero>(s, kv_seq,
+                                                                Spec::kHasSink ? Convert<T>::in(sink[h]) : -INFINITY);
 #pragma unroll
     for (int c = 0; c < kKeysPerLane; ++c) {
       const int j = lane + c * kWarpSize;
@@ -303,11 +318,12 @@ __global__ void __launch_bounds__(kAttentionWarps* kWarpSize)
 // kv_seq keys (kv_seq = seq for self-attention, and for a packed QKV).
 template <typename T, typename Spec>
 cudaError_t Attention(const T* q, const T* k, const T* v, const int32_t* mask, const T* bias, const T* row_scale,
-                      T* out, int batch, int seq, int kv_seq, cudaStream_t stream) {
+                      const T* sink, T* out, int batch, int seq, int kv_seq, cudaStream_t stream) {
   if (batch < 0 || seq < 0 || seq > Spec::kMaxSeq || kv_seq < 0 || kv_seq > Spec::kMaxSeq || batch > 65535 ||
       (seq > 0 && kv_seq == 0) || q == nullptr || k == nullptr || v == nullptr ||
       out == nullptr || (Spec::kMaskKind == kMaskKeyPadding && mask == nullptr) ||
-      (Spec::kHasBias && bias == nullptr) || (Spec::kHasRowScale && row_scale == nullptr)) {
+      (Spec::kHasBias && bias == nullptr) || (Spec::kHasRowScale && row_scale == nullptr) ||
+      (Spec::kHasSink && sink == nullptr) || ((Spec::kCausal || Spec::kWindow > 0) && kv_seq != seq)) {
     return cudaErrorInvalidValue;
   }
   if (batch == 0 || seq == 0) {
@@ -316,8 +332,8 @@ cudaError_t Attention(const T* q, const T* k, const T* v, const int32_t* mask, c
   constexpr int R = AttentionShape<Spec>::kRows;
   const dim3 grid(static_cast<unsigned>((seq + R - 1) / R), static_cast<unsigned>(Spec::kHeads),
                   static_cast<unsigned>(batch));
-  AttentionKernel<T, Spec><<<grid, kAttentionWarps * kWarpSize, 0, stream>>>(q, k, v, mask, bias, row_scale, out,
-                                                                             seq, kv_seq);
+  AttentionKernel<T, Spec><<<grid, kAttentionWarps * kWarpSize, 0, stream>>>(q, k, v, mask, bias, row_scale, sink,
+                                                                             out, seq, kv_seq);
   return LaunchError();
 }
 

@@ -10,13 +10,14 @@
 // its Q tile stays in shared memory. Keys and values stream through shared
 // memory 64 at a time (zero past kv_seq). For each key tile, in key order:
 //   1. S = Q K^T on tensor cores (nvcuda::wmma 16x16x16, T inputs, float
-//      accumulation), then s = S * kScale in float, plus the bias (read as T),
-//      plus kMaskFilter for a padding key; a causal key after the query, or a
-//      key past kv_seq, is -inf.
+//      accumulation), then s = S * kScale in float, soft-capped (kSoftcap),
+//      plus the bias (read as T), plus kMaskFilter for a padding key; a causal
+//      key after the query or outside the window, or a key past kv_seq, is -inf.
 //   2. Online softmax in float, row by row: m' = max(m, max_j s_j);
 //      alpha = exp(m - m') (1 while m' is -inf); p_j = exp(s_j - m') (0 while
 //      m' is -inf), rounded to T (the tensor cores' input); l = l * alpha +
-//      sum of the rounded p_j; O = O * alpha.
+//      sum of the rounded p_j; O = O * alpha. A sink starts m at sink[h] and l
+//      at 1.
 //   3. O += P V on tensor cores (P and V in T, float accumulation).
 // At the end O / l, times row_scale, is rounded to T. A row with no admissible
 // key: kEmptyRowZero, 0 when m <= the lowest float; kEmptyRowNaN, NaN when m
@@ -79,7 +80,8 @@ template <typename T, typename Spec>
 __global__ void __launch_bounds__(kFlashWarps* kWarpSize)
     FlashAttentionKernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                          const int32_t* __restrict__ mask, const T* __restrict__ bias,
-                         const T* __restrict__ row_scale, T* __restrict__ out, int seq, int kv_seq) {
+                         const T* __restrict__ row_scale, const T* __restrict__ sink, T* __restrict__ out, int seq,
+                         int kv_seq) {
   namespace wmma = nvcuda::wmma;
   using F = FlashShape<T, Spec>;
   using A = AttentionShape<Spec>;
@@ -122,8 +124,9 @@ __global__ void __launch_bounds__(kFlashWarps* kWarpSize)
   for (int c = 0; c < kCols; ++c) {
     o[c] = 0.0f;
   }
-  float m = -INFINITY;
-  float l = 0.0f;
+  // A sink is a logit seen before every key: m starts at it and l at exp(0).
+  float m = Spec::kHasSink ? Convert<T>::in(sink[h]) : -INFINITY;
+  float l = Spec::kHasSink ? 1.0f : 0.0f;
   const int kv_end = Spec::kCausal ? min(kv_seq, q0 + kFlashRows) : kv_seq;
   for (int t0 = 0; t0 < kv_end; t0 += kFlashKeys) {
     __syncthreads();  // the previous tiles are consumed
@@ -161,8 +164,12 @@ __global__ void __launch_bounds__(kFlashWarps* kWarpSize)
     for (int jj = 0; jj < kKeysPerLane; ++jj) {
       const int key = t0 + side * kKeysPerLane + jj;
       float x = -INFINITY;
-      if (key < kv_seq && i < seq && !(Spec::kCausal && key > i)) {
+      if (key < kv_seq && i < seq && !(Spec::kCausal && key > i) &&
+          !(Spec::kWindow > 0 && key <= i - Spec::kWindow)) {
         x = sw[r * F::kLdS + side * kKeysPerLane + jj] * Spec::kScale;
+        if constexpr (Spec::kSoftcap > 0.0f) {
+          x = Spec::kSoftcap * tanhf(x / Spec::kSoftcap);
+        }
         if (Spec::kHasBias) {
           x += Convert<T>::in(bias[A::BiasRow(b, h, i, seq, kv_seq) + key]);
         }
@@ -244,11 +251,12 @@ __global__ void __launch_bounds__(kFlashWarps* kWarpSize)
 // queries over kv_seq keys (kv_seq = seq for self-attention).
 template <typename T, typename Spec>
 cudaError_t FlashAttention(const T* q, const T* k, const T* v, const int32_t* mask, const T* bias,
-                           const T* row_scale, T* out, int batch, int seq, int kv_seq, cudaStream_t stream) {
+                           const T* row_scale, const T* sink, T* out, int batch, int seq, int kv_seq,
+                           cudaStream_t stream) {
   if (batch < 0 || seq < 0 || kv_seq < 0 || batch > 65535 || (seq > 0 && kv_seq == 0) || q == nullptr ||
       k == nullptr || v == nullptr || out == nullptr || (Spec::kMaskKind == kMaskKeyPadding && mask == nullptr) ||
       (Spec::kHasBias && bias == nullptr) || (Spec::kHasRowScale && row_scale == nullptr) ||
-      (Spec::kCausal && kv_seq != seq)) {
+      (Spec::kHasSink && sink == nullptr) || ((Spec::kCausal || Spec::kWindow > 0) && kv_seq != seq)) {
     return cudaErrorInvalidValue;
   }
   if (!Aligned(q, 8) || !Aligned(k, 8) || !Aligned(v, 8) || !Aligned(out, 8)) {
@@ -269,7 +277,7 @@ cudaError_t FlashAttention(const T* q, const T* k, const T* v, const int32_t* ma
   const dim3 grid(static_cast<unsigned>((seq + kFlashRows - 1) / kFlashRows), static_cast<unsigned>(Spec::kHeads),
                   static_cast<unsigned>(batch));
   FlashAttentionKernel<T, Spec><<<grid, kFlashWarps * kWarpSize, kBytes, stream>>>(q, k, v, mask, bias, row_scale,
-                                                                                    out, seq, kv_seq);
+                                                                                    sink, out, seq, kv_seq);
   return LaunchError();
 }
 

@@ -16,9 +16,11 @@ constexpr float kLowestFloat = -3.40282347e+38f;
 // ZeroEmpty, a row whose every score is <= the lowest float is all 0 (ONNX
 // Attention-23 in ONNX Runtime); without, as IEEE arithmetic gives it (a row
 // of -inf scores is NaN, as in ONNX Runtime's contrib operators and the
-// unfused model; a row of lowest floats is uniform).
+// unfused model; a row of lowest floats is uniform). A finite sink is one more
+// logit of the row that gets no output (an attention sink, GPT-OSS): it joins the
+// maximum and the normaliser.
 template <int K, bool ZeroEmpty>
-__device__ __forceinline__ void WarpSoftmax(float (&s)[K], int n) {
+__device__ __forceinline__ void WarpSoftmax(float (&s)[K], int n, float sink = -INFINITY) {
   const int lane = static_cast<int>(threadIdx.x) % kWarpSize;
   float m = -INFINITY;
 #pragma unroll
@@ -27,7 +29,7 @@ __device__ __forceinline__ void WarpSoftmax(float (&s)[K], int n) {
       m = fmaxf(m, s[k]);
     }
   }
-  m = WarpMax(m);
+  m = fmaxf(WarpMax(m), sink);
   if (ZeroEmpty && m <= kLowestFloat) {
 #pragma unroll
     for (int k = 0; k < K; ++k) {
@@ -43,6 +45,9 @@ __device__ __forceinline__ void WarpSoftmax(float (&s)[K], int n) {
     sum += e;
   }
   sum = WarpSum(sum);
+  if (sink != -INFINITY) {
+    sum += expf(sink - m);
+  }
   const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
 #pragma unroll
   for (int k = 0; k < K; ++k) {
