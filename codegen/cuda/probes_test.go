@@ -277,3 +277,31 @@ func TestGroupQueryAttentionLengths(t *testing.T) {
 		t.Errorf("padded lengths: %d instances, skipped %q; want the block refused for its lengths", len(p.Instances), p.Skipped)
 	}
 }
+
+// TestProbeHalfGroupQueryAttention: in a model made half, precision keeps a soft-capped
+// or sink attention (GroupQueryAttention) in float and feeds it through Casts, while
+// the operator's sequence lengths are computed from the half query's shape, which no
+// kernel parameter binds. The check data reads that shape off the bound query (its
+// Cast, of the same shape), and the kernel agrees with ONNX Runtime on the subgraph.
+func TestProbeHalfGroupQueryAttention(t *testing.T) {
+	orttest.RequireLib(t)
+	for _, file := range []string{"gemma2.opset17.onnx", "gpt-oss-sinks.opset17.onnx"} {
+		t.Run(file, func(t *testing.T) {
+			m := loadWith(t, filepath.Join(probeDir, file), "fold,fuse<target=ort>,precision<type=fp16>")
+			p := planOf(t, m, file)
+			n := 0
+			for _, in := range p.Instances {
+				if in.Kernel.Launcher != "qcc::Attention" {
+					continue
+				}
+				n++
+				if bad, first := disagreements(t, m, in); bad > 0 {
+					t.Errorf("%s: %d elements disagree with ONNX Runtime; first %s", in.ID, bad, first)
+				}
+			}
+			if n == 0 {
+				t.Fatalf("no attention kernel (skipped: %v)", p.Skipped)
+			}
+		})
+	}
+}

@@ -118,6 +118,29 @@ func (in *instance) leaves() (map[*ir.Value]leafGen, error) {
 	return out, nil
 }
 
+// shapeTwin is, for a Shape node whose input is no leaf, a leaf whose shape is
+// provably the same (ir.SameShape): the node reads only the shape, so the subgraph
+// reads it off the leaf. A block kept in float inside a half model reads its inputs
+// through Casts while the shape arithmetic of its operator (GroupQueryAttention's
+// sequence lengths) reads the half values, which no parameter binds.
+func (in *instance) shapeTwin(n *ir.Node, leaves map[*ir.Value]leafGen) *ir.Value {
+	x := n.Input(0)
+	if n.OpType != "Shape" || n.Domain != "" || x == nil || x.Type == nil || !x.Type.HasShape {
+		return nil
+	}
+	if _, ok := leaves[x]; ok {
+		return nil
+	}
+	for _, t := range in.Tensors { // in the tensors' order: the same twin every time
+		if v := in.bound[t.Param]; !t.Out && v != nil && v.Type != nil && v.Type.HasShape && ir.SameShape(v.Type.Shape, x.Type.Shape) {
+			if _, ok := leaves[v]; ok {
+				return v
+			}
+		}
+	}
+	return nil
+}
+
 // extract builds the block's subgraph of m; widened, with its bfloat16 values as
 // float (see subgraph.widened).
 func (in *instance) extract(m *ir.Model, widened bool) (*subgraph, error) {
@@ -135,6 +158,7 @@ func (in *instance) extract(m *ir.Model, widened bool) (*subgraph, error) {
 	need := map[*ir.Node]bool{}
 	consts := map[*ir.Value]*ir.Tensor{}
 	outer := map[*ir.Value]bool{}
+	shapeOf := map[*ir.Node]*ir.Value{} // a Shape node's input, read off a leaf of the same shape
 	var walk func(v *ir.Value) error
 	walk = func(v *ir.Value) error {
 		if _, ok := leaves[v]; ok {
@@ -160,6 +184,10 @@ func (in *instance) extract(m *ir.Model, widened bool) (*subgraph, error) {
 			return nil
 		}
 		need[n] = true
+		if l := in.shapeTwin(n, leaves); l != nil {
+			shapeOf[n] = l
+			return nil
+		}
 		for _, x := range n.Inputs() {
 			if x != nil {
 				if err := walk(x); err != nil {
@@ -277,10 +305,15 @@ func (in *instance) extract(m *ir.Model, widened bool) (*subgraph, error) {
 	}
 	// Nodes in the model's order (which is topological).
 	for _, n := range home.Nodes() {
-		if need[n] {
-			if err := sub.copyNode(g, n, vals); err != nil {
-				return nil, err
-			}
+		if !need[n] {
+			continue
+		}
+		x, l := n.Input(0), shapeOf[n]
+		if l != nil && vals[x] == nil {
+			vals[x] = vals[l] // x's producer is not in the subgraph: only Shape nodes read it
+		}
+		if err := sub.copyNode(g, n, vals); err != nil {
+			return nil, err
 		}
 	}
 	for _, t := range in.Tensors {
