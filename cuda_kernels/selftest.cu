@@ -284,7 +284,7 @@ bool TestGelu(const char* name, int rows) {
 // ---- attention ----
 
 template <int Heads, int KvHeads, int D, int Ld, int KvLd, int Layout, bool Causal, int Mask, bool Bias, bool RowScale,
-          bool BiasShared, int DV, int VLd, int Window, int Softcap, bool Sink>
+          bool BiasShared, int DV, int VLd, int Window, int Softcap, bool Sink, bool Scores>
 struct AttnSpec {
   static constexpr int kHeads = Heads;
   static constexpr int kHeadSize = D;
@@ -299,6 +299,7 @@ struct AttnSpec {
   static constexpr int kWindow = Window;
   static constexpr float kSoftcap = static_cast<float>(Softcap);
   static constexpr bool kHasSink = Sink;
+  static constexpr bool kWriteScores = Scores;
   static constexpr int kMaskKind = Mask;
   static constexpr float kMaskFilter = -10000.0f;
   static constexpr bool kHasBias = Bias;
@@ -319,10 +320,10 @@ struct AttnSpec {
 // and a row scale; kv_seq > 0 is a key sequence of its own (cross-attention);
 // VD > 0 makes v's heads VD wide instead of D (and the output's); Window > 0 a
 // causal query sees its Window latest keys; Softcap > 0 caps the scaled scores;
-// Sink joins a logit per head to every row's softmax.
+// Sink joins a logit per head to every row's softmax; Scores writes scale * q . k.
 template <typename T, int Heads, int KvHeads, int D, bool Packed, int Layout, bool Causal, int Mask, bool Bias,
           bool RowScale, bool BiasShared = false, bool Flash = false, int VD = 0, int Window = 0, int Softcap = 0,
-          bool Sink = false>
+          bool Sink = false, bool Scores = false>
 bool TestAttention(const char* name, int batch, int seq, int kv_seq = 0) {
   const int kvs = kv_seq > 0 ? kv_seq : seq;
   constexpr int DV = VD > 0 ? VD : D;
@@ -335,7 +336,7 @@ bool TestAttention(const char* name, int batch, int seq, int kv_seq = 0) {
   constexpr int VLd = Packed ? 3 * H : VH;
   static_assert(!Packed || (KvHeads == Heads && Layout == qcc::kLayoutBSH && DV == D), "packed q/k/v share one layout");
   using S = AttnSpec<Heads, KvHeads, D, Ld, KvLd, Layout, Causal, Mask, Bias, RowScale, BiasShared, DV, VLd, Window,
-                     Softcap, Sink>;
+                     Softcap, Sink, Scores>;
   const size_t rows = size_t(batch) * seq;
   const size_t qn = rows * Ld;
   const size_t kn = Packed ? 0 : size_t(batch) * kvs * KvH;
@@ -362,6 +363,8 @@ bool TestAttention(const char* name, int batch, int seq, int kv_seq = 0) {
     return (size_t(b) * kvs + j) * ld + kvh * w + d;
   };
   Dev<T> dbuf(buf.size()), dbias(bias.size()), drs(rs.size()), dsink(sinks.size()), dout(rows * HV);
+  Dev<T> dscores(Scores ? size_t(batch) * Heads * seq * kvs : 1);
+  std::vector<float> want_scores(Scores ? size_t(batch) * Heads * seq * kvs : 0);
   Dev<int32_t> dmask(mask.size());
   dbuf.Put(buf);
   dbias.Put(bias);
@@ -376,15 +379,18 @@ bool TestAttention(const char* name, int batch, int seq, int kv_seq = 0) {
       for (int i = 0; i < seq; ++i) {
         double m = -INFINITY;
         for (int j = 0; j < kvs; ++j) {
-          if ((Causal && j > i) || (Window > 0 && j <= i - Window)) {
-            p[j] = -INFINITY;
-            continue;
-          }
           double s = 0;
           for (int d = 0; d < D; ++d) {
             s += buf[(size_t(b) * seq + i) * Ld + h * D + d] * buf[koff + kv(b, j, kvh, d, D, KvLd)];
           }
           s *= S::kScale;
+          if (Scores) {
+            want_scores[((size_t(b) * Heads + h) * seq + i) * kvs + j] = static_cast<float>(s);
+          }
+          if ((Causal && j > i) || (Window > 0 && j <= i - Window)) {
+            p[j] = -INFINITY;
+            continue;
+          }
           if constexpr (Softcap > 0) {
             s = Softcap * std::tanh(s / Softcap);
           }
@@ -421,13 +427,14 @@ bool TestAttention(const char* name, int batch, int seq, int kv_seq = 0) {
   }
   if constexpr (Flash) {
     CUDA_OK((qcc::FlashAttention<T, S>(dbuf.p, dbuf.p + koff, dbuf.p + voff, dmask.p, dbias.p, drs.p, dsink.p, dout.p,
-                                       batch, seq, kvs, 0)));
+                                       nullptr, batch, seq, kvs, 0)));
   } else {
-    CUDA_OK((qcc::Attention<T, S>(dbuf.p, dbuf.p + koff, dbuf.p + voff, dmask.p, dbias.p, drs.p, dsink.p, dout.p, batch,
-                                  seq, kvs, 0)));
+    CUDA_OK((qcc::Attention<T, S>(dbuf.p, dbuf.p + koff, dbuf.p + voff, dmask.p, dbias.p, drs.p, dsink.p, dout.p,
+                                  dscores.p, batch, seq, kvs, 0)));
   }
   CUDA_OK(cudaDeviceSynchronize());
-  return Report(name, dout.Get(), want, Atol<T>(), Atol<T>());
+  const bool scores_ok = !Scores || Report(name, dscores.Get(), want_scores, Atol<T>(), Atol<T>());
+  return Report(name, dout.Get(), want, Atol<T>(), Atol<T>()) && scores_ok;
 }
 
 // ---- embeddings ----
@@ -611,6 +618,9 @@ int main() {
       "attention f32 window 7 sinks", 2, 70);
   TestAttention<__half, 4, 1, 32, false, kBSH, true, qcc::kMaskNone, false, false, false, false, 0, 40, 1, true>(
       "attention f16 window 40 softcap sinks mqa", 2, 130);
+  // The scores written out (PatchTST's residual attention), causal ones included.
+  TestAttention<float, 4, 4, 16, false, kBSH, true, kPad, true, false, false, false, 0, 0, 0, false, true>(
+      "attention f32 scores causal masked biased", 3, 45);
   // The tensor-core path: tiles of 64 queries and 64 keys, so sequences that are
   // not multiples of 64, a single token, head sizes 32 to 128, every layout.
   using bf16 = __nv_bfloat16;

@@ -211,6 +211,7 @@ func TestRefusals(t *testing.T) {
 		"past_key/past_value",
 		"attn_mask bool[batch,1,seq,seq] is not float: a boolean attn_mask has no kernel",
 		"output present_k is used",
+		"qk_matmul_output in mode 3 (the scores after the mask, the soft cap or the softmax)",
 		"causal attention of query float[batch,seq,12] over keys float[batch,kvseq,12] of another length has no kernel",
 		"Attention's query float[batch,2,seq,6] is not [batch, seq, hidden] (4-D and packed inputs have no kernel)",
 	} {

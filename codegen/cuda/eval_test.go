@@ -155,7 +155,11 @@ func emulateKernel(t *testing.T, in *instance, a map[string][]float64, rnd func(
 		}
 		return map[string][]float64{"output": out}
 	case "qcc::Attention":
-		return map[string][]float64{"output": emulateAttention(in, c, a)}
+		out, scores := emulateAttention(in, c, a)
+		if c("kWriteScores") == 1 {
+			return map[string][]float64{"output": out, "scores": scores}
+		}
+		return map[string][]float64{"output": out}
 	case "qcc::FlashAttention":
 		return map[string][]float64{"output": emulateFlash(in, c, a, rnd)}
 	case "qcc::EmbedLayerNorm":
@@ -213,16 +217,18 @@ func f32(x float64) float64 { return float64(float32(x)) }
 // the axes whose kBiasBatch, kBiasHeads, kBiasRows is false), a softmax whose
 // row with no admissible key is 0 (kEmptyRowZero: every score <= the lowest float)
 // or what IEEE arithmetic gives (kEmptyRowNaN: NaN for a row of -inf), a head's
-// sink logit in the softmax's maximum and normaliser, and the row scale.
-func emulateAttention(in *instance, c func(string) float64, a map[string][]float64) []float64 {
+// sink logit in the softmax's maximum and normaliser, and the row scale; and the
+// scores scale * q . k of every key, as kWriteScores writes them.
+func emulateAttention(in *instance, c func(string) float64, a map[string][]float64) (out, scores []float64) {
 	x := attnData(in, c, a)
 	if x == nil {
-		return nil
+		return nil, nil
 	}
 	heads, d, dv, kvHeads := x.heads, x.d, x.dv, x.kvHeads
 	hid := heads * dv // the output's width
 	b, s, kvS := x.batch, x.seq, x.kvSeq
-	out := make([]float64, b*s*hid)
+	out = make([]float64, b*s*hid)
+	scores = make([]float64, b*heads*s*kvS)
 	p := make([]float64, kvS)
 	for bi := 0; bi < b; bi++ {
 		for h := 0; h < heads; h++ {
@@ -230,13 +236,14 @@ func emulateAttention(in *instance, c func(string) float64, a map[string][]float
 			for i := 0; i < s; i++ {
 				m := math.Inf(-1)
 				for j := 0; j < kvS; j++ {
-					if x.excluded(i, j) {
-						p[j] = math.Inf(-1)
-						continue
-					}
 					dot := 0.0
 					for e := 0; e < d; e++ {
 						dot += f32(x.q(bi, i, h, e)*x.scale) * x.k(bi, j, kvh, e)
+					}
+					scores[((bi*heads+h)*s+i)*kvS+j] = f32(dot)
+					if x.excluded(i, j) {
+						p[j] = math.Inf(-1)
+						continue
 					}
 					sc := x.addTerms(x.capped(f32(dot)), bi, h, i, j)
 					p[j] = sc
@@ -274,7 +281,7 @@ func emulateAttention(in *instance, c func(string) float64, a map[string][]float
 			}
 		}
 	}
-	return out
+	return out, scores
 }
 
 // The tensor-core kernel's tiles: 64 query rows to a block, 64 keys to a tile,

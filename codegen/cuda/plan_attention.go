@@ -29,6 +29,7 @@ type attnForm struct {
 	window       int64     // 0, or the keys a causal query sees, its own included
 	softcap      float64   // 0, or c in c * tanh(scores / c) on the scaled scores
 	sink         *ir.Value // [heads]: a logit per head joined to every row's softmax
+	scores       *ir.Value // [batch, heads, seq, kv_seq]: scale * Q K^T, an output read downstream
 	mask         *ir.Value // a [batch, seq] integer key padding mask
 	maskFilter   float64
 	bias         *ir.Value // [batch|1, heads|1, seq|1, seq] added to the scores
@@ -50,14 +51,26 @@ func attnOp(bl *transformer.Block) *ir.Node {
 	return nil
 }
 
-// usedOutput names the first of n's outputs from index i on that something reads.
-func usedOutput(n *ir.Node, from int) string {
-	for i := from; i < len(n.Outputs()); i++ {
+// usedOutput names the first of n's outputs from index from on (up to, not
+// including, to; to < 0: all) that something reads.
+func usedOutput(n *ir.Node, from, to int) string {
+	if to < 0 || to > len(n.Outputs()) {
+		to = len(n.Outputs())
+	}
+	for i := from; i < to; i++ {
 		if o := n.Output(i); o != nil && (len(o.Uses()) > 0 || o.IsGraphOutput()) {
 			return o.Name
 		}
 	}
 	return ""
+}
+
+// usedValue is n's output i when something reads it, else nil.
+func usedValue(n *ir.Node, i int) *ir.Value {
+	if usedOutput(n, i, i+1) == "" {
+		return nil
+	}
+	return n.Output(i)
 }
 
 func rankOf(v *ir.Value) int {
@@ -88,8 +101,8 @@ func (f *attnForm) fromORT(n *ir.Node, heads, hidden int64) string {
 	switch {
 	case n.Input(4) != nil || n.Input(6) != nil:
 		return "past state (past, past_sequence_length): the kernel has no incremental decoding"
-	case usedOutput(n, 1) != "":
-		return fmt.Sprintf("present output %s is used: the kernel does not write it", usedOutput(n, 1))
+	case usedOutput(n, 1, -1) != "":
+		return fmt.Sprintf("present output %s is used: the kernel does not write it", usedOutput(n, 1, -1))
 	case n.AttrInt("do_rotary", 0) != 0:
 		return "rotary embedding inside the operator (do_rotary) has no kernel"
 	case n.Input(5) != nil:
@@ -125,8 +138,10 @@ func (f *attnForm) fromONNX(n *ir.Node, bl *transformer.Block, heads, d int64) s
 	switch {
 	case n.Input(4) != nil || n.Input(5) != nil:
 		return "past_key/past_value: the kernel has no incremental decoding"
-	case usedOutput(n, 1) != "":
-		return fmt.Sprintf("output %s is used: the kernel writes only Y", usedOutput(n, 1))
+	case usedOutput(n, 1, 3) != "":
+		return fmt.Sprintf("output %s is used: the kernel writes only Y and the scores", usedOutput(n, 1, 3))
+	case usedOutput(n, 3, -1) != "" && n.AttrInt("qk_matmul_output_mode", 0) != 0:
+		return fmt.Sprintf("qk_matmul_output in mode %d (the scores after the mask, the soft cap or the softmax): the kernel writes them only as scale * Q K^T (mode 0)", n.AttrInt("qk_matmul_output_mode", 0))
 	case n.AttrInt("q_num_heads", 0) != heads:
 		return fmt.Sprintf("q_num_heads %d is not the block's %d heads", n.AttrInt("q_num_heads", 0), heads)
 	}
@@ -146,6 +161,7 @@ func (f *attnForm) fromONNX(n *ir.Node, bl *transformer.Block, heads, d int64) s
 	}
 	f.causal = n.AttrInt("is_causal", 0) != 0
 	f.softcap = max(float64(n.AttrFloat("softcap", 0)), 0)
+	f.scores = usedValue(n, 3) // qk_matmul_output, mode 0: scale * Q K^T
 	am, m := n.Input(3), bl.Role("mask")
 	switch {
 	case am == nil:
@@ -183,12 +199,13 @@ func (f *attnForm) fromMHA(n *ir.Node, bl *transformer.Block, heads, d int64) st
 		return "MultiHeadAttention bias or key_padding_mask input has no kernel"
 	case len(n.Inputs()) > 6:
 		return "MultiHeadAttention past state or further inputs have no kernel"
-	case usedOutput(n, 1) != "":
-		return fmt.Sprintf("output %s is used: the kernel writes only the first", usedOutput(n, 1))
+	case usedOutput(n, 1, 3) != "":
+		return fmt.Sprintf("output %s is used: the kernel writes only the output and the scores", usedOutput(n, 1, 3))
 	}
 	// Causal over keys of the queries' own length, as com.microsoft.Attention's
 	// unidirectional (the same CPU base in ONNX Runtime); cross-length is refused below.
 	f.causal = n.AttrInt("unidirectional", 0) != 0
+	f.scores = usedValue(n, 3) // output_qk: scale * Q K^T
 	f.q, f.k, f.v, f.kvHeads = n.Input(0), n.Input(1), n.Input(2), heads
 	if w, ok := lastDim(f.q); rankOf(f.q) != 3 || !ok || w != heads*d {
 		return fmt.Sprintf("query %s is not [batch, seq, %d]", typeString(f.q), heads*d)
@@ -248,8 +265,8 @@ func (f *attnForm) fromGQA(n *ir.Node, heads, d int64) string {
 		return "rotary embedding inside the operator (do_rotary, cos/sin caches, position_ids) has no kernel"
 	case n.AttrInt("smooth_softmax", 0) != 0:
 		return "smooth_softmax has no kernel"
-	case usedOutput(n, 1) != "":
-		return fmt.Sprintf("output %s is used: the kernel writes only the first", usedOutput(n, 1))
+	case usedOutput(n, 1, -1) != "":
+		return fmt.Sprintf("output %s is used: the kernel writes only the first", usedOutput(n, 1, -1))
 	}
 	f.q, f.k, f.v = n.Input(0), n.Input(1), n.Input(2)
 	if f.k == nil || f.v == nil {
@@ -523,7 +540,7 @@ func (b *builder) attention(bl *transformer.Block) {
 	}
 	elem := elemOf(in)
 	dv := f.dv
-	flash, path := attnPath(elem, d, dv)
+	flash, path := attnPath(elem, d, dv, f.scores != nil)
 	b.note(bl.ID, bl.Variant, path)
 	name := fmt.Sprintf("qcc_attention_n%d_d%d", heads, d)
 	if flash {
@@ -558,6 +575,9 @@ func (b *builder) attention(bl *transformer.Block) {
 	if f.sink != nil {
 		name += "_sink"
 	}
+	if f.scores != nil {
+		name += "_scores"
+	}
 	maskKind, filter := "qcc::kMaskNone", f.maskFilter
 	if f.mask != nil {
 		name += "_mask"
@@ -584,6 +604,7 @@ func (b *builder) attention(bl *transformer.Block) {
 			plusIf(f.bias != nil, " + bias"), plusIf(f.mask != nil, " + mask"), plusIf(f.causal, ", causal"),
 			plusIf(f.window > 0, fmt.Sprintf(" over the %d latest keys", f.window)), plusIf(f.sink != nil, ", a sink logit per head"),
 			plusIf(f.rowScale != nil, " * row_scale"), heads, d, maxSeq, layout) +
+			plusIf(f.scores != nil, " Also writes the scores scale * Q K^T.") +
 			plusIf(flash, " On tensor cores (flash-style: online softmax over tiles of 64 keys, float sums)."),
 		Consts: []constant{
 			{"kHeads", "int", cInt(heads)},
@@ -599,6 +620,7 @@ func (b *builder) attention(bl *transformer.Block) {
 			{"kWindow", "int", cInt(f.window)},
 			{"kSoftcap", "float", cFloat(f.softcap)},
 			{"kHasSink", "bool", cBool(f.sink != nil)},
+			{"kWriteScores", "bool", cBool(f.scores != nil)},
 			{"kMaskKind", "int", maskKind},
 			{"kMaskFilter", "float", cFloat(filter)},
 			{"kHasBias", "bool", cBool(f.bias != nil)},
@@ -618,6 +640,7 @@ func (b *builder) attention(bl *transformer.Block) {
 			{Name: "row_scale", Elem: "T", Present: f.rowScale != nil, Doc: "[batch, seq]: multiplies each output row"},
 			{Name: "sink", Elem: "T", Present: f.sink != nil, Doc: "[heads]: each head's sink logit"},
 			{Name: "output", Elem: "T", Out: true, Present: true, Doc: fmt.Sprintf("[batch, seq, %d]", heads*dv)},
+			{Name: "scores", Elem: "T", Out: true, Present: f.scores != nil, Doc: "[batch, heads, seq, kv_seq]: scale * Q K^T"},
 		},
 		Scalars: []scalar{{"int", "batch"}, {"int", "seq"}, {"int", "kv_seq"}},
 	}
@@ -666,6 +689,10 @@ func (b *builder) attention(bl *transformer.Block) {
 		inst.Tensors = append(inst.Tensors, constOrRandom("sink", f.sink, []int64{heads}, uniform(bl.ID+".sink", -1, 3)))
 	}
 	inst.Tensors = append(inst.Tensors, expected("output", ir.Float, out))
+	scoreShape := []int64{batch, heads, seq, kvSeq}
+	if f.scores != nil {
+		inst.Tensors = append(inst.Tensors, expected("scores", ir.Float, scoreShape))
+	}
 	inst.bytes = func(e int) float64 {
 		n := float64(e) * float64(prod(act)+prod(out)+prod(kv)+prod(vs))
 		if f.mask != nil {
@@ -677,6 +704,9 @@ func (b *builder) attention(bl *transformer.Block) {
 		if f.rowScale != nil {
 			n += float64(e) * float64(batch*seq)
 		}
+		if f.scores != nil {
+			n += float64(e) * float64(prod(scoreShape))
+		}
 		return n
 	}
 	inst.Tol = tolAttention
@@ -684,7 +714,7 @@ func (b *builder) attention(bl *transformer.Block) {
 		inst.Tol = tolFlash
 	}
 	inst.flops = float64(2 * batch * heads * seq * kvSeq * (d + dv)) // Q K^T and P V
-	values := map[string]*ir.Value{"mask": f.mask, "bias": f.bias, "row_scale": f.rowScale, "sink": f.sink, "output": f.output}
+	values := map[string]*ir.Value{"mask": f.mask, "bias": f.bias, "row_scale": f.rowScale, "sink": f.sink, "output": f.output, "scores": f.scores}
 	if f.packed {
 		inst.gemm = &gemm{x: f.x, w: f.w, b: f.qkvB, hidden: hidden}
 		// The QKV GEMM is part of com.microsoft.Attention: its output is not a graph value.
@@ -715,14 +745,16 @@ func scores(scale, softcap float64) string {
 }
 
 // attnPath chooses the attention kernel for a block whose values are of the
-// element type elem, whose query and key heads are d wide and value heads dv: the
-// tensor-core kernel for half and bfloat16 when its 16-wide tiles fit the head,
-// else the FP32-arithmetic kernel (float sums of the values widened to float). It
-// says which and why.
-func attnPath(elem int, d, dv int64) (flash bool, why string) {
+// element type elem, whose query and key heads are d wide and value heads dv, and
+// which writes its scores or not: the tensor-core kernel for half and bfloat16 when
+// its 16-wide tiles fit the head, else the FP32-arithmetic kernel (float sums of the
+// values widened to float). It says which and why.
+func attnPath(elem int, d, dv int64, scores bool) (flash bool, why string) {
 	switch {
 	case elem == elemFloat:
 		return false, "attention in float arithmetic (qcc::Attention): the model's values are float; half or bfloat16 models (precision<type=fp16|bf16>) get the tensor-core kernel"
+	case scores:
+		return false, fmt.Sprintf("attention in float arithmetic (qcc::Attention) on %s values: the model reads the scores, which the tensor-core kernel does not write", elemNames[elem])
 	case dv != d:
 		return false, fmt.Sprintf("attention in float arithmetic (qcc::Attention) on %s values: the tensor-core kernel takes value heads as wide as query and key heads, not %d and %d", elemNames[elem], dv, d)
 	case d%16 != 0 || d > 128:

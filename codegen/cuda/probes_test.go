@@ -65,6 +65,7 @@ func TestProbeEmulation(t *testing.T) {
 		"deepseek-mla":       {"Attention"}, // value heads narrower than query and key heads
 		"levit":              {"Attention"}, // value heads wider
 		"gemma2":             {"Attention"}, // soft-capped scores
+		"patchtst":           {"Attention"}, // the scores read by the next layer
 		"gemma2-sliding":     {"Attention"}, // and local layers
 		// Attention sinks, and a sliding window: fused for target ort only (Attention-23
 		// has no sink input).

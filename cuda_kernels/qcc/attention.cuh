@@ -20,8 +20,10 @@
 // seq] and multiplies each output row (DeBERTa zeroes the rows of padding
 // queries).
 //
-// Scores: scale * q . k, soft-capped to kSoftcap * tanh(score / kSoftcap) when
-// kSoftcap > 0 (Gemma 2), then the bias and the mask added.
+// Scores: scale * q . k (written to scores with kWriteScores, for every key, as
+// ONNX's qk_matmul_output mode 0 and ORT's output_qk: PatchTST's residual attention
+// adds them to the next layer's), soft-capped to kSoftcap * tanh(score / kSoftcap)
+// when kSoftcap > 0 (Gemma 2), then the bias and the mask added.
 //
 // Masking: a padding key gets kMaskFilter added to its score; with kCausal a
 // key after the query is left out (as if its score were -inf), and with kWindow
@@ -62,6 +64,7 @@
 //   kWindow            int    0, or the keys a query sees (its own included; with kCausal)
 //   kSoftcap           float  0, or the soft cap on the scaled scores
 //   kHasSink           bool   sink is a [heads] logit joined to every row's softmax
+//   kWriteScores       bool   scores [batch, heads, seq, kv_seq] gets scale * q . k
 //   kMaskKind          int    kMaskNone or kMaskKeyPadding
 //   kMaskFilter        float  added to the score of a padding key
 //   kHasBias           bool   bias is added to the scores
@@ -167,7 +170,7 @@ template <typename T, typename Spec>
 __global__ void __launch_bounds__(kAttentionWarps* kWarpSize)
     AttentionKernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                     const int32_t* __restrict__ mask, const T* __restrict__ bias, const T* __restrict__ row_scale,
-                    const T* __restrict__ sink, T* __restrict__ out, int seq, int kv_seq) {
+                    const T* __restrict__ sink, T* __restrict__ out, T* __restrict__ scores, int seq, int kv_seq) {
   using A = AttentionShape<Spec>;
   constexpr int D = Spec::kHeadSize;
   constexpr int DV = Spec::kVHeadSize;
@@ -219,6 +222,9 @@ __global__ void __launch_bounds__(kAttentionWarps* kWarpSize)
 #pragma unroll
       for (int d = 0; d < D; ++d) {
         s += qs[r][d] * kv[A::KeyIndex(lane, d)];
+      }
+      if (Spec::kWriteScores && key < kv_seq) {
+        scores[((static_cast<size_t>(b) * Spec::kHeads + h) * seq + i) * kv_seq + key] = Convert<T>::out(s);
       }
       if constexpr (Spec::kSoftcap > 0.0f) {
         s = Spec::kSoftcap * tanhf(s / Spec::kSoftcap);
@@ -318,12 +324,13 @@ __global__ void __launch_bounds__(kAttentionWarps* kWarpSize)
 // kv_seq keys (kv_seq = seq for self-attention, and for a packed QKV).
 template <typename T, typename Spec>
 cudaError_t Attention(const T* q, const T* k, const T* v, const int32_t* mask, const T* bias, const T* row_scale,
-                      const T* sink, T* out, int batch, int seq, int kv_seq, cudaStream_t stream) {
+                      const T* sink, T* out, T* scores, int batch, int seq, int kv_seq, cudaStream_t stream) {
   if (batch < 0 || seq < 0 || seq > Spec::kMaxSeq || kv_seq < 0 || kv_seq > Spec::kMaxSeq || batch > 65535 ||
       (seq > 0 && kv_seq == 0) || q == nullptr || k == nullptr || v == nullptr ||
       out == nullptr || (Spec::kMaskKind == kMaskKeyPadding && mask == nullptr) ||
       (Spec::kHasBias && bias == nullptr) || (Spec::kHasRowScale && row_scale == nullptr) ||
-      (Spec::kHasSink && sink == nullptr) || ((Spec::kCausal || Spec::kWindow > 0) && kv_seq != seq)) {
+      (Spec::kHasSink && sink == nullptr) || (Spec::kWriteScores && scores == nullptr) ||
+      ((Spec::kCausal || Spec::kWindow > 0) && kv_seq != seq)) {
     return cudaErrorInvalidValue;
   }
   if (batch == 0 || seq == 0) {
@@ -333,7 +340,7 @@ cudaError_t Attention(const T* q, const T* k, const T* v, const int32_t* mask, c
   const dim3 grid(static_cast<unsigned>((seq + R - 1) / R), static_cast<unsigned>(Spec::kHeads),
                   static_cast<unsigned>(batch));
   AttentionKernel<T, Spec><<<grid, kAttentionWarps * kWarpSize, 0, stream>>>(q, k, v, mask, bias, row_scale, sink,
-                                                                             out, seq, kv_seq);
+                                                                             out, scores, seq, kv_seq);
   return LaunchError();
 }
 

@@ -63,6 +63,7 @@ struct FlashShape {
   static_assert(Spec::kLd % 8 == 0 && Spec::kKvLd % 8 == 0, "rows of q, k and v must be 16-byte multiples");
   static_assert(Spec::kKvHeads > 0 && Spec::kHeads % Spec::kKvHeads == 0, "kKvHeads must divide kHeads");
   static_assert(Spec::kVHeadSize == kD && Spec::kVLd == Spec::kKvLd, "v's heads must be as wide as q's and k's");
+  static_assert(!Spec::kWriteScores, "the tensor-core path does not write the scores");
 };
 
 // FlashCopy16 moves 8 elements (16 bytes) from global to shared memory, zeros
@@ -251,8 +252,8 @@ __global__ void __launch_bounds__(kFlashWarps* kWarpSize)
 // queries over kv_seq keys (kv_seq = seq for self-attention).
 template <typename T, typename Spec>
 cudaError_t FlashAttention(const T* q, const T* k, const T* v, const int32_t* mask, const T* bias,
-                           const T* row_scale, const T* sink, T* out, int batch, int seq, int kv_seq,
-                           cudaStream_t stream) {
+                           const T* row_scale, const T* sink, T* out, T* /* scores: not written here */, int batch,
+                           int seq, int kv_seq, cudaStream_t stream) {
   if (batch < 0 || seq < 0 || kv_seq < 0 || batch > 65535 || (seq > 0 && kv_seq == 0) || q == nullptr ||
       k == nullptr || v == nullptr || out == nullptr || (Spec::kMaskKind == kMaskKeyPadding && mask == nullptr) ||
       (Spec::kHasBias && bias == nullptr) || (Spec::kHasRowScale && row_scale == nullptr) ||
