@@ -236,3 +236,50 @@ func TestCompileFlash(t *testing.T) {
 		})
 	}
 }
+
+// TestFlashTerms: the tensor-core kernel's soft cap (Attention-23 in half), and
+// GroupQueryAttention's sinks and sliding window with a soft cap (in half, lengths
+// proved constant), agree with ONNX Runtime, and each term, left out, is seen.
+func TestFlashTerms(t *testing.T) {
+	orttest.RequireLib(t)
+	cases := []struct {
+		name, src string
+		without   []map[string]string
+	}{
+		{"attention-23 softcap", `<ir_version: 10, opset_import: ["" : 23]>
+flash (float16[batch,seq,128] q, float16[batch,seq,128] k, float16[batch,seq,128] v) => (float16[batch,seq,128] y) {
+  [attention] y = Attention <q_num_heads = 2, kv_num_heads = 2, is_causal = 1, softcap = 2.0> (q, k, v)
+}
+`, []map[string]string{{"kSoftcap": "0.0f"}}},
+		{"group-query window sinks softcap", `<ir_version: 10, opset_import: ["" : 17, "com.microsoft" : 1]>
+flash (float16[2,100,256] q, float16[2,100,128] k, float16[2,100,128] v) => (float16[2,100,256] y) <
+  int32[2] seqlens_k = {99, 99},
+  int32 total = {100},
+  float16[4] sink = {0.5, -1.0, 2.0, 0.0}
+> {
+  [attention] y = com.microsoft.GroupQueryAttention <num_heads = 4, kv_num_heads = 2, local_window_size = 30, softcap = 3.0> (q, k, v, "", "", seqlens_k, total, "", "", "", "", sink)
+}
+`, []map[string]string{{"kWindow": "0"}, {"kHasSink": "false"}, {"kSoftcap": "0.0f"}}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			m, err := text.Parse(tc.src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, err := analyse(m, "flash", sizer{2, 100})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(p.Instances) != 1 || p.Instances[0].Kernel.Launcher != "qcc::FlashAttention" {
+				t.Fatalf("want one tensor-core kernel; instances %d (skipped: %v, notes %v)", len(p.Instances), p.Skipped, p.Notes)
+			}
+			in := p.Instances[0]
+			a, r, _ := checkFlashInstances(t, m, p)
+			t.Logf("%s: max abs/rel error %.1e/%.1e", in.Kernel.Name, a, r)
+			for _, w := range tc.without {
+				fixedAndBroken(t, m, in, w)
+			}
+		})
+	}
+}
