@@ -450,7 +450,7 @@ func biasAxes(v *ir.Value, heads int64) (axes [3]bool, why string) {
 func (b *builder) attention(bl *transformer.Block) {
 	n := attnOp(bl)
 	if n == nil {
-		b.skip(bl.ID, bl.Variant, "only fused attention (Attention, Attention-23, MultiHeadAttention) has a kernel")
+		b.skip(bl.ID, bl.Variant, "only fused attention (Attention, Attention-23, MultiHeadAttention, GroupQueryAttention) has a kernel: the block was left decomposed (-stats says why)")
 		return
 	}
 	heads, d, hidden, why := attnSizes(bl, n)
