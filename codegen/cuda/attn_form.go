@@ -148,19 +148,12 @@ func (f *attnForm) fromONNX(n *ir.Node, bl *transformer.Block, heads, d int64) s
 	case n.AttrInt("q_num_heads", 0) != heads:
 		return fmt.Sprintf("q_num_heads %d is not the block's %d heads", n.AttrInt("q_num_heads", 0), heads)
 	}
-	f.kvHeads = n.AttrInt("kv_num_heads", heads)
-	if f.kvHeads <= 0 || heads%f.kvHeads != 0 {
-		return fmt.Sprintf("kv_num_heads %d does not divide q_num_heads %d", f.kvHeads, heads)
-	}
 	f.q, f.k, f.v = n.Input(0), n.Input(1), n.Input(2)
 	if w, ok := lastDim(f.q); rankOf(f.q) != 3 || !ok || w != heads*d {
 		return fmt.Sprintf("Q %s is not [batch, seq, %d]", typeString(f.q), heads*d)
 	}
-	if w, ok := lastDim(f.k); rankOf(f.k) != 3 || !ok || w != f.kvHeads*d {
-		return fmt.Sprintf("K %s is not [batch, seq, kv_num_heads * head_size = %d]", typeString(f.k), f.kvHeads*d)
-	}
-	if f.dv = valueHeadSize(f.v, 3, f.kvHeads); f.dv == 0 {
-		return fmt.Sprintf("V %s is not [batch, seq, kv_num_heads (%d) * v_head_size]", typeString(f.v), f.kvHeads)
+	if why := f.groupedKV(n.AttrInt("kv_num_heads", heads), heads, d); why != "" {
+		return why
 	}
 	f.causal = n.AttrInt("is_causal", 0) != 0
 	f.softcap = max(float64(n.AttrFloat("softcap", 0)), 0)
@@ -218,11 +211,8 @@ func (f *attnForm) fromMHA(n *ir.Node, bl *transformer.Block, heads, d int64) st
 	}
 	switch rankOf(f.k) {
 	case 3:
-		if w, ok := lastDim(f.k); !ok || w != heads*d {
-			return fmt.Sprintf("key %s is not [batch, seq, %d]", typeString(f.k), heads*d)
-		}
-		if f.dv = valueHeadSize(f.v, 3, heads); f.dv == 0 {
-			return fmt.Sprintf("value %s is not [batch, seq, %d * v_head_size]", typeString(f.v), heads)
+		if why := f.groupedKV(heads, heads, d); why != "" {
+			return why
 		}
 	case 4:
 		f.kvBNSH = true
@@ -275,15 +265,8 @@ func (f *attnForm) fromGQA(n *ir.Node, heads, d int64) string {
 	if f.k == nil || f.v == nil {
 		return "GroupQueryAttention with packed query/key/value (no key or value input) has no kernel"
 	}
-	f.kvHeads = n.AttrInt("kv_num_heads", 0)
-	if f.kvHeads <= 0 || heads%f.kvHeads != 0 {
-		return fmt.Sprintf("kv_num_heads %d does not divide num_heads %d", f.kvHeads, heads)
-	}
-	if w, ok := lastDim(f.k); rankOf(f.k) != 3 || !ok || w != f.kvHeads*d {
-		return fmt.Sprintf("key %s is not [batch, seq, kv_num_heads * head_size = %d]", typeString(f.k), f.kvHeads*d)
-	}
-	if f.dv = valueHeadSize(f.v, 3, f.kvHeads); f.dv == 0 {
-		return fmt.Sprintf("value %s is not [batch, seq, kv_num_heads (%d) * head_size]", typeString(f.v), f.kvHeads)
+	if why := f.groupedKV(n.AttrInt("kv_num_heads", 0), heads, d); why != "" {
+		return why
 	}
 	if !promptLengths(n.Input(5), n.Input(6), f.q) {
 		return "seqlens_k and total_sequence_length are not S - 1 and S for the query's length S (a prompt with no cache): per-sequence lengths have no kernel"
@@ -298,6 +281,23 @@ func (f *attnForm) fromGQA(n *ir.Node, heads, d int64) string {
 		}
 	}
 	f.output = n.Output(0)
+	return ""
+}
+
+// groupedKV reads key and value as [batch, seq, kvHeads * d] and [batch, seq,
+// kvHeads * dv], kvHeads dividing the query's heads, the value heads' width dv their
+// own (valueHeadSize).
+func (f *attnForm) groupedKV(kvHeads, heads, d int64) string {
+	if kvHeads <= 0 || heads%kvHeads != 0 {
+		return fmt.Sprintf("kv_num_heads %d does not divide the %d query heads", kvHeads, heads)
+	}
+	f.kvHeads = kvHeads
+	if w, ok := lastDim(f.k); rankOf(f.k) != 3 || !ok || w != kvHeads*d {
+		return fmt.Sprintf("key %s is not [batch, seq, %d key/value heads * head size %d]", typeString(f.k), kvHeads, d)
+	}
+	if f.dv = valueHeadSize(f.v, 3, kvHeads); f.dv == 0 {
+		return fmt.Sprintf("value %s is not [batch, seq, %d key/value heads * v_head_size]", typeString(f.v), kvHeads)
+	}
 	return ""
 }
 

@@ -475,7 +475,8 @@ func attnData(in *instance, c func(string) float64, a map[string][]float64) *att
 	if biasOn && biasRow(b-1, heads-1, s-1)+kvS > len(a["bias"]) {
 		return nil
 	}
-	if c("kHasSink") == 1 && len(a["sink"]) < heads {
+	sinkOn := c("kHasSink") == 1
+	if sinkOn && len(a["sink"]) < heads {
 		return nil
 	}
 	x := &attnInputs{window: int(c("kWindow")), softcap: f32(c("kSoftcap")), heads: heads, d: d, dv: dv, kvHeads: kvHeads, batch: b, seq: s, kvSeq: kvS, causal: causal,
@@ -493,7 +494,7 @@ func attnData(in *instance, c func(string) float64, a map[string][]float64) *att
 		return sc
 	}
 	x.sink = func(h int) float64 {
-		if c("kHasSink") == 1 {
+		if sinkOn {
 			return a["sink"][h]
 		}
 		return math.Inf(-1)

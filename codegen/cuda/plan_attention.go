@@ -165,7 +165,7 @@ func (b *builder) attention(bl *transformer.Block) {
 	}
 	k := &kernel{
 		Name: name, Launcher: "qcc::Attention", Header: "qcc/attention.cuh",
-		Doc: fmt.Sprintf("softmax(%s%s%s%s%s%s) V%s for %d heads of %d, up to %d tokens; %s.", scores(scale, f.softcap),
+		Doc: fmt.Sprintf("softmax(%s%s%s%s%s%s) V%s for %d heads of %d, up to %d tokens; %s.", scoreTerm(scale, f.softcap),
 			plusIf(f.bias != nil, " + bias"), plusIf(f.mask != nil, " + mask"), plusIf(f.causal, ", causal"),
 			plusIf(f.window > 0, fmt.Sprintf(" over the %d latest keys", f.window)), plusIf(f.sink != nil, ", a sink logit per head"),
 			plusIf(f.rowScale != nil, " * row_scale"), heads, d, maxSeq, layout) +
@@ -299,8 +299,8 @@ func (b *builder) attention(bl *transformer.Block) {
 	b.add(inst, k)
 }
 
-// scores is the kernel doc's score term: scale * Q K^T, soft-capped when softcap > 0.
-func scores(scale, softcap float64) string {
+// scoreTerm is the kernel doc's score term: scale * Q K^T, soft-capped when softcap > 0.
+func scoreTerm(scale, softcap float64) string {
 	s := trimF(cFloat(scale)) + " * Q K^T"
 	if softcap > 0 {
 		c := trimF(cFloat(softcap))
