@@ -279,6 +279,26 @@ func TestGroupQueryAttentionLengths(t *testing.T) {
 	}
 }
 
+// TestGroupQueryAttentionRefusals: the GroupQueryAttention forms the kernel does not
+// compute are refused with the reason: smooth_softmax, rotary inside the operator,
+// and a packed query/key/value.
+func TestGroupQueryAttentionRefusals(t *testing.T) {
+	p := planOf(t, load(t, "testdata/gqa-refused.onnx.txt"), "gqa-refused")
+	if len(p.Instances) != 0 {
+		t.Errorf("%d instances, want none", len(p.Instances))
+	}
+	all := strings.Join(p.Skipped, "\n")
+	for _, why := range []string{
+		"smooth_softmax has no kernel",
+		"rotary embedding inside the operator (do_rotary, cos/sin caches, position_ids) has no kernel",
+		"GroupQueryAttention with packed query/key/value (no key or value input) has no kernel",
+	} {
+		if !strings.Contains(all, why) {
+			t.Errorf("no refusal %q; skipped:\n%s", why, all)
+		}
+	}
+}
+
 // TestProbeHalfGroupQueryAttention: in a model made half, precision keeps a soft-capped
 // or sink attention (GroupQueryAttention) in float and feeds it through Casts, while
 // the operator's sequence lengths are computed from the half query's shape, which no
