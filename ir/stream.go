@@ -249,8 +249,11 @@ func copyField(dst protoreflect.Message, fd protoreflect.FieldDescriptor, v prot
 }
 
 // write streams e to w: literal bytes through a buffer, tensor data from where it lives.
+// The buffer is small: literal runs are short, tensor data bypasses it, and each page of
+// fresh memory costs a page fault, which on some virtual machines is dearer than
+// copying the page.
 func (e *encoded) write(f sinkFile) error {
-	bw := bufio.NewWriterSize(f, 1<<20)
+	bw := bufio.NewWriterSize(f, 64<<10)
 	for _, p := range e.parts {
 		if p.src == nil {
 			if _, err := bw.Write(p.lit); err != nil {

@@ -6,6 +6,7 @@ package prune
 import (
 	"bytes"
 	"encoding/binary"
+	"hash/maphash"
 	"math"
 	"sort"
 	"strconv"
@@ -138,7 +139,10 @@ func dedupe(root *ir.Graph) (nodes, inits int) {
 }
 
 func dedupeInits(g *ir.Graph, live map[*ir.Value]bool) int {
-	seen := map[string]*ir.Value{}
+	// Keyed by a digest, not the bytes: a key holding a copy of every small tensor costs
+	// more in fresh memory than the comparison it saves. Equal digests are confirmed byte
+	// for byte.
+	seen := map[initKey][]*ir.Value{}
 	var keep, merged []*ir.Value
 	for _, v := range g.Initializers {
 		t := v.Const
@@ -153,9 +157,15 @@ func dedupeInits(g *ir.Graph, live map[*ir.Value]bool) int {
 			continue
 		}
 		k := tensorKey(t, b)
-		orig := seen[k]
+		var orig *ir.Value
+		for _, c := range seen[k] {
+			if cb, err := c.Const.Bytes(); err == nil && bytes.Equal(cb, b) {
+				orig = c
+				break
+			}
+		}
 		if orig == nil {
-			seen[k] = v
+			seen[k] = append(seen[k], v)
 			keep = append(keep, v)
 			continue
 		}
@@ -171,16 +181,21 @@ func dedupeInits(g *ir.Graph, live map[*ir.Value]bool) int {
 	return len(merged)
 }
 
-func tensorKey(t *ir.Tensor, b []byte) string {
-	var buf bytes.Buffer
-	buf.WriteString(strconv.Itoa(int(t.DType)))
+// initKey files a small initializer by type, shape and a digest of its bytes.
+type initKey struct {
+	dt   ir.DataType
+	dims string
+	sum  uint64
+}
+
+var keySeed = maphash.MakeSeed()
+
+func tensorKey(t *ir.Tensor, b []byte) initKey {
+	var dims []byte
 	for _, d := range t.Dims {
-		buf.WriteByte(',')
-		buf.WriteString(strconv.FormatInt(d, 10))
+		dims = strconv.AppendInt(append(dims, ','), d, 10)
 	}
-	buf.WriteByte('|')
-	buf.Write(b)
-	return buf.String()
+	return initKey{t.DType, string(dims), maphash.Bytes(keySeed, b)}
 }
 
 func dedupeNodes(g *ir.Graph, live map[*ir.Value]bool) int {
@@ -375,6 +390,11 @@ func tensorAttrKey(buf *bytes.Buffer, t *ir.Tensor) bool {
 	if err != nil {
 		return false
 	}
-	writeStr(buf, tensorKey(t, b))
+	writeStr(buf, strconv.Itoa(int(t.DType)))
+	writeInt(buf, int64(len(t.Dims)))
+	for _, d := range t.Dims {
+		writeInt(buf, d)
+	}
+	writeStr(buf, string(b))
 	return true
 }

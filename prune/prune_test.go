@@ -29,3 +29,30 @@ func TestSameAttrs(t *testing.T) {
 		}
 	}
 }
+
+// Initializers merge only when type, shape and bytes all agree: the same bytes under
+// another shape or type are another tensor.
+func TestDedupeInitializers(t *testing.T) {
+	g := ir.NewGraph("g")
+	f32 := ir.FloatTensor([]int64{2}, []float32{1, 2})
+	b, _ := f32.Bytes()
+	w1, _ := g.AddInitializer("w1", f32)
+	w2, _ := g.AddInitializer("w2", ir.NewTensor(ir.Float, []int64{1, 2}, b))
+	w3, _ := g.AddInitializer("w3", ir.NewTensor(ir.Int32, []int64{2}, b))
+	w4, _ := g.AddInitializer("w4", ir.FloatTensor([]int64{2}, []float32{1, 2}))
+	w5, _ := g.AddInitializer("w5", ir.FloatTensor([]int64{2}, []float32{1, 3}))
+	var sums []*ir.Node
+	for _, w := range []*ir.Value{w1, w2, w3, w4, w5} {
+		s := g.Add("Identity", []*ir.Value{w}, 1, "s")
+		sums = append(sums, s)
+		g.Outputs = append(g.Outputs, s.Output(0))
+	}
+	if _, inits := DedupeCounts(g); inits != 1 {
+		t.Fatalf("%d initializers merged, want 1 (w4 into w1)", inits)
+	}
+	for i, want := range []string{"w1", "w2", "w3", "w1", "w5"} {
+		if got := sums[i].Input(0).Name; got != want {
+			t.Errorf("reader of w%d reads %s, want %s", i+1, got, want)
+		}
+	}
+}
