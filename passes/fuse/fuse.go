@@ -57,7 +57,8 @@ node metadata (qcc.block, qcc.kind, qcc.layer, qcc.variant).`,
 func run(ctx *pass.Context) error {
 	m := ctx.Model
 	opset, _ := strconv.ParseInt(ctx.Opt("opset"), 10, 64)
-	env := &transformer.Env{Model: m, Target: transformer.Target(ctx.Opt("target")), RaiseOpset: opset}
+	// Typed: the shapes analysis this pass requires is current for the model it gets.
+	env := &transformer.Env{Model: m, Target: transformer.Target(ctx.Opt("target")), RaiseOpset: opset, Typed: true}
 	if p := ctx.Opt("provider"); p != "any" {
 		env.Provider = p
 	}

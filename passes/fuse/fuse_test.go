@@ -8,6 +8,7 @@ import (
 
 	"github.com/qcc-dev/qcc/internal/modroot"
 	"github.com/qcc-dev/qcc/ir"
+	"github.com/qcc-dev/qcc/ir/text"
 	"github.com/qcc-dev/qcc/pass"
 	"github.com/qcc-dev/qcc/passes"
 	"github.com/qcc-dev/qcc/passes/fuse"
@@ -86,5 +87,45 @@ func TestFullyFused(t *testing.T) {
 	}
 	if got := fuse.FullyFused([]*transformer.Block{b(transformer.Attention, true), b(transformer.LayerNorm, true)}); !strings.HasPrefix(got, "fully fused: yes;") {
 		t.Errorf("got %s", got)
+	}
+}
+
+// Typed lets Fuse skip its first shape inference. On every opset-17 probe, with the types
+// as the shapes analysis leaves them, Fuse with Typed writes the same model as Fuse
+// inferring them again.
+func TestFuseTyped(t *testing.T) {
+	root, err := modroot.Find()
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := filepath.Glob(filepath.Join(root, "testdata", "probes", "*.opset17.onnx"))
+	if err != nil || len(files) < 50 {
+		t.Fatalf("%d probes (%v)", len(files), err)
+	}
+	fold, err := pass.Parse("fold,shapes", passes.All)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fused := func(file string, typed bool) string {
+		m, err := ir.Load(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := fold.Run(context.Background(), m, nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := transformer.Fuse(m, transformer.Families, &transformer.Env{Model: m, Target: transformer.ORT, Typed: typed}); err != nil {
+			t.Fatalf("%s: %v", filepath.Base(file), err)
+		}
+		var sb strings.Builder
+		if err := text.Print(&sb, m, text.Options{}); err != nil {
+			t.Fatal(err)
+		}
+		return sb.String()
+	}
+	for _, f := range files {
+		if a, b := fused(f, false), fused(f, true); a != b {
+			t.Errorf("%s: Fuse with Typed writes another model", filepath.Base(f))
+		}
 	}
 }

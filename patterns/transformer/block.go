@@ -93,6 +93,10 @@ type Env struct {
 	// for any, "cpu" or "cuda". It only steers choices where a fused kernel of one
 	// provider is slower than what it replaces.
 	Provider string
+	// Typed says the model's types are current: shape inference ran on the model as it
+	// is (a pass that requires the shapes analysis gets it so). Fuse then does not infer
+	// them again before the first family.
+	Typed bool
 }
 
 // Family recognises and fuses one kind of block.

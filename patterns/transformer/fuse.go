@@ -43,7 +43,7 @@ func Fuse(m *ir.Model, fams []*Family, env *Env) (*Report, error) {
 		if i > 0 {
 			prefix = g.Name + "/"
 		}
-		if err := fuseGraph(m, g, prefix, fams, env, rep); err != nil {
+		if err := fuseGraph(m, g, prefix, fams, env, rep, env.Typed && i == 0); err != nil {
 			return nil, err
 		}
 	}
@@ -63,8 +63,8 @@ func Fuse(m *ir.Model, fams []*Family, env *Env) (*Report, error) {
 }
 
 // fuseGraph fuses the blocks of g, one graph of m, into rep; prefix names the blocks of
-// a body (its graph's name) apart from the main graph's.
-func fuseGraph(m *ir.Model, g *ir.Graph, prefix string, fams []*Family, env *Env, rep *Report) error {
+// a body (its graph's name) apart from the main graph's. typed says m's types are current.
+func fuseGraph(m *ir.Model, g *ir.Graph, prefix string, fams []*Family, env *Env, rep *Report, typed bool) error {
 	left := map[string]string{}
 	dirty := true // the graph changed since types were inferred and the nodes sorted
 	for _, f := range fams {
@@ -75,10 +75,14 @@ func fuseGraph(m *ir.Model, g *ir.Graph, prefix string, fams []*Family, env *Env
 			if dirty {
 				// What an earlier family replaced may stay alive through Shape readers until
 				// they are dead too; later families must not see it.
+				// Removing dead nodes leaves the live values' types as they were.
 				prune.RemoveDead(g)
-				if _, err := shape.Infer(m); err != nil {
-					return fmt.Errorf("before %s fusion: %w", f.Kind, err)
+				if !typed {
+					if _, err := shape.Infer(m); err != nil {
+						return fmt.Errorf("before %s fusion: %w", f.Kind, err)
+					}
 				}
+				typed = false
 				// Nodes an earlier family added sit at the end of the list; Find sweeps from
 				// the end, so restore the order first.
 				if err := g.TopoSort(); err != nil {
