@@ -10,7 +10,9 @@
 #     internal/cmd/genllama. It needs about 45 GB of free disk for input and outputs;
 #     SKIP_7B=1 leaves it out.
 # Each figure is the fastest of $RUNS runs (the 7B one of $RUNS_7B) after warming the page
-# cache; peak RSS (max resident set, mapped file pages included) from /usr/bin/time.
+# cache; peak RSS (max resident set, mapped file pages included) from /usr/bin/time. cp
+# and qcc run in turn, round by round, so that a drift in the machine's speed over the
+# minutes of a run touches both alike.
 # Targets: time <= 1.5x cp; peak RSS <= 1.1x the model inline, <= 300 MB + the largest
 # tensor with external data.
 #
@@ -43,15 +45,14 @@ row() { # name files... ; measures cp, qcc and (unless NO_ORT) ORT on the first 
 	local model=$1 size=0 f
 	for f in "$@"; do size=$((size + $(stat -c %s "$f"))); done
 	cat "$@" >/dev/null # warm the page cache for every contender alike
-	local cp_r qcc_r ort_r="- -"
-	cp_r=$(measure "$runs" cp "$@" "$work/out/")
-	qcc_r=$(measure "$runs" "$work/qcc" -passes=fold,fuse "$model" -o "$work/out/m.onnx")
+	local pair ort_r="- -"
+	pair=$(measure_pair "$runs" cp "$@" "$work/out/" -- "$work/qcc" -passes=fold,fuse "$model" -o "$work/out/m.onnx")
 	if [ "$ort" = yes ]; then
 		ort_r=$(measure "$runs" "$work/ortbench" -ort-lib "$lib" -save-only -opt extended -optimized "$work/out" "$model" || echo "- -")
 	fi
 	local big=0
 	if [ $# -gt 1 ]; then big=$(largest "$model"); fi
-	rows+=("$name $size $big $cp_r $qcc_r $ort_r")
+	rows+=("$name $size $big $pair $ort_r")
 }
 
 echo "bench-compile: preparing BERT-large ..." >&2

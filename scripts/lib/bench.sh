@@ -14,17 +14,41 @@ synth_large() {
 	size=$(( $(stat -c %s "$src") + $(stat -c %s "$src.data") ))
 }
 
+# once CMD...: runs CMD once into an empty $work/out and prints "seconds maxrss_kib".
+once() {
+	rm -rf "$work/out" && mkdir "$work/out"
+	sync
+	/usr/bin/time -f "%e %M" "$@" 2>&1 >/dev/null | tail -1
+}
+
+# fastest: of "seconds kib" lines on stdin, the line with the fewest seconds.
+fastest() { sort -g -k1,1 | head -1; }
+
 # measure N CMD...: runs CMD N times, each into an empty $work/out, and prints
 # "seconds maxrss_kib" of the fastest run.
 measure() {
-	local n=$1 best="" line
+	local n=$1 lines=""
 	shift
+	for _ in $(seq "$n"); do lines+="$(once "$@")"$'\n'; done
+	rm -rf "$work/out"
+	printf '%s' "$lines" | fastest
+}
+
+# measure_pair N CMD_A... -- CMD_B...: runs A and B in turn, N rounds, each into an
+# empty $work/out, so that a drift in the machine's speed (page-cache pressure, a
+# neighbour) touches both alike; prints "a_seconds a_kib b_seconds b_kib" of each
+# one's fastest run.
+measure_pair() {
+	local n=$1 a=() b=() x side=a la="" lb=""
+	shift
+	for x in "$@"; do
+		if [ "$side" = a ] && [ "$x" = -- ]; then side=b; continue; fi
+		if [ "$side" = a ]; then a+=("$x"); else b+=("$x"); fi
+	done
 	for _ in $(seq "$n"); do
-		rm -rf "$work/out" && mkdir "$work/out"
-		sync
-		line=$(/usr/bin/time -f "%e %M" "$@" 2>&1 >/dev/null | tail -1)
-		if [ -z "$best" ] || awk -v a="${line%% *}" -v b="${best%% *}" 'BEGIN{exit !(a<b)}'; then best=$line; fi
+		la+="$(once "${a[@]}")"$'\n'
+		lb+="$(once "${b[@]}")"$'\n'
 	done
 	rm -rf "$work/out"
-	echo "$best"
+	echo "$(printf '%s' "$la" | fastest) $(printf '%s' "$lb" | fastest)"
 }
