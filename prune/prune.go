@@ -374,27 +374,21 @@ func tensorAttrKey(buf *bytes.Buffer, t *ir.Tensor) bool {
 	if t == nil {
 		return false
 	}
-	if t.DType == ir.String {
-		s := t.Strings()
-		writeStr(buf, "strings")
-		writeInt(buf, int64(len(t.Dims)))
-		for _, d := range t.Dims {
-			writeInt(buf, d)
+	data := t.Strings()
+	if t.DType != ir.String {
+		b, err := t.Bytes()
+		if err != nil {
+			return false
 		}
-		for _, x := range s {
-			writeStr(buf, string(x))
-		}
-		return true
-	}
-	b, err := t.Bytes()
-	if err != nil {
-		return false
+		data = [][]byte{b}
 	}
 	writeStr(buf, strconv.Itoa(int(t.DType)))
 	writeInt(buf, int64(len(t.Dims)))
 	for _, d := range t.Dims {
 		writeInt(buf, d)
 	}
-	writeStr(buf, string(b))
+	for _, x := range data {
+		writeStr(buf, string(x))
+	}
 	return true
 }

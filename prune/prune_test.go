@@ -6,6 +6,14 @@ import (
 	"github.com/qcc-dev/qcc/ir"
 )
 
+func strs(s ...string) *ir.Attr {
+	b := make([][]byte, len(s))
+	for i, x := range s {
+		b[i] = []byte(x)
+	}
+	return ir.TensorAttr("value", ir.NewStringTensor([]int64{int64(len(s))}, b))
+}
+
 // SameAttrs ignores order and compares values, tensors by their contents: two
 // ConstantOfShape fills that differ are different nodes.
 func TestSameAttrs(t *testing.T) {
@@ -22,6 +30,11 @@ func TestSameAttrs(t *testing.T) {
 		{[]*ir.Attr{axis}, []*ir.Attr{ir.IntAttr("axis", 1)}, false},
 		{[]*ir.Attr{axis}, nil, false},
 		{nil, nil, true},
+		// Strings: the same, others, split differently, and the same bytes as a uint8 tensor.
+		{[]*ir.Attr{strs("ab", "c")}, []*ir.Attr{strs("ab", "c")}, true},
+		{[]*ir.Attr{strs("ab", "c")}, []*ir.Attr{strs("ab", "d")}, false},
+		{[]*ir.Attr{strs("ab", "c")}, []*ir.Attr{strs("a", "bc")}, false},
+		{[]*ir.Attr{strs("abc")}, []*ir.Attr{ir.TensorAttr("value", ir.NewTensor(ir.Uint8, []int64{3}, []byte("abc")))}, false},
 	}
 	for i, c := range cases {
 		if got := SameAttrs(c.a, c.b); got != c.want {
