@@ -62,6 +62,26 @@ func disagreements(t *testing.T, m *ir.Model, in *instance) (int, string) {
 	return bad, first
 }
 
+// wantAgree fails the test when in's emulation disagrees with ONNX Runtime on the
+// model's subgraph.
+func wantAgree(t *testing.T, m *ir.Model, in *instance) {
+	t.Helper()
+	if bad, first := disagreements(t, m, in); bad > 0 {
+		t.Errorf("%s: %d elements disagree with ONNX Runtime on the model's subgraph; first %s", in.ID, bad, first)
+	}
+}
+
+// wantSkipped fails the test for each reason no skipped block of p gives.
+func wantSkipped(t *testing.T, p *plan, reasons ...string) {
+	t.Helper()
+	all := strings.Join(p.Skipped, "\n")
+	for _, why := range reasons {
+		if !strings.Contains(all, why) {
+			t.Errorf("no refusal %q; skipped:\n%s", why, all)
+		}
+	}
+}
+
 // attentionOf plans a model and returns its first attention instance.
 func attentionOf(t *testing.T, path string) (*ir.Model, *instance) {
 	t.Helper()
@@ -79,9 +99,7 @@ func attentionOf(t *testing.T, path string) (*ir.Model, *instance) {
 // fixedAndBroken checks that the oracle accepts in and rejects the old binding.
 func fixedAndBroken(t *testing.T, m *ir.Model, in *instance, old map[string]string) {
 	t.Helper()
-	if bad, first := disagreements(t, m, in); bad > 0 {
-		t.Errorf("%s: %d elements disagree with the model's subgraph; first %s", in.ID, bad, first)
-	}
+	wantAgree(t, m, in)
 	if bad, _ := disagreements(t, m, withConsts(in, old)); bad == 0 {
 		t.Errorf("%s: the binding before the fix (%v) agrees with the model's subgraph: the check cannot see the bug", in.ID, old)
 	} else {
@@ -197,15 +215,12 @@ func TestRefusals(t *testing.T) {
 			continue
 		}
 		computed[out] = true
-		if bad, first := disagreements(t, m, in); bad > 0 {
-			t.Errorf("%s: %d elements disagree with the model's subgraph; first %s", in.ID, bad, first)
-		}
+		wantAgree(t, m, in)
 	}
 	if !computed["y4"] || !computed["y5"] || !computed["y7"] {
 		t.Errorf("kernels for %v, want y4, y5 and y7", computed)
 	}
-	all := strings.Join(p.Skipped, "\n")
-	for _, why := range []string{
+	wantSkipped(t, p,
 		"past state (past, past_sequence_length)",
 		"mask_index int32[batch] is not an int32 [batch, seq] key padding mask",
 		"past_key/past_value",
@@ -214,11 +229,7 @@ func TestRefusals(t *testing.T) {
 		"qk_matmul_output in mode 3 (the scores after the mask, the soft cap or the softmax)",
 		"causal attention of query float[batch,seq,12] over keys float[batch,kvseq,12] of another length has no kernel",
 		"Attention's query float[batch,2,seq,6] is not [batch, seq, hidden] (4-D and packed inputs have no kernel)",
-	} {
-		if !strings.Contains(all, why) {
-			t.Errorf("no refusal %q; skipped:\n%s", why, all)
-		}
-	}
+	)
 }
 
 // TestQuantizeTies: the check data of a QuantizeLinear with power-of-two scales holds
@@ -261,9 +272,7 @@ func TestQuantizeTies(t *testing.T) {
 		if ties == 0 || differ == 0 {
 			t.Errorf("%s: %d exact ties, %d where half away from zero differs from ONNX Runtime", in.ID, ties, differ)
 		}
-		if bad, first := disagreements(t, m, in); bad > 0 {
-			t.Errorf("%s: %d elements disagree; first %s", in.ID, bad, first)
-		}
+		wantAgree(t, m, in)
 	}
 	if n != 2 {
 		t.Errorf("%d QuantizeLinear instances, want 2", n)
@@ -292,9 +301,7 @@ func TestEmbeddingIDs(t *testing.T) {
 	if seq, table := in.Dims[1].Value, constOf(t, in, "kMaxPositions"); cInt(seq) != table {
 		t.Errorf("sequence %d, want the position table's %s", seq, table)
 	}
-	if bad, first := disagreements(t, m, in); bad > 0 {
-		t.Errorf("%d elements disagree; first %s", bad, first)
-	}
+	wantAgree(t, m, in)
 	// One id past the vocabulary.
 	vocab := constOf(t, in, "kVocab")
 	cp := *in
@@ -388,15 +395,10 @@ func TestMaskPredicate(t *testing.T) {
 func TestRotaryReason(t *testing.T) {
 	m := load(t, "testdata/probe-rotary.onnx.txt")
 	p := planOf(t, m, "probe-rotary")
-	all := strings.Join(p.Skipped, "\n")
-	for _, want := range []string{
+	wantSkipped(t, p,
 		"rotary.0 (RotaryEmbedding): node rope23: rotary embedding has no kernel",
 		"rotary.1 (com.microsoft.RotaryEmbedding): node rope_ms: rotary embedding has no kernel",
-	} {
-		if !strings.Contains(all, want) {
-			t.Errorf("no %q; skipped:\n%s", want, all)
-		}
-	}
+	)
 }
 
 // afterOperator is a model whose attention operators' outputs go through one more

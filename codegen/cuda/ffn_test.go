@@ -54,9 +54,7 @@ func TestPackedConvFFN(t *testing.T) {
 			continue
 		}
 		gelus++
-		if bad, first := disagreements(t, m, in); bad > 0 {
-			t.Errorf("%s: %d elements disagree with the model's subgraph; first %s", in.ID, bad, first)
-		}
+		wantAgree(t, m, in)
 	}
 	if gelus != 1 {
 		t.Errorf("%d GELU kernels, want 1 (instances %d)", gelus, len(p.Instances))
