@@ -18,6 +18,7 @@ import (
 	"runtime/pprof"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/qcc-dev/qcc/codegen/cuda"
 	"github.com/qcc-dev/qcc/ir"
@@ -74,7 +75,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.verifyEach, "verify-each", false, "verify the model after every pass")
 	fs.Var(&o.stats, "stats", "print a summary of the run (blocks found/fused/refused, Q/DQ pairs, precision, output size) and what each pass did; -stats=json: the same as one JSON object on stdout")
 	fs.StringVar(&o.report, "report", "", "write an HTML report of the run to this file: one self-contained page (blocks per layer and why each stayed unfused, quantized tensors with ranges and histograms, precision of every node)")
-	fs.BoolVar(&o.timePasses, "time-passes", false, "print the time each pass took")
+	fs.BoolVar(&o.timePasses, "time-passes", false, "print the time each pass took, and the load and the write")
 	fs.StringVar(&o.debugOnly, "debug-only", "", "print debug output of these passes (comma-separated)")
 	fs.BoolVar(&o.listPasses, "list-passes", false, "list the available passes and their options, then exit")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
@@ -198,6 +199,9 @@ func compile(args []string, o options, stdout, stderr io.Writer) error {
 		}
 	}
 
+	// -time-passes also times what lies outside the pipeline: reading and checking the
+	// input, and writing the output, often most of a large model's compile.
+	start := time.Now()
 	m, err := ir.Load(in)
 	if err != nil {
 		return err
@@ -205,6 +209,7 @@ func compile(args []string, o options, stdout, stderr io.Writer) error {
 	if err := m.Verify(); err != nil {
 		return fmt.Errorf("%s is not a valid model: %w", in, err)
 	}
+	loadTime := time.Since(start)
 	nodesIn := m.Graph.NumNodes()
 	var rep *pass.Report
 	if pipe != nil {
@@ -240,9 +245,11 @@ func compile(args []string, o options, stdout, stderr io.Writer) error {
 		return fmt.Errorf("internal error: the compiled model is invalid, not written: %w", err)
 	}
 	var extra strings.Builder // the emitter's lines in -stats
+	start = time.Now()
 	if err := emit(m, in, o, mode, stdout, stderr, &extra); err != nil {
 		return err
 	}
+	emitTime := time.Since(start)
 	var run *report.Run
 	if o.stats.on() || o.report != "" {
 		// The record is built from the output model (its blocks, types and quantizers)
@@ -281,8 +288,14 @@ func compile(args []string, o options, stdout, stderr io.Writer) error {
 			run.WriteSummary(stderr)
 		}
 		sel.writeOrigin(stderr)
+		if o.timePasses {
+			fmt.Fprintf(stderr, "%-10s nodes %d  %.3fs\n", "load", nodesIn, loadTime.Seconds())
+		}
 		if rep != nil {
 			rep.WriteStats(stderr, o.timePasses)
+		}
+		if o.timePasses {
+			fmt.Fprintf(stderr, "%-10s %s  %.3fs\n", "emit", o.emit, emitTime.Seconds())
 		}
 		fmt.Fprint(stderr, extra.String())
 	}

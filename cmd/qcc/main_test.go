@@ -100,6 +100,12 @@ func TestInstrumentationFlags(t *testing.T) {
 			t.Errorf("stderr lacks %q:\n%s", want, stderr)
 		}
 	}
+	// -time-passes times the load and the write too, each on a line of its own.
+	for _, re := range []string{`(?m)^load +nodes \d+  \d+\.\d{3}s$`, `(?m)^emit +onnx  \d+\.\d{3}s$`} {
+		if !regexp.MustCompile(re).MatchString(stderr) {
+			t.Errorf("-time-passes: no line matching %s:\n%s", re, stderr)
+		}
+	}
 	code, stdout, _ := qcc(t, "-list-passes")
 	if code != 0 || !strings.Contains(stdout, "fold") || !strings.Contains(stdout, "shapes") {
 		t.Errorf("-list-passes: exit %d\n%s", code, stdout)
