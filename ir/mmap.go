@@ -97,18 +97,3 @@ type section struct {
 }
 
 func (s *section) bytes() []byte { return s.m.data[s.off : s.off+s.n] }
-
-// copyTo writes the section to w; from a file to an *os.File the kernel moves the bytes
-// (copy_file_range or sendfile), so they never pass through this process.
-func (s *section) copyTo(w io.Writer) (int64, error) {
-	s.m.mu.Lock()
-	defer s.m.mu.Unlock()
-	if _, err := s.m.f.Seek(s.off, io.SeekStart); err != nil {
-		return 0, err
-	}
-	n, err := io.Copy(w, io.LimitReader(s.m.f, s.n))
-	if err == nil && n != s.n {
-		err = fmt.Errorf("%s is short: %d of %d bytes at offset %d", s.m.f.Name(), n, s.n, s.off)
-	}
-	return n, err
-}

@@ -3,7 +3,6 @@ package ir
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -190,7 +189,8 @@ func (m *Model) tensorBytes() int64 {
 	return n
 }
 
-// extWriter appends tensor data to the external data file at 64-byte aligned offsets.
+// extWriter appends tensor data to the external data file, each tensor where placeAfter
+// puts it.
 type extWriter struct {
 	f         sinkFile
 	name      string
@@ -208,7 +208,7 @@ func (w *extWriter) flush(sync bool) error {
 // put writes t's bytes, streaming from its source file when it has not been read, and
 // returns the external_data entries that point at them.
 func (w *extWriter) put(t *Tensor) ([]*onnxpb.StringStringEntryProto, error) {
-	if pad := (64 - w.off%64) % 64; pad > 0 {
+	if pad := placeAfter(w.off, t.DType.ByteSize(t.NumElements())) - w.off; pad > 0 {
 		if _, err := w.f.Write(make([]byte, pad)); err != nil {
 			return nil, err
 		}
@@ -226,19 +226,13 @@ func (w *extWriter) put(t *Tensor) ([]*onnxpb.StringStringEntryProto, error) {
 			st, _ := src.Stat()
 			length = st.Size() - e.Offset
 		}
-		// A LimitedReader over the file lets io.Copy use copy_file_range: the bytes move
-		// inside the kernel and never pass through this process.
-		if _, err = src.Seek(e.Offset, io.SeekStart); err == nil {
-			n, err = io.Copy(w.f, io.LimitReader(src, length))
-		}
+		err = copyFile(w.f, src, e.Offset, length)
 		src.Close()
-		if err == nil && n != length {
-			err = fmt.Errorf("external data %s is short: %d of %d bytes", e.Location, n, length)
-		}
 		if err != nil {
-			return nil, fmt.Errorf("tensor %q: %w", t.Name, err)
+			return nil, fmt.Errorf("tensor %q: external data: %w", t.Name, err)
 		}
-	} else if ok, err := t.writeStreamed(w.f, t.DType.ByteSize(t.NumElements())); ok {
+		n = length
+	} else if ok, err := t.writeStreamed(&roundWriter{w: w.f, pos: w.off}, t.DType.ByteSize(t.NumElements())); ok {
 		if err != nil {
 			return nil, err
 		}
@@ -248,7 +242,7 @@ func (w *extWriter) put(t *Tensor) ([]*onnxpb.StringStringEntryProto, error) {
 		if err != nil {
 			return nil, err
 		}
-		k, err := w.f.Write(b)
+		k, err := (&roundWriter{w: w.f, pos: w.off}).Write(b)
 		if err != nil {
 			return nil, err
 		}
@@ -627,4 +621,16 @@ func (st *streamer) defer_(t *Tensor, name string, orig *onnxpb.TensorProto) (*o
 	}
 	st.data[tp] = &dataSource{t: t, n: n}
 	return tp, nil
+}
+
+// placeAfter returns where, at or after off, a tensor of n bytes goes in an external
+// data file: 64-byte aligned, and one of 1 MiB or more at a multiple of copyRound, so
+// that copying it fills whole folios of the output (see copyRound). The padding costs at
+// most 1/16 of the tensor.
+func placeAfter(off, n int64) int64 {
+	a := int64(64)
+	if n >= 16*copyRound {
+		a = copyRound
+	}
+	return off + (a-off%a)%a
 }

@@ -273,19 +273,11 @@ func (e *encoded) write(f sinkFile) error {
 // whose bytes can be computed again drops them once written.
 func (d *dataSource) write(bw *bufio.Writer, f sinkFile) error {
 	t := d.t
-	fileCopy := func(src *os.File, off, n int64, lock func() func()) error {
+	fileCopy := func(src *os.File, off, n int64) error {
 		if err := bw.Flush(); err != nil {
 			return err
 		}
-		defer lock()()
-		if _, err := src.Seek(off, io.SeekStart); err != nil {
-			return err
-		}
-		k, err := f.ReadFrom(io.LimitReader(src, n))
-		if err == nil && k != n {
-			err = fmt.Errorf("%s is short: %d of %d bytes at offset %d", src.Name(), k, n, off)
-		}
-		if err != nil {
+		if err := copyFile(f, src, off, n); err != nil {
 			return fmt.Errorf("tensor %q: %w", t.Name, err)
 		}
 		return nil
@@ -294,7 +286,9 @@ func (d *dataSource) write(bw *bufio.Writer, f sinkFile) error {
 	sec, raw := t.sec, t.raw
 	t.mu.Unlock()
 	if sec != nil {
-		return fileCopy(sec.m.f, sec.off, sec.n, func() func() { sec.m.mu.Lock(); return sec.m.mu.Unlock })
+		sec.m.mu.Lock() // the copy may move the shared file's offset
+		defer sec.m.mu.Unlock()
+		return fileCopy(sec.m.f, sec.off, sec.n)
 	}
 	if e := t.External(); e != nil && raw == nil {
 		src, err := os.Open(e.Path)
@@ -302,9 +296,21 @@ func (d *dataSource) write(bw *bufio.Writer, f sinkFile) error {
 			return fmt.Errorf("tensor %q: external data: %w", t.Name, err)
 		}
 		defer src.Close()
-		return fileCopy(src, e.Offset, d.n, func() func() { return func() {} })
+		return fileCopy(src, e.Offset, d.n)
 	}
-	if ok, err := t.writeStreamed(bw, d.n); ok {
+	// Bytes made in memory. Large ones bypass the buffer, written in rounds.
+	var w io.Writer = bw
+	if d.n >= 16*copyRound {
+		if err := bw.Flush(); err != nil {
+			return err
+		}
+		pos, err := f.Seek(0, io.SeekCurrent)
+		if err != nil {
+			return err
+		}
+		w = &roundWriter{w: f, pos: pos}
+	}
+	if ok, err := t.writeStreamed(w, d.n); ok {
 		return err
 	}
 	b, err := t.Bytes()
@@ -314,7 +320,7 @@ func (d *dataSource) write(bw *bufio.Writer, f sinkFile) error {
 	if int64(len(b)) != d.n {
 		return fmt.Errorf("tensor %q: %d bytes of data, want %d", t.Name, len(b), d.n)
 	}
-	if _, err := bw.Write(b); err != nil {
+	if _, err := w.Write(b); err != nil {
 		return err
 	}
 	t.release()
@@ -324,6 +330,7 @@ func (d *dataSource) write(bw *bufio.Writer, f sinkFile) error {
 // sinkFile is what a save writes to: an *os.File, or in tests one that fails.
 type sinkFile interface {
 	io.Writer
+	io.Seeker
 	io.ReaderFrom
 	Name() string
 	Sync() error
