@@ -209,7 +209,7 @@ func (w *extWriter) flush(sync bool) error {
 // returns the external_data entries that point at them.
 func (w *extWriter) put(t *Tensor) ([]*onnxpb.StringStringEntryProto, error) {
 	if pad := placeAfter(w.off, t.DType.ByteSize(t.NumElements())) - w.off; pad > 0 {
-		if _, err := w.f.Write(make([]byte, pad)); err != nil {
+		if _, err := w.f.Write(zeroPad[:pad]); err != nil {
 			return nil, err
 		}
 		w.off += pad
@@ -622,6 +622,9 @@ func (st *streamer) defer_(t *Tensor, name string, orig *onnxpb.TensorProto) (*o
 	st.data[tp] = &dataSource{t: t, n: n}
 	return tp, nil
 }
+
+// zeroPad is the padding placeAfter asks for, at most.
+var zeroPad [copyRound]byte
 
 // placeAfter returns where, at or after off, a tensor of n bytes goes in an external
 // data file: 64-byte aligned, and one of 1 MiB or more at a multiple of copyRound, so
