@@ -108,6 +108,27 @@ func TestCopyFileShort(t *testing.T) {
 	}
 }
 
+// TestCopyFileFails: a sink that refuses the bytes (opened read-only) gets an error
+// from either path, naming the file.
+func TestCopyFileFails(t *testing.T) {
+	src, _ := randomFile(t, 3<<20)
+	path := filepath.Join(t.TempDir(), "dst")
+	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []int64{copyRound, 2 << 20} {
+		dst, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = copyFile(dst, src, 0, n)
+		dst.Close()
+		if err == nil || !strings.Contains(err.Error(), path) {
+			t.Errorf("n %d: copy to a read-only file: err = %v, want one naming %s", n, err, path)
+		}
+	}
+}
+
 // recorder keeps each Write's bytes apart.
 type recorder struct{ pieces [][]byte }
 
