@@ -14,15 +14,27 @@ import (
 // write of a megabyte makes folios of up to 1 MiB, which were slower still to allocate.
 const copyRound = 64 << 10
 
+// pageSize is the page-cache page the kernel's copy rounds are counted in.
+const pageSize = 4 << 10
+
 // copyFile appends n bytes of src, from offset off, to dst at its current offset. The
-// bytes move inside the kernel and never pass through this process. A large range on
-// Linux goes through a pipe of our own in rounds aligned to copyRound in the output
-// (spliceCopy), whatever the source's alignment; anything else, or a sink that is not a
-// plain file (tests), goes through dst.ReadFrom, which uses copy_file_range or sendfile.
+// bytes move inside the kernel and never pass through this process. A large range goes
+// in rounds aligned to copyRound in the output: by copy_file_range when the source is
+// page-aligned and the output at a multiple of copyRound (the kernel's own rounds then
+// line up, and file systems that share blocks, XFS and btrfs, clone them instead of
+// copying), otherwise on Linux through a pipe of our own (spliceCopy). The rest, and a
+// sink that is not a plain file (tests), go through dst.ReadFrom: copy_file_range or
+// sendfile.
 func copyFile(dst sinkFile, src *os.File, off, n int64) error {
 	if f, ok := dst.(*os.File); ok && n >= 16*copyRound {
-		if done, err := spliceCopy(f, src, off, n); done {
+		pos, err := f.Seek(0, io.SeekCurrent)
+		if err != nil {
 			return err
+		}
+		if off%pageSize != 0 || pos%copyRound != 0 {
+			if done, err := spliceCopy(f, pos, src, off, n); done {
+				return err
+			}
 		}
 	}
 	if _, err := src.Seek(off, io.SeekStart); err != nil {

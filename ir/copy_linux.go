@@ -4,24 +4,19 @@ package ir
 
 import (
 	"errors"
-	"io"
 	"os"
 	"syscall"
 )
 
 const fSetPipeSize = 1031 // F_SETPIPE_SZ
 
-// spliceCopy copies n bytes of src from off to dst's current offset through a pipe:
+// spliceCopy copies n bytes of src from off to dst's current offset, pos, through a pipe:
 // splice(2) in, splice(2) out, one round at a time, each ending at a multiple of
 // copyRound in dst. The pipe holds two rounds, so that a round from a source offset
 // that is not page-aligned (it takes seventeen pages) is never cut short. done is
 // false when nothing was copied and the caller should copy another way: no pipe, or a
 // file system that cannot splice.
-func spliceCopy(dst, src *os.File, off, n int64) (done bool, err error) {
-	pos, err := dst.Seek(0, io.SeekCurrent)
-	if err != nil {
-		return false, nil
-	}
+func spliceCopy(dst *os.File, pos int64, src *os.File, off, n int64) (done bool, err error) {
 	var p [2]int
 	if syscall.Pipe2(p[:], syscall.O_CLOEXEC) != nil {
 		return false, nil

@@ -80,7 +80,7 @@ func TestCopyFile(t *testing.T) {
 func TestSpliceCopy(t *testing.T) {
 	src, data := randomFile(t, 3<<20+12345)
 	copyCase(t, src, data, 777, 4097, 2<<20+5, 0, func(dst *os.File) error {
-		done, err := spliceCopy(dst, src, 4097, 2<<20+5)
+		done, err := spliceCopy(dst, 777, src, 4097, 2<<20+5)
 		if !done && runtime.GOOS == "linux" {
 			t.Fatal("spliceCopy fell back on Linux")
 		}
