@@ -14,6 +14,11 @@ import (
 // write of a megabyte makes folios of up to 1 MiB, which were slower still to allocate.
 const copyRound = 64 << 10
 
+// roundedMin is the smallest range that goes in aligned rounds (and, in external data,
+// starts at a multiple of copyRound): padding it to a round costs at most 1/16 of it,
+// and below it the rounds would buy little.
+const roundedMin = 16 * copyRound
+
 // pageSize is the page-cache page the kernel's copy rounds are counted in.
 const pageSize = 4 << 10
 
@@ -26,7 +31,7 @@ const pageSize = 4 << 10
 // sink that is not a plain file (tests), go through dst.ReadFrom: copy_file_range or
 // sendfile.
 func copyFile(dst sinkFile, src *os.File, off, n int64) error {
-	if f, ok := dst.(*os.File); ok && n >= 16*copyRound {
+	if f, ok := dst.(*os.File); ok && n >= roundedMin {
 		pos, err := f.Seek(0, io.SeekCurrent)
 		if err != nil {
 			return err

@@ -66,7 +66,7 @@ func TestCopyFile(t *testing.T) {
 	src, data := randomFile(t, 3<<20+12345)
 	for _, prefix := range []int{0, 3, copyRound - 1, copyRound, 100000} {
 		for _, off := range []int64{0, 1, 100, 4096, copyRound + 7} {
-			for _, n := range []int64{1, copyRound, 16 * copyRound, 16*copyRound + 13, 2<<20 + 4095} {
+			for _, n := range []int64{1, copyRound, roundedMin, roundedMin + 13, 2<<20 + 4095} {
 				copyCase(t, src, data, prefix, off, n, 0, func(dst *os.File) error { return copyFile(dst, src, off, n) })
 			}
 		}
@@ -170,9 +170,9 @@ func TestRoundWriter(t *testing.T) {
 // alignment of padding.
 func TestPlaceAfter(t *testing.T) {
 	for _, off := range []int64{0, 1, 63, 64, 65, copyRound - 1, copyRound, copyRound + 1, 123456789} {
-		for _, n := range []int64{0, 1, 4096, 16*copyRound - 1, 16 * copyRound, 1 << 30} {
+		for _, n := range []int64{0, 1, 4096, roundedMin - 1, roundedMin, 1 << 30} {
 			a := int64(64)
-			if n >= 16*copyRound {
+			if n >= roundedMin {
 				a = copyRound
 			}
 			got := placeAfter(off, n)

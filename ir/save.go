@@ -208,7 +208,8 @@ func (w *extWriter) flush(sync bool) error {
 // put writes t's bytes, streaming from its source file when it has not been read, and
 // returns the external_data entries that point at them.
 func (w *extWriter) put(t *Tensor) ([]*onnxpb.StringStringEntryProto, error) {
-	if pad := placeAfter(w.off, t.DType.ByteSize(t.NumElements())) - w.off; pad > 0 {
+	size := t.DType.ByteSize(t.NumElements())
+	if pad := placeAfter(w.off, size) - w.off; pad > 0 {
 		if _, err := w.f.Write(zeroPad[:pad]); err != nil {
 			return nil, err
 		}
@@ -216,6 +217,7 @@ func (w *extWriter) put(t *Tensor) ([]*onnxpb.StringStringEntryProto, error) {
 	}
 	start := w.off
 	var n int64
+	rw := &roundWriter{w: w.f, pos: w.off} // for bytes made in memory
 	if e := t.External(); e != nil && !t.Materialised() {
 		src, err := os.Open(e.Path)
 		if err != nil {
@@ -232,17 +234,17 @@ func (w *extWriter) put(t *Tensor) ([]*onnxpb.StringStringEntryProto, error) {
 			return nil, fmt.Errorf("tensor %q: external data: %w", t.Name, err)
 		}
 		n = length
-	} else if ok, err := t.writeStreamed(&roundWriter{w: w.f, pos: w.off}, t.DType.ByteSize(t.NumElements())); ok {
+	} else if ok, err := t.writeStreamed(rw, size); ok {
 		if err != nil {
 			return nil, err
 		}
-		n = t.DType.ByteSize(t.NumElements())
+		n = size
 	} else {
 		b, err := t.Bytes()
 		if err != nil {
 			return nil, err
 		}
-		k, err := (&roundWriter{w: w.f, pos: w.off}).Write(b)
+		k, err := rw.Write(b)
 		if err != nil {
 			return nil, err
 		}
@@ -632,7 +634,7 @@ var zeroPad [copyRound]byte
 // most 1/16 of the tensor.
 func placeAfter(off, n int64) int64 {
 	a := int64(64)
-	if n >= 16*copyRound {
+	if n >= roundedMin {
 		a = copyRound
 	}
 	return off + (a-off%a)%a

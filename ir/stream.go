@@ -300,7 +300,7 @@ func (d *dataSource) write(bw *bufio.Writer, f sinkFile) error {
 	}
 	// Bytes made in memory. Large ones bypass the buffer, written in rounds.
 	var w io.Writer = bw
-	if d.n >= 16*copyRound {
+	if d.n >= roundedMin {
 		if err := bw.Flush(); err != nil {
 			return err
 		}
